@@ -1,0 +1,1 @@
+//! Imagery acquisition for Groundwork.

@@ -1,0 +1,1 @@
+//! The OlmoEarth v1 encoder in candle.

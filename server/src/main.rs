@@ -1,0 +1,2 @@
+//! The `groundwork` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Groundwork step runtime.
