@@ -1,0 +1,42 @@
+use thiserror::Error;
+
+/// Errors of the store.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database URL could not be parsed (the URL itself is not repeated: it may hold a password).
+    #[error("the database URL is not a valid PostgreSQL connection string")]
+    InvalidDatabaseUrl,
+    /// The database could not be reached.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The row does not exist (or belongs to another organisation).
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// The kind of resource.
+        what: &'static str,
+        /// Its id.
+        id: uuid::Uuid,
+    },
+    /// The requested transition is not allowed from the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Dispatching a step through apalis failed.
+    #[error("dispatch failed: {0}")]
+    Dispatch(String),
+    /// The local PostgreSQL cluster could not be started.
+    #[error("{0}")]
+    LocalDatabase(String),
+    /// A JSON value could not be (de)serialised.
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Result with the store's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

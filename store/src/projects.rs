@@ -1,0 +1,214 @@
+//! Projects: an organisation's area, dates, task, classes, modalities and model settings.
+
+use crate::{Error, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A stored project.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Project {
+    /// Id.
+    pub id: Uuid,
+    /// Owning organisation.
+    pub org_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Area of interest: GeoJSON Polygon or MultiPolygon in EPSG:4326.
+    #[schema(value_type = Object)]
+    pub aoi: Value,
+    /// `[west, south, east, north]`.
+    #[sqlx(skip)]
+    pub bbox: [f64; 4],
+    /// Geodesic area of the AOI in km².
+    pub area_km2: f64,
+    /// First day of imagery.
+    pub start: NaiveDate,
+    /// Last day of imagery.
+    pub end: NaiveDate,
+    /// `classification | segmentation | regression`.
+    pub task: String,
+    /// `[{id, name, color}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub classes: Value,
+    /// Subset of `sentinel2_l2a, sentinel1, landsat`.
+    pub modalities: Vec<String>,
+    /// `nano | tiny | base | large`.
+    pub model_size: String,
+    /// Encoder patch size, 1–8.
+    pub patch_size: i32,
+    /// Window size in pixels.
+    pub window_size: i32,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Validated fields of a project (the API validates; the store persists).
+#[derive(Debug, Clone)]
+pub struct ProjectFields {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// AOI GeoJSON.
+    pub aoi: Value,
+    /// `[west, south, east, north]`.
+    pub bbox: [f64; 4],
+    /// km².
+    pub area_km2: f64,
+    /// Start date.
+    pub start: NaiveDate,
+    /// End date.
+    pub end: NaiveDate,
+    /// Task.
+    pub task: String,
+    /// Classes.
+    pub classes: Value,
+    /// Modalities.
+    pub modalities: Vec<String>,
+    /// Model size.
+    pub model_size: String,
+    /// Patch size.
+    pub patch_size: i32,
+    /// Window size.
+    pub window_size: i32,
+}
+
+const COLUMNS: &str = "id, org_id, name, description, aoi, bbox_west, bbox_south, bbox_east, bbox_north, area_km2, \
+    start_date as start, end_date as \"end\", task, classes, modalities, model_size, patch_size, window_size, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    #[sqlx(flatten)]
+    project: Project,
+    bbox_west: f64,
+    bbox_south: f64,
+    bbox_east: f64,
+    bbox_north: f64,
+}
+
+impl From<Row> for Project {
+    fn from(r: Row) -> Self {
+        Project {
+            bbox: [r.bbox_west, r.bbox_south, r.bbox_east, r.bbox_north],
+            ..r.project
+        }
+    }
+}
+
+/// Creates a project.
+pub async fn create(pool: &PgPool, org_id: Uuid, f: &ProjectFields) -> Result<Project> {
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into project (id, org_id, name, description, aoi, bbox_west, bbox_south, bbox_east, bbox_north, \
+             area_km2, start_date, end_date, task, classes, modalities, model_size, patch_size, window_size) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) returning {COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(&f.name)
+    .bind(&f.description)
+    .bind(&f.aoi)
+    .bind(f.bbox[0])
+    .bind(f.bbox[1])
+    .bind(f.bbox[2])
+    .bind(f.bbox[3])
+    .bind(f.area_km2)
+    .bind(f.start)
+    .bind(f.end)
+    .bind(&f.task)
+    .bind(&f.classes)
+    .bind(&f.modalities)
+    .bind(&f.model_size)
+    .bind(f.patch_size)
+    .bind(f.window_size)
+    .fetch_one(pool)
+    .await?;
+    Ok(row.into())
+}
+
+/// A project of `org_id`.
+pub async fn get(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Project> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLUMNS} from project where id = $1 and org_id = $2")))
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(pool)
+        .await?;
+    row.map(Into::into).ok_or(Error::NotFound { what: "project", id })
+}
+
+/// Projects of `org_id`, newest first, after the cursor (a project id).
+pub async fn list(pool: &PgPool, org_id: Uuid, after: Option<Uuid>, limit: i64) -> Result<Vec<Project>> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from project where org_id = $1 and ($2::uuid is null or id < $2) order by id desc limit $3"
+    )))
+    .bind(org_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Replaces a project's fields.
+pub async fn update(pool: &PgPool, org_id: Uuid, id: Uuid, f: &ProjectFields) -> Result<Project> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update project set name = $3, description = $4, aoi = $5, bbox_west = $6, bbox_south = $7, bbox_east = $8, \
+             bbox_north = $9, area_km2 = $10, start_date = $11, end_date = $12, task = $13, classes = $14, \
+             modalities = $15, model_size = $16, patch_size = $17, window_size = $18, updated_at = now() \
+         where id = $1 and org_id = $2 returning {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(org_id)
+    .bind(&f.name)
+    .bind(&f.description)
+    .bind(&f.aoi)
+    .bind(f.bbox[0])
+    .bind(f.bbox[1])
+    .bind(f.bbox[2])
+    .bind(f.bbox[3])
+    .bind(f.area_km2)
+    .bind(f.start)
+    .bind(f.end)
+    .bind(&f.task)
+    .bind(&f.classes)
+    .bind(&f.modalities)
+    .bind(&f.model_size)
+    .bind(f.patch_size)
+    .bind(f.window_size)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Into::into).ok_or(Error::NotFound { what: "project", id })
+}
+
+/// Deletes a project and its runs. Refused while one of its steps is running.
+pub async fn delete(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let exists: Option<Uuid> = sqlx::query_scalar("select id from project where id = $1 and org_id = $2 for update")
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Err(Error::NotFound { what: "project", id });
+    }
+    let running: i64 = sqlx::query_scalar(
+        "select count(*) from step s join pipeline_run r on r.id = s.run_id where r.project_id = $1 and s.state = 'running'",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if running > 0 {
+        return Err(Error::Conflict(format!(
+            "project {id} has {running} running step(s); cancel them first"
+        )));
+    }
+    sqlx::query("delete from project where id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The worker registry: workers join a pool, advertise capabilities, heartbeat, and carry an admin
+//! state (`active | draining | paused`); `offline` is derived from a stale heartbeat.
+
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A worker is `offline` when its last heartbeat is older than this.
+pub const OFFLINE_AFTER: Duration = Duration::from_secs(30);
+
+/// What a worker tells the registry about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    /// Display name (host and process by default).
+    pub name: String,
+    /// Pool it joins.
+    pub pool: String,
+    /// Queues it serves.
+    pub queues: Vec<String>,
+    /// Steps it runs at once.
+    pub concurrency: i32,
+    /// Cores, memory, GPU, candle device, …
+    pub capabilities: Value,
+    /// Software version.
+    pub version: String,
+}
+
+/// A worker as admins see it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Worker {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Pool.
+    pub pool: String,
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Concurrency.
+    pub concurrency: i32,
+    /// Capabilities.
+    #[schema(value_type = Object)]
+    pub capabilities: Value,
+    /// Version.
+    pub version: String,
+    /// `active | draining | paused`, or `offline` when the heartbeat is stale.
+    pub state: String,
+    /// The admin state as set (kept when offline).
+    pub admin_state: String,
+    /// Steps running on it now.
+    pub running_steps: Vec<Uuid>,
+    /// Registered.
+    pub started_at: DateTime<Utc>,
+    /// Last heartbeat.
+    pub last_heartbeat_at: DateTime<Utc>,
+}
+
+/// Registers a worker; returns its id.
+pub async fn register(pool: &PgPool, r: &Registration) -> Result<Uuid> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into worker (id, name, pool, queues, concurrency, capabilities, version) values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(&r.name)
+    .bind(&r.pool)
+    .bind(&r.queues)
+    .bind(r.concurrency)
+    .bind(&r.capabilities)
+    .bind(&r.version)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+/// Records a heartbeat and returns the admin state the worker must follow.
+pub async fn heartbeat(pool: &PgPool, id: Uuid) -> Result<String> {
+    sqlx::query_scalar(
+        "update worker set last_heartbeat_at = now(), stopped_at = null where id = $1 returning admin_state",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound { what: "worker", id })
+}
+
+/// Marks a worker as stopped (clean shutdown): it shows as offline at once.
+pub async fn deregister(pool: &PgPool, id: Uuid) -> Result<()> {
+    sqlx::query("update worker set stopped_at = now(), last_heartbeat_at = now() - interval '1 hour' where id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+const SELECT: &str = "select w.id, w.name, w.pool, w.queues, w.concurrency, w.capabilities, w.version, \
+    case when w.stopped_at is not null or w.last_heartbeat_at < now() - $1 * interval '1 second' then 'offline' \
+         else w.admin_state end as state, \
+    w.admin_state, \
+    coalesce((select array_agg(s.id order by s.id) from step s where s.lease_owner = w.id and s.state = 'running'), '{}') as running_steps, \
+    w.started_at, w.last_heartbeat_at from worker w";
+
+/// Workers seen in the last day (offline ones included), newest first.
+pub async fn list(pool: &PgPool) -> Result<Vec<Worker>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} where w.last_heartbeat_at > now() - interval '1 day' or w.stopped_at is null order by w.id desc"
+    )))
+    .bind(OFFLINE_AFTER.as_secs_f64())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// One worker.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Worker> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} where w.id = $2")))
+        .bind(OFFLINE_AFTER.as_secs_f64())
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound { what: "worker", id })
+}
+
+/// Sets the admin state (`active | draining | paused`).
+pub async fn set_admin_state(pool: &PgPool, id: Uuid, state: &str) -> Result<Worker> {
+    let done = sqlx::query("update worker set admin_state = $2 where id = $1")
+        .bind(id)
+        .bind(state)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound { what: "worker", id });
+    }
+    get(pool, id).await
+}
+
+/// A pool's summary for admins.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Pool {
+    /// Pool name.
+    pub name: String,
+    /// Queues its workers serve.
+    pub queues: Vec<String>,
+    /// Workers that are active.
+    pub active: i64,
+    /// … draining.
+    pub draining: i64,
+    /// … paused.
+    pub paused: i64,
+    /// … offline.
+    pub offline: i64,
+    /// Queued steps in the pool's queues.
+    pub queue_depth: i64,
+    /// Steps running on the pool's workers.
+    pub running_steps: i64,
+    /// Busy worker-slot time over available worker-slot time in the last hour, 0–1.
+    pub busy_fraction: f64,
+}
+
+/// Per-pool summaries.
+pub async fn pools(pool: &PgPool) -> Result<Vec<Pool>> {
+    Ok(sqlx::query_as(
+        "with w as ( \
+             select w.*, case when w.stopped_at is not null or w.last_heartbeat_at < now() - $1 * interval '1 second' \
+                              then 'offline' else w.admin_state end as st \
+             from worker w where w.last_heartbeat_at > now() - interval '1 hour'), \
+         p as (select pool, array(select distinct unnest(array_agg_q) order by 1) as queues from \
+                 (select pool, array_agg(q) as array_agg_q from w, unnest(w.queues) q group by pool) x) \
+         select p.pool as name, p.queues, \
+             (select count(*) from w where w.pool = p.pool and st = 'active') as active, \
+             (select count(*) from w where w.pool = p.pool and st = 'draining') as draining, \
+             (select count(*) from w where w.pool = p.pool and st = 'paused') as paused, \
+             (select count(*) from w where w.pool = p.pool and st = 'offline') as offline, \
+             (select count(*) from step s where s.state = 'queued' and s.queue = any(p.queues)) as queue_depth, \
+             (select count(*) from step s join w on w.id = s.lease_owner where w.pool = p.pool and s.state = 'running') as running_steps, \
+             coalesce(( \
+                 select sum(extract(epoch from least(coalesce(a.finished_at, now()), now()) \
+                                              - greatest(a.started_at, now() - interval '1 hour'))) \
+                 from step_attempt a join w on w.id = a.worker_id \
+                 where w.pool = p.pool and coalesce(a.finished_at, now()) > now() - interval '1 hour') \
+               / nullif((select sum(w.concurrency * extract(epoch from least(w.last_heartbeat_at, now()) \
+                                                               - greatest(w.started_at, now() - interval '1 hour'))) \
+                         from w where w.pool = p.pool), 0), 0)::float8 as busy_fraction \
+         from p order by p.pool",
+    )
+    .bind(OFFLINE_AFTER.as_secs_f64())
+    .fetch_all(pool)
+    .await?)
+}

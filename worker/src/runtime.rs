@@ -1,0 +1,315 @@
+//! The worker process: registry entry, apalis workers per queue, step execution with lease heartbeats,
+//! admin-state polling (drain/pause) and the reaper.
+
+use crate::{Progress, Registry, StepContext, StepError};
+use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt, WorkerContext};
+use apalis_postgres::{Config, PostgresStorage};
+use groundwork_store::jobs::{self, Beat, Claimed, Dispatch, FailOutcome};
+use groundwork_store::workers::{self, Registration};
+use groundwork_store::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+use uuid::Uuid;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Display name.
+    pub name: String,
+    /// Pool to join.
+    pub pool: String,
+    /// Queues to serve.
+    pub queues: Vec<String>,
+    /// Steps run at once.
+    pub concurrency: usize,
+    /// Lease length; a worker silent this long is presumed gone.
+    pub lease: Duration,
+    /// Heartbeat period (progress, cancel checks, admin state).
+    pub heartbeat: Duration,
+    /// Reaper period.
+    pub reap_every: Duration,
+    /// Capabilities document.
+    pub capabilities: serde_json::Value,
+}
+
+impl WorkerConfig {
+    /// Defaults for a worker in `pool` serving `queues`.
+    #[must_use]
+    pub fn new(pool: &str, queues: Vec<String>) -> Self {
+        let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".into(), |h| h.trim().to_owned());
+        Self {
+            name: format!("{host}-{}", std::process::id()),
+            pool: pool.to_owned(),
+            queues,
+            concurrency: 1,
+            lease: Duration::from_secs(20),
+            heartbeat: Duration::from_secs(2),
+            reap_every: Duration::from_secs(5),
+            capabilities: crate::detect_capabilities(),
+        }
+    }
+}
+
+struct Shared {
+    pool: PgPool,
+    worker_id: Uuid,
+    config: WorkerConfig,
+    registry: Registry,
+    slots: Semaphore,
+    shutdown: CancellationToken,
+}
+
+/// A running worker. Stop it with [`Worker::shutdown`] (finishes running steps) or by dropping the
+/// process (the reaper re-queues its steps when their leases expire).
+pub struct Worker {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.shared.worker_id).finish_non_exhaustive()
+    }
+}
+
+async fn handle(dispatch: Dispatch, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
+    let shared: Arc<Shared> = (*shared).clone();
+    let Ok(_permit) = shared.slots.acquire().await else {
+        return Ok(());
+    };
+    match jobs::claim(&shared.pool, dispatch.step_id, shared.worker_id, shared.config.lease).await {
+        Ok(Some(claimed)) => {
+            let span = info_span!("step", step_id = %claimed.id, kind = %claimed.kind, attempt = claimed.attempt);
+            execute(&shared, claimed).instrument(span).await;
+        }
+        Ok(None) => {}
+        // The message is consumed either way; the reaper re-dispatches a ready step whose message was lost.
+        Err(e) => warn!(step_id = %dispatch.step_id, error = %e, "claim failed"),
+    }
+    Ok(())
+}
+
+async fn execute(shared: &Shared, claimed: Claimed) {
+    let cancel = shared.shutdown.child_token();
+    let progress = Progress::default();
+    let Some(kind) = shared.registry.get(&claimed.kind) else {
+        let msg = format!("unknown step kind `{}` (this worker knows {:?})", claimed.kind, shared.registry.names());
+        record_failure(shared, &claimed, &msg, false).await;
+        return;
+    };
+    info!("step started");
+    let ctx = StepContext {
+        step_id: claimed.id,
+        run_id: claimed.run_id,
+        attempt: claimed.attempt,
+        args: claimed.args.clone(),
+        progress: progress.clone(),
+        cancel: cancel.clone(),
+    };
+    let body = tokio::spawn(kind.run(ctx));
+    let abort = body.abort_handle();
+    tokio::pin!(body);
+    let mut beat = tokio::time::interval(shared.config.heartbeat);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            joined = &mut body => {
+                match joined {
+                    Ok(Ok(out)) => match jobs::complete(&shared.pool, &claimed, &out.output, &out.artifacts).await {
+                        Ok(true) => info!("step succeeded"),
+                        Ok(false) => warn!("step finished after its lease was lost; result discarded"),
+                        Err(e) => warn!(error = %e, "could not record success; the lease will expire and the step re-run"),
+                    },
+                    Ok(Err(StepError::Retryable(e))) => record_failure(shared, &claimed, &format!("{e:#}"), true).await,
+                    Ok(Err(StepError::Permanent(e))) => {
+                        if cancel.is_cancelled() {
+                            record_cancel(shared, &claimed).await;
+                        } else {
+                            record_failure(shared, &claimed, &format!("{e:#}"), false).await;
+                        }
+                    }
+                    Err(join) => {
+                        let msg = if join.is_panic() { "the step panicked" } else { "the step was aborted" };
+                        record_failure(shared, &claimed, msg, true).await;
+                    }
+                }
+                return;
+            }
+            _ = beat.tick() => {
+                let (fraction, message) = progress.get();
+                match jobs::heartbeat(&shared.pool, &claimed, shared.config.lease, fraction, &message).await {
+                    Ok(Beat::Continue) => {}
+                    Ok(Beat::Cancel) => {
+                        cancel.cancel();
+                        abort.abort();
+                        record_cancel(shared, &claimed).await;
+                        return;
+                    }
+                    Ok(Beat::LeaseLost) => {
+                        warn!("lease lost; stopping without recording");
+                        cancel.cancel();
+                        abort.abort();
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "heartbeat failed"),
+                }
+            }
+        }
+    }
+}
+
+async fn record_cancel(shared: &Shared, claimed: &Claimed) {
+    match jobs::mark_cancelled(&shared.pool, claimed).await {
+        Ok(_) => info!("step cancelled"),
+        Err(e) => warn!(error = %e, "could not record the cancel; the reaper will"),
+    }
+}
+
+async fn record_failure(shared: &Shared, claimed: &Claimed, error: &str, retryable: bool) {
+    match jobs::fail(&shared.pool, claimed, error, retryable).await {
+        Ok(FailOutcome::Retrying(after)) => info!(error, retry_in_ms = after.as_millis() as u64, "step attempt failed; will retry"),
+        Ok(FailOutcome::Failed) => warn!(error, "step failed"),
+        Ok(FailOutcome::LeaseLost) => warn!(error, "step failed after its lease was lost"),
+        Err(e) => warn!(error = %e, "could not record the failure; the lease will expire"),
+    }
+}
+
+/// Runs the reaper every `every` until `stop` is cancelled.
+pub async fn run_reaper(pool: PgPool, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => match jobs::reap(&pool).await {
+                Ok(r) if r != jobs::Reaped::default() => info!(?r, "reaper"),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "reaper pass failed"),
+            },
+        }
+    }
+}
+
+impl Worker {
+    /// Registers the worker and starts serving its queues.
+    pub async fn start(pool: PgPool, config: WorkerConfig, registry: Registry) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.concurrency >= 1, "concurrency must be at least 1");
+        anyhow::ensure!(!config.queues.is_empty(), "a worker must serve at least one queue");
+        let worker_id = workers::register(
+            &pool,
+            &Registration {
+                name: config.name.clone(),
+                pool: config.pool.clone(),
+                queues: config.queues.clone(),
+                concurrency: i32::try_from(config.concurrency).unwrap_or(i32::MAX),
+                capabilities: config.capabilities.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+        )
+        .await?;
+        info!(%worker_id, pool = %config.pool, queues = ?config.queues, concurrency = config.concurrency, "worker registered");
+        let shared = Arc::new(Shared {
+            slots: Semaphore::new(config.concurrency),
+            pool,
+            worker_id,
+            config,
+            registry,
+            shutdown: CancellationToken::new(),
+        });
+        let mut tasks = Vec::new();
+        let mut contexts = Vec::new();
+        for queue in &shared.config.queues {
+            let ctx = WorkerContext::new(&format!("{worker_id}-{queue}"));
+            contexts.push(ctx.clone());
+            let backend = PostgresStorage::<Dispatch>::new(&shared.pool)
+                .with_config(
+                    Config::default()
+                        .queue(queue.as_str())
+                        .batch_size(1)
+                        .heartbeat_interval(Duration::from_secs(5))
+                        .missed_heartbeats(6),
+                )
+                .with_pubsub();
+            let apalis_worker = WorkerBuilder::new(&ctx)
+                .backend(backend)
+                .data(shared.clone())
+                .concurrency(shared.config.concurrency)
+                .build(handle);
+            let stop = shared.shutdown.clone();
+            let queue = queue.clone();
+            tasks.push(tokio::spawn(async move {
+                let result = apalis_worker
+                    .run_until(async move {
+                        stop.cancelled().await;
+                        Ok::<(), std::io::Error>(())
+                    })
+                    .await;
+                if let Err(e) = result {
+                    warn!(%queue, error = %e, "apalis worker stopped with an error");
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(control_loop(shared.clone(), contexts)));
+        tasks.push(tokio::spawn(run_reaper(
+            shared.pool.clone(),
+            shared.config.reap_every,
+            shared.shutdown.clone(),
+        )));
+        Ok(Self { shared, tasks })
+    }
+
+    /// The registry id.
+    #[must_use]
+    pub fn id(&self) -> Uuid {
+        self.shared.worker_id
+    }
+
+    /// Stops taking work, lets running steps finish, and deregisters.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        // Wait for in-flight steps (they hold slots).
+        let n = u32::try_from(self.shared.config.concurrency).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.shared.slots.acquire_many(n)).await;
+        if let Err(e) = workers::deregister(&self.shared.pool, self.shared.worker_id).await {
+            warn!(error = %e, "could not deregister");
+        }
+    }
+}
+
+/// Heartbeats the registry and follows the admin state: `active` polls for work; `draining` and
+/// `paused` stop polling (running steps go on).
+async fn control_loop(shared: Arc<Shared>, contexts: Vec<WorkerContext>) {
+    let mut tick = tokio::time::interval(shared.config.heartbeat);
+    let mut polling = true;
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let state = match workers::heartbeat(&shared.pool, shared.worker_id).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "registry heartbeat failed");
+                continue;
+            }
+        };
+        let want = state == "active";
+        if want != polling {
+            for ctx in &contexts {
+                let r = if want { ctx.resume() } else { ctx.pause() };
+                if let Err(e) = r {
+                    // The apalis worker may not have started yet; try again next beat.
+                    warn!(error = %e, "could not change polling");
+                    continue;
+                }
+            }
+            info!(admin_state = %state, "polling {}", if want { "resumed" } else { "paused" });
+            polling = want;
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Step kinds. Real pipeline stages (acquire, train, …) join `sleep`, `fail` and `noop` here.
+
+mod fail;
+mod noop;
+mod sleep;
+
+pub use fail::Fail;
+pub use noop::Noop;
+pub use sleep::Sleep;
+
+use crate::StepError;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Parses a step's arguments; malformed arguments are a permanent failure.
+pub(crate) fn parse_args<T: DeserializeOwned>(kind: &str, args: &Value) -> Result<T, StepError> {
+    serde_json::from_value(args.clone())
+        .map_err(|e| StepError::Permanent(anyhow::anyhow!("invalid arguments for step kind `{kind}`: {e}")))
+}

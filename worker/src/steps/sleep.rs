@@ -1,0 +1,55 @@
+//! `sleep`: waits, reporting progress; the reference long-running step.
+
+use super::parse_args;
+use crate::{StepContext, StepError, StepKind, StepOutput};
+use futures::future::BoxFuture;
+use groundwork_store::jobs::Artifact;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// `{"seconds": f64}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Args {
+    seconds: f64,
+}
+
+/// The `sleep` kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Sleep;
+
+impl StepKind for Sleep {
+    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        Box::pin(async move {
+            let args: Args = parse_args("sleep", &ctx.args)?;
+            if !(0.0..=86_400.0).contains(&args.seconds) {
+                return Err(StepError::Permanent(anyhow::anyhow!("seconds must be within 0–86400")));
+            }
+            let total = Duration::from_secs_f64(args.seconds);
+            let start = Instant::now();
+            loop {
+                let elapsed = start.elapsed();
+                if elapsed >= total {
+                    break;
+                }
+                #[expect(clippy::cast_possible_truncation, reason = "a progress fraction")]
+                let fraction = (elapsed.as_secs_f64() / total.as_secs_f64()) as f32;
+                ctx.progress
+                    .set(fraction, format!("slept {:.1} s of {:.1} s", elapsed.as_secs_f64(), args.seconds));
+                tokio::select! {
+                    () = tokio::time::sleep((total - elapsed).min(Duration::from_millis(100))) => {}
+                    () = ctx.cancel.cancelled() => return Err(StepError::Permanent(anyhow::anyhow!("cancelled"))),
+                }
+            }
+            Ok(StepOutput {
+                output: json!({ "slept_seconds": args.seconds, "attempt": ctx.attempt }),
+                artifacts: vec![Artifact {
+                    name: "result".into(),
+                    uri: None,
+                    metadata: json!({ "step": ctx.step_id, "attempt": ctx.attempt }),
+                }],
+            })
+        })
+    }
+}
