@@ -1,0 +1,81 @@
+//! Extractors whose rejections use the API's error body.
+
+use super::error::{ApiError, FieldError};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// `Json<T>` with error bodies: malformed JSON → 400 `invalid_json`; unknown fields, wrong types or
+/// unknown enum values → 422 `validation_failed`; wrong content type → 415.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::JsonDataError(e)) => {
+                // serde_path_to_error's message: "{path}: {problem}".
+                let text = std::error::Error::source(&e).map_or_else(|| e.body_text(), ToString::to_string);
+                let (field, message) = match text.split_once(": ") {
+                    Some((path, msg)) if !path.contains(' ') => (path.to_owned(), msg.to_owned()),
+                    _ => ("body".to_owned(), text.clone()),
+                };
+                Err(ApiError::validation(vec![FieldError { field, message }]))
+            }
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON: {}", std::error::Error::source(&e).map_or_else(|| e.body_text(), ToString::to_string)),
+            )),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with `Content-Type: application/json`",
+            )),
+            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// `Path<T>`: a malformed id is a 404 (no such resource), other problems 400.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource (the id is not a valid UUID)",
+            )),
+            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` with error bodies (400).
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(e @ QueryRejection::FailedToDeserializeQueryString(_)) => {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
+            }
+            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! `groundwork bench queue`: steps claimed + completed per second through the job system (apalis
+//! dispatch + our step table) against a raw `FOR UPDATE SKIP LOCKED` loop on the same database, in the
+//! same run; and the time to enqueue a 10,000-step fan-out.
+
+use groundwork_store::jobs::{self, NewStep};
+use groundwork_store::{DEFAULT_ORG_ID, PgPool, projects};
+use groundwork_worker::{Registry, Worker, WorkerConfig};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Benchmark settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueBench {
+    /// Workers (each with its own apalis poller), and raw-loop clients.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Steps each worker runs at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Steps to process in each measurement.
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    /// Size of the fan-out whose enqueueing is timed.
+    #[arg(long, default_value_t = 10_000)]
+    pub fan_out: usize,
+}
+
+async fn project(pool: &PgPool) -> anyhow::Result<uuid::Uuid> {
+    let f = projects::ProjectFields {
+        name: "bench".into(),
+        description: String::new(),
+        aoi: json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [0.1, 0.0], [0.1, 0.1], [0.0, 0.0]]]}),
+        bbox: [0.0, 0.0, 0.1, 0.1],
+        area_km2: 61.0,
+        start: chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default(),
+        end: chrono::NaiveDate::from_ymd_opt(2024, 12, 31).unwrap_or_default(),
+        task: "segmentation".into(),
+        classes: json!([]),
+        modalities: vec!["sentinel2_l2a".into()],
+        model_size: "nano".into(),
+        patch_size: 4,
+        window_size: 64,
+    };
+    Ok(projects::create(pool, DEFAULT_ORG_ID, &f).await?.id)
+}
+
+async fn raw_loop(pool: &PgPool, clients: usize, steps: usize) -> anyhow::Result<f64> {
+    sqlx::query("create table if not exists bench_raw_job (id bigserial primary key, state text not null, payload jsonb)")
+        .execute(pool)
+        .await?;
+    sqlx::query("truncate bench_raw_job").execute(pool).await?;
+    sqlx::query("insert into bench_raw_job (state, payload) select 'queued', '{}' from generate_series(1, $1)")
+        .bind(i64::try_from(steps)?)
+        .execute(pool)
+        .await?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let id: Option<i64> = sqlx::query_scalar(
+                    "with c as (select id from bench_raw_job where state = 'queued' order by id limit 1 for update skip locked) \
+                     update bench_raw_job j set state = 'running' from c where j.id = c.id returning j.id",
+                )
+                .fetch_optional(&pool)
+                .await?;
+                let Some(id) = id else { return Ok::<(), sqlx::Error>(()) };
+                sqlx::query("update bench_raw_job set state = 'done' where id = $1").bind(id).execute(&pool).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a rate")]
+    Ok(steps as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn job_system(pool: &PgPool, b: &QueueBench, project: uuid::Uuid) -> anyhow::Result<f64> {
+    let steps: Vec<NewStep> = (0..b.steps).map(|i| NewStep::new(format!("s{i}"), "noop", json!({}), "bench")).collect();
+    jobs::create_run(pool, DEFAULT_ORG_ID, project, &steps, None).await?;
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..b.workers {
+        let mut c = WorkerConfig::new("bench", vec!["bench".into()]);
+        c.concurrency = b.concurrency;
+        workers.push(Worker::start(pool.clone(), c, Registry::builtin()).await?);
+    }
+    loop {
+        let left: i64 = sqlx::query_scalar("select count(*) from step where queue = 'bench' and state <> 'succeeded'")
+            .fetch_one(pool)
+            .await?;
+        if left == 0 {
+            break;
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(600), "the benchmark did not finish in 10 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a rate")]
+    let rate = b.steps as f64 / start.elapsed().as_secs_f64();
+    for w in workers {
+        w.shutdown().await;
+    }
+    Ok(rate)
+}
+
+/// Runs the benchmark on `pool` (a scratch database) and prints both sides and the ratio.
+pub async fn run(pool: &PgPool, b: &QueueBench) -> anyhow::Result<()> {
+    let project = project(pool).await?;
+    let clients = b.workers * b.concurrency;
+
+    let mut fan = vec![NewStep::new("split", "noop", json!({}), "bench-fan")];
+    for i in 0..b.fan_out {
+        let mut s = NewStep::new(format!("part-{i}"), "noop", json!({}), "bench-fan");
+        s.depends_on = vec!["split".into()];
+        fan.push(s);
+    }
+    let mut combine = NewStep::new("combine", "noop", json!({}), "bench-fan");
+    combine.depends_on = (0..b.fan_out).map(|i| format!("part-{i}")).collect();
+    fan.push(combine);
+    let start = Instant::now();
+    jobs::create_run(pool, DEFAULT_ORG_ID, project, &fan, None).await?;
+    let enqueue = start.elapsed();
+    println!("enqueue a {}-step fan-out (+ split and combine): {:.2} s", b.fan_out, enqueue.as_secs_f64());
+
+    let raw = raw_loop(pool, clients, b.steps).await?;
+    let ours = job_system(pool, b, project).await?;
+    println!("raw FOR UPDATE SKIP LOCKED loop ({clients} clients): {raw:.0} steps/s");
+    println!("groundwork job system ({} workers x {} concurrency): {ours:.0} steps/s", b.workers, b.concurrency);
+    println!("ratio (job system / raw loop): {:.2}x", ours / raw);
+    Ok(())
+}

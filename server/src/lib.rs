@@ -1,0 +1,10 @@
+//! The Groundwork server: REST API v1 (axum), OpenAPI, health checks, and the commands of the
+//! `groundwork` binary.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod bench;
+pub mod objects;
+pub mod telemetry;
+
+pub use api::{AppState, router};
