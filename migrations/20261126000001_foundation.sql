@@ -106,6 +106,7 @@ create table step (
 create index step_run on step (run_id);
 create index step_running_lease on step (lease_expires_at) where state = 'running';
 create index step_queued on step (queue, run_at) where state = 'queued';
+create index step_open on step (run_id) where state in ('queued', 'running');
 
 create table step_dependency (
     step_id uuid not null references step (id) on delete cascade,

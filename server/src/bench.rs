@@ -78,23 +78,32 @@ async fn raw_loop(pool: &PgPool, clients: usize, steps: usize) -> anyhow::Result
 }
 
 async fn job_system(pool: &PgPool, b: &QueueBench, project: uuid::Uuid) -> anyhow::Result<f64> {
-    let steps: Vec<NewStep> = (0..b.steps).map(|i| NewStep::new(format!("s{i}"), "noop", json!({}), "bench")).collect();
-    jobs::create_run(pool, DEFAULT_ORG_ID, project, &steps, None).await?;
-    let start = Instant::now();
+    let steps: Vec<NewStep> = (0..b.steps)
+        .map(|i| NewStep::new(format!("s{i}"), "noop", json!({}), "bench"))
+        .collect();
     let mut workers = Vec::new();
     for _ in 0..b.workers {
         let mut c = WorkerConfig::new("bench", vec!["bench".into()]);
         c.concurrency = b.concurrency;
         workers.push(Worker::start(pool.clone(), c, Registry::builtin()).await?);
     }
+    // Let the workers register and listen before the burst arrives.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = Instant::now();
+    jobs::create_run(pool, DEFAULT_ORG_ID, project, &steps, None).await?;
     loop {
-        let left: i64 = sqlx::query_scalar("select count(*) from step where queue = 'bench' and state <> 'succeeded'")
-            .fetch_one(pool)
-            .await?;
+        let left: i64 = sqlx::query_scalar(
+            "select count(*) from step where queue = 'bench' and state <> 'succeeded'",
+        )
+        .fetch_one(pool)
+        .await?;
         if left == 0 {
             break;
         }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(600), "the benchmark did not finish in 10 minutes");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "the benchmark did not finish in 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     #[expect(clippy::cast_precision_loss, reason = "a rate")]
@@ -122,12 +131,19 @@ pub async fn run(pool: &PgPool, b: &QueueBench) -> anyhow::Result<()> {
     let start = Instant::now();
     jobs::create_run(pool, DEFAULT_ORG_ID, project, &fan, None).await?;
     let enqueue = start.elapsed();
-    println!("enqueue a {}-step fan-out (+ split and combine): {:.2} s", b.fan_out, enqueue.as_secs_f64());
+    println!(
+        "enqueue a {}-step fan-out (+ split and combine): {:.2} s",
+        b.fan_out,
+        enqueue.as_secs_f64()
+    );
 
     let raw = raw_loop(pool, clients, b.steps).await?;
     let ours = job_system(pool, b, project).await?;
     println!("raw FOR UPDATE SKIP LOCKED loop ({clients} clients): {raw:.0} steps/s");
-    println!("groundwork job system ({} workers x {} concurrency): {ours:.0} steps/s", b.workers, b.concurrency);
+    println!(
+        "groundwork job system ({} workers x {} concurrency): {ours:.0} steps/s",
+        b.workers, b.concurrency
+    );
     println!("ratio (job system / raw loop): {:.2}x", ours / raw);
     Ok(())
 }

@@ -15,7 +15,13 @@ use tracing::{info, warn};
 #[command(name = "groundwork", version, about, long_about = None)]
 struct Cli {
     /// Log format.
-    #[arg(long, env = "GROUNDWORK_LOG_FORMAT", value_enum, default_value = "compact", global = true)]
+    #[arg(
+        long,
+        env = "GROUNDWORK_LOG_FORMAT",
+        value_enum,
+        default_value = "compact",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -122,15 +128,19 @@ impl Database {
             }
         };
         let pool = groundwork_store::connect(&url, max_connections).await?;
-        groundwork_store::migrate(&pool).await.context("applying migrations")?;
+        groundwork_store::migrate(&pool)
+            .await
+            .context("applying migrations")?;
         Ok(Self { pool, local })
     }
 
     async fn close(self) {
         self.pool.close().await;
         if let Some(local) = self.local.filter(LocalDb::started_here) {
-            if let Err(e) = tokio::task::spawn_blocking(move || local.stop()).await {
-                warn!(error = %e, "could not stop the local PostgreSQL");
+            match tokio::task::spawn_blocking(move || local.stop()).await {
+                Ok(Ok(())) => info!("local PostgreSQL stopped"),
+                Ok(Err(e)) => warn!(error = %e, "could not stop the local PostgreSQL"),
+                Err(e) => warn!(error = %e, "could not stop the local PostgreSQL"),
             }
         }
     }
@@ -138,9 +148,16 @@ impl Database {
 
 fn worker_config(o: &WorkerOptions) -> WorkerConfig {
     let capabilities = groundwork_worker::detect_capabilities();
-    let pool = o.pool.clone().unwrap_or_else(|| groundwork_worker::default_pool(&capabilities).to_owned());
+    let pool = o
+        .pool
+        .clone()
+        .unwrap_or_else(|| groundwork_worker::default_pool(&capabilities).to_owned());
     let queues = if o.queues.is_empty() {
-        if capabilities["gpu_name"].is_string() { vec!["gpu".into(), "cpu".into()] } else { vec!["cpu".into()] }
+        if capabilities["gpu_name"].is_string() {
+            vec!["gpu".into(), "cpu".into()]
+        } else {
+            vec!["cpu".into()]
+        }
     } else {
         o.queues.clone()
     };
@@ -159,13 +176,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -176,12 +194,22 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let object_url = args.object_store.clone().unwrap_or_else(objects::default_url);
+    let object_url = args
+        .object_store
+        .clone()
+        .unwrap_or_else(objects::default_url);
     let _objects = objects::open(&object_url)?;
     let db = Database::open(&args.db, 30).await?;
     let mut workers = Vec::new();
     for _ in 0..args.local_workers {
-        workers.push(Worker::start(db.pool.clone(), worker_config(&args.worker), Registry::builtin()).await?);
+        workers.push(
+            Worker::start(
+                db.pool.clone(),
+                worker_config(&args.worker),
+                Registry::builtin(),
+            )
+            .await?,
+        );
     }
     let mut state = AppState::new(db.pool.clone());
     state.max_aoi_km2 = args.max_aoi_km2;
@@ -189,8 +217,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let addr = listener.local_addr()?;
-    println!("Groundwork is running at http://{addr}/ (API: http://{addr}/api/v1, OpenAPI: http://{addr}/api/openapi.json)");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    println!(
+        "Groundwork is running at http://{addr}/ (API: http://{addr}/api/v1, OpenAPI: http://{addr}/api/openapi.json)"
+    );
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     info!("shutting down");
     for w in workers {
         w.shutdown().await;
@@ -201,7 +233,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let db = Database::open(&args.db, 10).await?;
-    let w = Worker::start(db.pool.clone(), worker_config(&args.worker), Registry::builtin()).await?;
+    let w = Worker::start(
+        db.pool.clone(),
+        worker_config(&args.worker),
+        Registry::builtin(),
+    )
+    .await?;
     println!("worker {} started", w.id());
     shutdown_signal().await;
     w.shutdown().await;
@@ -230,16 +267,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Queue(b)) => {
-            let args = DbArgs { database_url: std::env::var("DATABASE_URL").ok(), data_dir: ".groundwork".into() };
+            let args = DbArgs {
+                database_url: std::env::var("DATABASE_URL").ok(),
+                data_dir: ".groundwork".into(),
+            };
             let db = Database::open(&args, 60).await?;
             let scratch = format!("gw_bench_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(sqlx::AssertSqlSafe(format!("create database {scratch}"))).execute(&db.pool).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("create database {scratch}")))
+                .execute(&db.pool)
+                .await?;
             let url = (*db.pool.connect_options()).clone().database(&scratch);
-            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(80).connect_with(url).await?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(80)
+                .connect_with(url)
+                .await?;
             groundwork_store::migrate(&pool).await?;
             let result = bench::run(&pool, &b).await;
             pool.close().await;
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database {scratch} with (force)"))).execute(&db.pool).await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "drop database {scratch} with (force)"
+            )))
+            .execute(&db.pool)
+            .await;
             db.close().await;
             result
         }

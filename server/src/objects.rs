@@ -12,7 +12,8 @@ use std::sync::Arc;
 /// Opens the store named by `url`.
 pub fn open(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
     if let Some(path) = url.strip_prefix("file://") {
-        std::fs::create_dir_all(path).with_context(|| format!("creating the object store folder {path}"))?;
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("creating the object store folder {path}"))?;
         let fs = LocalFileSystem::new_with_prefix(Path::new(path))
             .with_context(|| format!("opening the object store folder {path}"))?;
         return Ok(Arc::new(fs));
@@ -33,7 +34,9 @@ pub fn open(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
 
 /// `file://` URL of a folder relative to the working directory.
 pub fn default_url() -> String {
-    let dir = std::env::current_dir().unwrap_or_default().join(".groundwork/objects");
+    let dir = std::env::current_dir()
+        .unwrap_or_default()
+        .join(".groundwork/objects");
     format!("file://{}", dir.display())
 }
 

@@ -14,9 +14,13 @@ pub enum LogFormat {
 /// Initialises the global subscriber (once per process; later calls are ignored).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_postgres=warn,tower_http=info")
+        EnvFilter::new(
+            "info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_postgres=warn,tower_http=info",
+        )
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Compact => builder.compact().try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -1,4 +1,8 @@
 //! The REST API on a real database: every bad input is a 4xx JSON error, never a 500.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -18,25 +22,42 @@ impl Api {
         let db = TestDb::new().await.unwrap();
         let mut state = AppState::new(db.pool.clone());
         state.max_aoi_km2 = 10_000.0;
-        Self { app: router(state), _db: db }
+        Self {
+            app: router(state),
+            _db: db,
+        }
     }
 
-    async fn raw(&self, method: &str, uri: &str, body: Option<&str>, content_type: Option<&str>) -> (StatusCode, Value) {
+    async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<&str>,
+        content_type: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        let req = req.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).unwrap();
+        let req = req
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
         (status, value)
     }
 
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
         let text = body.map(|b| b.to_string());
-        self.raw(method, uri, text.as_deref(), Some("application/json")).await
+        self.raw(method, uri, text.as_deref(), Some("application/json"))
+            .await
     }
 }
 
@@ -62,55 +83,112 @@ fn project(aoi: Value) -> Value {
 fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
     assert_eq!(status, want, "{body:#}");
     assert_eq!(body["error"]["code"], code, "{body:#}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body:#}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body:#}"
+    );
 }
 
 #[tokio::test]
 async fn projects_can_be_created_read_listed_updated_and_deleted() {
     let api = Api::new().await;
-    let (s, created) = api.call("POST", "/api/v1/projects", Some(project(square(0.1)))).await;
+    let (s, created) = api
+        .call("POST", "/api/v1/projects", Some(project(square(0.1))))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{created:#}");
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["org_id"], "00000000-0000-0000-0000-000000000001");
     assert!((created["area_km2"].as_f64().unwrap() - 123.0).abs() < 2.0);
     assert_eq!(created["bbox"], json!([36.0, -1.0, 36.1, -0.9]));
 
-    let (s, got) = api.call("GET", &format!("/api/v1/projects/{id}"), None).await;
+    let (s, got) = api
+        .call("GET", &format!("/api/v1/projects/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(got["name"], "Nandi crops");
 
-    let (s, patched) = api.call("PATCH", &format!("/api/v1/projects/{id}"), Some(json!({"name": "Renamed", "patch_size": 8}))).await;
+    let (s, patched) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/projects/{id}"),
+            Some(json!({"name": "Renamed", "patch_size": 8})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{patched:#}");
-    assert_eq!((patched["name"].as_str(), patched["patch_size"].as_i64()), (Some("Renamed"), Some(8)));
+    assert_eq!(
+        (patched["name"].as_str(), patched["patch_size"].as_i64()),
+        (Some("Renamed"), Some(8))
+    );
     assert_eq!(patched["modalities"], json!(["sentinel2_l2a", "sentinel1"]));
 
     // Invalid patches are refused and change nothing.
-    let (s, body) = api.call("PATCH", &format!("/api/v1/projects/{id}"), Some(json!({"end": "2023-01-01"}))).await;
-    assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let (s, body) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/projects/{id}"),
+            Some(json!({"end": "2023-01-01"})),
+        )
+        .await;
+    assert_error(
+        s,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
 
     // Cursor pagination.
     for i in 0..4 {
         let mut p = project(square(0.05));
         p["name"] = json!(format!("p{i}"));
-        assert_eq!(api.call("POST", "/api/v1/projects", Some(p)).await.0, StatusCode::CREATED);
+        assert_eq!(
+            api.call("POST", "/api/v1/projects", Some(p)).await.0,
+            StatusCode::CREATED
+        );
     }
     let (_, page1) = api.call("GET", "/api/v1/projects?limit=2", None).await;
     assert_eq!(page1["items"].as_array().unwrap().len(), 2);
     let cursor = page1["next_cursor"].as_str().unwrap().to_owned();
-    let (_, page2) = api.call("GET", &format!("/api/v1/projects?limit=2&cursor={cursor}"), None).await;
-    let (_, page3) = api.call("GET", &format!("/api/v1/projects?limit=2&cursor={}", page2["next_cursor"].as_str().unwrap()), None).await;
+    let (_, page2) = api
+        .call(
+            "GET",
+            &format!("/api/v1/projects?limit=2&cursor={cursor}"),
+            None,
+        )
+        .await;
+    let (_, page3) = api
+        .call(
+            "GET",
+            &format!(
+                "/api/v1/projects?limit=2&cursor={}",
+                page2["next_cursor"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
     assert_eq!(page3["items"].as_array().unwrap().len(), 1);
     assert!(page3["next_cursor"].is_null());
     let mut names: Vec<String> = [&page1, &page2, &page3]
         .iter()
-        .flat_map(|p| p["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().to_owned()))
+        .flat_map(|p| {
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_owned())
+        })
         .collect();
     names.sort();
     assert_eq!(names, ["Renamed", "p0", "p1", "p2", "p3"]);
 
-    let (s, _) = api.call("DELETE", &format!("/api/v1/projects/{id}"), None).await;
+    let (s, _) = api
+        .call("DELETE", &format!("/api/v1/projects/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, body) = api.call("GET", &format!("/api/v1/projects/{id}"), None).await;
+    let (s, body) = api
+        .call("GET", &format!("/api/v1/projects/{id}"), None)
+        .await;
     assert_error(s, &body, StatusCode::NOT_FOUND, "not_found");
 }
 
@@ -118,45 +196,200 @@ async fn projects_can_be_created_read_listed_updated_and_deleted() {
 async fn bad_project_input_gets_a_clear_4xx() {
     let api = Api::new().await;
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("unknown field", { let mut p = project(square(0.1)); p["colour"] = json!("red"); p }, "colour"),
-        ("wrong type", { let mut p = project(square(0.1)); p["patch_size"] = json!("four"); p }, "patch_size"),
-        ("unknown task", { let mut p = project(square(0.1)); p["task"] = json!("detection"); p }, "task"),
-        ("unknown modality", { let mut p = project(square(0.1)); p["modalities"] = json!(["modis"]); p }, "modalities"),
-        ("unknown size", { let mut p = project(square(0.1)); p["model_size"] = json!("huge"); p }, "model_size"),
-        ("end before start", { let mut p = project(square(0.1)); p["end"] = json!("2023-06-01"); p }, "end"),
-        ("bad date", { let mut p = project(square(0.1)); p["start"] = json!("2024-13-01"); p }, "start"),
-        ("unclosed ring", project(json!({"type": "Polygon", "coordinates": [[[36, -1], [36.1, -1], [36.1, -0.9], [36, -0.9]]]})), "aoi"),
-        ("too few positions", project(json!({"type": "Polygon", "coordinates": [[[36, -1], [36.1, -1], [36, -1]]]})), "aoi"),
-        ("self-intersecting", project(json!({"type": "Polygon", "coordinates": [[[36, -1], [36.1, -0.9], [36.1, -1], [36, -0.9], [36, -1]]]})), "aoi"),
-        ("not a polygon", project(json!({"type": "LineString", "coordinates": [[36, -1], [36.1, -1]]})), "aoi"),
+        (
+            "unknown field",
+            {
+                let mut p = project(square(0.1));
+                p["colour"] = json!("red");
+                p
+            },
+            "colour",
+        ),
+        (
+            "wrong type",
+            {
+                let mut p = project(square(0.1));
+                p["patch_size"] = json!("four");
+                p
+            },
+            "patch_size",
+        ),
+        (
+            "unknown task",
+            {
+                let mut p = project(square(0.1));
+                p["task"] = json!("detection");
+                p
+            },
+            "task",
+        ),
+        (
+            "unknown modality",
+            {
+                let mut p = project(square(0.1));
+                p["modalities"] = json!(["modis"]);
+                p
+            },
+            "modalities",
+        ),
+        (
+            "unknown size",
+            {
+                let mut p = project(square(0.1));
+                p["model_size"] = json!("huge");
+                p
+            },
+            "model_size",
+        ),
+        (
+            "end before start",
+            {
+                let mut p = project(square(0.1));
+                p["end"] = json!("2023-06-01");
+                p
+            },
+            "end",
+        ),
+        (
+            "bad date",
+            {
+                let mut p = project(square(0.1));
+                p["start"] = json!("2024-13-01");
+                p
+            },
+            "start",
+        ),
+        (
+            "unclosed ring",
+            project(
+                json!({"type": "Polygon", "coordinates": [[[36, -1], [36.1, -1], [36.1, -0.9], [36, -0.9]]]}),
+            ),
+            "aoi",
+        ),
+        (
+            "too few positions",
+            project(json!({"type": "Polygon", "coordinates": [[[36, -1], [36.1, -1], [36, -1]]]})),
+            "aoi",
+        ),
+        (
+            "self-intersecting",
+            project(
+                json!({"type": "Polygon", "coordinates": [[[36, -1], [36.1, -0.9], [36.1, -1], [36, -0.9], [36, -1]]]}),
+            ),
+            "aoi",
+        ),
+        (
+            "not a polygon",
+            project(json!({"type": "LineString", "coordinates": [[36, -1], [36.1, -1]]})),
+            "aoi",
+        ),
         ("too large", project(square(2.0)), "aoi"),
-        ("out of range", project(json!({"type": "Polygon", "coordinates": [[[36, -1], [190, -1], [36.1, -0.9], [36, -1]]]})), "aoi"),
-        ("patch size", { let mut p = project(square(0.1)); p["patch_size"] = json!(9); p }, "patch_size"),
-        ("window not divisible", { let mut p = project(square(0.1)); p["patch_size"] = json!(3); p }, "window_size"),
-        ("bad colour", { let mut p = project(square(0.1)); p["classes"][0]["color"] = json!("yellow"); p }, "classes[0].color"),
-        ("duplicate class", { let mut p = project(square(0.1)); p["classes"][1]["id"] = json!(0); p }, "classes[1].id"),
-        ("missing name", { let mut p = project(square(0.1)); p.as_object_mut().unwrap().remove("name"); p }, "name"),
+        (
+            "out of range",
+            project(
+                json!({"type": "Polygon", "coordinates": [[[36, -1], [190, -1], [36.1, -0.9], [36, -1]]]}),
+            ),
+            "aoi",
+        ),
+        (
+            "patch size",
+            {
+                let mut p = project(square(0.1));
+                p["patch_size"] = json!(9);
+                p
+            },
+            "patch_size",
+        ),
+        (
+            "window not divisible",
+            {
+                let mut p = project(square(0.1));
+                p["patch_size"] = json!(3);
+                p
+            },
+            "window_size",
+        ),
+        (
+            "bad colour",
+            {
+                let mut p = project(square(0.1));
+                p["classes"][0]["color"] = json!("yellow");
+                p
+            },
+            "classes[0].color",
+        ),
+        (
+            "duplicate class",
+            {
+                let mut p = project(square(0.1));
+                p["classes"][1]["id"] = json!(0);
+                p
+            },
+            "classes[1].id",
+        ),
+        (
+            "missing name",
+            {
+                let mut p = project(square(0.1));
+                p.as_object_mut().unwrap().remove("name");
+                p
+            },
+            "name",
+        ),
     ];
     for (what, body, field) in cases {
         let (s, resp) = api.call("POST", "/api/v1/projects", Some(body)).await;
-        assert_error(s, &resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_error(
+            s,
+            &resp,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
         let text = resp["error"].to_string();
-        assert!(text.contains(field), "{what}: expected the error to name {field}: {resp:#}");
+        assert!(
+            text.contains(field),
+            "{what}: expected the error to name {field}: {resp:#}"
+        );
     }
     // Syntax errors and content types.
-    let (s, resp) = api.raw("POST", "/api/v1/projects", Some("{\"name\": "), Some("application/json")).await;
+    let (s, resp) = api
+        .raw(
+            "POST",
+            "/api/v1/projects",
+            Some("{\"name\": "),
+            Some("application/json"),
+        )
+        .await;
     assert_error(s, &resp, StatusCode::BAD_REQUEST, "invalid_json");
-    let (s, resp) = api.raw("POST", "/api/v1/projects", Some("{}"), Some("text/plain")).await;
-    assert_error(s, &resp, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let (s, resp) = api
+        .raw("POST", "/api/v1/projects", Some("{}"), Some("text/plain"))
+        .await;
+    assert_error(
+        s,
+        &resp,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
     // Missing resources, malformed ids, unknown routes and methods.
-    let (s, resp) = api.call("GET", "/api/v1/projects/00000000-0000-0000-0000-00000000dead", None).await;
+    let (s, resp) = api
+        .call(
+            "GET",
+            "/api/v1/projects/00000000-0000-0000-0000-00000000dead",
+            None,
+        )
+        .await;
     assert_error(s, &resp, StatusCode::NOT_FOUND, "not_found");
     let (s, resp) = api.call("GET", "/api/v1/projects/not-a-uuid", None).await;
     assert_error(s, &resp, StatusCode::NOT_FOUND, "not_found");
     let (s, resp) = api.call("GET", "/api/v1/nothing-here", None).await;
     assert_error(s, &resp, StatusCode::NOT_FOUND, "not_found");
     let (s, resp) = api.call("PUT", "/api/v1/projects", None).await;
-    assert_error(s, &resp, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_error(
+        s,
+        &resp,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
     let (s, resp) = api.call("GET", "/api/v1/projects?limit=0", None).await;
     assert_error(s, &resp, StatusCode::BAD_REQUEST, "invalid_query");
     let (s, resp) = api.call("GET", "/api/v1/projects?cursor=zzz", None).await;
@@ -169,33 +402,62 @@ async fn bad_project_input_gets_a_clear_4xx() {
 #[tokio::test]
 async fn runs_steps_and_workers_over_http() {
     let api = Api::new().await;
-    let (_, p) = api.call("POST", "/api/v1/projects", Some(project(square(0.1)))).await;
+    let (_, p) = api
+        .call("POST", "/api/v1/projects", Some(project(square(0.1))))
+        .await;
     let pid = p["id"].as_str().unwrap();
     let run_body = json!({"steps": [
         {"name": "a", "kind": "sleep", "args": {"seconds": 30}},
         {"name": "b", "kind": "noop", "depends_on": ["a"]}
     ]});
-    let (s, run) = api.call("POST", &format!("/api/v1/projects/{pid}/runs"), Some(run_body.clone())).await;
+    let (s, run) = api
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{pid}/runs"),
+            Some(run_body.clone()),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{run:#}");
     assert_eq!(run["state"], "queued");
     assert_eq!(run["steps"][1]["depends_on"], json!(["a"]));
     let run_id = run["id"].as_str().unwrap();
-    let (s, got) = api.call("GET", &format!("/api/v1/runs/{run_id}"), None).await;
-    assert_eq!((s, got["steps"].as_array().unwrap().len()), (StatusCode::OK, 2));
-    let (_, runs) = api.call("GET", &format!("/api/v1/projects/{pid}/runs"), None).await;
+    let (s, got) = api
+        .call("GET", &format!("/api/v1/runs/{run_id}"), None)
+        .await;
+    assert_eq!(
+        (s, got["steps"].as_array().unwrap().len()),
+        (StatusCode::OK, 2)
+    );
+    let (_, runs) = api
+        .call("GET", &format!("/api/v1/projects/{pid}/runs"), None)
+        .await;
     assert_eq!(runs["items"][0]["id"], run["id"]);
 
     // Cancel the queued first step: the second is cancelled with it; both can be retried.
     let a = run["steps"][0]["id"].as_str().unwrap();
-    let (s, cancelled) = api.call("POST", &format!("/api/v1/steps/{a}/cancel"), None).await;
-    assert_eq!((s, cancelled["state"].as_str()), (StatusCode::ACCEPTED, Some("cancelled")));
-    let (s, again) = api.call("POST", &format!("/api/v1/steps/{a}/cancel"), None).await;
+    let (s, cancelled) = api
+        .call("POST", &format!("/api/v1/steps/{a}/cancel"), None)
+        .await;
+    assert_eq!(
+        (s, cancelled["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("cancelled"))
+    );
+    let (s, again) = api
+        .call("POST", &format!("/api/v1/steps/{a}/cancel"), None)
+        .await;
     assert_error(s, &again, StatusCode::CONFLICT, "conflict");
-    let (_, got) = api.call("GET", &format!("/api/v1/runs/{run_id}"), None).await;
+    let (_, got) = api
+        .call("GET", &format!("/api/v1/runs/{run_id}"), None)
+        .await;
     assert_eq!(got["state"], "cancelled");
     assert_eq!(got["steps"][1]["state"], "cancelled");
-    let (s, retried) = api.call("POST", &format!("/api/v1/steps/{a}/retry"), None).await;
-    assert_eq!((s, retried["state"].as_str()), (StatusCode::ACCEPTED, Some("queued")));
+    let (s, retried) = api
+        .call("POST", &format!("/api/v1/steps/{a}/retry"), None)
+        .await;
+    assert_eq!(
+        (s, retried["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("queued"))
+    );
 
     // Idempotency keys.
     let req = |key: &str| {
@@ -207,31 +469,88 @@ async fn runs_steps_and_workers_over_http() {
             .body(Body::from(run_body.to_string()))
             .unwrap()
     };
-    let one = api.app.clone().oneshot(req("k")).await.unwrap().into_body().collect().await.unwrap().to_bytes();
-    let two = api.app.clone().oneshot(req("k")).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    let one = api
+        .app
+        .clone()
+        .oneshot(req("k"))
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let two = api
+        .app
+        .clone()
+        .oneshot(req("k"))
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
     let one: Value = serde_json::from_slice(&one).unwrap();
     let two: Value = serde_json::from_slice(&two).unwrap();
     assert_eq!(one["id"], two["id"]);
 
     // Bad run requests.
     for (body, field) in [
-        (json!({"steps": [{"name": "a", "kind": "teleport"}]}), "steps[0].kind"),
-        (json!({"steps": [{"name": "a", "kind": "noop", "queue": "tpu"}]}), "steps[0].queue"),
-        (json!({"steps": [{"name": "a", "kind": "noop", "depends_on": ["zz"]}]}), "steps"),
-        (json!({"steps": [{"name": "a", "kind": "noop", "depends_on": ["a"]}]}), "steps"),
+        (
+            json!({"steps": [{"name": "a", "kind": "teleport"}]}),
+            "steps[0].kind",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "noop", "queue": "tpu"}]}),
+            "steps[0].queue",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "noop", "depends_on": ["zz"]}]}),
+            "steps",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "noop", "depends_on": ["a"]}]}),
+            "steps",
+        ),
         (json!({"steps": []}), "steps"),
     ] {
-        let (s, resp) = api.call("POST", &format!("/api/v1/projects/{pid}/runs"), Some(body)).await;
-        assert_error(s, &resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        let (s, resp) = api
+            .call("POST", &format!("/api/v1/projects/{pid}/runs"), Some(body))
+            .await;
+        assert_error(
+            s,
+            &resp,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
         assert!(resp["error"].to_string().contains(field), "{resp:#}");
     }
-    let (s, resp) = api.call("POST", "/api/v1/projects/00000000-0000-0000-0000-00000000dead/runs", Some(run_body)).await;
+    let (s, resp) = api
+        .call(
+            "POST",
+            "/api/v1/projects/00000000-0000-0000-0000-00000000dead/runs",
+            Some(run_body),
+        )
+        .await;
     assert_error(s, &resp, StatusCode::NOT_FOUND, "not_found");
-    let (s, resp) = api.call("POST", "/api/v1/steps/00000000-0000-0000-0000-00000000dead/cancel", None).await;
+    let (s, resp) = api
+        .call(
+            "POST",
+            "/api/v1/steps/00000000-0000-0000-0000-00000000dead/cancel",
+            None,
+        )
+        .await;
     assert_error(s, &resp, StatusCode::NOT_FOUND, "not_found");
 
     // Workers and pools.
-    let (s, resp) = api.call("POST", "/api/v1/workers/00000000-0000-0000-0000-00000000dead/drain", None).await;
+    let (s, resp) = api
+        .call(
+            "POST",
+            "/api/v1/workers/00000000-0000-0000-0000-00000000dead/drain",
+            None,
+        )
+        .await;
     assert_error(s, &resp, StatusCode::NOT_FOUND, "not_found");
     let (s, workers) = api.call("GET", "/api/v1/workers", None).await;
     assert_eq!((s, workers["items"].clone()), (StatusCode::OK, json!([])));
@@ -244,10 +563,21 @@ async fn health_readiness_and_openapi() {
     let api = Api::new().await;
     assert_eq!(api.call("GET", "/healthz", None).await.0, StatusCode::OK);
     let (s, ready) = api.call("GET", "/readyz", None).await;
-    assert_eq!((s, ready["status"].as_str()), (StatusCode::OK, Some("ready")));
+    assert_eq!(
+        (s, ready["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
     let (s, doc) = api.call("GET", "/api/openapi.json", None).await;
     assert_eq!(s, StatusCode::OK);
-    for path in ["/api/v1/projects", "/api/v1/projects/{id}/runs", "/api/v1/steps/{id}/cancel", "/api/v1/pools"] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from OpenAPI");
+    for path in [
+        "/api/v1/projects",
+        "/api/v1/projects/{id}/runs",
+        "/api/v1/steps/{id}/cancel",
+        "/api/v1/pools",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from OpenAPI"
+        );
     }
 }

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The package that provides the binaries, named in the error when none are found.
-pub const PACKAGE_HINT: &str =
-    "install PostgreSQL's server binaries (Debian/Ubuntu: `apt-get install postgresql`), or set DATABASE_URL";
+pub const PACKAGE_HINT: &str = "install PostgreSQL's server binaries (Debian/Ubuntu: `apt-get install postgresql`), or set DATABASE_URL";
 
 /// A local cluster that is running (started by us, or found already running).
 #[derive(Debug)]
@@ -38,9 +37,15 @@ impl LocalDb {
         let data = dir.join("data");
         if !data.join("PG_VERSION").exists() {
             let mut cmd = command(&bin.join("initdb"), run_as_postgres);
-            cmd.arg("-D")
-                .arg(&data)
-                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
+            cmd.arg("-D").arg(&data).args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]);
             run(cmd, "initdb")?;
         }
         let port_file = dir.join("port");

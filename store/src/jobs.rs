@@ -53,7 +53,12 @@ pub struct NewStep {
 impl NewStep {
     /// A step with default retry settings (3 attempts, 5 s base backoff) and no dependencies.
     #[must_use]
-    pub fn new(name: impl Into<String>, kind: impl Into<String>, args: Value, queue: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        args: Value,
+        queue: impl Into<String>,
+    ) -> Self {
         Self {
             name: name.into(),
             kind: kind.into(),
@@ -164,6 +169,8 @@ pub struct Claimed {
     pub max_attempts: i32,
     /// The worker holding the lease.
     pub lease_owner: Uuid,
+    /// Whether other steps wait for this one (their dispatch must commit with its success).
+    pub has_dependents: bool,
 }
 
 /// What a heartbeat tells the worker.
@@ -192,9 +199,15 @@ pub struct Artifact {
 #[must_use]
 pub fn backoff(base_ms: i32, attempt: i32) -> Duration {
     let exp = u32::try_from(attempt.max(1) - 1).unwrap_or(0).min(20);
-    let ms = u64::try_from(base_ms.max(0)).unwrap_or(0).saturating_mul(1u64 << exp);
+    let ms = u64::try_from(base_ms.max(0))
+        .unwrap_or(0)
+        .saturating_mul(1u64 << exp);
     Duration::from_millis(ms).min(MAX_BACKOFF)
 }
+
+const STEP_FIELDS: &str = "s.id, s.run_id, s.name, s.kind, s.args, s.queue, s.state, s.attempt, s.max_attempts, \
+    s.run_at, s.progress, s.message, s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.cancel_requested, \
+    s.error, s.errors, s.output, s.created_at, s.started_at, s.finished_at";
 
 const STEP_COLUMNS: &str = "s.id, s.run_id, s.name, s.kind, s.args, s.queue, s.state, s.attempt, s.max_attempts, \
     s.run_at, s.progress, s.message, s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.cancel_requested, \
@@ -203,7 +216,10 @@ const STEP_COLUMNS: &str = "s.id, s.run_id, s.name, s.kind, s.args, s.queue, s.s
               where d.step_id = s.id), '{}') as depends_on";
 
 /// Pushes dispatch messages for `steps` (id, queue, not-before) inside `tx` and records their ids.
-async fn dispatch(tx: &mut Transaction<'_, Postgres>, steps: &[(Uuid, String, DateTime<Utc>)]) -> Result<()> {
+async fn dispatch(
+    tx: &mut Transaction<'_, Postgres>,
+    steps: &[(Uuid, String, DateTime<Utc>)],
+) -> Result<()> {
     if steps.is_empty() {
         return Ok(());
     }
@@ -214,7 +230,9 @@ async fn dispatch(tx: &mut Transaction<'_, Postgres>, steps: &[(Uuid, String, Da
         let dispatch_id = ulid::Ulid::generate().to_string();
         let payload = serde_json::to_vec(&Dispatch { step_id: *step_id })?;
         // apalis stores run_at in whole seconds; round up so a message never arrives before its step is due.
-        let run_at_secs = u64::try_from(run_at.timestamp() + i64::from(run_at.timestamp_subsec_nanos() > 0)).unwrap_or(0);
+        let run_at_secs =
+            u64::try_from(run_at.timestamp() + i64::from(run_at.timestamp_subsec_nanos() > 0))
+                .unwrap_or(0);
         let task = TaskBuilder::new(payload)
             .task_id(dispatch_id.clone().into())
             .run_at_timestamp(run_at_secs)
@@ -255,7 +273,10 @@ pub async fn create_run(
     for s in steps {
         for d in &s.depends_on {
             if !names.contains_key(d.as_str()) {
-                return Err(Error::Conflict(format!("step {:?} depends on unknown step {d:?}", s.name)));
+                return Err(Error::Conflict(format!(
+                    "step {:?} depends on unknown step {d:?}",
+                    s.name
+                )));
             }
         }
     }
@@ -263,12 +284,13 @@ pub async fn create_run(
 
     let mut tx = pool.begin().await?;
     if let Some(key) = idempotency_key {
-        let existing: Option<Uuid> =
-            sqlx::query_scalar("select id from pipeline_run where project_id = $1 and idempotency_key = $2")
-                .bind(project_id)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "select id from pipeline_run where project_id = $1 and idempotency_key = $2",
+        )
+        .bind(project_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some(id) = existing {
             tx.rollback().await?;
             return get_run(pool, org_id, id).await;
@@ -288,11 +310,13 @@ pub async fn create_run(
     if inserted.rows_affected() == 0 {
         // A concurrent request with the same key won the race.
         tx.rollback().await?;
-        let id: Uuid = sqlx::query_scalar("select id from pipeline_run where project_id = $1 and idempotency_key = $2")
-            .bind(project_id)
-            .bind(idempotency_key)
-            .fetch_one(pool)
-            .await?;
+        let id: Uuid = sqlx::query_scalar(
+            "select id from pipeline_run where project_id = $1 and idempotency_key = $2",
+        )
+        .bind(project_id)
+        .bind(idempotency_key)
+        .fetch_one(pool)
+        .await?;
         return get_run(pool, org_id, id).await;
     }
 
@@ -381,12 +405,27 @@ pub async fn get_run(pool: &PgPool, org_id: Uuid, run_id: Uuid) -> Result<RunWit
     .fetch_optional(pool)
     .await?
     .ok_or(Error::NotFound { what: "run", id: run_id })?;
-    let steps: Vec<Step> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {STEP_COLUMNS} from step s where s.run_id = $1 order by s.created_at, s.id"
+    let mut steps: Vec<Step> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {STEP_FIELDS} from step s where s.run_id = $1 order by s.created_at, s.id"
     )))
     .bind(run_id)
     .fetch_all(pool)
     .await?;
+    // One join for all dependencies (a per-row subquery is quadratic on large fan-ins).
+    let deps: Vec<(Uuid, String)> = sqlx::query_as(
+        "select d.step_id, p.name from step_dependency d join step p on p.id = d.depends_on \
+         where p.run_id = $1 order by p.name",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?;
+    let mut by_step: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for (step, name) in deps {
+        by_step.entry(step).or_default().push(name);
+    }
+    for step in &mut steps {
+        step.depends_on = by_step.remove(&step.id).unwrap_or_default();
+    }
     Ok(RunWithSteps { run, steps })
 }
 
@@ -424,42 +463,34 @@ pub async fn get_step(pool: &PgPool, org_id: Uuid, step_id: Uuid) -> Result<Step
 
 /// Takes the lease on a queued, due step whose dependencies have succeeded. `None` when the message
 /// was stale (the step was claimed, cancelled or is not due).
-pub async fn claim(pool: &PgPool, step_id: Uuid, worker_id: Uuid, lease: Duration) -> Result<Option<Claimed>> {
-    let mut tx = pool.begin().await?;
-    let claimed: Option<Claimed> = sqlx::query_as(
-        "update step set state = 'running', attempt = attempt + 1, lease_owner = $2, \
-             lease_expires_at = now() + $3 * interval '1 millisecond', heartbeat_at = now(), \
-             started_at = coalesce(started_at, now()), progress = 0, message = '' \
-         where id = $1 and state = 'queued' and not cancel_requested and run_at <= now() + interval '1 second' \
-           and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
-                           where d.step_id = step.id and p.state <> 'succeeded') \
-         returning id, run_id, kind, args, attempt, max_attempts, lease_owner",
+pub async fn claim(
+    pool: &PgPool,
+    step_id: Uuid,
+    worker_id: Uuid,
+    lease: Duration,
+) -> Result<Option<Claimed>> {
+    // One statement (atomic on its own): take the lease, open the attempt record, mark the run started.
+    Ok(sqlx::query_as(
+        "with c as ( \
+             update step set state = 'running', attempt = attempt + 1, lease_owner = $2, \
+                 lease_expires_at = now() + $3 * interval '1 millisecond', heartbeat_at = now(), \
+                 started_at = coalesce(started_at, now()), progress = 0, message = '' \
+             where id = $1 and state = 'queued' and not cancel_requested and run_at <= now() + interval '1 second' \
+               and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
+                               where d.step_id = step.id and p.state <> 'succeeded') \
+             returning id, run_id, kind, args, attempt, max_attempts, lease_owner, \
+                 exists (select 1 from step_dependency d where d.depends_on = step.id) as has_dependents), \
+         a as (insert into step_attempt (step_id, attempt, worker_id) select id, attempt, lease_owner from c \
+               on conflict (step_id, attempt) do update set worker_id = excluded.worker_id, started_at = now()), \
+         r as (update pipeline_run set state = 'running', started_at = coalesce(started_at, now()) \
+               where id = (select run_id from c) and state = 'queued') \
+         select * from c",
     )
     .bind(step_id)
     .bind(worker_id)
     .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(c) = &claimed {
-        sqlx::query(
-            "insert into step_attempt (step_id, attempt, worker_id) values ($1, $2, $3) \
-             on conflict (step_id, attempt) do update set worker_id = excluded.worker_id, started_at = now()",
-        )
-        .bind(c.id)
-        .bind(c.attempt)
-        .bind(worker_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "update pipeline_run set state = 'running', started_at = coalesce(started_at, now()) \
-             where id = $1 and state = 'queued'",
-        )
-        .bind(c.run_id)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(claimed)
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Extends the lease and records progress. Tells the worker whether to go on.
@@ -494,43 +525,76 @@ pub async fn heartbeat(
 /// Commits success: output, artifacts and the state change in one transaction, only while the lease is
 /// still ours. Dispatches dependents that became ready. Returns false when the lease was lost (nothing
 /// is written).
-pub async fn complete(pool: &PgPool, claimed: &Claimed, output: &Value, artifacts: &[Artifact]) -> Result<bool> {
-    let mut tx = pool.begin().await?;
-    let done = sqlx::query(
-        "update step set state = 'succeeded', output = $4, progress = 1, lease_owner = null, \
-             lease_expires_at = null, finished_at = now(), error = null \
-         where id = $1 and lease_owner = $2 and attempt = $3 and state = 'running'",
-    )
-    .bind(claimed.id)
-    .bind(claimed.lease_owner)
-    .bind(claimed.attempt)
-    .bind(output)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    if !artifacts.is_empty() {
-        sqlx::query(
-            "insert into step_artifact (step_id, name, attempt, uri, metadata) \
-             select $1, u.name, $2, u.uri, u.metadata from unnest($3::text[], $4::text[], $5::jsonb[]) as u(name, uri, metadata) \
-             on conflict (step_id, name) do update set attempt = excluded.attempt, uri = excluded.uri, \
-                 metadata = excluded.metadata, created_at = now()",
-        )
+pub async fn complete(
+    pool: &PgPool,
+    claimed: &Claimed,
+    output: &Value,
+    artifacts: &[Artifact],
+) -> Result<bool> {
+    const SUCCEED: &str = "with c as ( \
+             update step set state = 'succeeded', output = $4, progress = 1, lease_owner = null, \
+                 lease_expires_at = null, finished_at = now(), error = null \
+             where id = $1 and lease_owner = $2 and attempt = $3 and state = 'running' returning id, run_id), \
+         a as (update step_attempt set finished_at = now(), outcome = 'succeeded' \
+               where step_id = (select id from c) and attempt = $3), \
+         f as (insert into step_artifact (step_id, name, attempt, uri, metadata) \
+               select c.id, u.name, $3, u.uri, u.metadata from c, unnest($5::text[], $6::text[], $7::jsonb[]) as u(name, uri, metadata) \
+               on conflict (step_id, name) do update set attempt = excluded.attempt, uri = excluded.uri, \
+                   metadata = excluded.metadata, created_at = now()) \
+         select (select count(*) from (select 1 from step o where o.run_id = c.run_id and o.id <> c.id \
+                                       and o.state in ('queued', 'running') limit 65) x) from c";
+    let query = sqlx::query_scalar::<_, i64>(SUCCEED)
         .bind(claimed.id)
+        .bind(claimed.lease_owner)
         .bind(claimed.attempt)
+        .bind(output)
         .bind(artifacts.iter().map(|a| a.name.clone()).collect::<Vec<_>>())
         .bind(artifacts.iter().map(|a| a.uri.clone()).collect::<Vec<_>>())
-        .bind(artifacts.iter().map(|a| a.metadata.clone()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
+        .bind(
+            artifacts
+                .iter()
+                .map(|a| a.metadata.clone())
+                .collect::<Vec<_>>(),
+        );
+    let others_open = if claimed.has_dependents {
+        // Dependents' dispatch commits with this success.
+        let mut tx = pool.begin().await?;
+        let Some(open) = query.fetch_optional(&mut *tx).await? else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        dispatch_ready_dependents(&mut tx, &[claimed.id]).await?;
+        tx.commit().await?;
+        open
+    } else {
+        // A single statement is atomic on its own.
+        match query.fetch_optional(pool).await? {
+            Some(open) => open,
+            None => return Ok(false),
+        }
+    };
+    // Near the end of a run, check again after our commit: of steps finishing at once, the last to
+    // commit then sees all the others and closes the run (the reaper is the safety net).
+    if others_open <= 64 {
+        finish_run_if_done(pool, claimed.run_id).await?;
     }
-    finish_attempt(&mut tx, claimed, "succeeded").await?;
-    dispatch_ready_dependents(&mut tx, &[claimed.id]).await?;
-    refresh_run(&mut tx, claimed.run_id).await?;
-    tx.commit().await?;
     Ok(true)
+}
+
+/// Gives a run its final state once none of its steps is queued or running.
+async fn finish_run_if_done<'e>(exec: impl sqlx::PgExecutor<'e>, run_id: Uuid) -> Result<()> {
+    sqlx::query(
+        "update pipeline_run r set state = agg.state, finished_at = coalesce(r.finished_at, now()) \
+         from (select case when bool_or(state = 'failed') then 'failed' \
+                           when bool_or(state = 'cancelled') then 'cancelled' else 'succeeded' end as state \
+               from step where run_id = $1) agg \
+         where r.id = $1 and r.state is distinct from agg.state \
+           and not exists (select 1 from step where run_id = $1 and state in ('queued', 'running'))",
+    )
+    .bind(run_id)
+    .execute(exec)
+    .await?;
+    Ok(())
 }
 
 /// What became of a failed attempt.
@@ -546,7 +610,12 @@ pub enum FailOutcome {
 
 /// Records a failed attempt: back to `queued` with backoff, or `failed` when attempts are used up or
 /// the error is permanent (downstream steps are then cancelled).
-pub async fn fail(pool: &PgPool, claimed: &Claimed, error: &str, retryable: bool) -> Result<FailOutcome> {
+pub async fn fail(
+    pool: &PgPool,
+    claimed: &Claimed,
+    error: &str,
+    retryable: bool,
+) -> Result<FailOutcome> {
     let mut tx = pool.begin().await?;
     let row: Option<(String, i32, i32, String, DateTime<Utc>)> = sqlx::query_as(
         "update step set \
@@ -608,7 +677,11 @@ pub async fn mark_cancelled(pool: &PgPool, claimed: &Claimed) -> Result<bool> {
     Ok(true)
 }
 
-async fn finish_attempt(tx: &mut Transaction<'_, Postgres>, claimed: &Claimed, outcome: &str) -> Result<()> {
+async fn finish_attempt(
+    tx: &mut Transaction<'_, Postgres>,
+    claimed: &Claimed,
+    outcome: &str,
+) -> Result<()> {
     sqlx::query("update step_attempt set finished_at = now(), outcome = $3 where step_id = $1 and attempt = $2")
         .bind(claimed.id)
         .bind(claimed.attempt)
@@ -636,7 +709,10 @@ pub async fn request_cancel(pool: &PgPool, org_id: Uuid, step_id: Uuid) -> Resul
     match state.as_deref() {
         None => {
             tx.rollback().await?;
-            return Err(Error::Conflict(format!("step {step_id} is already {}", step.state)));
+            return Err(Error::Conflict(format!(
+                "step {step_id} is already {}",
+                step.state
+            )));
         }
         Some("cancelled") => {
             cancel_downstream(&mut tx, &[step_id]).await?;
@@ -663,7 +739,10 @@ pub async fn retry(pool: &PgPool, org_id: Uuid, step_id: Uuid) -> Result<Step> {
     .await?;
     if requeued.rows_affected() == 0 {
         tx.rollback().await?;
-        return Err(Error::Conflict(format!("only failed or cancelled steps can be retried; step {step_id} is {}", step.state)));
+        return Err(Error::Conflict(format!(
+            "only failed or cancelled steps can be retried; step {step_id} is {}",
+            step.state
+        )));
     }
     sqlx::query(
         "with recursive down(id) as ( \
@@ -710,7 +789,10 @@ async fn cancel_downstream(tx: &mut Transaction<'_, Postgres>, roots: &[Uuid]) -
 }
 
 /// Dispatches the dependents of `done` whose dependencies have now all succeeded.
-async fn dispatch_ready_dependents(tx: &mut Transaction<'_, Postgres>, done: &[Uuid]) -> Result<()> {
+async fn dispatch_ready_dependents(
+    tx: &mut Transaction<'_, Postgres>,
+    done: &[Uuid],
+) -> Result<()> {
     // Lock the dependents first: two upstream steps finishing at once then serialise here, and the
     // second one's readiness check (a new statement) sees the first one's commit.
     let dependents: Vec<Uuid> = sqlx::query_scalar(
@@ -733,25 +815,9 @@ async fn dispatch_ready_dependents(tx: &mut Transaction<'_, Postgres>, done: &[U
     dispatch(tx, &ready).await
 }
 
-/// Recomputes a run's state from its steps.
+/// Recomputes a run's state inside a transaction that changed one of its steps.
 async fn refresh_run(tx: &mut Transaction<'_, Postgres>, run_id: Uuid) -> Result<()> {
-    sqlx::query(
-        "update pipeline_run r set \
-             state = agg.state, \
-             finished_at = case when agg.state in ('succeeded', 'failed', 'cancelled') then coalesce(r.finished_at, now()) else null end \
-         from (select \
-                 case when bool_and(state in ('succeeded', 'failed', 'cancelled')) then \
-                          case when bool_or(state = 'failed') then 'failed' \
-                               when bool_or(state = 'cancelled') then 'cancelled' else 'succeeded' end \
-                      when bool_or(state = 'running') or bool_or(attempt > 0) or bool_or(state <> 'queued') then 'running' \
-                      else 'queued' end as state \
-               from step where run_id = $1) agg \
-         where r.id = $1",
-    )
-    .bind(run_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    finish_run_if_done(&mut **tx, run_id).await
 }
 
 /// What one reaper pass did.
@@ -834,14 +900,27 @@ pub async fn reap(pool: &PgPool) -> Result<Reaped> {
     report.redispatched = lost.len() as u64;
     dispatch(&mut tx, &lost).await?;
     tx.commit().await?;
+
+    // Runs whose last steps finished at the same moment may have been left open: close them.
+    let open_runs: Vec<Uuid> = sqlx::query_scalar(
+        "select r.id from pipeline_run r where r.state in ('queued', 'running') \
+           and not exists (select 1 from step s where s.run_id = r.id and s.state in ('queued', 'running'))",
+    )
+    .fetch_all(pool)
+    .await?;
+    for run in open_runs {
+        finish_run_if_done(pool, run).await?;
+    }
     Ok(report)
 }
 
 /// Counts of queued (due or not) steps per queue.
 pub async fn queue_depths(pool: &PgPool) -> Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as("select queue, count(*) from step where state = 'queued' group by queue order by queue")
-        .fetch_all(pool)
-        .await?)
+    Ok(sqlx::query_as(
+        "select queue, count(*) from step where state = 'queued' group by queue order by queue",
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 #[cfg(test)]
@@ -863,7 +942,11 @@ mod tests {
         let mut b = NewStep::new("b", "sleep", Value::Null, "cpu");
         b.depends_on = vec!["a".into()];
         let steps = [a, b];
-        let names = steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let names = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
         assert!(check_acyclic(&steps, &names).is_err());
     }
 }

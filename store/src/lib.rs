@@ -51,8 +51,9 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 
 /// Whether the database answers and every migration we ship has been applied.
 pub async fn ready(pool: &PgPool) -> Result<bool> {
-    let applied: Vec<i64> = sqlx::query_scalar("select version from _sqlx_migrations where success")
-        .fetch_all(pool)
-        .await?;
+    let applied: Vec<i64> =
+        sqlx::query_scalar("select version from _sqlx_migrations where success")
+            .fetch_all(pool)
+            .await?;
     Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
 }

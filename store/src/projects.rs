@@ -134,16 +134,26 @@ pub async fn create(pool: &PgPool, org_id: Uuid, f: &ProjectFields) -> Result<Pr
 
 /// A project of `org_id`.
 pub async fn get(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Project> {
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLUMNS} from project where id = $1 and org_id = $2")))
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(pool)
-        .await?;
-    row.map(Into::into).ok_or(Error::NotFound { what: "project", id })
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from project where id = $1 and org_id = $2"
+    )))
+    .bind(id)
+    .bind(org_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Into::into).ok_or(Error::NotFound {
+        what: "project",
+        id,
+    })
 }
 
 /// Projects of `org_id`, newest first, after the cursor (a project id).
-pub async fn list(pool: &PgPool, org_id: Uuid, after: Option<Uuid>, limit: i64) -> Result<Vec<Project>> {
+pub async fn list(
+    pool: &PgPool,
+    org_id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Project>> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLUMNS} from project where org_id = $1 and ($2::uuid is null or id < $2) order by id desc limit $3"
     )))
@@ -183,19 +193,26 @@ pub async fn update(pool: &PgPool, org_id: Uuid, id: Uuid, f: &ProjectFields) ->
     .bind(f.window_size)
     .fetch_optional(pool)
     .await?;
-    row.map(Into::into).ok_or(Error::NotFound { what: "project", id })
+    row.map(Into::into).ok_or(Error::NotFound {
+        what: "project",
+        id,
+    })
 }
 
 /// Deletes a project and its runs. Refused while one of its steps is running.
 pub async fn delete(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<()> {
     let mut tx = pool.begin().await?;
-    let exists: Option<Uuid> = sqlx::query_scalar("select id from project where id = $1 and org_id = $2 for update")
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("select id from project where id = $1 and org_id = $2 for update")
+            .bind(id)
+            .bind(org_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     if exists.is_none() {
-        return Err(Error::NotFound { what: "project", id });
+        return Err(Error::NotFound {
+            what: "project",
+            id,
+        });
     }
     let running: i64 = sqlx::query_scalar(
         "select count(*) from step s join pipeline_run r on r.id = s.run_id where r.project_id = $1 and s.state = 'running'",
@@ -208,7 +225,10 @@ pub async fn delete(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<()> {
             "project {id} has {running} running step(s); cancel them first"
         )));
     }
-    sqlx::query("delete from project where id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("delete from project where id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -25,11 +25,14 @@ fn server_url() -> Result<String> {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             return Ok(url);
         }
-        let dir = std::env::var_os("GROUNDWORK_TEST_PG_DIR")
-            .map_or_else(|| std::env::temp_dir().join("groundwork-test-pg"), PathBuf::from);
+        let dir = std::env::var_os("GROUNDWORK_TEST_PG_DIR").map_or_else(
+            || std::env::temp_dir().join("groundwork-test-pg"),
+            PathBuf::from,
+        );
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         // Several test binaries start at once: one of them initialises the cluster.
-        let lock = std::fs::File::create(std::env::temp_dir().join("groundwork-test-pg.lock")).map_err(|e| e.to_string())?;
+        let lock = std::fs::File::create(std::env::temp_dir().join("groundwork-test-pg.lock"))
+            .map_err(|e| e.to_string())?;
         lock.lock().map_err(|e| e.to_string())?;
         let db = LocalDb::start(&dir).map_err(|e| e.to_string())?;
         Ok(db.url("postgres"))
@@ -39,7 +42,9 @@ fn server_url() -> Result<String> {
 }
 
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let host_start = base.find("://").map_or(0, |i| i + 3);
     let base = match base[host_start..].find('/') {
         Some(i) => &base[..host_start + i],
@@ -57,12 +62,19 @@ impl TestDb {
         let admin_url = server_url()?;
         let admin = crate::connect(&admin_url, 1).await?;
         let name = format!("gw_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&admin)
+            .await?;
         admin.close().await;
         let url = with_database(&admin_url, &name);
         let pool = crate::connect(&url, 20).await?;
         crate::migrate(&pool).await?;
-        Ok(Self { pool, url, admin_url, name })
+        Ok(Self {
+            pool,
+            url,
+            admin_url,
+            name,
+        })
     }
 }
 
@@ -72,14 +84,19 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime; use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
                 if let Ok(admin) = crate::connect(&admin_url, 1).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)")))
-                        .execute(&admin)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "drop database if exists {name} with (force)"
+                    )))
+                    .execute(&admin)
+                    .await;
                     admin.close().await;
                 }
             });
@@ -94,8 +111,14 @@ mod tests {
 
     #[test]
     fn database_name_is_replaced() {
-        assert_eq!(with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
-        assert_eq!(with_database("postgres://u@h:5/db?sslmode=disable", "x"), "postgres://u@h:5/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h:5/postgres", "x"),
+            "postgres://u@h:5/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5/db?sslmode=disable", "x"),
+            "postgres://u@h:5/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
     }
 }

@@ -12,7 +12,10 @@ struct Gpu {
 
 fn gpus() -> Vec<Gpu> {
     let Ok(out) = Command::new("nvidia-smi")
-        .args(["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
+        .args([
+            "--query-gpu=name,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
         .output()
     else {
         return Vec::new();
@@ -24,7 +27,10 @@ fn gpus() -> Vec<Gpu> {
         .lines()
         .filter_map(|l| {
             let (name, mem) = l.rsplit_once(',')?;
-            Some(Gpu { name: name.trim().to_owned(), memory_mib: mem.trim().parse().ok()? })
+            Some(Gpu {
+                name: name.trim().to_owned(),
+                memory_mib: mem.trim().parse().ok()?,
+            })
         })
         .collect()
 }
@@ -55,5 +61,9 @@ pub fn detect() -> Value {
 /// `gpu` when a GPU is found, else `cpu`.
 #[must_use]
 pub fn default_pool(capabilities: &Value) -> &'static str {
-    if capabilities["gpu_name"].is_string() { "gpu" } else { "cpu" }
+    if capabilities["gpu_name"].is_string() {
+        "gpu"
+    } else {
+        "cpu"
+    }
 }

@@ -4,9 +4,9 @@
 use crate::{Progress, Registry, StepContext, StepError};
 use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt, WorkerContext};
 use apalis_postgres::{Config, PostgresStorage};
+use groundwork_store::PgPool;
 use groundwork_store::jobs::{self, Beat, Claimed, Dispatch, FailOutcome};
 use groundwork_store::workers::{self, Registration};
-use groundwork_store::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -39,7 +39,8 @@ impl WorkerConfig {
     /// Defaults for a worker in `pool` serving `queues`.
     #[must_use]
     pub fn new(pool: &str, queues: Vec<String>) -> Self {
-        let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".into(), |h| h.trim().to_owned());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map_or_else(|_| "host".into(), |h| h.trim().to_owned());
         Self {
             name: format!("{host}-{}", std::process::id()),
             pool: pool.to_owned(),
@@ -71,7 +72,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("id", &self.shared.worker_id).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("id", &self.shared.worker_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,7 +83,14 @@ async fn handle(dispatch: Dispatch, shared: Data<Arc<Shared>>) -> Result<(), Box
     let Ok(_permit) = shared.slots.acquire().await else {
         return Ok(());
     };
-    match jobs::claim(&shared.pool, dispatch.step_id, shared.worker_id, shared.config.lease).await {
+    match jobs::claim(
+        &shared.pool,
+        dispatch.step_id,
+        shared.worker_id,
+        shared.config.lease,
+    )
+    .await
+    {
         Ok(Some(claimed)) => {
             let span = info_span!("step", step_id = %claimed.id, kind = %claimed.kind, attempt = claimed.attempt);
             execute(&shared, claimed).instrument(span).await;
@@ -96,11 +106,15 @@ async fn execute(shared: &Shared, claimed: Claimed) {
     let cancel = shared.shutdown.child_token();
     let progress = Progress::default();
     let Some(kind) = shared.registry.get(&claimed.kind) else {
-        let msg = format!("unknown step kind `{}` (this worker knows {:?})", claimed.kind, shared.registry.names());
+        let msg = format!(
+            "unknown step kind `{}` (this worker knows {:?})",
+            claimed.kind,
+            shared.registry.names()
+        );
         record_failure(shared, &claimed, &msg, false).await;
         return;
     };
-    info!("step started");
+    tracing::debug!("step started");
     let ctx = StepContext {
         step_id: claimed.id,
         run_id: claimed.run_id,
@@ -170,7 +184,11 @@ async fn record_cancel(shared: &Shared, claimed: &Claimed) {
 
 async fn record_failure(shared: &Shared, claimed: &Claimed, error: &str, retryable: bool) {
     match jobs::fail(&shared.pool, claimed, error, retryable).await {
-        Ok(FailOutcome::Retrying(after)) => info!(error, retry_in_ms = after.as_millis() as u64, "step attempt failed; will retry"),
+        Ok(FailOutcome::Retrying(after)) => info!(
+            error,
+            retry_in_ms = after.as_millis() as u64,
+            "step attempt failed; will retry"
+        ),
         Ok(FailOutcome::Failed) => warn!(error, "step failed"),
         Ok(FailOutcome::LeaseLost) => warn!(error, "step failed after its lease was lost"),
         Err(e) => warn!(error = %e, "could not record the failure; the lease will expire"),
@@ -194,9 +212,16 @@ pub async fn run_reaper(pool: PgPool, every: Duration, stop: CancellationToken) 
 
 impl Worker {
     /// Registers the worker and starts serving its queues.
-    pub async fn start(pool: PgPool, config: WorkerConfig, registry: Registry) -> anyhow::Result<Self> {
+    pub async fn start(
+        pool: PgPool,
+        config: WorkerConfig,
+        registry: Registry,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(config.concurrency >= 1, "concurrency must be at least 1");
-        anyhow::ensure!(!config.queues.is_empty(), "a worker must serve at least one queue");
+        anyhow::ensure!(
+            !config.queues.is_empty(),
+            "a worker must serve at least one queue"
+        );
         let worker_id = workers::register(
             &pool,
             &Registration {
@@ -220,36 +245,40 @@ impl Worker {
         });
         let mut tasks = Vec::new();
         let mut contexts = Vec::new();
+        // One apalis poller per slot and queue, each taking one message at a time: a busy worker never
+        // holds messages that an idle one could run (steps are long), and slots poll in parallel.
         for queue in &shared.config.queues {
-            let ctx = WorkerContext::new(&format!("{worker_id}-{queue}"));
-            contexts.push(ctx.clone());
-            let backend = PostgresStorage::<Dispatch>::new(&shared.pool)
-                .with_config(
-                    Config::default()
-                        .queue(queue.as_str())
-                        .batch_size(1)
-                        .heartbeat_interval(Duration::from_secs(5))
-                        .missed_heartbeats(6),
-                )
-                .with_pubsub();
-            let apalis_worker = WorkerBuilder::new(&ctx)
-                .backend(backend)
-                .data(shared.clone())
-                .concurrency(shared.config.concurrency)
-                .build(handle);
-            let stop = shared.shutdown.clone();
-            let queue = queue.clone();
-            tasks.push(tokio::spawn(async move {
-                let result = apalis_worker
-                    .run_until(async move {
-                        stop.cancelled().await;
-                        Ok::<(), std::io::Error>(())
-                    })
-                    .await;
-                if let Err(e) = result {
-                    warn!(%queue, error = %e, "apalis worker stopped with an error");
-                }
-            }));
+            for slot in 0..shared.config.concurrency {
+                let ctx = WorkerContext::new(&format!("{worker_id}-{queue}-{slot}"));
+                contexts.push(ctx.clone());
+                let backend = PostgresStorage::<Dispatch>::new(&shared.pool)
+                    .with_config(
+                        Config::default()
+                            .queue(queue.as_str())
+                            .batch_size(1)
+                            .heartbeat_interval(Duration::from_secs(5))
+                            .missed_heartbeats(6),
+                    )
+                    .with_pubsub();
+                let apalis_worker = WorkerBuilder::new(&ctx)
+                    .backend(backend)
+                    .data(shared.clone())
+                    .concurrency(1)
+                    .build(handle);
+                let stop = shared.shutdown.clone();
+                let queue = queue.clone();
+                tasks.push(tokio::spawn(async move {
+                    let result = apalis_worker
+                        .run_until(async move {
+                            stop.cancelled().await;
+                            Ok::<(), std::io::Error>(())
+                        })
+                        .await;
+                    if let Err(e) = result {
+                        warn!(%queue, error = %e, "apalis worker stopped with an error");
+                    }
+                }));
+            }
         }
         tasks.push(tokio::spawn(control_loop(shared.clone(), contexts)));
         tasks.push(tokio::spawn(run_reaper(
@@ -274,7 +303,8 @@ impl Worker {
         }
         // Wait for in-flight steps (they hold slots).
         let n = u32::try_from(self.shared.config.concurrency).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.shared.slots.acquire_many(n)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(30), self.shared.slots.acquire_many(n)).await;
         if let Err(e) = workers::deregister(&self.shared.pool, self.shared.worker_id).await {
             warn!(error = %e, "could not deregister");
         }

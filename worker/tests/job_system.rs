@@ -1,5 +1,9 @@
 //! The job system on a real PostgreSQL: lifecycle, dependencies, retries with backoff, cancel, drain
 //! and pause, lease expiry.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
 
 use groundwork_store::jobs::{self, NewStep, RunWithSteps};
 use groundwork_store::testing::TestDb;
@@ -51,7 +55,10 @@ async fn wait_run(pool: &PgPool, run: Uuid, timeout: Duration) -> RunWithSteps {
         if ["succeeded", "failed", "cancelled"].contains(&r.run.state.as_str()) {
             return r;
         }
-        assert!(start.elapsed() < timeout, "run did not finish in time: {r:#?}");
+        assert!(
+            start.elapsed() < timeout,
+            "run did not finish in time: {r:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -63,7 +70,10 @@ async fn wait_step(pool: &PgPool, step: Uuid, state: &str, timeout: Duration) ->
         if s.state == state {
             return s;
         }
-        assert!(start.elapsed() < timeout, "step never reached {state}: {s:#?}");
+        assert!(
+            start.elapsed() < timeout,
+            "step never reached {state}: {s:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -76,36 +86,59 @@ fn by_name<'a>(r: &'a RunWithSteps, name: &str) -> &'a jobs::Step {
 async fn a_step_runs_reports_progress_and_commits_its_output() {
     let db = TestDb::new().await.unwrap();
     let p = project(&db.pool).await;
-    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[step("s", "sleep", json!({"seconds": 1.5}), &[])], None)
-        .await
-        .unwrap();
+    let run = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("s", "sleep", json!({"seconds": 1.5}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(run.run.state, "queued");
     assert_eq!(run.steps[0].state, "queued");
-    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin()).await.unwrap();
+    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin())
+        .await
+        .unwrap();
 
-    let running = wait_step(&db.pool, run.steps[0].id, "running", Duration::from_secs(10)).await;
+    let running = wait_step(
+        &db.pool,
+        run.steps[0].id,
+        "running",
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(running.lease_owner, Some(w.id()));
     // Progress arrives with heartbeats.
     let start = Instant::now();
     loop {
-        let s = jobs::get_step(&db.pool, DEFAULT_ORG_ID, run.steps[0].id).await.unwrap();
+        let s = jobs::get_step(&db.pool, DEFAULT_ORG_ID, run.steps[0].id)
+            .await
+            .unwrap();
         if s.progress > 0.0 && s.progress < 1.0 && s.message.starts_with("slept") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "no progress reported: {s:#?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no progress reported: {s:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let done = wait_run(&db.pool, run.run.id, Duration::from_secs(15)).await;
     assert_eq!(done.run.state, "succeeded");
     let s = &done.steps[0];
-    assert_eq!((s.state.as_str(), s.attempt, s.progress), ("succeeded", 1, 1.0));
+    assert_eq!(
+        (s.state.as_str(), s.attempt, s.progress),
+        ("succeeded", 1, 1.0)
+    );
     assert_eq!(s.output.as_ref().unwrap()["slept_seconds"], 1.5);
     assert!(s.lease_owner.is_none());
-    let artifacts: i64 = sqlx::query_scalar("select count(*) from step_artifact where step_id = $1")
-        .bind(s.id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let artifacts: i64 =
+        sqlx::query_scalar("select count(*) from step_artifact where step_id = $1")
+            .bind(s.id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(artifacts, 1);
     w.shutdown().await;
 }
@@ -116,16 +149,32 @@ async fn fan_out_and_fan_in_respect_dependencies() {
     let p = project(&db.pool).await;
     let mut steps = vec![step("split", "sleep", json!({"seconds": 0.2}), &[])];
     for i in 0..6 {
-        steps.push(step(&format!("part-{i}"), "sleep", json!({"seconds": 0.3}), &["split"]));
+        steps.push(step(
+            &format!("part-{i}"),
+            "sleep",
+            json!({"seconds": 0.3}),
+            &["split"],
+        ));
     }
     let parts: Vec<String> = (0..6).map(|i| format!("part-{i}")).collect();
     let part_refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    steps.push(step("combine", "sleep", json!({"seconds": 0.1}), &part_refs));
-    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &steps, None).await.unwrap();
+    steps.push(step(
+        "combine",
+        "sleep",
+        json!({"seconds": 0.1}),
+        &part_refs,
+    ));
+    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &steps, None)
+        .await
+        .unwrap();
     assert_eq!(by_name(&run, "combine").depends_on.len(), 6);
 
-    let w1 = Worker::start(db.pool.clone(), config(3), Registry::builtin()).await.unwrap();
-    let w2 = Worker::start(db.pool.clone(), config(3), Registry::builtin()).await.unwrap();
+    let w1 = Worker::start(db.pool.clone(), config(3), Registry::builtin())
+        .await
+        .unwrap();
+    let w2 = Worker::start(db.pool.clone(), config(3), Registry::builtin())
+        .await
+        .unwrap();
     let done = wait_run(&db.pool, run.run.id, Duration::from_secs(30)).await;
     assert_eq!(done.run.state, "succeeded", "{done:#?}");
     let split = by_name(&done, "split");
@@ -133,8 +182,14 @@ async fn fan_out_and_fan_in_respect_dependencies() {
     for part in &parts {
         let s = by_name(&done, part);
         assert_eq!(s.attempt, 1);
-        assert!(s.started_at.unwrap() >= split.finished_at.unwrap(), "{part} started before split finished");
-        assert!(combine.started_at.unwrap() >= s.finished_at.unwrap(), "combine started before {part} finished");
+        assert!(
+            s.started_at.unwrap() >= split.finished_at.unwrap(),
+            "{part} started before split finished"
+        );
+        assert!(
+            combine.started_at.unwrap() >= s.finished_at.unwrap(),
+            "combine started before {part} finished"
+        );
     }
     // Both workers took part.
     let used: i64 = sqlx::query_scalar("select count(distinct worker_id) from step_attempt")
@@ -158,8 +213,12 @@ async fn failed_attempts_retry_with_exponential_backoff_then_fail_for_good() {
     hopeless.backoff_base_ms = 200;
     let after = step("after-hopeless", "noop", json!({}), &["hopeless"]);
     let started = Instant::now();
-    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[flaky, hopeless, after], None).await.unwrap();
-    let w = Worker::start(db.pool.clone(), config(2), Registry::builtin()).await.unwrap();
+    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[flaky, hopeless, after], None)
+        .await
+        .unwrap();
+    let w = Worker::start(db.pool.clone(), config(2), Registry::builtin())
+        .await
+        .unwrap();
     let done = wait_run(&db.pool, run.run.id, Duration::from_secs(30)).await;
 
     let flaky = by_name(&done, "flaky");
@@ -167,7 +226,11 @@ async fn failed_attempts_retry_with_exponential_backoff_then_fail_for_good() {
     assert_eq!(flaky.output.as_ref().unwrap()["succeeded_on_attempt"], 3);
     assert_eq!(flaky.errors.as_array().unwrap().len(), 2);
     // Backoff 1 s then 2 s.
-    assert!(started.elapsed() >= Duration::from_secs(3), "backoff not honoured: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "backoff not honoured: {:?}",
+        started.elapsed()
+    );
 
     let hopeless = by_name(&done, "hopeless");
     assert_eq!((hopeless.state.as_str(), hopeless.attempt), ("failed", 2));
@@ -177,9 +240,13 @@ async fn failed_attempts_retry_with_exponential_backoff_then_fail_for_good() {
     assert_eq!(done.run.state, "failed");
 
     // A manual retry re-queues the failed step and what its failure cancelled.
-    let retried = jobs::retry(&db.pool, DEFAULT_ORG_ID, hopeless.id).await.unwrap();
+    let retried = jobs::retry(&db.pool, DEFAULT_ORG_ID, hopeless.id)
+        .await
+        .unwrap();
     assert_eq!((retried.state.as_str(), retried.attempt), ("queued", 0));
-    let after_retry = jobs::get_step(&db.pool, DEFAULT_ORG_ID, after.id).await.unwrap();
+    let after_retry = jobs::get_step(&db.pool, DEFAULT_ORG_ID, after.id)
+        .await
+        .unwrap();
     assert_eq!(after_retry.state, "queued");
     // Retrying a succeeded step is refused.
     assert!(matches!(
@@ -208,12 +275,18 @@ async fn a_cancelled_queued_step_never_starts() {
     .await
     .unwrap();
     // Cancel before any worker exists: a dispatched queued step and a waiting one.
-    let lonely = jobs::request_cancel(&db.pool, DEFAULT_ORG_ID, by_name(&run, "lonely").id).await.unwrap();
+    let lonely = jobs::request_cancel(&db.pool, DEFAULT_ORG_ID, by_name(&run, "lonely").id)
+        .await
+        .unwrap();
     assert_eq!(lonely.state, "cancelled");
-    let second = jobs::request_cancel(&db.pool, DEFAULT_ORG_ID, by_name(&run, "second").id).await.unwrap();
+    let second = jobs::request_cancel(&db.pool, DEFAULT_ORG_ID, by_name(&run, "second").id)
+        .await
+        .unwrap();
     assert_eq!(second.state, "cancelled");
 
-    let w = Worker::start(db.pool.clone(), config(2), Registry::builtin()).await.unwrap();
+    let w = Worker::start(db.pool.clone(), config(2), Registry::builtin())
+        .await
+        .unwrap();
     let done = wait_run(&db.pool, run.run.id, Duration::from_secs(20)).await;
     assert_eq!(by_name(&done, "first").state, "succeeded");
     for name in ["second", "third", "lonely"] {
@@ -234,24 +307,46 @@ async fn a_cancelled_queued_step_never_starts() {
 async fn a_running_step_stops_within_seconds_of_a_cancel() {
     let db = TestDb::new().await.unwrap();
     let p = project(&db.pool).await;
-    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[step("long", "sleep", json!({"seconds": 60.0}), &[])], None)
+    let run = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("long", "sleep", json!({"seconds": 60.0}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
+    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin())
         .await
         .unwrap();
-    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin()).await.unwrap();
     let id = run.steps[0].id;
     wait_step(&db.pool, id, "running", Duration::from_secs(10)).await;
     let asked = Instant::now();
-    let flagged = jobs::request_cancel(&db.pool, DEFAULT_ORG_ID, id).await.unwrap();
+    let flagged = jobs::request_cancel(&db.pool, DEFAULT_ORG_ID, id)
+        .await
+        .unwrap();
     assert!(flagged.cancel_requested);
     let s = wait_step(&db.pool, id, "cancelled", Duration::from_secs(10)).await;
     assert!(asked.elapsed() < Duration::from_secs(10));
     assert!(s.output.is_none());
     assert!(s.lease_owner.is_none());
     // The slot is free again: new work runs.
-    let next = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[step("next", "noop", json!({}), &[])], None)
-        .await
-        .unwrap();
-    assert_eq!(wait_run(&db.pool, next.run.id, Duration::from_secs(10)).await.run.state, "succeeded");
+    let next = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("next", "noop", json!({}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        wait_run(&db.pool, next.run.id, Duration::from_secs(10))
+            .await
+            .run
+            .state,
+        "succeeded"
+    );
     w.shutdown().await;
 }
 
@@ -259,28 +354,78 @@ async fn a_running_step_stops_within_seconds_of_a_cancel() {
 async fn paused_and_draining_workers_take_no_new_steps() {
     let db = TestDb::new().await.unwrap();
     let p = project(&db.pool).await;
-    let w = Worker::start(db.pool.clone(), config(2), Registry::builtin()).await.unwrap();
-    // Drain while a step runs: it finishes, nothing new starts.
-    let first = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[step("a", "sleep", json!({"seconds": 2.0}), &[])], None)
+    let w = Worker::start(db.pool.clone(), config(2), Registry::builtin())
         .await
         .unwrap();
-    wait_step(&db.pool, first.steps[0].id, "running", Duration::from_secs(10)).await;
-    let drained = workers::set_admin_state(&db.pool, w.id(), "draining").await.unwrap();
+    // Drain while a step runs: it finishes, nothing new starts.
+    let first = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("a", "sleep", json!({"seconds": 2.0}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
+    wait_step(
+        &db.pool,
+        first.steps[0].id,
+        "running",
+        Duration::from_secs(10),
+    )
+    .await;
+    let drained = workers::set_admin_state(&db.pool, w.id(), "draining")
+        .await
+        .unwrap();
     assert_eq!(drained.state, "draining");
     tokio::time::sleep(Duration::from_millis(800)).await; // a heartbeat sees the state
-    let second = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[step("b", "noop", json!({}), &[])], None)
+    let second = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("b", "noop", json!({}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        wait_run(&db.pool, first.run.id, Duration::from_secs(10))
+            .await
+            .run
+            .state,
+        "succeeded"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        jobs::get_step(&db.pool, DEFAULT_ORG_ID, second.steps[0].id)
+            .await
+            .unwrap()
+            .state,
+        "queued"
+    );
+
+    workers::set_admin_state(&db.pool, w.id(), "paused")
         .await
         .unwrap();
-    assert_eq!(wait_run(&db.pool, first.run.id, Duration::from_secs(10)).await.run.state, "succeeded");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(jobs::get_step(&db.pool, DEFAULT_ORG_ID, second.steps[0].id).await.unwrap().state, "queued");
-
-    workers::set_admin_state(&db.pool, w.id(), "paused").await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(jobs::get_step(&db.pool, DEFAULT_ORG_ID, second.steps[0].id).await.unwrap().state, "queued");
+    assert_eq!(
+        jobs::get_step(&db.pool, DEFAULT_ORG_ID, second.steps[0].id)
+            .await
+            .unwrap()
+            .state,
+        "queued"
+    );
 
-    workers::set_admin_state(&db.pool, w.id(), "active").await.unwrap();
-    assert_eq!(wait_run(&db.pool, second.run.id, Duration::from_secs(10)).await.run.state, "succeeded");
+    workers::set_admin_state(&db.pool, w.id(), "active")
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_run(&db.pool, second.run.id, Duration::from_secs(10))
+            .await
+            .run
+            .state,
+        "succeeded"
+    );
     let id = w.id();
     w.shutdown().await;
     let gone = workers::get(&db.pool, id).await.unwrap();
@@ -293,7 +438,9 @@ async fn an_expired_lease_requeues_the_step_and_the_old_holder_cannot_commit() {
     let p = project(&db.pool).await;
     let mut s = step("s", "noop", json!({}), &[]);
     s.backoff_base_ms = 0;
-    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[s], None).await.unwrap();
+    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[s], None)
+        .await
+        .unwrap();
     let id = run.steps[0].id;
     // A worker that claims and then goes silent.
     let ghost = workers::register(
@@ -309,22 +456,44 @@ async fn an_expired_lease_requeues_the_step_and_the_old_holder_cannot_commit() {
     )
     .await
     .unwrap();
-    let claimed = jobs::claim(&db.pool, id, ghost, Duration::from_millis(300)).await.unwrap().unwrap();
+    let claimed = jobs::claim(&db.pool, id, ghost, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(claimed.attempt, 1);
     // A second claim of the same step is refused while the lease is held.
-    assert!(jobs::claim(&db.pool, id, ghost, Duration::from_secs(1)).await.unwrap().is_none());
+    assert!(
+        jobs::claim(&db.pool, id, ghost, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reaped = jobs::reap(&db.pool).await.unwrap();
     assert_eq!(reaped.requeued, 1);
     let s = jobs::get_step(&db.pool, DEFAULT_ORG_ID, id).await.unwrap();
     assert_eq!((s.state.as_str(), s.attempt), ("queued", 1));
     // The ghost comes back: its writes are refused.
-    assert!(!jobs::complete(&db.pool, &claimed, &json!({"ghost": true}), &[]).await.unwrap());
-    assert_eq!(jobs::heartbeat(&db.pool, &claimed, Duration::from_secs(1), 0.5, "").await.unwrap(), jobs::Beat::LeaseLost);
+    assert!(
+        !jobs::complete(&db.pool, &claimed, &json!({"ghost": true}), &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        jobs::heartbeat(&db.pool, &claimed, Duration::from_secs(1), 0.5, "")
+            .await
+            .unwrap(),
+        jobs::Beat::LeaseLost
+    );
     // A live worker finishes it, exactly once.
-    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin()).await.unwrap();
+    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin())
+        .await
+        .unwrap();
     let done = wait_run(&db.pool, run.run.id, Duration::from_secs(15)).await;
-    assert_eq!((done.steps[0].state.as_str(), done.steps[0].attempt), ("succeeded", 2));
+    assert_eq!(
+        (done.steps[0].state.as_str(), done.steps[0].attempt),
+        ("succeeded", 2)
+    );
     assert_eq!(done.steps[0].output, Some(json!(null)));
     w.shutdown().await;
 }
@@ -334,12 +503,21 @@ async fn an_idempotency_key_returns_the_first_run() {
     let db = TestDb::new().await.unwrap();
     let p = project(&db.pool).await;
     let steps = [step("s", "noop", json!({}), &[])];
-    let a = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &steps, Some("k1")).await.unwrap();
-    let b = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &steps, Some("k1")).await.unwrap();
-    let c = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &steps, Some("k2")).await.unwrap();
+    let a = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &steps, Some("k1"))
+        .await
+        .unwrap();
+    let b = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &steps, Some("k1"))
+        .await
+        .unwrap();
+    let c = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &steps, Some("k2"))
+        .await
+        .unwrap();
     assert_eq!(a.run.id, b.run.id);
     assert_ne!(a.run.id, c.run.id);
-    let n: i64 = sqlx::query_scalar("select count(*) from step").fetch_one(&db.pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("select count(*) from step")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(n, 2);
 }
 
@@ -347,13 +525,27 @@ async fn an_idempotency_key_returns_the_first_run() {
 async fn unknown_step_kinds_fail_with_a_clear_error() {
     let db = TestDb::new().await.unwrap();
     let p = project(&db.pool).await;
-    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[step("x", "teleport", json!({}), &[])], None)
+    let run = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("x", "teleport", json!({}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
+    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin())
         .await
         .unwrap();
-    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin()).await.unwrap();
     let done = wait_run(&db.pool, run.run.id, Duration::from_secs(10)).await;
     let s = &done.steps[0];
     assert_eq!(s.state, "failed");
-    assert!(s.error.as_deref().unwrap().contains("unknown step kind `teleport`"), "{s:#?}");
+    assert!(
+        s.error
+            .as_deref()
+            .unwrap()
+            .contains("unknown step kind `teleport`"),
+        "{s:#?}"
+    );
     w.shutdown().await;
 }

@@ -51,12 +51,21 @@ pub struct ErrorInner {
 impl ApiError {
     /// Any status/code/message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: Value::Null }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Value::Null,
+        }
     }
 
     /// 404.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// 422 with field errors.
@@ -77,13 +86,18 @@ impl ApiError {
     /// 500; `detail` is logged, never returned.
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
         (self.status, Json(body)).into_response()
     }
 }
@@ -96,7 +110,11 @@ impl From<groundwork_store::Error> for ApiError {
             E::Conflict(msg) => Self::new(StatusCode::CONFLICT, "conflict", msg),
             E::Connect(_) => {
                 tracing::error!(error = %e, "database unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is unavailable")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable",
+                )
             }
             other => Self::internal(&other),
         }

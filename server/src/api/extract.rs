@@ -20,7 +20,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(JsonRejection::JsonDataError(e)) => {
                 // serde_path_to_error's message: "{path}: {problem}".
-                let text = std::error::Error::source(&e).map_or_else(|| e.body_text(), ToString::to_string);
+                let text = std::error::Error::source(&e)
+                    .map_or_else(|| e.body_text(), ToString::to_string);
                 let (field, message) = match text.split_once(": ") {
                     Some((path, msg)) if !path.contains(' ') => (path.to_owned(), msg.to_owned()),
                     _ => ("body".to_owned(), text.clone()),
@@ -30,14 +31,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
-                format!("the body is not valid JSON: {}", std::error::Error::source(&e).map_or_else(|| e.body_text(), ToString::to_string)),
+                format!(
+                    "the body is not valid JSON: {}",
+                    std::error::Error::source(&e)
+                        .map_or_else(|| e.body_text(), ToString::to_string)
+                ),
             )),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as JSON with `Content-Type: application/json`",
             )),
-            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                e.body_text(),
+            )),
         }
     }
 }
@@ -57,7 +66,11 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
                 "not_found",
                 "no such resource (the id is not a valid UUID)",
             )),
-            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text())),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                e.body_text(),
+            )),
         }
     }
 }
@@ -72,10 +85,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
-            Err(e @ QueryRejection::FailedToDeserializeQueryString(_)) => {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
-            }
-            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())),
+            Err(e @ QueryRejection::FailedToDeserializeQueryString(_)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                e.body_text(),
+            )),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                e.body_text(),
+            )),
         }
     }
 }

@@ -61,14 +61,26 @@ impl PageQuery {
         match self.limit {
             None => Ok(50),
             Some(n) if (1..=200).contains(&n) => Ok(n),
-            Some(n) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("limit must be 1–200, got {n}"))),
+            Some(n) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("limit must be 1–200, got {n}"),
+            )),
         }
     }
 
     fn cursor(&self) -> ApiResult<Option<Uuid>> {
         self.cursor
             .as_deref()
-            .map(|c| c.parse::<Uuid>().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "cursor is not one this API issued")))
+            .map(|c| {
+                c.parse::<Uuid>().map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        "cursor is not one this API issued",
+                    )
+                })
+            })
             .transpose()
     }
 }
@@ -88,7 +100,11 @@ impl<T> Page<T> {
         let limit = usize::try_from(limit).unwrap_or(0);
         let more = items.len() > limit;
         items.truncate(limit);
-        let next_cursor = if more { items.last().map(|i| id(i).to_string()) } else { None };
+        let next_cursor = if more {
+            items.last().map(|i| id(i).to_string())
+        } else {
+            None
+        };
         Self { items, next_cursor }
     }
 }
@@ -99,11 +115,25 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match groundwork_store::ready(&state.pool).await {
-        Ok(true) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))).into_response(),
-        Ok(false) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "migrations are not applied").into_response(),
+        Ok(true) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ready"})),
+        )
+            .into_response(),
+        Ok(false) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "migrations are not applied",
+        )
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the database is unreachable").into_response()
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the database is unreachable",
+            )
+            .into_response()
         }
     }
 }
@@ -117,17 +147,38 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }
 
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Groundwork API", version = "1", description = "Earth-observation projects on OlmoEarth: projects, runs, steps, workers."),
+    info(
+        title = "Groundwork API",
+        version = "1",
+        description = "Earth-observation projects on OlmoEarth: projects, runs, steps, workers."
+    ),
     paths(
-        projects::create_project, projects::list_projects, projects::get_project, projects::update_project, projects::delete_project,
-        runs::create_run, runs::list_runs, runs::get_run, runs::get_step, runs::cancel_step, runs::retry_step,
-        workers::list_workers, workers::drain_worker, workers::pause_worker, workers::resume_worker, workers::list_pools,
+        projects::create_project,
+        projects::list_projects,
+        projects::get_project,
+        projects::update_project,
+        projects::delete_project,
+        runs::create_run,
+        runs::list_runs,
+        runs::get_run,
+        runs::get_step,
+        runs::cancel_step,
+        runs::retry_step,
+        workers::list_workers,
+        workers::drain_worker,
+        workers::pause_worker,
+        workers::resume_worker,
+        workers::list_pools,
     ),
     components(schemas(error::ErrorBody, error::ErrorInner, error::FieldError))
 )]
@@ -140,12 +191,20 @@ async fn openapi() -> impl IntoResponse {
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
-        .route("/projects", post(projects::create_project).get(projects::list_projects))
+        .route(
+            "/projects",
+            post(projects::create_project).get(projects::list_projects),
+        )
         .route(
             "/projects/{id}",
-            get(projects::get_project).patch(projects::update_project).delete(projects::delete_project),
+            get(projects::get_project)
+                .patch(projects::update_project)
+                .delete(projects::delete_project),
         )
-        .route("/projects/{id}/runs", post(runs::create_run).get(runs::list_runs))
+        .route(
+            "/projects/{id}/runs",
+            post(runs::create_run).get(runs::list_runs),
+        )
         .route("/runs/{id}", get(runs::get_run))
         .route("/steps/{id}", get(runs::get_step))
         .route("/steps/{id}/cancel", post(runs::cancel_step))

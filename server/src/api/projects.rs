@@ -94,32 +94,53 @@ fn parse<T: serde::de::DeserializeOwned>(v: &str) -> Result<T, serde_json::Error
 }
 
 fn enum_str<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
     let mut errors = Vec::new();
     let name = p.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 200 {
-        errors.push(FieldError { field: "name".into(), message: "a name must have 1–200 characters".into() });
+        errors.push(FieldError {
+            field: "name".into(),
+            message: "a name must have 1–200 characters".into(),
+        });
     }
     let aoi = validate::aoi(&p.aoi, max_km2, &mut errors);
     if p.end < p.start {
-        errors.push(FieldError { field: "end".into(), message: format!("end {} is before start {}", p.end, p.start) });
+        errors.push(FieldError {
+            field: "end".into(),
+            message: format!("end {} is before start {}", p.end, p.start),
+        });
     }
     validate::classes(&p.classes, &mut errors);
     if p.modalities.is_empty() {
-        errors.push(FieldError { field: "modalities".into(), message: "choose at least one modality".into() });
+        errors.push(FieldError {
+            field: "modalities".into(),
+            message: "choose at least one modality".into(),
+        });
     }
     let mut seen = std::collections::HashSet::new();
     if !p.modalities.iter().all(|m| seen.insert(*m)) {
-        errors.push(FieldError { field: "modalities".into(), message: "a modality is listed twice".into() });
+        errors.push(FieldError {
+            field: "modalities".into(),
+            message: "a modality is listed twice".into(),
+        });
     }
     if !(1..=8).contains(&p.patch_size) {
-        errors.push(FieldError { field: "patch_size".into(), message: format!("must be 1–8, got {}", p.patch_size) });
+        errors.push(FieldError {
+            field: "patch_size".into(),
+            message: format!("must be 1–8, got {}", p.patch_size),
+        });
     }
     if !(8..=1024).contains(&p.window_size) {
-        errors.push(FieldError { field: "window_size".into(), message: format!("must be 8–1024 px, got {}", p.window_size) });
+        errors.push(FieldError {
+            field: "window_size".into(),
+            message: format!("must be 8–1024 px, got {}", p.window_size),
+        });
     } else if (1..=8).contains(&p.patch_size) && p.window_size % p.patch_size != 0 {
         errors.push(FieldError {
             field: "window_size".into(),
@@ -149,7 +170,10 @@ fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
 /// Creates a project.
 #[utoipa::path(post, path = "/api/v1/projects", request_body = CreateProject, tag = "projects",
     responses((status = 201, body = Project), (status = 400, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
-pub async fn create_project(State(state): State<AppState>, Json(body): Json<CreateProject>) -> ApiResult<(StatusCode, axum::Json<Project>)> {
+pub async fn create_project(
+    State(state): State<AppState>,
+    Json(body): Json<CreateProject>,
+) -> ApiResult<(StatusCode, axum::Json<Project>)> {
     let fields = validate(body, state.max_aoi_km2)?;
     let p = projects::create(&state.pool, state.org_id, &fields).await?;
     Ok((StatusCode::CREATED, axum::Json(p)))
@@ -157,7 +181,10 @@ pub async fn create_project(State(state): State<AppState>, Json(body): Json<Crea
 
 /// Lists projects, newest first.
 #[utoipa::path(get, path = "/api/v1/projects", params(PageQuery), tag = "projects", responses((status = 200, body = Page<Project>)))]
-pub async fn list_projects(State(state): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult<axum::Json<Page<Project>>> {
+pub async fn list_projects(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<Project>>> {
     let limit = q.limit()?;
     let items = projects::list(&state.pool, state.org_id, q.cursor()?, limit + 1).await?;
     Ok(axum::Json(Page::new(items, limit, |p| p.id)))
@@ -165,8 +192,13 @@ pub async fn list_projects(State(state): State<AppState>, Query(q): Query<PageQu
 
 /// One project.
 #[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects", responses((status = 200, body = Project), (status = 404, body = super::error::ErrorBody)))]
-pub async fn get_project(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<axum::Json<Project>> {
-    Ok(axum::Json(projects::get(&state.pool, state.org_id, id).await?))
+pub async fn get_project(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<axum::Json<Project>> {
+    Ok(axum::Json(
+        projects::get(&state.pool, state.org_id, id).await?,
+    ))
 }
 
 /// Changes some fields of a project.
@@ -194,7 +226,12 @@ pub async fn update_project(
         },
         modalities: match patch.modalities {
             Some(m) => m,
-            None => current.modalities.iter().map(|m| parse(m)).collect::<Result<_, _>>().map_err(|e| ApiError::internal(&e))?,
+            None => current
+                .modalities
+                .iter()
+                .map(|m| parse(m))
+                .collect::<Result<_, _>>()
+                .map_err(|e| ApiError::internal(&e))?,
         },
         model_size: match patch.model_size {
             Some(m) => m,
@@ -204,13 +241,18 @@ pub async fn update_project(
         window_size: patch.window_size.unwrap_or(current.window_size),
     };
     let fields = validate(merged, state.max_aoi_km2)?;
-    Ok(axum::Json(projects::update(&state.pool, state.org_id, id, &fields).await?))
+    Ok(axum::Json(
+        projects::update(&state.pool, state.org_id, id, &fields).await?,
+    ))
 }
 
 /// Deletes a project with its runs (refused while a step runs).
 #[utoipa::path(delete, path = "/api/v1/projects/{id}", tag = "projects",
     responses((status = 204), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
-pub async fn delete_project(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
+pub async fn delete_project(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
     projects::delete(&state.pool, state.org_id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

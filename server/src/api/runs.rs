@@ -67,24 +67,42 @@ pub async fn create_run(
     projects::get(&state.pool, state.org_id, project_id).await?;
     let mut errors = Vec::new();
     if body.steps.is_empty() || body.steps.len() > 20_000 {
-        errors.push(FieldError { field: "steps".into(), message: "a run has 1–20000 steps".into() });
+        errors.push(FieldError {
+            field: "steps".into(),
+            message: "a run has 1–20000 steps".into(),
+        });
     }
     let kinds = state.step_kinds.as_slice();
     for (i, s) in body.steps.iter().enumerate() {
         if !kinds.contains(&s.kind) {
-            errors.push(FieldError { field: format!("steps[{i}].kind"), message: format!("unknown step kind {:?}; known: {kinds:?}", s.kind) });
+            errors.push(FieldError {
+                field: format!("steps[{i}].kind"),
+                message: format!("unknown step kind {:?}; known: {kinds:?}", s.kind),
+            });
         }
         if !["cpu", "gpu"].contains(&s.queue.as_str()) {
-            errors.push(FieldError { field: format!("steps[{i}].queue"), message: "must be cpu or gpu".into() });
+            errors.push(FieldError {
+                field: format!("steps[{i}].queue"),
+                message: "must be cpu or gpu".into(),
+            });
         }
         if !(1..=20).contains(&s.max_attempts) {
-            errors.push(FieldError { field: format!("steps[{i}].max_attempts"), message: "must be 1–20".into() });
+            errors.push(FieldError {
+                field: format!("steps[{i}].max_attempts"),
+                message: "must be 1–20".into(),
+            });
         }
         if !(0..=3_600_000).contains(&s.backoff_ms) {
-            errors.push(FieldError { field: format!("steps[{i}].backoff_ms"), message: "must be 0–3600000".into() });
+            errors.push(FieldError {
+                field: format!("steps[{i}].backoff_ms"),
+                message: "must be 0–3600000".into(),
+            });
         }
         if s.name.trim().is_empty() {
-            errors.push(FieldError { field: format!("steps[{i}].name"), message: "must not be empty".into() });
+            errors.push(FieldError {
+                field: format!("steps[{i}].name"),
+                message: "must not be empty".into(),
+            });
         }
     }
     if !errors.is_empty() {
@@ -96,20 +114,36 @@ pub async fn create_run(
         .map(|s| NewStep {
             name: s.name,
             kind: s.kind,
-            args: if s.args.is_null() { serde_json::json!({}) } else { s.args },
+            args: if s.args.is_null() {
+                serde_json::json!({})
+            } else {
+                s.args
+            },
             queue: s.queue,
             max_attempts: s.max_attempts,
             backoff_base_ms: s.backoff_ms,
             depends_on: s.depends_on,
         })
         .collect();
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let run = jobs::create_run(&state.pool, state.org_id, project_id, &steps, key.as_deref())
-        .await
-        .map_err(|e| match e {
-            groundwork_store::Error::Conflict(msg) => ApiError::validation(vec![FieldError { field: "steps".into(), message: msg }]),
-            other => other.into(),
-        })?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let run = jobs::create_run(
+        &state.pool,
+        state.org_id,
+        project_id,
+        &steps,
+        key.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        groundwork_store::Error::Conflict(msg) => ApiError::validation(vec![FieldError {
+            field: "steps".into(),
+            message: msg,
+        }]),
+        other => other.into(),
+    })?;
     Ok((StatusCode::CREATED, axum::Json(run)))
 }
 
@@ -122,32 +156,61 @@ pub async fn list_runs(
 ) -> ApiResult<axum::Json<Page<Run>>> {
     projects::get(&state.pool, state.org_id, project_id).await?;
     let limit = q.limit()?;
-    let items = jobs::list_runs(&state.pool, state.org_id, project_id, q.cursor()?, limit + 1).await?;
+    let items = jobs::list_runs(
+        &state.pool,
+        state.org_id,
+        project_id,
+        q.cursor()?,
+        limit + 1,
+    )
+    .await?;
     Ok(axum::Json(Page::new(items, limit, |r| r.id)))
 }
 
 /// A run with its steps.
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", responses((status = 200, body = RunWithSteps), (status = 404, body = super::error::ErrorBody)))]
-pub async fn get_run(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<axum::Json<RunWithSteps>> {
-    Ok(axum::Json(jobs::get_run(&state.pool, state.org_id, id).await?))
+pub async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<axum::Json<RunWithSteps>> {
+    Ok(axum::Json(
+        jobs::get_run(&state.pool, state.org_id, id).await?,
+    ))
 }
 
 /// One step.
 #[utoipa::path(get, path = "/api/v1/steps/{id}", tag = "runs", responses((status = 200, body = Step), (status = 404, body = super::error::ErrorBody)))]
-pub async fn get_step(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<axum::Json<Step>> {
-    Ok(axum::Json(jobs::get_step(&state.pool, state.org_id, id).await?))
+pub async fn get_step(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<axum::Json<Step>> {
+    Ok(axum::Json(
+        jobs::get_step(&state.pool, state.org_id, id).await?,
+    ))
 }
 
 /// Cancels a step: a queued one at once, a running one at its next heartbeat (within seconds).
 #[utoipa::path(post, path = "/api/v1/steps/{id}/cancel", tag = "runs",
     responses((status = 202, body = Step), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
-pub async fn cancel_step(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<(StatusCode, axum::Json<Step>)> {
-    Ok((StatusCode::ACCEPTED, axum::Json(jobs::request_cancel(&state.pool, state.org_id, id).await?)))
+pub async fn cancel_step(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<(StatusCode, axum::Json<Step>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(jobs::request_cancel(&state.pool, state.org_id, id).await?),
+    ))
 }
 
 /// Retries a failed or cancelled step (and what its failure cancelled downstream).
 #[utoipa::path(post, path = "/api/v1/steps/{id}/retry", tag = "runs",
     responses((status = 202, body = Step), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
-pub async fn retry_step(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<(StatusCode, axum::Json<Step>)> {
-    Ok((StatusCode::ACCEPTED, axum::Json(jobs::retry(&state.pool, state.org_id, id).await?)))
+pub async fn retry_step(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<(StatusCode, axum::Json<Step>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(jobs::retry(&state.pool, state.org_id, id).await?),
+    ))
 }

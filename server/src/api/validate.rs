@@ -58,7 +58,10 @@ pub struct Class {
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-    FieldError { field: field.into(), message: message.into() }
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// A parsed, valid AOI.
@@ -80,7 +83,10 @@ fn ring(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Option<LineS
         let pos = p.as_array().filter(|a| (2..=3).contains(&a.len()));
         let xy = pos.and_then(|a| Some((a[0].as_f64()?, a[1].as_f64()?)));
         let Some((x, y)) = xy else {
-            errors.push(err(format!("{path}[{i}]"), "a position must be [longitude, latitude]"));
+            errors.push(err(
+                format!("{path}[{i}]"),
+                "a position must be [longitude, latitude]",
+            ));
             return None;
         };
         if !(-180.0..=180.0).contains(&x) || !(-90.0..=90.0).contains(&y) {
@@ -93,11 +99,17 @@ fn ring(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Option<LineS
         coords.push(Coord { x, y });
     }
     if coords.len() < 4 {
-        errors.push(err(path, format!("a ring needs at least 4 positions, got {}", coords.len())));
+        errors.push(err(
+            path,
+            format!("a ring needs at least 4 positions, got {}", coords.len()),
+        ));
         return None;
     }
     if coords.first() != coords.last() {
-        errors.push(err(path, "the ring is not closed: its first and last positions differ"));
+        errors.push(err(
+            path,
+            "the ring is not closed: its first and last positions differ",
+        ));
         return None;
     }
     Some(LineString::new(coords))
@@ -121,10 +133,17 @@ fn polygon(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Option<Po
 pub fn aoi(value: &Value, max_km2: f64, errors: &mut Vec<FieldError>) -> Option<Aoi> {
     let geometry = match value.get("type").and_then(Value::as_str) {
         Some("Feature") => value.get("geometry").unwrap_or(&Value::Null),
-        Some("FeatureCollection") => match value.get("features").and_then(Value::as_array).map(Vec::as_slice) {
+        Some("FeatureCollection") => match value
+            .get("features")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
             Some([one]) => one.get("geometry").unwrap_or(&Value::Null),
             _ => {
-                errors.push(err("aoi", "a FeatureCollection AOI must hold exactly one feature"));
+                errors.push(err(
+                    "aoi",
+                    "a FeatureCollection AOI must hold exactly one feature",
+                ));
                 return None;
             }
         },
@@ -135,7 +154,10 @@ pub fn aoi(value: &Value, max_km2: f64, errors: &mut Vec<FieldError>) -> Option<
         Some("Polygon") => MultiPolygon::new(vec![polygon(coords, "aoi.coordinates", errors)?]),
         Some("MultiPolygon") => {
             let Some(polys) = coords.as_array().filter(|p| !p.is_empty()) else {
-                errors.push(err("aoi.coordinates", "a MultiPolygon must be a non-empty array of polygons"));
+                errors.push(err(
+                    "aoi.coordinates",
+                    "a MultiPolygon must be a non-empty array of polygons",
+                ));
                 return None;
             };
             let mut out = Vec::new();
@@ -145,11 +167,17 @@ pub fn aoi(value: &Value, max_km2: f64, errors: &mut Vec<FieldError>) -> Option<
             MultiPolygon::new(out)
         }
         Some(other) => {
-            errors.push(err("aoi.type", format!("the AOI must be a Polygon or MultiPolygon, not {other}")));
+            errors.push(err(
+                "aoi.type",
+                format!("the AOI must be a Polygon or MultiPolygon, not {other}"),
+            ));
             return None;
         }
         None => {
-            errors.push(err("aoi", "the AOI must be a GeoJSON Polygon or MultiPolygon in EPSG:4326"));
+            errors.push(err(
+                "aoi",
+                "the AOI must be a GeoJSON Polygon or MultiPolygon in EPSG:4326",
+            ));
             return None;
         }
     };
@@ -178,7 +206,10 @@ pub fn aoi(value: &Value, max_km2: f64, errors: &mut Vec<FieldError>) -> Option<
             n = n.max(c.y);
         }
     }
-    Some(Aoi { bbox: [w, s, e, n], area_km2 })
+    Some(Aoi {
+        bbox: [w, s, e, n],
+        area_km2,
+    })
 }
 
 /// Validates the class legend.
@@ -187,20 +218,35 @@ pub fn classes(classes: &[Class], errors: &mut Vec<FieldError>) {
     let mut names = std::collections::HashSet::new();
     for (i, c) in classes.iter().enumerate() {
         if c.id == 255 {
-            errors.push(err(format!("classes[{i}].id"), "255 is reserved for nodata"));
+            errors.push(err(
+                format!("classes[{i}].id"),
+                "255 is reserved for nodata",
+            ));
         }
         if !ids.insert(c.id) {
-            errors.push(err(format!("classes[{i}].id"), format!("class id {} is used twice", c.id)));
+            errors.push(err(
+                format!("classes[{i}].id"),
+                format!("class id {} is used twice", c.id),
+            ));
         }
         let name = c.name.trim();
         if name.is_empty() || name.len() > 100 {
-            errors.push(err(format!("classes[{i}].name"), "a class name must have 1–100 characters"));
+            errors.push(err(
+                format!("classes[{i}].name"),
+                "a class name must have 1–100 characters",
+            ));
         } else if !names.insert(name.to_lowercase()) {
-            errors.push(err(format!("classes[{i}].name"), format!("class name {name:?} is used twice")));
+            errors.push(err(
+                format!("classes[{i}].name"),
+                format!("class name {name:?} is used twice"),
+            ));
         }
         let hex = c.color.strip_prefix('#').unwrap_or("");
         if hex.len() != 6 || !hex.chars().all(|ch| ch.is_ascii_hexdigit()) {
-            errors.push(err(format!("classes[{i}].color"), "a colour must be #rrggbb"));
+            errors.push(err(
+                format!("classes[{i}].color"),
+                "a colour must be #rrggbb",
+            ));
         }
     }
 }
@@ -225,15 +271,22 @@ mod tests {
 
     #[test]
     fn bad_geometries_are_refused_with_reasons() {
-        let unclosed = check(json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]})).unwrap_err();
+        let unclosed =
+            check(json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}))
+                .unwrap_err();
         assert!(unclosed[0].message.contains("not closed"));
         let bowtie = check(json!({"type": "Polygon", "coordinates": [[[0, 0], [0.1, 0.1], [0.1, 0], [0, 0.1], [0, 0]]]})).unwrap_err();
         assert!(bowtie[0].message.contains("invalid geometry"), "{bowtie:?}");
         let point = check(json!({"type": "Point", "coordinates": [0, 0]})).unwrap_err();
         assert_eq!(point[0].field, "aoi.type");
-        let huge = check(json!({"type": "Polygon", "coordinates": [[[0, 0], [5, 0], [5, 5], [0, 5], [0, 0]]]})).unwrap_err();
+        let huge = check(
+            json!({"type": "Polygon", "coordinates": [[[0, 0], [5, 0], [5, 5], [0, 5], [0, 0]]]}),
+        )
+        .unwrap_err();
         assert!(huge[0].message.contains("limit"));
-        let outside = check(json!({"type": "Polygon", "coordinates": [[[0, 0], [200, 0], [1, 1], [0, 0]]]})).unwrap_err();
+        let outside =
+            check(json!({"type": "Polygon", "coordinates": [[[0, 0], [200, 0], [1, 1], [0, 0]]]}))
+                .unwrap_err();
         assert!(outside[0].message.contains("outside"));
     }
 
@@ -242,8 +295,16 @@ mod tests {
         let mut errors = Vec::new();
         classes(
             &[
-                Class { id: 1, name: "Water".into(), color: "#0000ff".into() },
-                Class { id: 1, name: "water".into(), color: "blue".into() },
+                Class {
+                    id: 1,
+                    name: "Water".into(),
+                    color: "#0000ff".into(),
+                },
+                Class {
+                    id: 1,
+                    name: "water".into(),
+                    color: "blue".into(),
+                },
             ],
             &mut errors,
         );

@@ -25,9 +25,16 @@ impl StepKind for Fail {
             let args: Args = parse_args("fail", &ctx.args)?;
             if ctx.attempt <= args.times {
                 let e = anyhow::anyhow!("planned failure {} of {}", ctx.attempt, args.times);
-                return Err(if args.permanent { StepError::Permanent(e) } else { StepError::Retryable(e) });
+                return Err(if args.permanent {
+                    StepError::Permanent(e)
+                } else {
+                    StepError::Retryable(e)
+                });
             }
-            Ok(StepOutput { output: json!({ "succeeded_on_attempt": ctx.attempt }), artifacts: Vec::new() })
+            Ok(StepOutput {
+                output: json!({ "succeeded_on_attempt": ctx.attempt }),
+                artifacts: Vec::new(),
+            })
         })
     }
 }

@@ -14,6 +14,9 @@ use serde_json::Value;
 
 /// Parses a step's arguments; malformed arguments are a permanent failure.
 pub(crate) fn parse_args<T: DeserializeOwned>(kind: &str, args: &Value) -> Result<T, StepError> {
-    serde_json::from_value(args.clone())
-        .map_err(|e| StepError::Permanent(anyhow::anyhow!("invalid arguments for step kind `{kind}`: {e}")))
+    serde_json::from_value(args.clone()).map_err(|e| {
+        StepError::Permanent(anyhow::anyhow!(
+            "invalid arguments for step kind `{kind}`: {e}"
+        ))
+    })
 }

@@ -24,7 +24,9 @@ impl StepKind for Sleep {
         Box::pin(async move {
             let args: Args = parse_args("sleep", &ctx.args)?;
             if !(0.0..=86_400.0).contains(&args.seconds) {
-                return Err(StepError::Permanent(anyhow::anyhow!("seconds must be within 0–86400")));
+                return Err(StepError::Permanent(anyhow::anyhow!(
+                    "seconds must be within 0–86400"
+                )));
             }
             let total = Duration::from_secs_f64(args.seconds);
             let start = Instant::now();
@@ -35,8 +37,14 @@ impl StepKind for Sleep {
                 }
                 #[expect(clippy::cast_possible_truncation, reason = "a progress fraction")]
                 let fraction = (elapsed.as_secs_f64() / total.as_secs_f64()) as f32;
-                ctx.progress
-                    .set(fraction, format!("slept {:.1} s of {:.1} s", elapsed.as_secs_f64(), args.seconds));
+                ctx.progress.set(
+                    fraction,
+                    format!(
+                        "slept {:.1} s of {:.1} s",
+                        elapsed.as_secs_f64(),
+                        args.seconds
+                    ),
+                );
                 tokio::select! {
                     () = tokio::time::sleep((total - elapsed).min(Duration::from_millis(100))) => {}
                     () = ctx.cancel.cancelled() => return Err(StepError::Permanent(anyhow::anyhow!("cancelled"))),

@@ -1,0 +1,280 @@
+//! Real `groundwork` processes against a real PostgreSQL: a worker killed with SIGKILL in the middle of
+//! a step loses nothing (the step finishes exactly once on another worker), and `serve` is a whole
+//! installation on its own.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use groundwork_store::testing::TestDb;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn groundwork_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_groundwork"))
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(bin: &PathBuf, db: &TestDb, name: &str) -> Proc {
+    Proc(
+        Command::new(bin)
+            .args([
+                "worker",
+                "--concurrency",
+                "1",
+                "--lease-secs",
+                "3",
+                "--heartbeat-ms",
+                "300",
+                "--name",
+                name,
+            ])
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start worker"),
+    )
+}
+
+async fn wait_for<T>(timeout: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_step_loses_nothing_and_the_step_finishes_exactly_once() {
+    let bin = groundwork_bin();
+    let db = TestDb::new().await.unwrap();
+    let pool = &db.pool;
+    let a = worker(&bin, &db, "worker-a");
+    let b = worker(&bin, &db, "worker-b");
+    wait_for(Duration::from_secs(30), "two workers", async || {
+        let n: i64 = sqlx::query_scalar("select count(*) from worker")
+            .fetch_one(pool)
+            .await
+            .ok()?;
+        (n == 2).then_some(())
+    })
+    .await;
+
+    let project: Uuid = sqlx::query_scalar(
+        "insert into project (id, org_id, name, aoi, bbox_west, bbox_south, bbox_east, bbox_north, area_km2, start_date, end_date, \
+             task, modalities, model_size, patch_size, window_size) \
+         values (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 'p', '{}', 0, 0, 1, 1, 1, '2024-01-01', '2024-02-01', \
+             'segmentation', '{sentinel2_l2a}', 'nano', 4, 64) returning id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let mut step =
+        groundwork_store::jobs::NewStep::new("long", "sleep", json!({"seconds": 4.0}), "cpu");
+    step.backoff_base_ms = 0;
+    let run = groundwork_store::jobs::create_run(
+        pool,
+        groundwork_store::DEFAULT_ORG_ID,
+        project,
+        &[step],
+        None,
+    )
+    .await
+    .unwrap();
+    let step_id = run.steps[0].id;
+
+    // Wait until it runs and has made progress, then SIGKILL whichever worker holds it.
+    let owner: String = wait_for(Duration::from_secs(30), "the step to run", async || {
+        let row: Option<(String, f32)> = sqlx::query_as(
+            "select w.name, s.progress from step s join worker w on w.id = s.lease_owner where s.id = $1 and s.state = 'running'",
+        )
+        .bind(step_id)
+        .fetch_optional(pool)
+        .await
+        .ok()?;
+        row.filter(|(_, p)| *p > 0.1).map(|(n, _)| n)
+    })
+    .await;
+    let (mut victim, survivor) = if owner == "worker-a" { (a, b) } else { (b, a) };
+    victim.0.kill().unwrap(); // SIGKILL
+    victim.0.wait().unwrap();
+
+    let done = wait_for(Duration::from_secs(60), "the step to finish", async || {
+        let s = groundwork_store::jobs::get_step(pool, groundwork_store::DEFAULT_ORG_ID, step_id)
+            .await
+            .ok()?;
+        ["succeeded", "failed"]
+            .contains(&s.state.as_str())
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    assert_eq!(done.attempt, 2, "one lost attempt, one successful one");
+    let attempts: Vec<(i32, String, String)> = sqlx::query_as(
+        "select a.attempt, w.name, a.outcome from step_attempt a join worker w on w.id = a.worker_id where a.step_id = $1 order by a.attempt",
+    )
+    .bind(step_id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let survivor_name = if owner == "worker-a" {
+        "worker-b"
+    } else {
+        "worker-a"
+    };
+    assert_eq!(
+        attempts,
+        vec![
+            (1, owner.clone(), "lost".into()),
+            (2, survivor_name.into(), "succeeded".into())
+        ]
+    );
+    let artifacts: i64 =
+        sqlx::query_scalar("select count(*) from step_artifact where step_id = $1")
+            .bind(step_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(artifacts, 1, "the result is recorded exactly once");
+    // The killed worker shows as offline after its heartbeat goes stale; the survivor stays active.
+    let states: Vec<(String, String)> = sqlx::query_as(
+        "select name, case when last_heartbeat_at < now() - interval '2 seconds' then 'stale' else 'fresh' end from worker order by name",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        states.contains(&(survivor_name.to_owned(), "fresh".to_owned())),
+        "{states:?}"
+    );
+    drop(survivor);
+}
+
+#[tokio::test]
+async fn serve_is_a_whole_installation() {
+    let bin = groundwork_bin();
+    let db = TestDb::new().await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let objects = std::env::temp_dir().join(format!("gw-e2e-objects-{}", Uuid::new_v4()));
+    let mut child = Command::new(&bin)
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--heartbeat-ms",
+            "300",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env(
+            "GROUNDWORK_OBJECT_STORE",
+            format!("file://{}", objects.display()),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // It prints its URL when ready.
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let _guard = Proc(child);
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(line.contains(&base), "{line}");
+
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let project: Value = http
+        .post(format!("{base}/api/v1/projects"))
+        .json(&json!({
+            "name": "e2e", "task": "classification", "start": "2024-01-01", "end": "2024-06-30",
+            "aoi": {"type": "Polygon", "coordinates": [[[10.0, 50.0], [10.05, 50.0], [10.05, 50.05], [10.0, 50.05], [10.0, 50.0]]]}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = project["id"].as_str().expect("project id");
+    let run: Value = http
+        .post(format!("{base}/api/v1/projects/{pid}/runs"))
+        .json(&json!({"steps": [{"name": "nap", "kind": "sleep", "args": {"seconds": 0.5}}, {"name": "after", "kind": "noop", "depends_on": ["nap"]}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = run["id"].as_str().expect("run id").to_owned();
+    // The in-process worker runs it.
+    let done = wait_for(Duration::from_secs(30), "the run", async || {
+        let r: Value = http
+            .get(format!("{base}/api/v1/runs/{run_id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (r["state"] == "succeeded").then_some(r)
+    })
+    .await;
+    assert_eq!(done["steps"][1]["state"], "succeeded");
+    let workers: Value = http
+        .get(format!("{base}/api/v1/workers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(workers["items"][0]["state"], "active");
+    assert_eq!(workers["items"][0]["pool"], "cpu");
+    let pools: Value = http
+        .get(format!("{base}/api/v1/pools"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pools["items"][0]["name"], "cpu");
+    assert!(pools["items"][0]["busy_fraction"].as_f64().unwrap() > 0.0);
+    let _ = std::fs::remove_dir_all(objects);
+}
