@@ -180,6 +180,7 @@ async fn main() {
     req.binning = TimeBinning::Whole;
     req.window_concurrency = workers;
     req.read_concurrency = 4;
+    req.read_threads = workers;
     let store = object_store::memory::InMemory::new();
     bytes.store(0, Ordering::SeqCst);
     let t = Instant::now();

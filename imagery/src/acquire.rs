@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::composite::{Composite, SceneStack, TimeBin, TimeBinning, composite, time_bins};
 use crate::error::{Error, Result};
 use crate::grid::WindowSpec;
-use crate::http::{Attempt, HttpContext, HttpOptions};
+use crate::http::{HttpContext, HttpOptions};
 use crate::modality::{Modality, Profile};
 use crate::output::{ModalityTensor, WindowTensors, encode_safetensors, preview_png};
-use crate::read::{BandRead, Resampling, TargetGrid, describe, forget, read_on_grid};
+use crate::read::{BandRead, ReaderPool, Resampling, TargetGrid, describe, forget, read_on_grid};
 use crate::source::{Scene, SceneQuery, Source, search_scenes};
 
 /// Where window files go under the prefix.
@@ -62,6 +62,9 @@ pub struct AcquireRequest {
     pub window_concurrency: usize,
     /// Asset reads in flight per window.
     pub read_concurrency: usize,
+    /// GDAL reads running at once across all windows. Each runs on a blocking thread that keeps its
+    /// dataset handles open, so a bound here also bounds handles, header fetches and decoded-tile caches.
+    pub read_threads: usize,
     /// Fraction of windows that must succeed for the run to count as a success (default 0.95).
     pub success_threshold: f64,
     /// File layout.
@@ -95,6 +98,7 @@ impl AcquireRequest {
             http: HttpOptions::default(),
             window_concurrency: 8,
             read_concurrency: 8,
+            read_threads: 16,
             success_threshold: 0.95,
             layout: OutputLayout::PerModality,
             previews: false,
@@ -241,8 +245,15 @@ pub async fn acquire(
         }
     }
     let scenes = Arc::new(scenes);
+    let readers = Arc::new(
+        ReaderPool::new(req.read_threads).map_err(|source| Error::Io {
+            path: "reader threads".into(),
+            source,
+        })?,
+    );
     let ctx = WindowCtx {
         req,
+        readers: &readers,
         bins: &bins,
         scenes: &scenes,
         http: &http,
@@ -317,6 +328,7 @@ type ReadKey = (usize, usize, Option<usize>);
 
 struct WindowCtx<'a> {
     req: &'a AcquireRequest,
+    readers: &'a Arc<ReaderPool>,
     bins: &'a [TimeBin],
     scenes: &'a Arc<Vec<(Modality, Vec<Scene>)>>,
     http: &'a Arc<HttpContext>,
@@ -491,16 +503,17 @@ impl WindowCtx<'_> {
         self.http
             .with_retry(href, || {
                 let (href, grid) = (href.to_string(), grid.clone());
+                let readers = self.readers.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || {
-                        let r = read_on_grid(&href, &grid, resampling, nodata);
-                        if r.is_err() {
-                            forget(&href);
-                        }
-                        r
-                    })
-                    .await
-                    .map_err(|e| Attempt::Permanent(format!("reader task failed: {e}")))?
+                    readers
+                        .run(move || {
+                            let r = read_on_grid(&href, &grid, resampling, nodata);
+                            if r.is_err() {
+                                forget(&href);
+                            }
+                            r
+                        })
+                        .await?
                 }
             })
             .await

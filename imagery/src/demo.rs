@@ -28,7 +28,8 @@ pub struct DemoOptions {
     pub size: usize,
     /// EPSG code of the UTM zone (default 32633).
     pub epsg: u32,
-    /// Upper-left corner easting/northing (default 500 000 / 5 000 000, near 15.0° E 45.1° N).
+    /// Upper-left corner easting/northing (default 499 840 / 5 000 320, near 15.0° E 45.1° N, on the
+    /// 640 m grid of 64-pixel windows).
     pub origin: (f64, f64),
     /// Months (1–12) of 2024 with scenes (default April–July).
     pub months: Vec<u32>,
@@ -40,7 +41,7 @@ impl Default for DemoOptions {
             seed: 42,
             size: 512,
             epsg: 32633,
-            origin: (500_000.0, 5_000_000.0),
+            origin: (499_840.0, 5_000_320.0),
             months: vec![4, 5, 6, 7],
         }
     }
@@ -358,10 +359,28 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
                            "roles": ["data", "reflectance"], "eo:bands": [{"name": band}], "gsd": res}),
                 );
             }
-            // SCL at 20 m, nearest (top-left of each 2×2 block).
+            // SCL at 20 m: the most severe class in a 40 m neighbourhood of each 20 m pixel (cloud and
+            // shadow masks are dilated, as in the real product).
             let m = n.div_ceil(2);
+            let severity = |c: f32| match c as u8 {
+                9 => 4,
+                8 => 3,
+                3 => 2,
+                _ => 0,
+            };
             let scl20: Vec<u8> = (0..m * m)
-                .map(|q| scl[((q / m) * 2).min(n - 1) * n + ((q % m) * 2).min(n - 1)] as u8)
+                .map(|q| {
+                    let (i, j) = (q % m, q / m);
+                    let mut best = scl[(j * 2).min(n - 1) * n + (i * 2).min(n - 1)];
+                    for y in (j * 2).saturating_sub(1)..(j * 2 + 3).min(n) {
+                        for x in (i * 2).saturating_sub(1)..(i * 2 + 3).min(n) {
+                            if severity(scl[y * n + x]) > severity(best) {
+                                best = scl[y * n + x];
+                            }
+                        }
+                    }
+                    best as u8
+                })
                 .collect();
             write_cog(
                 &item_dir.join("scl.tif"),

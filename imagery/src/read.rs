@@ -336,6 +336,56 @@ pub(crate) fn describe(href: &str) -> String {
     redact(href)
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of reader threads. GDAL calls block and GDAL handles are not shareable between threads,
+/// so each thread keeps its own open datasets (header bytes, decoded tiles); a fixed, small set of
+/// threads makes those caches effective, unlike an elastic blocking pool.
+pub(crate) struct ReaderPool {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+impl ReaderPool {
+    /// Starts `n` reader threads; they exit when the pool is dropped.
+    pub(crate) fn new(n: usize) -> std::io::Result<ReaderPool> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..n.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("imagery-read-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
+        Ok(ReaderPool { tx })
+    }
+
+    /// Runs `f` on a reader thread.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Attempt> {
+        let (otx, orx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Box::new(move || {
+                let _ = otx.send(f());
+            }))
+            .map_err(|_| Attempt::Permanent("reader threads are gone".into()))?;
+        orx.await
+            .map_err(|_| Attempt::Permanent("reader thread failed".into()))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {

@@ -829,8 +829,8 @@ async fn materialize_reads_the_demo_catalogue_and_the_imagery_matches_the_ground
         let gtf: Vec<f64> = serde_json::from_str(&meta["transform"]).unwrap();
         for r in (0..64).step_by(4) {
             for c in (0..64).step_by(4) {
-                let x = ((gtf[0] + (c as f64 + 0.5) * 10.0 - 500_000.0) / 10.0) as usize;
-                let y = ((5_000_000.0 - (gtf[3] - (r as f64 + 0.5) * 10.0)) / 10.0) as usize;
+                let x = ((gtf[0] + (c as f64 + 0.5) * 10.0 - 499_840.0) / 10.0) as usize;
+                let y = ((5_000_320.0 - (gtf[3] - (r as f64 + 0.5) * 10.0)) / 10.0) as usize;
                 let class = classes.data()[y * 256 + x];
                 if m.data[((r * 64 + c) * 3 + 2) * 3] != 0 {
                     continue; // July pixel clouded out
@@ -873,7 +873,7 @@ async fn the_demo_router_serves_the_catalogue_as_a_stac_api() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let w = WindowSpec::from_cell(32633, 782, 7810, 64, 10.0).unwrap();
     let req = AcquireRequest::new(
-        Source::Api(root),
+        Source::Api(root.clone()),
         vec![Modality::Sentinel2L2a, Modality::Sentinel1],
         d("2024-05-01"),
         d("2024-05-31"),
@@ -881,5 +881,16 @@ async fn the_demo_router_serves_the_catalogue_as_a_stac_api() {
     let (report, _) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(report.scenes_found["sentinel2_l2a"], 2);
     assert_eq!(report.scenes_found["sentinel1"], 1);
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+
+    // The same files are a static catalogue over HTTP, with relative links.
+    let req = AcquireRequest::new(
+        Source::parse(&format!("{root}/files/catalog.json")),
+        vec![Modality::Sentinel2L2a],
+        d("2024-07-01"),
+        d("2024-07-31"),
+    );
+    let (report, _) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.scenes_found["sentinel2_l2a"], 2);
     assert_eq!(report.succeeded, 1, "{report:#?}");
 }
