@@ -339,11 +339,8 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
             for (b, (key, band, res)) in S2_ASSETS.iter().enumerate() {
                 let f = (*res / 10) as usize;
                 let (img, m) = downsample(&bands[b], n, f);
-                // Baseline 05.10 carries the +1000 BOA offset (harmonised away when read).
-                let dn: Vec<u16> = img
-                    .iter()
-                    .map(|v| (v + 1000.0).clamp(1.0, 65535.0) as u16)
-                    .collect();
+                // Like Earth Search's COGs, DN are already on the pre-2022 scale (offset applied).
+                let dn: Vec<u16> = img.iter().map(|v| v.clamp(1.0, 65535.0) as u16).collect();
                 write_cog(
                     &item_dir.join(format!("{key}.tif")),
                     &dn,
@@ -412,7 +409,7 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
                 json!({
                     "platform": "sentinel-2b", "constellation": "sentinel-2", "instruments": ["msi"],
                     "eo:cloud_cover": cloud_pct, "s2:processing_baseline": "05.10",
-                    "earthsearch:boa_offset_applied": false, "proj:code": format!("EPSG:{}", opts.epsg),
+                    "earthsearch:boa_offset_applied": true, "proj:code": format!("EPSG:{}", opts.epsg),
                     "mgrs:utm_zone": opts.epsg % 100,
                 }),
                 assets,

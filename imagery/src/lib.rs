@@ -27,6 +27,6 @@ pub use demo::{DemoOptions, demo_stac_router, generate_demo_data};
 pub use error::{Error, Result};
 pub use grid::{GridOptions, WindowSpec, windows_for_aoi};
 pub use http::{HttpOptions, RetryPolicy};
-pub use modality::{CustomProfile, Modality, ModalitySpec, Profile};
+pub use modality::{CustomProfile, Harmonize, Modality, ModalitySpec, Profile};
 pub use source::{Scene, Source};
 pub use tokio_util::sync::CancellationToken;

@@ -144,6 +144,24 @@ pub struct ModalitySpec {
     /// Whether S1 assets hold linear backscatter (converted to dB) rather than dB.
     #[serde(default = "yes")]
     pub s1_linear: bool,
+    /// How Sentinel-2 DN are brought to the pre-2022 (baseline < 04.00) scale.
+    #[serde(default)]
+    pub harmonize: Harmonize,
+}
+
+/// Sentinel-2 harmonisation policy. Processing baseline 04.00 (2022-01-25) added `BOA_ADD_OFFSET = -1000`
+/// to L2A DN; OlmoEarth was trained on harmonised values (Planetary Computer `harmonize: true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Harmonize {
+    /// Subtract 1000 (clipping at 0) from scenes with `s2:processing_baseline` ≥ 04.00, unless the item
+    /// says `earthsearch:boa_offset_applied: true` (what the reference does for Planetary Computer).
+    #[default]
+    ByBaseline,
+    /// Never subtract: the catalogue's COGs are already harmonised. This is the case for Earth Search's
+    /// `sentinel-2-l2a` (`s3://sentinel-cogs`), whose `boa_offset_applied` flag is known to be unreliable;
+    /// rslearn also reads those COGs as they are.
+    Never,
 }
 
 fn yes() -> bool {
@@ -164,12 +182,14 @@ fn earth_search(m: Modality) -> ModalitySpec {
             ]),
             scl_asset: Some("scl".into()),
             s1_linear: true,
+            harmonize: Harmonize::Never,
         },
         Modality::Sentinel1 => ModalitySpec {
             collection: "sentinel-1-grd".into(),
             assets: strings(&["vv", "vh"]),
             scl_asset: None,
             s1_linear: true,
+            harmonize: Harmonize::ByBaseline,
         },
         Modality::Landsat => ModalitySpec {
             collection: "landsat-c2-l2".into(),
@@ -179,6 +199,7 @@ fn earth_search(m: Modality) -> ModalitySpec {
             ]),
             scl_asset: None,
             s1_linear: true,
+            harmonize: Harmonize::ByBaseline,
         },
     }
 }
@@ -190,12 +211,14 @@ fn planetary_computer(m: Modality) -> ModalitySpec {
             assets: strings(Modality::Sentinel2L2a.bands()),
             scl_asset: Some("SCL".into()),
             s1_linear: true,
+            harmonize: Harmonize::ByBaseline,
         },
         Modality::Sentinel1 => ModalitySpec {
             collection: "sentinel-1-rtc".into(),
             assets: strings(&["vv", "vh"]),
             scl_asset: None,
             s1_linear: true,
+            harmonize: Harmonize::ByBaseline,
         },
         Modality::Landsat => ModalitySpec {
             collection: "landsat-c2-l2".into(),
@@ -205,6 +228,7 @@ fn planetary_computer(m: Modality) -> ModalitySpec {
             ]),
             scl_asset: None,
             s1_linear: true,
+            harmonize: Harmonize::ByBaseline,
         },
     }
 }

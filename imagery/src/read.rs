@@ -313,11 +313,23 @@ pub(crate) fn read_on_grid(
 /// Sorts a GDAL failure into worth-retrying (network, throttling) or not (missing, corrupt).
 pub(crate) fn classify_gdal(msg: &str) -> Attempt {
     let m = msg.to_ascii_lowercase();
+    // GDAL words it "HTTP response code: 429", "HTTP error code: 429 - url" or
+    // "HTTP response code on url: 429": take the first `: NNN` with an HTTP error status.
     let http_code = m
-        .split("response code")
-        .nth(1)
-        .and_then(|r| r.trim_start_matches([':', ' ', '=']).get(..3))
-        .and_then(|c| c.parse::<u16>().ok());
+        .contains("http")
+        .then(|| {
+            m.match_indices(": ").find_map(|(i, _)| {
+                let digits: String = m[i + 2..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|c| digits.len() == 3 && (400..600).contains(c))
+            })
+        })
+        .flatten();
     match http_code {
         Some(c) => crate::http::classify_status(c),
         None if m.contains("timed out")

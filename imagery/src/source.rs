@@ -11,7 +11,7 @@ use stac::api::{Search, StreamItemsClient};
 
 use crate::error::{Error, Result};
 use crate::http::{Attempt, HttpContext};
-use crate::modality::{Modality, ModalitySpec, Profile};
+use crate::modality::{Harmonize, Modality, ModalitySpec, Profile};
 
 /// Where scenes come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -331,14 +331,15 @@ fn scene_from_item(
         serde_json::Value::Number(n) => n.as_f64(),
         _ => None,
     });
-    // Baseline 04.00 (2022-01-25) added BOA_ADD_OFFSET = -1000 to L2A DN. The reference pipeline
-    // (Planetary Computer `harmonize`, rslearn) subtracts 1000 from those scenes. Earth Search flags
-    // scenes whose offset it has already removed with `earthsearch:boa_offset_applied: true`.
     let applied = props
         .get("earthsearch:boa_offset_applied")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
-    let offset = if m == Modality::Sentinel2L2a && baseline.is_some_and(|b| b >= 4.0) && !applied {
+    let offset = if m == Modality::Sentinel2L2a
+        && spec.harmonize == Harmonize::ByBaseline
+        && baseline.is_some_and(|b| b >= 4.0)
+        && !applied
+    {
         1000.0
     } else {
         0.0
