@@ -384,7 +384,9 @@ impl WindowCtx<'_> {
             for (t, scenes) in per_bin.iter().enumerate() {
                 for (k, s) in scenes.iter().enumerate() {
                     for (c, href) in s.bands.iter().enumerate() {
-                        jobs.push((t, k, Some(c), href.clone(), Resampling::Bilinear));
+                        if let Some(href) = href {
+                            jobs.push((t, k, Some(c), href.clone(), Resampling::Bilinear));
+                        }
                     }
                     if let Some(h) = &s.scl {
                         jobs.push((t, k, None, h.clone(), Resampling::Nearest));

@@ -105,6 +105,9 @@ pub struct SceneStack {
 }
 
 /// The composite of one modality over all bins, `(H,W,T,C)` and `(H,W,T,S)`.
+///
+/// Where a band set is missing (mask 3) its values are 0. A band whose asset the scenes lack, in a band
+/// set that is otherwise present, is `NaN`.
 #[derive(Debug, Clone)]
 pub struct Composited {
     /// Values, physical units; 0 where the mask says missing.
@@ -127,7 +130,16 @@ pub fn composite(
     let mut mask = vec![MASK_MISSING; pixels * t_n * sets.len()];
     let mut vals: Vec<f32> = Vec::with_capacity(16);
     let mut have = vec![false; c_n];
+    let mut absent = vec![false; c_n];
     for (t, scenes) in bins.iter().enumerate() {
+        // A band no scene of the bin has an asset for is absent, not invalid: it is NaN (OlmoEarth's
+        // missing-band marker, filled from the nearest band at model input) and does not mask its set.
+        for (c, a) in absent.iter_mut().enumerate() {
+            *a = !scenes.is_empty()
+                && scenes
+                    .iter()
+                    .all(|s| s.bands.get(c).is_none_or(Vec::is_empty));
+        }
         for p in 0..pixels {
             for (c, h) in have.iter_mut().enumerate() {
                 vals.clear();
@@ -157,8 +169,13 @@ pub fn composite(
                 data[(p * t_n + t) * c_n + c] = v;
             }
             for (s, set) in sets.iter().enumerate() {
-                if set.iter().all(|&c| have[c]) {
+                let present =
+                    set.iter().any(|&c| !absent[c]) && set.iter().all(|&c| absent[c] || have[c]);
+                if present {
                     mask[(p * t_n + t) * sets.len() + s] = MASK_PRESENT;
+                    for &c in set.iter().filter(|&&c| absent[c]) {
+                        data[(p * t_n + t) * c_n + c] = f32::NAN;
+                    }
                 } else {
                     for &c in set.iter() {
                         data[(p * t_n + t) * c_n + c] = 0.0;

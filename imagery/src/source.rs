@@ -48,8 +48,9 @@ pub struct Scene {
     pub cloud_cover: Option<f64>,
     /// Footprint in EPSG:4326, when given.
     pub footprint: Option<geojson::Geometry>,
-    /// Asset href per band in [`Modality::bands`] order (file path or URL).
-    pub bands: Vec<String>,
+    /// Asset href per band in [`Modality::bands`] order (file path or URL); `None` where the item has
+    /// no such asset (allowed for Landsat only, e.g. Collection 2 Level-2 has no pan or cirrus band).
+    pub bands: Vec<Option<String>>,
     /// Scene classification layer href (Sentinel-2).
     pub scl: Option<String>,
     /// Value subtracted from Sentinel-2 DN to harmonise processing baseline ≥ 04.00 with older data.
@@ -136,7 +137,7 @@ pub async fn search_scenes(q: &SceneQuery<'_>, http: &HttpContext) -> Result<Vec
     if let Profile::PlanetaryComputer { sas_endpoint } = q.profile {
         for s in &mut scenes {
             let token = sas_token(sas_endpoint, &s.collection, http).await?;
-            for h in s.bands.iter_mut().chain(s.scl.iter_mut()) {
+            for h in s.bands.iter_mut().flatten().chain(s.scl.iter_mut()) {
                 *h = sign_href(h, &token);
             }
         }
@@ -320,8 +321,19 @@ fn scene_from_item(
     let bands = spec
         .assets
         .iter()
-        .map(|k| asset(k))
+        .map(|k| match asset(k) {
+            Ok(h) => Ok(Some(h)),
+            Err(_) if m == Modality::Landsat => Ok(None),
+            Err(e) => Err(e),
+        })
         .collect::<Result<Vec<_>>>()?;
+    if bands.iter().all(Option::is_none) {
+        return Err(Error::Stac {
+            op: "item",
+            url: item.id.clone(),
+            reason: format!("none of the assets {:?}", spec.assets),
+        });
+    }
     let scl = match (&spec.scl_asset, m) {
         (Some(k), Modality::Sentinel2L2a) => Some(asset(k)?),
         _ => None,

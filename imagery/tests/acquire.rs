@@ -95,7 +95,12 @@ async fn serve_stac(items: Vec<Value>, dir: &Path, files: Files, extra: Option<R
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let root = format!("http://{}", listener.local_addr().unwrap());
     let mut backend = stac_server::MemoryBackend::new();
-    for c in ["sentinel-2-l2a", "sentinel-1-grd", "sentinel-1-rtc"] {
+    for c in [
+        "sentinel-2-l2a",
+        "sentinel-1-grd",
+        "sentinel-1-rtc",
+        "landsat-c2-l2",
+    ] {
         backend
             .add_collection(stac::Collection::new(c, "test"))
             .await
@@ -568,6 +573,73 @@ async fn sentinel1_linear_backscatter_becomes_db() {
         read_u8(&bytes, "sentinel1_mask").unwrap().shape,
         vec![64, 64, 1, 1]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn landsat_scenes_are_averaged_and_an_absent_pan_band_is_nan() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = (500_480.0, 5_000_320.0);
+    std::fs::create_dir_all(dir.path().join("L")).unwrap();
+    let keys = Profile::EarthSearch.spec(Modality::Landsat).assets;
+    let mut items = Vec::new();
+    for (i, date) in ["2024-08-03", "2024-08-19"].iter().enumerate() {
+        let mut assets = serde_json::Map::new();
+        // No pan band (Collection 2 Level-2 has none); the rest at 30 m.
+        for (b, key) in keys.iter().enumerate().skip(1) {
+            let gt = [origin.0, 30.0, 0.0, origin.1, 0.0, -30.0];
+            let v = 8000u16 + 100 * b as u16 + 1000 * i as u16;
+            let path = format!("L/{i}_{key}.tif");
+            write_cog(
+                &dir.path().join(&path),
+                &vec![v; 22 * 22],
+                22,
+                22,
+                gt,
+                32633,
+                Some(0.0),
+            )
+            .unwrap();
+            assets.insert(key.clone(), json!({"href": path}));
+        }
+        let s = Scene {
+            id: "L",
+            epsg: 32633,
+            origin,
+            size: 64,
+            date,
+            cloud: 5.0,
+        };
+        items.push(
+            json!({"type": "Feature", "stac_version": "1.1.0", "id": format!("LC09_{i}"),
+            "collection": "landsat-c2-l2", "geometry": footprint(&s),
+            "properties": {"datetime": format!("{date}T10:00:00Z"), "eo:cloud_cover": 5.0},
+            "links": [], "assets": assets}),
+        );
+    }
+    let root = serve_stac(items, dir.path(), Files::default(), None).await;
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Landsat],
+        d("2024-08-01"),
+        d("2024-08-31"),
+    );
+    let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+    let bytes = get(
+        &store,
+        &format!("orgs/o/projects/p/windows/{}/landsat.safetensors", w.id),
+    )
+    .await;
+    let t = read_f32(&bytes, "landsat").unwrap();
+    let m = read_u8(&bytes, "landsat_mask").unwrap();
+    assert_eq!(t.shape, vec![64, 64, 1, 11]);
+    assert_eq!(m.shape, vec![64, 64, 1, 2]);
+    // B1 (channel 1): mean of 8100 and 9100; B8 (pan, channel 0) absent in every scene.
+    assert!((at(&t, 20, 20, 0, 1) - 8600.0).abs() < 0.01);
+    assert!((at(&t, 20, 20, 0, 10) - 9500.0).abs() < 0.01);
+    assert_eq!(m.data[(20 * 64 + 20) * 2], 3, "pan band set missing");
+    assert_eq!(m.data[(20 * 64 + 20) * 2 + 1], 0);
 }
 
 /// Two scenes side by side; `corrupt` replaces the east scene's B02 with garbage.
