@@ -68,13 +68,24 @@ impl WindowSpec {
         size: u32,
         resolution: f64,
     ) -> Result<WindowSpec> {
+        Self::from_cell_with(&transform(epsg, 4326)?, epsg, column, row, size, resolution)
+    }
+
+    /// [`WindowSpec::from_cell`] with a ready UTM → EPSG:4326 transform.
+    fn from_cell_with(
+        ct: &CoordTransform,
+        epsg: u32,
+        column: i64,
+        row: i64,
+        size: u32,
+        resolution: f64,
+    ) -> Result<WindowSpec> {
         let side = f64::from(size) * resolution;
         let (xmin, ymin) = (column as f64 * side, row as f64 * side);
         let (xmax, ymax) = (xmin + side, ymin + side);
         let ring = densified_ring([xmin, ymin, xmax, ymax], 4);
         let mut xs: Vec<f64> = ring.iter().map(|p| p.0).collect();
         let mut ys: Vec<f64> = ring.iter().map(|p| p.1).collect();
-        let ct = transform(epsg, 4326)?;
         ct.transform_coords(&mut xs, &mut ys, &mut [])
             .map_err(Error::gdal(format!(
                 "projecting window {column},{row} of EPSG:{epsg}"
@@ -198,7 +209,8 @@ pub fn windows_for_aoi(aoi: &geojson::Geometry, opts: &GridOptions) -> Result<Ve
             if cells_v.is_empty() {
                 continue;
             }
-            transform(epsg, 4326)?
+            let to_wgs = transform(epsg, 4326)?;
+            to_wgs
                 .transform_coords(&mut xs, &mut ys, &mut [])
                 .map_err(Error::gdal(format!(
                     "projecting window centres of EPSG:{epsg}"
@@ -217,7 +229,14 @@ pub fn windows_for_aoi(aoi: &geojson::Geometry, opts: &GridOptions) -> Result<Ve
                 {
                     continue;
                 }
-                let w = WindowSpec::from_cell(epsg, c, r, opts.window_size, opts.resolution)?;
+                let w = WindowSpec::from_cell_with(
+                    &to_wgs,
+                    epsg,
+                    c,
+                    r,
+                    opts.window_size,
+                    opts.resolution,
+                )?;
                 if w.polygon()?.intersects(&aoi) {
                     out.push(w);
                     if out.len() > opts.max_windows {
@@ -346,6 +365,15 @@ mod tests {
             let c = geo::Centroid::centroid(&w.polygon().unwrap()).unwrap();
             assert_eq!(32600 + utm_zone(c.x()), w.epsg);
         }
+    }
+
+    #[test]
+    fn a_half_degree_aoi_is_cut_quickly() {
+        let aoi = geojson::Geometry::new_polygon(vec![square(15.0, 45.0, 15.5, 45.5)]);
+        let t = std::time::Instant::now();
+        let ws = windows_for_aoi(&aoi, &GridOptions::default()).unwrap();
+        assert!(ws.len() > 5_000, "{}", ws.len());
+        assert!(t.elapsed().as_secs() < 10, "{:?}", t.elapsed());
     }
 
     #[test]
