@@ -64,7 +64,8 @@ pub struct BandRead {
 
 static GDAL_CONFIG: Once = Once::new();
 
-/// Sets the GDAL options for cloud-optimised reads (once per process).
+/// Sets the GDAL options for cloud-optimised reads and routes GDAL's messages to `tracing` (once per
+/// process).
 pub fn configure_gdal() {
     GDAL_CONFIG.call_once(|| {
         for (k, v) in [
@@ -82,6 +83,12 @@ pub fn configure_gdal() {
                 tracing::warn!(key = k, error = %e, "could not set GDAL option");
             }
         }
+        // GDAL prints warnings and errors to stderr by default. Failures reach callers as `Result`s
+        // (and retries are logged), so its own messages go to tracing at debug level instead.
+        gdal::config::set_error_handler(|class, code, msg| match class {
+            gdal::errors::CplErrType::Fatal => tracing::error!(code, "GDAL: {msg}"),
+            _ => tracing::debug!(code, ?class, "GDAL: {msg}"),
+        });
     });
 }
 

@@ -24,10 +24,18 @@ pub enum Source {
 }
 
 impl Source {
-    /// Guesses the kind: anything ending in `.json` or naming a local file is a static catalogue.
+    /// Guesses the kind: anything ending in `.json` or naming a local file is a static catalogue (a local
+    /// directory means its `catalog.json`); anything else is a STAC API root.
     pub fn parse(s: &str) -> Source {
         let is_url = s.starts_with("http://") || s.starts_with("https://");
-        if s.ends_with(".json") || (!is_url && Path::new(s).exists()) {
+        if !is_url && Path::new(s).is_dir() {
+            Source::Static(
+                Path::new(s)
+                    .join("catalog.json")
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        } else if s.ends_with(".json") || (!is_url && Path::new(s).exists()) {
             Source::Static(s.to_string())
         } else {
             Source::Api(s.trim_end_matches('/').to_string())
