@@ -11,7 +11,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::composite::{Composite, SceneStack, TimeBin, TimeBinning, composite, time_bins};
+use crate::composite::{
+    Composite, Composited, MASK_MISSING, SceneStack, TimeBin, TimeBinning, composite, time_bins,
+};
 use crate::error::{Error, Result};
 use crate::grid::WindowSpec;
 use crate::http::{HttpContext, HttpOptions};
@@ -323,8 +325,8 @@ pub async fn acquire(
     })
 }
 
-/// (bin, scene in bin, band index or `None` for SCL).
-type ReadKey = (usize, usize, Option<usize>);
+/// (scene in bin, band index or `None` for SCL).
+type ReadKey = (usize, Option<usize>);
 
 struct WindowCtx<'a> {
     req: &'a AcquireRequest,
@@ -379,60 +381,66 @@ impl WindowCtx<'_> {
                 c.truncate(self.req.max_scenes_per_bin.max(1));
                 per_bin.push(c);
             }
-            // Read every asset of every chosen scene onto the window grid.
-            let mut jobs = Vec::new();
-            for (t, scenes) in per_bin.iter().enumerate() {
-                for (k, s) in scenes.iter().enumerate() {
-                    for (c, href) in s.bands.iter().enumerate() {
-                        if let Some(href) = href {
-                            jobs.push((t, k, Some(c), href.clone(), Resampling::Bilinear));
-                        }
-                    }
-                    if let Some(h) = &s.scl {
-                        jobs.push((t, k, None, h.clone(), Resampling::Nearest));
-                    }
-                }
-            }
+            // Read bin by bin (bounding memory to one bin's scenes), composite, and place the bin.
             let nodata = match m {
                 Modality::Sentinel2L2a | Modality::Landsat => Some(0.0),
                 Modality::Sentinel1 => None,
             };
-            let reads: Vec<(ReadKey, BandRead)> = futures::stream::iter(jobs)
-                .map(|(t, k, c, href, resampling)| {
-                    let grid = grid.clone();
-                    async move {
-                        let r = self.read(&href, grid, resampling, nodata).await?;
-                        Ok::<_, Error>(((t, k, c), r))
+            let (t_n, c_n, s_n) = (self.bins.len(), m.bands().len(), m.band_sets().len());
+            let mut comp = Composited {
+                data: vec![0.0; pixels * t_n * c_n],
+                mask: vec![MASK_MISSING; pixels * t_n * s_n],
+            };
+            for (t, scenes) in per_bin.iter().enumerate() {
+                if scenes.is_empty() {
+                    continue;
+                }
+                let mut jobs = Vec::new();
+                for (k, s) in scenes.iter().enumerate() {
+                    for (c, href) in s.bands.iter().enumerate() {
+                        if let Some(href) = href {
+                            jobs.push((k, Some(c), href.clone(), Resampling::Bilinear));
+                        }
                     }
-                })
-                .buffered(self.req.read_concurrency.max(1))
-                .try_collect()
-                .await?;
-            let mut stacks: Vec<Vec<SceneStack>> = per_bin
-                .iter()
-                .map(|scenes| {
-                    scenes
-                        .iter()
-                        .map(|s| SceneStack {
-                            bands: vec![Vec::new(); m.bands().len()],
-                            scl: None,
-                            offset: s.offset,
-                            in_db: s.in_db,
-                        })
-                        .collect()
-                })
-                .collect();
-            for ((t, k, c), r) in reads {
-                outcome.bytes_read += r.bytes;
-                let st = &mut stacks[t][k];
-                match c {
-                    Some(c) => st.bands[c] = r.values,
-                    None => st.scl = Some(r.values),
+                    if let Some(h) = &s.scl {
+                        jobs.push((k, None, h.clone(), Resampling::Nearest));
+                    }
+                }
+                let reads: Vec<(ReadKey, BandRead)> = futures::stream::iter(jobs)
+                    .map(|(k, c, href, resampling)| {
+                        let grid = grid.clone();
+                        async move {
+                            let r = self.read(&href, grid, resampling, nodata).await?;
+                            Ok::<_, Error>(((k, c), r))
+                        }
+                    })
+                    .buffered(self.req.read_concurrency.max(1))
+                    .try_collect()
+                    .await?;
+                let mut stacks: Vec<SceneStack> = scenes
+                    .iter()
+                    .map(|s| SceneStack {
+                        bands: vec![Vec::new(); c_n],
+                        scl: None,
+                        offset: s.offset,
+                        in_db: s.in_db,
+                    })
+                    .collect();
+                for ((k, c), r) in reads {
+                    outcome.bytes_read += r.bytes;
+                    match c {
+                        Some(c) => stacks[k].bands[c] = r.values,
+                        None => stacks[k].scl = Some(r.values),
+                    }
+                }
+                let one = composite(m, std::slice::from_ref(&stacks), pixels, self.req.method(m));
+                for p in 0..pixels {
+                    let (o, d) = ((p * t_n + t) * c_n, p * c_n);
+                    comp.data[o..o + c_n].copy_from_slice(&one.data[d..d + c_n]);
+                    let (o, d) = ((p * t_n + t) * s_n, p * s_n);
+                    comp.mask[o..o + s_n].copy_from_slice(&one.mask[d..d + s_n]);
                 }
             }
-            let comp = composite(m, &stacks, pixels, self.req.method(m));
-            let s_n = m.band_sets().len();
-            let t_n = self.bins.len();
             let empty = (0..t_n)
                 .filter(|t| (0..pixels).all(|p| comp.mask[(p * t_n + t) * s_n] != 0))
                 .count();
