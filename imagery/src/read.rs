@@ -93,7 +93,10 @@ pub fn configure_gdal() {
 }
 
 struct Opened {
+    /// The dataset read from (a warped VRT for GCP-georeferenced files). Declared before `_source` so
+    /// it is dropped first: a warped VRT refers to its source.
     ds: Dataset,
+    _source: Option<Dataset>,
     gt: [f64; 6],
     srs_key: String,
     epsg: Option<u32>,
@@ -119,7 +122,18 @@ fn open(href: &str) -> Result<Rc<Opened>, Attempt> {
     if let Some(o) = DATASETS.with(|c| c.borrow().get(href).cloned()) {
         return Ok(o);
     }
-    let ds = Dataset::open(gdal_path(href)).map_err(|e| classify_gdal(&e.to_string()))?;
+    let src = Dataset::open(gdal_path(href)).map_err(|e| classify_gdal(&e.to_string()))?;
+    let (ds, source) = match src.geo_transform() {
+        Ok(_) => (src, None),
+        // Radar-geometry products (e.g. Sentinel-1 GRD) carry ground control points instead of a
+        // geotransform: read them through a warped VRT in EPSG:4326, fetched lazily like the source.
+        Err(_) if !src.gcps().is_empty() => (warped_vrt(&src)?, Some(src)),
+        Err(e) => {
+            return Err(Attempt::Permanent(format!(
+                "neither a geotransform nor GCPs: {e}"
+            )));
+        }
+    };
     let gt = ds
         .geo_transform()
         .map_err(|e| Attempt::Permanent(format!("no geotransform: {e}")))?;
@@ -140,6 +154,7 @@ fn open(href: &str) -> Result<Rc<Opened>, Attempt> {
     };
     let o = Rc::new(Opened {
         ds,
+        _source: source,
         gt,
         srs_key,
         epsg,
@@ -152,6 +167,40 @@ fn open(href: &str) -> Result<Rc<Opened>, Attempt> {
         c.insert(href.to_string(), o.clone());
     });
     Ok(o)
+}
+
+/// A north-up warped VRT (EPSG:4326, bilinear) over a GCP-georeferenced dataset.
+fn warped_vrt(src: &Dataset) -> Result<Dataset, Attempt> {
+    let wkt = srs(4326)
+        .and_then(|s| {
+            s.to_wkt()
+                .map_err(crate::error::Error::gdal("EPSG:4326 WKT"))
+        })
+        .map_err(|e| Attempt::Permanent(e.to_string()))?;
+    let wkt = std::ffi::CString::new(wkt).map_err(|e| Attempt::Permanent(e.to_string()))?;
+    #[expect(
+        unsafe_code,
+        reason = "the gdal crate has no wrapper for GDALAutoCreateWarpedVRT"
+    )]
+    // SAFETY: `src` is a valid open dataset that the caller keeps alive longer than the VRT (see
+    // `Opened`); `wkt` is NUL-terminated and outlives the call; null source WKT and options ask GDAL
+    // for the GCP projection and default options. A non-null result is a new dataset we own.
+    let vrt = unsafe {
+        let h = gdal_sys::GDALAutoCreateWarpedVRT(
+            src.c_dataset(),
+            std::ptr::null(),
+            wkt.as_ptr(),
+            gdal_sys::GDALResampleAlg::GRA_Bilinear,
+            0.125,
+            std::ptr::null(),
+        );
+        if h.is_null() {
+            None
+        } else {
+            Some(Dataset::from_c_dataset(h))
+        }
+    };
+    vrt.ok_or_else(|| Attempt::Permanent("could not warp the GCP-georeferenced raster".into()))
 }
 
 /// Forgets a failed asset: drops this thread's handle and GDAL's cached HTTP state for it.

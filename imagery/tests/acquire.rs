@@ -576,6 +576,88 @@ async fn sentinel1_linear_backscatter_becomes_db() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn radar_geometry_scenes_with_ground_control_points_are_read() {
+    // A GRD-like file: no geotransform, four GCPs in EPSG:4326 (slightly larger than the window).
+    let dir = tempfile::tempdir().unwrap();
+    let (x0, y0, side) = (500_380.0, 5_000_420.0, 840.0);
+    let corners = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)];
+    let n = 84usize;
+    let gcps: Vec<gdal::Gcp> = corners
+        .iter()
+        .enumerate()
+        .map(|(i, (fx, fy))| {
+            let (lon, lat) = to_lonlat(32633, x0 + fx * side, y0 - fy * side);
+            gdal::Gcp {
+                id: i.to_string(),
+                info: String::new(),
+                pixel: fx * n as f64,
+                line: fy * n as f64,
+                x: lon,
+                y: lat,
+                z: 0.0,
+            }
+        })
+        .collect();
+    std::fs::create_dir_all(dir.path().join("G")).unwrap();
+    for (key, v) in [("vv", 0.01f32), ("vh", 0.001f32)] {
+        let mem = gdal::DriverManager::get_driver_by_name("MEM").unwrap();
+        let ds = mem.create_with_band_type::<f32, _>("", n, n, 1).unwrap();
+        let mut buf = gdal::raster::Buffer::new((n, n), vec![v; n * n]);
+        ds.rasterband(1)
+            .unwrap()
+            .write((0, 0), (n, n), &mut buf)
+            .unwrap();
+        let mut wgs = gdal::spatial_ref::SpatialRef::from_epsg(4326).unwrap();
+        wgs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+        ds.set_gcps(gcps.clone(), &wgs).unwrap();
+        let gtiff = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+        ds.create_copy(
+            &gtiff,
+            dir.path().join(format!("G/{key}.tif")),
+            &Default::default(),
+        )
+        .unwrap();
+    }
+    let s = Scene {
+        id: "G",
+        epsg: 32633,
+        origin: (x0, y0),
+        size: 84,
+        date: "2024-05-02",
+        cloud: 0.0,
+    };
+    let item = json!({"type": "Feature", "stac_version": "1.1.0", "id": "G", "collection": "sentinel-1-grd",
+        "geometry": footprint(&s), "properties": {"datetime": "2024-05-02T05:00:00Z"}, "links": [],
+        "assets": {"vv": {"href": "G/vv.tif"}, "vh": {"href": "G/vh.tif"}}});
+    let root = serve_stac(vec![item], dir.path(), Files::default(), None).await;
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel1],
+        d("2024-05-01"),
+        d("2024-05-31"),
+    );
+    let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+    let bytes = get(
+        &store,
+        &format!("orgs/o/projects/p/windows/{}/sentinel1.safetensors", w.id),
+    )
+    .await;
+    let t = read_f32(&bytes, "sentinel1").unwrap();
+    let m = read_u8(&bytes, "sentinel1_mask").unwrap();
+    for (r, c) in [(0, 0), (32, 32), (63, 63)] {
+        assert!(
+            (at(&t, r, c, 0, 0) + 20.0).abs() < 0.01,
+            "{}",
+            at(&t, r, c, 0, 0)
+        );
+        assert!((at(&t, r, c, 0, 1) + 30.0).abs() < 0.01);
+        assert_eq!(m.data[r * 64 + c], 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn landsat_scenes_are_averaged_and_an_absent_pan_band_is_nan() {
     let dir = tempfile::tempdir().unwrap();
     let origin = (500_480.0, 5_000_320.0);
