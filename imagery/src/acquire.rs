@@ -514,9 +514,10 @@ impl WindowCtx<'_> {
             .with_retry(href, || {
                 let (href, grid) = (href.to_string(), grid.clone());
                 let readers = self.readers.clone();
+                let key = href.clone();
                 async move {
                     readers
-                        .run(move || {
+                        .run(&key, move || {
                             let r = read_on_grid(&href, &grid, resampling, nodata);
                             if r.is_err() {
                                 forget(&href);

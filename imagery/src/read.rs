@@ -83,6 +83,12 @@ pub fn configure_gdal() {
                 tracing::warn!(key = k, error = %e, "could not set GDAL option");
             }
         }
+        // GDAL's decoded-block cache defaults to 5 % of RAM; bound it unless the operator set it.
+        if std::env::var_os("GDAL_CACHEMAX").is_none()
+            && let Err(e) = gdal::config::set_config_option("GDAL_CACHEMAX", "512")
+        {
+            tracing::warn!(error = %e, "could not set GDAL_CACHEMAX");
+        }
         // GDAL prints warnings and errors to stderr by default. Failures reach callers as `Result`s
         // (and retries are logged), so its own messages go to tracing at debug level instead.
         gdal::config::set_error_handler(|class, code, msg| match class {
@@ -103,11 +109,13 @@ struct Opened {
 }
 
 thread_local! {
-    static DATASETS: RefCell<HashMap<String, Rc<Opened>>> = RefCell::new(HashMap::new());
+    static DATASETS: RefCell<HashMap<String, (Rc<Opened>, u64)>> = RefCell::new(HashMap::new());
+    static CLOCK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static TRANSFORMS: RefCell<HashMap<(String, u32), Rc<CoordTransform>>> = RefCell::new(HashMap::new());
 }
 
-const MAX_OPEN_PER_THREAD: usize = 64;
+/// Open datasets kept per reader thread (least recently used are closed first).
+const MAX_OPEN_PER_THREAD: usize = 128;
 
 /// The GDAL path of an href.
 pub fn gdal_path(href: &str) -> String {
@@ -119,7 +127,17 @@ pub fn gdal_path(href: &str) -> String {
 }
 
 fn open(href: &str) -> Result<Rc<Opened>, Attempt> {
-    if let Some(o) = DATASETS.with(|c| c.borrow().get(href).cloned()) {
+    let now = CLOCK.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    let hit = DATASETS.with(|c| {
+        c.borrow_mut().get_mut(href).map(|(o, used)| {
+            *used = now;
+            o.clone()
+        })
+    });
+    if let Some(o) = hit {
         return Ok(o);
     }
     let src = Dataset::open(gdal_path(href)).map_err(|e| classify_gdal(&e.to_string()))?;
@@ -161,10 +179,15 @@ fn open(href: &str) -> Result<Rc<Opened>, Attempt> {
     });
     DATASETS.with(|c| {
         let mut c = c.borrow_mut();
-        if c.len() >= MAX_OPEN_PER_THREAD {
-            c.clear();
+        if c.len() >= MAX_OPEN_PER_THREAD
+            && let Some(oldest) = c
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            c.remove(&oldest);
         }
-        c.insert(href.to_string(), o.clone());
+        c.insert(href.to_string(), (o.clone(), now));
     });
     Ok(o)
 }
@@ -410,41 +433,40 @@ type Job = Box<dyn FnOnce() + Send>;
 /// so each thread keeps its own open datasets (header bytes, decoded tiles); a fixed, small set of
 /// threads makes those caches effective, unlike an elastic blocking pool.
 pub(crate) struct ReaderPool {
-    tx: std::sync::mpsc::Sender<Job>,
+    queues: Vec<std::sync::mpsc::Sender<Job>>,
 }
 
 impl ReaderPool {
     /// Starts `n` reader threads; they exit when the pool is dropped.
     pub(crate) fn new(n: usize) -> std::io::Result<ReaderPool> {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let mut queues = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
-            let rx = rx.clone();
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
             std::thread::Builder::new()
                 .name(format!("imagery-read-{i}"))
                 .spawn(move || {
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(r) => r.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
+                    while let Ok(job) = rx.recv() {
+                        job();
                     }
                 })?;
+            queues.push(tx);
         }
-        Ok(ReaderPool { tx })
+        Ok(ReaderPool { queues })
     }
 
-    /// Runs `f` on a reader thread.
+    /// Runs `f` on the reader thread that owns `href`: every read of one file goes to the same thread,
+    /// so the file is opened once and its decoded tiles are reused by neighbouring windows.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
+        href: &str,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Attempt> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        href.hash(&mut h);
+        let queue = &self.queues[(h.finish() % self.queues.len() as u64) as usize];
         let (otx, orx) = tokio::sync::oneshot::channel();
-        self.tx
+        queue
             .send(Box::new(move || {
                 let _ = otx.send(f());
             }))
