@@ -104,6 +104,11 @@ pub async fn run_imagery(cmd: ImageryCommand) -> anyhow::Result<()> {
     match cmd {
         ImageryCommand::Materialize(args) => {
             let report = materialize(&args).await?;
+            for (m, n) in &report.scenes_found {
+                if *n == 0 {
+                    eprintln!("warning: no {m} scenes found; its tensors are all missing (mask 3)");
+                }
+            }
             println!(
                 "{} windows: {} succeeded, {} quarantined ({:.1} s, {:.1} MB of pixels read); output in {}",
                 report.total,
