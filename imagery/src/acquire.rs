@@ -169,6 +169,36 @@ pub struct AcquireReport {
     pub elapsed_s: f64,
 }
 
+impl AcquireReport {
+    /// A GeoJSON FeatureCollection with one feature per window (outline in EPSG:4326; properties `id`,
+    /// `status`, `reason`, `crs`, `transform`, `scenes`, `empty_bins`, `objects`). `windows` are the
+    /// windows passed to [`acquire`], in the same order.
+    pub fn feature_collection(&self, windows: &[WindowSpec]) -> serde_json::Value {
+        let features: Vec<serde_json::Value> = windows
+            .iter()
+            .zip(&self.windows)
+            .map(|(w, o)| {
+                serde_json::json!({
+                    "type": "Feature",
+                    "id": w.id,
+                    "geometry": w.wgs84_polygon,
+                    "properties": {
+                        "id": w.id,
+                        "status": o.status,
+                        "reason": o.reason,
+                        "crs": w.crs,
+                        "transform": w.geotransform,
+                        "scenes": o.scenes,
+                        "empty_bins": o.empty_bins,
+                        "objects": o.objects,
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({"type": "FeatureCollection", "features": features})
+    }
+}
+
 /// Progress of a running acquisition.
 #[derive(Debug, Clone)]
 pub struct Progress<'a> {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use object_store::local::LocalFileSystem;
-use serde_json::json;
 
 use crate::acquire::{
     AcquireReport, AcquireRequest, OutputLayout, Progress, WindowStatus, acquire,
@@ -266,28 +265,7 @@ pub async fn materialize(args: &MaterializeArgs) -> anyhow::Result<AcquireReport
     on_ctrl_c.abort();
     bar.finish_and_clear();
     let report = result.context("acquiring imagery")?;
-    let features: Vec<serde_json::Value> = windows
-        .iter()
-        .zip(&report.windows)
-        .map(|(w, o)| {
-            json!({
-                "type": "Feature",
-                "id": w.id,
-                "geometry": w.wgs84_polygon,
-                "properties": {
-                    "id": w.id,
-                    "status": match o.status { WindowStatus::Succeeded => "succeeded", WindowStatus::Quarantined => "quarantined" },
-                    "reason": o.reason,
-                    "crs": w.crs,
-                    "transform": w.geotransform,
-                    "file": (o.status == WindowStatus::Succeeded).then(|| format!("windows/{}.safetensors", w.id)),
-                    "scenes": o.scenes,
-                    "empty_bins": o.empty_bins,
-                },
-            })
-        })
-        .collect();
-    let fc = json!({"type": "FeatureCollection", "features": features});
+    let fc = report.feature_collection(&windows);
     let path = args.out.join("windows.geojson");
     std::fs::write(&path, serde_json::to_vec_pretty(&fc)?)
         .with_context(|| format!("writing {}", path.display()))?;

@@ -89,6 +89,11 @@ impl FromStr for Modality {
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Profile {
     /// Element 84 Earth Search v1 (`sentinel-2-l2a` with asset keys `blue`, `red`, `scl`, …).
+    ///
+    /// Its `sentinel-1-grd` holds uncalibrated GRD amplitude in radar geometry (read through GCPs);
+    /// the Planetary Computer's `sentinel-1-rtc` is the better Sentinel-1 input for the model. Its
+    /// `landsat-c2-l2` lacks the pan, cirrus and second thermal bands: those come out NaN, and the pan
+    /// band set is marked missing.
     EarthSearch,
     /// Microsoft Planetary Computer (asset keys `B02`, `SCL`, …; assets signed with a SAS token).
     PlanetaryComputer {
