@@ -7,9 +7,7 @@ use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use object_store::local::LocalFileSystem;
 
-use crate::acquire::{
-    AcquireReport, AcquireRequest, OutputLayout, Progress, WindowStatus, acquire,
-};
+use crate::acquire::{AcquireReport, AcquireRequest, OutputLayout, Progress, acquire};
 use crate::composite::TimeBinning;
 use crate::demo::{DemoOptions, generate_demo_data};
 use crate::grid::{GridOptions, windows_for_aoi};
