@@ -87,8 +87,19 @@ async fn main() {
             )
             .unwrap();
         } else {
+            // A smooth field plus per-pixel noise, so the COGs compress like real imagery does.
+            let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ b as u64;
             let data: Vec<u16> = (0..m * m)
-                .map(|p| (1000 + b * 100 + (p % m) * 7 % 900 + (p / m) * 3 % 500) as u16)
+                .map(|p| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (1000
+                        + b * 100
+                        + (p % m) * 7 % 900
+                        + (p / m) * 3 % 500
+                        + (state % 400) as usize) as u16
+                })
                 .collect();
             write_cog(
                 &dir.path().join(format!("{key}.tif")),
