@@ -233,6 +233,7 @@ async fn main() {
         "crs": "EPSG:32633",
         "assets": KEYS.iter().map(|(k, _)| json!({"href": format!("{root}/files/{k}.tif"), "nearest": *k == "scl"})).collect::<Vec<_>>(),
         "workers": workers,
+        "dump": dir.path().join("python.f32"),
     });
     let spec_path = dir.path().join("bench-spec.json");
     std::fs::write(&spec_path, spec.to_string()).unwrap();
@@ -266,4 +267,47 @@ async fn main() {
         "ratio:  {:.2}x windows/s (rust / python)",
         rust_wps / py_wps
     );
+
+    // Parity: the same pixels from both sides (Rust where SCL says clear), per band.
+    let dump = std::fs::read(dir.path().join("python.f32")).unwrap();
+    let py_vals: Vec<f32> = dump
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let bands = Modality::Sentinel2L2a.bands();
+    let sets = Modality::Sentinel2L2a.band_sets();
+    let mut max_diff = [0f32; 12];
+    let mut sum_diff = [0f64; 12];
+    let mut n_cmp = [0u64; 12];
+    for (i, w) in windows.iter().enumerate() {
+        use object_store::ObjectStoreExt;
+        let path =
+            object_store::path::Path::from(format!("windows/{}/sentinel2_l2a.safetensors", w.id));
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        let t = groundwork_imagery::output::read_f32(&bytes, "sentinel2_l2a").unwrap();
+        let m = groundwork_imagery::output::read_u8(&bytes, "sentinel2_l2a_mask").unwrap();
+        for c in 0..12 {
+            let s = sets.iter().position(|s| s.contains(&c)).unwrap();
+            for p in 0..64 * 64 {
+                let py = py_vals[(i * 12 + c) * 4096 + p];
+                if m.data[p * 3 + s] != 0 || py.is_nan() {
+                    continue;
+                }
+                let d = (t.data[p * 12 + c] - py).abs();
+                max_diff[c] = max_diff[c].max(d);
+                sum_diff[c] += f64::from(d);
+                n_cmp[c] += 1;
+            }
+        }
+    }
+    println!("parity (|rust - rasterio| over clear pixels, DN):");
+    for c in 0..12 {
+        println!(
+            "  {:>3}: mean {:.4}, max {:.4} over {} px",
+            bands[c],
+            sum_diff[c] / n_cmp[c].max(1) as f64,
+            max_diff[c],
+            n_cmp[c]
+        );
+    }
 }
