@@ -266,4 +266,45 @@ mod tests {
         );
         assert_eq!(host_of("/tmp/a.tif"), "local");
     }
+
+    #[tokio::test]
+    async fn hosts_are_limited_in_concurrency_and_rate() {
+        let http = std::sync::Arc::new(
+            HttpContext::new(HttpOptions {
+                per_host_concurrency: 2,
+                per_host_rate: Some(40.0),
+                ..HttpOptions::default()
+            })
+            .unwrap(),
+        );
+        let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (http, in_flight, peak) = (http.clone(), in_flight.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let _p = http.host_permit("http://h:1/a.tif").await.unwrap();
+                    let n = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // 10 starts at 40/s: the last starts at least 9/40 s after the first.
+        assert!(
+            start.elapsed() >= Duration::from_millis(220),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(peak.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+        // Another host is not slowed by this one.
+        let t = Instant::now();
+        let _p = http.host_permit("http://other:1/b.tif").await.unwrap();
+        assert!(t.elapsed() < Duration::from_millis(20));
+    }
 }

@@ -57,6 +57,19 @@ struct Files {
     require_query: Option<String>,
     /// Throttle only paths ending with this.
     throttle_path: Option<String>,
+    /// STAC searches still to be answered with 503.
+    search_failures: Arc<AtomicUsize>,
+}
+
+async fn search_mw(State(f): State<Files>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/search"
+        && f.search_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+    }
+    next.run(req).await
 }
 
 async fn files_mw(State(f): State<Files>, req: Request, next: Next) -> Response {
@@ -118,7 +131,9 @@ async fn serve_stac(items: Vec<Value>, dir: &Path, files: Files, extra: Option<R
             .unwrap();
     }
     let api = stac_server::Api::new(backend, &format!("{root}/")).unwrap();
-    let mut app = stac_server::routes::from_api(api).nest("/files", files_router(dir, files));
+    let mut app = stac_server::routes::from_api(api)
+        .nest("/files", files_router(dir, files.clone()))
+        .layer(axum::middleware::from_fn_with_state(files, search_mw));
     if let Some(r) = extra {
         app = app.merge(r);
     }
@@ -550,15 +565,22 @@ async fn sentinel1_linear_backscatter_becomes_db() {
     let item = json!({"type": "Feature", "stac_version": "1.1.0", "id": "S1", "collection": "sentinel-1-grd",
         "geometry": footprint(&s), "properties": {"datetime": "2024-05-02T05:00:00Z"}, "links": [],
         "assets": {"vv": {"href": "S1/vv.tif"}, "vh": {"href": "S1/vh.tif"}}});
-    let root = serve_stac(vec![item], dir.path(), Files::default(), None).await;
+    // The STAC API is busy twice before it answers.
+    let files = Files {
+        search_failures: Arc::new(AtomicUsize::new(2)),
+        ..Files::default()
+    };
+    let root = serve_stac(vec![item], dir.path(), files.clone(), None).await;
     let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
-    let req = AcquireRequest::new(
+    let mut req = AcquireRequest::new(
         Source::Api(root),
         vec![Modality::Sentinel1],
         d("2024-05-01"),
         d("2024-05-31"),
     );
+    quick_retry(&mut req);
     let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(files.search_failures.load(Ordering::SeqCst), 0);
     assert_eq!(report.succeeded, 1, "{report:#?}");
     let bytes = get(
         &store,
