@@ -277,12 +277,12 @@ pub async fn acquire(
         }
     }
     let scenes = Arc::new(scenes);
-    let readers = Arc::new(
-        ReaderPool::new(req.read_threads).map_err(|source| Error::Io {
+    let readers = Arc::new(ReaderPool::new(req.read_threads, req.http.timeout).map_err(
+        |source| Error::Io {
             path: "reader threads".into(),
             source,
-        })?,
-    );
+        },
+    )?);
     let ctx = WindowCtx {
         req,
         readers: &readers,

@@ -59,6 +59,8 @@ struct Files {
     throttle_path: Option<String>,
     /// STAC searches still to be answered with 503.
     search_failures: Arc<AtomicUsize>,
+    /// Requests (to `throttle_path`) still to be stalled for 3 s before they are answered.
+    stall: Arc<AtomicUsize>,
 }
 
 async fn search_mw(State(f): State<Files>, req: Request, next: Next) -> Response {
@@ -76,6 +78,17 @@ async fn files_mw(State(f): State<Files>, req: Request, next: Next) -> Response 
     f.hits.fetch_add(1, Ordering::SeqCst);
     if !f.delay.is_zero() {
         tokio::time::sleep(f.delay).await;
+    }
+    let on_path = f
+        .throttle_path
+        .as_ref()
+        .is_none_or(|p| req.uri().path().ends_with(p.as_str()));
+    if on_path
+        && f.stall
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
     if let Some(q) = &f.require_query
         && !req.uri().query().unwrap_or_default().contains(q.as_str())
@@ -816,6 +829,32 @@ async fn throttled_reads_are_retried_until_they_succeed() {
     );
     assert_eq!(report.succeeded, windows.len(), "{report:#?}");
     assert!(report.success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_that_times_out_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files {
+        stall: Arc::new(AtomicUsize::new(1)),
+        throttle_path: Some("W/red.tif".into()),
+        ..Files::default()
+    };
+    let (root, windows) = two_scene_setup(dir.path(), files.clone(), false).await;
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    quick_retry(&mut req);
+    req.http.timeout = Duration::from_secs(1);
+    let (report, _) = run(&windows[..2], &req).await;
+    assert_eq!(
+        files.stall.load(Ordering::SeqCst),
+        0,
+        "the server did stall"
+    );
+    assert_eq!(report.succeeded, 2, "{report:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
