@@ -294,11 +294,11 @@ pub async fn acquire(
         cancel,
     };
     let mut results: Vec<Option<WindowOutcome>> = vec![None; total];
-    let mut stream = futures::stream::iter(windows.iter().enumerate())
-        .map(|(i, w)| {
-            let ctx = &ctx;
-            async move { (i, ctx.window(w).await) }
-        })
+    // Indices rather than `&WindowSpec` items: a closure taking a borrowed argument would make the
+    // future `!Send` (higher-ranked lifetime inference), and the job system spawns it.
+    let ctx = &ctx;
+    let mut stream = futures::stream::iter(0..total)
+        .map(move |i| async move { (i, ctx.window(&windows[i]).await) })
         .buffer_unordered(req.window_concurrency.max(1));
     let mut done = 0;
     loop {
@@ -562,5 +562,33 @@ impl WindowCtx<'_> {
                 href: describe(href),
                 reason,
             })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn the_acquire_future_can_be_spawned() {
+        let req = AcquireRequest::new(
+            Source::Api("http://127.0.0.1:1".into()),
+            vec![Modality::Sentinel2L2a],
+            NaiveDate::MIN,
+            NaiveDate::MIN,
+        );
+        let store = object_store::memory::InMemory::new();
+        let cancel = CancellationToken::new();
+        let prefix = ObjectPath::default();
+        let fut = acquire(&[], &req, &store, &prefix, &|_| {}, &cancel);
+        assert_send(&fut);
+        let args = crate::cli::DemoDataArgs {
+            out: "/nonexistent".into(),
+            seed: 1,
+        };
+        assert_send(&crate::cli::run_demo_data(args));
     }
 }

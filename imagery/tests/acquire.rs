@@ -1128,3 +1128,30 @@ async fn the_demo_router_serves_the_catalogue_as_a_stac_api() {
     assert_eq!(report.scenes_found["sentinel2_l2a"], 2);
     assert_eq!(report.succeeded, 1, "{report:#?}");
 }
+
+#[test]
+fn the_cli_futures_can_be_spawned() {
+    fn assert_send<T: Send>(_: &T) {}
+    let args = groundwork_imagery::cli::MaterializeArgs {
+        stac: "x".into(),
+        profile: groundwork_imagery::cli::ProfileArg::EarthSearch,
+        profile_config: None,
+        sas_endpoint: String::new(),
+        modalities: vec![],
+        aoi: "x".into(),
+        start: d("2024-01-01"),
+        end: d("2024-01-31"),
+        window_size: 64,
+        max_cloud: None,
+        single_bin: false,
+        concurrency: 1,
+        per_host: 1,
+        success_threshold: 0.95,
+        out: "x".into(),
+        quiet: true,
+    };
+    assert_send(&groundwork_imagery::cli::materialize(&args));
+    assert_send(&groundwork_imagery::cli::run_imagery(
+        groundwork_imagery::cli::ImageryCommand::Materialize(args.clone()),
+    ));
+}
