@@ -2,7 +2,7 @@
 //! needed pixels of each COG read over HTTP range requests and reprojected onto the window grid,
 //! cloud-masked per-bin composites, and window tensors written to an object store.
 //!
-//! Entry points: [`windows_for_aoi`] (the grid), [`acquire`] (what the `acquire` step calls),
+//! Entry points: [`windows_for_aoi`] (the grid), [`acquire()`] (what the `acquire` step calls),
 //! [`cli`] (the `imagery materialize` and `demo-data` commands) and [`demo`] (an offline demo catalogue
 //! and a STAC API router serving it). The crate knows nothing of the database.
 #![warn(missing_docs)]
