@@ -1,0 +1,310 @@
+//! Polite HTTP: retries with exponential backoff and jitter, a per-host concurrency limit and rate limit.
+//!
+//! Every remote read (STAC pages, token requests, COG range reads through GDAL) goes through
+//! [`HttpContext`], so one throttling host slows its own requests down without failing the run.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{Error, Result, redact};
+
+/// Retry policy for transient failures (HTTP 429, 5xx, timeouts, connection errors).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in total, including the first (default 4).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles each attempt (default 250 ms).
+    pub base_delay: Duration,
+    /// Upper bound of one delay (default 10 s).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `attempt` (1-based): exponential, capped, with ±50 % jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.max_delay);
+        let jitter: f64 = rand::rng().random_range(0.5..1.5);
+        exp.mul_f64(jitter).min(self.max_delay)
+    }
+}
+
+/// Limits and retries for remote reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpOptions {
+    /// Requests in flight per host (default 16).
+    pub per_host_concurrency: usize,
+    /// Request starts per second per host; `None` for no rate limit (default `None`).
+    pub per_host_rate: Option<f64>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Timeout of one HTTP request (default 30 s).
+    pub timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            per_host_concurrency: 16,
+            per_host_rate: None,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The outcome of one failed attempt.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// Worth retrying (throttled, server error, timeout).
+    Transient(String),
+    /// Retrying will not help (404, corrupt file, bad JSON).
+    Permanent(String),
+}
+
+struct HostSlot {
+    permits: Arc<Semaphore>,
+    next_start: tokio::sync::Mutex<Instant>,
+}
+
+/// Shared HTTP state of one acquisition: client, host limits, token cache.
+pub struct HttpContext {
+    pub(crate) opts: HttpOptions,
+    pub(crate) client: reqwest::Client,
+    hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
+    pub(crate) tokens: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl std::fmt::Debug for HttpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpContext")
+            .field("opts", &self.opts)
+            .finish()
+    }
+}
+
+impl HttpContext {
+    /// A context with the given limits.
+    pub fn new(opts: HttpOptions) -> Result<HttpContext> {
+        let client = reqwest::Client::builder()
+            .timeout(opts.timeout)
+            .user_agent(concat!("groundwork-imagery/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Http {
+                url: String::new(),
+                reason: format!("building the HTTP client: {e}"),
+            })?;
+        Ok(HttpContext {
+            opts,
+            client,
+            hosts: Mutex::new(HashMap::new()),
+            tokens: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Waits for a free slot on the href's host (concurrency and rate limits); the permit frees it on drop.
+    pub(crate) async fn host_permit(&self, href: &str) -> Result<OwnedSemaphorePermit> {
+        let host = host_of(href);
+        let slot = {
+            let mut hosts = self.hosts.lock().map_err(|_| Error::Http {
+                url: host.clone(),
+                reason: "host table poisoned".into(),
+            })?;
+            hosts
+                .entry(host.clone())
+                .or_insert_with(|| {
+                    Arc::new(HostSlot {
+                        permits: Arc::new(Semaphore::new(self.opts.per_host_concurrency.max(1))),
+                        next_start: tokio::sync::Mutex::new(Instant::now()),
+                    })
+                })
+                .clone()
+        };
+        let permit = slot
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Http {
+                url: host.clone(),
+                reason: "host limiter closed".into(),
+            })?;
+        if let Some(rate) = self.opts.per_host_rate.filter(|r| *r > 0.0) {
+            let wait = {
+                let mut next = slot.next_start.lock().await;
+                let now = Instant::now();
+                let start = (*next).max(now);
+                *next = start + Duration::from_secs_f64(1.0 / rate);
+                start - now
+            };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(permit)
+    }
+
+    /// Runs `f` under the host limits, retrying transient failures with backoff and jitter.
+    pub(crate) async fn with_retry<T, F, Fut>(&self, href: &str, mut f: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = {
+                let _permit = self.host_permit(href).await.map_err(|e| e.to_string())?;
+                f().await
+            };
+            match outcome {
+                Ok(v) => return Ok(v),
+                Err(Attempt::Permanent(reason)) => return Err(reason),
+                Err(Attempt::Transient(reason)) => {
+                    if attempt >= self.opts.retry.max_attempts {
+                        return Err(format!("{reason} (gave up after {attempt} attempts)"));
+                    }
+                    let delay = self.opts.retry.delay(attempt);
+                    tracing::debug!(href = %redact(href), attempt, ?delay, %reason, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// GETs a URL and parses JSON, with retries.
+    pub(crate) async fn get_json(&self, url: &str) -> Result<serde_json::Value> {
+        self.with_retry(url, || async {
+            let resp = self
+                .client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| classify_reqwest(&e))?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(classify_status(status.as_u16()));
+            }
+            resp.json::<serde_json::Value>()
+                .await
+                .map_err(|e| Attempt::Permanent(format!("invalid JSON: {e}")))
+        })
+        .await
+        .map_err(|reason| Error::Http {
+            url: redact(url),
+            reason,
+        })
+    }
+}
+
+pub(crate) fn classify_status(code: u16) -> Attempt {
+    if code == 429 || code == 408 || code >= 500 {
+        Attempt::Transient(format!("HTTP {code}"))
+    } else {
+        Attempt::Permanent(format!("HTTP {code}"))
+    }
+}
+
+pub(crate) fn classify_reqwest(e: &reqwest::Error) -> Attempt {
+    if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() {
+        Attempt::Transient(e.to_string())
+    } else if let Some(s) = e.status() {
+        classify_status(s.as_u16())
+    } else {
+        Attempt::Transient(e.to_string())
+    }
+}
+
+/// The host (with port) of a URL, or `local` for file paths.
+pub(crate) fn host_of(href: &str) -> String {
+    match href.split_once("://") {
+        Some((_, rest)) => rest
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        None => "local".to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        assert!(p.delay(1) <= Duration::from_millis(150));
+        assert!(p.delay(3) >= Duration::from_millis(200));
+        assert!(p.delay(9) <= Duration::from_secs(1));
+        assert_eq!(
+            host_of("http://127.0.0.1:8080/a/b.tif?x=1"),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(host_of("/tmp/a.tif"), "local");
+    }
+
+    #[tokio::test]
+    async fn hosts_are_limited_in_concurrency_and_rate() {
+        let http = std::sync::Arc::new(
+            HttpContext::new(HttpOptions {
+                per_host_concurrency: 2,
+                per_host_rate: Some(40.0),
+                ..HttpOptions::default()
+            })
+            .unwrap(),
+        );
+        let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (http, in_flight, peak) = (http.clone(), in_flight.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let _p = http.host_permit("http://h:1/a.tif").await.unwrap();
+                    let n = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // 10 starts at 40/s: the last starts at least 9/40 s after the first.
+        assert!(
+            start.elapsed() >= Duration::from_millis(220),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(peak.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+        // Another host is not slowed by this one.
+        let t = Instant::now();
+        let _p = http.host_permit("http://other:1/b.tif").await.unwrap();
+        assert!(t.elapsed() < Duration::from_millis(20));
+    }
+}

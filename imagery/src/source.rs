@@ -1,0 +1,475 @@
+//! Scene sources: STAC API search and static catalogues, turned into [`Scene`]s for one modality.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::TryStreamExt;
+use geo::Intersects;
+use serde::{Deserialize, Serialize};
+use stac::api::{Search, StreamItemsClient};
+
+use crate::error::{Error, Result};
+use crate::http::{Attempt, HttpContext};
+use crate::modality::{Harmonize, Modality, ModalitySpec, Profile};
+
+/// Where scenes come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "url")]
+pub enum Source {
+    /// A STAC API root (its `/search` endpoint is used, following `next` links).
+    Api(String),
+    /// A static catalogue: a `catalog.json` path or URL whose children and items are walked.
+    Static(String),
+}
+
+impl Source {
+    /// Guesses the kind: anything ending in `.json` or naming a local file is a static catalogue (a local
+    /// directory means its `catalog.json`); anything else is a STAC API root.
+    pub fn parse(s: &str) -> Source {
+        let is_url = s.starts_with("http://") || s.starts_with("https://");
+        if !is_url && Path::new(s).is_dir() {
+            Source::Static(
+                Path::new(s)
+                    .join("catalog.json")
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        } else if s.ends_with(".json") || (!is_url && Path::new(s).exists()) {
+            Source::Static(s.to_string())
+        } else {
+            Source::Api(s.trim_end_matches('/').to_string())
+        }
+    }
+}
+
+/// One acquisition (STAC item) of one modality, with resolved, readable asset hrefs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scene {
+    /// STAC item id.
+    pub id: String,
+    /// STAC collection id.
+    pub collection: String,
+    /// Acquisition time.
+    pub datetime: DateTime<Utc>,
+    /// `eo:cloud_cover` in percent, when given.
+    pub cloud_cover: Option<f64>,
+    /// Footprint in EPSG:4326, when given.
+    pub footprint: Option<geojson::Geometry>,
+    /// Asset href per band in [`Modality::bands`] order (file path or URL); `None` where the item has
+    /// no such asset (allowed for Landsat only, e.g. Collection 2 Level-2 has no pan or cirrus band).
+    pub bands: Vec<Option<String>>,
+    /// Scene classification layer href (Sentinel-2).
+    pub scl: Option<String>,
+    /// Value subtracted from Sentinel-2 DN to harmonise processing baseline ≥ 04.00 with older data.
+    pub offset: f32,
+    /// Sentinel-1 assets already in dB (otherwise linear power, converted to dB).
+    pub in_db: bool,
+}
+
+impl Scene {
+    /// Whether the scene's footprint intersects a polygon (true when the footprint is unknown).
+    pub fn intersects(&self, poly: &geo::Polygon<f64>) -> bool {
+        match self.footprint.as_ref().map(geo::Geometry::<f64>::try_from) {
+            Some(Ok(g)) => g.intersects(poly),
+            _ => true,
+        }
+    }
+}
+
+/// A scene search for one modality.
+#[derive(Debug, Clone)]
+pub struct SceneQuery<'a> {
+    /// Catalogue.
+    pub source: &'a Source,
+    /// Profile (collection names, asset keys, signing).
+    pub profile: &'a Profile,
+    /// Modality.
+    pub modality: Modality,
+    /// `[west, south, east, north]` in EPSG:4326.
+    pub bbox: [f64; 4],
+    /// First day (inclusive).
+    pub start: NaiveDate,
+    /// Last day (inclusive).
+    pub end: NaiveDate,
+    /// Maximum `eo:cloud_cover` (Sentinel-2 and Landsat), percent.
+    pub max_cloud: Option<f64>,
+    /// Items per page of an API search.
+    pub page_size: u64,
+}
+
+/// Finds the scenes of one modality over a bounding box and date range.
+pub async fn search_scenes(q: &SceneQuery<'_>, http: &HttpContext) -> Result<Vec<Scene>> {
+    let spec = q.profile.spec(q.modality);
+    let items: Vec<(stac::Item, String)> = match q.source {
+        Source::Api(url) => api_search(url, &spec, q, http).await?,
+        Source::Static(root) => {
+            let mut out = Vec::new();
+            walk_static(root, http, &mut out, 0).await?;
+            out
+        }
+    };
+    let start = q.start.and_hms_opt(0, 0, 0).map(|d| d.and_utc());
+    let end = q.end.and_hms_opt(23, 59, 59).map(|d| d.and_utc());
+    let bbox = geo::Rect::new(
+        geo::coord! { x: q.bbox[0], y: q.bbox[1] },
+        geo::coord! { x: q.bbox[2], y: q.bbox[3] },
+    )
+    .to_polygon();
+    let mut scenes = Vec::new();
+    for (item, base) in items {
+        if item.collection.as_deref() != Some(spec.collection.as_str()) {
+            continue;
+        }
+        let scene = match scene_from_item(&item, &base, q.modality, &spec) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(item = %item.id, error = %e, "skipping item");
+                continue;
+            }
+        };
+        if start.is_some_and(|s| scene.datetime < s) || end.is_some_and(|e| scene.datetime > e) {
+            continue;
+        }
+        if let (Some(max), Some(cc)) = (q.max_cloud, scene.cloud_cover)
+            && q.modality != Modality::Sentinel1
+            && cc > max
+        {
+            continue;
+        }
+        if !scene.intersects(&bbox) {
+            continue;
+        }
+        scenes.push(scene);
+    }
+    if let Profile::PlanetaryComputer { sas_endpoint } = q.profile {
+        for s in &mut scenes {
+            let token = sas_token(sas_endpoint, &s.collection, http).await?;
+            for h in s.bands.iter_mut().flatten().chain(s.scl.iter_mut()) {
+                *h = sign_href(h, &token);
+            }
+        }
+    }
+    scenes.sort_by(|a, b| a.datetime.cmp(&b.datetime).then(a.id.cmp(&b.id)));
+    scenes.dedup_by(|a, b| a.id == b.id);
+    Ok(scenes)
+}
+
+async fn api_search(
+    url: &str,
+    spec: &ModalitySpec,
+    q: &SceneQuery<'_>,
+    http: &HttpContext,
+) -> Result<Vec<(stac::Item, String)>> {
+    let client = stac_io::api::Client::with_client_builder(
+        reqwest::Client::builder().timeout(http.opts.timeout),
+        url,
+    )
+    .map_err(|e| Error::Stac {
+        op: "client",
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    let datetime = format!("{}T00:00:00Z/{}T23:59:59Z", q.start, q.end);
+    let search = Search::default()
+        .collections(vec![spec.collection.clone()])
+        .bbox(stac::Bbox::TwoDimensional(q.bbox))
+        .datetime(datetime)
+        .limit(q.page_size.max(1));
+    let raw = http
+        .with_retry(url, || {
+            let (client, search) = (client.clone(), search.clone());
+            async move {
+                let stream = client
+                    .search_stream(search)
+                    .await
+                    .map_err(|e| Attempt::Transient(e.to_string()))?;
+                stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| Attempt::Transient(e.to_string()))
+            }
+        })
+        .await
+        .map_err(|reason| Error::Stac {
+            op: "search",
+            url: url.to_string(),
+            reason,
+        })?;
+    let base = format!("{url}/search");
+    raw.into_iter()
+        .map(|m| {
+            serde_json::from_value::<stac::Item>(serde_json::Value::Object(m))
+                .map(|i| (i, base.clone()))
+                .map_err(|e| Error::Stac {
+                    op: "item",
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+/// Reads a JSON document from a path or URL.
+async fn read_json(href: &str, http: &HttpContext) -> Result<serde_json::Value> {
+    if is_url(href) {
+        http.get_json(href).await
+    } else {
+        let bytes = tokio::fs::read(href).await.map_err(|source| Error::Io {
+            path: href.to_string(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Stac {
+            op: "catalogue",
+            url: href.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Walks a static catalogue from `href`, collecting items with the href they were read from.
+fn walk_static<'a>(
+    href: &'a str,
+    http: &'a HttpContext,
+    out: &'a mut Vec<(stac::Item, String)>,
+    depth: usize,
+) -> futures::future::BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        if depth > 8 {
+            return Err(Error::Stac {
+                op: "catalogue",
+                url: href.to_string(),
+                reason: "catalogue nested deeper than 8 levels".into(),
+            });
+        }
+        let v = read_json(href, http).await?;
+        if v.get("type").and_then(|t| t.as_str()) == Some("Feature") {
+            let item: stac::Item = serde_json::from_value(v).map_err(|e| Error::Stac {
+                op: "item",
+                url: href.to_string(),
+                reason: e.to_string(),
+            })?;
+            out.push((item, href.to_string()));
+            return Ok(());
+        }
+        let links = v
+            .get("links")
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for link in links {
+            let rel = link.get("rel").and_then(|r| r.as_str()).unwrap_or_default();
+            if rel != "child" && rel != "item" {
+                continue;
+            }
+            if let Some(h) = link.get("href").and_then(|h| h.as_str()) {
+                let child = resolve_href(href, h);
+                walk_static(&child, http, out, depth + 1).await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Resolves `href` relative to the document at `base` (a URL or a file path).
+pub fn resolve_href(base: &str, href: &str) -> String {
+    if is_url(href) || href.starts_with('/') || href.starts_with("/vsi") {
+        return href.to_string();
+    }
+    if is_url(base) {
+        return match reqwest::Url::parse(base).and_then(|b| b.join(href)) {
+            Ok(u) => u.to_string(),
+            Err(_) => href.to_string(),
+        };
+    }
+    let dir = Path::new(base).parent().unwrap_or(Path::new(""));
+    let mut out = PathBuf::new();
+    for c in dir.join(href).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.to_string_lossy().into_owned()
+}
+
+fn scene_from_item(
+    item: &stac::Item,
+    base: &str,
+    m: Modality,
+    spec: &ModalitySpec,
+) -> Result<Scene> {
+    let props = &item.properties.additional_fields;
+    let datetime = item
+        .properties
+        .datetime
+        .or(item.properties.start_datetime)
+        .ok_or_else(|| Error::Stac {
+            op: "item",
+            url: item.id.clone(),
+            reason: "no datetime".into(),
+        })?;
+    let asset = |key: &str| -> Result<String> {
+        item.assets
+            .get(key)
+            .map(|a| resolve_href(base, &a.href))
+            .ok_or_else(|| Error::Stac {
+                op: "item",
+                url: item.id.clone(),
+                reason: format!("no asset {key:?}"),
+            })
+    };
+    let bands = spec
+        .assets
+        .iter()
+        .map(|k| match asset(k) {
+            Ok(h) => Ok(Some(h)),
+            Err(_) if m == Modality::Landsat => Ok(None),
+            Err(e) => Err(e),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if bands.iter().all(Option::is_none) {
+        return Err(Error::Stac {
+            op: "item",
+            url: item.id.clone(),
+            reason: format!("none of the assets {:?}", spec.assets),
+        });
+    }
+    let scl = match (&spec.scl_asset, m) {
+        (Some(k), Modality::Sentinel2L2a) => Some(asset(k)?),
+        _ => None,
+    };
+    let baseline = props.get("s2:processing_baseline").and_then(|v| match v {
+        serde_json::Value::String(s) => s.parse::<f64>().ok(),
+        serde_json::Value::Number(n) => n.as_f64(),
+        _ => None,
+    });
+    let applied = props
+        .get("earthsearch:boa_offset_applied")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let offset = if m == Modality::Sentinel2L2a
+        && spec.harmonize == Harmonize::ByBaseline
+        && baseline.is_some_and(|b| b >= 4.0)
+        && !applied
+    {
+        1000.0
+    } else {
+        0.0
+    };
+    let in_db = m == Modality::Sentinel1
+        && (!spec.s1_linear
+            || spec
+                .assets
+                .first()
+                .and_then(|k| item.assets.get(k))
+                .is_some_and(asset_unit_is_db));
+    Ok(Scene {
+        id: item.id.clone(),
+        collection: item.collection.clone().unwrap_or_default(),
+        datetime,
+        cloud_cover: props.get("eo:cloud_cover").and_then(|v| v.as_f64()),
+        footprint: item.geometry.clone(),
+        bands,
+        scl,
+        offset,
+        in_db,
+    })
+}
+
+fn asset_unit_is_db(a: &stac::Asset) -> bool {
+    let v = serde_json::to_value(a).unwrap_or_default();
+    ["raster:bands", "bands"].iter().any(|k| {
+        v.get(k)
+            .and_then(|b| b.get(0))
+            .and_then(|b| b.get("unit"))
+            .and_then(|u| u.as_str())
+            .is_some_and(|u| u.eq_ignore_ascii_case("db"))
+    })
+}
+
+/// Gets (and caches until shortly before expiry) a Planetary Computer SAS token for a collection.
+pub async fn sas_token(endpoint: &str, collection: &str, http: &HttpContext) -> Result<String> {
+    let mut cache = http.tokens.lock().await;
+    if let Some((t, until)) = cache.get(collection)
+        && *until > Instant::now()
+    {
+        return Ok(t.clone());
+    }
+    let url = format!(
+        "{}/api/sas/v1/token/{collection}",
+        endpoint.trim_end_matches('/')
+    );
+    let v = http.get_json(&url).await?;
+    let token = v
+        .get("token")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| Error::Http {
+            url: url.clone(),
+            reason: "token response has no `token`".into(),
+        })?
+        .to_string();
+    let ttl = v
+        .get("msft:expiry")
+        .and_then(|e| e.as_str())
+        .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
+        .map(|e| (e.with_timezone(&Utc) - Utc::now()).num_seconds() - 300)
+        .filter(|s| *s > 0)
+        .map_or(Duration::from_secs(600), |s| Duration::from_secs(s as u64));
+    cache.insert(
+        collection.to_string(),
+        (token.clone(), Instant::now() + ttl),
+    );
+    Ok(token)
+}
+
+/// Appends a SAS token to an asset href (replacing nothing else in its query).
+pub fn sign_href(href: &str, token: &str) -> String {
+    if !is_url(href) {
+        return href.to_string();
+    }
+    let token = token.trim_start_matches('?');
+    if href.contains('?') {
+        format!("{href}&{token}")
+    } else {
+        format!("{href}?{token}")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_hrefs_resolve_against_files_and_urls() {
+        assert_eq!(resolve_href("/d/c/item.json", "./B04.tif"), "/d/c/B04.tif");
+        assert_eq!(
+            resolve_href("/d/c/item.json", "../x/B04.tif"),
+            "/d/x/B04.tif"
+        );
+        assert_eq!(
+            resolve_href("http://h:1/a/catalog.json", "s2/collection.json"),
+            "http://h:1/a/s2/collection.json"
+        );
+        assert_eq!(
+            sign_href("http://h/a.tif", "se=1&sig=x"),
+            "http://h/a.tif?se=1&sig=x"
+        );
+        assert_eq!(
+            sign_href("http://h/a.tif?v=1", "sig=x"),
+            "http://h/a.tif?v=1&sig=x"
+        );
+        assert_eq!(
+            Source::parse("https://earth-search.aws.element84.com/v1/"),
+            Source::Api("https://earth-search.aws.element84.com/v1".into())
+        );
+    }
+}

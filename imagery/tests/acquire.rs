@@ -1,0 +1,1157 @@
+//! End-to-end acquisition over real HTTP: an in-process STAC API (`stac-server`, memory backend) and COGs
+//! generated here with GDAL, served with range support by tower-http on 127.0.0.1:0.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use groundwork_imagery::demo::write_cog;
+use groundwork_imagery::output::{read_f32, read_i32, read_metadata, read_u8};
+use groundwork_imagery::{
+    AcquireReport, AcquireRequest, CancellationToken, CustomProfile, Error, Harmonize, Modality,
+    Profile, Source, TimeBinning, WindowSpec, WindowStatus, acquire,
+};
+use object_store::ObjectStoreExt;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use serde_json::{Value, json};
+use stac::api::TransactionClient;
+
+const S2_KEYS: [(&str, u32); 12] = [
+    ("blue", 10),
+    ("green", 10),
+    ("red", 10),
+    ("nir", 10),
+    ("rededge1", 20),
+    ("rededge2", 20),
+    ("rededge3", 20),
+    ("nir08", 20),
+    ("swir16", 20),
+    ("swir22", 20),
+    ("coastal", 60),
+    ("nir09", 60),
+];
+const PC_KEYS: [&str; 12] = [
+    "B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09",
+];
+
+/// Behaviour of the test file server.
+#[derive(Clone, Default)]
+struct Files {
+    /// Requests still to be answered with 429.
+    throttle: Arc<AtomicUsize>,
+    /// 429s sent.
+    throttled: Arc<AtomicUsize>,
+    /// Requests seen.
+    hits: Arc<AtomicUsize>,
+    /// Delay per request.
+    delay: Duration,
+    /// A query fragment every request must carry (else 403).
+    require_query: Option<String>,
+    /// Throttle only paths ending with this.
+    throttle_path: Option<String>,
+    /// STAC searches still to be answered with 503.
+    search_failures: Arc<AtomicUsize>,
+    /// Requests (to `throttle_path`) still to be stalled for 3 s before they are answered.
+    stall: Arc<AtomicUsize>,
+}
+
+async fn search_mw(State(f): State<Files>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/search"
+        && f.search_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+    }
+    next.run(req).await
+}
+
+async fn files_mw(State(f): State<Files>, req: Request, next: Next) -> Response {
+    f.hits.fetch_add(1, Ordering::SeqCst);
+    if !f.delay.is_zero() {
+        tokio::time::sleep(f.delay).await;
+    }
+    let on_path = f
+        .throttle_path
+        .as_ref()
+        .is_none_or(|p| req.uri().path().ends_with(p.as_str()));
+    if on_path
+        && f.stall
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    if let Some(q) = &f.require_query
+        && !req.uri().query().unwrap_or_default().contains(q.as_str())
+    {
+        return (axum::http::StatusCode::FORBIDDEN, "unsigned").into_response();
+    }
+    let throttled_path = f
+        .throttle_path
+        .as_ref()
+        .is_none_or(|p| req.uri().path().ends_with(p.as_str()));
+    if throttled_path
+        && f.throttle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        f.throttled.fetch_add(1, Ordering::SeqCst);
+        return (axum::http::StatusCode::TOO_MANY_REQUESTS, "slow down").into_response();
+    }
+    next.run(req).await
+}
+
+fn files_router(dir: &Path, f: Files) -> Router {
+    Router::new()
+        .fallback_service(tower_http::services::ServeDir::new(dir))
+        .layer(axum::middleware::from_fn_with_state(f, files_mw))
+}
+
+/// A STAC API over `items` plus `dir` served under `/files`; returns the root URL.
+async fn serve_stac(items: Vec<Value>, dir: &Path, files: Files, extra: Option<Router>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let root = format!("http://{}", listener.local_addr().unwrap());
+    let mut backend = stac_server::MemoryBackend::new();
+    for c in [
+        "sentinel-2-l2a",
+        "sentinel-1-grd",
+        "sentinel-1-rtc",
+        "landsat-c2-l2",
+    ] {
+        backend
+            .add_collection(stac::Collection::new(c, "test"))
+            .await
+            .unwrap();
+    }
+    for mut v in items {
+        // Asset hrefs are written relative to the file root; make them absolute URLs.
+        for a in v["assets"].as_object_mut().unwrap().values_mut() {
+            let h = a["href"].as_str().unwrap().to_string();
+            a["href"] = json!(format!("{root}/files/{h}"));
+        }
+        backend
+            .add_item(serde_json::from_value(v).unwrap())
+            .await
+            .unwrap();
+    }
+    let api = stac_server::Api::new(backend, &format!("{root}/")).unwrap();
+    let mut app = stac_server::routes::from_api(api)
+        .nest("/files", files_router(dir, files.clone()))
+        .layer(axum::middleware::from_fn_with_state(files, search_mw));
+    if let Some(r) = extra {
+        app = app.merge(r);
+    }
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    root
+}
+
+/// A scene: UTM square with origin (upper-left) and size in 10 m pixels.
+struct Scene<'a> {
+    id: &'a str,
+    epsg: u32,
+    origin: (f64, f64),
+    size: usize,
+    date: &'a str,
+    cloud: f64,
+}
+
+fn footprint(s: &Scene) -> Value {
+    let side = s.size as f64 * 10.0;
+    let (x0, y0) = s.origin;
+    let xs = [x0, x0 + side, x0 + side, x0, x0];
+    let ys = [y0 - side, y0 - side, y0, y0, y0 - side];
+    let ring: Vec<Value> = xs
+        .iter()
+        .zip(ys)
+        .map(|(x, y)| {
+            let (lon, lat) = to_lonlat(s.epsg, *x, y);
+            json!([lon, lat])
+        })
+        .collect();
+    json!({"type": "Polygon", "coordinates": [ring]})
+}
+
+fn to_lonlat(epsg: u32, x: f64, y: f64) -> (f64, f64) {
+    reproject(epsg, 4326, x, y)
+}
+
+fn reproject(from: u32, to: u32, x: f64, y: f64) -> (f64, f64) {
+    use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+    let mut a = SpatialRef::from_epsg(from).unwrap();
+    a.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let mut b = SpatialRef::from_epsg(to).unwrap();
+    b.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let (mut xs, mut ys) = ([x], [y]);
+    CoordTransform::new(&a, &b)
+        .unwrap()
+        .transform_coords(&mut xs, &mut ys, &mut [])
+        .unwrap();
+    (xs[0], ys[0])
+}
+
+/// Writes a Sentinel-2 scene (12 bands + SCL) whose values come from `value(band, x, y)` and `scl(x, y)`
+/// at pixel centres; returns its item (asset hrefs relative to `dir`).
+fn s2_scene(
+    dir: &Path,
+    s: &Scene,
+    pc_keys: bool,
+    props: Value,
+    value: impl Fn(usize, f64, f64) -> u16,
+    scl: impl Fn(f64, f64) -> u8,
+) -> Value {
+    std::fs::create_dir_all(dir.join(s.id)).unwrap();
+    let mut assets = serde_json::Map::new();
+    let grid = |res: u32| {
+        let n = (s.size * 10).div_ceil(res as usize);
+        let gt = [
+            s.origin.0,
+            f64::from(res),
+            0.0,
+            s.origin.1,
+            0.0,
+            -f64::from(res),
+        ];
+        let centres: Vec<(f64, f64)> = (0..n * n)
+            .map(|p| {
+                (
+                    s.origin.0 + ((p % n) as f64 + 0.5) * f64::from(res),
+                    s.origin.1 - ((p / n) as f64 + 0.5) * f64::from(res),
+                )
+            })
+            .collect();
+        (n, gt, centres)
+    };
+    for (b, (key, res)) in S2_KEYS.iter().enumerate() {
+        let (n, gt, centres) = grid(*res);
+        let data: Vec<u16> = centres.iter().map(|(x, y)| value(b, *x, *y)).collect();
+        let key = if pc_keys { PC_KEYS[b] } else { key };
+        write_cog(
+            &dir.join(s.id).join(format!("{key}.tif")),
+            &data,
+            n,
+            n,
+            gt,
+            s.epsg,
+            Some(0.0),
+        )
+        .unwrap();
+        assets.insert(
+            key.to_string(),
+            json!({"href": format!("{}/{key}.tif", s.id)}),
+        );
+    }
+    let (n, gt, centres) = grid(20);
+    let data: Vec<u8> = centres.iter().map(|(x, y)| scl(*x, *y)).collect();
+    let key = if pc_keys { "SCL" } else { "scl" };
+    write_cog(
+        &dir.join(s.id).join(format!("{key}.tif")),
+        &data,
+        n,
+        n,
+        gt,
+        s.epsg,
+        Some(0.0),
+    )
+    .unwrap();
+    assets.insert(
+        key.to_string(),
+        json!({"href": format!("{}/{key}.tif", s.id)}),
+    );
+    let mut p = json!({"datetime": format!("{}T10:00:00Z", s.date), "eo:cloud_cover": s.cloud});
+    p.as_object_mut()
+        .unwrap()
+        .extend(props.as_object().cloned().unwrap_or_default());
+    json!({"type": "Feature", "stac_version": "1.1.0", "id": s.id, "collection": "sentinel-2-l2a",
+           "geometry": footprint(s), "properties": p, "links": [], "assets": assets})
+}
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+/// The window containing UTM point (x, y), and the point's (row, col) in it.
+fn window_at(epsg: u32, x: f64, y: f64) -> (WindowSpec, usize, usize) {
+    let side = 640.0;
+    let (c, r) = ((x / side).floor() as i64, (y / side).floor() as i64);
+    let w = WindowSpec::from_cell(epsg, c, r, 64, 10.0).unwrap();
+    let col = ((x - w.utm_bounds[0]) / 10.0).floor() as usize;
+    let row = ((w.utm_bounds[3] - y) / 10.0).floor() as usize;
+    (w, row, col)
+}
+
+async fn run(windows: &[WindowSpec], req: &AcquireRequest) -> (AcquireReport, InMemory) {
+    let store = InMemory::new();
+    let report = acquire(
+        windows,
+        req,
+        &store,
+        &ObjectPath::from("orgs/o/projects/p"),
+        &|_| {},
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    (report, store)
+}
+
+async fn get(store: &InMemory, path: &str) -> Vec<u8> {
+    store
+        .get(&ObjectPath::from(path))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+fn at(
+    t: &groundwork_imagery::output::DecodedTensor<f32>,
+    r: usize,
+    c: usize,
+    ti: usize,
+    ch: usize,
+) -> f32 {
+    let (w, tn, cn) = (t.shape[1], t.shape[2], t.shape[3]);
+    t.data[((r * w + c) * tn + ti) * cn + ch]
+}
+
+fn quick_retry(req: &mut AcquireRequest) {
+    req.http.retry.base_delay = Duration::from_millis(20);
+    req.http.retry.max_delay = Duration::from_millis(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_known_pixel_lands_where_it_should_also_across_a_utm_zone_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    // Scene 1 in EPSG:32633; a marked 10 m pixel at P and a marked 20 m pixel in the SCL.
+    let p = (500_125.0, 5_000_000.0 - 1_235.0);
+    let s1 = Scene {
+        id: "S2_A",
+        epsg: 32633,
+        origin: (499_840.0, 5_000_000.0),
+        size: 192,
+        date: "2024-06-10",
+        cloud: 1.0,
+    };
+    let hit = |x: f64, y: f64, r: f64| (x - p.0).abs() < r / 2.0 && (y - p.1).abs() < r / 2.0;
+    let item1 = s2_scene(
+        dir.path(),
+        &s1,
+        false,
+        json!({}),
+        |b, x, y| {
+            let res = f64::from(S2_KEYS[b].1);
+            if hit(x, y, res) {
+                5000 + b as u16
+            } else {
+                1000 + b as u16
+            }
+        },
+        |x, y| if hit(x, y, 20.0) { 5 } else { 4 },
+    );
+    // Scene 2 in EPSG:32633 west of 12°E, read into an EPSG:32632 window: a bright 50 m block at Q.
+    let q_ll = (11.99, 45.0);
+    let q33 = reproject(4326, 32633, q_ll.0, q_ll.1);
+    let origin = (
+        (q33.0 / 10.0).round() * 10.0 - 640.0,
+        (q33.1 / 10.0).round() * 10.0 + 640.0,
+    );
+    let s2 = Scene {
+        id: "S2_B",
+        epsg: 32633,
+        origin,
+        size: 128,
+        date: "2024-06-11",
+        cloud: 1.0,
+    };
+    let item2 = s2_scene(
+        dir.path(),
+        &s2,
+        false,
+        json!({}),
+        |_, x, y| {
+            if (x - q33.0).abs() < 25.0 && (y - q33.1).abs() < 25.0 {
+                5000
+            } else {
+                1000
+            }
+        },
+        |_, _| 4,
+    );
+    let root = serve_stac(vec![item1, item2], dir.path(), Files::default(), None).await;
+
+    let (w1, r1, c1) = window_at(32633, p.0, p.1);
+    let q32 = reproject(4326, 32632, q_ll.0, q_ll.1);
+    let (w2, r2, c2) = window_at(32632, q32.0, q32.1);
+    assert_eq!(w2.epsg, 32632);
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    req.search_page_size = 1;
+    let (report, store) = run(&[w1.clone(), w2.clone()], &req).await;
+    assert_eq!(report.succeeded, 2, "{report:#?}");
+    assert_eq!(
+        report.scenes_found["sentinel2_l2a"], 2,
+        "paging with one item per page"
+    );
+
+    let bytes = get(
+        &store,
+        &format!(
+            "orgs/o/projects/p/windows/{}/sentinel2_l2a.safetensors",
+            w1.id
+        ),
+    )
+    .await;
+    let t = read_f32(&bytes, "sentinel2_l2a").unwrap();
+    assert_eq!(t.shape, vec![64, 64, 1, 12]);
+    assert_eq!(at(&t, r1, c1, 0, 0), 5000.0, "B02 at the marked pixel");
+    assert_eq!(at(&t, r1, c1 + 1, 0, 0), 1000.0, "its neighbour");
+    assert_eq!(at(&t, r1 + 3, c1 + 3, 0, 2), 1002.0, "B04 elsewhere");
+    // B05 is 20 m, bilinear to 10 m: the marked 20 m pixel dominates its 10 m sub-pixels.
+    assert!(at(&t, r1, c1, 0, 4) > 3000.0, "{}", at(&t, r1, c1, 0, 4));
+    let mask = read_u8(&bytes, "sentinel2_l2a_mask").unwrap();
+    assert_eq!(mask.shape, vec![64, 64, 1, 3]);
+    assert!(mask.data.iter().all(|&m| m == 0));
+    let ts = read_i32(&bytes, "timestamps").unwrap();
+    assert_eq!(ts.data, vec![1, 5, 2024]);
+    let meta = read_metadata(&bytes).unwrap();
+    assert_eq!(meta["crs"], "EPSG:32633");
+    assert_eq!(meta["sentinel2_l2a.scenes"], "[[\"S2_A\"]]");
+
+    let bytes = get(
+        &store,
+        &format!(
+            "orgs/o/projects/p/windows/{}/sentinel2_l2a.safetensors",
+            w2.id
+        ),
+    )
+    .await;
+    let t = read_f32(&bytes, "sentinel2_l2a").unwrap();
+    assert_eq!(read_metadata(&bytes).unwrap()["crs"], "EPSG:32632");
+    assert!(
+        (at(&t, r2, c2, 0, 0) - 5000.0).abs() < 1.0,
+        "Q in the zone-32 window: {}",
+        at(&t, r2, c2, 0, 0)
+    );
+    let far = if c2 < 50 { c2 + 8 } else { c2 - 8 };
+    assert_eq!(at(&t, r2, far, 0, 0), 1000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cloudy_pixels_are_masked_and_empty_months_are_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = (500_480.0, 5_000_160.0);
+    let mk =
+        |id: &'static str, date: &'static str, v: u16, cloudy: fn(f64) -> bool, props: Value| {
+            let s = Scene {
+                id,
+                epsg: 32633,
+                origin,
+                size: 96,
+                date,
+                cloud: 10.0,
+            };
+            s2_scene(
+                dir.path(),
+                &s,
+                false,
+                props,
+                move |_, x, _| if cloudy(x) { 9000 } else { v },
+                move |x, _| if cloudy(x) { 9 } else { 4 },
+            )
+        };
+    let split = 500_800.0;
+    let items = vec![
+        // January: A clouded in the west half, B clear; baseline 05.10 with the offset in the data.
+        mk(
+            "A",
+            "2024-01-05",
+            2000,
+            |x| x < 500_800.0,
+            json!({"s2:processing_baseline": "05.10"}),
+        ),
+        mk(
+            "B",
+            "2024-01-20",
+            1400,
+            |_| false,
+            json!({"s2:processing_baseline": "05.10"}),
+        ),
+        // February: nothing. March: one scene, all cloud.
+        mk("C", "2024-03-03", 1400, |_| true, json!({})),
+    ];
+    let root = serve_stac(items, dir.path(), Files::default(), None).await;
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap(); // x 500480.., y 4999680..5000320
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-01-01"),
+        d("2024-03-31"),
+    );
+    req.binning = TimeBinning::Monthly;
+    // A custom profile: Earth Search's asset keys, but harmonised by processing baseline.
+    let mut spec = Profile::EarthSearch.spec(Modality::Sentinel2L2a);
+    spec.harmonize = Harmonize::ByBaseline;
+    let custom: CustomProfile =
+        serde_json::from_value(json!({"modalities": {"sentinel2_l2a": spec}})).unwrap();
+    req.profile = Profile::Custom(custom);
+    let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+    assert_eq!(report.windows[0].empty_bins["sentinel2_l2a"], 2);
+    let bytes = get(
+        &store,
+        &format!(
+            "orgs/o/projects/p/windows/{}/sentinel2_l2a.safetensors",
+            w.id
+        ),
+    )
+    .await;
+    let t = read_f32(&bytes, "sentinel2_l2a").unwrap();
+    let m = read_u8(&bytes, "sentinel2_l2a_mask").unwrap();
+    assert_eq!(t.shape, vec![64, 64, 3, 12]);
+    let col_west = ((split - w.utm_bounds[0]) / 10.0) as usize - 5;
+    let col_east = col_west + 10;
+    // Pixels inside the scene (it starts at row 16 of the window).
+    let row = 40;
+    // West: only B is clear -> 1400 - 1000 offset. East: median(2000, 1400) - 1000.
+    assert_eq!(at(&t, row, col_west, 0, 0), 400.0);
+    assert_eq!(at(&t, row, col_east, 0, 0), 700.0);
+    let mv = |r: usize, c: usize, ti: usize| m.data[((r * 64 + c) * 3 + ti) * 3];
+    assert_eq!(mv(row, col_west, 0), 0);
+    assert_eq!(mv(row, col_west, 1), 3, "February has no scene");
+    assert_eq!(mv(row, col_west, 2), 3, "March is all cloud");
+    assert_eq!(at(&t, row, col_west, 2, 0), 0.0);
+    // Outside every scene footprint the pixel is missing too.
+    assert_eq!(mv(2, col_west, 0), 3);
+    let ts = read_i32(&bytes, "timestamps").unwrap();
+    assert_eq!(ts.data, vec![1, 0, 2024, 1, 1, 2024, 1, 2, 2024]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel1_linear_backscatter_becomes_db() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = (500_480.0, 5_000_320.0);
+    std::fs::create_dir_all(dir.path().join("S1")).unwrap();
+    let gt = [origin.0, 10.0, 0.0, origin.1, 0.0, -10.0];
+    write_cog(
+        &dir.path().join("S1/vv.tif"),
+        &vec![0.01f32; 64 * 64],
+        64,
+        64,
+        gt,
+        32633,
+        None,
+    )
+    .unwrap();
+    write_cog(
+        &dir.path().join("S1/vh.tif"),
+        &vec![0.001f32; 64 * 64],
+        64,
+        64,
+        gt,
+        32633,
+        None,
+    )
+    .unwrap();
+    let s = Scene {
+        id: "S1",
+        epsg: 32633,
+        origin,
+        size: 64,
+        date: "2024-05-02",
+        cloud: 0.0,
+    };
+    let item = json!({"type": "Feature", "stac_version": "1.1.0", "id": "S1", "collection": "sentinel-1-grd",
+        "geometry": footprint(&s), "properties": {"datetime": "2024-05-02T05:00:00Z"}, "links": [],
+        "assets": {"vv": {"href": "S1/vv.tif"}, "vh": {"href": "S1/vh.tif"}}});
+    // The STAC API is busy twice before it answers.
+    let files = Files {
+        search_failures: Arc::new(AtomicUsize::new(2)),
+        ..Files::default()
+    };
+    let root = serve_stac(vec![item], dir.path(), files.clone(), None).await;
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel1],
+        d("2024-05-01"),
+        d("2024-05-31"),
+    );
+    quick_retry(&mut req);
+    let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(files.search_failures.load(Ordering::SeqCst), 0);
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+    let bytes = get(
+        &store,
+        &format!("orgs/o/projects/p/windows/{}/sentinel1.safetensors", w.id),
+    )
+    .await;
+    let t = read_f32(&bytes, "sentinel1").unwrap();
+    assert_eq!(t.shape, vec![64, 64, 1, 2]);
+    assert!((at(&t, 10, 10, 0, 0) + 20.0).abs() < 1e-3);
+    assert!((at(&t, 10, 10, 0, 1) + 30.0).abs() < 1e-3);
+    assert_eq!(
+        read_u8(&bytes, "sentinel1_mask").unwrap().shape,
+        vec![64, 64, 1, 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn radar_geometry_scenes_with_ground_control_points_are_read() {
+    // A GRD-like file: no geotransform, four GCPs in EPSG:4326 (slightly larger than the window).
+    let dir = tempfile::tempdir().unwrap();
+    let (x0, y0, side) = (500_380.0, 5_000_420.0, 840.0);
+    let corners = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)];
+    let n = 84usize;
+    let gcps: Vec<gdal::Gcp> = corners
+        .iter()
+        .enumerate()
+        .map(|(i, (fx, fy))| {
+            let (lon, lat) = to_lonlat(32633, x0 + fx * side, y0 - fy * side);
+            gdal::Gcp {
+                id: i.to_string(),
+                info: String::new(),
+                pixel: fx * n as f64,
+                line: fy * n as f64,
+                x: lon,
+                y: lat,
+                z: 0.0,
+            }
+        })
+        .collect();
+    std::fs::create_dir_all(dir.path().join("G")).unwrap();
+    for (key, v) in [("vv", 0.01f32), ("vh", 0.001f32)] {
+        let mem = gdal::DriverManager::get_driver_by_name("MEM").unwrap();
+        let ds = mem.create_with_band_type::<f32, _>("", n, n, 1).unwrap();
+        let mut buf = gdal::raster::Buffer::new((n, n), vec![v; n * n]);
+        ds.rasterband(1)
+            .unwrap()
+            .write((0, 0), (n, n), &mut buf)
+            .unwrap();
+        let mut wgs = gdal::spatial_ref::SpatialRef::from_epsg(4326).unwrap();
+        wgs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+        ds.set_gcps(gcps.clone(), &wgs).unwrap();
+        let gtiff = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+        ds.create_copy(
+            &gtiff,
+            dir.path().join(format!("G/{key}.tif")),
+            &Default::default(),
+        )
+        .unwrap();
+    }
+    let s = Scene {
+        id: "G",
+        epsg: 32633,
+        origin: (x0, y0),
+        size: 84,
+        date: "2024-05-02",
+        cloud: 0.0,
+    };
+    let item = json!({"type": "Feature", "stac_version": "1.1.0", "id": "G", "collection": "sentinel-1-grd",
+        "geometry": footprint(&s), "properties": {"datetime": "2024-05-02T05:00:00Z"}, "links": [],
+        "assets": {"vv": {"href": "G/vv.tif"}, "vh": {"href": "G/vh.tif"}}});
+    let root = serve_stac(vec![item], dir.path(), Files::default(), None).await;
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel1],
+        d("2024-05-01"),
+        d("2024-05-31"),
+    );
+    let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+    let bytes = get(
+        &store,
+        &format!("orgs/o/projects/p/windows/{}/sentinel1.safetensors", w.id),
+    )
+    .await;
+    let t = read_f32(&bytes, "sentinel1").unwrap();
+    let m = read_u8(&bytes, "sentinel1_mask").unwrap();
+    for (r, c) in [(0, 0), (32, 32), (63, 63)] {
+        assert!(
+            (at(&t, r, c, 0, 0) + 20.0).abs() < 0.01,
+            "{}",
+            at(&t, r, c, 0, 0)
+        );
+        assert!((at(&t, r, c, 0, 1) + 30.0).abs() < 0.01);
+        assert_eq!(m.data[r * 64 + c], 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn landsat_scenes_are_averaged_and_an_absent_pan_band_is_nan() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = (500_480.0, 5_000_320.0);
+    std::fs::create_dir_all(dir.path().join("L")).unwrap();
+    let keys = Profile::EarthSearch.spec(Modality::Landsat).assets;
+    let mut items = Vec::new();
+    for (i, date) in ["2024-08-03", "2024-08-19"].iter().enumerate() {
+        let mut assets = serde_json::Map::new();
+        // No pan band (Collection 2 Level-2 has none); the rest at 30 m.
+        for (b, key) in keys.iter().enumerate().skip(1) {
+            let gt = [origin.0, 30.0, 0.0, origin.1, 0.0, -30.0];
+            let v = 8000u16 + 100 * b as u16 + 1000 * i as u16;
+            let path = format!("L/{i}_{key}.tif");
+            write_cog(
+                &dir.path().join(&path),
+                &vec![v; 22 * 22],
+                22,
+                22,
+                gt,
+                32633,
+                Some(0.0),
+            )
+            .unwrap();
+            assets.insert(key.clone(), json!({"href": path}));
+        }
+        let s = Scene {
+            id: "L",
+            epsg: 32633,
+            origin,
+            size: 64,
+            date,
+            cloud: 5.0,
+        };
+        items.push(
+            json!({"type": "Feature", "stac_version": "1.1.0", "id": format!("LC09_{i}"),
+            "collection": "landsat-c2-l2", "geometry": footprint(&s),
+            "properties": {"datetime": format!("{date}T10:00:00Z"), "eo:cloud_cover": 5.0},
+            "links": [], "assets": assets}),
+        );
+    }
+    let root = serve_stac(items, dir.path(), Files::default(), None).await;
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Landsat],
+        d("2024-08-01"),
+        d("2024-08-31"),
+    );
+    let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+    let bytes = get(
+        &store,
+        &format!("orgs/o/projects/p/windows/{}/landsat.safetensors", w.id),
+    )
+    .await;
+    let t = read_f32(&bytes, "landsat").unwrap();
+    let m = read_u8(&bytes, "landsat_mask").unwrap();
+    assert_eq!(t.shape, vec![64, 64, 1, 11]);
+    assert_eq!(m.shape, vec![64, 64, 1, 2]);
+    // B1 (channel 1): mean of 8100 and 9100; B8 (pan, channel 0) absent in every scene.
+    assert!((at(&t, 20, 20, 0, 1) - 8600.0).abs() < 0.01);
+    assert!((at(&t, 20, 20, 0, 10) - 9500.0).abs() < 0.01);
+    assert_eq!(m.data[(20 * 64 + 20) * 2], 3, "pan band set missing");
+    assert_eq!(m.data[(20 * 64 + 20) * 2 + 1], 0);
+}
+
+/// Two scenes side by side; `corrupt` replaces the east scene's B02 with garbage.
+async fn two_scene_setup(dir: &Path, files: Files, corrupt: bool) -> (String, Vec<WindowSpec>) {
+    let west = Scene {
+        id: "W",
+        epsg: 32633,
+        origin: (500_480.0, 5_000_320.0),
+        size: 128,
+        date: "2024-06-01",
+        cloud: 0.0,
+    };
+    let east = Scene {
+        id: "E",
+        epsg: 32633,
+        origin: (501_780.0, 5_000_320.0),
+        size: 128,
+        date: "2024-06-02",
+        cloud: 0.0,
+    };
+    let items = vec![
+        s2_scene(dir, &west, false, json!({}), |_, _, _| 1500, |_, _| 4),
+        s2_scene(dir, &east, false, json!({}), |_, _, _| 1500, |_, _| 4),
+    ];
+    if corrupt {
+        std::fs::write(
+            dir.join("E/blue.tif"),
+            b"II*\0 this is not a tiff at all, just bytes",
+        )
+        .unwrap();
+    }
+    let root = serve_stac(items, dir, files, None).await;
+    let mut windows = Vec::new();
+    for c in 782..786 {
+        for r in [7811, 7812] {
+            windows.push(WindowSpec::from_cell(32633, c, r, 64, 10.0).unwrap());
+        }
+    }
+    (root, windows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn throttled_reads_are_retried_until_they_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Five 429s in a row on one file: more than GDAL's own retries (2) absorb, so the reader's
+    // backoff has to clear GDAL's cached failure and try again.
+    let files = Files {
+        throttle: Arc::new(AtomicUsize::new(5)),
+        throttle_path: Some("W/blue.tif".into()),
+        ..Files::default()
+    };
+    let (root, windows) = two_scene_setup(dir.path(), files.clone(), false).await;
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    quick_retry(&mut req);
+    req.http.retry.max_attempts = 6;
+    req.http.per_host_rate = Some(500.0);
+    req.window_concurrency = 1;
+    req.read_concurrency = 1;
+    req.read_threads = 1;
+    let (report, _) = run(&windows, &req).await;
+    assert_eq!(
+        files.throttled.load(Ordering::SeqCst),
+        5,
+        "the server did throttle"
+    );
+    assert_eq!(report.succeeded, windows.len(), "{report:#?}");
+    assert!(report.success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_that_times_out_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files {
+        stall: Arc::new(AtomicUsize::new(1)),
+        throttle_path: Some("W/red.tif".into()),
+        ..Files::default()
+    };
+    let (root, windows) = two_scene_setup(dir.path(), files.clone(), false).await;
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    quick_retry(&mut req);
+    req.http.timeout = Duration::from_secs(1);
+    let (report, _) = run(&windows[..2], &req).await;
+    assert_eq!(
+        files.stall.load(Ordering::SeqCst),
+        0,
+        "the server did stall"
+    );
+    assert_eq!(report.succeeded, 2, "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_cog_quarantines_only_the_windows_that_need_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, windows) = two_scene_setup(dir.path(), Files::default(), true).await;
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    quick_retry(&mut req);
+    let (report, store) = run(&windows, &req).await;
+    assert_eq!(report.total, 8);
+    assert_eq!(report.succeeded, 4, "{report:#?}");
+    assert_eq!(report.quarantined, 4);
+    assert!(!report.success);
+    for o in &report.windows {
+        let col: i64 = o.window_id.split('_').nth(3).unwrap().parse().unwrap();
+        if col >= 784 {
+            assert_eq!(o.status, WindowStatus::Quarantined);
+            assert!(
+                o.reason.as_deref().unwrap().contains("E/blue.tif"),
+                "{:?}",
+                o.reason
+            );
+        } else {
+            assert_eq!(o.status, WindowStatus::Succeeded);
+            get(&store, &o.objects[0]).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancellation_stops_an_acquisition_midway() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files {
+        delay: Duration::from_millis(20),
+        ..Files::default()
+    };
+    let (root, windows) = two_scene_setup(dir.path(), files, false).await;
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    req.window_concurrency = 1;
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let progress = move |p: &groundwork_imagery::Progress<'_>| {
+        if p.done == 2 {
+            c2.cancel();
+        }
+    };
+    let store = InMemory::new();
+    let r = acquire(
+        &windows,
+        &req,
+        &store,
+        &ObjectPath::default(),
+        &progress,
+        &cancel,
+    )
+    .await;
+    match r {
+        Err(Error::Cancelled { done, total }) => {
+            assert_eq!(done, 2);
+            assert_eq!(total, 8);
+        }
+        other => panic!("expected cancellation, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn planetary_computer_assets_are_signed_with_a_sas_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scene {
+        id: "PC",
+        epsg: 32633,
+        origin: (500_480.0, 5_000_320.0),
+        size: 64,
+        date: "2024-06-01",
+        cloud: 0.0,
+    };
+    let item = s2_scene(
+        dir.path(),
+        &s,
+        true,
+        json!({"s2:processing_baseline": "04.00"}),
+        |_, _, _| 1600,
+        |_, _| 4,
+    );
+    let token_hits = Arc::new(AtomicUsize::new(0));
+    let th = token_hits.clone();
+    let tokens = Router::new().route(
+        "/api/sas/v1/token/{collection}",
+        axum::routing::get(move |axum::extract::Path(c): axum::extract::Path<String>| {
+            let th = th.clone();
+            async move {
+                th.fetch_add(1, Ordering::SeqCst);
+                axum::Json(json!({"msft:expiry": "2099-01-01T00:00:00Z", "token": format!("st=x&se=y&sp=rl&sig=secret-{c}")}))
+            }
+        }),
+    );
+    let files = Files {
+        require_query: Some("sig=secret-sentinel-2-l2a".into()),
+        ..Files::default()
+    };
+    let root = serve_stac(vec![item], dir.path(), files.clone(), Some(tokens)).await;
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let mut req = AcquireRequest::new(
+        Source::Api(root.clone()),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    req.profile = Profile::PlanetaryComputer { sas_endpoint: root };
+    quick_retry(&mut req);
+    let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+    assert_eq!(
+        token_hits.load(Ordering::SeqCst),
+        1,
+        "one token per collection, cached"
+    );
+    let bytes = get(
+        &store,
+        &format!(
+            "orgs/o/projects/p/windows/{}/sentinel2_l2a.safetensors",
+            w.id
+        ),
+    )
+    .await;
+    // Baseline 04.00 on the Planetary Computer: harmonised by subtracting 1000.
+    assert_eq!(
+        at(&read_f32(&bytes, "sentinel2_l2a").unwrap(), 10, 10, 0, 3),
+        600.0
+    );
+}
+
+fn demo_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = groundwork_imagery::DemoOptions {
+        size: 256,
+        months: vec![5, 7],
+        ..Default::default()
+    };
+    let cat = groundwork_imagery::generate_demo_data(dir.path(), &opts).unwrap();
+    (dir, cat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn materialize_reads_the_demo_catalogue_and_the_imagery_matches_the_ground_truth() {
+    let (dir, cat) = demo_dir();
+    // A small AOI in the middle of the demo area.
+    let c = reproject(32633, 4326, 501_280.0, 4_998_720.0);
+    let aoi = json!({"type": "Polygon", "coordinates": [[[c.0 - 0.006, c.1 - 0.004], [c.0 + 0.006, c.1 - 0.004], [c.0 + 0.006, c.1 + 0.004], [c.0 - 0.006, c.1 + 0.004], [c.0 - 0.006, c.1 - 0.004]]]});
+    std::fs::write(dir.path().join("small.geojson"), aoi.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let args = groundwork_imagery::cli::MaterializeArgs {
+        stac: cat.to_string_lossy().into_owned(),
+        profile: groundwork_imagery::cli::ProfileArg::EarthSearch,
+        profile_config: None,
+        sas_endpoint: String::new(),
+        modalities: vec!["sentinel2_l2a".into(), "sentinel1".into()],
+        aoi: dir.path().join("small.geojson"),
+        start: d("2024-05-01"),
+        end: d("2024-07-31"),
+        window_size: 64,
+        max_cloud: Some(60.0),
+        single_bin: false,
+        concurrency: 4,
+        per_host: 16,
+        success_threshold: 0.95,
+        out: out.clone(),
+        quiet: true,
+    };
+    let report = groundwork_imagery::cli::materialize(&args).await.unwrap();
+    assert!(
+        report.total >= 4 && report.succeeded == report.total,
+        "{report:#?}"
+    );
+    let fc: Value =
+        serde_json::from_slice(&std::fs::read(out.join("windows.geojson")).unwrap()).unwrap();
+    assert_eq!(fc["features"].as_array().unwrap().len(), report.total);
+    assert_eq!(fc["features"][0]["properties"]["status"], "succeeded");
+    // Compare with the ground truth: water is dark in NIR, forest bright; June has no scenes.
+    let gt = gdal::Dataset::open(dir.path().join("ground_truth.tif")).unwrap();
+    let classes = gt.rasterband(1).unwrap().read_band_as::<u8>().unwrap();
+    let (mut water, mut forest) = (Vec::new(), Vec::new());
+    for w in report.windows.iter().take(6) {
+        let bytes =
+            std::fs::read(out.join(format!("windows/{}.safetensors", w.window_id))).unwrap();
+        assert!(out.join(format!("windows/{}.png", w.window_id)).exists());
+        let t = read_f32(&bytes, "sentinel2_l2a").unwrap();
+        let m = read_u8(&bytes, "sentinel2_l2a_mask").unwrap();
+        assert_eq!(t.shape, vec![64, 64, 3, 12]);
+        assert!(
+            m.data.iter().skip(3).step_by(9).all(|&v| v == 3),
+            "June is missing"
+        );
+        let s1 = read_f32(&bytes, "sentinel1").unwrap();
+        let meta = read_metadata(&bytes).unwrap();
+        let gtf: Vec<f64> = serde_json::from_str(&meta["transform"]).unwrap();
+        for r in (0..64).step_by(4) {
+            for c in (0..64).step_by(4) {
+                let x = ((gtf[0] + (c as f64 + 0.5) * 10.0 - 499_840.0) / 10.0) as usize;
+                let y = ((5_000_320.0 - (gtf[3] - (r as f64 + 0.5) * 10.0)) / 10.0) as usize;
+                let class = classes.data()[y * 256 + x];
+                if m.data[((r * 64 + c) * 3 + 2) * 3] != 0 {
+                    continue; // July pixel clouded out
+                }
+                let nir = at(&t, r, c, 2, 3);
+                let vv = at(&s1, r, c, 2, 0);
+                match class {
+                    1 => water.push((nir, vv)),
+                    2 => forest.push((nir, vv)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let med = |v: &mut Vec<f32>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    if !water.is_empty() {
+        let (mut nir, mut vv): (Vec<f32>, Vec<f32>) = water.iter().copied().unzip();
+        assert!(
+            med(&mut nir) < 800.0 && med(&mut vv) < -18.0,
+            "water nir {nir:?} vv {vv:?}"
+        );
+    }
+    if !forest.is_empty() {
+        let mut nir: Vec<f32> = forest.iter().map(|p| p.0).collect();
+        assert!(med(&mut nir) > 2000.0, "forest nir {nir:?}");
+    }
+    assert!(!water.is_empty() || !forest.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_router_serves_the_catalogue_as_a_stac_api() {
+    let (dir, _) = demo_dir();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let root = format!("http://{}/demo/stac", listener.local_addr().unwrap());
+    let router = groundwork_imagery::demo_stac_router(dir.path(), &root).unwrap();
+    let app = Router::new().nest("/demo/stac", router);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let w = WindowSpec::from_cell(32633, 782, 7810, 64, 10.0).unwrap();
+    let req = AcquireRequest::new(
+        Source::Api(root.clone()),
+        vec![Modality::Sentinel2L2a, Modality::Sentinel1],
+        d("2024-05-01"),
+        d("2024-05-31"),
+    );
+    let (report, _) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.scenes_found["sentinel2_l2a"], 2);
+    assert_eq!(report.scenes_found["sentinel1"], 1);
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+
+    // The same files are a static catalogue over HTTP, with relative links.
+    let req = AcquireRequest::new(
+        Source::parse(&format!("{root}/files/catalog.json")),
+        vec![Modality::Sentinel2L2a],
+        d("2024-07-01"),
+        d("2024-07-31"),
+    );
+    let (report, _) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.scenes_found["sentinel2_l2a"], 2);
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+}
+
+#[test]
+fn the_cli_futures_can_be_spawned() {
+    fn assert_send<T: Send>(_: &T) {}
+    let args = groundwork_imagery::cli::MaterializeArgs {
+        stac: "x".into(),
+        profile: groundwork_imagery::cli::ProfileArg::EarthSearch,
+        profile_config: None,
+        sas_endpoint: String::new(),
+        modalities: vec![],
+        aoi: "x".into(),
+        start: d("2024-01-01"),
+        end: d("2024-01-31"),
+        window_size: 64,
+        max_cloud: None,
+        single_bin: false,
+        concurrency: 1,
+        per_host: 1,
+        success_threshold: 0.95,
+        out: "x".into(),
+        quiet: true,
+    };
+    assert_send(&groundwork_imagery::cli::materialize(&args));
+    assert_send(&groundwork_imagery::cli::run_imagery(
+        groundwork_imagery::cli::ImageryCommand::Materialize(args.clone()),
+    ));
+}
