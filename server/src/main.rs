@@ -37,6 +37,11 @@ enum Command {
     Migrate(DbArgs),
     /// Start (or find) the local PostgreSQL cluster and print its URL.
     DevDb(DbArgs),
+    /// Imagery acquisition from STAC catalogues.
+    #[command(subcommand)]
+    Imagery(groundwork_imagery::cli::ImageryCommand),
+    /// Generate the offline demo catalogue (COGs + STAC items + ground truth).
+    DemoData(groundwork_imagery::cli::DemoDataArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -79,6 +84,10 @@ struct WorkerOptions {
     /// Worker name shown to admins (default: host and process id).
     #[arg(long, env = "GROUNDWORK_WORKER_NAME")]
     name: Option<String>,
+    /// Object store: file:///path or s3://bucket (endpoint and credentials from AWS_* variables).
+    /// Default: file://<cwd>/.groundwork/objects.
+    #[arg(long, env = "GROUNDWORK_OBJECT_STORE")]
+    object_store: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -94,10 +103,9 @@ struct ServeArgs {
     /// Largest AOI accepted, km².
     #[arg(long, env = "GROUNDWORK_MAX_AOI_KM2", default_value_t = 10_000.0)]
     max_aoi_km2: f64,
-    /// Object store: file:///path or s3://bucket (endpoint and credentials from AWS_* variables).
-    /// Default: file://<cwd>/.groundwork/objects.
-    #[arg(long, env = "GROUNDWORK_OBJECT_STORE")]
-    object_store: Option<String>,
+    /// Serve this demo catalogue (made by `groundwork demo-data`) as a STAC API under /demo/stac.
+    #[arg(long, env = "GROUNDWORK_DEMO_DATA")]
+    demo_data: Option<PathBuf>,
     #[command(flatten)]
     worker: WorkerOptions,
 }
@@ -146,7 +154,7 @@ impl Database {
     }
 }
 
-fn worker_config(o: &WorkerOptions) -> WorkerConfig {
+fn worker_config(o: &WorkerOptions) -> anyhow::Result<WorkerConfig> {
     let capabilities = groundwork_worker::detect_capabilities();
     let pool = o
         .pool
@@ -169,7 +177,10 @@ fn worker_config(o: &WorkerOptions) -> WorkerConfig {
     if let Some(name) = &o.name {
         c.name.clone_from(name);
     }
-    c
+    c.objects = Some(objects::open(
+        &o.object_store.clone().unwrap_or_else(objects::default_url),
+    )?);
+    Ok(c)
 }
 
 async fn shutdown_signal() {
@@ -194,22 +205,11 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let object_url = args
-        .object_store
-        .clone()
-        .unwrap_or_else(objects::default_url);
-    let _objects = objects::open(&object_url)?;
+    let config = worker_config(&args.worker)?;
     let db = Database::open(&args.db, 30).await?;
     let mut workers = Vec::new();
     for _ in 0..args.local_workers {
-        workers.push(
-            Worker::start(
-                db.pool.clone(),
-                worker_config(&args.worker),
-                Registry::builtin(),
-            )
-            .await?,
-        );
+        workers.push(Worker::start(db.pool.clone(), config.clone(), Registry::builtin()).await?);
     }
     let mut state = AppState::new(db.pool.clone());
     state.max_aoi_km2 = args.max_aoi_km2;
@@ -217,10 +217,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let addr = listener.local_addr()?;
+    let mut app = router(state);
+    if let Some(dir) = &args.demo_data {
+        let demo = groundwork_imagery::demo_stac_router(dir, &format!("http://{addr}/demo/stac"))
+            .with_context(|| format!("serving the demo catalogue in {}", dir.display()))?;
+        app = app.nest("/demo/stac", demo);
+        println!("Demo STAC API at http://{addr}/demo/stac");
+    }
     println!(
         "Groundwork is running at http://{addr}/ (API: http://{addr}/api/v1, OpenAPI: http://{addr}/api/openapi.json)"
     );
-    axum::serve(listener, router(state))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     info!("shutting down");
@@ -235,7 +242,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let db = Database::open(&args.db, 10).await?;
     let w = Worker::start(
         db.pool.clone(),
-        worker_config(&args.worker),
+        worker_config(&args.worker)?,
         Registry::builtin(),
     )
     .await?;
@@ -266,6 +273,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", db.url("postgres"));
             Ok(())
         }
+        Command::Imagery(c) => groundwork_imagery::cli::run_imagery(c).await,
+        Command::DemoData(a) => groundwork_imagery::cli::run_demo_data(a).await,
         Command::Bench(BenchCommand::Queue(b)) => {
             let args = DbArgs {
                 database_url: std::env::var("DATABASE_URL").ok(),

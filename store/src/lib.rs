@@ -10,6 +10,7 @@ mod error;
 pub mod jobs;
 pub mod projects;
 pub mod testing;
+pub mod windows;
 pub mod workers;
 
 pub use error::{Error, Result};

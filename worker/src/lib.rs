@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// What a step body sees.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StepContext {
     /// Step id.
     pub step_id: Uuid,
@@ -34,6 +34,30 @@ pub struct StepContext {
     /// Cancelled when the step must stop (cancel requested, lease lost, shutdown). Async bodies are
     /// also dropped at that point; blocking work must poll this token.
     pub cancel: CancellationToken,
+    /// The database.
+    pub pool: groundwork_store::PgPool,
+    /// The object store, when the worker has one.
+    pub objects: Option<Arc<dyn object_store::ObjectStore>>,
+}
+
+impl std::fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepContext")
+            .field("step_id", &self.step_id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StepContext {
+    /// The object store, or a permanent error naming the step kind that needs it.
+    pub fn objects(&self, kind: &str) -> Result<Arc<dyn object_store::ObjectStore>, StepError> {
+        self.objects.clone().ok_or_else(|| {
+            StepError::Permanent(anyhow::anyhow!(
+                "step kind `{kind}` needs an object store; this worker has none"
+            ))
+        })
+    }
 }
 
 /// Shared progress cell (fraction 0–1 and a message).
@@ -92,13 +116,15 @@ pub trait StepKind: Send + Sync + 'static {
 pub struct Registry(HashMap<String, Arc<dyn StepKind>>);
 
 impl Registry {
-    /// The built-in kinds (`sleep`, `fail`, `noop`).
+    /// The built-in kinds (`sleep`, `fail`, `noop`, `acquire`, `acquire_summary`).
     #[must_use]
     pub fn builtin() -> Self {
         let mut r = Self::default();
         r.insert("sleep", steps::Sleep);
         r.insert("fail", steps::Fail);
         r.insert("noop", steps::Noop);
+        r.insert("acquire", steps::Acquire);
+        r.insert("acquire_summary", steps::AcquireSummary);
         r
     }
 

@@ -15,7 +15,7 @@ use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
 /// Worker settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     /// Display name.
     pub name: String,
@@ -33,6 +33,8 @@ pub struct WorkerConfig {
     pub reap_every: Duration,
     /// Capabilities document.
     pub capabilities: serde_json::Value,
+    /// Object store for steps that read or write imagery, tensors and outputs.
+    pub objects: Option<std::sync::Arc<dyn object_store::ObjectStore>>,
 }
 
 impl WorkerConfig {
@@ -50,7 +52,19 @@ impl WorkerConfig {
             heartbeat: Duration::from_secs(2),
             reap_every: Duration::from_secs(5),
             capabilities: crate::detect_capabilities(),
+            objects: None,
         }
+    }
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("name", &self.name)
+            .field("pool", &self.pool)
+            .field("queues", &self.queues)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,6 +136,8 @@ async fn execute(shared: &Shared, claimed: Claimed) {
         args: claimed.args.clone(),
         progress: progress.clone(),
         cancel: cancel.clone(),
+        pool: shared.pool.clone(),
+        objects: shared.config.objects.clone(),
     };
     let body = tokio::spawn(kind.run(ctx));
     let abort = body.abort_handle();

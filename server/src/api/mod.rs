@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod imagery;
 pub mod projects;
 pub mod runs;
 pub mod validate;
@@ -169,6 +170,8 @@ async fn method_not_allowed() -> ApiError {
         projects::update_project,
         projects::delete_project,
         runs::create_run,
+        imagery::acquire,
+        imagery::list_windows,
         runs::list_runs,
         runs::get_run,
         runs::get_step,
@@ -205,6 +208,8 @@ pub fn router(state: AppState) -> Router {
             "/projects/{id}/runs",
             post(runs::create_run).get(runs::list_runs),
         )
+        .route("/projects/{id}/acquire", post(imagery::acquire))
+        .route("/projects/{id}/windows", get(imagery::list_windows))
         .route("/runs/{id}", get(runs::get_run))
         .route("/steps/{id}", get(runs::get_step))
         .route("/steps/{id}/cancel", post(runs::cancel_step))

@@ -1,9 +1,11 @@
-//! Step kinds. Real pipeline stages (acquire, train, …) join `sleep`, `fail` and `noop` here.
+//! Step kinds: pipeline stages (`acquire`, …) and the reference kinds `sleep`, `fail` and `noop`.
 
+mod acquire;
 mod fail;
 mod noop;
 mod sleep;
 
+pub use acquire::{Acquire, AcquireArgs, AcquireSummary, plan_windows};
 pub use fail::Fail;
 pub use noop::Noop;
 pub use sleep::Sleep;

@@ -1,0 +1,178 @@
+//! A project's windows (grid cells of its AOI) and their acquisition status.
+
+use crate::Result;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A window to record (the imagery crate plans them; the store persists them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewWindow {
+    /// Stable grid id.
+    pub id: String,
+    /// EPSG code of its UTM zone.
+    pub epsg: i32,
+    /// CRS as WKT or `EPSG:n`.
+    pub crs: String,
+    /// Pixels per side.
+    pub size: i32,
+    /// Metres per pixel.
+    pub resolution: f64,
+    /// Grid column.
+    pub column: i64,
+    /// Grid row.
+    pub row: i64,
+    /// GDAL geotransform.
+    pub geotransform: Value,
+    /// `[minx, miny, maxx, maxy]` in the UTM CRS.
+    pub utm_bounds: Value,
+    /// `[west, south, east, north]` in EPSG:4326.
+    pub bbox: [f64; 4],
+    /// Footprint polygon in EPSG:4326 (GeoJSON).
+    pub geometry: Value,
+}
+
+/// A stored window.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Window {
+    /// Stable grid id.
+    pub id: String,
+    /// EPSG code.
+    pub epsg: i32,
+    /// Pixels per side.
+    pub size: i32,
+    /// Footprint (GeoJSON, EPSG:4326).
+    #[schema(value_type = Object)]
+    pub geometry: Value,
+    /// `pending | acquired | quarantined`.
+    pub status: String,
+    /// Why it was quarantined.
+    pub reason: Option<String>,
+    /// Scene ids per modality and time bin.
+    #[schema(value_type = Object)]
+    pub scenes: Value,
+    /// Object keys of its tensors.
+    pub objects: Vec<String>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Records windows (idempotent: existing ones keep their status).
+pub async fn upsert(pool: &PgPool, project_id: Uuid, windows: &[NewWindow]) -> Result<()> {
+    for chunk in windows.chunks(5000) {
+        sqlx::query(
+            "insert into project_window (project_id, id, epsg, crs, size, resolution, grid_column, grid_row, geotransform, \
+                 utm_bounds, bbox_west, bbox_south, bbox_east, bbox_north, geometry) \
+             select $1, u.* from unnest($2::text[], $3::int[], $4::text[], $5::int[], $6::float8[], $7::int8[], $8::int8[], \
+                 $9::jsonb[], $10::jsonb[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::jsonb[]) as u \
+             on conflict (project_id, id) do nothing",
+        )
+        .bind(project_id)
+        .bind(chunk.iter().map(|w| w.id.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.epsg).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.crs.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.size).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.resolution).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.column).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.row).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.geotransform.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.utm_bounds.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.bbox[0]).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.bbox[1]).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.bbox[2]).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.bbox[3]).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|w| w.geometry.clone()).collect::<Vec<_>>())
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// What acquisition made of one window.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Window id.
+    pub id: String,
+    /// `acquired` or `quarantined`.
+    pub status: String,
+    /// Quarantine reason.
+    pub reason: Option<String>,
+    /// Scene ids per modality and bin.
+    pub scenes: Value,
+    /// Object keys written.
+    pub objects: Vec<String>,
+}
+
+/// Records acquisition outcomes.
+pub async fn record_outcomes(
+    pool: &PgPool,
+    project_id: Uuid,
+    step_id: Uuid,
+    outcomes: &[Outcome],
+) -> Result<()> {
+    sqlx::query(
+        "update project_window w set status = u.status, reason = u.reason, scenes = u.scenes, \
+             objects = coalesce((select array_agg(x) from jsonb_array_elements_text(u.objects) x), '{}'), \
+             step_id = $2, updated_at = now() \
+         from unnest($3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) as u(id, status, reason, scenes, objects) \
+         where w.project_id = $1 and w.id = u.id",
+    )
+    .bind(project_id)
+    .bind(step_id)
+    .bind(outcomes.iter().map(|o| o.id.clone()).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.status.clone()).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.reason.clone()).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.scenes.clone()).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| serde_json::json!(o.objects)).collect::<Vec<_>>())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Window counts by status.
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Counts {
+    /// All windows.
+    pub total: i64,
+    /// Not yet acquired.
+    pub pending: i64,
+    /// Acquired.
+    pub acquired: i64,
+    /// Quarantined.
+    pub quarantined: i64,
+}
+
+/// Counts by status.
+pub async fn counts(pool: &PgPool, project_id: Uuid) -> Result<Counts> {
+    Ok(sqlx::query_as(
+        "select count(*) as total, count(*) filter (where status = 'pending') as pending, \
+             count(*) filter (where status = 'acquired') as acquired, \
+             count(*) filter (where status = 'quarantined') as quarantined \
+         from project_window where project_id = $1",
+    )
+    .bind(project_id)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Windows of a project in id order, after the cursor (a window id), optionally of one status.
+pub async fn list(
+    pool: &PgPool,
+    project_id: Uuid,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Window>> {
+    Ok(sqlx::query_as(
+        "select id, epsg, size, geometry, status, reason, scenes, objects, updated_at from project_window \
+         where project_id = $1 and ($2::text is null or status = $2) and ($3::text is null or id > $3) order by id limit $4",
+    )
+    .bind(project_id)
+    .bind(status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
