@@ -22,9 +22,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 // serde_path_to_error's message: "{path}: {problem}".
                 let text = std::error::Error::source(&e)
                     .map_or_else(|| e.body_text(), ToString::to_string);
-                let (field, message) = match text.split_once(": ") {
+                let (path, message) = match text.split_once(": ") {
                     Some((path, msg)) if !path.contains(' ') => (path.to_owned(), msg.to_owned()),
                     _ => ("body".to_owned(), text.clone()),
+                };
+                // serde reports a missing field at its parent: name the field itself.
+                let field = match message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.split_once('`'))
+                {
+                    Some((name, _)) if path == "body" || path == "." => name.to_owned(),
+                    Some((name, _)) => format!("{path}.{name}"),
+                    None => path,
                 };
                 Err(ApiError::validation(vec![FieldError { field, message }]))
             }
