@@ -2,11 +2,12 @@
 
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{Json, Path, Query};
-use super::validate::{self, Class, Modality, ModelSize, Task};
+use super::validate::{self, Class, ModelSize, Task};
 use super::{AppState, Page, PageQuery};
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::NaiveDate;
+use groundwork_imagery::Modality;
 use groundwork_store::projects::{self, Project, ProjectFields};
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,8 +34,9 @@ pub struct CreateProject {
     /// Legend.
     #[serde(default)]
     pub classes: Vec<Class>,
-    /// Modalities (default: Sentinel-2 L2A).
+    /// Modalities: `sentinel2_l2a`, `sentinel1`, `landsat` (default: Sentinel-2 L2A).
     #[serde(default = "default_modalities")]
+    #[schema(value_type = Vec<String>)]
     pub modalities: Vec<Modality>,
     /// Model size (default nano).
     #[serde(default = "default_model_size")]
@@ -80,6 +82,7 @@ pub struct UpdateProject {
     /// Legend.
     pub classes: Option<Vec<Class>>,
     /// Modalities.
+    #[schema(value_type = Option<Vec<String>>)]
     pub modalities: Option<Vec<Modality>>,
     /// Model size.
     pub model_size: Option<ModelSize>,

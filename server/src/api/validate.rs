@@ -18,19 +18,6 @@ pub enum Task {
     Regression,
 }
 
-/// Input modalities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Modality {
-    /// Sentinel-2 L2A.
-    #[serde(rename = "sentinel2_l2a")]
-    Sentinel2L2a,
-    /// Sentinel-1 GRD (dB).
-    Sentinel1,
-    /// Landsat 8/9.
-    Landsat,
-}
-
 /// OlmoEarth sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
