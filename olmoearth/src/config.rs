@@ -199,10 +199,12 @@ impl EncoderConfig {
                 "patch_embed_hidden_sizes is set ({h}) (v1.1+)"
             )));
         }
-        if let Some(pe) = enc.get("position_encoding").and_then(Value::as_str) {
-            if pe != "absolute" {
-                return Err(unsupported(format!("position_encoding is {pe:?} (v1.2+)")));
-            }
+        if let Some(pe) = enc
+            .get("position_encoding")
+            .and_then(Value::as_str)
+            .filter(|pe| *pe != "absolute")
+        {
+            return Err(unsupported(format!("position_encoding is {pe:?} (v1.2+)")));
         }
         if enc
             .get("num_register_tokens")

@@ -126,17 +126,15 @@ impl EncoderInput {
                 w: s[2],
                 t: s[3],
             };
-            if let Some(prev) = dims {
-                if prev != d {
-                    return Err(shape_err(
-                        what,
-                        format!(
-                            "(B, H, W, T) = ({}, {}, {}, {}) like the other modalities",
-                            prev.b, prev.h, prev.w, prev.t
-                        ),
-                        s,
-                    ));
-                }
+            if let Some(prev) = dims.filter(|prev| *prev != d) {
+                return Err(shape_err(
+                    what,
+                    format!(
+                        "(B, H, W, T) = ({}, {}, {}, {}) like the other modalities",
+                        prev.b, prev.h, prev.w, prev.t
+                    ),
+                    s,
+                ));
             }
             dims = Some(d);
             if let Some(mask) = &inp.mask {
@@ -693,12 +691,29 @@ impl Encoder {
         }
     }
 
+    /// Whether the f32 CPU inference kernels apply.
+    fn fast_cpu(&self) -> bool {
+        !self.differentiable
+            && self.device.is_cpu()
+            && self.dtype == DType::F32
+            && crate::kernels::supports_head_dim(self.cfg.embedding_size / self.cfg.num_heads)
+    }
+
     /// One pre-norm block on `x (B·N, D)`.
     fn block(&self, blk: &Block, x: &Tensor, b: usize, n: usize) -> Result<Tensor> {
         let d = self.cfg.embedding_size;
         let heads = self.cfg.num_heads;
         let hd = d / heads;
         let y = self.layer_norm(x, &blk.norm1)?;
+        if let (Some(qkv), true) = (&blk.qkv, self.fast_cpu()) {
+            let a = crate::kernels::attention_from_qkv(&qkv.forward2(&y)?, b, n, heads)?;
+            let x = (x + blk.proj.forward2(&a)?)?;
+            let y = self.layer_norm(&x, &blk.norm2)?;
+            let y = blk
+                .fc2
+                .forward2(&crate::kernels::gelu(&blk.fc1.forward2(&y)?)?)?;
+            return Ok((x + y)?);
+        }
         let (q, k, v) = match &blk.qkv {
             Some(qkv) => {
                 let all = qkv.forward2(&y)?.reshape((b, n, 3, heads, hd))?;

@@ -15,6 +15,7 @@ pub mod encodings;
 pub mod error;
 pub mod fetch;
 pub mod heads;
+pub mod kernels;
 pub mod modality;
 pub mod normalize;
 pub mod resize;

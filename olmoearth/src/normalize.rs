@@ -141,7 +141,7 @@ fn is_missing(v: f32) -> bool {
 /// to copy from are set so they normalise to 0.
 pub fn fill_missing_bands(m: Modality, data: &mut [f32]) -> Result<()> {
     let c = m.num_bands();
-    if data.len() % c != 0 {
+    if !data.len().is_multiple_of(c) {
         return Err(Error::InvalidInput(format!(
             "{} values are not a multiple of {c} bands",
             data.len()

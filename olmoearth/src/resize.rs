@@ -34,15 +34,12 @@ pub fn weight_matrix(inp: usize, out: usize) -> Vec<f64> {
         let hi = ((c + support + 0.5).trunc() as i64).min(inp as i64).max(0) as usize;
         let row = &mut m[i * inp..(i + 1) * inp];
         let mut total = 0.0;
-        for j in lo..hi {
-            let w = cubic((j as f64 - c + 0.5) * inv);
-            row[j] = w;
-            total += w;
+        for (j, r) in row.iter_mut().enumerate().take(hi).skip(lo) {
+            *r = cubic((j as f64 - c + 0.5) * inv);
+            total += *r;
         }
         if total != 0.0 {
-            for j in lo..hi {
-                row[j] /= total;
-            }
+            row[lo..hi].iter_mut().for_each(|r| *r /= total);
         }
     }
     m
