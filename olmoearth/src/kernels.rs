@@ -172,19 +172,37 @@ fn qk_rows4<const HD: usize, const FMA: bool>(q: &[f32], kt: &[f32], s: &mut [f3
     s1.fill(0.0);
     s2.fill(0.0);
     s3.fill(0.0);
-    for (c, k) in kt.chunks_exact(n).take(HD).enumerate() {
-        let (a0, a1, a2, a3) = (q[c], q[HD + c], q[2 * HD + c], q[3 * HD + c]);
-        for ((((x0, x1), x2), x3), kv) in s0
+    // Four feature columns per pass: 16 FMAs for every 4 score loads and stores.
+    for c in (0..HD).step_by(4) {
+        let k = |i: usize| &kt[(c + i) * n..(c + i + 1) * n];
+        let (k0, k1, k2, k3) = (k(0), k(1), k(2), k(3));
+        let a = |r: usize| {
+            [
+                q[r * HD + c],
+                q[r * HD + c + 1],
+                q[r * HD + c + 2],
+                q[r * HD + c + 3],
+            ]
+        };
+        let (a0, a1, a2, a3) = (a(0), a(1), a(2), a(3));
+        let step = |a: &[f32; 4], x: f32, v: [f32; 4]| {
+            let x = fma::<FMA>(a[0], v[0], x);
+            let x = fma::<FMA>(a[1], v[1], x);
+            let x = fma::<FMA>(a[2], v[2], x);
+            fma::<FMA>(a[3], v[3], x)
+        };
+        let rows = s0
             .iter_mut()
             .zip(s1.iter_mut())
             .zip(s2.iter_mut())
-            .zip(s3.iter_mut())
-            .zip(k)
-        {
-            *x0 = fma::<FMA>(a0, *kv, *x0);
-            *x1 = fma::<FMA>(a1, *kv, *x1);
-            *x2 = fma::<FMA>(a2, *kv, *x2);
-            *x3 = fma::<FMA>(a3, *kv, *x3);
+            .zip(s3.iter_mut());
+        let keys = k0.iter().zip(k1).zip(k2).zip(k3);
+        for ((((x0, x1), x2), x3), (((v0, v1), v2), v3)) in rows.zip(keys) {
+            let v = [*v0, *v1, *v2, *v3];
+            *x0 = step(&a0, *x0, v);
+            *x1 = step(&a1, *x1, v);
+            *x2 = step(&a2, *x2, v);
+            *x3 = step(&a3, *x3, v);
         }
     }
 }
@@ -202,33 +220,40 @@ fn qk_row<const HD: usize, const FMA: bool>(q: &[f32], kt: &[f32], s: &mut [f32]
     }
 }
 
-/// `Σ_j a[j]·b[j]` with sixteen independent partial sums (vectorisable).
+/// Weighted values of `R` rows: `acc[r] = Σ_j p_r[j] · v[j]` with `v (n × HD)`. The `R × HD` accumulators
+/// stay in registers; each value row loaded serves `R` query rows and each score is read once.
 #[inline(always)]
-fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut ca = a.chunks_exact(16);
-    let mut cb = b.chunks_exact(16);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        let (x, y): (&[f32; 16], &[f32; 16]) = match (x.try_into(), y.try_into()) {
-            (Ok(x), Ok(y)) => (x, y),
-            _ => break,
+fn pv_rows<const HD: usize, const R: usize, const FMA: bool>(
+    p: [&[f32]; R],
+    v: &[f32],
+) -> [[f32; HD]; R] {
+    let mut acc = [[0f32; HD]; R];
+    let n = v.len() / HD;
+    assert!(
+        p.iter().all(|row| row.len() >= n),
+        "attention: score rows shorter than the values"
+    );
+    for (j, vv) in v.chunks_exact(HD).enumerate() {
+        let Ok(vv) = <&[f32; HD]>::try_from(vv) else {
+            break;
         };
-        for i in 0..16 {
-            acc[i] = fma::<FMA>(x[i], y[i], acc[i]);
+        for r in 0..R {
+            // SAFETY: j < n ≤ p[r].len(), checked above; the unchecked read keeps the loop vectorisable.
+            #[allow(unsafe_code)]
+            let pr = unsafe { *p[r].get_unchecked(j) };
+            for x in 0..HD {
+                acc[r][x] = fma::<FMA>(pr, vv[x], acc[r][x]);
+            }
         }
     }
-    let mut tail = 0.0;
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        tail = fma::<FMA>(*x, *y, tail);
-    }
-    tail + acc.iter().sum::<f32>()
+    acc
 }
 
-/// Per-head operands of one sample: q (scaled) as `(n × HD)`, k and v transposed as `(HD × n)`.
+/// Per-head operands of one sample: q (scaled) and v as `(n × HD)`, k transposed as `(HD × n)`.
 struct HeadOperands {
     q: Vec<f32>,
     kt: Vec<f32>,
-    vt: Vec<f32>,
+    v: Vec<f32>,
 }
 
 fn head_operands(
@@ -242,16 +267,16 @@ fn head_operands(
     let d3 = 3 * d;
     let mut q = vec![0f32; n * hd];
     let mut kt = vec![0f32; n * hd];
-    let mut vt = vec![0f32; n * hd];
+    let mut v = vec![0f32; n * hd];
     for j in 0..n {
         let row = &qkv[j * d3..(j + 1) * d3];
         for c in 0..hd {
             q[j * hd + c] = row[col + c] * scale;
             kt[c * n + j] = row[d + col + c];
-            vt[c * n + j] = row[2 * d + col + c];
+            v[j * hd + c] = row[2 * d + col + c];
         }
     }
-    HeadOperands { q, kt, vt }
+    HeadOperands { q, kt, v }
 }
 
 /// One head for query rows `i0..i0+rows`: scores, softmax numerators, weighted values.
@@ -274,11 +299,26 @@ fn attend<const HD: usize, const FMA: bool>(
     for r0 in full..rows {
         qk_row::<HD, FMA>(&q[r0 * HD..], &ops.kt, &mut scores[r0 * n..], n);
     }
+    let mut inv = [0f32; 64];
     for (r, row) in scores.chunks_exact_mut(n).take(rows).enumerate() {
-        let inv = 1.0 / exp_row(row);
-        for (x, vt) in ops.vt.chunks_exact(n).take(HD).enumerate() {
-            out[r * d + x] = dot::<FMA>(row, vt) * inv;
+        inv[r] = 1.0 / exp_row(row);
+    }
+    let v = &ops.v[..n * HD];
+    let mut write = |r: usize, acc: &[f32; HD]| {
+        for (o, x) in out[r * d..r * d + HD].iter_mut().zip(acc) {
+            *o = x * inv[r];
         }
+    };
+    for r0 in (0..full).step_by(ROWS) {
+        let p: [&[f32]; ROWS] = std::array::from_fn(|r| &scores[(r0 + r) * n..(r0 + r + 1) * n]);
+        let acc = pv_rows::<HD, ROWS, FMA>(p, v);
+        for (r, a) in acc.iter().enumerate() {
+            write(r0 + r, a);
+        }
+    }
+    for r0 in full..rows {
+        let acc = pv_rows::<HD, 1, FMA>([&scores[r0 * n..(r0 + 1) * n]], v);
+        write(r0, &acc[0]);
     }
 }
 
