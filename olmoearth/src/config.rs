@@ -313,8 +313,8 @@ mod tests {
             r#","tokenization_config": {"x": 1}"#,
             r#","position_encoding": "rope_3d_mixed""#,
         ] {
-            let err =
-                EncoderConfig::from_json_str(&minimal(extra), Path::new("c.json")).unwrap_err();
+            let err = EncoderConfig::from_json_str(&minimal(extra), Path::new("c.json"))
+                .expect_err("refused");
             assert!(
                 matches!(err, Error::UnsupportedVersion { .. }),
                 "{extra}: {err}"
@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn foreign_classes_are_refused() {
         let text = minimal("").replace("olmoearth_pretrain.nn.flexi_vit", "other.nn");
-        let err = EncoderConfig::from_json_str(&text, Path::new("c.json")).unwrap_err();
+        let err = EncoderConfig::from_json_str(&text, Path::new("c.json")).expect_err("refused");
         assert!(matches!(err, Error::ConfigInvalid { .. }), "{err}");
     }
 

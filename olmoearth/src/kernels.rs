@@ -373,6 +373,9 @@ macro_rules! attend_dispatch {
     }};
 }
 
+/// A head-size specialisation of [`attend`].
+type AttendFn = fn(&HeadOperands, &mut [f32], &mut [f32], usize, usize, usize, usize);
+
 fn attend_16(
     o: &HeadOperands,
     out: &mut [f32],
@@ -414,12 +417,11 @@ impl CustomOp1 for Attention {
             )
         }
         let hd = d / heads;
-        let attend_fn: fn(&HeadOperands, &mut [f32], &mut [f32], usize, usize, usize, usize) =
-            match hd {
-                16 => attend_16,
-                64 => attend_64,
-                _ => candle_core::bail!("attention: no CPU kernel for head size {hd}"),
-            };
+        let attend_fn: AttendFn = match hd {
+            16 => attend_16,
+            64 => attend_64,
+            _ => candle_core::bail!("attention: no CPU kernel for head size {hd}"),
+        };
         let scale = 1.0 / (hd as f32).sqrt();
         // A multiple of ROWS, at most 64 rows (the size of the `inv` buffer).
         let qb = ((BLOCK_SCORES / n.max(1)).clamp(8, 64) / ROWS) * ROWS;
