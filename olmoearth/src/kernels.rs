@@ -282,7 +282,7 @@ fn head_operands(
 /// One head for query rows `i0..i0+rows`: scores, softmax numerators, weighted values.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend<const HD: usize, const FMA: bool>(
+fn attend<const HD: usize, const PR: usize, const FMA: bool>(
     ops: &HeadOperands,
     out: &mut [f32],
     scores: &mut [f32],
@@ -309,21 +309,23 @@ fn attend<const HD: usize, const FMA: bool>(
             *o = x * inv[r];
         }
     };
-    for r0 in (0..full).step_by(ROWS) {
-        let p: [&[f32]; ROWS] = std::array::from_fn(|r| &scores[(r0 + r) * n..(r0 + r + 1) * n]);
-        let acc = pv_rows::<HD, ROWS, FMA>(p, v);
+    // PR rows share each value row; PR·HD accumulators must fit the vector registers.
+    let full_pv = rows - rows % PR;
+    for r0 in (0..full_pv).step_by(PR) {
+        let p: [&[f32]; PR] = std::array::from_fn(|r| &scores[(r0 + r) * n..(r0 + r + 1) * n]);
+        let acc = pv_rows::<HD, PR, FMA>(p, v);
         for (r, a) in acc.iter().enumerate() {
             write(r0 + r, a);
         }
     }
-    for r0 in full..rows {
+    for r0 in full_pv..rows {
         let acc = pv_rows::<HD, 1, FMA>([&scores[r0 * n..(r0 + 1) * n]], v);
         write(r0, &acc[0]);
     }
 }
 
 macro_rules! attend_dispatch {
-    ($hd:literal, $ops:expr, $out:expr, $scores:expr, $i0:expr, $rows:expr, $n:expr, $d:expr) => {{
+    ($hd:literal, $pr:literal, $ops:expr, $out:expr, $scores:expr, $i0:expr, $rows:expr, $n:expr, $d:expr) => {{
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx512f,avx2,fma")]
@@ -337,7 +339,7 @@ macro_rules! attend_dispatch {
                 n: usize,
                 d: usize,
             ) {
-                attend::<$hd, true>(o, out, s, i0, rows, n, d)
+                attend::<$hd, $pr, true>(o, out, s, i0, rows, n, d)
             }
             #[target_feature(enable = "avx2,fma")]
             #[allow(unsafe_code)]
@@ -350,7 +352,7 @@ macro_rules! attend_dispatch {
                 n: usize,
                 d: usize,
             ) {
-                attend::<$hd, true>(o, out, s, i0, rows, n, d)
+                attend::<$hd, $pr, true>(o, out, s, i0, rows, n, d)
             }
             if is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU supports the features the function was compiled for.
@@ -369,7 +371,7 @@ macro_rules! attend_dispatch {
                 return;
             }
         }
-        attend::<$hd, false>($ops, $out, $scores, $i0, $rows, $n, $d)
+        attend::<$hd, $pr, false>($ops, $out, $scores, $i0, $rows, $n, $d)
     }};
 }
 
@@ -385,7 +387,7 @@ fn attend_16(
     n: usize,
     d: usize,
 ) {
-    attend_dispatch!(16, o, out, s, i0, rows, n, d)
+    attend_dispatch!(16, 4, o, out, s, i0, rows, n, d)
 }
 
 fn attend_64(
@@ -397,7 +399,7 @@ fn attend_64(
     n: usize,
     d: usize,
 ) {
-    attend_dispatch!(64, o, out, s, i0, rows, n, d)
+    attend_dispatch!(64, 2, o, out, s, i0, rows, n, d)
 }
 
 impl CustomOp1 for Attention {
