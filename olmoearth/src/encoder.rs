@@ -234,7 +234,6 @@ impl EncoderOutput {
                 .present
                 .get(m)
                 .ok_or_else(|| Error::InvalidInput(format!("no mask for {m}")))?;
-            let dtype = tok.dtype();
             let pres = pres.to_dtype(DType::F32)?;
             let count = pres.sum(4)?.sum(3)?; // (B,h,w)
             let sum = tok.to_dtype(DType::F32)?.sum(4)?.sum(3)?; // dropped tokens are zero
@@ -249,7 +248,6 @@ impl EncoderOutput {
                 Some(d) => (d + has)?,
                 None => has,
             });
-            let _ = dtype;
         }
         let (Some(num), Some(den)) = (num, den) else {
             return Err(Error::InvalidInput("no modality in the output".into()));
@@ -778,7 +776,6 @@ pub fn attention_chunked(
         outs.push(softmax(&qc.matmul(&kt)?)?.matmul(v)?);
         start += len;
     }
-    let _ = hd;
     Ok(Tensor::cat(&outs, 2)?)
 }
 
