@@ -1,0 +1,255 @@
+//! Task heads on the encoder's pooled feature map `(B, D, h, w)` (spec §5.2), as in rslearn:
+//! classification / scalar regression (pooling head), light and UNet segmentation, per-pixel regression
+//! and plain embeddings.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+
+use crate::encoder::EncoderOutput;
+use crate::error::{Error, Result};
+
+/// The encoder's pooled features as a channels-first map `(B, D, h, w)`: the input of every head.
+pub fn feature_map(out: &EncoderOutput) -> Result<Tensor> {
+    Ok(out.pooled()?.permute((0, 3, 1, 2))?.contiguous()?)
+}
+
+fn conv3x3(cin: usize, cout: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    Ok(candle_nn::conv2d(cin, cout, 3, cfg, vb)?)
+}
+
+/// Classification or scalar regression: `[Conv3×3 + ReLU]×c → global max pool → [Linear + ReLU]×f → Linear`
+/// (rslearn `PoolingDecoder`). Output `(B, K)` logits (or values for K = 1).
+#[derive(Debug, Clone)]
+pub struct PoolingHead {
+    convs: Vec<Conv2d>,
+    fcs: Vec<Linear>,
+    out: Linear,
+}
+
+/// Sizes of a [`PoolingHead`].
+#[derive(Debug, Clone, Copy)]
+pub struct PoolingHeadConfig {
+    /// Input channels (D).
+    pub in_channels: usize,
+    /// Output classes (1 for scalar regression).
+    pub out_channels: usize,
+    /// Number of 3×3 conv layers.
+    pub num_conv_layers: usize,
+    /// Number of hidden Linear layers.
+    pub num_fc_layers: usize,
+    /// Conv width (rslearn default 128).
+    pub conv_channels: usize,
+    /// FC width (rslearn default 512).
+    pub fc_channels: usize,
+}
+
+impl PoolingHead {
+    /// Builds the head with fresh parameters under `vb`.
+    pub fn new(cfg: PoolingHeadConfig, vb: VarBuilder) -> Result<Self> {
+        let mut c = cfg.in_channels;
+        let mut convs = Vec::new();
+        for i in 0..cfg.num_conv_layers {
+            convs.push(conv3x3(c, cfg.conv_channels, vb.pp(format!("conv{i}")))?);
+            c = cfg.conv_channels;
+        }
+        let mut fcs = Vec::new();
+        for i in 0..cfg.num_fc_layers {
+            fcs.push(candle_nn::linear(
+                c,
+                cfg.fc_channels,
+                vb.pp(format!("fc{i}")),
+            )?);
+            c = cfg.fc_channels;
+        }
+        let out = candle_nn::linear(c, cfg.out_channels, vb.pp("out"))?;
+        Ok(PoolingHead { convs, fcs, out })
+    }
+
+    /// `(B, D, h, w)` → `(B, K)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for c in &self.convs {
+            x = c.forward(&x)?.relu()?;
+        }
+        let mut x = x.max(3)?.max(2)?;
+        for fc in &self.fcs {
+            x = fc.forward(&x)?.relu()?;
+        }
+        Ok(self.out.forward(&x)?)
+    }
+}
+
+/// `(out, inp)` weights of a bilinear resize with `align_corners=False` (PyTorch's `Upsample(mode="bilinear")`).
+fn bilinear_matrix(inp: usize, out: usize) -> Vec<f32> {
+    let mut m = vec![0f32; out * inp];
+    let scale = inp as f64 / out as f64;
+    for i in 0..out {
+        let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(inp - 1);
+        let i1 = (i0 + 1).min(inp - 1);
+        let frac = src - i0 as f64;
+        m[i * inp + i0] += (1.0 - frac) as f32;
+        m[i * inp + i1] += frac as f32;
+    }
+    m
+}
+
+/// Bilinear upsampling of `(B, C, h, w)` by an integer factor, as two matmuls (differentiable).
+pub fn upsample_bilinear(x: &Tensor, factor: usize) -> Result<Tensor> {
+    if factor == 1 {
+        return Ok(x.clone());
+    }
+    let (b, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h * factor, w * factor);
+    let mk = |inp: usize, out: usize| -> Result<Tensor> {
+        Ok(
+            Tensor::from_vec(bilinear_matrix(inp, out), (out, inp), x.device())?
+                .to_dtype(x.dtype())?,
+        )
+    };
+    let rw = mk(w, ow)?;
+    let rh = mk(h, oh)?;
+    let y = x.reshape((b * c * h, w))?.matmul(&rw.t()?)?; // (B·C·h, ow)
+    let y = y.reshape((b * c, h, ow))?.transpose(1, 2)?.contiguous()?; // (B·C, ow, h)
+    let y = y.reshape((b * c * ow, h))?.matmul(&rh.t()?)?; // (B·C·ow, oh)
+    Ok(y.reshape((b, c, ow, oh))?.transpose(2, 3)?.contiguous()?)
+}
+
+/// Light segmentation: bilinear upsample ×p, then a 1×1 conv to K classes. Output `(B, K, H, W)`.
+#[derive(Debug, Clone)]
+pub struct LightSegmentationHead {
+    patch_size: usize,
+    conv: Conv2d,
+}
+
+impl LightSegmentationHead {
+    /// Builds the head.
+    pub fn new(
+        in_channels: usize,
+        num_classes: usize,
+        patch_size: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let conv = candle_nn::conv2d(
+            in_channels,
+            num_classes,
+            1,
+            Conv2dConfig::default(),
+            vb.pp("conv"),
+        )?;
+        Ok(LightSegmentationHead { patch_size, conv })
+    }
+
+    /// `(B, D, h, w)` → `(B, K, h·p, w·p)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.conv.forward(&upsample_bilinear(x, self.patch_size)?)?)
+    }
+}
+
+/// UNet-style decoder (rslearn `UNetDecoder` with one input resolution): Conv3×3+ReLU, then log2(p)×
+/// (nearest upsample ×2 → Conv3×3+ReLU), then a final Conv3×3 to K channels. Output `(B, K, H, W)`.
+/// With K = 1 it is the per-pixel regression head.
+#[derive(Debug, Clone)]
+pub struct UNetHead {
+    convs: Vec<Conv2d>,
+    final_conv: Conv2d,
+    upsamples: usize,
+}
+
+impl UNetHead {
+    /// Builds the decoder; `patch_size` must be a power of two (1, 2, 4 or 8). `channels` is the width of
+    /// the hidden convs.
+    pub fn new(
+        in_channels: usize,
+        channels: usize,
+        out_channels: usize,
+        patch_size: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if !patch_size.is_power_of_two() {
+            return Err(Error::InvalidInput(format!(
+                "the UNet head needs a power-of-two patch size, got {patch_size}"
+            )));
+        }
+        let upsamples = patch_size.trailing_zeros() as usize;
+        let mut convs = vec![conv3x3(in_channels, channels, vb.pp("conv0"))?];
+        for i in 0..upsamples {
+            convs.push(conv3x3(channels, channels, vb.pp(format!("up{i}")))?);
+        }
+        let final_conv = conv3x3(channels, out_channels, vb.pp("final"))?;
+        Ok(UNetHead {
+            convs,
+            final_conv,
+            upsamples,
+        })
+    }
+
+    /// `(B, D, h, w)` → `(B, K, h·p, w·p)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (i, c) in self.convs.iter().enumerate() {
+            if i > 0 {
+                let (_, _, h, w) = x.dims4()?;
+                x = x.upsample_nearest2d(h * 2, w * 2)?;
+            }
+            x = c.forward(&x)?.relu()?;
+        }
+        debug_assert_eq!(self.convs.len(), self.upsamples + 1);
+        Ok(self.final_conv.forward(&x)?)
+    }
+}
+
+/// The embeddings "head": the pooled features themselves, `(B, D, h, w)`.
+pub fn embeddings(out: &EncoderOutput) -> Result<Tensor> {
+    feature_map(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn heads_produce_the_documented_shapes() -> Result<()> {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let x = Tensor::randn(0f32, 1.0, (2, 16, 4, 4), &dev)?;
+        let cls = PoolingHead::new(
+            PoolingHeadConfig {
+                in_channels: 16,
+                out_channels: 5,
+                num_conv_layers: 1,
+                num_fc_layers: 2,
+                conv_channels: 8,
+                fc_channels: 12,
+            },
+            vb.pp("cls"),
+        )?;
+        assert_eq!(cls.forward(&x)?.dims(), &[2, 5]);
+        let light = LightSegmentationHead::new(16, 3, 4, vb.pp("light"))?;
+        assert_eq!(light.forward(&x)?.dims(), &[2, 3, 16, 16]);
+        let unet = UNetHead::new(16, 8, 1, 4, vb.pp("unet"))?;
+        assert_eq!(unet.forward(&x)?.dims(), &[2, 1, 16, 16]);
+        assert!(UNetHead::new(16, 8, 1, 3, vb.pp("bad")).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn bilinear_upsampling_matches_pytorch_on_a_ramp() -> Result<()> {
+        // torch: F.interpolate(tensor([[[[0., 1.]]]]), scale_factor=2, mode="bilinear") rows = [0, .25, .75, 1].
+        let x = Tensor::new(&[[[[0f32, 1.0]]]], &Device::Cpu)?;
+        let y: Vec<f32> = upsample_bilinear(&x, 2)?
+            .get(0)?
+            .get(0)?
+            .get(0)?
+            .to_vec1()?;
+        assert_eq!(y, vec![0.0, 0.25, 0.75, 1.0]);
+        Ok(())
+    }
+}

@@ -1,0 +1,361 @@
+//! Training blocks for fine-tuning (spec §5.2): an encoder whose parameters are trainable `Var`s initialised
+//! from a checkpoint, freeze/unfreeze, AdamW with layer-wise learning-rate decay, and the losses of the
+//! rslearn heads.
+
+use std::collections::HashMap;
+
+use candle_core::{D, DType, Device, Tensor, Var, backprop::GradStore};
+
+use crate::checkpoint::StateDict;
+use crate::config::EncoderConfig;
+use crate::encoder::{Encoder, EncoderInput, EncoderOutput};
+use crate::error::{Error, Result};
+
+/// The encoder with every parameter a trainable `Var` (F32).
+#[derive(Debug, Clone)]
+pub struct TrainableEncoder {
+    encoder: Encoder,
+    vars: Vec<(String, Var)>,
+    frozen: bool,
+}
+
+impl TrainableEncoder {
+    /// Initialises the parameters from a checkpoint (shapes checked like [`Encoder::load`]).
+    pub fn from_state_dict(cfg: &EncoderConfig, sd: &StateDict, device: &Device) -> Result<Self> {
+        let tensors = sd.encoder_tensors(cfg, DType::F32, device)?;
+        let mut vars: Vec<(String, Var)> = Vec::with_capacity(tensors.len());
+        let mut live = HashMap::with_capacity(tensors.len());
+        for (k, t) in tensors {
+            let v = Var::from_tensor(&t)?;
+            live.insert(k.clone(), v.as_tensor().clone());
+            vars.push((k, v));
+        }
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let encoder = Encoder::from_tensors(cfg, &live, true)?;
+        Ok(TrainableEncoder {
+            encoder,
+            vars,
+            frozen: false,
+        })
+    }
+
+    /// The encoder (its weights are the `Var`s, so updates show up in later forwards).
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// Parameters by checkpoint key.
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// Freezes (`true`) or unfreezes the encoder. A frozen encoder's outputs are detached, so no gradient
+    /// is computed for it, and [`AdamW`] leaves its parameters alone.
+    pub fn set_frozen(&mut self, frozen: bool) {
+        self.frozen = frozen;
+    }
+
+    /// Whether the encoder is frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// Forward pass; outputs are detached when frozen.
+    pub fn forward(&self, input: &EncoderInput, patch_size: usize) -> Result<EncoderOutput> {
+        let mut out = self.encoder.forward(input, patch_size)?;
+        if self.frozen {
+            for t in out.tokens.values_mut() {
+                *t = t.detach();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Layer index of a parameter for layer-wise decay: patch embeddings and composite encodings are
+    /// layer 0, block i is layer i+1 and the final norm is layer `depth`.
+    pub fn layer_of(&self, key: &str) -> usize {
+        let depth = self.encoder.config().depth;
+        if let Some(rest) = key.strip_prefix("encoder.blocks.") {
+            let i: usize = rest
+                .split('.')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            (i + 1).min(depth)
+        } else if key.starts_with("encoder.norm.") {
+            depth
+        } else {
+            0
+        }
+    }
+
+    /// Parameter groups with `lr_scale = decay^(depth − layer)` (rslearn `LayerDecayAdamW`).
+    pub fn param_groups(&self, layer_decay: f64) -> Vec<ParamGroup> {
+        let depth = self.encoder.config().depth;
+        let mut by_layer: Vec<Vec<Var>> = vec![Vec::new(); depth + 1];
+        for (k, v) in &self.vars {
+            by_layer[self.layer_of(k)].push(v.clone());
+        }
+        by_layer
+            .into_iter()
+            .enumerate()
+            .filter(|(_, vars)| !vars.is_empty())
+            .map(|(layer, vars)| ParamGroup {
+                vars,
+                lr_scale: layer_decay.powi((depth - layer) as i32),
+                encoder: true,
+            })
+            .collect()
+    }
+}
+
+/// Parameters sharing a learning-rate scale.
+#[derive(Debug, Clone)]
+pub struct ParamGroup {
+    /// The parameters.
+    pub vars: Vec<Var>,
+    /// Multiplier on the base learning rate.
+    pub lr_scale: f64,
+    /// Whether these are encoder parameters (skipped while the encoder is frozen).
+    pub encoder: bool,
+}
+
+impl ParamGroup {
+    /// A head group (full learning rate, never frozen).
+    pub fn head(vars: Vec<Var>) -> Self {
+        ParamGroup {
+            vars,
+            lr_scale: 1.0,
+            encoder: false,
+        }
+    }
+}
+
+/// AdamW hyper-parameters (defaults as PyTorch, lr 1e-4 as the OlmoEarth recipes).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWConfig {
+    /// Base learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+struct Slot {
+    var: Var,
+    lr_scale: f64,
+    encoder: bool,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// AdamW with per-group learning-rate scales, an encoder freeze switch and an encoder lr factor
+/// (the `unfreeze_lr_factor` of rslearn's `FreezeUnfreeze`).
+pub struct AdamW {
+    cfg: AdamWConfig,
+    slots: Vec<Slot>,
+    step: i32,
+    encoder_frozen: bool,
+    encoder_lr_factor: f64,
+}
+
+impl std::fmt::Debug for AdamW {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdamW")
+            .field("cfg", &self.cfg)
+            .field("params", &self.slots.len())
+            .field("step", &self.step)
+            .field("encoder_frozen", &self.encoder_frozen)
+            .finish()
+    }
+}
+
+impl AdamW {
+    /// An optimiser over `groups`.
+    pub fn new(groups: Vec<ParamGroup>, cfg: AdamWConfig) -> Result<Self> {
+        let mut slots = Vec::new();
+        for g in groups {
+            for var in g.vars {
+                let m = var.zeros_like()?;
+                let v = var.zeros_like()?;
+                slots.push(Slot {
+                    var,
+                    lr_scale: g.lr_scale,
+                    encoder: g.encoder,
+                    m,
+                    v,
+                });
+            }
+        }
+        Ok(AdamW {
+            cfg,
+            slots,
+            step: 0,
+            encoder_frozen: false,
+            encoder_lr_factor: 1.0,
+        })
+    }
+
+    /// Skips (`true`) or updates encoder groups.
+    pub fn set_encoder_frozen(&mut self, frozen: bool) {
+        self.encoder_frozen = frozen;
+    }
+
+    /// Multiplies the learning rate of encoder groups (e.g. 0.1 after unfreezing).
+    pub fn set_encoder_lr_factor(&mut self, factor: f64) {
+        self.encoder_lr_factor = factor;
+    }
+
+    /// Sets the base learning rate (for schedules).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+
+    /// One update from the gradients of a loss.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step += 1;
+        let c = self.cfg;
+        let bc1 = 1.0 - c.beta1.powi(self.step);
+        let bc2 = 1.0 - c.beta2.powi(self.step);
+        for s in &mut self.slots {
+            if s.encoder && self.encoder_frozen {
+                continue;
+            }
+            let Some(g) = grads.get(s.var.as_tensor()) else {
+                continue;
+            };
+            let lr = c.lr
+                * s.lr_scale
+                * if s.encoder {
+                    self.encoder_lr_factor
+                } else {
+                    1.0
+                };
+            s.m = ((&s.m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
+            s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+            let m_hat = (&s.m / bc1)?;
+            let v_hat = (&s.v / bc2)?;
+            let update = (m_hat / (v_hat.sqrt()? + c.eps)?)?;
+            let theta = s.var.as_tensor();
+            let next = ((theta * (1.0 - lr * c.weight_decay))? - (update * lr)?)?;
+            s.var.set(&next.detach())?;
+        }
+        Ok(())
+    }
+
+    /// Computes the gradients of `loss` and applies one step.
+    pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+        let grads = loss.backward()?;
+        self.step(&grads)
+    }
+}
+
+/// Mean cross-entropy over rows of `logits (N, K)` with integer `targets (N)`, skipping rows whose
+/// target equals `ignore_index` (returns 0 when every row is ignored).
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor, ignore_index: i64) -> Result<Tensor> {
+    let (n, k) = logits.dims2()?;
+    if targets.dims() != [n] {
+        return Err(Error::Shape {
+            what: "targets".into(),
+            expected: format!("[{n}]"),
+            got: targets.dims().to_vec(),
+        });
+    }
+    let t: Vec<i64> = targets.to_dtype(DType::I64)?.to_vec1()?;
+    if let Some(bad) = t
+        .iter()
+        .find(|&&v| v != ignore_index && !(0..k as i64).contains(&v))
+    {
+        return Err(Error::InvalidInput(format!(
+            "target class {bad} is outside 0..{k}"
+        )));
+    }
+    let valid: Vec<f32> = t
+        .iter()
+        .map(|&v| if v == ignore_index { 0.0 } else { 1.0 })
+        .collect();
+    let count: f32 = valid.iter().sum();
+    let idx: Vec<u32> = t
+        .iter()
+        .map(|&v| if v == ignore_index { 0 } else { v as u32 })
+        .collect();
+    let dev = logits.device();
+    let idx = Tensor::from_vec(idx, (n, 1), dev)?;
+    let valid = Tensor::from_vec(valid, n, dev)?;
+    let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+    let picked = logp.gather(&idx, 1)?.squeeze(1)?;
+    Ok(((picked * valid)?.sum_all()? * (-1.0 / f64::from(count.max(1.0))))?)
+}
+
+/// Per-pixel cross-entropy: `logits (B, K, H, W)`, `targets (B, H, W)`.
+pub fn cross_entropy_2d(logits: &Tensor, targets: &Tensor, ignore_index: i64) -> Result<Tensor> {
+    let (b, k, h, w) = logits.dims4()?;
+    let flat = logits
+        .permute((0, 2, 3, 1))?
+        .contiguous()?
+        .reshape((b * h * w, k))?;
+    cross_entropy(&flat, &targets.flatten_all()?, ignore_index)
+}
+
+/// Mean squared error.
+pub fn mse(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+    Ok((pred - target)?.sqr()?.mean_all()?)
+}
+
+/// Mean absolute error.
+pub fn l1(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+    Ok((pred - target)?.abs()?.mean_all()?)
+}
+
+/// Huber loss with threshold `delta` (PyTorch `HuberLoss`, mean reduction).
+pub fn huber(pred: &Tensor, target: &Tensor, delta: f64) -> Result<Tensor> {
+    let a = (pred - target)?.abs()?;
+    let quad = a.clamp(0.0, delta)?;
+    let lin = (&a - &quad)?;
+    Ok(((quad.sqr()? * 0.5)? + (lin * delta)?)?.mean_all()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_entropy_ignores_the_ignore_index() -> Result<()> {
+        let dev = Device::Cpu;
+        let logits = Tensor::new(&[[2.0f32, 0.0], [0.0, 2.0], [5.0, -5.0]], &dev)?;
+        let targets = Tensor::new(&[0i64, 1, -1], &dev)?;
+        let l = cross_entropy(&logits, &targets, -1)?.to_scalar::<f32>()?;
+        let expect = (1.0 + (-2f32).exp()).ln();
+        assert!((l - expect).abs() < 1e-5, "{l} vs {expect}");
+        Ok(())
+    }
+
+    #[test]
+    fn regression_losses() -> Result<()> {
+        let dev = Device::Cpu;
+        let p = Tensor::new(&[0.0f32, 3.0], &dev)?;
+        let t = Tensor::new(&[0.5f32, 0.0], &dev)?;
+        assert!((mse(&p, &t)?.to_scalar::<f32>()? - (0.25 + 9.0) / 2.0).abs() < 1e-6);
+        assert!((l1(&p, &t)?.to_scalar::<f32>()? - 1.75).abs() < 1e-6);
+        // |0.5| < 1: 0.125; |3| ≥ 1: 3 − 0.5 = 2.5.
+        assert!((huber(&p, &t, 1.0)?.to_scalar::<f32>()? - (0.125 + 2.5) / 2.0).abs() < 1e-6);
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! `model fetch` against a local HTTP server that serves the fixture files in the hub's URL layout.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::Path as UrlPath;
+use axum::http::StatusCode;
+use axum::routing::get;
+use common::fixture;
+use olmoearth::cli::{ModelCommand, model_info, run};
+use olmoearth::fetch::{fetch_model, model_dir};
+use olmoearth::{Error, ModelSize};
+
+async fn serve_file(
+    UrlPath((repo, file)): UrlPath<(String, String)>,
+) -> Result<Vec<u8>, StatusCode> {
+    if repo != "OlmoEarth-v1-Nano" || !["config.json", "weights.pth"].contains(&file.as_str()) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    std::fs::read(fixture(&file)).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+async fn spawn_hub() -> SocketAddr {
+    let app = Router::new().route("/allenai/{repo}/resolve/main/{file}", get(serve_file));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    addr
+}
+
+#[tokio::test]
+async fn fetch_downloads_config_and_weights_into_a_loadable_model_dir() {
+    let addr = spawn_hub().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = fetch_model(ModelSize::Nano, root.path(), &format!("http://{addr}/"))
+        .await
+        .expect("fetch");
+    assert_eq!(dir, model_dir(root.path(), ModelSize::Nano));
+    for f in ["config.json", "weights.pth"] {
+        let got = std::fs::read(dir.join(f)).expect("read");
+        assert_eq!(got, std::fs::read(fixture(f)).expect("fixture"), "{f}");
+    }
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".part")), "{names:?}");
+    let info = tokio::task::spawn_blocking(move || model_info(&dir))
+        .await
+        .expect("join")
+        .expect("info");
+    assert_eq!(info.config.size(), Some(ModelSize::Nano));
+}
+
+#[tokio::test]
+async fn the_cli_fetch_command_runs_against_the_endpoint() {
+    let addr = spawn_hub().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    run(ModelCommand::Fetch {
+        size: ModelSize::Nano,
+        dir: root.path().to_path_buf(),
+        endpoint: format!("http://{addr}"),
+    })
+    .await
+    .expect("fetch");
+    run(ModelCommand::Info {
+        dir: model_dir(root.path(), ModelSize::Nano),
+    })
+    .await
+    .expect("info");
+}
+
+#[tokio::test]
+async fn a_missing_file_is_an_error_naming_the_url_and_leaves_no_partial_file() {
+    let addr = spawn_hub().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let e = fetch_model(ModelSize::Tiny, root.path(), &format!("http://{addr}"))
+        .await
+        .expect_err("404");
+    assert!(matches!(e, Error::Download { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("/allenai/OlmoEarth-v1-Tiny/resolve/main/config.json") && msg.contains("404"),
+        "{msg}"
+    );
+    let dir = model_dir(root.path(), ModelSize::Tiny);
+    assert_eq!(std::fs::read_dir(&dir).expect("ls").count(), 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_an_error() {
+    // Bind and drop a listener to get a closed local port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let e = fetch_model(
+        ModelSize::Nano,
+        root.path(),
+        &format!("http://127.0.0.1:{port}"),
+    )
+    .await
+    .expect_err("refused");
+    assert!(matches!(e, Error::Download { .. }), "{e}");
+}
