@@ -37,6 +37,9 @@ enum Command {
     Migrate(DbArgs),
     /// Start (or find) the local PostgreSQL cluster and print its URL.
     DevDb(DbArgs),
+    /// OlmoEarth models: fetch checkpoints, inspect them, compute embeddings.
+    #[command(subcommand)]
+    Model(olmoearth::cli::ModelCommand),
     /// Imagery acquisition from STAC catalogues.
     #[command(subcommand)]
     Imagery(groundwork_imagery::cli::ImageryCommand),
@@ -273,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", db.url("postgres"));
             Ok(())
         }
+        Command::Model(c) => olmoearth::cli::run(c).await,
         Command::Imagery(c) => groundwork_imagery::cli::run_imagery(c).await,
         Command::DemoData(a) => groundwork_imagery::cli::run_demo_data(a).await,
         Command::Bench(BenchCommand::Queue(b)) => {
