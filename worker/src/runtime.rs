@@ -2,8 +2,10 @@
 //! admin-state polling (drain/pause) and the reaper.
 
 use crate::{Progress, Registry, StepContext, StepError};
-use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt, WorkerContext};
-use apalis_postgres::{Config, PostgresStorage};
+use apalis::prelude::{
+    BackendExt, BoxDynError, Data, Strategy, WorkerBuilder, WorkerBuilderExt, WorkerContext,
+};
+use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use groundwork_store::PgPool;
 use groundwork_store::jobs::{self, Beat, Claimed, Dispatch, FailOutcome};
 use groundwork_store::workers::{self, Registration};
@@ -13,6 +15,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
+
+/// How often an idle poller looks for work when no notification woke it.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Worker settings.
 #[derive(Clone)]
@@ -117,7 +122,9 @@ async fn handle(dispatch: Dispatch, shared: Data<Arc<Shared>>) -> Result<(), Box
 }
 
 async fn execute(shared: &Shared, claimed: Claimed) {
-    let cancel = shared.shutdown.child_token();
+    // Not a child of the shutdown token: a graceful shutdown lets running steps finish, and one that
+    // outlasts the process is re-queued when its lease expires, never recorded as cancelled.
+    let cancel = CancellationToken::new();
     let progress = Progress::default();
     let Some(kind) = shared.registry.get(&claimed.kind) else {
         let msg = format!(
@@ -267,15 +274,21 @@ impl Worker {
             for slot in 0..shared.config.concurrency {
                 let ctx = WorkerContext::new(&format!("{worker_id}-{queue}-{slot}"));
                 contexts.push(ctx.clone());
+                // Woken by apalis's LISTEN/NOTIFY on inserts; the interval catches what a burst of
+                // notifications leaves behind (and anything scheduled with a backoff).
+                let wake = Strategy::new()
+                    .stream(Pubsub::new(shared.pool.clone(), queue.clone()))
+                    .interval(POLL_INTERVAL);
                 let backend = PostgresStorage::<Dispatch>::new(&shared.pool)
                     .with_config(
                         Config::default()
                             .queue(queue.as_str())
                             .batch_size(1)
+                            .lock_tasks(false)
                             .heartbeat_interval(Duration::from_secs(5))
                             .missed_heartbeats(6),
                     )
-                    .with_pubsub();
+                    .poll_with_strategy(wake);
                 let apalis_worker = WorkerBuilder::new(&ctx)
                     .backend(backend)
                     .data(shared.clone())
