@@ -102,33 +102,46 @@ impl From<Row> for Project {
     }
 }
 
+type ProjectQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Row, sqlx::postgres::PgArguments>;
+
+/// Binds `$1` id, `$2` org and `$3`–`$18` the fields, in the column order `create` and `update` share.
+fn bind_fields<'q>(
+    query: ProjectQuery<'q>,
+    id: Uuid,
+    org_id: Uuid,
+    f: &'q ProjectFields,
+) -> ProjectQuery<'q> {
+    query
+        .bind(id)
+        .bind(org_id)
+        .bind(&f.name)
+        .bind(&f.description)
+        .bind(&f.aoi)
+        .bind(f.bbox[0])
+        .bind(f.bbox[1])
+        .bind(f.bbox[2])
+        .bind(f.bbox[3])
+        .bind(f.area_km2)
+        .bind(f.start)
+        .bind(f.end)
+        .bind(&f.task)
+        .bind(&f.classes)
+        .bind(&f.modalities)
+        .bind(&f.model_size)
+        .bind(f.patch_size)
+        .bind(f.window_size)
+}
+
 /// Creates a project.
 pub async fn create(pool: &PgPool, org_id: Uuid, f: &ProjectFields) -> Result<Project> {
-    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into project (id, org_id, name, description, aoi, bbox_west, bbox_south, bbox_east, bbox_north, \
              area_km2, start_date, end_date, task, classes, modalities, model_size, patch_size, window_size) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) returning {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(org_id)
-    .bind(&f.name)
-    .bind(&f.description)
-    .bind(&f.aoi)
-    .bind(f.bbox[0])
-    .bind(f.bbox[1])
-    .bind(f.bbox[2])
-    .bind(f.bbox[3])
-    .bind(f.area_km2)
-    .bind(f.start)
-    .bind(f.end)
-    .bind(&f.task)
-    .bind(&f.classes)
-    .bind(&f.modalities)
-    .bind(&f.model_size)
-    .bind(f.patch_size)
-    .bind(f.window_size)
-    .fetch_one(pool)
-    .await?;
+    )));
+    let row: Row = bind_fields(query, Uuid::now_v7(), org_id, f)
+        .fetch_one(pool)
+        .await?;
     Ok(row.into())
 }
 
@@ -181,32 +194,15 @@ pub async fn list(
 
 /// Replaces a project's fields.
 pub async fn update(pool: &PgPool, org_id: Uuid, id: Uuid, f: &ProjectFields) -> Result<Project> {
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update project set name = $3, description = $4, aoi = $5, bbox_west = $6, bbox_south = $7, bbox_east = $8, \
              bbox_north = $9, area_km2 = $10, start_date = $11, end_date = $12, task = $13, classes = $14, \
              modalities = $15, model_size = $16, patch_size = $17, window_size = $18, updated_at = now() \
          where id = $1 and org_id = $2 returning {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(org_id)
-    .bind(&f.name)
-    .bind(&f.description)
-    .bind(&f.aoi)
-    .bind(f.bbox[0])
-    .bind(f.bbox[1])
-    .bind(f.bbox[2])
-    .bind(f.bbox[3])
-    .bind(f.area_km2)
-    .bind(f.start)
-    .bind(f.end)
-    .bind(&f.task)
-    .bind(&f.classes)
-    .bind(&f.modalities)
-    .bind(&f.model_size)
-    .bind(f.patch_size)
-    .bind(f.window_size)
-    .fetch_optional(pool)
-    .await?;
+    )));
+    let row: Option<Row> = bind_fields(query, id, org_id, f)
+        .fetch_optional(pool)
+        .await?;
     row.map(Into::into).ok_or(Error::NotFound {
         what: "project",
         id,
