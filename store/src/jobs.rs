@@ -648,7 +648,7 @@ pub async fn fail(
         cancel_downstream(&mut tx, &[claimed.id]).await?;
         FailOutcome::Failed
     };
-    refresh_run(&mut tx, claimed.run_id).await?;
+    finish_run_if_done(&mut *tx, claimed.run_id).await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -672,7 +672,7 @@ pub async fn mark_cancelled(pool: &PgPool, claimed: &Claimed) -> Result<bool> {
     }
     finish_attempt(&mut tx, claimed, "cancelled").await?;
     cancel_downstream(&mut tx, &[claimed.id]).await?;
-    refresh_run(&mut tx, claimed.run_id).await?;
+    finish_run_if_done(&mut *tx, claimed.run_id).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -716,7 +716,7 @@ pub async fn request_cancel(pool: &PgPool, org_id: Uuid, step_id: Uuid) -> Resul
         }
         Some("cancelled") => {
             cancel_downstream(&mut tx, &[step_id]).await?;
-            refresh_run(&mut tx, step.run_id).await?;
+            finish_run_if_done(&mut *tx, step.run_id).await?;
         }
         Some(_) => {}
     }
@@ -767,7 +767,7 @@ pub async fn retry(pool: &PgPool, org_id: Uuid, step_id: Uuid) -> Result<Step> {
     .fetch_all(&mut *tx)
     .await?;
     dispatch(&mut tx, &ready).await?;
-    refresh_run(&mut tx, step.run_id).await?;
+    finish_run_if_done(&mut *tx, step.run_id).await?;
     tx.commit().await?;
     get_step(pool, org_id, step_id).await
 }
@@ -813,11 +813,6 @@ async fn dispatch_ready_dependents(
     .fetch_all(&mut **tx)
     .await?;
     dispatch(tx, &ready).await
-}
-
-/// Recomputes a run's state inside a transaction that changed one of its steps.
-async fn refresh_run(tx: &mut Transaction<'_, Postgres>, run_id: Uuid) -> Result<()> {
-    finish_run_if_done(&mut **tx, run_id).await
 }
 
 /// What one reaper pass did.
@@ -882,7 +877,7 @@ pub async fn reap(pool: &PgPool) -> Result<Reaped> {
     runs.sort();
     runs.dedup();
     for run in runs {
-        refresh_run(&mut tx, run).await?;
+        finish_run_if_done(&mut *tx, run).await?;
     }
 
     // Lost dispatches: ready and due for a while, but no live apalis message.
