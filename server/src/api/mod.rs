@@ -1,5 +1,6 @@
 //! REST API v1: router, shared state, pagination, health checks and the OpenAPI document.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod imagery;
