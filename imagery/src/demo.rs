@@ -182,6 +182,74 @@ pub fn land_cover(seed: u64, size: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A point label sampled from the demo ground truth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoLabel {
+    /// Longitude, EPSG:4326.
+    pub lon: f64,
+    /// Latitude, EPSG:4326.
+    pub lat: f64,
+    /// Class id (1–4, see [`CLASSES`]).
+    pub class_id: u8,
+}
+
+/// Samples up to `per_class` pixel-centre point labels per class from the ground truth of the dataset
+/// `opts` describes, keeping `inset` metres away from its edges (the AOI is inset from the footprint).
+/// Same options and seed, same labels.
+pub fn sample_labels(
+    opts: &DemoOptions,
+    per_class: usize,
+    inset: f64,
+    seed: u64,
+) -> Result<Vec<DemoLabel>> {
+    let n = opts.size;
+    let truth = land_cover(opts.seed, n);
+    let margin = (inset / 10.0).ceil() as usize;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut by_class: Vec<Vec<(usize, usize)>> = vec![Vec::new(); CLASSES.len() + 1];
+    for r in margin..n.saturating_sub(margin) {
+        for c in margin..n.saturating_sub(margin) {
+            let k = usize::from(truth[r * n + c]);
+            if let Some(v) = by_class.get_mut(k) {
+                v.push((r, c));
+            }
+        }
+    }
+    let mut picked = Vec::new();
+    for (k, pixels) in by_class.iter_mut().enumerate().skip(1) {
+        // Partial Fisher–Yates: the first `per_class` entries become a uniform sample.
+        let take = per_class.min(pixels.len());
+        for i in 0..take {
+            let j = rng.random_range(i..pixels.len());
+            pixels.swap(i, j);
+        }
+        picked.extend(pixels[..take].iter().map(|&(r, c)| (r, c, k as u8)));
+    }
+    let (x0, y0) = opts.origin;
+    let mut xs: Vec<f64> = picked
+        .iter()
+        .map(|p| x0 + (p.1 as f64 + 0.5) * 10.0)
+        .collect();
+    let mut ys: Vec<f64> = picked
+        .iter()
+        .map(|p| y0 - (p.0 as f64 + 0.5) * 10.0)
+        .collect();
+    if !picked.is_empty() {
+        transform(opts.epsg, 4326)?
+            .transform_coords(&mut xs, &mut ys, &mut [])
+            .map_err(Error::gdal("projecting the demo labels"))?;
+    }
+    Ok(picked
+        .iter()
+        .zip(xs.iter().zip(&ys))
+        .map(|(p, (&lon, &lat))| DemoLabel {
+            lon,
+            lat,
+            class_id: p.2,
+        })
+        .collect())
+}
+
 /// Cropland greenness (0 bare … 1 full canopy) by month, peaking in July.
 pub fn crop_greenness(month: u32) -> f32 {
     let d = (month as f32 - 7.0) / 2.5;
@@ -657,4 +725,43 @@ pub fn demo_stac_router(dir: &Path, base_url: &str) -> anyhow::Result<axum::Rout
         stac_server::Api::new(backend, &format!("{base}/")).context("building the STAC API")?;
     Ok(stac_server::routes::from_api(api)
         .nest_service("/files", tower_http::services::ServeDir::new(root)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn sampled_labels_lie_on_pixels_of_their_class_inside_the_inset() {
+        let opts = DemoOptions {
+            size: 128,
+            ..DemoOptions::default()
+        };
+        let labels = sample_labels(&opts, 20, 320.0, 7).unwrap();
+        assert_eq!(labels, sample_labels(&opts, 20, 320.0, 7).unwrap());
+        assert_ne!(labels, sample_labels(&opts, 20, 320.0, 8).unwrap());
+        let truth = land_cover(opts.seed, opts.size);
+        let mut xs: Vec<f64> = labels.iter().map(|l| l.lon).collect();
+        let mut ys: Vec<f64> = labels.iter().map(|l| l.lat).collect();
+        transform(4326, opts.epsg)
+            .unwrap()
+            .transform_coords(&mut xs, &mut ys, &mut [])
+            .unwrap();
+        let (x0, y0) = opts.origin;
+        for (l, (x, y)) in labels.iter().zip(xs.iter().zip(&ys)) {
+            let c = ((x - x0) / 10.0).floor() as usize;
+            let r = ((y0 - y) / 10.0).floor() as usize;
+            assert!((32..96).contains(&c) && (32..96).contains(&r), "{c},{r}");
+            assert_eq!(truth[r * opts.size + c], l.class_id);
+        }
+        for (k, _) in CLASSES {
+            let inner = (32..96)
+                .flat_map(|r| (32..96).map(move |c| (r, c)))
+                .filter(|&(r, c)| truth[r * opts.size + c] == k)
+                .count();
+            let n = labels.iter().filter(|l| l.class_id == k).count();
+            assert_eq!(n, inner.min(20), "class {k}");
+        }
+    }
 }

@@ -78,6 +78,10 @@ struct WorkerOptions {
     /// Steps each worker runs at once.
     #[arg(long, env = "GROUNDWORK_CONCURRENCY", default_value_t = 2)]
     concurrency: usize,
+    /// Dispatch messages each slot fetches per poll. 1 holds nothing back; more saves database round
+    /// trips when steps are short (a held message not reached within 15 s is re-dispatched).
+    #[arg(long, env = "GROUNDWORK_PREFETCH", default_value_t = groundwork_worker::WorkerConfig::DEFAULT_PREFETCH)]
+    prefetch: usize,
     /// Lease length in seconds: a worker silent this long is presumed gone and its steps re-queued.
     #[arg(long, env = "GROUNDWORK_LEASE_SECS", default_value_t = 20)]
     lease_secs: u64,
@@ -175,6 +179,7 @@ fn worker_config(o: &WorkerOptions) -> anyhow::Result<WorkerConfig> {
     let mut c = WorkerConfig::new(&pool, queues);
     c.capabilities = capabilities;
     c.concurrency = o.concurrency.max(1);
+    c.prefetch = o.prefetch.clamp(1, 64);
     c.lease = Duration::from_secs(o.lease_secs.max(1));
     c.heartbeat = Duration::from_millis(o.heartbeat_ms.clamp(100, 60_000));
     if let Some(name) = &o.name {

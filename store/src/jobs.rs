@@ -468,8 +468,11 @@ pub async fn claim(
     step_id: Uuid,
     worker_id: Uuid,
     lease: Duration,
+    message: Option<&str>,
 ) -> Result<Option<Claimed>> {
-    // One statement (atomic on its own): take the lease, open the attempt record, mark the run started.
+    // One statement (atomic on its own): take the lease, open the attempt record, mark the run started,
+    // and retire the dispatch message that brought the worker here (whether or not the claim succeeds:
+    // a message is only a hint, and the step row decides).
     Ok(sqlx::query_as(
         "with c as ( \
              update step set state = 'running', attempt = attempt + 1, lease_owner = $2, \
@@ -483,12 +486,14 @@ pub async fn claim(
          a as (insert into step_attempt (step_id, attempt, worker_id) select id, attempt, lease_owner from c \
                on conflict (step_id, attempt) do update set worker_id = excluded.worker_id, started_at = now()), \
          r as (update pipeline_run set state = 'running', started_at = coalesce(started_at, now()) \
-               where id = (select run_id from c) and state = 'queued') \
+               where id = (select run_id from c) and state = 'queued'), \
+         m as (update apalis.jobs set status = 'Done', done_at = now() where id = $4) \
          select * from c",
     )
     .bind(step_id)
     .bind(worker_id)
     .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+    .bind(message)
     .fetch_optional(pool)
     .await?)
 }
@@ -880,14 +885,17 @@ pub async fn reap(pool: &PgPool) -> Result<Reaped> {
         finish_run_if_done(&mut *tx, run).await?;
     }
 
-    // Lost dispatches: ready and due for a while, but no live apalis message.
+    // Lost dispatches: ready and due for a while, with neither a message waiting to be fetched nor one
+    // fetched lately. A message that a busy worker fetched in a batch and has not reached within 15 s
+    // counts as lost, so an idle worker gets the step; the late claim of the old message finds nothing.
     let lost: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "select s.id, s.queue, now() from step s where s.state = 'queued' and not s.cancel_requested \
              and s.run_at < now() - interval '20 seconds' \
              and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
                              where d.step_id = s.id and p.state <> 'succeeded') \
              and not exists (select 1 from apalis.jobs j where j.id = s.dispatch_id \
-                             and j.status in ('Pending', 'Queued', 'Running')) \
+                             and (j.status = 'Pending' \
+                                  or (j.status in ('Queued', 'Running') and j.lock_at > now() - interval '15 seconds'))) \
          for update of s skip locked",
     )
     .fetch_all(&mut *tx)

@@ -6,6 +6,7 @@
 mod capabilities;
 mod runtime;
 pub mod steps;
+mod wake;
 
 pub use capabilities::{default_pool, detect as detect_capabilities};
 pub use runtime::{Worker, WorkerConfig, run_reaper};

@@ -1,11 +1,12 @@
 //! The worker process: registry entry, apalis workers per queue, step execution with lease heartbeats,
 //! admin-state polling (drain/pause) and the reaper.
 
+use crate::wake::Wakes;
 use crate::{Progress, Registry, StepContext, StepError};
 use apalis::prelude::{
-    BackendExt, BoxDynError, Data, Strategy, WorkerBuilder, WorkerBuilderExt, WorkerContext,
+    BackendExt, BoxDynError, Data, Strategy, TaskId, WorkerBuilder, WorkerBuilderExt, WorkerContext,
 };
-use apalis_postgres::{Config, PostgresStorage, Pubsub};
+use apalis_postgres::{Config, PostgresStorage};
 use groundwork_store::PgPool;
 use groundwork_store::jobs::{self, Beat, Claimed, Dispatch, FailOutcome};
 use groundwork_store::workers::{self, Registration};
@@ -30,6 +31,9 @@ pub struct WorkerConfig {
     pub queues: Vec<String>,
     /// Steps run at once.
     pub concurrency: usize,
+    /// Dispatch messages each slot fetches per poll (1 = none held back; more saves round trips on
+    /// short steps, and a held message a busy slot has not reached is re-dispatched after 15 s).
+    pub prefetch: usize,
     /// Lease length; a worker silent this long is presumed gone.
     pub lease: Duration,
     /// Heartbeat period (progress, cancel checks, admin state).
@@ -43,6 +47,9 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// Default of [`WorkerConfig::prefetch`].
+    pub const DEFAULT_PREFETCH: usize = 2;
+
     /// Defaults for a worker in `pool` serving `queues`.
     #[must_use]
     pub fn new(pool: &str, queues: Vec<String>) -> Self {
@@ -53,6 +60,7 @@ impl WorkerConfig {
             pool: pool.to_owned(),
             queues,
             concurrency: 1,
+            prefetch: Self::DEFAULT_PREFETCH,
             lease: Duration::from_secs(20),
             heartbeat: Duration::from_secs(2),
             reap_every: Duration::from_secs(5),
@@ -97,7 +105,11 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-async fn handle(dispatch: Dispatch, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
+async fn handle(
+    dispatch: Dispatch,
+    message: TaskId,
+    shared: Data<Arc<Shared>>,
+) -> Result<(), BoxDynError> {
     let shared: Arc<Shared> = (*shared).clone();
     let Ok(_permit) = shared.slots.acquire().await else {
         return Ok(());
@@ -107,6 +119,7 @@ async fn handle(dispatch: Dispatch, shared: Data<Arc<Shared>>) -> Result<(), Box
         dispatch.step_id,
         shared.worker_id,
         shared.config.lease,
+        Some(&message.to_string()),
     )
     .await
     {
@@ -115,7 +128,7 @@ async fn handle(dispatch: Dispatch, shared: Data<Arc<Shared>>) -> Result<(), Box
             execute(&shared, claimed).instrument(span).await;
         }
         Ok(None) => {}
-        // The message is consumed either way; the reaper re-dispatches a ready step whose message was lost.
+        // The reaper re-dispatches a ready step whose message was lost.
         Err(e) => warn!(step_id = %dispatch.step_id, error = %e, "claim failed"),
     }
     Ok(())
@@ -268,23 +281,31 @@ impl Worker {
         });
         let mut tasks = Vec::new();
         let mut contexts = Vec::new();
-        // One apalis poller per slot and queue, each taking one message at a time: a busy worker never
-        // holds messages that an idle one could run (steps are long), and slots poll in parallel.
+        let wakes = Wakes::new(&shared.config.queues, shared.config.concurrency);
+        tasks.push(tokio::spawn(
+            wakes
+                .clone()
+                .listen(shared.pool.clone(), shared.shutdown.clone()),
+        ));
+        // One apalis poller per slot and queue, each taking `prefetch` messages at a time (default one: a
+        // busy worker holds no message that an idle one could run; steps are long), slots in parallel.
         for queue in &shared.config.queues {
             for slot in 0..shared.config.concurrency {
                 let ctx = WorkerContext::new(&format!("{worker_id}-{queue}-{slot}"));
                 contexts.push(ctx.clone());
-                // Woken by apalis's LISTEN/NOTIFY on inserts; the interval catches what a burst of
-                // notifications leaves behind (and anything scheduled with a backoff).
+                // Woken through the worker's one listener for apalis's insert notifications; the interval
+                // catches anything scheduled with a backoff or missed while reconnecting.
                 let wake = Strategy::new()
-                    .stream(Pubsub::new(shared.pool.clone(), queue.clone()))
+                    .stream(wakes.stream(queue))
                     .interval(POLL_INTERVAL);
                 let backend = PostgresStorage::<Dispatch>::new(&shared.pool)
                     .with_config(
                         Config::default()
                             .queue(queue.as_str())
-                            .batch_size(1)
+                            .batch_size(shared.config.prefetch.max(1))
                             .lock_tasks(false)
+                            // The claim retires the message in its own statement; no separate ack.
+                            .persist_results(false)
                             .heartbeat_interval(Duration::from_secs(5))
                             .missed_heartbeats(6),
                     )

@@ -456,14 +456,14 @@ async fn an_expired_lease_requeues_the_step_and_the_old_holder_cannot_commit() {
     )
     .await
     .unwrap();
-    let claimed = jobs::claim(&db.pool, id, ghost, Duration::from_millis(300))
+    let claimed = jobs::claim(&db.pool, id, ghost, Duration::from_millis(300), None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(claimed.attempt, 1);
     // A second claim of the same step is refused while the lease is held.
     assert!(
-        jobs::claim(&db.pool, id, ghost, Duration::from_secs(1))
+        jobs::claim(&db.pool, id, ghost, Duration::from_secs(1), None)
             .await
             .unwrap()
             .is_none()
@@ -548,4 +548,95 @@ async fn unknown_step_kinds_fail_with_a_clear_error() {
         "{s:#?}"
     );
     w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_held_but_not_reached_is_redispatched_and_a_claim_retires_its_message() {
+    let db = TestDb::new().await.unwrap();
+    let p = project(&db.pool).await;
+    let run = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("s", "noop", json!({}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
+    let id = run.steps[0].id;
+    let first: String = sqlx::query_scalar("select dispatch_id from step where id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    // A busy worker fetched the message in a batch 30 s ago and has not reached it; the step has been
+    // due for as long.
+    sqlx::query(
+        "insert into apalis.workers (id, worker_type, storage_name, layers, last_seen) \
+         values ('busy', 'cpu', 'PostgresStorage', '', now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update apalis.jobs set status = 'Queued', lock_by = 'busy', lock_at = now() - interval '30 seconds' \
+         where id = $1",
+    )
+    .bind(&first)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("update step set run_at = now() - interval '30 seconds' where id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let reaped = jobs::reap(&db.pool).await.unwrap();
+    assert_eq!(reaped.redispatched, 1);
+    let second: String = sqlx::query_scalar("select dispatch_id from step where id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_ne!(first, second);
+    // A message fetched a moment ago is live: nothing more is dispatched.
+    assert_eq!(jobs::reap(&db.pool).await.unwrap().redispatched, 0);
+
+    // The claim retires the message it came with, in the same statement.
+    let me = workers::register(
+        &db.pool,
+        &workers::Registration {
+            name: "w".into(),
+            pool: "cpu".into(),
+            queues: vec!["cpu".into()],
+            concurrency: 1,
+            capabilities: json!({}),
+            version: "0".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let claimed = jobs::claim(&db.pool, id, me, Duration::from_secs(5), Some(&second))
+        .await
+        .unwrap();
+    assert!(claimed.is_some());
+    let status: String = sqlx::query_scalar("select status from apalis.jobs where id = $1")
+        .bind(&second)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "Done");
+    // The late claim through the old message finds nothing to run, and retires that message too.
+    assert!(
+        jobs::claim(&db.pool, id, me, Duration::from_secs(5), Some(&first))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let status: String = sqlx::query_scalar("select status from apalis.jobs where id = $1")
+        .bind(&first)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "Done");
 }
