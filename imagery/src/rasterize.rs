@@ -44,7 +44,9 @@ impl PixelGrid {
 /// Parses a label geometry (GeoJSON Point, Polygon or MultiPolygon in EPSG:4326) and checks it: finite
 /// coordinates within longitude/latitude range, and valid polygons (closed rings, no self-intersection).
 /// The error says what is wrong in words.
-pub fn parse_label_geometry(value: &serde_json::Value) -> std::result::Result<geo::Geometry<f64>, String> {
+pub fn parse_label_geometry(
+    value: &serde_json::Value,
+) -> std::result::Result<geo::Geometry<f64>, String> {
     let g: geojson::Geometry = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
     let g = geo::Geometry::<f64>::try_from(g).map_err(|e| e.to_string())?;
     let bad = g.coords_iter().find(|c| {
@@ -84,8 +86,14 @@ pub fn rasterize_projected(geometry: &geo::Geometry<f64>, grid: &PixelGrid) -> V
             let [x0, dx, _, y0, _, dy] = grid.geotransform;
             let n = f64::from(grid.size);
             let clamp = |v: f64| v.floor().clamp(0.0, n - 1.0) as u32;
-            let (ca, cb) = (clamp((rect.min().x - x0) / dx), clamp((rect.max().x - x0) / dx));
-            let (ra, rb) = (clamp((rect.min().y - y0) / dy), clamp((rect.max().y - y0) / dy));
+            let (ca, cb) = (
+                clamp((rect.min().x - x0) / dx),
+                clamp((rect.max().x - x0) / dx),
+            );
+            let (ra, rb) = (
+                clamp((rect.min().y - y0) / dy),
+                clamp((rect.max().y - y0) / dy),
+            );
             let (c_lo, c_hi) = (ca.min(cb), ca.max(cb));
             let (r_lo, r_hi) = (ra.min(rb), ra.max(rb));
             let mut out = Vec::new();
@@ -140,23 +148,36 @@ impl Rasterizer {
     }
 
     /// `geometry` (EPSG:4326) in EPSG:`epsg`.
-    pub fn project(&mut self, geometry: &geo::Geometry<f64>, epsg: u32) -> Result<geo::Geometry<f64>> {
+    pub fn project(
+        &mut self,
+        geometry: &geo::Geometry<f64>,
+        epsg: u32,
+    ) -> Result<geo::Geometry<f64>> {
         if !self.transforms.contains_key(&epsg) {
             self.transforms.insert(epsg, transform(4326, epsg)?);
         }
         let Some(ct) = self.transforms.get(&epsg) else {
-            return Err(Error::InvalidRequest(format!("no transform to EPSG:{epsg}")));
+            return Err(Error::InvalidRequest(format!(
+                "no transform to EPSG:{epsg}"
+            )));
         };
         geometry.try_map_coords(|c| {
             let (mut xs, mut ys) = ([c.x], [c.y]);
             ct.transform_coords(&mut xs, &mut ys, &mut [])
-                .map_err(Error::gdal(format!("projecting ({}, {}) to EPSG:{epsg}", c.x, c.y)))?;
+                .map_err(Error::gdal(format!(
+                    "projecting ({}, {}) to EPSG:{epsg}",
+                    c.x, c.y
+                )))?;
             Ok(Coord { x: xs[0], y: ys[0] })
         })
     }
 
     /// Row-major indices of the pixels of `grid` that `geometry` (EPSG:4326) covers.
-    pub fn rasterize(&mut self, geometry: &geo::Geometry<f64>, grid: &PixelGrid) -> Result<Vec<u32>> {
+    pub fn rasterize(
+        &mut self,
+        geometry: &geo::Geometry<f64>,
+        grid: &PixelGrid,
+    ) -> Result<Vec<u32>> {
         let projected = self.project(geometry, grid.epsg)?;
         Ok(rasterize_projected(&projected, grid))
     }
@@ -195,13 +216,22 @@ mod tests {
     fn a_point_covers_the_one_pixel_containing_it() {
         let g = grid();
         // 25 m east, 35 m south of the top-left corner: row 3, column 2.
-        let px = rasterize_projected(&geo::Geometry::Point(Point::new(500_025.0, 5_000_605.0)), &g);
+        let px = rasterize_projected(
+            &geo::Geometry::Point(Point::new(500_025.0, 5_000_605.0)),
+            &g,
+        );
         assert_eq!(px, vec![3 * 64 + 2]);
         // Outside the window.
-        let px = rasterize_projected(&geo::Geometry::Point(Point::new(499_999.0, 5_000_605.0)), &g);
+        let px = rasterize_projected(
+            &geo::Geometry::Point(Point::new(499_999.0, 5_000_605.0)),
+            &g,
+        );
         assert!(px.is_empty());
         // On the window's right edge: belongs to the neighbour.
-        let px = rasterize_projected(&geo::Geometry::Point(Point::new(500_640.0, 5_000_605.0)), &g);
+        let px = rasterize_projected(
+            &geo::Geometry::Point(Point::new(500_640.0, 5_000_605.0)),
+            &g,
+        );
         assert!(px.is_empty());
     }
 
@@ -253,12 +283,21 @@ mod tests {
 
     #[test]
     fn bad_geometries_are_refused_with_a_reason() {
-        let bowtie = json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]});
+        let bowtie =
+            json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]});
         assert!(parse_label_geometry(&bowtie).is_err());
         let line = json!({"type": "LineString", "coordinates": [[0, 0], [1, 1]]});
-        assert!(parse_label_geometry(&line).unwrap_err().contains("Point, Polygon or MultiPolygon"));
+        assert!(
+            parse_label_geometry(&line)
+                .unwrap_err()
+                .contains("Point, Polygon or MultiPolygon")
+        );
         let far = json!({"type": "Point", "coordinates": [500000.0, 10.0]});
-        assert!(parse_label_geometry(&far).unwrap_err().contains("longitude"));
+        assert!(
+            parse_label_geometry(&far)
+                .unwrap_err()
+                .contains("longitude")
+        );
         assert!(parse_label_geometry(&json!({"type": "Point"})).is_err());
         let ok = json!({"type": "Point", "coordinates": [3.0, 45.0]});
         assert!(parse_label_geometry(&ok).is_ok());

@@ -103,8 +103,8 @@ fn format_of_path(path: &Path) -> Format {
 pub async fn run(command: LabelsCommand) -> anyhow::Result<()> {
     match command {
         LabelsCommand::Import(a) => {
-            let body = std::fs::read(&a.file)
-                .with_context(|| format!("reading {}", a.file.display()))?;
+            let body =
+                std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
             let format = a.format.unwrap_or_else(|| format_of_path(&a.file));
             let source = a
                 .file
@@ -113,8 +113,10 @@ pub async fn run(command: LabelsCommand) -> anyhow::Result<()> {
                 .unwrap_or_default();
             let (pool, local) = connect(&a.db).await?;
             let org = a.db.org.unwrap_or(groundwork_store::DEFAULT_ORG_ID);
-            let result =
-                import_file(&pool, org, a.project, &body, format, a.replace, &source, None).await;
+            let result = import_file(
+                &pool, org, a.project, &body, format, a.replace, &source, None,
+            )
+            .await;
             close(pool, local).await;
             match result {
                 Ok(report) => {

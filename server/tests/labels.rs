@@ -29,7 +29,10 @@ fn classes() -> Value {
            {"id": 2, "name": "crops", "color": "#ffff00"}])
 }
 
-async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, HashMap<String, String>, Vec<u8>) {
+async fn send(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, HashMap<String, String>, Vec<u8>) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp
@@ -37,11 +40,22 @@ async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, HashMap<St
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
         .collect();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, headers, bytes)
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let req = Request::builder()
         .method(method)
         .uri(uri)
@@ -52,7 +66,12 @@ async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Value>) 
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
-async fn upload(app: &axum::Router, uri: &str, content_type: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+async fn upload(
+    app: &axum::Router,
+    uri: &str,
+    content_type: &str,
+    body: impl Into<Body>,
+) -> (StatusCode, Value) {
     let req = Request::builder()
         .method("POST")
         .uri(uri)
@@ -74,8 +93,10 @@ async fn create_project(app: &axum::Router, task: &str) -> String {
         app,
         "POST",
         "/api/v1/projects",
-        Some(json!({"name": "labels", "aoi": aoi(), "start": "2024-04-01", "end": "2024-07-31",
-                    "task": task, "classes": classes()})),
+        Some(
+            json!({"name": "labels", "aoi": aoi(), "start": "2024-04-01", "end": "2024-07-31",
+                    "task": task, "classes": classes()}),
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{p:#}");
@@ -86,7 +107,9 @@ async fn create_project(app: &axum::Router, task: &str) -> String {
 async fn plan_and_acquire(pool: &groundwork_store::PgPool, pid: &str) -> Vec<WindowSpec> {
     let id: Uuid = pid.parse().unwrap();
     let project = projects::get(pool, DEFAULT_ORG_ID, id).await.unwrap();
-    let specs = groundwork_worker::steps::plan_windows(pool, &project).await.unwrap();
+    let specs = groundwork_worker::steps::plan_windows(pool, &project)
+        .await
+        .unwrap();
     sqlx::query("update project_window set status = 'acquired' where project_id = $1")
         .bind(id)
         .execute(pool)
@@ -137,7 +160,13 @@ async fn geojson_import_keeps_the_good_features_and_reports_each_bad_one() {
                "geometry": {"type": "Polygon", "coordinates": [[[3.01, 45.01], [3.02, 45.015], [3.02, 45.01], [3.01, 45.015], [3.01, 45.01]]]}}),
         point(3.01, 45.01, json!({"class": 7})),
     ]);
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import"), "application/geo+json", file).await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "application/geo+json",
+        file,
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
     assert_eq!(r["version"], 1);
     assert_eq!(r["imported"], 2);
@@ -146,13 +175,28 @@ async fn geojson_import_keeps_the_good_features_and_reports_each_bad_one() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["row"].as_u64().unwrap(), e["reason"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["row"].as_u64().unwrap(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    assert_eq!(errors.iter().map(|e| e.0).collect::<Vec<_>>(), [2, 3, 4, 5, 6], "{errors:?}");
+    assert_eq!(
+        errors.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [2, 3, 4, 5, 6],
+        "{errors:?}"
+    );
     assert!(errors[0].1.starts_with("bad geometry"), "{errors:?}");
-    assert!(errors[1].1.contains("unknown class \"swamp\""), "{errors:?}");
+    assert!(
+        errors[1].1.contains("unknown class \"swamp\""),
+        "{errors:?}"
+    );
     assert_eq!(errors[2].1, "outside the AOI");
-    assert!(errors[3].1.starts_with("bad geometry"), "self-intersecting: {errors:?}");
+    assert!(
+        errors[3].1.starts_with("bad geometry"),
+        "self-intersecting: {errors:?}"
+    );
     assert_eq!(errors[4].1, "unknown class 7");
 
     // A file with no usable row stores nothing and says why.
@@ -167,16 +211,44 @@ async fn geojson_import_keeps_the_good_features_and_reports_each_bad_one() {
     assert_eq!(r["error"]["code"], "no_valid_labels");
     assert_eq!(r["error"]["details"][0]["row"], 0);
     // Not a FeatureCollection, not JSON, wrong content type.
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import"), "application/json", "{\"type\": \"Point\"}").await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "application/json",
+        "{\"type\": \"Point\"}",
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{r:#}");
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import"), "application/json", "{oops").await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "application/json",
+        "{oops",
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{r:#}");
     assert_eq!(r["error"]["code"], "invalid_json");
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import"), "application/xml", "<x/>").await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "application/xml",
+        "<x/>",
+    )
+    .await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{r:#}");
     // None of the refused files made a version.
-    let (_, summary) = call(&app, "GET", &format!("/api/v1/projects/{pid}/labels/summary"), None).await;
-    assert_eq!(summary["versions"].as_array().unwrap().len(), 1, "{summary:#}");
+    let (_, summary) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/projects/{pid}/labels/summary"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        summary["versions"].as_array().unwrap().len(),
+        1,
+        "{summary:#}"
+    );
 }
 
 #[tokio::test]
@@ -187,7 +259,13 @@ async fn csv_import_reports_bad_rows_by_line_and_versions_increment() {
     plan_and_acquire(&db.pool, &pid).await;
 
     let csv = "lon,lat,value\n3.01,45.01,12.5\n3.011,45.011,abc\n3.012,45.012\n3.013,45.013,-4\n9.0,45.0,1\n";
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import"), "text/csv", csv).await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "text/csv",
+        csv,
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
     assert_eq!(r["version"], 1);
     assert_eq!(r["imported"], 2);
@@ -201,27 +279,101 @@ async fn csv_import_reports_bad_rows_by_line_and_versions_increment() {
     assert_eq!(errors[2]["reason"], "outside the AOI");
 
     // Each import is a new version; `replace` makes one with only the new labels; old versions stay.
-    let (_, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import"), "text/csv", "lon,lat,value\n3.02,45.01,1\n").await;
+    let (_, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "text/csv",
+        "lon,lat,value\n3.02,45.01,1\n",
+    )
+    .await;
     assert_eq!(r["version"], 2);
-    let (_, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import?mode=replace"), "text/csv", "lon,lat,value\n3.02,45.015,7\n").await;
+    let (_, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import?mode=replace"),
+        "text/csv",
+        "lon,lat,value\n3.02,45.015,7\n",
+    )
+    .await;
     assert_eq!(r["version"], 3);
-    let (_, summary) = call(&app, "GET", &format!("/api/v1/projects/{pid}/labels/summary"), None).await;
+    let (_, summary) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/projects/{pid}/labels/summary"),
+        None,
+    )
+    .await;
     let versions: Vec<(i64, i64, i64, i64)> = summary["versions"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| (v["version"].as_i64().unwrap(), v["labels"].as_i64().unwrap(), v["added"].as_i64().unwrap(), v["removed"].as_i64().unwrap()))
+        .map(|v| {
+            (
+                v["version"].as_i64().unwrap(),
+                v["labels"].as_i64().unwrap(),
+                v["added"].as_i64().unwrap(),
+                v["removed"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(versions, [(1, 2, 2, 0), (2, 3, 1, 0), (3, 1, 1, 3)]);
-    let (s, h, body) = download(&app, &format!("/api/v1/projects/{pid}/labels?format=csv&version=1")).await;
+    let (s, h, body) = download(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels?format=csv&version=1"),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h["x-label-set-version"], "1");
-    assert_eq!(body, "lon,lat,value,window_id\n3.01,45.01,12.5,\n3.013,45.013,-4,\n");
+    assert_eq!(
+        body,
+        "lon,lat,value,window_id\n3.01,45.01,12.5,\n3.013,45.013,-4,\n"
+    );
     let (_, _, body) = download(&app, &format!("/api/v1/projects/{pid}/labels?format=csv")).await;
     assert_eq!(body, "lon,lat,value,window_id\n3.02,45.015,7,\n");
-    let (s, r) = call(&app, "GET", &format!("/api/v1/projects/{pid}/labels?version=9"), None).await;
+
+    // Removing a label is an edit: a new version without it; the old version still has it.
+    let (_, _, latest) = download(&app, &format!("/api/v1/projects/{pid}/labels")).await;
+    let latest: Value = serde_json::from_str(&latest).unwrap();
+    let label_id = latest["features"][0]["id"].as_i64().unwrap();
+    let uri = format!("/api/v1/projects/{pid}/labels/{label_id}");
+    let (s, r) = call(&app, "DELETE", &uri, None).await;
+    assert_eq!(s, StatusCode::OK, "{r:#}");
+    assert_eq!(
+        (&r["version"], &r["kind"], &r["labels"], &r["removed"]),
+        (&json!(4), &json!("edit"), &json!(0), &json!(1))
+    );
+    let (s, r) = call(&app, "DELETE", &uri, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{r:#}");
-    let (s, _) = call(&app, "GET", &format!("/api/v1/projects/{pid}/labels?format=kml"), None).await;
+    let (s, _) = call(
+        &app,
+        "DELETE",
+        &format!("/api/v1/projects/{pid}/labels/nope"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, _, body) = download(&app, &format!("/api/v1/projects/{pid}/labels?format=csv")).await;
+    assert_eq!(body, "lon,lat,value,window_id\n");
+    let (_, _, body) = download(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels?format=csv&version=3"),
+    )
+    .await;
+    assert_eq!(body, "lon,lat,value,window_id\n3.02,45.015,7,\n");
+    let (s, r) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/projects/{pid}/labels?version=9"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{r:#}");
+    let (s, _) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/projects/{pid}/labels?format=kml"),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
@@ -237,7 +389,13 @@ async fn exports_round_trip_through_import() {
         square(3.002, 45.002, 3.004, 45.004, json!({"class": "crops"})),
         json!({"type": "Feature", "geometry": null, "properties": {"class": "water", "window_id": window}}),
     ]);
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{first}/labels/import"), "application/geo+json", file).await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{first}/labels/import"),
+        "application/geo+json",
+        file,
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
     assert_eq!(r["imported"], 3);
 
@@ -246,7 +404,13 @@ async fn exports_round_trip_through_import() {
     assert_eq!(h["content-type"], "application/geo+json");
     let second = create_project(&app, "classification").await;
     plan_and_acquire(&db.pool, &second).await;
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{second}/labels/import"), "application/geo+json", exported.clone()).await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{second}/labels/import"),
+        "application/geo+json",
+        exported.clone(),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
     assert_eq!(r["imported"], 3);
     assert_eq!(r["errors"], json!([]));
@@ -261,18 +425,31 @@ async fn exports_round_trip_through_import() {
             .collect()
     };
     assert_eq!(strip(&exported), strip(&again));
-    assert_eq!(strip(&exported)[2]["properties"], json!({"class": "water", "class_id": 0, "window_id": window}));
+    assert_eq!(
+        strip(&exported)[2]["properties"],
+        json!({"class": "water", "class_id": 0, "window_id": window})
+    );
 
     // CSV keeps points and window labels; polygons are counted as left out.
     let (_, h, csv) = download(&app, &format!("/api/v1/projects/{first}/labels?format=csv")).await;
     assert_eq!(h["x-labels-skipped"], "1");
-    assert_eq!(csv, format!("lon,lat,class,window_id\n3.01,45.01,forest,\n,,water,{window}\n"));
+    assert_eq!(
+        csv,
+        format!("lon,lat,class,window_id\n3.01,45.01,forest,\n,,water,{window}\n")
+    );
     let third = create_project(&app, "classification").await;
     plan_and_acquire(&db.pool, &third).await;
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{third}/labels/import"), "text/csv", csv.clone()).await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{third}/labels/import"),
+        "text/csv",
+        csv.clone(),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
     assert_eq!(r["imported"], 2);
-    let (_, _, csv_again) = download(&app, &format!("/api/v1/projects/{third}/labels?format=csv")).await;
+    let (_, _, csv_again) =
+        download(&app, &format!("/api/v1/projects/{third}/labels?format=csv")).await;
     assert_eq!(csv, csv_again);
 }
 
@@ -284,7 +461,11 @@ async fn the_cli_imports_and_exports_files_against_the_database() {
     plan_and_acquire(&db.pool, &pid).await;
     let tmp = tempfile::tempdir().unwrap();
     let csv = tmp.path().join("points.csv");
-    std::fs::write(&csv, "lon,lat,class\n3.01,45.01,forest\n3.011,45.011,swamp\n3.012,oops,water\n3.013,45.013,0\n").unwrap();
+    std::fs::write(
+        &csv,
+        "lon,lat,class\n3.01,45.01,forest\n3.011,45.011,swamp\n3.012,oops,water\n3.013,45.013,0\n",
+    )
+    .unwrap();
 
     let bin = env!("CARGO_BIN_EXE_groundwork");
     let out = std::process::Command::new(bin)
@@ -299,7 +480,10 @@ async fn the_cli_imports_and_exports_files_against_the_database() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["version"], 1);
     assert_eq!(report["imported"], 2);
-    assert_eq!(report["errors"][0], json!({"row": 3, "reason": "unknown class \"swamp\""}));
+    assert_eq!(
+        report["errors"][0],
+        json!({"row": 3, "reason": "unknown class \"swamp\""})
+    );
     assert_eq!(report["errors"][1]["row"], 4);
     assert!(stderr.contains("row 3: unknown class"), "{stderr}");
 
@@ -311,9 +495,18 @@ async fn the_cli_imports_and_exports_files_against_the_database() {
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&exported).unwrap()).unwrap();
-    let classes: Vec<&str> = doc["features"].as_array().unwrap().iter().map(|f| f["properties"]["class"].as_str().unwrap()).collect();
+    let classes: Vec<&str> = doc["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["properties"]["class"].as_str().unwrap())
+        .collect();
     assert_eq!(classes, ["forest", "water"]);
 
     // Importing the export again through the CLI is a new version with the same labels.
@@ -324,9 +517,16 @@ async fn the_cli_imports_and_exports_files_against_the_database() {
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((report["version"].as_i64(), report["imported"].as_i64()), (Some(2), Some(2)));
+    assert_eq!(
+        (report["version"].as_i64(), report["imported"].as_i64()),
+        (Some(2), Some(2))
+    );
 
     // A file with no good row fails the command; an unknown project too.
     std::fs::write(&csv, "lon,lat,class\n3.012,oops,water\n").unwrap();
@@ -361,13 +561,29 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
     for i in 0..12 {
         for j in 0..8 {
             let class = ["water", "forest", "crops"][(i + j) % 3];
-            features.push(point(3.001 + 0.0025 * i as f64, 45.001 + 0.0025 * j as f64, json!({"class": class})));
+            features.push(point(
+                3.001 + 0.0025 * i as f64,
+                45.001 + 0.0025 * j as f64,
+                json!({"class": class}),
+            ));
         }
     }
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import"), "application/geo+json", collection(features)).await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "application/geo+json",
+        collection(features),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
     assert_eq!(r["unassigned"], 96);
-    let (s, r) = call(&app, "POST", &format!("/api/v1/projects/{pid}/labels/split"), Some(json!({}))).await;
+    let (s, r) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/labels/split"),
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT, "{r:#}");
 
     let specs = plan_and_acquire(&db.pool, &pid).await;
@@ -379,12 +595,28 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
         .execute(&db.pool)
         .await
         .unwrap();
-    for bad in [json!({"block_size": 0}), json!({"fractions": [0, 0, 0]}), json!({"sampling": {"strategy": "grid", "step": 0}}), json!({"colour": 1})] {
-        let (s, r) = call(&app, "POST", &format!("/api/v1/projects/{pid}/labels/split"), Some(bad.clone())).await;
+    for bad in [
+        json!({"block_size": 0}),
+        json!({"fractions": [0, 0, 0]}),
+        json!({"sampling": {"strategy": "grid", "step": 0}}),
+        json!({"colour": 1}),
+    ] {
+        let (s, r) = call(
+            &app,
+            "POST",
+            &format!("/api/v1/projects/{pid}/labels/split"),
+            Some(bad.clone()),
+        )
+        .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {r:#}");
     }
-    let (s, r) = call(&app, "POST", &format!("/api/v1/projects/{pid}/labels/split"),
-        Some(json!({"block_size": 2, "seed": 42}))).await;
+    let (s, r) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/labels/split"),
+        Some(json!({"block_size": 2, "seed": 42})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
     assert_eq!(r["version"], 2);
     assert!(r["blocks"].as_u64().unwrap() >= 3, "{r:#}");
@@ -392,7 +624,9 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
         assert!(r["windows"][split].as_i64().unwrap() > 0, "{r:#}");
     }
     assert_eq!(
-        r["windows"]["train"].as_i64().unwrap() + r["windows"]["val"].as_i64().unwrap() + r["windows"]["test"].as_i64().unwrap(),
+        r["windows"]["train"].as_i64().unwrap()
+            + r["windows"]["val"].as_i64().unwrap()
+            + r["windows"]["test"].as_i64().unwrap(),
         specs.len() as i64
     );
 
@@ -409,7 +643,9 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
     assert_eq!(ids.len(), rows.len());
     let mut blocks: HashMap<(i64, i64), &str> = HashMap::new();
     for (_, split, c, r) in &rows {
-        let prev = blocks.entry((c.div_euclid(2), r.div_euclid(2))).or_insert(split);
+        let prev = blocks
+            .entry((c.div_euclid(2), r.div_euclid(2)))
+            .or_insert(split);
         assert_eq!(prev, split, "block straddles splits");
     }
 
@@ -420,7 +656,10 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
     assert!(!examples.is_empty());
     assert!(examples.iter().all(|e| e.window_id != pending));
     for e in &examples {
-        assert_eq!(serde_json::to_value(e.split).unwrap(), splits[e.window_id.as_str()]);
+        assert_eq!(
+            serde_json::to_value(e.split).unwrap(),
+            splits[e.window_id.as_str()]
+        );
         assert!(matches!(e.target, LabelTarget::Class(0..=2)));
     }
     let labelled: i64 = sqlx::query_scalar(
@@ -433,12 +672,30 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
     .unwrap();
     assert_eq!(examples.len() as i64, labelled);
     // The version before the split has no split yet, so no examples.
-    assert!(training_examples(&db.pool, id, Some(1)).await.unwrap().1.is_empty());
+    assert!(
+        training_examples(&db.pool, id, Some(1))
+            .await
+            .unwrap()
+            .1
+            .is_empty()
+    );
 
     // A later import carries the split forward.
-    let (_, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import"), "text/csv", "lon,lat,class\n3.0011,45.0011,crops\n").await;
+    let (_, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "text/csv",
+        "lon,lat,class\n3.0011,45.0011,crops\n",
+    )
+    .await;
     assert_eq!(r["version"], 3);
-    let (_, summary) = call(&app, "GET", &format!("/api/v1/projects/{pid}/labels/summary"), None).await;
+    let (_, summary) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/projects/{pid}/labels/summary"),
+        None,
+    )
+    .await;
     assert_eq!(summary["version"], 3);
     assert_eq!(summary["split_version"], 2);
     assert_eq!(summary["labels"], 97);
@@ -446,9 +703,18 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
     let classes = summary["classes"].as_array().unwrap();
     let label_counts: Vec<(i64, &str, i64)> = classes
         .iter()
-        .map(|c| (c["class_id"].as_i64().unwrap(), c["name"].as_str().unwrap(), c["labels"].as_i64().unwrap()))
+        .map(|c| {
+            (
+                c["class_id"].as_i64().unwrap(),
+                c["name"].as_str().unwrap(),
+                c["labels"].as_i64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(label_counts, [(0, "water", 32), (1, "forest", 32), (2, "crops", 33)]);
+    assert_eq!(
+        label_counts,
+        [(0, "water", 32), (1, "forest", 32), (2, "crops", 33)]
+    );
     // Per class and split: the windows holding a label of that class, checked against the database.
     for c in classes {
         for split in ["train", "val", "test"] {
@@ -467,7 +733,13 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
         }
     }
     assert_eq!(summary["windows"]["none"], 0);
-    let (_, old) = call(&app, "GET", &format!("/api/v1/projects/{pid}/labels/summary?version=1"), None).await;
+    let (_, old) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/projects/{pid}/labels/summary?version=1"),
+        None,
+    )
+    .await;
     assert_eq!(old["labels"], 96);
     assert_eq!(old["split_version"], Value::Null);
 
@@ -483,20 +755,38 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
         csv.push_str(&format!("{},{class}\n", w.id));
     }
     assert_eq!(specs.len(), 20);
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import?mode=replace"), "text/csv", csv).await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import?mode=replace"),
+        "text/csv",
+        csv,
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
     for (per_class, want) in [(json!(2), 6), (Value::Null, 12)] {
         let (s, r) = call(&app, "POST", &format!("/api/v1/projects/{pid}/labels/split"),
             Some(json!({"sampling": {"strategy": "stratified", "per_class": per_class}, "block_size": 1}))).await;
         assert_eq!(s, StatusCode::CREATED, "{r:#}");
-        let total = r["windows"]["train"].as_i64().unwrap() + r["windows"]["val"].as_i64().unwrap() + r["windows"]["test"].as_i64().unwrap();
+        let total = r["windows"]["train"].as_i64().unwrap()
+            + r["windows"]["val"].as_i64().unwrap()
+            + r["windows"]["test"].as_i64().unwrap();
         assert_eq!(total, want, "{r:#}");
-        let (_, summary) = call(&app, "GET", &format!("/api/v1/projects/{pid}/labels/summary"), None).await;
+        let (_, summary) = call(
+            &app,
+            "GET",
+            &format!("/api/v1/projects/{pid}/labels/summary"),
+            None,
+        )
+        .await;
         let sampled: Vec<i64> = summary["classes"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| c["windows"]["train"].as_i64().unwrap() + c["windows"]["val"].as_i64().unwrap() + c["windows"]["test"].as_i64().unwrap())
+            .map(|c| {
+                c["windows"]["train"].as_i64().unwrap()
+                    + c["windows"]["val"].as_i64().unwrap()
+                    + c["windows"]["test"].as_i64().unwrap()
+            })
             .collect();
         assert_eq!(sampled, vec![want / 3; 3], "{summary:#}");
     }
@@ -528,7 +818,14 @@ async fn polygons_and_points_are_rasterised_onto_the_window_grid() {
             s.id != w.id && b[0] > 3.0 && b[1] > 45.0 && b[2] < 3.03 && b[3] < 45.02
         })
         .unwrap();
-    let px = WindowSpec::from_cell(other.epsg, 64 * other.column + 3, 64 * other.row + 63 - 5, 1, 10.0).unwrap();
+    let px = WindowSpec::from_cell(
+        other.epsg,
+        64 * other.column + 3,
+        64 * other.row + 63 - 5,
+        1,
+        10.0,
+    )
+    .unwrap();
     let (a, c) = (corner(&px, 0), corner(&px, 8));
     let centre = [
         (a[0].as_f64().unwrap() + c[0].as_f64().unwrap()) / 2.0,
@@ -539,10 +836,22 @@ async fn polygons_and_points_are_rasterised_onto_the_window_grid() {
         json!({"type": "Feature", "geometry": left_half, "properties": {"class": "forest"}}),
         point(centre[0], centre[1], json!({"class": "crops"})),
     ]);
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{pid}/labels/import"), "application/geo+json", file).await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "application/geo+json",
+        file,
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
     assert_eq!(r["imported"], 2, "{r:#}");
-    let (s, r) = call(&app, "POST", &format!("/api/v1/projects/{pid}/labels/split"), Some(json!({"block_size": 1}))).await;
+    let (s, r) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/labels/split"),
+        Some(json!({"block_size": 1})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
 
     let (_, examples) = training_examples(&db.pool, id, None).await.unwrap();
@@ -558,10 +867,19 @@ async fn polygons_and_points_are_rasterised_onto_the_window_grid() {
         assert_eq!(*p, want, "pixel row {} column {}", i / 64, i % 64);
     }
     let (_, pixels) = mask_of(&other.id);
-    let labelled: Vec<usize> = pixels.iter().enumerate().filter(|(_, p)| **p != 255).map(|(i, _)| i).collect();
+    let labelled: Vec<usize> = pixels
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| **p != 255)
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(labelled, [5 * 64 + 3]);
     assert_eq!(pixels[5 * 64 + 3], 2);
-    assert!(examples.iter().all(|e| matches!(e.split, Split::Train | Split::Val | Split::Test)));
+    assert!(
+        examples
+            .iter()
+            .all(|e| matches!(e.split, Split::Train | Split::Val | Split::Test))
+    );
 }
 
 #[tokio::test]
@@ -589,17 +907,38 @@ async fn another_organisations_project_is_not_found() {
         patch_size: 4,
         window_size: 64,
     };
-    let theirs = projects::create(&db.pool, other_org, &fields).await.unwrap().id;
+    let theirs = projects::create(&db.pool, other_org, &fields)
+        .await
+        .unwrap()
+        .id;
     let file = collection(vec![point(3.01, 45.01, json!({"class": "forest"}))]);
-    let (s, r) = upload(&app, &format!("/api/v1/projects/{theirs}/labels/import"), "application/geo+json", file).await;
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{theirs}/labels/import"),
+        "application/geo+json",
+        file,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{r:#}");
     assert_eq!(r["error"]["code"], "not_found");
-    for uri in [format!("/api/v1/projects/{theirs}/labels"), format!("/api/v1/projects/{theirs}/labels/summary")] {
+    for uri in [
+        format!("/api/v1/projects/{theirs}/labels"),
+        format!("/api/v1/projects/{theirs}/labels/summary"),
+    ] {
         let (s, r) = call(&app, "GET", &uri, None).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {r:#}");
     }
-    let (s, _) = call(&app, "POST", &format!("/api/v1/projects/{theirs}/labels/split"), Some(json!({}))).await;
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{theirs}/labels/split"),
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let n: i64 = sqlx::query_scalar("select count(*) from label_set").fetch_one(&db.pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("select count(*) from label_set")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(n, 0);
 }

@@ -19,7 +19,17 @@ pub const IGNORE: u8 = 255;
 
 /// Which part of the data a window belongs to.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
@@ -180,10 +190,11 @@ const LABEL_SET_COLUMNS: &str =
 
 /// Locks the project's label history for a new version and returns its number.
 async fn next_version(tx: &mut Transaction<'_, Postgres>, project_id: Uuid) -> Result<i32> {
-    let locked: Option<Uuid> = sqlx::query_scalar("select id from project where id = $1 for update")
-        .bind(project_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let locked: Option<Uuid> =
+        sqlx::query_scalar("select id from project where id = $1 for update")
+            .bind(project_id)
+            .fetch_optional(&mut **tx)
+            .await?;
     if locked.is_none() {
         return Err(Error::NotFound {
             what: "project",
@@ -277,7 +288,10 @@ pub async fn import(
 ) -> Result<LabelSet> {
     let mut tx = pool.begin().await?;
     let version = next_version(&mut tx, project_id).await?;
-    insert_label_set(&mut tx, project_id, version, "import", source, created_by, None).await?;
+    insert_label_set(
+        &mut tx, project_id, version, "import", source, created_by, None,
+    )
+    .await?;
     let removed = if replace {
         sqlx::query("update label set removed_in = $2 where project_id = $1 and removed_in is null")
             .bind(project_id)
@@ -359,8 +373,14 @@ pub async fn remove(
             "some of these labels do not exist or were already removed".into(),
         ));
     }
-    let set = finish_label_set(&mut tx, project_id, version, 0, i64::try_from(removed).unwrap_or(0))
-        .await?;
+    let set = finish_label_set(
+        &mut tx,
+        project_id,
+        version,
+        0,
+        i64::try_from(removed).unwrap_or(0),
+    )
+    .await?;
     tx.commit().await?;
     Ok(set)
 }
@@ -396,12 +416,12 @@ pub async fn resolve_version(
                 id: project_id,
             })
         }
-        None => Ok(sqlx::query_scalar(
-            "select max(version) from label_set where project_id = $1",
-        )
-        .bind(project_id)
-        .fetch_one(pool)
-        .await?),
+        None => Ok(
+            sqlx::query_scalar("select max(version) from label_set where project_id = $1")
+                .bind(project_id)
+                .fetch_one(pool)
+                .await?,
+        ),
     }
 }
 
@@ -523,7 +543,16 @@ pub async fn record_split(
 ) -> Result<LabelSet> {
     let mut tx = pool.begin().await?;
     let version = next_version(&mut tx, project_id).await?;
-    insert_label_set(&mut tx, project_id, version, "split", "", created_by, Some(options)).await?;
+    insert_label_set(
+        &mut tx,
+        project_id,
+        version,
+        "split",
+        "",
+        created_by,
+        Some(options),
+    )
+    .await?;
     for chunk in assignments.chunks(5000) {
         sqlx::query(
             "insert into window_split (project_id, version, window_id, split, block) \
@@ -531,7 +560,12 @@ pub async fn record_split(
         )
         .bind(project_id)
         .bind(version)
-        .bind(chunk.iter().map(|a| a.window_id.clone()).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|a| a.window_id.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind(chunk.iter().map(|a| a.split.as_str()).collect::<Vec<_>>())
         .bind(chunk.iter().map(|a| a.block.clone()).collect::<Vec<_>>())
         .execute(&mut *tx)
@@ -674,7 +708,9 @@ fn window_value(rows: &[ExampleRow]) -> Option<LabelTarget> {
     if values.is_empty() {
         return None;
     }
-    Some(LabelTarget::Value(values.iter().sum::<f64>() / values.len() as f64))
+    Some(LabelTarget::Value(
+        values.iter().sum::<f64>() / values.len() as f64,
+    ))
 }
 
 fn window_mask(rows: &[ExampleRow]) -> Option<LabelTarget> {
@@ -810,7 +846,8 @@ pub async fn summary(pool: &PgPool, project_id: Uuid, version: Option<i32>) -> R
     for w in &window_ids {
         windows.add(splits.get(w).copied(), 1);
     }
-    let valid = "l.project_id = $1 and l.added_in <= $2 and (l.removed_in is null or l.removed_in > $2)";
+    let valid =
+        "l.project_id = $1 and l.added_in <= $2 and (l.removed_in is null or l.removed_in > $2)";
     let (labels, unassigned): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select count(*), count(*) filter (where not l.assigned) from label l where {valid}"
     )))
@@ -913,7 +950,12 @@ pub async fn summary(pool: &PgPool, project_id: Uuid, version: Option<i32>) -> R
 mod tests {
     use super::*;
 
-    fn row(class_id: Option<i32>, value: Option<f64>, pixels: Option<Vec<u8>>, n: i32) -> ExampleRow {
+    fn row(
+        class_id: Option<i32>,
+        value: Option<f64>,
+        pixels: Option<Vec<u8>>,
+        n: i32,
+    ) -> ExampleRow {
         ExampleRow {
             window_id: "w".into(),
             split: "train".into(),
@@ -927,7 +969,11 @@ mod tests {
 
     #[test]
     fn the_class_covering_most_pixels_wins_and_ties_go_to_the_lower_id() {
-        let rows = [row(Some(3), None, None, 16), row(Some(1), None, None, 4), row(Some(1), None, None, 4)];
+        let rows = [
+            row(Some(3), None, None, 16),
+            row(Some(1), None, None, 4),
+            row(Some(1), None, None, 4),
+        ];
         assert_eq!(window_class(&rows), Some(LabelTarget::Class(3)));
         let rows = [row(Some(5), None, None, 8), row(Some(2), None, None, 8)];
         assert_eq!(window_class(&rows), Some(LabelTarget::Class(2)));

@@ -137,7 +137,9 @@ fn seeded_hash(seed: u64, key: &str) -> u64 {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h = h.wrapping_add(seed.rotate_left(32)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    h = h
+        .wrapping_add(seed.rotate_left(32))
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
@@ -176,11 +178,11 @@ pub fn sample<'a>(
             }
             if classes.is_empty() {
                 return Err(InvalidOptions(
-                    "stratified sampling needs windows with class labels; import labels first".into(),
+                    "stratified sampling needs windows with class labels; import labels first"
+                        .into(),
                 ));
             }
-            let n = per_class
-                .unwrap_or_else(|| classes.values().map(Vec::len).min().unwrap_or(0));
+            let n = per_class.unwrap_or_else(|| classes.values().map(Vec::len).min().unwrap_or(0));
             classes
                 .into_values()
                 .flat_map(|v| {
@@ -197,11 +199,21 @@ pub fn sample<'a>(
 
 /// Assigns whole blocks of `block_size × block_size` cells to splits. With at least as many blocks as
 /// splits of positive share, every such split gets at least one block.
-pub fn split(cells: &[&GridCell], block_size: u32, fractions: [f64; 3], seed: u64) -> Vec<Assignment> {
+pub fn split(
+    cells: &[&GridCell],
+    block_size: u32,
+    fractions: [f64; 3],
+    seed: u64,
+) -> Vec<Assignment> {
     let b = i64::from(block_size.max(1));
     let mut blocks: HashMap<String, Vec<&GridCell>> = HashMap::new();
     for c in cells {
-        let key = format!("{}_{}_{}", c.epsg, c.column.div_euclid(b), c.row.div_euclid(b));
+        let key = format!(
+            "{}_{}_{}",
+            c.epsg,
+            c.column.div_euclid(b),
+            c.row.div_euclid(b)
+        );
         blocks.entry(key).or_default().push(c);
     }
     let mut order: Vec<(String, Vec<&GridCell>)> = blocks.into_iter().collect();
@@ -319,7 +331,8 @@ mod tests {
             // Cells of one block share a split, and the block is the B×B neighbourhood.
             let b = i64::from(options.block_size);
             let mut block_split: HashMap<(i32, i64, i64), Split> = HashMap::new();
-            let by_id: HashMap<&str, &GridCell> = cells.iter().map(|c| (c.id.as_str(), c)).collect();
+            let by_id: HashMap<&str, &GridCell> =
+                cells.iter().map(|c| (c.id.as_str(), c)).collect();
             for a in &out {
                 let c = by_id[a.window_id.as_str()];
                 let key = (c.epsg, c.column.div_euclid(b), c.row.div_euclid(b));
@@ -330,7 +343,10 @@ mod tests {
             // With three or more blocks, no split is empty.
             if block_split.len() >= 3 {
                 for s in [Split::Train, Split::Val, Split::Test] {
-                    assert!(out.iter().any(|a| a.split == s), "case {case}: {s:?} is empty");
+                    assert!(
+                        out.iter().any(|a| a.split == s),
+                        "case {case}: {s:?} is empty"
+                    );
                 }
             }
         }
@@ -404,7 +420,12 @@ mod tests {
         assert_eq!(a.len(), 17);
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert_eq!(sample(&cells, &Sampling::Random { count: 1000 }, 5).unwrap().len(), 100);
+        assert_eq!(
+            sample(&cells, &Sampling::Random { count: 1000 }, 5)
+                .unwrap()
+                .len(),
+            100
+        );
     }
 
     #[test]
@@ -423,22 +444,45 @@ mod tests {
         assert_eq!(picked.iter().filter(|c| c.class_id == Some(0)).count(), 10);
         assert_eq!(picked.iter().filter(|c| c.class_id == Some(1)).count(), 10);
         assert!(picked.iter().all(|c| c.class_id.is_some()));
-        let picked = sample(&cells, &Sampling::Stratified { per_class: Some(30) }, 3).unwrap();
+        let picked = sample(
+            &cells,
+            &Sampling::Stratified {
+                per_class: Some(30),
+            },
+            3,
+        )
+        .unwrap();
         assert_eq!(picked.iter().filter(|c| c.class_id == Some(0)).count(), 30);
         assert_eq!(picked.iter().filter(|c| c.class_id == Some(1)).count(), 10);
 
-        let unlabelled: Vec<GridCell> = cells.into_iter().filter(|c| c.class_id.is_none()).collect();
+        let unlabelled: Vec<GridCell> =
+            cells.into_iter().filter(|c| c.class_id.is_none()).collect();
         assert!(sample(&unlabelled, &Sampling::Stratified { per_class: None }, 3).is_err());
     }
 
     #[test]
     fn bad_options_are_refused() {
         let bad = [
-            SplitOptions { block_size: 0, ..SplitOptions::default() },
-            SplitOptions { fractions: [0.0, 0.0, 0.0], ..SplitOptions::default() },
-            SplitOptions { fractions: [0.5, -0.1, 0.6], ..SplitOptions::default() },
-            SplitOptions { fractions: [f64::NAN, 0.1, 0.1], ..SplitOptions::default() },
-            SplitOptions { sampling: Sampling::Grid { step: 0 }, ..SplitOptions::default() },
+            SplitOptions {
+                block_size: 0,
+                ..SplitOptions::default()
+            },
+            SplitOptions {
+                fractions: [0.0, 0.0, 0.0],
+                ..SplitOptions::default()
+            },
+            SplitOptions {
+                fractions: [0.5, -0.1, 0.6],
+                ..SplitOptions::default()
+            },
+            SplitOptions {
+                fractions: [f64::NAN, 0.1, 0.1],
+                ..SplitOptions::default()
+            },
+            SplitOptions {
+                sampling: Sampling::Grid { step: 0 },
+                ..SplitOptions::default()
+            },
         ];
         for o in bad {
             assert!(o.validate().is_err(), "{o:?}");

@@ -225,9 +225,13 @@ fn csv_quote(s: &str) -> String {
 
 /// Reads CSV with a header naming `lon`, `lat`, `class` or `value`, and optionally `window_id`.
 fn parse_csv(body: &[u8]) -> ApiResult<(Vec<RawLabel>, Vec<RowError>)> {
-    let text = std::str::from_utf8(body).map_err(|_| file_error("the CSV file is not UTF-8 text"))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| file_error("the CSV file is not UTF-8 text"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
         return Err(file_error("the CSV file is empty"));
     };
@@ -425,12 +429,19 @@ fn check_rows(
             let (class_id, value) = if regression {
                 match (raw.value, &raw.class) {
                     (Some(v), _) => (None, Some(v)),
-                    (None, _) => return Err("bad number: this regression project needs a `value`".into()),
+                    (None, _) => {
+                        return Err("bad number: this regression project needs a `value`".into());
+                    }
                 }
             } else {
                 match &raw.class {
                     Some(c) => (Some(legend.resolve(c)?), None),
-                    None => return Err(format!("unknown class: this {} project needs a `class`", project.task)),
+                    None => {
+                        return Err(format!(
+                            "unknown class: this {} project needs a `class`",
+                            project.task
+                        ));
+                    }
                 }
             };
             if let Some((json, g)) = &raw.geometry {
@@ -479,7 +490,10 @@ fn check_rows(
 /// Imports a labels file into a project of `org_id` as a new version. Shared by the API and the CLI.
 /// Rows with problems are reported and skipped; when no row is usable nothing is stored (422
 /// `no_valid_labels`, the row errors in `details`).
-#[allow(clippy::too_many_arguments, reason = "one import's inputs, all required")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one import's inputs, all required"
+)]
 pub async fn import_file(
     pool: &PgPool,
     org_id: Uuid,
@@ -507,16 +521,30 @@ pub async fn import_file(
         let mut e = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "no_valid_labels",
-            format!("no label could be imported ({} rows rejected)", errors.len()),
+            format!(
+                "no label could be imported ({} rows rejected)",
+                errors.len()
+            ),
         );
         e.details = json!(errors);
         return Err(e);
     }
-    let set = labels::import(pool, project_id, &labels_to_add, replace, source, created_by).await?;
+    let set = labels::import(
+        pool,
+        project_id,
+        &labels_to_add,
+        replace,
+        source,
+        created_by,
+    )
+    .await?;
     Ok(ImportReport {
         version: set.version,
         imported: labels_to_add.len(),
-        unassigned: labels_to_add.iter().filter(|l| l.coverage.is_none()).count(),
+        unassigned: labels_to_add
+            .iter()
+            .filter(|l| l.coverage.is_none())
+            .count(),
         errors,
     })
 }
@@ -542,7 +570,10 @@ pub async fn assign_pending(pool: &PgPool, project_id: Uuid) -> ApiResult<usize>
                     .ok()
                     .and_then(|g| coverage_of(&mut rasterizer, &g, &windows).ok())
                     .unwrap_or_default(),
-                (None, Some(w)) => by_id.get(w.as_str()).map(|w| vec![whole_window(w)]).unwrap_or_default(),
+                (None, Some(w)) => by_id
+                    .get(w.as_str())
+                    .map(|w| vec![whole_window(w)])
+                    .unwrap_or_default(),
                 (None, None) => Vec::new(),
             };
             out.push((l.id, c));
@@ -672,7 +703,11 @@ pub async fn export_file(
     };
     let rows = labels::labels_at(pool, project_id, version).await?;
     let legend = Legend::of(&project);
-    let class_text = |id: i32| legend.name(id).map_or_else(|| id.to_string(), str::to_owned);
+    let class_text = |id: i32| {
+        legend
+            .name(id)
+            .map_or_else(|| id.to_string(), str::to_owned)
+    };
     let regression = project.task == "regression";
     match format {
         Format::Geojson => {
@@ -710,8 +745,14 @@ pub async fn export_file(
             for l in &rows {
                 let (lon, lat) = match &l.geometry {
                     Some(g) if g["type"] == "Point" => (
-                        g["coordinates"][0].as_f64().map(|v| v.to_string()).unwrap_or_default(),
-                        g["coordinates"][1].as_f64().map(|v| v.to_string()).unwrap_or_default(),
+                        g["coordinates"][0]
+                            .as_f64()
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
+                        g["coordinates"][1]
+                            .as_f64()
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
                     ),
                     Some(_) => {
                         skipped += 1;
@@ -785,6 +826,23 @@ pub async fn label_summary(
     Ok(axum::Json(
         labels::summary(&state.pool, project_id, q.version).await?,
     ))
+}
+
+/// Removes one label: an edit, so a new version without it (older versions keep it).
+#[utoipa::path(delete, path = "/api/v1/projects/{id}/labels/{label_id}", tag = "labels",
+    responses((status = 200, body = LabelSet), (status = 404, body = super::error::ErrorBody)))]
+pub async fn delete_label(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((project_id, label_id)): Path<(Uuid, i64)>,
+) -> ApiResult<axum::Json<LabelSet>> {
+    actor.require(Role::Member)?;
+    projects::get(&state.pool, actor.org_id, project_id).await?;
+    match labels::remove(&state.pool, project_id, &[label_id], actor.user_id).await {
+        Ok(set) => Ok(axum::Json(set)),
+        Err(groundwork_store::Error::Conflict(_)) => Err(ApiError::not_found("label")),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What a split did.
@@ -875,7 +933,10 @@ mod tests {
     #[test]
     fn csv_fields_follow_rfc_4180_quoting() {
         assert_eq!(csv_fields("a,b,,c").unwrap(), ["a", "b", "", "c"]);
-        assert_eq!(csv_fields(r#"1,"x, y","say ""hi""""#).unwrap(), ["1", "x, y", r#"say "hi""#]);
+        assert_eq!(
+            csv_fields(r#"1,"x, y","say ""hi""""#).unwrap(),
+            ["1", "x, y", r#"say "hi""#]
+        );
         assert!(csv_fields(r#"1,"open"#).is_err());
         assert_eq!(csv_fields(&csv_quote("a,\"b\"")).unwrap(), ["a,\"b\""]);
     }

@@ -178,6 +178,7 @@ async fn method_not_allowed() -> ApiError {
         labels::export_labels,
         labels::label_summary,
         labels::split_windows,
+        labels::delete_label,
         runs::list_runs,
         runs::get_run,
         runs::get_step,
@@ -225,6 +226,10 @@ pub fn router(state: AppState) -> Router {
         .route("/projects/{id}/labels", get(labels::export_labels))
         .route("/projects/{id}/labels/summary", get(labels::label_summary))
         .route("/projects/{id}/labels/split", post(labels::split_windows))
+        .route(
+            "/projects/{id}/labels/{label_id}",
+            axum::routing::delete(labels::delete_label),
+        )
         .route("/runs/{id}", get(runs::get_run))
         .route("/steps/{id}", get(runs::get_step))
         .route("/steps/{id}/cancel", post(runs::cancel_step))
