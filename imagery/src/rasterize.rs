@@ -9,6 +9,7 @@ use crate::grid::transform;
 use gdal::spatial_ref::CoordTransform;
 use geo::{BoundingRect, Contains, Coord, CoordsIter, MapCoords, Validation};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// A window's pixel grid.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,7 +29,7 @@ impl PixelGrid {
         let col = ((x - x0) / dx).floor();
         let row = ((y - y0) / dy).floor();
         let n = f64::from(self.size);
-        ((0.0..n).contains(&col) && (0.0..n).contains(&row)).then(|| (row as u32, col as u32))
+        ((0.0..n).contains(&col) && (0.0..n).contains(&row)).then_some((row as u32, col as u32))
     }
 
     /// Centre of pixel `(row, col)` in the grid CRS.
@@ -153,13 +154,9 @@ impl Rasterizer {
         geometry: &geo::Geometry<f64>,
         epsg: u32,
     ) -> Result<geo::Geometry<f64>> {
-        if !self.transforms.contains_key(&epsg) {
-            self.transforms.insert(epsg, transform(4326, epsg)?);
-        }
-        let Some(ct) = self.transforms.get(&epsg) else {
-            return Err(Error::InvalidRequest(format!(
-                "no transform to EPSG:{epsg}"
-            )));
+        let ct = match self.transforms.entry(epsg) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => v.insert(transform(4326, epsg)?),
         };
         geometry.try_map_coords(|c| {
             let (mut xs, mut ys) = ([c.x], [c.y]);

@@ -110,9 +110,9 @@ impl ConfusionMatrix {
         let correct: u64 = (0..n).map(|i| self.counts[i][i]).sum();
         let mut per_class = Vec::with_capacity(n);
         let (mut f1_sum, mut iou_sum, mut present, mut weighted) = (0.0, 0.0, 0_usize, 0.0);
-        for c in 0..n {
-            let tp = self.counts[c][c];
-            let support: u64 = self.counts[c].iter().sum();
+        for (c, row) in self.counts.iter().enumerate() {
+            let tp = row[c];
+            let support: u64 = row.iter().sum();
             let predicted: u64 = (0..n).map(|t| self.counts[t][c]).sum();
             let precision = ratio(tp, predicted);
             let recall = ratio(tp, support);

@@ -287,6 +287,15 @@ async fn csv_import_reports_bad_rows_by_line_and_versions_increment() {
     )
     .await;
     assert_eq!(r["version"], 2);
+    // A replace whose rows are all bad would wipe the labels: refused, no version.
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import?mode=replace"),
+        "text/csv",
+        "lon,lat,value\n3.02,45.015,seven\n",
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{r:#}");
     let (_, r) = upload(
         &app,
         &format!("/api/v1/projects/{pid}/labels/import?mode=replace"),
@@ -936,6 +945,20 @@ async fn another_organisations_project_is_not_found() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // The endpoints are in the OpenAPI document.
+    let (_, doc) = call(&app, "GET", "/api/openapi.json", None).await;
+    for path in [
+        "/api/v1/projects/{id}/labels",
+        "/api/v1/projects/{id}/labels/import",
+        "/api/v1/projects/{id}/labels/summary",
+        "/api/v1/projects/{id}/labels/split",
+        "/api/v1/projects/{id}/labels/{label_id}",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from OpenAPI"
+        );
+    }
     let n: i64 = sqlx::query_scalar("select count(*) from label_set")
         .fetch_one(&db.pool)
         .await

@@ -409,7 +409,84 @@ fn aoi_of(project: &Project) -> Option<MultiPolygon<f64>> {
     }
 }
 
-/// Checks rows against the project (classes, task, AOI, windows) and works out their windows. Runs GDAL:
+/// Checks rows against a project: classes, task, AOI and windows.
+struct RowChecker<'a> {
+    task: &'a str,
+    legend: Legend,
+    aoi: Option<MultiPolygon<f64>>,
+    windows: &'a [WindowGrid],
+    by_id: HashMap<&'a str, &'a WindowGrid>,
+    rasterizer: Rasterizer,
+}
+
+impl<'a> RowChecker<'a> {
+    fn new(project: &'a Project, windows: &'a [WindowGrid]) -> Self {
+        Self {
+            task: &project.task,
+            legend: Legend::of(project),
+            aoi: aoi_of(project),
+            windows,
+            by_id: windows.iter().map(|w| (w.id.as_str(), w)).collect(),
+            rasterizer: Rasterizer::new(),
+        }
+    }
+
+    /// The label of a row, with its windows worked out (when the project has windows).
+    fn check(&mut self, raw: &RawLabel) -> Result<NewLabel, String> {
+        let (class_id, value) = if self.task == "regression" {
+            match raw.value {
+                Some(v) => (None, Some(v)),
+                None => return Err("bad number: this regression project needs a `value`".into()),
+            }
+        } else {
+            match &raw.class {
+                Some(c) => (Some(self.legend.resolve(c)?), None),
+                None => {
+                    return Err(format!(
+                        "unknown class: this {} project needs a `class`",
+                        self.task
+                    ));
+                }
+            }
+        };
+        if let Some((json, g)) = &raw.geometry {
+            if self.aoi.as_ref().is_some_and(|a| !a.intersects(g)) {
+                return Err("outside the AOI".into());
+            }
+            let coverage = if self.windows.is_empty() {
+                None
+            } else {
+                let c = coverage_of(&mut self.rasterizer, g, self.windows)?;
+                if c.is_empty() {
+                    return Err("bad geometry: covers no pixel centre of any window".into());
+                }
+                Some(c)
+            };
+            return Ok(NewLabel {
+                geometry: Some(json.clone()),
+                window_id: None,
+                class_id,
+                value,
+                coverage,
+            });
+        }
+        let Some(id) = &raw.window_id else {
+            return Err("bad geometry: give a geometry (or lon/lat) or a window_id".into());
+        };
+        let Some(w) = self.by_id.get(id.as_str()) else {
+            return Err(format!("unknown window {id:?}"));
+        };
+        Ok(NewLabel {
+            geometry: None,
+            window_id: Some(id.clone()),
+            class_id,
+            value,
+            coverage: Some(vec![whole_window(w)]),
+        })
+    }
+}
+
+/// Checks rows against the project and works out their windows; bad rows go to `errors`. Runs GDAL:
 /// call it from a blocking task.
 fn check_rows(
     project: &Project,
@@ -417,71 +494,15 @@ fn check_rows(
     rows: Vec<RawLabel>,
     errors: &mut Vec<RowError>,
 ) -> Vec<NewLabel> {
-    let legend = Legend::of(project);
-    let aoi = aoi_of(project);
-    let by_id: HashMap<&str, &WindowGrid> = windows.iter().map(|w| (w.id.as_str(), w)).collect();
-    let regression = project.task == "regression";
-    let mut rasterizer = Rasterizer::new();
+    let mut checker = RowChecker::new(project, windows);
     let mut out = Vec::with_capacity(rows.len());
     for raw in rows {
-        let row = raw.row;
-        let checked = (|| -> Result<NewLabel, String> {
-            let (class_id, value) = if regression {
-                match (raw.value, &raw.class) {
-                    (Some(v), _) => (None, Some(v)),
-                    (None, _) => {
-                        return Err("bad number: this regression project needs a `value`".into());
-                    }
-                }
-            } else {
-                match &raw.class {
-                    Some(c) => (Some(legend.resolve(c)?), None),
-                    None => {
-                        return Err(format!(
-                            "unknown class: this {} project needs a `class`",
-                            project.task
-                        ));
-                    }
-                }
-            };
-            if let Some((json, g)) = &raw.geometry {
-                if aoi.as_ref().is_some_and(|a| !a.intersects(g)) {
-                    return Err("outside the AOI".into());
-                }
-                let coverage = if windows.is_empty() {
-                    None
-                } else {
-                    let c = coverage_of(&mut rasterizer, g, windows)?;
-                    if c.is_empty() {
-                        return Err("bad geometry: covers no pixel centre of any window".into());
-                    }
-                    Some(c)
-                };
-                return Ok(NewLabel {
-                    geometry: Some(json.clone()),
-                    window_id: None,
-                    class_id,
-                    value,
-                    coverage,
-                });
-            }
-            let Some(id) = &raw.window_id else {
-                return Err("bad geometry: give a geometry (or lon/lat) or a window_id".into());
-            };
-            let Some(w) = by_id.get(id.as_str()) else {
-                return Err(format!("unknown window {id:?}"));
-            };
-            Ok(NewLabel {
-                geometry: None,
-                window_id: Some(id.clone()),
-                class_id,
-                value,
-                coverage: Some(vec![whole_window(w)]),
-            })
-        })();
-        match checked {
+        match checker.check(&raw) {
             Ok(l) => out.push(l),
-            Err(reason) => errors.push(RowError { row, reason }),
+            Err(reason) => errors.push(RowError {
+                row: raw.row,
+                reason,
+            }),
         }
     }
     out
@@ -489,7 +510,7 @@ fn check_rows(
 
 /// Imports a labels file into a project of `org_id` as a new version. Shared by the API and the CLI.
 /// Rows with problems are reported and skipped; when no row is usable nothing is stored (422
-/// `no_valid_labels`, the row errors in `details`).
+/// `no_valid_labels`, the row errors in `details`). A replace with an empty file clears the labels.
 #[allow(
     clippy::too_many_arguments,
     reason = "one import's inputs, all required"
@@ -517,7 +538,8 @@ pub async fn import_file(
     })
     .await
     .map_err(|e| ApiError::internal(&e))?;
-    if labels_to_add.is_empty() && !replace {
+    // A replace with no usable row would wipe the labels because of a bad file: refuse it too.
+    if labels_to_add.is_empty() && (!replace || !errors.is_empty()) {
         let mut e = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "no_valid_labels",
