@@ -799,6 +799,18 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
             .collect();
         assert_eq!(sampled, vec![want / 3; 3], "{summary:#}");
     }
+
+    // Deleting the project takes its labels, versions and splits with it.
+    let (s, r) = call(&app, "DELETE", &format!("/api/v1/projects/{pid}"), None).await;
+    assert!(s.is_success(), "{r:#}");
+    for table in ["label", "label_window", "label_set", "window_split"] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
 }
 
 #[tokio::test]
