@@ -16,6 +16,7 @@ pub mod grid;
 pub mod http;
 pub mod modality;
 pub mod output;
+pub mod rasterize;
 pub mod read;
 pub mod source;
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fetch;
 pub mod heads;
 pub mod kernels;
+pub mod metrics;
 pub mod modality;
 pub mod normalize;
 pub mod resize;

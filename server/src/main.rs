@@ -43,6 +43,9 @@ enum Command {
     /// Imagery acquisition from STAC catalogues.
     #[command(subcommand)]
     Imagery(groundwork_imagery::cli::ImageryCommand),
+    /// Labels: import and export GeoJSON or CSV files.
+    #[command(subcommand)]
+    Labels(groundwork_server::labels_cli::LabelsCommand),
     /// Generate the offline demo catalogue (COGs + STAC items + ground truth).
     DemoData(groundwork_imagery::cli::DemoDataArgs),
     /// Benchmarks.
@@ -283,6 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Model(c) => olmoearth::cli::run(c).await,
         Command::Imagery(c) => groundwork_imagery::cli::run_imagery(c).await,
+        Command::Labels(c) => groundwork_server::labels_cli::run(c).await,
         Command::DemoData(a) => groundwork_imagery::cli::run_demo_data(a).await,
         Command::Bench(BenchCommand::Queue(b)) => {
             let args = DbArgs {

@@ -8,7 +8,9 @@
 pub mod devdb;
 mod error;
 pub mod jobs;
+pub mod labels;
 pub mod projects;
+pub mod sampling;
 pub mod testing;
 pub mod windows;
 pub mod workers;

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod imagery;
+pub mod labels;
 pub mod projects;
 pub mod runs;
 pub mod validate;
@@ -173,6 +174,11 @@ async fn method_not_allowed() -> ApiError {
         runs::create_run,
         imagery::acquire,
         imagery::list_windows,
+        labels::import_labels,
+        labels::export_labels,
+        labels::label_summary,
+        labels::split_windows,
+        labels::delete_label,
         runs::list_runs,
         runs::get_run,
         runs::get_step,
@@ -211,6 +217,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/projects/{id}/acquire", post(imagery::acquire))
         .route("/projects/{id}/windows", get(imagery::list_windows))
+        .route(
+            "/projects/{id}/labels/import",
+            post(labels::import_labels).layer(axum::extract::DefaultBodyLimit::max(
+                labels::MAX_IMPORT_BYTES,
+            )),
+        )
+        .route("/projects/{id}/labels", get(labels::export_labels))
+        .route("/projects/{id}/labels/summary", get(labels::label_summary))
+        .route("/projects/{id}/labels/split", post(labels::split_windows))
+        .route(
+            "/projects/{id}/labels/{label_id}",
+            axum::routing::delete(labels::delete_label),
+        )
         .route("/runs/{id}", get(runs::get_run))
         .route("/steps/{id}", get(runs::get_step))
         .route("/steps/{id}/cancel", post(runs::cancel_step))
