@@ -591,18 +591,19 @@ async fn every_route_answers_each_caller_by_role_scope_and_organisation() {
                     ));
                 }
                 // A session switched to the other org would spoil later rows: switch back.
-                if case == "switch org" && other {
-                    if let Caller::Browser(_) = caller {
-                        let back = fx
-                            .send(
-                                caller,
-                                "POST",
-                                "/api/v1/me/org",
-                                Some(json!({"org_id": fx.own.id})),
-                            )
-                            .await;
-                        assert!(back.status.is_success());
-                    }
+                if case == "switch org"
+                    && other
+                    && let Caller::Browser(_) = caller
+                {
+                    let back = fx
+                        .send(
+                            caller,
+                            "POST",
+                            "/api/v1/me/org",
+                            Some(json!({"org_id": fx.own.id})),
+                        )
+                        .await;
+                    assert!(back.status.is_success());
                 }
             }
         }
