@@ -49,6 +49,30 @@ fn worker(bin: &PathBuf, db: &TestDb, name: &str) -> Proc {
     )
 }
 
+/// A user who owns the default organisation, and a write token of theirs.
+async fn owner_token(pool: &groundwork_store::PgPool) -> String {
+    use groundwork_store::{DEFAULT_ORG_ID, accounts, audit::Who};
+    let who = Who::cli();
+    let user = accounts::create_user(pool, &who, "owner@example.org", "a long password")
+        .await
+        .unwrap();
+    accounts::add_member(pool, &who, DEFAULT_ORG_ID, user.id, accounts::Role::Owner)
+        .await
+        .unwrap();
+    accounts::create_api_token(
+        pool,
+        &who,
+        user.id,
+        DEFAULT_ORG_ID,
+        "tests",
+        accounts::Scope::Write,
+        None,
+    )
+    .await
+    .unwrap()
+    .0
+}
+
 async fn wait_for<T>(timeout: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
@@ -210,7 +234,16 @@ async fn serve_is_a_whole_installation() {
     let base = format!("http://127.0.0.1:{port}");
     assert!(line.contains(&base), "{line}");
 
-    let http = reqwest::Client::new();
+    let token = owner_token(&db.pool).await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     assert_eq!(
         http.get(format!("{base}/readyz"))
             .send()
@@ -277,4 +310,142 @@ async fn serve_is_a_whole_installation() {
     assert_eq!(pools["items"][0]["name"], "cpu");
     assert!(pools["items"][0]["busy_fraction"].as_f64().unwrap() > 0.0);
     let _ = std::fs::remove_dir_all(objects);
+}
+
+#[tokio::test]
+async fn admin_commands_set_up_accounts_and_a_worker_needs_a_valid_token() {
+    let bin = groundwork_bin();
+    let db = TestDb::new().await.unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(&bin)
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "ops@example.org",
+            "--password-stdin",
+        ],
+        "a long password\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "weak@example.org",
+            "--password-stdin",
+        ],
+        "short\n",
+    );
+    assert!(!ok && err.contains("at least 8 characters"), "{err}");
+    assert!(run(&["admin", "create-org", "--name", "field-team"], "").0);
+    let (ok, _, err) = run(
+        &[
+            "admin",
+            "add-member",
+            "--org",
+            "field-team",
+            "--email",
+            "ops@example.org",
+            "--role",
+            "boss",
+        ],
+        "",
+    );
+    assert!(!ok && err.contains("unknown role"), "{err}");
+    let (ok, out, err) = run(
+        &[
+            "admin",
+            "add-member",
+            "--org",
+            "field-team",
+            "--email",
+            "ops@example.org",
+            "--role",
+            "admin",
+        ],
+        "",
+    );
+    assert!(ok && out.contains("admin"), "{out} {err}");
+    let (ok, token, err) = run(
+        &[
+            "admin",
+            "create-token",
+            "--org",
+            "field-team",
+            "--email",
+            "ops@example.org",
+            "--scope",
+            "write",
+        ],
+        "",
+    );
+    assert!(ok && token.starts_with("gw_"), "{token} {err}");
+    let p = groundwork_store::accounts::authenticate_api_token(&db.pool, &token)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.role, groundwork_store::accounts::Role::Admin);
+    let (ok, worker_token, err) = run(&["admin", "create-worker-token", "--org", "field-team"], "");
+    assert!(
+        ok && worker_token.starts_with("gwk_"),
+        "{worker_token} {err}"
+    );
+
+    // Once a worker token exists, a worker needs a valid one and says why it stops.
+    let (ok, _, err) = run(&["worker", "--token", "gwk_wrong"], "");
+    assert!(!ok && err.contains("worker token was refused"), "{err}");
+    let (ok, _, err) = run(&["worker"], "");
+    assert!(!ok && err.contains("requires a worker token"), "{err}");
+    let mut good = Command::new(&bin)
+        .args(["worker", "--name", "team-box"])
+        .env("GROUNDWORK_WORKER_TOKEN", &worker_token)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let org = groundwork_store::accounts::org_by_name(&db.pool, "field-team")
+        .await
+        .unwrap()
+        .unwrap();
+    let listed = wait_for(
+        Duration::from_secs(30),
+        "the worker to register",
+        async || {
+            let w = groundwork_store::workers::list_in_org(&db.pool, org.id)
+                .await
+                .ok()?;
+            (!w.is_empty()).then_some(w)
+        },
+    )
+    .await;
+    assert_eq!(listed[0].name, "team-box");
+    let _ = good.kill();
+    let _ = good.wait();
 }

@@ -19,6 +19,43 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
+/// A user who owns the default organisation, and a write token of theirs.
+async fn owner_token(pool: &groundwork_store::PgPool) -> String {
+    use groundwork_store::{DEFAULT_ORG_ID, accounts, audit::Who};
+    let who = Who::cli();
+    let user = accounts::create_user(pool, &who, "owner@example.org", "a long password")
+        .await
+        .unwrap();
+    accounts::add_member(pool, &who, DEFAULT_ORG_ID, user.id, accounts::Role::Owner)
+        .await
+        .unwrap();
+    accounts::create_api_token(
+        pool,
+        &who,
+        user.id,
+        DEFAULT_ORG_ID,
+        "tests",
+        accounts::Scope::Write,
+        None,
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+/// `app` with every request authenticated by `token`.
+fn with_bearer(app: axum::Router, token: String) -> axum::Router {
+    app.layer(axum::middleware::map_request(
+        move |mut req: axum::http::Request<Body>| {
+            let value = format!("Bearer {token}").parse().unwrap();
+            async move {
+                req.headers_mut().insert("authorization", value);
+                req
+            }
+        },
+    ))
+}
+
 async fn call(
     app: &axum::Router,
     method: &str,
@@ -86,7 +123,10 @@ async fn acquisition_fans_out_and_writes_window_tensors() {
                 .unwrap(),
         );
     }
-    let app = router(AppState::new(db.pool.clone()));
+    let app = with_bearer(
+        router(AppState::new(db.pool.clone())),
+        owner_token(&db.pool).await,
+    );
 
     let (s, project) = call(
         &app,
@@ -185,7 +225,10 @@ async fn a_missing_catalogue_fails_the_run_with_a_reason_and_bad_requests_are_re
     let w = Worker::start(db.pool.clone(), c, Registry::builtin())
         .await
         .unwrap();
-    let app = router(AppState::new(db.pool.clone()));
+    let app = with_bearer(
+        router(AppState::new(db.pool.clone())),
+        owner_token(&db.pool).await,
+    );
     let (_, project) = call(
         &app,
         "POST",

@@ -33,6 +33,9 @@ pub enum Error {
     /// The local PostgreSQL cluster could not be started.
     #[error("{0}")]
     LocalDatabase(String),
+    /// Credentials were refused (an unknown or revoked token, a missing worker token).
+    #[error("{0}")]
+    Unauthorized(String),
     /// A JSON value could not be (de)serialised.
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),

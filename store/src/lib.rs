@@ -5,6 +5,8 @@
 //! `step` table carries the state users see and the guarantees of DESIGN.md §4.
 #![warn(missing_docs)]
 
+pub mod accounts;
+pub mod audit;
 pub mod devdb;
 mod error;
 pub mod jobs;

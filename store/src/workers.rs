@@ -34,6 +34,8 @@ pub struct Registration {
 pub struct Worker {
     /// Id.
     pub id: Uuid,
+    /// Organisation it belongs to.
+    pub org_id: Uuid,
     /// Name.
     pub name: String,
     /// Pool.
@@ -77,10 +79,73 @@ pub async fn register(pool: &PgPool, r: &Registration) -> Result<Uuid> {
     Ok(id)
 }
 
+/// Registers a worker that presents `token` (a worker token, `gwk_…`): it joins the token's
+/// organisation. Without a token, registration is allowed only while no live worker token exists
+/// (the zero-setup local install); such a worker joins the default organisation. A bad or revoked
+/// token, or a missing one once tokens exist, is refused with [`Error::Unauthorized`].
+pub async fn register_with_token(
+    pool: &PgPool,
+    r: &Registration,
+    token: Option<&str>,
+) -> Result<Uuid> {
+    let (org_id, token_id) = match token.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(secret) => {
+            let row: Option<(Uuid, Uuid)> = sqlx::query_as(
+                "update worker_token set last_used_at = now() where token_hash = $1 and revoked_at is null \
+                 returning org_id, id",
+            )
+            .bind(crate::accounts::digest(secret))
+            .fetch_optional(pool)
+            .await?;
+            let (org, id) = row.ok_or_else(|| {
+                Error::Unauthorized(
+                    "the worker token was refused: it is unknown or has been revoked".into(),
+                )
+            })?;
+            (org, Some(id))
+        }
+        None => {
+            let required: bool = sqlx::query_scalar(
+                "select exists (select 1 from worker_token where revoked_at is null)",
+            )
+            .fetch_one(pool)
+            .await?;
+            if required {
+                return Err(Error::Unauthorized(
+                    "this installation requires a worker token: pass --token or set GROUNDWORK_WORKER_TOKEN \
+                     (an admin creates one with `groundwork admin create-worker-token`)"
+                        .into(),
+                ));
+            }
+            (crate::DEFAULT_ORG_ID, None)
+        }
+    };
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into worker (id, name, pool, queues, concurrency, capabilities, version, org_id, worker_token_id) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(&r.name)
+    .bind(&r.pool)
+    .bind(&r.queues)
+    .bind(r.concurrency)
+    .bind(&r.capabilities)
+    .bind(&r.version)
+    .bind(org_id)
+    .bind(token_id)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
 /// Records a heartbeat and returns the admin state the worker must follow.
 pub async fn heartbeat(pool: &PgPool, id: Uuid) -> Result<String> {
+    // A worker whose token was revoked drains: it finishes what it runs and takes nothing new.
     sqlx::query_scalar(
-        "update worker set last_heartbeat_at = now(), stopped_at = null where id = $1 returning admin_state",
+        "update worker w set last_heartbeat_at = now(), stopped_at = null where w.id = $1 \
+         returning case when exists (select 1 from worker_token t where t.id = w.worker_token_id and t.revoked_at is not null) \
+                        then 'draining' else w.admin_state end",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -97,7 +162,7 @@ pub async fn deregister(pool: &PgPool, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-const SELECT: &str = "select w.id, w.name, w.pool, w.queues, w.concurrency, w.capabilities, w.version, \
+const SELECT: &str = "select w.id, w.org_id, w.name, w.pool, w.queues, w.concurrency, w.capabilities, w.version, \
     case when w.stopped_at is not null or w.last_heartbeat_at < now() - $1 * interval '1 second' then 'offline' \
          else w.admin_state end as state, \
     w.admin_state, \
@@ -137,6 +202,37 @@ pub async fn set_admin_state(pool: &PgPool, id: Uuid, state: &str) -> Result<Wor
     get(pool, id).await
 }
 
+/// An organisation's workers seen in the last day (offline ones included), newest first.
+pub async fn list_in_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<Worker>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} where w.org_id = $2 and (w.last_heartbeat_at > now() - interval '1 day' or w.stopped_at is null) \
+         order by w.id desc"
+    )))
+    .bind(OFFLINE_AFTER.as_secs_f64())
+    .bind(org_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Sets the admin state of one of an organisation's workers; another organisation's is not found.
+pub async fn set_admin_state_in_org(
+    pool: &PgPool,
+    org_id: Uuid,
+    id: Uuid,
+    state: &str,
+) -> Result<Worker> {
+    let done = sqlx::query("update worker set admin_state = $3 where id = $1 and org_id = $2")
+        .bind(id)
+        .bind(org_id)
+        .bind(state)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound { what: "worker", id });
+    }
+    get(pool, id).await
+}
+
 /// A pool's summary for admins.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Pool {
@@ -160,13 +256,22 @@ pub struct Pool {
     pub busy_fraction: f64,
 }
 
-/// Per-pool summaries.
+/// Per-pool summaries over every organisation's workers.
 pub async fn pools(pool: &PgPool) -> Result<Vec<Pool>> {
+    pools_for(pool, None).await
+}
+
+/// Per-pool summaries of an organisation's workers; queue depth counts that organisation's steps.
+pub async fn pools_in_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<Pool>> {
+    pools_for(pool, Some(org_id)).await
+}
+
+async fn pools_for(pool: &PgPool, org_id: Option<Uuid>) -> Result<Vec<Pool>> {
     Ok(sqlx::query_as(
         "with w as ( \
              select w.*, case when w.stopped_at is not null or w.last_heartbeat_at < now() - $1 * interval '1 second' \
                               then 'offline' else w.admin_state end as st \
-             from worker w where w.last_heartbeat_at > now() - interval '1 hour'), \
+             from worker w where w.last_heartbeat_at > now() - interval '1 hour' and ($2::uuid is null or w.org_id = $2)), \
          p as (select pool, array(select distinct unnest(array_agg_q) order by 1) as queues from \
                  (select pool, array_agg(q) as array_agg_q from w, unnest(w.queues) q group by pool) x) \
          select p.pool as name, p.queues, \
@@ -174,7 +279,8 @@ pub async fn pools(pool: &PgPool) -> Result<Vec<Pool>> {
              (select count(*) from w where w.pool = p.pool and st = 'draining') as draining, \
              (select count(*) from w where w.pool = p.pool and st = 'paused') as paused, \
              (select count(*) from w where w.pool = p.pool and st = 'offline') as offline, \
-             (select count(*) from step s where s.state = 'queued' and s.queue = any(p.queues)) as queue_depth, \
+             (select count(*) from step s join pipeline_run r on r.id = s.run_id where s.state = 'queued' and s.queue = any(p.queues) \
+                 and ($2::uuid is null or r.org_id = $2)) as queue_depth, \
              (select count(*) from step s join w on w.id = s.lease_owner where w.pool = p.pool and s.state = 'running') as running_steps, \
              coalesce(( \
                  select sum(extract(epoch from least(coalesce(a.finished_at, now()), now()) \
@@ -187,6 +293,7 @@ pub async fn pools(pool: &PgPool) -> Result<Vec<Pool>> {
          from p order by p.pool",
     )
     .bind(OFFLINE_AFTER.as_secs_f64())
+    .bind(org_id)
     .fetch_all(pool)
     .await?)
 }

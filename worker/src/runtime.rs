@@ -44,6 +44,11 @@ pub struct WorkerConfig {
     pub capabilities: serde_json::Value,
     /// Object store for steps that read or write imagery, tensors and outputs.
     pub objects: Option<std::sync::Arc<dyn object_store::ObjectStore>>,
+    /// Worker token presented at registration (joins the token's organisation). Without one, a
+    /// worker may register only while no worker token exists, and joins the default organisation.
+    pub token: Option<String>,
+    /// Runs inside `groundwork serve`: trusted, joins the default organisation, needs no token.
+    pub in_process: bool,
 }
 
 impl WorkerConfig {
@@ -66,6 +71,8 @@ impl WorkerConfig {
             reap_every: Duration::from_secs(5),
             capabilities: crate::detect_capabilities(),
             objects: None,
+            token: None,
+            in_process: false,
         }
     }
 }
@@ -258,18 +265,19 @@ impl Worker {
             !config.queues.is_empty(),
             "a worker must serve at least one queue"
         );
-        let worker_id = workers::register(
-            &pool,
-            &Registration {
-                name: config.name.clone(),
-                pool: config.pool.clone(),
-                queues: config.queues.clone(),
-                concurrency: i32::try_from(config.concurrency).unwrap_or(i32::MAX),
-                capabilities: config.capabilities.clone(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            },
-        )
-        .await?;
+        let registration = Registration {
+            name: config.name.clone(),
+            pool: config.pool.clone(),
+            queues: config.queues.clone(),
+            concurrency: i32::try_from(config.concurrency).unwrap_or(i32::MAX),
+            capabilities: config.capabilities.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let worker_id = if config.in_process {
+            workers::register(&pool, &registration).await?
+        } else {
+            workers::register_with_token(&pool, &registration, config.token.as_deref()).await?
+        };
         info!(%worker_id, pool = %config.pool, queues = ?config.queues, concurrency = config.concurrency, "worker registered");
         let shared = Arc::new(Shared {
             slots: Semaphore::new(config.concurrency),

@@ -108,6 +108,7 @@ impl From<groundwork_store::Error> for ApiError {
         match e {
             E::NotFound { what, .. } => Self::not_found(what),
             E::Conflict(msg) => Self::new(StatusCode::CONFLICT, "conflict", msg),
+            E::Unauthorized(msg) => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", msg),
             E::Connect(_) => {
                 tracing::error!(error = %e, "database unavailable");
                 Self::new(

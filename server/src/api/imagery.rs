@@ -2,6 +2,7 @@
 //! `acquire_summary` fan-in; `GET /api/v1/projects/{id}/windows` lists the windows and their status.
 
 use super::AppState;
+use super::auth::{Actor, Role};
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{Json, Path, Query};
 use axum::extract::State;
@@ -38,11 +39,13 @@ pub struct AcquireBody {
     responses((status = 201, body = RunWithSteps), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn acquire(
     State(state): State<AppState>,
+    actor: Actor,
     Path(project_id): Path<Uuid>,
     headers: HeaderMap,
     Json(body): Json<AcquireBody>,
 ) -> ApiResult<(StatusCode, axum::Json<RunWithSteps>)> {
-    let project = projects::get(&state.pool, state.org_id, project_id).await?;
+    actor.require(Role::Member)?;
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
     let mut errors = Vec::new();
     if body.stac.trim().is_empty() {
         errors.push(FieldError {
@@ -115,7 +118,16 @@ pub async fn acquire(
     summary.depends_on = (0..partitions).map(|i| format!("acquire-{i}")).collect();
     steps.push(summary);
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
-    let run = jobs::create_run(&state.pool, state.org_id, project_id, &steps, key).await?;
+    let run = jobs::create_run(&state.pool, actor.org_id, project_id, &steps, key).await?;
+    actor
+        .audit(
+            &state,
+            "project.acquire",
+            "run",
+            run.run.id,
+            json!({"project_id": project_id, "partitions": partitions}),
+        )
+        .await;
     Ok((StatusCode::CREATED, axum::Json(run)))
 }
 
@@ -147,10 +159,11 @@ pub struct WindowPage {
     responses((status = 200, body = WindowPage), (status = 404, body = super::error::ErrorBody)))]
 pub async fn list_windows(
     State(state): State<AppState>,
+    actor: Actor,
     Path(project_id): Path<Uuid>,
     Query(q): Query<WindowQuery>,
 ) -> ApiResult<axum::Json<WindowPage>> {
-    projects::get(&state.pool, state.org_id, project_id).await?;
+    projects::get(&state.pool, actor.org_id, project_id).await?;
     if q.status
         .as_deref()
         .is_some_and(|s| !["pending", "acquired", "quarantined"].contains(&s))

@@ -1,5 +1,6 @@
 //! REST API v1: router, shared state, pagination, health checks and the OpenAPI document.
 
+pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -7,6 +8,7 @@ pub mod imagery;
 pub mod labels;
 pub mod projects;
 pub mod runs;
+pub mod tokens;
 pub mod validate;
 pub mod workers;
 
@@ -14,7 +16,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use error::{ApiError, ApiResult};
 use groundwork_store::PgPool;
 use serde::{Deserialize, Serialize};
@@ -28,8 +30,6 @@ use uuid::Uuid;
 pub struct AppState {
     /// Database.
     pub pool: PgPool,
-    /// The organisation requests act for (one default organisation until accounts exist).
-    pub org_id: Uuid,
     /// Largest AOI accepted, km².
     pub max_aoi_km2: f64,
     /// Step kinds the workers know.
@@ -42,7 +42,6 @@ impl AppState {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            org_id: groundwork_store::DEFAULT_ORG_ID,
             max_aoi_km2: 10_000.0,
             step_kinds: Arc::new(groundwork_worker::Registry::builtin().names()),
         }
@@ -141,7 +140,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn step_kinds(State(state): State<AppState>) -> impl IntoResponse {
+async fn step_kinds(State(state): State<AppState>, _actor: auth::Actor) -> impl IntoResponse {
     axum::Json(serde_json::json!({"items": *state.step_kinds}))
 }
 
@@ -189,6 +188,31 @@ async fn method_not_allowed() -> ApiError {
         workers::pause_worker,
         workers::resume_worker,
         workers::list_pools,
+        accounts::setup_status,
+        accounts::setup,
+        accounts::login,
+        accounts::logout,
+        accounts::me,
+        accounts::change_password,
+        accounts::switch_org,
+        accounts::list_orgs,
+        accounts::create_org,
+        accounts::delete_org,
+        accounts::list_members,
+        accounts::add_member,
+        accounts::update_member,
+        accounts::remove_member,
+        accounts::list_invitations,
+        accounts::create_invitation,
+        accounts::revoke_invitation,
+        accounts::accept_invitation,
+        tokens::list_tokens,
+        tokens::create_token,
+        tokens::revoke_token,
+        tokens::list_worker_tokens,
+        tokens::create_worker_token,
+        tokens::revoke_worker_token,
+        tokens::list_audit,
     ),
     components(schemas(error::ErrorBody, error::ErrorInner, error::FieldError))
 )]
@@ -239,7 +263,43 @@ pub fn router(state: AppState) -> Router {
         .route("/workers/{id}/drain", post(workers::drain_worker))
         .route("/workers/{id}/pause", post(workers::pause_worker))
         .route("/workers/{id}/resume", post(workers::resume_worker))
-        .route("/pools", get(workers::list_pools));
+        .route("/pools", get(workers::list_pools))
+        .route("/setup", get(accounts::setup_status).post(accounts::setup))
+        .route("/auth/login", post(accounts::login))
+        .route("/auth/logout", post(accounts::logout))
+        .route("/me", get(accounts::me))
+        .route("/me/password", post(accounts::change_password))
+        .route("/me/org", post(accounts::switch_org))
+        .route("/orgs", get(accounts::list_orgs).post(accounts::create_org))
+        .route("/orgs/{id}", delete(accounts::delete_org))
+        .route(
+            "/members",
+            get(accounts::list_members).post(accounts::add_member),
+        )
+        .route(
+            "/members/{user_id}",
+            patch(accounts::update_member).delete(accounts::remove_member),
+        )
+        .route(
+            "/invitations",
+            get(accounts::list_invitations).post(accounts::create_invitation),
+        )
+        .route("/invitations/{id}", delete(accounts::revoke_invitation))
+        .route(
+            "/invitations/{token}/accept",
+            post(accounts::accept_invitation),
+        )
+        .route(
+            "/tokens",
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
+        .route("/tokens/{id}", delete(tokens::revoke_token))
+        .route(
+            "/worker-tokens",
+            get(tokens::list_worker_tokens).post(tokens::create_worker_token),
+        )
+        .route("/worker-tokens/{id}", delete(tokens::revoke_worker_token))
+        .route("/audit", get(tokens::list_audit));
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(openapi))
@@ -247,6 +307,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(auth::csrf_form_field))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

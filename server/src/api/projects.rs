@@ -1,5 +1,6 @@
 //! `/api/v1/projects`.
 
+use super::auth::{Actor, Role};
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{Json, Path, Query};
 use super::validate::{self, Class, ModelSize, Task};
@@ -10,7 +11,7 @@ use chrono::NaiveDate;
 use groundwork_imagery::Modality;
 use groundwork_store::projects::{self, Project, ProjectFields};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// Body of `POST /api/v1/projects`.
@@ -175,10 +176,21 @@ fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
     responses((status = 201, body = Project), (status = 400, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_project(
     State(state): State<AppState>,
+    actor: Actor,
     Json(body): Json<CreateProject>,
 ) -> ApiResult<(StatusCode, axum::Json<Project>)> {
+    actor.require(Role::Member)?;
     let fields = validate(body, state.max_aoi_km2)?;
-    let p = projects::create(&state.pool, state.org_id, &fields).await?;
+    let p = projects::create(&state.pool, actor.org_id, &fields).await?;
+    actor
+        .audit(
+            &state,
+            "project.create",
+            "project",
+            p.id,
+            json!({"name": p.name}),
+        )
+        .await;
     Ok((StatusCode::CREATED, axum::Json(p)))
 }
 
@@ -186,10 +198,11 @@ pub async fn create_project(
 #[utoipa::path(get, path = "/api/v1/projects", params(PageQuery), tag = "projects", responses((status = 200, body = Page<Project>)))]
 pub async fn list_projects(
     State(state): State<AppState>,
+    actor: Actor,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<Page<Project>>> {
     let limit = q.limit()?;
-    let items = projects::list(&state.pool, state.org_id, q.cursor()?, limit + 1).await?;
+    let items = projects::list(&state.pool, actor.org_id, q.cursor()?, limit + 1).await?;
     Ok(axum::Json(Page::new(items, limit, |p| p.id)))
 }
 
@@ -197,10 +210,11 @@ pub async fn list_projects(
 #[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects", responses((status = 200, body = Project), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_project(
     State(state): State<AppState>,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<Project>> {
     Ok(axum::Json(
-        projects::get(&state.pool, state.org_id, id).await?,
+        projects::get(&state.pool, actor.org_id, id).await?,
     ))
 }
 
@@ -209,10 +223,12 @@ pub async fn get_project(
     responses((status = 200, body = Project), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn update_project(
     State(state): State<AppState>,
+    actor: Actor,
     Path(id): Path<Uuid>,
     Json(patch): Json<UpdateProject>,
 ) -> ApiResult<axum::Json<Project>> {
-    let current = projects::get(&state.pool, state.org_id, id).await?;
+    actor.require(Role::Member)?;
+    let current = projects::get(&state.pool, actor.org_id, id).await?;
     let merged = CreateProject {
         name: patch.name.unwrap_or(current.name),
         description: patch.description.unwrap_or(current.description),
@@ -244,18 +260,25 @@ pub async fn update_project(
         window_size: patch.window_size.unwrap_or(current.window_size),
     };
     let fields = validate(merged, state.max_aoi_km2)?;
-    Ok(axum::Json(
-        projects::update(&state.pool, state.org_id, id, &fields).await?,
-    ))
+    let p = projects::update(&state.pool, actor.org_id, id, &fields).await?;
+    actor
+        .audit(&state, "project.update", "project", p.id, json!({}))
+        .await;
+    Ok(axum::Json(p))
 }
 
-/// Deletes a project with its runs (refused while a step runs).
+/// Deletes a project with its runs (admins; refused while a step runs).
 #[utoipa::path(delete, path = "/api/v1/projects/{id}", tag = "projects",
     responses((status = 204), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn delete_project(
     State(state): State<AppState>,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    projects::delete(&state.pool, state.org_id, id).await?;
+    actor.require(Role::Admin)?;
+    projects::delete(&state.pool, actor.org_id, id).await?;
+    actor
+        .audit(&state, "project.delete", "project", id, json!({}))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

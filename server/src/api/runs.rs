@@ -1,5 +1,6 @@
 //! Runs and steps: `/api/v1/projects/{id}/runs`, `/api/v1/runs/{id}`, `/api/v1/steps/{id}/…`.
 
+use super::auth::{Actor, Role};
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{Json, Path, Query};
 use super::{AppState, Page, PageQuery};
@@ -60,11 +61,13 @@ pub struct CreateRun {
     responses((status = 201, body = RunWithSteps), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_run(
     State(state): State<AppState>,
+    actor: Actor,
     Path(project_id): Path<Uuid>,
     headers: HeaderMap,
     Json(body): Json<CreateRun>,
 ) -> ApiResult<(StatusCode, axum::Json<RunWithSteps>)> {
-    projects::get(&state.pool, state.org_id, project_id).await?;
+    actor.require(Role::Member)?;
+    projects::get(&state.pool, actor.org_id, project_id).await?;
     let mut errors = Vec::new();
     if body.steps.is_empty() || body.steps.len() > 20_000 {
         errors.push(FieldError {
@@ -131,7 +134,7 @@ pub async fn create_run(
         .map(str::to_owned);
     let run = jobs::create_run(
         &state.pool,
-        state.org_id,
+        actor.org_id,
         project_id,
         &steps,
         key.as_deref(),
@@ -144,6 +147,15 @@ pub async fn create_run(
         }]),
         other => other.into(),
     })?;
+    actor
+        .audit(
+            &state,
+            "run.create",
+            "run",
+            run.run.id,
+            serde_json::json!({"project_id": project_id, "steps": run.steps.len()}),
+        )
+        .await;
     Ok((StatusCode::CREATED, axum::Json(run)))
 }
 
@@ -151,14 +163,15 @@ pub async fn create_run(
 #[utoipa::path(get, path = "/api/v1/projects/{id}/runs", params(PageQuery), tag = "runs", responses((status = 200, body = Page<Run>)))]
 pub async fn list_runs(
     State(state): State<AppState>,
+    actor: Actor,
     Path(project_id): Path<Uuid>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<Page<Run>>> {
-    projects::get(&state.pool, state.org_id, project_id).await?;
+    projects::get(&state.pool, actor.org_id, project_id).await?;
     let limit = q.limit()?;
     let items = jobs::list_runs(
         &state.pool,
-        state.org_id,
+        actor.org_id,
         project_id,
         q.cursor()?,
         limit + 1,
@@ -171,10 +184,11 @@ pub async fn list_runs(
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", responses((status = 200, body = RunWithSteps), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_run(
     State(state): State<AppState>,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<RunWithSteps>> {
     Ok(axum::Json(
-        jobs::get_run(&state.pool, state.org_id, id).await?,
+        jobs::get_run(&state.pool, actor.org_id, id).await?,
     ))
 }
 
@@ -182,10 +196,11 @@ pub async fn get_run(
 #[utoipa::path(get, path = "/api/v1/steps/{id}", tag = "runs", responses((status = 200, body = Step), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_step(
     State(state): State<AppState>,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<Step>> {
     Ok(axum::Json(
-        jobs::get_step(&state.pool, state.org_id, id).await?,
+        jobs::get_step(&state.pool, actor.org_id, id).await?,
     ))
 }
 
@@ -194,12 +209,15 @@ pub async fn get_step(
     responses((status = 202, body = Step), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn cancel_step(
     State(state): State<AppState>,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<(StatusCode, axum::Json<Step>)> {
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(jobs::request_cancel(&state.pool, state.org_id, id).await?),
-    ))
+    actor.require(Role::Member)?;
+    let step = jobs::request_cancel(&state.pool, actor.org_id, id).await?;
+    actor
+        .audit(&state, "step.cancel", "step", id, serde_json::json!({}))
+        .await;
+    Ok((StatusCode::ACCEPTED, axum::Json(step)))
 }
 
 /// Retries a failed or cancelled step (and what its failure cancelled downstream).
@@ -207,10 +225,13 @@ pub async fn cancel_step(
     responses((status = 202, body = Step), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn retry_step(
     State(state): State<AppState>,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<(StatusCode, axum::Json<Step>)> {
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(jobs::retry(&state.pool, state.org_id, id).await?),
-    ))
+    actor.require(Role::Member)?;
+    let step = jobs::retry(&state.pool, actor.org_id, id).await?;
+    actor
+        .audit(&state, "step.retry", "step", id, serde_json::json!({}))
+        .await;
+    Ok((StatusCode::ACCEPTED, axum::Json(step)))
 }

@@ -1,0 +1,1402 @@
+//! Access control over the real router and database: every v1 route × every kind of caller × own and
+//! other organisation, plus sessions, CSRF, token scopes and revocation, the sign-in rate limit,
+//! first-run setup, invitations, password changes, organisation deletion and the audit log.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use groundwork_server::{AppState, router};
+use groundwork_store::accounts::{self, Role, Scope};
+use groundwork_store::audit::Who;
+use groundwork_store::testing::TestDb;
+use groundwork_store::{PgPool, workers};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const PASSWORD: &str = "a long password";
+
+/// A signed-in browser: cookie and CSRF token.
+#[derive(Clone)]
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+/// Who sends a request.
+#[derive(Clone)]
+enum Caller {
+    Anonymous,
+    Bearer(String),
+    Browser(Session),
+}
+
+struct Resp {
+    status: StatusCode,
+    body: Value,
+    headers: axum::http::HeaderMap,
+}
+
+async fn send(
+    app: &axum::Router,
+    caller: &Caller,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+    ip: &str,
+) -> Resp {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    match caller {
+        Caller::Anonymous => {}
+        Caller::Bearer(t) => req = req.header("authorization", format!("Bearer {t}")),
+        Caller::Browser(s) => {
+            req = req
+                .header("cookie", format!("gw_session={}", s.cookie))
+                .header("x-csrf-token", &s.csrf);
+        }
+    }
+    let mut req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(addr));
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    }
+}
+
+fn cookie_of(r: &Resp) -> String {
+    let set = r.headers.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    set.trim_start_matches("gw_session=")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+async fn login(app: &axum::Router, email: &str, password: &str) -> Session {
+    let r = send(
+        app,
+        &Caller::Anonymous,
+        "POST",
+        "/api/v1/auth/login",
+        Some(json!({"email": email, "password": password})),
+        "10.0.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    Session {
+        cookie: cookie_of(&r),
+        csrf: r.body["csrf_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+async fn user_in(pool: &PgPool, org: Uuid, email: &str, role: Role) -> Uuid {
+    let who = Who::cli();
+    let u = accounts::create_user(pool, &who, email, PASSWORD)
+        .await
+        .unwrap();
+    accounts::add_member(pool, &who, org, u.id, role)
+        .await
+        .unwrap();
+    u.id
+}
+
+async fn token_of(pool: &PgPool, user: Uuid, org: Uuid, scope: Scope) -> String {
+    accounts::create_api_token(pool, &Who::cli(), user, org, "t", scope, None)
+        .await
+        .unwrap()
+        .0
+}
+
+fn aoi() -> Value {
+    json!({"type": "Polygon", "coordinates": [[[10.0, 50.0], [10.01, 50.0], [10.01, 50.01], [10.0, 50.01], [10.0, 50.0]]]})
+}
+
+/// One organisation's resources, created by its owner's token.
+struct OrgFixture {
+    id: Uuid,
+    owner: Caller,
+    project: String,
+    run: String,
+    step: String,
+    worker: Uuid,
+}
+
+struct Fixture {
+    app: axum::Router,
+    pool: PgPool,
+    own: OrgFixture,
+    other: OrgFixture,
+    callers: Vec<(&'static str, Option<Role>, Caller)>,
+    _db: TestDb,
+}
+
+async fn org_fixture(app: &axum::Router, pool: &PgPool, name: &str) -> OrgFixture {
+    let org = accounts::create_org(pool, &Who::cli(), name, None)
+        .await
+        .unwrap();
+    let owner_id = user_in(pool, org.id, &format!("owner@{name}.org"), Role::Owner).await;
+    let owner = Caller::Bearer(token_of(pool, owner_id, org.id, Scope::Write).await);
+    let r = send(
+        app,
+        &owner,
+        "POST",
+        "/api/v1/projects",
+        Some(json!({"name": name, "aoi": aoi(), "start": "2024-01-01", "end": "2024-02-01", "task": "classification"})),
+        "10.0.0.9",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let project = r.body["id"].as_str().unwrap().to_owned();
+    let (run, step) = new_run(app, &owner, &project).await;
+    let (secret, _) = accounts::create_worker_token(pool, &Who::cli(), org.id, "w")
+        .await
+        .unwrap();
+    let worker = workers::register_with_token(
+        pool,
+        &workers::Registration {
+            name: format!("{name}-worker"),
+            pool: "cpu".into(),
+            queues: vec!["cpu".into()],
+            concurrency: 1,
+            capabilities: json!({}),
+            version: "test".into(),
+        },
+        Some(&secret),
+    )
+    .await
+    .unwrap();
+    OrgFixture {
+        id: org.id,
+        owner,
+        project,
+        run,
+        step,
+        worker,
+    }
+}
+
+async fn new_run(app: &axum::Router, owner: &Caller, project: &str) -> (String, String) {
+    let r = send(
+        app,
+        owner,
+        "POST",
+        &format!("/api/v1/projects/{project}/runs"),
+        Some(json!({"steps": [{"name": "a", "kind": "noop"}]})),
+        "10.0.0.9",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    (
+        r.body["id"].as_str().unwrap().to_owned(),
+        r.body["steps"][0]["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let db = TestDb::new().await.unwrap();
+        let pool = db.pool.clone();
+        let app = router(AppState::new(pool.clone()));
+        let own = org_fixture(&app, &pool, "alpha").await;
+        let other = org_fixture(&app, &pool, "beta").await;
+        let mut callers = vec![("anonymous", None, Caller::Anonymous)];
+        for role in [Role::Viewer, Role::Member, Role::Admin, Role::Owner] {
+            let email = format!("{role}.user@alpha.org");
+            user_in(&pool, own.id, &email, role).await;
+            callers.push((
+                "session",
+                Some(role),
+                Caller::Browser(login(&app, &email, PASSWORD).await),
+            ));
+        }
+        let reader = user_in(&pool, own.id, "reader@alpha.org", Role::Owner).await;
+        callers.push((
+            "read-token",
+            Some(Role::Owner),
+            Caller::Bearer(token_of(&pool, reader, own.id, Scope::Read).await),
+        ));
+        let writer = user_in(&pool, own.id, "writer@alpha.org", Role::Member).await;
+        callers.push((
+            "write-token",
+            Some(Role::Member),
+            Caller::Bearer(token_of(&pool, writer, own.id, Scope::Write).await),
+        ));
+        Self {
+            app,
+            pool,
+            own,
+            other,
+            callers,
+            _db: db,
+        }
+    }
+
+    async fn send(&self, caller: &Caller, method: &str, uri: &str, body: Option<Value>) -> Resp {
+        send(&self.app, caller, method, uri, body, "10.0.0.2").await
+    }
+
+    /// The URI and body of `case` aimed at `org`'s resources; resources a call consumes are made
+    /// afresh.
+    async fn target(&self, case: &str, org: &OrgFixture) -> (String, Option<Value>) {
+        let (p, run, step, w) = (&org.project, &org.run, &org.step, org.worker);
+        match case {
+            "list projects" => ("/api/v1/projects".into(), None),
+            "create project" => (
+                "/api/v1/projects".into(),
+                Some(
+                    json!({"name": "x", "aoi": aoi(), "start": "2024-01-01", "end": "2024-02-01", "task": "classification"}),
+                ),
+            ),
+            "get project" => (format!("/api/v1/projects/{p}"), None),
+            "update project" => (
+                format!("/api/v1/projects/{p}"),
+                Some(json!({"description": "d"})),
+            ),
+            "delete project" => {
+                let r = self
+                    .send(
+                        &org.owner,
+                        "POST",
+                        "/api/v1/projects",
+                        Some(json!({"name": "doomed", "aoi": aoi(), "start": "2024-01-01", "end": "2024-02-01", "task": "classification"})),
+                    )
+                    .await;
+                (
+                    format!("/api/v1/projects/{}", r.body["id"].as_str().unwrap()),
+                    None,
+                )
+            }
+            "create run" => (
+                format!("/api/v1/projects/{p}/runs"),
+                Some(json!({"steps": [{"name": "a", "kind": "noop"}]})),
+            ),
+            "list runs" => (format!("/api/v1/projects/{p}/runs"), None),
+            "acquire" => (
+                format!("/api/v1/projects/{p}/acquire"),
+                Some(json!({"stac": "http://127.0.0.1:9/stac"})),
+            ),
+            "list windows" => (format!("/api/v1/projects/{p}/windows"), None),
+            "get run" => (format!("/api/v1/runs/{run}"), None),
+            "get step" => (format!("/api/v1/steps/{step}"), None),
+            "cancel step" => {
+                let (_, s) = new_run(&self.app, &org.owner, p).await;
+                (format!("/api/v1/steps/{s}/cancel"), None)
+            }
+            "retry step" => {
+                let (_, s) = new_run(&self.app, &org.owner, p).await;
+                let r = self
+                    .send(
+                        &org.owner,
+                        "POST",
+                        &format!("/api/v1/steps/{s}/cancel"),
+                        None,
+                    )
+                    .await;
+                assert!(r.status.is_success(), "{}", r.body);
+                (format!("/api/v1/steps/{s}/retry"), None)
+            }
+            "step kinds" => ("/api/v1/step-kinds".into(), None),
+            "list workers" => ("/api/v1/workers".into(), None),
+            "drain worker" => (format!("/api/v1/workers/{w}/drain"), None),
+            "pause worker" => (format!("/api/v1/workers/{w}/pause"), None),
+            "resume worker" => (format!("/api/v1/workers/{w}/resume"), None),
+            "list pools" => ("/api/v1/pools".into(), None),
+            "me" => ("/api/v1/me".into(), None),
+            "switch org" => ("/api/v1/me/org".into(), Some(json!({"org_id": org.id}))),
+            "list orgs" => ("/api/v1/orgs".into(), None),
+            "create org" => (
+                "/api/v1/orgs".into(),
+                Some(json!({"name": format!("org-{}", Uuid::new_v4())})),
+            ),
+            "list members" => ("/api/v1/members".into(), None),
+            "add member" => {
+                let u = accounts::create_user(
+                    &self.pool,
+                    &Who::cli(),
+                    &format!("{}@example.org", Uuid::new_v4()),
+                    PASSWORD,
+                )
+                .await
+                .unwrap();
+                (
+                    "/api/v1/members".into(),
+                    Some(json!({"email": u.email, "role": "viewer"})),
+                )
+            }
+            "update member" | "remove member" => {
+                let u = user_in(
+                    &self.pool,
+                    org.id,
+                    &format!("{}@example.org", Uuid::new_v4()),
+                    Role::Viewer,
+                )
+                .await;
+                let body = (case == "update member").then(|| json!({"role": "member"}));
+                (format!("/api/v1/members/{u}"), body)
+            }
+            "list invitations" => ("/api/v1/invitations".into(), None),
+            "create invitation" => (
+                "/api/v1/invitations".into(),
+                Some(json!({"email": "new@example.org", "role": "member"})),
+            ),
+            "revoke invitation" => {
+                let (_, inv) = accounts::create_invitation(
+                    &self.pool,
+                    &Who::cli(),
+                    org.id,
+                    "x@example.org",
+                    Role::Viewer,
+                )
+                .await
+                .unwrap();
+                (format!("/api/v1/invitations/{}", inv.id), None)
+            }
+            "list tokens" => ("/api/v1/tokens".into(), None),
+            "create token" => (
+                "/api/v1/tokens".into(),
+                Some(json!({"scope": "read", "name": "n"})),
+            ),
+            "revoke token" => {
+                // Somebody else's token: only admins may revoke it.
+                let owner = accounts::members(&self.pool, org.id)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|m| m.email.starts_with("owner@"))
+                    .unwrap();
+                let (_, t) = accounts::create_api_token(
+                    &self.pool,
+                    &Who::cli(),
+                    owner.user_id,
+                    org.id,
+                    "victim",
+                    Scope::Read,
+                    None,
+                )
+                .await
+                .unwrap();
+                (format!("/api/v1/tokens/{}", t.id), None)
+            }
+            "list worker tokens" => ("/api/v1/worker-tokens".into(), None),
+            "create worker token" => (
+                "/api/v1/worker-tokens".into(),
+                Some(json!({"name": "gpu box"})),
+            ),
+            "revoke worker token" => {
+                let (_, t) = accounts::create_worker_token(&self.pool, &Who::cli(), org.id, "old")
+                    .await
+                    .unwrap();
+                (format!("/api/v1/worker-tokens/{}", t.id), None)
+            }
+            "audit" => ("/api/v1/audit".into(), None),
+            other => panic!("no target for {other}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Class {
+    Ok,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+}
+
+fn class(s: StatusCode) -> Option<Class> {
+    match s.as_u16() {
+        200..=299 => Some(Class::Ok),
+        401 => Some(Class::Unauthorized),
+        403 => Some(Class::Forbidden),
+        404 => Some(Class::NotFound),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_each_caller_by_role_scope_and_organisation() {
+    let fx = Fixture::new().await;
+    // (case, method, least role, refused below it with, has an other-organisation variant)
+    let cases: &[(&str, &str, Role, Class, bool)] = &[
+        (
+            "list projects",
+            "GET",
+            Role::Viewer,
+            Class::Forbidden,
+            false,
+        ),
+        (
+            "create project",
+            "POST",
+            Role::Member,
+            Class::Forbidden,
+            false,
+        ),
+        ("get project", "GET", Role::Viewer, Class::Forbidden, true),
+        (
+            "update project",
+            "PATCH",
+            Role::Member,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "delete project",
+            "DELETE",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
+        ("create run", "POST", Role::Member, Class::Forbidden, true),
+        ("list runs", "GET", Role::Viewer, Class::Forbidden, true),
+        ("acquire", "POST", Role::Member, Class::Forbidden, true),
+        ("list windows", "GET", Role::Viewer, Class::Forbidden, true),
+        ("get run", "GET", Role::Viewer, Class::Forbidden, true),
+        ("get step", "GET", Role::Viewer, Class::Forbidden, true),
+        ("cancel step", "POST", Role::Member, Class::Forbidden, true),
+        ("retry step", "POST", Role::Member, Class::Forbidden, true),
+        ("step kinds", "GET", Role::Viewer, Class::Forbidden, false),
+        ("list workers", "GET", Role::Viewer, Class::Forbidden, false),
+        ("drain worker", "POST", Role::Admin, Class::Forbidden, true),
+        ("pause worker", "POST", Role::Admin, Class::Forbidden, true),
+        ("resume worker", "POST", Role::Admin, Class::Forbidden, true),
+        ("list pools", "GET", Role::Viewer, Class::Forbidden, false),
+        ("me", "GET", Role::Viewer, Class::Forbidden, false),
+        ("switch org", "POST", Role::Viewer, Class::Forbidden, true),
+        ("list orgs", "GET", Role::Viewer, Class::Forbidden, false),
+        ("create org", "POST", Role::Viewer, Class::Forbidden, false),
+        ("list members", "GET", Role::Viewer, Class::Forbidden, false),
+        ("add member", "POST", Role::Admin, Class::Forbidden, false),
+        (
+            "update member",
+            "PATCH",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "remove member",
+            "DELETE",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "list invitations",
+            "GET",
+            Role::Admin,
+            Class::Forbidden,
+            false,
+        ),
+        (
+            "create invitation",
+            "POST",
+            Role::Admin,
+            Class::Forbidden,
+            false,
+        ),
+        (
+            "revoke invitation",
+            "DELETE",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
+        ("list tokens", "GET", Role::Viewer, Class::Forbidden, false),
+        (
+            "create token",
+            "POST",
+            Role::Viewer,
+            Class::Forbidden,
+            false,
+        ),
+        ("revoke token", "DELETE", Role::Admin, Class::NotFound, true),
+        (
+            "list worker tokens",
+            "GET",
+            Role::Admin,
+            Class::Forbidden,
+            false,
+        ),
+        (
+            "create worker token",
+            "POST",
+            Role::Admin,
+            Class::Forbidden,
+            false,
+        ),
+        (
+            "revoke worker token",
+            "DELETE",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
+        ("audit", "GET", Role::Admin, Class::Forbidden, false),
+    ];
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for &(case, method, least, below, has_other) in cases {
+        for (kind, role, caller) in &fx.callers {
+            for other in [false, true] {
+                if other && !has_other {
+                    continue;
+                }
+                let org = if other { &fx.other } else { &fx.own };
+                let (uri, body) = fx.target(case, org).await;
+                let writes = method != "GET";
+                let expected =
+                    match (caller, role) {
+                        (Caller::Anonymous, _) => Class::Unauthorized,
+                        _ if *kind == "read-token" && writes => Class::Forbidden,
+                        // Organisations are chosen per session; a token stays in its own.
+                        _ if case == "create org" && matches!(caller, Caller::Bearer(_)) => {
+                            Class::Forbidden
+                        }
+                        _ if case == "switch org" && matches!(caller, Caller::Bearer(_)) => {
+                            if other { Class::NotFound } else { Class::Ok }
+                        }
+                        (_, Some(r)) if *r < least => below,
+                        _ if other => Class::NotFound,
+                        _ => Class::Ok,
+                    };
+                let r = fx.send(caller, method, &uri, body).await;
+                checked += 1;
+                if class(r.status) != Some(expected) {
+                    failures.push(format!(
+                        "{case} ({method} {uri}) as {kind} {role:?}{}: expected {expected:?}, got {} {}",
+                        if other { " on the other org" } else { "" },
+                        r.status,
+                        r.body
+                    ));
+                }
+                // A session switched to the other org would spoil later rows: switch back.
+                if case == "switch org"
+                    && other
+                    && let Caller::Browser(_) = caller
+                {
+                    let back = fx
+                        .send(
+                            caller,
+                            "POST",
+                            "/api/v1/me/org",
+                            Some(json!({"org_id": fx.own.id})),
+                        )
+                        .await;
+                    assert!(back.status.is_success());
+                }
+            }
+        }
+    }
+    assert!(checked > 300, "{checked}");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A router on a fresh database with one organisation `alpha` owned by `owner@alpha.org`.
+async fn fresh() -> (TestDb, axum::Router, Uuid) {
+    let db = TestDb::new().await.unwrap();
+    let app = router(AppState::new(db.pool.clone()));
+    let org = accounts::create_org(&db.pool, &Who::cli(), "alpha", None)
+        .await
+        .unwrap();
+    user_in(&db.pool, org.id, "owner@alpha.org", Role::Owner).await;
+    (db, app, org.id)
+}
+
+#[tokio::test]
+async fn a_read_token_only_reads_and_a_revoked_token_is_refused() {
+    let (db, app, org) = fresh().await;
+    let user = accounts::user_by_email(&db.pool, "owner@alpha.org")
+        .await
+        .unwrap()
+        .unwrap();
+    let read = token_of(&db.pool, user.id, org, Scope::Read).await;
+    assert!(read.starts_with("gw_"));
+    let caller = Caller::Bearer(read.clone());
+    let listed =
+        |pool: PgPool| async move { accounts::api_tokens(&pool, org, None).await.unwrap() };
+    assert!(listed(db.pool.clone()).await[0].last_used_at.is_none());
+
+    let r = send(&app, &caller, "GET", "/api/v1/projects", None, "10.0.0.3").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let used = listed(db.pool.clone()).await[0].last_used_at.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    send(&app, &caller, "GET", "/api/v1/me", None, "10.0.0.3").await;
+    assert!(listed(db.pool.clone()).await[0].last_used_at.unwrap() > used);
+
+    let r = send(
+        &app,
+        &caller,
+        "POST",
+        "/api/v1/projects",
+        Some(json!({})),
+        "10.0.0.3",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["error"]["code"], "read_only_token");
+
+    // Revoked through the API by its owner (signed in), then refused.
+    let s = Caller::Browser(login(&app, "owner@alpha.org", PASSWORD).await);
+    let id = listed(db.pool.clone()).await[0].id;
+    let r = send(
+        &app,
+        &s,
+        "DELETE",
+        &format!("/api/v1/tokens/{id}"),
+        None,
+        "10.0.0.3",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = send(&app, &caller, "GET", "/api/v1/projects", None, "10.0.0.3").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.body["error"]["code"], "unauthorized");
+    // Neither a made-up token nor a malformed header gets in.
+    for header in ["Bearer gw_0000", "Basic abc", "Bearer "] {
+        let req = Request::builder()
+            .uri("/api/v1/projects")
+            .header("authorization", header)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{header}"
+        );
+    }
+
+    // A write token created through the API is shown once and works.
+    let r = send(
+        &app,
+        &s,
+        "POST",
+        "/api/v1/tokens",
+        Some(json!({"scope": "write", "name": "ci"})),
+        "10.0.0.3",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let write = Caller::Bearer(r.body["token"].as_str().unwrap().to_owned());
+    assert!(r.body["api_token"].get("token_hash").is_none());
+    let r = send(
+        &app,
+        &write,
+        "POST",
+        "/api/v1/projects",
+        Some(json!({"name": "w", "aoi": aoi(), "start": "2024-01-01", "end": "2024-02-01", "task": "classification"})),
+        "10.0.0.3",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Removing the user from the organisation ends their tokens there.
+    let other_owner = user_in(&db.pool, org, "second@alpha.org", Role::Owner).await;
+    accounts::remove_member(&db.pool, &Who::cli(), org, user.id)
+        .await
+        .unwrap();
+    let r = send(&app, &write, "GET", "/api/v1/projects", None, "10.0.0.3").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_ne!(other_owner, user.id);
+}
+
+#[tokio::test]
+async fn cookie_requests_that_change_state_must_carry_the_csrf_token() {
+    let (_db, app, _) = fresh().await;
+    let s = login(&app, "owner@alpha.org", PASSWORD).await;
+    let project = json!({"name": "c", "aoi": aoi(), "start": "2024-01-01", "end": "2024-02-01", "task": "classification"});
+    let no_csrf = Session {
+        cookie: s.cookie.clone(),
+        csrf: String::new(),
+    };
+    let wrong_csrf = Session {
+        cookie: s.cookie.clone(),
+        csrf: "0".repeat(64),
+    };
+    for bad in [no_csrf.clone(), wrong_csrf] {
+        let r = send(
+            &app,
+            &Caller::Browser(bad),
+            "POST",
+            "/api/v1/projects",
+            Some(project.clone()),
+            "10.0.0.4",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.body["error"]["code"], "csrf_failed");
+    }
+    // Reading needs no token.
+    let r = send(
+        &app,
+        &Caller::Browser(no_csrf),
+        "GET",
+        "/api/v1/projects",
+        None,
+        "10.0.0.4",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body["items"].as_array().unwrap().is_empty(),
+        "the refused posts created nothing"
+    );
+    let r = send(
+        &app,
+        &Caller::Browser(s.clone()),
+        "POST",
+        "/api/v1/projects",
+        Some(project),
+        "10.0.0.4",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    // An HTML form post carries it in the `csrf` field.
+    let form = |body: String| {
+        Request::builder()
+            .method("POST")
+            .uri("/api/v1/auth/logout")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", format!("gw_session={}", s.cookie))
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let r = app.clone().oneshot(form("other=1".into())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = app
+        .clone()
+        .oneshot(form(format!("other=1&csrf={}", s.csrf)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let cleared = r.headers().get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    // The session is over.
+    let r = send(
+        &app,
+        &Caller::Browser(s),
+        "GET",
+        "/api/v1/me",
+        None,
+        "10.0.0.4",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn sign_in_is_rate_limited_per_account_and_per_address() {
+    let (db, app, org) = fresh().await;
+    let attempt = |email: &'static str, password: &'static str, ip: &'static str| {
+        let app = app.clone();
+        async move {
+            send(
+                &app,
+                &Caller::Anonymous,
+                "POST",
+                "/api/v1/auth/login",
+                Some(json!({"email": email, "password": password})),
+                ip,
+            )
+            .await
+        }
+    };
+    for _ in 0..5 {
+        let r = attempt("owner@alpha.org", "wrong password", "10.1.0.1").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.body["error"]["code"], "invalid_credentials");
+    }
+    let r = attempt("owner@alpha.org", "wrong password", "10.1.0.2").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    let retry: u64 = r
+        .headers
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    // The right password is refused too while the account is limited, from any address.
+    let r = attempt("owner@alpha.org", PASSWORD, "10.1.0.3").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // Another account is unaffected.
+    user_in(&db.pool, org, "other@alpha.org", Role::Viewer).await;
+    assert_eq!(
+        attempt("other@alpha.org", PASSWORD, "10.1.0.1")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Twenty failures from one address lock that address out, whatever the account.
+    for i in 0..20 {
+        let email: &'static str = Box::leak(format!("nobody{i}@alpha.org").into_boxed_str());
+        let r = attempt(email, "wrong password", "10.2.0.1").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    assert_eq!(
+        attempt("other@alpha.org", PASSWORD, "10.2.0.1")
+            .await
+            .status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        attempt("other@alpha.org", PASSWORD, "10.2.0.2")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // The count lives in the database: a second server on the same database sees it.
+    let second = router(AppState::new(db.pool.clone()));
+    let r = send(
+        &second,
+        &Caller::Anonymous,
+        "POST",
+        "/api/v1/auth/login",
+        Some(json!({"email": "owner@alpha.org", "password": PASSWORD})),
+        "10.1.0.9",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn setup_creates_the_first_owner_once() {
+    let db = TestDb::new().await.unwrap();
+    let app = router(AppState::new(db.pool.clone()));
+    let anon = Caller::Anonymous;
+    let r = send(&app, &anon, "GET", "/api/v1/setup", None, "10.3.0.1").await;
+    assert_eq!(r.body["required"], true);
+    let r = send(
+        &app,
+        &anon,
+        "POST",
+        "/api/v1/setup",
+        Some(json!({"email": "not an email", "password": "short"})),
+        "10.3.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["error"]["details"].as_array().unwrap().len(), 2);
+    let r = send(
+        &app,
+        &anon,
+        "POST",
+        "/api/v1/setup",
+        Some(json!({"email": "first@example.org", "password": PASSWORD, "org_name": "Mangrove Watch"})),
+        "10.3.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let s = Caller::Browser(Session {
+        cookie: cookie_of(&r),
+        csrf: r.body["csrf_token"].as_str().unwrap().to_owned(),
+    });
+    // Signed in as owner of the default organisation, renamed.
+    let me = send(&app, &s, "GET", "/api/v1/me", None, "10.3.0.1").await;
+    assert_eq!(me.body["current_org"]["name"], "Mangrove Watch");
+    assert_eq!(me.body["current_org"]["role"], "owner");
+    assert_eq!(
+        me.body["current_org"]["id"],
+        groundwork_store::DEFAULT_ORG_ID.to_string()
+    );
+    let r = send(
+        &app,
+        &anon,
+        "POST",
+        "/api/v1/setup",
+        Some(json!({"email": "second@example.org", "password": PASSWORD})),
+        "10.3.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(
+        accounts::user_by_email(&db.pool, "second@example.org")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r = send(&app, &anon, "GET", "/api/v1/setup", None, "10.3.0.1").await;
+    assert_eq!(r.body["required"], false);
+    // Health checks and the OpenAPI document stay public.
+    for uri in ["/healthz", "/readyz", "/api/openapi.json"] {
+        assert_eq!(
+            send(&app, &anon, "GET", uri, None, "10.3.0.1").await.status,
+            StatusCode::OK,
+            "{uri}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_invitation_link_creates_or_links_the_account_once() {
+    let (db, app, org) = fresh().await;
+    let owner = Caller::Browser(login(&app, "owner@alpha.org", PASSWORD).await);
+    let invite = |email: &'static str, role: &'static str| {
+        let (app, owner) = (app.clone(), owner.clone());
+        async move {
+            let r = send(
+                &app,
+                &owner,
+                "POST",
+                "/api/v1/invitations",
+                Some(json!({"email": email, "role": role})),
+                "10.4.0.1",
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            assert!(
+                r.body["url"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(r.body["token"].as_str().unwrap())
+            );
+            r.body["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let accept = |token: String, password: &'static str| {
+        let app = app.clone();
+        async move {
+            send(
+                &app,
+                &Caller::Anonymous,
+                "POST",
+                &format!("/api/v1/invitations/{token}/accept"),
+                Some(json!({"password": password})),
+                "10.4.0.2",
+            )
+            .await
+        }
+    };
+    // A new person: the password must be acceptable, and the link is not used up by a refusal.
+    let token = invite("Newcomer@Example.org", "member").await;
+    assert_eq!(
+        accept(token.clone(), "short").await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let r = accept(token.clone(), PASSWORD).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let s = Caller::Browser(Session {
+        cookie: cookie_of(&r),
+        csrf: r.body["csrf_token"].as_str().unwrap().to_owned(),
+    });
+    let me = send(&app, &s, "GET", "/api/v1/me", None, "10.4.0.2").await;
+    assert_eq!(me.body["current_org"]["id"], org.to_string());
+    assert_eq!(me.body["current_org"]["role"], "member");
+    assert_eq!(
+        accept(token, PASSWORD).await.status,
+        StatusCode::NOT_FOUND,
+        "one use only"
+    );
+    assert_eq!(
+        accept("nonsense".into(), PASSWORD).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Someone with an account elsewhere proves it with their password.
+    let beta = accounts::create_org(&db.pool, &Who::cli(), "beta", None)
+        .await
+        .unwrap();
+    user_in(&db.pool, beta.id, "elsewhere@example.org", Role::Owner).await;
+    let token = invite("elsewhere@example.org", "admin").await;
+    assert_eq!(
+        accept(token.clone(), "not their password").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = accept(token, PASSWORD).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let u = accounts::user_by_email(&db.pool, "elsewhere@example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        accounts::role_in(&db.pool, org, u.id).await.unwrap(),
+        Some(Role::Admin)
+    );
+    assert_eq!(
+        accounts::role_in(&db.pool, beta.id, u.id).await.unwrap(),
+        Some(Role::Owner)
+    );
+
+    // Only owners invite owners; members do not invite at all.
+    let r = send(
+        &app,
+        &s,
+        "POST",
+        "/api/v1/invitations",
+        Some(json!({"email": "x@example.org", "role": "viewer"})),
+        "10.4.0.2",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let admin = Caller::Browser(login(&app, "elsewhere@example.org", PASSWORD).await);
+    let r = send(
+        &app,
+        &admin,
+        "POST",
+        "/api/v1/me/org",
+        Some(json!({"org_id": org})),
+        "10.4.0.2",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(
+        &app,
+        &admin,
+        "POST",
+        "/api/v1/invitations",
+        Some(json!({"email": "x@example.org", "role": "owner"})),
+        "10.4.0.2",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(
+        &app,
+        &admin,
+        "POST",
+        "/api/v1/invitations",
+        Some(json!({"email": "x@example.org", "role": "admin"})),
+        "10.4.0.2",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_password_change_ends_the_other_sessions() {
+    let (_db, app, _) = fresh().await;
+    let one = Caller::Browser(login(&app, "owner@alpha.org", PASSWORD).await);
+    let two = Caller::Browser(login(&app, "owner@alpha.org", PASSWORD).await);
+    let change = |current: &'static str, new: &'static str| {
+        let (app, one) = (app.clone(), one.clone());
+        async move {
+            send(
+                &app,
+                &one,
+                "POST",
+                "/api/v1/me/password",
+                Some(json!({"current_password": current, "new_password": new})),
+                "10.5.0.1",
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        change("wrong password", "a new long password").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        change(PASSWORD, "short").await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        send(&app, &two, "GET", "/api/v1/me", None, "10.5.0.1")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        change(PASSWORD, "a new long password").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(&app, &two, "GET", "/api/v1/me", None, "10.5.0.1")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&app, &one, "GET", "/api/v1/me", None, "10.5.0.1")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = send(
+        &app,
+        &Caller::Anonymous,
+        "POST",
+        "/api/v1/auth/login",
+        Some(json!({"email": "owner@alpha.org", "password": PASSWORD})),
+        "10.5.0.2",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    login(&app, "OWNER@alpha.org", "a new long password").await;
+}
+
+#[tokio::test]
+async fn owners_delete_empty_organisations_and_keep_an_owner() {
+    let (db, app, org) = fresh().await;
+    let owner = Caller::Browser(login(&app, "owner@alpha.org", PASSWORD).await);
+    let me = send(&app, &owner, "GET", "/api/v1/me", None, "10.6.0.1").await;
+    let owner_id = me.body["user"]["id"].as_str().unwrap().to_owned();
+    // The last owner can neither leave nor be demoted.
+    let r = send(
+        &app,
+        &owner,
+        "PATCH",
+        &format!("/api/v1/members/{owner_id}"),
+        Some(json!({"role": "admin"})),
+        "10.6.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = send(
+        &app,
+        &owner,
+        "DELETE",
+        &format!("/api/v1/members/{owner_id}"),
+        None,
+        "10.6.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    // Admins cannot touch owners or delete the organisation.
+    user_in(&db.pool, org, "admin@alpha.org", Role::Admin).await;
+    let admin = Caller::Browser(login(&app, "admin@alpha.org", PASSWORD).await);
+    let r = send(
+        &app,
+        &admin,
+        "PATCH",
+        &format!("/api/v1/members/{owner_id}"),
+        Some(json!({"role": "viewer"})),
+        "10.6.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(
+        &app,
+        &admin,
+        "DELETE",
+        &format!("/api/v1/orgs/{org}"),
+        None,
+        "10.6.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Another organisation's id is not found, even for an owner.
+    let r = send(
+        &app,
+        &owner,
+        "DELETE",
+        &format!("/api/v1/orgs/{}", groundwork_store::DEFAULT_ORG_ID),
+        None,
+        "10.6.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Not while it has projects.
+    let r = send(&app, &owner, "POST", "/api/v1/projects", Some(json!({"name": "p", "aoi": aoi(), "start": "2024-01-01", "end": "2024-02-01", "task": "classification"})), "10.6.0.1").await;
+    let pid = r.body["id"].as_str().unwrap().to_owned();
+    let r = send(
+        &app,
+        &owner,
+        "DELETE",
+        &format!("/api/v1/orgs/{org}"),
+        None,
+        "10.6.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    send(
+        &app,
+        &owner,
+        "DELETE",
+        &format!("/api/v1/projects/{pid}"),
+        None,
+        "10.6.0.1",
+    )
+    .await;
+    let r = send(
+        &app,
+        &owner,
+        "DELETE",
+        &format!("/api/v1/orgs/{org}"),
+        None,
+        "10.6.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    // Its members now act in no organisation.
+    let r = send(&app, &owner, "GET", "/api/v1/projects", None, "10.6.0.1").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["error"]["code"], "no_organisation");
+    let r = send(&app, &owner, "GET", "/api/v1/me", None, "10.6.0.1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["current_org"].is_null());
+}
+
+#[tokio::test]
+async fn the_audit_log_records_who_did_what_from_where() {
+    let (_db, app, org) = fresh().await;
+    let owner = Caller::Browser(login(&app, "owner@alpha.org", PASSWORD).await);
+    let r = send(&app, &owner, "POST", "/api/v1/projects", Some(json!({"name": "p", "aoi": aoi(), "start": "2024-01-01", "end": "2024-02-01", "task": "classification"})), "10.7.0.1").await;
+    let pid = r.body["id"].as_str().unwrap().to_owned();
+    send(
+        &app,
+        &owner,
+        "POST",
+        "/api/v1/invitations",
+        Some(json!({"email": "v@example.org", "role": "viewer"})),
+        "10.7.0.1",
+    )
+    .await;
+    send(
+        &app,
+        &owner,
+        "POST",
+        "/api/v1/worker-tokens",
+        Some(json!({})),
+        "10.7.0.1",
+    )
+    .await;
+    let r = send(
+        &app,
+        &owner,
+        "GET",
+        "/api/v1/audit?limit=200",
+        None,
+        "10.7.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let items = r.body["items"].as_array().unwrap();
+    let find = |action: &str| items.iter().find(|i| i["action"] == action).cloned();
+    let created = find("project.create").unwrap();
+    assert_eq!(created["target_id"], pid);
+    assert_eq!(created["user_email"], "owner@alpha.org");
+    assert_eq!(created["ip"], "10.7.0.1");
+    assert_eq!(created["org_id"], org.to_string());
+    assert!(find("invitation.create").is_some());
+    assert!(find("worker_token.create").is_some());
+    assert!(find("auth.login").is_some());
+    assert!(
+        !r.body.to_string().contains("gwk_"),
+        "no secrets in the log"
+    );
+    // Newest first, and paged.
+    let r = send(
+        &app,
+        &owner,
+        "GET",
+        "/api/v1/audit?limit=1",
+        None,
+        "10.7.0.1",
+    )
+    .await;
+    assert_eq!(r.body["items"][0]["action"], "worker_token.create");
+    assert!(r.body["next_cursor"].is_string());
+}
+
+#[tokio::test]
+async fn workers_register_with_a_valid_worker_token_only() {
+    let (db, app, org) = fresh().await;
+    let reg = workers::Registration {
+        name: "box".into(),
+        pool: "cpu".into(),
+        queues: vec!["cpu".into()],
+        concurrency: 1,
+        capabilities: json!({}),
+        version: "test".into(),
+    };
+    // Zero setup: without any worker token, a tokenless worker joins the default organisation.
+    let local = workers::register_with_token(&db.pool, &reg, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        workers::get(&db.pool, local).await.unwrap().org_id,
+        groundwork_store::DEFAULT_ORG_ID
+    );
+
+    let owner = Caller::Browser(login(&app, "owner@alpha.org", PASSWORD).await);
+    let r = send(
+        &app,
+        &owner,
+        "POST",
+        "/api/v1/worker-tokens",
+        Some(json!({"name": "donated gpu"})),
+        "10.8.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let secret = r.body["token"].as_str().unwrap().to_owned();
+    let token_id = r.body["worker_token"]["id"].as_str().unwrap().to_owned();
+
+    let err = workers::register_with_token(&db.pool, &reg, Some("gwk_not-a-token"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, groundwork_store::Error::Unauthorized(_)));
+    assert!(
+        err.to_string().contains("unknown or has been revoked"),
+        "{err}"
+    );
+    let err = workers::register_with_token(&db.pool, &reg, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("requires a worker token"), "{err}");
+
+    let id = workers::register_with_token(&db.pool, &reg, Some(&secret))
+        .await
+        .unwrap();
+    // It belongs to the token's organisation and shows there only.
+    let r = send(&app, &owner, "GET", "/api/v1/workers", None, "10.8.0.1").await;
+    let ids: Vec<&str> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.to_string().as_str()]);
+    assert_eq!(workers::heartbeat(&db.pool, id).await.unwrap(), "active");
+
+    // Revoked: no new registrations, and its workers drain.
+    let r = send(
+        &app,
+        &owner,
+        "DELETE",
+        &format!("/api/v1/worker-tokens/{token_id}"),
+        None,
+        "10.8.0.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(
+        workers::register_with_token(&db.pool, &reg, Some(&secret))
+            .await
+            .is_err()
+    );
+    assert_eq!(workers::heartbeat(&db.pool, id).await.unwrap(), "draining");
+    assert_eq!(
+        org,
+        accounts::org_by_name(&db.pool, "alpha")
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    );
+}
