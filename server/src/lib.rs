@@ -7,5 +7,6 @@ pub mod bench;
 pub mod labels_cli;
 pub mod objects;
 pub mod telemetry;
+pub mod testing;
 
 pub use api::{AppState, router};

@@ -9,7 +9,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use groundwork_imagery::WindowSpec;
-use groundwork_server::{AppState, router};
+use groundwork_server::AppState;
 use groundwork_store::labels::{LabelTarget, Split, training_examples};
 use groundwork_store::testing::TestDb;
 use groundwork_store::{DEFAULT_ORG_ID, projects};
@@ -145,7 +145,9 @@ fn collection(features: Vec<Value>) -> String {
 #[tokio::test]
 async fn geojson_import_keeps_the_good_features_and_reports_each_bad_one() {
     let db = TestDb::new().await.unwrap();
-    let app = router(AppState::new(db.pool.clone()));
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
     let pid = create_project(&app, "classification").await;
     plan_and_acquire(&db.pool, &pid).await;
 
@@ -254,7 +256,9 @@ async fn geojson_import_keeps_the_good_features_and_reports_each_bad_one() {
 #[tokio::test]
 async fn csv_import_reports_bad_rows_by_line_and_versions_increment() {
     let db = TestDb::new().await.unwrap();
-    let app = router(AppState::new(db.pool.clone()));
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
     let pid = create_project(&app, "regression").await;
     plan_and_acquire(&db.pool, &pid).await;
 
@@ -389,7 +393,9 @@ async fn csv_import_reports_bad_rows_by_line_and_versions_increment() {
 #[tokio::test]
 async fn exports_round_trip_through_import() {
     let db = TestDb::new().await.unwrap();
-    let app = router(AppState::new(db.pool.clone()));
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
     let first = create_project(&app, "classification").await;
     let specs = plan_and_acquire(&db.pool, &first).await;
     let window = inner_window(&specs).id.clone();
@@ -465,7 +471,9 @@ async fn exports_round_trip_through_import() {
 #[tokio::test]
 async fn the_cli_imports_and_exports_files_against_the_database() {
     let db = TestDb::new().await.unwrap();
-    let app = router(AppState::new(db.pool.clone()));
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
     let pid = create_project(&app, "classification").await;
     plan_and_acquire(&db.pool, &pid).await;
     let tmp = tempfile::tempdir().unwrap();
@@ -561,7 +569,9 @@ async fn the_cli_imports_and_exports_files_against_the_database() {
 #[tokio::test]
 async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_split() {
     let db = TestDb::new().await.unwrap();
-    let app = router(AppState::new(db.pool.clone()));
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
     let pid = create_project(&app, "classification").await;
     let id: Uuid = pid.parse().unwrap();
 
@@ -816,7 +826,9 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
 #[tokio::test]
 async fn polygons_and_points_are_rasterised_onto_the_window_grid() {
     let db = TestDb::new().await.unwrap();
-    let app = router(AppState::new(db.pool.clone()));
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
     let pid = create_project(&app, "segmentation").await;
     let id: Uuid = pid.parse().unwrap();
     let specs = plan_and_acquire(&db.pool, &pid).await;
@@ -906,7 +918,9 @@ async fn polygons_and_points_are_rasterised_onto_the_window_grid() {
 #[tokio::test]
 async fn another_organisations_project_is_not_found() {
     let db = TestDb::new().await.unwrap();
-    let app = router(AppState::new(db.pool.clone()));
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
     let other_org = Uuid::new_v4();
     sqlx::query("insert into org (id, name) values ($1, 'other')")
         .bind(other_org)
