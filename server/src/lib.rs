@@ -6,5 +6,6 @@ pub mod api;
 pub mod bench;
 pub mod objects;
 pub mod telemetry;
+pub mod web;
 
 pub use api::{AppState, router};

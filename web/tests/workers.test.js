@@ -1,0 +1,31 @@
+// Worker administration: a worker is drained from the page and its state changes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { api, eventually, openPage, startServer } from './helpers.js';
+
+test('an admin drains a worker on the worker page and sees it draining', async (t) => {
+  const server = await startServer(t);
+  const { page, problems } = await openPage(t, { width: 768, height: 1024 });
+
+  await page.goto(`${server.url}/workers`);
+  const row = page.locator('tr[data-worker-id]').filter({ hasText: 'browser-test-worker' });
+  await eventually(async () => (await row.locator('[data-field="state"]').textContent()) === 'active', { what: 'an active worker' });
+  assert.match(await page.locator('table').first().textContent(), /cpu/);
+
+  await row.getByRole('button', { name: 'Drain browser-test-worker' }).click();
+  await page.waitForURL(/\/workers#worker-/);
+  const after = page.locator('tr[data-worker-id]').filter({ hasText: 'browser-test-worker' });
+  assert.equal(await after.locator('[data-field="state"]').textContent(), 'draining');
+  assert.ok(await after.getByRole('button', { name: 'Resume browser-test-worker' }).isVisible());
+  assert.equal(await after.getByRole('button', { name: 'Drain browser-test-worker' }).count(), 0);
+
+  const workers = (await api(server, 'GET', '/api/v1/workers')).body.items;
+  assert.equal(workers.find((w) => w.name === 'browser-test-worker').admin_state, 'draining');
+  const pools = await page.getByRole('region', { name: 'Pools' }).textContent().catch(() => page.locator('#pools-heading').textContent());
+  assert.match(pools, /Pools/);
+
+  await after.getByRole('button', { name: 'Resume browser-test-worker' }).click();
+  await page.waitForURL(/\/workers#worker-/);
+  assert.equal(await page.locator('tr[data-worker-id]').filter({ hasText: 'browser-test-worker' }).locator('[data-field="state"]').textContent(), 'active');
+  assert.deepEqual(problems, []);
+});
