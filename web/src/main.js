@@ -110,8 +110,8 @@ function initRunPolling() {
         const body = await res.json();
         const article = document.getElementById(`run-${id}`);
         const runState = article.querySelector('[data-field="run-state"]');
-        setText(runState, body.run.state);
-        runState.dataset.state = body.run.state;
+        setText(runState, body.state);
+        runState.dataset.state = body.state;
         for (const step of body.steps) {
           const row = document.getElementById(`step-${step.id}`);
           if (row) updateStep(row, step);
@@ -119,7 +119,7 @@ function initRunPolling() {
         const signature = body.steps.map((s) => `${s.state}:${s.progress}`).join(',');
         if (seen.get(id) !== signature) changed = true;
         seen.set(id, signature);
-        if (TERMINAL.has(body.run.state)) {
+        if (TERMINAL.has(body.state)) {
           active.delete(id);
           article.dataset.active = 'false';
         }

@@ -3,9 +3,13 @@
 // a plain background with a graticule; a basemap is drawn only when the server is given a tile template.
 import * as maplibregl from 'maplibre-gl';
 import 'maplibre-gl/dist/maplibre-gl.css';
+// MapLibre parses tiles in a module worker; ship its file next to this one and point MapLibre at it.
+import workerUrl from 'maplibre-gl/dist/maplibre-gl-worker.mjs?url';
 import { TerraDraw, TerraDrawPolygonMode, TerraDrawRectangleMode } from 'terra-draw';
 import { TerraDrawMapLibreGLAdapter } from 'terra-draw-maplibre-gl-adapter';
 import { areaKm2, boundsOf, formatKm2, geometryOf } from './geo.js';
+
+maplibregl.setWorkerUrl(workerUrl);
 
 const EMPTY = { type: 'FeatureCollection', features: [] };
 const STATUS_COLOURS = { pending: '#9aa5ad', acquired: '#1b9e77', quarantined: '#d95f02' };

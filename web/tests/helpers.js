@@ -51,7 +51,22 @@ function psql(url, sql) {
   execFileSync('psql', [url, '-v', 'ON_ERROR_STOP=1', '-qAtc', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-/** Starts `groundwork serve` with one in-process worker; `t.after` stops it and drops its database. */
+const cleanups = new WeakMap();
+// Registers `fn` to run after the test, in reverse order of registration (the browser closes before the
+// server it talks to stops).
+function defer(t, fn) {
+  let fns = cleanups.get(t);
+  if (!fns) {
+    fns = [];
+    cleanups.set(t, fns);
+    t.after(async () => {
+      for (const f of fns.reverse()) await f();
+    });
+  }
+  fns.push(fn);
+}
+
+/** Starts `groundwork serve` with one in-process worker; it is stopped and its database dropped after the test. */
 export async function startServer(t) {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build -p groundwork-server\` first`);
   const dir = mkdtempSync(path.join(tmpdir(), 'gw-web-'));
@@ -88,7 +103,7 @@ export async function startServer(t) {
     try { psql(admin, `drop database if exists ${db} with (force)`); } catch { /* best effort */ }
     rmSync(dir, { recursive: true, force: true });
   };
-  t.after(stop);
+  defer(t, stop);
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`groundwork serve exited with ${child.exitCode}:\n${log}`);
@@ -102,13 +117,13 @@ export async function startServer(t) {
   return { url, log: () => log };
 }
 
-/** A headless Chromium page; closed by `t.after`. Console errors and failed requests are collected. */
+/** A headless Chromium page; closed after the test. Console errors and failed requests are collected. */
 export async function openPage(t, { width = 1280, height = 900 } = {}) {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--no-sandbox', '--enable-unsafe-swiftshader', '--use-angle=swiftshader', '--ignore-gpu-blocklist'],
   });
-  t.after(() => browser.close());
+  defer(t, () => browser.close());
   const context = await browser.newContext({ viewport: { width, height } });
   const page = await context.newPage();
   const problems = [];

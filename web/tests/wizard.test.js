@@ -75,5 +75,7 @@ test('a project is created by drawing its area on the map, after a validation er
   assert.ok(Math.abs(serverKm2 - shown) / serverKm2 < 0.01, `server ${serverKm2} vs page ${shown}`);
 
   await page.locator('#project-map[data-ready="true"]').waitFor();
-  assert.deepEqual(problems, []);
+  // The only complaint is the browser noting the 422 of the refused form.
+  assert.deepEqual(problems.filter((p) => !p.includes('status of 422')), []);
+  assert.equal(problems.length, 1);
 });
