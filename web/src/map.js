@@ -189,6 +189,7 @@ function mountProject(el, opts) {
     try {
       const { counts: c, data } = await fetchWindows(el.dataset.windowsUrl);
       map.getSource('windows')?.setData(data);
+      el.dataset.windowCount = String(data.features.length);
       if (c && counts) {
         counts.textContent = `Windows: ${c.total} (${c.acquired} acquired, ${c.pending} pending, ${c.quarantined} quarantined)`;
       }

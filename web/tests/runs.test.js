@@ -53,3 +53,29 @@ test('a running step is cancelled from the project page and marked cancelled', a
   assert.ok(await page.getByRole('button', { name: 'Cancel sleep' }).isHidden());
   assert.deepEqual(problems, []);
 });
+
+test('an acquisition plans the windows, which the map shows by status', async (t) => {
+  const server = await startServer(t);
+  const project = await seedProject(server);
+  const { page, problems } = await openPage(t, { width: 768, height: 1024 });
+
+  await page.goto(`${server.url}/projects/${project.id}`);
+  assert.match(await page.locator('#window-counts').textContent(), /Windows: 0/);
+  // Nothing listens on port 9: the steps fail, but the windows are planned when the run starts.
+  await page.getByLabel('Acquire imagery').check();
+  assert.ok(await page.getByLabel('Seconds').isHidden());
+  await page.getByLabel('STAC API URL or catalog.json path').fill('http://127.0.0.1:9/stac');
+  await page.getByRole('button', { name: 'Start run' }).click();
+  await page.waitForURL(/#run-/);
+
+  const { body } = await api(server, 'GET', `/api/v1/projects/${project.id}/windows?limit=1000`);
+  assert.ok(body.counts.total > 0);
+  const map = page.locator('#project-map');
+  await eventually(async () => (await map.getAttribute('data-window-count')) === String(body.counts.total),
+    { what: 'the windows on the map' });
+  assert.match(await page.locator('#window-counts').textContent(), new RegExp(`Windows: ${body.counts.total} `));
+  assert.ok(await page.locator('tr[data-step-id]').count() >= 2, 'the partition steps and their summary');
+  // Nothing overflows the tablet width.
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
+  assert.deepEqual(problems, []);
+});

@@ -13,6 +13,21 @@ test('a project is created by drawing its area on the map, after a validation er
   const map = page.locator('#aoi-map');
   await map.and(page.locator('[data-ready="true"]')).waitFor();
 
+  // An uploaded GeoJSON file is shown and measured: 0.1° × 0.1° at the equator is 123.1 km².
+  await page.locator('#aoi-file').setInputFiles({
+    name: 'area.geojson',
+    mimeType: 'application/geo+json',
+    buffer: Buffer.from(JSON.stringify({ type: 'FeatureCollection', features: [{ type: 'Feature', properties: {},
+      geometry: { type: 'Polygon', coordinates: [[[0, 0], [0.1, 0], [0.1, 0.1], [0, 0.1], [0, 0]]] } }] })),
+  });
+  await eventually(async () => (await page.locator('#aoi-area').textContent()) === '≈ 123 km²', { what: 'the uploaded area' });
+  await page.getByRole('button', { name: 'Clear area' }).click();
+  assert.equal(await page.locator('#aoi-area').textContent(), 'none yet');
+  assert.equal(await page.getByLabel('Area as GeoJSON (EPSG:4326)').inputValue(), '');
+  // Back to the view the test draws in (the upload moved the map to its area).
+  await page.evaluate(() => { window.location.hash = 'map=11/0.05/10.05'; });
+  await page.waitForTimeout(300);
+
   await page.getByRole('button', { name: 'Draw polygon' }).click();
   assert.equal(await page.getByRole('button', { name: 'Draw polygon' }).getAttribute('aria-pressed'), 'true');
   const box = await map.boundingBox();
@@ -38,8 +53,11 @@ test('a project is created by drawing its area on the map, after a validation er
   await page.getByLabel('First day').fill('2024-06-01');
   await page.getByLabel('Last day').fill('2024-01-01'); // before the first day: the server refuses it
   await page.getByLabel('Class 1 name').fill('Mangrove');
-  await page.getByRole('button', { name: 'Add class' }).click();
-  await page.getByLabel('Class 2 name').fill('Water');
+  // Keyboard: Enter on "Add class" adds a row and moves the focus into it.
+  await page.getByRole('button', { name: 'Add class' }).focus();
+  await page.keyboard.press('Enter');
+  assert.equal(await page.evaluate(() => document.activeElement.id), await page.getByLabel('Class 2 name').getAttribute('id'));
+  await page.keyboard.type('Water');
   await page.getByLabel('Sentinel-1').check();
   await page.getByRole('button', { name: 'Create project' }).click();
 
