@@ -485,7 +485,18 @@ pub struct RunForm {
     pub seconds: String,
     /// STAC API or catalogue of an acquisition.
     pub stac: String,
+    /// Catalogue conventions: `earth-search` or `planetary-computer`.
+    pub profile: String,
 }
+
+/// Catalogue profiles the run form offers.
+pub const PROFILES: &[(&str, &str)] = &[
+    (
+        "earth-search",
+        "Earth Search (Element 84), also the demo catalogue",
+    ),
+    ("planetary-computer", "Microsoft Planetary Computer"),
+];
 
 impl Default for RunForm {
     fn default() -> Self {
@@ -493,6 +504,7 @@ impl Default for RunForm {
             kind: "acquire".into(),
             seconds: "10".into(),
             stac: String::new(),
+            profile: "earth-search".into(),
         }
     }
 }
@@ -509,6 +521,7 @@ struct ProjectPage {
     run_form: RunForm,
     run_errors: FieldErrors,
     aoi_json: String,
+    profiles: &'static [(&'static str, &'static str)],
 }
 
 async fn project_page(
@@ -537,6 +550,7 @@ async fn project_page(
         run_form,
         run_errors,
         project,
+        profiles: PROFILES,
     })
 }
 
@@ -569,6 +583,7 @@ pub async fn start_run(
         kind: form_value(&pairs, "kind"),
         seconds: form_value(&pairs, "seconds"),
         stac: form_value(&pairs, "stac"),
+        profile: form_value(&pairs, "profile"),
     };
     let result = match form.kind.as_str() {
         "sleep" => match form.seconds.trim().parse::<f64>() {
@@ -597,9 +612,16 @@ pub async fn start_run(
             }])),
         },
         "acquire" => {
+            let profile = match form.profile.as_str() {
+                "planetary-computer" => Some(json!({
+                    "kind": "planetary-computer",
+                    "sas_endpoint": groundwork_imagery::modality::PLANETARY_COMPUTER,
+                })),
+                _ => None,
+            };
             let body = AcquireBody {
                 stac: form.stac.trim().to_owned(),
-                profile: None,
+                profile,
                 max_cloud: None,
                 partitions: None,
                 success_threshold: None,
@@ -621,7 +643,8 @@ pub async fn start_run(
     match result {
         Ok(run) => Ok(Redirect::to(&format!("/projects/{id}#run-{}", run.run.id)).into_response()),
         Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
-            let errors = FieldErrors::from_api(e, &["kind", "seconds", "stac", "aoi", "steps"]);
+            let errors =
+                FieldErrors::from_api(e, &["kind", "seconds", "stac", "profile", "aoi", "steps"]);
             let page = project_page(&state, &actor, id, form, errors).await?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }

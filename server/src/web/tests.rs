@@ -296,6 +296,38 @@ async fn the_run_form_starts_a_sleep_run_and_refuses_bad_seconds_next_to_the_fie
         r#"action="/projects/{p}/steps/{step}/retry" data-action="retry" hidden>"#
     )));
 
+    // An acquisition with the chosen catalogue profile plans the windows and starts its steps.
+    let r = site
+        .post_form(
+            &format!("/projects/{p}/runs"),
+            &[
+                ("csrf", ""),
+                ("kind", "acquire"),
+                ("stac", "http://127.0.0.1:9/stac"),
+                ("profile", "planetary-computer"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let runs = jobs::list_runs(&site.db.pool, groundwork_store::DEFAULT_ORG_ID, p, None, 10)
+        .await
+        .unwrap();
+    let acquisition = jobs::get_run(&site.db.pool, groundwork_store::DEFAULT_ORG_ID, runs[0].id)
+        .await
+        .unwrap();
+    assert_eq!(acquisition.steps[0].kind, "acquire");
+    assert_eq!(
+        acquisition.steps[0].args["profile"]["kind"],
+        "planetary-computer"
+    );
+    assert!(
+        groundwork_store::windows::counts(&site.db.pool, p)
+            .await
+            .unwrap()
+            .total
+            > 0
+    );
+
     // Cancelling the queued step redirects back to it and marks it cancelled at once.
     let r = site
         .post_form(
