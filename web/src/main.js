@@ -133,11 +133,47 @@ function initRunPolling() {
   if (active.size > 0) setTimeout(tick, 300);
 }
 
+function ago(iso) {
+  const secs = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (secs < 120) return `${secs} s ago`;
+  if (secs < 7200) return `${Math.floor(secs / 60)} min ago`;
+  return `${Math.floor(secs / 3600)} h ago`;
+}
+
+// The worker page keeps each worker's state, step count and heartbeat current.
+function initWorkerPolling() {
+  const rows = document.querySelectorAll('tr[data-worker-id]');
+  if (rows.length === 0) return;
+  const tick = async () => {
+    try {
+      const res = await fetch('/api/v1/workers', { headers: { Accept: 'application/json' } });
+      if (res.ok) {
+        for (const w of (await res.json()).items) {
+          const row = document.getElementById(`worker-${w.id}`);
+          if (!row) continue;
+          const state = row.querySelector('[data-field="state"]');
+          setText(state, w.state);
+          state.dataset.state = w.state;
+          setText(row.querySelector('[data-field="steps"]'), String(w.running_steps.length));
+          const beat = row.querySelector('[data-field="heartbeat"]');
+          beat.dateTime = w.last_heartbeat_at;
+          setText(beat, ago(w.last_heartbeat_at));
+        }
+      }
+    } catch {
+      // Retried on the next tick.
+    }
+    setTimeout(tick, 3000);
+  };
+  setTimeout(tick, 3000);
+}
+
 function init() {
   mountMaps();
   initClassRows();
   initRunForm();
   initRunPolling();
+  initWorkerPolling();
 }
 
 if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);

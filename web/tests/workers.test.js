@@ -1,7 +1,7 @@
 // Worker administration: a worker is drained from the page and its state changes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, eventually, openPage, startServer } from './helpers.js';
+import { api, eventually, openPage, seedProject, startServer } from './helpers.js';
 
 test('an admin drains a worker on the worker page and sees it draining', async (t) => {
   const server = await startServer(t);
@@ -12,10 +12,20 @@ test('an admin drains a worker on the worker page and sees it draining', async (
   await eventually(async () => (await row.locator('[data-field="state"]').textContent()) === 'active', { what: 'an active worker' });
   assert.match(await page.locator('table').first().textContent(), /cpu/);
 
+  // The page follows the worker without a reload: a step it takes shows up in its row.
+  const project = await seedProject(server);
+  const started = await api(server, 'POST', `/api/v1/projects/${project.id}/runs`,
+    { steps: [{ name: 'long', kind: 'sleep', args: { seconds: 60 } }] });
+  assert.equal(started.status, 201);
+  await eventually(async () => (await row.locator('[data-field="steps"]').textContent()) === '1',
+    { timeout: 15_000, what: 'the running step on the worker row' });
+
   await row.getByRole('button', { name: 'Drain browser-test-worker' }).click();
   await page.waitForURL(/\/workers#worker-/);
   const after = page.locator('tr[data-worker-id]').filter({ hasText: 'browser-test-worker' });
   assert.equal(await after.locator('[data-field="state"]').textContent(), 'draining');
+  // Draining lets the running step finish: the worker still holds it.
+  assert.equal(await after.locator('[data-field="steps"]').textContent(), '1');
   assert.ok(await after.getByRole('button', { name: 'Resume browser-test-worker' }).isVisible());
   assert.equal(await after.getByRole('button', { name: 'Drain browser-test-worker' }).count(), 0);
 
@@ -28,5 +38,7 @@ test('an admin drains a worker on the worker page and sees it draining', async (
   await after.getByRole('button', { name: 'Resume browser-test-worker' }).click();
   await page.waitForURL(/\/workers#worker-/);
   assert.equal(await page.locator('tr[data-worker-id]').filter({ hasText: 'browser-test-worker' }).locator('[data-field="state"]').textContent(), 'active');
+  // Stop the step so that the server shuts down at once.
+  assert.equal((await api(server, 'POST', `/api/v1/steps/${started.body.steps[0].id}/cancel`)).status, 202);
   assert.deepEqual(problems, []);
 });
