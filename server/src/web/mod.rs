@@ -175,7 +175,7 @@ fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(body).into_owned().collect()
 }
 
-/// The first value of `key`, trimmed of nothing.
+/// The first value of `key` (empty when absent).
 fn form_value(pairs: &[(String, String)], key: &str) -> String {
     pairs
         .iter()
