@@ -6,3 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo test --workspace --no-fail-fast "$@"
+
+# The web UI: install the pinned front-end packages, check that the committed web/dist is a fresh build of
+# web/src, and run the browser tests (headless Chromium against the debug `groundwork` binary).
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ]; then
+  echo "browser tests need Node >= 20.19 (found: $(node --version 2>/dev/null || echo none)); not run" >&2
+  exit 1
+fi
+cargo build -p groundwork-server --bin groundwork
+(
+  cd web
+  [ -d node_modules ] || npm ci --no-audit --no-fund
+  npm test
+)

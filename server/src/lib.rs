@@ -8,5 +8,6 @@ pub mod labels_cli;
 pub mod objects;
 pub mod telemetry;
 pub mod testing;
+pub mod web;
 
 pub use api::{AppState, router};

@@ -1,0 +1,677 @@
+//! Project pages: the list, the new-project wizard, and a project's page with its map, runs and steps.
+
+use super::error::PageResult;
+use super::{Layout, Nav, form_pairs, form_value, form_values};
+use crate::api::AppState;
+use crate::api::auth::{Actor, Role};
+use crate::api::error::ApiError;
+use crate::api::extract::{Json, Path};
+use crate::api::imagery::AcquireBody;
+use crate::api::projects::CreateProject;
+use crate::api::runs::{CreateRun, StepSpec};
+use crate::api::validate::Class;
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::NaiveDate;
+use groundwork_store::jobs::{self, RunWithSteps, Step};
+use groundwork_store::projects::{self, Project};
+use groundwork_store::windows;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Runs shown on a project's page.
+const RUNS_SHOWN: i64 = 10;
+
+/// Field errors keyed by form field (`name`, `aoi`, `classes[0].color`, `form` for the rest).
+#[derive(Debug, Default, Clone)]
+pub struct FieldErrors(BTreeMap<String, Vec<String>>);
+
+impl FieldErrors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.entry(field.into()).or_default().push(message.into());
+    }
+
+    /// The messages of `field`, joined.
+    #[must_use]
+    pub fn get(&self, field: &str) -> Option<String> {
+        self.0.get(field).map(|m| m.join("; "))
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of fields with errors.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Takes the field errors of an API validation error; other errors become a form-level message.
+    fn from_api(e: ApiError, form_fields: &[&str]) -> Self {
+        let mut out = Self::default();
+        let details = e.details.as_array().cloned().unwrap_or_default();
+        if details.is_empty() {
+            out.add("form", e.message);
+            return out;
+        }
+        for d in details {
+            let field = d.get("field").and_then(Value::as_str).unwrap_or("form");
+            let message = d
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("invalid");
+            let key = form_fields
+                .iter()
+                .find(|f| field == **f || field.starts_with(&format!("{f}.")))
+                .map(|f| (*f).to_owned())
+                .or_else(|| field.starts_with("classes[").then(|| field.to_owned()))
+                .unwrap_or_else(|| "form".to_owned());
+            out.add(key, message);
+        }
+        out
+    }
+}
+
+/// The new-project form's values, kept as typed so they can be shown again.
+#[derive(Debug, Clone)]
+pub struct ProjectForm {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// The AOI as GeoJSON text.
+    pub aoi: String,
+    /// First day.
+    pub start: String,
+    /// Last day.
+    pub end: String,
+    /// Task.
+    pub task: String,
+    /// `(name, colour)` rows.
+    pub classes: Vec<(String, String)>,
+    /// Checked modalities.
+    pub modalities: Vec<String>,
+    /// Model size.
+    pub model_size: String,
+    /// Patch size.
+    pub patch_size: String,
+    /// Window size.
+    pub window_size: String,
+}
+
+impl Default for ProjectForm {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            description: String::new(),
+            aoi: String::new(),
+            start: String::new(),
+            end: String::new(),
+            task: "classification".into(),
+            classes: vec![(String::new(), "#1b9e77".into())],
+            modalities: vec!["sentinel2_l2a".into()],
+            model_size: "nano".into(),
+            patch_size: "4".into(),
+            window_size: "64".into(),
+        }
+    }
+}
+
+/// Fields the API reports errors for, as the form names them.
+const PROJECT_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "aoi",
+    "start",
+    "end",
+    "task",
+    "modalities",
+    "model_size",
+    "patch_size",
+    "window_size",
+];
+
+/// Task choices `(value, label)`.
+pub const TASKS: &[(&str, &str)] = &[
+    ("classification", "Classification: a class per window"),
+    ("segmentation", "Segmentation: a class per pixel"),
+    ("regression", "Regression: a value per window or pixel"),
+];
+
+/// Modality choices.
+pub const MODALITIES: &[(&str, &str)] = &[
+    ("sentinel2_l2a", "Sentinel-2 L2A"),
+    ("sentinel1", "Sentinel-1"),
+    ("landsat", "Landsat 8/9"),
+];
+
+/// Model sizes.
+pub const MODEL_SIZES: &[(&str, &str)] = &[
+    ("nano", "Nano (1.4 M parameters)"),
+    ("tiny", "Tiny (6.2 M)"),
+    ("base", "Base (89 M)"),
+    ("large", "Large (308 M)"),
+];
+
+fn enum_value<T: serde::de::DeserializeOwned>(v: &str) -> Option<T> {
+    serde_json::from_value(Value::String(v.to_owned())).ok()
+}
+
+impl ProjectForm {
+    fn from_pairs(pairs: &[(String, String)]) -> Self {
+        let names = form_values(pairs, "class_name");
+        let colors = form_values(pairs, "class_color");
+        let classes = names
+            .into_iter()
+            .zip(colors.into_iter().chain(std::iter::repeat(String::new())))
+            .filter(|(n, _)| !n.trim().is_empty())
+            .collect();
+        Self {
+            name: form_value(pairs, "name"),
+            description: form_value(pairs, "description"),
+            aoi: form_value(pairs, "aoi"),
+            start: form_value(pairs, "start"),
+            end: form_value(pairs, "end"),
+            task: form_value(pairs, "task"),
+            classes,
+            modalities: form_values(pairs, "modalities"),
+            model_size: form_value(pairs, "model_size"),
+            patch_size: form_value(pairs, "patch_size"),
+            window_size: form_value(pairs, "window_size"),
+        }
+    }
+
+    /// The API request these values make, or the fields that cannot be read at all.
+    fn request(&self) -> Result<CreateProject, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let aoi = if self.aoi.trim().is_empty() {
+            errors.add(
+                "aoi",
+                "draw the area on the map, or upload or paste a GeoJSON polygon",
+            );
+            Value::Null
+        } else {
+            serde_json::from_str(&self.aoi).unwrap_or_else(|e| {
+                errors.add("aoi", format!("this is not valid GeoJSON: {e}"));
+                Value::Null
+            })
+        };
+        let mut date = |field: &str, v: &str| {
+            NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d")
+                .map_err(|_| errors.add(field, "choose a date (YYYY-MM-DD)"))
+                .ok()
+        };
+        let start = date("start", &self.start);
+        let end = date("end", &self.end);
+        let task = enum_value(&self.task);
+        if task.is_none() {
+            errors.add("task", "choose a task");
+        }
+        let model_size = enum_value(&self.model_size);
+        if model_size.is_none() {
+            errors.add("model_size", "choose a model size");
+        }
+        let mut modalities = Vec::new();
+        for m in &self.modalities {
+            match enum_value(m) {
+                Some(m) => modalities.push(m),
+                None => errors.add("modalities", format!("unknown modality {m:?}")),
+            }
+        }
+        let mut number = |field: &str, v: &str| {
+            v.trim()
+                .parse::<i32>()
+                .map_err(|_| errors.add(field, "enter a whole number"))
+                .ok()
+        };
+        let patch_size = number("patch_size", &self.patch_size);
+        let window_size = number("window_size", &self.window_size);
+        let mut classes = Vec::new();
+        for (i, (name, color)) in self.classes.iter().enumerate() {
+            match u8::try_from(i) {
+                Ok(id) => classes.push(Class {
+                    id,
+                    name: name.clone(),
+                    color: color.clone(),
+                }),
+                Err(_) => {
+                    errors.add("classes", "a legend has at most 255 classes");
+                    break;
+                }
+            }
+        }
+        match (start, end, task, model_size, patch_size, window_size) {
+            (Some(start), Some(end), Some(task), Some(model_size), Some(patch), Some(window))
+                if errors.is_empty() =>
+            {
+                Ok(CreateProject {
+                    name: self.name.clone(),
+                    description: self.description.clone(),
+                    aoi,
+                    start,
+                    end,
+                    task,
+                    classes,
+                    modalities,
+                    model_size,
+                    patch_size: patch,
+                    window_size: window,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A project row of the list.
+pub struct ProjectRow {
+    /// The project.
+    pub project: Project,
+}
+
+impl ProjectRow {
+    /// Area, formatted.
+    #[must_use]
+    pub fn area(&self) -> String {
+        format_km2(area_of(&self.project))
+    }
+}
+
+fn area_of(p: &Project) -> f64 {
+    let mut errors = Vec::new();
+    crate::api::validate::aoi(&p.aoi, f64::MAX, &mut errors).map_or(0.0, |a| a.area_km2)
+}
+
+/// `12.3 km²`, with sensible precision.
+#[must_use]
+pub fn format_km2(km2: f64) -> String {
+    if km2 >= 100.0 {
+        format!("{km2:.0} km²")
+    } else if km2 >= 1.0 {
+        format!("{km2:.1} km²")
+    } else {
+        format!("{km2:.3} km²")
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "projects.html")]
+struct ProjectsPage {
+    layout: Layout,
+    projects: Vec<ProjectRow>,
+}
+
+/// `GET /projects`.
+pub async fn list(State(state): State<AppState>, actor: Actor) -> PageResult<impl IntoResponse> {
+    let items = projects::list(&state.pool, actor.org_id, None, 200).await?;
+    Ok(ProjectsPage {
+        layout: Layout::new(&state, &actor, "Projects", Nav::Projects).await,
+        projects: items
+            .into_iter()
+            .map(|project| ProjectRow { project })
+            .collect(),
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "project_new.html")]
+struct NewProjectPage {
+    layout: Layout,
+    form: ProjectForm,
+    errors: FieldErrors,
+    max_aoi_km2: f64,
+    tasks: &'static [(&'static str, &'static str)],
+    modalities: &'static [(&'static str, &'static str)],
+    model_sizes: &'static [(&'static str, &'static str)],
+}
+
+impl NewProjectPage {
+    fn class_error(&self, i: &usize, part: &str) -> Option<String> {
+        self.errors.get(&format!("classes[{i}].{part}"))
+    }
+
+    fn checked(&self, modality: &str) -> bool {
+        self.form.modalities.iter().any(|m| m == modality)
+    }
+}
+
+async fn new_page(
+    state: &AppState,
+    actor: &Actor,
+    form: ProjectForm,
+    errors: FieldErrors,
+) -> NewProjectPage {
+    NewProjectPage {
+        layout: Layout::new(state, actor, "New project", Nav::Projects).await,
+        form,
+        errors,
+        max_aoi_km2: state.max_aoi_km2,
+        tasks: TASKS,
+        modalities: MODALITIES,
+        model_sizes: MODEL_SIZES,
+    }
+}
+
+/// `GET /projects/new`.
+pub async fn new_form(
+    State(state): State<AppState>,
+    actor: Actor,
+) -> PageResult<impl IntoResponse> {
+    actor.require(Role::Member)?;
+    Ok(new_page(
+        &state,
+        &actor,
+        ProjectForm::default(),
+        FieldErrors::default(),
+    )
+    .await)
+}
+
+/// `POST /projects/new`: creates the project through the API's own handler (the same validation), or
+/// shows the form again with each problem next to its field.
+pub async fn create(
+    State(state): State<AppState>,
+    actor: Actor,
+    body: Bytes,
+) -> PageResult<Response> {
+    actor.require(Role::Member)?;
+    let form = ProjectForm::from_pairs(&form_pairs(&body));
+    let errors = match form.request() {
+        Ok(request) => {
+            match crate::api::projects::create_project(State(state.clone()), actor.clone(), Json(request)).await {
+                Ok((_, axum::Json(project))) => {
+                    return Ok(Redirect::to(&format!("/projects/{}", project.id)).into_response());
+                }
+                Err(e) if e.status.is_client_error() => FieldErrors::from_api(e, PROJECT_FIELDS),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(errors) => errors,
+    };
+    let page = new_page(&state, &actor, form, errors).await;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+}
+
+/// A step as the page shows it.
+pub struct StepView {
+    /// The step.
+    pub step: Step,
+}
+
+impl StepView {
+    /// Progress in percent, whole.
+    #[must_use]
+    pub fn percent(&self) -> i64 {
+        #[expect(clippy::cast_possible_truncation, reason = "0–100")]
+        let p = (f64::from(self.step.progress.clamp(0.0, 1.0)) * 100.0).round() as i64;
+        if self.step.state == "succeeded" {
+            100
+        } else {
+            p
+        }
+    }
+
+    /// Whether it can be cancelled.
+    #[must_use]
+    pub fn cancellable(&self) -> bool {
+        matches!(self.step.state.as_str(), "queued" | "running") && !self.step.cancel_requested
+    }
+
+    /// Whether it can be retried.
+    #[must_use]
+    pub fn retryable(&self) -> bool {
+        matches!(self.step.state.as_str(), "failed" | "cancelled")
+    }
+
+    /// The log line: the error when there is one, else the last progress message.
+    #[must_use]
+    pub fn log(&self) -> String {
+        match &self.step.error {
+            Some(e) if !e.is_empty() => e.clone(),
+            _ => self.step.message.clone(),
+        }
+    }
+}
+
+/// A run as the page shows it.
+pub struct RunView {
+    /// The run.
+    pub run: jobs::Run,
+    /// Its steps.
+    pub steps: Vec<StepView>,
+}
+
+impl RunView {
+    fn new(r: RunWithSteps) -> Self {
+        Self {
+            run: r.run,
+            steps: r.steps.into_iter().map(|step| StepView { step }).collect(),
+        }
+    }
+
+    /// Whether the page should keep polling it.
+    #[must_use]
+    pub fn active(&self) -> bool {
+        !matches!(
+            self.run.state.as_str(),
+            "succeeded" | "failed" | "cancelled"
+        )
+    }
+
+    /// `2026-11-27 10:00 UTC`.
+    #[must_use]
+    pub fn created(&self) -> String {
+        self.run
+            .created_at
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string()
+    }
+}
+
+/// The start-run form's values.
+#[derive(Debug, Clone)]
+pub struct RunForm {
+    /// `sleep` or `acquire`.
+    pub kind: String,
+    /// Seconds of a `sleep` run.
+    pub seconds: String,
+    /// STAC API or catalogue of an acquisition.
+    pub stac: String,
+    /// Catalogue conventions: `earth-search` or `planetary-computer`.
+    pub profile: String,
+}
+
+/// Catalogue profiles the run form offers.
+pub const PROFILES: &[(&str, &str)] = &[
+    (
+        "earth-search",
+        "Earth Search (Element 84), also the demo catalogue",
+    ),
+    ("planetary-computer", "Microsoft Planetary Computer"),
+];
+
+impl Default for RunForm {
+    fn default() -> Self {
+        Self {
+            kind: "acquire".into(),
+            seconds: "10".into(),
+            stac: String::new(),
+            profile: "earth-search".into(),
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "project.html")]
+struct ProjectPage {
+    layout: Layout,
+    project: Project,
+    area: String,
+    classes: Vec<Class>,
+    counts: windows::Counts,
+    runs: Vec<RunView>,
+    run_form: RunForm,
+    run_errors: FieldErrors,
+    aoi_json: String,
+    profiles: &'static [(&'static str, &'static str)],
+}
+
+async fn project_page(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    run_form: RunForm,
+    run_errors: FieldErrors,
+) -> PageResult<ProjectPage> {
+    let project = projects::get(&state.pool, actor.org_id, id).await?;
+    let counts = windows::counts(&state.pool, id).await?;
+    let mut runs = Vec::new();
+    for r in jobs::list_runs(&state.pool, actor.org_id, id, None, RUNS_SHOWN).await? {
+        runs.push(RunView::new(
+            jobs::get_run(&state.pool, actor.org_id, r.id).await?,
+        ));
+    }
+    let classes = serde_json::from_value(project.classes.clone()).unwrap_or_default();
+    Ok(ProjectPage {
+        layout: Layout::new(state, actor, project.name.clone(), Nav::Projects).await,
+        area: format_km2(area_of(&project)),
+        aoi_json: project.aoi.to_string(),
+        classes,
+        counts,
+        runs,
+        run_form,
+        run_errors,
+        project,
+        profiles: PROFILES,
+    })
+}
+
+/// `GET /projects/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> PageResult<impl IntoResponse> {
+    project_page(
+        &state,
+        &actor,
+        id,
+        RunForm::default(),
+        FieldErrors::default(),
+    )
+    .await
+}
+
+/// `POST /projects/{id}/runs`: starts an acquisition (through the API's handler) or a `sleep` run.
+pub async fn start_run(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    body: Bytes,
+) -> PageResult<Response> {
+    actor.require(Role::Member)?;
+    let pairs = form_pairs(&body);
+    let form = RunForm {
+        kind: form_value(&pairs, "kind"),
+        seconds: form_value(&pairs, "seconds"),
+        stac: form_value(&pairs, "stac"),
+        profile: form_value(&pairs, "profile"),
+    };
+    let result = match form.kind.as_str() {
+        "sleep" => match form.seconds.trim().parse::<f64>() {
+            Ok(seconds) if (0.0..=86_400.0).contains(&seconds) => {
+                let spec = StepSpec {
+                    name: "sleep".into(),
+                    kind: "sleep".into(),
+                    args: json!({ "seconds": seconds }),
+                    queue: "cpu".into(),
+                    max_attempts: 1,
+                    backoff_ms: 1000,
+                    depends_on: Vec::new(),
+                };
+                crate::api::runs::create_run(
+                    State(state.clone()),
+                    actor.clone(),
+                    Path(id),
+                    HeaderMap::new(),
+                    Json(CreateRun { steps: vec![spec] }),
+                )
+                .await
+                .map(|(_, axum::Json(run))| run)
+            }
+            _ => Err(ApiError::validation(vec![crate::api::error::FieldError {
+                field: "seconds".into(),
+                message: "enter a number of seconds, 0–86400".into(),
+            }])),
+        },
+        "acquire" => {
+            let profile = match form.profile.as_str() {
+                "planetary-computer" => Some(json!({
+                    "kind": "planetary-computer",
+                    "sas_endpoint": groundwork_imagery::modality::PLANETARY_COMPUTER,
+                })),
+                _ => None,
+            };
+            let body = AcquireBody {
+                stac: form.stac.trim().to_owned(),
+                profile,
+                max_cloud: None,
+                partitions: None,
+                success_threshold: None,
+            };
+            crate::api::imagery::acquire(
+                State(state.clone()),
+                actor.clone(),
+                Path(id),
+                HeaderMap::new(),
+                Json(body),
+            )
+            .await
+            .map(|(_, axum::Json(run))| run)
+        }
+        _ => Err(ApiError::validation(vec![crate::api::error::FieldError {
+            field: "kind".into(),
+            message: "choose what to run".into(),
+        }])),
+    };
+    match result {
+        Ok(run) => Ok(Redirect::to(&format!("/projects/{id}#run-{}", run.run.id)).into_response()),
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let errors =
+                FieldErrors::from_api(e, &["kind", "seconds", "stac", "profile", "aoi", "steps"]);
+            let page = project_page(&state, &actor, id, form, errors).await?;
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /projects/{id}/steps/{step}/cancel`.
+pub async fn cancel_step(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, step)): Path<(Uuid, Uuid)>,
+) -> PageResult<Redirect> {
+    actor.require(Role::Member)?;
+    jobs::request_cancel(&state.pool, actor.org_id, step).await?;
+    Ok(Redirect::to(&format!("/projects/{id}#step-{step}")))
+}
+
+/// `POST /projects/{id}/steps/{step}/retry`.
+pub async fn retry_step(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, step)): Path<(Uuid, Uuid)>,
+) -> PageResult<Redirect> {
+    actor.require(Role::Member)?;
+    jobs::retry(&state.pool, actor.org_id, step).await?;
+    Ok(Redirect::to(&format!("/projects/{id}#step-{step}")))
+}

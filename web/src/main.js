@@ -1,0 +1,180 @@
+// The page script: loads the map island where a page has a map, and adds the small behaviours of the
+// server-rendered pages (class rows of the project wizard, the run form, live run progress).
+import './styles.css';
+
+const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
+
+function mountMaps() {
+  const maps = document.querySelectorAll('[data-map]');
+  if (maps.length === 0) return;
+  const basemap = document.body.dataset.basemap || '';
+  import('./map.js')
+    .then((m) => maps.forEach((el) => m.mount(el, { basemap })))
+    .catch((err) => maps.forEach((el) => {
+      el.textContent = `The map could not be loaded: ${err.message}`;
+    }));
+}
+
+// Class rows: add and remove, keeping every input labelled and ids unique.
+function initClassRows() {
+  const list = document.getElementById('class-rows');
+  const add = document.getElementById('add-class');
+  const template = document.getElementById('class-row-template');
+  if (!list || !add || !template) return;
+  let next = list.children.length;
+  const renumber = () => {
+    [...list.children].forEach((li, i) => {
+      li.querySelectorAll('label').forEach((label) => {
+        const kind = label.getAttribute('for')?.startsWith('class-color') || label.dataset.for === 'color' ? 'colour' : 'name';
+        label.textContent = `Class ${i + 1} ${kind}`;
+      });
+      const hidden = li.querySelector('.remove-class .visually-hidden');
+      if (hidden) hidden.textContent = ` class ${i + 1}`;
+    });
+  };
+  add.addEventListener('click', () => {
+    const row = template.content.firstElementChild.cloneNode(true);
+    const n = next++;
+    const [nameLabel, colorLabel] = row.querySelectorAll('label');
+    const [name, color] = row.querySelectorAll('input');
+    name.id = `class-name-${n}`;
+    color.id = `class-color-${n}`;
+    nameLabel.htmlFor = name.id;
+    colorLabel.htmlFor = color.id;
+    const remove = row.querySelector('.remove-class');
+    const hidden = document.createElement('span');
+    hidden.className = 'visually-hidden';
+    remove.append(hidden);
+    list.append(row);
+    renumber();
+    name.focus();
+  });
+  list.addEventListener('click', (e) => {
+    const button = e.target.closest('.remove-class');
+    if (!button) return;
+    button.closest('li').remove();
+    renumber();
+    add.focus();
+  });
+}
+
+// The start-run form shows the fields of the chosen kind only.
+function initRunForm() {
+  const form = document.querySelector('form.start-run');
+  if (!form) return;
+  const sync = () => {
+    const kind = form.querySelector('input[name="kind"]:checked')?.value;
+    form.querySelectorAll('[data-kind]').forEach((field) => {
+      field.hidden = field.dataset.kind !== kind;
+    });
+  };
+  form.addEventListener('change', sync);
+  sync();
+}
+
+function setText(el, text) {
+  if (el && el.textContent !== text) el.textContent = text;
+}
+
+function updateStep(row, step) {
+  const state = row.querySelector('[data-field="state"]');
+  setText(state, step.state);
+  state.dataset.state = step.state;
+  const pct = step.state === 'succeeded' ? 100 : Math.round(Math.min(Math.max(step.progress, 0), 1) * 100);
+  const progress = row.querySelector('[data-field="progress"]');
+  progress.value = pct;
+  progress.textContent = `${pct} %`;
+  setText(row.querySelector('[data-field="percent"]'), `${pct} %`);
+  setText(row.querySelector('[data-field="attempt"]'), `attempt ${step.attempt}/${step.max_attempts}`);
+  setText(row.querySelector('[data-field="log"]'), step.error ? step.error : step.message);
+  const cancellable = (step.state === 'queued' || step.state === 'running') && !step.cancel_requested;
+  const retryable = step.state === 'failed' || step.state === 'cancelled';
+  const cancel = row.querySelector('form[data-action="cancel"]');
+  const retry = row.querySelector('form[data-action="retry"]');
+  if (cancel) cancel.hidden = !cancellable;
+  if (retry) retry.hidden = !retryable;
+}
+
+// Polls the JSON API for every run that is not finished and updates its steps in place.
+function initRunPolling() {
+  const runs = [...document.querySelectorAll('article.run[data-run-id]')];
+  if (runs.length === 0) return;
+  const active = new Set(runs.filter((r) => r.dataset.active === 'true').map((r) => r.dataset.runId));
+  const seen = new Map();
+  const tick = async () => {
+    let changed = false;
+    await Promise.all([...active].map(async (id) => {
+      try {
+        const res = await fetch(`/api/v1/runs/${id}`, { headers: { Accept: 'application/json' } });
+        if (!res.ok) return;
+        const body = await res.json();
+        const article = document.getElementById(`run-${id}`);
+        const runState = article.querySelector('[data-field="run-state"]');
+        setText(runState, body.state);
+        runState.dataset.state = body.state;
+        for (const step of body.steps) {
+          const row = document.getElementById(`step-${step.id}`);
+          if (row) updateStep(row, step);
+        }
+        const signature = body.steps.map((s) => `${s.state}:${s.progress}`).join(',');
+        if (seen.get(id) !== signature) changed = true;
+        seen.set(id, signature);
+        if (TERMINAL.has(body.state)) {
+          active.delete(id);
+          article.dataset.active = 'false';
+        }
+      } catch {
+        // A failed poll is retried on the next tick.
+      }
+    }));
+    if (changed) document.dispatchEvent(new CustomEvent('groundwork:runs-updated'));
+    if (active.size > 0) setTimeout(tick, 700);
+  };
+  if (active.size > 0) setTimeout(tick, 300);
+}
+
+function ago(iso) {
+  const secs = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (secs < 120) return `${secs} s ago`;
+  if (secs < 7200) return `${Math.floor(secs / 60)} min ago`;
+  return `${Math.floor(secs / 3600)} h ago`;
+}
+
+// The worker page keeps each worker's state, step count and heartbeat current.
+function initWorkerPolling() {
+  const rows = document.querySelectorAll('tr[data-worker-id]');
+  if (rows.length === 0) return;
+  const tick = async () => {
+    try {
+      const res = await fetch('/api/v1/workers', { headers: { Accept: 'application/json' } });
+      if (res.ok) {
+        for (const w of (await res.json()).items) {
+          const row = document.getElementById(`worker-${w.id}`);
+          if (!row) continue;
+          const state = row.querySelector('[data-field="state"]');
+          setText(state, w.state);
+          state.dataset.state = w.state;
+          setText(row.querySelector('[data-field="steps"]'), String(w.running_steps.length));
+          const beat = row.querySelector('[data-field="heartbeat"]');
+          beat.dateTime = w.last_heartbeat_at;
+          setText(beat, ago(w.last_heartbeat_at));
+        }
+      }
+    } catch {
+      // Retried on the next tick.
+    }
+    setTimeout(tick, 3000);
+  };
+  setTimeout(tick, 3000);
+}
+
+function init() {
+  mountMaps();
+  initClassRows();
+  initRunForm();
+  initRunPolling();
+  initWorkerPolling();
+}
+
+if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
+else init();

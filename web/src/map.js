@@ -1,0 +1,227 @@
+// The map island: MapLibre GL with terra-draw for drawing an area of interest, and the project map
+// showing the area and its windows coloured by acquisition status. It works offline: the default style is
+// a plain background with a graticule; a basemap is drawn only when the server is given a tile template.
+import * as maplibregl from 'maplibre-gl';
+import 'maplibre-gl/dist/maplibre-gl.css';
+// MapLibre parses tiles in a module worker; ship its file next to this one and point MapLibre at it.
+import workerUrl from 'maplibre-gl/dist/maplibre-gl-worker.mjs?url';
+import { TerraDraw, TerraDrawPolygonMode, TerraDrawRectangleMode } from 'terra-draw';
+import { TerraDrawMapLibreGLAdapter } from 'terra-draw-maplibre-gl-adapter';
+import { areaKm2, boundsOf, formatKm2, geometryOf } from './geo.js';
+
+maplibregl.setWorkerUrl(workerUrl);
+
+const EMPTY = { type: 'FeatureCollection', features: [] };
+const STATUS_COLOURS = { pending: '#9aa5ad', acquired: '#1b9e77', quarantined: '#d95f02' };
+
+function baseStyle(basemap) {
+  const sources = {};
+  const layers = [{ id: 'background', type: 'background', paint: { 'background-color': '#e4ecf0' } }];
+  if (basemap) {
+    sources.basemap = { type: 'raster', tiles: [basemap], tileSize: 256 };
+    layers.push({ id: 'basemap', type: 'raster', source: 'basemap' });
+  }
+  sources.graticule = { type: 'geojson', data: EMPTY };
+  layers.push({
+    id: 'graticule', type: 'line', source: 'graticule',
+    paint: { 'line-color': '#a9bcc7', 'line-width': 0.7 },
+  });
+  return { version: 8, sources, layers };
+}
+
+// Lines of latitude and longitude spaced to give a handful across the view, for orientation without a basemap.
+function graticule(map) {
+  const b = map.getBounds();
+  const span = Math.max(b.getEast() - b.getWest(), 1e-6);
+  const steps = [30, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001];
+  const step = steps.find((s) => span / s >= 4) ?? steps[steps.length - 1];
+  const west = Math.max(Math.floor(b.getWest() / step) * step, -180);
+  const east = Math.min(Math.ceil(b.getEast() / step) * step, 180);
+  const south = Math.max(Math.floor(b.getSouth() / step) * step, -85);
+  const north = Math.min(Math.ceil(b.getNorth() / step) * step, 85);
+  const features = [];
+  for (let x = west; x <= east + step / 2 && features.length < 400; x += step) {
+    features.push({ type: 'Feature', properties: {}, geometry: { type: 'LineString', coordinates: [[x, south], [x, north]] } });
+  }
+  for (let y = south; y <= north + step / 2 && features.length < 800; y += step) {
+    features.push({ type: 'Feature', properties: {}, geometry: { type: 'LineString', coordinates: [[west, y], [east, y]] } });
+  }
+  return { type: 'FeatureCollection', features };
+}
+
+function createMap(el, basemap) {
+  const map = new maplibregl.Map({
+    container: el,
+    style: baseStyle(basemap),
+    center: [10, 20],
+    zoom: 1.5,
+    hash: el.dataset.map === 'draw' ? 'map' : false,
+    attributionControl: basemap ? { compact: true } : false,
+    dragRotate: false,
+    pitchWithRotate: false,
+  });
+  map.addControl(new maplibregl.NavigationControl({ showCompass: false }), 'top-right');
+  map.addControl(new maplibregl.ScaleControl({ unit: 'metric' }), 'bottom-left');
+  const refresh = () => map.getSource('graticule')?.setData(graticule(map));
+  map.on('load', refresh);
+  map.on('moveend', refresh);
+  return map;
+}
+
+function addAoiLayers(map) {
+  map.addSource('aoi', { type: 'geojson', data: EMPTY });
+  map.addLayer({ id: 'aoi-fill', type: 'fill', source: 'aoi', paint: { 'fill-color': '#1a73e8', 'fill-opacity': 0.15 } });
+  map.addLayer({ id: 'aoi-line', type: 'line', source: 'aoi', paint: { 'line-color': '#1a73e8', 'line-width': 2 } });
+}
+
+function fit(map, value) {
+  const b = boundsOf(value);
+  if (b) map.fitBounds(b, { padding: 40, maxZoom: 15, animate: false });
+}
+
+function mountDraw(el, opts) {
+  const input = document.getElementById(el.dataset.aoiInput);
+  const output = document.getElementById(el.dataset.areaOutput);
+  const fileInput = document.getElementById('aoi-file');
+  const buttons = [...document.querySelectorAll('[data-draw]')];
+  const map = createMap(el, opts.basemap);
+  el.dataset.ready = 'false';
+
+  const show = (text, fitView) => {
+    const source = map.getSource('aoi');
+    if (!text.trim()) {
+      source?.setData(EMPTY);
+      output.value = 'none yet';
+      return;
+    }
+    let value;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      output.value = 'not valid GeoJSON';
+      return;
+    }
+    const km2 = areaKm2(value);
+    if (km2 === null) {
+      output.value = 'not a Polygon or MultiPolygon';
+      return;
+    }
+    output.value = `≈ ${formatKm2(km2)}`;
+    source?.setData({ type: 'Feature', properties: {}, geometry: geometryOf(value) });
+    if (fitView) fit(map, value);
+  };
+
+  map.on('load', () => {
+    addAoiLayers(map);
+    const draw = new TerraDraw({
+      adapter: new TerraDrawMapLibreGLAdapter({ map }),
+      modes: [new TerraDrawPolygonMode(), new TerraDrawRectangleMode()],
+    });
+    draw.start();
+    const press = (mode) => buttons.forEach((b) => b.setAttribute('aria-pressed', String(b.dataset.draw === mode)));
+    buttons.forEach((b) => b.addEventListener('click', () => {
+      if (b.dataset.draw === 'clear') {
+        draw.clear();
+        draw.setMode('static');
+        press('static');
+        input.value = '';
+        show('', false);
+        return;
+      }
+      draw.setMode(b.dataset.draw);
+      press(b.dataset.draw);
+    }));
+    draw.on('finish', (id) => {
+      const feature = draw.getSnapshotFeature(id);
+      if (!feature) return;
+      input.value = JSON.stringify(feature.geometry);
+      show(input.value, false);
+      // The drawn shape now lives in the form; start the next drawing from an empty canvas.
+      setTimeout(() => draw.clear(), 0);
+    });
+    show(input.value, true);
+    el.dataset.ready = 'true';
+  });
+
+  input.addEventListener('input', () => show(input.value, false));
+  input.addEventListener('change', () => show(input.value, true));
+  fileInput?.addEventListener('change', async () => {
+    const file = fileInput.files?.[0];
+    if (!file) return;
+    input.value = await file.text();
+    show(input.value, true);
+  });
+}
+
+async function fetchWindows(url) {
+  const features = [];
+  let cursor = null;
+  for (let page = 0; page < 50; page++) {
+    const u = new URL(url, window.location.origin);
+    u.searchParams.set('limit', '1000');
+    if (cursor) u.searchParams.set('cursor', cursor);
+    const res = await fetch(u, { headers: { Accept: 'application/json' } });
+    if (!res.ok) throw new Error(`windows: HTTP ${res.status}`);
+    const body = await res.json();
+    for (const w of body.items) {
+      features.push({ type: 'Feature', properties: { id: w.id, status: w.status, reason: w.reason ?? '' }, geometry: w.geometry });
+    }
+    cursor = body.next_cursor;
+    if (!cursor) return { counts: body.counts, data: { type: 'FeatureCollection', features } };
+  }
+  return { counts: null, data: { type: 'FeatureCollection', features } };
+}
+
+function mountProject(el, opts) {
+  const map = createMap(el, opts.basemap);
+  let aoi = null;
+  try {
+    aoi = JSON.parse(el.dataset.aoi || 'null');
+  } catch {
+    aoi = null;
+  }
+  el.dataset.ready = 'false';
+  const counts = document.getElementById('window-counts');
+  let loading = false;
+  const load = async () => {
+    if (loading) return;
+    loading = true;
+    try {
+      const { counts: c, data } = await fetchWindows(el.dataset.windowsUrl);
+      map.getSource('windows')?.setData(data);
+      el.dataset.windowCount = String(data.features.length);
+      if (c && counts) {
+        counts.textContent = `Windows: ${c.total} (${c.acquired} acquired, ${c.pending} pending, ${c.quarantined} quarantined)`;
+      }
+    } catch (err) {
+      if (counts) counts.textContent = `Windows could not be loaded (${err.message}).`;
+    } finally {
+      loading = false;
+    }
+  };
+  map.on('load', () => {
+    map.addSource('windows', { type: 'geojson', data: EMPTY });
+    const colour = ['match', ['get', 'status'], 'acquired', STATUS_COLOURS.acquired, 'quarantined', STATUS_COLOURS.quarantined, STATUS_COLOURS.pending];
+    map.addLayer({ id: 'windows-fill', type: 'fill', source: 'windows', paint: { 'fill-color': colour, 'fill-opacity': 0.45 } });
+    map.addLayer({ id: 'windows-line', type: 'line', source: 'windows', paint: { 'line-color': colour, 'line-width': 0.8 } });
+    addAoiLayers(map);
+    const g = geometryOf(aoi);
+    if (g) {
+      map.getSource('aoi').setData({ type: 'Feature', properties: {}, geometry: g });
+      fit(map, g);
+    }
+    el.dataset.ready = 'true';
+    load();
+  });
+  let timer = null;
+  document.addEventListener('groundwork:runs-updated', () => {
+    if (timer) return;
+    timer = setTimeout(() => { timer = null; load(); }, 1500);
+  });
+}
+
+/** Mounts the map described by the element's `data-map` (`draw` or `project`). */
+export function mount(el, opts) {
+  if (el.dataset.map === 'draw') mountDraw(el, opts);
+  else if (el.dataset.map === 'project') mountProject(el, opts);
+}

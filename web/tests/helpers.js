@@ -1,0 +1,180 @@
+// Shared set-up of the browser tests: each test starts its own `groundwork serve` (the debug binary cargo
+// built) on a free port with its own data folder and database, and drives Debian's Chromium through
+// playwright-core. Nothing is downloaded and no page reaches the internet.
+import { spawn, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BIN = process.env.GROUNDWORK_BIN ?? path.join(ROOT, 'target', 'debug', 'groundwork');
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function withDatabase(url, name) {
+  const u = new URL(url);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+let adminUrl = null;
+// The PostgreSQL server the tests make their databases on: DATABASE_URL, else a private cluster started
+// (or found running) by `groundwork dev-db` in the system temp folder.
+function serverUrl() {
+  if (adminUrl) return adminUrl;
+  if (process.env.DATABASE_URL) {
+    adminUrl = process.env.DATABASE_URL;
+  } else {
+    const dir = path.join(tmpdir(), 'groundwork-web-tests');
+    adminUrl = execFileSync(BIN, ['dev-db', '--data-dir', dir], { encoding: 'utf8', env: { ...process.env, RUST_LOG: 'warn' } })
+      .trim().split('\n').pop();
+  }
+  return adminUrl;
+}
+
+function psql(url, sql) {
+  execFileSync('psql', [url, '-v', 'ON_ERROR_STOP=1', '-qAtc', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+const cleanups = new WeakMap();
+// Registers `fn` to run after the test, in reverse order of registration (the browser closes before the
+// server it talks to stops).
+function defer(t, fn) {
+  let fns = cleanups.get(t);
+  if (!fns) {
+    fns = [];
+    cleanups.set(t, fns);
+    t.after(async () => {
+      for (const f of fns.reverse()) await f();
+    });
+  }
+  fns.push(fn);
+}
+
+/** Starts `groundwork serve` with one in-process worker; it is stopped and its database dropped after the test. */
+export async function startServer(t) {
+  if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build -p groundwork-server\` first`);
+  const dir = mkdtempSync(path.join(tmpdir(), 'gw-web-'));
+  const port = await freePort();
+  const admin = serverUrl();
+  const db = `gw_web_${randomBytes(6).toString('hex')}`;
+  psql(admin, `create database ${db}`);
+  const env = {
+    ...process.env,
+    DATABASE_URL: withDatabase(admin, db),
+    RUST_LOG: process.env.RUST_LOG ?? 'warn',
+    GROUNDWORK_HEARTBEAT_MS: '300',
+    GROUNDWORK_WORKER_NAME: 'browser-test-worker',
+    GROUNDWORK_POOL: 'cpu',
+    GROUNDWORK_QUEUES: 'cpu',
+  };
+  delete env.GROUNDWORK_BASEMAP_URL;
+  const child = spawn(BIN, [
+    'serve', '--bind', `127.0.0.1:${port}`, '--data-dir', dir, '--local-workers', '1',
+    '--object-store', `file://${dir}/objects`,
+  ], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    try { psql(admin, `drop database if exists ${db} with (force)`); } catch { /* best effort */ }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  defer(t, stop);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`groundwork serve exited with ${child.exitCode}:\n${log}`);
+    try {
+      const res = await fetch(`${url}/readyz`);
+      if (res.ok) break;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) throw new Error(`groundwork serve did not become ready:\n${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url, log: () => log };
+}
+
+/** A headless Chromium page; closed after the test. Console errors and failed requests are collected. */
+export async function openPage(t, { width = 1280, height = 900 } = {}) {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--enable-unsafe-swiftshader', '--use-angle=swiftshader', '--ignore-gpu-blocklist'],
+  });
+  defer(t, () => browser.close());
+  const context = await browser.newContext({ viewport: { width, height } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+  page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
+  // Nothing may leave the machine: every request that is not to the test server fails the test.
+  await context.route((u) => !['127.0.0.1', 'localhost'].includes(u.hostname) && u.protocol !== 'data:' && u.protocol !== 'blob:', (route) => {
+    problems.push(`outside request: ${route.request().url()}`);
+    return route.abort();
+  });
+  return { page, problems };
+}
+
+/** Calls the JSON API. */
+export async function api(server, method, path, body) {
+  const res = await fetch(`${server.url}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+/** Creates a project through the API: a 0.05° square near (10°E, 0°). */
+export async function seedProject(server, name = 'Seeded project') {
+  const { status, body } = await api(server, 'POST', '/api/v1/projects', {
+    name,
+    aoi: { type: 'Polygon', coordinates: [[[10, 0], [10.05, 0], [10.05, 0.05], [10, 0.05], [10, 0]]] },
+    start: '2024-01-01',
+    end: '2024-12-31',
+    task: 'classification',
+    classes: [{ id: 0, name: 'Water', color: '#0000ff' }],
+  });
+  if (status !== 201) throw new Error(`seeding a project: HTTP ${status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+/** Polls `fn` until it returns a truthy value. */
+export async function eventually(fn, { timeout = 15_000, interval = 100, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}
