@@ -66,8 +66,11 @@ function defer(t, fn) {
   fns.push(fn);
 }
 
-/** Starts `groundwork serve` with one in-process worker; it is stopped and its database dropped after the test. */
-export async function startServer(t) {
+/**
+ * Starts `groundwork serve` with one in-process worker and (unless `bare`) its first owner; it is stopped
+ * and its database dropped after the test.
+ */
+export async function startServer(t, { bare = false } = {}) {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build -p groundwork-server\` first`);
   const dir = mkdtempSync(path.join(tmpdir(), 'gw-web-'));
   const port = await freePort();
@@ -114,7 +117,54 @@ export async function startServer(t) {
     if (Date.now() > deadline) throw new Error(`groundwork serve did not become ready:\n${log}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  return { url, log: () => log };
+  const server = { url, log: () => log, databaseUrl: env.DATABASE_URL, token: null };
+  if (!bare) await setUpOwner(server);
+  return server;
+}
+
+/** The first owner every test signs in as (made by `setUpOwner`). */
+export const OWNER = { email: 'owner@example.org', password: 'correct horse battery', org: 'Field team' };
+
+/**
+ * Creates the first owner through `POST /api/v1/setup` and an API token of theirs for `api()` calls
+ * (the setup page itself is exercised by the accounts test).
+ */
+async function setUpOwner(server) {
+  const res = await fetch(`${server.url}/api/v1/setup`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: OWNER.email, password: OWNER.password, org_name: OWNER.org }),
+  });
+  if (res.status !== 201) throw new Error(`setup: HTTP ${res.status} ${await res.text()}`);
+  const session = await res.json();
+  const cookie = (res.headers.get('set-cookie') ?? '').split(';')[0];
+  const tok = await fetch(`${server.url}/api/v1/tokens`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', cookie, 'x-csrf-token': session.csrf_token },
+    body: JSON.stringify({ name: 'browser tests', scope: 'write' }),
+  });
+  if (tok.status !== 201) throw new Error(`token: HTTP ${tok.status} ${await tok.text()}`);
+  server.token = (await tok.json()).token;
+}
+
+/** Runs `groundwork admin …` against the server's database; `input` goes to standard input. */
+export function admin(server, args, input) {
+  return execFileSync(BIN, ['admin', ...args], {
+    input: input ?? '',
+    encoding: 'utf8',
+    env: { ...process.env, DATABASE_URL: server.databaseUrl, RUST_LOG: 'off' },
+  }).trim();
+}
+
+/** Signs `page` in through the sign-in page. */
+export async function signIn(page, server, who = OWNER) {
+  await page.goto(`${server.url}/login`);
+  await page.getByLabel('Email').fill(who.email);
+  await page.getByLabel('Password').fill(who.password);
+  await Promise.all([
+    page.waitForURL((u) => !u.pathname.startsWith('/login')),
+    page.getByRole('button', { name: 'Sign in' }).click(),
+  ]);
 }
 
 /** A headless Chromium page; closed after the test. Console errors and failed requests are collected. */
@@ -129,7 +179,10 @@ export async function openPage(t, { width = 1280, height = 900 } = {}) {
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
-  page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
+  // A request the page itself abandoned by navigating away is not a failure.
+  page.on('requestfailed', (r) => {
+    if (!(r.failure()?.errorText ?? '').includes('ERR_ABORTED')) problems.push(`request failed: ${r.url()}`);
+  });
   // Nothing may leave the machine: every request that is not to the test server fails the test.
   await context.route((u) => !['127.0.0.1', 'localhost'].includes(u.hostname) && u.protocol !== 'data:' && u.protocol !== 'blob:', (route) => {
     problems.push(`outside request: ${route.request().url()}`);
@@ -142,7 +195,10 @@ export async function openPage(t, { width = 1280, height = 900 } = {}) {
 export async function api(server, method, path, body) {
   const res = await fetch(`${server.url}${path}`, {
     method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    headers: {
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...(server.token ? { authorization: `Bearer ${server.token}` } : {}),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();

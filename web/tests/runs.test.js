@@ -1,7 +1,7 @@
 // A project's runs: a demo run's progress bar reaches done; a running step is cancelled from the page.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, eventually, openPage, seedProject, startServer } from './helpers.js';
+import { api, eventually, openPage, seedProject, signIn, startServer } from './helpers.js';
 
 async function startSleep(page, server, project, seconds) {
   await page.goto(`${server.url}/projects/${project.id}`);
@@ -16,6 +16,7 @@ test('a demo run shows live progress until its bar reaches done', async (t) => {
   const server = await startServer(t);
   const project = await seedProject(server);
   const { page, problems } = await openPage(t);
+  await signIn(page, server);
 
   const row = await startSleep(page, server, project, 4);
   const progress = row.locator('progress');
@@ -38,6 +39,7 @@ test('a running step is cancelled from the project page and marked cancelled', a
   const server = await startServer(t);
   const project = await seedProject(server);
   const { page, problems } = await openPage(t);
+  await signIn(page, server);
 
   const row = await startSleep(page, server, project, 120);
   await eventually(async () => (await row.locator('[data-field="state"]').textContent()) === 'running',
@@ -58,6 +60,7 @@ test('an acquisition plans the windows, which the map shows by status', async (t
   const server = await startServer(t);
   const project = await seedProject(server);
   const { page, problems } = await openPage(t, { width: 768, height: 1024 });
+  await signIn(page, server);
 
   await page.goto(`${server.url}/projects/${project.id}`);
   assert.match(await page.locator('#window-counts').textContent(), /Windows: 0/);

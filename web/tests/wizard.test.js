@@ -2,11 +2,12 @@
 // field with every value kept, correct it and land on the new project's page.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, eventually, openPage, startServer } from './helpers.js';
+import { api, eventually, openPage, signIn, startServer } from './helpers.js';
 
 test('a project is created by drawing its area on the map, after a validation error is fixed', async (t) => {
   const server = await startServer(t);
   const { page, problems } = await openPage(t);
+  await signIn(page, server);
 
   // Zoom 11 near (10.05°E, 0.05°N): a few hundred pixels are a few km.
   await page.goto(`${server.url}/projects/new#map=11/0.05/10.05`);

@@ -1,11 +1,12 @@
 // Worker administration: a worker is drained from the page and its state changes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, eventually, openPage, seedProject, startServer } from './helpers.js';
+import { api, eventually, openPage, seedProject, signIn, startServer } from './helpers.js';
 
 test('an admin drains a worker on the worker page and sees it draining', async (t) => {
   const server = await startServer(t);
   const { page, problems } = await openPage(t, { width: 768, height: 1024 });
+  await signIn(page, server);
 
   await page.goto(`${server.url}/workers`);
   const row = page.locator('tr[data-worker-id]').filter({ hasText: 'browser-test-worker' });

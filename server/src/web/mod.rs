@@ -5,6 +5,7 @@
 //! handlers, so validation lives in one place. Forms post to page handlers and redirect (POST-redirect-GET);
 //! live progress is polled from the JSON API by the page script.
 
+mod account;
 mod assets;
 mod error;
 mod projects;
@@ -21,13 +22,13 @@ use axum::routing::{get, post};
 pub use error::PageError;
 use std::sync::Arc;
 
-/// The token every form carries in its hidden `csrf` input.
-///
-/// Requests carry no session yet, so there is nothing to bind a token to and it is empty; sign-in
-/// sessions fill it in here and check it on every page POST.
+/// The token every form carries in its hidden `csrf` input: the session's CSRF token (checked on every
+/// state-changing request a session makes); empty for bearer-token requests, which need none.
 #[must_use]
-pub fn csrf_token(_actor: &Actor) -> String {
-    String::new()
+pub fn csrf_token(actor: &Actor) -> String {
+    crate::api::auth::csrf_token(&actor.credential)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Settings of the pages.
@@ -73,6 +74,8 @@ pub struct Layout {
     pub org_name: String,
     /// Value of every form's hidden `csrf` input.
     pub csrf: String,
+    /// Whether a user is signed in (the header offers sign-out).
+    pub signed_in: bool,
     /// URL of the stylesheet (versioned).
     pub css: String,
     /// URL of the page script (versioned).
@@ -91,6 +94,7 @@ impl Layout {
             nav,
             org_name,
             csrf: csrf_token(actor),
+            signed_in: actor.user_id.is_some(),
             css: assets::url("groundwork.css"),
             js: assets::url("groundwork.js"),
             basemap_url: config.basemap_url.clone().unwrap_or_default(),
@@ -105,6 +109,7 @@ impl Layout {
             nav: Nav::None,
             org_name: String::new(),
             csrf: String::new(),
+            signed_in: false,
             css: assets::url("groundwork.css"),
             js: assets::url("groundwork.js"),
             basemap_url: String::new(),
@@ -147,9 +152,12 @@ async fn org_name(state: &AppState, actor: &Actor) -> String {
 }
 
 /// The pages and static files; merged into the application by [`crate::api::router`].
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/projects") }))
+        .route("/login", get(account::login_form).post(account::login))
+        .route("/setup", get(account::setup_form).post(account::setup))
+        .route("/logout", post(account::logout))
         .route("/projects", get(projects::list))
         .route(
             "/projects/new",
@@ -167,6 +175,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/workers", get(workers::list))
         .route("/workers/{id}/{action}", post(workers::act))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            account::redirect_unauthenticated,
+        ))
         .route("/static/{*path}", get(assets::serve))
 }
 

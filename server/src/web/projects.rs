@@ -386,7 +386,13 @@ pub async fn create(
     let form = ProjectForm::from_pairs(&form_pairs(&body));
     let errors = match form.request() {
         Ok(request) => {
-            match crate::api::projects::create_project(State(state.clone()), actor.clone(), Json(request)).await {
+            match crate::api::projects::create_project(
+                State(state.clone()),
+                actor.clone(),
+                Json(request),
+            )
+            .await
+            {
                 Ok((_, axum::Json(project))) => {
                     return Ok(Redirect::to(&format!("/projects/{}", project.id)).into_response());
                 }

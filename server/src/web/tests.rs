@@ -216,10 +216,12 @@ async fn another_organisations_project_is_not_found() {
 }
 
 async fn seed(site: &Site, org: Uuid) -> Uuid {
-    let token = crate::testing::member_token(&site.db.pool, org, groundwork_store::accounts::Role::Owner)
-        .await
-        .unwrap();
-    let api = crate::testing::with_bearer(router(AppState::new(site.db.pool.clone())), &token).unwrap();
+    let token =
+        crate::testing::member_token(&site.db.pool, org, groundwork_store::accounts::Role::Owner)
+            .await
+            .unwrap();
+    let api =
+        crate::testing::with_bearer(router(AppState::new(site.db.pool.clone())), &token).unwrap();
     let body = json!({"name": "Seeded", "aoi": serde_json::from_str::<serde_json::Value>(SQUARE).unwrap(),
         "start": "2024-01-01", "end": "2024-12-31", "task": "classification"});
     let resp = api

@@ -1,0 +1,220 @@
+//! First-run setup, sign-in and sign-out pages, and the redirect that sends a visitor without a
+//! session to them.
+
+use super::error::PageResult;
+use super::{Layout, form_pairs, form_value};
+use crate::api::AppState;
+use crate::api::accounts::{ClientIp, SetupBody};
+use crate::api::auth::{self, Principal, SignIn};
+use crate::api::extract::Json;
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use groundwork_store::accounts;
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+struct LoginPage {
+    layout: Layout,
+    email: String,
+    next: String,
+    error: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "setup.html")]
+struct SetupPage {
+    layout: Layout,
+    email: String,
+    org_name: String,
+    error: String,
+}
+
+/// Only a path on this site is followed after sign-in (never `//host` or a full URL).
+fn safe_next(next: &str) -> String {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next.to_owned()
+    } else {
+        "/projects".to_owned()
+    }
+}
+
+fn redirect_with_cookie(to: &str, cookie: HeaderValue) -> Response {
+    let mut resp = Redirect::to(to).into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    resp
+}
+
+#[derive(serde::Deserialize)]
+pub struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// `GET /login`: the sign-in form (the setup page while nobody has an account).
+pub async fn login_form(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<NextQuery>,
+) -> PageResult<Response> {
+    if !accounts::any_user(&state.pool).await? {
+        return Ok(Redirect::to("/setup").into_response());
+    }
+    Ok(LoginPage {
+        layout: Layout::bare("Sign in"),
+        email: String::new(),
+        next: safe_next(&q.next),
+        error: String::new(),
+    }
+    .into_response())
+}
+
+/// `POST /login`.
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    body: Bytes,
+) -> PageResult<Response> {
+    let pairs = form_pairs(&body);
+    let email = form_value(&pairs, "email");
+    let next = safe_next(&form_value(&pairs, "next"));
+    let page = |error: &str| LoginPage {
+        layout: Layout::bare("Sign in"),
+        email: email.clone(),
+        next: next.clone(),
+        error: error.to_owned(),
+    };
+    match auth::sign_in(&state, email.trim(), &form_value(&pairs, "password"), &ip).await? {
+        SignIn::Ok(s) => Ok(redirect_with_cookie(&next, s.cookie)),
+        SignIn::BadCredentials => Ok((
+            StatusCode::UNAUTHORIZED,
+            page("That email and password do not match an account."),
+        )
+            .into_response()),
+        SignIn::Limited(wait) => {
+            let mut resp = (
+                StatusCode::TOO_MANY_REQUESTS,
+                page(&format!(
+                    "Too many failed attempts. Try again in {} minutes.",
+                    wait.as_secs().div_ceil(60).max(1)
+                )),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Ok(resp)
+        }
+    }
+}
+
+/// `GET /setup`: creates the first owner; once anyone has an account it sends to sign-in.
+pub async fn setup_form(State(state): State<AppState>) -> PageResult<Response> {
+    if accounts::any_user(&state.pool).await? {
+        return Ok(Redirect::to("/login").into_response());
+    }
+    Ok(SetupPage {
+        layout: Layout::bare("Set up Groundwork"),
+        email: String::new(),
+        org_name: String::new(),
+        error: String::new(),
+    }
+    .into_response())
+}
+
+/// `POST /setup`, through the same handler as `POST /api/v1/setup`.
+pub async fn setup(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    body: Bytes,
+) -> PageResult<Response> {
+    let pairs = form_pairs(&body);
+    let email = form_value(&pairs, "email").trim().to_owned();
+    let org_name = form_value(&pairs, "org_name").trim().to_owned();
+    let request = SetupBody {
+        email: email.clone(),
+        password: form_value(&pairs, "password"),
+        org_name: (!org_name.is_empty()).then(|| org_name.clone()),
+    };
+    match crate::api::accounts::setup(State(state), ip, Json(request)).await {
+        Ok(resp) if resp.status().is_success() => {
+            match resp.headers().get(header::SET_COOKIE).cloned() {
+                Some(cookie) => Ok(redirect_with_cookie("/projects", cookie)),
+                None => Ok(Redirect::to("/login").into_response()),
+            }
+        }
+        Ok(resp) => Ok(resp),
+        Err(e) if e.status == StatusCode::CONFLICT => Ok(Redirect::to("/login").into_response()),
+        Err(e) if e.status.is_client_error() => {
+            let mut error = e.message.clone();
+            if let Some(list) = e.details.as_array() {
+                let fields: Vec<String> = list
+                    .iter()
+                    .filter_map(|d| d["message"].as_str().map(str::to_owned))
+                    .collect();
+                if !fields.is_empty() {
+                    error = fields.join("; ");
+                }
+            }
+            Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                SetupPage {
+                    layout: Layout::bare("Set up Groundwork"),
+                    email,
+                    org_name,
+                    error,
+                },
+            )
+                .into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /logout`: ends the session and returns to sign-in.
+pub async fn logout(State(state): State<AppState>, p: Principal) -> PageResult<Response> {
+    if let Some(id) = p.session_id() {
+        accounts::delete_session(&state.pool, &p.who(), id).await?;
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, auth::clear_session_cookie());
+    Ok(resp)
+}
+
+/// Sends a page request that failed for want of a signed-in user to the sign-in page (or to setup on
+/// a fresh installation), coming back to the page afterwards.
+pub async fn redirect_unauthenticated(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let is_get = req.method() == axum::http::Method::GET;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/projects".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    // Only the API-style refusal of the actor extractor; a page's own 401 (a wrong password) stays.
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if resp.status() != StatusCode::UNAUTHORIZED || !json {
+        return resp;
+    }
+    match accounts::any_user(&state.pool).await {
+        Ok(false) => Redirect::to("/setup").into_response(),
+        _ => {
+            let back = if is_get { path } else { "/projects".into() };
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", &back)
+                .finish();
+            Redirect::to(&format!("/login?{query}")).into_response()
+        }
+    }
+}
