@@ -16,8 +16,11 @@ pub mod grid;
 pub mod http;
 pub mod modality;
 pub mod output;
+pub mod publish;
 pub mod read;
 pub mod source;
+pub mod stitch;
+pub mod tiles;
 
 pub use acquire::{
     AcquireReport, AcquireRequest, OutputLayout, Progress, WindowOutcome, WindowStatus, acquire,
