@@ -269,13 +269,16 @@ fn default_batch() -> usize {
     8
 }
 
+/// One modality of a window: `(H, W, T, C)` data, `(H, W, T, S)` mask and `(T, C, S)`.
+pub type ModalityPixels = (Vec<f32>, Vec<u8>, (usize, usize, usize));
+
 /// One window's decoded tensors.
 #[derive(Debug, Clone)]
 pub struct WindowTensors {
     /// Its grid cell.
     pub cell: Cell,
     /// Per modality: `(H, W, T, C)` data, `(H, W, T, S)` mask, `(T, C, S)`.
-    pub modalities: BTreeMap<String, (Vec<f32>, Vec<u8>, (usize, usize, usize))>,
+    pub modalities: BTreeMap<String, ModalityPixels>,
     /// Month of each time step.
     pub months: Vec<i64>,
 }
@@ -554,7 +557,7 @@ pub async fn plan_prediction(
     let gpu = workers::list(pool)
         .await?
         .iter()
-        .any(|w| w.queues.iter().any(|q| q == "gpu") && w.admin_state == "active");
+        .any(|w| w.queues.iter().any(|q| q == "gpu") && w.state == "active");
     let queue = if gpu { "gpu" } else { "cpu" };
     let mut steps = Vec::new();
     let mut names = Vec::new();
