@@ -16,9 +16,12 @@ pub mod grid;
 pub mod http;
 pub mod modality;
 pub mod output;
+pub mod publish;
 pub mod rasterize;
 pub mod read;
 pub mod source;
+pub mod stitch;
+pub mod tiles;
 
 pub use acquire::{
     AcquireReport, AcquireRequest, OutputLayout, Progress, WindowOutcome, WindowStatus, acquire,

@@ -310,6 +310,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut state = AppState::new(db.pool.clone());
     state.max_aoi_km2 = args.max_aoi_km2;
+    state.objects.clone_from(&config.objects);
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;

@@ -117,7 +117,8 @@ pub trait StepKind: Send + Sync + 'static {
 pub struct Registry(HashMap<String, Arc<dyn StepKind>>);
 
 impl Registry {
-    /// The built-in kinds (`sleep`, `fail`, `noop`, `acquire`, `acquire_summary`).
+    /// The built-in kinds (`sleep`, `fail`, `noop`, `acquire`, `acquire_summary`, `predict`, `combine`,
+    /// `publish`).
     #[must_use]
     pub fn builtin() -> Self {
         let mut r = Self::default();
@@ -126,6 +127,9 @@ impl Registry {
         r.insert("noop", steps::Noop);
         r.insert("acquire", steps::Acquire);
         r.insert("acquire_summary", steps::AcquireSummary);
+        r.insert("predict", steps::Predict);
+        r.insert("combine", steps::Combine);
+        r.insert("publish", steps::Publish);
         r
     }
 

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod imagery;
 pub mod labels;
+pub mod outputs;
 pub mod projects;
 pub mod runs;
 pub mod tokens;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub max_aoi_km2: f64,
     /// Step kinds the workers know.
     pub step_kinds: Arc<Vec<String>>,
+    /// Object store holding published outputs (tiles and downloads need it).
+    pub objects: Option<Arc<dyn object_store::ObjectStore>>,
 }
 
 impl AppState {
@@ -44,6 +47,7 @@ impl AppState {
             pool,
             max_aoi_km2: 10_000.0,
             step_kinds: Arc::new(groundwork_worker::Registry::builtin().names()),
+            objects: None,
         }
     }
 }
@@ -213,6 +217,14 @@ async fn method_not_allowed() -> ApiError {
         tokens::create_worker_token,
         tokens::revoke_worker_token,
         tokens::list_audit,
+        outputs::get_output,
+        outputs::list_outputs,
+        outputs::tile,
+        outputs::download_tif,
+        outputs::download_geojson,
+        outputs::stac_collection_handler,
+        outputs::stac_items,
+        outputs::stac_item_handler,
     ),
     components(schemas(error::ErrorBody, error::ErrorInner, error::FieldError))
 )]
@@ -299,7 +311,21 @@ pub fn router(state: AppState) -> Router {
             get(tokens::list_worker_tokens).post(tokens::create_worker_token),
         )
         .route("/worker-tokens/{id}", delete(tokens::revoke_worker_token))
-        .route("/audit", get(tokens::list_audit));
+        .route("/audit", get(tokens::list_audit))
+        .route("/outputs/{id}", get(outputs::get_output))
+        .route("/outputs/{id}/tiles/{z}/{x}/{y}", get(outputs::tile))
+        .route("/outputs/{id}/download.tif", get(outputs::download_tif))
+        .route(
+            "/outputs/{id}/download.geojson",
+            get(outputs::download_geojson),
+        )
+        .route("/projects/{id}/outputs", get(outputs::list_outputs))
+        .route("/projects/{id}/stac", get(outputs::stac_collection_handler))
+        .route("/projects/{id}/stac/items", get(outputs::stac_items))
+        .route(
+            "/projects/{id}/stac/items/{item}",
+            get(outputs::stac_item_handler),
+        );
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(openapi))

@@ -1,13 +1,19 @@
 //! Step kinds: pipeline stages (`acquire`, …) and the reference kinds `sleep`, `fail` and `noop`.
 
 mod acquire;
+pub mod combine;
 mod fail;
 mod noop;
+pub mod predict;
+pub mod publish;
 mod sleep;
 
 pub use acquire::{Acquire, AcquireArgs, AcquireSummary, plan_windows};
+pub use combine::Combine;
 pub use fail::Fail;
 pub use noop::Noop;
+pub use predict::{Predict, plan_prediction};
+pub use publish::Publish;
 pub use sleep::Sleep;
 
 use crate::StepError;

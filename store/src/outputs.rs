@@ -1,0 +1,238 @@
+//! Published prediction outputs (class, probability and value rasters) and the window footprints
+//! prediction partitions are planned from.
+
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// An output to record (the publish step writes the COGs, then records them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewOutput {
+    /// Owning organisation.
+    pub org_id: Uuid,
+    /// Project.
+    pub project_id: Uuid,
+    /// The prediction run.
+    pub run_id: Uuid,
+    /// `class | probability | value`.
+    pub kind: String,
+    /// Object key of the COG in the UTM CRS.
+    pub utm_key: String,
+    /// Object key of the `GoogleMapsCompatible` COG in EPSG:3857.
+    pub web_key: String,
+    /// EPSG code of the UTM COG.
+    pub epsg: i32,
+    /// UTM COG width in pixels.
+    pub width: i32,
+    /// UTM COG height in pixels.
+    pub height: i32,
+    /// Bands.
+    pub bands: i32,
+    /// `[west, south, east, north]` in EPSG:4326.
+    pub bbox: [f64; 4],
+    /// `[minx, miny, maxx, maxy]` in EPSG:3857.
+    pub bounds_3857: [f64; 4],
+    /// Coarsest zoom with an overview.
+    pub min_zoom: i16,
+    /// Full-resolution zoom.
+    pub max_zoom: i16,
+    /// `[{id, name, color}]`.
+    pub classes: Value,
+    /// `{min, max}` of value rasters.
+    pub stats: Value,
+    /// Model, checkpoint, labels, metrics and input scenes.
+    pub lineage: Value,
+}
+
+/// A stored output.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Output {
+    /// Id.
+    pub id: Uuid,
+    /// Owning organisation.
+    pub org_id: Uuid,
+    /// Project.
+    pub project_id: Uuid,
+    /// The prediction run.
+    pub run_id: Uuid,
+    /// `class | probability | value`.
+    pub kind: String,
+    /// Object key of the UTM COG.
+    pub utm_key: String,
+    /// Object key of the EPSG:3857 COG.
+    pub web_key: String,
+    /// EPSG code of the UTM COG.
+    pub epsg: i32,
+    /// Width in pixels (UTM).
+    pub width: i32,
+    /// Height in pixels (UTM).
+    pub height: i32,
+    /// Bands.
+    pub bands: i32,
+    /// `[west, south, east, north]` in EPSG:4326.
+    #[sqlx(skip)]
+    pub bbox: [f64; 4],
+    /// `[minx, miny, maxx, maxy]` in EPSG:3857.
+    #[schema(value_type = Vec<f64>)]
+    pub bounds_3857: Value,
+    /// Coarsest zoom with an overview.
+    pub min_zoom: i16,
+    /// Full-resolution zoom.
+    pub max_zoom: i16,
+    /// `[{id, name, color}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub classes: Value,
+    /// `{min, max}` of value rasters.
+    #[schema(value_type = Object)]
+    pub stats: Value,
+    /// Model, checkpoint, labels, metrics and input scenes.
+    #[schema(value_type = Object)]
+    pub lineage: Value,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    #[sqlx(flatten)]
+    output: Output,
+    bbox_west: f64,
+    bbox_south: f64,
+    bbox_east: f64,
+    bbox_north: f64,
+}
+
+impl From<Row> for Output {
+    fn from(r: Row) -> Self {
+        Output {
+            bbox: [r.bbox_west, r.bbox_south, r.bbox_east, r.bbox_north],
+            ..r.output
+        }
+    }
+}
+
+const COLUMNS: &str = "id, org_id, project_id, run_id, kind, utm_key, web_key, epsg, width, height, bands, \
+    bbox_west, bbox_south, bbox_east, bbox_north, bounds_3857, min_zoom, max_zoom, classes, stats, lineage, created_at";
+
+/// Records an output; a run's earlier output of the same kind is replaced (a re-run of publish).
+pub async fn upsert(pool: &PgPool, o: &NewOutput) -> Result<Output> {
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into output (id, org_id, project_id, run_id, kind, utm_key, web_key, epsg, width, height, bands, \
+             bbox_west, bbox_south, bbox_east, bbox_north, bounds_3857, min_zoom, max_zoom, classes, stats, lineage) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+         on conflict (run_id, kind) do update set utm_key = excluded.utm_key, web_key = excluded.web_key, \
+             epsg = excluded.epsg, width = excluded.width, height = excluded.height, bands = excluded.bands, \
+             bbox_west = excluded.bbox_west, bbox_south = excluded.bbox_south, bbox_east = excluded.bbox_east, \
+             bbox_north = excluded.bbox_north, bounds_3857 = excluded.bounds_3857, min_zoom = excluded.min_zoom, \
+             max_zoom = excluded.max_zoom, classes = excluded.classes, stats = excluded.stats, \
+             lineage = excluded.lineage, created_at = now() \
+         returning {COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(o.org_id)
+    .bind(o.project_id)
+    .bind(o.run_id)
+    .bind(&o.kind)
+    .bind(&o.utm_key)
+    .bind(&o.web_key)
+    .bind(o.epsg)
+    .bind(o.width)
+    .bind(o.height)
+    .bind(o.bands)
+    .bind(o.bbox[0])
+    .bind(o.bbox[1])
+    .bind(o.bbox[2])
+    .bind(o.bbox[3])
+    .bind(serde_json::json!(o.bounds_3857))
+    .bind(o.min_zoom)
+    .bind(o.max_zoom)
+    .bind(&o.classes)
+    .bind(&o.stats)
+    .bind(&o.lineage)
+    .fetch_one(pool)
+    .await?;
+    Ok(row.into())
+}
+
+/// An output of the organisation (another organisation's is not found).
+pub async fn get(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Output> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from output where org_id = $1 and id = $2"
+    )))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Into::into)
+        .ok_or(Error::NotFound { what: "output", id })
+}
+
+/// A project's outputs, newest first, after the cursor (an output id).
+pub async fn list(
+    pool: &PgPool,
+    org_id: Uuid,
+    project_id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Output>> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from output where org_id = $1 and project_id = $2 \
+             and ($3::uuid is null or id < $3) order by id desc limit $4"
+    )))
+    .bind(org_id)
+    .bind(project_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// An acquired window as prediction needs it: where it is and where its tensors are.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct WindowFootprint {
+    /// Window id.
+    pub id: String,
+    /// EPSG code of its UTM zone.
+    pub epsg: i32,
+    /// Pixels per side.
+    pub size: i32,
+    /// Metres per pixel.
+    pub resolution: f64,
+    /// Grid column.
+    pub grid_column: i64,
+    /// Grid row.
+    pub grid_row: i64,
+    /// Object keys of its tensors.
+    pub objects: Vec<String>,
+    /// Scene ids per modality and bin.
+    pub scenes: Value,
+}
+
+/// The project's acquired windows, optionally only those of one zone inside a column/row range
+/// (`[col_min, col_max, row_min, row_max]`, inclusive).
+pub async fn acquired_windows(
+    pool: &PgPool,
+    project_id: Uuid,
+    epsg: Option<i32>,
+    range: Option<[i64; 4]>,
+) -> Result<Vec<WindowFootprint>> {
+    let r = range.unwrap_or([i64::MIN, i64::MAX, i64::MIN, i64::MAX]);
+    Ok(sqlx::query_as(
+        "select id, epsg, size, resolution, grid_column, grid_row, objects, scenes from project_window \
+         where project_id = $1 and status = 'acquired' and ($2::int is null or epsg = $2) \
+             and grid_column between $3 and $4 and grid_row between $5 and $6 \
+         order by epsg, grid_row desc, grid_column",
+    )
+    .bind(project_id)
+    .bind(epsg)
+    .bind(r[0])
+    .bind(r[1])
+    .bind(r[2])
+    .bind(r[3])
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,159 @@
+//! `publish`: every COG `combine` wrote is warped to a web-mercator `GoogleMapsCompatible` COG (256²
+//! tiles aligned with z/x/y, one overview per zoom) and recorded in the `output` table with its bounds,
+//! zoom range, legend and lineage (model, checkpoint hash, input scenes, plus whatever the run was
+//! given: label-set version, metrics, training run).
+
+use super::combine::CombinedRaster;
+use super::parse_args;
+use crate::{StepContext, StepError, StepKind, StepOutput};
+use anyhow::Context;
+use futures::future::BoxFuture;
+use groundwork_imagery::publish::warp_to_web_mercator;
+use groundwork_store::outputs::{self, NewOutput};
+use groundwork_store::{jobs, projects};
+use object_store::ObjectStoreExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishArgs {
+    project_id: Uuid,
+    /// Extra lineage (label-set version, metrics, training run, …), merged into the output's.
+    #[serde(default)]
+    lineage: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct CombineOutput {
+    epsg: u32,
+    width: usize,
+    height: usize,
+    outputs: Vec<CombinedRaster>,
+    classes: Value,
+    #[serde(default)]
+    stats: Value,
+    #[serde(default)]
+    windows: usize,
+    #[serde(default)]
+    scenes: Vec<String>,
+    #[serde(default)]
+    model: Value,
+    #[serde(default)]
+    resolution: f64,
+}
+
+fn permanent(e: impl Into<anyhow::Error>) -> StepError {
+    StepError::Permanent(e.into())
+}
+
+/// The `publish` kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish;
+
+impl StepKind for Publish {
+    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        Box::pin(async move {
+            let args: PublishArgs = parse_args("publish", &ctx.args)?;
+            let objects = ctx.objects("publish")?;
+            let project = projects::get_any(&ctx.pool, args.project_id)
+                .await
+                .map_err(permanent)?;
+            let run = jobs::get_run(&ctx.pool, project.org_id, ctx.run_id)
+                .await
+                .map_err(|e| StepError::Retryable(e.into()))?;
+            let combined: CombineOutput = run
+                .steps
+                .iter()
+                .find(|s| s.kind == "combine" && s.state == "succeeded")
+                .and_then(|s| s.output.clone())
+                .context("the run has no finished combine step")
+                .and_then(|v| serde_json::from_value(v).context("the combine step's output"))
+                .map_err(permanent)?;
+            let mut lineage = json!({
+                "model": combined.model,
+                "input_scenes": combined.scenes,
+                "windows": combined.windows,
+                "resolution_m": combined.resolution,
+                "project": {"id": project.id, "task": project.task, "model_size": project.model_size,
+                            "patch_size": project.patch_size, "window_size": project.window_size,
+                            "modalities": project.modalities, "start": project.start, "end": project.end},
+            });
+            if let (Some(l), Value::Object(extra)) = (lineage.as_object_mut(), &args.lineage) {
+                for (k, v) in extra {
+                    l.insert(k.clone(), v.clone());
+                }
+            }
+            let dir = tempfile::tempdir().map_err(|e| StepError::Retryable(e.into()))?;
+            let mut published = Vec::new();
+            for (i, raster) in combined.outputs.iter().enumerate() {
+                ctx.progress.set(
+                    i as f32 / combined.outputs.len().max(1) as f32,
+                    format!("warping the {} raster", raster.kind),
+                );
+                let src = dir.path().join(format!("{}-utm.tif", raster.kind));
+                let dst = dir.path().join(format!("{}-3857.tif", raster.kind));
+                let path = object_store::path::Path::from(raster.key.as_str());
+                let bytes = async { objects.get(&path).await?.bytes().await }
+                    .await
+                    .with_context(|| format!("reading {}", raster.key))?;
+                tokio::fs::write(&src, &bytes)
+                    .await
+                    .map_err(|e| StepError::Retryable(e.into()))?;
+                let categorical = raster.kind == "class";
+                let (src2, dst2) = (src.clone(), dst.clone());
+                let info = tokio::task::spawn_blocking(move || {
+                    warp_to_web_mercator(&src2, &dst2, categorical)
+                })
+                .await
+                .map_err(|e| StepError::Retryable(e.into()))?
+                .map_err(permanent)?;
+                let web_key = format!(
+                    "orgs/{}/projects/{}/runs/{}/publish/{}/attempt-{}/{}-3857.tif",
+                    project.org_id, project.id, ctx.run_id, ctx.step_id, ctx.attempt, raster.kind
+                );
+                let bytes = tokio::fs::read(&dst)
+                    .await
+                    .map_err(|e| StepError::Retryable(e.into()))?;
+                objects
+                    .put(
+                        &object_store::path::Path::from(web_key.as_str()),
+                        bytes.into(),
+                    )
+                    .await
+                    .map_err(|e| StepError::Retryable(e.into()))?;
+                let out = outputs::upsert(
+                    &ctx.pool,
+                    &NewOutput {
+                        org_id: project.org_id,
+                        project_id: project.id,
+                        run_id: ctx.run_id,
+                        kind: raster.kind.clone(),
+                        utm_key: raster.key.clone(),
+                        web_key,
+                        epsg: i32::try_from(combined.epsg).unwrap_or_default(),
+                        width: i32::try_from(combined.width).unwrap_or_default(),
+                        height: i32::try_from(combined.height).unwrap_or_default(),
+                        bands: i32::try_from(raster.bands).unwrap_or_default(),
+                        bbox: info.bounds_wgs84,
+                        bounds_3857: info.bounds_3857,
+                        min_zoom: i16::from(info.min_zoom),
+                        max_zoom: i16::from(info.max_zoom),
+                        classes: combined.classes.clone(),
+                        stats: combined.stats.clone(),
+                        lineage: lineage.clone(),
+                    },
+                )
+                .await
+                .map_err(|e| StepError::Retryable(e.into()))?;
+                published.push(json!({"id": out.id, "kind": out.kind, "min_zoom": out.min_zoom, "max_zoom": out.max_zoom}));
+            }
+            ctx.progress.set(1.0, "published");
+            Ok(StepOutput {
+                output: json!({"outputs": published}),
+                artifacts: Vec::new(),
+            })
+        })
+    }
+}
