@@ -8,6 +8,7 @@
 pub mod devdb;
 mod error;
 pub mod jobs;
+pub mod models;
 pub mod projects;
 pub mod testing;
 pub mod windows;

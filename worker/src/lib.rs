@@ -38,6 +38,8 @@ pub struct StepContext {
     pub pool: groundwork_store::PgPool,
     /// The object store, when the worker has one.
     pub objects: Option<Arc<dyn object_store::ObjectStore>>,
+    /// Root of the pretrained OlmoEarth checkpoints (`groundwork model fetch`), when configured.
+    pub model_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for StepContext {
@@ -116,7 +118,7 @@ pub trait StepKind: Send + Sync + 'static {
 pub struct Registry(HashMap<String, Arc<dyn StepKind>>);
 
 impl Registry {
-    /// The built-in kinds (`sleep`, `fail`, `noop`, `acquire`, `acquire_summary`).
+    /// The built-in kinds (`sleep`, `fail`, `noop`, `acquire`, `acquire_summary`, `train`, `evaluate`).
     #[must_use]
     pub fn builtin() -> Self {
         let mut r = Self::default();
@@ -125,6 +127,8 @@ impl Registry {
         r.insert("noop", steps::Noop);
         r.insert("acquire", steps::Acquire);
         r.insert("acquire_summary", steps::AcquireSummary);
+        r.insert("train", steps::Train);
+        r.insert("evaluate", steps::Evaluate);
         r
     }
 

@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     pub capabilities: serde_json::Value,
     /// Object store for steps that read or write imagery, tensors and outputs.
     pub objects: Option<std::sync::Arc<dyn object_store::ObjectStore>>,
+    /// Root of the pretrained OlmoEarth checkpoints for training steps.
+    pub model_dir: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -58,6 +60,7 @@ impl WorkerConfig {
             reap_every: Duration::from_secs(5),
             capabilities: crate::detect_capabilities(),
             objects: None,
+            model_dir: None,
         }
     }
 }
@@ -145,6 +148,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
         cancel: cancel.clone(),
         pool: shared.pool.clone(),
         objects: shared.config.objects.clone(),
+        model_dir: shared.config.model_dir.clone(),
     };
     let body = tokio::spawn(kind.run(ctx));
     let abort = body.abort_handle();

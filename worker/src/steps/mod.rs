@@ -1,14 +1,19 @@
 //! Step kinds: pipeline stages (`acquire`, …) and the reference kinds `sleep`, `fail` and `noop`.
 
 mod acquire;
+mod evaluate;
 mod fail;
+pub mod labels_contract;
 mod noop;
 mod sleep;
+mod train;
 
 pub use acquire::{Acquire, AcquireArgs, AcquireSummary, plan_windows};
+pub use evaluate::{Evaluate, EvaluateArgs, evaluate_model};
 pub use fail::Fail;
 pub use noop::Noop;
 pub use sleep::Sleep;
+pub use train::{Train, TrainArgs, train_on_examples};
 
 use crate::StepError;
 use serde::de::DeserializeOwned;
