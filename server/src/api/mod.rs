@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod imagery;
+pub mod models;
 pub mod projects;
 pub mod runs;
 pub mod validate;
@@ -183,6 +184,10 @@ async fn method_not_allowed() -> ApiError {
         workers::pause_worker,
         workers::resume_worker,
         workers::list_pools,
+        models::start_training,
+        models::get_training,
+        models::get_run_evaluation,
+        models::list_evaluations,
     ),
     components(schemas(error::ErrorBody, error::ErrorInner, error::FieldError))
 )]
@@ -212,6 +217,10 @@ pub fn router(state: AppState) -> Router {
         .route("/projects/{id}/acquire", post(imagery::acquire))
         .route("/projects/{id}/windows", get(imagery::list_windows))
         .route("/runs/{id}", get(runs::get_run))
+        .route("/projects/{id}/train", post(models::start_training))
+        .route("/projects/{id}/evaluations", get(models::list_evaluations))
+        .route("/runs/{id}/training", get(models::get_training))
+        .route("/runs/{id}/evaluation", get(models::get_run_evaluation))
         .route("/steps/{id}", get(runs::get_step))
         .route("/steps/{id}/cancel", post(runs::cancel_step))
         .route("/steps/{id}/retry", post(runs::retry_step))
