@@ -169,9 +169,7 @@ fn training_on_separable_windows_beats_the_majority_class() {
     let dev = Device::Cpu;
     let cfg = config("segmentation", "light_segmentation", 2);
     // Class 1 holds most pixels (splits at 2–6 of 16 columns).
-    let train: Vec<Example> = (0..10)
-        .map(|i| window(2 + (i % 5) * 1, 100 + i as u64))
-        .collect();
+    let train: Vec<Example> = (0..10).map(|i| window(2 + i % 5, 100 + i as u64)).collect();
     let val: Vec<Example> = (0..4).map(|i| window(3 + i, 200 + i as u64)).collect();
     let majority = val
         .iter()
