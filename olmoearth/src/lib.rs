@@ -14,12 +14,14 @@ pub mod encoder;
 pub mod encodings;
 pub mod error;
 pub mod fetch;
+pub mod finetune;
 pub mod heads;
 pub mod kernels;
 pub mod metrics;
 pub mod modality;
 pub mod normalize;
 pub mod resize;
+pub mod task;
 pub mod train;
 
 pub use checkpoint::{ModelFiles, StateDict};

@@ -260,6 +260,41 @@ impl AdamW {
         Ok(())
     }
 
+    /// The optimiser state for a checkpoint: the step count and the first and second moments of every
+    /// parameter, in the order the groups were given to [`AdamW::new`].
+    pub fn state(&self) -> (i32, Vec<(Tensor, Tensor)>) {
+        let moments = self
+            .slots
+            .iter()
+            .map(|s| (s.m.clone(), s.v.clone()))
+            .collect();
+        (self.step, moments)
+    }
+
+    /// Restores a state taken with [`AdamW::state`] from an optimiser built over the same groups.
+    pub fn set_state(&mut self, step: i32, moments: Vec<(Tensor, Tensor)>) -> Result<()> {
+        if moments.len() != self.slots.len() {
+            return Err(Error::InvalidInput(format!(
+                "optimiser state has {} parameters, the optimiser {}",
+                moments.len(),
+                self.slots.len()
+            )));
+        }
+        for (s, (m, v)) in self.slots.iter_mut().zip(moments) {
+            if m.dims() != s.var.dims() || v.dims() != s.var.dims() {
+                return Err(Error::Shape {
+                    what: "optimiser moment".into(),
+                    expected: format!("{:?}", s.var.dims()),
+                    got: m.dims().to_vec(),
+                });
+            }
+            s.m = m.to_device(s.var.device())?.to_dtype(s.var.dtype())?;
+            s.v = v.to_device(s.var.device())?.to_dtype(s.var.dtype())?;
+        }
+        self.step = step;
+        Ok(())
+    }
+
     /// Computes the gradients of `loss` and applies one step.
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
         let grads = loss.backward()?;

@@ -177,6 +177,13 @@ struct WorkerOptions {
     /// Default: file://<cwd>/.groundwork/objects.
     #[arg(long, env = "GROUNDWORK_OBJECT_STORE")]
     object_store: Option<String>,
+    /// Root of the OlmoEarth checkpoints `model fetch` downloads; training starts from them.
+    #[arg(
+        long,
+        env = "GROUNDWORK_MODEL_DIR",
+        default_value = "./.groundwork/models"
+    )]
+    model_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +279,7 @@ fn worker_config(o: &WorkerOptions) -> anyhow::Result<WorkerConfig> {
     if let Some(name) = &o.name {
         c.name.clone_from(name);
     }
+    c.model_dir = Some(o.model_dir.clone());
     c.objects = Some(objects::open(
         &o.object_store.clone().unwrap_or_else(objects::default_url),
     )?);

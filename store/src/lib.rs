@@ -11,6 +11,7 @@ pub mod devdb;
 mod error;
 pub mod jobs;
 pub mod labels;
+pub mod models;
 pub mod outputs;
 pub mod projects;
 pub mod sampling;

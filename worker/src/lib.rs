@@ -39,6 +39,8 @@ pub struct StepContext {
     pub pool: groundwork_store::PgPool,
     /// The object store, when the worker has one.
     pub objects: Option<Arc<dyn object_store::ObjectStore>>,
+    /// Root of the pretrained OlmoEarth checkpoints (`groundwork model fetch`), when configured.
+    pub model_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for StepContext {
@@ -118,7 +120,7 @@ pub struct Registry(HashMap<String, Arc<dyn StepKind>>);
 
 impl Registry {
     /// The built-in kinds (`sleep`, `fail`, `noop`, `acquire`, `acquire_summary`, `predict`, `combine`,
-    /// `publish`).
+    /// `publish`, `train`, `evaluate`).
     #[must_use]
     pub fn builtin() -> Self {
         let mut r = Self::default();
@@ -130,6 +132,8 @@ impl Registry {
         r.insert("predict", steps::Predict);
         r.insert("combine", steps::Combine);
         r.insert("publish", steps::Publish);
+        r.insert("train", steps::Train);
+        r.insert("evaluate", steps::Evaluate);
         r
     }
 

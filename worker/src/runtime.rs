@@ -49,6 +49,8 @@ pub struct WorkerConfig {
     pub token: Option<String>,
     /// Runs inside `groundwork serve`: trusted, joins the default organisation, needs no token.
     pub in_process: bool,
+    /// Root of the pretrained OlmoEarth checkpoints for training steps.
+    pub model_dir: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -73,6 +75,7 @@ impl WorkerConfig {
             objects: None,
             token: None,
             in_process: false,
+            model_dir: None,
         }
     }
 }
@@ -165,6 +168,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
         cancel: cancel.clone(),
         pool: shared.pool.clone(),
         objects: shared.config.objects.clone(),
+        model_dir: shared.config.model_dir.clone(),
     };
     let body = tokio::spawn(kind.run(ctx));
     let abort = body.abort_handle();

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod imagery;
 pub mod labels;
+pub mod models;
 pub mod outputs;
 pub mod projects;
 pub mod runs;
@@ -225,6 +226,10 @@ async fn method_not_allowed() -> ApiError {
         outputs::stac_collection_handler,
         outputs::stac_items,
         outputs::stac_item_handler,
+        models::start_training,
+        models::get_training,
+        models::get_run_evaluation,
+        models::list_evaluations,
     ),
     components(schemas(error::ErrorBody, error::ErrorInner, error::FieldError))
 )]
@@ -267,6 +272,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(labels::delete_label),
         )
         .route("/runs/{id}", get(runs::get_run))
+        .route("/projects/{id}/train", post(models::start_training))
+        .route("/projects/{id}/evaluations", get(models::list_evaluations))
+        .route("/runs/{id}/training", get(models::get_training))
+        .route("/runs/{id}/evaluation", get(models::get_run_evaluation))
         .route("/steps/{id}", get(runs::get_step))
         .route("/steps/{id}/cancel", post(runs::cancel_step))
         .route("/steps/{id}/retry", post(runs::retry_step))

@@ -2,19 +2,23 @@
 
 mod acquire;
 pub mod combine;
+mod evaluate;
 mod fail;
 mod noop;
 pub mod predict;
 pub mod publish;
 mod sleep;
+mod train;
 
 pub use acquire::{Acquire, AcquireArgs, AcquireSummary, plan_windows};
 pub use combine::Combine;
+pub use evaluate::{Evaluate, EvaluateArgs, evaluate_model};
 pub use fail::Fail;
 pub use noop::Noop;
 pub use predict::{Predict, plan_prediction};
 pub use publish::Publish;
 pub use sleep::Sleep;
+pub use train::{Train, TrainArgs, train_on_examples};
 
 use crate::StepError;
 use serde::de::DeserializeOwned;

@@ -1,0 +1,701 @@
+//! The fine-tunable task model: the OlmoEarth encoder plus a task head (`heads.rs`), its self-contained
+//! configuration, safetensors persistence (`encoder.*` and `head.*` keys), and the conversion of acquired
+//! window tensors into a normalised [`EncoderInput`].
+//!
+//! Heads by task: segmentation → [`LightSegmentationHead`] (`light_segmentation`) or [`UNetHead`] (`unet`);
+//! classification → [`PoolingHead`] with K outputs (`pooling`); regression → [`PoolingHead`] with one output.
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::StateDict;
+use crate::config::EncoderConfig;
+use crate::encoder::{Encoder, EncoderInput, ModalityInput};
+use crate::error::{Error, Result};
+use crate::heads::{LightSegmentationHead, PoolingHead, PoolingHeadConfig, UNetHead, feature_map};
+use crate::modality::Modality;
+use crate::train::{AdamW, ParamGroup, TrainableEncoder};
+
+/// Version of the [`TaskModelConfig`] layout.
+pub const TASK_MODEL_FORMAT: u32 = 1;
+
+/// Width of the hidden convolutions of the `unet` head.
+pub const UNET_CHANNELS: usize = 64;
+
+/// Conv and hidden Linear widths of the `pooling` head (one layer of each).
+pub const POOLING_CHANNELS: (usize, usize) = (128, 256);
+
+/// Prefix of head parameters in a task-model safetensors file.
+pub const HEAD_PREFIX: &str = "head.";
+
+/// Everything needed to rebuild a task model from its weights.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TaskModelConfig {
+    /// Layout version ([`TASK_MODEL_FORMAT`]).
+    pub format: u32,
+    /// Encoder dimensions and modalities.
+    #[serde(with = "encoder_config_serde")]
+    pub encoder: EncoderConfig,
+    /// `nano | tiny | base | large` (or `custom`).
+    pub model_size: String,
+    /// Encoder patch size.
+    pub patch_size: usize,
+    /// `classification | segmentation | regression`.
+    pub task: String,
+    /// Classes (K) or 1.
+    pub num_outputs: usize,
+    /// `light_segmentation | unet | pooling`.
+    pub head: String,
+    /// Input modalities, in the order windows provide them.
+    #[serde(with = "modalities_serde")]
+    pub modalities: Vec<Modality>,
+    /// Window side in pixels.
+    pub window_size: usize,
+    /// Where the encoder weights came from (e.g. `olmoearth-v1-nano`, `random`).
+    pub initialised_from: String,
+}
+
+impl TaskModelConfig {
+    /// Checks that task, head and sizes fit together.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidInput(m));
+        if self.format != TASK_MODEL_FORMAT {
+            return bad(format!(
+                "task model format {} is not supported (expected {TASK_MODEL_FORMAT})",
+                self.format
+            ));
+        }
+        if self.num_outputs == 0 {
+            return bad("num_outputs must be at least 1".into());
+        }
+        if !(1..=self.encoder.max_patch_size).contains(&self.patch_size) {
+            return bad(format!("patch size {} is out of range", self.patch_size));
+        }
+        match (self.task.as_str(), self.head.as_str()) {
+            ("segmentation", "light_segmentation" | "unet") | ("classification", "pooling") => {}
+            ("regression", "pooling" | "unet") if self.num_outputs == 1 => {}
+            (t, h) => {
+                return bad(format!(
+                    "head {h:?} does not fit task {t:?} with {} outputs",
+                    self.num_outputs
+                ));
+            }
+        }
+        if self.modalities.is_empty() {
+            return bad("no input modality".into());
+        }
+        if let Some(m) = self
+            .modalities
+            .iter()
+            .find(|m| !self.encoder.modalities.contains(m))
+        {
+            return bad(format!("the encoder has no weights for modality {m}"));
+        }
+        Ok(())
+    }
+
+    /// The default head of a task: `light_segmentation` for segmentation, else `pooling`.
+    pub fn default_head(task: &str) -> &'static str {
+        if task == "segmentation" {
+            "light_segmentation"
+        } else {
+            "pooling"
+        }
+    }
+}
+
+mod encoder_config_serde {
+    use super::{EncoderConfig, Modality};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Dto {
+        embedding_size: usize,
+        depth: usize,
+        num_heads: usize,
+        mlp_ratio: f64,
+        max_patch_size: usize,
+        max_sequence_length: usize,
+        modalities: Vec<String>,
+    }
+
+    pub fn serialize<S: Serializer>(c: &EncoderConfig, s: S) -> Result<S::Ok, S::Error> {
+        Dto {
+            embedding_size: c.embedding_size,
+            depth: c.depth,
+            num_heads: c.num_heads,
+            mlp_ratio: c.mlp_ratio,
+            max_patch_size: c.max_patch_size,
+            max_sequence_length: c.max_sequence_length,
+            modalities: c.modalities.iter().map(|m| m.name().to_string()).collect(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, De: Deserializer<'de>>(d: De) -> Result<EncoderConfig, De::Error> {
+        let dto = Dto::deserialize(d)?;
+        let modalities = dto
+            .modalities
+            .iter()
+            .map(|m| m.parse::<Modality>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(serde::de::Error::custom)?;
+        // D must split into heads and into the four encoding quarters.
+        if dto.num_heads == 0
+            || dto.embedding_size % 4 != 0
+            || dto.embedding_size % dto.num_heads != 0
+        {
+            return Err(serde::de::Error::custom(format!(
+                "embedding_size {} and num_heads {} do not fit",
+                dto.embedding_size, dto.num_heads
+            )));
+        }
+        Ok(EncoderConfig {
+            embedding_size: dto.embedding_size,
+            depth: dto.depth,
+            num_heads: dto.num_heads,
+            mlp_ratio: dto.mlp_ratio,
+            max_patch_size: dto.max_patch_size,
+            max_sequence_length: dto.max_sequence_length,
+            modalities,
+        })
+    }
+}
+
+mod modalities_serde {
+    use super::Modality;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Modality], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|m| m.name()))
+    }
+
+    pub fn deserialize<'de, De: Deserializer<'de>>(d: De) -> Result<Vec<Modality>, De::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|m| m.parse::<Modality>().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// A task head.
+#[derive(Debug, Clone)]
+pub enum Head {
+    /// Bilinear upsampling + 1×1 conv.
+    Light(LightSegmentationHead),
+    /// Conv decoder with ×2 upsamplings.
+    UNet(UNetHead),
+    /// Conv + global max pool + MLP.
+    Pooling(PoolingHead),
+}
+
+impl Head {
+    /// Builds the head of `cfg` under `vb` (fresh parameters from a `VarMap`, or loaded ones).
+    pub fn new(cfg: &TaskModelConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.encoder.embedding_size;
+        Ok(match cfg.head.as_str() {
+            "light_segmentation" => Head::Light(LightSegmentationHead::new(
+                d,
+                cfg.num_outputs,
+                cfg.patch_size,
+                vb,
+            )?),
+            "unet" => Head::UNet(UNetHead::new(
+                d,
+                UNET_CHANNELS,
+                cfg.num_outputs,
+                cfg.patch_size,
+                vb,
+            )?),
+            "pooling" => Head::Pooling(PoolingHead::new(
+                PoolingHeadConfig {
+                    in_channels: d,
+                    out_channels: cfg.num_outputs,
+                    num_conv_layers: 1,
+                    num_fc_layers: 1,
+                    conv_channels: POOLING_CHANNELS.0,
+                    fc_channels: POOLING_CHANNELS.1,
+                },
+                vb,
+            )?),
+            other => return Err(Error::InvalidInput(format!("unknown head {other:?}"))),
+        })
+    }
+
+    /// Features `(B, D, h, w)` → raw outputs: `(B, K, H, W)` for dense heads, `(B, K)` for pooling.
+    pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
+        match self {
+            Head::Light(h) => h.forward(features),
+            Head::UNet(h) => h.forward(features),
+            Head::Pooling(h) => h.forward(features),
+        }
+    }
+
+    /// Whether the head outputs one value per pixel.
+    pub fn is_dense(&self) -> bool {
+        !matches!(self, Head::Pooling(_))
+    }
+}
+
+/// Turns raw head outputs into predictions `(B, K, H, W)`: softmax probabilities for class tasks, values
+/// for regression; window-level outputs are broadcast over `H × W`.
+pub fn outputs_to_predictions(
+    cfg: &TaskModelConfig,
+    raw: &Tensor,
+    h: usize,
+    w: usize,
+) -> Result<Tensor> {
+    let raw = raw.to_dtype(DType::F32)?;
+    let probs = if cfg.task == "regression" {
+        raw
+    } else {
+        candle_nn::ops::softmax(&raw, 1)?
+    };
+    match probs.rank() {
+        2 => {
+            let (b, k) = probs.dims2()?;
+            Ok(probs
+                .reshape((b, k, 1, 1))?
+                .broadcast_as((b, k, h, w))?
+                .contiguous()?)
+        }
+        4 => Ok(probs),
+        _ => Err(Error::Shape {
+            what: "head output".into(),
+            expected: "(B, K) or (B, K, H, W)".into(),
+            got: probs.dims().to_vec(),
+        }),
+    }
+}
+
+/// A task model for inference.
+#[derive(Debug, Clone)]
+pub struct TaskModel {
+    cfg: TaskModelConfig,
+    encoder: Encoder,
+    head: Head,
+}
+
+fn split_weights(
+    weights_safetensors: &[u8],
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, Tensor>)> {
+    let all = candle_core::safetensors::load_buffer(weights_safetensors, device)?;
+    let mut enc = HashMap::new();
+    let mut head = HashMap::new();
+    for (k, t) in all {
+        if k.starts_with(crate::checkpoint::ENCODER_PREFIX) {
+            enc.insert(k, t.to_dtype(DType::F32)?);
+        } else if k.starts_with(HEAD_PREFIX) {
+            head.insert(k, t.to_dtype(DType::F32)?);
+        }
+    }
+    Ok((enc, head))
+}
+
+impl TaskModel {
+    /// Loads a model from its config and weights (`encoder.*` + `head.*` safetensors).
+    pub fn load(cfg: TaskModelConfig, weights_safetensors: &[u8], device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let (enc, head) = split_weights(weights_safetensors, device)?;
+        let encoder = Encoder::load(
+            &cfg.encoder,
+            &StateDict::from_tensors(enc),
+            DType::F32,
+            device,
+        )?;
+        let vb = VarBuilder::from_tensors(head, DType::F32, device);
+        let head = Head::new(&cfg, vb.pp("head")).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the weights do not hold the {} head: {e}",
+                cfg.head
+            ))
+        })?;
+        Ok(TaskModel { cfg, encoder, head })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TaskModelConfig {
+        &self.cfg
+    }
+
+    /// Pooled encoder features `(B, D, h, w)`.
+    pub fn features(&self, input: &EncoderInput) -> Result<Tensor> {
+        let out = self.encoder.forward(input, self.cfg.patch_size)?;
+        feature_map(&out)
+    }
+
+    /// Input: normalised `EncoderInput` (B windows). Output `(B, K, H, W)` f32: softmax class probabilities
+    /// (classification: the per-window probabilities broadcast over H×W) or `(B, 1, H, W)` values.
+    pub fn predict(&self, input: &EncoderInput) -> Result<Tensor> {
+        let dims = input.validate(&self.cfg.encoder, self.cfg.patch_size)?;
+        input.check_divisible(self.cfg.patch_size)?;
+        let raw = self.head.forward(&self.features(input)?)?;
+        outputs_to_predictions(&self.cfg, &raw, dims.h, dims.w)
+    }
+}
+
+/// A task model whose encoder and head are trainable `Var`s.
+pub struct TrainableTaskModel {
+    cfg: TaskModelConfig,
+    encoder: TrainableEncoder,
+    head: Head,
+    head_vars: VarMap,
+}
+
+impl std::fmt::Debug for TrainableTaskModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainableTaskModel")
+            .field("cfg", &self.cfg)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrainableTaskModel {
+    /// A model with the encoder from `sd` (a checkpoint or [`crate::checkpoint::random_state_dict`]) and
+    /// a freshly initialised head.
+    pub fn new(cfg: TaskModelConfig, sd: &StateDict, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let encoder = TrainableEncoder::from_state_dict(&cfg.encoder, sd, device)?;
+        let head_vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&head_vars, DType::F32, device);
+        let head = Head::new(&cfg, vb.pp("head"))?;
+        Ok(TrainableTaskModel {
+            cfg,
+            encoder,
+            head,
+            head_vars,
+        })
+    }
+
+    /// A model from task-model weights (`encoder.*` + `head.*`), e.g. a checkpoint.
+    pub fn from_safetensors(cfg: TaskModelConfig, bytes: &[u8], device: &Device) -> Result<Self> {
+        let (enc, head) = split_weights(bytes, device)?;
+        let model = Self::new(cfg, &StateDict::from_tensors(enc), device)?;
+        let vars = model.head_vars.data().lock().map_err(|_| {
+            Error::InvalidInput("head parameters are poisoned by an earlier panic".into())
+        })?;
+        for (k, v) in vars.iter() {
+            let t = head.get(k).ok_or_else(|| Error::MissingKey {
+                key: k.clone(),
+                expected: v.dims().to_vec(),
+            })?;
+            if t.dims() != v.dims() {
+                return Err(Error::KeyShape {
+                    key: k.clone(),
+                    expected: v.dims().to_vec(),
+                    got: t.dims().to_vec(),
+                });
+            }
+            v.set(t)?;
+        }
+        drop(vars);
+        Ok(model)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TaskModelConfig {
+        &self.cfg
+    }
+
+    /// The head.
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// The trainable encoder.
+    pub fn encoder(&self) -> &TrainableEncoder {
+        &self.encoder
+    }
+
+    /// Freezes or unfreezes the encoder (its outputs are detached while frozen).
+    pub fn set_encoder_frozen(&mut self, frozen: bool) {
+        self.encoder.set_frozen(frozen);
+    }
+
+    /// Head parameters sorted by name (a stable order for optimiser state).
+    pub fn head_vars(&self) -> Vec<(String, Var)> {
+        let mut v: Vec<(String, Var)> = self
+            .head_vars
+            .data()
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// An AdamW over the encoder (layer decay `layer_decay`, 1.0 for none) and the head, in a stable order.
+    pub fn optimizer(&self, layer_decay: f64, cfg: crate::train::AdamWConfig) -> Result<AdamW> {
+        let mut groups = self.encoder.param_groups(layer_decay);
+        groups.push(ParamGroup::head(
+            self.head_vars().into_iter().map(|(_, v)| v).collect(),
+        ));
+        AdamW::new(groups, cfg)
+    }
+
+    /// Pooled features through the trainable (differentiable) encoder.
+    pub fn features(&self, input: &EncoderInput) -> Result<Tensor> {
+        let out = self.encoder.forward(input, self.cfg.patch_size)?;
+        feature_map(&out)
+    }
+
+    /// The current encoder weights as a fast inference encoder (no gradients), for cached features and
+    /// validation passes.
+    pub fn inference_encoder(&self) -> Result<Encoder> {
+        let tensors: HashMap<String, Tensor> = self
+            .encoder
+            .vars()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        Encoder::from_tensors(&self.cfg.encoder, &tensors, false)
+    }
+
+    /// Every parameter keyed as in a task-model file: `encoder.*` then `head.*`.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .encoder
+            .vars()
+            .iter()
+            .map(|(k, var)| (k.clone(), var.as_tensor().detach()))
+            .collect();
+        v.extend(
+            self.head_vars()
+                .into_iter()
+                .map(|(k, var)| (k, var.as_tensor().detach())),
+        );
+        v
+    }
+
+    /// The weights as safetensors bytes (`encoder.*` + `head.*`), loadable by [`TaskModel::load`].
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        to_safetensors(self.named_tensors(), None)
+    }
+
+    /// The inference model with the current weights.
+    pub fn to_task_model(&self) -> Result<TaskModel> {
+        let device = self.encoder.encoder().device().clone();
+        TaskModel::load(self.cfg.clone(), &self.to_safetensors()?, &device)
+    }
+}
+
+/// Serialises named tensors (F32 on the CPU) with optional string metadata.
+pub fn to_safetensors(
+    tensors: Vec<(String, Tensor)>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    safetensors::serialize(cpu, metadata)
+        .map_err(|e| Error::InvalidInput(format!("serialising weights: {e}")))
+}
+
+/// The string metadata of safetensors bytes.
+pub fn safetensors_metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::InvalidInput(format!("safetensors header: {e}")))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// One acquired window (per-modality safetensors bytes as written by acquisition: `m` f32 `(H,W,T,C)` in
+/// physical units, `m_mask` u8 `(H,W,T,S)`, `timestamps` i32 `(T,3)`) as a normalised single-window
+/// [`EncoderInput`] (B = 1) on `device`. Missing bands are filled and values normalised with the
+/// pretraining statistics ([`crate::normalize::prepare`]).
+pub fn input_from_window(files: &[(Modality, &[u8])], device: &Device) -> Result<EncoderInput> {
+    if files.is_empty() {
+        return Err(Error::InvalidInput(
+            "a window needs at least one modality".into(),
+        ));
+    }
+    let mut modalities = BTreeMap::new();
+    let mut months: Option<Vec<u32>> = None;
+    let mut hwt: Option<(usize, usize, usize)> = None;
+    for &(m, bytes) in files {
+        let mut ts = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+            .map_err(|e| Error::InvalidInput(format!("{m} window tensors: {e}")))?;
+        let take = |ts: &mut HashMap<String, Tensor>, key: &str| {
+            ts.remove(key)
+                .ok_or_else(|| Error::InvalidInput(format!("{m} window tensors have no `{key}`")))
+        };
+        let data = take(&mut ts, m.name())?;
+        let mask = take(&mut ts, &format!("{m}_mask"))?;
+        let stamps = take(&mut ts, "timestamps")?;
+        let (h, w, t, c) = data.dims4().map_err(|_| Error::Shape {
+            what: m.name().into(),
+            expected: "(H, W, T, C)".into(),
+            got: data.dims().to_vec(),
+        })?;
+        if c != m.num_bands() {
+            return Err(Error::InvalidInput(format!(
+                "{m} has {c} bands, expected {}",
+                m.num_bands()
+            )));
+        }
+        if mask.dims() != [h, w, t, m.num_band_sets()] {
+            return Err(Error::Shape {
+                what: format!("{m}_mask"),
+                expected: format!("[{h}, {w}, {t}, {}]", m.num_band_sets()),
+                got: mask.dims().to_vec(),
+            });
+        }
+        if stamps.dims() != [t, 3] {
+            return Err(Error::Shape {
+                what: "timestamps".into(),
+                expected: format!("[{t}, 3]"),
+                got: stamps.dims().to_vec(),
+            });
+        }
+        if let Some(prev) = hwt.filter(|p| *p != (h, w, t)) {
+            return Err(Error::InvalidInput(format!(
+                "{m} is {h}×{w}×{t} but another modality of the window is {}×{}×{}",
+                prev.0, prev.1, prev.2
+            )));
+        }
+        hwt = Some((h, w, t));
+        let month: Vec<u32> = stamps
+            .to_dtype(DType::I64)?
+            .narrow(1, 1, 1)?
+            .flatten_all()?
+            .to_vec1::<i64>()?
+            .into_iter()
+            .map(|v| u32::try_from(v.clamp(0, 11)).unwrap_or(0))
+            .collect();
+        months.get_or_insert(month);
+        let raw: Vec<f32> = data.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let data = crate::normalize::prepare(m, raw, &[1, h, w, t, c], device)?;
+        let mask = mask
+            .to_dtype(DType::U8)?
+            .reshape((1, h, w, t, m.num_band_sets()))?
+            .to_device(device)?;
+        modalities.insert(
+            m,
+            ModalityInput {
+                data,
+                mask: Some(mask),
+            },
+        );
+    }
+    let months = months.unwrap_or_default();
+    let t = months.len();
+    Ok(EncoderInput {
+        modalities,
+        months: Tensor::from_vec(months, (1, t), device)?,
+    })
+}
+
+/// Concatenates inputs along the batch axis (they must share modalities and sizes).
+pub fn stack_inputs(inputs: &[&EncoderInput]) -> Result<EncoderInput> {
+    let Some(first) = inputs.first() else {
+        return Err(Error::InvalidInput("no input to stack".into()));
+    };
+    let mut modalities = BTreeMap::new();
+    for &m in first.modalities.keys() {
+        let mut data = Vec::with_capacity(inputs.len());
+        let mut masks = Vec::with_capacity(inputs.len());
+        for i in inputs {
+            let mi = i
+                .modalities
+                .get(&m)
+                .ok_or_else(|| Error::InvalidInput(format!("an input of the batch lacks {m}")))?;
+            data.push(mi.data.clone());
+            masks.push(mi.mask.clone());
+        }
+        let mask = if masks.iter().all(Option::is_some) {
+            let ms: Vec<Tensor> = masks.into_iter().flatten().collect();
+            Some(Tensor::cat(&ms, 0)?)
+        } else {
+            None
+        };
+        modalities.insert(
+            m,
+            ModalityInput {
+                data: Tensor::cat(&data, 0)?,
+                mask,
+            },
+        );
+    }
+    let months: Vec<Tensor> = inputs.iter().map(|i| i.months.clone()).collect();
+    Ok(EncoderInput {
+        modalities,
+        months: Tensor::cat(&months, 0)?,
+    })
+}
+
+/// One of the eight symmetries of the square (flips and 90° rotations) applied to the two axes
+/// `(axis, axis + 1)` of `t`: bit 2 transposes, bit 0 flips the first axis, bit 1 the second.
+pub fn dihedral(t: &Tensor, k: u8, axis: usize) -> Result<Tensor> {
+    let mut x = t.clone();
+    if k & 4 != 0 {
+        x = x.transpose(axis, axis + 1)?.contiguous()?;
+    }
+    for (bit, ax) in [(1u8, axis), (2u8, axis + 1)] {
+        if k & bit != 0 {
+            let n = x.dim(ax)?;
+            let idx: Vec<u32> = (0..n)
+                .rev()
+                .map(|i| u32::try_from(i).unwrap_or(0))
+                .collect();
+            let idx = Tensor::from_vec(idx, n, x.device())?;
+            x = x.index_select(&idx, ax)?;
+        }
+    }
+    Ok(x)
+}
+
+/// [`dihedral`] over H and W (axes 1, 2) of every modality's data and mask.
+pub fn dihedral_input(input: &EncoderInput, k: u8) -> Result<EncoderInput> {
+    if k == 0 {
+        return Ok(input.clone());
+    }
+    let mut modalities = BTreeMap::new();
+    for (&m, mi) in &input.modalities {
+        modalities.insert(
+            m,
+            ModalityInput {
+                data: dihedral(&mi.data, k, 1)?,
+                mask: mi.mask.as_ref().map(|x| dihedral(x, k, 1)).transpose()?,
+            },
+        );
+    }
+    Ok(EncoderInput {
+        modalities,
+        months: input.months.clone(),
+    })
+}
+
+/// Arg-max over the class axis of `(B, K, H, W)` probabilities: `(B, H, W)` class indices.
+pub fn argmax_classes(probs: &Tensor) -> Result<Tensor> {
+    Ok(probs.argmax(1)?)
+}
+
+/// Mean over the spatial axes of `(B, D, h, w)` features: `(B, D)`.
+pub fn pool_features(features: &Tensor) -> Result<Tensor> {
+    Ok(features.mean(D::Minus1)?.mean(D::Minus1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dihedral_transforms_are_the_eight_symmetries() -> Result<()> {
+        let x = Tensor::arange(0u32, 6, &Device::Cpu)?.reshape((1, 2, 3))?;
+        let mut seen = std::collections::HashSet::new();
+        for k in 0..8u8 {
+            let y = dihedral(&x, k, 1)?;
+            seen.insert((y.dims().to_vec(), y.flatten_all()?.to_vec1::<u32>()?));
+        }
+        assert_eq!(seen.len(), 8);
+        // Flip of the first axis.
+        let y: Vec<Vec<u32>> = dihedral(&x, 1, 1)?.squeeze(0)?.to_vec2()?;
+        assert_eq!(y, vec![vec![3, 4, 5], vec![0, 1, 2]]);
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! Trained models: start training (`POST /api/v1/projects/{id}/train`), training curves
+//! (`GET /api/v1/runs/{id}/training`) and evaluation reports (`GET /api/v1/runs/{id}/evaluation`,
+//! `GET /api/v1/projects/{id}/evaluations`).
+
+use super::auth::{Actor, Role};
+use super::error::{ApiError, ApiResult, FieldError};
+use super::extract::{Json, Path, Query};
+use super::{AppState, Page, PageQuery};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use groundwork_store::jobs::{self, NewStep, RunWithSteps};
+use groundwork_store::models::{self, Evaluation, TrainingEpoch};
+use groundwork_store::projects;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Body of `POST /api/v1/projects/{id}/train`; every field is optional.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    /// Label-set version (default: the latest).
+    pub label_set_version: Option<i32>,
+    /// Total epochs (1–500).
+    pub epochs: Option<usize>,
+    /// Epochs with the encoder frozen (≤ epochs).
+    pub freeze_epochs: Option<usize>,
+    /// Windows per optimiser step (1–256).
+    pub batch_size: Option<usize>,
+    /// Head learning rate (0 < lr ≤ 1).
+    pub lr: Option<f64>,
+    /// `light_segmentation`, `unet` or `pooling`.
+    pub head: Option<String>,
+}
+
+/// Starts a run of `train` then `evaluate` for the project. The steps go to the `gpu` queue when a GPU
+/// worker is online, else to `cpu`. Send `Idempotency-Key` to make a retried request safe.
+#[utoipa::path(post, path = "/api/v1/projects/{id}/train", request_body = TrainRequest, tag = "models",
+    responses((status = 201, body = RunWithSteps), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn start_training(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(project_id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(body): Json<TrainRequest>,
+) -> ApiResult<(StatusCode, axum::Json<RunWithSteps>)> {
+    actor.require(Role::Member)?;
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    let mut errors = Vec::new();
+    let mut check = |ok: bool, field: &str, message: &str| {
+        if !ok {
+            errors.push(FieldError {
+                field: field.into(),
+                message: message.into(),
+            });
+        }
+    };
+    check(
+        body.epochs.is_none_or(|e| (1..=500).contains(&e)),
+        "epochs",
+        "must be 1–500",
+    );
+    check(
+        body.freeze_epochs
+            .is_none_or(|f| f <= body.epochs.unwrap_or(500)),
+        "freeze_epochs",
+        "must not exceed epochs",
+    );
+    check(
+        body.batch_size.is_none_or(|b| (1..=256).contains(&b)),
+        "batch_size",
+        "must be 1–256",
+    );
+    check(
+        body.lr.is_none_or(|lr| lr > 0.0 && lr <= 1.0),
+        "lr",
+        "must be within (0, 1]",
+    );
+    let head_ok = match (project.task.as_str(), body.head.as_deref()) {
+        (_, None) => true,
+        ("segmentation", Some("light_segmentation" | "unet"))
+        | ("classification", Some("pooling"))
+        | ("regression", Some("pooling" | "unet")) => true,
+        _ => false,
+    };
+    check(
+        head_ok,
+        "head",
+        "segmentation takes light_segmentation or unet, classification pooling, regression pooling or unet",
+    );
+    check(
+        body.label_set_version.is_none_or(|v| v >= 1),
+        "label_set_version",
+        "must be 1 or more",
+    );
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let queue = if models::gpu_worker_online(&state.pool).await? {
+        "gpu"
+    } else {
+        "cpu"
+    };
+    let mut train_args = json!({"project_id": project_id});
+    for (k, v) in [
+        ("label_set_version", json!(body.label_set_version)),
+        ("epochs", json!(body.epochs)),
+        ("freeze_epochs", json!(body.freeze_epochs)),
+        ("batch_size", json!(body.batch_size)),
+        ("lr", json!(body.lr)),
+        ("head", json!(body.head)),
+    ] {
+        if !v.is_null() {
+            train_args[k] = v;
+        }
+    }
+    let mut train = NewStep::new("train", "train", train_args, queue);
+    // A retried attempt resumes from the last checkpoint, so retries are cheap.
+    train.max_attempts = 5;
+    let mut evaluate = NewStep::new(
+        "evaluate",
+        "evaluate",
+        json!({"project_id": project_id}),
+        queue,
+    );
+    evaluate.depends_on = vec!["train".into()];
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let run = jobs::create_run(
+        &state.pool,
+        actor.org_id,
+        project_id,
+        &[train, evaluate],
+        key.as_deref(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(run)))
+}
+
+/// A run's training curves.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TrainingCurve {
+    /// The run.
+    pub run_id: Uuid,
+    /// One row per epoch of each `train` step, in order.
+    pub epochs: Vec<TrainingEpoch>,
+}
+
+/// Loss and metric per epoch of the run's `train` steps (rows appear as epochs finish).
+#[utoipa::path(get, path = "/api/v1/runs/{id}/training", tag = "models",
+    responses((status = 200, body = TrainingCurve), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_training(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(run_id): Path<Uuid>,
+) -> ApiResult<axum::Json<TrainingCurve>> {
+    let epochs = models::training_curve(&state.pool, actor.org_id, run_id).await?;
+    Ok(axum::Json(TrainingCurve { run_id, epochs }))
+}
+
+/// The latest evaluation report of a run's model.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/evaluation", tag = "models",
+    responses((status = 200, body = Evaluation), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_run_evaluation(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(run_id): Path<Uuid>,
+) -> ApiResult<axum::Json<Evaluation>> {
+    Ok(axum::Json(
+        models::run_evaluation(&state.pool, actor.org_id, run_id).await?,
+    ))
+}
+
+/// Evaluation reports of a project, newest first.
+#[utoipa::path(get, path = "/api/v1/projects/{id}/evaluations", params(PageQuery), tag = "models",
+    responses((status = 200, body = Page<Evaluation>), (status = 404, body = super::error::ErrorBody)))]
+pub async fn list_evaluations(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(project_id): Path<Uuid>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<Evaluation>>> {
+    projects::get(&state.pool, actor.org_id, project_id).await?;
+    let limit = q.limit()?;
+    let items = models::project_evaluations(
+        &state.pool,
+        actor.org_id,
+        project_id,
+        q.cursor()?,
+        limit + 1,
+    )
+    .await?;
+    Ok(axum::Json(Page::new(items, limit, |e| e.id)))
+}

@@ -1,0 +1,187 @@
+//! Trained models: per-epoch training curves of `train` steps and evaluation reports of `evaluate` steps.
+
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// One epoch of a training curve.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema, PartialEq)]
+pub struct TrainingEpoch {
+    /// The `train` step.
+    pub step_id: Uuid,
+    /// 1-based epoch.
+    pub epoch: i32,
+    /// `frozen` (encoder frozen) or `unfrozen`.
+    pub phase: String,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Validation loss.
+    pub val_loss: Option<f64>,
+    /// Validation metric (see `metric`).
+    pub val_metric: Option<f64>,
+    /// `accuracy` (pixel accuracy for segmentation) or `rmse`.
+    pub metric: String,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+}
+
+/// Records (or replaces, for a resumed attempt) one epoch of a step's curve.
+pub async fn record_epoch(pool: &PgPool, run_id: Uuid, e: &TrainingEpoch) -> Result<()> {
+    sqlx::query(
+        "insert into training_epoch (run_id, step_id, epoch, phase, train_loss, val_loss, val_metric, metric, seconds) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         on conflict (step_id, epoch) do update set phase = excluded.phase, train_loss = excluded.train_loss, \
+           val_loss = excluded.val_loss, val_metric = excluded.val_metric, metric = excluded.metric, \
+           seconds = excluded.seconds, created_at = now()",
+    )
+    .bind(run_id)
+    .bind(e.step_id)
+    .bind(e.epoch)
+    .bind(&e.phase)
+    .bind(e.train_loss)
+    .bind(e.val_loss)
+    .bind(e.val_metric)
+    .bind(&e.metric)
+    .bind(e.seconds)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The training curves of a run's `train` steps, if the run belongs to `org_id`.
+pub async fn training_curve(
+    pool: &PgPool,
+    org_id: Uuid,
+    run_id: Uuid,
+) -> Result<Vec<TrainingEpoch>> {
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("select id from pipeline_run where id = $1 and org_id = $2")
+            .bind(run_id)
+            .bind(org_id)
+            .fetch_optional(pool)
+            .await?;
+    if exists.is_none() {
+        return Err(Error::NotFound {
+            what: "run",
+            id: run_id,
+        });
+    }
+    Ok(sqlx::query_as(
+        "select step_id, epoch, phase, train_loss, val_loss, val_metric, metric, seconds from training_epoch \
+         where run_id = $1 order by step_id, epoch",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A stored evaluation report.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Evaluation {
+    /// Id.
+    pub id: Uuid,
+    /// The run whose model was evaluated.
+    pub run_id: Uuid,
+    /// Project.
+    pub project_id: Uuid,
+    /// The `evaluate` step that wrote it.
+    pub step_id: Option<Uuid>,
+    /// Label-set version the model was trained and tested on.
+    pub label_set_version: Option<i32>,
+    /// Object-store key of the model's `model.json`.
+    pub model_key: String,
+    /// The report: metrics of the fine-tuned model and of the frozen baseline on the test split.
+    #[schema(value_type = Object)]
+    pub report: Value,
+    /// When written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What an `evaluate` step records.
+#[derive(Debug, Clone)]
+pub struct NewEvaluation {
+    /// Run of the evaluated model.
+    pub run_id: Uuid,
+    /// The writing step (a re-run replaces its report).
+    pub step_id: Option<Uuid>,
+    /// Label-set version.
+    pub label_set_version: Option<i32>,
+    /// Key of `model.json`.
+    pub model_key: String,
+    /// Report JSON.
+    pub report: Value,
+}
+
+const EVAL_COLUMNS: &str = "e.id, e.run_id, e.project_id, e.step_id, e.label_set_version, e.model_key, e.report, e.created_at";
+
+/// Stores a report for the run (organisation and project are the run's).
+pub async fn record_evaluation(pool: &PgPool, e: &NewEvaluation) -> Result<Evaluation> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "with ins as ( \
+           insert into evaluation (id, org_id, run_id, project_id, step_id, label_set_version, model_key, report) \
+           select $1, r.org_id, r.id, r.project_id, $3, $4, $5, $6 from pipeline_run r where r.id = $2 \
+           on conflict (step_id) do update set label_set_version = excluded.label_set_version, \
+             model_key = excluded.model_key, report = excluded.report, created_at = now() \
+           returning * ) \
+         select {EVAL_COLUMNS} from ins e"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(e.run_id)
+    .bind(e.step_id)
+    .bind(e.label_set_version)
+    .bind(&e.model_key)
+    .bind(&e.report)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound { what: "run", id: e.run_id })
+}
+
+/// The latest report of a run, if the run belongs to `org_id`.
+pub async fn run_evaluation(pool: &PgPool, org_id: Uuid, run_id: Uuid) -> Result<Evaluation> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {EVAL_COLUMNS} from evaluation e where e.run_id = $1 and e.org_id = $2 \
+         order by e.id desc limit 1"
+    )))
+    .bind(run_id)
+    .bind(org_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound {
+        what: "evaluation of run",
+        id: run_id,
+    })
+}
+
+/// Reports of a project, newest first, after the cursor (an evaluation id).
+pub async fn project_evaluations(
+    pool: &PgPool,
+    org_id: Uuid,
+    project_id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Evaluation>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {EVAL_COLUMNS} from evaluation e where e.project_id = $1 and e.org_id = $2 \
+         and ($3::uuid is null or e.id < $3) order by e.id desc limit $4"
+    )))
+    .bind(project_id)
+    .bind(org_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Whether an active, online worker serves the `gpu` queue (training then goes there).
+pub async fn gpu_worker_online(pool: &PgPool) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from worker where 'gpu' = any(queues) and admin_state = 'active' \
+         and stopped_at is null and last_heartbeat_at > now() - $1 * interval '1 second')",
+    )
+    .bind(crate::workers::OFFLINE_AFTER.as_secs_f64())
+    .fetch_one(pool)
+    .await?)
+}

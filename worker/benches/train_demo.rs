@@ -1,0 +1,221 @@
+//! Training on the offline demo: 64 windows of 64×64 px, four months of Sentinel-2, four land-cover
+//! classes, segmentation with a Nano encoder (the fixture checkpoint) at patch size 4. Prints, on the test
+//! rows, the majority class, the frozen-encoder baseline and the fine-tuned model, with timings.
+//!
+//! `cargo bench -p groundwork-worker --bench train_demo` (options: `EPOCHS`, `FREEZE_EPOCHS`, `HEAD`).
+#![allow(clippy::unwrap_used, clippy::print_stdout, reason = "benchmark")]
+
+use candle_core::Device;
+use groundwork_imagery::{AcquireRequest, GridOptions, Modality, Source};
+use object_store::ObjectStoreExt;
+use object_store::local::LocalFileSystem;
+use olmoearth::finetune::{
+    Baseline, Example, FitOptions, FitSink, FitState, Prediction, Target, Trainer, embed_examples,
+    predict_examples,
+};
+use olmoearth::task::{TaskModelConfig, TrainableTaskModel, input_from_window};
+use std::time::Instant;
+
+struct Print;
+
+impl FitSink for Print {
+    fn progress(&mut self, _: f32, _: &str) {}
+    fn cancelled(&self) -> bool {
+        false
+    }
+    fn epoch_done(&mut self, s: &FitState, _: &[u8], _: Option<&[u8]>) -> olmoearth::Result<()> {
+        if let Some(r) = s.history.last() {
+            println!(
+                "epoch {:>2} {:<8} train loss {:.4}  val loss {:.4}  val pixel accuracy {:.4}  {:.1} s",
+                r.epoch,
+                r.phase,
+                r.train_loss,
+                r.val_loss.unwrap_or(f64::NAN),
+                r.val_metric.unwrap_or(f64::NAN),
+                r.seconds
+            );
+        }
+        Ok(())
+    }
+}
+
+fn accuracy(preds: &[Prediction], examples: &[Example]) -> f64 {
+    let (mut right, mut total) = (0usize, 0usize);
+    for (p, e) in preds.iter().zip(examples) {
+        if let (Prediction::Map(p), Target::Mask(t)) = (p, &e.target) {
+            right += p.iter().zip(t).filter(|(a, b)| a == b).count();
+            total += t.len();
+        }
+    }
+    right as f64 / total.max(1) as f64
+}
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = groundwork_imagery::DemoOptions::default();
+    let catalog = groundwork_imagery::generate_demo_data(dir.path(), &opts).unwrap();
+    let aoi: geojson::Feature =
+        serde_json::from_slice(&std::fs::read(dir.path().join("aoi.geojson")).unwrap()).unwrap();
+    let specs = groundwork_imagery::windows_for_aoi(
+        aoi.geometry.as_ref().unwrap(),
+        &GridOptions {
+            window_size: 64,
+            ..GridOptions::default()
+        },
+    )
+    .unwrap();
+    let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+    let prefix = object_store::path::Path::from("demo");
+    let req = AcquireRequest::new(
+        Source::parse(catalog.to_str().unwrap()),
+        vec![Modality::Sentinel2L2a],
+        "2024-04-01".parse().unwrap(),
+        "2024-07-31".parse().unwrap(),
+    );
+    let t0 = Instant::now();
+    let report = groundwork_imagery::acquire(
+        &specs,
+        &req,
+        &store,
+        &prefix,
+        &|_| {},
+        &groundwork_imagery::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    println!(
+        "acquired {} of {} windows in {:.1} s",
+        report.succeeded,
+        report.total,
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Ground truth: the demo's land-cover map, cut on the same 64-px grid (ids 1–4 → classes 0–3).
+    let truth = groundwork_imagery::demo::land_cover(opts.seed, opts.size);
+    let dev = Device::Cpu;
+    let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
+    for w in &specs {
+        let key = object_store::path::Path::from(format!(
+            "demo/windows/{}/sentinel2_l2a.safetensors",
+            w.id
+        ));
+        let bytes = store.get(&key).await.unwrap().bytes().await.unwrap();
+        let input =
+            input_from_window(&[(olmoearth::Modality::Sentinel2L2a, &bytes)], &dev).unwrap();
+        let col = ((w.geotransform[0] - opts.origin.0) / 10.0).round() as usize;
+        let row = ((opts.origin.1 - w.geotransform[3]) / 10.0).round() as usize;
+        let mut mask = Vec::with_capacity(64 * 64);
+        for y in 0..64 {
+            for x in 0..64 {
+                mask.push(truth[(row + y) * opts.size + col + x] - 1);
+            }
+        }
+        let e = Example {
+            id: w.id.clone(),
+            input,
+            target: Target::Mask(mask),
+        };
+        // Spatial split by window row: six rows train, one validation, one test.
+        match row / 64 {
+            0..=5 => train.push(e),
+            6 => val.push(e),
+            _ => test.push(e),
+        }
+    }
+    let mut counts = [0usize; 4];
+    for e in &train {
+        if let Target::Mask(m) = &e.target {
+            for &c in m {
+                counts[usize::from(c)] += 1;
+            }
+        }
+    }
+    let majority = counts
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, n)| **n)
+        .unwrap()
+        .0 as u8;
+    let maj_preds: Vec<Prediction> = test
+        .iter()
+        .map(|_| Prediction::Map(vec![majority; 64 * 64]))
+        .collect();
+    println!(
+        "windows: {} train, {} val, {} test; majority class on test: {:.4}",
+        train.len(),
+        val.len(),
+        test.len(),
+        accuracy(&maj_preds, &test)
+    );
+
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../olmoearth/tests/fixtures/olmoearth-nano");
+    let (enc_cfg, sd) = olmoearth::ModelFiles::resolve(&fixture)
+        .unwrap()
+        .load()
+        .unwrap();
+    let cfg = TaskModelConfig {
+        format: 1,
+        encoder: enc_cfg,
+        model_size: "nano".into(),
+        patch_size: 4,
+        task: "segmentation".into(),
+        num_outputs: 4,
+        head: env("HEAD", "light_segmentation".to_string()),
+        modalities: vec![olmoearth::Modality::Sentinel2L2a],
+        window_size: 64,
+        initialised_from: "fixture".into(),
+    };
+    let model = TrainableTaskModel::new(cfg.clone(), &sd, &dev).unwrap();
+    let enc = model.inference_encoder().unwrap();
+    let t0 = Instant::now();
+    let tf = embed_examples(&enc, &train, 4, 8, &mut Print, (0.0, 1.0)).unwrap();
+    let vf = embed_examples(&enc, &val, 4, 8, &mut Print, (0.0, 1.0)).unwrap();
+    let sf = embed_examples(&enc, &test, 4, 8, &mut Print, (0.0, 1.0)).unwrap();
+    println!("embedded 64 windows in {:.1} s", t0.elapsed().as_secs_f64());
+
+    let t0 = Instant::now();
+    let tt: Vec<&Target> = train.iter().map(|e| &e.target).collect();
+    let vt: Vec<&Target> = val.iter().map(|e| &e.target).collect();
+    let baseline = Baseline::fit(&cfg, &tf, &tt, &vf, &vt).unwrap();
+    let bp = baseline.predict(&sf).unwrap();
+    println!(
+        "baseline ({}, k={}, λ={}; val kNN {:.4}, linear {:.4}) test pixel accuracy {:.4} in {:.1} s",
+        baseline.summary.method,
+        baseline.summary.knn_k,
+        baseline.summary.ridge_lambda,
+        baseline.summary.knn_val_metric.unwrap_or(f64::NAN),
+        baseline.summary.linear_val_metric.unwrap_or(f64::NAN),
+        accuracy(&bp, &test),
+        t0.elapsed().as_secs_f64()
+    );
+
+    let epochs = env("EPOCHS", FitOptions::default().epochs);
+    let fit = FitOptions {
+        epochs,
+        freeze_epochs: env("FREEZE_EPOCHS", FitOptions::default().freeze_epochs).min(epochs),
+        ..FitOptions::default()
+    };
+    let t0 = Instant::now();
+    let mut trainer = Trainer::new(model, fit, &train).unwrap();
+    trainer
+        .fit(&train, &val, Some(&tf), Some(&vf), &mut Print)
+        .unwrap();
+    let final_model =
+        olmoearth::task::TaskModel::load(cfg, &trainer.final_weights().unwrap(), &dev).unwrap();
+    let fp = predict_examples(&final_model, &test, 8).unwrap();
+    println!(
+        "fine-tuned (best epoch {:?}) test pixel accuracy {:.4}; training {:.1} s",
+        trainer.state().best_epoch,
+        accuracy(&fp, &test),
+        t0.elapsed().as_secs_f64()
+    );
+}

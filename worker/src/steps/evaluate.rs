@@ -1,0 +1,398 @@
+//! `evaluate`: the trained model of a run and its frozen-encoder baseline, side by side on the test split
+//! of the label set the model was trained on. Class tasks report accuracy, per-class precision, recall
+//! and F1, the confusion matrix and (segmentation) mIoU; regression reports MAE, RMSE and R². The report
+//! is stored in `evaluation` and returned as the step output.
+
+use super::parse_args;
+use super::train::{ModelManifest, WindowSource, load_examples, model_keys, project_prefix};
+use crate::{StepContext, StepError, StepKind, StepOutput};
+use futures::future::BoxFuture;
+use groundwork_store::labels::{self, Split, TrainingExample};
+use groundwork_store::{models, projects};
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use olmoearth::finetune::{IGNORE, Prediction, Target, predict_examples};
+use olmoearth::task::TaskModel;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Digest;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Arguments of `evaluate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateArgs {
+    /// The project.
+    pub project_id: Uuid,
+    /// The run whose `train` step wrote the model (default: this step's run).
+    #[serde(default)]
+    pub train_run_id: Option<Uuid>,
+    /// `cpu`, `cuda:N` or `auto` (default).
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+fn permanent(e: impl Into<anyhow::Error>) -> StepError {
+    StepError::Permanent(e.into())
+}
+
+fn retryable(e: impl Into<anyhow::Error>) -> StepError {
+    StepError::Retryable(e.into())
+}
+
+/// A confusion matrix: `counts[truth][predicted]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confusion {
+    /// Counts, K × K.
+    pub counts: Vec<Vec<u64>>,
+}
+
+impl Confusion {
+    /// An empty K-class matrix.
+    #[must_use]
+    pub fn new(k: usize) -> Self {
+        Confusion {
+            counts: vec![vec![0; k]; k],
+        }
+    }
+
+    /// Adds one prediction of a window (or every labelled pixel of a map).
+    pub fn add(&mut self, p: &Prediction, t: &Target) {
+        let k = self.counts.len();
+        let mut one = |truth: usize, pred: usize| {
+            if truth < k && pred < k {
+                self.counts[truth][pred] += 1;
+            }
+        };
+        match (p, t) {
+            (Prediction::Class(a), Target::Class(b)) => one(*b as usize, *a as usize),
+            (Prediction::Map(a), Target::Mask(b)) => {
+                for (x, y) in a.iter().zip(b) {
+                    if *y != IGNORE {
+                        one(usize::from(*y), usize::from(*x));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "counts to ratios")]
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Accuracy, per-class precision/recall/F1/support, macro F1, mIoU and the matrix, as JSON. Undefined
+/// ratios (no prediction or no support of a class) are 0; mIoU averages the classes that occur in the
+/// truth or the predictions.
+#[must_use]
+pub fn classification_metrics(c: &Confusion, class_ids: &[i32], with_miou: bool) -> Value {
+    let k = c.counts.len();
+    let total: u64 = c.counts.iter().flatten().sum();
+    let correct: u64 = (0..k).map(|i| c.counts[i][i]).sum();
+    let mut per_class = Vec::with_capacity(k);
+    let (mut f1_sum, mut iou_sum, mut iou_n) = (0.0, 0.0, 0u32);
+    for i in 0..k {
+        let tp = c.counts[i][i];
+        let support: u64 = c.counts[i].iter().sum();
+        let predicted: u64 = (0..k).map(|r| c.counts[r][i]).sum();
+        let precision = ratio(tp, predicted);
+        let recall = ratio(tp, support);
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        f1_sum += f1;
+        let union = support + predicted - tp;
+        let iou = ratio(tp, union);
+        if union > 0 {
+            iou_sum += iou;
+            iou_n += 1;
+        }
+        per_class.push(json!({
+            "index": i, "class_id": class_ids.get(i), "precision": precision, "recall": recall,
+            "f1": f1, "iou": iou, "support": support,
+        }));
+    }
+    #[expect(clippy::cast_precision_loss, reason = "class counts")]
+    let macro_f1 = if k == 0 { 0.0 } else { f1_sum / k as f64 };
+    let mut v = json!({
+        "accuracy": ratio(correct, total),
+        "macro_f1": macro_f1,
+        "per_class": per_class,
+        "confusion_matrix": c.counts,
+        "samples": total,
+    });
+    if with_miou {
+        v["miou"] = json!(if iou_n == 0 {
+            0.0
+        } else {
+            iou_sum / f64::from(iou_n)
+        });
+    }
+    v
+}
+
+/// MAE, RMSE and R² of `(predicted, truth)` pairs, as JSON.
+#[must_use]
+pub fn regression_metrics(pairs: &[(f64, f64)]) -> Value {
+    #[expect(clippy::cast_precision_loss, reason = "sample counts")]
+    let n = pairs.len().max(1) as f64;
+    let mae = pairs.iter().map(|(p, t)| (p - t).abs()).sum::<f64>() / n;
+    let sse = pairs.iter().map(|(p, t)| (p - t).powi(2)).sum::<f64>();
+    let mean = pairs.iter().map(|(_, t)| t).sum::<f64>() / n;
+    let sst = pairs.iter().map(|(_, t)| (t - mean).powi(2)).sum::<f64>();
+    json!({
+        "mae": mae,
+        "rmse": (sse / n).sqrt(),
+        "r2": if sst > 0.0 { Some(1.0 - sse / sst) } else { None },
+        "samples": pairs.len(),
+    })
+}
+
+/// Metrics of predictions against targets for a task.
+#[must_use]
+pub fn metrics_for(
+    task: &str,
+    class_ids: &[i32],
+    preds: &[Prediction],
+    targets: &[&Target],
+) -> Value {
+    if task == "regression" {
+        let pairs: Vec<(f64, f64)> = preds
+            .iter()
+            .zip(targets)
+            .filter_map(|(p, t)| match (p, t) {
+                (Prediction::Value(a), Target::Value(b)) => Some((*a, f64::from(*b))),
+                _ => None,
+            })
+            .collect();
+        return regression_metrics(&pairs);
+    }
+    let mut c = Confusion::new(class_ids.len());
+    for (p, t) in preds.iter().zip(targets) {
+        c.add(p, t);
+    }
+    classification_metrics(&c, class_ids, task == "segmentation")
+}
+
+/// The `evaluate` kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Evaluate;
+
+impl StepKind for Evaluate {
+    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        Box::pin(async move {
+            let args: EvaluateArgs = parse_args("evaluate", &ctx.args)?;
+            let manifest = read_manifest(&ctx, &args).await?;
+            let (_, examples) = labels::training_examples(
+                &ctx.pool,
+                args.project_id,
+                Some(manifest.1.label_set_version),
+            )
+            .await
+            .map_err(permanent)?;
+            evaluate_model(&ctx, &args, examples).await
+        })
+    }
+}
+
+async fn read_manifest(
+    ctx: &StepContext,
+    args: &EvaluateArgs,
+) -> Result<(String, ModelManifest), StepError> {
+    let store = ctx.objects("evaluate")?;
+    let project = projects::get_any(&ctx.pool, args.project_id)
+        .await
+        .map_err(|e| permanent(anyhow::anyhow!(e)))?;
+    let prefix = project_prefix(project.org_id, project.id);
+    let (model_key, _, _) = model_keys(&prefix, args.train_run_id.unwrap_or(ctx.run_id));
+    let bytes = match store.get(&ObjectPath::from(model_key.clone())).await {
+        Ok(r) => r.bytes().await.map_err(retryable)?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(permanent(anyhow::anyhow!(
+                "no trained model at {model_key}; the run's train step has not succeeded"
+            )));
+        }
+        Err(e) => return Err(retryable(e)),
+    };
+    let manifest: ModelManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| permanent(anyhow::anyhow!("{model_key} is not a model manifest: {e}")))?;
+    Ok((model_key, manifest))
+}
+
+/// The body of `evaluate` for the label set's examples (only the test split is used).
+pub async fn evaluate_model(
+    ctx: &StepContext,
+    args: &EvaluateArgs,
+    examples: Vec<TrainingExample>,
+) -> Result<StepOutput, StepError> {
+    let store = ctx.objects("evaluate")?;
+    let (model_key, manifest) = read_manifest(ctx, args).await?;
+    let train_run = args.train_run_id.unwrap_or(ctx.run_id);
+    let project = projects::get_any(&ctx.pool, args.project_id)
+        .await
+        .map_err(|e| permanent(anyhow::anyhow!(e)))?;
+    let prefix = project_prefix(project.org_id, project.id);
+    let (_, _, baseline_key) = model_keys(&prefix, train_run);
+    let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))
+        .map_err(permanent)?;
+    let weights = store
+        .get(&ObjectPath::from(manifest.weights_key.clone()))
+        .await
+        .map_err(retryable)?
+        .bytes()
+        .await
+        .map_err(retryable)?
+        .to_vec();
+    let sha: String = sha2::Sha256::digest(&weights)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if sha != manifest.weights_sha256 {
+        return Err(permanent(anyhow::anyhow!(
+            "{} does not match the sha256 in {model_key}",
+            manifest.weights_key
+        )));
+    }
+    let cfg = manifest.config.clone();
+    let source = WindowSource {
+        store: store.as_ref(),
+        prefix: &prefix,
+        modalities: &cfg.modalities,
+        device: &device,
+    };
+    let (test, skipped) = load_examples(
+        &source,
+        &examples,
+        &manifest.class_ids,
+        &ctx.progress,
+        Some(Split::Test),
+    )
+    .await?;
+    let test: Vec<olmoearth::finetune::Example> = test.into_iter().map(|(_, e)| e).collect();
+    if test.is_empty() {
+        return Err(permanent(anyhow::anyhow!(
+            "the label set has no usable test window (skipped: {skipped:?})"
+        )));
+    }
+    ctx.progress
+        .set(0.2, format!("predicting {} test windows", test.len()));
+    let dev = device.clone();
+    let cancel = ctx.cancel.clone();
+    let (preds, test) = tokio::task::spawn_blocking(move || -> olmoearth::Result<_> {
+        let model = TaskModel::load(cfg, &weights, &dev)?;
+        let mut preds = Vec::with_capacity(test.len());
+        for chunk in test.chunks(4) {
+            if cancel.is_cancelled() {
+                return Err(olmoearth::Error::InvalidInput("cancelled".into()));
+            }
+            preds.extend(predict_examples(&model, chunk, 4)?);
+        }
+        Ok((preds, test))
+    })
+    .await
+    .map_err(retryable)?
+    .map_err(|e| permanent(anyhow::anyhow!(e).context("predicting the test windows")))?;
+
+    let task = manifest.config.task.clone();
+    let targets: Vec<&Target> = test.iter().map(|e| &e.target).collect();
+    let model_metrics = metrics_for(&task, &manifest.class_ids, &preds, &targets);
+
+    // The baseline's test predictions, for the same windows.
+    let baseline = match store.get(&ObjectPath::from(baseline_key.clone())).await {
+        Ok(r) => {
+            let doc: Value = serde_json::from_slice(&r.bytes().await.map_err(retryable)?)
+                .map_err(|e| permanent(anyhow::anyhow!("{baseline_key}: {e}")))?;
+            let by_window: BTreeMap<String, Prediction> =
+                serde_json::from_value(doc["test_predictions"].clone()).unwrap_or_default();
+            let (bp, bt): (Vec<Prediction>, Vec<&Target>) = test
+                .iter()
+                .filter_map(|e| by_window.get(&e.id).map(|p| (p.clone(), &e.target)))
+                .unzip();
+            let mut m = metrics_for(&task, &manifest.class_ids, &bp, &bt);
+            m["method"] = doc["summary"]["method"].clone();
+            m["summary"] = doc["summary"].clone();
+            Some(m)
+        }
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => return Err(retryable(e)),
+    };
+    let report = json!({
+        "task": task,
+        "split": "test",
+        "label_set_version": manifest.label_set_version,
+        "windows": test.len(),
+        "skipped": skipped,
+        "class_ids": manifest.class_ids,
+        "model": model_metrics,
+        "baseline": baseline,
+        "model_key": model_key,
+        "weights_sha256": manifest.weights_sha256,
+    });
+    let stored = models::record_evaluation(
+        &ctx.pool,
+        &models::NewEvaluation {
+            run_id: train_run,
+            step_id: Some(ctx.step_id),
+            label_set_version: Some(manifest.label_set_version),
+            model_key: model_key.clone(),
+            report: report.clone(),
+        },
+    )
+    .await
+    .map_err(|e| retryable(anyhow::anyhow!(e)))?;
+    ctx.progress.set(1.0, "evaluation stored");
+    Ok(StepOutput {
+        output: json!({"evaluation_id": stored.id, "report": report}),
+        artifacts: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_confusion_gives_the_expected_numbers() {
+        // truth 0: 3 right, 1 as class 1; truth 1: 2 right; truth 2: 1 as class 1 (never right).
+        let c = Confusion {
+            counts: vec![vec![3, 1, 0], vec![0, 2, 0], vec![0, 1, 0]],
+        };
+        let m = classification_metrics(&c, &[10, 20, 30], true);
+        let close = |v: &Value, x: f64| (v.as_f64().unwrap_or(f64::NAN) - x).abs() < 1e-9;
+        assert!(close(&m["accuracy"], 5.0 / 7.0));
+        let c1 = &m["per_class"][1];
+        assert!(close(&c1["precision"], 0.5) && close(&c1["recall"], 1.0));
+        assert!(close(&c1["f1"], 2.0 / 3.0));
+        assert!(close(&m["per_class"][0]["f1"], 2.0 * 0.75 / 1.75));
+        assert!(close(&m["per_class"][2]["f1"], 0.0));
+        assert_eq!(m["per_class"][2]["class_id"], 30);
+        // IoU: 3/4, 2/4, 0/1 → mean 5/12.
+        assert!(close(&m["miou"], 5.0 / 12.0));
+        assert_eq!(m["confusion_matrix"][0][1], 1);
+    }
+
+    #[test]
+    fn regression_metrics_on_known_pairs() {
+        let m = regression_metrics(&[(1.0, 0.0), (1.0, 2.0), (3.0, 4.0)]);
+        let close = |v: &Value, x: f64| (v.as_f64().unwrap_or(f64::NAN) - x).abs() < 1e-9;
+        assert!(close(&m["mae"], 1.0));
+        assert!(close(&m["rmse"], 1.0));
+        // mean 2, SST = 4 + 0 + 4 = 8, SSE = 3 → R² = 5/8.
+        assert!(close(&m["r2"], 0.625));
+    }
+
+    #[test]
+    fn masks_count_labelled_pixels_only() {
+        let mut c = Confusion::new(2);
+        c.add(
+            &Prediction::Map(vec![0, 1, 1, 0]),
+            &Target::Mask(vec![0, 1, IGNORE, 1]),
+        );
+        assert_eq!(c.counts, vec![vec![1, 0], vec![1, 1]]);
+    }
+}

@@ -1,0 +1,794 @@
+//! `train`: fits a task model for a project on its labelled windows.
+//!
+//! 1. Examples of a label-set version are read ([`super::labels::training_examples`]) and their
+//!    window tensors loaded from the object store.
+//! 2. The encoder starts from the OlmoEarth checkpoint of the project's size under the worker's model
+//!    directory, or from random weights when there is none (said in the progress message and output).
+//! 3. Frozen-encoder baseline: kNN and ridge probes on the embeddings, selected on validation; its test
+//!    predictions go to `…/runs/{run}/model/baseline.json` for `evaluate`.
+//! 4. Fine-tuning ([`olmoearth::finetune::Trainer`]): every epoch writes a checkpoint (weights, optimiser
+//!    moments, curve) under `…/runs/{run}/checkpoints/` (attempt-independent keys) and a row of
+//!    `training_epoch`; a retried or resumed attempt continues after the last checkpointed epoch.
+//! 5. The best epoch's model: `…/runs/{run}/model/weights.safetensors` and `…/model/model.json`
+//!    (config, label-set version, weights sha256, metrics); the step output names these keys.
+
+use super::parse_args;
+use crate::{StepContext, StepError, StepKind, StepOutput};
+use anyhow::Context;
+use candle_core::Device;
+use futures::future::BoxFuture;
+use groundwork_store::labels::{self, LabelTarget, Split, TrainingExample};
+use groundwork_store::{models, projects};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use olmoearth::finetune::{
+    Baseline, EpochRecord, Example, FitOptions, FitSink, FitState, IGNORE, Prediction, Target,
+    Trainer, embed_examples, metric_name,
+};
+use olmoearth::task::{TaskModelConfig, TrainableTaskModel, input_from_window};
+use olmoearth::{EncoderConfig, Modality, ModelSize};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Digest;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Arguments of `train`. Every training setting is optional (defaults: [`FitOptions::default`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainArgs {
+    /// The project.
+    pub project_id: Uuid,
+    /// Label-set version (default: the latest).
+    #[serde(default)]
+    pub label_set_version: Option<i32>,
+    /// Total epochs.
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Epochs with the encoder frozen.
+    #[serde(default)]
+    pub freeze_epochs: Option<usize>,
+    /// Windows per optimiser step.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Head learning rate.
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// Early-stopping patience in epochs.
+    #[serde(default)]
+    pub patience: Option<usize>,
+    /// `light_segmentation`, `unet` or `pooling` (default by task).
+    #[serde(default)]
+    pub head: Option<String>,
+    /// Flips and rotations (default on).
+    #[serde(default)]
+    pub augment: Option<bool>,
+    /// Shuffling seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// `cpu`, `cuda:N` or `auto` (default).
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+impl TrainArgs {
+    fn fit_options(&self) -> FitOptions {
+        let d = FitOptions::default();
+        let epochs = self.epochs.unwrap_or(d.epochs).max(1);
+        FitOptions {
+            epochs,
+            freeze_epochs: self.freeze_epochs.unwrap_or(d.freeze_epochs).min(epochs),
+            batch_size: self.batch_size.unwrap_or(d.batch_size).max(1),
+            lr: self.lr.unwrap_or(d.lr),
+            patience: self.patience.unwrap_or(d.patience).max(1),
+            augment: self.augment.unwrap_or(d.augment),
+            seed: self.seed.unwrap_or(d.seed),
+            ..d
+        }
+    }
+}
+
+fn permanent(e: impl Into<anyhow::Error>) -> StepError {
+    StepError::Permanent(e.into())
+}
+
+fn retryable(e: impl Into<anyhow::Error>) -> StepError {
+    StepError::Retryable(e.into())
+}
+
+/// Object-store prefix of a project.
+pub(crate) fn project_prefix(org_id: Uuid, project_id: Uuid) -> String {
+    format!("orgs/{org_id}/projects/{project_id}")
+}
+
+/// Key of a window's tensors for one modality (the layout `acquire` writes).
+pub(crate) fn window_key(prefix: &str, window_id: &str, m: Modality) -> ObjectPath {
+    ObjectPath::from(format!(
+        "{prefix}/windows/{window_id}/{}.safetensors",
+        m.name()
+    ))
+}
+
+/// Keys of a run's model files.
+pub(crate) fn model_keys(prefix: &str, run_id: Uuid) -> (String, String, String) {
+    let base = format!("{prefix}/runs/{run_id}/model");
+    (
+        format!("{base}/model.json"),
+        format!("{base}/weights.safetensors"),
+        format!("{base}/baseline.json"),
+    )
+}
+
+/// `model.json`: what predicting and publishing need to know about a trained model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelManifest {
+    /// Rebuilds the model with [`olmoearth::task::TaskModel::load`].
+    pub config: TaskModelConfig,
+    /// Label-set version trained on.
+    pub label_set_version: i32,
+    /// Object-store key of the weights.
+    pub weights_key: String,
+    /// Hex sha256 of the weights file.
+    pub weights_sha256: String,
+    /// Class id (as labelled) of each output index; empty for regression.
+    pub class_ids: Vec<i32>,
+    /// Validation metrics of the chosen epoch and the baseline.
+    pub metrics: Value,
+    /// The training curve.
+    pub history: Vec<EpochRecord>,
+}
+
+/// `checkpoints/state.json`: the commit point of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    config: TaskModelConfig,
+    label_set_version: i32,
+    class_ids: Vec<i32>,
+    fit: FitState,
+    /// File under `checkpoints/` with the latest weights and optimiser state.
+    checkpoint: String,
+    /// File under `checkpoints/` with the best weights so far.
+    best: Option<String>,
+}
+
+/// Class index of every label value: the project's class ids when every label uses them, otherwise the
+/// distinct labelled values in ascending order.
+fn class_ids(project_classes: &Value, examples: &[TrainingExample]) -> Vec<i32> {
+    let declared: Vec<i32> = project_classes
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("id").and_then(Value::as_i64))
+                .filter_map(|v| i32::try_from(v).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut used = std::collections::BTreeSet::new();
+    for e in examples {
+        match &e.target {
+            LabelTarget::Class(c) => {
+                used.insert(*c);
+            }
+            LabelTarget::Mask { pixels, .. } => {
+                let mut seen = [false; 256];
+                for &p in pixels {
+                    seen[usize::from(p)] = true;
+                }
+                for (v, s) in seen.iter().enumerate() {
+                    if *s && v != usize::from(IGNORE) {
+                        used.insert(i32::try_from(v).unwrap_or_default());
+                    }
+                }
+            }
+            LabelTarget::Value(_) => {}
+        }
+    }
+    if !declared.is_empty() && used.iter().all(|u| declared.contains(u)) {
+        declared
+    } else {
+        used.into_iter().collect()
+    }
+}
+
+/// Where the pretrained encoder comes from, and its state dict.
+fn pretrained(
+    model_dir: Option<&Path>,
+    size: ModelSize,
+    device: &Device,
+) -> (String, EncoderConfig, olmoearth::StateDict, Option<String>) {
+    let tried: Vec<PathBuf> = model_dir
+        .map(|root| vec![olmoearth::fetch::model_dir(root, size), root.to_path_buf()])
+        .unwrap_or_default();
+    for dir in &tried {
+        let Ok(files) = olmoearth::ModelFiles::resolve(dir) else {
+            continue;
+        };
+        match files.load() {
+            Ok((cfg, sd)) if cfg.size() == Some(size) => {
+                return (format!("olmoearth-v1-{}", size.name()), cfg, sd, None);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "unreadable model directory")
+            }
+        }
+    }
+    let cfg = EncoderConfig::preset(size);
+    let note = match model_dir {
+        Some(root) => format!(
+            "no OlmoEarth-v1-{} checkpoint under {} (run `groundwork model fetch {}`); the encoder starts from random weights",
+            size.name(),
+            root.display(),
+            size.name()
+        ),
+        None => "no model directory is configured (GROUNDWORK_MODEL_DIR); the encoder starts from random weights".to_string(),
+    };
+    match olmoearth::checkpoint::random_state_dict(&cfg, device) {
+        Ok(sd) => ("random".into(), cfg, sd, Some(note)),
+        Err(e) => {
+            tracing::warn!(error = %e, "random initialisation failed");
+            (
+                "random".into(),
+                cfg.clone(),
+                olmoearth::StateDict::from_tensors(Default::default()),
+                Some(note),
+            )
+        }
+    }
+}
+
+async fn get_bytes(
+    store: &dyn ObjectStore,
+    key: &ObjectPath,
+) -> Result<Option<Vec<u8>>, StepError> {
+    match store.get(key).await {
+        Ok(r) => Ok(Some(
+            r.bytes()
+                .await
+                .with_context(|| format!("reading {key}"))
+                .map_err(retryable)?
+                .to_vec(),
+        )),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(retryable(
+            anyhow::anyhow!(e).context(format!("reading {key}")),
+        )),
+    }
+}
+
+async fn put_bytes(store: &dyn ObjectStore, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+    store
+        .put(&ObjectPath::from(key), PutPayload::from(bytes))
+        .await
+        .with_context(|| format!("writing {key}"))?;
+    Ok(())
+}
+
+/// Loads window tensors and converts labels; windows without imagery or with a label of another size are
+/// skipped and counted.
+/// Where a project's window tensors are read from.
+pub(crate) struct WindowSource<'a> {
+    pub store: &'a dyn ObjectStore,
+    pub prefix: &'a str,
+    pub modalities: &'a [Modality],
+    pub device: &'a Device,
+}
+
+pub(crate) async fn load_examples(
+    src: &WindowSource<'_>,
+    examples: &[TrainingExample],
+    class_ids: &[i32],
+    progress: &crate::Progress,
+    split_filter: Option<Split>,
+) -> Result<(Vec<(Split, Example)>, BTreeMap<String, usize>), StepError> {
+    let WindowSource {
+        store,
+        prefix,
+        modalities,
+        device,
+    } = *src;
+    let mut out = Vec::new();
+    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
+    let wanted: Vec<&TrainingExample> = examples
+        .iter()
+        .filter(|e| split_filter.is_none_or(|s| s == e.split))
+        .collect();
+    for (i, e) in wanted.iter().enumerate() {
+        let mut files = Vec::new();
+        for &m in modalities {
+            if let Some(b) = get_bytes(store, &window_key(prefix, &e.window_id, m)).await? {
+                files.push((m, b));
+            }
+        }
+        if files.len() != modalities.len() {
+            *skipped.entry("no_imagery".into()).or_default() += 1;
+            continue;
+        }
+        let refs: Vec<(Modality, &[u8])> = files.iter().map(|(m, b)| (*m, b.as_slice())).collect();
+        let input = match input_from_window(&refs, device) {
+            Ok(x) => x,
+            Err(err) => {
+                tracing::warn!(window = %e.window_id, error = %err, "unusable window tensors");
+                *skipped.entry("bad_imagery".into()).or_default() += 1;
+                continue;
+            }
+        };
+        let (h, w) = olmoearth::finetune::input_hw(&input).map_err(permanent)?;
+        let index = |c: i32| class_ids.iter().position(|&x| x == c);
+        let target = match &e.target {
+            LabelTarget::Class(c) => match index(*c) {
+                Some(i) => Target::Class(u32::try_from(i).unwrap_or(0)),
+                None => {
+                    *skipped.entry("unknown_class".into()).or_default() += 1;
+                    continue;
+                }
+            },
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "labels are f32 in training"
+            )]
+            LabelTarget::Value(v) => Target::Value(*v as f32),
+            LabelTarget::Mask { size, pixels } => {
+                let size = *size as usize;
+                if size != h || size != w || pixels.len() != h * w {
+                    *skipped.entry("label_size_mismatch".into()).or_default() += 1;
+                    continue;
+                }
+                let lut: Vec<u8> = (0..=255u8)
+                    .map(|v| {
+                        if v == IGNORE {
+                            IGNORE
+                        } else {
+                            index(i32::from(v))
+                                .and_then(|i| u8::try_from(i).ok())
+                                .unwrap_or(IGNORE)
+                        }
+                    })
+                    .collect();
+                Target::Mask(pixels.iter().map(|&p| lut[usize::from(p)]).collect())
+            }
+        };
+        out.push((
+            e.split,
+            Example {
+                id: e.window_id.clone(),
+                input,
+                target,
+            },
+        ));
+        #[expect(clippy::cast_precision_loss, reason = "a progress fraction")]
+        progress.set(
+            0.1 * (i + 1) as f32 / wanted.len().max(1) as f32,
+            format!("loading windows: {} of {}", i + 1, wanted.len()),
+        );
+    }
+    Ok((out, skipped))
+}
+
+/// The `train` kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Train;
+
+impl StepKind for Train {
+    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        Box::pin(async move {
+            let args: TrainArgs = parse_args("train", &ctx.args)?;
+            let (version, examples) =
+                labels::training_examples(&ctx.pool, args.project_id, args.label_set_version)
+                    .await
+                    .map_err(permanent)?;
+            train_on_examples(&ctx, &args, version, examples).await
+        })
+    }
+}
+
+/// Sends fit progress to the step, checkpoints to the object store and epochs to `training_epoch`.
+struct StepSink {
+    ctx: StepContext,
+    store: Arc<dyn ObjectStore>,
+    handle: tokio::runtime::Handle,
+    ckpt_prefix: String,
+    state: CheckpointState,
+    metric: &'static str,
+}
+
+impl FitSink for StepSink {
+    fn progress(&mut self, fraction: f32, message: &str) {
+        self.ctx.progress.set(fraction, message);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.ctx.cancel.is_cancelled()
+    }
+
+    fn epoch_done(
+        &mut self,
+        state: &FitState,
+        checkpoint: &[u8],
+        best: Option<&[u8]>,
+    ) -> olmoearth::Result<()> {
+        let epoch = state.epoch;
+        let ckpt_name = format!("epoch-{epoch:04}.safetensors");
+        let best_name = best.map(|_| format!("best-{epoch:04}.safetensors"));
+        let old = (self.state.checkpoint.clone(), self.state.best.clone());
+        self.state.fit = state.clone();
+        self.state.checkpoint = ckpt_name.clone();
+        if best_name.is_some() {
+            self.state.best.clone_from(&best_name);
+        }
+        let record = state.history.last().cloned();
+        let store = self.store.clone();
+        let prefix = self.ckpt_prefix.clone();
+        let state_json = serde_json::to_vec_pretty(&self.state)
+            .map_err(|e| olmoearth::Error::InvalidInput(e.to_string()))?;
+        let ckpt = checkpoint.to_vec();
+        let best = best.map(<[u8]>::to_vec);
+        let pool = self.ctx.pool.clone();
+        let (run_id, step_id, metric) = (self.ctx.run_id, self.ctx.step_id, self.metric);
+        let res: anyhow::Result<()> = self.handle.block_on(async move {
+            // Files first, then state.json names them: a crash in between leaves the previous state valid.
+            put_bytes(store.as_ref(), &format!("{prefix}/{ckpt_name}"), ckpt).await?;
+            if let (Some(b), Some(name)) = (best, &best_name) {
+                put_bytes(store.as_ref(), &format!("{prefix}/{name}"), b).await?;
+            }
+            put_bytes(store.as_ref(), &format!("{prefix}/state.json"), state_json).await?;
+            // Superseded files go; a failed delete only leaves a stray file behind.
+            let (old_ckpt, old_best) = old;
+            if !old_ckpt.is_empty() && old_ckpt != ckpt_name {
+                let _ = store
+                    .delete(&ObjectPath::from(format!("{prefix}/{old_ckpt}")))
+                    .await;
+            }
+            if let (Some(old_best), Some(new_best)) = (old_best, &best_name) {
+                if &old_best != new_best {
+                    let _ = store
+                        .delete(&ObjectPath::from(format!("{prefix}/{old_best}")))
+                        .await;
+                }
+            }
+            if let Some(r) = record {
+                models::record_epoch(
+                    &pool,
+                    run_id,
+                    &models::TrainingEpoch {
+                        step_id,
+                        epoch: i32::try_from(r.epoch).unwrap_or(i32::MAX),
+                        phase: r.phase,
+                        train_loss: r.train_loss,
+                        val_loss: r.val_loss,
+                        val_metric: r.val_metric,
+                        metric: metric.into(),
+                        seconds: r.seconds,
+                    },
+                )
+                .await?;
+            }
+            Ok(())
+        });
+        res.map_err(|e| olmoearth::Error::InvalidInput(format!("saving the checkpoint: {e:#}")))
+    }
+}
+
+fn fit_error(e: olmoearth::Error) -> StepError {
+    let msg = e.to_string();
+    if msg.contains("cancelled") {
+        permanent(anyhow::anyhow!("cancelled"))
+    } else if msg.contains("saving the checkpoint") {
+        retryable(anyhow::anyhow!(msg))
+    } else {
+        permanent(anyhow::anyhow!(e).context("training"))
+    }
+}
+
+/// The body of `train` for examples already read: loads windows, fits the baseline and the model,
+/// resuming from the run's last checkpoint when one matches, and writes the model files.
+pub async fn train_on_examples(
+    ctx: &StepContext,
+    args: &TrainArgs,
+    label_set_version: i32,
+    examples: Vec<TrainingExample>,
+) -> Result<StepOutput, StepError> {
+    let store = ctx.objects("train")?;
+    let project = projects::get_any(&ctx.pool, args.project_id)
+        .await
+        .map_err(|e| permanent(anyhow::anyhow!(e)))?;
+    let size: ModelSize = project.model_size.parse().map_err(permanent)?;
+    let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))
+        .map_err(permanent)?;
+    let task = project.task.clone();
+    let class_ids = if task == "regression" {
+        Vec::new()
+    } else {
+        class_ids(&project.classes, &examples)
+    };
+    if task != "regression" && class_ids.len() < 2 {
+        return Err(permanent(anyhow::anyhow!(
+            "training needs labels of at least two classes, found {}",
+            class_ids.len()
+        )));
+    }
+    let prefix = project_prefix(project.org_id, project.id);
+    let ckpt_prefix = format!("{prefix}/runs/{}/checkpoints", ctx.run_id);
+    let (model_key, weights_key, baseline_key) = model_keys(&prefix, ctx.run_id);
+    let opts = args.fit_options();
+
+    ctx.progress.set(0.0, "loading the encoder");
+    let model_dir = ctx.model_dir.clone();
+    let dev = device.clone();
+    let (initialised_from, enc_cfg, sd, init_note) =
+        tokio::task::spawn_blocking(move || pretrained(model_dir.as_deref(), size, &dev))
+            .await
+            .map_err(retryable)?;
+    let modalities: Vec<Modality> = project
+        .modalities
+        .iter()
+        .map(|m| m.parse::<Modality>())
+        .collect::<Result<_, _>>()
+        .map_err(permanent)?;
+    let head = args
+        .head
+        .clone()
+        .unwrap_or_else(|| TaskModelConfig::default_head(&task).to_string());
+    let cfg = TaskModelConfig {
+        format: olmoearth::task::TASK_MODEL_FORMAT,
+        encoder: enc_cfg,
+        model_size: size.name().into(),
+        patch_size: usize::try_from(project.patch_size).unwrap_or(4),
+        task: task.clone(),
+        num_outputs: if task == "regression" {
+            1
+        } else {
+            class_ids.len()
+        },
+        head,
+        modalities: modalities.clone(),
+        window_size: usize::try_from(project.window_size).unwrap_or(64),
+        initialised_from: initialised_from.clone(),
+    };
+    cfg.validate().map_err(permanent)?;
+
+    let source = WindowSource {
+        store: store.as_ref(),
+        prefix: &prefix,
+        modalities: &modalities,
+        device: &device,
+    };
+    let (loaded, skipped) =
+        load_examples(&source, &examples, &class_ids, &ctx.progress, None).await?;
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    let mut test = Vec::new();
+    for (split, e) in loaded {
+        match split {
+            Split::Train => train.push(e),
+            Split::Val => val.push(e),
+            Split::Test => test.push(e),
+        }
+    }
+    if train.is_empty() {
+        return Err(permanent(anyhow::anyhow!(
+            "no training window has both a label and imagery (skipped: {skipped:?})"
+        )));
+    }
+
+    // A checkpoint of this run for the same model and labels is resumed.
+    let saved: Option<CheckpointState> = get_bytes(
+        store.as_ref(),
+        &ObjectPath::from(format!("{ckpt_prefix}/state.json")),
+    )
+    .await?
+    .and_then(|b| serde_json::from_slice(&b).ok())
+    .filter(|s: &CheckpointState| {
+        s.config == cfg && s.label_set_version == label_set_version && s.class_ids == class_ids
+    });
+    let mut resume: Option<(CheckpointState, Vec<u8>, Option<Vec<u8>>)> = None;
+    if let Some(s) = saved {
+        let ckpt = get_bytes(
+            store.as_ref(),
+            &ObjectPath::from(format!("{ckpt_prefix}/{}", s.checkpoint)),
+        )
+        .await?;
+        let best = match &s.best {
+            Some(b) => {
+                get_bytes(
+                    store.as_ref(),
+                    &ObjectPath::from(format!("{ckpt_prefix}/{b}")),
+                )
+                .await?
+            }
+            None => None,
+        };
+        if let Some(ckpt) = ckpt {
+            resume = Some((s, ckpt, best));
+        }
+    }
+    let baseline_saved = get_bytes(store.as_ref(), &ObjectPath::from(baseline_key.clone()))
+        .await?
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(|_| resume.is_some());
+    let resumed_from = resume.as_ref().map(|r| r.0.fit.epoch);
+    if let Some(epoch) = resumed_from {
+        ctx.progress
+            .set(0.1, format!("resuming after epoch {epoch}"));
+    } else if let Some(note) = &init_note {
+        ctx.progress.set(0.1, note.clone());
+    }
+
+    let handle = tokio::runtime::Handle::current();
+    let sink = StepSink {
+        ctx: ctx.clone(),
+        store: store.clone(),
+        handle: handle.clone(),
+        ckpt_prefix: ckpt_prefix.clone(),
+        state: CheckpointState {
+            config: cfg.clone(),
+            label_set_version,
+            class_ids: class_ids.clone(),
+            fit: FitState::default(),
+            checkpoint: String::new(),
+            best: None,
+        },
+        metric: metric_name(&task),
+    };
+    let cfg2 = cfg.clone();
+    let (store2, baseline_key2) = (store.clone(), baseline_key.clone());
+    let started = std::time::Instant::now();
+    let job = tokio::task::spawn_blocking(
+        move || -> Result<(Vec<u8>, FitState, Option<Value>), StepError> {
+            let mut sink = sink;
+            let mut trainer = match resume {
+                Some((s, ckpt, best)) => {
+                    sink.state.checkpoint = s.checkpoint.clone();
+                    sink.state.best = s.best.clone();
+                    Trainer::resume(cfg2.clone(), &ckpt, s.fit, best, opts.clone(), &device)
+                        .map_err(permanent)?
+                }
+                None => {
+                    let model =
+                        TrainableTaskModel::new(cfg2.clone(), &sd, &device).map_err(permanent)?;
+                    Trainer::new(model, opts.clone(), &train).map_err(permanent)?
+                }
+            };
+            let need_features =
+                trainer.state().epoch < opts.freeze_epochs || baseline_saved.is_none();
+            let (train_f, val_f, test_f) = if need_features {
+                let enc = trainer.model().inference_encoder().map_err(permanent)?;
+                let p = cfg2.patch_size;
+                let b = opts.eval_batch_size;
+                let tf = embed_examples(&enc, &train, p, b, &mut sink, (0.1, 0.16))
+                    .map_err(fit_error)?;
+                let vf =
+                    embed_examples(&enc, &val, p, b, &mut sink, (0.16, 0.18)).map_err(fit_error)?;
+                let sf = if baseline_saved.is_none() {
+                    embed_examples(&enc, &test, p, b, &mut sink, (0.18, 0.2)).map_err(fit_error)?
+                } else {
+                    Vec::new()
+                };
+                (Some(tf), Some(vf), sf)
+            } else {
+                (None, None, Vec::new())
+            };
+            let baseline = match (baseline_saved, &train_f, &val_f) {
+                (Some(b), _, _) => Some(b),
+                (None, Some(tf), Some(vf)) => {
+                    sink.progress(
+                        0.2,
+                        "fitting the frozen-encoder baseline (kNN, linear probe)",
+                    );
+                    let tt: Vec<&Target> = train.iter().map(|e| &e.target).collect();
+                    let vt: Vec<&Target> = val.iter().map(|e| &e.target).collect();
+                    let b = Baseline::fit(&cfg2, tf, &tt, vf, &vt).map_err(permanent)?;
+                    let preds = b.predict(&test_f).map_err(permanent)?;
+                    let by_window: BTreeMap<&str, &Prediction> = test
+                        .iter()
+                        .map(|e| e.id.as_str())
+                        .zip(preds.iter())
+                        .collect();
+                    let doc = json!({"summary": b.summary, "test_predictions": by_window});
+                    let bytes = serde_json::to_vec(&doc).map_err(permanent)?;
+                    handle
+                        .block_on(put_bytes(store2.as_ref(), &baseline_key2, bytes))
+                        .map_err(retryable)?;
+                    Some(doc)
+                }
+                _ => None,
+            };
+            trainer
+                .fit(
+                    &train,
+                    &val,
+                    train_f.as_deref(),
+                    val_f.as_deref(),
+                    &mut sink,
+                )
+                .map_err(fit_error)?;
+            let weights = trainer.final_weights().map_err(permanent)?;
+            Ok((
+                weights,
+                trainer.state().clone(),
+                baseline.map(|b| b["summary"].clone()),
+            ))
+        },
+    );
+    let abort = job.abort_handle();
+    let (weights, state, baseline) = tokio::select! {
+        r = job => r.map_err(retryable)??,
+        () = ctx.cancel.cancelled() => {
+            abort.abort();
+            return Err(permanent(anyhow::anyhow!("cancelled")));
+        }
+    };
+
+    let sha = hex(&sha2::Sha256::digest(&weights));
+    let best = state
+        .best_epoch
+        .and_then(|b| state.history.iter().find(|r| r.epoch == b))
+        .cloned();
+    let metrics = json!({
+        "metric": metric_name(&task),
+        "best_epoch": state.best_epoch,
+        "val_loss": best.as_ref().and_then(|r| r.val_loss),
+        "val_metric": best.as_ref().and_then(|r| r.val_metric),
+        "baseline": baseline,
+        "stopped_early": state.stopped_early,
+    });
+    let manifest = ModelManifest {
+        config: cfg.clone(),
+        label_set_version,
+        weights_key: weights_key.clone(),
+        weights_sha256: sha.clone(),
+        class_ids: class_ids.clone(),
+        metrics: metrics.clone(),
+        history: state.history.clone(),
+    };
+    put_bytes(store.as_ref(), &weights_key, weights)
+        .await
+        .map_err(retryable)?;
+    put_bytes(
+        store.as_ref(),
+        &model_key,
+        serde_json::to_vec_pretty(&manifest).map_err(permanent)?,
+    )
+    .await
+    .map_err(retryable)?;
+    ctx.progress.set(1.0, "model written");
+    let counts = json!({"train": split_len(&examples, Split::Train), "val": split_len(&examples, Split::Val), "test": split_len(&examples, Split::Test), "skipped": skipped});
+    Ok(StepOutput {
+        output: json!({
+            "model_json": model_key,
+            "weights": weights_key,
+            "baseline": baseline_key,
+            "weights_sha256": sha,
+            "label_set_version": label_set_version,
+            "initialised_from": initialised_from,
+            "initialisation_note": init_note,
+            "resumed_after_epoch": resumed_from,
+            "epochs_run": state.epoch,
+            "metrics": metrics,
+            "history": state.history,
+            "examples": counts,
+            "seconds": started.elapsed().as_secs_f64(),
+        }),
+        artifacts: vec![groundwork_store::jobs::Artifact {
+            name: "model".into(),
+            uri: Some(model_key),
+            metadata: json!({"weights": weights_key, "sha256": manifest.weights_sha256}),
+        }],
+    })
+}
+
+fn split_len(examples: &[TrainingExample], split: Split) -> usize {
+    examples.iter().filter(|e| e.split == split).count()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

@@ -1,0 +1,347 @@
+//! `train` and `evaluate` on real PostgreSQL and a real (local-folder) object store, with the Nano fixture
+//! checkpoint as the model directory: a cancelled training attempt resumes after its last checkpointed
+//! epoch with a continuous curve, and the evaluation of the trained model is stored.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use candle_core::{DType, Device, Tensor};
+use groundwork_store::jobs::{self, NewStep};
+use groundwork_store::labels::{LabelTarget, Split, TrainingExample};
+use groundwork_store::projects::{self, ProjectFields};
+use groundwork_store::testing::TestDb;
+use groundwork_worker::steps::{EvaluateArgs, TrainArgs, evaluate_model, train_on_examples};
+use groundwork_worker::{Progress, StepContext};
+use object_store::ObjectStoreExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use olmoearth::task::to_safetensors;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SIZE: usize = 16;
+const T: usize = 2;
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../olmoearth/tests/fixtures/olmoearth-nano")
+}
+
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Window tensors as acquisition writes them (S2 DN, mask, timestamps) with water (class 1) in the left
+/// `split` columns and cropland (class 3) elsewhere; the label mask uses the class ids.
+fn window(split: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let water = [
+        600., 500., 350., 200., 300., 250., 220., 200., 100., 80., 700., 150.,
+    ];
+    let crop = [
+        400., 750., 380., 3900., 950., 2700., 3400., 3600., 1800., 850., 450., 1050.,
+    ];
+    let n = noise(SIZE * SIZE * T * 12, seed);
+    let mut data = Vec::with_capacity(n.len());
+    let mut label = Vec::with_capacity(SIZE * SIZE);
+    for _y in 0..SIZE {
+        for x in 0..SIZE {
+            let is_water = x < split;
+            label.push(if is_water { 1u8 } else { 3 });
+            for _ in 0..T {
+                for b in 0..12 {
+                    let base: f32 = if is_water { water[b] } else { crop[b] };
+                    data.push(base * (1.0 + 0.1 * n[data.len()]));
+                }
+            }
+        }
+    }
+    let dev = Device::Cpu;
+    let tensors = vec![
+        (
+            "sentinel2_l2a".to_string(),
+            Tensor::from_vec(data, (SIZE, SIZE, T, 12), &dev).unwrap(),
+        ),
+        (
+            "sentinel2_l2a_mask".to_string(),
+            Tensor::zeros((SIZE, SIZE, T, 3), DType::U8, &dev).unwrap(),
+        ),
+        (
+            "timestamps".to_string(),
+            Tensor::new(&[[1i32, 4, 2024], [1, 5, 2024]], &dev).unwrap(),
+        ),
+    ];
+    (to_safetensors(tensors, None).unwrap(), label)
+}
+
+struct Setup {
+    db: TestDb,
+    _dir: tempfile::TempDir,
+    store: Arc<dyn object_store::ObjectStore>,
+    project_id: Uuid,
+    org_id: Uuid,
+    run_id: Uuid,
+    train_step: Uuid,
+    eval_step: Uuid,
+    examples: Vec<TrainingExample>,
+}
+
+async fn setup() -> Setup {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn object_store::ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let org_id = groundwork_store::DEFAULT_ORG_ID;
+    let project = projects::create(
+        &db.pool,
+        org_id,
+        &ProjectFields {
+            name: "lakes".into(),
+            description: String::new(),
+            aoi: json!({"type": "Polygon", "coordinates": [[[15.0, 45.0], [15.1, 45.0], [15.1, 45.1], [15.0, 45.0]]]}),
+            bbox: [15.0, 45.0, 15.1, 45.1],
+            area_km2: 10.0,
+            start: "2024-04-01".parse().unwrap(),
+            end: "2024-05-31".parse().unwrap(),
+            task: "segmentation".into(),
+            classes: json!([{"id": 1, "name": "water", "color": "#0000ff"}, {"id": 3, "name": "cropland", "color": "#ffcc00"}]),
+            modalities: vec!["sentinel2_l2a".into()],
+            model_size: "nano".into(),
+            patch_size: 4,
+            window_size: i32::try_from(SIZE).unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+    let mut examples = Vec::new();
+    for i in 0..16u64 {
+        let split = match i {
+            0..=9 => Split::Train,
+            10..=12 => Split::Val,
+            _ => Split::Test,
+        };
+        // Water covers 2–9 of 16 columns: cropland is the majority.
+        let (bytes, label) = window(2 + (i as usize * 3) % 8, i);
+        let id = format!("32633_10m_{SIZE}px_{i}_0");
+        store
+            .put(
+                &ObjectPath::from(format!(
+                    "orgs/{org_id}/projects/{}/windows/{id}/sentinel2_l2a.safetensors",
+                    project.id
+                )),
+                bytes.into(),
+            )
+            .await
+            .unwrap();
+        examples.push(TrainingExample {
+            window_id: id,
+            split,
+            target: LabelTarget::Mask {
+                size: u32::try_from(SIZE).unwrap(),
+                pixels: label,
+            },
+        });
+    }
+    // A labelled window without imagery is skipped, not fatal.
+    examples.push(TrainingExample {
+        window_id: "missing".into(),
+        split: Split::Train,
+        target: LabelTarget::Mask {
+            size: u32::try_from(SIZE).unwrap(),
+            pixels: vec![1; SIZE * SIZE],
+        },
+    });
+    let mut train = NewStep::new("train", "train", json!({}), "cpu");
+    train.max_attempts = 5;
+    let mut eval = NewStep::new("evaluate", "evaluate", json!({}), "cpu");
+    eval.depends_on = vec!["train".into()];
+    let run = jobs::create_run(&db.pool, org_id, project.id, &[train, eval], None)
+        .await
+        .unwrap();
+    Setup {
+        train_step: run.steps[0].id,
+        eval_step: run.steps[1].id,
+        run_id: run.run.id,
+        db,
+        _dir: dir,
+        store,
+        project_id: project.id,
+        org_id,
+        examples,
+    }
+}
+
+impl Setup {
+    fn ctx(&self, step_id: Uuid, attempt: i32, cancel: CancellationToken) -> StepContext {
+        StepContext {
+            step_id,
+            run_id: self.run_id,
+            attempt,
+            args: Value::Null,
+            progress: Progress::default(),
+            cancel,
+            pool: self.db.pool.clone(),
+            objects: Some(self.store.clone()),
+            model_dir: Some(fixture_dir()),
+        }
+    }
+
+    async fn state_epoch(&self) -> Option<u64> {
+        let key = ObjectPath::from(format!(
+            "orgs/{}/projects/{}/runs/{}/checkpoints/state.json",
+            self.org_id, self.project_id, self.run_id
+        ));
+        let bytes = self.store.get(&key).await.ok()?.bytes().await.ok()?;
+        let v: Value = serde_json::from_slice(&bytes).ok()?;
+        v["fit"]["epoch"].as_u64()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated() {
+    let s = setup().await;
+    let args = TrainArgs {
+        project_id: s.project_id,
+        epochs: Some(7),
+        freeze_epochs: Some(5),
+        batch_size: Some(2),
+        lr: Some(1e-2),
+        patience: Some(10),
+        device: Some("cpu".into()),
+        ..TrainArgs::default()
+    };
+
+    // Attempt 1: cancelled once two epochs are checkpointed (frozen epochs are quick, unfrozen ones slow).
+    let cancel = CancellationToken::new();
+    let ctx = s.ctx(s.train_step, 1, cancel.clone());
+    let (a, ex) = (args.clone(), s.examples.clone());
+    let first = tokio::spawn(async move { train_on_examples(&ctx, &a, 7, ex).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while s.state_epoch().await.unwrap_or(0) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 10 minutes"
+        );
+        assert!(
+            !first.is_finished(),
+            "training ended before it could be cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    let err = first.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    let saved = s.state_epoch().await.unwrap();
+    assert!((2..7).contains(&saved), "checkpointed epoch {saved}");
+    let curve_before: Vec<(i32, f64)> = sqlx::query_as(
+        "select epoch, train_loss from training_epoch where step_id = $1 order by epoch",
+    )
+    .bind(s.train_step)
+    .fetch_all(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(curve_before.len() as u64, saved);
+
+    // Attempt 2 continues at the next epoch.
+    let ctx = s.ctx(s.train_step, 2, CancellationToken::new());
+    let out = train_on_examples(&ctx, &args, 7, s.examples.clone())
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(out["resumed_after_epoch"].as_u64(), Some(saved));
+    assert_eq!(out["initialised_from"], "olmoearth-v1-nano");
+    assert_eq!(out["examples"]["skipped"]["no_imagery"], 1);
+    let epochs: Vec<u64> = out["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, (1..=7).collect::<Vec<_>>(), "{out}");
+    assert_eq!(out["history"][0]["phase"], "frozen");
+    assert_eq!(out["history"][6]["phase"], "unfrozen");
+    // The resumed curve keeps the first attempt's epochs unchanged.
+    for (i, (epoch, loss)) in curve_before.iter().enumerate() {
+        assert_eq!(out["history"][i]["epoch"].as_i64(), Some(i64::from(*epoch)));
+        assert!((out["history"][i]["train_loss"].as_f64().unwrap() - loss).abs() < 1e-12);
+    }
+    let rows: i64 = sqlx::query_scalar("select count(*) from training_epoch where run_id = $1")
+        .bind(s.run_id)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 7);
+
+    // The model files named by the output exist, and the manifest's hash matches the weights.
+    let manifest: Value = serde_json::from_slice(
+        &s.store
+            .get(&ObjectPath::from(out["model_json"].as_str().unwrap()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["label_set_version"], 7);
+    assert_eq!(manifest["class_ids"], json!([1, 3]));
+    assert_eq!(manifest["config"]["task"], "segmentation");
+    assert_eq!(manifest["weights_sha256"], out["weights_sha256"]);
+
+    // Evaluate on the test split: the model and the baseline beat the majority class.
+    let ctx = s.ctx(s.eval_step, 1, CancellationToken::new());
+    let eval_args = EvaluateArgs {
+        project_id: s.project_id,
+        train_run_id: None,
+        device: Some("cpu".into()),
+    };
+    let report = evaluate_model(&ctx, &eval_args, s.examples.clone())
+        .await
+        .unwrap()
+        .output["report"]
+        .clone();
+    let test_pixels: Vec<u8> = s
+        .examples
+        .iter()
+        .filter(|e| e.split == Split::Test)
+        .flat_map(|e| match &e.target {
+            LabelTarget::Mask { pixels, .. } => pixels.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let majority =
+        test_pixels.iter().filter(|&&p| p == 3).count() as f64 / test_pixels.len() as f64;
+    let acc = report["model"]["accuracy"].as_f64().unwrap();
+    let base = report["baseline"]["accuracy"].as_f64().unwrap();
+    assert!(
+        acc > majority,
+        "model {acc} vs majority {majority}: {report}"
+    );
+    assert!(base > majority, "baseline {base} vs majority {majority}");
+    assert_eq!(report["windows"], 3);
+    assert_eq!(
+        report["model"]["samples"].as_u64(),
+        Some(test_pixels.len() as u64)
+    );
+    assert!(report["model"]["miou"].as_f64().unwrap() > 0.0);
+    let stored: Value = sqlx::query_scalar("select report from evaluation where run_id = $1")
+        .bind(s.run_id)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    // jsonb keeps numbers to 15 significant digits.
+    assert_eq!(
+        stored["model"]["confusion_matrix"],
+        report["model"]["confusion_matrix"]
+    );
+    assert!((stored["model"]["accuracy"].as_f64().unwrap() - acc).abs() < 1e-12);
+    assert_eq!(stored["baseline"]["method"], report["baseline"]["method"]);
+}
