@@ -76,13 +76,13 @@ pub async fn start_training(
         "lr",
         "must be within (0, 1]",
     );
-    let head_ok = match (project.task.as_str(), body.head.as_deref()) {
-        (_, None) => true,
-        ("segmentation", Some("light_segmentation" | "unet"))
-        | ("classification", Some("pooling"))
-        | ("regression", Some("pooling" | "unet")) => true,
-        _ => false,
-    };
+    let head_ok = matches!(
+        (project.task.as_str(), body.head.as_deref()),
+        (_, None)
+            | ("segmentation", Some("light_segmentation" | "unet"))
+            | ("classification", Some("pooling"))
+            | ("regression", Some("pooling" | "unet"))
+    );
     check(
         head_ok,
         "head",

@@ -441,12 +441,12 @@ impl FitSink for StepSink {
                     .delete(&ObjectPath::from(format!("{prefix}/{old_ckpt}")))
                     .await;
             }
-            if let (Some(old_best), Some(new_best)) = (old_best, &best_name) {
-                if &old_best != new_best {
-                    let _ = store
-                        .delete(&ObjectPath::from(format!("{prefix}/{old_best}")))
-                        .await;
-                }
+            if let (Some(old_best), Some(new_best)) = (old_best, &best_name)
+                && &old_best != new_best
+            {
+                let _ = store
+                    .delete(&ObjectPath::from(format!("{prefix}/{old_best}")))
+                    .await;
             }
             if let Some(r) = record {
                 models::record_epoch(
