@@ -242,9 +242,10 @@ async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated
     let saved = s.state_epoch().await.unwrap();
     assert!((2..7).contains(&saved), "checkpointed epoch {saved}");
     let curve_before: Vec<(i32, f64)> = sqlx::query_as(
-        "select epoch, train_loss from training_epoch where step_id = $1 order by epoch",
+        "select epoch, train_loss from training_epoch where step_id = $1 and epoch <= $2 order by epoch",
     )
     .bind(s.train_step)
+    .bind(i32::try_from(saved).unwrap())
     .fetch_all(&s.db.pool)
     .await
     .unwrap();

@@ -433,21 +433,8 @@ impl FitSink for StepSink {
             if let (Some(b), Some(name)) = (best, &best_name) {
                 put_bytes(store.as_ref(), &format!("{prefix}/{name}"), b).await?;
             }
-            put_bytes(store.as_ref(), &format!("{prefix}/state.json"), state_json).await?;
-            // Superseded files go; a failed delete only leaves a stray file behind.
-            let (old_ckpt, old_best) = old;
-            if !old_ckpt.is_empty() && old_ckpt != ckpt_name {
-                let _ = store
-                    .delete(&ObjectPath::from(format!("{prefix}/{old_ckpt}")))
-                    .await;
-            }
-            if let (Some(old_best), Some(new_best)) = (old_best, &best_name)
-                && &old_best != new_best
-            {
-                let _ = store
-                    .delete(&ObjectPath::from(format!("{prefix}/{old_best}")))
-                    .await;
-            }
+            // The epoch's row before the commit point: every epoch state.json names has its row (a row
+            // past it, from an epoch that never committed, is overwritten when the resumed run gets there).
             if let Some(r) = record {
                 models::record_epoch(
                     &pool,
@@ -464,6 +451,21 @@ impl FitSink for StepSink {
                     },
                 )
                 .await?;
+            }
+            put_bytes(store.as_ref(), &format!("{prefix}/state.json"), state_json).await?;
+            // Superseded files go; a failed delete only leaves a stray file behind.
+            let (old_ckpt, old_best) = old;
+            if !old_ckpt.is_empty() && old_ckpt != ckpt_name {
+                let _ = store
+                    .delete(&ObjectPath::from(format!("{prefix}/{old_ckpt}")))
+                    .await;
+            }
+            if let (Some(old_best), Some(new_best)) = (old_best, &best_name)
+                && &old_best != new_best
+            {
+                let _ = store
+                    .delete(&ObjectPath::from(format!("{prefix}/{old_best}")))
+                    .await;
             }
             Ok(())
         });
