@@ -449,3 +449,83 @@ async fn admin_commands_set_up_accounts_and_a_worker_needs_a_valid_token() {
     let _ = good.kill();
     let _ = good.wait();
 }
+
+/// A reduced `groundwork demo` (a 384 px scene, few labels and epochs): every stage runs through the
+/// API on in-process workers, the last line is the JSON summary, and the published map beats the
+/// majority class on the test windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reduced_demo_publishes_a_map_that_beats_the_majority_class() {
+    let bin = groundwork_bin();
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let (bin, url, dir) = (bin.clone(), db.url.clone(), dir.path().to_path_buf());
+        move || {
+            Command::new(&bin)
+                .args([
+                    "demo",
+                    "--exit",
+                    "--bind",
+                    "127.0.0.1:0",
+                    "--scene-px",
+                    "384",
+                    "--epochs",
+                    "4",
+                    "--labels-per-class",
+                    "150",
+                    "--patch-size",
+                    "8",
+                ])
+                .env("DATABASE_URL", url)
+                .env("GROUNDWORK_DEMO_DIR", dir.join("demo"))
+                .env("GROUNDWORK_MODEL_DIR", dir.join("no-models"))
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let summary: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    let acc = summary["accuracy"].as_f64().unwrap();
+    let majority = summary["majority_accuracy"].as_f64().unwrap();
+    assert!(
+        acc > majority,
+        "map accuracy {acc} does not beat the majority class {majority}: {stderr}"
+    );
+    assert!(summary["baseline_accuracy"].as_f64().is_some(), "{last}");
+    assert!(summary["seconds"].as_f64().unwrap() > 0.0);
+    let map_url = summary["map_url"].as_str().unwrap();
+    let output_id: Uuid = map_url.rsplit('/').next().unwrap().parse().unwrap();
+    // Stages ran through the job system and the published output carries the model's lineage.
+    let (kind, lineage): (String, Value) =
+        sqlx::query_as("select kind, lineage from output where id = $1")
+            .bind(output_id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "class");
+    assert_eq!(lineage["model"]["kind"], "trained", "{lineage}");
+    assert!(lineage["checkpoint_sha256"].is_string(), "{lineage}");
+    assert!(lineage["label_set_version"].as_i64().is_some(), "{lineage}");
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "select distinct kind from step s join pipeline_run r on r.id = s.run_id \
+         where r.project_id = (select project_id from output where id = $1) and s.state = 'succeeded'",
+    )
+    .bind(output_id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for k in [
+        "acquire", "train", "evaluate", "predict", "combine", "publish",
+    ] {
+        assert!(
+            kinds.iter().any(|x| x == k),
+            "no succeeded {k} step: {kinds:?}"
+        );
+    }
+}

@@ -250,6 +250,125 @@ pub fn sample_labels(
         .collect())
 }
 
+/// How a class map agrees with the demo ground truth over some windows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MapScore {
+    /// Ground-truth pixels compared (inside the windows and the demo footprint).
+    pub pixels: usize,
+    /// Of those, pixels where the map names the true class.
+    pub correct: usize,
+    /// Pixels of each class id in the ground truth (index = class id).
+    pub truth_counts: Vec<usize>,
+}
+
+impl MapScore {
+    /// Pixel accuracy of the map.
+    #[must_use]
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.pixels.max(1) as f64
+    }
+
+    /// Pixel accuracy of a map that is `class` everywhere.
+    #[must_use]
+    pub fn constant_accuracy(&self, class: u8) -> f64 {
+        self.truth_counts
+            .get(usize::from(class))
+            .copied()
+            .unwrap_or(0) as f64
+            / self.pixels.max(1) as f64
+    }
+}
+
+/// Scores a class map (a GeoTIFF in the demo's UTM zone at 10 m, e.g. a `combine` output) against the
+/// ground truth of the dataset `opts` describes, over the windows (`window_px` pixels a side) with the
+/// given geotransforms. A map pixel without data counts as wrong.
+pub fn score_class_map(
+    map: &Path,
+    opts: &DemoOptions,
+    windows: &[[f64; 6]],
+    window_px: usize,
+) -> Result<MapScore> {
+    let ds = gdal::Dataset::open(map).map_err(Error::gdal(format!("opening {}", map.display())))?;
+    let gt = ds
+        .geo_transform()
+        .map_err(Error::gdal("reading the geotransform"))?;
+    if (gt[1] - 10.0).abs() > 1e-6 || (gt[5] + 10.0).abs() > 1e-6 {
+        return Err(Error::InvalidRequest(format!(
+            "the class map has {}×{} m pixels; the demo ground truth has 10 m",
+            gt[1], -gt[5]
+        )));
+    }
+    let (w, h) = ds.raster_size();
+    let values: Vec<u8> = ds
+        .rasterband(1)
+        .and_then(|b| b.read_band_as::<u8>())
+        .map_err(Error::gdal("reading the class map"))?
+        .into_shape_and_vec()
+        .1;
+    Ok(score_with(opts, windows, window_px, |_, x, y| {
+        let mc = ((x - gt[0]) / gt[1]).floor();
+        let mr = ((y - gt[3]) / gt[5]).floor();
+        (mc >= 0.0 && mr >= 0.0 && (mc as usize) < w && (mr as usize) < h)
+            .then(|| values[mr as usize * w + mc as usize])
+    }))
+}
+
+/// Scores per-window class maps (row-major, `window_px` a side, class ids) against the ground truth.
+pub fn score_window_maps(
+    opts: &DemoOptions,
+    windows: &[([f64; 6], Vec<u8>)],
+    window_px: usize,
+) -> MapScore {
+    let gts: Vec<[f64; 6]> = windows.iter().map(|w| w.0).collect();
+    score_with(opts, &gts, window_px, |i, x, y| {
+        let (gt, map) = &windows[i];
+        let c = ((x - gt[0]) / gt[1]).floor() as usize;
+        let r = ((y - gt[3]) / gt[5]).floor() as usize;
+        map.get(r * window_px + c).copied()
+    })
+}
+
+/// Compares `map_at(window index, x, y)` (UTM pixel centres) with the ground truth over the windows;
+/// pixels covered twice count once.
+fn score_with(
+    opts: &DemoOptions,
+    windows: &[[f64; 6]],
+    window_px: usize,
+    map_at: impl Fn(usize, f64, f64) -> Option<u8>,
+) -> MapScore {
+    let truth = land_cover(opts.seed, opts.size);
+    let n = opts.size as i64;
+    let mut score = MapScore {
+        truth_counts: vec![0; CLASSES.len() + 1],
+        ..MapScore::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, wgt) in windows.iter().enumerate() {
+        // The window's pixels, on the demo's 10 m grid.
+        let c0 = ((wgt[0] - opts.origin.0) / 10.0).round() as i64;
+        let r0 = ((opts.origin.1 - wgt[3]) / 10.0).round() as i64;
+        let side = ((wgt[1] * window_px as f64) / 10.0).round() as i64;
+        for r in r0..r0 + side {
+            for c in c0..c0 + side {
+                if !(0..n).contains(&r) || !(0..n).contains(&c) || !seen.insert((r, c)) {
+                    continue;
+                }
+                let t = truth[(r * n + c) as usize];
+                score.pixels += 1;
+                if let Some(k) = score.truth_counts.get_mut(usize::from(t)) {
+                    *k += 1;
+                }
+                let x = opts.origin.0 + (c as f64 + 0.5) * 10.0;
+                let y = opts.origin.1 - (r as f64 + 0.5) * 10.0;
+                if map_at(i, x, y) == Some(t) {
+                    score.correct += 1;
+                }
+            }
+        }
+    }
+    score
+}
+
 /// Cropland greenness (0 bare … 1 full canopy) by month, peaking in July.
 pub fn crop_greenness(month: u32) -> f32 {
     let d = (month as f32 - 7.0) / 2.5;

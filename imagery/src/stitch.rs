@@ -339,6 +339,31 @@ impl Mosaic {
         })
     }
 
+    /// The smallest rectangle holding every pixel with data, if any.
+    #[must_use]
+    pub fn valid_bounds(&self) -> Option<Rect> {
+        let w = self.rect.width();
+        let mut b: Option<Rect> = None;
+        for (p, _) in self.valid.iter().enumerate().filter(|(_, v)| **v == 1) {
+            let (x, y) = (self.rect.x0 + (p % w) as i64, self.rect.y0 + (p / w) as i64);
+            b = Some(match b {
+                None => Rect {
+                    x0: x,
+                    y0: y,
+                    x1: x + 1,
+                    y1: y + 1,
+                },
+                Some(r) => Rect {
+                    x0: r.x0.min(x),
+                    y0: r.y0.min(y),
+                    x1: r.x1.max(x + 1),
+                    y1: r.y1.max(y + 1),
+                },
+            });
+        }
+        b
+    }
+
     /// Appends the `size × size` chip at global `(x, y)` of a modality to `data` `(size, size, T, C)`
     /// and `mask` `(size, size, T, S)`; pixels outside the mosaic are 0 / missing.
     pub fn chip_into(

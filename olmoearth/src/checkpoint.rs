@@ -170,6 +170,45 @@ pub fn random_state_dict(cfg: &EncoderConfig, device: &Device) -> Result<StateDi
     Ok(StateDict { tensors })
 }
 
+/// [`random_state_dict`] drawn from `seed`: the same seed gives the same weights (each tensor's
+/// stream is seeded by its key, so the draw does not depend on iteration order).
+pub fn seeded_state_dict(cfg: &EncoderConfig, seed: u64, device: &Device) -> Result<StateDict> {
+    let mut sd = random_state_dict(cfg, &Device::Cpu)?;
+    for (key, t) in sd.tensors.iter_mut() {
+        if key.ends_with("month_embed.weight")
+            || key.ends_with(".bias")
+            || (key.contains("norm") && key.ends_with(".weight"))
+        {
+            *t = t.to_device(device)?;
+            continue;
+        }
+        // splitmix64 keyed by the tensor name, Box–Muller for normals.
+        let mut state = key.bytes().fold(seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
+        });
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut unit = move || ((next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let n = t.elem_count();
+        let mut v = Vec::with_capacity(n + 1);
+        while v.len() < n {
+            let (u1, u2) = (unit(), unit());
+            let r = (-2.0 * u1.ln()).sqrt() * 0.02;
+            let a = std::f64::consts::TAU * u2;
+            v.push((r * a.cos()) as f32);
+            v.push((r * a.sin()) as f32);
+        }
+        v.truncate(n);
+        *t = Tensor::from_vec(v, t.dims(), device)?;
+    }
+    Ok(sd)
+}
+
 /// Key of the conv patch embedding of band set `s` of `m` (without the `.weight`/`.bias` suffix).
 pub fn patch_embed_key(m: Modality, s: usize) -> String {
     format!("encoder.patch_embeddings.per_modality_embeddings.{m}.{m}__{s}.proj")
@@ -271,5 +310,34 @@ impl ModelFiles {
             None => sd.infer_config()?,
         };
         Ok((cfg, sd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelSize;
+
+    #[test]
+    fn seeded_weights_repeat_for_a_seed_and_have_the_init_scale() -> Result<()> {
+        let cfg = EncoderConfig::preset(ModelSize::Nano);
+        let a = seeded_state_dict(&cfg, 3, &Device::Cpu)?;
+        let b = seeded_state_dict(&cfg, 3, &Device::Cpu)?;
+        let c = seeded_state_dict(&cfg, 4, &Device::Cpu)?;
+        let key = "encoder.blocks.0.attn.q.weight";
+        let get = |sd: &StateDict| -> Result<Vec<f32>> {
+            Ok(sd.tensors[key].flatten_all()?.to_vec1::<f32>()?)
+        };
+        let (va, vb, vc) = (get(&a)?, get(&b)?, get(&c)?);
+        assert_eq!(va, vb);
+        assert_ne!(va, vc);
+        let n = va.len() as f64;
+        let mean = va.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let std = (va.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!(mean.abs() < 2e-3 && (std - 0.02).abs() < 2e-3, "{mean} {std}");
+        // LayerNorms stay at identity and biases at zero.
+        let ln: Vec<f32> = a.tensors["encoder.blocks.0.norm1.weight"].to_vec1()?;
+        assert!(ln.iter().all(|&x| x == 1.0));
+        Ok(())
     }
 }

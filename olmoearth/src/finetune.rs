@@ -18,7 +18,7 @@ use crate::encoder::{Encoder, EncoderInput};
 use crate::error::{Error, Result};
 use crate::heads::feature_map;
 use crate::task::{
-    TaskModelConfig, TrainableTaskModel, dihedral, dihedral_input, outputs_to_predictions,
+    Head, TaskModelConfig, TrainableTaskModel, dihedral, dihedral_input, outputs_to_predictions,
     safetensors_metadata, stack_inputs, to_safetensors,
 };
 use crate::train::{AdamW, AdamWConfig, cross_entropy, cross_entropy_2d, mse};
@@ -476,6 +476,69 @@ impl Trainer {
         })
     }
 
+    /// Linear probing, then fine-tuning: a fresh fit with the light segmentation head starts its 1×1
+    /// convolution from the frozen-encoder linear probe (`baseline`), scaled by the temperature of
+    /// [`PROBE_TEMPERATURES`] with the lowest validation loss (training loss without validation
+    /// windows). That starting point is the best model so far, so training keeps it unless an epoch
+    /// beats it on validation. Returns the temperature, or `None` when it does not apply (another head,
+    /// regression, a resumed fit or no cached features).
+    pub fn start_from_probe(
+        &mut self,
+        baseline: &Baseline,
+        train: &[Example],
+        train_features: &[Tensor],
+        val: &[Example],
+        val_features: &[Tensor],
+        sink: &mut dyn FitSink,
+    ) -> Result<Option<f64>> {
+        let cfg = self.model.config().clone();
+        if self.state.epoch > 0 || !matches!(self.model.head(), Head::Light(_)) {
+            return Ok(None);
+        }
+        let Some((weights, biases)) = baseline.linear_map() else {
+            return Ok(None);
+        };
+        let d = cfg.encoder.embedding_size;
+        let k = cfg.num_outputs;
+        if weights.len() != k * d || biases.len() != k {
+            return Ok(None);
+        }
+        let vars = self.model.head_vars();
+        let find = |suffix: &str| {
+            vars.iter()
+                .find(|(name, _)| name.ends_with(suffix))
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| Error::InvalidInput(format!("the head has no {suffix}")))
+        };
+        let (w_var, b_var) = (find("conv.weight")?, find("conv.bias")?);
+        let device = w_var.device().clone();
+        let w = Tensor::from_vec(weights, (k, d, 1, 1), &device)?;
+        let b = Tensor::from_vec(biases, k, &device)?;
+        let (examples, features) = if val.is_empty() {
+            (train, train_features)
+        } else {
+            (val, val_features)
+        };
+        let mut best: Option<(f64, f64)> = None;
+        for &t in &PROBE_TEMPERATURES {
+            w_var.set(&(&w * t)?.to_dtype(w_var.dtype())?)?;
+            b_var.set(&(&b * t)?.to_dtype(b_var.dtype())?)?;
+            let (loss, _) = self.evaluate(examples, Some(features), sink)?;
+            if best.is_none_or(|(l, _)| loss < l) {
+                best = Some((loss, t));
+            }
+        }
+        let Some((loss, t)) = best else {
+            return Ok(None);
+        };
+        w_var.set(&(&w * t)?.to_dtype(w_var.dtype())?)?;
+        b_var.set(&(&b * t)?.to_dtype(b_var.dtype())?)?;
+        self.state.best_loss = Some(loss);
+        self.state.best_epoch = Some(0);
+        self.best = Some(self.model.to_safetensors()?);
+        Ok(Some(t))
+    }
+
     /// The state so far.
     pub fn state(&self) -> &FitState {
         &self.state
@@ -653,7 +716,12 @@ impl Trainer {
                 }
             }
             let ckpt = self.checkpoint()?;
-            let best = if improved { self.best.as_deref() } else { None };
+            // The first checkpoint also carries a best model that predates it (the probe start).
+            let best = if improved || epoch == 1 {
+                self.best.as_deref()
+            } else {
+                None
+            };
             sink.epoch_done(&self.state, &ckpt, best)?;
         }
         Ok(())
@@ -914,6 +982,9 @@ fn cholesky_solve(a: &[f64], b: &[f64], n: usize, k: usize) -> Result<Vec<f64>> 
     Ok(x)
 }
 
+/// Temperatures tried when the head starts from the linear probe (its logits are one-hot regressions).
+pub const PROBE_TEMPERATURES: [f64; 6] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
+
 const KNN_KS: [usize; 4] = [1, 5, 15, 31];
 const RIDGE_LAMBDAS: [f64; 6] = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0];
 
@@ -1070,6 +1141,31 @@ impl Baseline {
         Ok(b)
     }
 
+    /// The linear probe as one linear map of raw (unstandardised) token features: weights `(K, D)`
+    /// row-major and biases `(K)`, so that `logits = W·x + b` orders the classes as the probe does.
+    /// `None` for regression or before the probe is fitted.
+    #[must_use]
+    pub fn linear_map(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+        let d = self.mean.len();
+        if self.task == "regression" || d == 0 || !self.ridge.len().is_multiple_of(d + 1) {
+            return None;
+        }
+        let k = self.ridge.len() / (d + 1);
+        let mut weights = vec![0f32; k * d];
+        let mut biases = vec![0f32; k];
+        for c in 0..k {
+            let mut bias = self.ridge[d * k + c];
+            for j in 0..d {
+                // (x − μ)·s·w = x·(s·w) − μ·s·w
+                let wj = self.ridge[j * k + c] * f64::from(self.inv_std[j]);
+                weights[c * d + j] = wj as f32;
+                bias -= wj * f64::from(self.mean[j]);
+            }
+            biases[c] = bias as f32;
+        }
+        Some((weights, biases))
+    }
+
     /// `(n, D + 1)` standardised rows with a trailing bias column of ones.
     fn standardise(&self, rows: &[f32], d: usize) -> Result<Tensor> {
         let n = rows.len() / d.max(1);
@@ -1196,6 +1292,56 @@ mod tests {
         // [[4, 2], [2, 3]] x = [2, 1] → x = [0.5, 0].
         let x = cholesky_solve(&[4.0, 2.0, 2.0, 3.0], &[2.0, 1.0], 2, 1)?;
         assert!((x[0] - 0.5).abs() < 1e-12 && x[1].abs() < 1e-12, "{x:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_linear_map_scores_raw_features_as_the_probe_scores_standardised_ones() -> Result<()> {
+        // Token features (D = 3, 2 × 2 tokens, p = 1) with classes set by the sign of a mix of them.
+        let (d, n_win) = (3usize, 6usize);
+        let mut rng = Rng::new(5);
+        let mut uniform = || (rng.next_u64() % 10_000) as f32 / 1000.0 - 2.0;
+        let mut feats = Vec::new();
+        let mut targets = Vec::new();
+        for _ in 0..n_win {
+            let v: Vec<f32> = (0..d * 4).map(|_| uniform() * 3.0 + 7.0).collect();
+            let mask: Vec<u8> = (0..4)
+                .map(|t| u8::from(v[t] - 0.5 * v[4 + t] + v[8 + t] > 10.5))
+                .collect();
+            feats.push(Tensor::from_vec(v, (d, 2, 2), &Device::Cpu)?);
+            targets.push(Target::Mask(mask));
+        }
+        let cfg = TaskModelConfig {
+            format: crate::task::TASK_MODEL_FORMAT,
+            encoder: crate::config::EncoderConfig::preset(crate::config::ModelSize::Nano),
+            model_size: "nano".into(),
+            patch_size: 1,
+            task: "segmentation".into(),
+            num_outputs: 2,
+            head: "light_segmentation".into(),
+            modalities: vec![crate::Modality::Sentinel2L2a],
+            window_size: 2,
+            initialised_from: "test".into(),
+        };
+        let t: Vec<&Target> = targets.iter().collect();
+        let b = Baseline::fit(&cfg, &feats, &t, &[], &[])?;
+        let (w, bias) = b
+            .linear_map()
+            .ok_or_else(|| Error::InvalidInput("no map".into()))?;
+        assert_eq!((w.len(), bias.len()), (2 * d, 2));
+        let (rows, _, _) = samples(&feats, &t, 1)?;
+        let x = b.standardise(&rows, d)?.to_dtype(DType::F64)?;
+        let ridge = Tensor::from_slice(&b.ridge, (d + 1, 2), &Device::Cpu)?;
+        let probe: Vec<Vec<f64>> = x.matmul(&ridge)?.to_vec2()?;
+        for (r, scores) in rows.chunks(d).zip(&probe) {
+            for c in 0..2 {
+                let raw: f64 = (0..d)
+                    .map(|j| f64::from(w[c * d + j]) * f64::from(r[j]))
+                    .sum::<f64>()
+                    + f64::from(bias[c]);
+                assert!((raw - scores[c]).abs() < 1e-3, "{raw} vs {}", scores[c]);
+            }
+        }
         Ok(())
     }
 

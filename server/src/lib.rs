@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod demo;
 pub mod labels_cli;
 pub mod objects;
 pub mod telemetry;

@@ -185,3 +185,37 @@ pub async fn gpu_worker_online(pool: &PgPool) -> Result<bool> {
     .fetch_one(pool)
     .await?)
 }
+
+/// A training run whose `train` step succeeded: the run and the step's output (model keys, metrics).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrainedRun {
+    /// The run.
+    pub run_id: Uuid,
+    /// The `train` step's output.
+    pub output: serde_json::Value,
+}
+
+/// The project's trained model of `run_id`, or its newest one when `run_id` is `None`; `NotFound` when
+/// the run is not the project's (or not the org's) or its training has not succeeded.
+pub async fn trained_run(
+    pool: &PgPool,
+    org_id: Uuid,
+    project_id: Uuid,
+    run_id: Option<Uuid>,
+) -> Result<TrainedRun> {
+    sqlx::query_as(
+        "select r.id as run_id, s.output from pipeline_run r join step s on s.run_id = r.id \
+         where r.org_id = $1 and r.project_id = $2 and ($3::uuid is null or r.id = $3) \
+         and s.kind = 'train' and s.state = 'succeeded' and s.output is not null \
+         order by s.finished_at desc limit 1",
+    )
+    .bind(org_id)
+    .bind(project_id)
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound {
+        what: "trained model of run",
+        id: run_id.unwrap_or(project_id),
+    })
+}

@@ -166,7 +166,7 @@ async fn main() {
         format: 1,
         encoder: enc_cfg,
         model_size: "nano".into(),
-        patch_size: 4,
+        patch_size: env("PATCH", 4usize),
         task: "segmentation".into(),
         num_outputs: 4,
         head: env("HEAD", "light_segmentation".to_string()),
@@ -177,9 +177,9 @@ async fn main() {
     let model = TrainableTaskModel::new(cfg.clone(), &sd, &dev).unwrap();
     let enc = model.inference_encoder().unwrap();
     let t0 = Instant::now();
-    let tf = embed_examples(&enc, &train, 4, 8, &mut Print, (0.0, 1.0)).unwrap();
-    let vf = embed_examples(&enc, &val, 4, 8, &mut Print, (0.0, 1.0)).unwrap();
-    let sf = embed_examples(&enc, &test, 4, 8, &mut Print, (0.0, 1.0)).unwrap();
+    let tf = embed_examples(&enc, &train, cfg.patch_size, 8, &mut Print, (0.0, 1.0)).unwrap();
+    let vf = embed_examples(&enc, &val, cfg.patch_size, 8, &mut Print, (0.0, 1.0)).unwrap();
+    let sf = embed_examples(&enc, &test, cfg.patch_size, 8, &mut Print, (0.0, 1.0)).unwrap();
     println!("embedded 64 windows in {:.1} s", t0.elapsed().as_secs_f64());
 
     let t0 = Instant::now();
@@ -206,6 +206,12 @@ async fn main() {
     };
     let t0 = Instant::now();
     let mut trainer = Trainer::new(model, fit, &train).unwrap();
+    if env("PROBE_START", 1) == 1 {
+        let t = trainer
+            .start_from_probe(&baseline, &train, &tf, &val, &vf, &mut Print)
+            .unwrap();
+        println!("head starts from the linear probe: temperature {t:?}");
+    }
     trainer
         .fit(&train, &val, Some(&tf), Some(&vf), &mut Print)
         .unwrap();

@@ -227,6 +227,7 @@ async fn method_not_allowed() -> ApiError {
         outputs::stac_items,
         outputs::stac_item_handler,
         models::start_training,
+        models::start_prediction,
         models::get_training,
         models::get_run_evaluation,
         models::list_evaluations,
@@ -273,6 +274,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/runs/{id}", get(runs::get_run))
         .route("/projects/{id}/train", post(models::start_training))
+        .route("/projects/{id}/predict", post(models::start_prediction))
         .route("/projects/{id}/evaluations", get(models::list_evaluations))
         .route("/runs/{id}/training", get(models::get_training))
         .route("/runs/{id}/evaluation", get(models::get_run_evaluation))

@@ -1,6 +1,7 @@
 //! Trained models: start training (`POST /api/v1/projects/{id}/train`), training curves
 //! (`GET /api/v1/runs/{id}/training`) and evaluation reports (`GET /api/v1/runs/{id}/evaluation`,
-//! `GET /api/v1/projects/{id}/evaluations`).
+//! `GET /api/v1/projects/{id}/evaluations`) and prediction with a trained model
+//! (`POST /api/v1/projects/{id}/predict`: predict, combine and publish).
 
 use super::auth::{Actor, Role};
 use super::error::{ApiError, ApiResult, FieldError};
@@ -136,6 +137,115 @@ pub async fn start_training(
         key.as_deref(),
     )
     .await?;
+    Ok((StatusCode::CREATED, axum::Json(run)))
+}
+
+/// Body of `POST /api/v1/projects/{id}/predict`; every field is optional.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PredictRequest {
+    /// The training run whose model predicts (default: the project's newest trained model).
+    pub run_id: Option<Uuid>,
+    /// Side of a prediction partition in windows (1–64, default 4): one `predict` step each.
+    pub block: Option<usize>,
+    /// Overlap of neighbouring model tiles in pixels (default 16, below the window size).
+    pub overlap: Option<usize>,
+}
+
+/// Starts a run that maps the project's acquired windows with a trained model: one `predict` step per
+/// partition (fan-out), `combine` (the UTM COGs) and `publish` (web-mercator COGs, tiles, STAC Item).
+/// The outputs record the model's lineage: training run, label-set version, weights hash, validation
+/// and test metrics. Send `Idempotency-Key` to make a retried request safe.
+#[utoipa::path(post, path = "/api/v1/projects/{id}/predict", request_body = PredictRequest, tag = "models",
+    responses((status = 201, body = RunWithSteps), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn start_prediction(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(project_id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(body): Json<PredictRequest>,
+) -> ApiResult<(StatusCode, axum::Json<RunWithSteps>)> {
+    actor.require(Role::Member)?;
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    let mut errors = Vec::new();
+    if body.block.is_some_and(|b| !(1..=64).contains(&b)) {
+        errors.push(FieldError {
+            field: "block".into(),
+            message: "must be 1–64".into(),
+        });
+    }
+    if body
+        .overlap
+        .is_some_and(|o| i64::try_from(o).map_or(true, |o| o >= i64::from(project.window_size)))
+    {
+        errors.push(FieldError {
+            field: "overlap".into(),
+            message: format!("must be below the window size ({} px)", project.window_size),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let trained = models::trained_run(&state.pool, actor.org_id, project_id, body.run_id)
+        .await
+        .map_err(|e| match (e, body.run_id) {
+            (groundwork_store::Error::NotFound { .. }, None) => {
+                ApiError::validation(vec![FieldError {
+                    field: "run_id".into(),
+                    message: "the project has no trained model yet; train one first".into(),
+                }])
+            }
+            (e, _) => e.into(),
+        })?;
+    let out = &trained.output;
+    let evaluation = models::run_evaluation(&state.pool, actor.org_id, trained.run_id)
+        .await
+        .ok()
+        .map(|e| e.report);
+    let lineage = json!({
+        "training_run_id": trained.run_id,
+        "label_set_version": out.get("label_set_version"),
+        "checkpoint_sha256": out.get("weights_sha256"),
+        "initialised_from": out.get("initialised_from"),
+        "metrics": {"validation": out.get("metrics"), "test": evaluation},
+    });
+    let opts = groundwork_worker::steps::predict::PredictOptions {
+        model: groundwork_worker::steps::predict::ModelSpec::Trained {
+            run_id: trained.run_id,
+        },
+        block: body.block,
+        overlap: body.overlap,
+        lineage,
+    };
+    let steps = groundwork_worker::steps::plan_prediction(&state.pool, &project, &opts)
+        .await
+        .map_err(|e| {
+            ApiError::validation(vec![FieldError {
+                field: "project".into(),
+                message: format!("{e:#}"),
+            }])
+        })?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let run = jobs::create_run(
+        &state.pool,
+        actor.org_id,
+        project_id,
+        &steps,
+        key.as_deref(),
+    )
+    .await?;
+    actor
+        .audit(
+            &state,
+            "project.predict",
+            "run",
+            run.run.id,
+            json!({"project_id": project_id, "training_run_id": trained.run_id}),
+        )
+        .await;
     Ok((StatusCode::CREATED, axum::Json(run)))
 }
 

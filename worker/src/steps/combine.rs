@@ -41,6 +41,9 @@ struct PartOutput {
     scenes: Vec<String>,
     #[serde(default)]
     model: Value,
+    /// Class id of each output (trained models); `None`: the project's classes in order.
+    #[serde(default)]
+    class_ids: Option<Vec<i32>>,
 }
 
 /// One raster `combine` wrote.
@@ -140,6 +143,28 @@ pub fn legend_of(project: &projects::Project) -> anyhow::Result<Vec<LegendClass>
         .context("the project's classes are not [{id, name, color}]")
 }
 
+/// The legend in the model's output order: output `i` is class `class_ids[i]`; without class ids the
+/// outputs follow the project's classes in order.
+pub fn legend_for_outputs(
+    legend: &[LegendClass],
+    class_ids: Option<&[i32]>,
+) -> anyhow::Result<Vec<LegendClass>> {
+    let Some(ids) = class_ids else {
+        return Ok(legend.to_vec());
+    };
+    ids.iter()
+        .map(|&id| {
+            legend
+                .iter()
+                .find(|l| i32::from(l.id) == id)
+                .cloned()
+                .with_context(|| {
+                    format!("the model predicts class {id}, which the project does not have")
+                })
+        })
+        .collect()
+}
+
 /// The `combine` kind.
 #[derive(Debug, Clone, Copy)]
 pub struct Combine;
@@ -182,7 +207,11 @@ impl StepKind for Combine {
             let regression = mine.iter().any(|p| p.regression);
             let k = mine.first().map_or(0, |p| p.outputs);
             let resolution = mine.first().map_or(10.0, |p| p.resolution);
-            let legend = legend_of(&project).map_err(permanent)?;
+            let legend = legend_for_outputs(
+                &legend_of(&project).map_err(permanent)?,
+                mine.first().and_then(|p| p.class_ids.as_deref()),
+            )
+            .map_err(permanent)?;
             if !regression && legend.len() != k {
                 return Err(permanent(anyhow::anyhow!(
                     "the model predicts {k} classes but the project has {}",

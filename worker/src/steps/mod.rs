@@ -18,7 +18,7 @@ pub use noop::Noop;
 pub use predict::{Predict, plan_prediction};
 pub use publish::Publish;
 pub use sleep::Sleep;
-pub use train::{Train, TrainArgs, train_on_examples};
+pub use train::{ModelManifest, Train, TrainArgs, model_keys, project_prefix, train_on_examples};
 
 use crate::StepError;
 use serde::de::DeserializeOwned;

@@ -148,6 +148,48 @@ impl WindowModel for EncoderSegmentation {
     }
 }
 
+/// A task model trained by a `train` step, with the class id of each of its outputs.
+pub struct TrainedModel {
+    model: olmoearth::task::TaskModel,
+}
+
+impl TrainedModel {
+    /// Rebuilds the model from its manifest (`model.json`) and weights.
+    pub fn load(
+        manifest: &super::train::ModelManifest,
+        weights: &[u8],
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        use sha2::Digest;
+        let sha = hex_of(&sha2::Sha256::digest(weights));
+        anyhow::ensure!(
+            sha == manifest.weights_sha256,
+            "the model weights do not match their manifest (sha256 {sha}, expected {})",
+            manifest.weights_sha256
+        );
+        let model = olmoearth::task::TaskModel::load(manifest.config.clone(), weights, device)?;
+        Ok(Self { model })
+    }
+}
+
+impl WindowModel for TrainedModel {
+    fn num_outputs(&self) -> usize {
+        self.model.config().num_outputs
+    }
+
+    fn is_regression(&self) -> bool {
+        self.model.config().task == "regression"
+    }
+
+    fn predict(&self, input: &EncoderInput) -> olmoearth::Result<Tensor> {
+        self.model.predict(input)
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Which model a prediction runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -170,12 +212,20 @@ pub enum ModelSpec {
         #[serde(default)]
         regression: bool,
     },
+    /// The model a training run of the project wrote (`runs/{run_id}/model/` in the object store).
+    Trained {
+        /// The training run.
+        run_id: Uuid,
+    },
 }
 
 impl ModelSpec {
-    /// Builds the model.
+    /// Builds the model; a trained model comes from [`ModelSpec::fetch_trained`] instead.
     pub fn load(&self, patch_size: usize, device: &Device) -> anyhow::Result<Arc<dyn WindowModel>> {
         Ok(match self {
+            ModelSpec::Trained { run_id } => {
+                anyhow::bail!("the model of run {run_id} must be fetched from the object store")
+            }
             ModelSpec::Constant { values, regression } => {
                 anyhow::ensure!(
                     !values.is_empty(),
@@ -206,10 +256,32 @@ impl ModelSpec {
         })
     }
 
+    /// Reads the manifest and weights of a trained model of `project` from the object store.
+    pub async fn fetch_trained(
+        objects: &dyn object_store::ObjectStore,
+        project: &projects::Project,
+        run_id: Uuid,
+    ) -> anyhow::Result<(super::train::ModelManifest, Vec<u8>)> {
+        let prefix = super::train::project_prefix(project.org_id, project.id);
+        let (manifest_key, _, _) = super::train::model_keys(&prefix, run_id);
+        let path = object_store::path::Path::from(manifest_key.as_str());
+        let bytes = async { objects.get(&path).await?.bytes().await }
+            .await
+            .with_context(|| format!("run {run_id} has no trained model ({manifest_key})"))?;
+        let manifest: super::train::ModelManifest =
+            serde_json::from_slice(&bytes).context("the model manifest is not readable")?;
+        let path = object_store::path::Path::from(manifest.weights_key.as_str());
+        let weights = async { objects.get(&path).await?.bytes().await }
+            .await
+            .with_context(|| format!("reading the model weights {}", manifest.weights_key))?;
+        Ok((manifest, weights.to_vec()))
+    }
+
     /// What lineage records about the model.
     #[must_use]
     pub fn lineage(&self) -> serde_json::Value {
         match self {
+            ModelSpec::Trained { run_id } => json!({"kind": "trained", "run_id": run_id}),
             ModelSpec::Constant { values, regression } => {
                 json!({"kind": "constant", "outputs": values.len(), "regression": regression})
             }
@@ -369,9 +441,27 @@ pub fn predict_partition(
     anyhow::ensure!(!names.is_empty(), "no window of the partition has tensors");
     let k = model.num_outputs();
     let mut blender = Blender::new(core_rect, k, layout);
+    // Tiles that reach past the data (the edge of the area, where no window exists) move inside it,
+    // so that the model never sees a border of missing tokens: it was trained on whole windows, and a
+    // tile half outside the area predicts its valid half poorly. Every partition sees the same edge
+    // (its halo holds the neighbouring windows), so shared tiles stay identical across partitions.
+    let bounds = mosaic.valid_bounds();
+    let clamp = |v: i64, lo: i64, hi: i64| {
+        if hi - lo >= n as i64 {
+            v.clamp(lo, hi - n as i64)
+        } else {
+            v
+        }
+    };
+    let mut seen = BTreeSet::new();
     let tiles: Vec<(i64, i64)> = layout
         .tiles_over(core_rect)
         .into_iter()
+        .map(|(x, y)| match bounds {
+            Some(b) => (clamp(x, b.x0, b.x1), clamp(y, b.y0, b.y1)),
+            None => (x, y),
+        })
+        .filter(|t| seen.insert(*t))
         .filter(|&(x, y)| {
             let tile = Rect {
                 x0: x,
@@ -694,8 +784,33 @@ impl StepKind for Predict {
             let patch_size = usize::try_from(project.patch_size).unwrap_or(4);
             let cancel = ctx.cancel.clone();
             let batch = args.batch_size;
+            // A trained model: its manifest names the class of each output and its lineage.
+            let trained = match &spec {
+                ModelSpec::Trained { run_id } => Some(
+                    ModelSpec::fetch_trained(objects.as_ref(), &project, *run_id)
+                        .await
+                        .map_err(permanent)?,
+                ),
+                _ => None,
+            };
+            let mut lineage = args.model.lineage();
+            let mut class_ids: Option<Vec<i32>> = None;
+            if let Some((m, _)) = &trained {
+                lineage["checkpoint_sha256"] = json!(m.weights_sha256);
+                lineage["label_set_version"] = json!(m.label_set_version);
+                lineage["model_size"] = json!(m.config.model_size);
+                lineage["patch_size"] = json!(m.config.patch_size);
+                if !m.class_ids.is_empty() {
+                    class_ids = Some(m.class_ids.clone());
+                }
+            }
             let prediction = tokio::task::spawn_blocking(move || {
-                let model = spec.load(patch_size, &device)?;
+                let model: Arc<dyn WindowModel> = match trained {
+                    Some((manifest, weights)) => {
+                        Arc::new(TrainedModel::load(&manifest, &weights, &device)?)
+                    }
+                    None => spec.load(patch_size, &device)?,
+                };
                 predict_partition(
                     model.as_ref(),
                     &windows,
@@ -728,7 +843,8 @@ impl StepKind for Predict {
                     "key": key, "epsg": args.epsg, "resolution": resolution,
                     "rect": [r.x0, r.y0, r.x1, r.y1], "outputs": prediction.k, "regression": regression,
                     "windows": footprints.iter().filter(|w| in_core(w)).count(),
-                    "tiles": prediction.tiles, "overlap": args.overlap, "model": args.model.lineage(),
+                    "tiles": prediction.tiles, "overlap": args.overlap, "model": lineage,
+                    "class_ids": class_ids,
                     "scenes": scenes, "seconds": started.elapsed().as_secs_f64(),
                 }),
                 artifacts: Vec::new(),

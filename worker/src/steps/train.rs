@@ -99,7 +99,7 @@ fn retryable(e: impl Into<anyhow::Error>) -> StepError {
 }
 
 /// Object-store prefix of a project.
-pub(crate) fn project_prefix(org_id: Uuid, project_id: Uuid) -> String {
+pub fn project_prefix(org_id: Uuid, project_id: Uuid) -> String {
     format!("orgs/{org_id}/projects/{project_id}")
 }
 
@@ -112,7 +112,7 @@ pub(crate) fn window_key(prefix: &str, window_id: &str, m: Modality) -> ObjectPa
 }
 
 /// Keys of a run's model files.
-pub(crate) fn model_keys(prefix: &str, run_id: Uuid) -> (String, String, String) {
+pub fn model_keys(prefix: &str, run_id: Uuid) -> (String, String, String) {
     let base = format!("{prefix}/runs/{run_id}/model");
     (
         format!("{base}/model.json"),
@@ -196,6 +196,7 @@ fn class_ids(project_classes: &Value, examples: &[TrainingExample]) -> Vec<i32> 
 fn pretrained(
     model_dir: Option<&Path>,
     size: ModelSize,
+    seed: u64,
     device: &Device,
 ) -> (String, EncoderConfig, olmoearth::StateDict, Option<String>) {
     let tried: Vec<PathBuf> = model_dir
@@ -225,7 +226,8 @@ fn pretrained(
         ),
         None => "no model directory is configured (GROUNDWORK_MODEL_DIR); the encoder starts from random weights".to_string(),
     };
-    match olmoearth::checkpoint::random_state_dict(&cfg, device) {
+    // Seeded, so that the same labels and settings train the same model.
+    match olmoearth::checkpoint::seeded_state_dict(&cfg, seed, device) {
         Ok(sd) => ("random".into(), cfg, sd, Some(note)),
         Err(e) => {
             tracing::warn!(error = %e, "random initialisation failed");
@@ -519,8 +521,9 @@ pub async fn train_on_examples(
     ctx.progress.set(0.0, "loading the encoder");
     let model_dir = ctx.model_dir.clone();
     let dev = device.clone();
+    let seed = opts.seed;
     let (initialised_from, enc_cfg, sd, init_note) =
-        tokio::task::spawn_blocking(move || pretrained(model_dir.as_deref(), size, &dev))
+        tokio::task::spawn_blocking(move || pretrained(model_dir.as_deref(), size, seed, &dev))
             .await
             .map_err(retryable)?;
     let modalities: Vec<Modality> = project
@@ -672,6 +675,7 @@ pub async fn train_on_examples(
             } else {
                 (None, None, Vec::new())
             };
+            let mut probe = None;
             let baseline = match (baseline_saved, &train_f, &val_f) {
                 (Some(b), _, _) => Some(b),
                 (None, Some(tf), Some(vf)) => {
@@ -693,10 +697,21 @@ pub async fn train_on_examples(
                     handle
                         .block_on(put_bytes(store2.as_ref(), &baseline_key2, bytes))
                         .map_err(retryable)?;
+                    probe = Some(b);
                     Some(doc)
                 }
                 _ => None,
             };
+            if let (Some(b), Some(tf), Some(vf)) = (&probe, &train_f, &val_f)
+                && let Some(t) = trainer
+                    .start_from_probe(b, &train, tf, &val, vf, &mut sink)
+                    .map_err(fit_error)?
+            {
+                sink.progress(
+                    0.2,
+                    &format!("the head starts from the linear probe (temperature {t})"),
+                );
+            }
             trainer
                 .fit(
                     &train,

@@ -1,0 +1,497 @@
+//! `groundwork demo`: the whole pipeline on the offline demo catalogue, through the REST API a user or
+//! a script would call.
+//!
+//! 1. The demo catalogue (Sentinel-2 COGs, STAC items, ground truth) is generated once in the demo
+//!    folder and served as a STAC API by the same server ([`app`]).
+//! 2. A demo organisation and user are set up (the user's password is new on every run and shown once).
+//! 3. Through the API: a segmentation project over the catalogue's area, `acquire`, a label import
+//!    (points sampled from the ground truth, as CSV), a spatial train/val/test split, `train` +
+//!    `evaluate`, then `predict` → `combine` → `publish`.
+//! 4. The published class map is scored against the ground truth on the test windows.
+
+use crate::{AppState, router};
+use anyhow::{Context, bail};
+use groundwork_imagery::demo::{self as data, DemoOptions};
+use groundwork_store::PgPool;
+use groundwork_store::accounts::{self, Role, Scope};
+use groundwork_store::audit::Who;
+use groundwork_store::labels;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Name of the demo organisation.
+pub const DEMO_ORG: &str = "Groundwork demo";
+/// Email of the demo user.
+pub const DEMO_EMAIL: &str = "demo@groundwork.localhost";
+
+/// Settings of a demo run (defaults: the full demo).
+#[derive(Debug, Clone)]
+pub struct DemoRun {
+    /// The synthetic scene.
+    pub data: DemoOptions,
+    /// Point labels sampled per class from the ground truth.
+    pub labels_per_class: usize,
+    /// Encoder patch size.
+    pub patch_size: i32,
+    /// `nano | tiny | base | large`.
+    pub model_size: String,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Block side (windows) of the spatial split.
+    pub split_block: u32,
+    /// Seed of label sampling and the split.
+    pub seed: u64,
+}
+
+impl Default for DemoRun {
+    fn default() -> Self {
+        DemoRun {
+            data: DemoOptions::default(),
+            labels_per_class: 400,
+            // 8 × 8 px tokens: on two CPU cores p = 4 costs 20× the encoder time for ~1 point of
+            // accuracy on the demo scene.
+            patch_size: 8,
+            model_size: "nano".into(),
+            epochs: 20,
+            split_block: 2,
+            seed: 7,
+        }
+    }
+}
+
+/// What a demo run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    /// Test-split pixel accuracy of the published map against the full ground truth.
+    pub accuracy: f64,
+    /// The frozen-encoder baseline's test-window maps, scored like `accuracy`.
+    pub baseline_accuracy: Option<f64>,
+    /// The fine-tuned model on the labelled test pixels (the evaluation report).
+    pub model_label_accuracy: Option<f64>,
+    /// The frozen-encoder baseline on the labelled test pixels (the evaluation report).
+    pub baseline_label_accuracy: Option<f64>,
+    /// The training labels' majority class everywhere, scored like `accuracy`.
+    pub majority_accuracy: f64,
+    /// The map page.
+    pub map_url: String,
+    /// Wall time of the run.
+    pub seconds: f64,
+    /// The project.
+    pub project_id: Uuid,
+    /// The published class map.
+    pub output_id: Uuid,
+    /// Test windows scored.
+    pub test_windows: usize,
+}
+
+/// The demo user's credentials (the password is new on every run).
+#[derive(Debug, Clone)]
+pub struct DemoLogin {
+    /// Email.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Generates the demo catalogue in `dir` unless it is already there for the same options; returns
+/// the catalogue path.
+pub async fn prepare_data(dir: &Path, opts: &DemoOptions) -> anyhow::Result<PathBuf> {
+    let catalog = dir.join("catalog.json");
+    let marker = dir.join("demo-options.json");
+    let wanted = json!({"seed": opts.seed, "size": opts.size, "epsg": opts.epsg,
+                        "origin": [opts.origin.0, opts.origin.1], "months": opts.months});
+    let existing: Option<Value> = std::fs::read(&marker)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if catalog.is_file() && existing.as_ref() == Some(&wanted) {
+        return Ok(catalog);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    let (d, o) = (dir.to_path_buf(), opts.clone());
+    let catalog = tokio::task::spawn_blocking(move || data::generate_demo_data(&d, &o))
+        .await
+        .context("demo generator task")?
+        .context("generating the demo catalogue")?;
+    std::fs::write(&marker, serde_json::to_vec(&wanted)?)
+        .with_context(|| format!("writing {}", marker.display()))?;
+    Ok(catalog)
+}
+
+/// The application plus the demo catalogue as a STAC API under `/demo/stac`.
+pub fn app(state: AppState, data_dir: &Path, base_url: &str) -> anyhow::Result<axum::Router> {
+    let stac = groundwork_imagery::demo_stac_router(data_dir, &format!("{base_url}/demo/stac"))
+        .with_context(|| format!("serving the demo catalogue in {}", data_dir.display()))?;
+    Ok(router(state).nest("/demo/stac", stac))
+}
+
+/// Creates (or finds) the demo organisation and user, gives the user a new password and returns it
+/// with a write token for the API.
+pub async fn login(pool: &PgPool) -> anyhow::Result<(DemoLogin, String)> {
+    let who = Who::cli();
+    let password = format!("demo-{}", Uuid::new_v4().simple());
+    let user = match accounts::user_by_email(pool, DEMO_EMAIL).await? {
+        Some(u) => {
+            accounts::set_password(pool, &who, u.id, &password, None).await?;
+            u
+        }
+        None => accounts::create_user(pool, &who, DEMO_EMAIL, &password).await?,
+    };
+    let org = match accounts::org_by_name(pool, DEMO_ORG).await? {
+        Some(o) => o,
+        None => accounts::create_org(pool, &who, DEMO_ORG, Some(user.id)).await?,
+    };
+    if accounts::role_in(pool, org.id, user.id).await?.is_none() {
+        accounts::add_member(pool, &who, org.id, user.id, Role::Owner).await?;
+    }
+    let (token, _) =
+        accounts::create_api_token(pool, &who, user.id, org.id, "demo", Scope::Write, None).await?;
+    Ok((
+        DemoLogin {
+            email: DEMO_EMAIL.into(),
+            password,
+        },
+        token,
+    ))
+}
+
+/// A small client of the REST API.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("{what}: the server did not answer"))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{what}: {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str, what: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)), what)
+            .await
+    }
+
+    async fn post(&self, path: &str, body: &Value, what: &str) -> anyhow::Result<Value> {
+        self.send(
+            self.http.post(format!("{}{path}", self.base)).json(body),
+            what,
+        )
+        .await
+    }
+
+    /// Polls a run until it ends, reporting each step's progress as it changes.
+    async fn wait(&self, run: &Value, log: &mut dyn FnMut(&str)) -> anyhow::Result<Value> {
+        let id = run["id"].as_str().context("the run has no id")?.to_owned();
+        let mut last: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            let r = self
+                .get(&format!("/api/v1/runs/{id}"), "reading the run")
+                .await?;
+            for s in r["steps"].as_array().into_iter().flatten() {
+                let name = s["name"].as_str().unwrap_or("step").to_owned();
+                let line = format!(
+                    "{:>4.0}% {} {}",
+                    s["progress"].as_f64().unwrap_or(0.0) * 100.0,
+                    s["state"].as_str().unwrap_or(""),
+                    s["message"].as_str().unwrap_or("")
+                );
+                if last.get(&name) != Some(&line) {
+                    log(&format!("  {name:<16} {line}"));
+                    last.insert(name, line);
+                }
+            }
+            match r["state"].as_str() {
+                Some("succeeded") => return Ok(r),
+                Some(state @ ("failed" | "cancelled")) => {
+                    let errors: Vec<String> = r["steps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| {
+                            s["error"]
+                                .as_str()
+                                .map(|e| format!("{}: {e}", s["name"].as_str().unwrap_or("step")))
+                        })
+                        .collect();
+                    bail!("the run {state}: {}", errors.join("; "));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(1000)).await,
+            }
+        }
+    }
+}
+
+/// Runs the demo against the server at `base_url` (serving [`app`] with workers attached) and scores
+/// its map. `log` receives progress lines.
+pub async fn run(
+    pool: &PgPool,
+    objects: Arc<dyn ObjectStore>,
+    base_url: &str,
+    data_dir: &Path,
+    opts: &DemoRun,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<(DemoSummary, DemoLogin)> {
+    let started = Instant::now();
+    let (login, token) = login(pool).await?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base_url.trim_end_matches('/').to_owned(),
+        token,
+    };
+
+    // The project: the catalogue's area, its four classes, Sentinel-2 over April–July 2024.
+    let aoi: Value = serde_json::from_slice(
+        &tokio::fs::read(data_dir.join("aoi.geojson"))
+            .await
+            .context("reading the demo area")?,
+    )?;
+    let colors = ["#2166ac", "#1b7837", "#e6ab02", "#8c510a"];
+    let classes: Vec<Value> = data::CLASSES
+        .iter()
+        .zip(colors)
+        .map(|((id, name), color)| json!({"id": id, "name": name, "color": color}))
+        .collect();
+    let months = &opts.data.months;
+    let (first, last) = (
+        months.iter().min().copied().unwrap_or(4),
+        months.iter().max().copied().unwrap_or(7),
+    );
+    let end_day = chrono::NaiveDate::from_ymd_opt(2024, last + 1, 1)
+        .and_then(|d| d.pred_opt())
+        .map_or_else(|| "2024-12-31".to_owned(), |d| d.to_string());
+    let project = api
+        .post(
+            "/api/v1/projects",
+            &json!({
+                "name": format!("Demo land cover {}", chrono::Utc::now().format("%Y-%m-%d %H:%M")),
+                "description": "Land cover of the offline demo scene, made by `groundwork demo`.",
+                "aoi": aoi.get("geometry").unwrap_or(&aoi),
+                "start": format!("2024-{first:02}-01"), "end": end_day,
+                "task": "segmentation", "classes": classes, "modalities": ["sentinel2_l2a"],
+                "model_size": opts.model_size, "patch_size": opts.patch_size, "window_size": 64,
+            }),
+            "creating the project",
+        )
+        .await?;
+    let project_id: Uuid = serde_json::from_value(project["id"].clone())?;
+    log(&format!("project {project_id} created"));
+
+    log("acquiring Sentinel-2 windows from the demo STAC API");
+    let run = api
+        .post(
+            &format!("/api/v1/projects/{project_id}/acquire"),
+            &json!({"stac": format!("{}/demo/stac", api.base)}),
+            "starting the acquisition",
+        )
+        .await?;
+    api.wait(&run, log).await?;
+
+    // Labels: points sampled from the ground truth, imported as CSV like any user file.
+    let points = data::sample_labels(&opts.data, opts.labels_per_class, 320.0, opts.seed)?;
+    let mut csv = String::from("lon,lat,class\n");
+    for p in &points {
+        csv.push_str(&format!("{:.8},{:.8},{}\n", p.lon, p.lat, p.class_id));
+    }
+    let report = api
+        .send(
+            api.http
+                .post(format!(
+                    "{}/api/v1/projects/{project_id}/labels/import?format=csv",
+                    api.base
+                ))
+                .header("content-type", "text/csv")
+                .body(csv),
+            "importing the labels",
+        )
+        .await?;
+    log(&format!(
+        "imported {} labels ({} rows rejected)",
+        report["imported"],
+        report["errors"].as_array().map_or(0, Vec::len)
+    ));
+    let split = api
+        .post(
+            &format!("/api/v1/projects/{project_id}/labels/split"),
+            &json!({"block_size": opts.split_block, "seed": opts.seed}),
+            "splitting the windows",
+        )
+        .await?;
+    log(&format!(
+        "windows split into train {} / val {} / test {} (blocks of {}×{})",
+        split["windows"]["train"],
+        split["windows"]["val"],
+        split["windows"]["test"],
+        opts.split_block,
+        opts.split_block
+    ));
+
+    log("training (frozen-encoder baseline, then the task head) and evaluating");
+    let run = api
+        .post(
+            &format!("/api/v1/projects/{project_id}/train"),
+            &json!({"epochs": opts.epochs}),
+            "starting training",
+        )
+        .await?;
+    let train_run = api.wait(&run, log).await?;
+    let train_run_id = train_run["id"].as_str().unwrap_or_default().to_owned();
+    let evaluation = api
+        .get(
+            &format!("/api/v1/runs/{train_run_id}/evaluation"),
+            "reading the evaluation",
+        )
+        .await?;
+    let model_label_accuracy = evaluation["report"]["model"]["accuracy"].as_f64();
+    let baseline_label_accuracy = evaluation["report"]["baseline"]["accuracy"].as_f64();
+    let class_ids: Vec<i32> =
+        serde_json::from_value(evaluation["report"]["class_ids"].clone()).unwrap_or_default();
+    // The baseline's test-window maps, to score them on the same pixels as the published map.
+    let baseline_key = train_run["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["kind"] == "train")
+        .and_then(|s| s["output"]["baseline"].as_str())
+        .map(str::to_owned);
+    let baseline_maps: BTreeMap<String, Value> = match &baseline_key {
+        Some(key) => {
+            let bytes = objects
+                .get(&object_store::path::Path::from(key.as_str()))
+                .await?
+                .bytes()
+                .await?;
+            let doc: Value = serde_json::from_slice(&bytes)?;
+            serde_json::from_value(doc["test_predictions"].clone()).unwrap_or_default()
+        }
+        None => BTreeMap::new(),
+    };
+
+    log("predicting, combining and publishing the map");
+    let run = api
+        .post(
+            &format!("/api/v1/projects/{project_id}/predict"),
+            &json!({"run_id": train_run_id}),
+            "starting prediction",
+        )
+        .await?;
+    api.wait(&run, log).await?;
+    let outputs = api
+        .get(
+            &format!("/api/v1/projects/{project_id}/outputs"),
+            "listing the outputs",
+        )
+        .await?;
+    let class_output = outputs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["kind"] == "class")
+        .context("the run published no class map")?
+        .clone();
+    let output_id: Uuid = serde_json::from_value(class_output["id"].clone())?;
+
+    // Score the published map's UTM raster on the test windows against the full ground truth.
+    let version = labels::resolve_version(pool, project_id, None)
+        .await?
+        .context("the project has no labels")?;
+    let splits = labels::window_splits(pool, project_id, version).await?;
+    let grids = labels::window_grids(pool, project_id).await?;
+    let in_split = |split: labels::Split| -> Vec<[f64; 6]> {
+        grids
+            .iter()
+            .filter(|w| splits.get(&w.id) == Some(&split))
+            .filter_map(|w| serde_json::from_value(w.geotransform.clone()).ok())
+            .collect()
+    };
+    let (train, test) = (
+        in_split(labels::Split::Train),
+        in_split(labels::Split::Test),
+    );
+    // Baseline maps hold output indices; the evaluation's class ids name them.
+    let baseline_windows: Vec<([f64; 6], Vec<u8>)> = grids
+        .iter()
+        .filter(|w| splits.get(&w.id) == Some(&labels::Split::Test))
+        .filter_map(|w| {
+            let gt: [f64; 6] = serde_json::from_value(w.geotransform.clone()).ok()?;
+            let map = baseline_maps.get(&w.id)?["map"]
+                .as_array()?
+                .iter()
+                .map(|v| {
+                    let i = v.as_u64().and_then(|i| usize::try_from(i).ok());
+                    i.and_then(|i| class_ids.get(i))
+                        .and_then(|&c| u8::try_from(c).ok())
+                        .unwrap_or(u8::MAX)
+                });
+            Some((gt, map.collect()))
+        })
+        .collect();
+    let org_id: Uuid = serde_json::from_value(project["org_id"].clone())?;
+    let utm_key = groundwork_store::outputs::get(pool, org_id, output_id)
+        .await?
+        .utm_key;
+    let bytes = objects
+        .get(&object_store::path::Path::from(utm_key.as_str()))
+        .await?
+        .bytes()
+        .await?;
+    let tmp = tempfile_in(data_dir, &bytes)?;
+    let baseline_accuracy = if baseline_windows.is_empty() {
+        None
+    } else {
+        Some(data::score_window_maps(&opts.data, &baseline_windows, 64).accuracy())
+    };
+    let (data_opts, tests) = (opts.data.clone(), test.clone());
+    // The majority baseline: the most common true class of the training windows, everywhere.
+    let (score, train_score) = tokio::task::spawn_blocking(move || {
+        let test = data::score_class_map(&tmp, &data_opts, &tests, 64);
+        let train = data::score_class_map(&tmp, &data_opts, &train, 64);
+        let _ = std::fs::remove_file(&tmp);
+        Ok::<_, groundwork_imagery::Error>((test?, train?))
+    })
+    .await??;
+    let majority = train_score
+        .truth_counts
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, n)| **n)
+        .and_then(|(c, _)| u8::try_from(c).ok())
+        .unwrap_or(1);
+    let summary = DemoSummary {
+        accuracy: score.accuracy(),
+        baseline_accuracy,
+        model_label_accuracy,
+        baseline_label_accuracy,
+        majority_accuracy: score.constant_accuracy(majority),
+        map_url: format!("{}/outputs/{output_id}", api.base),
+        seconds: started.elapsed().as_secs_f64(),
+        project_id,
+        output_id,
+        test_windows: test.len(),
+    };
+    Ok((summary, login))
+}
+
+/// Writes `bytes` to a fresh file in `dir`.
+fn tempfile_in(dir: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("map-{}.tif", Uuid::new_v4().simple()));
+    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
