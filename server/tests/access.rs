@@ -1,6 +1,7 @@
 //! Access control over the real router and database: every v1 route × every kind of caller × own and
 //! other organisation, plus sessions, CSRF, token scopes and revocation, the sign-in rate limit,
-//! first-run setup, invitations, password changes, organisation deletion and the audit log.
+//! first-run setup, invitations, password changes, organisation deletion, the audit log and the
+//! `Secure` cookie setting.
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
@@ -51,10 +52,15 @@ async fn send(
     body: Option<Value>,
     ip: &str,
 ) -> Resp {
+    // A JSON string body is an HTML form's (the pages' routes); anything else is sent as JSON.
+    let content_type = match &body {
+        Some(Value::String(_)) => "application/x-www-form-urlencoded",
+        _ => "application/json",
+    };
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("content-type", "application/json");
+        .header("content-type", content_type);
     match caller {
         Caller::Anonymous => {}
         Caller::Bearer(t) => req = req.header("authorization", format!("Bearer {t}")),
@@ -65,7 +71,10 @@ async fn send(
         }
     }
     let mut req = req
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .body(body.map_or_else(Body::empty, |b| match b {
+            Value::String(form) => Body::from(form),
+            json => Body::from(json.to_string()),
+        }))
         .unwrap();
     let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
     req.extensions_mut().insert(ConnectInfo(addr));
@@ -626,6 +635,70 @@ async fn fresh() -> (TestDb, axum::Router, Uuid) {
         .unwrap();
     user_in(&db.pool, org.id, "owner@alpha.org", Role::Owner).await;
     (db, app, org.id)
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_only_when_the_server_is_told_so() {
+    let (db, _, _) = fresh().await;
+    for secure in [false, true] {
+        let mut state = AppState::new(db.pool.clone());
+        state.secure_cookies = secure;
+        let app = router(state);
+        let has_secure = |r: &Resp| {
+            let set = r.headers.get("set-cookie").unwrap().to_str().unwrap();
+            set.split(';').any(|a| a.trim() == "Secure")
+        };
+
+        // Signed in through the API and through the sign-in page.
+        let r = send(
+            &app,
+            &Caller::Anonymous,
+            "POST",
+            "/api/v1/auth/login",
+            Some(json!({"email": "owner@alpha.org", "password": PASSWORD})),
+            "10.8.0.1",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(has_secure(&r), secure, "API sign-in, secure={secure}");
+        let session = Session {
+            cookie: cookie_of(&r),
+            csrf: r.body["csrf_token"].as_str().unwrap().to_owned(),
+        };
+        let form = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([("email", "owner@alpha.org"), ("password", PASSWORD)])
+            .finish();
+        let r = send(
+            &app,
+            &Caller::Anonymous,
+            "POST",
+            "/login",
+            Some(Value::String(form)),
+            "10.8.0.1",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert_eq!(has_secure(&r), secure, "page sign-in, secure={secure}");
+
+        // Signing out clears the cookie with the same attributes.
+        let r = send(
+            &app,
+            &Caller::Browser(session),
+            "POST",
+            "/api/v1/auth/logout",
+            None,
+            "10.8.0.1",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert!(
+            r.headers["set-cookie"]
+                .to_str()
+                .unwrap()
+                .contains("Max-Age=0")
+        );
+        assert_eq!(has_secure(&r), secure, "sign-out, secure={secure}");
+    }
 }
 
 #[tokio::test]

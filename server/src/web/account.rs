@@ -180,8 +180,10 @@ pub async fn logout(State(state): State<AppState>, p: Principal) -> PageResult<R
         accounts::delete_session(&state.pool, &p.who(), id).await?;
     }
     let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, auth::clear_session_cookie());
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        auth::clear_session_cookie(state.secure_cookies),
+    );
     Ok(resp)
 }
 
