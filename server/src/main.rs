@@ -205,6 +205,12 @@ struct ServeArgs {
     /// Serve this demo catalogue (made by `groundwork demo-data`) as a STAC API under /demo/stac.
     #[arg(long, env = "GROUNDWORK_DEMO_DATA")]
     demo_data: Option<PathBuf>,
+    /// Mark the session cookie `Secure`, so browsers send it over HTTPS only. Turn this on whenever
+    /// users reach the server through HTTPS (a TLS-terminating proxy); leave it off for plain
+    /// `http://127.0.0.1`, where a `Secure` cookie would never come back. The variable takes
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    #[arg(long, env = "GROUNDWORK_SECURE_COOKIES", value_parser = clap::builder::BoolishValueParser::new())]
+    secure_cookies: bool,
     #[command(flatten)]
     worker: WorkerOptions,
 }
@@ -357,6 +363,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut state = AppState::new(db.pool.clone());
     state.max_aoi_km2 = args.max_aoi_km2;
+    state.secure_cookies = args.secure_cookies;
     state.objects.clone_from(&config.objects);
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await

@@ -1,6 +1,7 @@
-//! Access control over the real router and database: every v1 route × every kind of caller × own and
-//! other organisation, plus sessions, CSRF, token scopes and revocation, the sign-in rate limit,
-//! first-run setup, invitations, password changes, organisation deletion and the audit log.
+//! Access control over the real router and database: every v1 route and every page that acts on an
+//! organisation × every kind of caller × own and other organisation, plus sessions, CSRF, token
+//! scopes and revocation, the sign-in rate limit, first-run setup, invitations, password changes,
+//! organisation deletion, the audit log and the `Secure` cookie setting.
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
@@ -12,8 +13,10 @@ use axum::http::{Request, StatusCode};
 use groundwork_server::{AppState, router};
 use groundwork_store::accounts::{self, Role, Scope};
 use groundwork_store::audit::Who;
+use groundwork_store::models::{self, NewEvaluation};
+use groundwork_store::outputs::{self, NewOutput};
 use groundwork_store::testing::TestDb;
-use groundwork_store::{PgPool, workers};
+use groundwork_store::{PgPool, projects, workers};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -51,10 +54,15 @@ async fn send(
     body: Option<Value>,
     ip: &str,
 ) -> Resp {
+    // A JSON string body is an HTML form's (the pages' routes); anything else is sent as JSON.
+    let content_type = match &body {
+        Some(Value::String(_)) => "application/x-www-form-urlencoded",
+        _ => "application/json",
+    };
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("content-type", "application/json");
+        .header("content-type", content_type);
     match caller {
         Caller::Anonymous => {}
         Caller::Bearer(t) => req = req.header("authorization", format!("Bearer {t}")),
@@ -65,7 +73,10 @@ async fn send(
         }
     }
     let mut req = req
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .body(body.map_or_else(Body::empty, |b| match b {
+            Value::String(form) => Body::from(form),
+            json => Body::from(json.to_string()),
+        }))
         .unwrap();
     let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
     req.extensions_mut().insert(ConnectInfo(addr));
@@ -140,6 +151,7 @@ struct OrgFixture {
     run: String,
     step: String,
     worker: Uuid,
+    output: Uuid,
 }
 
 struct Fixture {
@@ -149,9 +161,89 @@ struct Fixture {
     other: OrgFixture,
     callers: Vec<(&'static str, Option<Role>, Caller)>,
     _db: TestDb,
+    _objects: tempfile::TempDir,
 }
 
-async fn org_fixture(app: &axum::Router, pool: &PgPool, name: &str) -> OrgFixture {
+/// One labelled point inside [`aoi`].
+fn label_file() -> Value {
+    json!({"type": "FeatureCollection", "features": [{"type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [10.005, 50.005]}, "properties": {"class": "water"}}]})
+}
+
+/// Imports one label into `project` as its owner and returns the label's id.
+async fn new_label(app: &axum::Router, pool: &PgPool, owner: &Caller, project: &str) -> i64 {
+    let r = send(
+        app,
+        owner,
+        "POST",
+        &format!("/api/v1/projects/{project}/labels/import"),
+        Some(label_file()),
+        "10.0.0.9",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    sqlx::query_scalar("select max(id) from label where project_id = $1")
+        .bind(project.parse::<Uuid>().unwrap())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A published class map of `run` (a 4 × 4 COG near the AOI, as both of its files).
+async fn new_output(
+    pool: &PgPool,
+    objects: &std::path::Path,
+    org: Uuid,
+    project: Uuid,
+    run: Uuid,
+) -> Uuid {
+    let key = format!("orgs/{org}/outputs/{run}/class.tif");
+    let path = objects.join(&key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let (x, y) = (1_113_194.9, 6_446_275.8);
+    groundwork_imagery::demo::write_cog::<u8>(
+        &path,
+        &[0; 16],
+        4,
+        4,
+        [x, 10.0, 0.0, y, 0.0, -10.0],
+        3857,
+        Some(255.0),
+    )
+    .unwrap();
+    let o = outputs::upsert(
+        pool,
+        &NewOutput {
+            org_id: org,
+            project_id: project,
+            run_id: run,
+            kind: "class".into(),
+            utm_key: key.clone(),
+            web_key: key,
+            epsg: 3857,
+            width: 4,
+            height: 4,
+            bands: 1,
+            bbox: [10.0, 50.0, 10.0004, 50.0003],
+            bounds_3857: [x, y - 40.0, x + 40.0, y],
+            min_zoom: 0,
+            max_zoom: 14,
+            classes: json!([{"id": 0, "name": "water", "color": "#0000ff"}]),
+            stats: json!({}),
+            lineage: json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    o.id
+}
+
+async fn org_fixture(
+    app: &axum::Router,
+    pool: &PgPool,
+    objects: &std::path::Path,
+    name: &str,
+) -> OrgFixture {
     let org = accounts::create_org(pool, &Who::cli(), name, None)
         .await
         .unwrap();
@@ -162,13 +254,40 @@ async fn org_fixture(app: &axum::Router, pool: &PgPool, name: &str) -> OrgFixtur
         &owner,
         "POST",
         "/api/v1/projects",
-        Some(json!({"name": name, "aoi": aoi(), "start": "2024-01-01", "end": "2024-02-01", "task": "classification"})),
+        Some(json!({"name": name, "aoi": aoi(), "start": "2024-01-01", "end": "2024-02-01", "task": "classification",
+            "classes": [{"id": 0, "name": "water", "color": "#0000ff"}]})),
         "10.0.0.9",
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let project = r.body["id"].as_str().unwrap().to_owned();
     let (run, step) = new_run(app, &owner, &project).await;
+    // Acquired windows with a label (the split needs them), an evaluation of the run and an output.
+    let project_id: Uuid = project.parse().unwrap();
+    let p = projects::get(pool, org.id, project_id).await.unwrap();
+    groundwork_worker::steps::plan_windows(pool, &p)
+        .await
+        .unwrap();
+    sqlx::query("update project_window set status = 'acquired' where project_id = $1")
+        .bind(project_id)
+        .execute(pool)
+        .await
+        .unwrap();
+    new_label(app, pool, &owner, &project).await;
+    let run_id: Uuid = run.parse().unwrap();
+    models::record_evaluation(
+        pool,
+        &NewEvaluation {
+            run_id,
+            step_id: None,
+            label_set_version: None,
+            model_key: "model.json".into(),
+            report: json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    let output = new_output(pool, objects, org.id, project_id, run_id).await;
     let (secret, _) = accounts::create_worker_token(pool, &Who::cli(), org.id, "w")
         .await
         .unwrap();
@@ -193,6 +312,7 @@ async fn org_fixture(app: &axum::Router, pool: &PgPool, name: &str) -> OrgFixtur
         run,
         step,
         worker,
+        output,
     }
 }
 
@@ -217,9 +337,14 @@ impl Fixture {
     async fn new() -> Self {
         let db = TestDb::new().await.unwrap();
         let pool = db.pool.clone();
-        let app = router(AppState::new(pool.clone()));
-        let own = org_fixture(&app, &pool, "alpha").await;
-        let other = org_fixture(&app, &pool, "beta").await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = AppState::new(pool.clone());
+        state.objects = Some(std::sync::Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
+        ));
+        let app = router(state);
+        let own = org_fixture(&app, &pool, dir.path(), "alpha").await;
+        let other = org_fixture(&app, &pool, dir.path(), "beta").await;
         let mut callers = vec![("anonymous", None, Caller::Anonymous)];
         for role in [Role::Viewer, Role::Member, Role::Admin, Role::Owner] {
             let email = format!("{role}.user@alpha.org");
@@ -249,6 +374,7 @@ impl Fixture {
             other,
             callers,
             _db: db,
+            _objects: dir,
         }
     }
 
@@ -259,7 +385,14 @@ impl Fixture {
     /// The URI and body of `case` aimed at `org`'s resources; resources a call consumes are made
     /// afresh.
     async fn target(&self, case: &str, org: &OrgFixture) -> (String, Option<Value>) {
-        let (p, run, step, w) = (&org.project, &org.run, &org.step, org.worker);
+        let (p, run, step, w, o) = (&org.project, &org.run, &org.step, org.worker, org.output);
+        let form = |pairs: &[(&str, &str)]| {
+            Some(Value::String(
+                form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish(),
+            ))
+        };
         match case {
             "list projects" => ("/api/v1/projects".into(), None),
             "create project" => (
@@ -410,6 +543,114 @@ impl Fixture {
                 (format!("/api/v1/worker-tokens/{}", t.id), None)
             }
             "audit" => ("/api/v1/audit".into(), None),
+            "import labels" => (
+                format!("/api/v1/projects/{p}/labels/import"),
+                Some(label_file()),
+            ),
+            "export labels" => (format!("/api/v1/projects/{p}/labels"), None),
+            "label summary" => (format!("/api/v1/projects/{p}/labels/summary"), None),
+            "split windows" => (
+                format!("/api/v1/projects/{p}/labels/split"),
+                Some(json!({})),
+            ),
+            "delete label" => {
+                let label = new_label(&self.app, &self.pool, &org.owner, p).await;
+                (format!("/api/v1/projects/{p}/labels/{label}"), None)
+            }
+            "start training" => (format!("/api/v1/projects/{p}/train"), Some(json!({}))),
+            "list evaluations" => (format!("/api/v1/projects/{p}/evaluations"), None),
+            "get training" => (format!("/api/v1/runs/{run}/training"), None),
+            "get evaluation" => (format!("/api/v1/runs/{run}/evaluation"), None),
+            "get output" => (format!("/api/v1/outputs/{o}"), None),
+            "list outputs" => (format!("/api/v1/projects/{p}/outputs"), None),
+            "output tile" => (format!("/api/v1/outputs/{o}/tiles/0/0/0.png"), None),
+            "download tif" => (format!("/api/v1/outputs/{o}/download.tif"), None),
+            "download geojson" => (format!("/api/v1/outputs/{o}/download.geojson"), None),
+            "stac collection" => (format!("/api/v1/projects/{p}/stac"), None),
+            "stac items" => (format!("/api/v1/projects/{p}/stac/items"), None),
+            "stac item" => (format!("/api/v1/projects/{p}/stac/items/{o}"), None),
+            // The pages (HTML forms).
+            "members page" => ("/members".into(), None),
+            "invite on page" => (
+                "/members/invitations".into(),
+                form(&[("email", "new@example.org"), ("role", "member")]),
+            ),
+            "revoke invitation on page" => {
+                let (_, inv) = accounts::create_invitation(
+                    &self.pool,
+                    &Who::cli(),
+                    org.id,
+                    "x@example.org",
+                    Role::Viewer,
+                )
+                .await
+                .unwrap();
+                (format!("/members/invitations/{}/revoke", inv.id), form(&[]))
+            }
+            "change role on page" | "remove member on page" => {
+                let u = user_in(
+                    &self.pool,
+                    org.id,
+                    &format!("{}@example.org", Uuid::new_v4()),
+                    Role::Viewer,
+                )
+                .await;
+                if case == "change role on page" {
+                    (format!("/members/{u}/role"), form(&[("role", "member")]))
+                } else {
+                    (format!("/members/{u}/remove"), form(&[]))
+                }
+            }
+            "invitation page" => {
+                let (secret, _) = accounts::create_invitation(
+                    &self.pool,
+                    &Who::cli(),
+                    org.id,
+                    &format!("{}@example.org", Uuid::new_v4()),
+                    Role::Viewer,
+                )
+                .await
+                .unwrap();
+                (format!("/invite/{secret}"), None)
+            }
+            "tokens page" => ("/tokens".into(), None),
+            "create token on page" => ("/tokens".into(), form(&[("name", "n"), ("scope", "read")])),
+            "revoke token on page" => {
+                let owner = accounts::members(&self.pool, org.id)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|m| m.email.starts_with("owner@"))
+                    .unwrap();
+                let (_, t) = accounts::create_api_token(
+                    &self.pool,
+                    &Who::cli(),
+                    owner.user_id,
+                    org.id,
+                    "victim",
+                    Scope::Read,
+                    None,
+                )
+                .await
+                .unwrap();
+                (format!("/tokens/{}/revoke", t.id), form(&[]))
+            }
+            "create worker token on page" => ("/tokens/workers".into(), form(&[("name", "box")])),
+            "revoke worker token on page" => {
+                let (_, t) = accounts::create_worker_token(&self.pool, &Who::cli(), org.id, "old")
+                    .await
+                    .unwrap();
+                (format!("/tokens/workers/{}/revoke", t.id), form(&[]))
+            }
+            "account page" => ("/account".into(), None),
+            "change password on page" => (
+                "/account/password".into(),
+                form(&[("current_password", PASSWORD), ("new_password", PASSWORD)]),
+            ),
+            "switch org on page" => (
+                "/org".into(),
+                form(&[("org_id", org.id.to_string().as_str())]),
+            ),
             other => panic!("no target for {other}"),
         }
     }
@@ -423,9 +664,16 @@ enum Class {
     NotFound,
 }
 
-fn class(s: StatusCode) -> Option<Class> {
-    match s.as_u16() {
-        200..=299 => Some(Class::Ok),
+/// A page's redirect to sign-in is its 401; any other redirect (a form's POST-redirect-GET) is done.
+fn class(r: &Resp) -> Option<Class> {
+    let location = r
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match r.status.as_u16() {
+        300..=399 if location.starts_with("/login") => Some(Class::Unauthorized),
+        200..=399 => Some(Class::Ok),
         401 => Some(Class::Unauthorized),
         403 => Some(Class::Forbidden),
         404 => Some(Class::NotFound),
@@ -553,6 +801,151 @@ async fn every_route_answers_each_caller_by_role_scope_and_organisation() {
             true,
         ),
         ("audit", "GET", Role::Admin, Class::Forbidden, false),
+        (
+            "import labels",
+            "POST",
+            Role::Member,
+            Class::Forbidden,
+            true,
+        ),
+        ("export labels", "GET", Role::Viewer, Class::Forbidden, true),
+        ("label summary", "GET", Role::Viewer, Class::Forbidden, true),
+        (
+            "split windows",
+            "POST",
+            Role::Member,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "delete label",
+            "DELETE",
+            Role::Member,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "start training",
+            "POST",
+            Role::Member,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "list evaluations",
+            "GET",
+            Role::Viewer,
+            Class::Forbidden,
+            true,
+        ),
+        ("get training", "GET", Role::Viewer, Class::Forbidden, true),
+        (
+            "get evaluation",
+            "GET",
+            Role::Viewer,
+            Class::Forbidden,
+            true,
+        ),
+        ("get output", "GET", Role::Viewer, Class::Forbidden, true),
+        ("list outputs", "GET", Role::Viewer, Class::Forbidden, true),
+        ("output tile", "GET", Role::Viewer, Class::Forbidden, true),
+        ("download tif", "GET", Role::Viewer, Class::Forbidden, true),
+        (
+            "download geojson",
+            "GET",
+            Role::Viewer,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "stac collection",
+            "GET",
+            Role::Viewer,
+            Class::Forbidden,
+            true,
+        ),
+        ("stac items", "GET", Role::Viewer, Class::Forbidden, true),
+        ("stac item", "GET", Role::Viewer, Class::Forbidden, true),
+        ("members page", "GET", Role::Viewer, Class::Forbidden, false),
+        (
+            "invite on page",
+            "POST",
+            Role::Admin,
+            Class::Forbidden,
+            false,
+        ),
+        (
+            "revoke invitation on page",
+            "POST",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "change role on page",
+            "POST",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "remove member on page",
+            "POST",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "invitation page",
+            "GET",
+            Role::Viewer,
+            Class::Forbidden,
+            false,
+        ),
+        ("tokens page", "GET", Role::Viewer, Class::Forbidden, false),
+        (
+            "create token on page",
+            "POST",
+            Role::Viewer,
+            Class::Forbidden,
+            false,
+        ),
+        (
+            "revoke token on page",
+            "POST",
+            Role::Admin,
+            Class::NotFound,
+            true,
+        ),
+        (
+            "create worker token on page",
+            "POST",
+            Role::Admin,
+            Class::Forbidden,
+            false,
+        ),
+        (
+            "revoke worker token on page",
+            "POST",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
+        ("account page", "GET", Role::Viewer, Class::Forbidden, false),
+        (
+            "change password on page",
+            "POST",
+            Role::Viewer,
+            Class::Forbidden,
+            false,
+        ),
+        (
+            "switch org on page",
+            "POST",
+            Role::Viewer,
+            Class::Forbidden,
+            true,
+        ),
     ];
     let mut failures = Vec::new();
     let mut checked = 0;
@@ -565,24 +958,30 @@ async fn every_route_answers_each_caller_by_role_scope_and_organisation() {
                 let org = if other { &fx.other } else { &fx.own };
                 let (uri, body) = fx.target(case, org).await;
                 let writes = method != "GET";
-                let expected =
-                    match (caller, role) {
-                        (Caller::Anonymous, _) => Class::Unauthorized,
-                        _ if *kind == "read-token" && writes => Class::Forbidden,
-                        // Organisations are chosen per session; a token stays in its own.
-                        _ if case == "create org" && matches!(caller, Caller::Bearer(_)) => {
-                            Class::Forbidden
+                let switch = case == "switch org" || case == "switch org on page";
+                let expected = match (caller, role) {
+                    // The invitation page is for visitors too: the link is the credential.
+                    _ if case == "invitation page" => Class::Ok,
+                    (Caller::Anonymous, _) => Class::Unauthorized,
+                    _ if *kind == "read-token" && writes => Class::Forbidden,
+                    // Organisations are chosen per session; a token stays in its own.
+                    _ if case == "create org" && matches!(caller, Caller::Bearer(_)) => {
+                        Class::Forbidden
+                    }
+                    _ if switch && matches!(caller, Caller::Bearer(_)) => {
+                        if other {
+                            Class::NotFound
+                        } else {
+                            Class::Ok
                         }
-                        _ if case == "switch org" && matches!(caller, Caller::Bearer(_)) => {
-                            if other { Class::NotFound } else { Class::Ok }
-                        }
-                        (_, Some(r)) if *r < least => below,
-                        _ if other => Class::NotFound,
-                        _ => Class::Ok,
-                    };
+                    }
+                    (_, Some(r)) if *r < least => below,
+                    _ if other => Class::NotFound,
+                    _ => Class::Ok,
+                };
                 let r = fx.send(caller, method, &uri, body).await;
                 checked += 1;
-                if class(r.status) != Some(expected) {
+                if class(&r) != Some(expected) {
                     failures.push(format!(
                         "{case} ({method} {uri}) as {kind} {role:?}{}: expected {expected:?}, got {} {}",
                         if other { " on the other org" } else { "" },
@@ -608,7 +1007,7 @@ async fn every_route_answers_each_caller_by_role_scope_and_organisation() {
             }
         }
     }
-    assert!(checked > 300, "{checked}");
+    assert!(checked > 750, "{checked}");
     assert!(
         failures.is_empty(),
         "{} of {checked} wrong:\n{}",
@@ -626,6 +1025,70 @@ async fn fresh() -> (TestDb, axum::Router, Uuid) {
         .unwrap();
     user_in(&db.pool, org.id, "owner@alpha.org", Role::Owner).await;
     (db, app, org.id)
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_only_when_the_server_is_told_so() {
+    let (db, _, _) = fresh().await;
+    for secure in [false, true] {
+        let mut state = AppState::new(db.pool.clone());
+        state.secure_cookies = secure;
+        let app = router(state);
+        let has_secure = |r: &Resp| {
+            let set = r.headers.get("set-cookie").unwrap().to_str().unwrap();
+            set.split(';').any(|a| a.trim() == "Secure")
+        };
+
+        // Signed in through the API and through the sign-in page.
+        let r = send(
+            &app,
+            &Caller::Anonymous,
+            "POST",
+            "/api/v1/auth/login",
+            Some(json!({"email": "owner@alpha.org", "password": PASSWORD})),
+            "10.8.0.1",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(has_secure(&r), secure, "API sign-in, secure={secure}");
+        let session = Session {
+            cookie: cookie_of(&r),
+            csrf: r.body["csrf_token"].as_str().unwrap().to_owned(),
+        };
+        let form = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([("email", "owner@alpha.org"), ("password", PASSWORD)])
+            .finish();
+        let r = send(
+            &app,
+            &Caller::Anonymous,
+            "POST",
+            "/login",
+            Some(Value::String(form)),
+            "10.8.0.1",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert_eq!(has_secure(&r), secure, "page sign-in, secure={secure}");
+
+        // Signing out clears the cookie with the same attributes.
+        let r = send(
+            &app,
+            &Caller::Browser(session),
+            "POST",
+            "/api/v1/auth/logout",
+            None,
+            "10.8.0.1",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert!(
+            r.headers["set-cookie"]
+                .to_str()
+                .unwrap()
+                .contains("Max-Age=0")
+        );
+        assert_eq!(has_secure(&r), secure, "sign-out, secure={secure}");
+    }
 }
 
 #[tokio::test]

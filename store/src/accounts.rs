@@ -1162,6 +1162,18 @@ pub async fn open_invitation(pool: &PgPool, secret: &str) -> Result<Option<Invit
     .await?)
 }
 
+/// The invitation whose link secret is `secret`, whether open, used or expired (so the acceptance page
+/// can say why a link no longer works). Withdrawn invitations are deleted: they are not found.
+pub async fn invitation_by_secret(pool: &PgPool, secret: &str) -> Result<Option<Invitation>> {
+    Ok(sqlx::query_as(
+        "select id, org_id, email, role, created_at, expires_at, accepted_at from invitation \
+         where token_hash = $1",
+    )
+    .bind(digest(secret))
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// Withdraws an open invitation.
 pub async fn revoke_invitation(pool: &PgPool, who: &Who, org_id: Uuid, id: Uuid) -> Result<()> {
     let mut tx = pool.begin().await?;
@@ -1253,20 +1265,7 @@ pub async fn accept_invitation(
         None => Some(hash_password(password).await?),
     };
     let mut tx = pool.begin().await?;
-    // Claim the invitation first: of two concurrent acceptances only one updates the row.
-    let claimed = sqlx::query(
-        "update invitation set accepted_at = now() where id = $1 and accepted_at is null",
-    )
-    .bind(inv.id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if claimed == 0 {
-        return Err(Error::NotFound {
-            what: "invitation",
-            id: inv.id,
-        });
-    }
+    claim_invitation(&mut tx, &inv).await?;
     let (user, created) = match (&existing, new_hash) {
         (Some((id, _)), _) => (
             sqlx::query_as("select id, email, created_at from app_user where id = $1")
@@ -1282,6 +1281,73 @@ pub async fn accept_invitation(
             ));
         }
     };
+    let role = join_by_invitation(&mut tx, &inv, user.id, created, ip).await?;
+    tx.commit().await?;
+    Ok(AcceptOutcome::Accepted {
+        user,
+        org_id: inv.org_id,
+        role,
+        created,
+    })
+}
+
+/// Accepts an invitation for a user who is already signed in (their session proves who they are, so
+/// no password is asked for). The invitation must be addressed to the user's email (compared without
+/// case): a link that reached someone else joins nobody. Returns the organisation joined and the role
+/// there. Unknown, used and expired invitations are not found.
+pub async fn accept_invitation_as(
+    pool: &PgPool,
+    secret: &str,
+    user_id: Uuid,
+    ip: &str,
+) -> Result<(Uuid, Role)> {
+    let inv = open_invitation(pool, secret)
+        .await?
+        .ok_or(Error::NotFound {
+            what: "invitation",
+            id: Uuid::nil(),
+        })?;
+    let user = user(pool, user_id).await?;
+    if !user.email.eq_ignore_ascii_case(&inv.email) {
+        return Err(Error::Conflict(format!(
+            "this invitation is for {}; you are signed in as {}",
+            inv.email, user.email
+        )));
+    }
+    let mut tx = pool.begin().await?;
+    claim_invitation(&mut tx, &inv).await?;
+    let role = join_by_invitation(&mut tx, &inv, user.id, false, ip).await?;
+    tx.commit().await?;
+    Ok((inv.org_id, role))
+}
+
+/// Marks the invitation accepted. Of two concurrent acceptances only one updates the row; the other
+/// finds it no longer open.
+async fn claim_invitation(tx: &mut sqlx::PgConnection, inv: &Invitation) -> Result<()> {
+    let claimed = sqlx::query(
+        "update invitation set accepted_at = now() where id = $1 and accepted_at is null",
+    )
+    .bind(inv.id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if claimed == 0 {
+        return Err(Error::NotFound {
+            what: "invitation",
+            id: inv.id,
+        });
+    }
+    Ok(())
+}
+
+/// Makes `user_id` a member through a claimed invitation and records who accepted it; returns the role.
+async fn join_by_invitation(
+    tx: &mut sqlx::PgConnection,
+    inv: &Invitation,
+    user_id: Uuid,
+    created: bool,
+    ip: &str,
+) -> Result<Role> {
     // Someone already a member keeps the higher of the two roles.
     let role: Role = sqlx::query_scalar(
         "insert into membership (org_id, user_id, role) values ($1, $2, $3) \
@@ -1292,17 +1358,17 @@ pub async fn accept_invitation(
          returning role",
     )
     .bind(inv.org_id)
-    .bind(user.id)
+    .bind(user_id)
     .bind(inv.role)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query("update invitation set accepted_by = $2 where id = $1")
         .bind(inv.id)
-        .bind(user.id)
+        .bind(user_id)
         .execute(&mut *tx)
         .await?;
     let who = Who {
-        user_id: Some(user.id),
+        user_id: Some(user_id),
         token_id: None,
         ip: Some(ip.to_owned()),
     };
@@ -1318,13 +1384,7 @@ pub async fn accept_invitation(
         },
     )
     .await?;
-    tx.commit().await?;
-    Ok(AcceptOutcome::Accepted {
-        user,
-        org_id: inv.org_id,
-        role,
-        created,
-    })
+    Ok(role)
 }
 
 // ---------------------------------------------------------------------------------------------------

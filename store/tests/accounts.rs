@@ -135,6 +135,109 @@ async fn accepting_an_invitation_keeps_the_higher_role_and_uses_it_up() {
 }
 
 #[tokio::test]
+async fn a_signed_in_user_accepts_only_an_invitation_addressed_to_them() {
+    let db = TestDb::new().await.unwrap();
+    let who = Who::cli();
+    let org = accounts::create_org(&db.pool, &who, "team", None)
+        .await
+        .unwrap();
+    let invited = accounts::create_user(&db.pool, &who, "invited@example.org", PASSWORD)
+        .await
+        .unwrap();
+    let other = accounts::create_user(&db.pool, &who, "other@example.org", PASSWORD)
+        .await
+        .unwrap();
+    let (secret, inv) =
+        accounts::create_invitation(&db.pool, &who, org.id, "Invited@example.org", Role::Member)
+            .await
+            .unwrap();
+
+    // Someone else who got hold of the link joins nobody, and the invitation stays open.
+    assert!(matches!(
+        accounts::accept_invitation_as(&db.pool, &secret, other.id, "10.9.0.2").await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        accounts::role_in(&db.pool, org.id, other.id).await.unwrap(),
+        None
+    );
+    assert!(
+        accounts::open_invitation(&db.pool, &secret)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let (joined, role) = accounts::accept_invitation_as(&db.pool, &secret, invited.id, "10.9.0.2")
+        .await
+        .unwrap();
+    assert_eq!((joined, role), (org.id, Role::Member));
+    assert_eq!(
+        accounts::role_in(&db.pool, org.id, invited.id)
+            .await
+            .unwrap(),
+        Some(Role::Member)
+    );
+    // Used up: not open any more, but still found, so the page can say it was used.
+    assert!(matches!(
+        accounts::accept_invitation_as(&db.pool, &secret, invited.id, "10.9.0.2").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(
+        accounts::open_invitation(&db.pool, &secret)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let used = accounts::invitation_by_secret(&db.pool, &secret)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(used.id, inv.id);
+    assert!(used.accepted_at.is_some());
+
+    // An expired link is found but not open; a withdrawn or made-up one is not found at all.
+    let (expired, _) =
+        accounts::create_invitation(&db.pool, &who, org.id, "late@example.org", Role::Viewer)
+            .await
+            .unwrap();
+    sqlx::query("update invitation set expires_at = now() - interval '1 day' where email = 'late@example.org'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        accounts::open_invitation(&db.pool, &expired)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let found = accounts::invitation_by_secret(&db.pool, &expired)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(found.accepted_at.is_none() && found.expires_at < chrono::Utc::now());
+    let (withdrawn, w) =
+        accounts::create_invitation(&db.pool, &who, org.id, "gone@example.org", Role::Viewer)
+            .await
+            .unwrap();
+    accounts::revoke_invitation(&db.pool, &who, org.id, w.id)
+        .await
+        .unwrap();
+    assert!(
+        accounts::invitation_by_secret(&db.pool, &withdrawn)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        accounts::invitation_by_secret(&db.pool, "made-up")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn sessions_follow_memberships_and_tokens_die_with_them() {
     let db = TestDb::new().await.unwrap();
     let who = Who::cli();

@@ -1,5 +1,6 @@
 // The page script: loads the map island where a page has a map, and adds the small behaviours of the
-// server-rendered pages (class rows of the project wizard, the run form, live run progress).
+// server-rendered pages (class rows of the project wizard, the run form, live run progress, copying a
+// secret that is shown once).
 import './styles.css';
 
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
@@ -168,7 +169,38 @@ function initWorkerPolling() {
   setTimeout(tick, 3000);
 }
 
+// A secret shown once (an invitation link, a new token): links become absolute, and "Copy" buttons put
+// the value on the clipboard and say so to screen readers too.
+function initCopyButtons() {
+  document.querySelectorAll('input[data-absolute-url]').forEach((input) => {
+    input.value = new URL(input.value, window.location.href).href;
+  });
+  document.querySelectorAll('button[data-copy]').forEach((button) => {
+    const input = document.getElementById(button.dataset.copy);
+    const status = button.parentElement.querySelector('.copied');
+    if (!input) return;
+    button.addEventListener('click', async () => {
+      input.select();
+      // The clipboard API needs a secure context and may wait on a permission prompt: give it a moment,
+      // then fall back to copying the selection; failing both, the value stays selected for Ctrl+C.
+      const viaApi = navigator.clipboard
+        ? Promise.race([
+          navigator.clipboard.writeText(input.value).then(() => true, () => false),
+          new Promise((resolve) => { setTimeout(() => resolve(false), 1500); }),
+        ])
+        : Promise.resolve(false);
+      let done = await viaApi;
+      if (!done) {
+        input.select();
+        try { done = document.execCommand('copy'); } catch { done = false; }
+      }
+      setText(status, done ? 'Copied.' : 'Selected: press Ctrl+C to copy.');
+    });
+  });
+}
+
 function init() {
+  initCopyButtons();
   mountMaps();
   initClassRows();
   initRunForm();

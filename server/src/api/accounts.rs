@@ -208,7 +208,10 @@ pub async fn logout(State(state): State<AppState>, p: Principal) -> ApiResult<Re
     }
     Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, auth::clear_session_cookie())],
+        [(
+            header::SET_COOKIE,
+            auth::clear_session_cookie(state.secure_cookies),
+        )],
     )
         .into_response())
 }

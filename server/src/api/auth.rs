@@ -2,7 +2,8 @@
 //! scopes its queries to `actor.org_id`; handlers that change state call [`Actor::require`] first.
 //!
 //! A request authenticates with either
-//! - the `gw_session` cookie (HTTP-only, `SameSite=Lax`) of a signed-in session, which acts in the
+//! - the `gw_session` cookie (HTTP-only, `SameSite=Lax`, and `Secure` when the server is configured
+//!   so) of a signed-in session, which acts in the
 //!   session's current organisation. State-changing requests must then echo the session's CSRF token
 //!   in an `X-CSRF-Token` header or, for HTML form posts, a `csrf` form field ([`csrf_form_field`]
 //!   copies it into the header); or
@@ -217,20 +218,25 @@ pub fn session_secret(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// `Set-Cookie` value for a new session.
+/// `Set-Cookie` value for a new session; `secure` adds `Secure` ([`AppState::secure_cookies`]).
 #[must_use]
-pub fn session_cookie(secret: &str) -> HeaderValue {
+pub fn session_cookie(secret: &str, secure: bool) -> HeaderValue {
     let value = format!(
-        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax{}; Max-Age={}",
+        if secure { "; Secure" } else { "" },
         accounts::SESSION_TTL.as_secs()
     );
-    HeaderValue::from_str(&value).unwrap_or_else(|_| clear_session_cookie())
+    HeaderValue::from_str(&value).unwrap_or_else(|_| clear_session_cookie(secure))
 }
 
-/// `Set-Cookie` value that removes the session cookie.
+/// `Set-Cookie` value that removes the session cookie (with the same attributes as it was set).
 #[must_use]
-pub fn clear_session_cookie() -> HeaderValue {
-    HeaderValue::from_static("gw_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+pub fn clear_session_cookie(secure: bool) -> HeaderValue {
+    if secure {
+        HeaderValue::from_static("gw_session=; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=0")
+    } else {
+        HeaderValue::from_static("gw_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+    }
 }
 
 /// Finds who sent the request, without refusing anyone: `Ok(None)` when there are no credentials or
@@ -476,7 +482,7 @@ pub async fn start_session(
     ip: Option<&str>,
 ) -> ApiResult<(HeaderValue, Session)> {
     let (secret, session) = accounts::create_session(&state.pool, user_id, org_id, ip).await?;
-    Ok((session_cookie(&secret), session))
+    Ok((session_cookie(&secret, state.secure_cookies), session))
 }
 
 /// 429 with `Retry-After`.

@@ -38,6 +38,9 @@ pub struct AppState {
     pub step_kinds: Arc<Vec<String>>,
     /// Object store holding published outputs (tiles and downloads need it).
     pub objects: Option<Arc<dyn object_store::ObjectStore>>,
+    /// Whether the session cookie carries `Secure` (browsers then send it over HTTPS only); off by
+    /// default so that `http://127.0.0.1` works.
+    pub secure_cookies: bool,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             max_aoi_km2: 10_000.0,
             step_kinds: Arc::new(groundwork_worker::Registry::builtin().names()),
             objects: None,
+            secure_cookies: false,
         }
     }
 }

@@ -1,10 +1,10 @@
-//! First-run setup, sign-in and sign-out pages, and the redirect that sends a visitor without a
-//! session to them.
+//! First-run setup, sign-in and sign-out pages, the account page (password change), the organisation
+//! switcher's form, and the redirect that sends a visitor without a session to sign-in.
 
 use super::error::PageResult;
-use super::{Layout, form_pairs, form_value};
+use super::{Layout, Nav, error_text, form_pairs, form_uuid, form_value};
 use crate::api::AppState;
-use crate::api::accounts::{ClientIp, SetupBody};
+use crate::api::accounts::{ClientIp, PasswordBody, SetupBody, SwitchOrg};
 use crate::api::auth::{self, Principal, SignIn};
 use crate::api::extract::Json;
 use askama::Template;
@@ -14,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use groundwork_store::accounts;
+use groundwork_store::accounts::{self, OrgRole};
 
 #[derive(Template, WebTemplate)]
 #[template(path = "login.html")]
@@ -180,8 +180,10 @@ pub async fn logout(State(state): State<AppState>, p: Principal) -> PageResult<R
         accounts::delete_session(&state.pool, &p.who(), id).await?;
     }
     let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, auth::clear_session_cookie());
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        auth::clear_session_cookie(state.secure_cookies),
+    );
     Ok(resp)
 }
 
@@ -217,4 +219,98 @@ pub async fn redirect_unauthenticated(
             Redirect::to(&format!("/login?{query}")).into_response()
         }
     }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "account.html")]
+struct AccountPage {
+    layout: Layout,
+    email: String,
+    orgs: Vec<OrgRole>,
+    /// `current_password` or `new_password` with what is wrong, or none.
+    error: Option<(&'static str, String)>,
+    changed: bool,
+}
+
+impl AccountPage {
+    fn error_of(&self, field: &str) -> Option<&str> {
+        self.error
+            .as_ref()
+            .filter(|(f, _)| *f == field)
+            .map(|(_, m)| m.as_str())
+    }
+}
+
+async fn account_page(
+    state: &AppState,
+    p: &Principal,
+    error: Option<(&'static str, String)>,
+    changed: bool,
+) -> PageResult<AccountPage> {
+    let user = accounts::user(&state.pool, p.user_id).await?;
+    let mut orgs = accounts::orgs_of(&state.pool, p.user_id).await?;
+    if !matches!(p.credential, auth::Credential::Session { .. }) {
+        orgs.retain(|o| Some(o.id) == p.org_id);
+    }
+    Ok(AccountPage {
+        layout: Layout::for_principal(state, p, "Your account", Nav::Account).await,
+        email: user.email,
+        orgs,
+        error,
+        changed,
+    })
+}
+
+/// `GET /account`: the user's email, organisations and the password form.
+pub async fn show(State(state): State<AppState>, p: Principal) -> PageResult<Response> {
+    Ok(account_page(&state, &p, None, false).await?.into_response())
+}
+
+/// `POST /account/password`, through the API's handler: every other session of the user ends.
+pub async fn change_password(
+    State(state): State<AppState>,
+    p: Principal,
+    body: Bytes,
+) -> PageResult<Response> {
+    let pairs = form_pairs(&body);
+    let request = PasswordBody {
+        current_password: form_value(&pairs, "current_password"),
+        new_password: form_value(&pairs, "new_password"),
+    };
+    match crate::api::accounts::change_password(State(state.clone()), p.clone(), Json(request))
+        .await
+    {
+        Ok(_) => Ok(account_page(&state, &p, None, true).await?.into_response()),
+        Err(e) if e.code == "wrong_password" => {
+            let page = account_page(
+                &state,
+                &p,
+                Some((
+                    "current_password",
+                    "That is not your current password.".into(),
+                )),
+                false,
+            )
+            .await?;
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let page =
+                account_page(&state, &p, Some(("new_password", error_text(&e))), false).await?;
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /org`: the organisation switcher. The session acts in the chosen organisation (one the user
+/// belongs to; any other is not found) and goes to its projects.
+pub async fn switch_org(
+    State(state): State<AppState>,
+    p: Principal,
+    body: Bytes,
+) -> PageResult<Redirect> {
+    let org_id = form_uuid(&form_pairs(&body), "org_id", "org")?;
+    let _me = crate::api::accounts::switch_org(State(state), p, Json(SwitchOrg { org_id })).await?;
+    Ok(Redirect::to("/projects"))
 }

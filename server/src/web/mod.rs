@@ -8,19 +8,24 @@
 mod account;
 mod assets;
 mod error;
+mod invite;
+mod members;
 mod projects;
+mod tokens;
 mod workers;
 
 #[cfg(test)]
 mod tests;
 
 use crate::api::AppState;
-use crate::api::auth::Actor;
+use crate::api::auth::{Actor, Credential, Principal};
 use axum::Router;
 use axum::response::Redirect;
 use axum::routing::{get, post};
 pub use error::PageError;
+use groundwork_store::accounts::{self, OrgRole};
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// The token every form carries in its hidden `csrf` input: the session's CSRF token (checked on every
 /// state-changing request a session makes); empty for bearer-token requests, which need none.
@@ -59,7 +64,13 @@ pub enum Nav {
     Projects,
     /// Worker administration.
     Workers,
-    /// Neither.
+    /// Members and invitations.
+    Members,
+    /// API and worker tokens.
+    Tokens,
+    /// The user's account.
+    Account,
+    /// None of them.
     None,
 }
 
@@ -72,6 +83,12 @@ pub struct Layout {
     pub nav: Nav,
     /// The organisation the actor works in.
     pub org_name: String,
+    /// Its id (empty when there is none).
+    pub org_id: String,
+    /// The organisations a signed-in session can switch between (empty for API tokens).
+    pub orgs: Vec<OrgRole>,
+    /// The signed-in user's email (empty when nobody is signed in).
+    pub user_email: String,
     /// Value of every form's hidden `csrf` input.
     pub csrf: String,
     /// Whether a user is signed in (the header offers sign-out).
@@ -85,16 +102,66 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout for `actor`, reading the organisation's name.
+    /// The layout for `actor`, reading the organisation's name and, for a session, the user's
+    /// organisations.
     pub async fn new(state: &AppState, actor: &Actor, title: impl Into<String>, nav: Nav) -> Self {
-        let org_name = org_name(state, actor).await;
+        Self::build(
+            state,
+            actor.user_id,
+            Some(actor.org_id),
+            &actor.credential,
+            title.into(),
+            nav,
+        )
+        .await
+    }
+
+    /// The layout for a signed-in user who may act in no organisation (the account page).
+    pub async fn for_principal(
+        state: &AppState,
+        p: &Principal,
+        title: impl Into<String>,
+        nav: Nav,
+    ) -> Self {
+        Self::build(
+            state,
+            Some(p.user_id),
+            p.org_id,
+            &p.credential,
+            title.into(),
+            nav,
+        )
+        .await
+    }
+
+    async fn build(
+        state: &AppState,
+        user_id: Option<Uuid>,
+        org_id: Option<Uuid>,
+        credential: &Credential,
+        title: String,
+        nav: Nav,
+    ) -> Self {
+        let org_name = match org_id {
+            Some(id) => org_name(state, id).await,
+            None => String::new(),
+        };
+        let (user_email, orgs) = match user_id {
+            Some(id) => user_and_orgs(state, id, credential).await,
+            None => (String::new(), Vec::new()),
+        };
         let config = state_config();
         Self {
-            title: title.into(),
+            title,
             nav,
             org_name,
-            csrf: csrf_token(actor),
-            signed_in: actor.user_id.is_some(),
+            org_id: org_id.map(|id| id.to_string()).unwrap_or_default(),
+            orgs,
+            user_email,
+            csrf: crate::api::auth::csrf_token(credential)
+                .unwrap_or_default()
+                .to_owned(),
+            signed_in: user_id.is_some(),
             css: assets::url("groundwork.css"),
             js: assets::url("groundwork.js"),
             basemap_url: config.basemap_url.clone().unwrap_or_default(),
@@ -108,6 +175,9 @@ impl Layout {
             title: title.into(),
             nav: Nav::None,
             org_name: String::new(),
+            org_id: String::new(),
+            orgs: Vec::new(),
+            user_email: String::new(),
             csrf: String::new(),
             signed_in: false,
             css: assets::url("groundwork.css"),
@@ -122,9 +192,18 @@ impl Layout {
         let here = match self.nav {
             Nav::Projects => "projects",
             Nav::Workers => "workers",
+            Nav::Members => "members",
+            Nav::Tokens => "tokens",
+            Nav::Account => "account",
             Nav::None => "",
         };
         if here == nav { "page" } else { "false" }
+    }
+
+    /// Whether `org` is the organisation the page acts in (the switcher's selected option).
+    #[must_use]
+    pub fn is_current_org(&self, org: &OrgRole) -> bool {
+        org.id.to_string() == self.org_id
     }
 }
 
@@ -136,9 +215,9 @@ fn state_config() -> Arc<WebConfig> {
         .clone()
 }
 
-async fn org_name(state: &AppState, actor: &Actor) -> String {
+async fn org_name(state: &AppState, org_id: Uuid) -> String {
     let name: Result<Option<String>, _> = sqlx::query_scalar("select name from org where id = $1")
-        .bind(actor.org_id)
+        .bind(org_id)
         .fetch_optional(&state.pool)
         .await;
     match name {
@@ -147,6 +226,32 @@ async fn org_name(state: &AppState, actor: &Actor) -> String {
         Err(e) => {
             tracing::warn!(error = %e, "could not read the organisation name");
             String::new()
+        }
+    }
+}
+
+/// The user's email and, for a session, the organisations it can switch to (an API token acts in its
+/// own organisation only). A failure to read them leaves the header without them.
+async fn user_and_orgs(
+    state: &AppState,
+    user_id: Uuid,
+    credential: &Credential,
+) -> (String, Vec<OrgRole>) {
+    let email = match accounts::user(&state.pool, user_id).await {
+        Ok(u) => u.email,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the user");
+            String::new()
+        }
+    };
+    if !matches!(credential, Credential::Session { .. }) {
+        return (email, Vec::new());
+    }
+    match accounts::orgs_of(&state.pool, user_id).await {
+        Ok(orgs) => (email, orgs),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the user's organisations");
+            (email, Vec::new())
         }
     }
 }
@@ -175,6 +280,25 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/workers", get(workers::list))
         .route("/workers/{id}/{action}", post(workers::act))
+        .route("/members", get(members::list))
+        .route("/members/invitations", post(members::invite))
+        .route(
+            "/members/invitations/{id}/revoke",
+            post(members::revoke_invitation),
+        )
+        .route("/members/{user_id}/role", post(members::set_role))
+        .route("/members/{user_id}/remove", post(members::remove))
+        .route("/invite/{token}", get(invite::show).post(invite::accept))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/tokens/workers", post(tokens::create_worker_token))
+        .route(
+            "/tokens/workers/{id}/revoke",
+            post(tokens::revoke_worker_token),
+        )
+        .route("/account", get(account::show))
+        .route("/account/password", post(account::change_password))
+        .route("/org", post(account::switch_org))
         .layer(axum::middleware::from_fn_with_state(
             state,
             account::redirect_unauthenticated,
@@ -203,4 +327,31 @@ fn form_values(pairs: &[(String, String)], key: &str) -> Vec<String> {
         .filter(|(k, _)| k == key)
         .map(|(_, v)| v.clone())
         .collect()
+}
+
+/// What a page says about a refused form: the field messages of a validation error, else the message.
+fn error_text(e: &crate::api::error::ApiError) -> String {
+    let fields: Vec<&str> = e
+        .details
+        .as_array()
+        .map(|list| list.iter().filter_map(|d| d["message"].as_str()).collect())
+        .unwrap_or_default();
+    if fields.is_empty() {
+        e.message.clone()
+    } else {
+        fields.join("; ")
+    }
+}
+
+/// A form's id field as a UUID; anything else names nothing, so it is not found.
+fn form_uuid(pairs: &[(String, String)], key: &str, what: &str) -> Result<Uuid, PageError> {
+    form_value(pairs, key)
+        .trim()
+        .parse()
+        .map_err(|_| crate::api::error::ApiError::not_found(what).into())
+}
+
+/// `2026-11-27 10:00 UTC`.
+fn when(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
 }

@@ -1,10 +1,13 @@
 //! The pages on a real database, through the whole router: rendering, the wizard's validation, the
-//! forms' redirects, organisation scoping and the embedded static files.
+//! forms' redirects, organisation scoping, members, invitations, tokens, the organisation switcher,
+//! the account page and the embedded static files.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use crate::api::{AppState, router};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
+use groundwork_store::accounts::{self, Role};
+use groundwork_store::audit::Who;
 use groundwork_store::testing::TestDb;
 use groundwork_store::{jobs, projects, workers};
 use http_body_util::BodyExt;
@@ -460,4 +463,618 @@ async fn static_files_have_their_types_and_cache_headers() {
     );
     let root = site.get("/").await;
     assert_eq!(root.headers[header::LOCATION], "/projects");
+}
+
+/// A signed-in browser on the plain router: a session cookie and its CSRF token.
+struct Browser {
+    app: axum::Router,
+    cookie: String,
+    csrf: String,
+}
+
+const PASSWORD: &str = "a long test password";
+
+/// A user with `role` in `org` (no organisation when `None`).
+async fn user(pool: &groundwork_store::PgPool, email: &str, org: Option<(Uuid, Role)>) -> Uuid {
+    let who = Who::cli();
+    let u = accounts::create_user(pool, &who, email, PASSWORD)
+        .await
+        .unwrap();
+    if let Some((org, role)) = org {
+        accounts::add_member(pool, &who, org, u.id, role)
+            .await
+            .unwrap();
+    }
+    u.id
+}
+
+impl Browser {
+    async fn signed_in(pool: &groundwork_store::PgPool, user: Uuid) -> Self {
+        let (secret, session) = accounts::create_session(pool, user, None, Some("10.1.0.1"))
+            .await
+            .unwrap();
+        Self {
+            app: router(AppState::new(pool.clone())),
+            cookie: format!("gw_session={secret}"),
+            csrf: session.csrf_token,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&self, uri: &str) -> Reply {
+        self.send(
+            Request::get(uri)
+                .header(header::COOKIE, &self.cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Posts a form carrying the session's CSRF token (`csrf: false` leaves it out).
+    async fn post(&self, uri: &str, pairs: &[(&str, &str)], csrf: bool) -> Reply {
+        let mut all = pairs.to_vec();
+        if csrf {
+            all.push(("csrf", self.csrf.as_str()));
+        }
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(all)
+            .finish();
+        self.send(
+            Request::post(uri)
+                .header(header::COOKIE, &self.cookie)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+/// An anonymous visitor's form post.
+async fn post_anonymous(app: &axum::Router, uri: &str, pairs: &[(&str, &str)]) -> Reply {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// The `/invite/{token}` path a members page shows once.
+fn invite_path(body: &str) -> String {
+    let start = body.find("/invite/").unwrap();
+    body[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn admins_manage_members_on_their_page_and_viewers_only_read_it() {
+    let db = TestDb::new().await.unwrap();
+    let pool = &db.pool;
+    let org = accounts::create_org(pool, &Who::cli(), "Field team", None)
+        .await
+        .unwrap()
+        .id;
+    let owner = user(pool, "owner@example.org", Some((org, Role::Owner))).await;
+    let viewer = user(pool, "viewer@example.org", Some((org, Role::Viewer))).await;
+    let admin = Browser::signed_in(pool, owner).await;
+
+    let page = admin.get("/members").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<h1>Members of Field team</h1>"));
+    assert!(
+        page.body
+            .contains(r#"<a href="/members" aria-current="page">Members</a>"#)
+    );
+    assert!(page.body.contains("viewer@example.org"));
+    assert!(
+        page.body
+            .contains(r#"<label for="invite-email">Their email</label>"#)
+    );
+    assert!(
+        page.body
+            .contains(&format!(r#"action="/members/{viewer}/role""#))
+    );
+
+    // An invitation link is shown in the answer to the form, once.
+    let made = admin
+        .post(
+            "/members/invitations",
+            &[("email", "colleague@example.org"), ("role", "member")],
+            true,
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let link = invite_path(&made.body);
+    assert!(
+        made.body
+            .contains("Invitation link for colleague@example.org")
+    );
+    assert!(made.body.contains(r#"data-copy="invite-link""#));
+    let again = admin.get("/members").await;
+    assert!(!again.body.contains(&link), "the link is not shown again");
+    assert!(
+        again
+            .body
+            .contains(r#"data-invitation="colleague@example.org""#)
+    );
+
+    // A refused invitation keeps the values and says why.
+    let bad = admin
+        .post(
+            "/members/invitations",
+            &[("email", "not an email"), ("role", "member")],
+            true,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains(r#"role="alert""#));
+    assert!(bad.body.contains(r#"value="not an email""#));
+
+    // Role changes and removal go through the API's rules: the last owner stays.
+    let r = admin
+        .post(
+            &format!("/members/{viewer}/role"),
+            &[("role", "admin")],
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        accounts::role_in(pool, org, viewer).await.unwrap(),
+        Some(Role::Admin)
+    );
+    let r = admin
+        .post(
+            &format!("/members/{owner}/role"),
+            &[("role", "member")],
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains(r#"id="members-error""#));
+    let r = admin
+        .post(
+            &format!("/members/{viewer}/role"),
+            &[("role", "admin")],
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no CSRF token, no change");
+
+    // The invitation is revoked from its row.
+    let inv = accounts::invitations(pool, org).await.unwrap()[0].id;
+    let r = admin
+        .post(&format!("/members/invitations/{inv}/revoke"), &[], true)
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(accounts::invitations(pool, org).await.unwrap().is_empty());
+
+    // A viewer reads the list without any form.
+    let reader = user(pool, "reader@example.org", Some((org, Role::Viewer))).await;
+    let reader = Browser::signed_in(pool, reader).await;
+    let page = reader.get("/members").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("owner@example.org"));
+    assert!(!page.body.contains("/members/invitations"));
+    assert!(!page.body.contains("/role\""));
+    assert!(!page.body.contains("/remove\""));
+    let r = reader
+        .post(&format!("/members/{viewer}/remove"), &[], true)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // The admin removes the (now admin) member.
+    let r = admin
+        .post(&format!("/members/{viewer}/remove"), &[], true)
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(accounts::role_in(pool, org, viewer).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_invitation_link_makes_an_account_or_joins_the_signed_in_user_and_then_is_used_up() {
+    let db = TestDb::new().await.unwrap();
+    let pool = &db.pool;
+    let app = router(AppState::new(pool.clone()));
+    let org = accounts::create_org(pool, &Who::cli(), "Field team", None)
+        .await
+        .unwrap()
+        .id;
+    let who = Who::cli();
+
+    // A visitor without an account sees the organisation and role, and makes the account.
+    let (secret, _) = accounts::create_invitation(pool, &who, org, "new@example.org", Role::Member)
+        .await
+        .unwrap();
+    let page = app
+        .clone()
+        .oneshot(
+            Request::get(format!("/invite/{secret}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let body = String::from_utf8(
+        page.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(body.contains("<h1>Join Field team</h1>"));
+    assert!(body.contains(r#"<strong id="invited-role">member</strong>"#));
+    assert!(body.contains("Create account and join"));
+    let short = post_anonymous(&app, &format!("/invite/{secret}"), &[("password", "short")]).await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(short.body.contains(r#"id="invite-error""#));
+    let joined = post_anonymous(
+        &app,
+        &format!("/invite/{secret}"),
+        &[("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(joined.status, StatusCode::SEE_OTHER, "{}", joined.body);
+    assert_eq!(joined.headers[header::LOCATION], "/projects");
+    let cookie = joined.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.starts_with("gw_session=") && cookie.contains("HttpOnly"));
+    let new = accounts::user_by_email(pool, "new@example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        accounts::role_in(pool, org, new.id).await.unwrap(),
+        Some(Role::Member)
+    );
+
+    // Used up: a clear page, not an error of ours.
+    let used = post_anonymous(
+        &app,
+        &format!("/invite/{secret}"),
+        &[("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(used.status, StatusCode::GONE);
+    assert!(used.body.contains("already been used"));
+    let r = app
+        .clone()
+        .oneshot(
+            Request::get("/invite/not-a-token")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let (expired, _) =
+        accounts::create_invitation(pool, &who, org, "late@example.org", Role::Viewer)
+            .await
+            .unwrap();
+    sqlx::query("update invitation set expires_at = now() - interval '1 hour' where email = 'late@example.org'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let r = post_anonymous(
+        &app,
+        &format!("/invite/{expired}"),
+        &[("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::GONE);
+    assert!(r.body.contains("This invitation expired on"));
+
+    // A signed-in user with the invited email joins with one button; the session moves there.
+    let elsewhere = accounts::create_org(pool, &who, "Elsewhere", None)
+        .await
+        .unwrap()
+        .id;
+    let existing = user(pool, "existing@example.org", Some((elsewhere, Role::Owner))).await;
+    let browser = Browser::signed_in(pool, existing).await;
+    let (secret, _) =
+        accounts::create_invitation(pool, &who, org, "Existing@example.org", Role::Viewer)
+            .await
+            .unwrap();
+    let page = browser.get(&format!("/invite/{secret}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(">Join Field team</button>"));
+    assert!(!page.body.contains(r#"name="password""#));
+    let r = browser.post(&format!("/invite/{secret}"), &[], false).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "a session's post needs its CSRF token"
+    );
+    let r = browser.post(&format!("/invite/{secret}"), &[], true).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        accounts::role_in(pool, org, existing).await.unwrap(),
+        Some(Role::Viewer)
+    );
+    let projects = browser.get("/projects").await;
+    assert!(
+        projects.body.contains(&format!(
+            r#"<option value="{org}" selected>Field team</option>"#
+        )),
+        "the session acts in the organisation joined"
+    );
+
+    // Someone signed in as another user is told to sign out; the link stays open.
+    let (secret, _) =
+        accounts::create_invitation(pool, &who, org, "third@example.org", Role::Viewer)
+            .await
+            .unwrap();
+    let page = browser.get(&format!("/invite/{secret}")).await;
+    assert!(
+        page.body
+            .contains("but the invitation is for third@example.org")
+    );
+    let r = browser.post(&format!("/invite/{secret}"), &[], true).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(
+        accounts::open_invitation(pool, &secret)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn the_tokens_page_shows_a_new_token_once_and_revokes_it() {
+    let db = TestDb::new().await.unwrap();
+    let pool = &db.pool;
+    let org = accounts::create_org(pool, &Who::cli(), "Field team", None)
+        .await
+        .unwrap()
+        .id;
+    let owner = user(pool, "owner@example.org", Some((org, Role::Owner))).await;
+    let browser = Browser::signed_in(pool, owner).await;
+
+    let page = browser.get("/tokens").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("You have no API tokens here."));
+    assert!(
+        page.body.contains("Worker tokens"),
+        "owners see worker tokens"
+    );
+
+    let made = browser
+        .post(
+            "/tokens",
+            &[("name", "nightly import"), ("scope", "write")],
+            true,
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let secret = made
+        .body
+        .split(r#"id="new-token" type="text" class="mono" readonly value=""#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    assert!(secret.starts_with("gw_"));
+    let principal = accounts::authenticate_api_token(pool, &secret)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(principal.scope, accounts::Scope::Write);
+    let page = browser.get("/tokens").await;
+    assert!(!page.body.contains(&secret), "shown once");
+    assert!(page.body.contains(r#"data-token="nightly import""#));
+
+    let bad = browser
+        .post("/tokens", &[("name", ""), ("scope", "write")], true)
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains(r#"id="token-error""#));
+
+    let id = principal.token_id;
+    let r = browser
+        .post(&format!("/tokens/{id}/revoke"), &[], true)
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(
+        accounts::authenticate_api_token(pool, &secret)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let page = browser.get("/tokens").await;
+    assert!(page.body.contains(r#"data-state="revoked">revoked</span>"#));
+
+    // Worker tokens, likewise.
+    let made = browser
+        .post("/tokens/workers", &[("name", "gpu box")], true)
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    assert!(made.body.contains("Worker token “gpu box” created"));
+    let wt = accounts::worker_tokens(pool, org).await.unwrap()[0].id;
+    let r = browser
+        .post(&format!("/tokens/workers/{wt}/revoke"), &[], true)
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(
+        accounts::worker_tokens(pool, org).await.unwrap()[0]
+            .revoked_at
+            .is_some()
+    );
+
+    // A member sees their own tokens only, and no worker tokens.
+    let member = user(pool, "member@example.org", Some((org, Role::Member))).await;
+    let member = Browser::signed_in(pool, member).await;
+    let page = member.get("/tokens").await;
+    assert!(!page.body.contains(r#"data-token="nightly import""#));
+    assert!(!page.body.contains("Worker tokens"));
+    let r = member
+        .post("/tokens/workers", &[("name", "sneaky")], true)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_org_switcher_moves_the_session_between_the_users_organisations_only() {
+    let db = TestDb::new().await.unwrap();
+    let pool = &db.pool;
+    let who = Who::cli();
+    let a = accounts::create_org(pool, &who, "Alpha", None)
+        .await
+        .unwrap()
+        .id;
+    let b = accounts::create_org(pool, &who, "Beta", None)
+        .await
+        .unwrap()
+        .id;
+    let c = accounts::create_org(pool, &who, "Gamma", None)
+        .await
+        .unwrap()
+        .id;
+    let u = user(pool, "both@example.org", Some((a, Role::Owner))).await;
+    accounts::add_member(pool, &who, b, u, Role::Viewer)
+        .await
+        .unwrap();
+    let browser = Browser::signed_in(pool, u).await;
+
+    let page = browser.get("/projects").await;
+    assert!(page.body.contains(r#"<form method="post" action="/org""#));
+    assert!(
+        page.body
+            .contains(&format!(r#"<option value="{a}" selected>Alpha</option>"#))
+    );
+    assert!(
+        page.body
+            .contains(&format!(r#"<option value="{b}">Beta</option>"#))
+    );
+    assert!(!page.body.contains("Gamma"));
+    assert!(
+        page.body
+            .contains(r#"<a href="/tokens" aria-current="false">Tokens</a>"#)
+    );
+
+    let r = browser
+        .post("/org", &[("org_id", b.to_string().as_str())], false)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no CSRF token, no switch");
+    let r = browser
+        .post("/org", &[("org_id", b.to_string().as_str())], true)
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers[header::LOCATION], "/projects");
+    let page = browser.get("/members").await;
+    assert!(page.body.contains("<h1>Members of Beta</h1>"));
+    assert!(
+        !page.body.contains("/members/invitations"),
+        "a viewer in Beta"
+    );
+
+    let r = browser
+        .post("/org", &[("org_id", c.to_string().as_str())], true)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "not a member of Gamma");
+    let r = browser.post("/org", &[("org_id", "nonsense")], true).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_account_page_changes_the_password_and_ends_the_other_sessions() {
+    let db = TestDb::new().await.unwrap();
+    let pool = &db.pool;
+    let u = user(
+        pool,
+        "me@example.org",
+        Some((groundwork_store::DEFAULT_ORG_ID, Role::Member)),
+    )
+    .await;
+    let browser = Browser::signed_in(pool, u).await;
+    let other = Browser::signed_in(pool, u).await;
+
+    let page = browser.get("/account").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains(r#"<dd id="account-email">me@example.org</dd>"#)
+    );
+    assert!(
+        page.body
+            .contains(r#"<label for="current_password">Current password</label>"#)
+    );
+
+    let r = browser
+        .post(
+            "/account/password",
+            &[
+                ("current_password", "wrong one"),
+                ("new_password", "a new long password"),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains(r#"id="current_password-error""#));
+    let r = browser
+        .post(
+            "/account/password",
+            &[("current_password", PASSWORD), ("new_password", "short")],
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains(r#"id="new_password-error""#));
+    let r = browser
+        .post(
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", "a new long password"),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains(r#"id="password-changed""#));
+    assert!(matches!(
+        accounts::login(pool, "me@example.org", "a new long password", "10.1.0.9")
+            .await
+            .unwrap(),
+        accounts::LoginOutcome::Ok(_)
+    ));
+    // This session goes on; the other one has ended.
+    assert_eq!(browser.get("/account").await.status, StatusCode::OK);
+    let r = other.get("/account").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(
+        r.headers[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/login")
+    );
 }
