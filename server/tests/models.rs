@@ -266,3 +266,103 @@ async fn training_runs_curves_and_evaluations_are_served_to_their_organisation_o
     .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn prediction_takes_a_trained_model_of_the_project_and_says_what_is_missing() {
+    let db = TestDb::new().await.unwrap();
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
+    let (status, p) = call(&app, "POST", "/api/v1/projects", Some(project())).await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let predict = format!("/api/v1/projects/{pid}/predict");
+
+    // Nothing trained yet: a field error that says so; bad settings are field errors too.
+    let (status, err) = call(&app, "POST", &predict, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["error"]["details"][0]["field"], "run_id", "{err}");
+    let (status, err) = call(
+        &app,
+        "POST",
+        &predict,
+        Some(json!({"block": 0, "overlap": 64})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    let fields: Vec<&str> = err["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["block", "overlap"]);
+    // A run that is not a training run of this project is not found.
+    let (status, _) = call(
+        &app,
+        "POST",
+        &predict,
+        Some(json!({"run_id": Uuid::now_v7()})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A finished training run (its step's output as a worker commits it) is found by default; the
+    // project has no acquired windows yet, which is the next thing the answer names.
+    let (status, run) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/train"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let (status, err) = call(&app, "POST", &predict, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(
+        err["error"]["details"][0]["field"], "run_id",
+        "a queued training is not a model"
+    );
+    let train_step: Uuid = run["steps"][0]["id"].as_str().unwrap().parse().unwrap();
+    sqlx::query(
+        "update step set state = 'succeeded', attempt = 1, started_at = now(), finished_at = now(), \
+         output = $2 where id = $1",
+    )
+    .bind(train_step)
+    .bind(json!({"weights_sha256": "ab", "label_set_version": 1}))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (status, err) = call(&app, "POST", &predict, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["error"]["details"][0]["field"], "project", "{err}");
+    assert!(
+        err["error"]["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("acquire imagery first"),
+        "{err}"
+    );
+
+    // Another organisation's member cannot start a prediction of this project.
+    let other_org = Uuid::now_v7();
+    sqlx::query("insert into org (id, name) values ($1, 'elsewhere')")
+        .bind(other_org)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let token = groundwork_server::testing::member_token(
+        &db.pool,
+        other_org,
+        groundwork_store::accounts::Role::Owner,
+    )
+    .await
+    .unwrap();
+    let theirs = groundwork_server::testing::with_bearer(
+        groundwork_server::router(AppState::new(db.pool.clone())),
+        &token,
+    )
+    .unwrap();
+    let (status, _) = call(&theirs, "POST", &predict, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -181,3 +181,46 @@ fn overlap_blending_removes_the_seams_that_tile_edge_effects_cause() {
     assert!(soft <= bound, "blended step {soft} exceeds {bound}");
     assert!(soft < hard / 10.0);
 }
+
+/// Predicts 1 everywhere in a tile that holds a missing (mask 3) pixel, else 0: a stand-in for a model
+/// that predicts poorly next to a border of missing tokens.
+struct MissingSensitive;
+
+impl WindowModel for MissingSensitive {
+    fn num_outputs(&self) -> usize {
+        1
+    }
+
+    fn is_regression(&self) -> bool {
+        true
+    }
+
+    fn predict(&self, input: &EncoderInput) -> olmoearth::Result<Tensor> {
+        let m = &input.modalities[&Modality::Sentinel2L2a];
+        let (b, h, w, _, _) = m.data.dims5()?;
+        let mut out = Vec::with_capacity(b * h * w);
+        for i in 0..b {
+            let mask = m.mask.as_ref().map(|mk| mk.i(i)).transpose()?;
+            let missing = match mask {
+                Some(mk) => mk.flatten_all()?.to_vec1::<u8>()?.contains(&3),
+                None => false,
+            };
+            out.extend(std::iter::repeat_n(f32::from(u8::from(missing)), h * w));
+        }
+        Ok(Tensor::from_vec(
+            out,
+            (b, 1, h, w),
+            &candle_core::Device::Cpu,
+        )?)
+    }
+}
+
+#[test]
+fn tiles_at_the_edge_of_the_area_stay_inside_the_data() {
+    // The area's edge is not on the tile lattice (stride 48 against 64-px windows), so lattice tiles
+    // reach past it; every tile the model sees must lie within the windows.
+    let c = stitched(&MissingSensitive, 16);
+    assert_eq!((c.rect.width(), c.rect.height()), (5 * N, 3 * N));
+    let worst = c.values.iter().fold(0f32, |a, v| a.max(*v));
+    assert_eq!(worst, 0.0, "a tile with missing pixels reached the model");
+}

@@ -307,3 +307,42 @@ impl StepKind for Combine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(id: u8, name: &str) -> LegendClass {
+        LegendClass {
+            id,
+            name: name.into(),
+            color: "#000000".into(),
+        }
+    }
+
+    #[test]
+    fn a_trained_models_outputs_are_named_by_its_class_ids() -> anyhow::Result<()> {
+        let legend = vec![class(1, "water"), class(2, "forest"), class(5, "crops")];
+        // Without class ids the outputs follow the project's classes.
+        assert_eq!(legend_for_outputs(&legend, None)?, legend);
+        // A model trained on labels that used classes 5 and 1 (in that output order).
+        let out = legend_for_outputs(&legend, Some(&[5, 1]))?;
+        assert_eq!(out, vec![class(5, "crops"), class(1, "water")]);
+        let c = Combined {
+            rect: Rect {
+                x0: 0,
+                y0: 0,
+                x1: 2,
+                y1: 1,
+            },
+            k: 2,
+            // pixel 0 → output 0 (class 5), pixel 1 → output 1 (class 1)
+            values: vec![0.9, 0.2, 0.1, 0.8],
+        };
+        assert_eq!(class_raster(&c, &out), vec![5, 1]);
+        // A class the project does not have is an error that names it.
+        let err = legend_for_outputs(&legend, Some(&[1, 9])).unwrap_err();
+        assert!(err.to_string().contains("class 9"), "{err}");
+        Ok(())
+    }
+}
