@@ -1176,16 +1176,31 @@ pub async fn invitation_by_secret(pool: &PgPool, secret: &str) -> Result<Option<
 
 /// Withdraws an open invitation.
 pub async fn revoke_invitation(pool: &PgPool, who: &Who, org_id: Uuid, id: Uuid) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    let done =
+    change_one(
+        pool,
+        who,
+        (org_id, id),
+        ("invitation", "invitation.revoke"),
         sqlx::query("delete from invitation where id = $1 and org_id = $2 and accepted_at is null")
             .bind(id)
-            .bind(org_id)
-            .execute(&mut *tx)
-            .await?;
-    if done.rows_affected() == 0 {
+            .bind(org_id),
+    )
+    .await
+}
+
+/// Runs `query`, which changes the one row `target` names (`(org, id)`), and records `action` in the
+/// audit log in the same transaction; `NotFound` (naming the target type) when no row changed.
+async fn change_one(
+    pool: &PgPool,
+    who: &Who,
+    (org_id, id): (Uuid, Uuid),
+    (target_type, action): (&'static str, &'static str),
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    if query.execute(&mut *tx).await?.rows_affected() == 0 {
         return Err(Error::NotFound {
-            what: "invitation",
+            what: target_type,
             id,
         });
     }
@@ -1194,8 +1209,8 @@ pub async fn revoke_invitation(pool: &PgPool, who: &Who, org_id: Uuid, id: Uuid)
         &Entry {
             org_id: Some(org_id),
             who,
-            action: "invitation.revoke",
-            target_type: "invitation",
+            action,
+            target_type,
             target_id: Some(id.to_string()),
             details: json!({}),
         },
@@ -1478,36 +1493,20 @@ pub async fn revoke_api_token(
     id: Uuid,
     user_id: Option<Uuid>,
 ) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    let done = sqlx::query(
-        "update api_token set revoked_at = coalesce(revoked_at, now()) \
-         where id = $1 and org_id = $2 and ($3::uuid is null or user_id = $3)",
+    change_one(
+        pool,
+        who,
+        (org_id, id),
+        ("api_token", "api_token.revoke"),
+        sqlx::query(
+            "update api_token set revoked_at = coalesce(revoked_at, now()) \
+             where id = $1 and org_id = $2 and ($3::uuid is null or user_id = $3)",
+        )
+        .bind(id)
+        .bind(org_id)
+        .bind(user_id),
     )
-    .bind(id)
-    .bind(org_id)
-    .bind(user_id)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound {
-            what: "api_token",
-            id,
-        });
-    }
-    audit::record(
-        &mut *tx,
-        &Entry {
-            org_id: Some(org_id),
-            who,
-            action: "api_token.revoke",
-            target_type: "api_token",
-            target_id: Some(id.to_string()),
-            details: json!({}),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    .await
 }
 
 /// The principal of a bearer token: live (not revoked, not expired) and its user still a member of
@@ -1583,34 +1582,18 @@ pub async fn worker_tokens(pool: &PgPool, org_id: Uuid) -> Result<Vec<WorkerToke
 /// Revokes a worker token: no new registrations with it, and its workers drain at their next
 /// heartbeat.
 pub async fn revoke_worker_token(pool: &PgPool, who: &Who, org_id: Uuid, id: Uuid) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    let done = sqlx::query(
-        "update worker_token set revoked_at = coalesce(revoked_at, now()) where id = $1 and org_id = $2",
+    change_one(
+        pool,
+        who,
+        (org_id, id),
+        ("worker_token", "worker_token.revoke"),
+        sqlx::query(
+            "update worker_token set revoked_at = coalesce(revoked_at, now()) where id = $1 and org_id = $2",
+        )
+        .bind(id)
+        .bind(org_id),
     )
-    .bind(id)
-    .bind(org_id)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound {
-            what: "worker_token",
-            id,
-        });
-    }
-    audit::record(
-        &mut *tx,
-        &Entry {
-            org_id: Some(org_id),
-            who,
-            action: "worker_token.revoke",
-            target_type: "worker_token",
-            target_id: Some(id.to_string()),
-            details: json!({}),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    .await
 }
 
 #[cfg(test)]
