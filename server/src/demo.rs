@@ -200,22 +200,30 @@ impl Api {
     /// Polls a run until it ends, reporting each step's progress as it changes.
     async fn wait(&self, run: &Value, log: &mut dyn FnMut(&str)) -> anyhow::Result<Value> {
         let id = run["id"].as_str().context("the run has no id")?.to_owned();
-        let mut last: BTreeMap<String, String> = BTreeMap::new();
+        // Per step: the last line printed, its state and when. A step's line is printed when its
+        // state changes, or at most every few seconds while it runs.
+        let mut last: BTreeMap<String, (String, String, Instant)> = BTreeMap::new();
         loop {
             let r = self
                 .get(&format!("/api/v1/runs/{id}"), "reading the run")
                 .await?;
             for s in r["steps"].as_array().into_iter().flatten() {
                 let name = s["name"].as_str().unwrap_or("step").to_owned();
+                let state = s["state"].as_str().unwrap_or("").to_owned();
                 let line = format!(
-                    "{:>4.0}% {} {}",
+                    "{:>4.0}% {state} {}",
                     s["progress"].as_f64().unwrap_or(0.0) * 100.0,
-                    s["state"].as_str().unwrap_or(""),
                     s["message"].as_str().unwrap_or("")
                 );
-                if last.get(&name) != Some(&line) {
+                let due = match last.get(&name) {
+                    None => true,
+                    Some((l, st, at)) => {
+                        *st != state || (*l != line && at.elapsed() >= Duration::from_secs(5))
+                    }
+                };
+                if due {
                     log(&format!("  {name:<16} {line}"));
-                    last.insert(name, line);
+                    last.insert(name, (line, state, Instant::now()));
                 }
             }
             match r["state"].as_str() {
