@@ -333,8 +333,16 @@ mod tests {
         assert_ne!(va, vc);
         let n = va.len() as f64;
         let mean = va.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-        let std = (va.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n).sqrt();
-        assert!(mean.abs() < 2e-3 && (std - 0.02).abs() < 2e-3, "{mean} {std}");
+        let std = (va
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        assert!(
+            mean.abs() < 2e-3 && (std - 0.02).abs() < 2e-3,
+            "{mean} {std}"
+        );
         // LayerNorms stay at identity and biases at zero.
         let ln: Vec<f32> = a.tensors["encoder.blocks.0.norm1.weight"].to_vec1()?;
         assert!(ln.iter().all(|&x| x == 1.0));
