@@ -111,19 +111,45 @@ pub struct Chart {
     pub rows: Vec<CurveRow>,
 }
 
-fn ticks(lo: f64, hi: f64, to_pos: impl Fn(f64) -> f64) -> Vec<Tick> {
+/// The smallest of 1, 2, 2.5 and 5 times a power of ten that is at least `v` (> 0).
+fn nice(v: f64) -> f64 {
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|s| *s >= v * (1.0 - 1e-9))
+        .unwrap_or(10.0 * p)
+}
+
+/// An axis from `lo` (0 or below) to at least `max` in four nice steps: `(lo, hi, step)`.
+fn axis(lo: f64, max: f64) -> (f64, f64, f64) {
+    let span = (max - lo).max(1e-9);
+    let step = nice(span / 4.0);
+    let lo = (lo / step).floor() * step;
+    let step = if lo + 4.0 * step < max {
+        nice(step * 1.01)
+    } else {
+        step
+    };
+    (lo, lo + 4.0 * step, step)
+}
+
+fn ticks(lo: f64, step: f64, to_pos: impl Fn(f64) -> f64) -> Vec<Tick> {
+    let decimals = if step.fract().abs() < 1e-9 {
+        0
+    } else if (step * 10.0).fract().abs() < 1e-9 {
+        1
+    } else if (step * 100.0).fract().abs() < 1e-9 {
+        2
+    } else {
+        3
+    };
     (0..=4)
         .map(|k| {
-            let v = lo + (hi - lo) * f64::from(k) / 4.0;
+            let v = lo + step * f64::from(k);
             Tick {
                 at: px(to_pos(v)),
-                label: if hi - lo >= 10.0 {
-                    format!("{v:.0}")
-                } else if hi - lo >= 1.0 {
-                    format!("{v:.1}")
-                } else {
-                    format!("{v:.2}")
-                },
+                label: format!("{v:.decimals$}"),
             }
         })
         .collect()
@@ -155,14 +181,14 @@ impl Chart {
             .flat_map(|e| [Some(e.train_loss), e.val_loss])
             .filter_map(|v| finite(&v))
             .fold(0.0_f64, f64::max);
-        let loss_hi = if loss_max > 0.0 { loss_max * 1.05 } else { 1.0 };
+        let (_, loss_hi, loss_step) = axis(0.0, if loss_max > 0.0 { loss_max } else { 1.0 });
         let metrics: Vec<f64> = epochs
             .iter()
             .filter_map(|e| finite(&e.val_metric))
             .collect();
-        let m_lo = metrics.iter().copied().fold(0.0_f64, f64::min);
-        let m_max = metrics.iter().copied().fold(f64::MIN, f64::max);
-        let m_hi = if m_max <= 1.0 { 1.0 } else { m_max * 1.05 };
+        let m_min = metrics.iter().copied().fold(0.0_f64, f64::min);
+        let m_max = metrics.iter().copied().fold(1.0_f64, f64::max);
+        let (m_lo, m_hi, m_step) = axis(m_min, m_max);
         let loss_y = |v: f64| TOP + ph * (1.0 - (v / loss_hi).clamp(0.0, 1.0));
         let metric_y = |v: f64| TOP + ph * (1.0 - ((v - m_lo) / (m_hi - m_lo)).clamp(0.0, 1.0));
         let mut lines = [String::new(), String::new(), String::new()];
@@ -216,8 +242,8 @@ impl Chart {
             metric_line,
             dots,
             x_ticks,
-            loss_ticks: ticks(0.0, loss_hi, loss_y),
-            metric_ticks: ticks(m_lo, m_hi, metric_y),
+            loss_ticks: ticks(0.0, loss_step, loss_y),
+            metric_ticks: ticks(m_lo, m_step, metric_y),
             summary,
             rows: epochs
                 .iter()
@@ -925,4 +951,50 @@ pub async fn evaluation(
         evaluation,
         project,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(epoch: i32, train: f64, val: Option<f64>, metric: Option<f64>) -> TrainingEpoch {
+        TrainingEpoch {
+            step_id: Uuid::nil(),
+            epoch,
+            phase: "frozen".into(),
+            train_loss: train,
+            val_loss: val,
+            val_metric: metric,
+            metric: "rmse".into(),
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_chart_scales_its_axes_and_skips_missing_values() {
+        let c = Chart::new(&[
+            epoch(1, 4.0, None, Some(12.0)),
+            epoch(2, 2.0, Some(f64::NAN), Some(6.0)),
+        ]);
+        assert_eq!(c.metric, "rmse");
+        assert_eq!(c.rows.len(), 2);
+        assert_eq!(c.rows[1].val_loss, "–");
+        assert!(c.val_line.is_empty(), "no finite validation loss");
+        assert_eq!(c.train_line, "56.0,16.0 504.0,106.0", "loss axis 0–4");
+        assert_eq!(c.dots.len(), 4);
+        let labels: Vec<&str> = c.metric_ticks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["0", "5", "10", "15", "20"]);
+        assert!(c.summary.contains("after epoch 2"), "{}", c.summary);
+
+        let one = Chart::new(&[epoch(1, 0.5, Some(0.6), Some(0.7))]);
+        assert_eq!(
+            one.train_line, "280.0,83.5",
+            "loss axis 0–0.8 in steps of 0.2"
+        );
+        let labels: Vec<&str> = one.metric_ticks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["0.00", "0.25", "0.50", "0.75", "1.00"]);
+        assert_eq!(one.x_ticks.len(), 1);
+        let none = Chart::new(&[]);
+        assert!(none.rows.is_empty() && none.dots.is_empty());
+    }
 }
