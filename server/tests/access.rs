@@ -288,6 +288,28 @@ async fn org_fixture(
     .await
     .unwrap();
     let output = new_output(pool, objects, org.id, project_id, run_id).await;
+    // A trained model to predict with: a run whose `train` step succeeded.
+    let trained = groundwork_store::jobs::create_run(
+        pool,
+        org.id,
+        project_id,
+        &[groundwork_store::jobs::NewStep::new(
+            "train",
+            "train",
+            json!({"project_id": project_id}),
+            "cpu",
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "update step set state = 'succeeded', output = '{}'::jsonb, finished_at = now() where id = $1",
+    )
+    .bind(trained.steps[0].id)
+    .execute(pool)
+    .await
+    .unwrap();
     let (secret, _) = accounts::create_worker_token(pool, &Who::cli(), org.id, "w")
         .await
         .unwrap();
@@ -558,6 +580,7 @@ impl Fixture {
                 (format!("/api/v1/projects/{p}/labels/{label}"), None)
             }
             "start training" => (format!("/api/v1/projects/{p}/train"), Some(json!({}))),
+            "start prediction" => (format!("/api/v1/projects/{p}/predict"), Some(json!({}))),
             "list evaluations" => (format!("/api/v1/projects/{p}/evaluations"), None),
             "get training" => (format!("/api/v1/runs/{run}/training"), None),
             "get evaluation" => (format!("/api/v1/runs/{run}/evaluation"), None),
@@ -643,6 +666,11 @@ impl Fixture {
                 (format!("/tokens/workers/{}/revoke", t.id), form(&[]))
             }
             "account page" => ("/account".into(), None),
+            "project page" => (format!("/projects/{p}"), None),
+            "train on page" => (format!("/projects/{p}/train"), form(&[])),
+            "predict on page" => (format!("/projects/{p}/predict"), form(&[])),
+            "output map page" => (format!("/outputs/{o}"), None),
+            "evaluation page" => (format!("/runs/{run}/evaluation"), None),
             "change password on page" => (
                 "/account/password".into(),
                 form(&[("current_password", PASSWORD), ("new_password", PASSWORD)]),
@@ -832,6 +860,13 @@ async fn every_route_answers_each_caller_by_role_scope_and_organisation() {
             true,
         ),
         (
+            "start prediction",
+            "POST",
+            Role::Member,
+            Class::Forbidden,
+            true,
+        ),
+        (
             "list evaluations",
             "GET",
             Role::Viewer,
@@ -932,6 +967,35 @@ async fn every_route_answers_each_caller_by_role_scope_and_organisation() {
             true,
         ),
         ("account page", "GET", Role::Viewer, Class::Forbidden, false),
+        ("project page", "GET", Role::Viewer, Class::Forbidden, true),
+        (
+            "train on page",
+            "POST",
+            Role::Member,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "predict on page",
+            "POST",
+            Role::Member,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "output map page",
+            "GET",
+            Role::Viewer,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "evaluation page",
+            "GET",
+            Role::Viewer,
+            Class::Forbidden,
+            true,
+        ),
         (
             "change password on page",
             "POST",

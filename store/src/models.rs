@@ -219,3 +219,34 @@ pub async fn trained_run(
         id: run_id.unwrap_or(project_id),
     })
 }
+
+/// A run with a `train` step, as a project's results list it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrainingRun {
+    /// The run.
+    pub run_id: Uuid,
+    /// State of its (latest) `train` step.
+    pub state: String,
+    /// When the run was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The project's runs with a `train` step, newest first (another organisation's project has none).
+pub async fn training_runs(
+    pool: &PgPool,
+    org_id: Uuid,
+    project_id: Uuid,
+    limit: i64,
+) -> Result<Vec<TrainingRun>> {
+    Ok(sqlx::query_as(
+        "select distinct on (r.id) r.id as run_id, s.state, r.created_at from pipeline_run r \
+         join step s on s.run_id = r.id \
+         where r.org_id = $1 and r.project_id = $2 and s.kind = 'train' \
+         order by r.id desc, s.created_at desc limit $3",
+    )
+    .bind(org_id)
+    .bind(project_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

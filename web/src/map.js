@@ -1,6 +1,7 @@
-// The map island: MapLibre GL with terra-draw for drawing an area of interest, and the project map
-// showing the area and its windows coloured by acquisition status. It works offline: the default style is
-// a plain background with a graticule; a basemap is drawn only when the server is given a tile template.
+// The map island: MapLibre GL with terra-draw for drawing an area of interest, the project map
+// showing the area and its windows coloured by acquisition status, and an output's map (its tiles).
+// It works offline: the default style is a plain background with a graticule; a basemap is drawn
+// only when the server is given a tile template.
 import * as maplibregl from 'maplibre-gl';
 import 'maplibre-gl/dist/maplibre-gl.css';
 // MapLibre parses tiles in a module worker; ship its file next to this one and point MapLibre at it.
@@ -220,8 +221,52 @@ function mountProject(el, opts) {
   });
 }
 
-/** Mounts the map described by the element's `data-map` (`draw` or `project`). */
+// An output's map: its tiles over the (optional) basemap, fitted to its bounds, with an opacity slider.
+// The layer's opacity is mirrored in `data-opacity` once the map has applied it.
+function mountOutput(el, opts) {
+  const map = createMap(el, opts.basemap);
+  el.dataset.ready = 'false';
+  let bounds = null;
+  try {
+    bounds = JSON.parse(el.dataset.bounds || 'null');
+  } catch {
+    bounds = null;
+  }
+  const slider = document.querySelector(`input[data-opacity-for="${el.id}"]`);
+  const label = slider ? document.getElementById(slider.getAttribute('aria-describedby')) : null;
+  const opacity = () => (slider ? Number(slider.value) / 100 : 0.8);
+  const apply = () => {
+    const value = opacity();
+    if (label) label.textContent = `${Math.round(value * 100)} %`;
+    if (!map.getLayer('output')) return;
+    map.setPaintProperty('output', 'raster-opacity', value);
+    el.dataset.opacity = String(map.getPaintProperty('output', 'raster-opacity'));
+  };
+  map.on('load', () => {
+    const source = {
+      type: 'raster',
+      // Tiles are fetched by MapLibre's worker: give it an absolute address.
+      tiles: [`${window.location.origin}${el.dataset.tiles}`],
+      tileSize: 256,
+      minzoom: Number(el.dataset.minZoom) || 0,
+      maxzoom: Number(el.dataset.maxZoom) || 22,
+    };
+    if (Array.isArray(bounds) && bounds.length === 4) source.bounds = bounds;
+    map.addSource('output', source);
+    map.addLayer({ id: 'output', type: 'raster', source: 'output', paint: { 'raster-opacity': opacity(), 'raster-resampling': 'nearest' } }, 'graticule');
+    if (Array.isArray(bounds) && bounds.length === 4) {
+      map.fitBounds([[bounds[0], bounds[1]], [bounds[2], bounds[3]]], { padding: 30, animate: false });
+    }
+    apply();
+    el.dataset.ready = 'true';
+  });
+  slider?.addEventListener('input', apply);
+  slider?.addEventListener('change', apply);
+}
+
+/** Mounts the map described by the element's `data-map` (`draw`, `project` or `output`). */
 export function mount(el, opts) {
   if (el.dataset.map === 'draw') mountDraw(el, opts);
   else if (el.dataset.map === 'project') mountProject(el, opts);
+  else if (el.dataset.map === 'output') mountOutput(el, opts);
 }

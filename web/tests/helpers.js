@@ -67,10 +67,11 @@ function defer(t, fn) {
 }
 
 /**
- * Starts `groundwork serve` with one in-process worker and (unless `bare`) its first owner; it is stopped
- * and its database dropped after the test.
+ * Starts `groundwork serve` with `localWorkers` in-process workers (default one) and (unless `bare`) its
+ * first owner; it is stopped and its database dropped after the test. `server.dir` is its data folder
+ * (objects under `objects/`).
  */
-export async function startServer(t, { bare = false } = {}) {
+export async function startServer(t, { bare = false, localWorkers = 1 } = {}) {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build -p groundwork-server\` first`);
   const dir = mkdtempSync(path.join(tmpdir(), 'gw-web-'));
   const port = await freePort();
@@ -88,7 +89,7 @@ export async function startServer(t, { bare = false } = {}) {
   };
   delete env.GROUNDWORK_BASEMAP_URL;
   const child = spawn(BIN, [
-    'serve', '--bind', `127.0.0.1:${port}`, '--data-dir', dir, '--local-workers', '1',
+    'serve', '--bind', `127.0.0.1:${port}`, '--data-dir', dir, '--local-workers', String(localWorkers),
     '--object-store', `file://${dir}/objects`,
   ], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
@@ -117,7 +118,7 @@ export async function startServer(t, { bare = false } = {}) {
     if (Date.now() > deadline) throw new Error(`groundwork serve did not become ready:\n${log}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  const server = { url, log: () => log, databaseUrl: env.DATABASE_URL, token: null };
+  const server = { url, dir, log: () => log, databaseUrl: env.DATABASE_URL, token: null };
   if (!bare) await setUpOwner(server);
   return server;
 }

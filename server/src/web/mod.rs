@@ -11,6 +11,7 @@ mod error;
 mod invite;
 mod members;
 mod projects;
+mod results;
 mod tokens;
 mod workers;
 
@@ -270,6 +271,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/projects/{id}", get(projects::show))
         .route("/projects/{id}/runs", post(projects::start_run))
+        .route("/projects/{id}/train", post(results::train))
+        .route("/projects/{id}/predict", post(results::predict))
+        .route("/outputs/{id}", get(results::output_map))
+        .route("/runs/{id}/evaluation", get(results::evaluation))
         .route(
             "/projects/{id}/steps/{step}/cancel",
             post(projects::cancel_step),

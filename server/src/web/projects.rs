@@ -528,6 +528,8 @@ struct ProjectPage {
     run_errors: FieldErrors,
     aoi_json: String,
     profiles: &'static [(&'static str, &'static str)],
+    results: super::results::Results,
+    can_work: bool,
 }
 
 async fn project_page(
@@ -546,6 +548,7 @@ async fn project_page(
         ));
     }
     let classes = serde_json::from_value(project.classes.clone()).unwrap_or_default();
+    let results = super::results::results(state, actor, id).await?;
     Ok(ProjectPage {
         layout: Layout::new(state, actor, project.name.clone(), Nav::Projects).await,
         area: format_km2(area_of(&project)),
@@ -557,7 +560,22 @@ async fn project_page(
         run_errors,
         project,
         profiles: PROFILES,
+        results,
+        can_work: actor.role >= Role::Member,
     })
+}
+
+/// The project's page again (422) with a refusal of its train or predict buttons in "Results".
+pub(super) async fn with_results_error(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    message: String,
+) -> PageResult<Response> {
+    let mut page =
+        project_page(state, actor, id, RunForm::default(), FieldErrors::default()).await?;
+    page.results.error = message;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
 }
 
 /// `GET /projects/{id}`.

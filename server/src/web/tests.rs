@@ -1078,3 +1078,294 @@ async fn the_account_page_changes_the_password_and_ends_the_other_sessions() {
             .starts_with("/login")
     );
 }
+
+/// A trained run of `project` with two recorded epochs, an evaluation report (two classes) and a
+/// published class map: what the result pages show.
+async fn seed_results(pool: &groundwork_store::PgPool, org: Uuid, project: Uuid) -> (Uuid, Uuid) {
+    use groundwork_store::models::{self, NewEvaluation, TrainingEpoch};
+    use groundwork_store::outputs::{self, NewOutput};
+    sqlx::query("update project set classes = $2 where id = $1")
+        .bind(project)
+        .bind(json!([{"id": 0, "name": "Water", "color": "#0000ff"}, {"id": 1, "name": "Forest", "color": "#1b9e77"}]))
+        .execute(pool)
+        .await
+        .unwrap();
+    let run = jobs::create_run(
+        pool,
+        org,
+        project,
+        &[jobs::NewStep::new(
+            "train",
+            "train",
+            json!({"project_id": project}),
+            "cpu",
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    let (run_id, step_id) = (run.run.id, run.steps[0].id);
+    sqlx::query(
+        "update step set state = 'succeeded', output = $2, finished_at = now() where id = $1",
+    )
+    .bind(step_id)
+    .bind(json!({"label_set_version": 1, "metrics": {"metric": "accuracy", "val_metric": 0.8}}))
+    .execute(pool)
+    .await
+    .unwrap();
+    for epoch in 1..=3 {
+        models::record_epoch(
+            pool,
+            run_id,
+            &TrainingEpoch {
+                step_id,
+                epoch,
+                phase: "frozen".into(),
+                train_loss: 1.0 / f64::from(epoch),
+                val_loss: Some(1.2 / f64::from(epoch)),
+                val_metric: Some(0.5 + 0.1 * f64::from(epoch)),
+                metric: "accuracy".into(),
+                seconds: 1.0,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let per_class = |p: f64| {
+        json!([{"index": 0, "class_id": 0, "precision": p, "recall": 0.9, "f1": 0.85, "iou": 0.7, "support": 10},
+               {"index": 1, "class_id": 1, "precision": 0.7, "recall": 0.6, "f1": 0.65, "iou": 0.5, "support": 5}])
+    };
+    models::record_evaluation(
+        pool,
+        &NewEvaluation {
+            run_id,
+            step_id: None,
+            label_set_version: Some(1),
+            model_key: "model.json".into(),
+            report: json!({
+                "task": "classification", "split": "test", "label_set_version": 1, "windows": 15,
+                "class_ids": [0, 1],
+                "model": {"accuracy": 0.8, "macro_f1": 0.75, "per_class": per_class(0.8),
+                          "confusion_matrix": [[9, 1], [2, 3]], "samples": 15},
+                "baseline": {"accuracy": 0.6, "macro_f1": 0.5, "per_class": per_class(0.6),
+                             "confusion_matrix": [[7, 3], [3, 2]], "samples": 15, "method": "linear_probe"},
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    let output = outputs::upsert(
+        pool,
+        &NewOutput {
+            org_id: org,
+            project_id: project,
+            run_id,
+            kind: "class".into(),
+            utm_key: "utm.tif".into(),
+            web_key: "web.tif".into(),
+            epsg: 32632,
+            width: 4,
+            height: 4,
+            bands: 1,
+            bbox: [10.0, 0.0, 10.05, 0.05],
+            bounds_3857: [1_113_194.9, 0.0, 1_118_760.9, 5_565.9],
+            min_zoom: 8,
+            max_zoom: 14,
+            classes: json!([{"id": 0, "name": "Water", "color": "#0000ff"}, {"id": 1, "name": "Forest", "color": "#1b9e77"}]),
+            stats: json!({}),
+            lineage: json!({"model": {"kind": "trained"}, "training_run_id": run_id, "label_set_version": 1,
+                            "checkpoint_sha256": "abcdef0123456789",
+                            "metrics": {"validation": {"metric": "accuracy", "val_metric": 0.8, "best_epoch": 3}}}),
+        },
+    )
+    .await
+    .unwrap();
+    (run_id, output.id)
+}
+
+#[tokio::test]
+async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_training() {
+    let site = Site::new().await;
+    let org = groundwork_store::DEFAULT_ORG_ID;
+    let p = seed(&site, org).await;
+    let (run, output) = seed_results(&site.db.pool, org, p).await;
+
+    let page = site.get(&format!("/projects/{p}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body
+            .contains(r#"<h2 id="results-heading">Results</h2>"#)
+    );
+    assert!(
+        page.body
+            .contains(&format!(r#"<a href="/outputs/{output}">class map</a>"#))
+    );
+    assert!(page.body.contains(r#"data-chart="training""#));
+    assert!(page.body.contains("<title id=\"curve-title-"));
+    assert_eq!(
+        page.body.matches("<tr><th scope=\"row\">").count(),
+        3,
+        "a row per epoch"
+    );
+    assert!(
+        page.body
+            .contains(&format!(r#"href="/runs/{run}/evaluation""#))
+    );
+    assert!(
+        page.body
+            .contains("accuracy 0.800 (baseline: accuracy 0.600)")
+    );
+    assert!(
+        page.body
+            .contains(&format!(r#"action="/projects/{p}/train""#))
+    );
+    assert!(
+        page.body
+            .contains(&format!(r#"action="/projects/{p}/predict""#))
+    );
+
+    let map = site.get(&format!("/outputs/{output}")).await;
+    assert_eq!(map.status, StatusCode::OK, "{}", map.body);
+    assert!(map.body.contains(r#"data-map="output""#));
+    assert!(map.body.contains(&format!(
+        r#"data-tiles="/api/v1/outputs/{output}/tiles/{{z}}/{{x}}/{{y}}.png""#
+    )));
+    assert!(map.body.contains("data-bounds=\"[10.0,0.0,10.05,0.05]\""));
+    assert!(
+        map.body
+            .contains(r#"<label for="opacity">Layer opacity</label>"#)
+    );
+    assert!(map.body.contains(r#"<input type="range" id="opacity""#));
+    assert!(map.body.contains("#0000ff\"></span>Water</li>"));
+    assert!(map.body.contains("</span>Forest</li>"));
+    assert!(
+        map.body
+            .contains(&format!(r#"href="/api/v1/outputs/{output}/download.tif""#))
+    );
+    assert!(map.body.contains(&format!(
+        r#"href="/api/v1/outputs/{output}/download.geojson""#
+    )));
+    assert!(map.body.contains(&format!(
+        r#"href="/api/v1/projects/{p}/stac/items/{output}""#
+    )));
+    assert!(
+        map.body
+            .contains(&format!(r#"<a href="/projects/{p}">Seeded</a>"#))
+    );
+    assert!(map.body.contains("accuracy 0.800 (best epoch 3)"));
+    assert!(map.body.contains("sha256 abcdef012345…"));
+
+    let report = site.get(&format!("/runs/{run}/evaluation")).await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    assert!(report.body.contains("Fine-tuned model"));
+    assert!(report.body.contains("Frozen baseline (linear probe)"));
+    assert!(
+        report
+            .body
+            .contains(r#"<dd data-field="test-windows">15</dd>"#)
+    );
+    assert!(report.body.contains(r#"data-matrix="model""#));
+    assert!(
+        report
+            .body
+            .contains(r#"title="true Forest, predicted Water: 2 of 5">2</td>"#)
+    );
+    assert!(report.body.contains(r#"style="width: 80.0%""#));
+
+    // Training starts through the API's handler; prediction without acquired windows is refused on
+    // the page, next to the buttons.
+    let r = site
+        .post_form(&format!("/projects/{p}/train"), &[("csrf", "")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let location = r.headers[header::LOCATION].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("/projects/{p}#run-")),
+        "{location}"
+    );
+    let runs = jobs::list_runs(&site.db.pool, org, p, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    let r = site
+        .post_form(&format!("/projects/{p}/predict"), &[("csrf", "")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains(r#"id="results-error""#), "{}", r.body);
+}
+
+#[tokio::test]
+async fn result_pages_of_another_organisation_are_not_found_and_viewers_get_no_buttons() {
+    let db = TestDb::new().await.unwrap();
+    let pool = &db.pool;
+    let site = Site {
+        app: crate::testing::owner_router(AppState::new(pool.clone()))
+            .await
+            .unwrap(),
+        db,
+    };
+    let pool = &site.db.pool;
+    let other = accounts::create_org(pool, &Who::cli(), "Elsewhere", None)
+        .await
+        .unwrap()
+        .id;
+    let theirs = seed(&site, other).await;
+    let (their_run, their_output) = seed_results(pool, other, theirs).await;
+    for uri in [
+        format!("/outputs/{their_output}"),
+        format!("/runs/{their_run}/evaluation"),
+    ] {
+        let r = site.get(&uri).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(
+            r.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+    for action in ["train", "predict"] {
+        let r = site
+            .post_form(&format!("/projects/{theirs}/{action}"), &[("csrf", "")])
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{action}");
+    }
+    assert_eq!(
+        jobs::list_runs(pool, other, theirs, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A viewer of the other organisation reads its results but has no buttons, and may not post.
+    let viewer = user(pool, "viewer@elsewhere.org", Some((other, Role::Viewer))).await;
+    let browser = Browser::signed_in(pool, viewer).await;
+    let page = browser.get(&format!("/projects/{theirs}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains(r#"data-chart="training""#));
+    assert!(!page.body.contains("Train a model"));
+    assert!(!page.body.contains("Predict with the newest model"));
+    assert_eq!(
+        browser
+            .get(&format!("/outputs/{their_output}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        browser
+            .get(&format!("/runs/{their_run}/evaluation"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = browser
+        .post(&format!("/projects/{theirs}/train"), &[], true)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = browser
+        .post(&format!("/projects/{theirs}/train"), &[], false)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no CSRF token, no run");
+}
