@@ -117,7 +117,7 @@ pub async fn acquire(
     );
     summary.depends_on = (0..partitions).map(|i| format!("acquire-{i}")).collect();
     steps.push(summary);
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let key = super::idempotency_key(&headers);
     let run = jobs::create_run(&state.pool, actor.org_id, project_id, &steps, key).await?;
     actor
         .audit(

@@ -165,6 +165,11 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// The `Idempotency-Key` header of a request that starts work, when it is readable text.
+pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get("idempotency-key").and_then(|v| v.to_str().ok())
+}
+
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(

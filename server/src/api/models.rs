@@ -125,16 +125,13 @@ pub async fn start_training(
         queue,
     );
     evaluate.depends_on = vec!["train".into()];
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let key = super::idempotency_key(&headers);
     let run = jobs::create_run(
         &state.pool,
         actor.org_id,
         project_id,
         &[train, evaluate],
-        key.as_deref(),
+        key,
     )
     .await?;
     Ok((StatusCode::CREATED, axum::Json(run)))
@@ -225,18 +222,8 @@ pub async fn start_prediction(
                 message: format!("{e:#}"),
             }])
         })?;
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let run = jobs::create_run(
-        &state.pool,
-        actor.org_id,
-        project_id,
-        &steps,
-        key.as_deref(),
-    )
-    .await?;
+    let key = super::idempotency_key(&headers);
+    let run = jobs::create_run(&state.pool, actor.org_id, project_id, &steps, key).await?;
     actor
         .audit(
             &state,

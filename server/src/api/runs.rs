@@ -128,25 +128,16 @@ pub async fn create_run(
             depends_on: s.depends_on,
         })
         .collect();
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let run = jobs::create_run(
-        &state.pool,
-        actor.org_id,
-        project_id,
-        &steps,
-        key.as_deref(),
-    )
-    .await
-    .map_err(|e| match e {
-        groundwork_store::Error::Conflict(msg) => ApiError::validation(vec![FieldError {
-            field: "steps".into(),
-            message: msg,
-        }]),
-        other => other.into(),
-    })?;
+    let key = super::idempotency_key(&headers);
+    let run = jobs::create_run(&state.pool, actor.org_id, project_id, &steps, key)
+        .await
+        .map_err(|e| match e {
+            groundwork_store::Error::Conflict(msg) => ApiError::validation(vec![FieldError {
+                field: "steps".into(),
+                message: msg,
+            }]),
+            other => other.into(),
+        })?;
     actor
         .audit(
             &state,
