@@ -247,19 +247,24 @@ pub async fn create(
                 name: new.api_token.name,
                 secret: new.token,
             };
-            let p = page(
-                &state,
-                &actor,
-                Kept {
-                    created: Some(created),
-                    ..Kept::default()
-                },
-            )
-            .await?;
-            Ok((StatusCode::CREATED, p).into_response())
+            created_page(&state, &actor, created).await
         }
         Err(e) => refused(&state, &actor, kept, "api", e).await,
     }
+}
+
+/// The tokens page answering a creation: 201 with the new secret shown once.
+async fn created_page(state: &AppState, actor: &Actor, created: NewSecret) -> PageResult<Response> {
+    let p = page(
+        state,
+        actor,
+        Kept {
+            created: Some(created),
+            ..Kept::default()
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, p).into_response())
 }
 
 /// `POST /tokens/{id}/revoke`: the user's own token (admins: anyone's in the organisation).
@@ -294,16 +299,7 @@ pub async fn create_worker_token(
                 name: new.worker_token.name,
                 secret: new.token,
             };
-            let p = page(
-                &state,
-                &actor,
-                Kept {
-                    created: Some(created),
-                    ..Kept::default()
-                },
-            )
-            .await?;
-            Ok((StatusCode::CREATED, p).into_response())
+            created_page(&state, &actor, created).await
         }
         Err(e) => {
             let kept = Kept {
