@@ -1,9 +1,13 @@
-//! CPU kernels for the inference hot paths, where candle's generic ops are slow on the CPU:
-//! a fused multi-head attention that reads q, k and v straight out of the packed qkv projection and keeps
-//! each block of score rows in cache, and a parallel exact-GELU with a vectorisable erf.
+//! CPU kernels for f32 inference, where candle's generic ops are slow on the CPU:
+//! - multi-head attention that reads q, k and v out of the packed qkv projection and handles a block of
+//!   query rows at a time, so that the scores never exceed one block per thread (O(N) memory): gemm for
+//!   the two products, AVX-512 kernels for the 16-wide heads of Nano where gemm's packing dominates;
+//! - softmax numerators and the exact (erf) GELU with AVX-512 intrinsics, or autovectorised loops on
+//!   other CPUs;
+//! - [`stack`], the encoder's whole transformer stack on reused buffers.
 //!
-//! Both are f32-only candle custom ops without a backward pass; training and other devices use candle's
-//! ops instead (see [`crate::encoder`]).
+//! None of them has a backward pass; training and other devices use candle's ops (see
+//! [`crate::encoder`]).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
@@ -94,6 +98,8 @@ fn exp_row(row: &mut [f32]) -> f32 {
     sum + s.iter().sum::<f32>()
 }
 
+/// `$name` runs `$inner` compiled for AVX2+FMA when the CPU has them, else the generic build. CPUs with
+/// AVX-512 take the [`avx512`] kernels instead.
 macro_rules! dispatch_avx2 {
     ($name:ident, $inner:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
         fn $name($($arg: $ty),*) -> $ret {
@@ -115,7 +121,331 @@ macro_rules! dispatch_avx2 {
     };
 }
 
-dispatch_avx2!(gelu_dispatch, gelu_slice, (xs: &mut [f32]) -> ());
+dispatch_avx2!(gelu_avx2, gelu_slice, (xs: &mut [f32]) -> ());
+dispatch_avx2!(exp_row_avx2, exp_row, (row: &mut [f32]) -> f32);
+
+pub(crate) mod stack;
+
+/// Whether the CPU runs the [`avx512`] kernels.
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Exact GELU in place, with the widest kernel the CPU has.
+fn gelu_dispatch(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        #[allow(unsafe_code)]
+        return unsafe { avx512::gelu(xs) };
+    }
+    gelu_avx2(xs)
+}
+
+/// Softmax numerators of a row in place (e^(x − max)); returns their sum.
+fn exp_row_dispatch(row: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        #[allow(unsafe_code)]
+        return unsafe { avx512::exp_row(row) };
+    }
+    exp_row_avx2(row)
+}
+
+/// The element-wise kernels with AVX-512 intrinsics: 16 lanes, FMA, and `vscalefps` for the 2^n of exp.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+
+    /// e^x for x ≤ 0: x = n·ln2 + r with |r| ≤ ln2/2, a degree-7 Taylor polynomial in r, scaled by 2^n.
+    /// Inputs below −100 give 0 (e^−100 is below the smallest f32).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp_nonpos(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-100.0));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(1.0 / 5040.0);
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// Mask of the first `len % 16` lanes.
+    fn tail_mask(len: usize) -> __mmask16 {
+        ((1u32 << (len % 16)) - 1) as __mmask16
+    }
+
+    /// Softmax numerators in place (e^(x − max)); returns their sum.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp_row(row: &mut [f32]) -> f32 {
+        let len = row.len();
+        let full = len - len % 16;
+        let tail = tail_mask(len);
+        let ptr = row.as_mut_ptr();
+        let (mut m0, mut m1) = (
+            _mm512_set1_ps(f32::NEG_INFINITY),
+            _mm512_set1_ps(f32::NEG_INFINITY),
+        );
+        let mut i = 0;
+        while i + 32 <= full {
+            // SAFETY: i + 32 ≤ len.
+            unsafe {
+                m0 = _mm512_max_ps(m0, _mm512_loadu_ps(ptr.add(i)));
+                m1 = _mm512_max_ps(m1, _mm512_loadu_ps(ptr.add(i + 16)));
+            }
+            i += 32;
+        }
+        if i < full {
+            // SAFETY: i + 16 ≤ full ≤ len.
+            m0 = _mm512_max_ps(m0, unsafe { _mm512_loadu_ps(ptr.add(i)) });
+        }
+        if tail != 0 {
+            // SAFETY: the masked load reads only lanes full..len.
+            m1 = _mm512_max_ps(m1, unsafe { _mm512_mask_loadu_ps(m1, tail, ptr.add(full)) });
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)));
+        let mut sum = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 16 ≤ full ≤ len.
+            unsafe {
+                let e = exp_nonpos(_mm512_sub_ps(_mm512_loadu_ps(ptr.add(i)), max));
+                _mm512_storeu_ps(ptr.add(i), e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            i += 16;
+        }
+        if tail != 0 {
+            // SAFETY: the masked load and store touch only lanes full..len.
+            unsafe {
+                let x = _mm512_mask_loadu_ps(max, tail, ptr.add(full));
+                let e = exp_nonpos(_mm512_sub_ps(x, max));
+                _mm512_mask_storeu_ps(ptr.add(full), tail, e);
+                sum = _mm512_mask_add_ps(sum, tail, sum, e);
+            }
+        }
+        _mm512_reduce_add_ps(sum)
+    }
+
+    /// 0.5·x·(1 + erf(x/√2)) with erf by Abramowitz & Stegun 7.1.26.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn gelu16(x: __m512) -> __m512 {
+        let z = _mm512_abs_ps(_mm512_mul_ps(
+            x,
+            _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+        ));
+        let one = _mm512_set1_ps(1.0);
+        let t = _mm512_div_ps(one, _mm512_fmadd_ps(z, _mm512_set1_ps(0.327_591_1), one));
+        let mut y = _mm512_set1_ps(1.061_405_4);
+        for c in [-1.453_152, 1.421_413_8, -0.284_496_74, 0.254_829_6] {
+            y = _mm512_fmadd_ps(y, t, _mm512_set1_ps(c));
+        }
+        y = _mm512_mul_ps(y, t);
+        let e = _mm512_fnmadd_ps(
+            y,
+            exp_nonpos(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), z)),
+            one,
+        );
+        // erf is odd: 1 + erf(x/√2) is 1 − e for negative x.
+        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
+        let onep = _mm512_mask_sub_ps(_mm512_add_ps(one, e), neg, one, e);
+        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), onep)
+    }
+
+    /// Attention scores for a head width of 16: `scores[r][j] = scale · Σ_c q[r][c]·kt[c][j]` for `rows`
+    /// query rows (`q` rows `q_stride` apart) against `kt (16 × n)`; score rows are `ld` apart. The 16
+    /// key vectors of a strip of 16 keys stay in registers while every query row streams past them.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn qk16(
+        q: &[f32],
+        q_stride: usize,
+        rows: usize,
+        kt: &[f32],
+        scores: &mut [f32],
+        (n, ld): (usize, usize),
+        scale: f32,
+    ) {
+        assert!(
+            kt.len() >= 16 * n
+                && ld >= n
+                && (rows == 0 || scores.len() >= (rows - 1) * ld + n)
+                && (rows == 0 || q.len() >= (rows - 1) * q_stride + 16),
+            "qk16: operand sizes do not fit"
+        );
+        let scale = _mm512_set1_ps(scale);
+        let (qp, kp, sp) = (q.as_ptr(), kt.as_ptr(), scores.as_mut_ptr());
+        let mut j = 0;
+        while j < n {
+            let mask = if n - j >= 16 {
+                0xffff
+            } else {
+                tail_mask(n - j)
+            };
+            // SAFETY: key lanes j..j+16 are masked to j..n, and c < 16 rows of kt hold n values each;
+            // q reads r·q_stride + c < (rows − 1)·q_stride + 16; score lanes are masked like the keys.
+            unsafe {
+                let k: [__m512; 16] =
+                    std::array::from_fn(|c| _mm512_maskz_loadu_ps(mask, kp.add(c * n + j)));
+                for r in 0..rows {
+                    let qr = qp.add(r * q_stride);
+                    let mut acc0 = _mm512_mul_ps(_mm512_set1_ps(*qr), k[0]);
+                    let mut acc1 = _mm512_mul_ps(_mm512_set1_ps(*qr.add(1)), k[1]);
+                    for c in 1..8 {
+                        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(*qr.add(2 * c)), k[2 * c], acc0);
+                        acc1 =
+                            _mm512_fmadd_ps(_mm512_set1_ps(*qr.add(2 * c + 1)), k[2 * c + 1], acc1);
+                    }
+                    let s = _mm512_mul_ps(_mm512_add_ps(acc0, acc1), scale);
+                    _mm512_mask_storeu_ps(sp.add(r * ld + j), mask, s);
+                }
+            }
+            j += 16;
+        }
+    }
+
+    /// Weighted values for a head width of 16: `out[r] = inv[r] · Σ_j p[r][j]·v[j]` for `rows` rows of
+    /// `p` (rows of n values, `ld` apart) and `v (n × 16)`; `out` rows are `out_stride` apart. Eight rows share each value
+    /// vector loaded, in two interleaved sets of accumulators.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn pv16(
+        p: &[f32],
+        v: &[f32],
+        (n, ld): (usize, usize),
+        rows: usize,
+        inv: &[f32],
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        assert!(
+            ld >= n
+                && (rows == 0 || p.len() >= (rows - 1) * ld + n)
+                && v.len() >= n * 16
+                && inv.len() >= rows
+                && (rows == 0 || out.len() >= (rows - 1) * out_stride + 16),
+            "pv16: operand sizes do not fit"
+        );
+        let mut r0 = 0;
+        while r0 < rows {
+            let nr = (rows - r0).min(8);
+            let (p, inv, out) = (&p[r0 * ld..], &inv[r0..], &mut out[r0 * out_stride..]);
+            let args = (p, v, (n, ld), inv, out, out_stride);
+            match nr {
+                8 => pv16_rows::<8>(args),
+                7 => pv16_rows::<7>(args),
+                6 => pv16_rows::<6>(args),
+                5 => pv16_rows::<5>(args),
+                4 => pv16_rows::<4>(args),
+                3 => pv16_rows::<3>(args),
+                2 => pv16_rows::<2>(args),
+                _ => pv16_rows::<1>(args),
+            }
+            r0 += nr;
+        }
+    }
+
+    type PvArgs<'a> = (
+        &'a [f32],
+        &'a [f32],
+        (usize, usize),
+        &'a [f32],
+        &'a mut [f32],
+        usize,
+    );
+
+    /// [`pv16`] for `R` rows, with its `2R` accumulators in registers (a constant row count lets the
+    /// loops unroll).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn pv16_rows<const R: usize>((p, v, (n, ld), inv, out, out_stride): PvArgs<'_>) {
+        assert!(
+            p.len() >= (R - 1) * ld + n
+                && v.len() >= n * 16
+                && inv.len() >= R
+                && out.len() >= (R - 1) * out_stride + 16,
+            "pv16: operand sizes do not fit"
+        );
+        let (pp, vp, op) = (p.as_ptr(), v.as_ptr(), out.as_mut_ptr());
+        let mut a = [_mm512_setzero_ps(); R];
+        let mut b = [_mm512_setzero_ps(); R];
+        // SAFETY: rows 0..R of p hold n values from i·ld; v holds n rows of 16; j + 1 < n in the paired
+        // loop; out rows 0..R hold 16 values from i·out_stride (all by the assertion above).
+        unsafe {
+            let mut j = 0;
+            while j + 1 < n {
+                let v0 = _mm512_loadu_ps(vp.add(j * 16));
+                let v1 = _mm512_loadu_ps(vp.add(j * 16 + 16));
+                for i in 0..R {
+                    let row = pp.add(i * ld + j);
+                    a[i] = _mm512_fmadd_ps(_mm512_set1_ps(*row), v0, a[i]);
+                    b[i] = _mm512_fmadd_ps(_mm512_set1_ps(*row.add(1)), v1, b[i]);
+                }
+                j += 2;
+            }
+            if j < n {
+                let v0 = _mm512_loadu_ps(vp.add(j * 16));
+                for (i, acc) in a.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*pp.add(i * ld + j)), v0, *acc);
+                }
+            }
+            for i in 0..R {
+                let s = _mm512_set1_ps(inv[i]);
+                _mm512_storeu_ps(
+                    op.add(i * out_stride),
+                    _mm512_mul_ps(_mm512_add_ps(a[i], b[i]), s),
+                );
+            }
+        }
+    }
+
+    /// Exact GELU in place.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn gelu(xs: &mut [f32]) {
+        let len = xs.len();
+        let full = len - len % 16;
+        let tail = tail_mask(len);
+        let ptr = xs.as_mut_ptr();
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 16 ≤ full ≤ len.
+            unsafe { _mm512_storeu_ps(ptr.add(i), gelu16(_mm512_loadu_ps(ptr.add(i)))) };
+            i += 16;
+        }
+        if tail != 0 {
+            // SAFETY: the masked load and store touch only lanes full..len.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(tail, ptr.add(full));
+                _mm512_mask_storeu_ps(ptr.add(full), tail, gelu16(x));
+            }
+        }
+    }
+}
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
@@ -152,254 +482,228 @@ struct Attention {
     heads: usize,
 }
 
-/// Rows of queries handled together by the micro-kernels.
-const ROWS: usize = 4;
-
-#[inline(always)]
-fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
+/// Shapes of one attention call, in elements.
+#[derive(Clone, Copy)]
+struct AttnDims {
+    /// Tokens per sample.
+    n: usize,
+    /// Model width; qkv rows hold 3·d values.
+    d: usize,
+    /// Head width.
+    hd: usize,
 }
 
-/// Scores of four query rows at once: `s_r[j] = Σ_c q_r[c] · kt[c][j]`, as axpy loops over the key axis
-/// (plain slice loops, which LLVM vectorises reliably); each key value loaded serves four rows.
-#[inline(always)]
-fn qk_rows4<const HD: usize, const FMA: bool>(q: &[f32], kt: &[f32], s: &mut [f32], n: usize) {
-    let (s0, rest) = s.split_at_mut(n);
-    let (s1, rest) = rest.split_at_mut(n);
-    let (s2, rest) = rest.split_at_mut(n);
-    let s3 = &mut rest[..n];
-    s0.fill(0.0);
-    s1.fill(0.0);
-    s2.fill(0.0);
-    s3.fill(0.0);
-    // Four feature columns per pass: 16 FMAs for every 4 score loads and stores.
-    for c in (0..HD).step_by(4) {
-        let k = |i: usize| &kt[(c + i) * n..(c + i + 1) * n];
-        let (k0, k1, k2, k3) = (k(0), k(1), k(2), k(3));
-        let a = |r: usize| {
-            [
-                q[r * HD + c],
-                q[r * HD + c + 1],
-                q[r * HD + c + 2],
-                q[r * HD + c + 3],
-            ]
-        };
-        let (a0, a1, a2, a3) = (a(0), a(1), a(2), a(3));
-        let step = |a: &[f32; 4], x: f32, v: [f32; 4]| {
-            let x = fma::<FMA>(a[0], v[0], x);
-            let x = fma::<FMA>(a[1], v[1], x);
-            let x = fma::<FMA>(a[2], v[2], x);
-            fma::<FMA>(a[3], v[3], x)
-        };
-        let rows = s0
-            .iter_mut()
-            .zip(s1.iter_mut())
-            .zip(s2.iter_mut())
-            .zip(s3.iter_mut());
-        let keys = k0.iter().zip(k1).zip(k2).zip(k3);
-        for ((((x0, x1), x2), x3), (((v0, v1), v2), v3)) in rows.zip(keys) {
-            let v = [*v0, *v1, *v2, *v3];
-            *x0 = step(&a0, *x0, v);
-            *x1 = step(&a1, *x1, v);
-            *x2 = step(&a2, *x2, v);
-            *x3 = step(&a3, *x3, v);
-        }
-    }
+/// Distance between score rows: at least `n`, padded so that successive rows do not map to the same
+/// L1 cache sets (a row of 3,072 scores is exactly 12 KiB, a multiple of the 4 KiB set stride).
+fn score_stride(n: usize) -> usize {
+    n.next_multiple_of(16) + 16
 }
 
-/// Scores of one query row.
-#[inline(always)]
-fn qk_row<const HD: usize, const FMA: bool>(q: &[f32], kt: &[f32], s: &mut [f32], n: usize) {
-    let s = &mut s[..n];
-    s.fill(0.0);
-    for (c, k) in kt.chunks_exact(n).take(HD).enumerate() {
-        let a = q[c];
-        for (x, kv) in s.iter_mut().zip(k) {
-            *x = fma::<FMA>(a, *kv, *x);
-        }
-    }
+/// Keys and values of one head of one sample, laid out for the two products: k transposed `(hd × n)` and
+/// v `(n × hd)`, both contiguous (gemm reads a column-major right operand about a third slower).
+struct HeadOperands<'a> {
+    kt: &'a [f32],
+    v: &'a [f32],
 }
 
-/// Weighted values of `R` rows: `acc[r] = Σ_j p_r[j] · v[j]` with `v (n × HD)`. The `R × HD` accumulators
-/// stay in registers; each value row loaded serves `R` query rows and each score is read once.
-#[inline(always)]
-fn pv_rows<const HD: usize, const R: usize, const FMA: bool>(
-    p: [&[f32]; R],
-    v: &[f32],
-) -> [[f32; HD]; R] {
-    let mut acc = [[0f32; HD]; R];
-    let n = v.len() / HD;
-    assert!(
-        p.iter().all(|row| row.len() >= n),
-        "attention: score rows shorter than the values"
-    );
-    for (j, vv) in v.chunks_exact(HD).enumerate() {
-        let Ok(vv) = <&[f32; HD]>::try_from(vv) else {
-            break;
-        };
-        for r in 0..R {
-            // SAFETY: j < n ≤ p[r].len(), checked above; the unchecked read keeps the loop vectorisable.
-            #[allow(unsafe_code)]
-            let pr = unsafe { *p[r].get_unchecked(j) };
-            for x in 0..HD {
-                acc[r][x] = fma::<FMA>(pr, vv[x], acc[r][x]);
-            }
-        }
-    }
-    acc
-}
-
-/// Per-head operands of one sample: q (scaled) and v as `(n × HD)`, k transposed as `(HD × n)`.
-struct HeadOperands {
-    q: Vec<f32>,
-    kt: Vec<f32>,
-    v: Vec<f32>,
-}
-
+/// Fills `kt` and `v` of one head from the packed projection of one sample.
 fn head_operands(
     qkv: &[f32],
-    n: usize,
-    d: usize,
     col: usize,
-    hd: usize,
-    scale: f32,
-) -> HeadOperands {
+    AttnDims { n, d, hd }: AttnDims,
+    kt: &mut [f32],
+    v: &mut [f32],
+) {
     let d3 = 3 * d;
-    let mut q = vec![0f32; n * hd];
-    let mut kt = vec![0f32; n * hd];
-    let mut v = vec![0f32; n * hd];
-    for j in 0..n {
-        let row = &qkv[j * d3..(j + 1) * d3];
-        for c in 0..hd {
-            q[j * hd + c] = row[col + c] * scale;
-            kt[c * n + j] = row[d + col + c];
-            v[j * hd + c] = row[2 * d + col + c];
+    for (j, row) in qkv.chunks_exact(d3).take(n).enumerate() {
+        for (c, &k) in row[d + col..d + col + hd].iter().enumerate() {
+            kt[c * n + j] = k;
         }
+        v[j * hd..(j + 1) * hd].copy_from_slice(&row[2 * d + col..2 * d + col + hd]);
     }
-    HeadOperands { q, kt, v }
 }
 
-/// One head for query rows `i0..i0+rows`: scores, softmax numerators, weighted values.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend<const HD: usize, const PR: usize, const FMA: bool>(
-    ops: &HeadOperands,
+/// One head for the query rows `i0..i0 + rows` of one sample: scores `q kᵀ·scale` into `scores`, softmax
+/// numerators in place, then `p v` into `out` (rows of `d` values, written at columns `col..col + hd`)
+/// divided by the row sums. Both products are single-threaded gemm calls; q is read straight from the
+/// packed projection `qkv (n × 3d)`. The caller parallelises over samples and query blocks.
+fn attend(
+    qkv: &[f32],
+    ops: &HeadOperands<'_>,
     out: &mut [f32],
     scores: &mut [f32],
-    i0: usize,
-    rows: usize,
-    n: usize,
-    d: usize,
+    (i0, rows): (usize, usize),
+    col: usize,
+    AttnDims { n, d, hd }: AttnDims,
 ) {
-    let q = &ops.q[i0 * HD..(i0 + rows) * HD];
-    let full = rows - rows % ROWS;
-    for r0 in (0..full).step_by(ROWS) {
-        qk_rows4::<HD, FMA>(&q[r0 * HD..], &ops.kt, &mut scores[r0 * n..], n);
+    let d3 = 3 * d;
+    let ld = score_stride(n);
+    assert!(
+        qkv.len() == n * d3
+            && ops.kt.len() == hd * n
+            && ops.v.len() == n * hd
+            && i0 + rows <= n
+            && col + hd <= d
+            && rows <= 64
+            && (rows == 0 || scores.len() >= (rows - 1) * ld + n)
+            && (rows == 0 || out.len() >= (rows - 1) * d + col + hd),
+        "attention: operand sizes do not fit"
+    );
+    let scale = 1.0 / (hd as f32).sqrt();
+    #[cfg(target_arch = "x86_64")]
+    if hd == 16 && has_avx512() {
+        let q = &qkv[i0 * d3 + col..];
+        let mut inv = [0f32; 64];
+        // SAFETY (both calls): the CPU has AVX-512F; the kernels check their operand sizes.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512::qk16(q, d3, rows, ops.kt, scores, (n, ld), scale)
+        };
+        for (r, row) in scores.chunks_mut(ld).take(rows).enumerate() {
+            inv[r] = 1.0 / exp_row_dispatch(&mut row[..n]);
+        }
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512::pv16(scores, ops.v, (n, ld), rows, &inv, &mut out[col..], d)
+        };
+        return;
     }
-    for r0 in full..rows {
-        qk_row::<HD, FMA>(&q[r0 * HD..], &ops.kt, &mut scores[r0 * n..], n);
+    // SAFETY: every access is inside the slices, by the assertion above: q rows i0..i0+rows read columns
+    // col..col+hd of a 3d-wide row; kt is hd × n and v is n × hd, both contiguous; scores are rows of n
+    // values, ld apart; out rows are d apart with hd columns from col.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            hd,
+            scores.as_mut_ptr(),
+            1,
+            ld as isize,
+            false,
+            qkv.as_ptr().add(i0 * d3 + col),
+            1,
+            d3 as isize,
+            ops.kt.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
     let mut inv = [0f32; 64];
-    for (r, row) in scores.chunks_exact_mut(n).take(rows).enumerate() {
-        inv[r] = 1.0 / exp_row(row);
+    for (r, row) in scores.chunks_mut(ld).take(rows).enumerate() {
+        inv[r] = 1.0 / exp_row_dispatch(&mut row[..n]);
     }
-    let v = &ops.v[..n * HD];
-    let mut write = |r: usize, acc: &[f32; HD]| {
-        for (o, x) in out[r * d..r * d + HD].iter_mut().zip(acc) {
-            *o = x * inv[r];
+    // SAFETY: as above.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            rows,
+            hd,
+            n,
+            out.as_mut_ptr().add(col),
+            1,
+            d as isize,
+            false,
+            scores.as_ptr(),
+            1,
+            ld as isize,
+            ops.v.as_ptr(),
+            1,
+            hd as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    for (r, &s) in inv.iter().enumerate().take(rows) {
+        for o in &mut out[r * d + col..r * d + col + hd] {
+            *o *= s;
         }
+    }
+}
+
+/// Multi-head softmax attention of `b` samples of `n` tokens from the packed projection `qkv (b·n × 3d)`
+/// into `out (b·n × d)`, every element of which is written. `scratch` holds the per-head keys and values
+/// between calls (resized to `2·b·n·d`).
+pub(crate) fn attention_into(
+    qkv: &[f32],
+    out: &mut [f32],
+    (b, n, heads): (usize, usize, usize),
+    scratch: &mut Vec<f32>,
+) -> std::result::Result<(), String> {
+    let d3 = qkv.len().checked_div(b * n).unwrap_or(0);
+    let d = d3 / 3;
+    if b * n == 0
+        || d3 != 3 * d
+        || heads == 0
+        || d % heads != 0
+        || qkv.len() != b * n * d3
+        || out.len() != b * n * d
+    {
+        return Err(format!(
+            "attention: {} qkv values and {} outputs do not fit b={b} n={n} heads={heads}",
+            qkv.len(),
+            out.len()
+        ));
+    }
+    let dims = AttnDims {
+        n,
+        d,
+        hd: d / heads,
     };
-    // PR rows share each value row; PR·HD accumulators must fit the vector registers.
-    let full_pv = rows - rows % PR;
-    for r0 in (0..full_pv).step_by(PR) {
-        let p: [&[f32]; PR] = std::array::from_fn(|r| &scores[(r0 + r) * n..(r0 + r + 1) * n]);
-        let acc = pv_rows::<HD, PR, FMA>(p, v);
-        for (r, a) in acc.iter().enumerate() {
-            write(r0 + r, a);
-        }
-    }
-    for r0 in full_pv..rows {
-        let acc = pv_rows::<HD, 1, FMA>([&scores[r0 * n..(r0 + 1) * n]], v);
-        write(r0, &acc[0]);
-    }
-}
-
-macro_rules! attend_dispatch {
-    ($hd:literal, $pr:literal, $ops:expr, $out:expr, $scores:expr, $i0:expr, $rows:expr, $n:expr, $d:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            #[allow(unsafe_code)]
-            unsafe fn avx512(
-                o: &HeadOperands,
-                out: &mut [f32],
-                s: &mut [f32],
-                i0: usize,
-                rows: usize,
-                n: usize,
-                d: usize,
-            ) {
-                attend::<$hd, $pr, true>(o, out, s, i0, rows, n, d)
-            }
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(unsafe_code)]
-            unsafe fn avx2(
-                o: &HeadOperands,
-                out: &mut [f32],
-                s: &mut [f32],
-                i0: usize,
-                rows: usize,
-                n: usize,
-                d: usize,
-            ) {
-                attend::<$hd, $pr, true>(o, out, s, i0, rows, n, d)
-            }
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports the features the function was compiled for.
-                #[allow(unsafe_code)]
-                unsafe {
-                    avx512($ops, $out, $scores, $i0, $rows, $n, $d)
-                };
-                return;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                // SAFETY: as above.
-                #[allow(unsafe_code)]
-                unsafe {
-                    avx2($ops, $out, $scores, $i0, $rows, $n, $d)
-                };
-                return;
-            }
-        }
-        attend::<$hd, $pr, false>($ops, $out, $scores, $i0, $rows, $n, $d)
-    }};
-}
-
-/// A head-size specialisation of [`attend`].
-type AttendFn = fn(&HeadOperands, &mut [f32], &mut [f32], usize, usize, usize, usize);
-
-fn attend_16(
-    o: &HeadOperands,
-    out: &mut [f32],
-    s: &mut [f32],
-    i0: usize,
-    rows: usize,
-    n: usize,
-    d: usize,
-) {
-    attend_dispatch!(16, 4, o, out, s, i0, rows, n, d)
-}
-
-fn attend_64(
-    o: &HeadOperands,
-    out: &mut [f32],
-    s: &mut [f32],
-    i0: usize,
-    rows: usize,
-    n: usize,
-    d: usize,
-) {
-    attend_dispatch!(64, 2, o, out, s, i0, rows, n, d)
+    let per_head = 2 * n * dims.hd;
+    scratch.resize(b * heads * per_head, 0.0);
+    scratch
+        .par_chunks_mut(per_head)
+        .enumerate()
+        .for_each(|(bh, buf)| {
+            let (bi, h) = (bh / heads, bh % heads);
+            let (kt, v) = buf.split_at_mut(n * dims.hd);
+            head_operands(
+                &qkv[bi * n * d3..(bi + 1) * n * d3],
+                h * dims.hd,
+                dims,
+                kt,
+                v,
+            );
+        });
+    let scratch: &[f32] = scratch;
+    // Query rows per block: a multiple of 4, at most 64 (the size of the `inv` buffer), with the
+    // block's scores small enough to stay in L2.
+    let qb = ((BLOCK_SCORES / n).clamp(8, 64) / 4) * 4;
+    out.par_chunks_mut(n * d)
+        .zip(qkv.par_chunks(n * d3))
+        .zip(scratch.par_chunks(heads * per_head))
+        .for_each(|((out_b, qkv_b), ops_b)| {
+            out_b.par_chunks_mut(qb * d).enumerate().for_each_init(
+                || vec![0f32; qb * score_stride(n)],
+                |scores, (blk, out_blk)| {
+                    let rows = out_blk.len() / d;
+                    for (h, buf) in ops_b.chunks_exact(per_head).enumerate() {
+                        let (kt, v) = buf.split_at(n * dims.hd);
+                        attend(
+                            qkv_b,
+                            &HeadOperands { kt, v },
+                            out_blk,
+                            scores,
+                            (blk * qb, rows),
+                            h * dims.hd,
+                            dims,
+                        );
+                    }
+                },
+            );
+        });
+    Ok(())
 }
 
 impl CustomOp1 for Attention {
@@ -410,67 +714,12 @@ impl CustomOp1 for Attention {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let qkv = contiguous_f32(s, l, "attention")?;
         let (b, n, heads) = (self.b, self.n, self.heads);
-        let d3 = l.shape().dims().last().copied().unwrap_or(0);
-        let d = d3 / 3;
-        if d3 != 3 * d || heads == 0 || d % heads != 0 || qkv.len() != b * n * d3 {
-            candle_core::bail!(
-                "attention: qkv shape {:?} does not fit b={b} n={n} heads={heads}",
-                l.shape()
-            )
-        }
-        let hd = d / heads;
-        let attend_fn: AttendFn = match hd {
-            16 => attend_16,
-            64 => attend_64,
-            _ => candle_core::bail!("attention: no CPU kernel for head size {hd}"),
-        };
-        let scale = 1.0 / (hd as f32).sqrt();
-        // A multiple of ROWS, at most 64 rows (the size of the `inv` buffer).
-        let qb = ((BLOCK_SCORES / n.max(1)).clamp(8, 64) / ROWS) * ROWS;
-        let ops: Vec<HeadOperands> = (0..b * heads)
-            .into_par_iter()
-            .map(|bh| {
-                let (bi, h) = (bh / heads, bh % heads);
-                head_operands(
-                    &qkv[bi * n * d3..(bi + 1) * n * d3],
-                    n,
-                    d,
-                    h * hd,
-                    hd,
-                    scale,
-                )
-            })
-            .collect();
+        let d = qkv.len() / (3 * b * n).max(1);
         let mut out = vec![0f32; b * n * d];
-        out.par_chunks_mut(n * d)
-            .enumerate()
-            .for_each(|(bi, out_b)| {
-                out_b
-                    .par_chunks_mut(qb * d)
-                    .enumerate()
-                    .for_each(|(blk, out_blk)| {
-                        let rows = out_blk.len() / d;
-                        let mut scores = vec![0f32; rows * n];
-                        for h in 0..heads {
-                            attend_fn(
-                                &ops[bi * heads + h],
-                                &mut out_blk[h * hd..],
-                                &mut scores,
-                                blk * qb,
-                                rows,
-                                n,
-                                d,
-                            );
-                        }
-                    });
-            });
+        attention_into(qkv, &mut out, (b, n, heads), &mut Vec::new())
+            .map_err(candle_core::Error::msg)?;
         Ok((CpuStorage::F32(out), Shape::from((b * n, d))))
     }
-}
-
-/// Whether [`attention_from_qkv`] has a CPU kernel for this head size.
-pub fn supports_head_dim(hd: usize) -> bool {
-    hd == 16 || hd == 64
 }
 
 /// Multi-head softmax attention from the packed projection `qkv (B·N, 3D)` (q, k, v blocks of D columns,
