@@ -298,6 +298,27 @@ struct Block {
     fc2: Linear,
 }
 
+/// A block of the f32 CPU inference path ([`crate::kernels::stack`]): q, k and v packed, and every
+/// Linear weight stored transposed, `(in, out)` row-major, the layout gemm reads fastest.
+#[derive(Debug, Clone)]
+struct CpuBlock {
+    norm1: Norm,
+    qkv_t: Linear,
+    proj_t: Linear,
+    norm2: Norm,
+    fc1_t: Linear,
+    fc2_t: Linear,
+}
+
+/// The transformer blocks, in the form the forward path needs.
+#[derive(Debug, Clone)]
+enum Blocks {
+    /// candle ops: training, other devices and dtypes.
+    Candle(Vec<Block>),
+    /// f32 inference on the CPU.
+    Cpu(Vec<CpuBlock>),
+}
+
 #[derive(Debug, Clone)]
 struct PatchProj {
     /// `(D, c, 8, 8)`.
@@ -312,7 +333,7 @@ pub struct Encoder {
     patch: BTreeMap<Modality, Vec<PatchProj>>,
     channel: BTreeMap<Modality, Tensor>,
     month_embed: Tensor,
-    blocks: Vec<Block>,
+    blocks: Blocks,
     norm: Norm,
     /// Use ops with a backward pass (training); the fused inference kernels have none.
     differentiable: bool,
@@ -382,7 +403,15 @@ impl Encoder {
                 ))?,
             );
         }
+        let cpu = !differentiable && device.is_cpu() && dtype == DType::F32;
+        let transposed = |l: Linear| -> Result<Linear> {
+            Ok(Linear {
+                weight: l.weight.t()?.contiguous()?,
+                bias: l.bias,
+            })
+        };
         let mut blocks = Vec::new();
+        let mut cpu_blocks = Vec::new();
         for i in 0..cfg.depth {
             let b = format!("encoder.blocks.{i}");
             let (q, k, v) = (
@@ -398,6 +427,17 @@ impl Encoder {
                     bias: Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
                 })
             };
+            if let (true, Some(qkv)) = (cpu, qkv.clone()) {
+                cpu_blocks.push(CpuBlock {
+                    norm1: norm(&format!("{b}.norm1"))?,
+                    qkv_t: transposed(qkv)?,
+                    proj_t: transposed(lin(&format!("{b}.attn.proj"))?)?,
+                    norm2: norm(&format!("{b}.norm2"))?,
+                    fc1_t: transposed(lin(&format!("{b}.mlp.fc1"))?)?,
+                    fc2_t: transposed(lin(&format!("{b}.mlp.fc2"))?)?,
+                });
+                continue;
+            }
             blocks.push(Block {
                 norm1: norm(&format!("{b}.norm1"))?,
                 q,
@@ -415,7 +455,11 @@ impl Encoder {
             patch,
             channel,
             month_embed,
-            blocks,
+            blocks: if cpu {
+                Blocks::Cpu(cpu_blocks)
+            } else {
+                Blocks::Candle(blocks)
+            },
             norm: norm("encoder.norm")?,
             differentiable,
             device,
@@ -663,12 +707,13 @@ impl Encoder {
 
     /// Blocks and final norm on `(B, N, D)`.
     pub fn transform(&self, x: &Tensor) -> Result<Tensor> {
-        if self.fast_cpu() {
-            return self.transform_cpu(x);
-        }
+        let blocks = match &self.blocks {
+            Blocks::Cpu(blocks) => return self.transform_cpu(blocks, x),
+            Blocks::Candle(blocks) => blocks,
+        };
         let (b, n, d) = x.dims3()?;
         let mut x = x.reshape((b * n, d))?;
-        for blk in &self.blocks {
+        for blk in blocks {
             x = self.block(blk, &x, b, n)?;
         }
         Ok(self.layer_norm(&x, &self.norm)?.reshape((b, n, d))?)
@@ -676,24 +721,17 @@ impl Encoder {
 
     /// [`Self::transform`] for f32 inference on the CPU: the whole stack in [`crate::kernels::stack`], on
     /// slices borrowed from the weight tensors.
-    fn transform_cpu(&self, x: &Tensor) -> Result<Tensor> {
+    fn transform_cpu(&self, cpu_blocks: &[CpuBlock], x: &Tensor) -> Result<Tensor> {
         use crate::kernels::stack::{BlockParams, Params, StackDims};
         let (b, n, d) = x.dims3()?;
         let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let mut tensors: Vec<&Tensor> = Vec::with_capacity(12 * self.blocks.len() + 2);
-        for blk in &self.blocks {
-            let qkv = blk.qkv.as_ref().ok_or_else(|| {
-                Error::InvalidInput("the inference encoder has no packed qkv weights".into())
-            })?;
-            for l in [&blk.norm1.weight, &blk.norm1.bias, &qkv.weight, &qkv.bias] {
-                tensors.push(l);
+        let mut tensors: Vec<&Tensor> = Vec::with_capacity(12 * cpu_blocks.len() + 2);
+        for blk in cpu_blocks {
+            tensors.extend([&blk.norm1.weight, &blk.norm1.bias]);
+            for l in [&blk.qkv_t, &blk.proj_t, &blk.fc1_t, &blk.fc2_t] {
+                tensors.extend([&l.weight, &l.bias]);
             }
-            for l in [&blk.proj, &blk.fc1, &blk.fc2] {
-                tensors.push(&l.weight);
-                tensors.push(&l.bias);
-            }
-            tensors.push(&blk.norm2.weight);
-            tensors.push(&blk.norm2.bias);
+            tensors.extend([&blk.norm2.weight, &blk.norm2.bias]);
         }
         tensors.push(&self.norm.weight);
         tensors.push(&self.norm.bias);
@@ -713,7 +751,7 @@ impl Encoder {
             weight: slices[i],
             bias: slices[i + 1],
         };
-        let blocks: Vec<BlockParams<'_>> = (0..self.blocks.len())
+        let blocks: Vec<BlockParams<'_>> = (0..cpu_blocks.len())
             .map(|i| {
                 let o = 12 * i;
                 BlockParams {
@@ -732,7 +770,7 @@ impl Encoder {
             d,
             heads: self.cfg.num_heads,
         };
-        let y = crate::kernels::stack::run(xs, dims, &blocks, p(12 * self.blocks.len()))
+        let y = crate::kernels::stack::run(xs, dims, &blocks, p(12 * cpu_blocks.len()))
             .map_err(Error::InvalidInput)?;
         Ok(Tensor::from_vec(y, (b, n, d), &Device::Cpu)?)
     }
@@ -753,11 +791,6 @@ impl Encoder {
                 LN_EPS as f32,
             )?)
         }
-    }
-
-    /// Whether the f32 CPU inference path ([`Self::transform_cpu`]) applies.
-    fn fast_cpu(&self) -> bool {
-        !self.differentiable && self.device.is_cpu() && self.dtype == DType::F32
     }
 
     /// One pre-norm block on `x (B·N, D)`.

@@ -3,7 +3,7 @@
 //! Every intermediate lives in a handful of buffers allocated once per forward and reused by every
 //! block: candle would allocate a fresh output per op, and on large inputs (Base at p = 4 moves about
 //! 300 MB per block) the page faults of those fresh allocations cost as much as the arithmetic. Biases and
-//! residual additions are folded into the matrix products (gemm's `dst = dst + x·wᵀ`), the MLP runs in
+//! residual additions are folded into the matrix products (gemm's `dst = dst + x·w`), the MLP runs in
 //! row chunks so that its hidden activations stay small, and attention is [`super::attention_into`].
 
 use rayon::prelude::*;
@@ -16,7 +16,7 @@ const LN_EPS: f32 = crate::encoder::LN_EPS as f32;
 /// A LayerNorm's or Linear layer's parameters, borrowed from the model's tensors.
 #[derive(Clone, Copy)]
 pub(crate) struct Params<'a> {
-    /// LayerNorm: `(d)`; Linear: `(out, in)` row-major, as PyTorch stores it.
+    /// LayerNorm: `(d)`; Linear: `(in, out)` row-major, the transpose of PyTorch's layout.
     pub weight: &'a [f32],
     pub bias: &'a [f32],
 }
@@ -25,7 +25,7 @@ pub(crate) struct Params<'a> {
 #[derive(Clone, Copy)]
 pub(crate) struct BlockParams<'a> {
     pub norm1: Params<'a>,
-    /// q, k and v stacked: `(3d, d)`.
+    /// q, k and v stacked: `(d, 3d)`.
     pub qkv: Params<'a>,
     pub proj: Params<'a>,
     pub norm2: Params<'a>,
@@ -112,7 +112,7 @@ pub(crate) fn run(
     Ok(y)
 }
 
-/// `y = x·wᵀ + bias`, or with `accumulate` `y += x·wᵀ + bias`, for `x (rows × inp)`, `w (out × inp)`.
+/// `y = x·w + bias`, or with `accumulate` `y += x·w + bias`, for `x (rows × inp)`, `w (inp × out)`.
 fn linear(x: &[f32], p: Params<'_>, y: &mut [f32], (inp, out): (usize, usize), accumulate: bool) {
     let rows = x.len() / inp;
     assert!(
@@ -136,7 +136,7 @@ fn linear(x: &[f32], p: Params<'_>, y: &mut [f32], (inp, out): (usize, usize), a
         gemm::Parallelism::None
     };
     // SAFETY: by the assertion above, y is rows × out (row stride out), x is rows × inp (row stride
-    // inp), and wᵀ is read as inp × out with element (k, j) at j·inp + k < out·inp.
+    // inp) and w is inp × out (row stride out).
     #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
@@ -151,8 +151,8 @@ fn linear(x: &[f32], p: Params<'_>, y: &mut [f32], (inp, out): (usize, usize), a
             1,
             inp as isize,
             p.weight.as_ptr(),
-            inp as isize,
             1,
+            out as isize,
             1.0,
             1.0,
             false,
