@@ -196,6 +196,60 @@ mod avx512 {
         _mm512_scalef_ps(p, n)
     }
 
+    /// 2^x for x ≤ 0: x = n + r with |r| ≤ 1/2, a degree-6 Taylor polynomial of e^(r·ln2), scaled by
+    /// 2^n. Inputs below −150 give 0.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp2_nonpos(x: __m512) -> __m512 {
+        const LN2: f32 = std::f32::consts::LN_2;
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-150.0));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+        let r = _mm512_sub_ps(x, n);
+        let mut p = _mm512_set1_ps(LN2.powi(6) / 720.0);
+        for c in [
+            LN2.powi(5) / 120.0,
+            LN2.powi(4) / 24.0,
+            LN2.powi(3) / 6.0,
+            LN2 * LN2 / 2.0,
+            LN2,
+            1.0,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// `x ← 2^(x − max)` in place for a `max` at least the row's largest value; returns the sum.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp2_shifted(row: &mut [f32], max: f32) -> f32 {
+        let len = row.len();
+        let full = len - len % 16;
+        let tail = tail_mask(len);
+        let ptr = row.as_mut_ptr();
+        let max = _mm512_set1_ps(max);
+        let mut sum = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 16 ≤ full ≤ len.
+            unsafe {
+                let e = exp2_nonpos(_mm512_sub_ps(_mm512_loadu_ps(ptr.add(i)), max));
+                _mm512_storeu_ps(ptr.add(i), e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            i += 16;
+        }
+        if tail != 0 {
+            // SAFETY: the masked load and store touch only lanes full..len.
+            unsafe {
+                let x = _mm512_mask_loadu_ps(max, tail, ptr.add(full));
+                let e = exp2_nonpos(_mm512_sub_ps(x, max));
+                _mm512_mask_storeu_ps(ptr.add(full), tail, e);
+                sum = _mm512_mask_add_ps(sum, tail, sum, e);
+            }
+        }
+        _mm512_reduce_add_ps(sum)
+    }
+
     /// Mask of the first `len % 16` lanes.
     fn tail_mask(len: usize) -> __mmask16 {
         ((1u32 << (len % 16)) - 1) as __mmask16
@@ -204,10 +258,17 @@ mod avx512 {
     /// Softmax numerators in place (e^(x − max)); returns their sum.
     #[target_feature(enable = "avx512f")]
     pub(super) fn exp_row(row: &mut [f32]) -> f32 {
+        let max = row_max(row);
+        exp_shifted(row, max)
+    }
+
+    /// The largest value of a row (−∞ for an empty one).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn row_max(row: &[f32]) -> f32 {
         let len = row.len();
         let full = len - len % 16;
         let tail = tail_mask(len);
-        let ptr = row.as_mut_ptr();
+        let ptr = row.as_ptr();
         let (mut m0, mut m1) = (
             _mm512_set1_ps(f32::NEG_INFINITY),
             _mm512_set1_ps(f32::NEG_INFINITY),
@@ -229,7 +290,17 @@ mod avx512 {
             // SAFETY: the masked load reads only lanes full..len.
             m1 = _mm512_max_ps(m1, unsafe { _mm512_mask_loadu_ps(m1, tail, ptr.add(full)) });
         }
-        let max = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)));
+        _mm512_reduce_max_ps(_mm512_max_ps(m0, m1))
+    }
+
+    /// `x ← e^(x − max)` in place for a `max` at least the row's largest value; returns the sum.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
+        let len = row.len();
+        let full = len - len % 16;
+        let tail = tail_mask(len);
+        let ptr = row.as_mut_ptr();
+        let max = _mm512_set1_ps(max);
         let mut sum = _mm512_setzero_ps();
         let mut i = 0;
         while i < full {
@@ -280,20 +351,22 @@ mod avx512 {
     }
 
     /// Attention scores for a head width of 16: `scores[r][j] = scale · Σ_c q[r][c]·kt[c][j]` for `rows`
-    /// query rows (`q` rows `q_stride` apart) against `kt (16 × n)`; score rows are `ld` apart. The 16
+    /// query rows (`q` rows `q_stride` apart) against `kt` (16 rows of n keys, `ldk` apart); score rows
+    /// are `ld` apart. The 16
     /// key vectors of a strip of 16 keys stay in registers while every query row streams past them.
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn qk16(
         q: &[f32],
         q_stride: usize,
         rows: usize,
-        kt: &[f32],
+        (kt, ldk): (&[f32], usize),
         scores: &mut [f32],
         (n, ld): (usize, usize),
         scale: f32,
     ) {
         assert!(
-            kt.len() >= 16 * n
+            kt.len() >= 15 * ldk + n
                 && ld >= n
                 && (rows == 0 || scores.len() >= (rows - 1) * ld + n)
                 && (rows == 0 || q.len() >= (rows - 1) * q_stride + 16),
@@ -308,11 +381,11 @@ mod avx512 {
             } else {
                 tail_mask(n - j)
             };
-            // SAFETY: key lanes j..j+16 are masked to j..n, and c < 16 rows of kt hold n values each;
+            // SAFETY: key lanes j..j+16 are masked to j..n, and kt rows c < 16 hold n values from c·ldk;
             // q reads r·q_stride + c < (rows − 1)·q_stride + 16; score lanes are masked like the keys.
             unsafe {
                 let k: [__m512; 16] =
-                    std::array::from_fn(|c| _mm512_maskz_loadu_ps(mask, kp.add(c * n + j)));
+                    std::array::from_fn(|c| _mm512_maskz_loadu_ps(mask, kp.add(c * ldk + j)));
                 for r in 0..rows {
                     let qr = qp.add(r * q_stride);
                     let mut acc0 = _mm512_mul_ps(_mm512_set1_ps(*qr), k[0]);
@@ -330,32 +403,28 @@ mod avx512 {
         }
     }
 
-    /// Weighted values for a head width of 16: `out[r] = inv[r] · Σ_j p[r][j]·v[j]` for `rows` rows of
-    /// `p` (rows of n values, `ld` apart) and `v (n × 16)`; `out` rows are `out_stride` apart. Eight rows share each value
-    /// vector loaded, in two interleaved sets of accumulators.
+    /// Weighted values for a head width of 16: `acc[r] += Σ_j p[r][j]·v[j]` for `rows` rows of `p` (rows
+    /// of n values, `ld` apart), `v (n × 16)` and `acc (rows × 16)`. Eight rows share each value vector
+    /// loaded, in two interleaved sets of accumulators.
     #[target_feature(enable = "avx512f")]
     pub(super) fn pv16(
         p: &[f32],
         v: &[f32],
         (n, ld): (usize, usize),
         rows: usize,
-        inv: &[f32],
-        out: &mut [f32],
-        out_stride: usize,
+        acc: &mut [f32],
     ) {
         assert!(
             ld >= n
                 && (rows == 0 || p.len() >= (rows - 1) * ld + n)
                 && v.len() >= n * 16
-                && inv.len() >= rows
-                && (rows == 0 || out.len() >= (rows - 1) * out_stride + 16),
+                && acc.len() >= rows * 16,
             "pv16: operand sizes do not fit"
         );
         let mut r0 = 0;
         while r0 < rows {
             let nr = (rows - r0).min(8);
-            let (p, inv, out) = (&p[r0 * ld..], &inv[r0..], &mut out[r0 * out_stride..]);
-            let args = (p, v, (n, ld), inv, out, out_stride);
+            let args = (&p[r0 * ld..], v, (n, ld), &mut acc[r0 * 16..]);
             match nr {
                 8 => pv16_rows::<8>(args),
                 7 => pv16_rows::<7>(args),
@@ -370,33 +439,23 @@ mod avx512 {
         }
     }
 
-    type PvArgs<'a> = (
-        &'a [f32],
-        &'a [f32],
-        (usize, usize),
-        &'a [f32],
-        &'a mut [f32],
-        usize,
-    );
-
     /// [`pv16`] for `R` rows, with its `2R` accumulators in registers (a constant row count lets the
     /// loops unroll).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn pv16_rows<const R: usize>((p, v, (n, ld), inv, out, out_stride): PvArgs<'_>) {
+    fn pv16_rows<const R: usize>(
+        (p, v, (n, ld), acc): (&[f32], &[f32], (usize, usize), &mut [f32]),
+    ) {
         assert!(
-            p.len() >= (R - 1) * ld + n
-                && v.len() >= n * 16
-                && inv.len() >= R
-                && out.len() >= (R - 1) * out_stride + 16,
+            p.len() >= (R - 1) * ld + n && v.len() >= n * 16 && acc.len() >= R * 16,
             "pv16: operand sizes do not fit"
         );
-        let (pp, vp, op) = (p.as_ptr(), v.as_ptr(), out.as_mut_ptr());
-        let mut a = [_mm512_setzero_ps(); R];
-        let mut b = [_mm512_setzero_ps(); R];
+        let (pp, vp, ap) = (p.as_ptr(), v.as_ptr(), acc.as_mut_ptr());
         // SAFETY: rows 0..R of p hold n values from i·ld; v holds n rows of 16; j + 1 < n in the paired
-        // loop; out rows 0..R hold 16 values from i·out_stride (all by the assertion above).
+        // loop; acc holds R rows of 16 (all by the assertion above).
         unsafe {
+            let mut a: [__m512; R] = std::array::from_fn(|i| _mm512_loadu_ps(ap.add(i * 16)));
+            let mut b = [_mm512_setzero_ps(); R];
             let mut j = 0;
             while j + 1 < n {
                 let v0 = _mm512_loadu_ps(vp.add(j * 16));
@@ -410,16 +469,214 @@ mod avx512 {
             }
             if j < n {
                 let v0 = _mm512_loadu_ps(vp.add(j * 16));
-                for (i, acc) in a.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*pp.add(i * ld + j)), v0, *acc);
+                for (i, x) in a.iter_mut().enumerate() {
+                    *x = _mm512_fmadd_ps(_mm512_set1_ps(*pp.add(i * ld + j)), v0, *x);
                 }
             }
             for i in 0..R {
-                let s = _mm512_set1_ps(inv[i]);
-                _mm512_storeu_ps(
-                    op.add(i * out_stride),
-                    _mm512_mul_ps(_mm512_add_ps(a[i], b[i]), s),
-                );
+                _mm512_storeu_ps(ap.add(i * 16), _mm512_add_ps(a[i], b[i]));
+            }
+        }
+    }
+
+    /// Keys per strip of [`qk64`]: the strip's 64 × 64 transposed keys (16 KiB) stay in L1.
+    const QK64_STRIP: usize = 64;
+    /// Keys per chunk of [`pv64`]: the chunk's values (32 KiB) stay in L1.
+    const PV64_CHUNK: usize = 128;
+
+    /// Attention scores for a head width of 64: `scores[r][j] = scale · Σ_c q[r][c]·kt[c][j]` for `rows`
+    /// query rows (`q` rows `q_stride` apart) against `kt` (64 rows of n keys, `ldk` apart); score rows
+    /// are `ld` apart. Register
+    /// tiles of 6 rows × 64 keys; each strip of keys serves every row.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn qk64(
+        q: &[f32],
+        q_stride: usize,
+        rows: usize,
+        (kt, ldk): (&[f32], usize),
+        scores: &mut [f32],
+        (n, ld): (usize, usize),
+        scale: f32,
+    ) {
+        assert!(
+            kt.len() >= 63 * ldk + n
+                && ld >= n
+                && (rows == 0 || scores.len() >= (rows - 1) * ld + n)
+                && (rows == 0 || q.len() >= (rows - 1) * q_stride + 64),
+            "qk64: operand sizes do not fit"
+        );
+        let mut j = 0;
+        while j < n {
+            let width = (n - j).min(QK64_STRIP);
+            let masks: [__mmask16; 4] = std::array::from_fn(|z| {
+                let lanes = width.saturating_sub(16 * z).min(16);
+                ((1u32 << lanes) - 1) as __mmask16
+            });
+            let mut r0 = 0;
+            while r0 < rows {
+                let nr = (rows - r0).min(6);
+                let args = QkTile {
+                    q: &q[r0 * q_stride..],
+                    q_stride,
+                    kt: &kt[j..],
+                    ldk,
+                    scores: &mut scores[r0 * ld + j..],
+                    ld,
+                    masks,
+                    scale,
+                };
+                match nr {
+                    6 => qk64_tile::<6>(args),
+                    5 => qk64_tile::<5>(args),
+                    4 => qk64_tile::<4>(args),
+                    3 => qk64_tile::<3>(args),
+                    2 => qk64_tile::<2>(args),
+                    _ => qk64_tile::<1>(args),
+                }
+                r0 += nr;
+            }
+            j += width;
+        }
+    }
+
+    /// One register tile of [`qk64`]: `R` query rows against up to 64 keys (lanes off in `masks`).
+    struct QkTile<'a> {
+        q: &'a [f32],
+        q_stride: usize,
+        /// Starts at the strip's first key; rows `ldk` apart.
+        kt: &'a [f32],
+        ldk: usize,
+        /// Starts at the tile's first row and key; rows `ld` apart.
+        scores: &'a mut [f32],
+        ld: usize,
+        masks: [__mmask16; 4],
+        scale: f32,
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn qk64_tile<const R: usize>(t: QkTile<'_>) {
+        let width: usize = t.masks.iter().map(|m| m.count_ones() as usize).sum();
+        assert!(
+            t.q.len() >= (R - 1) * t.q_stride + 64
+                && t.kt.len() >= 63 * t.ldk + width
+                && t.scores.len() >= (R - 1) * t.ld + width,
+            "qk64: tile operands do not fit"
+        );
+        let (qp, kp, sp) = (t.q.as_ptr(), t.kt.as_ptr(), t.scores.as_mut_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        // SAFETY: q rows i < R hold 64 values from i·q_stride; key row c < 64 holds `width` values from
+        // c·ldk, and the masks cover only those lanes; score rows i < R hold `width` values from i·ld.
+        unsafe {
+            for c in 0..64 {
+                let k: [__m512; 4] = std::array::from_fn(|z| {
+                    _mm512_maskz_loadu_ps(t.masks[z], kp.add(c * t.ldk + 16 * z))
+                });
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let qv = _mm512_set1_ps(*qp.add(i * t.q_stride + c));
+                    for (a, kz) in row.iter_mut().zip(k) {
+                        *a = _mm512_fmadd_ps(qv, kz, *a);
+                    }
+                }
+            }
+            let scale = _mm512_set1_ps(t.scale);
+            for (i, row) in acc.iter().enumerate() {
+                for (z, a) in row.iter().enumerate() {
+                    _mm512_mask_storeu_ps(
+                        sp.add(i * t.ld + 16 * z),
+                        t.masks[z],
+                        _mm512_mul_ps(*a, scale),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Weighted values for a head width of 64: `acc[r] += Σ_j p[r][j]·v[j]` for `rows` rows of `p` (rows
+    /// of n values, `ld` apart), `v (n × 64)` and `acc (rows × 64)`. Register tiles of 6 rows × 64
+    /// values, over chunks of keys whose values stay in L1.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn pv64(
+        p: &[f32],
+        v: &[f32],
+        (n, ld): (usize, usize),
+        rows: usize,
+        acc: &mut [f32],
+    ) {
+        assert!(
+            ld >= n
+                && (rows == 0 || p.len() >= (rows - 1) * ld + n)
+                && v.len() >= n * 64
+                && acc.len() >= rows * 64,
+            "pv64: operand sizes do not fit"
+        );
+        let mut j0 = 0;
+        while j0 < n {
+            let len = (n - j0).min(PV64_CHUNK);
+            let mut r0 = 0;
+            while r0 < rows {
+                let nr = (rows - r0).min(6);
+                let args = PvTile {
+                    p: &p[r0 * ld + j0..],
+                    ld,
+                    v: &v[j0 * 64..],
+                    len,
+                    acc: &mut acc[r0 * 64..],
+                };
+                match nr {
+                    6 => pv64_tile::<6>(args),
+                    5 => pv64_tile::<5>(args),
+                    4 => pv64_tile::<4>(args),
+                    3 => pv64_tile::<3>(args),
+                    2 => pv64_tile::<2>(args),
+                    _ => pv64_tile::<1>(args),
+                }
+                r0 += nr;
+            }
+            j0 += len;
+        }
+    }
+
+    /// One register tile of [`pv64`]: `R` rows, `len` keys, added to `acc` (rows of 64).
+    struct PvTile<'a> {
+        /// Starts at the tile's first row and key; rows `ld` apart.
+        p: &'a [f32],
+        ld: usize,
+        /// Starts at the chunk's first key; rows of 64.
+        v: &'a [f32],
+        len: usize,
+        acc: &'a mut [f32],
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn pv64_tile<const R: usize>(t: PvTile<'_>) {
+        assert!(
+            t.p.len() >= (R - 1) * t.ld + t.len && t.v.len() >= t.len * 64 && t.acc.len() >= R * 64,
+            "pv64: tile operands do not fit"
+        );
+        let (pp, vp, ap) = (t.p.as_ptr(), t.v.as_ptr(), t.acc.as_mut_ptr());
+        // SAFETY: acc rows i < R hold 64 values; p rows i < R hold `len` values from i·ld; v holds `len`
+        // rows of 64 (all by the assertion above).
+        unsafe {
+            let mut acc: [[__m512; 4]; R] = std::array::from_fn(|i| {
+                std::array::from_fn(|z| _mm512_loadu_ps(ap.add(i * 64 + 16 * z)))
+            });
+            for j in 0..t.len {
+                let v: [__m512; 4] =
+                    std::array::from_fn(|z| _mm512_loadu_ps(vp.add(j * 64 + 16 * z)));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let pv = _mm512_set1_ps(*pp.add(i * t.ld + j));
+                    for (a, vz) in row.iter_mut().zip(v) {
+                        *a = _mm512_fmadd_ps(pv, vz, *a);
+                    }
+                }
+            }
+            for (i, row) in acc.iter().enumerate() {
+                for (z, a) in row.iter().enumerate() {
+                    _mm512_storeu_ps(ap.add(i * 64 + 16 * z), *a);
+                }
             }
         }
     }
@@ -499,8 +756,9 @@ fn score_stride(n: usize) -> usize {
     n.next_multiple_of(16) + 16
 }
 
-/// Keys and values of one head of one sample, laid out for the two products: k transposed `(hd × n)` and
-/// v `(n × hd)`, both contiguous (gemm reads a column-major right operand about a third slower).
+/// Keys and values of one head of one sample, laid out for the two products: k transposed (hd rows of n
+/// keys, [`score_stride`] apart) and v `(n × hd)` contiguous. gemm reads a column-major right operand
+/// about a third slower, and the score kernels read each row of kᵀ in turn.
 struct HeadOperands<'a> {
     kt: &'a [f32],
     v: &'a [f32],
@@ -515,10 +773,18 @@ fn head_operands(
     v: &mut [f32],
 ) {
     let d3 = 3 * d;
-    for (j, row) in qkv.chunks_exact(d3).take(n).enumerate() {
-        for (c, &k) in row[d + col..d + col + hd].iter().enumerate() {
-            kt[c * n + j] = k;
+    let ld = score_stride(n);
+    // kᵀ in tiles of 16 keys, so that both the reads (16 rows) and the writes (hd runs of 16) stay in L1.
+    for j0 in (0..n).step_by(16) {
+        let keys = (n - j0).min(16);
+        for c in 0..hd {
+            let dst = &mut kt[c * ld + j0..c * ld + j0 + keys];
+            for (jj, x) in dst.iter_mut().enumerate() {
+                *x = qkv[(j0 + jj) * d3 + d + col + c];
+            }
         }
+    }
+    for (j, row) in qkv.chunks_exact(d3).take(n).enumerate() {
         v[j * hd..(j + 1) * hd].copy_from_slice(&row[2 * d + col..2 * d + col + hd]);
     }
 }
@@ -540,36 +806,37 @@ fn attend(
     let ld = score_stride(n);
     assert!(
         qkv.len() == n * d3
-            && ops.kt.len() == hd * n
+            && ops.kt.len() == hd * ld
             && ops.v.len() == n * hd
             && i0 + rows <= n
             && col + hd <= d
-            && rows <= 64
-            && (rows == 0 || scores.len() >= (rows - 1) * ld + n)
             && (rows == 0 || out.len() >= (rows - 1) * d + col + hd),
         "attention: operand sizes do not fit"
     );
-    let scale = 1.0 / (hd as f32).sqrt();
     #[cfg(target_arch = "x86_64")]
-    if hd == 16 && has_avx512() {
-        let q = &qkv[i0 * d3 + col..];
-        let mut inv = [0f32; 64];
-        // SAFETY (both calls): the CPU has AVX-512F; the kernels check their operand sizes.
+    if (hd == 16 || hd == 64) && has_avx512() {
+        // SAFETY: the CPU has AVX-512F.
         #[allow(unsafe_code)]
         unsafe {
-            avx512::qk16(q, d3, rows, ops.kt, scores, (n, ld), scale)
-        };
-        for (r, row) in scores.chunks_mut(ld).take(rows).enumerate() {
-            inv[r] = 1.0 / exp_row_dispatch(&mut row[..n]);
-        }
-        #[allow(unsafe_code)]
-        unsafe {
-            avx512::pv16(scores, ops.v, (n, ld), rows, &inv, &mut out[col..], d)
+            attend_avx512(
+                &qkv[i0 * d3 + col..],
+                ops,
+                out,
+                scores,
+                rows,
+                col,
+                AttnDims { n, d, hd },
+            )
         };
         return;
     }
-    // SAFETY: every access is inside the slices, by the assertion above: q rows i0..i0+rows read columns
-    // col..col+hd of a 3d-wide row; kt is hd × n and v is n × hd, both contiguous; scores are rows of n
+    assert!(
+        rows <= 64 && (rows == 0 || scores.len() >= (rows - 1) * ld + n),
+        "attention: score buffer too small"
+    );
+    let scale = 1.0 / (hd as f32).sqrt();
+    // SAFETY: every access is inside the slices, by the assertions above: q rows i0..i0+rows read columns
+    // col..col+hd of a 3d-wide row; kt is hd rows of n, ld apart; v is n × hd; scores are rows of n
     // values, ld apart; out rows are d apart with hd columns from col.
     #[allow(unsafe_code)]
     unsafe {
@@ -586,7 +853,7 @@ fn attend(
             d3 as isize,
             ops.kt.as_ptr(),
             1,
-            n as isize,
+            ld as isize,
             0.0,
             scale,
             false,
@@ -631,9 +898,82 @@ fn attend(
     }
 }
 
+/// Most query rows of one block of [`attend_avx512`].
+const FLASH_ROWS: usize = 128;
+
+/// Keys per chunk of [`attend_avx512`]: a chunk's keys, values and scores for a block of query rows stay
+/// in L2 (64 KiB each for 64 rows of a 64-wide head).
+const KEY_CHUNK: usize = 256;
+
+/// [`attend`] for head widths 16 and 64 with the AVX-512 kernels, one chunk of keys at a time with an
+/// online softmax in base 2: each row keeps its running maximum `m` and sum `l`, and the accumulated
+/// weighted values are rescaled by `2^(m_old − m_new)` when a chunk raises the maximum. `q` starts at the block's
+/// first query row and head column, rows `3d` apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn attend_avx512(
+    q: &[f32],
+    ops: &HeadOperands<'_>,
+    out: &mut [f32],
+    scores: &mut [f32],
+    rows: usize,
+    col: usize,
+    AttnDims { n, d, hd }: AttnDims,
+) {
+    let ldk = score_stride(n);
+    let ls = score_stride(KEY_CHUNK.min(n));
+    assert!(
+        rows <= FLASH_ROWS && (rows == 0 || scores.len() >= (rows - 1) * ls + KEY_CHUNK.min(n)),
+        "attention: score buffer too small"
+    );
+    // Scores in base 2 (log2(e) folded into the scale), so that the numerators are 2^(s − max).
+    let scale = std::f32::consts::LOG2_E / (hd as f32).sqrt();
+    let mut m = [f32::NEG_INFINITY; FLASH_ROWS];
+    let mut l = [0f32; FLASH_ROWS];
+    let mut acc = vec![0f32; rows * hd];
+    let mut j0 = 0;
+    while j0 < n {
+        let w = KEY_CHUNK.min(n - j0);
+        let kt = (&ops.kt[j0..], ldk);
+        if hd == 16 {
+            avx512::qk16(q, 3 * d, rows, kt, scores, (w, ls), scale);
+        } else {
+            avx512::qk64(q, 3 * d, rows, kt, scores, (w, ls), scale);
+        }
+        for (r, row) in scores.chunks_mut(ls).take(rows).enumerate() {
+            let row = &mut row[..w];
+            let new_m = m[r].max(avx512::row_max(row));
+            let alpha = (m[r] - new_m).exp2();
+            l[r] = l[r] * alpha + avx512::exp2_shifted(row, new_m);
+            m[r] = new_m;
+            if alpha != 1.0 {
+                acc[r * hd..(r + 1) * hd]
+                    .iter_mut()
+                    .for_each(|a| *a *= alpha);
+            }
+        }
+        let v = &ops.v[j0 * hd..];
+        if hd == 16 {
+            avx512::pv16(scores, v, (w, ls), rows, &mut acc);
+        } else {
+            avx512::pv64(scores, v, (w, ls), rows, &mut acc);
+        }
+        j0 += w;
+    }
+    for r in 0..rows {
+        let inv = 1.0 / l[r];
+        for (o, a) in out[r * d + col..r * d + col + hd]
+            .iter_mut()
+            .zip(&acc[r * hd..(r + 1) * hd])
+        {
+            *o = a * inv;
+        }
+    }
+}
+
 /// Multi-head softmax attention of `b` samples of `n` tokens from the packed projection `qkv (b·n × 3d)`
 /// into `out (b·n × d)`, every element of which is written. `scratch` holds the per-head keys and values
-/// between calls (resized to `2·b·n·d`).
+/// between calls (resized to about `2·b·n·d`).
 pub(crate) fn attention_into(
     qkv: &[f32],
     out: &mut [f32],
@@ -660,14 +1000,14 @@ pub(crate) fn attention_into(
         d,
         hd: d / heads,
     };
-    let per_head = 2 * n * dims.hd;
+    let per_head = (score_stride(n) + n) * dims.hd;
     scratch.resize(b * heads * per_head, 0.0);
     scratch
         .par_chunks_mut(per_head)
         .enumerate()
         .for_each(|(bh, buf)| {
             let (bi, h) = (bh / heads, bh % heads);
-            let (kt, v) = buf.split_at_mut(n * dims.hd);
+            let (kt, v) = buf.split_at_mut(score_stride(n) * dims.hd);
             head_operands(
                 &qkv[bi * n * d3..(bi + 1) * n * d3],
                 h * dims.hd,
@@ -679,17 +1019,34 @@ pub(crate) fn attention_into(
     let scratch: &[f32] = scratch;
     // Query rows per block: a multiple of 4, at most 64 (the size of the `inv` buffer), with the
     // block's scores small enough to stay in L2.
-    let qb = ((BLOCK_SCORES / n).clamp(8, 64) / 4) * 4;
+    let flash = cfg!(target_arch = "x86_64") && (dims.hd == 16 || dims.hd == 64) && has_avx512();
+    let qb = if flash {
+        // As many rows as keep every thread busy, up to FLASH_ROWS: each block streams all keys and
+        // values of every head once.
+        let threads = rayon::current_num_threads().max(1);
+        let mut qb = FLASH_ROWS;
+        while qb > 16 && b * n.div_ceil(qb) < 4 * threads {
+            qb /= 2;
+        }
+        qb
+    } else {
+        ((BLOCK_SCORES / n).clamp(8, 64) / 4) * 4
+    };
+    let score_rows = if flash {
+        score_stride(KEY_CHUNK.min(n))
+    } else {
+        score_stride(n)
+    };
     out.par_chunks_mut(n * d)
         .zip(qkv.par_chunks(n * d3))
         .zip(scratch.par_chunks(heads * per_head))
         .for_each(|((out_b, qkv_b), ops_b)| {
             out_b.par_chunks_mut(qb * d).enumerate().for_each_init(
-                || vec![0f32; qb * score_stride(n)],
+                || vec![0f32; qb * score_rows],
                 |scores, (blk, out_blk)| {
                     let rows = out_blk.len() / d;
                     for (h, buf) in ops_b.chunks_exact(per_head).enumerate() {
-                        let (kt, v) = buf.split_at(n * dims.hd);
+                        let (kt, v) = buf.split_at(score_stride(n) * dims.hd);
                         attend(
                             qkv_b,
                             &HeadOperands { kt, v },
@@ -759,7 +1116,17 @@ mod tests {
             .max(0)?
             .to_scalar::<f32>()?;
         assert!(d < 1e-6, "gelu {d}");
-        for (b, n, heads, dm) in [(2, 37, 4, 64), (1, 70, 2, 128), (3, 5, 1, 16)] {
+        // Head widths 16 and 64 take the AVX-512 kernels where the CPU has them (with several key
+        // chunks at n = 600), 32 and 8 the gemm path.
+        for (b, n, heads, dm) in [
+            (2, 37, 4, 64),
+            (1, 70, 2, 128),
+            (3, 5, 1, 16),
+            (1, 600, 2, 128),
+            (2, 300, 4, 64),
+            (2, 45, 2, 64),
+            (1, 33, 4, 32),
+        ] {
             let qkv = Tensor::randn(0f32, 1.0, (b * n, 3 * dm), &dev)?;
             let got = attention_from_qkv(&qkv, b, n, heads)?;
             let split = |i: usize| -> Result<Tensor> {

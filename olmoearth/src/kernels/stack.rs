@@ -95,19 +95,48 @@ pub(crate) fn run(
     let mut scratch = Vec::new();
     let chunk = MLP_CHUNK_ROWS.min(rows);
     let mut h = vec![0f32; chunk * hidden];
+    let mut tt = [0f64; 7];
     for blk in blocks {
+        let mut t = std::time::Instant::now();
+        let mut lap = |i: usize, t: &mut std::time::Instant| {
+            tt[i] += t.elapsed().as_secs_f64() * 1e3;
+            *t = std::time::Instant::now();
+        };
         layer_norm(&x, blk.norm1, &mut y, d);
+        lap(0, &mut t);
         linear(&y, blk.qkv, &mut qkv, (d, 3 * d), false);
+        lap(1, &mut t);
         super::attention_into(&qkv, &mut attn, (b, n, heads), &mut scratch)?;
+        lap(2, &mut t);
         linear(&attn, blk.proj, &mut x, (d, d), true);
+        lap(3, &mut t);
         layer_norm(&x, blk.norm2, &mut y, d);
+        lap(0, &mut t);
         for (yc, xc) in y.chunks(chunk * d).zip(x.chunks_mut(chunk * d)) {
             let hc = &mut h[..yc.len() / d * hidden];
             linear(yc, blk.fc1, hc, (d, hidden), false);
+            lap(4, &mut t);
             hc.par_chunks_mut(1 << 14).for_each(super::gelu_dispatch);
+            lap(5, &mut t);
             linear(hc, blk.fc2, xc, (hidden, d), true);
+            lap(6, &mut t);
         }
     }
+    let r = rows as f64 * d as f64 * d as f64 * 2.0 / 1e6;
+    eprintln!(
+        "ln {:.1} qkv {:.1} ({:.0} GF) attn {:.1} proj {:.1} ({:.0}) fc1 {:.1} ({:.0}) gelu {:.1} fc2 {:.1} ({:.0})",
+        tt[0],
+        tt[1],
+        3.0 * r * 12.0 / tt[1],
+        tt[2],
+        tt[3],
+        r * 12.0 / tt[3],
+        tt[4],
+        4.0 * r * 12.0 / tt[4],
+        tt[5],
+        tt[6],
+        4.0 * r * 12.0 / tt[6]
+    );
     layer_norm(&x, norm, &mut y, d);
     Ok(y)
 }
