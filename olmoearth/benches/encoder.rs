@@ -2,7 +2,8 @@
 //!
 //! Each shape runs in its own child process so that its peak memory can be read. Output lines
 //! `RESULT rust <size> <p> <ms/forward> <tokens/s> <peak MiB>` are what `scripts/bench-olmoearth.sh` parses.
-//! Run: `cargo bench -p olmoearth --bench encoder` (optionally `-- nano 8` for one shape).
+//! Run: `cargo bench -p olmoearth --bench encoder` (optionally `-- nano 8` for one shape, or
+//! `-- base 4 128 12 1` for another input: H = W = 128, T = 12, batch 1).
 
 #[path = "bench_common.rs"]
 #[allow(dead_code)]
@@ -22,17 +23,17 @@ const SHAPES: [(ModelSize, usize); 4] = [
     (ModelSize::Base, 4),
 ];
 
-fn run_one(size: ModelSize, p: usize) {
-    let shape = Shape {
-        size,
-        patch_size: p,
-        batch: 2,
-        hw: 64,
-        t: 4,
-    };
+fn run_one(shape: Shape) {
+    let (size, p) = (shape.size, shape.patch_size);
     let dev = Device::Cpu;
     let enc = bench_common::encoder(size, DType::F32, &dev);
-    let t = time_forward(&enc, shape, &dev, 3, Duration::from_secs(5));
+    // Large shapes (minutes per forward) get one timed forward after the warm-up.
+    let min_iters = if shape.batch * shape.hw * shape.hw * shape.t > 2 * 64 * 64 * 4 {
+        1
+    } else {
+        3
+    };
+    let t = time_forward(&enc, shape, &dev, min_iters, Duration::from_secs(5));
     println!(
         "RESULT rust {} {p} {:.2} {:.1} {:.1}  # {} tokens/forward, {} iterations",
         size.name(),
@@ -49,10 +50,18 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    if let [size, p] = args.as_slice() {
-        let size: ModelSize = size.parse().expect("size");
-        let p: usize = p.parse().expect("patch size");
-        run_one(size, p);
+    if let [size, p, rest @ ..] = args.as_slice() {
+        let num = |i: usize, default: usize| -> usize {
+            rest.get(i)
+                .map_or(default, |v| v.parse().expect("a whole number"))
+        };
+        run_one(Shape {
+            size: size.parse().expect("size"),
+            patch_size: p.parse().expect("patch size"),
+            hw: num(0, 64),
+            t: num(1, 4),
+            batch: num(2, 2),
+        });
         return;
     }
     let exe = std::env::current_exe().expect("current exe");
