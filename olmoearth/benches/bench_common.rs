@@ -44,13 +44,15 @@ pub fn s2_input(shape: Shape, device: &Device) -> EncoderInput {
     EncoderInput { modalities, months }
 }
 
-/// Times forwards after one warm-up: at least `min_iters`, until `budget` has passed.
+/// Times forwards after one warm-up (unless `warm_up` is false): at least `min_iters`, until `budget` has
+/// passed.
 pub fn time_forward(
     enc: &Encoder,
     shape: Shape,
     device: &Device,
     min_iters: usize,
     budget: Duration,
+    warm_up: bool,
 ) -> Timing {
     let input = s2_input(shape, device);
     let h = shape.hw / shape.patch_size;
@@ -65,7 +67,9 @@ pub fn time_forward(
             .expect("sync");
         std::hint::black_box(v);
     };
-    sync(&enc.forward(&input, shape.patch_size).expect("warm-up"));
+    if warm_up {
+        sync(&enc.forward(&input, shape.patch_size).expect("warm-up"));
+    }
     let start = Instant::now();
     let mut iters = 0;
     while iters < min_iters || start.elapsed() < budget {

@@ -27,13 +27,10 @@ fn run_one(shape: Shape) {
     let (size, p) = (shape.size, shape.patch_size);
     let dev = Device::Cpu;
     let enc = bench_common::encoder(size, DType::F32, &dev);
-    // Large shapes (minutes per forward) get one timed forward after the warm-up.
-    let min_iters = if shape.batch * shape.hw * shape.hw * shape.t > 2 * 64 * 64 * 4 {
-        1
-    } else {
-        3
-    };
-    let t = time_forward(&enc, shape, &dev, min_iters, Duration::from_secs(5));
+    // Larger shapes than the standard ones (minutes per forward) get one timed forward, no warm-up.
+    let large = shape.batch * shape.hw * shape.hw * shape.t > 2 * 64 * 64 * 4;
+    let min_iters = if large { 1 } else { 3 };
+    let t = time_forward(&enc, shape, &dev, min_iters, Duration::from_secs(5), !large);
     println!(
         "RESULT rust {} {p} {:.2} {:.1} {:.1}  # {} tokens/forward, {} iterations",
         size.name(),
