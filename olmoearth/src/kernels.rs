@@ -1,7 +1,8 @@
 //! CPU kernels for f32 inference, where candle's generic ops are slow on the CPU:
 //! - multi-head attention that reads q, k and v out of the packed qkv projection and handles a block of
-//!   query rows at a time, so that the scores never exceed one block per thread (O(N) memory): gemm for
-//!   the two products, AVX-512 kernels for the 16-wide heads of Nano where gemm's packing dominates;
+//!   query rows at a time, so that its scores never exceed one block per thread (O(N) memory). For the
+//!   head widths the presets use (16 and 64) on CPUs with AVX-512, register-tiled kernels walk the keys
+//!   in chunks with an online softmax; otherwise gemm computes the two products of each block;
 //! - softmax numerators and the exact (erf) GELU with AVX-512 intrinsics, or autovectorised loops on
 //!   other CPUs;
 //! - [`stack`], the encoder's whole transformer stack on reused buffers.
