@@ -220,37 +220,6 @@ mod avx512 {
         _mm512_scalef_ps(p, n)
     }
 
-    /// `x ← 2^(x − max)` in place for a `max` at least the row's largest value; returns the sum.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn exp2_shifted(row: &mut [f32], max: f32) -> f32 {
-        let len = row.len();
-        let full = len - len % 16;
-        let tail = tail_mask(len);
-        let ptr = row.as_mut_ptr();
-        let max = _mm512_set1_ps(max);
-        let mut sum = _mm512_setzero_ps();
-        let mut i = 0;
-        while i < full {
-            // SAFETY: i + 16 ≤ full ≤ len.
-            unsafe {
-                let e = exp2_nonpos(_mm512_sub_ps(_mm512_loadu_ps(ptr.add(i)), max));
-                _mm512_storeu_ps(ptr.add(i), e);
-                sum = _mm512_add_ps(sum, e);
-            }
-            i += 16;
-        }
-        if tail != 0 {
-            // SAFETY: the masked load and store touch only lanes full..len.
-            unsafe {
-                let x = _mm512_mask_loadu_ps(max, tail, ptr.add(full));
-                let e = exp2_nonpos(_mm512_sub_ps(x, max));
-                _mm512_mask_storeu_ps(ptr.add(full), tail, e);
-                sum = _mm512_mask_add_ps(sum, tail, sum, e);
-            }
-        }
-        _mm512_reduce_add_ps(sum)
-    }
-
     /// Mask of the first `len % 16` lanes.
     fn tail_mask(len: usize) -> __mmask16 {
         ((1u32 << (len % 16)) - 1) as __mmask16
@@ -260,7 +229,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) fn exp_row(row: &mut [f32]) -> f32 {
         let max = row_max(row);
-        exp_shifted(row, max)
+        exp_shifted::<false>(row, max)
     }
 
     /// The largest value of a row (−∞ for an empty one).
@@ -294,20 +263,24 @@ mod avx512 {
         _mm512_reduce_max_ps(_mm512_max_ps(m0, m1))
     }
 
-    /// `x ← e^(x − max)` in place for a `max` at least the row's largest value; returns the sum.
+    /// `x ← e^(x − max)`, or with `BASE2` `x ← 2^(x − max)`, in place for a `max` at least the row's largest
+    /// value; returns the sum.
     #[target_feature(enable = "avx512f")]
-    pub(super) fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
+    pub(super) fn exp_shifted<const BASE2: bool>(row: &mut [f32], max: f32) -> f32 {
         let len = row.len();
         let full = len - len % 16;
         let tail = tail_mask(len);
         let ptr = row.as_mut_ptr();
         let max = _mm512_set1_ps(max);
+        let exp = |x: __m512| {
+            if BASE2 { exp2_nonpos(x) } else { exp_nonpos(x) }
+        };
         let mut sum = _mm512_setzero_ps();
         let mut i = 0;
         while i < full {
             // SAFETY: i + 16 ≤ full ≤ len.
             unsafe {
-                let e = exp_nonpos(_mm512_sub_ps(_mm512_loadu_ps(ptr.add(i)), max));
+                let e = exp(_mm512_sub_ps(_mm512_loadu_ps(ptr.add(i)), max));
                 _mm512_storeu_ps(ptr.add(i), e);
                 sum = _mm512_add_ps(sum, e);
             }
@@ -317,7 +290,7 @@ mod avx512 {
             // SAFETY: the masked load and store touch only lanes full..len.
             unsafe {
                 let x = _mm512_mask_loadu_ps(max, tail, ptr.add(full));
-                let e = exp_nonpos(_mm512_sub_ps(x, max));
+                let e = exp(_mm512_sub_ps(x, max));
                 _mm512_mask_storeu_ps(ptr.add(full), tail, e);
                 sum = _mm512_mask_add_ps(sum, tail, sum, e);
             }
@@ -948,8 +921,13 @@ fn attend_avx512(
         for (r, row) in scores.chunks_mut(ls).take(rows).enumerate() {
             let row = &mut row[..w];
             let new_m = m[r].max(avx512::row_max(row));
-            let alpha = (m[r] - new_m).exp2();
-            l[r] = l[r] * alpha + avx512::exp2_shifted(row, new_m);
+            // The maximum seldom moves after the first chunks; skip the scalar exp2 when it stays.
+            let alpha = if new_m == m[r] {
+                1.0
+            } else {
+                (m[r] - new_m).exp2()
+            };
+            l[r] = l[r] * alpha + avx512::exp_shifted::<true>(row, new_m);
             m[r] = new_m;
             if alpha != 1.0 {
                 acc[r * hd..(r + 1) * hd]
