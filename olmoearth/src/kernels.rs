@@ -167,6 +167,17 @@ fn exp_row_dispatch(row: &mut [f32]) -> f32 {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    /// Calls the register-tile kernel `$f::<R>` with `R = $nr`, one of the listed row counts or 1: the
+    /// row count is a constant so that the tile's accumulators stay in registers.
+    macro_rules! for_rows {
+        ($nr:expr, $f:ident, $args:expr; $($r:literal)+) => {
+            match $nr {
+                $($r => $f::<$r>($args),)+
+                _ => $f::<1>($args),
+            }
+        };
+    }
+
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
@@ -403,16 +414,7 @@ mod avx512 {
         while r0 < rows {
             let nr = (rows - r0).min(8);
             let args = (&p[r0 * ld..], v, (n, ld), &mut acc[r0 * 16..]);
-            match nr {
-                8 => pv16_rows::<8>(args),
-                7 => pv16_rows::<7>(args),
-                6 => pv16_rows::<6>(args),
-                5 => pv16_rows::<5>(args),
-                4 => pv16_rows::<4>(args),
-                3 => pv16_rows::<3>(args),
-                2 => pv16_rows::<2>(args),
-                _ => pv16_rows::<1>(args),
-            }
+            for_rows!(nr, pv16_rows, args; 8 7 6 5 4 3 2);
             r0 += nr;
         }
     }
@@ -504,14 +506,7 @@ mod avx512 {
                     masks,
                     scale,
                 };
-                match nr {
-                    6 => qk64_tile::<6>(args),
-                    5 => qk64_tile::<5>(args),
-                    4 => qk64_tile::<4>(args),
-                    3 => qk64_tile::<3>(args),
-                    2 => qk64_tile::<2>(args),
-                    _ => qk64_tile::<1>(args),
-                }
+                for_rows!(nr, qk64_tile, args; 6 5 4 3 2);
                 r0 += nr;
             }
             j += width;
@@ -602,14 +597,7 @@ mod avx512 {
                     len,
                     acc: &mut acc[r0 * 64..],
                 };
-                match nr {
-                    6 => pv64_tile::<6>(args),
-                    5 => pv64_tile::<5>(args),
-                    4 => pv64_tile::<4>(args),
-                    3 => pv64_tile::<3>(args),
-                    2 => pv64_tile::<2>(args),
-                    _ => pv64_tile::<1>(args),
-                }
+                for_rows!(nr, pv64_tile, args; 6 5 4 3 2);
                 r0 += nr;
             }
             j0 += len;
