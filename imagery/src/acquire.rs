@@ -1,5 +1,6 @@
 //! The acquisition entry point: windows + request → window tensors in an object store, and a report.
 
+use groundwork_types::keys::ProjectKeys;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -491,12 +492,9 @@ impl WindowCtx<'_> {
         match self.req.layout {
             OutputLayout::PerModality => {
                 for mt in &tensors.modalities {
-                    let path = self
-                        .prefix
-                        .clone()
-                        .join("windows")
-                        .join(w.id.as_str())
-                        .join(format!("{}.safetensors", mt.modality.name()));
+                    let path = ProjectKeys::window_relative(&w.id, mt.modality)
+                        .into_iter()
+                        .fold(self.prefix.clone(), |p, part| p.join(part.as_str()));
                     puts.push((path, encode_safetensors(&tensors, Some(mt.modality))?));
                 }
             }

@@ -3,84 +3,16 @@
 //! Band order and band sets follow OlmoEarth v1 (`olmoearth_pretrain/data/constants.py`).
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-/// An encoder input modality.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Modality {
-    /// Sentinel-2 L2A surface reflectance, 12 bands, DN on the pre-2022 scale.
-    #[serde(rename = "sentinel2_l2a")]
-    Sentinel2L2a,
-    /// Sentinel-1 GRD/RTC backscatter VV, VH in dB.
-    Sentinel1,
-    /// Landsat 8/9, 11 bands, DN.
-    Landsat,
-}
+pub use groundwork_types::Modality;
 
-impl Modality {
-    /// The modality's name in tensors and object keys.
-    pub fn name(self) -> &'static str {
-        match self {
-            Modality::Sentinel2L2a => "sentinel2_l2a",
-            Modality::Sentinel1 => "sentinel1",
-            Modality::Landsat => "landsat",
-        }
-    }
-
-    /// Band names in the model's channel order.
-    pub fn bands(self) -> &'static [&'static str] {
-        match self {
-            Modality::Sentinel2L2a => &[
-                "B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09",
-            ],
-            Modality::Sentinel1 => &["vv", "vh"],
-            Modality::Landsat => &[
-                "B8", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "B11",
-            ],
-        }
-    }
-
-    /// Band sets (token groups) as index lists into [`Modality::bands`].
-    pub fn band_sets(self) -> &'static [&'static [usize]] {
-        match self {
-            Modality::Sentinel2L2a => &[&[0, 1, 2, 3], &[4, 5, 6, 7, 8, 9], &[10, 11]],
-            Modality::Sentinel1 => &[&[0, 1]],
-            Modality::Landsat => &[&[0], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]],
-        }
-    }
-
-    /// All modalities.
-    pub fn all() -> [Modality; 3] {
-        [
-            Modality::Sentinel2L2a,
-            Modality::Sentinel1,
-            Modality::Landsat,
-        ]
-    }
-}
-
-impl std::fmt::Display for Modality {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Modality {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "sentinel2_l2a" | "sentinel2" | "s2" => Ok(Modality::Sentinel2L2a),
-            "sentinel1" | "s1" => Ok(Modality::Sentinel1),
-            "landsat" => Ok(Modality::Landsat),
-            other => Err(Error::InvalidRequest(format!(
-                "unknown modality {other:?} (sentinel2_l2a, sentinel1, landsat)"
-            ))),
-        }
+impl From<groundwork_types::UnknownName> for Error {
+    fn from(e: groundwork_types::UnknownName) -> Self {
+        Error::InvalidRequest(e.to_string())
     }
 }
 
@@ -255,7 +187,7 @@ mod tests {
     #[test]
     fn every_profile_maps_every_band() {
         for p in [Profile::EarthSearch, Profile::planetary_computer()] {
-            for m in Modality::all() {
+            for &m in Modality::ALL {
                 assert_eq!(p.spec(m).assets.len(), m.bands().len(), "{p:?} {m}");
             }
         }

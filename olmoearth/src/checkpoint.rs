@@ -132,7 +132,8 @@ impl StateDict {
             })
             .count();
         let size = crate::config::ModelSize::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|s| s.dims().0 == d && s.dims().1 == depth)
             .ok_or_else(|| Error::CheckpointRead {
                 path: PathBuf::from("<state dict>"),

@@ -1,84 +1,13 @@
 //! Model configuration: the v1 presets (spec §1) and parsing of the release `config.json` (spec §4.3).
 
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::modality::Modality;
 
-/// The four released v1 sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ModelSize {
-    /// D=128, depth 4, 8 heads (1.4M encoder parameters).
-    Nano,
-    /// D=192, depth 12, 3 heads (6.2M).
-    Tiny,
-    /// D=768, depth 12, 12 heads (89M).
-    Base,
-    /// D=1024, depth 24, 16 heads (308M).
-    Large,
-}
-
-impl ModelSize {
-    /// All sizes, smallest first.
-    pub const ALL: [ModelSize; 4] = [
-        ModelSize::Nano,
-        ModelSize::Tiny,
-        ModelSize::Base,
-        ModelSize::Large,
-    ];
-
-    /// Lower-case name (`nano`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelSize::Nano => "nano",
-            ModelSize::Tiny => "tiny",
-            ModelSize::Base => "base",
-            ModelSize::Large => "large",
-        }
-    }
-
-    /// The Hugging Face repository, `allenai/OlmoEarth-v1-<Size>`.
-    pub fn hf_repo(self) -> &'static str {
-        match self {
-            ModelSize::Nano => "allenai/OlmoEarth-v1-Nano",
-            ModelSize::Tiny => "allenai/OlmoEarth-v1-Tiny",
-            ModelSize::Base => "allenai/OlmoEarth-v1-Base",
-            ModelSize::Large => "allenai/OlmoEarth-v1-Large",
-        }
-    }
-
-    /// `(embedding_size, depth, num_heads)`.
-    pub fn dims(self) -> (usize, usize, usize) {
-        match self {
-            ModelSize::Nano => (128, 4, 8),
-            ModelSize::Tiny => (192, 12, 3),
-            ModelSize::Base => (768, 12, 12),
-            ModelSize::Large => (1024, 24, 16),
-        }
-    }
-}
-
-impl fmt::Display for ModelSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for ModelSize {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        let lower = s.to_ascii_lowercase();
-        ModelSize::ALL
-            .into_iter()
-            .find(|m| m.name() == lower)
-            .ok_or_else(|| Error::UnknownSize(s.to_string()))
-    }
-}
+pub use groundwork_types::ModelSize;
 
 /// The encoder hyper-parameters a forward pass needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,7 +60,7 @@ impl EncoderConfig {
 
     /// The released size whose dimensions these are, if any.
     pub fn size(&self) -> Option<ModelSize> {
-        ModelSize::ALL.into_iter().find(|s| {
+        ModelSize::ALL.iter().copied().find(|s| {
             s.dims() == (self.embedding_size, self.depth, self.num_heads) && self.mlp_ratio == 4.0
         })
     }
@@ -245,7 +174,8 @@ impl EncoderConfig {
             })
             .unwrap_or_default();
         let modalities: Vec<Modality> = Modality::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|m| {
                 names.iter().any(|n| n == m.name()) && !decode_only.iter().any(|n| n == m.name())
             })
@@ -339,8 +269,8 @@ mod tests {
     #[test]
     fn presets_match_the_released_sizes() {
         for size in ModelSize::ALL {
-            assert_eq!(EncoderConfig::preset(size).size(), Some(size));
-            assert_eq!(size.name().parse::<ModelSize>().ok(), Some(size));
+            assert_eq!(EncoderConfig::preset(*size).size(), Some(*size));
+            assert_eq!(size.name().parse::<ModelSize>().ok(), Some(*size));
         }
         assert_eq!(EncoderConfig::base().mlp_hidden(), 3072);
         assert!("huge".parse::<ModelSize>().is_err());

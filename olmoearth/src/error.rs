@@ -94,6 +94,19 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// The caller's cancellation token fired; the work stopped early.
+    #[error("cancelled")]
+    Cancelled,
+
+    /// A caller-supplied sink (e.g. the trainer's checkpoint writer) failed; the work stopped.
+    #[error("{what}: {reason}")]
+    Sink {
+        /// What the sink was doing.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+
     // === Runtime ===
     /// A device string that cannot be parsed or a device that is unavailable.
     #[error("device {spec:?}: {reason}")]

@@ -18,7 +18,7 @@ use crate::encoder::{Encoder, EncoderInput};
 use crate::error::{Error, Result};
 use crate::heads::feature_map;
 use crate::task::{
-    Head, TaskModelConfig, TrainableTaskModel, dihedral, dihedral_input, outputs_to_predictions,
+    Head, HeadKind, Task, TaskModelConfig, TrainableTaskModel, dihedral, dihedral_input, outputs_to_predictions,
     safetensors_metadata, stack_inputs, to_safetensors,
 };
 use crate::train::{AdamW, AdamWConfig, cross_entropy, cross_entropy_2d, mse};
@@ -144,8 +144,8 @@ pub struct FitState {
 }
 
 /// The metric tracked during training: `accuracy` (pixel accuracy for segmentation) or `rmse`.
-pub fn metric_name(task: &str) -> &'static str {
-    if task == "regression" {
+pub fn metric_name(task: Task) -> &'static str {
+    if task == Task::Regression {
         "rmse"
     } else {
         "accuracy"
@@ -213,7 +213,7 @@ pub fn embed_examples(
     let mut out = Vec::with_capacity(examples.len());
     for (ci, chunk) in examples.chunks(batch.max(1)).enumerate() {
         if sink.cancelled() {
-            return Err(Error::InvalidInput("cancelled".into()));
+            return Err(Error::Cancelled);
         }
         let inputs: Vec<&EncoderInput> = chunk.iter().map(|e| &e.input).collect();
         let x = stack_inputs(&inputs)?;
@@ -288,11 +288,11 @@ fn target_tensor(
     }
 }
 
-fn loss_of(task: &str, raw: &Tensor, target: &Tensor) -> Result<Tensor> {
+fn loss_of(task: Task, raw: &Tensor, target: &Tensor) -> Result<Tensor> {
     match task {
-        "segmentation" => cross_entropy_2d(raw, target, -1),
-        "classification" => cross_entropy(raw, target, -1),
-        _ => {
+        Task::Segmentation => cross_entropy_2d(raw, target, -1),
+        Task::Classification => cross_entropy(raw, target, -1),
+        Task::Regression => {
             // A dense regression head's output is averaged to the window value.
             let pred = if raw.rank() == 4 {
                 raw.mean_keepdim(3)?.mean_keepdim(2)?.flatten_from(1)?
@@ -312,7 +312,7 @@ fn predictions(
     scale: Option<(f64, f64)>,
 ) -> Result<Vec<Prediction>> {
     let b = raw.dim(0)?;
-    if cfg.task == "regression" {
+    if cfg.task == Task::Regression {
         let (mean, std) = scale.unwrap_or((0.0, 1.0));
         let pred = if raw.rank() == 4 {
             raw.mean_keepdim(3)?.mean_keepdim(2)?.flatten_all()?
@@ -331,7 +331,7 @@ fn predictions(
     let mut out = Vec::with_capacity(b);
     for i in 0..b {
         let m: Vec<u32> = cls.get(i)?.flatten_all()?.to_vec1()?;
-        if cfg.task == "classification" {
+        if cfg.task == Task::Classification {
             out.push(Prediction::Class(m.first().copied().unwrap_or(0)));
         } else {
             out.push(Prediction::Map(
@@ -379,10 +379,10 @@ impl MetricSum {
         }
     }
 
-    fn value(&self, task: &str) -> Option<f64> {
+    fn value(&self, task: Task) -> Option<f64> {
         if self.total == 0.0 {
             None
-        } else if task == "regression" {
+        } else if task == Task::Regression {
             Some((self.sq / self.total).sqrt())
         } else {
             Some(self.correct / self.total)
@@ -413,7 +413,7 @@ impl Trainer {
     pub fn new(model: TrainableTaskModel, opts: FitOptions, train: &[Example]) -> Result<Self> {
         let opt = model.optimizer(opts.layer_decay, adamw_config(&opts))?;
         let mut state = FitState::default();
-        if model.config().task == "regression" {
+        if model.config().task == Task::Regression {
             let vals: Vec<f64> = train
                 .iter()
                 .filter_map(|e| match e.target {
@@ -578,7 +578,7 @@ impl Trainer {
             return Ok(bytes);
         };
         let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
-        let layer = if self.model.config().head == "unet" {
+        let layer = if self.model.config().head == HeadKind::UNet {
             "head.final"
         } else {
             "head.out"
@@ -642,7 +642,7 @@ impl Trainer {
             let mut loss_sum = 0.0;
             for (bi, idx) in order.chunks(bs).enumerate() {
                 if sink.cancelled() {
-                    return Err(Error::InvalidInput("cancelled".into()));
+                    return Err(Error::Cancelled);
                 }
                 let aug = if self.opts.augment {
                     (rng.next_u64() % 8) as u8
@@ -666,7 +666,7 @@ impl Trainer {
                     self.model.head().forward(&self.model.features(&x)?)?
                 };
                 let target = target_tensor(&targets, aug, self.state.target_scale, hw, &device)?;
-                let loss = loss_of(&cfg.task, &raw, &target)?;
+                let loss = loss_of(cfg.task, &raw, &target)?;
                 loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
                 self.opt.backward_step(&loss)?;
                 let frac = (epoch - 1) as f32 / total as f32
@@ -747,7 +747,7 @@ impl Trainer {
         let mut metric = MetricSum::default();
         for (ci, chunk) in examples.chunks(bs).enumerate() {
             if sink.cancelled() {
-                return Err(Error::InvalidInput("cancelled".into()));
+                return Err(Error::Cancelled);
             }
             let hw = input_hw(&chunk[0].input)?;
             let f = match (features, &encoder) {
@@ -761,7 +761,7 @@ impl Trainer {
             let raw = self.model.head().forward(&f)?.detach();
             let targets: Vec<&Target> = chunk.iter().map(|e| &e.target).collect();
             let t = target_tensor(&targets, 0, self.state.target_scale, hw, &device)?;
-            let l = loss_of(&cfg.task, &raw, &t)?;
+            let l = loss_of(cfg.task, &raw, &t)?;
             loss_sum += f64::from(l.to_dtype(DType::F32)?.to_scalar::<f32>()?) * chunk.len() as f64;
             n += chunk.len();
             for (p, e) in predictions(cfg, &raw, hw, self.state.target_scale)?
@@ -771,7 +771,7 @@ impl Trainer {
                 metric.add(p, &e.target);
             }
         }
-        Ok((loss_sum / n.max(1) as f64, metric.value(&cfg.task)))
+        Ok((loss_sum / n.max(1) as f64, metric.value(cfg.task)))
     }
 }
 
@@ -806,7 +806,7 @@ pub fn predict_examples(
         let x = stack_inputs(&refs)?;
         let probs = model.predict(&x)?; // (B,K,H,W)
         let (b, _, h, w) = probs.dims4()?;
-        if cfg.task == "regression" {
+        if cfg.task == Task::Regression {
             let v: Vec<f64> = probs
                 .mean_keepdim(3)?
                 .mean_keepdim(2)?
@@ -819,7 +819,7 @@ pub fn predict_examples(
         let cls = probs.argmax(1)?.to_dtype(DType::U32)?;
         for i in 0..b {
             let m: Vec<u32> = cls.get(i)?.flatten_all()?.to_vec1()?;
-            if cfg.task == "classification" {
+            if cfg.task == Task::Classification {
                 out.push(Prediction::Class(m.first().copied().unwrap_or(0)));
             } else {
                 debug_assert_eq!(m.len(), h * w);
@@ -859,7 +859,7 @@ pub struct BaselineSummary {
 /// A fitted frozen-embedding probe.
 #[derive(Debug, Clone)]
 pub struct Baseline {
-    task: String,
+    task: Task,
     num_classes: usize,
     patch_size: usize,
     mean: Vec<f32>,
@@ -1025,10 +1025,10 @@ impl Baseline {
             .iter()
             .map(|&v| (1.0 / (v / n as f64).sqrt().max(1e-6)) as f32)
             .collect();
-        let regression = cfg.task == "regression";
+        let regression = cfg.task == Task::Regression;
         let k_out = if regression { 1 } else { cfg.num_outputs };
         let mut b = Baseline {
-            task: cfg.task.clone(),
+            task: cfg.task,
             num_classes: cfg.num_outputs,
             patch_size: p,
             mean: mean_f,
@@ -1042,7 +1042,7 @@ impl Baseline {
                 ridge_lambda: 1.0,
                 knn_val_metric: None,
                 linear_val_metric: None,
-                metric: metric_name(&cfg.task).into(),
+                metric: metric_name(cfg.task).into(),
                 train_samples: n,
             },
         };
@@ -1147,7 +1147,7 @@ impl Baseline {
     #[must_use]
     pub fn linear_map(&self) -> Option<(Vec<f32>, Vec<f32>)> {
         let d = self.mean.len();
-        if self.task == "regression" || d == 0 || !self.ridge.len().is_multiple_of(d + 1) {
+        if self.task == Task::Regression || d == 0 || !self.ridge.len().is_multiple_of(d + 1) {
             return None;
         }
         let k = self.ridge.len() / (d + 1);
@@ -1182,7 +1182,7 @@ impl Baseline {
         let k = self.ridge.len() / (d + 1);
         let w = Tensor::from_slice(&self.ridge, (d + 1, k), &Device::Cpu)?;
         let out = x.matmul(&w)?;
-        if self.task == "regression" {
+        if self.task == Task::Regression {
             return Ok(out.flatten_all()?.to_vec1()?);
         }
         let cls: Vec<u32> = out.argmax(1)?.to_dtype(DType::U32)?.to_vec1()?;
@@ -1211,7 +1211,7 @@ impl Baseline {
                 let k = k.min(row.len()).max(1);
                 idx.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
                 let top = &idx[..k];
-                if self.task == "regression" {
+                if self.task == Task::Regression {
                     out.push(top.iter().map(|&i| self.bank_labels[i]).sum::<f64>() / k as f64);
                 } else {
                     let mut votes = vec![0f64; self.num_classes.max(1)];
@@ -1237,7 +1237,7 @@ impl Baseline {
         let mut out = Vec::with_capacity(features.len());
         for f in features {
             let (d, h, w) = f.dims3()?;
-            let rows: Vec<f32> = if self.task == "segmentation" {
+            let rows: Vec<f32> = if self.task == Task::Segmentation {
                 f.permute((1, 2, 0))?.flatten_all()?.to_vec1()?
             } else {
                 crate::task::pool_features(&f.unsqueeze(0)?)?
@@ -1249,8 +1249,8 @@ impl Baseline {
             } else {
                 self.predict_rows_linear(&rows, d)?
             };
-            out.push(match self.task.as_str() {
-                "segmentation" => {
+            out.push(match self.task {
+                Task::Segmentation => {
                     let (hp, wp) = (h * p, w * p);
                     let mut m = vec![0u8; hp * wp];
                     for y in 0..hp {
@@ -1260,8 +1260,10 @@ impl Baseline {
                     }
                     Prediction::Map(m)
                 }
-                "classification" => Prediction::Class(preds.first().copied().unwrap_or(0.0) as u32),
-                _ => Prediction::Value(preds.first().copied().unwrap_or(0.0)),
+                Task::Classification => {
+                    Prediction::Class(preds.first().copied().unwrap_or(0.0) as u32)
+                }
+                Task::Regression => Prediction::Value(preds.first().copied().unwrap_or(0.0)),
             });
         }
         Ok(out)
@@ -1316,9 +1318,9 @@ mod tests {
             encoder: crate::config::EncoderConfig::preset(crate::config::ModelSize::Nano),
             model_size: "nano".into(),
             patch_size: 1,
-            task: "segmentation".into(),
+            task: Task::Segmentation,
             num_outputs: 2,
-            head: "light_segmentation".into(),
+            head: HeadKind::LightSegmentation,
             modalities: vec![crate::Modality::Sentinel2L2a],
             window_size: 2,
             initialised_from: "test".into(),

@@ -17,6 +17,7 @@ use crate::encoder::{Encoder, EncoderInput, ModalityInput};
 use crate::error::{Error, Result};
 use crate::heads::{LightSegmentationHead, PoolingHead, PoolingHeadConfig, UNetHead, feature_map};
 use crate::modality::Modality;
+pub use groundwork_types::{HeadKind, Task};
 use crate::train::{AdamW, ParamGroup, TrainableEncoder};
 
 /// Version of the [`TaskModelConfig`] layout.
@@ -43,14 +44,13 @@ pub struct TaskModelConfig {
     pub model_size: String,
     /// Encoder patch size.
     pub patch_size: usize,
-    /// `classification | segmentation | regression`.
-    pub task: String,
+    /// What the model predicts.
+    pub task: Task,
     /// Classes (K) or 1.
     pub num_outputs: usize,
-    /// `light_segmentation | unet | pooling`.
-    pub head: String,
+    /// The head on top of the encoder.
+    pub head: HeadKind,
     /// Input modalities, in the order windows provide them.
-    #[serde(with = "modalities_serde")]
     pub modalities: Vec<Modality>,
     /// Window side in pixels.
     pub window_size: usize,
@@ -74,15 +74,13 @@ impl TaskModelConfig {
         if !(1..=self.encoder.max_patch_size).contains(&self.patch_size) {
             return bad(format!("patch size {} is out of range", self.patch_size));
         }
-        match (self.task.as_str(), self.head.as_str()) {
-            ("segmentation", "light_segmentation" | "unet") | ("classification", "pooling") => {}
-            ("regression", "pooling" | "unet") if self.num_outputs == 1 => {}
-            (t, h) => {
-                return bad(format!(
-                    "head {h:?} does not fit task {t:?} with {} outputs",
-                    self.num_outputs
-                ));
-            }
+        if !self.head.fits(self.task, self.num_outputs) {
+            return bad(format!(
+                "head {:?} does not fit task {:?} with {} outputs",
+                self.head.name(),
+                self.task.name(),
+                self.num_outputs
+            ));
         }
         if self.modalities.is_empty() {
             return bad("no input modality".into());
@@ -97,14 +95,6 @@ impl TaskModelConfig {
         Ok(())
     }
 
-    /// The default head of a task: `light_segmentation` for segmentation, else `pooling`.
-    pub fn default_head(task: &str) -> &'static str {
-        if task == "segmentation" {
-            "light_segmentation"
-        } else {
-            "pooling"
-        }
-    }
 }
 
 mod encoder_config_serde {
@@ -165,22 +155,6 @@ mod encoder_config_serde {
     }
 }
 
-mod modalities_serde {
-    use super::Modality;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[Modality], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|m| m.name()))
-    }
-
-    pub fn deserialize<'de, De: Deserializer<'de>>(d: De) -> Result<Vec<Modality>, De::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|m| m.parse::<Modality>().map_err(serde::de::Error::custom))
-            .collect()
-    }
-}
-
 /// A task head.
 #[derive(Debug, Clone)]
 pub enum Head {
@@ -196,21 +170,21 @@ impl Head {
     /// Builds the head of `cfg` under `vb` (fresh parameters from a `VarMap`, or loaded ones).
     pub fn new(cfg: &TaskModelConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.encoder.embedding_size;
-        Ok(match cfg.head.as_str() {
-            "light_segmentation" => Head::Light(LightSegmentationHead::new(
+        Ok(match cfg.head {
+            HeadKind::LightSegmentation => Head::Light(LightSegmentationHead::new(
                 d,
                 cfg.num_outputs,
                 cfg.patch_size,
                 vb,
             )?),
-            "unet" => Head::UNet(UNetHead::new(
+            HeadKind::UNet => Head::UNet(UNetHead::new(
                 d,
                 UNET_CHANNELS,
                 cfg.num_outputs,
                 cfg.patch_size,
                 vb,
             )?),
-            "pooling" => Head::Pooling(PoolingHead::new(
+            HeadKind::Pooling => Head::Pooling(PoolingHead::new(
                 PoolingHeadConfig {
                     in_channels: d,
                     out_channels: cfg.num_outputs,
@@ -221,7 +195,6 @@ impl Head {
                 },
                 vb,
             )?),
-            other => return Err(Error::InvalidInput(format!("unknown head {other:?}"))),
         })
     }
 
@@ -249,7 +222,7 @@ pub fn outputs_to_predictions(
     w: usize,
 ) -> Result<Tensor> {
     let raw = raw.to_dtype(DType::F32)?;
-    let probs = if cfg.task == "regression" {
+    let probs = if cfg.task == Task::Regression {
         raw
     } else {
         candle_nn::ops::softmax(&raw, 1)?

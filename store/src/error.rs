@@ -36,6 +36,9 @@ pub enum Error {
     /// Credentials were refused (an unknown or revoked token, a missing worker token).
     #[error("{0}")]
     Unauthorized(String),
+    /// A stored name (task, modality, step kind, state, …) is none of the vocabulary's.
+    #[error("stored value out of the vocabulary: {0}")]
+    Vocabulary(#[from] groundwork_types::UnknownName),
     /// A JSON value could not be (de)serialised.
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -12,6 +12,7 @@
 //! Messages are only hints: the claim re-checks the step row, so duplicated or stale messages are harmless.
 
 use crate::{Error, Result};
+use groundwork_types::{RunState, StepKind, StepState};
 use apalis::prelude::TaskBuilder;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -36,8 +37,8 @@ pub struct Dispatch {
 pub struct NewStep {
     /// Unique name within the run (dependencies refer to it).
     pub name: String,
-    /// Step kind (`sleep`, `fail`, `acquire`, …).
-    pub kind: String,
+    /// Step kind.
+    pub kind: StepKind,
     /// Kind-specific arguments.
     pub args: Value,
     /// Queue (`cpu` or `gpu`).
@@ -53,15 +54,10 @@ pub struct NewStep {
 impl NewStep {
     /// A step with default retry settings (3 attempts, 5 s base backoff) and no dependencies.
     #[must_use]
-    pub fn new(
-        name: impl Into<String>,
-        kind: impl Into<String>,
-        args: Value,
-        queue: impl Into<String>,
-    ) -> Self {
+    pub fn new(name: impl Into<String>, kind: StepKind, args: Value, queue: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            kind: kind.into(),
+            kind,
             args,
             queue: queue.into(),
             max_attempts: 3,
@@ -80,8 +76,9 @@ pub struct Run {
     pub org_id: Uuid,
     /// Project.
     pub project_id: Uuid,
-    /// `queued | running | succeeded | failed | cancelled`.
-    pub state: String,
+    /// Derived from its steps.
+    #[sqlx(try_from = "String")]
+    pub state: RunState,
     /// When created.
     pub created_at: DateTime<Utc>,
     /// When its first step started.
@@ -100,13 +97,15 @@ pub struct Step {
     /// Name within the run.
     pub name: String,
     /// Kind.
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: StepKind,
     /// Arguments.
     pub args: Value,
     /// Queue.
     pub queue: String,
-    /// `queued | running | succeeded | failed | cancelled`.
-    pub state: String,
+    /// State.
+    #[sqlx(try_from = "String")]
+    pub state: StepState,
     /// Attempts started so far.
     pub attempt: i32,
     /// Attempts allowed.
@@ -160,7 +159,8 @@ pub struct Claimed {
     /// Run id.
     pub run_id: Uuid,
     /// Kind.
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: StepKind,
     /// Arguments.
     pub args: Value,
     /// This attempt's number (1-based).
@@ -331,7 +331,7 @@ pub async fn create_run(
     .bind(run_id)
     .bind(&ids)
     .bind(steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
-    .bind(steps.iter().map(|s| s.kind.clone()).collect::<Vec<_>>())
+    .bind(steps.iter().map(|s| s.kind.name()).collect::<Vec<_>>())
     .bind(steps.iter().map(|s| s.args.clone()).collect::<Vec<_>>())
     .bind(steps.iter().map(|s| s.queue.clone()).collect::<Vec<_>>())
     .bind(steps.iter().map(|s| s.max_attempts.max(1)).collect::<Vec<_>>())
@@ -940,9 +940,9 @@ mod tests {
 
     #[test]
     fn cycles_are_refused() {
-        let mut a = NewStep::new("a", "sleep", Value::Null, "cpu");
+        let mut a = NewStep::new("a", StepKind::Sleep, Value::Null, "cpu");
         a.depends_on = vec!["b".into()];
-        let mut b = NewStep::new("b", "sleep", Value::Null, "cpu");
+        let mut b = NewStep::new("b", StepKind::Sleep, Value::Null, "cpu");
         b.depends_on = vec!["a".into()];
         let steps = [a, b];
         let names = steps
@@ -951,5 +951,61 @@ mod tests {
             .map(|(i, s)| (s.name.as_str(), i))
             .collect();
         assert!(check_acyclic(&steps, &names).is_err());
+    }
+
+    /// The names a named check constraint accepts, read from the database's own definition.
+    async fn check_names(pool: &PgPool, constraint: &str) -> Vec<String> {
+        let def: String = sqlx::query_scalar(
+            "select pg_get_constraintdef(oid) from pg_constraint where conname = $1",
+        )
+        .bind(constraint)
+        .fetch_one(pool)
+        .await
+        .expect("constraint exists");
+        let mut names: Vec<String> = def
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn sorted(names: impl IntoIterator<Item = &'static str>) -> Vec<String> {
+        let mut v: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn the_database_checks_accept_exactly_the_vocabulary() {
+        use groundwork_types::{Modality, ModelSize, Task};
+        let db = crate::testing::TestDb::new().await.expect("test database");
+        let pool = &db.pool;
+        assert_eq!(
+            check_names(pool, "step_kind_valid").await,
+            sorted(StepKind::ALL.iter().map(|k| k.name()))
+        );
+        assert_eq!(
+            check_names(pool, "step_state_valid").await,
+            sorted(StepState::ALL.iter().map(|k| k.name()))
+        );
+        assert_eq!(
+            check_names(pool, "pipeline_run_state_valid").await,
+            sorted(RunState::ALL.iter().map(|k| k.name()))
+        );
+        assert_eq!(
+            check_names(pool, "project_task_valid").await,
+            sorted(Task::ALL.iter().map(|k| k.name()))
+        );
+        assert_eq!(
+            check_names(pool, "project_model_size_valid").await,
+            sorted(ModelSize::ALL.iter().map(|k| k.name()))
+        );
+        assert_eq!(
+            check_names(pool, "project_modalities_valid").await,
+            sorted(Modality::ALL.iter().map(|k| k.name()))
+        );
     }
 }

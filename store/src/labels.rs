@@ -6,6 +6,7 @@
 //! records the version it used.
 
 use crate::sampling::{Assignment, GridCell};
+use groundwork_types::Task;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -633,10 +634,12 @@ pub async fn training_examples(
         .bind(project_id)
         .fetch_optional(pool)
         .await?;
-    let task = task.ok_or(Error::NotFound {
-        what: "project",
-        id: project_id,
-    })?;
+    let task: Task = task
+        .ok_or(Error::NotFound {
+            what: "project",
+            id: project_id,
+        })?
+        .parse()?;
     let version = resolve_version(pool, project_id, version)
         .await?
         .ok_or(Error::NotFound {
@@ -670,10 +673,10 @@ pub async fn training_examples(
         let Some(split) = rows.first().and_then(|r| Split::parse(&r.split)) else {
             continue;
         };
-        let target = match task.as_str() {
-            "regression" => window_value(&rows),
-            "segmentation" => window_mask(&rows),
-            _ => window_class(&rows),
+        let target = match task {
+            Task::Regression => window_value(&rows),
+            Task::Segmentation => window_mask(&rows),
+            Task::Classification => window_class(&rows),
         };
         if let Some(target) = target {
             out.push(TrainingExample {

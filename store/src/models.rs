@@ -226,7 +226,8 @@ pub struct TrainingRun {
     /// The run.
     pub run_id: Uuid,
     /// State of its (latest) `train` step.
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: groundwork_types::StepState,
     /// When the run was created.
     pub created_at: DateTime<Utc>,
 }

@@ -4,7 +4,9 @@ use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use groundwork_types::{ClassDef, Modality, ModelSize, Task};
 use sqlx::PgPool;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 /// A stored project.
@@ -30,15 +32,14 @@ pub struct Project {
     pub start: NaiveDate,
     /// Last day of imagery.
     pub end: NaiveDate,
-    /// `classification | segmentation | regression`.
-    pub task: String,
-    /// `[{id, name, color}]`.
-    #[schema(value_type = Vec<Object>)]
-    pub classes: Value,
-    /// Subset of `sentinel2_l2a, sentinel1, landsat`.
-    pub modalities: Vec<String>,
-    /// `nano | tiny | base | large`.
-    pub model_size: String,
+    /// What the project predicts.
+    pub task: Task,
+    /// The legend: `[{id, name, color}]`.
+    pub classes: Vec<ClassDef>,
+    /// Input modalities.
+    pub modalities: Vec<Modality>,
+    /// Encoder size.
+    pub model_size: ModelSize,
     /// Encoder patch size, 1–8.
     pub patch_size: i32,
     /// Window size in pixels.
@@ -67,13 +68,13 @@ pub struct ProjectFields {
     /// End date.
     pub end: NaiveDate,
     /// Task.
-    pub task: String,
+    pub task: Task,
     /// Classes.
-    pub classes: Value,
+    pub classes: Vec<ClassDef>,
     /// Modalities.
-    pub modalities: Vec<String>,
+    pub modalities: Vec<Modality>,
     /// Model size.
-    pub model_size: String,
+    pub model_size: ModelSize,
     /// Patch size.
     pub patch_size: i32,
     /// Window size.
@@ -83,22 +84,58 @@ pub struct ProjectFields {
 const COLUMNS: &str = "id, org_id, name, description, aoi, bbox_west, bbox_south, bbox_east, bbox_north, area_km2, \
     start_date as start, end_date as \"end\", task, classes, modalities, model_size, patch_size, window_size, created_at, updated_at";
 
+/// A project row as the database holds it; [`Project`] is its typed form.
 #[derive(sqlx::FromRow)]
 struct Row {
-    #[sqlx(flatten)]
-    project: Project,
+    id: Uuid,
+    org_id: Uuid,
+    name: String,
+    description: String,
+    aoi: Value,
     bbox_west: f64,
     bbox_south: f64,
     bbox_east: f64,
     bbox_north: f64,
+    area_km2: f64,
+    start: NaiveDate,
+    end: NaiveDate,
+    task: String,
+    classes: Json<Vec<ClassDef>>,
+    modalities: Vec<String>,
+    model_size: String,
+    patch_size: i32,
+    window_size: i32,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
 }
 
-impl From<Row> for Project {
-    fn from(r: Row) -> Self {
-        Project {
+impl TryFrom<Row> for Project {
+    type Error = Error;
+
+    fn try_from(r: Row) -> Result<Self> {
+        Ok(Project {
+            id: r.id,
+            org_id: r.org_id,
+            name: r.name,
+            description: r.description,
+            aoi: r.aoi,
             bbox: [r.bbox_west, r.bbox_south, r.bbox_east, r.bbox_north],
-            ..r.project
-        }
+            area_km2: r.area_km2,
+            start: r.start,
+            end: r.end,
+            task: r.task.parse()?,
+            classes: r.classes.0,
+            modalities: r
+                .modalities
+                .iter()
+                .map(|m| m.parse())
+                .collect::<std::result::Result<_, _>>()?,
+            model_size: r.model_size.parse()?,
+            patch_size: r.patch_size,
+            window_size: r.window_size,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
     }
 }
 
@@ -124,10 +161,10 @@ fn bind_fields<'q>(
         .bind(f.area_km2)
         .bind(f.start)
         .bind(f.end)
-        .bind(&f.task)
-        .bind(&f.classes)
-        .bind(&f.modalities)
-        .bind(&f.model_size)
+        .bind(f.task.name())
+        .bind(Json(&f.classes))
+        .bind(f.modalities.iter().map(|m| m.name()).collect::<Vec<_>>())
+        .bind(f.model_size.name())
         .bind(f.patch_size)
         .bind(f.window_size)
 }
@@ -142,7 +179,7 @@ pub async fn create(pool: &PgPool, org_id: Uuid, f: &ProjectFields) -> Result<Pr
     let row: Row = bind_fields(query, Uuid::now_v7(), org_id, f)
         .fetch_one(pool)
         .await?;
-    Ok(row.into())
+    row.try_into()
 }
 
 /// A project of `org_id`.
@@ -154,10 +191,11 @@ pub async fn get(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Project> {
     .bind(org_id)
     .fetch_optional(pool)
     .await?;
-    row.map(Into::into).ok_or(Error::NotFound {
+    row.ok_or(Error::NotFound {
         what: "project",
         id,
-    })
+    })?
+    .try_into()
 }
 
 /// A project by id whatever its organisation (for workers, which act for the system).
@@ -168,10 +206,11 @@ pub async fn get_any(pool: &PgPool, id: Uuid) -> Result<Project> {
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    row.map(Into::into).ok_or(Error::NotFound {
+    row.ok_or(Error::NotFound {
         what: "project",
         id,
-    })
+    })?
+    .try_into()
 }
 
 /// Projects of `org_id`, newest first, after the cursor (a project id).
@@ -189,7 +228,7 @@ pub async fn list(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    rows.into_iter().map(TryInto::try_into).collect()
 }
 
 /// Replaces a project's fields.
@@ -203,10 +242,11 @@ pub async fn update(pool: &PgPool, org_id: Uuid, id: Uuid, f: &ProjectFields) ->
     let row: Option<Row> = bind_fields(query, id, org_id, f)
         .fetch_optional(pool)
         .await?;
-    row.map(Into::into).ok_or(Error::NotFound {
+    row.ok_or(Error::NotFound {
         what: "project",
         id,
-    })
+    })?
+    .try_into()
 }
 
 /// Deletes a project and its runs. Refused while one of its steps is running.

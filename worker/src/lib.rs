@@ -12,7 +12,11 @@ pub use capabilities::{default_pool, detect as detect_capabilities};
 pub use runtime::{Worker, WorkerConfig, run_reaper};
 
 use futures::future::BoxFuture;
+pub use groundwork_store::jobs::NewStep;
 use groundwork_store::jobs::Artifact;
+pub use groundwork_types::StepKind;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,7 +58,7 @@ impl std::fmt::Debug for StepContext {
 
 impl StepContext {
     /// The object store, or a permanent error naming the step kind that needs it.
-    pub fn objects(&self, kind: &str) -> Result<Arc<dyn object_store::ObjectStore>, StepError> {
+    pub fn objects(&self, kind: StepKind) -> Result<Arc<dyn object_store::ObjectStore>, StepError> {
         self.objects.clone().ok_or_else(|| {
             StepError::Permanent(anyhow::anyhow!(
                 "step kind `{kind}` needs an object store; this worker has none"
@@ -100,6 +104,9 @@ pub enum StepError {
     /// Retrying cannot help (bad arguments, bad input data).
     #[error("{0:#}")]
     Permanent(anyhow::Error),
+    /// The body stopped because its cancellation token fired (cancel requested, lease lost).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl From<anyhow::Error> for StepError {
@@ -108,50 +115,126 @@ impl From<anyhow::Error> for StepError {
     }
 }
 
-/// A step kind: a name and a body.
-pub trait StepKind: Send + Sync + 'static {
+/// A step kind's typed arguments: what the server writes into `step.args` and the body reads back.
+///
+/// Every step is created through [`StepArgs::into_step`], so a step's `kind` always matches the type
+/// of its arguments.
+pub trait StepArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The kind these arguments are for.
+    const KIND: StepKind;
+
+    /// A step of this kind named `name` on `queue`, with default retry settings and no dependencies.
+    fn into_step(&self, name: impl Into<String>, queue: impl Into<String>) -> NewStep {
+        // Argument structs are plain data (no maps with non-string keys), so this cannot fail.
+        let args = serde_json::to_value(self).unwrap_or(Value::Null);
+        NewStep::new(name, Self::KIND, args, queue)
+    }
+
+    /// Reads the arguments of a claimed step; malformed arguments are a permanent failure.
+    fn parse(args: &Value) -> Result<Self, StepError> {
+        serde_json::from_value(args.clone()).map_err(|e| {
+            StepError::Permanent(anyhow::anyhow!(
+                "invalid arguments for step kind `{}`: {e}",
+                Self::KIND
+            ))
+        })
+    }
+}
+
+/// A step kind's body.
+pub trait Step: Send + Sync + 'static {
+    /// Its arguments; [`StepArgs::KIND`] names the kind.
+    type Args: StepArgs;
+
     /// Runs one attempt.
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: Self::Args,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>>;
+}
+
+/// A [`Step`] with its arguments still as JSON (what the registry holds).
+trait ErasedStep: Send + Sync {
     fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>>;
 }
 
-/// Step kinds by name.
+impl<S: Step> ErasedStep for S {
+    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        match S::Args::parse(&ctx.args) {
+            Ok(args) => Step::run(self, ctx, args),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+}
+
+/// The step bodies this worker can run, by kind.
 #[derive(Clone, Default)]
-pub struct Registry(HashMap<String, Arc<dyn StepKind>>);
+pub struct Registry(HashMap<StepKind, Arc<dyn ErasedStep>>);
 
 impl Registry {
-    /// The built-in kinds (`sleep`, `fail`, `noop`, `acquire`, `acquire_summary`, `predict`, `combine`,
-    /// `publish`, `train`, `evaluate`).
+    /// Every pipeline kind; the test kinds (`sleep`, `fail`, `noop`) only with the `test-kinds`
+    /// feature.
     #[must_use]
     pub fn builtin() -> Self {
         let mut r = Self::default();
-        r.insert("sleep", steps::Sleep);
-        r.insert("fail", steps::Fail);
-        r.insert("noop", steps::Noop);
-        r.insert("acquire", steps::Acquire);
-        r.insert("acquire_summary", steps::AcquireSummary);
-        r.insert("predict", steps::Predict);
-        r.insert("combine", steps::Combine);
-        r.insert("publish", steps::Publish);
-        r.insert("train", steps::Train);
-        r.insert("evaluate", steps::Evaluate);
+        // A match per kind: a new `StepKind` does not compile until it is registered here.
+        for &kind in StepKind::ALL {
+            match kind {
+                StepKind::Acquire => r.insert(steps::Acquire),
+                StepKind::AcquireSummary => r.insert(steps::AcquireSummary),
+                StepKind::Train => r.insert(steps::Train),
+                StepKind::Evaluate => r.insert(steps::Evaluate),
+                StepKind::Predict => r.insert(steps::Predict),
+                StepKind::Combine => r.insert(steps::Combine),
+                StepKind::Publish => r.insert(steps::Publish),
+                #[cfg(feature = "test-kinds")]
+                StepKind::Sleep => r.insert(steps::Sleep),
+                #[cfg(feature = "test-kinds")]
+                StepKind::Fail => r.insert(steps::Fail),
+                #[cfg(feature = "test-kinds")]
+                StepKind::Noop => r.insert(steps::Noop),
+                #[cfg(not(feature = "test-kinds"))]
+                StepKind::Sleep | StepKind::Fail | StepKind::Noop => {}
+            }
+        }
         r
     }
 
-    /// Adds a kind.
-    pub fn insert(&mut self, name: &str, kind: impl StepKind) {
-        self.0.insert(name.to_owned(), Arc::new(kind));
+    /// Adds (or replaces) the body of its arguments' kind.
+    pub fn insert<S: Step>(&mut self, step: S) {
+        self.0.insert(S::Args::KIND, Arc::new(step));
     }
 
-    /// Looks a kind up.
+    /// Whether this registry can run `kind`.
     #[must_use]
-    pub fn get(&self, name: &str) -> Option<Arc<dyn StepKind>> {
-        self.0.get(name).cloned()
+    pub fn contains(&self, kind: StepKind) -> bool {
+        self.0.contains_key(&kind)
     }
 
-    /// Registered names.
+    /// Runs one attempt of a claimed step of `kind`, or `None` when this registry lacks the kind.
+    pub(crate) fn run(
+        &self,
+        kind: StepKind,
+        ctx: StepContext,
+    ) -> Option<BoxFuture<'static, Result<StepOutput, StepError>>> {
+        self.0.get(&kind).map(|s| s.run(ctx))
+    }
+
+    /// The kinds this registry can run, in declaration order.
+    #[must_use]
+    pub fn kinds(&self) -> Vec<StepKind> {
+        StepKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| self.0.contains_key(k))
+            .collect()
+    }
+
+    /// Registered kinds' names, sorted.
     #[must_use]
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.0.keys().cloned().collect();
+        let mut v: Vec<String> = self.kinds().iter().map(|k| k.name().to_owned()).collect();
         v.sort();
         v
     }

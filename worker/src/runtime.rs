@@ -149,15 +149,6 @@ async fn execute(shared: &Shared, claimed: Claimed) {
     // outlasts the process is re-queued when its lease expires, never recorded as cancelled.
     let cancel = CancellationToken::new();
     let progress = Progress::default();
-    let Some(kind) = shared.registry.get(&claimed.kind) else {
-        let msg = format!(
-            "unknown step kind `{}` (this worker knows {:?})",
-            claimed.kind,
-            shared.registry.names()
-        );
-        record_failure(shared, &claimed, &msg, false).await;
-        return;
-    };
     tracing::debug!("step started");
     let ctx = StepContext {
         step_id: claimed.id,
@@ -170,7 +161,16 @@ async fn execute(shared: &Shared, claimed: Claimed) {
         objects: shared.config.objects.clone(),
         model_dir: shared.config.model_dir.clone(),
     };
-    let body = tokio::spawn(kind.run(ctx));
+    let Some(run) = shared.registry.run(claimed.kind, ctx) else {
+        let msg = format!(
+            "unknown step kind `{}` (this worker knows {:?})",
+            claimed.kind,
+            shared.registry.names()
+        );
+        record_failure(shared, &claimed, &msg, false).await;
+        return;
+    };
+    let body = tokio::spawn(run);
     let abort = body.abort_handle();
     tokio::pin!(body);
     let mut beat = tokio::time::interval(shared.config.heartbeat);
@@ -185,7 +185,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
                         Err(e) => warn!(error = %e, "could not record success; the lease will expire and the step re-run"),
                     },
                     Ok(Err(StepError::Retryable(e))) => record_failure(shared, &claimed, &format!("{e:#}"), true).await,
-                    Ok(Err(StepError::Permanent(e))) => {
+                    Ok(Err(e @ (StepError::Permanent(_) | StepError::Cancelled))) => {
                         if cancel.is_cancelled() {
                             record_cancel(shared, &claimed).await;
                         } else {

@@ -22,10 +22,10 @@ async fn project(pool: &PgPool) -> Uuid {
         area_km2: 61.0,
         start: "2024-01-01".parse().unwrap(),
         end: "2024-12-31".parse().unwrap(),
-        task: "segmentation".into(),
-        classes: json!([]),
-        modalities: vec!["sentinel2_l2a".into()],
-        model_size: "nano".into(),
+        task: "segmentation".parse().unwrap(),
+        classes: Vec::new(),
+        modalities: vec!["sentinel2_l2a".parse().unwrap()],
+        model_size: "nano".parse().unwrap(),
         patch_size: 4,
         window_size: 64,
     };
@@ -42,7 +42,7 @@ fn config(concurrency: usize) -> WorkerConfig {
 }
 
 fn step(name: &str, kind: &str, args: serde_json::Value, deps: &[&str]) -> NewStep {
-    let mut s = NewStep::new(name, kind, args, "cpu");
+    let mut s = NewStep::new(name, kind.parse().unwrap(), args, "cpu");
     s.depends_on = deps.iter().map(|d| (*d).to_owned()).collect();
     s.backoff_base_ms = 500;
     s

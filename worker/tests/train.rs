@@ -3,6 +3,7 @@
 //! epoch with a continuous curve, and the evaluation of the trained model is stored.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+use groundwork_types::{Modality, ModelSize, StepKind, Task};
 use candle_core::{DType, Device, Tensor};
 use groundwork_store::jobs::{self, NewStep};
 use groundwork_store::labels::{LabelTarget, Split, TrainingExample};
@@ -111,10 +112,10 @@ async fn setup() -> Setup {
             area_km2: 10.0,
             start: "2024-04-01".parse().unwrap(),
             end: "2024-05-31".parse().unwrap(),
-            task: "segmentation".into(),
-            classes: json!([{"id": 1, "name": "water", "color": "#0000ff"}, {"id": 3, "name": "cropland", "color": "#ffcc00"}]),
-            modalities: vec!["sentinel2_l2a".into()],
-            model_size: "nano".into(),
+            task: Task::Segmentation,
+            classes: serde_json::from_value(json!([{"id": 1, "name": "water", "color": "#0000ff"}, {"id": 3, "name": "cropland", "color": "#ffcc00"}])).unwrap(),
+            modalities: vec![Modality::Sentinel2L2a],
+            model_size: ModelSize::Nano,
             patch_size: 4,
             window_size: i32::try_from(SIZE).unwrap(),
         },
@@ -159,9 +160,9 @@ async fn setup() -> Setup {
             pixels: vec![1; SIZE * SIZE],
         },
     });
-    let mut train = NewStep::new("train", "train", json!({}), "cpu");
+    let mut train = NewStep::new("train", StepKind::Train, json!({}), "cpu");
     train.max_attempts = 5;
-    let mut eval = NewStep::new("evaluate", "evaluate", json!({}), "cpu");
+    let mut eval = NewStep::new("evaluate", StepKind::Evaluate, json!({}), "cpu");
     eval.depends_on = vec!["train".into()];
     let run = jobs::create_run(&db.pool, org_id, project.id, &[train, eval], None)
         .await

@@ -3,12 +3,12 @@
 //! each, so every worker shares the work; `acquire_summary` (fan-in) checks the success threshold over
 //! all of them.
 
-use super::parse_args;
-use crate::{StepContext, StepError, StepKind, StepOutput};
+use groundwork_types::keys::ProjectKeys;
+use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
 use groundwork_imagery::{
-    AcquireRequest, GridOptions, Modality, Profile, Source, WindowSpec, WindowStatus,
+    AcquireRequest, GridOptions, Profile, Source, WindowSpec, WindowStatus,
 };
 use groundwork_store::{projects, windows};
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,11 @@ pub struct AcquireArgs {
     #[serde(default = "default_threshold")]
     pub success_threshold: f64,
 }
+
+impl StepArgs for AcquireArgs {
+    const KIND: StepKind = StepKind::Acquire;
+}
+
 
 fn default_profile() -> Profile {
     Profile::EarthSearch
@@ -89,26 +94,26 @@ pub async fn plan_windows(
 #[derive(Debug, Clone, Copy)]
 pub struct Acquire;
 
-impl StepKind for Acquire {
-    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+impl Step for Acquire {
+    type Args = AcquireArgs;
+
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: AcquireArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let args: AcquireArgs = parse_args("acquire", &ctx.args)?;
             let [index, count] = args.partition;
             if count == 0 || index >= count {
                 return Err(permanent(anyhow::anyhow!(
                     "partition [{index}, {count}] is not a valid share"
                 )));
             }
-            let objects = ctx.objects("acquire")?;
+            let objects = ctx.objects(StepKind::Acquire)?;
             let project = projects::get_any(&ctx.pool, args.project_id)
                 .await
                 .map_err(|e| permanent(anyhow::anyhow!(e)))?;
-            let modalities = project
-                .modalities
-                .iter()
-                .map(|m| m.parse::<Modality>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| permanent(anyhow::anyhow!("{e}")))?;
+            let modalities = project.modalities.clone();
             ctx.progress.set(0.0, "planning windows");
             let all = plan_windows(&ctx.pool, &project).await.map_err(permanent)?;
             let mine: Vec<WindowSpec> = all
@@ -126,10 +131,9 @@ impl StepKind for Acquire {
             req.profile = args.profile.clone();
             req.max_cloud = args.max_cloud;
             req.success_threshold = args.success_threshold;
-            let prefix = object_store::path::Path::from(format!(
-                "orgs/{}/projects/{}",
-                project.org_id, project.id
-            ));
+            let prefix = object_store::path::Path::from(
+                ProjectKeys::new(project.org_id, project.id).prefix(),
+            );
             let progress = ctx.progress.clone();
             let report_progress = move |p: &groundwork_imagery::Progress<'_>| {
                 #[expect(clippy::cast_precision_loss, reason = "a progress fraction")]
@@ -153,9 +157,7 @@ impl StepKind for Acquire {
             )
             .await
             .map_err(|e| match e {
-                groundwork_imagery::Error::Cancelled { .. } => {
-                    permanent(anyhow::anyhow!("cancelled"))
-                }
+                groundwork_imagery::Error::Cancelled { .. } => StepError::Cancelled,
                 other => StepError::Retryable(anyhow::anyhow!(other).context("acquiring imagery")),
             })?;
             let outcomes: Vec<windows::Outcome> = report
@@ -198,22 +200,33 @@ impl StepKind for Acquire {
 }
 
 /// Arguments of `acquire_summary`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SummaryArgs {
-    project_id: Uuid,
+pub struct SummaryArgs {
+    /// The project.
+    pub project_id: Uuid,
+    /// Fraction of windows that must succeed.
     #[serde(default = "default_threshold")]
-    success_threshold: f64,
+    pub success_threshold: f64,
+}
+
+impl StepArgs for SummaryArgs {
+    const KIND: StepKind = StepKind::AcquireSummary;
 }
 
 /// The `acquire_summary` kind: the fan-in of partitioned acquisition.
 #[derive(Debug, Clone, Copy)]
 pub struct AcquireSummary;
 
-impl StepKind for AcquireSummary {
-    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+impl Step for AcquireSummary {
+    type Args = SummaryArgs;
+
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: SummaryArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let args: SummaryArgs = parse_args("acquire_summary", &ctx.args)?;
             let c = windows::counts(&ctx.pool, args.project_id)
                 .await
                 .map_err(|e| StepError::Retryable(e.into()))?;

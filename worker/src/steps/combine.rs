@@ -7,8 +7,9 @@
 //! mosaic and reported in the step output (`skipped_zones`), so an AOI that straddles a zone border
 //! yields a map of its larger part.
 
-use super::parse_args;
-use crate::{StepContext, StepError, StepKind, StepOutput};
+use groundwork_types::StepState;
+use groundwork_types::keys::ProjectKeys;
+use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
 use groundwork_imagery::publish::{
@@ -22,10 +23,16 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `combine`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CombineArgs {
-    project_id: Uuid,
+pub struct CombineArgs {
+    /// The project.
+    pub project_id: Uuid,
+}
+
+impl StepArgs for CombineArgs {
+    const KIND: StepKind = StepKind::Combine;
 }
 
 /// What a `predict` step reports.
@@ -139,8 +146,15 @@ fn permanent(e: impl Into<anyhow::Error>) -> StepError {
 
 /// The project's legend from its `classes` JSON.
 pub fn legend_of(project: &projects::Project) -> anyhow::Result<Vec<LegendClass>> {
-    serde_json::from_value(project.classes.clone())
-        .context("the project's classes are not [{id, name, color}]")
+    Ok(project
+        .classes
+        .iter()
+        .map(|c| LegendClass {
+            id: c.id,
+            name: c.name.clone(),
+            color: c.color.clone(),
+        })
+        .collect())
 }
 
 /// The legend in the model's output order: output `i` is class `class_ids[i]`; without class ids the
@@ -169,11 +183,16 @@ pub fn legend_for_outputs(
 #[derive(Debug, Clone, Copy)]
 pub struct Combine;
 
-impl StepKind for Combine {
-    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+impl Step for Combine {
+    type Args = CombineArgs;
+
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: CombineArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let args: CombineArgs = parse_args("combine", &ctx.args)?;
-            let objects = ctx.objects("combine")?;
+            let objects = ctx.objects(StepKind::Combine)?;
             let project = projects::get_any(&ctx.pool, args.project_id)
                 .await
                 .map_err(permanent)?;
@@ -183,7 +202,7 @@ impl StepKind for Combine {
             let parts: Vec<PartOutput> = run
                 .steps
                 .iter()
-                .filter(|s| s.kind == "predict" && s.state == "succeeded")
+                .filter(|s| s.kind == StepKind::Predict && s.state == StepState::Succeeded)
                 .filter_map(|s| s.output.clone())
                 .map(serde_json::from_value)
                 .collect::<Result<_, _>>()
@@ -272,11 +291,14 @@ impl StepKind for Combine {
                 .map_err(|e| StepError::Retryable(e.into()))?
                 .map_err(permanent)?;
             let mut rasters = Vec::new();
+            let folder = ProjectKeys::new(project.org_id, project.id).attempt(
+                ctx.run_id,
+                StepKind::Combine,
+                ctx.step_id,
+                ctx.attempt,
+            );
             for (kind, path, bands) in files {
-                let key = format!(
-                    "orgs/{}/projects/{}/runs/{}/combine/{}/attempt-{}/{kind}.tif",
-                    project.org_id, project.id, ctx.run_id, ctx.step_id, ctx.attempt
-                );
+                let key = format!("{folder}/{kind}.tif");
                 let bytes = tokio::fs::read(&path)
                     .await
                     .map_err(|e| StepError::Retryable(e.into()))?;

@@ -3,9 +3,9 @@
 //! and F1, the confusion matrix and (segmentation) mIoU; regression reports MAE, RMSE and R². The report
 //! is stored in `evaluation` and returned as the step output.
 
-use super::parse_args;
-use super::train::{ModelManifest, WindowSource, load_examples, model_keys, project_prefix};
-use crate::{StepContext, StepError, StepKind, StepOutput};
+use super::train::{ModelManifest, WindowSource, load_examples};
+use groundwork_types::keys::ProjectKeys;
+use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
 use groundwork_store::labels::{self, Split, TrainingExample};
 use groundwork_store::{models, projects};
@@ -13,6 +13,10 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use olmoearth::finetune::{IGNORE, Prediction, Target, predict_examples};
 use olmoearth::task::TaskModel;
+use groundwork_types::{
+    BaselineMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport, Metrics, RegressionMetrics,
+    Task,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -31,6 +35,10 @@ pub struct EvaluateArgs {
     /// `cpu`, `cuda:N` or `auto` (default).
     #[serde(default)]
     pub device: Option<String>,
+}
+
+impl StepArgs for EvaluateArgs {
+    const KIND: StepKind = StepKind::Evaluate;
 }
 
 fn permanent(e: impl Into<anyhow::Error>) -> StepError {
@@ -84,11 +92,15 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-/// Accuracy, per-class precision/recall/F1/support, macro F1, mIoU and the matrix, as JSON. Undefined
-/// ratios (no prediction or no support of a class) are 0; mIoU averages the classes that occur in the
-/// truth or the predictions.
+/// Accuracy, per-class precision/recall/F1/support, macro F1, mIoU and the matrix. Undefined ratios (no
+/// prediction or no support of a class) are 0; mIoU averages the classes that occur in the truth or the
+/// predictions.
 #[must_use]
-pub fn classification_metrics(c: &Confusion, class_ids: &[i32], with_miou: bool) -> Value {
+pub fn classification_metrics(
+    c: &Confusion,
+    class_ids: &[i32],
+    with_miou: bool,
+) -> ClassificationMetrics {
     let k = c.counts.len();
     let total: u64 = c.counts.iter().flatten().sum();
     let correct: u64 = (0..k).map(|i| c.counts[i][i]).sum();
@@ -112,56 +124,60 @@ pub fn classification_metrics(c: &Confusion, class_ids: &[i32], with_miou: bool)
             iou_sum += iou;
             iou_n += 1;
         }
-        per_class.push(json!({
-            "index": i, "class_id": class_ids.get(i), "precision": precision, "recall": recall,
-            "f1": f1, "iou": iou, "support": support,
-        }));
+        per_class.push(ClassMetrics {
+            index: i,
+            class_id: class_ids.get(i).copied(),
+            precision,
+            recall,
+            f1,
+            iou,
+            support,
+        });
     }
     #[expect(clippy::cast_precision_loss, reason = "class counts")]
     let macro_f1 = if k == 0 { 0.0 } else { f1_sum / k as f64 };
-    let mut v = json!({
-        "accuracy": ratio(correct, total),
-        "macro_f1": macro_f1,
-        "per_class": per_class,
-        "confusion_matrix": c.counts,
-        "samples": total,
-    });
-    if with_miou {
-        v["miou"] = json!(if iou_n == 0 {
-            0.0
-        } else {
-            iou_sum / f64::from(iou_n)
-        });
+    ClassificationMetrics {
+        accuracy: ratio(correct, total),
+        macro_f1,
+        per_class,
+        confusion_matrix: c.counts.clone(),
+        samples: total,
+        miou: with_miou.then(|| {
+            if iou_n == 0 {
+                0.0
+            } else {
+                iou_sum / f64::from(iou_n)
+            }
+        }),
     }
-    v
 }
 
-/// MAE, RMSE and R² of `(predicted, truth)` pairs, as JSON.
+/// MAE, RMSE and R² of `(predicted, truth)` pairs.
 #[must_use]
-pub fn regression_metrics(pairs: &[(f64, f64)]) -> Value {
+pub fn regression_metrics(pairs: &[(f64, f64)]) -> RegressionMetrics {
     #[expect(clippy::cast_precision_loss, reason = "sample counts")]
     let n = pairs.len().max(1) as f64;
     let mae = pairs.iter().map(|(p, t)| (p - t).abs()).sum::<f64>() / n;
     let sse = pairs.iter().map(|(p, t)| (p - t).powi(2)).sum::<f64>();
     let mean = pairs.iter().map(|(_, t)| t).sum::<f64>() / n;
     let sst = pairs.iter().map(|(_, t)| (t - mean).powi(2)).sum::<f64>();
-    json!({
-        "mae": mae,
-        "rmse": (sse / n).sqrt(),
-        "r2": if sst > 0.0 { Some(1.0 - sse / sst) } else { None },
-        "samples": pairs.len(),
-    })
+    RegressionMetrics {
+        mae,
+        rmse: (sse / n).sqrt(),
+        r2: (sst > 0.0).then(|| 1.0 - sse / sst),
+        samples: pairs.len(),
+    }
 }
 
 /// Metrics of predictions against targets for a task.
 #[must_use]
 pub fn metrics_for(
-    task: &str,
+    task: Task,
     class_ids: &[i32],
     preds: &[Prediction],
     targets: &[&Target],
-) -> Value {
-    if task == "regression" {
+) -> Metrics {
+    if task == Task::Regression {
         let pairs: Vec<(f64, f64)> = preds
             .iter()
             .zip(targets)
@@ -170,23 +186,32 @@ pub fn metrics_for(
                 _ => None,
             })
             .collect();
-        return regression_metrics(&pairs);
+        return Metrics::Regression(regression_metrics(&pairs));
     }
     let mut c = Confusion::new(class_ids.len());
     for (p, t) in preds.iter().zip(targets) {
         c.add(p, t);
     }
-    classification_metrics(&c, class_ids, task == "segmentation")
+    Metrics::Classification(classification_metrics(
+        &c,
+        class_ids,
+        task == Task::Segmentation,
+    ))
 }
 
 /// The `evaluate` kind.
 #[derive(Debug, Clone, Copy)]
 pub struct Evaluate;
 
-impl StepKind for Evaluate {
-    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+impl Step for Evaluate {
+    type Args = EvaluateArgs;
+
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: EvaluateArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let args: EvaluateArgs = parse_args("evaluate", &ctx.args)?;
             let manifest = read_manifest(&ctx, &args).await?;
             let (_, examples) = labels::training_examples(
                 &ctx.pool,
@@ -204,12 +229,13 @@ async fn read_manifest(
     ctx: &StepContext,
     args: &EvaluateArgs,
 ) -> Result<(String, ModelManifest), StepError> {
-    let store = ctx.objects("evaluate")?;
+    let store = ctx.objects(StepKind::Evaluate)?;
     let project = projects::get_any(&ctx.pool, args.project_id)
         .await
         .map_err(|e| permanent(anyhow::anyhow!(e)))?;
-    let prefix = project_prefix(project.org_id, project.id);
-    let (model_key, _, _) = model_keys(&prefix, args.train_run_id.unwrap_or(ctx.run_id));
+    let model_key = ProjectKeys::new(project.org_id, project.id)
+        .model(args.train_run_id.unwrap_or(ctx.run_id))
+        .manifest;
     let bytes = match store.get(&ObjectPath::from(model_key.clone())).await {
         Ok(r) => r.bytes().await.map_err(retryable)?,
         Err(object_store::Error::NotFound { .. }) => {
@@ -230,14 +256,14 @@ pub async fn evaluate_model(
     args: &EvaluateArgs,
     examples: Vec<TrainingExample>,
 ) -> Result<StepOutput, StepError> {
-    let store = ctx.objects("evaluate")?;
+    let store = ctx.objects(StepKind::Evaluate)?;
     let (model_key, manifest) = read_manifest(ctx, args).await?;
     let train_run = args.train_run_id.unwrap_or(ctx.run_id);
     let project = projects::get_any(&ctx.pool, args.project_id)
         .await
         .map_err(|e| permanent(anyhow::anyhow!(e)))?;
-    let prefix = project_prefix(project.org_id, project.id);
-    let (_, _, baseline_key) = model_keys(&prefix, train_run);
+    let keys = ProjectKeys::new(project.org_id, project.id);
+    let baseline_key = keys.model(train_run).baseline;
     let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))
         .map_err(permanent)?;
     let weights = store
@@ -261,7 +287,7 @@ pub async fn evaluate_model(
     let cfg = manifest.config.clone();
     let source = WindowSource {
         store: store.as_ref(),
-        prefix: &prefix,
+        keys: &keys,
         modalities: &cfg.modalities,
         device: &device,
     };
@@ -288,7 +314,7 @@ pub async fn evaluate_model(
         let mut preds = Vec::with_capacity(test.len());
         for chunk in test.chunks(4) {
             if cancel.is_cancelled() {
-                return Err(olmoearth::Error::InvalidInput("cancelled".into()));
+                return Err(olmoearth::Error::Cancelled);
             }
             preds.extend(predict_examples(&model, chunk, 4)?);
         }
@@ -296,11 +322,14 @@ pub async fn evaluate_model(
     })
     .await
     .map_err(retryable)?
-    .map_err(|e| permanent(anyhow::anyhow!(e).context("predicting the test windows")))?;
+    .map_err(|e| match e {
+        olmoearth::Error::Cancelled => StepError::Cancelled,
+        e => permanent(anyhow::anyhow!(e).context("predicting the test windows")),
+    })?;
 
-    let task = manifest.config.task.clone();
+    let task = manifest.config.task;
     let targets: Vec<&Target> = test.iter().map(|e| &e.target).collect();
-    let model_metrics = metrics_for(&task, &manifest.class_ids, &preds, &targets);
+    let model_metrics = metrics_for(task, &manifest.class_ids, &preds, &targets);
 
     // The baseline's test predictions, for the same windows.
     let baseline = match store.get(&ObjectPath::from(baseline_key.clone())).await {
@@ -313,26 +342,28 @@ pub async fn evaluate_model(
                 .iter()
                 .filter_map(|e| by_window.get(&e.id).map(|p| (p.clone(), &e.target)))
                 .unzip();
-            let mut m = metrics_for(&task, &manifest.class_ids, &bp, &bt);
-            m["method"] = doc["summary"]["method"].clone();
-            m["summary"] = doc["summary"].clone();
-            Some(m)
+            Some(BaselineMetrics {
+                metrics: metrics_for(task, &manifest.class_ids, &bp, &bt),
+                method: doc["summary"]["method"].clone(),
+                summary: doc["summary"].clone(),
+            })
         }
         Err(object_store::Error::NotFound { .. }) => None,
         Err(e) => return Err(retryable(e)),
     };
-    let report = json!({
-        "task": task,
-        "split": "test",
-        "label_set_version": manifest.label_set_version,
-        "windows": test.len(),
-        "skipped": skipped,
-        "class_ids": manifest.class_ids,
-        "model": model_metrics,
-        "baseline": baseline,
-        "model_key": model_key,
-        "weights_sha256": manifest.weights_sha256,
-    });
+    let report = EvaluationReport {
+        task,
+        split: "test".into(),
+        label_set_version: manifest.label_set_version,
+        windows: test.len(),
+        skipped,
+        class_ids: manifest.class_ids.clone(),
+        model: model_metrics,
+        baseline,
+        model_key: model_key.clone(),
+        weights_sha256: manifest.weights_sha256.clone(),
+    };
+    let report = serde_json::to_value(&report).map_err(permanent)?;
     let stored = models::record_evaluation(
         &ctx.pool,
         &models::NewEvaluation {
@@ -363,27 +394,31 @@ mod tests {
             counts: vec![vec![3, 1, 0], vec![0, 2, 0], vec![0, 1, 0]],
         };
         let m = classification_metrics(&c, &[10, 20, 30], true);
-        let close = |v: &Value, x: f64| (v.as_f64().unwrap_or(f64::NAN) - x).abs() < 1e-9;
-        assert!(close(&m["accuracy"], 5.0 / 7.0));
-        let c1 = &m["per_class"][1];
-        assert!(close(&c1["precision"], 0.5) && close(&c1["recall"], 1.0));
-        assert!(close(&c1["f1"], 2.0 / 3.0));
-        assert!(close(&m["per_class"][0]["f1"], 2.0 * 0.75 / 1.75));
-        assert!(close(&m["per_class"][2]["f1"], 0.0));
-        assert_eq!(m["per_class"][2]["class_id"], 30);
+        let close = |v: f64, x: f64| (v - x).abs() < 1e-9;
+        assert!(close(m.accuracy, 5.0 / 7.0));
+        let c1 = &m.per_class[1];
+        assert!(close(c1.precision, 0.5) && close(c1.recall, 1.0));
+        assert!(close(c1.f1, 2.0 / 3.0));
+        assert!(close(m.per_class[0].f1, 2.0 * 0.75 / 1.75));
+        assert!(close(m.per_class[2].f1, 0.0));
+        assert_eq!(m.per_class[2].class_id, Some(30));
         // IoU: 3/4, 2/4, 0/1 → mean 5/12.
-        assert!(close(&m["miou"], 5.0 / 12.0));
-        assert_eq!(m["confusion_matrix"][0][1], 1);
+        assert!(close(m.miou.unwrap_or(f64::NAN), 5.0 / 12.0));
+        assert_eq!(m.confusion_matrix[0][1], 1);
+        // The stored JSON keeps its field names.
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["per_class"][2]["class_id"], 30);
+        assert!(json["miou"].is_number() && json["accuracy"].is_number());
     }
 
     #[test]
     fn regression_metrics_on_known_pairs() {
         let m = regression_metrics(&[(1.0, 0.0), (1.0, 2.0), (3.0, 4.0)]);
-        let close = |v: &Value, x: f64| (v.as_f64().unwrap_or(f64::NAN) - x).abs() < 1e-9;
-        assert!(close(&m["mae"], 1.0));
-        assert!(close(&m["rmse"], 1.0));
+        let close = |v: f64, x: f64| (v - x).abs() < 1e-9;
+        assert!(close(m.mae, 1.0));
+        assert!(close(m.rmse, 1.0));
         // mean 2, SST = 4 + 0 + 4 = 8, SSE = 3 → R² = 5/8.
-        assert!(close(&m["r2"], 0.625));
+        assert!(close(m.r2.unwrap_or(f64::NAN), 0.625));
     }
 
     #[test]

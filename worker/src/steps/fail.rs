@@ -1,28 +1,35 @@
 //! `fail`: fails its first `times` attempts, then succeeds; exercises retry and backoff.
 
-use super::parse_args;
-use crate::{StepContext, StepError, StepKind, StepOutput};
+use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// `{"times": n, "permanent": bool}`.
-#[derive(Debug, Deserialize)]
+/// Arguments of `fail`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Args {
-    times: i32,
+pub struct FailArgs {
+    /// Attempts that fail before one succeeds.
+    pub times: i32,
+    /// Fail permanently (no retry) instead of retryably.
     #[serde(default)]
-    permanent: bool,
+    pub permanent: bool,
+}
+
+impl StepArgs for FailArgs {
+    const KIND: StepKind = StepKind::Fail;
 }
 
 /// The `fail` kind.
 #[derive(Debug, Clone, Copy)]
 pub struct Fail;
 
-impl StepKind for Fail {
-    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+impl Step for Fail {
+    type Args = FailArgs;
+
+    fn run(&self, ctx: StepContext, args: FailArgs) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let args: Args = parse_args("fail", &ctx.args)?;
             if ctx.attempt <= args.times {
                 let e = anyhow::anyhow!("planned failure {} of {}", ctx.attempt, args.times);
                 return Err(if args.permanent {

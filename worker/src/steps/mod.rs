@@ -1,4 +1,6 @@
-//! Step kinds: pipeline stages (`acquire`, …) and the reference kinds `sleep`, `fail` and `noop`.
+//! Step kinds: the pipeline stages (`acquire`, `train`, …) and the job-system test kinds `sleep`, `fail`
+//! and `noop`. Each module holds its kind's typed arguments (a [`crate::StepArgs`]) and its body (a
+//! [`crate::Step`]).
 
 mod acquire;
 pub mod combine;
@@ -10,25 +12,12 @@ pub mod publish;
 mod sleep;
 mod train;
 
-pub use acquire::{Acquire, AcquireArgs, AcquireSummary, plan_windows};
-pub use combine::Combine;
+pub use acquire::{Acquire, AcquireArgs, AcquireSummary, SummaryArgs, plan_windows};
+pub use combine::{Combine, CombineArgs};
 pub use evaluate::{Evaluate, EvaluateArgs, evaluate_model};
-pub use fail::Fail;
-pub use noop::Noop;
-pub use predict::{Predict, plan_prediction};
-pub use publish::Publish;
-pub use sleep::Sleep;
-pub use train::{ModelManifest, Train, TrainArgs, model_keys, project_prefix, train_on_examples};
-
-use crate::StepError;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
-
-/// Parses a step's arguments; malformed arguments are a permanent failure.
-pub(crate) fn parse_args<T: DeserializeOwned>(kind: &str, args: &Value) -> Result<T, StepError> {
-    serde_json::from_value(args.clone()).map_err(|e| {
-        StepError::Permanent(anyhow::anyhow!(
-            "invalid arguments for step kind `{kind}`: {e}"
-        ))
-    })
-}
+pub use fail::{Fail, FailArgs};
+pub use noop::{Noop, NoopArgs};
+pub use predict::{Predict, PredictArgs, plan_prediction};
+pub use publish::{Publish, PublishArgs};
+pub use sleep::{Sleep, SleepArgs};
+pub use train::{ModelManifest, Train, TrainArgs, train_on_examples};

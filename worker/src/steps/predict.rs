@@ -8,8 +8,10 @@
 //! writes its core: `(K, H, W)` probabilities (or values) and a validity mask, as safetensors under an
 //! attempt-specific key.
 
-use super::parse_args;
-use crate::{StepContext, StepError, StepKind, StepOutput};
+use groundwork_types::keys::ProjectKeys;
+use super::combine::CombineArgs;
+use super::publish::PublishArgs;
+use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use futures::future::BoxFuture;
@@ -178,7 +180,7 @@ impl WindowModel for TrainedModel {
     }
 
     fn is_regression(&self) -> bool {
-        self.model.config().task == "regression"
+        self.model.config().task == olmoearth::task::Task::Regression
     }
 
     fn predict(&self, input: &EncoderInput) -> olmoearth::Result<Tensor> {
@@ -262,8 +264,9 @@ impl ModelSpec {
         project: &projects::Project,
         run_id: Uuid,
     ) -> anyhow::Result<(super::train::ModelManifest, Vec<u8>)> {
-        let prefix = super::train::project_prefix(project.org_id, project.id);
-        let (manifest_key, _, _) = super::train::model_keys(&prefix, run_id);
+        let manifest_key = groundwork_types::keys::ProjectKeys::new(project.org_id, project.id)
+            .model(run_id)
+            .manifest;
         let path = object_store::path::Path::from(manifest_key.as_str());
         let bytes = async { objects.get(&path).await?.bytes().await }
             .await
@@ -332,6 +335,10 @@ pub struct PredictArgs {
     pub batch_size: usize,
     /// The model.
     pub model: ModelSpec,
+}
+
+impl StepArgs for PredictArgs {
+    const KIND: StepKind = StepKind::Predict;
 }
 
 fn default_overlap() -> usize {
@@ -663,28 +670,20 @@ pub async fn plan_prediction(
             model: opts.model.clone(),
         };
         let name = format!("predict-{i}");
-        steps.push(NewStep::new(
-            &name,
-            "predict",
-            serde_json::to_value(&args)?,
-            queue,
-        ));
+        steps.push(args.into_step(&name, queue));
         names.push(name);
     }
-    let mut combine = NewStep::new(
-        "combine",
-        "combine",
-        json!({"project_id": project.id}),
-        "cpu",
-    );
+    let mut combine = CombineArgs {
+        project_id: project.id,
+    }
+    .into_step("combine", "cpu");
     combine.depends_on = names;
     steps.push(combine);
-    let mut publish = NewStep::new(
-        "publish",
-        "publish",
-        json!({"project_id": project.id, "lineage": opts.lineage}),
-        "cpu",
-    );
+    let mut publish = PublishArgs {
+        project_id: project.id,
+        lineage: opts.lineage.clone(),
+    }
+    .into_step("publish", "cpu");
     publish.depends_on = vec!["combine".into()];
     steps.push(publish);
     Ok(steps)
@@ -698,12 +697,17 @@ fn permanent(e: impl Into<anyhow::Error>) -> StepError {
 #[derive(Debug, Clone, Copy)]
 pub struct Predict;
 
-impl StepKind for Predict {
-    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+impl Step for Predict {
+    type Args = PredictArgs;
+
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: PredictArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
             let started = Instant::now();
-            let args: PredictArgs = parse_args("predict", &ctx.args)?;
-            let objects = ctx.objects("predict")?;
+            let objects = ctx.objects(StepKind::Predict)?;
             let project = projects::get_any(&ctx.pool, args.project_id)
                 .await
                 .map_err(permanent)?;
@@ -741,12 +745,7 @@ impl StepKind for Predict {
                     args.epsg
                 )));
             }
-            let modalities: Vec<Modality> = project
-                .modalities
-                .iter()
-                .map(|m| m.parse::<Modality>())
-                .collect::<Result<_, _>>()
-                .map_err(permanent)?;
+            let modalities: Vec<Modality> = project.modalities.clone();
             let mut windows = Vec::with_capacity(footprints.len());
             let mut scenes = BTreeSet::new();
             for w in &footprints {
@@ -829,8 +828,13 @@ impl StepKind for Predict {
             let resolution = footprints.first().map_or(10.0, |w| w.resolution);
             let bytes = encode_partition(&prediction, args.epsg, resolution).map_err(permanent)?;
             let key = format!(
-                "orgs/{}/projects/{}/runs/{}/predict/{}/attempt-{}.safetensors",
-                project.org_id, project.id, ctx.run_id, ctx.step_id, ctx.attempt
+                "{}.safetensors",
+                ProjectKeys::new(project.org_id, project.id).attempt(
+                    ctx.run_id,
+                    StepKind::Predict,
+                    ctx.step_id,
+                    ctx.attempt
+                )
             );
             objects
                 .put(&object_store::path::Path::from(key.as_str()), bytes.into())

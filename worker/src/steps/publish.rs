@@ -3,26 +3,33 @@
 //! zoom range, legend and lineage (model, checkpoint hash, input scenes, plus whatever the run was
 //! given: label-set version, metrics, training run).
 
+use groundwork_types::StepState;
+use groundwork_types::keys::ProjectKeys;
 use super::combine::CombinedRaster;
-use super::parse_args;
-use crate::{StepContext, StepError, StepKind, StepOutput};
+use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
 use groundwork_imagery::publish::warp_to_web_mercator;
 use groundwork_store::outputs::{self, NewOutput};
 use groundwork_store::{jobs, projects};
 use object_store::ObjectStoreExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-#[derive(Debug, Deserialize)]
+/// Arguments of `publish`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishArgs {
-    project_id: Uuid,
+pub struct PublishArgs {
+    /// The project.
+    pub project_id: Uuid,
     /// Extra lineage (label-set version, metrics, training run, …), merged into the output's.
     #[serde(default)]
-    lineage: Value,
+    pub lineage: Value,
+}
+
+impl StepArgs for PublishArgs {
+    const KIND: StepKind = StepKind::Publish;
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,11 +59,16 @@ fn permanent(e: impl Into<anyhow::Error>) -> StepError {
 #[derive(Debug, Clone, Copy)]
 pub struct Publish;
 
-impl StepKind for Publish {
-    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+impl Step for Publish {
+    type Args = PublishArgs;
+
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: PublishArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let args: PublishArgs = parse_args("publish", &ctx.args)?;
-            let objects = ctx.objects("publish")?;
+            let objects = ctx.objects(StepKind::Publish)?;
             let project = projects::get_any(&ctx.pool, args.project_id)
                 .await
                 .map_err(permanent)?;
@@ -66,7 +78,7 @@ impl StepKind for Publish {
             let combined: CombineOutput = run
                 .steps
                 .iter()
-                .find(|s| s.kind == "combine" && s.state == "succeeded")
+                .find(|s| s.kind == StepKind::Combine && s.state == StepState::Succeeded)
                 .and_then(|s| s.output.clone())
                 .context("the run has no finished combine step")
                 .and_then(|v| serde_json::from_value(v).context("the combine step's output"))
@@ -110,8 +122,14 @@ impl StepKind for Publish {
                 .map_err(|e| StepError::Retryable(e.into()))?
                 .map_err(permanent)?;
                 let web_key = format!(
-                    "orgs/{}/projects/{}/runs/{}/publish/{}/attempt-{}/{}-3857.tif",
-                    project.org_id, project.id, ctx.run_id, ctx.step_id, ctx.attempt, raster.kind
+                    "{}/{}-3857.tif",
+                    ProjectKeys::new(project.org_id, project.id).attempt(
+                        ctx.run_id,
+                        StepKind::Publish,
+                        ctx.step_id,
+                        ctx.attempt
+                    ),
+                    raster.kind
                 );
                 let bytes = tokio::fs::read(&dst)
                     .await

@@ -1,28 +1,38 @@
 //! `sleep`: waits, reporting progress; the reference long-running step.
 
-use super::parse_args;
-use crate::{StepContext, StepError, StepKind, StepOutput};
+use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
 use groundwork_store::jobs::Artifact;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 /// `{"seconds": f64}`.
-#[derive(Debug, Deserialize)]
+/// Arguments of `sleep`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Args {
-    seconds: f64,
+pub struct SleepArgs {
+    /// How long, 0–86400 s.
+    pub seconds: f64,
+}
+
+impl StepArgs for SleepArgs {
+    const KIND: StepKind = StepKind::Sleep;
 }
 
 /// The `sleep` kind.
 #[derive(Debug, Clone, Copy)]
 pub struct Sleep;
 
-impl StepKind for Sleep {
-    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+impl Step for Sleep {
+    type Args = SleepArgs;
+
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: SleepArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let args: Args = parse_args("sleep", &ctx.args)?;
             if !(0.0..=86_400.0).contains(&args.seconds) {
                 return Err(StepError::Permanent(anyhow::anyhow!(
                     "seconds must be within 0–86400"
@@ -47,7 +57,7 @@ impl StepKind for Sleep {
                 );
                 tokio::select! {
                     () = tokio::time::sleep((total - elapsed).min(Duration::from_millis(100))) => {}
-                    () = ctx.cancel.cancelled() => return Err(StepError::Permanent(anyhow::anyhow!("cancelled"))),
+                    () = ctx.cancel.cancelled() => return Err(StepError::Cancelled),
                 }
             }
             Ok(StepOutput {

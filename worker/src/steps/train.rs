@@ -12,8 +12,9 @@
 //! 5. The best epoch's model: `…/runs/{run}/model/weights.safetensors` and `…/model/model.json`
 //!    (config, label-set version, weights sha256, metrics); the step output names these keys.
 
-use super::parse_args;
-use crate::{StepContext, StepError, StepKind, StepOutput};
+use groundwork_types::keys::{ModelKeys, ProjectKeys};
+use groundwork_types::{ClassDef, HeadKind, Task};
+use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use candle_core::Device;
 use futures::future::BoxFuture;
@@ -59,9 +60,9 @@ pub struct TrainArgs {
     /// Early-stopping patience in epochs.
     #[serde(default)]
     pub patience: Option<usize>,
-    /// `light_segmentation`, `unet` or `pooling` (default by task).
+    /// The task head (default by task).
     #[serde(default)]
-    pub head: Option<String>,
+    pub head: Option<HeadKind>,
     /// Flips and rotations (default on).
     #[serde(default)]
     pub augment: Option<bool>,
@@ -71,6 +72,10 @@ pub struct TrainArgs {
     /// `cpu`, `cuda:N` or `auto` (default).
     #[serde(default)]
     pub device: Option<String>,
+}
+
+impl StepArgs for TrainArgs {
+    const KIND: StepKind = StepKind::Train;
 }
 
 impl TrainArgs {
@@ -96,29 +101,6 @@ fn permanent(e: impl Into<anyhow::Error>) -> StepError {
 
 fn retryable(e: impl Into<anyhow::Error>) -> StepError {
     StepError::Retryable(e.into())
-}
-
-/// Object-store prefix of a project.
-pub fn project_prefix(org_id: Uuid, project_id: Uuid) -> String {
-    format!("orgs/{org_id}/projects/{project_id}")
-}
-
-/// Key of a window's tensors for one modality (the layout `acquire` writes).
-pub(crate) fn window_key(prefix: &str, window_id: &str, m: Modality) -> ObjectPath {
-    ObjectPath::from(format!(
-        "{prefix}/windows/{window_id}/{}.safetensors",
-        m.name()
-    ))
-}
-
-/// Keys of a run's model files.
-pub fn model_keys(prefix: &str, run_id: Uuid) -> (String, String, String) {
-    let base = format!("{prefix}/runs/{run_id}/model");
-    (
-        format!("{base}/model.json"),
-        format!("{base}/weights.safetensors"),
-        format!("{base}/baseline.json"),
-    )
 }
 
 /// `model.json`: what predicting and publishing need to know about a trained model.
@@ -155,16 +137,8 @@ struct CheckpointState {
 
 /// Class index of every label value: the project's class ids when every label uses them, otherwise the
 /// distinct labelled values in ascending order.
-fn class_ids(project_classes: &Value, examples: &[TrainingExample]) -> Vec<i32> {
-    let declared: Vec<i32> = project_classes
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.get("id").and_then(Value::as_i64))
-                .filter_map(|v| i32::try_from(v).ok())
-                .collect()
-        })
-        .unwrap_or_default();
+fn class_ids(project_classes: &[ClassDef], examples: &[TrainingExample]) -> Vec<i32> {
+    let declared: Vec<i32> = project_classes.iter().map(|c| i32::from(c.id)).collect();
     let mut used = std::collections::BTreeSet::new();
     for e in examples {
         match &e.target {
@@ -273,7 +247,7 @@ async fn put_bytes(store: &dyn ObjectStore, key: &str, bytes: Vec<u8>) -> anyhow
 /// Where a project's window tensors are read from.
 pub(crate) struct WindowSource<'a> {
     pub store: &'a dyn ObjectStore,
-    pub prefix: &'a str,
+    pub keys: &'a ProjectKeys,
     pub modalities: &'a [Modality],
     pub device: &'a Device,
 }
@@ -287,7 +261,7 @@ pub(crate) async fn load_examples(
 ) -> Result<(Vec<(Split, Example)>, BTreeMap<String, usize>), StepError> {
     let WindowSource {
         store,
-        prefix,
+        keys,
         modalities,
         device,
     } = *src;
@@ -300,7 +274,7 @@ pub(crate) async fn load_examples(
     for (i, e) in wanted.iter().enumerate() {
         let mut files = Vec::new();
         for &m in modalities {
-            if let Some(b) = get_bytes(store, &window_key(prefix, &e.window_id, m)).await? {
+            if let Some(b) = get_bytes(store, &ObjectPath::from(keys.window(&e.window_id, m))).await? {
                 files.push((m, b));
             }
         }
@@ -373,10 +347,15 @@ pub(crate) async fn load_examples(
 #[derive(Debug, Clone, Copy)]
 pub struct Train;
 
-impl StepKind for Train {
-    fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+impl Step for Train {
+    type Args = TrainArgs;
+
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: TrainArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let args: TrainArgs = parse_args("train", &ctx.args)?;
             let (version, examples) =
                 labels::training_examples(&ctx.pool, args.project_id, args.label_set_version)
                     .await
@@ -424,7 +403,10 @@ impl FitSink for StepSink {
         let store = self.store.clone();
         let prefix = self.ckpt_prefix.clone();
         let state_json = serde_json::to_vec_pretty(&self.state)
-            .map_err(|e| olmoearth::Error::InvalidInput(e.to_string()))?;
+            .map_err(|e| olmoearth::Error::Sink {
+                what: "saving the checkpoint".into(),
+                reason: e.to_string(),
+            })?;
         let ckpt = checkpoint.to_vec();
         let best = best.map(<[u8]>::to_vec);
         let pool = self.ctx.pool.clone();
@@ -471,18 +453,19 @@ impl FitSink for StepSink {
             }
             Ok(())
         });
-        res.map_err(|e| olmoearth::Error::InvalidInput(format!("saving the checkpoint: {e:#}")))
+        res.map_err(|e| olmoearth::Error::Sink {
+            what: "saving the checkpoint".into(),
+            reason: format!("{e:#}"),
+        })
     }
 }
 
 fn fit_error(e: olmoearth::Error) -> StepError {
-    let msg = e.to_string();
-    if msg.contains("cancelled") {
-        permanent(anyhow::anyhow!("cancelled"))
-    } else if msg.contains("saving the checkpoint") {
-        retryable(anyhow::anyhow!(msg))
-    } else {
-        permanent(anyhow::anyhow!(e).context("training"))
+    match e {
+        olmoearth::Error::Cancelled => StepError::Cancelled,
+        // Writing to the object store: worth another attempt, which resumes from the last checkpoint.
+        e @ olmoearth::Error::Sink { .. } => retryable(e),
+        e => permanent(anyhow::anyhow!(e).context("training")),
     }
 }
 
@@ -494,28 +477,32 @@ pub async fn train_on_examples(
     label_set_version: i32,
     examples: Vec<TrainingExample>,
 ) -> Result<StepOutput, StepError> {
-    let store = ctx.objects("train")?;
+    let store = ctx.objects(StepKind::Train)?;
     let project = projects::get_any(&ctx.pool, args.project_id)
         .await
         .map_err(|e| permanent(anyhow::anyhow!(e)))?;
-    let size: ModelSize = project.model_size.parse().map_err(permanent)?;
+    let size: ModelSize = project.model_size;
     let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))
         .map_err(permanent)?;
-    let task = project.task.clone();
-    let class_ids = if task == "regression" {
+    let task = project.task;
+    let class_ids = if task == Task::Regression {
         Vec::new()
     } else {
         class_ids(&project.classes, &examples)
     };
-    if task != "regression" && class_ids.len() < 2 {
+    if task != Task::Regression && class_ids.len() < 2 {
         return Err(permanent(anyhow::anyhow!(
             "training needs labels of at least two classes, found {}",
             class_ids.len()
         )));
     }
-    let prefix = project_prefix(project.org_id, project.id);
-    let ckpt_prefix = format!("{prefix}/runs/{}/checkpoints", ctx.run_id);
-    let (model_key, weights_key, baseline_key) = model_keys(&prefix, ctx.run_id);
+    let keys = ProjectKeys::new(project.org_id, project.id);
+    let ckpt_prefix = keys.checkpoints(ctx.run_id);
+    let ModelKeys {
+        manifest: model_key,
+        weights: weights_key,
+        baseline: baseline_key,
+    } = keys.model(ctx.run_id);
     let opts = args.fit_options();
 
     ctx.progress.set(0.0, "loading the encoder");
@@ -526,23 +513,15 @@ pub async fn train_on_examples(
         tokio::task::spawn_blocking(move || pretrained(model_dir.as_deref(), size, seed, &dev))
             .await
             .map_err(retryable)?;
-    let modalities: Vec<Modality> = project
-        .modalities
-        .iter()
-        .map(|m| m.parse::<Modality>())
-        .collect::<Result<_, _>>()
-        .map_err(permanent)?;
-    let head = args
-        .head
-        .clone()
-        .unwrap_or_else(|| TaskModelConfig::default_head(&task).to_string());
+    let modalities: Vec<Modality> = project.modalities.clone();
+    let head = args.head.unwrap_or_else(|| task.default_head());
     let cfg = TaskModelConfig {
         format: olmoearth::task::TASK_MODEL_FORMAT,
         encoder: enc_cfg,
         model_size: size.name().into(),
         patch_size: usize::try_from(project.patch_size).unwrap_or(4),
-        task: task.clone(),
-        num_outputs: if task == "regression" {
+        task,
+        num_outputs: if task == Task::Regression {
             1
         } else {
             class_ids.len()
@@ -556,7 +535,7 @@ pub async fn train_on_examples(
 
     let source = WindowSource {
         store: store.as_ref(),
-        prefix: &prefix,
+        keys: &keys,
         modalities: &modalities,
         device: &device,
     };
@@ -635,7 +614,7 @@ pub async fn train_on_examples(
             checkpoint: String::new(),
             best: None,
         },
-        metric: metric_name(&task),
+        metric: metric_name(task),
     };
     let cfg2 = cfg.clone();
     let (store2, baseline_key2) = (store.clone(), baseline_key.clone());
@@ -734,7 +713,7 @@ pub async fn train_on_examples(
         r = job => r.map_err(retryable)??,
         () = ctx.cancel.cancelled() => {
             abort.abort();
-            return Err(permanent(anyhow::anyhow!("cancelled")));
+            return Err(StepError::Cancelled);
         }
     };
 
@@ -744,7 +723,7 @@ pub async fn train_on_examples(
         .and_then(|b| state.history.iter().find(|r| r.epoch == b))
         .cloned();
     let metrics = json!({
-        "metric": metric_name(&task),
+        "metric": metric_name(task),
         "best_epoch": state.best_epoch,
         "val_loss": best.as_ref().and_then(|r| r.val_loss),
         "val_metric": best.as_ref().and_then(|r| r.val_metric),

@@ -1,0 +1,116 @@
+//! The object-store key layout. Everything a project stores lives under its prefix
+//! `orgs/{org}/projects/{project}`:
+//!
+//! ```text
+//! windows/{window}/{modality}.safetensors                     acquire: a window's tensors per modality
+//! runs/{run}/model/{model.json, weights.safetensors, baseline.json}    train: the trained model
+//! runs/{run}/checkpoints/…                                    train: per-epoch checkpoints and state
+//! runs/{run}/{stage}/{step}/attempt-{n}…                      predict, combine, publish: per attempt
+//! ```
+//!
+//! Keys of step outputs carry the step and attempt, so a re-run never overwrites what an earlier
+//! attempt committed.
+
+use crate::{Modality, StepKind};
+use uuid::Uuid;
+
+/// The keys of one project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectKeys {
+    prefix: String,
+}
+
+/// The files of a trained model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelKeys {
+    /// `model.json`: the manifest.
+    pub manifest: String,
+    /// The weights (safetensors).
+    pub weights: String,
+    /// The frozen-encoder baseline (JSON).
+    pub baseline: String,
+}
+
+impl ProjectKeys {
+    /// The keys of `project_id` of `org_id`.
+    #[must_use]
+    pub fn new(org_id: Uuid, project_id: Uuid) -> Self {
+        ProjectKeys {
+            prefix: format!("orgs/{org_id}/projects/{project_id}"),
+        }
+    }
+
+    /// The project's prefix; every key below starts with it.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A window's tensors for one modality, relative to the project's prefix (what `acquire` writes
+    /// under the prefix it is given).
+    #[must_use]
+    pub fn window_relative(window_id: &str, modality: Modality) -> [String; 3] {
+        [
+            "windows".into(),
+            window_id.into(),
+            format!("{}.safetensors", modality.name()),
+        ]
+    }
+
+    /// A window's tensors for one modality.
+    #[must_use]
+    pub fn window(&self, window_id: &str, modality: Modality) -> String {
+        let [a, b, c] = Self::window_relative(window_id, modality);
+        format!("{}/{a}/{b}/{c}", self.prefix)
+    }
+
+    /// The files of the model a run trained.
+    #[must_use]
+    pub fn model(&self, run_id: Uuid) -> ModelKeys {
+        let base = format!("{}/runs/{run_id}/model", self.prefix);
+        ModelKeys {
+            manifest: format!("{base}/model.json"),
+            weights: format!("{base}/weights.safetensors"),
+            baseline: format!("{base}/baseline.json"),
+        }
+    }
+
+    /// Where a run's training checkpoints live.
+    #[must_use]
+    pub fn checkpoints(&self, run_id: Uuid) -> String {
+        format!("{}/runs/{run_id}/checkpoints", self.prefix)
+    }
+
+    /// The folder of one attempt of a step's outputs (`…/runs/{run}/{kind}/{step}/attempt-{n}`).
+    #[must_use]
+    pub fn attempt(&self, run_id: Uuid, kind: StepKind, step_id: Uuid, attempt: i32) -> String {
+        format!(
+            "{}/runs/{run_id}/{kind}/{step_id}/attempt-{attempt}",
+            self.prefix
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let (o, p, r, s) = (Uuid::nil(), Uuid::max(), Uuid::from_u128(7), Uuid::from_u128(9));
+        let k = ProjectKeys::new(o, p);
+        assert_eq!(k.prefix(), format!("orgs/{o}/projects/{p}"));
+        assert_eq!(
+            k.window("32633_1_2", Modality::Sentinel1),
+            format!("orgs/{o}/projects/{p}/windows/32633_1_2/sentinel1.safetensors")
+        );
+        assert_eq!(
+            k.model(r).weights,
+            format!("orgs/{o}/projects/{p}/runs/{r}/model/weights.safetensors")
+        );
+        assert_eq!(
+            k.attempt(r, StepKind::Predict, s, 2),
+            format!("orgs/{o}/projects/{p}/runs/{r}/predict/{s}/attempt-2")
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The evaluation report: a trained model and its frozen-encoder baseline on the test split.
+//!
+//! Written by the `evaluate` step (stored in the `evaluation` table and the step's output), read by the
+//! API and the results pages.
+
+use crate::Task;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One evaluation of a trained model on the test split of the label set it was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationReport {
+    /// The project's task.
+    pub task: Task,
+    /// The split scored (`test`).
+    pub split: String,
+    /// The label-set version the model was trained on.
+    pub label_set_version: i32,
+    /// Test windows scored.
+    pub windows: usize,
+    /// Windows left out, by reason (`no_imagery`, `bad_imagery`, `unknown_class`).
+    pub skipped: BTreeMap<String, usize>,
+    /// The model's class ids, by output index.
+    pub class_ids: Vec<i32>,
+    /// The trained model's metrics.
+    pub model: Metrics,
+    /// The frozen-encoder baseline's metrics on the same windows, when the run made one.
+    pub baseline: Option<BaselineMetrics>,
+    /// Object-store key of the model manifest.
+    pub model_key: String,
+    /// SHA-256 of the model weights.
+    pub weights_sha256: String,
+}
+
+/// Metrics of one model: classes (classification, segmentation) or values (regression).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Metrics {
+    /// Class tasks.
+    Classification(ClassificationMetrics),
+    /// Regression.
+    Regression(RegressionMetrics),
+}
+
+impl Metrics {
+    /// The headline score: accuracy for class tasks, R² (when defined) for regression.
+    #[must_use]
+    pub fn headline(&self) -> Option<f64> {
+        match self {
+            Metrics::Classification(c) => Some(c.accuracy),
+            Metrics::Regression(r) => r.r2,
+        }
+    }
+}
+
+/// Class-task metrics. Undefined ratios (no prediction or no support of a class) are 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassificationMetrics {
+    /// Share of samples (windows or labelled pixels) predicted right.
+    pub accuracy: f64,
+    /// Mean F1 over the model's classes.
+    pub macro_f1: f64,
+    /// Per class, by output index.
+    pub per_class: Vec<ClassMetrics>,
+    /// `confusion_matrix[truth][predicted]`, by output index.
+    pub confusion_matrix: Vec<Vec<u64>>,
+    /// Samples counted.
+    pub samples: u64,
+    /// Mean IoU over the classes in the truth or the predictions (segmentation only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miou: Option<f64>,
+}
+
+/// Metrics of one class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMetrics {
+    /// Output index.
+    pub index: usize,
+    /// Class id.
+    pub class_id: Option<i32>,
+    /// Of the predictions of this class, the share that were right.
+    pub precision: f64,
+    /// Of the samples of this class, the share found.
+    pub recall: f64,
+    /// Harmonic mean of precision and recall.
+    pub f1: f64,
+    /// Intersection over union.
+    pub iou: f64,
+    /// Samples of this class in the truth.
+    pub support: u64,
+}
+
+/// Regression metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionMetrics {
+    /// Mean absolute error.
+    pub mae: f64,
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// Coefficient of determination (undefined when the truth is constant).
+    pub r2: Option<f64>,
+    /// Samples.
+    pub samples: usize,
+}
+
+/// The baseline's metrics, with how it was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineMetrics {
+    /// The metrics.
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    /// The method (e.g. `knn`, `linear_probe`).
+    pub method: Value,
+    /// The baseline's own summary (validation scores of its candidates).
+    pub summary: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_stored_report_reads_back_and_writes_the_same_json() {
+        let stored = json!({
+            "task": "segmentation", "split": "test", "label_set_version": 3, "windows": 2,
+            "skipped": {"no_imagery": 1}, "class_ids": [10, 20],
+            "model": {"accuracy": 0.75, "macro_f1": 0.7, "samples": 4, "miou": 0.5,
+                "confusion_matrix": [[2, 1], [0, 1]],
+                "per_class": [
+                    {"index": 0, "class_id": 10, "precision": 1.0, "recall": 0.667, "f1": 0.8, "iou": 0.667, "support": 3},
+                    {"index": 1, "class_id": 20, "precision": 0.5, "recall": 1.0, "f1": 0.667, "iou": 0.5, "support": 1}]},
+            "baseline": {"mae": 1.0, "rmse": 1.0, "r2": null, "samples": 3, "method": "ridge", "summary": {}},
+            "model_key": "k", "weights_sha256": "00",
+        });
+        let r: EvaluationReport = serde_json::from_value(stored.clone()).expect("report");
+        assert!(matches!(r.model, Metrics::Classification(ref c) if c.miou == Some(0.5)));
+        assert!(matches!(
+            r.baseline,
+            Some(BaselineMetrics { metrics: Metrics::Regression(_), .. })
+        ));
+        assert_eq!(serde_json::to_value(&r).expect("json"), stored);
+    }
+}
