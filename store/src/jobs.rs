@@ -1,4 +1,4 @@
-//! Pipeline runs and their steps: the state machine of DESIGN.md §4.
+//! Pipeline runs and their steps: the state machine described in `docs/state_machine.md`.
 //!
 //! States `queued → running → succeeded | failed | cancelled`; a failed attempt below `max_attempts`
 //! returns to `queued` with exponential backoff. Each transition has one owner:

@@ -1,8 +1,10 @@
-//! PostgreSQL access for Groundwork: the connection pool, migrations, the zero-setup local cluster,
-//! domain queries (projects, runs, steps, workers) and the job seam over apalis.
+//! PostgreSQL access for Groundwork: the connection pool, migrations ([`migrate`], [`ready`]), the
+//! zero-setup local cluster ([`devdb`]), the test harness ([`testing`]), the domain queries
+//! ([`projects`], [`windows`], [`labels`] with the pure window [`sampling`], [`models`], [`outputs`],
+//! [`workers`], [`accounts`], [`audit`]) and the job system over apalis ([`jobs`]).
 //!
-//! PostgreSQL is the single source of truth (DESIGN.md §5). apalis carries dispatch messages; the
-//! `step` table carries the state users see and the guarantees of DESIGN.md §4.
+//! PostgreSQL is the single source of truth. apalis carries dispatch messages; the `step` table carries
+//! the state users see and the job system's guarantees (`docs/state_machine.md`).
 #![warn(missing_docs)]
 
 pub mod accounts;
@@ -29,7 +31,8 @@ use std::time::Duration;
 /// Our own migrations (`migrations/` at the workspace root).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// The organisation every row belongs to until accounts exist.
+/// The default organisation, made by the first migration: `POST /api/v1/setup` makes its first owner,
+/// and `serve`'s in-process workers and tokenless workers belong to it. It cannot be deleted.
 pub const DEFAULT_ORG_ID: uuid::Uuid = uuid::Uuid::from_u128(1);
 
 /// Opens a pool on `url`. The URL is never echoed back in errors (it may hold a password).

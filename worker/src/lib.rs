@@ -36,8 +36,9 @@ pub struct StepContext {
     pub args: Value,
     /// Report progress here; it goes out with the next heartbeat.
     pub progress: Progress,
-    /// Cancelled when the step must stop (cancel requested, lease lost, shutdown). Async bodies are
-    /// also dropped at that point; blocking work must poll this token.
+    /// Cancelled when the step must stop (cancel requested, lease lost). Async bodies are also dropped
+    /// at that point; blocking work must poll this token. A worker's shutdown does not cancel it: the
+    /// step finishes, or is re-queued when its lease expires.
     pub cancel: CancellationToken,
     /// The database.
     pub pool: groundwork_store::PgPool,

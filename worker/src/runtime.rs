@@ -299,8 +299,9 @@ impl Worker {
                 .clone()
                 .listen(shared.pool.clone(), shared.shutdown.clone()),
         ));
-        // One apalis poller per slot and queue, each taking `prefetch` messages at a time (default one: a
-        // busy worker holds no message that an idle one could run; steps are long), slots in parallel.
+        // One apalis poller per slot and queue, each taking up to `prefetch` messages at a time (default
+        // `DEFAULT_PREFETCH`, 2; a held message its slot has not reached within 15 s is re-dispatched by
+        // the reaper to another worker), slots in parallel.
         for queue in &shared.config.queues {
             for slot in 0..shared.config.concurrency {
                 let ctx = WorkerContext::new(&format!("{worker_id}-{queue}-{slot}"));

@@ -1,6 +1,6 @@
 //! `train`: fits a task model for a project on its labelled windows.
 //!
-//! 1. Examples of a label-set version are read ([`super::labels::training_examples`]) and their
+//! 1. Examples of a label-set version are read ([`groundwork_store::labels::training_examples`]) and their
 //!    window tensors loaded from the object store.
 //! 2. The encoder starts from the OlmoEarth checkpoint of the project's size under the worker's model
 //!    directory, or from random weights when there is none (said in the progress message and output).
