@@ -155,6 +155,26 @@ pub trait Step: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<StepOutput, StepError>>;
 }
 
+/// Checks `args` against the typed arguments of `kind` (what the server does before it creates a step
+/// from a request that names its kind).
+///
+/// # Errors
+/// The parse error, naming the kind, when `args` do not fit its argument struct.
+pub fn check_args(kind: StepKind, args: &Value) -> Result<(), StepError> {
+    match kind {
+        StepKind::Acquire => steps::AcquireArgs::parse(args).map(drop),
+        StepKind::AcquireSummary => steps::SummaryArgs::parse(args).map(drop),
+        StepKind::Train => steps::TrainArgs::parse(args).map(drop),
+        StepKind::Evaluate => steps::EvaluateArgs::parse(args).map(drop),
+        StepKind::Predict => steps::PredictArgs::parse(args).map(drop),
+        StepKind::Combine => steps::CombineArgs::parse(args).map(drop),
+        StepKind::Publish => steps::PublishArgs::parse(args).map(drop),
+        StepKind::Sleep => steps::SleepArgs::parse(args).map(drop),
+        StepKind::Fail => steps::FailArgs::parse(args).map(drop),
+        StepKind::Noop => steps::NoopArgs::parse(args).map(drop),
+    }
+}
+
 /// A [`Step`] with its arguments still as JSON (what the registry holds).
 trait ErasedStep: Send + Sync {
     fn run(&self, ctx: StepContext) -> BoxFuture<'static, Result<StepOutput, StepError>>;
