@@ -18,8 +18,8 @@ use crate::encoder::{Encoder, EncoderInput};
 use crate::error::{Error, Result};
 use crate::heads::feature_map;
 use crate::task::{
-    Head, HeadKind, Task, TaskModelConfig, TrainableTaskModel, dihedral, dihedral_input, outputs_to_predictions,
-    safetensors_metadata, stack_inputs, to_safetensors,
+    Head, HeadKind, Task, TaskModelConfig, TrainableTaskModel, dihedral, dihedral_input,
+    outputs_to_predictions, safetensors_metadata, stack_inputs, to_safetensors,
 };
 use crate::train::{AdamW, AdamWConfig, cross_entropy, cross_entropy_2d, mse};
 

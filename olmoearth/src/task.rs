@@ -17,8 +17,8 @@ use crate::encoder::{Encoder, EncoderInput, ModalityInput};
 use crate::error::{Error, Result};
 use crate::heads::{LightSegmentationHead, PoolingHead, PoolingHeadConfig, UNetHead, feature_map};
 use crate::modality::Modality;
-pub use groundwork_types::{HeadKind, Task};
 use crate::train::{AdamW, ParamGroup, TrainableEncoder};
+pub use groundwork_types::{HeadKind, Task};
 
 /// Version of the [`TaskModelConfig`] layout.
 pub const TASK_MODEL_FORMAT: u32 = 1;
@@ -94,7 +94,6 @@ impl TaskModelConfig {
         }
         Ok(())
     }
-
 }
 
 mod encoder_config_serde {

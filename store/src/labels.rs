@@ -6,9 +6,9 @@
 //! records the version it used.
 
 use crate::sampling::{Assignment, GridCell};
-use groundwork_types::Task;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
+use groundwork_types::Task;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};

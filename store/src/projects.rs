@@ -2,9 +2,9 @@
 
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
+use groundwork_types::{ClassDef, Modality, ModelSize, Task};
 use serde::Serialize;
 use serde_json::Value;
-use groundwork_types::{ClassDef, Modality, ModelSize, Task};
 use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;

@@ -140,9 +140,6 @@ mod tests {
             assert_eq!(s.name().parse::<StepState>(), Ok(s));
         }
         assert!("bogus".parse::<StepKind>().is_err());
-        assert_eq!(
-            StepKind::ALL.iter().filter(|k| k.is_test_kind()).count(),
-            3
-        );
+        assert_eq!(StepKind::ALL.iter().filter(|k| k.is_test_kind()).count(), 3);
     }
 }

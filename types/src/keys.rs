@@ -97,7 +97,12 @@ mod tests {
 
     #[test]
     fn keys_follow_the_documented_layout() {
-        let (o, p, r, s) = (Uuid::nil(), Uuid::max(), Uuid::from_u128(7), Uuid::from_u128(9));
+        let (o, p, r, s) = (
+            Uuid::nil(),
+            Uuid::max(),
+            Uuid::from_u128(7),
+            Uuid::from_u128(9),
+        );
         let k = ProjectKeys::new(o, p);
         assert_eq!(k.prefix(), format!("orgs/{o}/projects/{p}"));
         assert_eq!(

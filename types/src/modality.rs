@@ -86,6 +86,9 @@ mod tests {
         assert_eq!(" S2 ".parse::<Modality>(), Ok(Modality::Sentinel2L2a));
         let e = "worldcover".parse::<Modality>().unwrap_err();
         assert_eq!(e.what, "modality");
-        assert!(e.to_string().contains("sentinel2_l2a, sentinel1, landsat"), "{e}");
+        assert!(
+            e.to_string().contains("sentinel2_l2a, sentinel1, landsat"),
+            "{e}"
+        );
     }
 }

@@ -145,7 +145,11 @@ mod tests {
             assert!(task.default_head().fits(task, k), "{task}");
             assert_eq!(task.heads()[0], task.default_head());
             for &head in HeadKind::ALL {
-                assert_eq!(head.fits(task, k), task.heads().contains(&head), "{task} {head}");
+                assert_eq!(
+                    head.fits(task, k),
+                    task.heads().contains(&head),
+                    "{task} {head}"
+                );
             }
         }
         assert!(!HeadKind::Pooling.fits(Task::Regression, 2));

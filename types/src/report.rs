@@ -138,7 +138,10 @@ mod tests {
         assert!(matches!(r.model, Metrics::Classification(ref c) if c.miou == Some(0.5)));
         assert!(matches!(
             r.baseline,
-            Some(BaselineMetrics { metrics: Metrics::Regression(_), .. })
+            Some(BaselineMetrics {
+                metrics: Metrics::Regression(_),
+                ..
+            })
         ));
         assert_eq!(serde_json::to_value(&r).expect("json"), stored);
     }

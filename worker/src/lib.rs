@@ -12,8 +12,8 @@ pub use capabilities::{default_pool, detect as detect_capabilities};
 pub use runtime::{Worker, WorkerConfig, run_reaper};
 
 use futures::future::BoxFuture;
-pub use groundwork_store::jobs::NewStep;
 use groundwork_store::jobs::Artifact;
+pub use groundwork_store::jobs::NewStep;
 pub use groundwork_types::StepKind;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -3,12 +3,12 @@
 //! epoch with a continuous curve, and the evaluation of the trained model is stored.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use groundwork_types::{Modality, ModelSize, StepKind, Task};
 use candle_core::{DType, Device, Tensor};
 use groundwork_store::jobs::{self, NewStep};
 use groundwork_store::labels::{LabelTarget, Split, TrainingExample};
 use groundwork_store::projects::{self, ProjectFields};
 use groundwork_store::testing::TestDb;
+use groundwork_types::{Modality, ModelSize, StepKind, Task};
 use groundwork_worker::steps::{EvaluateArgs, TrainArgs, evaluate_model, train_on_examples};
 use groundwork_worker::{Progress, StepContext};
 use object_store::ObjectStoreExt;

@@ -3,14 +3,12 @@
 //! each, so every worker shares the work; `acquire_summary` (fan-in) checks the success threshold over
 //! all of them.
 
-use groundwork_types::keys::ProjectKeys;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
-use groundwork_imagery::{
-    AcquireRequest, GridOptions, Profile, Source, WindowSpec, WindowStatus,
-};
+use groundwork_imagery::{AcquireRequest, GridOptions, Profile, Source, WindowSpec, WindowStatus};
 use groundwork_store::{projects, windows};
+use groundwork_types::keys::ProjectKeys;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -40,7 +38,6 @@ pub struct AcquireArgs {
 impl StepArgs for AcquireArgs {
     const KIND: StepKind = StepKind::Acquire;
 }
-
 
 fn default_profile() -> Profile {
     Profile::EarthSearch

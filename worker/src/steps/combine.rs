@@ -7,8 +7,6 @@
 //! mosaic and reported in the step output (`skipped_zones`), so an AOI that straddles a zone border
 //! yields a map of its larger part.
 
-use groundwork_types::StepState;
-use groundwork_types::keys::ProjectKeys;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
@@ -17,6 +15,8 @@ use groundwork_imagery::publish::{
 };
 use groundwork_imagery::stitch::{Rect, argmax};
 use groundwork_store::{jobs, projects};
+use groundwork_types::StepState;
+use groundwork_types::keys::ProjectKeys;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -4,19 +4,19 @@
 //! is stored in `evaluation` and returned as the step output.
 
 use super::train::{ModelManifest, WindowSource, load_examples};
-use groundwork_types::keys::ProjectKeys;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
 use groundwork_store::labels::{self, Split, TrainingExample};
 use groundwork_store::{models, projects};
+use groundwork_types::keys::ProjectKeys;
+use groundwork_types::{
+    BaselineMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport, Metrics,
+    RegressionMetrics, Task,
+};
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use olmoearth::finetune::{IGNORE, Prediction, Target, predict_examples};
 use olmoearth::task::TaskModel;
-use groundwork_types::{
-    BaselineMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport, Metrics, RegressionMetrics,
-    Task,
-};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Digest;

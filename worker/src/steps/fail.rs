@@ -28,7 +28,11 @@ pub struct Fail;
 impl Step for Fail {
     type Args = FailArgs;
 
-    fn run(&self, ctx: StepContext, args: FailArgs) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: FailArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
             if ctx.attempt <= args.times {
                 let e = anyhow::anyhow!("planned failure {} of {}", ctx.attempt, args.times);

@@ -1,8 +1,8 @@
 //! `noop`: does nothing; measures the job system's own overhead.
 
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
-use serde::{Deserialize, Deserializer, Serialize};
 use futures::future::BoxFuture;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The `noop` kind.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +25,11 @@ impl StepArgs for NoopArgs {
 impl Step for Noop {
     type Args = NoopArgs;
 
-    fn run(&self, _ctx: StepContext, _args: NoopArgs) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+    fn run(
+        &self,
+        _ctx: StepContext,
+        _args: NoopArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async { Ok(StepOutput::default()) })
     }
 }

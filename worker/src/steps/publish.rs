@@ -3,8 +3,6 @@
 //! zoom range, legend and lineage (model, checkpoint hash, input scenes, plus whatever the run was
 //! given: label-set version, metrics, training run).
 
-use groundwork_types::StepState;
-use groundwork_types::keys::ProjectKeys;
 use super::combine::CombinedRaster;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
@@ -12,6 +10,8 @@ use futures::future::BoxFuture;
 use groundwork_imagery::publish::warp_to_web_mercator;
 use groundwork_store::outputs::{self, NewOutput};
 use groundwork_store::{jobs, projects};
+use groundwork_types::StepState;
+use groundwork_types::keys::ProjectKeys;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -12,14 +12,14 @@
 //! 5. The best epoch's model: `…/runs/{run}/model/weights.safetensors` and `…/model/model.json`
 //!    (config, label-set version, weights sha256, metrics); the step output names these keys.
 
-use groundwork_types::keys::{ModelKeys, ProjectKeys};
-use groundwork_types::{ClassDef, HeadKind, Task};
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use candle_core::Device;
 use futures::future::BoxFuture;
 use groundwork_store::labels::{self, LabelTarget, Split, TrainingExample};
 use groundwork_store::{models, projects};
+use groundwork_types::keys::{ModelKeys, ProjectKeys};
+use groundwork_types::{ClassDef, HeadKind, Task};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use olmoearth::finetune::{
@@ -274,7 +274,9 @@ pub(crate) async fn load_examples(
     for (i, e) in wanted.iter().enumerate() {
         let mut files = Vec::new();
         for &m in modalities {
-            if let Some(b) = get_bytes(store, &ObjectPath::from(keys.window(&e.window_id, m))).await? {
+            if let Some(b) =
+                get_bytes(store, &ObjectPath::from(keys.window(&e.window_id, m))).await?
+            {
                 files.push((m, b));
             }
         }
@@ -402,8 +404,8 @@ impl FitSink for StepSink {
         let record = state.history.last().cloned();
         let store = self.store.clone();
         let prefix = self.ckpt_prefix.clone();
-        let state_json = serde_json::to_vec_pretty(&self.state)
-            .map_err(|e| olmoearth::Error::Sink {
+        let state_json =
+            serde_json::to_vec_pretty(&self.state).map_err(|e| olmoearth::Error::Sink {
                 what: "saving the checkpoint".into(),
                 reason: e.to_string(),
             })?;

@@ -1,0 +1,419 @@
+//! Pipeline runs and their steps: the state machine described in `docs/state_machine.md`.
+//!
+//! States `queued → running → succeeded | failed | cancelled`; a failed attempt below `max_attempts`
+//! returns to `queued` with exponential backoff. Each transition has one owner:
+//! - **API**: create (queued), cancel (queued → cancelled, or flag a running step), retry (failed |
+//!   cancelled → queued);
+//! - **worker** holding the lease: claim (queued → running), heartbeat, complete / fail / cancelled;
+//! - **reaper**: expired lease → queued (backoff) | failed | cancelled, and re-dispatch of lost messages.
+//!
+//! Dispatch: a step whose dependencies have all succeeded is pushed to apalis (`apalis.jobs`, job type =
+//! queue name) in the same transaction that made it ready, so a committed ready step always has a message.
+//! Messages are only hints: the claim re-checks the step row, so duplicated or stale messages are harmless.
+//!
+//! The transitions live in one module per owner: [`api`] (create, cancel, retry, and the queries the API
+//! answers), [`lease`] (the worker holding a step's lease: claim, heartbeat, complete, fail, cancelled)
+//! and [`reaper`] (expired leases and lost dispatch messages). This module holds the types and the
+//! dispatch helpers they share.
+
+mod api;
+mod lease;
+mod reaper;
+
+pub use api::{create_run, get_run, get_step, list_runs, queue_depths, request_cancel, retry};
+pub use lease::{FailOutcome, claim, complete, fail, heartbeat, mark_cancelled};
+pub use reaper::{Reaped, reap};
+
+use crate::{Error, Result};
+use apalis::prelude::TaskBuilder;
+use chrono::{DateTime, Utc};
+use groundwork_types::{RunState, StepKind, StepState};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Upper bound on the retry backoff.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// The payload of an apalis dispatch message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// The step to run.
+    pub step_id: Uuid,
+}
+
+/// A step to create in a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewStep {
+    /// Unique name within the run (dependencies refer to it).
+    pub name: String,
+    /// Step kind.
+    pub kind: StepKind,
+    /// Kind-specific arguments.
+    pub args: Value,
+    /// Queue (`cpu` or `gpu`).
+    pub queue: String,
+    /// Attempts before the step fails for good.
+    pub max_attempts: i32,
+    /// First retry delay; doubles with each further attempt.
+    pub backoff_base_ms: i32,
+    /// Names of steps in the same run that must succeed first.
+    pub depends_on: Vec<String>,
+}
+
+impl NewStep {
+    /// A step with default retry settings (3 attempts, 5 s base backoff) and no dependencies.
+    #[must_use]
+    pub fn new(
+        name: impl Into<String>,
+        kind: StepKind,
+        args: Value,
+        queue: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            args,
+            queue: queue.into(),
+            max_attempts: 3,
+            backoff_base_ms: 5000,
+            depends_on: Vec::new(),
+        }
+    }
+}
+
+/// A pipeline run.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Run {
+    /// Id.
+    pub id: Uuid,
+    /// Owning organisation.
+    pub org_id: Uuid,
+    /// Project.
+    pub project_id: Uuid,
+    /// Derived from its steps.
+    #[sqlx(try_from = "String")]
+    pub state: RunState,
+    /// When created.
+    pub created_at: DateTime<Utc>,
+    /// When its first step started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its last step finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A step as users and admins see it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Step {
+    /// Id.
+    pub id: Uuid,
+    /// Run.
+    pub run_id: Uuid,
+    /// Name within the run.
+    pub name: String,
+    /// Kind.
+    #[sqlx(try_from = "String")]
+    pub kind: StepKind,
+    /// Arguments.
+    pub args: Value,
+    /// Queue.
+    pub queue: String,
+    /// State.
+    #[sqlx(try_from = "String")]
+    pub state: StepState,
+    /// Attempts started so far.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Not before this time (backoff).
+    pub run_at: DateTime<Utc>,
+    /// Progress fraction 0–1 of the current attempt.
+    pub progress: f32,
+    /// Progress message.
+    pub message: String,
+    /// Worker holding the lease.
+    pub lease_owner: Option<Uuid>,
+    /// Lease expiry.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Last heartbeat.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// A cancel was requested while running.
+    pub cancel_requested: bool,
+    /// Last error.
+    pub error: Option<String>,
+    /// Errors of every failed attempt.
+    pub errors: Value,
+    /// Output committed with success.
+    pub output: Option<Value>,
+    /// Names of the steps this one waits for.
+    #[sqlx(default)]
+    pub depends_on: Vec<String>,
+    /// When created.
+    pub created_at: DateTime<Utc>,
+    /// When first started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A run with its steps.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RunWithSteps {
+    /// The run.
+    #[serde(flatten)]
+    pub run: Run,
+    /// Its steps, in creation order.
+    pub steps: Vec<Step>,
+}
+
+/// A step claimed by a worker: the lease is held until completion or expiry.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    /// Step id.
+    pub id: Uuid,
+    /// Run id.
+    pub run_id: Uuid,
+    /// Kind.
+    #[sqlx(try_from = "String")]
+    pub kind: StepKind,
+    /// Arguments.
+    pub args: Value,
+    /// This attempt's number (1-based).
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// The worker holding the lease.
+    pub lease_owner: Uuid,
+    /// Whether other steps wait for this one (their dispatch must commit with its success).
+    pub has_dependents: bool,
+}
+
+/// What a heartbeat tells the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// Keep going.
+    Continue,
+    /// A cancel was requested: stop and record `cancelled`.
+    Cancel,
+    /// The lease is gone (expired and taken over): stop and write nothing.
+    LeaseLost,
+}
+
+/// A result a step commits together with its success.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Unique per step.
+    pub name: String,
+    /// Where it lives (object-store key or URL), if anywhere.
+    pub uri: Option<String>,
+    /// Anything else.
+    pub metadata: Value,
+}
+
+/// Backoff before attempt `attempt + 1`, after `attempt` failed ones.
+#[must_use]
+pub fn backoff(base_ms: i32, attempt: i32) -> Duration {
+    let exp = u32::try_from(attempt.max(1) - 1).unwrap_or(0).min(20);
+    let ms = u64::try_from(base_ms.max(0))
+        .unwrap_or(0)
+        .saturating_mul(1u64 << exp);
+    Duration::from_millis(ms).min(MAX_BACKOFF)
+}
+
+const STEP_FIELDS: &str = "s.id, s.run_id, s.name, s.kind, s.args, s.queue, s.state, s.attempt, s.max_attempts, \
+    s.run_at, s.progress, s.message, s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.cancel_requested, \
+    s.error, s.errors, s.output, s.created_at, s.started_at, s.finished_at";
+
+const STEP_COLUMNS: &str = "s.id, s.run_id, s.name, s.kind, s.args, s.queue, s.state, s.attempt, s.max_attempts, \
+    s.run_at, s.progress, s.message, s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.cancel_requested, \
+    s.error, s.errors, s.output, s.created_at, s.started_at, s.finished_at, \
+    coalesce((select array_agg(p.name order by p.name) from step_dependency d join step p on p.id = d.depends_on \
+              where d.step_id = s.id), '{}') as depends_on";
+
+/// Pushes dispatch messages for `steps` (id, queue, not-before) inside `tx` and records their ids.
+async fn dispatch(
+    tx: &mut Transaction<'_, Postgres>,
+    steps: &[(Uuid, String, DateTime<Utc>)],
+) -> Result<()> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let mut by_queue: HashMap<&str, Vec<apalis_postgres::PgTask>> = HashMap::new();
+    let mut ids = Vec::with_capacity(steps.len());
+    let mut dispatch_ids = Vec::with_capacity(steps.len());
+    for (step_id, queue, run_at) in steps {
+        let dispatch_id = ulid::Ulid::generate().to_string();
+        let payload = serde_json::to_vec(&Dispatch { step_id: *step_id })?;
+        // apalis stores run_at in whole seconds; round up so a message never arrives before its step is due.
+        let run_at_secs =
+            u64::try_from(run_at.timestamp() + i64::from(run_at.timestamp_subsec_nanos() > 0))
+                .unwrap_or(0);
+        let task = TaskBuilder::new(payload)
+            .task_id(dispatch_id.clone().into())
+            .run_at_timestamp(run_at_secs)
+            .max_attempts(1)
+            .build();
+        by_queue.entry(queue.as_str()).or_default().push(task);
+        ids.push(*step_id);
+        dispatch_ids.push(dispatch_id);
+    }
+    for (queue, tasks) in by_queue {
+        apalis_postgres::queries::push_tasks(&mut **tx, queue, tasks)
+            .await
+            .map_err(|e| Error::Dispatch(e.to_string()))?;
+    }
+    sqlx::query("update step set dispatch_id = u.d from unnest($1::uuid[], $2::text[]) as u(i, d) where step.id = u.i")
+        .bind(&ids)
+        .bind(&dispatch_ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Gives a run its final state once none of its steps is queued or running.
+async fn finish_run_if_done<'e>(exec: impl sqlx::PgExecutor<'e>, run_id: Uuid) -> Result<()> {
+    sqlx::query(
+        "update pipeline_run r set state = agg.state, finished_at = coalesce(r.finished_at, now()) \
+         from (select case when bool_or(state = 'failed') then 'failed' \
+                           when bool_or(state = 'cancelled') then 'cancelled' else 'succeeded' end as state \
+               from step where run_id = $1) agg \
+         where r.id = $1 and r.state is distinct from agg.state \
+           and not exists (select 1 from step where run_id = $1 and state in ('queued', 'running'))",
+    )
+    .bind(run_id)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+/// Cancels every queued step downstream of `roots` (they can never run now).
+async fn cancel_downstream(tx: &mut Transaction<'_, Postgres>, roots: &[Uuid]) -> Result<()> {
+    sqlx::query(
+        "with recursive down(id) as ( \
+             select d.step_id from step_dependency d where d.depends_on = any($1) \
+             union select d.step_id from step_dependency d join down on d.depends_on = down.id) \
+         update step set state = 'cancelled', cancelled_by_upstream = true, finished_at = now(), \
+             message = 'an upstream step failed or was cancelled' \
+         where id in (select id from down) and state = 'queued'",
+    )
+    .bind(roots)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Dispatches the dependents of `done` whose dependencies have now all succeeded.
+async fn dispatch_ready_dependents(
+    tx: &mut Transaction<'_, Postgres>,
+    done: &[Uuid],
+) -> Result<()> {
+    // Lock the dependents first: two upstream steps finishing at once then serialise here, and the
+    // second one's readiness check (a new statement) sees the first one's commit.
+    let dependents: Vec<Uuid> = sqlx::query_scalar(
+        "select s.id from step s where s.id in (select step_id from step_dependency where depends_on = any($1)) \
+             and s.state = 'queued' order by s.id for update of s",
+    )
+    .bind(done)
+    .fetch_all(&mut **tx)
+    .await?;
+    if dependents.is_empty() {
+        return Ok(());
+    }
+    let ready: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "select s.id, s.queue, s.run_at from step s where s.id = any($1) and s.state = 'queued' and not exists \
+         (select 1 from step_dependency d join step p on p.id = d.depends_on where d.step_id = s.id and p.state <> 'succeeded')",
+    )
+    .bind(&dependents)
+    .fetch_all(&mut **tx)
+    .await?;
+    dispatch(tx, &ready).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api::check_acyclic;
+    use super::*;
+    use sqlx::PgPool;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1000, 1), Duration::from_secs(1));
+        assert_eq!(backoff(1000, 2), Duration::from_secs(2));
+        assert_eq!(backoff(1000, 4), Duration::from_secs(8));
+        assert_eq!(backoff(1000, 40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn cycles_are_refused() {
+        let mut a = NewStep::new("a", StepKind::Sleep, Value::Null, "cpu");
+        a.depends_on = vec!["b".into()];
+        let mut b = NewStep::new("b", StepKind::Sleep, Value::Null, "cpu");
+        b.depends_on = vec!["a".into()];
+        let steps = [a, b];
+        let names = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        assert!(check_acyclic(&steps, &names).is_err());
+    }
+
+    /// The names a named check constraint accepts, read from the database's own definition.
+    async fn check_names(pool: &PgPool, constraint: &str) -> Vec<String> {
+        let def: String = sqlx::query_scalar(
+            "select pg_get_constraintdef(oid) from pg_constraint where conname = $1",
+        )
+        .bind(constraint)
+        .fetch_one(pool)
+        .await
+        .expect("constraint exists");
+        let mut names: Vec<String> = def
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn sorted(names: impl IntoIterator<Item = &'static str>) -> Vec<String> {
+        let mut v: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn the_database_checks_accept_exactly_the_vocabulary() {
+        use groundwork_types::{Modality, ModelSize, Task};
+        let db = crate::testing::TestDb::new().await.expect("test database");
+        let pool = &db.pool;
+        assert_eq!(
+            check_names(pool, "step_kind_valid").await,
+            sorted(StepKind::ALL.iter().map(|k| k.name()))
+        );
+        assert_eq!(
+            check_names(pool, "step_state_valid").await,
+            sorted(StepState::ALL.iter().map(|k| k.name()))
+        );
+        assert_eq!(
+            check_names(pool, "pipeline_run_state_valid").await,
+            sorted(RunState::ALL.iter().map(|k| k.name()))
+        );
+        assert_eq!(
+            check_names(pool, "project_task_valid").await,
+            sorted(Task::ALL.iter().map(|k| k.name()))
+        );
+        assert_eq!(
+            check_names(pool, "project_model_size_valid").await,
+            sorted(ModelSize::ALL.iter().map(|k| k.name()))
+        );
+        assert_eq!(
+            check_names(pool, "project_modalities_valid").await,
+            sorted(Modality::ALL.iter().map(|k| k.name()))
+        );
+    }
+}

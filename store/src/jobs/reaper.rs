@@ -1,0 +1,106 @@
+//! Transitions owned by the reaper: expired leases back to `queued` (or `failed`, `cancelled`), and
+//! re-dispatch of ready steps whose message was lost.
+
+use crate::Result;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::*;
+
+/// What one reaper pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Running steps whose lease expired and that were re-queued.
+    pub requeued: u64,
+    /// … that failed for good (no attempts left).
+    pub failed: u64,
+    /// … that were being cancelled.
+    pub cancelled: u64,
+    /// Ready queued steps whose dispatch message was lost and that were dispatched again.
+    pub redispatched: u64,
+}
+
+/// One pass of the reaper: expired leases mean the worker is gone. Safe to run from every process at
+/// once (rows are locked with SKIP LOCKED).
+pub async fn reap(pool: &PgPool) -> Result<Reaped> {
+    let mut tx = pool.begin().await?;
+    let expired: Vec<(Uuid, Uuid, String, i32, String, DateTime<Utc>)> = sqlx::query_as(
+        "with expired as (select id from step where state = 'running' and lease_expires_at < now() \
+                          for update skip locked) \
+         update step s set \
+             state = case when s.cancel_requested then 'cancelled' when s.attempt >= s.max_attempts then 'failed' else 'queued' end, \
+             run_at = now() + least(s.backoff_base_ms::float8 * power(2, greatest(s.attempt - 1, 0)), 600000) * interval '1 millisecond', \
+             finished_at = case when s.cancel_requested or s.attempt >= s.max_attempts then now() else null end, \
+             error = 'the worker stopped answering (lease expired)', \
+             errors = s.errors || jsonb_build_array(jsonb_build_object('attempt', s.attempt, 'error', 'lease expired', 'at', now())), \
+             lease_owner = null, lease_expires_at = null \
+         from expired where s.id = expired.id \
+         returning s.id, s.run_id, s.state, s.attempt, s.queue, s.run_at",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut report = Reaped::default();
+    let mut requeue = Vec::new();
+    let mut terminal = Vec::new();
+    for (id, _, state, attempt, queue, run_at) in &expired {
+        sqlx::query("update step_attempt set finished_at = now(), outcome = 'lost' where step_id = $1 and attempt = $2")
+            .bind(id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+        match state.as_str() {
+            "queued" => {
+                report.requeued += 1;
+                requeue.push((*id, queue.clone(), *run_at));
+            }
+            "failed" => {
+                report.failed += 1;
+                terminal.push(*id);
+            }
+            _ => {
+                report.cancelled += 1;
+                terminal.push(*id);
+            }
+        }
+    }
+    dispatch(&mut tx, &requeue).await?;
+    cancel_downstream(&mut tx, &terminal).await?;
+    let mut runs: Vec<Uuid> = expired.iter().map(|e| e.1).collect();
+    runs.sort();
+    runs.dedup();
+    for run in runs {
+        finish_run_if_done(&mut *tx, run).await?;
+    }
+
+    // Lost dispatches: ready and due for a while, with neither a message waiting to be fetched nor one
+    // fetched lately. A message that a busy worker fetched in a batch and has not reached within 15 s
+    // counts as lost, so an idle worker gets the step; the late claim of the old message finds nothing.
+    let lost: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "select s.id, s.queue, now() from step s where s.state = 'queued' and not s.cancel_requested \
+             and s.run_at < now() - interval '20 seconds' \
+             and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
+                             where d.step_id = s.id and p.state <> 'succeeded') \
+             and not exists (select 1 from apalis.jobs j where j.id = s.dispatch_id \
+                             and (j.status = 'Pending' \
+                                  or (j.status in ('Queued', 'Running') and j.lock_at > now() - interval '15 seconds'))) \
+         for update of s skip locked",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    report.redispatched = lost.len() as u64;
+    dispatch(&mut tx, &lost).await?;
+    tx.commit().await?;
+
+    // Runs whose last steps finished at the same moment may have been left open: close them.
+    let open_runs: Vec<Uuid> = sqlx::query_scalar(
+        "select r.id from pipeline_run r where r.state in ('queued', 'running') \
+           and not exists (select 1 from step s where s.run_id = r.id and s.state in ('queued', 'running'))",
+    )
+    .fetch_all(pool)
+    .await?;
+    for run in open_runs {
+        finish_run_if_done(pool, run).await?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,338 @@
+//! `predict`: one partition of a project's acquired windows run through a model and stitched.
+//!
+//! The windows are grouped into `block × block` squares of grid cells ([`plan_prediction`]); each
+//! square is one `predict` step (fan-out), followed by `combine` (fan-in, the UTM COGs) and `publish`
+//! (web-mercator COGs, output records). A partition step pastes its windows plus a one-window halo of
+//! neighbours into one mosaic, runs the model on overlapping tiles of the window size on a lattice
+//! anchored at the zone's origin, blends them with linear ramps (see `groundwork_imagery::stitch`), and
+//! writes its core: `(K, H, W)` probabilities (or values) and a validity mask, as safetensors under an
+//! attempt-specific key.
+//!
+//! [`model`] holds the models a prediction can run, [`partition`] the pure stitching core and its file
+//! format; this module holds the step's arguments, the run planner and the step body.
+
+mod model;
+mod partition;
+
+pub use model::{ConstantModel, EncoderSegmentation, ModelSpec, TrainedModel, WindowModel};
+pub use partition::{
+    ModalityPixels, PartitionPrediction, WindowTensors, decode_partition, encode_partition,
+    predict_partition,
+};
+
+use super::combine::CombineArgs;
+use super::publish::PublishArgs;
+use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
+use anyhow::Context;
+use candle_core::Device;
+use futures::future::BoxFuture;
+use groundwork_imagery::stitch::{Cell, TileLayout, partition_cells};
+use groundwork_store::jobs::NewStep;
+use groundwork_store::outputs::{self, WindowFootprint};
+use groundwork_store::{projects, workers};
+use groundwork_types::keys::ProjectKeys;
+use object_store::ObjectStoreExt;
+use olmoearth::Modality;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Arguments of `predict`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictArgs {
+    /// The project.
+    pub project_id: Uuid,
+    /// UTM zone of the partition.
+    pub epsg: u32,
+    /// Side of a partition in windows.
+    pub block: usize,
+    /// Block column (`column.div_euclid(block)`).
+    pub block_column: i64,
+    /// Block row.
+    pub block_row: i64,
+    /// Tile overlap in pixels.
+    #[serde(default = "default_overlap")]
+    pub overlap: usize,
+    /// Tiles per model call.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// The model.
+    pub model: ModelSpec,
+}
+
+impl StepArgs for PredictArgs {
+    const KIND: StepKind = StepKind::Predict;
+}
+
+fn default_overlap() -> usize {
+    16
+}
+fn default_batch() -> usize {
+    8
+}
+
+/// Options of a prediction run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictOptions {
+    /// The model.
+    pub model: ModelSpec,
+    /// Partition side in windows (default 4).
+    #[serde(default)]
+    pub block: Option<usize>,
+    /// Tile overlap in pixels (default 16, clamped below the window size).
+    #[serde(default)]
+    pub overlap: Option<usize>,
+    /// Extra lineage recorded with the outputs (label-set version, metrics, training run, …).
+    #[serde(default)]
+    pub lineage: serde_json::Value,
+}
+
+/// Plans a prediction run over the project's acquired windows: one `predict` step per partition (on
+/// the `gpu` queue when a GPU worker is registered, else `cpu`), then `combine`, then `publish`.
+pub async fn plan_prediction(
+    pool: &groundwork_store::PgPool,
+    project: &projects::Project,
+    opts: &PredictOptions,
+) -> anyhow::Result<Vec<NewStep>> {
+    let windows = outputs::acquired_windows(pool, project.id, None, None).await?;
+    anyhow::ensure!(
+        !windows.is_empty(),
+        "the project has no acquired windows; acquire imagery first"
+    );
+    let block = opts.block.unwrap_or(4).clamp(1, 64);
+    let size = usize::try_from(project.window_size).unwrap_or(64);
+    let overlap = opts.overlap.unwrap_or(16).min(size.saturating_sub(1));
+    let cells: Vec<(u32, Cell)> = windows
+        .iter()
+        .map(|w| {
+            (
+                u32::try_from(w.epsg).unwrap_or_default(),
+                Cell {
+                    column: w.grid_column,
+                    row: w.grid_row,
+                },
+            )
+        })
+        .collect();
+    let gpu = workers::list(pool)
+        .await?
+        .iter()
+        .any(|w| w.queues.iter().any(|q| q == "gpu") && w.state == "active");
+    let queue = if gpu { "gpu" } else { "cpu" };
+    let mut steps = Vec::new();
+    let mut names = Vec::new();
+    for (i, p) in partition_cells(&cells, block).iter().enumerate() {
+        let args = PredictArgs {
+            project_id: project.id,
+            epsg: p.epsg,
+            block,
+            block_column: p.block_column,
+            block_row: p.block_row,
+            overlap,
+            batch_size: default_batch(),
+            model: opts.model.clone(),
+        };
+        let name = format!("predict-{i}");
+        steps.push(args.into_step(&name, queue));
+        names.push(name);
+    }
+    let mut combine = CombineArgs {
+        project_id: project.id,
+    }
+    .into_step("combine", "cpu");
+    combine.depends_on = names;
+    steps.push(combine);
+    let mut publish = PublishArgs {
+        project_id: project.id,
+        lineage: opts.lineage.clone(),
+    }
+    .into_step("publish", "cpu");
+    publish.depends_on = vec!["combine".into()];
+    steps.push(publish);
+    Ok(steps)
+}
+
+fn permanent(e: impl Into<anyhow::Error>) -> StepError {
+    StepError::Permanent(e.into())
+}
+
+/// The `predict` kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Predict;
+
+impl Step for Predict {
+    type Args = PredictArgs;
+
+    fn run(
+        &self,
+        ctx: StepContext,
+        args: PredictArgs,
+    ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let objects = ctx.objects(StepKind::Predict)?;
+            let project = projects::get_any(&ctx.pool, args.project_id)
+                .await
+                .map_err(permanent)?;
+            let size = usize::try_from(project.window_size).unwrap_or(64);
+            let layout = TileLayout::new(size, args.overlap).map_err(permanent)?;
+            let b = i64::try_from(args.block.max(1)).unwrap_or(1);
+            let (c0, r0) = (args.block_column * b, args.block_row * b);
+            let epsg = i32::try_from(args.epsg).map_err(permanent)?;
+            ctx.progress.set(0.0, "loading windows");
+            // The block plus a one-window halo.
+            let footprints: Vec<WindowFootprint> = outputs::acquired_windows(
+                &ctx.pool,
+                project.id,
+                Some(epsg),
+                Some([c0 - 1, c0 + b, r0 - 1, r0 + b]),
+            )
+            .await
+            .map_err(|e| StepError::Retryable(e.into()))?;
+            let in_core = |w: &WindowFootprint| {
+                (c0..c0 + b).contains(&w.grid_column) && (r0..r0 + b).contains(&w.grid_row)
+            };
+            let core: Vec<Cell> = footprints
+                .iter()
+                .filter(|w| in_core(w))
+                .map(|w| Cell {
+                    column: w.grid_column,
+                    row: w.grid_row,
+                })
+                .collect();
+            if core.is_empty() {
+                return Err(permanent(anyhow::anyhow!(
+                    "partition ({}, {}) of EPSG:{} has no acquired windows",
+                    args.block_column,
+                    args.block_row,
+                    args.epsg
+                )));
+            }
+            let modalities: Vec<Modality> = project.modalities.clone();
+            let mut windows = Vec::with_capacity(footprints.len());
+            let mut scenes = BTreeSet::new();
+            for w in &footprints {
+                let mut files = Vec::new();
+                for m in &modalities {
+                    let suffix = format!("/{}.safetensors", m.name());
+                    let Some(key) = w.objects.iter().find(|k| k.ends_with(&suffix)) else {
+                        continue;
+                    };
+                    let path = object_store::path::Path::from(key.as_str());
+                    let bytes = async { objects.get(&path).await?.bytes().await }
+                        .await
+                        .with_context(|| format!("reading {key}"))?;
+                    files.push((*m, bytes.to_vec()));
+                }
+                if files.is_empty() {
+                    continue;
+                }
+                if in_core(w) {
+                    collect_scenes(&w.scenes, &mut scenes);
+                }
+                let cell = Cell {
+                    column: w.grid_column,
+                    row: w.grid_row,
+                };
+                windows.push(
+                    WindowTensors::decode(cell, size, &files)
+                        .with_context(|| format!("window {}", w.id))
+                        .map_err(permanent)?,
+                );
+            }
+            ctx.progress.set(0.2, "running the model");
+            let device = olmoearth::device::parse_device("auto").unwrap_or(Device::Cpu);
+            let spec = args.model.clone();
+            let patch_size = usize::try_from(project.patch_size).unwrap_or(4);
+            let cancel = ctx.cancel.clone();
+            let batch = args.batch_size;
+            // A trained model: its manifest names the class of each output and its lineage.
+            let trained = match &spec {
+                ModelSpec::Trained { run_id } => Some(
+                    ModelSpec::fetch_trained(objects.as_ref(), &project, *run_id)
+                        .await
+                        .map_err(permanent)?,
+                ),
+                _ => None,
+            };
+            let mut lineage = args.model.lineage();
+            let mut class_ids: Option<Vec<i32>> = None;
+            if let Some((m, _)) = &trained {
+                lineage["checkpoint_sha256"] = json!(m.weights_sha256);
+                lineage["label_set_version"] = json!(m.label_set_version);
+                lineage["model_size"] = json!(m.config.model_size);
+                lineage["patch_size"] = json!(m.config.patch_size);
+                if !m.class_ids.is_empty() {
+                    class_ids = Some(m.class_ids.clone());
+                }
+            }
+            let prediction = tokio::task::spawn_blocking(move || {
+                let model: Arc<dyn WindowModel> = match trained {
+                    Some((manifest, weights)) => {
+                        Arc::new(TrainedModel::load(&manifest, &weights, &device)?)
+                    }
+                    None => spec.load(patch_size, &device)?,
+                };
+                predict_partition(
+                    model.as_ref(),
+                    &windows,
+                    &core,
+                    layout,
+                    batch,
+                    &device,
+                    &cancel,
+                )
+                .map(|p| (p, model.is_regression()))
+            })
+            .await
+            .map_err(|e| StepError::Retryable(e.into()))?
+            .map_err(permanent)?;
+            let (prediction, regression) = prediction;
+            let resolution = footprints.first().map_or(10.0, |w| w.resolution);
+            let bytes = encode_partition(&prediction, args.epsg, resolution).map_err(permanent)?;
+            let key = format!(
+                "{}.safetensors",
+                ProjectKeys::new(project.org_id, project.id).attempt(
+                    ctx.run_id,
+                    StepKind::Predict,
+                    ctx.step_id,
+                    ctx.attempt
+                )
+            );
+            objects
+                .put(&object_store::path::Path::from(key.as_str()), bytes.into())
+                .await
+                .map_err(|e| StepError::Retryable(e.into()))?;
+            ctx.progress.set(1.0, "written");
+            let r = prediction.rect;
+            Ok(StepOutput {
+                output: json!({
+                    "key": key, "epsg": args.epsg, "resolution": resolution,
+                    "rect": [r.x0, r.y0, r.x1, r.y1], "outputs": prediction.k, "regression": regression,
+                    "windows": footprints.iter().filter(|w| in_core(w)).count(),
+                    "tiles": prediction.tiles, "overlap": args.overlap, "model": lineage,
+                    "class_ids": class_ids,
+                    "scenes": scenes, "seconds": started.elapsed().as_secs_f64(),
+                }),
+                artifacts: Vec::new(),
+            })
+        })
+    }
+}
+
+/// Scene ids from a window's `scenes` JSON (`{modality: [[id, …] per bin]}`).
+fn collect_scenes(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::String(s) => {
+            out.insert(s.clone());
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_scenes(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| collect_scenes(x, out)),
+        _ => {}
+    }
+}
