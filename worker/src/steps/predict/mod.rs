@@ -16,8 +16,8 @@ mod partition;
 
 pub use model::{ConstantModel, EncoderSegmentation, ModelSpec, TrainedModel, WindowModel};
 pub use partition::{
-    ModalityPixels, PartitionPrediction, WindowTensors, decode_partition, encode_partition,
-    predict_partition,
+    Cancelled, ModalityPixels, PartitionPrediction, WindowTensors, decode_partition,
+    encode_partition, predict_partition,
 };
 
 use super::combine::CombineArgs;
@@ -291,7 +291,13 @@ impl Step for Predict {
             })
             .await
             .map_err(|e| StepError::Retryable(e.into()))?
-            .map_err(permanent)?;
+            .map_err(|e| {
+                if e.is::<Cancelled>() {
+                    StepError::Cancelled
+                } else {
+                    permanent(e)
+                }
+            })?;
             let (prediction, regression) = prediction;
             let resolution = footprints.first().map_or(10.0, |w| w.resolution);
             let bytes = encode_partition(&prediction, args.epsg, resolution).map_err(permanent)?;

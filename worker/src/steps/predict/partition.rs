@@ -9,6 +9,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_util::sync::CancellationToken;
 
 use super::WindowModel;
+
+/// [`predict_partition`] stopped because its cancellation token fired.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
 /// One modality of a window: `(H, W, T, C)` data, `(H, W, T, S)` mask and `(T, C, S)`.
 pub type ModalityPixels = (Vec<f32>, Vec<u8>, (usize, usize, usize));
 
@@ -148,7 +154,9 @@ pub fn predict_partition(
         .collect();
     let t = mosaic.months.len();
     for batch in tiles.chunks(batch_size.max(1)) {
-        anyhow::ensure!(!cancel.is_cancelled(), "cancelled");
+        if cancel.is_cancelled() {
+            return Err(Cancelled.into());
+        }
         let b = batch.len();
         let mut modalities = BTreeMap::new();
         for (m, name) in &names {
