@@ -5,7 +5,7 @@
 //!   in chunks with an online softmax; otherwise gemm computes the two products of each block;
 //! - softmax numerators and the exact (erf) GELU with AVX-512 intrinsics, or autovectorised loops on
 //!   other CPUs;
-//! - [`stack`], the encoder's whole transformer stack on reused buffers.
+//! - `stack`, the encoder's whole transformer stack on reused buffers.
 //!
 //! None of them has a backward pass; training and other devices use candle's ops (see
 //! [`crate::encoder`]).
