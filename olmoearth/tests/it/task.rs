@@ -1,6 +1,6 @@
 //! The task model: safetensors round trip, window tensors → encoder input, and fitting a small synthetic
 //! separable segmentation set to better than the majority class.
-#![allow(clippy::unwrap_used, reason = "tests")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,10 +1,6 @@
 //! Acquisition through the API and the job system, on the offline demo catalogue: windows are planned
 //! and stored, partition steps fan out over the workers, tensors land in the object store, and a bad
 //! catalogue fails the run with a clear reason.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test code: a panic is the failure report"
-)]
 
 use axum::http::StatusCode;
 use groundwork_imagery::{DemoOptions, generate_demo_data};

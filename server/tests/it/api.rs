@@ -1,5 +1,5 @@
 //! The REST API on a real database: every bad input is a 4xx JSON error, never a 500.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
 )]

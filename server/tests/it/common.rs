@@ -1,6 +1,6 @@
 //! Helpers shared by the server's integration tests: an owner's API token, and requests to the
 //! in-process router.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
 )]

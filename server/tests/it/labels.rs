@@ -1,7 +1,7 @@
 //! Labels end to end on a real database: imports with good and bad rows (GeoJSON and CSV, through the
 //! API and the CLI), export round trips, versions, the summary, the spatial split, rasterisation onto
 //! the window grid, and the training examples other code trains on.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
 )]

@@ -1,6 +1,5 @@
 //! Training runs, curves and evaluation reports over HTTP on a real database; another organisation's run
 //! or project is a 404.
-#![allow(clippy::unwrap_used, reason = "tests")]
 
 use axum::http::StatusCode;
 use groundwork_server::AppState;

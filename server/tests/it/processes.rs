@@ -3,10 +3,6 @@
 //! installation on its own.
 //!
 //! Cargo builds the binary before the test binary and hands its path over in `CARGO_BIN_EXE_groundwork`.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test code: a panic is the failure report"
-)]
 
 use groundwork_store::testing::TestDb;
 use serde_json::{Value, json};
