@@ -5,7 +5,7 @@
 //!
 //! Both sides read every asset of the scene onto each 64×64 window grid at 10 m (bilinear for the bands,
 //! nearest for SCL) through GDAL `/vsicurl/`; bytes are counted by the file server.
-#![allow(clippy::unwrap_used, missing_docs)]
+#![expect(clippy::unwrap_used, reason = "benchmark")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -230,7 +230,6 @@ pub fn to_db(x: f32) -> f32 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

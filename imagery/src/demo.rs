@@ -848,7 +848,6 @@ pub fn demo_stac_router(dir: &Path, base_url: &str) -> anyhow::Result<axum::Rout
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     #[test]

@@ -312,7 +312,6 @@ fn densified_ring(b: [f64; 4], per_edge: usize) -> Vec<(f64, f64)> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

@@ -246,7 +246,6 @@ pub(crate) fn host_of(href: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

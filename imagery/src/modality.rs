@@ -180,7 +180,6 @@ pub fn scl_is_clear(class: u8) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

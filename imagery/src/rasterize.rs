@@ -181,7 +181,6 @@ impl Rasterizer {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
     use crate::WindowSpec;

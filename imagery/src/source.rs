@@ -444,7 +444,6 @@ pub fn sign_href(href: &str, token: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

@@ -6,7 +6,6 @@
 //! `-- base 4 128 12 1` for another input: H = W = 128, T = 12, batch 1).
 
 #[path = "bench_common.rs"]
-#[allow(dead_code)]
 mod bench_common;
 
 use std::process::Command;

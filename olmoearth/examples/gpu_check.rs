@@ -5,7 +5,7 @@
 //! 2. Throughput of Nano and Base at p = 8 and 4 on S2 64×64, T = 4, batch 2, in the compute dtype.
 
 #[path = "../benches/bench_common.rs"]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "uses only some of the shared helpers")]
 mod bench_common;
 
 use std::collections::{BTreeMap, HashMap};

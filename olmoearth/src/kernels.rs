@@ -5,7 +5,7 @@
 //!   in chunks with an online softmax; otherwise gemm computes the two products of each block;
 //! - softmax numerators and the exact (erf) GELU with AVX-512 intrinsics, or autovectorised loops on
 //!   other CPUs;
-//! - [`stack`], the encoder's whole transformer stack on reused buffers.
+//! - `stack`, the encoder's whole transformer stack on reused buffers.
 //!
 //! None of them has a backward pass; training and other devices use candle's ops (see
 //! [`crate::encoder`]).
@@ -107,13 +107,13 @@ macro_rules! dispatch_avx2 {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                #[allow(unsafe_code)]
+                #[expect(unsafe_code, reason = "a target_feature function is unsafe to call")]
                 unsafe fn avx2($($arg: $ty),*) -> $ret {
                     $inner($($arg),*)
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU supports the features the function was compiled for.
-                    #[allow(unsafe_code)]
+                    #[expect(unsafe_code, reason = "runs only where the CPU has the features")]
                     return unsafe { avx2($($arg),*) };
                 }
             }
@@ -144,7 +144,7 @@ fn gelu_dispatch(xs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: the CPU has AVX-512F.
-        #[allow(unsafe_code)]
+        #[expect(unsafe_code, reason = "runs only where the CPU has the features")]
         return unsafe { avx512::gelu(xs) };
     }
     gelu_avx2(xs)
@@ -155,7 +155,7 @@ fn exp_row_dispatch(row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: the CPU has AVX-512F.
-        #[allow(unsafe_code)]
+        #[expect(unsafe_code, reason = "runs only where the CPU has the features")]
         return unsafe { avx512::exp_row(row) };
     }
     exp_row_avx2(row)
@@ -163,7 +163,7 @@ fn exp_row_dispatch(row: &mut [f32]) -> f32 {
 
 /// The element-wise kernels with AVX-512 intrinsics: 16 lanes, FMA, and `vscalefps` for the 2^n of exp.
 #[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "intrinsics on raw pointers")]
 mod avx512 {
     use std::arch::x86_64::*;
 
@@ -344,7 +344,6 @@ mod avx512 {
     /// are `ld` apart. The 16
     /// key vectors of a strip of 16 keys stay in registers while every query row streams past them.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn qk16(
         q: &[f32],
         q_stride: usize,
@@ -469,7 +468,6 @@ mod avx512 {
     /// are `ld` apart. Register
     /// tiles of 6 rows × 64 keys; each strip of keys serves every row.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn qk64(
         q: &[f32],
         q_stride: usize,
@@ -782,7 +780,7 @@ fn attend(
     #[cfg(target_arch = "x86_64")]
     if (hd == 16 || hd == 64) && has_avx512() {
         // SAFETY: the CPU has AVX-512F.
-        #[allow(unsafe_code)]
+        #[expect(unsafe_code, reason = "runs only where the CPU has the features")]
         unsafe {
             attend_avx512(
                 &qkv[i0 * d3 + col..],
@@ -804,7 +802,7 @@ fn attend(
     // SAFETY: every access is inside the slices, by the assertions above: q rows i0..i0+rows read columns
     // col..col+hd of a 3d-wide row; kt is hd rows of n, ld apart; v is n × hd; scores are rows of n
     // values, ld apart; out rows are d apart with hd columns from col.
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code, reason = "gemm takes raw pointers")]
     unsafe {
         gemm::gemm(
             rows,
@@ -833,7 +831,7 @@ fn attend(
         inv[r] = 1.0 / exp_row_dispatch(&mut row[..n]);
     }
     // SAFETY: as above.
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code, reason = "gemm takes raw pointers")]
     unsafe {
         gemm::gemm(
             rows,

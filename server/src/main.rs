@@ -177,7 +177,7 @@ struct WorkerOptions {
     #[arg(long, env = "GROUNDWORK_WORKER_NAME")]
     name: Option<String>,
     /// Object store: file:///path or s3://bucket (endpoint and credentials from AWS_* variables).
-    /// Default: file://<cwd>/.groundwork/objects.
+    /// Default: .groundwork/objects under the working directory.
     #[arg(long, env = "GROUNDWORK_OBJECT_STORE")]
     object_store: Option<String>,
     /// Root of the OlmoEarth checkpoints `model fetch` downloads; training starts from them.

@@ -44,5 +44,5 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
-/// Result with the store's [`Error`].
+/// Result with the store's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

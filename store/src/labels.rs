@@ -949,7 +949,6 @@ pub async fn summary(pool: &PgPool, project_id: Uuid, version: Option<i32>) -> R
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

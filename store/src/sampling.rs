@@ -268,7 +268,6 @@ pub fn sample_and_split(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
     use std::collections::HashSet;

@@ -12,7 +12,7 @@
 //!
 //! Run: `cargo bench -p groundwork-worker --bench predict` (`-- 3` for three repetitions).
 
-#![allow(clippy::unwrap_used, reason = "benchmark")]
+#![expect(clippy::unwrap_used, reason = "benchmark")]
 
 use candle_core::{DType, Device, Tensor};
 use groundwork_imagery::stitch::{Cell, Rect, TileLayout};

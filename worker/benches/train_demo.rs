@@ -3,7 +3,7 @@
 //! rows, the majority class, the frozen-encoder baseline and the fine-tuned model, with timings.
 //!
 //! `cargo bench -p groundwork-worker --bench train_demo` (options: `EPOCHS`, `FREEZE_EPOCHS`, `HEAD`).
-#![allow(clippy::unwrap_used, clippy::print_stdout, reason = "benchmark")]
+#![expect(clippy::unwrap_used, clippy::print_stdout, reason = "benchmark")]
 
 use candle_core::Device;
 use groundwork_imagery::{AcquireRequest, GridOptions, Modality, Source};

@@ -74,7 +74,7 @@ impl Wakes {
                         self.notify(&ev.job_type);
                     }
                 }
-                #[allow(unreachable_code, reason = "the loop only ends with an error")]
+                #[expect(unreachable_code, reason = "the loop only ends with an error")]
                 Ok::<(), sqlx::Error>(())
             };
             tokio::select! {

@@ -166,7 +166,7 @@ fn linear(x: &[f32], p: Params<'_>, y: &mut [f32], (inp, out): (usize, usize), a
     };
     // SAFETY: by the assertion above, y is rows × out (row stride out), x is rows × inp (row stride
     // inp) and w is inp × out (row stride out).
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code, reason = "gemm takes raw pointers")]
     unsafe {
         gemm::gemm(
             rows,

@@ -1,7 +1,6 @@
 //! The pages on a real database, through the whole router: rendering, the wizard's validation, the
 //! forms' redirects, organisation scoping, members, invitations, tokens, the organisation switcher,
 //! the account page and the embedded static files.
-#![allow(clippy::unwrap_used, reason = "tests")]
 
 use crate::api::{AppState, router};
 use axum::body::Body;

@@ -2,18 +2,13 @@
 //! `io.safetensors`, for both checkpoint formats, at max |Δ| ≤ 1e-4.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use olmoearth::{Encoder, EncoderConfig, EncoderInput, Modality, ModalityInput, StateDict};
 
-const TOL: f32 = 1e-4;
+use crate::common::fixture;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/olmoearth-nano")
-        .join(name)
-}
+const TOL: f32 = 1e-4;
 
 fn io() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture("io.safetensors"), &Device::Cpu).expect("io.safetensors")

@@ -2,7 +2,7 @@
 //! organisation × every kind of caller × own and other organisation, plus sessions, CSRF, token
 //! scopes and revocation, the sign-in rate limit, first-run setup, invitations, password changes,
 //! organisation deletion, the audit log and the `Secure` cookie setting.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
 )]

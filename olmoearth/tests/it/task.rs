@@ -1,13 +1,11 @@
 //! The task model: safetensors round trip, window tensors → encoder input, and fitting a small synthetic
 //! separable segmentation set to better than the majority class.
-#![allow(clippy::unwrap_used, reason = "tests")]
-
-mod common;
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::common::{fixture, values};
 use candle_core::{DType, Device, Tensor};
-use common::{fixture, values};
 use olmoearth::finetune::{
     Baseline, Example, FitOptions, FitSink, FitState, Prediction, Target, Trainer, embed_examples,
     predict_examples,

@@ -1,6 +1,6 @@
 //! The job system on a real PostgreSQL: lifecycle, dependencies, retries with backoff, cancel, drain
 //! and pause, lease expiry.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
 )]

@@ -1,12 +1,10 @@
 //! Masked tokens are dropped per sample: a batch equals its samples run alone, dropped tokens are zero
 //! and pooled means skip them.
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::{max_abs_diff, nano, rand};
 use candle_core::{DType, Device, IndexOp, Tensor};
-use common::{max_abs_diff, nano, rand};
 use olmoearth::{EncoderInput, Modality, ModalityInput};
 
 fn months(b: usize, t: usize) -> Tensor {

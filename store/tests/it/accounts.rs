@@ -1,9 +1,5 @@
 //! Accounts on a real database: setup races, owner guards, invitations, sessions and the sign-in
 //! limit as the store enforces them (the HTTP layer is tested in the server's `access` tests).
-#![allow(
-    clippy::unwrap_used,
-    reason = "test code: a panic is the failure report"
-)]
 
 use groundwork_store::accounts::{self, AcceptOutcome, LoginOutcome, Role, Scope};
 use groundwork_store::audit::Who;

@@ -1,12 +1,10 @@
 //! The `model` CLI's library functions: `info` and `embed` on good and bad input, and argument parsing.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::{fixture, fixture_dir, max_abs_diff, rand, timestamps, write};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
-use common::{fixture, fixture_dir, max_abs_diff, rand, timestamps, write};
 use olmoearth::cli::{ModelCommand, model_info};
 use olmoearth::embed::{EmbedArgs, embed_file};
 use olmoearth::{Error, Modality, StateDict};

@@ -1,7 +1,7 @@
 //! `train` and `evaluate` on real PostgreSQL and a real (local-folder) object store, with the Nano fixture
 //! checkpoint as the model directory: a cancelled training attempt resumes after its last checkpointed
 //! epoch with a continuous curve, and the evaluation of the trained model is stored.
-#![allow(clippy::unwrap_used, reason = "tests")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use candle_core::{DType, Device, Tensor};
 use groundwork_store::jobs::{self, NewStep};

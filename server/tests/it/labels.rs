@@ -1,7 +1,7 @@
 //! Labels end to end on a real database: imports with good and bad rows (GeoJSON and CSV, through the
 //! API and the CLI), export round trips, versions, the summary, the spatial split, rasterisation onto
 //! the window grid, and the training examples other code trains on.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
 )]
@@ -13,11 +13,11 @@ use groundwork_server::AppState;
 use groundwork_store::labels::{LabelTarget, Split, training_examples};
 use groundwork_store::testing::TestDb;
 use groundwork_store::{DEFAULT_ORG_ID, projects};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use tower::ServiceExt;
 use uuid::Uuid;
+
+use crate::common::{call, send};
 
 /// An AOI of about 2.4 × 2.2 km in UTM zone 31N.
 fn aoi() -> Value {
@@ -27,43 +27,6 @@ fn aoi() -> Value {
 fn classes() -> Value {
     json!([{"id": 0, "name": "water", "color": "#0000ff"}, {"id": 1, "name": "forest", "color": "#00ff00"},
            {"id": 2, "name": "crops", "color": "#ffff00"}])
-}
-
-async fn send(
-    app: &axum::Router,
-    req: Request<Body>,
-) -> (StatusCode, HashMap<String, String>, Vec<u8>) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, headers, bytes)
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let (s, _, b) = send(app, req).await;
-    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
 async fn upload(

@@ -1,6 +1,6 @@
 //! End-to-end acquisition over real HTTP: an in-process STAC API (`stac-server`, memory backend) and COGs
 //! generated here with GDAL, served with range support by tower-http on 127.0.0.1:0.
-#![allow(clippy::unwrap_used, reason = "tests")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,12 +1,10 @@
 //! Fine-tuning blocks: a few AdamW steps on a tiny batch lower the loss through the unfrozen encoder.
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::{fixture, rand};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use common::{fixture, rand};
 use olmoearth::heads::{PoolingHead, PoolingHeadConfig, feature_map};
 use olmoearth::train::{AdamW, AdamWConfig, ParamGroup, TrainableEncoder, cross_entropy};
 use olmoearth::{EncoderConfig, EncoderInput, Modality, ModalityInput, StateDict};

@@ -1,7 +1,7 @@
 //! Output rasters: a class map COG keeps its colour table and nodata through the warp to a
 //! `GoogleMapsCompatible` web-mercator COG, tiles show the right colour at the right place and are
 //! transparent elsewhere, and polygonising gives the class regions in lon/lat.
-#![allow(clippy::unwrap_used, reason = "tests")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use gdal::{Dataset, Metadata};
 use groundwork_imagery::publish::{

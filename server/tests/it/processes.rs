@@ -1,10 +1,8 @@
 //! Real `groundwork` processes against a real PostgreSQL: a worker killed with SIGKILL in the middle of
 //! a step loses nothing (the step finishes exactly once on another worker), and `serve` is a whole
 //! installation on its own.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test code: a panic is the failure report"
-)]
+//!
+//! Cargo builds the binary before the test binary and hands its path over in `CARGO_BIN_EXE_groundwork`.
 
 use groundwork_store::testing::TestDb;
 use serde_json::{Value, json};
@@ -12,6 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+use crate::common::owner_token;
 
 fn groundwork_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_groundwork"))
@@ -47,30 +47,6 @@ fn worker(bin: &PathBuf, db: &TestDb, name: &str) -> Proc {
             .spawn()
             .expect("start worker"),
     )
-}
-
-/// A user who owns the default organisation, and a write token of theirs.
-async fn owner_token(pool: &groundwork_store::PgPool) -> String {
-    use groundwork_store::{DEFAULT_ORG_ID, accounts, audit::Who};
-    let who = Who::cli();
-    let user = accounts::create_user(pool, &who, "owner@example.org", "a long password")
-        .await
-        .unwrap();
-    accounts::add_member(pool, &who, DEFAULT_ORG_ID, user.id, accounts::Role::Owner)
-        .await
-        .unwrap();
-    accounts::create_api_token(
-        pool,
-        &who,
-        user.id,
-        DEFAULT_ORG_ID,
-        "tests",
-        accounts::Scope::Write,
-        None,
-    )
-    .await
-    .unwrap()
-    .0
 }
 
 async fn wait_for<T>(timeout: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {

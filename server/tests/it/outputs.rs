@@ -2,7 +2,7 @@
 //! are predicted in partitions, combined into UTM COGs and published as web-mercator COGs; the API
 //! serves tiles (with ETag/304), downloads, metadata and STAC that validates against the STAC 1.1
 //! schemas; another organisation sees none of it.
-#![allow(clippy::unwrap_used, reason = "tests")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};

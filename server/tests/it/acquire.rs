@@ -1,81 +1,18 @@
 //! Acquisition through the API and the job system, on the offline demo catalogue: windows are planned
 //! and stored, partition steps fan out over the workers, tensors land in the object store, and a bad
 //! catalogue fails the run with a clear reason.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test code: a panic is the failure report"
-)]
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use groundwork_imagery::{DemoOptions, generate_demo_data};
 use groundwork_server::{AppState, router};
 use groundwork_store::testing::TestDb;
 use groundwork_worker::{Registry, Worker, WorkerConfig};
-use http_body_util::BodyExt;
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::ServiceExt;
 
-/// A user who owns the default organisation, and a write token of theirs.
-async fn owner_token(pool: &groundwork_store::PgPool) -> String {
-    use groundwork_store::{DEFAULT_ORG_ID, accounts, audit::Who};
-    let who = Who::cli();
-    let user = accounts::create_user(pool, &who, "owner@example.org", "a long password")
-        .await
-        .unwrap();
-    accounts::add_member(pool, &who, DEFAULT_ORG_ID, user.id, accounts::Role::Owner)
-        .await
-        .unwrap();
-    accounts::create_api_token(
-        pool,
-        &who,
-        user.id,
-        DEFAULT_ORG_ID,
-        "tests",
-        accounts::Scope::Write,
-        None,
-    )
-    .await
-    .unwrap()
-    .0
-}
-
-/// `app` with every request authenticated by `token`.
-fn with_bearer(app: axum::Router, token: String) -> axum::Router {
-    app.layer(axum::middleware::map_request(
-        move |mut req: axum::http::Request<Body>| {
-            let value = format!("Bearer {token}").parse().unwrap();
-            async move {
-                req.headers_mut().insert("authorization", value);
-                req
-            }
-        },
-    ))
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use crate::common::{call, owner_token};
 
 async fn wait_run(app: &axum::Router, run: &str) -> Value {
     let start = Instant::now();
@@ -123,10 +60,11 @@ async fn acquisition_fans_out_and_writes_window_tensors() {
                 .unwrap(),
         );
     }
-    let app = with_bearer(
+    let app = groundwork_server::testing::with_bearer(
         router(AppState::new(db.pool.clone())),
-        owner_token(&db.pool).await,
-    );
+        &owner_token(&db.pool).await,
+    )
+    .unwrap();
 
     let (s, project) = call(
         &app,
@@ -225,10 +163,11 @@ async fn a_missing_catalogue_fails_the_run_with_a_reason_and_bad_requests_are_re
     let w = Worker::start(db.pool.clone(), c, Registry::builtin())
         .await
         .unwrap();
-    let app = with_bearer(
+    let app = groundwork_server::testing::with_bearer(
         router(AppState::new(db.pool.clone())),
-        owner_token(&db.pool).await,
-    );
+        &owner_token(&db.pool).await,
+    )
+    .unwrap();
     let (_, project) = call(
         &app,
         "POST",

@@ -1,7 +1,7 @@
 //! Stitching: partitions of windows run through a model on overlapping tiles and blended must give
 //! one seamless map — exactly constant for a constant model, and for a smooth model no jump at window,
 //! tile or partition borders larger than the signal's own step.
-#![allow(clippy::unwrap_used, reason = "tests")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use candle_core::{IndexOp, Tensor};
 use groundwork_imagery::stitch::{Cell, TileLayout, partition_cells};

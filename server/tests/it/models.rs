@@ -1,39 +1,14 @@
 //! Training runs, curves and evaluation reports over HTTP on a real database; another organisation's run
 //! or project is a 404.
-#![allow(clippy::unwrap_used, reason = "tests")]
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use groundwork_server::AppState;
 use groundwork_store::models::{self, NewEvaluation, TrainingEpoch};
 use groundwork_store::testing::TestDb;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use uuid::Uuid;
 
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    (status, v)
-}
+use crate::common::call;
 
 fn project() -> Value {
     json!({

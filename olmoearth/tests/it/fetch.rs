@@ -1,14 +1,12 @@
 //! `model fetch` against a local HTTP server that serves the fixture files in the hub's URL layout.
 
-mod common;
-
 use std::net::SocketAddr;
 
+use crate::common::fixture;
 use axum::Router;
 use axum::extract::Path as UrlPath;
 use axum::http::StatusCode;
 use axum::routing::get;
-use common::fixture;
 use olmoearth::cli::{ModelCommand, model_info, run};
 use olmoearth::fetch::{fetch_model, model_dir};
 use olmoearth::{Error, ModelSize};

@@ -1,5 +1,5 @@
 //! The REST API on a real database: every bad input is a 4xx JSON error, never a 500.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     reason = "test code: a panic is the failure report"
 )]
@@ -12,42 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// A user who owns the default organisation, and a write token of theirs.
-async fn owner_token(pool: &groundwork_store::PgPool) -> String {
-    use groundwork_store::{DEFAULT_ORG_ID, accounts, audit::Who};
-    let who = Who::cli();
-    let user = accounts::create_user(pool, &who, "owner@example.org", "a long password")
-        .await
-        .unwrap();
-    accounts::add_member(pool, &who, DEFAULT_ORG_ID, user.id, accounts::Role::Owner)
-        .await
-        .unwrap();
-    accounts::create_api_token(
-        pool,
-        &who,
-        user.id,
-        DEFAULT_ORG_ID,
-        "tests",
-        accounts::Scope::Write,
-        None,
-    )
-    .await
-    .unwrap()
-    .0
-}
-
-/// `app` with every request authenticated by `token`.
-fn with_bearer(app: axum::Router, token: String) -> axum::Router {
-    app.layer(axum::middleware::map_request(
-        move |mut req: axum::http::Request<Body>| {
-            let value = format!("Bearer {token}").parse().unwrap();
-            async move {
-                req.headers_mut().insert("authorization", value);
-                req
-            }
-        },
-    ))
-}
+use crate::common::owner_token;
 
 struct Api {
     app: axum::Router,
@@ -61,7 +26,7 @@ impl Api {
         state.max_aoi_km2 = 10_000.0;
         let token = owner_token(&db.pool).await;
         Self {
-            app: with_bearer(router(state), token),
+            app: groundwork_server::testing::with_bearer(router(state), &token).unwrap(),
             _db: db,
         }
     }

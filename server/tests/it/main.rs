@@ -1,0 +1,14 @@
+//! The integration tests of `groundwork-server`, one test binary: the API, the web pages and access
+//! control on the in-process router over a real PostgreSQL, and (`processes`) the real `groundwork`
+//! binary run as separate processes. Helpers used by several modules are in `common`.
+//!
+//! Run one module with a filter, e.g. `cargo test -p groundwork-server --test it labels::`.
+
+mod access;
+mod acquire;
+mod api;
+mod common;
+mod labels;
+mod models;
+mod outputs;
+mod processes;
