@@ -5,7 +5,7 @@
 //! under their keys), then read per tile with GDAL.
 
 use super::auth::Actor;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Path, Query};
 use super::{AppState, Page, PageQuery};
 use axum::extract::State;
@@ -19,6 +19,8 @@ use object_store::ObjectStoreExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// STAC version of the documents served.
@@ -182,7 +184,7 @@ pub async fn tile(
     Query(q): Query<TileQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_tile", m);
+    let bad = |m: String| ApiError::new(ErrorCode::InvalidTile, m);
     let y: u32 = y
         .strip_suffix(".png")
         .and_then(|y| y.parse().ok())
@@ -284,8 +286,7 @@ pub async fn download_geojson(
     let o = outputs::get(&state.pool, actor.org_id, id).await?;
     if o.kind != "class" {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_a_class_map",
+            ErrorCode::NotAClassMap,
             format!(
                 "only class maps are vectorised; this output holds {}",
                 o.kind
@@ -568,4 +569,22 @@ pub async fn stac_item_handler(
         body.to_string(),
     )
         .into_response())
+}
+
+/// The routes of this resource, each with its OpenAPI path.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_output))
+        .routes(routes!(download_tif))
+        .routes(routes!(download_geojson))
+        .routes(routes!(list_outputs))
+        .routes(routes!(stac_collection_handler))
+        .routes(routes!(stac_items))
+        .routes(routes!(stac_item_handler))
+        // The router matches whole segments: the documented `{y}.png` is routed as `{y}`, and the
+        // handler reads the suffix.
+        .route(
+            "/api/v1/outputs/{id}/tiles/{z}/{x}/{y}",
+            axum::routing::get(tile),
+        )
 }

@@ -1,18 +1,18 @@
 //! Result pages: an output's map (`/outputs/{id}`), a training run's evaluation report
 //! (`/runs/{id}/evaluation`), the "Results" section of a project's page (outputs, training curves,
-//! evaluations) and its buttons that start training and prediction through the API's own handlers.
+//! evaluations) and its buttons that start training and prediction through the service layer.
 
 use super::error::PageResult;
 use super::{Layout, Nav, when};
 use crate::api::AppState;
 use crate::api::auth::{Actor, Role};
 use crate::api::error::ApiError;
-use crate::api::extract::{Json, Path};
-use crate::api::models::{PredictRequest, TrainRequest};
+use crate::api::extract::Path;
+use crate::service::models::{self as service, PredictRequest, TrainRequest};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use groundwork_store::jobs::RunWithSteps;
 use groundwork_store::models::{self, Evaluation, TrainingEpoch};
@@ -419,16 +419,16 @@ pub async fn results(state: &AppState, actor: &Actor, project_id: Uuid) -> PageR
     })
 }
 
-/// What a train or predict button does with the API handler's answer: to the new run, or the project
+/// What a train or predict button does with the service's answer: to the new run, or the project
 /// page again with the refusal in its "Results" section.
 async fn started(
     state: &AppState,
     actor: &Actor,
     project_id: Uuid,
-    result: Result<(StatusCode, axum::Json<RunWithSteps>), ApiError>,
+    result: Result<RunWithSteps, ApiError>,
 ) -> PageResult<Response> {
     match result {
-        Ok((_, axum::Json(run))) => {
+        Ok(run) => {
             Ok(Redirect::to(&format!("/projects/{project_id}#run-{}", run.run.id)).into_response())
         }
         Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
@@ -439,39 +439,26 @@ async fn started(
     }
 }
 
-/// `POST /projects/{id}/train`: trains and evaluates a model with the defaults (the API's handler).
+/// `POST /projects/{id}/train`: trains and evaluates a model with the defaults (the same service function as the API).
 pub async fn train(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> PageResult<Response> {
     actor.require(Role::Member)?;
-    let result = crate::api::models::start_training(
-        State(state.clone()),
-        actor.clone(),
-        Path(id),
-        HeaderMap::new(),
-        Json(TrainRequest::default()),
-    )
-    .await;
+    let result = service::start_training(&state, &actor, id, None, TrainRequest::default()).await;
     started(&state, &actor, id, result).await
 }
 
-/// `POST /projects/{id}/predict`: maps the project with its newest trained model (the API's handler).
+/// `POST /projects/{id}/predict`: maps the project with its newest trained model (the same service function as the API).
 pub async fn predict(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> PageResult<Response> {
     actor.require(Role::Member)?;
-    let result = crate::api::models::start_prediction(
-        State(state.clone()),
-        actor.clone(),
-        Path(id),
-        HeaderMap::new(),
-        Json(PredictRequest::default()),
-    )
-    .await;
+    let result =
+        service::start_prediction(&state, &actor, id, None, PredictRequest::default()).await;
     started(&state, &actor, id, result).await
 }
 
