@@ -1,5 +1,5 @@
-//! Acquisition: `POST /api/v1/projects/{id}/acquire` starts a run of partitioned `acquire` steps with an
-//! `acquire_summary` fan-in; `GET /api/v1/projects/{id}/windows` lists the windows and their status.
+//! Acquisition: planning a project's windows and starting a run of partitioned `acquire` steps with an
+//! `acquire_summary` fan-in, and listing the windows with their status.
 
 use crate::api::AppState;
 use crate::api::auth::{Actor, Role};

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod imagery;
 pub mod labels;
 pub mod models;
+pub mod outputs;
 pub mod projects;
 pub mod runs;
 pub mod tokens;

@@ -1,7 +1,5 @@
-//! Trained models: start training (`POST /api/v1/projects/{id}/train`), training curves
-//! (`GET /api/v1/runs/{id}/training`) and evaluation reports (`GET /api/v1/runs/{id}/evaluation`,
-//! `GET /api/v1/projects/{id}/evaluations`) and prediction with a trained model
-//! (`POST /api/v1/projects/{id}/predict`: predict, combine and publish).
+//! Trained models: starting training (a `train` step and an `evaluate` step), training curves,
+//! evaluation reports, and prediction with a trained model (`predict`, `combine` and `publish` steps).
 
 use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, FieldError};

@@ -1,4 +1,4 @@
-//! `/api/v1/projects`.
+//! Projects: creating (with every field validated), listing, reading, updating and deleting them.
 
 use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, FieldError};

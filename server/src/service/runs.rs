@@ -1,4 +1,5 @@
-//! Runs and steps: `/api/v1/projects/{id}/runs`, `/api/v1/runs/{id}`, `/api/v1/steps/{id}/…`.
+//! Runs and steps: starting a run of steps, listing and reading runs, reading, cancelling and retrying
+//! steps.
 
 use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, FieldError};

@@ -1,5 +1,4 @@
-//! API tokens (`/api/v1/tokens`), worker tokens (`/api/v1/worker-tokens`) and the audit log
-//! (`/api/v1/audit`) of the current organisation.
+//! API tokens, worker tokens and the audit log of the current organisation.
 
 use crate::api::accounts::Items;
 use crate::api::auth::{Actor, Role};

@@ -1,4 +1,5 @@
-//! Worker administration: `/api/v1/workers`, `/api/v1/pools`.
+//! Worker administration: listing the organisation's workers and pools, draining, pausing and
+//! resuming a worker.
 
 use crate::api::AppState;
 use crate::api::auth::{Actor, Role};
