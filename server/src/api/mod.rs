@@ -180,7 +180,13 @@ pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<&str> {
         description = "Earth-observation projects on OlmoEarth: projects, runs, steps, workers."
     ),
     paths(outputs::tile),
-    components(schemas(error::ErrorBody, error::ErrorInner, error::FieldError))
+    components(schemas(
+        error::ErrorBody,
+        error::ErrorInner,
+        error::FieldError,
+        labels::Format,
+        labels::ImportMode
+    ))
 )]
 pub struct ApiDoc;
 

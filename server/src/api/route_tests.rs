@@ -133,3 +133,19 @@ async fn every_api_route_is_documented_with_its_methods() {
         );
     }
 }
+
+#[test]
+fn every_schema_the_document_refers_to_is_in_it() {
+    let doc = serde_json::to_value(super::openapi()).expect("the document serialises");
+    let text = doc.to_string();
+    let prefix = "#/components/schemas/";
+    let missing: BTreeSet<&str> = text
+        .match_indices(prefix)
+        .filter_map(|(i, _)| text[i + prefix.len()..].split('"').next())
+        .filter(|name| doc["components"]["schemas"].get(*name).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "schemas referred to but missing: {missing:?}"
+    );
+}
