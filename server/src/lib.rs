@@ -5,8 +5,11 @@
 pub mod api;
 pub mod bench;
 pub mod demo;
+pub mod geometry;
+pub mod labels;
 pub mod labels_cli;
 pub mod objects;
+pub mod service;
 pub mod telemetry;
 pub mod testing;
 pub mod web;

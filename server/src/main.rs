@@ -211,6 +211,10 @@ struct ServeArgs {
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
     #[arg(long, env = "GROUNDWORK_SECURE_COOKIES", value_parser = clap::builder::BoolishValueParser::new())]
     secure_cookies: bool,
+    /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) drawn under the web maps; without one
+    /// the maps draw a plain background and need no network.
+    #[arg(long, env = "GROUNDWORK_BASEMAP_URL")]
+    basemap_url: Option<String>,
     #[command(flatten)]
     worker: WorkerOptions,
 }
@@ -229,6 +233,10 @@ struct DemoArgs {
     /// Stop when the demo is done instead of serving the map until interrupted.
     #[arg(long)]
     exit: bool,
+    /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) drawn under the web maps; without one
+    /// the maps draw a plain background and need no network.
+    #[arg(long, env = "GROUNDWORK_BASEMAP_URL")]
+    basemap_url: Option<String>,
     /// Training epochs.
     #[arg(long, default_value_t = groundwork_server::demo::DemoRun::default().epochs)]
     epochs: usize,
@@ -361,7 +369,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for _ in 0..args.local_workers {
         workers.push(Worker::start(db.pool.clone(), config.clone(), Registry::builtin()).await?);
     }
-    let mut state = AppState::new(db.pool.clone());
+    let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
     state.max_aoi_km2 = args.max_aoi_km2;
     state.secure_cookies = args.secure_cookies;
     state.objects.clone_from(&config.objects);
@@ -436,7 +444,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     })?;
     config.in_process = true;
     let worker = Worker::start(db.pool.clone(), config, Registry::builtin()).await?;
-    let mut state = AppState::new(db.pool.clone());
+    let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
     state.objects = Some(objects.clone());
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await

@@ -1,48 +1,25 @@
 //! Accounts: first-run setup, sign-in and out, `/me` (profile, password, current organisation),
-//! members of the current organisation and invitations.
+//! members of the current organisation and invitations. The work is in [`crate::service::accounts`].
 
 use super::AppState;
-use super::auth::{self, Actor, Credential, Principal, Role, SignIn};
-use super::error::{ApiError, ApiResult, FieldError};
+use super::auth::{self, Actor, Principal};
+use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path};
+use crate::service::accounts::{self as service, Started};
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use groundwork_store::accounts::{
-    self, AcceptOutcome, Invitation, Member, Org, OrgRole, PasswordChange, User,
-};
-use groundwork_store::audit::Who;
-use serde::{Deserialize, Serialize};
+use groundwork_store::accounts::{Invitation, Member, Org, OrgRole};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-fn field(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
-fn email_field(email: &str, errors: &mut Vec<FieldError>) -> String {
-    accounts::validate_email(email).unwrap_or_else(|m| {
-        errors.push(field("email", m));
-        String::new()
-    })
-}
-
-fn password_field(name: &str, password: &str, errors: &mut Vec<FieldError>) {
-    if let Err(m) = accounts::validate_password(password) {
-        errors.push(field(name, m));
-    }
-}
-
-fn check(errors: Vec<FieldError>) -> ApiResult<()> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation(errors))
-    }
-}
+pub use crate::service::accounts::{
+    AcceptBody, AddMember, CreateInvitation, CreateOrg, Items, LoginBody, Me, NewInvitation,
+    PasswordBody, SessionInfo, SetupBody, SetupStatus, SwitchOrg, UpdateMember,
+};
 
 /// The client address for rate limiting and the audit log (`unknown` when not served over TCP).
 #[derive(Debug, Clone)]
@@ -57,17 +34,6 @@ impl axum::extract::FromRequestParts<AppState> for ClientIp {
     }
 }
 
-/// A new session, as returned by setup, sign-in and invitation acceptance (the cookie is set too).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SessionInfo {
-    /// The user.
-    pub user: User,
-    /// The organisation the session acts in.
-    pub org_id: Option<Uuid>,
-    /// Echo this in `X-CSRF-Token` (or a `csrf` form field) on state-changing requests.
-    pub csrf_token: String,
-}
-
 fn with_cookie(
     status: StatusCode,
     cookie: axum::http::HeaderValue,
@@ -76,32 +42,18 @@ fn with_cookie(
     (status, [(header::SET_COOKIE, cookie)], axum::Json(body)).into_response()
 }
 
-/// `GET /api/v1/setup`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SetupStatus {
-    /// Whether the first-run setup is still open (no user exists).
-    pub required: bool,
+/// A started session as a response with its cookie; a rate-limited attempt as 429.
+fn started(status: StatusCode, s: Started) -> Response {
+    match s {
+        Started::Session(s) => with_cookie(status, s.cookie, s.info),
+        Started::Limited(wait) => auth::too_many_attempts(wait),
+    }
 }
 
 /// Whether the first-run setup is still open.
 #[utoipa::path(get, path = "/api/v1/setup", tag = "accounts", responses((status = 200, body = SetupStatus)))]
 pub async fn setup_status(State(state): State<AppState>) -> ApiResult<axum::Json<SetupStatus>> {
-    Ok(axum::Json(SetupStatus {
-        required: !accounts::any_user(&state.pool).await?,
-    }))
-}
-
-/// Body of `POST /api/v1/setup`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SetupBody {
-    /// The first owner's email.
-    pub email: String,
-    /// Their password (at least 8 characters).
-    pub password: String,
-    /// Name for the organisation (default: keep `default`).
-    #[serde(default)]
-    pub org_name: Option<String>,
+    Ok(axum::Json(service::setup_status(&state).await?))
 }
 
 /// First run: creates the first owner and their organisation, and signs them in. Allowed only while
@@ -113,63 +65,8 @@ pub async fn setup(
     ClientIp(ip): ClientIp,
     Json(body): Json<SetupBody>,
 ) -> ApiResult<Response> {
-    if accounts::any_user(&state.pool).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "setup_done",
-            "setup is already done; sign in instead",
-        ));
-    }
-    let mut errors = Vec::new();
-    let email = email_field(&body.email, &mut errors);
-    password_field("password", &body.password, &mut errors);
-    let org_name = match body.org_name.as_deref().map(accounts::validate_org_name) {
-        Some(Err(m)) => {
-            errors.push(field("org_name", m));
-            None
-        }
-        Some(Ok(n)) => Some(n),
-        None => None,
-    };
-    check(errors)?;
-    let who = Who {
-        ip: Some(ip.clone()),
-        ..Who::default()
-    };
-    let (user, org) = accounts::setup(
-        &state.pool,
-        &who,
-        &email,
-        &body.password,
-        org_name.as_deref(),
-    )
-    .await
-    .map_err(|e| match e {
-        groundwork_store::Error::Conflict(m) => {
-            ApiError::new(StatusCode::CONFLICT, "setup_done", m)
-        }
-        other => other.into(),
-    })?;
-    let (cookie, session) = auth::start_session(&state, user.id, Some(org.id), Some(&ip)).await?;
-    Ok(with_cookie(
-        StatusCode::CREATED,
-        cookie,
-        SessionInfo {
-            user,
-            org_id: session.org_id,
-            csrf_token: session.csrf_token,
-        },
-    ))
-}
-
-/// Body of `POST /api/v1/auth/login`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LoginBody {
-    /// Email.
-    pub email: String,
-    /// Password.
-    pub password: String,
+    let s = service::setup(&state, &ip, body).await?;
+    Ok(with_cookie(StatusCode::CREATED, s.cookie, s.info))
 }
 
 /// Signs in and sets the `gw_session` cookie. Five failures per account or twenty per client address
@@ -181,31 +78,16 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     Json(body): Json<LoginBody>,
 ) -> ApiResult<Response> {
-    match auth::sign_in(&state, &body.email, &body.password, &ip).await? {
-        SignIn::Ok(s) => Ok(with_cookie(
-            StatusCode::OK,
-            s.cookie,
-            SessionInfo {
-                user: s.user,
-                org_id: s.session.org_id,
-                csrf_token: s.session.csrf_token,
-            },
-        )),
-        SignIn::BadCredentials => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "wrong email or password",
-        )),
-        SignIn::Limited(wait) => Ok(auth::too_many_attempts(wait)),
-    }
+    Ok(started(
+        StatusCode::OK,
+        service::login(&state, &ip, &body).await?,
+    ))
 }
 
 /// Ends the session and clears the cookie.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "accounts", responses((status = 204), (status = 401, body = super::error::ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, p: Principal) -> ApiResult<Response> {
-    if let Some(id) = p.session_id() {
-        accounts::delete_session(&state.pool, &p.who(), id).await?;
-    }
+    service::logout(&state, &p).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(
@@ -216,47 +98,10 @@ pub async fn logout(State(state): State<AppState>, p: Principal) -> ApiResult<Re
         .into_response())
 }
 
-/// `GET /api/v1/me`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Me {
-    /// The user.
-    pub user: User,
-    /// Organisations with the user's role in each.
-    pub orgs: Vec<OrgRole>,
-    /// The organisation requests act in.
-    pub current_org: Option<OrgRole>,
-    /// The session's CSRF token (null for bearer tokens).
-    pub csrf_token: Option<String>,
-}
-
-async fn me_of(state: &AppState, p: &Principal) -> ApiResult<Me> {
-    let user = accounts::user(&state.pool, p.user_id).await?;
-    let orgs = accounts::orgs_of(&state.pool, p.user_id).await?;
-    let current_org = p
-        .org_id
-        .and_then(|id| orgs.iter().find(|o| o.id == id).cloned());
-    Ok(Me {
-        user,
-        orgs,
-        current_org,
-        csrf_token: auth::csrf_token(&p.credential).map(str::to_owned),
-    })
-}
-
 /// The signed-in user, their organisations and the current one.
 #[utoipa::path(get, path = "/api/v1/me", tag = "accounts", responses((status = 200, body = Me), (status = 401, body = super::error::ErrorBody)))]
 pub async fn me(State(state): State<AppState>, p: Principal) -> ApiResult<axum::Json<Me>> {
-    Ok(axum::Json(me_of(&state, &p).await?))
-}
-
-/// Body of `POST /api/v1/me/password`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PasswordBody {
-    /// The current password.
-    pub current_password: String,
-    /// The new one (at least 8 characters).
-    pub new_password: String,
+    Ok(axum::Json(service::me(&state, &p).await?))
 }
 
 /// Changes the password; every other session of the user ends.
@@ -267,34 +112,8 @@ pub async fn change_password(
     p: Principal,
     Json(body): Json<PasswordBody>,
 ) -> ApiResult<StatusCode> {
-    let mut errors = Vec::new();
-    password_field("new_password", &body.new_password, &mut errors);
-    check(errors)?;
-    match accounts::change_password(
-        &state.pool,
-        &p.who(),
-        p.user_id,
-        &body.current_password,
-        &body.new_password,
-        p.session_id(),
-    )
-    .await?
-    {
-        PasswordChange::Changed => Ok(StatusCode::NO_CONTENT),
-        PasswordChange::WrongPassword => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "wrong_password",
-            "the current password is not right",
-        )),
-    }
-}
-
-/// Body of `POST /api/v1/me/org`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchOrg {
-    /// An organisation the user belongs to.
-    pub org_id: Uuid,
+    service::change_password(&state, &p, &body).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Switches the organisation the session acts in (an API token stays in its own: any other is 404).
@@ -302,30 +121,10 @@ pub struct SwitchOrg {
     responses((status = 200, body = Me), (status = 404, body = super::error::ErrorBody)))]
 pub async fn switch_org(
     State(state): State<AppState>,
-    mut p: Principal,
+    p: Principal,
     Json(body): Json<SwitchOrg>,
 ) -> ApiResult<axum::Json<Me>> {
-    let Some(session_id) = p.session_id() else {
-        // An API token acts in the organisation it was created for, and only there.
-        if p.org_id == Some(body.org_id) {
-            return Ok(axum::Json(me_of(&state, &p).await?));
-        }
-        return Err(ApiError::not_found("org"));
-    };
-    let role = accounts::set_session_org(&state.pool, session_id, p.user_id, body.org_id).await?;
-    p.org_id = Some(body.org_id);
-    p.role = Some(role);
-    Ok(axum::Json(me_of(&state, &p).await?))
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Members
-
-/// List wrapper.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Items<T> {
-    /// The items.
-    pub items: Vec<T>,
+    Ok(axum::Json(service::switch_org(&state, &p, &body).await?))
 }
 
 /// Members of the current organisation.
@@ -334,28 +133,7 @@ pub async fn list_members(
     State(state): State<AppState>,
     actor: Actor,
 ) -> ApiResult<axum::Json<Items<Member>>> {
-    Ok(axum::Json(Items {
-        items: accounts::members(&state.pool, actor.org_id).await?,
-    }))
-}
-
-/// Body of `POST /api/v1/members`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddMember {
-    /// Email of an existing user (invite people without an account).
-    pub email: String,
-    /// Role.
-    pub role: Role,
-}
-
-/// Only owners grant or take away the owner role.
-fn may_grant(actor: &Actor, role: Role) -> ApiResult<()> {
-    if role == Role::Owner {
-        actor.require(Role::Owner)
-    } else {
-        actor.require(Role::Admin)
-    }
+    Ok(axum::Json(service::list_members(&state, &actor).await?))
 }
 
 /// Adds an existing user to the current organisation (admins; owners to make owners).
@@ -366,27 +144,8 @@ pub async fn add_member(
     actor: Actor,
     Json(body): Json<AddMember>,
 ) -> ApiResult<(StatusCode, axum::Json<Member>)> {
-    may_grant(&actor, body.role)?;
-    let user = accounts::user_by_email(&state.pool, &body.email)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no user has this email; send an invitation instead",
-            )
-        })?;
-    let m =
-        accounts::add_member(&state.pool, &actor.who(), actor.org_id, user.id, body.role).await?;
+    let m = service::add_member(&state, &actor, &body).await?;
     Ok((StatusCode::CREATED, axum::Json(m)))
-}
-
-/// Body of `PATCH /api/v1/members/{user_id}`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateMember {
-    /// New role.
-    pub role: Role,
 }
 
 /// Changes a member's role (admins; only owners touch the owner role; the last owner stays).
@@ -398,13 +157,8 @@ pub async fn update_member(
     Path(user_id): Path<Uuid>,
     Json(body): Json<UpdateMember>,
 ) -> ApiResult<axum::Json<Member>> {
-    actor.require(Role::Admin)?;
-    let current = accounts::role_in(&state.pool, actor.org_id, user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("member"))?;
-    may_grant(&actor, current.max(body.role))?;
     Ok(axum::Json(
-        accounts::set_role(&state.pool, &actor.who(), actor.org_id, user_id, body.role).await?,
+        service::update_member(&state, &actor, user_id, &body).await?,
     ))
 }
 
@@ -417,43 +171,8 @@ pub async fn remove_member(
     actor: Actor,
     Path(user_id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let leaving = actor.user_id == Some(user_id);
-    if !leaving {
-        actor.require(Role::Admin)?;
-    }
-    let current = accounts::role_in(&state.pool, actor.org_id, user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("member"))?;
-    if !leaving {
-        may_grant(&actor, current)?;
-    }
-    accounts::remove_member(&state.pool, &actor.who(), actor.org_id, user_id).await?;
+    service::remove_member(&state, &actor, user_id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Invitations
-
-/// Body of `POST /api/v1/invitations`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateInvitation {
-    /// Who is invited.
-    pub email: String,
-    /// Role on acceptance.
-    pub role: Role,
-}
-
-/// A new invitation with its one-time link.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct NewInvitation {
-    /// The invitation.
-    pub invitation: Invitation,
-    /// The one-time secret (shown once).
-    pub token: String,
-    /// Path of the acceptance page (`/invite/{token}`); the API accepts at
-    /// `POST /api/v1/invitations/{token}/accept`.
-    pub url: String,
 }
 
 /// Invites someone to the current organisation by link (admins; owners to invite owners).
@@ -464,21 +183,8 @@ pub async fn create_invitation(
     actor: Actor,
     Json(body): Json<CreateInvitation>,
 ) -> ApiResult<(StatusCode, axum::Json<NewInvitation>)> {
-    may_grant(&actor, body.role)?;
-    let mut errors = Vec::new();
-    let email = email_field(&body.email, &mut errors);
-    check(errors)?;
-    let (token, invitation) =
-        accounts::create_invitation(&state.pool, &actor.who(), actor.org_id, &email, body.role)
-            .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(NewInvitation {
-            invitation,
-            url: format!("/invite/{token}"),
-            token,
-        }),
-    ))
+    let invitation = service::create_invitation(&state, &actor, &body).await?;
+    Ok((StatusCode::CREATED, axum::Json(invitation)))
 }
 
 /// Open invitations of the current organisation (admins).
@@ -487,10 +193,7 @@ pub async fn list_invitations(
     State(state): State<AppState>,
     actor: Actor,
 ) -> ApiResult<axum::Json<Items<Invitation>>> {
-    actor.require(Role::Admin)?;
-    Ok(axum::Json(Items {
-        items: accounts::invitations(&state.pool, actor.org_id).await?,
-    }))
+    Ok(axum::Json(service::list_invitations(&state, &actor).await?))
 }
 
 /// Withdraws an open invitation (admins).
@@ -501,17 +204,8 @@ pub async fn revoke_invitation(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    actor.require(Role::Admin)?;
-    accounts::revoke_invitation(&state.pool, &actor.who(), actor.org_id, id).await?;
+    service::revoke_invitation(&state, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Body of `POST /api/v1/invitations/{token}/accept`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AcceptBody {
-    /// For a new account, its password (at least 8 characters); for an existing one, its password.
-    pub password: String,
 }
 
 /// Accepts an invitation: creates the account (or proves it is yours with its password), joins the
@@ -524,59 +218,11 @@ pub async fn accept_invitation(
     Path(token): Path<String>,
     Json(body): Json<AcceptBody>,
 ) -> ApiResult<Response> {
-    if body.password.chars().count() > 1024 {
-        return Err(ApiError::validation(vec![field(
-            "password",
-            "a password may have at most 1024 characters",
-        )]));
-    }
-    // A new account's password must be acceptable; checked before the invitation is used up.
-    let invited_email = invited_email(&state, &token).await?;
-    if accounts::user_by_email(&state.pool, &invited_email)
-        .await?
-        .is_none()
-    {
-        let mut errors = Vec::new();
-        password_field("password", &body.password, &mut errors);
-        check(errors)?;
-    }
-    match accounts::accept_invitation(&state.pool, &token, &body.password, &ip)
-        .await
-        .map_err(|e| match e {
-            groundwork_store::Error::NotFound { .. } => ApiError::not_found("invitation"),
-            other => other.into(),
-        })? {
-        AcceptOutcome::Accepted { user, org_id, .. } => {
-            let (cookie, session) =
-                auth::start_session(&state, user.id, Some(org_id), Some(&ip)).await?;
-            Ok(with_cookie(
-                StatusCode::OK,
-                cookie,
-                SessionInfo {
-                    user,
-                    org_id: session.org_id,
-                    csrf_token: session.csrf_token,
-                },
-            ))
-        }
-        AcceptOutcome::WrongPassword => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "this email already has an account: give its password to accept",
-        )),
-        AcceptOutcome::Limited(wait) => Ok(auth::too_many_attempts(wait)),
-    }
+    Ok(started(
+        StatusCode::OK,
+        service::accept_invitation(&state, &ip, &token, &body).await?,
+    ))
 }
-
-async fn invited_email(state: &AppState, token: &str) -> ApiResult<String> {
-    accounts::open_invitation(&state.pool, token)
-        .await?
-        .map(|i| i.email)
-        .ok_or_else(|| ApiError::not_found("invitation"))
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Organisations
 
 /// The user's organisations with their roles.
 #[utoipa::path(get, path = "/api/v1/orgs", tag = "orgs", responses((status = 200, body = Items<OrgRole>)))]
@@ -584,20 +230,7 @@ pub async fn list_orgs(
     State(state): State<AppState>,
     p: Principal,
 ) -> ApiResult<axum::Json<Items<OrgRole>>> {
-    let mut items = accounts::orgs_of(&state.pool, p.user_id).await?;
-    // A token sees only its own organisation.
-    if matches!(p.credential, Credential::Token { .. }) {
-        items.retain(|o| Some(o.id) == p.org_id);
-    }
-    Ok(axum::Json(Items { items }))
-}
-
-/// Body of `POST /api/v1/orgs`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateOrg {
-    /// Unique name.
-    pub name: String,
+    Ok(axum::Json(service::list_orgs(&state, &p).await?))
 }
 
 /// Creates an organisation with the signed-in user as its owner (sessions only).
@@ -608,16 +241,7 @@ pub async fn create_org(
     p: Principal,
     Json(body): Json<CreateOrg>,
 ) -> ApiResult<(StatusCode, axum::Json<Org>)> {
-    if matches!(p.credential, Credential::Token { .. }) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "session_required",
-            "an API token acts in one organisation; create organisations signed in",
-        ));
-    }
-    let name = accounts::validate_org_name(&body.name)
-        .map_err(|m| ApiError::validation(vec![field("name", m)]))?;
-    let org = accounts::create_org(&state.pool, &p.who(), &name, Some(p.user_id)).await?;
+    let org = service::create_org(&state, &p, &body).await?;
     Ok((StatusCode::CREATED, axum::Json(org)))
 }
 
@@ -630,10 +254,24 @@ pub async fn delete_org(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    if id != actor.org_id {
-        return Err(ApiError::not_found("org"));
-    }
-    actor.require(Role::Owner)?;
-    accounts::delete_org(&state.pool, &actor.who(), id).await?;
+    service::delete_org(&state, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The routes of this resource, each with its OpenAPI path.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(setup_status, setup))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
+        .routes(routes!(switch_org))
+        .routes(routes!(list_orgs, create_org))
+        .routes(routes!(delete_org))
+        .routes(routes!(list_members, add_member))
+        .routes(routes!(update_member, remove_member))
+        .routes(routes!(list_invitations, create_invitation))
+        .routes(routes!(revoke_invitation))
+        .routes(routes!(accept_invitation))
 }

@@ -16,11 +16,11 @@
 //! [`session_cookie`] / [`clear_session_cookie`] for the cookie.
 
 use super::AppState;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use groundwork_store::accounts::{self, LoginOutcome, Session, User};
@@ -122,8 +122,7 @@ impl Actor {
             Ok(())
         } else {
             Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!(
                     "this needs the {role} role or higher; you are {}",
                     self.role
@@ -192,7 +191,7 @@ pub fn verify_csrf(credential: &Credential, supplied: Option<&str>) -> bool {
 }
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    ApiError::new(ErrorCode::Unauthorized, message)
 }
 
 /// The client address (the TCP peer; the server does not trust forwarding headers).
@@ -304,8 +303,7 @@ fn check_method(p: &Principal, parts: &Parts) -> ApiResult<()> {
         Credential::Token {
             scope: Scope::Read, ..
         } => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "read_only_token",
+            ErrorCode::ReadOnlyToken,
             "this API token is scoped to `read`; it cannot change anything",
         )),
         Credential::Token { .. } => Ok(()),
@@ -315,8 +313,7 @@ fn check_method(p: &Principal, parts: &Parts) -> ApiResult<()> {
                 Ok(())
             } else {
                 Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "csrf_failed",
+                    ErrorCode::CsrfFailed,
                     "send the session's CSRF token in the X-CSRF-Token header (or the `csrf` form field)",
                 ))
             }
@@ -379,8 +376,7 @@ impl FromRequestParts<AppState> for Actor {
                 ip: p.ip,
             }),
             _ => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "no_organisation",
+                ErrorCode::NoOrganisation,
                 "you act in no organisation: choose one with POST /api/v1/me/org, or ask for an invitation",
             )),
         }
@@ -401,12 +397,7 @@ pub async fn csrf_form_field(req: Request, next: Next) -> Response {
     }
     let (mut parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, FORM_LIMIT).await else {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the form is too large",
-        )
-        .into_response();
+        return ApiError::new(ErrorCode::PayloadTooLarge, "the form is too large").into_response();
     };
     let token = form_urlencoded::parse(&bytes)
         .find(|(k, _)| k == CSRF_FIELD)
@@ -492,8 +483,7 @@ pub fn too_many_attempts(wait: Duration) -> Response {
     (
         [(header::RETRY_AFTER, secs.to_string())],
         ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
+            ErrorCode::TooManyAttempts,
             format!("too many failed sign-ins; try again in {secs} s"),
         ),
     )

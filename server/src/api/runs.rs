@@ -1,60 +1,17 @@
 //! Runs and steps: `/api/v1/projects/{id}/runs`, `/api/v1/runs/{id}`, `/api/v1/steps/{id}/…`.
 
-use super::auth::{Actor, Role};
-use super::error::{ApiError, ApiResult, FieldError};
+use super::auth::Actor;
+use super::error::ApiResult;
 use super::extract::{Json, Path, Query};
 use super::{AppState, Page, PageQuery};
+use crate::service::runs as service;
+pub use crate::service::runs::{CreateRun, StepSpec};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use groundwork_store::jobs::{self, NewStep, Run, RunWithSteps, Step};
-use groundwork_store::projects;
-use serde::Deserialize;
-use serde_json::Value;
+use groundwork_store::jobs::{Run, RunWithSteps, Step};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
-
-/// A step of a new run.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StepSpec {
-    /// Unique within the run.
-    pub name: String,
-    /// A step kind this installation knows (see `GET /api/v1/step-kinds`).
-    pub kind: String,
-    /// Kind-specific arguments.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub args: Value,
-    /// `cpu` (default) or `gpu`.
-    #[serde(default = "default_queue")]
-    pub queue: String,
-    /// Attempts (1–20, default 3).
-    #[serde(default = "default_attempts")]
-    pub max_attempts: i32,
-    /// First retry delay in ms (default 5000).
-    #[serde(default = "default_backoff")]
-    pub backoff_ms: i32,
-    /// Names of steps that must succeed first.
-    #[serde(default)]
-    pub depends_on: Vec<String>,
-}
-
-fn default_queue() -> String {
-    "cpu".into()
-}
-fn default_attempts() -> i32 {
-    3
-}
-fn default_backoff() -> i32 {
-    5000
-}
-
-/// Body of `POST /api/v1/projects/{id}/runs`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRun {
-    /// The step graph.
-    pub steps: Vec<StepSpec>,
-}
 
 /// Starts a run. Send `Idempotency-Key` to make retries of this request safe.
 #[utoipa::path(post, path = "/api/v1/projects/{id}/runs", request_body = CreateRun, tag = "runs",
@@ -66,88 +23,15 @@ pub async fn create_run(
     headers: HeaderMap,
     Json(body): Json<CreateRun>,
 ) -> ApiResult<(StatusCode, axum::Json<RunWithSteps>)> {
-    actor.require(Role::Member)?;
-    projects::get(&state.pool, actor.org_id, project_id).await?;
-    let mut errors = Vec::new();
-    if body.steps.is_empty() || body.steps.len() > 20_000 {
-        errors.push(FieldError {
-            field: "steps".into(),
-            message: "a run has 1–20000 steps".into(),
-        });
-    }
-    let kinds = state.step_kinds.as_slice();
-    for (i, s) in body.steps.iter().enumerate() {
-        if !kinds.contains(&s.kind) {
-            errors.push(FieldError {
-                field: format!("steps[{i}].kind"),
-                message: format!("unknown step kind {:?}; known: {kinds:?}", s.kind),
-            });
-        }
-        if !["cpu", "gpu"].contains(&s.queue.as_str()) {
-            errors.push(FieldError {
-                field: format!("steps[{i}].queue"),
-                message: "must be cpu or gpu".into(),
-            });
-        }
-        if !(1..=20).contains(&s.max_attempts) {
-            errors.push(FieldError {
-                field: format!("steps[{i}].max_attempts"),
-                message: "must be 1–20".into(),
-            });
-        }
-        if !(0..=3_600_000).contains(&s.backoff_ms) {
-            errors.push(FieldError {
-                field: format!("steps[{i}].backoff_ms"),
-                message: "must be 0–3600000".into(),
-            });
-        }
-        if s.name.trim().is_empty() {
-            errors.push(FieldError {
-                field: format!("steps[{i}].name"),
-                message: "must not be empty".into(),
-            });
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let steps: Vec<NewStep> = body
-        .steps
-        .into_iter()
-        .map(|s| NewStep {
-            name: s.name,
-            kind: s.kind,
-            args: if s.args.is_null() {
-                serde_json::json!({})
-            } else {
-                s.args
-            },
-            queue: s.queue,
-            max_attempts: s.max_attempts,
-            backoff_base_ms: s.backoff_ms,
-            depends_on: s.depends_on,
-        })
-        .collect();
-    let key = super::idempotency_key(&headers);
-    let run = jobs::create_run(&state.pool, actor.org_id, project_id, &steps, key)
-        .await
-        .map_err(|e| match e {
-            groundwork_store::Error::Conflict(msg) => ApiError::validation(vec![FieldError {
-                field: "steps".into(),
-                message: msg,
-            }]),
-            other => other.into(),
-        })?;
-    actor
-        .audit(
-            &state,
-            "run.create",
-            "run",
-            run.run.id,
-            serde_json::json!({"project_id": project_id, "steps": run.steps.len()}),
-        )
-        .await;
-    Ok((StatusCode::CREATED, axum::Json(run)))
+    let out = service::create_run(
+        &state,
+        &actor,
+        project_id,
+        super::idempotency_key(&headers),
+        body,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(out)))
 }
 
 /// Runs of a project, newest first.
@@ -158,17 +42,9 @@ pub async fn list_runs(
     Path(project_id): Path<Uuid>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<Page<Run>>> {
-    projects::get(&state.pool, actor.org_id, project_id).await?;
-    let limit = q.limit()?;
-    let items = jobs::list_runs(
-        &state.pool,
-        actor.org_id,
-        project_id,
-        q.cursor()?,
-        limit + 1,
-    )
-    .await?;
-    Ok(axum::Json(Page::new(items, limit, |r| r.id)))
+    Ok(axum::Json(
+        service::list_runs(&state, &actor, project_id, q).await?,
+    ))
 }
 
 /// A run with its steps.
@@ -178,9 +54,7 @@ pub async fn get_run(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<RunWithSteps>> {
-    Ok(axum::Json(
-        jobs::get_run(&state.pool, actor.org_id, id).await?,
-    ))
+    Ok(axum::Json(service::get_run(&state, &actor, id).await?))
 }
 
 /// One step.
@@ -190,9 +64,7 @@ pub async fn get_step(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<Step>> {
-    Ok(axum::Json(
-        jobs::get_step(&state.pool, actor.org_id, id).await?,
-    ))
+    Ok(axum::Json(service::get_step(&state, &actor, id).await?))
 }
 
 /// Cancels a step: a queued one at once, a running one at its next heartbeat (within seconds).
@@ -203,12 +75,8 @@ pub async fn cancel_step(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<(StatusCode, axum::Json<Step>)> {
-    actor.require(Role::Member)?;
-    let step = jobs::request_cancel(&state.pool, actor.org_id, id).await?;
-    actor
-        .audit(&state, "step.cancel", "step", id, serde_json::json!({}))
-        .await;
-    Ok((StatusCode::ACCEPTED, axum::Json(step)))
+    let out = service::cancel_step(&state, &actor, id).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(out)))
 }
 
 /// Retries a failed or cancelled step (and what its failure cancelled downstream).
@@ -219,10 +87,16 @@ pub async fn retry_step(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<(StatusCode, axum::Json<Step>)> {
-    actor.require(Role::Member)?;
-    let step = jobs::retry(&state.pool, actor.org_id, id).await?;
-    actor
-        .audit(&state, "step.retry", "step", id, serde_json::json!({}))
-        .await;
-    Ok((StatusCode::ACCEPTED, axum::Json(step)))
+    let out = service::retry_step(&state, &actor, id).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(out)))
+}
+
+/// The routes of this resource, each with its OpenAPI path.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_run, list_runs))
+        .routes(routes!(get_run))
+        .routes(routes!(get_step))
+        .routes(routes!(cancel_step))
+        .routes(routes!(retry_step))
 }

@@ -2,50 +2,19 @@
 //! (`/api/v1/audit`) of the current organisation.
 
 use super::accounts::Items;
-use super::auth::{Actor, Role};
-use super::error::{ApiError, ApiResult, FieldError};
+use super::auth::Actor;
+use super::error::ApiResult;
 use super::extract::{Json, Path, Query};
 use super::{AppState, Page, PageQuery};
+use crate::service::tokens as service;
+pub use crate::service::tokens::{CreateToken, CreateWorkerToken, NewToken, NewWorkerToken};
 use axum::extract::State;
 use axum::http::StatusCode;
-use groundwork_store::accounts::{self, ApiToken, Scope, WorkerToken};
+use groundwork_store::accounts::{ApiToken, WorkerToken};
 use groundwork_store::audit;
-use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
-
-fn name_of(name: Option<String>, default: &str) -> ApiResult<String> {
-    let name = name.map_or_else(|| default.to_owned(), |n| n.trim().to_owned());
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation(vec![FieldError {
-            field: "name".into(),
-            message: "a name must have 1–100 characters".into(),
-        }]));
-    }
-    Ok(name)
-}
-
-/// Body of `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// Label (default `api`).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `read` (safe methods only) or `write`.
-    pub scope: Scope,
-    /// Lifetime in days, 1–3650 (default: until revoked).
-    #[serde(default)]
-    pub expires_in_days: Option<i64>,
-}
-
-/// A new API token; the secret is shown only here.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct NewToken {
-    /// Send as `Authorization: Bearer <token>`.
-    pub token: String,
-    /// The stored token.
-    pub api_token: ApiToken,
-}
 
 /// Creates an API token for the caller in the current organisation. The token never has more rights
 /// than its user: the user's role there applies, and `read` limits it to safe methods.
@@ -56,35 +25,8 @@ pub async fn create_token(
     actor: Actor,
     Json(body): Json<CreateToken>,
 ) -> ApiResult<(StatusCode, axum::Json<NewToken>)> {
-    actor.require(Role::Viewer)?;
-    let name = name_of(body.name, "api")?;
-    let expires_at = match body.expires_in_days {
-        None => None,
-        Some(d) if (1..=3650).contains(&d) => Some(chrono::Utc::now() + chrono::Duration::days(d)),
-        Some(_) => {
-            return Err(ApiError::validation(vec![FieldError {
-                field: "expires_in_days".into(),
-                message: "must be 1–3650".into(),
-            }]));
-        }
-    };
-    let user_id = actor
-        .user_id
-        .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "forbidden", "no user acts"))?;
-    let (token, api_token) = accounts::create_api_token(
-        &state.pool,
-        &actor.who(),
-        user_id,
-        actor.org_id,
-        &name,
-        body.scope,
-        expires_at,
-    )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(NewToken { token, api_token }),
-    ))
+    let out = service::create_token(&state, &actor, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(out)))
 }
 
 /// API tokens in the current organisation: the caller's own, or everyone's for admins.
@@ -93,14 +35,7 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     actor: Actor,
 ) -> ApiResult<axum::Json<Items<ApiToken>>> {
-    let only = if actor.role >= Role::Admin {
-        None
-    } else {
-        actor.user_id
-    };
-    Ok(axum::Json(Items {
-        items: accounts::api_tokens(&state.pool, actor.org_id, only).await?,
-    }))
+    Ok(axum::Json(service::list_tokens(&state, &actor).await?))
 }
 
 /// Revokes an API token: the caller's own, or anyone's in the organisation for admins.
@@ -111,31 +46,8 @@ pub async fn revoke_token(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let only = if actor.role >= Role::Admin {
-        None
-    } else {
-        actor.user_id
-    };
-    accounts::revoke_api_token(&state.pool, &actor.who(), actor.org_id, id, only).await?;
+    service::revoke_token(&state, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Body of `POST /api/v1/worker-tokens`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateWorkerToken {
-    /// Label (default `worker`).
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-/// A new worker token; the secret is shown only here.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct NewWorkerToken {
-    /// Pass as `groundwork worker --token` or `GROUNDWORK_WORKER_TOKEN`.
-    pub token: String,
-    /// The stored token.
-    pub worker_token: WorkerToken,
 }
 
 /// Creates a worker token: workers that present it join the current organisation (admins). Once any
@@ -147,17 +59,8 @@ pub async fn create_worker_token(
     actor: Actor,
     Json(body): Json<CreateWorkerToken>,
 ) -> ApiResult<(StatusCode, axum::Json<NewWorkerToken>)> {
-    actor.require(Role::Admin)?;
-    let name = name_of(body.name, "worker")?;
-    let (token, worker_token) =
-        accounts::create_worker_token(&state.pool, &actor.who(), actor.org_id, &name).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(NewWorkerToken {
-            token,
-            worker_token,
-        }),
-    ))
+    let out = service::create_worker_token(&state, &actor, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(out)))
 }
 
 /// Worker tokens of the current organisation (admins).
@@ -166,10 +69,9 @@ pub async fn list_worker_tokens(
     State(state): State<AppState>,
     actor: Actor,
 ) -> ApiResult<axum::Json<Items<WorkerToken>>> {
-    actor.require(Role::Admin)?;
-    Ok(axum::Json(Items {
-        items: accounts::worker_tokens(&state.pool, actor.org_id).await?,
-    }))
+    Ok(axum::Json(
+        service::list_worker_tokens(&state, &actor).await?,
+    ))
 }
 
 /// Revokes a worker token (admins): no new registrations with it; its workers drain.
@@ -180,8 +82,7 @@ pub async fn revoke_worker_token(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    actor.require(Role::Admin)?;
-    accounts::revoke_worker_token(&state.pool, &actor.who(), actor.org_id, id).await?;
+    service::revoke_worker_token(&state, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -192,8 +93,15 @@ pub async fn list_audit(
     actor: Actor,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<Page<audit::Record>>> {
-    actor.require(Role::Admin)?;
-    let limit = q.limit()?;
-    let items = audit::list(&state.pool, actor.org_id, q.cursor()?, limit + 1).await?;
-    Ok(axum::Json(Page::new(items, limit, |r| r.id)))
+    Ok(axum::Json(service::list_audit(&state, &actor, q).await?))
+}
+
+/// The routes of this resource, each with its OpenAPI path.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(list_worker_tokens, create_worker_token))
+        .routes(routes!(revoke_worker_token))
+        .routes(routes!(list_audit))
 }

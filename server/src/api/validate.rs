@@ -1,10 +1,8 @@
-//! Validation of project fields: the AOI geometry (type, closed rings, coordinate ranges, no
-//! self-intersection, area limit), dates, classes, modalities and model settings.
+//! Validation of project fields: classes and model settings (the AOI's checks are in
+//! [`crate::geometry`]).
 
 use super::error::FieldError;
-use geo::{Coord, GeodesicArea, LineString, MultiPolygon, Polygon, Validation};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// Task kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -51,154 +49,6 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     }
 }
 
-/// A parsed, valid AOI.
-#[derive(Debug, Clone)]
-pub struct Aoi {
-    /// `[west, south, east, north]`.
-    pub bbox: [f64; 4],
-    /// Geodesic area in km².
-    pub area_km2: f64,
-}
-
-fn ring(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Option<LineString<f64>> {
-    let Some(points) = value.as_array() else {
-        errors.push(err(path, "a ring must be an array of positions"));
-        return None;
-    };
-    let mut coords = Vec::with_capacity(points.len());
-    for (i, p) in points.iter().enumerate() {
-        let pos = p.as_array().filter(|a| (2..=3).contains(&a.len()));
-        let xy = pos.and_then(|a| Some((a[0].as_f64()?, a[1].as_f64()?)));
-        let Some((x, y)) = xy else {
-            errors.push(err(
-                format!("{path}[{i}]"),
-                "a position must be [longitude, latitude]",
-            ));
-            return None;
-        };
-        if !(-180.0..=180.0).contains(&x) || !(-90.0..=90.0).contains(&y) {
-            errors.push(err(
-                format!("{path}[{i}]"),
-                format!("[{x}, {y}] is outside EPSG:4326 longitude/latitude bounds"),
-            ));
-            return None;
-        }
-        coords.push(Coord { x, y });
-    }
-    if coords.len() < 4 {
-        errors.push(err(
-            path,
-            format!("a ring needs at least 4 positions, got {}", coords.len()),
-        ));
-        return None;
-    }
-    if coords.first() != coords.last() {
-        errors.push(err(
-            path,
-            "the ring is not closed: its first and last positions differ",
-        ));
-        return None;
-    }
-    Some(LineString::new(coords))
-}
-
-fn polygon(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Option<Polygon<f64>> {
-    let Some(rings) = value.as_array().filter(|r| !r.is_empty()) else {
-        errors.push(err(path, "a polygon must be a non-empty array of rings"));
-        return None;
-    };
-    let mut parsed = Vec::new();
-    for (i, r) in rings.iter().enumerate() {
-        parsed.push(ring(r, &format!("{path}[{i}]"), errors)?);
-    }
-    let exterior = parsed.remove(0);
-    Some(Polygon::new(exterior, parsed))
-}
-
-/// Validates a GeoJSON Polygon/MultiPolygon (a bare geometry, a Feature, or a FeatureCollection of one
-/// feature are accepted) and returns its bbox and area.
-pub fn aoi(value: &Value, max_km2: f64, errors: &mut Vec<FieldError>) -> Option<Aoi> {
-    let geometry = match value.get("type").and_then(Value::as_str) {
-        Some("Feature") => value.get("geometry").unwrap_or(&Value::Null),
-        Some("FeatureCollection") => match value
-            .get("features")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-        {
-            Some([one]) => one.get("geometry").unwrap_or(&Value::Null),
-            _ => {
-                errors.push(err(
-                    "aoi",
-                    "a FeatureCollection AOI must hold exactly one feature",
-                ));
-                return None;
-            }
-        },
-        _ => value,
-    };
-    let coords = geometry.get("coordinates").unwrap_or(&Value::Null);
-    let multi = match geometry.get("type").and_then(Value::as_str) {
-        Some("Polygon") => MultiPolygon::new(vec![polygon(coords, "aoi.coordinates", errors)?]),
-        Some("MultiPolygon") => {
-            let Some(polys) = coords.as_array().filter(|p| !p.is_empty()) else {
-                errors.push(err(
-                    "aoi.coordinates",
-                    "a MultiPolygon must be a non-empty array of polygons",
-                ));
-                return None;
-            };
-            let mut out = Vec::new();
-            for (i, p) in polys.iter().enumerate() {
-                out.push(polygon(p, &format!("aoi.coordinates[{i}]"), errors)?);
-            }
-            MultiPolygon::new(out)
-        }
-        Some(other) => {
-            errors.push(err(
-                "aoi.type",
-                format!("the AOI must be a Polygon or MultiPolygon, not {other}"),
-            ));
-            return None;
-        }
-        None => {
-            errors.push(err(
-                "aoi",
-                "the AOI must be a GeoJSON Polygon or MultiPolygon in EPSG:4326",
-            ));
-            return None;
-        }
-    };
-    if let Err(problem) = multi.check_validation() {
-        errors.push(err("aoi", format!("invalid geometry: {problem}")));
-        return None;
-    }
-    let area_km2 = multi.geodesic_area_unsigned() / 1e6;
-    if area_km2 <= 0.0 {
-        errors.push(err("aoi", "the AOI has no area"));
-        return None;
-    }
-    if area_km2 > max_km2 {
-        errors.push(err(
-            "aoi",
-            format!("the AOI covers {area_km2:.0} km², more than the limit of {max_km2:.0} km²"),
-        ));
-        return None;
-    }
-    let (mut w, mut s, mut e, mut n) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
-    for p in &multi.0 {
-        for c in p.exterior().coords() {
-            w = w.min(c.x);
-            s = s.min(c.y);
-            e = e.max(c.x);
-            n = n.max(c.y);
-        }
-    }
-    Some(Aoi {
-        bbox: [w, s, e, n],
-        area_km2,
-    })
-}
-
 /// Validates the class legend.
 pub fn classes(classes: &[Class], errors: &mut Vec<FieldError>) {
     let mut ids = std::collections::HashSet::new();
@@ -241,41 +91,6 @@ pub fn classes(classes: &[Class], errors: &mut Vec<FieldError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn check(v: Value) -> Result<Aoi, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        aoi(&v, 10_000.0, &mut errors).ok_or(errors)
-    }
-
-    #[test]
-    fn a_small_square_is_valid_and_measured() {
-        let a = check(json!({"type": "Polygon", "coordinates": [[[0, 0], [0.1, 0], [0.1, 0.1], [0, 0.1], [0, 0]]]})).unwrap();
-        // ~11.1 km × 11.1 km at the equator.
-        assert!((a.area_km2 - 123.6).abs() < 1.0, "{}", a.area_km2);
-        assert_eq!(a.bbox, [0.0, 0.0, 0.1, 0.1]);
-    }
-
-    #[test]
-    fn bad_geometries_are_refused_with_reasons() {
-        let unclosed =
-            check(json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}))
-                .unwrap_err();
-        assert!(unclosed[0].message.contains("not closed"));
-        let bowtie = check(json!({"type": "Polygon", "coordinates": [[[0, 0], [0.1, 0.1], [0.1, 0], [0, 0.1], [0, 0]]]})).unwrap_err();
-        assert!(bowtie[0].message.contains("invalid geometry"), "{bowtie:?}");
-        let point = check(json!({"type": "Point", "coordinates": [0, 0]})).unwrap_err();
-        assert_eq!(point[0].field, "aoi.type");
-        let huge = check(
-            json!({"type": "Polygon", "coordinates": [[[0, 0], [5, 0], [5, 5], [0, 5], [0, 0]]]}),
-        )
-        .unwrap_err();
-        assert!(huge[0].message.contains("limit"));
-        let outside =
-            check(json!({"type": "Polygon", "coordinates": [[[0, 0], [200, 0], [1, 1], [0, 0]]]}))
-                .unwrap_err();
-        assert!(outside[0].message.contains("outside"));
-    }
 
     #[test]
     fn classes_must_be_unique_and_coloured() {

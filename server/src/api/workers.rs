@@ -1,20 +1,16 @@
 //! Worker administration: `/api/v1/workers`, `/api/v1/pools`.
 
 use super::AppState;
-use super::auth::{Actor, Role};
+use super::auth::Actor;
 use super::error::ApiResult;
 use super::extract::Path;
+use crate::service::workers as service;
+pub use crate::service::workers::Items;
 use axum::extract::State;
-use groundwork_store::workers::{self, Pool, Worker};
-use serde::Serialize;
+use groundwork_store::workers::{Pool, Worker};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
-
-/// List wrapper.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Items<T> {
-    /// The items.
-    pub items: Vec<T>,
-}
 
 /// The organisation's workers seen in the last day, with derived state (`offline` when silent).
 #[utoipa::path(get, path = "/api/v1/workers", tag = "workers", responses((status = 200, body = Items<Worker>)))]
@@ -22,30 +18,7 @@ pub async fn list_workers(
     State(state): State<AppState>,
     actor: Actor,
 ) -> ApiResult<axum::Json<Items<Worker>>> {
-    Ok(axum::Json(Items {
-        items: workers::list_in_org(&state.pool, actor.org_id).await?,
-    }))
-}
-
-/// Admins drain, pause and resume their organisation's workers; another organisation's are not found.
-async fn set(
-    state: &AppState,
-    actor: &Actor,
-    id: Uuid,
-    admin_state: &str,
-) -> ApiResult<axum::Json<Worker>> {
-    actor.require(Role::Admin)?;
-    let w = workers::set_admin_state_in_org(&state.pool, actor.org_id, id, admin_state).await?;
-    actor
-        .audit(
-            state,
-            "worker.set_state",
-            "worker",
-            id,
-            serde_json::json!({"admin_state": admin_state}),
-        )
-        .await;
-    Ok(axum::Json(w))
+    Ok(axum::Json(service::list_workers(&state, &actor).await?))
 }
 
 /// Drains a worker: it finishes its running steps and takes no new ones.
@@ -55,7 +28,7 @@ pub async fn drain_worker(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<Worker>> {
-    set(&state, &actor, id, "draining").await
+    Ok(axum::Json(service::drain_worker(&state, &actor, id).await?))
 }
 
 /// Pauses a worker: it takes no new steps until resumed.
@@ -65,7 +38,7 @@ pub async fn pause_worker(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<Worker>> {
-    set(&state, &actor, id, "paused").await
+    Ok(axum::Json(service::pause_worker(&state, &actor, id).await?))
 }
 
 /// Resumes a drained or paused worker.
@@ -75,7 +48,9 @@ pub async fn resume_worker(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<Worker>> {
-    set(&state, &actor, id, "active").await
+    Ok(axum::Json(
+        service::resume_worker(&state, &actor, id).await?,
+    ))
 }
 
 /// Per pool: workers by state, queue depth, running steps, busy fraction over the last hour.
@@ -84,7 +59,15 @@ pub async fn list_pools(
     State(state): State<AppState>,
     actor: Actor,
 ) -> ApiResult<axum::Json<Items<Pool>>> {
-    Ok(axum::Json(Items {
-        items: workers::pools_in_org(&state.pool, actor.org_id).await?,
-    }))
+    Ok(axum::Json(service::list_pools(&state, &actor).await?))
+}
+
+/// The routes of this resource, each with its OpenAPI path.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_workers))
+        .routes(routes!(drain_worker))
+        .routes(routes!(pause_worker))
+        .routes(routes!(resume_worker))
+        .routes(routes!(list_pools))
 }

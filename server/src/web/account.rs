@@ -4,9 +4,9 @@
 use super::error::PageResult;
 use super::{Layout, Nav, error_text, form_pairs, form_uuid, form_value};
 use crate::api::AppState;
-use crate::api::accounts::{ClientIp, PasswordBody, SetupBody, SwitchOrg};
+use crate::api::accounts::ClientIp;
 use crate::api::auth::{self, Principal, SignIn};
-use crate::api::extract::Json;
+use crate::service::accounts::{self as service, PasswordBody, SetupBody, SwitchOrg};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::body::Bytes;
@@ -125,7 +125,7 @@ pub async fn setup_form(State(state): State<AppState>) -> PageResult<Response> {
     .into_response())
 }
 
-/// `POST /setup`, through the same handler as `POST /api/v1/setup`.
+/// `POST /setup`, through the same service function as `POST /api/v1/setup`.
 pub async fn setup(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -139,14 +139,8 @@ pub async fn setup(
         password: form_value(&pairs, "password"),
         org_name: (!org_name.is_empty()).then(|| org_name.clone()),
     };
-    match crate::api::accounts::setup(State(state), ip, Json(request)).await {
-        Ok(resp) if resp.status().is_success() => {
-            match resp.headers().get(header::SET_COOKIE).cloned() {
-                Some(cookie) => Ok(redirect_with_cookie("/projects", cookie)),
-                None => Ok(Redirect::to("/login").into_response()),
-            }
-        }
-        Ok(resp) => Ok(resp),
+    match service::setup(&state, &ip.0, request).await {
+        Ok(session) => Ok(redirect_with_cookie("/projects", session.cookie)),
         Err(e) if e.status == StatusCode::CONFLICT => Ok(Redirect::to("/login").into_response()),
         Err(e) if e.status.is_client_error() => {
             let mut error = e.message.clone();
@@ -266,7 +260,7 @@ pub async fn show(State(state): State<AppState>, p: Principal) -> PageResult<Res
     Ok(account_page(&state, &p, None, false).await?.into_response())
 }
 
-/// `POST /account/password`, through the API's handler: every other session of the user ends.
+/// `POST /account/password`, through the same service function as the API: every other session of the user ends.
 pub async fn change_password(
     State(state): State<AppState>,
     p: Principal,
@@ -277,11 +271,9 @@ pub async fn change_password(
         current_password: form_value(&pairs, "current_password"),
         new_password: form_value(&pairs, "new_password"),
     };
-    match crate::api::accounts::change_password(State(state.clone()), p.clone(), Json(request))
-        .await
-    {
+    match service::change_password(&state, &p, &request).await {
         Ok(_) => Ok(account_page(&state, &p, None, true).await?.into_response()),
-        Err(e) if e.code == "wrong_password" => {
+        Err(e) if e.code == crate::api::error::ErrorCode::WrongPassword => {
             let page = account_page(
                 &state,
                 &p,
@@ -311,6 +303,6 @@ pub async fn switch_org(
     body: Bytes,
 ) -> PageResult<Redirect> {
     let org_id = form_uuid(&form_pairs(&body), "org_id", "org")?;
-    let _me = crate::api::accounts::switch_org(State(state), p, Json(SwitchOrg { org_id })).await?;
+    let _me = service::switch_org(&state, &p, &SwitchOrg { org_id }).await?;
     Ok(Redirect::to("/projects"))
 }

@@ -5,9 +5,10 @@
 use super::error::{PageError, PageResult};
 use super::{Layout, Nav, error_text, form_pairs, form_value, when};
 use crate::api::AppState;
-use crate::api::accounts::{AcceptBody, ClientIp};
+use crate::api::accounts::ClientIp;
 use crate::api::auth::{Credential, MaybePrincipal, Principal};
-use crate::api::extract::{Json, Path};
+use crate::api::extract::Path;
+use crate::service::accounts::{self as service, AcceptBody, Started};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::body::Bytes;
@@ -132,7 +133,7 @@ pub async fn show(
 }
 
 /// `POST /invite/{token}`: a signed-in session joins (and then acts in the organisation); a visitor
-/// accepts through the API's handler with a password and is signed in.
+/// accepts through the same service function as the API with a password and is signed in.
 pub async fn accept(
     State(state): State<AppState>,
     MaybePrincipal(who): MaybePrincipal,
@@ -190,34 +191,28 @@ async fn join_with_password(
         let page = page(state, None, token, error).await?;
         Ok::<Response, PageError>((status, page).into_response())
     };
-    let result = crate::api::accounts::accept_invitation(
-        State(state.clone()),
-        ip,
-        Path(token.to_owned()),
-        Json(AcceptBody {
+    let result = service::accept_invitation(
+        state,
+        &ip.0,
+        token,
+        &AcceptBody {
             password: password.to_owned(),
-        }),
+        },
     )
     .await;
     match result {
-        Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+        Ok(Started::Limited(_)) => {
             again(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many failed attempts. Try again in a few minutes.".into(),
             )
             .await
         }
-        Ok(resp) if resp.status().is_success() => {
-            match resp.headers().get(header::SET_COOKIE).cloned() {
-                Some(cookie) => {
-                    let mut r = Redirect::to("/projects").into_response();
-                    r.headers_mut().insert(header::SET_COOKIE, cookie);
-                    Ok(r)
-                }
-                None => Ok(Redirect::to("/login").into_response()),
-            }
+        Ok(Started::Session(session)) => {
+            let mut r = Redirect::to("/projects").into_response();
+            r.headers_mut().insert(header::SET_COOKIE, session.cookie);
+            Ok(r)
         }
-        Ok(resp) => Ok(resp),
         Err(e) if e.status == StatusCode::NOT_FOUND => Err(gone(state, token).await),
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {
             again(

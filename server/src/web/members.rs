@@ -5,10 +5,10 @@
 use super::error::PageResult;
 use super::{Layout, Nav, error_text, form_pairs, form_value, when};
 use crate::api::AppState;
-use crate::api::accounts::{CreateInvitation, NewInvitation, UpdateMember};
 use crate::api::auth::{Actor, Role};
 use crate::api::error::ApiError;
-use crate::api::extract::{Json, Path};
+use crate::api::extract::Path;
+use crate::service::accounts::{self as service, CreateInvitation, NewInvitation, UpdateMember};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::body::Bytes;
@@ -179,7 +179,7 @@ pub async fn list(State(state): State<AppState>, actor: Actor) -> PageResult<Res
     )
 }
 
-/// `POST /members/invitations`: makes an invitation through the API's handler and shows its link once
+/// `POST /members/invitations`: makes an invitation through the same service function as the API and shows its link once
 /// (the page answers the post itself, so the secret is never in a URL or a later page).
 pub async fn invite(
     State(state): State<AppState>,
@@ -193,20 +193,20 @@ pub async fn invite(
     };
     let result = match role_of(&form.role) {
         Ok(role) => {
-            crate::api::accounts::create_invitation(
-                State(state.clone()),
-                actor.clone(),
-                Json(CreateInvitation {
+            service::create_invitation(
+                &state,
+                &actor,
+                &CreateInvitation {
                     email: form.email.clone(),
                     role,
-                }),
+                },
             )
             .await
         }
         Err(e) => Err(e),
     };
     match result {
-        Ok((_, axum::Json(created))) => {
+        Ok(created) => {
             let p = page(
                 &state,
                 &actor,
@@ -227,7 +227,7 @@ pub async fn revoke_invitation(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> PageResult<Redirect> {
-    crate::api::accounts::revoke_invitation(State(state), actor, Path(id)).await?;
+    service::revoke_invitation(&state, &actor, id).await?;
     Ok(Redirect::to("/members#invitations-heading"))
 }
 
@@ -240,14 +240,9 @@ pub async fn set_role(
 ) -> PageResult<Response> {
     let role = role_of(&form_value(&form_pairs(&body), "role"));
     let result = match role {
-        Ok(role) => crate::api::accounts::update_member(
-            State(state.clone()),
-            actor.clone(),
-            Path(user_id),
-            Json(UpdateMember { role }),
-        )
-        .await
-        .map(|_| ()),
+        Ok(role) => service::update_member(&state, &actor, user_id, &UpdateMember { role })
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
     };
     match result {
@@ -264,9 +259,7 @@ pub async fn remove(
     Path(user_id): Path<Uuid>,
 ) -> PageResult<Response> {
     let leaving = actor.user_id == Some(user_id);
-    match crate::api::accounts::remove_member(State(state.clone()), actor.clone(), Path(user_id))
-        .await
-    {
+    match service::remove_member(&state, &actor, user_id).await {
         Ok(_) if leaving => Ok(Redirect::to("/account").into_response()),
         Ok(_) => Ok(Redirect::to("/members").into_response()),
         Err(e) => refused(&state, &actor, InviteForm::default(), e).await,

@@ -1,8 +1,8 @@
 //! The web UI: server-rendered pages (askama templates in `web/templates/`) and the static files of the
 //! map module (`web/dist/`, built by Vite and embedded into the binary), served under `/static/`.
 //!
-//! Pages read through the same store functions as the REST API and change state through the API's own
-//! handlers, so validation lives in one place. Forms post to page handlers and redirect (POST-redirect-GET);
+//! Pages read through the same store functions as the REST API and change state through the same
+//! service functions ([`crate::service`]), so validation lives in one place. Forms post to page handlers and redirect (POST-redirect-GET);
 //! live progress is polled from the JSON API by the page script.
 
 mod account;
@@ -25,7 +25,6 @@ use axum::response::Redirect;
 use axum::routing::{get, post};
 pub use error::PageError;
 use groundwork_store::accounts::{self, OrgRole};
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// The token every form carries in its hidden `csrf` input: the session's CSRF token (checked on every
@@ -35,27 +34,6 @@ pub fn csrf_token(actor: &Actor) -> String {
     crate::api::auth::csrf_token(&actor.credential)
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Settings of the pages.
-#[derive(Debug, Clone, Default)]
-pub struct WebConfig {
-    /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) drawn under the maps; none draws a plain
-    /// background, which needs no network.
-    pub basemap_url: Option<String>,
-}
-
-impl WebConfig {
-    /// From `GROUNDWORK_BASEMAP_URL`.
-    #[must_use]
-    pub fn from_env() -> Self {
-        Self {
-            basemap_url: std::env::var("GROUNDWORK_BASEMAP_URL")
-                .ok()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty()),
-        }
-    }
 }
 
 /// Which navigation entry is current.
@@ -151,7 +129,6 @@ impl Layout {
             Some(id) => user_and_orgs(state, id, credential).await,
             None => (String::new(), Vec::new()),
         };
-        let config = state_config();
         Self {
             title,
             nav,
@@ -165,7 +142,7 @@ impl Layout {
             signed_in: user_id.is_some(),
             css: assets::url("groundwork.css"),
             js: assets::url("groundwork.js"),
-            basemap_url: config.basemap_url.clone().unwrap_or_default(),
+            basemap_url: state.basemap_url.clone().unwrap_or_default(),
         }
     }
 
@@ -206,14 +183,6 @@ impl Layout {
     pub fn is_current_org(&self, org: &OrgRole) -> bool {
         org.id.to_string() == self.org_id
     }
-}
-
-static CONFIG: std::sync::OnceLock<Arc<WebConfig>> = std::sync::OnceLock::new();
-
-fn state_config() -> Arc<WebConfig> {
-    CONFIG
-        .get_or_init(|| Arc::new(WebConfig::from_env()))
-        .clone()
 }
 
 async fn org_name(state: &AppState, org_id: Uuid) -> String {

@@ -5,16 +5,18 @@ use super::{Layout, Nav, form_pairs, form_value, form_values};
 use crate::api::AppState;
 use crate::api::auth::{Actor, Role};
 use crate::api::error::ApiError;
-use crate::api::extract::{Json, Path};
-use crate::api::imagery::AcquireBody;
-use crate::api::projects::CreateProject;
-use crate::api::runs::{CreateRun, StepSpec};
+use crate::api::error::FieldError;
+use crate::api::extract::Path;
 use crate::api::validate::Class;
+use crate::service::imagery::AcquireBody;
+use crate::service::projects::CreateProject;
+use crate::service::runs::{CreateRun, StepSpec};
+use crate::service::{imagery, projects as project_service, runs};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
 use groundwork_store::jobs::{self, RunWithSteps, Step};
@@ -287,7 +289,7 @@ impl ProjectRow {
 
 fn area_of(p: &Project) -> f64 {
     let mut errors = Vec::new();
-    crate::api::validate::aoi(&p.aoi, f64::MAX, &mut errors).map_or(0.0, |a| a.area_km2)
+    crate::geometry::aoi(&p.aoi, f64::MAX, &mut errors).map_or(0.0, |a| a.area_km2)
 }
 
 /// `12.3 km²`, with sensible precision.
@@ -375,7 +377,7 @@ pub async fn new_form(
     .await)
 }
 
-/// `POST /projects/new`: creates the project through the API's own handler (the same validation), or
+/// `POST /projects/new`: creates the project through the same service function as the API (the same validation), or
 /// shows the form again with each problem next to its field.
 pub async fn create(
     State(state): State<AppState>,
@@ -385,21 +387,13 @@ pub async fn create(
     actor.require(Role::Member)?;
     let form = ProjectForm::from_pairs(&form_pairs(&body));
     let errors = match form.request() {
-        Ok(request) => {
-            match crate::api::projects::create_project(
-                State(state.clone()),
-                actor.clone(),
-                Json(request),
-            )
-            .await
-            {
-                Ok((_, axum::Json(project))) => {
-                    return Ok(Redirect::to(&format!("/projects/{}", project.id)).into_response());
-                }
-                Err(e) if e.status.is_client_error() => FieldErrors::from_api(e, PROJECT_FIELDS),
-                Err(e) => return Err(e.into()),
+        Ok(request) => match project_service::create_project(&state, &actor, request).await {
+            Ok(project) => {
+                return Ok(Redirect::to(&format!("/projects/{}", project.id)).into_response());
             }
-        }
+            Err(e) if e.status.is_client_error() => FieldErrors::from_api(e, PROJECT_FIELDS),
+            Err(e) => return Err(e.into()),
+        },
         Err(errors) => errors,
     };
     let page = new_page(&state, &actor, form, errors).await;
@@ -594,7 +588,7 @@ pub async fn show(
     .await
 }
 
-/// `POST /projects/{id}/runs`: starts an acquisition (through the API's handler) or a `sleep` run.
+/// `POST /projects/{id}/runs`: starts an acquisition (through the same service function as the API) or a `sleep` run.
 pub async fn start_run(
     State(state): State<AppState>,
     actor: Actor,
@@ -621,17 +615,9 @@ pub async fn start_run(
                     backoff_ms: 1000,
                     depends_on: Vec::new(),
                 };
-                crate::api::runs::create_run(
-                    State(state.clone()),
-                    actor.clone(),
-                    Path(id),
-                    HeaderMap::new(),
-                    Json(CreateRun { steps: vec![spec] }),
-                )
-                .await
-                .map(|(_, axum::Json(run))| run)
+                runs::create_run(&state, &actor, id, None, CreateRun { steps: vec![spec] }).await
             }
-            _ => Err(ApiError::validation(vec![crate::api::error::FieldError {
+            _ => Err(ApiError::validation(vec![FieldError {
                 field: "seconds".into(),
                 message: "enter a number of seconds, 0–86400".into(),
             }])),
@@ -651,17 +637,9 @@ pub async fn start_run(
                 partitions: None,
                 success_threshold: None,
             };
-            crate::api::imagery::acquire(
-                State(state.clone()),
-                actor.clone(),
-                Path(id),
-                HeaderMap::new(),
-                Json(body),
-            )
-            .await
-            .map(|(_, axum::Json(run))| run)
+            imagery::acquire(&state, &actor, id, None, body).await
         }
-        _ => Err(ApiError::validation(vec![crate::api::error::FieldError {
+        _ => Err(ApiError::validation(vec![FieldError {
             field: "kind".into(),
             message: "choose what to run".into(),
         }])),

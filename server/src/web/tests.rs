@@ -1271,8 +1271,8 @@ async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_t
     );
     assert!(report.body.contains(r#"style="width: 80.0%""#));
 
-    // Training starts through the API's handler; prediction without acquired windows is refused on
-    // the page, next to the buttons.
+    // Training starts through the same service function as the API; prediction without acquired
+    // windows is refused on the page, next to the buttons.
     let r = site
         .post_form(&format!("/projects/{p}/train"), &[("csrf", "")])
         .await;

@@ -6,8 +6,8 @@ use super::{Layout, Nav, error_text, form_pairs, form_value, when};
 use crate::api::AppState;
 use crate::api::auth::{Actor, Role, Scope};
 use crate::api::error::{ApiError, FieldError};
-use crate::api::extract::{Json, Path};
-use crate::api::tokens::{CreateToken, CreateWorkerToken};
+use crate::api::extract::Path;
+use crate::service::tokens::{self as service, CreateToken, CreateWorkerToken};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::body::Bytes;
@@ -203,7 +203,7 @@ pub async fn list(State(state): State<AppState>, actor: Actor) -> PageResult<Res
     Ok(page(&state, &actor, Kept::default()).await?.into_response())
 }
 
-/// `POST /tokens`: creates an API token of the user's through the API's handler; the secret is shown
+/// `POST /tokens`: creates an API token of the user's through the same service function as the API; the secret is shown
 /// in this answer only.
 pub async fn create(
     State(state): State<AppState>,
@@ -223,14 +223,14 @@ pub async fn create(
     });
     let result = match scope {
         Ok(scope) => {
-            crate::api::tokens::create_token(
-                State(state.clone()),
-                actor.clone(),
-                Json(CreateToken {
+            service::create_token(
+                &state,
+                &actor,
+                CreateToken {
                     name: Some(form.name.clone()),
                     scope,
                     expires_in_days: None,
-                }),
+                },
             )
             .await
         }
@@ -241,7 +241,7 @@ pub async fn create(
         ..Kept::default()
     };
     match result {
-        Ok((_, axum::Json(new))) => {
+        Ok(new) => {
             let created = NewSecret {
                 kind: "api",
                 name: new.api_token.name,
@@ -273,7 +273,7 @@ pub async fn revoke(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> PageResult<Redirect> {
-    crate::api::tokens::revoke_token(State(state), actor, Path(id)).await?;
+    service::revoke_token(&state, &actor, id).await?;
     Ok(Redirect::to(&format!("/tokens#token-{id}")))
 }
 
@@ -284,16 +284,16 @@ pub async fn create_worker_token(
     body: Bytes,
 ) -> PageResult<Response> {
     let name = form_value(&form_pairs(&body), "name");
-    let result = crate::api::tokens::create_worker_token(
-        State(state.clone()),
-        actor.clone(),
-        Json(CreateWorkerToken {
+    let result = service::create_worker_token(
+        &state,
+        &actor,
+        CreateWorkerToken {
             name: Some(name.clone()),
-        }),
+        },
     )
     .await;
     match result {
-        Ok((_, axum::Json(new))) => {
+        Ok(new) => {
             let created = NewSecret {
                 kind: "worker",
                 name: new.worker_token.name,
@@ -317,6 +317,6 @@ pub async fn revoke_worker_token(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> PageResult<Redirect> {
-    crate::api::tokens::revoke_worker_token(State(state), actor, Path(id)).await?;
+    service::revoke_worker_token(&state, &actor, id).await?;
     Ok(Redirect::to(&format!("/tokens#worker-token-{id}")))
 }

@@ -1,0 +1,211 @@
+//! Checking imported rows against a project (classes, task, AOI) and working out the windows and pixels
+//! each label covers.
+
+use super::formats::{ClassRef, RawLabel, RowError};
+use geo::{BoundingRect, Intersects, MultiPolygon};
+use groundwork_imagery::rasterize::{PixelGrid, Rasterizer, bitmask, parse_label_geometry};
+use groundwork_store::labels::{Coverage, NewLabel, WindowGrid};
+use groundwork_store::projects::Project;
+use std::collections::HashMap;
+
+/// The project's legend: name and id lookups.
+pub(crate) struct Legend {
+    by_id: HashMap<i64, String>,
+    by_name: HashMap<String, i64>,
+}
+
+impl Legend {
+    /// The legend of `project`.
+    pub(crate) fn of(project: &Project) -> Self {
+        let mut by_id = HashMap::new();
+        let mut by_name = HashMap::new();
+        for c in project.classes.as_array().into_iter().flatten() {
+            if let (Some(id), Some(name)) = (c["id"].as_i64(), c["name"].as_str()) {
+                by_id.insert(id, name.to_owned());
+                by_name.insert(name.to_lowercase(), id);
+            }
+        }
+        Self { by_id, by_name }
+    }
+
+    fn resolve(&self, c: &ClassRef) -> Result<i32, String> {
+        let id = match c {
+            ClassRef::Id(i) => self.by_id.contains_key(i).then_some(*i),
+            ClassRef::Name(n) => self.by_name.get(&n.to_lowercase()).copied(),
+        };
+        let shown = match c {
+            ClassRef::Id(i) => i.to_string(),
+            ClassRef::Name(n) => format!("{n:?}"),
+        };
+        id.and_then(|i| i32::try_from(i).ok()).ok_or_else(|| {
+            if self.by_id.is_empty() {
+                format!("unknown class {shown}: the project has no classes")
+            } else {
+                format!("unknown class {shown}")
+            }
+        })
+    }
+
+    /// The name of class `id`.
+    pub(crate) fn name(&self, id: i32) -> Option<&str> {
+        self.by_id.get(&i64::from(id)).map(String::as_str)
+    }
+}
+
+fn grid_of(w: &WindowGrid) -> Option<PixelGrid> {
+    let geotransform: [f64; 6] = serde_json::from_value(w.geotransform.clone()).ok()?;
+    Some(PixelGrid {
+        epsg: u32::try_from(w.epsg).ok()?,
+        geotransform,
+        size: u32::try_from(w.size).ok()?,
+    })
+}
+
+/// The windows (and pixels) a geometry in EPSG:4326 covers.
+pub(crate) fn coverage_of(
+    rasterizer: &mut Rasterizer,
+    geometry: &geo::Geometry<f64>,
+    windows: &[WindowGrid],
+) -> Result<Vec<Coverage>, String> {
+    let Some(rect) = geometry.bounding_rect() else {
+        return Ok(Vec::new());
+    };
+    let eps = 1e-7;
+    let mut out = Vec::new();
+    for w in windows {
+        if w.bbox_west > rect.max().x + eps
+            || w.bbox_east < rect.min().x - eps
+            || w.bbox_south > rect.max().y + eps
+            || w.bbox_north < rect.min().y - eps
+        {
+            continue;
+        }
+        let Some(grid) = grid_of(w) else { continue };
+        let pixels = rasterizer
+            .rasterize(geometry, &grid)
+            .map_err(|e| format!("bad geometry: {e}"))?;
+        if !pixels.is_empty() {
+            out.push(Coverage {
+                window_id: w.id.clone(),
+                pixel_count: i32::try_from(pixels.len()).unwrap_or(i32::MAX),
+                pixels: Some(bitmask(&pixels, grid.size)),
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn whole_window(w: &WindowGrid) -> Coverage {
+    Coverage {
+        window_id: w.id.clone(),
+        pixels: None,
+        pixel_count: w.size.saturating_mul(w.size).max(1),
+    }
+}
+
+fn aoi_of(project: &Project) -> Option<MultiPolygon<f64>> {
+    match parse_label_geometry(&project.aoi).ok()? {
+        geo::Geometry::Polygon(p) => Some(MultiPolygon(vec![p])),
+        geo::Geometry::MultiPolygon(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// Checks rows against a project: classes, task, AOI and windows.
+struct RowChecker<'a> {
+    task: &'a str,
+    legend: Legend,
+    aoi: Option<MultiPolygon<f64>>,
+    windows: &'a [WindowGrid],
+    by_id: HashMap<&'a str, &'a WindowGrid>,
+    rasterizer: Rasterizer,
+}
+
+impl<'a> RowChecker<'a> {
+    fn new(project: &'a Project, windows: &'a [WindowGrid]) -> Self {
+        Self {
+            task: &project.task,
+            legend: Legend::of(project),
+            aoi: aoi_of(project),
+            windows,
+            by_id: windows.iter().map(|w| (w.id.as_str(), w)).collect(),
+            rasterizer: Rasterizer::new(),
+        }
+    }
+
+    /// The label of a row, with its windows worked out (when the project has windows).
+    fn check(&mut self, raw: &RawLabel) -> Result<NewLabel, String> {
+        let (class_id, value) = if self.task == "regression" {
+            match raw.value {
+                Some(v) => (None, Some(v)),
+                None => return Err("bad number: this regression project needs a `value`".into()),
+            }
+        } else {
+            match &raw.class {
+                Some(c) => (Some(self.legend.resolve(c)?), None),
+                None => {
+                    return Err(format!(
+                        "unknown class: this {} project needs a `class`",
+                        self.task
+                    ));
+                }
+            }
+        };
+        if let Some((json, g)) = &raw.geometry {
+            if self.aoi.as_ref().is_some_and(|a| !a.intersects(g)) {
+                return Err("outside the AOI".into());
+            }
+            let coverage = if self.windows.is_empty() {
+                None
+            } else {
+                let c = coverage_of(&mut self.rasterizer, g, self.windows)?;
+                if c.is_empty() {
+                    return Err("bad geometry: covers no pixel centre of any window".into());
+                }
+                Some(c)
+            };
+            return Ok(NewLabel {
+                geometry: Some(json.clone()),
+                window_id: None,
+                class_id,
+                value,
+                coverage,
+            });
+        }
+        let Some(id) = &raw.window_id else {
+            return Err("bad geometry: give a geometry (or lon/lat) or a window_id".into());
+        };
+        let Some(w) = self.by_id.get(id.as_str()) else {
+            return Err(format!("unknown window {id:?}"));
+        };
+        Ok(NewLabel {
+            geometry: None,
+            window_id: Some(id.clone()),
+            class_id,
+            value,
+            coverage: Some(vec![whole_window(w)]),
+        })
+    }
+}
+
+/// Checks rows against the project and works out their windows; bad rows go to `errors`. Runs GDAL:
+/// call it from a blocking task.
+pub(crate) fn check_rows(
+    project: &Project,
+    windows: &[WindowGrid],
+    rows: Vec<RawLabel>,
+    errors: &mut Vec<RowError>,
+) -> Vec<NewLabel> {
+    let mut checker = RowChecker::new(project, windows);
+    let mut out = Vec::with_capacity(rows.len());
+    for raw in rows {
+        match checker.check(&raw) {
+            Ok(l) => out.push(l),
+            Err(reason) => errors.push(RowError {
+                row: raw.row,
+                reason,
+            }),
+        }
+    }
+    out
+}

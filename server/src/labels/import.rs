@@ -1,0 +1,113 @@
+//! Importing a labels file as a new label-set version, and placing labels imported before their windows
+//! existed.
+
+use super::check::{check_rows, coverage_of, whole_window};
+use super::formats::{Format, ImportReport, parse_csv, parse_geojson};
+use crate::api::error::{ApiError, ApiResult, ErrorCode};
+use groundwork_imagery::rasterize::{Rasterizer, parse_label_geometry};
+use groundwork_store::PgPool;
+use groundwork_store::labels::{self, WindowGrid};
+use groundwork_store::projects;
+use serde_json::json;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Imports a labels file into a project of `org_id` as a new version. Shared by the API and the CLI.
+/// Rows with problems are reported and skipped; when no row is usable nothing is stored (422
+/// `no_valid_labels`, the row errors in `details`). A replace with an empty file clears the labels.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one import's inputs, all required"
+)]
+pub async fn import_file(
+    pool: &PgPool,
+    org_id: Uuid,
+    project_id: Uuid,
+    body: &[u8],
+    format: Format,
+    replace: bool,
+    source: &str,
+    created_by: Option<Uuid>,
+) -> ApiResult<ImportReport> {
+    let project = projects::get(pool, org_id, project_id).await?;
+    let (rows, mut errors) = match format {
+        Format::Geojson => parse_geojson(body)?,
+        Format::Csv => parse_csv(body)?,
+    };
+    let windows = labels::window_grids(pool, project_id).await?;
+    let (labels_to_add, errors) = tokio::task::spawn_blocking(move || {
+        let out = check_rows(&project, &windows, rows, &mut errors);
+        errors.sort_by_key(|e| e.row);
+        (out, errors)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    // A replace with no usable row would wipe the labels because of a bad file: refuse it too.
+    if labels_to_add.is_empty() && (!replace || !errors.is_empty()) {
+        let mut e = ApiError::new(
+            ErrorCode::NoValidLabels,
+            format!(
+                "no label could be imported ({} rows rejected)",
+                errors.len()
+            ),
+        );
+        e.details = json!(errors);
+        return Err(e);
+    }
+    let set = labels::import(
+        pool,
+        project_id,
+        &labels_to_add,
+        replace,
+        source,
+        created_by,
+    )
+    .await?;
+    Ok(ImportReport {
+        version: set.version,
+        imported: labels_to_add.len(),
+        unassigned: labels_to_add
+            .iter()
+            .filter(|l| l.coverage.is_none())
+            .count(),
+        errors,
+    })
+}
+
+/// Works out the windows of labels imported before their windows were planned.
+pub async fn assign_pending(pool: &PgPool, project_id: Uuid) -> ApiResult<usize> {
+    let pending = labels::unassigned(pool, project_id).await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let windows = labels::window_grids(pool, project_id).await?;
+    if windows.is_empty() {
+        return Ok(0);
+    }
+    let coverage = tokio::task::spawn_blocking(move || {
+        let by_id: HashMap<&str, &WindowGrid> =
+            windows.iter().map(|w| (w.id.as_str(), w)).collect();
+        let mut rasterizer = Rasterizer::new();
+        let mut out = Vec::new();
+        for l in &pending {
+            let c = match (&l.geometry, &l.window_id) {
+                (Some(g), _) => parse_label_geometry(g)
+                    .ok()
+                    .and_then(|g| coverage_of(&mut rasterizer, &g, &windows).ok())
+                    .unwrap_or_default(),
+                (None, Some(w)) => by_id
+                    .get(w.as_str())
+                    .map(|w| vec![whole_window(w)])
+                    .unwrap_or_default(),
+                (None, None) => Vec::new(),
+            };
+            out.push((l.id, c));
+        }
+        out
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    let n = coverage.len();
+    labels::assign(pool, project_id, &coverage).await?;
+    Ok(n)
+}

@@ -1,0 +1,14 @@
+//! What the server does, apart from HTTP: one module per resource, each a set of plain async functions
+//! taking the state, the acting principal and a typed input, and returning a typed result or an
+//! [`ApiError`](crate::api::error::ApiError). The API handlers extract, call one of them and respond;
+//! the web pages call the same functions.
+
+pub mod accounts;
+pub mod imagery;
+pub mod labels;
+pub mod models;
+pub mod outputs;
+pub mod projects;
+pub mod runs;
+pub mod tokens;
+pub mod workers;

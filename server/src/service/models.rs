@@ -1,0 +1,276 @@
+//! Trained models: starting training (a `train` step and an `evaluate` step), training curves,
+//! evaluation reports, and prediction with a trained model (`predict`, `combine` and `publish` steps).
+
+use crate::api::auth::{Actor, Role};
+use crate::api::error::{ApiError, ApiResult, FieldError};
+use crate::api::{AppState, Page, PageQuery};
+use groundwork_store::jobs::{self, NewStep, RunWithSteps};
+use groundwork_store::models::{self, Evaluation, TrainingEpoch};
+use groundwork_store::projects;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Body of `POST /api/v1/projects/{id}/train`; every field is optional.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    /// Label-set version (default: the latest).
+    pub label_set_version: Option<i32>,
+    /// Total epochs (1–500).
+    pub epochs: Option<usize>,
+    /// Epochs with the encoder frozen (≤ epochs).
+    pub freeze_epochs: Option<usize>,
+    /// Windows per optimiser step (1–256).
+    pub batch_size: Option<usize>,
+    /// Head learning rate (0 < lr ≤ 1).
+    pub lr: Option<f64>,
+    /// `light_segmentation`, `unet` or `pooling`.
+    pub head: Option<String>,
+}
+
+/// Body of `POST /api/v1/projects/{id}/predict`; every field is optional.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PredictRequest {
+    /// The training run whose model predicts (default: the project's newest trained model).
+    pub run_id: Option<Uuid>,
+    /// Side of a prediction partition in windows (1–64, default 4): one `predict` step each.
+    pub block: Option<usize>,
+    /// Overlap of neighbouring model tiles in pixels (default 16, below the window size).
+    pub overlap: Option<usize>,
+}
+
+/// A run's training curves.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TrainingCurve {
+    /// The run.
+    pub run_id: Uuid,
+    /// One row per epoch of each `train` step, in order.
+    pub epochs: Vec<TrainingEpoch>,
+}
+
+/// Starts a run of `train` then `evaluate` for the project. The steps go to the `gpu` queue when a GPU
+/// worker is online, else to `cpu`. Send `Idempotency-Key` to make a retried request safe.
+pub async fn start_training(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+    idempotency_key: Option<&str>,
+    body: TrainRequest,
+) -> ApiResult<RunWithSteps> {
+    actor.require(Role::Member)?;
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    let mut errors = Vec::new();
+    let mut check = |ok: bool, field: &str, message: &str| {
+        if !ok {
+            errors.push(FieldError {
+                field: field.into(),
+                message: message.into(),
+            });
+        }
+    };
+    check(
+        body.epochs.is_none_or(|e| (1..=500).contains(&e)),
+        "epochs",
+        "must be 1–500",
+    );
+    check(
+        body.freeze_epochs
+            .is_none_or(|f| f <= body.epochs.unwrap_or(500)),
+        "freeze_epochs",
+        "must not exceed epochs",
+    );
+    check(
+        body.batch_size.is_none_or(|b| (1..=256).contains(&b)),
+        "batch_size",
+        "must be 1–256",
+    );
+    check(
+        body.lr.is_none_or(|lr| lr > 0.0 && lr <= 1.0),
+        "lr",
+        "must be within (0, 1]",
+    );
+    let head_ok = matches!(
+        (project.task.as_str(), body.head.as_deref()),
+        (_, None)
+            | ("segmentation", Some("light_segmentation" | "unet"))
+            | ("classification", Some("pooling"))
+            | ("regression", Some("pooling" | "unet"))
+    );
+    check(
+        head_ok,
+        "head",
+        "segmentation takes light_segmentation or unet, classification pooling, regression pooling or unet",
+    );
+    check(
+        body.label_set_version.is_none_or(|v| v >= 1),
+        "label_set_version",
+        "must be 1 or more",
+    );
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let queue = if models::gpu_worker_online(&state.pool).await? {
+        "gpu"
+    } else {
+        "cpu"
+    };
+    let mut train_args = json!({"project_id": project_id});
+    for (k, v) in [
+        ("label_set_version", json!(body.label_set_version)),
+        ("epochs", json!(body.epochs)),
+        ("freeze_epochs", json!(body.freeze_epochs)),
+        ("batch_size", json!(body.batch_size)),
+        ("lr", json!(body.lr)),
+        ("head", json!(body.head)),
+    ] {
+        if !v.is_null() {
+            train_args[k] = v;
+        }
+    }
+    let mut train = NewStep::new("train", "train", train_args, queue);
+    // A retried attempt resumes from the last checkpoint, so retries are cheap.
+    train.max_attempts = 5;
+    let mut evaluate = NewStep::new(
+        "evaluate",
+        "evaluate",
+        json!({"project_id": project_id}),
+        queue,
+    );
+    evaluate.depends_on = vec!["train".into()];
+    let key = idempotency_key;
+    let run = jobs::create_run(
+        &state.pool,
+        actor.org_id,
+        project_id,
+        &[train, evaluate],
+        key,
+    )
+    .await?;
+    Ok(run)
+}
+
+/// Starts a run that maps the project's acquired windows with a trained model: one `predict` step per
+/// partition (fan-out), `combine` (the UTM COGs) and `publish` (web-mercator COGs, tiles, STAC Item).
+/// The outputs record the model's lineage: training run, label-set version, weights hash, validation
+/// and test metrics. Send `Idempotency-Key` to make a retried request safe.
+pub async fn start_prediction(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+    idempotency_key: Option<&str>,
+    body: PredictRequest,
+) -> ApiResult<RunWithSteps> {
+    actor.require(Role::Member)?;
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    let mut errors = Vec::new();
+    if body.block.is_some_and(|b| !(1..=64).contains(&b)) {
+        errors.push(FieldError {
+            field: "block".into(),
+            message: "must be 1–64".into(),
+        });
+    }
+    if body
+        .overlap
+        .is_some_and(|o| i64::try_from(o).map_or(true, |o| o >= i64::from(project.window_size)))
+    {
+        errors.push(FieldError {
+            field: "overlap".into(),
+            message: format!("must be below the window size ({} px)", project.window_size),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let trained = models::trained_run(&state.pool, actor.org_id, project_id, body.run_id)
+        .await
+        .map_err(|e| match (e, body.run_id) {
+            (groundwork_store::Error::NotFound { .. }, None) => {
+                ApiError::validation(vec![FieldError {
+                    field: "run_id".into(),
+                    message: "the project has no trained model yet; train one first".into(),
+                }])
+            }
+            (e, _) => e.into(),
+        })?;
+    let out = &trained.output;
+    let evaluation = models::run_evaluation(&state.pool, actor.org_id, trained.run_id)
+        .await
+        .ok()
+        .map(|e| e.report);
+    let lineage = json!({
+        "training_run_id": trained.run_id,
+        "label_set_version": out.get("label_set_version"),
+        "checkpoint_sha256": out.get("weights_sha256"),
+        "initialised_from": out.get("initialised_from"),
+        "metrics": {"validation": out.get("metrics"), "test": evaluation},
+    });
+    let opts = groundwork_worker::steps::predict::PredictOptions {
+        model: groundwork_worker::steps::predict::ModelSpec::Trained {
+            run_id: trained.run_id,
+        },
+        block: body.block,
+        overlap: body.overlap,
+        lineage,
+    };
+    let steps = groundwork_worker::steps::plan_prediction(&state.pool, &project, &opts)
+        .await
+        .map_err(|e| {
+            ApiError::validation(vec![FieldError {
+                field: "project".into(),
+                message: format!("{e:#}"),
+            }])
+        })?;
+    let key = idempotency_key;
+    let run = jobs::create_run(&state.pool, actor.org_id, project_id, &steps, key).await?;
+    actor
+        .audit(
+            state,
+            "project.predict",
+            "run",
+            run.run.id,
+            json!({"project_id": project_id, "training_run_id": trained.run_id}),
+        )
+        .await;
+    Ok(run)
+}
+
+/// Loss and metric per epoch of the run's `train` steps (rows appear as epochs finish).
+pub async fn get_training(
+    state: &AppState,
+    actor: &Actor,
+    run_id: Uuid,
+) -> ApiResult<TrainingCurve> {
+    let epochs = models::training_curve(&state.pool, actor.org_id, run_id).await?;
+    Ok(TrainingCurve { run_id, epochs })
+}
+
+/// The latest evaluation report of a run's model.
+pub async fn get_run_evaluation(
+    state: &AppState,
+    actor: &Actor,
+    run_id: Uuid,
+) -> ApiResult<Evaluation> {
+    Ok(models::run_evaluation(&state.pool, actor.org_id, run_id).await?)
+}
+
+/// Evaluation reports of a project, newest first.
+pub async fn list_evaluations(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+    q: PageQuery,
+) -> ApiResult<Page<Evaluation>> {
+    projects::get(&state.pool, actor.org_id, project_id).await?;
+    let limit = q.limit()?;
+    let items = models::project_evaluations(
+        &state.pool,
+        actor.org_id,
+        project_id,
+        q.cursor()?,
+        limit + 1,
+    )
+    .await?;
+    Ok(Page::new(items, limit, |e| e.id))
+}

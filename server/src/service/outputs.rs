@@ -1,0 +1,413 @@
+//! Published outputs: metadata and legend, z/x/y PNG tiles from the web-mercator COG, downloads (the
+//! UTM COG, the class map as GeoJSON polygons) and a STAC Collection per project with an Item per output.
+//!
+//! COGs are read from the object store into a local cache folder on first use (outputs are immutable
+//! under their keys), then read per tile with GDAL.
+
+use crate::api::auth::Actor;
+use crate::api::error::{ApiError, ApiResult, ErrorCode};
+use crate::api::{AppState, Page, PageQuery};
+use groundwork_imagery::publish::{LegendClass, NODATA_U8, PROBABILITY_SCALE};
+use groundwork_imagery::tiles::{TileStyle, render_tile_png};
+use groundwork_store::outputs::{self, Output};
+use groundwork_store::projects::{self, Project};
+use object_store::ObjectStoreExt;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use uuid::Uuid;
+
+/// STAC version of the documents served.
+pub const STAC_VERSION: &str = "1.1.0";
+/// Extensions the Items use.
+pub const STAC_EXTENSIONS: [&str; 3] = [
+    "https://stac-extensions.github.io/projection/v1.0.0/schema.json",
+    "https://stac-extensions.github.io/raster/v1.0.0/schema.json",
+    "https://stac-extensions.github.io/classification/v1.0.0/schema.json",
+];
+
+fn legend(o: &Output) -> Vec<LegendClass> {
+    serde_json::from_value(o.classes.clone()).unwrap_or_default()
+}
+
+/// An output with its legend and links.
+fn describe(o: &Output) -> Value {
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    let id = o.id;
+    let legend: Vec<Value> = match o.kind.as_str() {
+        "class" => legend(o)
+            .iter()
+            .map(|c| json!({"value": c.id, "name": c.name, "color": c.color}))
+            .collect(),
+        "probability" => legend(o)
+            .iter()
+            .enumerate()
+            .map(|(i, c)| json!({"band": i + 1, "name": c.name, "color": c.color, "scale": 1.0 / PROBABILITY_SCALE}))
+            .collect(),
+        _ => vec![json!({"ramp": "viridis", "min": o.stats.get("min"), "max": o.stats.get("max")})],
+    };
+    if let Some(m) = v.as_object_mut() {
+        m.insert("legend".into(), json!(legend));
+        m.insert(
+            "links".into(),
+            json!({
+                "tiles": format!("/api/v1/outputs/{id}/tiles/{{z}}/{{x}}/{{y}}.png"),
+                "download_tif": format!("/api/v1/outputs/{id}/download.tif"),
+                "download_geojson": (o.kind == "class").then(|| format!("/api/v1/outputs/{id}/download.geojson")),
+                "stac_item": format!("/api/v1/projects/{}/stac/items/{id}", o.project_id),
+            }),
+        );
+    }
+    v
+}
+
+/// An output: metadata, legend and links.
+pub async fn get_output(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Value> {
+    let o = outputs::get(&state.pool, actor.org_id, id).await?;
+    Ok(describe(&o))
+}
+
+/// A project's outputs, newest first, each with its legend and links.
+pub async fn list_outputs(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+    q: &PageQuery,
+) -> ApiResult<Page<Value>> {
+    projects::get(&state.pool, actor.org_id, project_id).await?;
+    let limit = q.limit()?;
+    let items = outputs::list(
+        &state.pool,
+        actor.org_id,
+        project_id,
+        q.cursor()?,
+        limit + 1,
+    )
+    .await?;
+    let page = Page::new(items, limit, |o| o.id);
+    Ok(Page {
+        items: page.items.iter().map(describe).collect(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// The local copy of an object (downloaded once; keys are never overwritten).
+async fn local_copy(state: &AppState, key: &str) -> ApiResult<PathBuf> {
+    let objects = state
+        .objects
+        .clone()
+        .ok_or_else(|| ApiError::internal(&"the server has no object store"))?;
+    let dir = std::env::temp_dir().join("groundwork-output-cache");
+    let name: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(name);
+    if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Ok(path);
+    }
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let object = object_store::path::Path::from(key);
+    let bytes = async { objects.get(&object).await?.bytes().await }
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let tmp = dir.join(format!(".{}.tmp", Uuid::new_v4()));
+    tokio::fs::write(&tmp, &bytes)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(path)
+}
+
+/// The z/x/y tile of an output as PNG (transparent outside its data); `band` picks a probability
+/// band (1-based, default 1).
+pub async fn tile_png(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    (z, x, y): (u8, u32, u32),
+    band: Option<usize>,
+) -> ApiResult<Vec<u8>> {
+    let bad = |m: String| ApiError::new(ErrorCode::InvalidTile, m);
+    if z > 24 {
+        return Err(bad(format!("zoom {z} is above 24")));
+    }
+    if u64::from(x) >= 1u64 << z || u64::from(y) >= 1u64 << z {
+        return Err(bad(format!("tile {z}/{x}/{y} does not exist")));
+    }
+    let o = outputs::get(&state.pool, actor.org_id, id).await?;
+    let style = match o.kind.as_str() {
+        "class" => TileStyle::Classes(legend(&o).iter().map(|c| (c.id, c.rgb())).collect()),
+        "probability" => {
+            let band = band.unwrap_or(1);
+            if band == 0 || band > usize::try_from(o.bands).unwrap_or(0) {
+                return Err(bad(format!("band must be 1–{}", o.bands)));
+            }
+            TileStyle::Ramp {
+                band,
+                min: 0.0,
+                max: PROBABILITY_SCALE,
+                nodata: Some(f32::from(NODATA_U8)),
+            }
+        }
+        _ => TileStyle::Ramp {
+            band: band.unwrap_or(1).max(1),
+            min: o.stats.get("min").and_then(Value::as_f64).unwrap_or(0.0) as f32,
+            max: o.stats.get("max").and_then(Value::as_f64).unwrap_or(1.0) as f32,
+            nodata: None,
+        },
+    };
+    let path = local_copy(state, &o.web_key).await?;
+    let png = tokio::task::spawn_blocking(move || render_tile_png(&path, z, x, y, &style))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(png)
+}
+
+/// The output's COG in its UTM CRS: the output and the file's bytes.
+pub async fn utm_cog(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<(Output, Vec<u8>)> {
+    let o = outputs::get(&state.pool, actor.org_id, id).await?;
+    let path = local_copy(state, &o.utm_key).await?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok((o, bytes))
+}
+
+/// A class map as polygons (a GeoJSON FeatureCollection in EPSG:4326); other outputs are refused.
+pub async fn class_polygons(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Value> {
+    let o = outputs::get(&state.pool, actor.org_id, id).await?;
+    if o.kind != "class" {
+        return Err(ApiError::new(
+            ErrorCode::NotAClassMap,
+            format!(
+                "only class maps are vectorised; this output holds {}",
+                o.kind
+            ),
+        ));
+    }
+    let path = local_copy(state, &o.utm_key).await?;
+    let legend = legend(&o);
+    let fc = tokio::task::spawn_blocking(move || {
+        groundwork_imagery::publish::polygonize_classes(&path, &legend)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?
+    .map_err(|e| ApiError::internal(&e))?;
+    Ok(fc)
+}
+
+fn collection_id(project: &Project) -> String {
+    format!("groundwork-{}", project.id)
+}
+
+fn bbox_polygon(b: [f64; 4]) -> Value {
+    json!({"type": "Polygon", "coordinates": [[[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]], [b[0], b[1]]]]})
+}
+
+/// The STAC Item of an output; `root` is the server's URL (`http://host:port`), links are absolute.
+#[must_use]
+pub fn stac_item(root: &str, project: &Project, o: &Output) -> Value {
+    let base = format!("{root}/api/v1/projects/{}/stac", project.id);
+    let id = o.id;
+    let lineage = &o.lineage;
+    let resolution = lineage
+        .get("resolution_m")
+        .and_then(Value::as_f64)
+        .unwrap_or(10.0);
+    let band = |i: usize| -> Value {
+        match o.kind.as_str() {
+            "class" => {
+                json!({"data_type": "uint8", "nodata": NODATA_U8, "spatial_resolution": resolution})
+            }
+            "probability" => {
+                json!({"data_type": "uint8", "nodata": NODATA_U8, "scale": 1.0 / PROBABILITY_SCALE,
+                                   "offset": 0.0, "spatial_resolution": resolution,
+                                   "description": legend(o).get(i).map(|c| format!("probability of {}", c.name))})
+            }
+            _ => json!({"data_type": "float32", "nodata": "nan", "spatial_resolution": resolution}),
+        }
+    };
+    let bands: Vec<Value> = (0..usize::try_from(o.bands).unwrap_or(1))
+        .map(band)
+        .collect();
+    let mut data = json!({
+        "href": format!("{root}/api/v1/outputs/{id}/download.tif"),
+        "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+        "title": format!("{} raster (EPSG:{})", o.kind, o.epsg),
+        "roles": ["data"],
+        "proj:epsg": o.epsg,
+        "proj:shape": [o.height, o.width],
+        "raster:bands": bands,
+    });
+    if o.kind == "class"
+        && let Some(m) = data.as_object_mut()
+    {
+        let classes: Vec<Value> = legend(o)
+            .iter()
+            .map(|c| {
+                json!({"value": c.id, "name": c.name, "description": c.name,
+                            "color_hint": c.color.trim_start_matches('#').to_uppercase()})
+            })
+            .collect();
+        if !classes.is_empty() {
+            m.insert("classification:classes".into(), json!(classes));
+        }
+    }
+    let mut assets = serde_json::Map::new();
+    assets.insert("data".into(), data);
+    if o.kind == "class" {
+        assets.insert(
+            "polygons".into(),
+            json!({"href": format!("{root}/api/v1/outputs/{id}/download.geojson"), "type": "application/geo+json",
+                   "title": "class map as polygons (EPSG:4326)", "roles": ["data"]}),
+        );
+    }
+    let model = lineage.get("model").cloned().unwrap_or(Value::Null);
+    let project_info = lineage.get("project").cloned().unwrap_or(Value::Null);
+    let mut properties = json!({
+        "datetime": o.created_at.to_rfc3339(),
+        "start_datetime": format!("{}T00:00:00Z", project.start),
+        "end_datetime": format!("{}T23:59:59Z", project.end),
+        "created": o.created_at.to_rfc3339(),
+        "title": format!("{} — {}", project.name, o.kind),
+        "proj:epsg": o.epsg,
+        "proj:shape": [o.height, o.width],
+        "groundwork:kind": o.kind,
+        "groundwork:run_id": o.run_id,
+        "groundwork:task": project.task,
+        "groundwork:model_size": project_info.get("model_size").cloned().unwrap_or(json!(project.model_size)),
+        "groundwork:model": model,
+        "groundwork:checkpoint_sha256": model.get("checkpoint_sha256").cloned().unwrap_or(Value::Null),
+        "groundwork:label_set_version": lineage.get("label_set_version").cloned().unwrap_or(Value::Null),
+        "groundwork:metrics": lineage.get("metrics").cloned().unwrap_or(Value::Null),
+        "groundwork:input_scenes": lineage.get("input_scenes").cloned().unwrap_or(json!([])),
+        "groundwork:tiles": format!("{root}/api/v1/outputs/{id}/tiles/{{z}}/{{x}}/{{y}}.png"),
+        "groundwork:zoom": [o.min_zoom, o.max_zoom],
+    });
+    if let (Some(p), Some(extra)) = (properties.as_object_mut(), lineage.as_object()) {
+        for (k, v) in extra {
+            if !matches!(
+                k.as_str(),
+                "model" | "project" | "input_scenes" | "label_set_version" | "metrics"
+            ) {
+                p.insert(format!("groundwork:{k}"), v.clone());
+            }
+        }
+    }
+    json!({
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": STAC_EXTENSIONS,
+        "id": id.to_string(),
+        "collection": collection_id(project),
+        "geometry": bbox_polygon(o.bbox),
+        "bbox": o.bbox,
+        "properties": properties,
+        "assets": assets,
+        "links": [
+            {"rel": "self", "href": format!("{base}/items/{id}"), "type": "application/geo+json"},
+            {"rel": "collection", "href": base, "type": "application/json"},
+            {"rel": "parent", "href": base, "type": "application/json"},
+            {"rel": "root", "href": base, "type": "application/json"},
+        ],
+    })
+}
+
+/// The STAC Collection of a project's outputs; `root` as for [`stac_item`].
+#[must_use]
+pub fn stac_collection(root: &str, project: &Project, items: &[Output]) -> Value {
+    let base = format!("{root}/api/v1/projects/{}/stac", project.id);
+    let mut bbox = project.bbox;
+    for o in items {
+        bbox = [
+            bbox[0].min(o.bbox[0]),
+            bbox[1].min(o.bbox[1]),
+            bbox[2].max(o.bbox[2]),
+            bbox[3].max(o.bbox[3]),
+        ];
+    }
+    let mut links = vec![
+        json!({"rel": "self", "href": base, "type": "application/json"}),
+        json!({"rel": "root", "href": base, "type": "application/json"}),
+        json!({"rel": "items", "href": format!("{base}/items"), "type": "application/geo+json"}),
+    ];
+    links.extend(items.iter().map(|o| {
+        json!({"rel": "item", "href": format!("{base}/items/{}", o.id), "type": "application/geo+json"})
+    }));
+    json!({
+        "type": "Collection",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": [],
+        "id": collection_id(project),
+        "title": project.name,
+        "description": if project.description.trim().is_empty() {
+            format!("Prediction outputs of the Groundwork project {}", project.name)
+        } else { project.description.clone() },
+        "license": "other",
+        "extent": {
+            "spatial": {"bbox": [bbox]},
+            "temporal": {"interval": [[format!("{}T00:00:00Z", project.start), format!("{}T23:59:59Z", project.end)]]},
+        },
+        "links": links,
+    })
+}
+
+async fn all_outputs(state: &AppState, org: Uuid, project: Uuid) -> ApiResult<Vec<Output>> {
+    Ok(outputs::list(&state.pool, org, project, None, 10_000).await?)
+}
+
+/// The project's STAC Collection; `root` is the server's URL as the client addressed it.
+pub async fn project_stac_collection(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+    root: &str,
+) -> ApiResult<Value> {
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    let items = all_outputs(state, actor.org_id, project_id).await?;
+    Ok(stac_collection(root, &project, &items))
+}
+
+/// The project's STAC Items as a FeatureCollection.
+pub async fn project_stac_items(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+    root: &str,
+) -> ApiResult<Value> {
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    let items = all_outputs(state, actor.org_id, project_id).await?;
+    let features: Vec<Value> = items.iter().map(|o| stac_item(root, &project, o)).collect();
+    let base = format!("{root}/api/v1/projects/{}/stac", project.id);
+    Ok(json!({
+        "type": "FeatureCollection",
+        "features": features,
+        "links": [{"rel": "self", "href": format!("{base}/items")}, {"rel": "collection", "href": base}],
+    }))
+}
+
+/// One STAC Item of the project (an output of another project is not found).
+pub async fn project_stac_item(
+    state: &AppState,
+    actor: &Actor,
+    (project_id, item): (Uuid, Uuid),
+    root: &str,
+) -> ApiResult<Value> {
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    let o = outputs::get(&state.pool, actor.org_id, item).await?;
+    if o.project_id != project.id {
+        return Err(ApiError::not_found("output"));
+    }
+    Ok(stac_item(root, &project, &o))
+}

@@ -1,0 +1,266 @@
+//! Projects: creating (with every field validated), listing, reading, updating and deleting them.
+
+use crate::api::auth::{Actor, Role};
+use crate::api::error::{ApiError, ApiResult, FieldError};
+use crate::api::validate::{self, Class, ModelSize, Task};
+use crate::api::{AppState, Page, PageQuery};
+use chrono::NaiveDate;
+use groundwork_imagery::Modality;
+use groundwork_store::projects::{self, Project, ProjectFields};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// Body of `POST /api/v1/projects`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    /// Name (1–200 characters).
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// GeoJSON Polygon or MultiPolygon in EPSG:4326.
+    #[schema(value_type = Object)]
+    pub aoi: Value,
+    /// First day (YYYY-MM-DD).
+    pub start: NaiveDate,
+    /// Last day (YYYY-MM-DD), not before `start`.
+    pub end: NaiveDate,
+    /// Task.
+    pub task: Task,
+    /// Legend.
+    #[serde(default)]
+    pub classes: Vec<Class>,
+    /// Modalities: `sentinel2_l2a`, `sentinel1`, `landsat` (default: Sentinel-2 L2A).
+    #[serde(default = "default_modalities")]
+    #[schema(value_type = Vec<String>)]
+    pub modalities: Vec<Modality>,
+    /// Model size (default nano).
+    #[serde(default = "default_model_size")]
+    pub model_size: ModelSize,
+    /// Encoder patch size 1–8 (default 4).
+    #[serde(default = "default_patch_size")]
+    pub patch_size: i32,
+    /// Window size in pixels (default 64).
+    #[serde(default = "default_window_size")]
+    pub window_size: i32,
+}
+
+fn default_modalities() -> Vec<Modality> {
+    vec![Modality::Sentinel2L2a]
+}
+
+fn default_model_size() -> ModelSize {
+    ModelSize::Nano
+}
+
+fn default_patch_size() -> i32 {
+    4
+}
+
+fn default_window_size() -> i32 {
+    64
+}
+
+/// Body of `PATCH /api/v1/projects/{id}`: any subset of the fields.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    /// Name.
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// AOI.
+    #[schema(value_type = Option<Object>)]
+    pub aoi: Option<Value>,
+    /// Start.
+    pub start: Option<NaiveDate>,
+    /// End.
+    pub end: Option<NaiveDate>,
+    /// Task.
+    pub task: Option<Task>,
+    /// Legend.
+    pub classes: Option<Vec<Class>>,
+    /// Modalities.
+    #[schema(value_type = Option<Vec<String>>)]
+    pub modalities: Option<Vec<Modality>>,
+    /// Model size.
+    pub model_size: Option<ModelSize>,
+    /// Patch size.
+    pub patch_size: Option<i32>,
+    /// Window size.
+    pub window_size: Option<i32>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(v: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_value(Value::String(v.to_owned()))
+}
+
+fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
+    let mut errors = Vec::new();
+    let name = p.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        errors.push(FieldError {
+            field: "name".into(),
+            message: "a name must have 1–200 characters".into(),
+        });
+    }
+    let aoi = crate::geometry::aoi(&p.aoi, max_km2, &mut errors);
+    if p.end < p.start {
+        errors.push(FieldError {
+            field: "end".into(),
+            message: format!("end {} is before start {}", p.end, p.start),
+        });
+    }
+    validate::classes(&p.classes, &mut errors);
+    if p.modalities.is_empty() {
+        errors.push(FieldError {
+            field: "modalities".into(),
+            message: "choose at least one modality".into(),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    if !p.modalities.iter().all(|m| seen.insert(*m)) {
+        errors.push(FieldError {
+            field: "modalities".into(),
+            message: "a modality is listed twice".into(),
+        });
+    }
+    if !(1..=8).contains(&p.patch_size) {
+        errors.push(FieldError {
+            field: "patch_size".into(),
+            message: format!("must be 1–8, got {}", p.patch_size),
+        });
+    }
+    if !(8..=1024).contains(&p.window_size) {
+        errors.push(FieldError {
+            field: "window_size".into(),
+            message: format!("must be 8–1024 px, got {}", p.window_size),
+        });
+    } else if (1..=8).contains(&p.patch_size) && p.window_size % p.patch_size != 0 {
+        errors.push(FieldError {
+            field: "window_size".into(),
+            message: format!("must be divisible by the patch size {}", p.patch_size),
+        });
+    }
+    match aoi {
+        Some(aoi) if errors.is_empty() => Ok(ProjectFields {
+            name,
+            description: p.description,
+            aoi: p.aoi,
+            bbox: aoi.bbox,
+            area_km2: aoi.area_km2,
+            start: p.start,
+            end: p.end,
+            task: enum_str(&p.task),
+            classes: serde_json::to_value(&p.classes).unwrap_or_default(),
+            modalities: p.modalities.iter().map(enum_str).collect(),
+            model_size: enum_str(&p.model_size),
+            patch_size: p.patch_size,
+            window_size: p.window_size,
+        }),
+        _ => Err(ApiError::validation(errors)),
+    }
+}
+
+/// Creates a project.
+pub async fn create_project(
+    state: &AppState,
+    actor: &Actor,
+    body: CreateProject,
+) -> ApiResult<Project> {
+    actor.require(Role::Member)?;
+    let fields = validate(body, state.max_aoi_km2)?;
+    let p = projects::create(&state.pool, actor.org_id, &fields).await?;
+    actor
+        .audit(
+            state,
+            "project.create",
+            "project",
+            p.id,
+            json!({"name": p.name}),
+        )
+        .await;
+    Ok(p)
+}
+
+/// Lists projects, newest first.
+pub async fn list_projects(
+    state: &AppState,
+    actor: &Actor,
+    q: PageQuery,
+) -> ApiResult<Page<Project>> {
+    let limit = q.limit()?;
+    let items = projects::list(&state.pool, actor.org_id, q.cursor()?, limit + 1).await?;
+    Ok(Page::new(items, limit, |p| p.id))
+}
+
+/// One project.
+pub async fn get_project(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Project> {
+    Ok(projects::get(&state.pool, actor.org_id, id).await?)
+}
+
+/// Changes some fields of a project.
+pub async fn update_project(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    patch: UpdateProject,
+) -> ApiResult<Project> {
+    actor.require(Role::Member)?;
+    let current = projects::get(&state.pool, actor.org_id, id).await?;
+    let merged = CreateProject {
+        name: patch.name.unwrap_or(current.name),
+        description: patch.description.unwrap_or(current.description),
+        aoi: patch.aoi.unwrap_or(current.aoi),
+        start: patch.start.unwrap_or(current.start),
+        end: patch.end.unwrap_or(current.end),
+        task: match patch.task {
+            Some(t) => t,
+            None => parse(&current.task).map_err(|e| ApiError::internal(&e))?,
+        },
+        classes: match patch.classes {
+            Some(c) => c,
+            None => serde_json::from_value(current.classes).map_err(|e| ApiError::internal(&e))?,
+        },
+        modalities: match patch.modalities {
+            Some(m) => m,
+            None => current
+                .modalities
+                .iter()
+                .map(|m| parse(m))
+                .collect::<Result<_, _>>()
+                .map_err(|e| ApiError::internal(&e))?,
+        },
+        model_size: match patch.model_size {
+            Some(m) => m,
+            None => parse(&current.model_size).map_err(|e| ApiError::internal(&e))?,
+        },
+        patch_size: patch.patch_size.unwrap_or(current.patch_size),
+        window_size: patch.window_size.unwrap_or(current.window_size),
+    };
+    let fields = validate(merged, state.max_aoi_km2)?;
+    let p = projects::update(&state.pool, actor.org_id, id, &fields).await?;
+    actor
+        .audit(state, "project.update", "project", p.id, json!({}))
+        .await;
+    Ok(p)
+}
+
+/// Deletes a project with its runs (admins; refused while a step runs).
+pub async fn delete_project(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<()> {
+    actor.require(Role::Admin)?;
+    projects::delete(&state.pool, actor.org_id, id).await?;
+    actor
+        .audit(state, "project.delete", "project", id, json!({}))
+        .await;
+    Ok(())
+}

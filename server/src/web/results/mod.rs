@@ -1,0 +1,198 @@
+//! Result pages: an output's map (`/outputs/{id}`), a training run's evaluation report
+//! (`/runs/{id}/evaluation`), the "Results" section of a project's page (outputs, training curves,
+//! evaluations) and its buttons that start training and prediction through the service layer.
+
+mod chart;
+mod evaluation;
+mod output;
+
+pub use chart::Chart;
+pub use evaluation::evaluation;
+pub use output::output_map;
+
+use super::error::PageResult;
+use super::when;
+use crate::api::AppState;
+use crate::api::auth::{Actor, Role};
+use crate::api::error::ApiError;
+use crate::api::extract::Path;
+use crate::service::models::{self as service, PredictRequest, TrainRequest};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use groundwork_store::jobs::RunWithSteps;
+use groundwork_store::models::{self, Evaluation};
+use groundwork_store::outputs::{self, Output};
+use serde_json::Value;
+use std::fmt::Write as _;
+use uuid::Uuid;
+
+/// Outputs, training runs and evaluations a project's page lists.
+const RESULTS_SHOWN: i64 = 10;
+
+/// A number for people: three significant decimals at most, `–` for none.
+pub(super) fn num(v: Option<f64>) -> String {
+    match v {
+        None => "–".into(),
+        Some(v) if !v.is_finite() => "–".into(),
+        Some(v) if v.abs() >= 1000.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 100.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.3}"),
+    }
+}
+
+/// An output as the project page lists it.
+pub struct OutputRow {
+    /// The output.
+    pub output: Output,
+    /// When it was published.
+    pub created: String,
+}
+
+/// A training run with its curve.
+pub struct TrainingView {
+    /// The run.
+    pub run_id: Uuid,
+    /// State of its `train` step.
+    pub state: String,
+    /// When it started.
+    pub created: String,
+    /// Its curve.
+    pub chart: Chart,
+}
+
+/// An evaluation as the project page lists it.
+pub struct EvaluationRow {
+    /// The evaluation.
+    pub evaluation: Evaluation,
+    /// When it was written.
+    pub created: String,
+    /// The headline numbers, model against baseline.
+    pub headline: String,
+}
+
+/// The project page's "Results" section.
+pub struct Results {
+    /// Published outputs, newest first.
+    pub outputs: Vec<OutputRow>,
+    /// Training runs, newest first.
+    pub training: Vec<TrainingView>,
+    /// Evaluation reports, newest first.
+    pub evaluations: Vec<EvaluationRow>,
+    /// Whether a trained model exists to predict with.
+    pub has_model: bool,
+    /// A refusal of the train or predict buttons.
+    pub error: String,
+}
+
+/// The headline of a report: `accuracy 0.850 (baseline 0.610)` or the regression errors.
+pub(super) fn headline(report: &Value) -> String {
+    let pick = |m: &Value| -> Option<String> {
+        if m.get("accuracy").is_some() {
+            let mut s = format!("accuracy {}", num(m["accuracy"].as_f64()));
+            if let Some(miou) = m.get("miou").and_then(Value::as_f64) {
+                let _ = write!(s, ", mIoU {}", num(Some(miou)));
+            }
+            Some(s)
+        } else if m.get("mae").is_some() {
+            Some(format!(
+                "MAE {}, RMSE {}, R² {}",
+                num(m["mae"].as_f64()),
+                num(m["rmse"].as_f64()),
+                num(m["r2"].as_f64())
+            ))
+        } else {
+            None
+        }
+    };
+    match (pick(&report["model"]), pick(&report["baseline"])) {
+        (Some(m), Some(b)) => format!("{m} (baseline: {b})"),
+        (Some(m), None) => m,
+        _ => "no metrics".into(),
+    }
+}
+
+/// Reads the results of a project of the actor's organisation.
+pub async fn results(state: &AppState, actor: &Actor, project_id: Uuid) -> PageResult<Results> {
+    let pool = &state.pool;
+    let outputs = outputs::list(pool, actor.org_id, project_id, None, RESULTS_SHOWN)
+        .await?
+        .into_iter()
+        .map(|output| OutputRow {
+            created: when(&output.created_at),
+            output,
+        })
+        .collect();
+    let mut training = Vec::new();
+    let mut has_model = false;
+    for r in models::training_runs(pool, actor.org_id, project_id, RESULTS_SHOWN).await? {
+        has_model |= r.state == "succeeded";
+        let epochs = models::training_curve(pool, actor.org_id, r.run_id).await?;
+        training.push(TrainingView {
+            run_id: r.run_id,
+            state: r.state,
+            created: when(&r.created_at),
+            chart: Chart::new(&epochs),
+        });
+    }
+    let evaluations =
+        models::project_evaluations(pool, actor.org_id, project_id, None, RESULTS_SHOWN)
+            .await?
+            .into_iter()
+            .map(|evaluation| EvaluationRow {
+                created: when(&evaluation.created_at),
+                headline: headline(&evaluation.report),
+                evaluation,
+            })
+            .collect();
+    Ok(Results {
+        outputs,
+        training,
+        evaluations,
+        has_model,
+        error: String::new(),
+    })
+}
+
+/// What a train or predict button does with the service's answer: to the new run, or the project
+/// page again with the refusal in its "Results" section.
+async fn started(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+    result: Result<RunWithSteps, ApiError>,
+) -> PageResult<Response> {
+    match result {
+        Ok(run) => {
+            Ok(Redirect::to(&format!("/projects/{project_id}#run-{}", run.run.id)).into_response())
+        }
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            super::projects::with_results_error(state, actor, project_id, super::error_text(&e))
+                .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /projects/{id}/train`: trains and evaluates a model with the defaults (the same service function as the API).
+pub async fn train(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> PageResult<Response> {
+    actor.require(Role::Member)?;
+    let result = service::start_training(&state, &actor, id, None, TrainRequest::default()).await;
+    started(&state, &actor, id, result).await
+}
+
+/// `POST /projects/{id}/predict`: maps the project with its newest trained model (the same service function as the API).
+pub async fn predict(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> PageResult<Response> {
+    actor.require(Role::Member)?;
+    let result =
+        service::start_prediction(&state, &actor, id, None, PredictRequest::default()).await;
+    started(&state, &actor, id, result).await
+}

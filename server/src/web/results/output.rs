@@ -1,0 +1,209 @@
+//! The map of an output (`/outputs/{id}`): its legend or colour ramp and its lineage.
+
+use super::{headline, num};
+use crate::api::AppState;
+use crate::api::auth::Actor;
+use crate::api::extract::Path;
+use crate::web::error::PageResult;
+use crate::web::{Layout, Nav, when};
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use groundwork_store::outputs::{self, Output};
+use groundwork_store::projects::{self, Project};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A legend entry of a class map (or a probability map's bands).
+pub struct LegendRow {
+    /// Raster value or band.
+    pub value: String,
+    /// Name.
+    pub name: String,
+    /// `#rrggbb`.
+    pub color: String,
+}
+
+/// The colour ramp of probability and value maps.
+pub struct Ramp {
+    /// What the ramp shows.
+    pub label: String,
+    /// Its low end.
+    pub min: String,
+    /// Its high end.
+    pub max: String,
+    /// The CSS gradient of the ramp.
+    pub css: &'static str,
+}
+
+/// A line of the lineage summary.
+pub struct Fact {
+    /// What.
+    pub term: String,
+    /// Its value.
+    pub value: String,
+    /// A page it links to, if any.
+    pub href: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "output.html")]
+struct OutputPage {
+    layout: Layout,
+    output: Output,
+    project: Project,
+    created: String,
+    tiles_url: String,
+    bounds_json: String,
+    legend: Vec<LegendRow>,
+    ramp: Option<Ramp>,
+    tif_url: String,
+    geojson_url: String,
+    stac_url: String,
+    lineage: Vec<Fact>,
+}
+
+/// Viridis at the stops the tile renderer uses, as a CSS gradient.
+pub const RAMP_CSS: &str = "linear-gradient(to right, #440154, #472c7a, #3b518b, #2c718e, #21908d, #27ad81, #5cc863, #aadc32, #fde725)";
+
+fn fact(term: &str, value: impl Into<String>) -> Fact {
+    Fact {
+        term: term.into(),
+        value: value.into(),
+        href: String::new(),
+    }
+}
+
+/// The model lineage of an output, in a few lines.
+fn lineage_facts(lineage: &Value) -> Vec<Fact> {
+    let mut facts = Vec::new();
+    if let Some(kind) = lineage["model"]["kind"].as_str() {
+        let size = lineage["model"]["model_size"]
+            .as_str()
+            .or_else(|| lineage["project"]["model_size"].as_str());
+        facts.push(fact(
+            "Model",
+            match size {
+                Some(s) => format!("{kind} ({s})"),
+                None => kind.to_owned(),
+            },
+        ));
+    }
+    if let Some(run) = lineage["training_run_id"].as_str() {
+        facts.push(Fact {
+            term: "Training run".into(),
+            value: run.to_owned(),
+            href: format!("/runs/{run}/evaluation"),
+        });
+    }
+    if let Some(v) = lineage["label_set_version"].as_i64() {
+        facts.push(fact("Label-set version", v.to_string()));
+    }
+    let validation = &lineage["metrics"]["validation"];
+    if let Some(v) = validation["val_metric"].as_f64() {
+        let name = validation["metric"].as_str().unwrap_or("metric");
+        let epoch = validation["best_epoch"]
+            .as_i64()
+            .map(|e| format!(" (best epoch {e})"))
+            .unwrap_or_default();
+        facts.push(fact(
+            "Validation",
+            format!("{name} {}{epoch}", num(Some(v))),
+        ));
+    }
+    let test = &lineage["metrics"]["test"];
+    if test.is_object() {
+        let windows = test["windows"]
+            .as_i64()
+            .map(|w| format!(" on {w} test windows"))
+            .unwrap_or_default();
+        facts.push(fact("Test", format!("{}{windows}", headline(test))));
+    }
+    if let Some(sha) = lineage["checkpoint_sha256"].as_str() {
+        facts.push(fact(
+            "Checkpoint",
+            format!("sha256 {}…", &sha[..sha.len().min(12)]),
+        ));
+    }
+    if let Some(scenes) = lineage["input_scenes"].as_array() {
+        facts.push(fact("Input scenes", scenes.len().to_string()));
+    }
+    if let Some(r) = lineage["resolution_m"].as_f64() {
+        facts.push(fact("Resolution", format!("{r} m")));
+    }
+    facts
+}
+
+/// `GET /outputs/{id}`: the output's tiles on a map with its legend, downloads and lineage.
+pub async fn output_map(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> PageResult<impl IntoResponse> {
+    let output = outputs::get(&state.pool, actor.org_id, id).await?;
+    let project = projects::get(&state.pool, actor.org_id, output.project_id).await?;
+    let classes: Vec<groundwork_imagery::publish::LegendClass> =
+        serde_json::from_value(output.classes.clone()).unwrap_or_default();
+    let (legend, ramp) = match output.kind.as_str() {
+        "class" => (
+            classes
+                .iter()
+                .map(|c| LegendRow {
+                    value: c.id.to_string(),
+                    name: c.name.clone(),
+                    color: c.color.clone(),
+                })
+                .collect(),
+            None,
+        ),
+        "probability" => (
+            Vec::new(),
+            Some(Ramp {
+                label: format!(
+                    "Probability of {}",
+                    classes
+                        .first()
+                        .map_or("the first class", |c| c.name.as_str())
+                ),
+                min: "0".into(),
+                max: "1".into(),
+                css: RAMP_CSS,
+            }),
+        ),
+        _ => (
+            Vec::new(),
+            Some(Ramp {
+                label: "Predicted value".into(),
+                min: num(output.stats.get("min").and_then(Value::as_f64)),
+                max: num(output.stats.get("max").and_then(Value::as_f64)),
+                css: RAMP_CSS,
+            }),
+        ),
+    };
+    let [w, s, e, n] = output.bbox;
+    Ok(OutputPage {
+        layout: Layout::new(
+            &state,
+            &actor,
+            format!("Map · {}", project.name),
+            Nav::Projects,
+        )
+        .await,
+        created: when(&output.created_at),
+        tiles_url: format!("/api/v1/outputs/{id}/tiles/{{z}}/{{x}}/{{y}}.png"),
+        bounds_json: serde_json::json!([w, s, e, n]).to_string(),
+        legend,
+        ramp,
+        tif_url: format!("/api/v1/outputs/{id}/download.tif"),
+        geojson_url: if output.kind == "class" {
+            format!("/api/v1/outputs/{id}/download.geojson")
+        } else {
+            String::new()
+        },
+        stac_url: format!("/api/v1/projects/{}/stac/items/{id}", project.id),
+        lineage: lineage_facts(&output.lineage),
+        output,
+        project,
+    })
+}
