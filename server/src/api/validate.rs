@@ -2,45 +2,8 @@
 //! [`crate::geometry`]).
 
 use super::error::FieldError;
-use serde::{Deserialize, Serialize};
 
-/// Task kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    /// A class per window.
-    Classification,
-    /// A class per pixel.
-    Segmentation,
-    /// A value per window or pixel.
-    Regression,
-}
-
-/// OlmoEarth sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelSize {
-    /// 1.4 M encoder parameters.
-    Nano,
-    /// 6.2 M.
-    Tiny,
-    /// 89 M.
-    Base,
-    /// 308 M.
-    Large,
-}
-
-/// A class of the project's legend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Class {
-    /// Raster value (0–254; 255 is nodata).
-    pub id: u8,
-    /// Name.
-    pub name: String,
-    /// `#rrggbb`.
-    pub color: String,
-}
+pub use groundwork_types::{ClassDef, ModelSize, Task};
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError {
@@ -50,7 +13,7 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 }
 
 /// Validates the class legend.
-pub fn classes(classes: &[Class], errors: &mut Vec<FieldError>) {
+pub fn classes(classes: &[ClassDef], errors: &mut Vec<FieldError>) {
     let mut ids = std::collections::HashSet::new();
     let mut names = std::collections::HashSet::new();
     for (i, c) in classes.iter().enumerate() {
@@ -97,12 +60,12 @@ mod tests {
         let mut errors = Vec::new();
         classes(
             &[
-                Class {
+                ClassDef {
                     id: 1,
                     name: "Water".into(),
                     color: "#0000ff".into(),
                 },
-                Class {
+                ClassDef {
                     id: 1,
                     name: "water".into(),
                     color: "blue".into(),

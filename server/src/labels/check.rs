@@ -6,6 +6,7 @@ use geo::{BoundingRect, Intersects, MultiPolygon};
 use groundwork_imagery::rasterize::{PixelGrid, Rasterizer, bitmask, parse_label_geometry};
 use groundwork_store::labels::{Coverage, NewLabel, WindowGrid};
 use groundwork_store::projects::Project;
+use groundwork_types::Task;
 use std::collections::HashMap;
 
 /// The project's legend: name and id lookups.
@@ -19,11 +20,9 @@ impl Legend {
     pub(crate) fn of(project: &Project) -> Self {
         let mut by_id = HashMap::new();
         let mut by_name = HashMap::new();
-        for c in project.classes.as_array().into_iter().flatten() {
-            if let (Some(id), Some(name)) = (c["id"].as_i64(), c["name"].as_str()) {
-                by_id.insert(id, name.to_owned());
-                by_name.insert(name.to_lowercase(), id);
-            }
+        for c in &project.classes {
+            by_id.insert(i64::from(c.id), c.name.clone());
+            by_name.insert(c.name.to_lowercase(), i64::from(c.id));
         }
         Self { by_id, by_name }
     }
@@ -113,7 +112,7 @@ fn aoi_of(project: &Project) -> Option<MultiPolygon<f64>> {
 
 /// Checks rows against a project: classes, task, AOI and windows.
 struct RowChecker<'a> {
-    task: &'a str,
+    task: Task,
     legend: Legend,
     aoi: Option<MultiPolygon<f64>>,
     windows: &'a [WindowGrid],
@@ -124,7 +123,7 @@ struct RowChecker<'a> {
 impl<'a> RowChecker<'a> {
     fn new(project: &'a Project, windows: &'a [WindowGrid]) -> Self {
         Self {
-            task: &project.task,
+            task: project.task,
             legend: Legend::of(project),
             aoi: aoi_of(project),
             windows,
@@ -135,7 +134,7 @@ impl<'a> RowChecker<'a> {
 
     /// The label of a row, with its windows worked out (when the project has windows).
     fn check(&mut self, raw: &RawLabel) -> Result<NewLabel, String> {
-        let (class_id, value) = if self.task == "regression" {
+        let (class_id, value) = if self.task == Task::Regression {
             match raw.value {
                 Some(v) => (None, Some(v)),
                 None => return Err("bad number: this regression project needs a `value`".into()),

@@ -6,6 +6,8 @@ use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use groundwork_store::jobs::{self, NewStep, RunWithSteps};
 use groundwork_store::{projects, windows};
+use groundwork_worker::StepArgs;
+use groundwork_worker::steps::{AcquireArgs, SummaryArgs};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -120,19 +122,22 @@ pub async fn acquire(
     let threshold = body.success_threshold.unwrap_or(0.95);
     let mut steps: Vec<NewStep> = (0..partitions)
         .map(|i| {
-            let args = json!({
-                "project_id": project_id, "stac": body.stac, "profile": profile, "max_cloud": body.max_cloud,
-                "partition": [i, partitions], "success_threshold": threshold,
-            });
-            NewStep::new(format!("acquire-{i}"), "acquire", args, "cpu")
+            AcquireArgs {
+                project_id,
+                stac: body.stac.clone(),
+                profile: profile.clone(),
+                max_cloud: body.max_cloud,
+                partition: [i, partitions],
+                success_threshold: threshold,
+            }
+            .into_step(format!("acquire-{i}"), "cpu")
         })
         .collect();
-    let mut summary = NewStep::new(
-        "acquire-summary",
-        "acquire_summary",
-        json!({"project_id": project_id, "success_threshold": threshold}),
-        "cpu",
-    );
+    let mut summary = SummaryArgs {
+        project_id,
+        success_threshold: threshold,
+    }
+    .into_step("acquire-summary", "cpu");
     summary.depends_on = (0..partitions).map(|i| format!("acquire-{i}")).collect();
     steps.push(summary);
     let key = idempotency_key;

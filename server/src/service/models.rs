@@ -4,9 +4,12 @@
 use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, FieldError};
 use crate::api::{AppState, Page, PageQuery};
-use groundwork_store::jobs::{self, NewStep, RunWithSteps};
+use groundwork_store::jobs::{self, RunWithSteps};
 use groundwork_store::models::{self, Evaluation, TrainingEpoch};
 use groundwork_store::projects;
+use groundwork_types::{HeadKind, Task};
+use groundwork_worker::StepArgs;
+use groundwork_worker::steps::{EvaluateArgs, TrainArgs};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -91,18 +94,30 @@ pub async fn start_training(
         "lr",
         "must be within (0, 1]",
     );
-    let head_ok = matches!(
-        (project.task.as_str(), body.head.as_deref()),
-        (_, None)
-            | ("segmentation", Some("light_segmentation" | "unet"))
-            | ("classification", Some("pooling"))
-            | ("regression", Some("pooling" | "unet"))
-    );
+    let head = body.head.as_deref().map(str::parse::<HeadKind>);
+    let head_ok = match &head {
+        None => true,
+        Some(Ok(h)) => project.task.heads().contains(h),
+        Some(Err(_)) => false,
+    };
+    let takes = |t: Task| {
+        t.heads()
+            .iter()
+            .map(|h| h.name())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
     check(
         head_ok,
         "head",
-        "segmentation takes light_segmentation or unet, classification pooling, regression pooling or unet",
+        &format!(
+            "segmentation takes {}, classification {}, regression {}",
+            takes(Task::Segmentation),
+            takes(Task::Classification),
+            takes(Task::Regression)
+        ),
     );
+    let head = head.and_then(Result::ok);
     check(
         body.label_set_version.is_none_or(|v| v >= 1),
         "label_set_version",
@@ -116,28 +131,25 @@ pub async fn start_training(
     } else {
         "cpu"
     };
-    let mut train_args = json!({"project_id": project_id});
-    for (k, v) in [
-        ("label_set_version", json!(body.label_set_version)),
-        ("epochs", json!(body.epochs)),
-        ("freeze_epochs", json!(body.freeze_epochs)),
-        ("batch_size", json!(body.batch_size)),
-        ("lr", json!(body.lr)),
-        ("head", json!(body.head)),
-    ] {
-        if !v.is_null() {
-            train_args[k] = v;
-        }
+    let mut train = TrainArgs {
+        project_id,
+        label_set_version: body.label_set_version,
+        epochs: body.epochs,
+        freeze_epochs: body.freeze_epochs,
+        batch_size: body.batch_size,
+        lr: body.lr,
+        head,
+        ..TrainArgs::default()
     }
-    let mut train = NewStep::new("train", "train", train_args, queue);
+    .into_step("train", queue);
     // A retried attempt resumes from the last checkpoint, so retries are cheap.
     train.max_attempts = 5;
-    let mut evaluate = NewStep::new(
-        "evaluate",
-        "evaluate",
-        json!({"project_id": project_id}),
-        queue,
-    );
+    let mut evaluate = EvaluateArgs {
+        project_id,
+        train_run_id: None,
+        device: None,
+    }
+    .into_step("evaluate", queue);
     evaluate.depends_on = vec!["train".into()];
     let key = idempotency_key;
     let run = jobs::create_run(

@@ -2,7 +2,7 @@
 
 use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, FieldError};
-use crate::api::validate::{self, Class, ModelSize, Task};
+use crate::api::validate::{self, ClassDef, ModelSize, Task};
 use crate::api::{AppState, Page, PageQuery};
 use chrono::NaiveDate;
 use groundwork_imagery::Modality;
@@ -31,7 +31,7 @@ pub struct CreateProject {
     pub task: Task,
     /// Legend.
     #[serde(default)]
-    pub classes: Vec<Class>,
+    pub classes: Vec<ClassDef>,
     /// Modalities: `sentinel2_l2a`, `sentinel1`, `landsat` (default: Sentinel-2 L2A).
     #[serde(default = "default_modalities")]
     #[schema(value_type = Vec<String>)]
@@ -81,7 +81,7 @@ pub struct UpdateProject {
     /// Task.
     pub task: Option<Task>,
     /// Legend.
-    pub classes: Option<Vec<Class>>,
+    pub classes: Option<Vec<ClassDef>>,
     /// Modalities.
     #[schema(value_type = Option<Vec<String>>)]
     pub modalities: Option<Vec<Modality>>,
@@ -91,17 +91,6 @@ pub struct UpdateProject {
     pub patch_size: Option<i32>,
     /// Window size.
     pub window_size: Option<i32>,
-}
-
-fn parse<T: serde::de::DeserializeOwned>(v: &str) -> Result<T, serde_json::Error> {
-    serde_json::from_value(Value::String(v.to_owned()))
-}
-
-fn enum_str<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
@@ -160,10 +149,10 @@ fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
             area_km2: aoi.area_km2,
             start: p.start,
             end: p.end,
-            task: enum_str(&p.task),
-            classes: serde_json::to_value(&p.classes).unwrap_or_default(),
-            modalities: p.modalities.iter().map(enum_str).collect(),
-            model_size: enum_str(&p.model_size),
+            task: p.task,
+            classes: p.classes,
+            modalities: p.modalities,
+            model_size: p.model_size,
             patch_size: p.patch_size,
             window_size: p.window_size,
         }),
@@ -223,27 +212,10 @@ pub async fn update_project(
         aoi: patch.aoi.unwrap_or(current.aoi),
         start: patch.start.unwrap_or(current.start),
         end: patch.end.unwrap_or(current.end),
-        task: match patch.task {
-            Some(t) => t,
-            None => parse(&current.task).map_err(|e| ApiError::internal(&e))?,
-        },
-        classes: match patch.classes {
-            Some(c) => c,
-            None => serde_json::from_value(current.classes).map_err(|e| ApiError::internal(&e))?,
-        },
-        modalities: match patch.modalities {
-            Some(m) => m,
-            None => current
-                .modalities
-                .iter()
-                .map(|m| parse(m))
-                .collect::<Result<_, _>>()
-                .map_err(|e| ApiError::internal(&e))?,
-        },
-        model_size: match patch.model_size {
-            Some(m) => m,
-            None => parse(&current.model_size).map_err(|e| ApiError::internal(&e))?,
-        },
+        task: patch.task.unwrap_or(current.task),
+        classes: patch.classes.unwrap_or(current.classes),
+        modalities: patch.modalities.unwrap_or(current.modalities),
+        model_size: patch.model_size.unwrap_or(current.model_size),
         patch_size: patch.patch_size.unwrap_or(current.patch_size),
         window_size: patch.window_size.unwrap_or(current.window_size),
     };

@@ -6,6 +6,7 @@ use crate::api::error::{ApiError, ApiResult, FieldError};
 use crate::api::{AppState, Page, PageQuery};
 use groundwork_store::jobs::{self, NewStep, Run, RunWithSteps, Step};
 use groundwork_store::projects;
+use groundwork_types::StepKind;
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -74,13 +75,33 @@ pub async fn create_run(
         });
     }
     let kinds = state.step_kinds.as_slice();
+    let mut typed = Vec::with_capacity(body.steps.len());
     for (i, s) in body.steps.iter().enumerate() {
-        if !kinds.contains(&s.kind) {
-            errors.push(FieldError {
+        let kind = s
+            .kind
+            .parse::<StepKind>()
+            .ok()
+            .filter(|k| kinds.iter().any(|n| n == k.name()));
+        let args = if s.args.is_null() {
+            serde_json::json!({})
+        } else {
+            s.args.clone()
+        };
+        match kind {
+            None => errors.push(FieldError {
                 field: format!("steps[{i}].kind"),
                 message: format!("unknown step kind {:?}; known: {kinds:?}", s.kind),
-            });
+            }),
+            Some(k) => {
+                if let Err(e) = groundwork_worker::check_args(k, &args) {
+                    errors.push(FieldError {
+                        field: format!("steps[{i}].args"),
+                        message: e.to_string(),
+                    });
+                }
+            }
         }
+        typed.push((kind, args));
         if !["cpu", "gpu"].contains(&s.queue.as_str()) {
             errors.push(FieldError {
                 field: format!("steps[{i}].queue"),
@@ -112,18 +133,17 @@ pub async fn create_run(
     let steps: Vec<NewStep> = body
         .steps
         .into_iter()
-        .map(|s| NewStep {
-            name: s.name,
-            kind: s.kind,
-            args: if s.args.is_null() {
-                serde_json::json!({})
-            } else {
-                s.args
-            },
-            queue: s.queue,
-            max_attempts: s.max_attempts,
-            backoff_base_ms: s.backoff_ms,
-            depends_on: s.depends_on,
+        .zip(typed)
+        .filter_map(|(s, (kind, args))| {
+            Some(NewStep {
+                name: s.name,
+                kind: kind?,
+                args,
+                queue: s.queue,
+                max_attempts: s.max_attempts,
+                backoff_base_ms: s.backoff_ms,
+                depends_on: s.depends_on,
+            })
         })
         .collect();
     let key = idempotency_key;

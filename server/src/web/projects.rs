@@ -7,7 +7,7 @@ use crate::api::auth::{Actor, Role};
 use crate::api::error::ApiError;
 use crate::api::error::FieldError;
 use crate::api::extract::Path;
-use crate::api::validate::Class;
+use crate::api::validate::ClassDef;
 use crate::service::imagery::AcquireBody;
 use crate::service::projects::CreateProject;
 use crate::service::runs::{CreateRun, StepSpec};
@@ -239,7 +239,7 @@ impl ProjectForm {
         let mut classes = Vec::new();
         for (i, (name, color)) in self.classes.iter().enumerate() {
             match u8::try_from(i) {
-                Ok(id) => classes.push(Class {
+                Ok(id) => classes.push(ClassDef {
                     id,
                     name: name.clone(),
                     color: color.clone(),
@@ -515,7 +515,8 @@ struct ProjectPage {
     layout: Layout,
     project: Project,
     area: String,
-    classes: Vec<Class>,
+    modalities: String,
+    classes: Vec<ClassDef>,
     counts: windows::Counts,
     runs: Vec<RunView>,
     run_form: RunForm,
@@ -541,11 +542,17 @@ async fn project_page(
             jobs::get_run(&state.pool, actor.org_id, r.id).await?,
         ));
     }
-    let classes = serde_json::from_value(project.classes.clone()).unwrap_or_default();
+    let classes = project.classes.clone();
     let results = super::results::results(state, actor, id).await?;
     Ok(ProjectPage {
         layout: Layout::new(state, actor, project.name.clone(), Nav::Projects).await,
         area: format_km2(area_of(&project)),
+        modalities: project
+            .modalities
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         aoi_json: project.aoi.to_string(),
         classes,
         counts,

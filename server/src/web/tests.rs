@@ -164,7 +164,7 @@ async fn the_wizard_shows_the_servers_validation_next_to_the_field_and_keeps_the
     assert_eq!(p.task, "segmentation");
     assert_eq!(p.modalities, vec!["sentinel2_l2a", "sentinel1"]);
     assert_eq!(
-        p.classes,
+        serde_json::to_value(&p.classes).unwrap(),
         json!([{"id": 0, "name": "Mangrove", "color": "#1b9e77"}, {"id": 1, "name": "Water", "color": "#0000ff"}])
     );
 
@@ -1095,7 +1095,7 @@ async fn seed_results(pool: &groundwork_store::PgPool, org: Uuid, project: Uuid)
         project,
         &[jobs::NewStep::new(
             "train",
-            "train",
+            groundwork_types::StepKind::Train,
             json!({"project_id": project}),
             "cpu",
         )],

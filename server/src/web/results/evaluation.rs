@@ -214,21 +214,9 @@ pub async fn evaluation(
     let report = &evaluation.report;
     let by_id: BTreeMap<i64, (String, String)> = project
         .classes
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|c| {
-                    Some((
-                        c["id"].as_i64()?,
-                        (
-                            c["name"].as_str().unwrap_or_default().to_owned(),
-                            c["color"].as_str().unwrap_or("#888888").to_owned(),
-                        ),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        .iter()
+        .map(|c| (i64::from(c.id), (c.name.clone(), c.color.clone())))
+        .collect();
     // The report's class order is the model's (`class_ids`); without it, the project's ids in order.
     let names: Vec<(String, String)> = match report["class_ids"].as_array() {
         Some(ids) => ids

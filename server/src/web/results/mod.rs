@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use groundwork_store::jobs::RunWithSteps;
 use groundwork_store::models::{self, Evaluation};
 use groundwork_store::outputs::{self, Output};
+use groundwork_types::StepState;
 use serde_json::Value;
 use std::fmt::Write as _;
 use uuid::Uuid;
@@ -126,11 +127,11 @@ pub async fn results(state: &AppState, actor: &Actor, project_id: Uuid) -> PageR
     let mut training = Vec::new();
     let mut has_model = false;
     for r in models::training_runs(pool, actor.org_id, project_id, RESULTS_SHOWN).await? {
-        has_model |= r.state == "succeeded";
+        has_model |= r.state == StepState::Succeeded;
         let epochs = models::training_curve(pool, actor.org_id, r.run_id).await?;
         training.push(TrainingView {
             run_id: r.run_id,
-            state: r.state,
+            state: r.state.to_string(),
             created: when(&r.created_at),
             chart: Chart::new(&epochs),
         });
