@@ -1,11 +1,9 @@
-//! The Groundwork server: REST API v1 (axum), OpenAPI, health checks, and the commands of the
-//! `groundwork` binary.
+//! The Groundwork server: REST API v1 (axum), OpenAPI, health checks and the web UI. The commands of
+//! the `groundwork` binary live in the binary (`src/cli`).
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod bench;
-pub mod demo;
-pub mod labels_cli;
+pub mod demo_stac;
 pub mod objects;
 pub mod telemetry;
 pub mod testing;

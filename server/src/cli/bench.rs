@@ -8,6 +8,44 @@ use groundwork_worker::{Registry, Worker, WorkerConfig};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+use super::db::{Database, DbArgs};
+
+/// `groundwork bench …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Job-system throughput against a raw SKIP LOCKED loop, and fan-out enqueue time.
+    Queue(QueueBench),
+}
+
+/// Runs a benchmark in a scratch database of its own, dropped afterwards.
+pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Queue(b) = command;
+    let args = DbArgs {
+        database_url: std::env::var("DATABASE_URL").ok(),
+        data_dir: ".groundwork".into(),
+    };
+    let db = Database::open(&args, 60).await?;
+    let scratch = format!("gw_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {scratch}")))
+        .execute(&db.pool)
+        .await?;
+    let url = (*db.pool.connect_options()).clone().database(&scratch);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(80)
+        .connect_with(url)
+        .await?;
+    groundwork_store::migrate(&pool).await?;
+    let result = run(&pool, &b).await;
+    pool.close().await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database {scratch} with (force)"
+    )))
+    .execute(&db.pool)
+    .await;
+    db.close().await;
+    result
+}
+
 /// Benchmark settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueueBench {
