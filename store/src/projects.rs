@@ -8,7 +8,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// A stored project.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Project {
     /// Id.
     pub id: Uuid,
@@ -19,7 +20,7 @@ pub struct Project {
     /// Free text.
     pub description: String,
     /// Area of interest: GeoJSON Polygon or MultiPolygon in EPSG:4326.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub aoi: Value,
     /// `[west, south, east, north]`.
     #[sqlx(skip)]
@@ -33,7 +34,7 @@ pub struct Project {
     /// `classification | segmentation | regression`.
     pub task: String,
     /// `[{id, name, color}]`.
-    #[schema(value_type = Vec<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub classes: Value,
     /// Subset of `sentinel2_l2a, sentinel1, landsat`.
     pub modalities: Vec<String>,
