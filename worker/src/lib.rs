@@ -119,14 +119,17 @@ pub trait StepKind: Send + Sync + 'static {
 pub struct Registry(HashMap<String, Arc<dyn StepKind>>);
 
 impl Registry {
-    /// The built-in kinds (`sleep`, `fail`, `noop`, `acquire`, `acquire_summary`, `predict`, `combine`,
-    /// `publish`, `train`, `evaluate`).
+    /// The built-in kinds (`acquire`, `acquire_summary`, `predict`, `combine`, `publish`, `train`,
+    /// `evaluate`; with the `test-kinds` feature also `sleep`, `fail` and `noop`).
     #[must_use]
     pub fn builtin() -> Self {
         let mut r = Self::default();
-        r.insert("sleep", steps::Sleep);
-        r.insert("fail", steps::Fail);
-        r.insert("noop", steps::Noop);
+        #[cfg(feature = "test-kinds")]
+        {
+            r.insert("sleep", steps::Sleep);
+            r.insert("fail", steps::Fail);
+            r.insert("noop", steps::Noop);
+        }
         r.insert("acquire", steps::Acquire);
         r.insert("acquire_summary", steps::AcquireSummary);
         r.insert("predict", steps::Predict);
