@@ -14,7 +14,8 @@ if [ "$node_major" -lt 20 ]; then
   echo "browser tests need Node >= 20.19 (found: $(node --version 2>/dev/null || echo none)); not run" >&2
   exit 1
 fi
-cargo build -p groundwork-server --bin groundwork
+# The browser tests start `sleep` runs: the binary needs the test-only step kinds.
+cargo build -p groundwork-server --bin groundwork --features test-kinds
 (
   cd web
   [ -d node_modules ] || npm ci --no-audit --no-fund

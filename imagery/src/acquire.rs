@@ -582,10 +582,5 @@ mod tests {
         let prefix = ObjectPath::default();
         let fut = acquire(&[], &req, &store, &prefix, &|_| {}, &cancel);
         assert_send(&fut);
-        let args = crate::cli::DemoDataArgs {
-            out: "/nonexistent".into(),
-            seed: 1,
-        };
-        assert_send(&crate::cli::run_demo_data(args));
     }
 }

@@ -3,17 +3,18 @@
 //! cloud-masked per-bin composites, and window tensors written to an object store.
 //!
 //! Entry points: [`windows_for_aoi`] (the grid), [`acquire()`] (what the `acquire` step calls),
-//! [`cli`] (the `imagery materialize` and `demo-data` commands) and [`demo`] (an offline demo catalogue
-//! and a STAC API router serving it). The crate knows nothing of the database.
+//! [`materialize`] (an AOI into a local folder, what `groundwork imagery materialize` runs) and [`demo`]
+//! (an offline demo catalogue). The crate knows nothing of the database, serves no HTTP and reads no
+//! command line.
 #![warn(missing_docs)]
 
 pub mod acquire;
-pub mod cli;
 pub mod composite;
 pub mod demo;
 mod error;
 pub mod grid;
 pub mod http;
+pub mod materialize;
 pub mod modality;
 pub mod output;
 pub mod publish;
@@ -27,7 +28,7 @@ pub use acquire::{
     AcquireReport, AcquireRequest, OutputLayout, Progress, WindowOutcome, WindowStatus, acquire,
 };
 pub use composite::{Composite, TimeBin, TimeBinning};
-pub use demo::{DemoOptions, demo_stac_router, generate_demo_data};
+pub use demo::{DemoOptions, generate_demo_data};
 pub use error::{Error, Result};
 pub use grid::{GridOptions, WindowSpec, windows_for_aoi};
 pub use http::{HttpOptions, RetryPolicy};

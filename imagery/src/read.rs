@@ -83,8 +83,9 @@ pub fn configure_gdal() {
                 tracing::warn!(key = k, error = %e, "could not set GDAL option");
             }
         }
-        // GDAL's decoded-block cache defaults to 5 % of RAM; bound it unless the operator set it.
-        if std::env::var_os("GDAL_CACHEMAX").is_none()
+        // GDAL's decoded-block cache defaults to 5 % of RAM; bound it unless the operator set it (GDAL's
+        // own option lookup sees its environment variable).
+        if gdal::config::get_config_option("GDAL_CACHEMAX", "").is_ok_and(|v| v.is_empty())
             && let Err(e) = gdal::config::set_config_option("GDAL_CACHEMAX", "512")
         {
             tracing::warn!(error = %e, "could not set GDAL_CACHEMAX");

@@ -1,12 +1,11 @@
 //! The OlmoEarth v1 encoder in candle: config and checkpoint loading, the exact encoder forward pass,
-//! normalisation helpers, task heads, training blocks and the `model` CLI.
+//! normalisation helpers, task heads, and training blocks.
 //!
 //! The model is specified in the project's `docs/olmoearth-v1.md`; parity with the reference PyTorch code is
 //! checked against fixtures in `tests/fixtures/olmoearth-nano/`.
 #![warn(missing_docs)]
 
 pub mod checkpoint;
-pub mod cli;
 pub mod config;
 pub mod device;
 pub mod embed;
@@ -16,6 +15,7 @@ pub mod error;
 pub mod fetch;
 pub mod finetune;
 pub mod heads;
+pub mod info;
 pub mod kernels;
 pub mod metrics;
 pub mod modality;
@@ -28,4 +28,5 @@ pub use checkpoint::{ModelFiles, StateDict};
 pub use config::{EncoderConfig, ModelSize};
 pub use encoder::{Encoder, EncoderInput, EncoderOutput, ModalityInput};
 pub use error::{Error, Result};
+pub use info::{ModelInfo, model_info};
 pub use modality::Modality;

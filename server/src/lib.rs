@@ -1,13 +1,11 @@
-//! The Groundwork server: REST API v1 (axum), OpenAPI, health checks, and the commands of the
-//! `groundwork` binary.
+//! The Groundwork server: REST API v1 (axum), OpenAPI, health checks and the web UI. The commands of
+//! the `groundwork` binary live in the binary (`src/cli`).
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod bench;
-pub mod demo;
+pub mod demo_stac;
 pub mod geometry;
 pub mod labels;
-pub mod labels_cli;
 pub mod objects;
 pub mod service;
 pub mod telemetry;

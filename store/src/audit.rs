@@ -71,7 +71,8 @@ pub async fn record<'e>(executor: impl sqlx::PgExecutor<'e>, e: &Entry<'_>) -> R
 }
 
 /// A recorded action.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Record {
     /// Id (time-ordered).
     pub id: Uuid,
@@ -92,7 +93,7 @@ pub struct Record {
     /// Client address.
     pub ip: Option<String>,
     /// Details.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: Value,
     /// When.
     pub created_at: DateTime<Utc>,

@@ -19,19 +19,8 @@ use uuid::Uuid;
 pub const IGNORE: u8 = 255;
 
 /// Which part of the data a window belongs to.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     /// Fitted on.
@@ -120,12 +109,13 @@ pub struct NewLabel {
 }
 
 /// A stored label.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Label {
     /// Id.
     pub id: i64,
     /// GeoJSON geometry in EPSG:4326.
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub geometry: Option<Value>,
     /// The window it was given for.
     pub window_id: Option<String>,
@@ -138,7 +128,8 @@ pub struct Label {
 }
 
 /// One version of a project's label set.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LabelSet {
     /// Version number (1, 2, …).
     pub version: i32,
@@ -155,7 +146,7 @@ pub struct LabelSet {
     /// Labels this version removed.
     pub removed: i32,
     /// Options of a split.
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub options: Option<Value>,
 }
 
@@ -741,7 +732,8 @@ fn window_mask(rows: &[ExampleRow]) -> Option<LabelTarget> {
 }
 
 /// Windows per split.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SplitCounts {
     /// Train windows.
     pub train: i64,
@@ -765,7 +757,8 @@ impl SplitCounts {
 }
 
 /// Counts of one class in a version.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClassSummary {
     /// Class id.
     pub class_id: i32,
@@ -778,7 +771,8 @@ pub struct ClassSummary {
 }
 
 /// Statistics of numeric labels.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValueSummary {
     /// Labels with a value.
     pub labels: i64,
@@ -793,7 +787,8 @@ pub struct ValueSummary {
 }
 
 /// What a version of the label set holds.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Summary {
     /// The version summarised (null when there are no labels yet).
     pub version: Option<i32>,

@@ -8,7 +8,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// One epoch of a training curve.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrainingEpoch {
     /// The `train` step.
     pub step_id: Uuid,
@@ -79,7 +80,8 @@ pub async fn training_curve(
 }
 
 /// A stored evaluation report.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Evaluation {
     /// Id.
     pub id: Uuid,
@@ -94,7 +96,7 @@ pub struct Evaluation {
     /// Object-store key of the model's `model.json`.
     pub model_key: String,
     /// The report: metrics of the fine-tuned model and of the frozen baseline on the test split.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub report: Value,
     /// When written.
     pub created_at: DateTime<Utc>,

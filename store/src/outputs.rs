@@ -48,7 +48,8 @@ pub struct NewOutput {
 }
 
 /// A stored output.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Output {
     /// Id.
     pub id: Uuid,
@@ -76,20 +77,20 @@ pub struct Output {
     #[sqlx(skip)]
     pub bbox: [f64; 4],
     /// `[minx, miny, maxx, maxy]` in EPSG:3857.
-    #[schema(value_type = Vec<f64>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<f64>))]
     pub bounds_3857: Value,
     /// Coarsest zoom with an overview.
     pub min_zoom: i16,
     /// Full-resolution zoom.
     pub max_zoom: i16,
     /// `[{id, name, color}]`.
-    #[schema(value_type = Vec<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub classes: Value,
     /// `{min, max}` of value rasters.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub stats: Value,
     /// Model, checkpoint, labels, metrics and input scenes.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub lineage: Value,
     /// Created.
     pub created_at: DateTime<Utc>,

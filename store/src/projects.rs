@@ -10,7 +10,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 /// A stored project.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Project {
     /// Id.
     pub id: Uuid,
@@ -21,7 +22,7 @@ pub struct Project {
     /// Free text.
     pub description: String,
     /// Area of interest: GeoJSON Polygon or MultiPolygon in EPSG:4326.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub aoi: Value,
     /// `[west, south, east, north]`.
     #[sqlx(skip)]

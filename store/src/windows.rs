@@ -35,7 +35,8 @@ pub struct NewWindow {
 }
 
 /// A stored window.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Window {
     /// Stable grid id.
     pub id: String,
@@ -44,14 +45,14 @@ pub struct Window {
     /// Pixels per side.
     pub size: i32,
     /// Footprint (GeoJSON, EPSG:4326).
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub geometry: Value,
     /// `pending | acquired | quarantined`.
     pub status: String,
     /// Why it was quarantined.
     pub reason: Option<String>,
     /// Scene ids per modality and time bin.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub scenes: Value,
     /// Object keys of its tensors.
     pub objects: Vec<String>,
@@ -132,7 +133,8 @@ pub async fn record_outcomes(
 }
 
 /// Window counts by status.
-#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counts {
     /// All windows.
     pub total: i64,

@@ -30,7 +30,8 @@ pub struct Registration {
 }
 
 /// A worker as admins see it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Worker {
     /// Id.
     pub id: Uuid,
@@ -45,7 +46,7 @@ pub struct Worker {
     /// Concurrency.
     pub concurrency: i32,
     /// Capabilities.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub capabilities: Value,
     /// Version.
     pub version: String,
@@ -234,7 +235,8 @@ pub async fn set_admin_state_in_org(
 }
 
 /// A pool's summary for admins.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pool {
     /// Pool name.
     pub name: String,

@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use groundwork_imagery::demo::write_cog;
+use groundwork_imagery::materialize::{MaterializeRequest, materialize};
 use groundwork_imagery::output::{read_f32, read_i32, read_metadata, read_u8};
 use groundwork_imagery::{
     AcquireReport, AcquireRequest, CancellationToken, CustomProfile, Error, Harmonize, Modality,
@@ -1016,12 +1017,10 @@ async fn materialize_reads_the_demo_catalogue_and_the_imagery_matches_the_ground
     let aoi = json!({"type": "Polygon", "coordinates": [[[c.0 - 0.006, c.1 - 0.004], [c.0 + 0.006, c.1 - 0.004], [c.0 + 0.006, c.1 + 0.004], [c.0 - 0.006, c.1 + 0.004], [c.0 - 0.006, c.1 - 0.004]]]});
     std::fs::write(dir.path().join("small.geojson"), aoi.to_string()).unwrap();
     let out = dir.path().join("out");
-    let args = groundwork_imagery::cli::MaterializeArgs {
+    let req = MaterializeRequest {
         stac: cat.to_string_lossy().into_owned(),
-        profile: groundwork_imagery::cli::ProfileArg::EarthSearch,
-        profile_config: None,
-        sas_endpoint: String::new(),
-        modalities: vec!["sentinel2_l2a".into(), "sentinel1".into()],
+        profile: Profile::EarthSearch,
+        modalities: vec![Modality::Sentinel2L2a, Modality::Sentinel1],
         aoi: dir.path().join("small.geojson"),
         start: d("2024-05-01"),
         end: d("2024-07-31"),
@@ -1032,9 +1031,10 @@ async fn materialize_reads_the_demo_catalogue_and_the_imagery_matches_the_ground
         per_host: 16,
         success_threshold: 0.95,
         out: out.clone(),
-        quiet: true,
     };
-    let report = groundwork_imagery::cli::materialize(&args).await.unwrap();
+    let report = materialize(&req, &|_| {}, &CancellationToken::new())
+        .await
+        .unwrap();
     assert!(
         report.total >= 4 && report.succeeded == report.total,
         "{report:#?}"
@@ -1097,46 +1097,12 @@ async fn materialize_reads_the_demo_catalogue_and_the_imagery_matches_the_ground
     assert!(!water.is_empty() || !forest.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_demo_router_serves_the_catalogue_as_a_stac_api() {
-    let (dir, _) = demo_dir();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let root = format!("http://{}/demo/stac", listener.local_addr().unwrap());
-    let router = groundwork_imagery::demo_stac_router(dir.path(), &root).unwrap();
-    let app = Router::new().nest("/demo/stac", router);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let w = WindowSpec::from_cell(32633, 782, 7810, 64, 10.0).unwrap();
-    let req = AcquireRequest::new(
-        Source::Api(root.clone()),
-        vec![Modality::Sentinel2L2a, Modality::Sentinel1],
-        d("2024-05-01"),
-        d("2024-05-31"),
-    );
-    let (report, _) = run(std::slice::from_ref(&w), &req).await;
-    assert_eq!(report.scenes_found["sentinel2_l2a"], 2);
-    assert_eq!(report.scenes_found["sentinel1"], 1);
-    assert_eq!(report.succeeded, 1, "{report:#?}");
-
-    // The same files are a static catalogue over HTTP, with relative links.
-    let req = AcquireRequest::new(
-        Source::parse(&format!("{root}/files/catalog.json")),
-        vec![Modality::Sentinel2L2a],
-        d("2024-07-01"),
-        d("2024-07-31"),
-    );
-    let (report, _) = run(std::slice::from_ref(&w), &req).await;
-    assert_eq!(report.scenes_found["sentinel2_l2a"], 2);
-    assert_eq!(report.succeeded, 1, "{report:#?}");
-}
-
 #[test]
-fn the_cli_futures_can_be_spawned() {
+fn the_materialize_future_can_be_spawned() {
     fn assert_send<T: Send>(_: &T) {}
-    let args = groundwork_imagery::cli::MaterializeArgs {
+    let req = MaterializeRequest {
         stac: "x".into(),
-        profile: groundwork_imagery::cli::ProfileArg::EarthSearch,
-        profile_config: None,
-        sas_endpoint: String::new(),
+        profile: Profile::EarthSearch,
         modalities: vec![],
         aoi: "x".into(),
         start: d("2024-01-01"),
@@ -1148,10 +1114,7 @@ fn the_cli_futures_can_be_spawned() {
         per_host: 1,
         success_threshold: 0.95,
         out: "x".into(),
-        quiet: true,
     };
-    assert_send(&groundwork_imagery::cli::materialize(&args));
-    assert_send(&groundwork_imagery::cli::run_imagery(
-        groundwork_imagery::cli::ImageryCommand::Materialize(args.clone()),
-    ));
+    let cancel = CancellationToken::new();
+    assert_send(&materialize(&req, &|_| {}, &cancel));
 }

@@ -123,7 +123,8 @@ pub(crate) fn run(
         }
     }
     let r = rows as f64 * d as f64 * d as f64 * 2.0 / 1e6;
-    eprintln!(
+    // Per-stage milliseconds of this pass (and GFLOP/s of the matmuls), for profiling.
+    tracing::trace!(
         "ln {:.1} qkv {:.1} ({:.0} GF) attn {:.1} proj {:.1} ({:.0}) fc1 {:.1} ({:.0}) gelu {:.1} fc2 {:.1} ({:.0})",
         tt[0],
         tt[1],

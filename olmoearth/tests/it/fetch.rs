@@ -1,4 +1,4 @@
-//! `model fetch` against a local HTTP server that serves the fixture files in the hub's URL layout.
+//! `fetch_model` against a local HTTP server that serves the fixture files in the hub's URL layout.
 
 use std::net::SocketAddr;
 
@@ -7,8 +7,8 @@ use axum::Router;
 use axum::extract::Path as UrlPath;
 use axum::http::StatusCode;
 use axum::routing::get;
-use olmoearth::cli::{ModelCommand, model_info, run};
 use olmoearth::fetch::{fetch_model, model_dir};
+use olmoearth::model_info;
 use olmoearth::{Error, ModelSize};
 
 async fn serve_file(
@@ -52,24 +52,6 @@ async fn fetch_downloads_config_and_weights_into_a_loadable_model_dir() {
         .expect("join")
         .expect("info");
     assert_eq!(info.config.size(), Some(ModelSize::Nano));
-}
-
-#[tokio::test]
-async fn the_cli_fetch_command_runs_against_the_endpoint() {
-    let addr = spawn_hub().await;
-    let root = tempfile::tempdir().expect("tempdir");
-    run(ModelCommand::Fetch {
-        size: ModelSize::Nano,
-        dir: root.path().to_path_buf(),
-        endpoint: format!("http://{addr}"),
-    })
-    .await
-    .expect("fetch");
-    run(ModelCommand::Info {
-        dir: model_dir(root.path(), ModelSize::Nano),
-    })
-    .await
-    .expect("info");
 }
 
 #[tokio::test]

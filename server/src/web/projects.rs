@@ -489,6 +489,14 @@ pub struct RunForm {
     pub profile: String,
 }
 
+impl RunForm {
+    /// Whether the form offers a `sleep` run (only in builds with the test-only step kinds).
+    #[must_use]
+    pub fn offers_sleep(&self) -> bool {
+        cfg!(feature = "test-kinds")
+    }
+}
+
 /// Catalogue profiles the run form offers.
 pub const PROFILES: &[(&str, &str)] = &[
     (
@@ -611,7 +619,7 @@ pub async fn start_run(
         profile: form_value(&pairs, "profile"),
     };
     let result = match form.kind.as_str() {
-        "sleep" => match form.seconds.trim().parse::<f64>() {
+        "sleep" if form.offers_sleep() => match form.seconds.trim().parse::<f64>() {
             Ok(seconds) if (0.0..=86_400.0).contains(&seconds) => {
                 let spec = StepSpec {
                     name: "sleep".into(),

@@ -295,7 +295,7 @@ async fn org_fixture(
         project_id,
         &[groundwork_store::jobs::NewStep::new(
             "train",
-            "train",
+            "train".parse().unwrap(),
             json!({"project_id": project_id}),
             "cpu",
         )],

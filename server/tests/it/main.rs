@@ -7,7 +7,9 @@
 mod access;
 mod acquire;
 mod api;
+mod cli;
 mod common;
+mod demo_stac;
 mod labels;
 mod models;
 mod outputs;

@@ -177,10 +177,10 @@ async fn training_runs_curves_and_evaluations_are_served_to_their_organisation_o
         area_km2: 20.0,
         start: "2024-04-01".parse().unwrap(),
         end: "2024-07-31".parse().unwrap(),
-        task: "segmentation".into(),
-        classes: json!([]),
-        modalities: vec!["sentinel2_l2a".into()],
-        model_size: "nano".into(),
+        task: "segmentation".parse().unwrap(),
+        classes: Vec::new(),
+        modalities: vec!["sentinel2_l2a".parse().unwrap()],
+        model_size: "nano".parse().unwrap(),
         patch_size: 4,
         window_size: 64,
     };
@@ -193,7 +193,7 @@ async fn training_runs_curves_and_evaluations_are_served_to_their_organisation_o
         theirs.id,
         &[groundwork_store::jobs::NewStep::new(
             "train",
-            "train",
+            "train".parse().unwrap(),
             json!({}),
             "cpu",
         )],

@@ -174,7 +174,12 @@ async fn publish() -> Published {
         &db.pool,
         org,
         pid,
-        &[NewStep::new("mark", "noop", json!({}), "none")],
+        &[NewStep::new(
+            "mark",
+            "noop".parse().unwrap(),
+            json!({}),
+            "none",
+        )],
         None,
     )
     .await

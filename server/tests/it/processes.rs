@@ -85,8 +85,12 @@ async fn a_worker_killed_mid_step_loses_nothing_and_the_step_finishes_exactly_on
     .fetch_one(pool)
     .await
     .unwrap();
-    let mut step =
-        groundwork_store::jobs::NewStep::new("long", "sleep", json!({"seconds": 4.0}), "cpu");
+    let mut step = groundwork_store::jobs::NewStep::new(
+        "long",
+        "sleep".parse().unwrap(),
+        json!({"seconds": 4.0}),
+        "cpu",
+    );
     step.backoff_base_ms = 0;
     let run = groundwork_store::jobs::create_run(
         pool,

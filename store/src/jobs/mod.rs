@@ -86,7 +86,8 @@ impl NewStep {
 }
 
 /// A pipeline run.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Run {
     /// Id.
     pub id: Uuid,
@@ -106,7 +107,8 @@ pub struct Run {
 }
 
 /// A step as users and admins see it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Step {
     /// Id.
     pub id: Uuid,
@@ -160,7 +162,8 @@ pub struct Step {
 }
 
 /// A run with its steps.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunWithSteps {
     /// The run.
     #[serde(flatten)]

@@ -5,10 +5,13 @@
 mod acquire;
 pub mod combine;
 mod evaluate;
+#[cfg(feature = "test-kinds")]
 mod fail;
+#[cfg(feature = "test-kinds")]
 mod noop;
 pub mod predict;
 pub mod publish;
+#[cfg(feature = "test-kinds")]
 mod sleep;
 mod train;
 

@@ -1,18 +1,15 @@
-//! The `imagery materialize` and `demo-data` commands, as a library the `groundwork` binary mounts.
+//! `groundwork imagery materialize` and `groundwork demo-data`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
-use object_store::local::LocalFileSystem;
-
-use crate::acquire::{AcquireReport, AcquireRequest, OutputLayout, Progress, acquire};
-use crate::composite::TimeBinning;
-use crate::demo::{DemoOptions, generate_demo_data};
-use crate::grid::{GridOptions, windows_for_aoi};
-use crate::modality::{CustomProfile, Modality, Profile};
-use crate::source::Source;
+use groundwork_imagery::materialize::MaterializeRequest;
+use groundwork_imagery::{
+    AcquireReport, CancellationToken, CustomProfile, DemoOptions, Modality, Profile, Progress,
+    generate_demo_data,
+};
 
 /// `groundwork imagery …`
 #[derive(Debug, clap::Subcommand)]
@@ -45,7 +42,7 @@ pub struct MaterializeArgs {
     #[arg(long)]
     pub profile_config: Option<PathBuf>,
     /// Planetary Computer token endpoint base.
-    #[arg(long, default_value = crate::modality::PLANETARY_COMPUTER)]
+    #[arg(long, default_value = groundwork_imagery::modality::PLANETARY_COMPUTER)]
     pub sas_endpoint: String,
     /// Comma-separated modalities: sentinel2_l2a, sentinel1, landsat.
     #[arg(long, value_delimiter = ',', default_value = "sentinel2_l2a")]
@@ -148,38 +145,9 @@ pub async fn run_demo_data(args: DemoDataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads an AOI file into one (multi)polygon geometry.
-pub fn read_aoi(path: &std::path::Path) -> anyhow::Result<geojson::Geometry> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let gj: geojson::GeoJson = text
-        .parse()
-        .with_context(|| format!("parsing {}", path.display()))?;
-    let geoms: Vec<geojson::Geometry> = match gj {
-        geojson::GeoJson::Geometry(g) => vec![g],
-        geojson::GeoJson::Feature(f) => f.geometry.into_iter().collect(),
-        geojson::GeoJson::FeatureCollection(fc) => {
-            fc.features.into_iter().filter_map(|f| f.geometry).collect()
-        }
-    };
-    let mut polys = Vec::new();
-    for g in &geoms {
-        polys.extend(crate::grid::aoi_multipolygon(g)?.0);
-    }
-    if polys.is_empty() {
-        bail!("{} has no polygon", path.display());
-    }
-    Ok(geojson::Geometry::from(&geo::MultiPolygon(polys)))
-}
-
-/// `imagery materialize`: windows, acquisition, `windows.geojson` and `report.json`.
+/// `imagery materialize`: the request from the flags, with a progress bar on standard error unless
+/// `--quiet`, and Ctrl-C cancelling the run.
 pub async fn materialize(args: &MaterializeArgs) -> anyhow::Result<AcquireReport> {
-    let aoi = read_aoi(&args.aoi)?;
-    let grid = GridOptions {
-        window_size: args.window_size,
-        ..GridOptions::default()
-    };
-    let windows = windows_for_aoi(&aoi, &grid).context("cutting the AOI into windows")?;
     let modalities = args
         .modalities
         .iter()
@@ -203,33 +171,25 @@ pub async fn materialize(args: &MaterializeArgs) -> anyhow::Result<AcquireReport
             )
         }
     };
-    let mut req = AcquireRequest::new(Source::parse(&args.stac), modalities, args.start, args.end);
-    req.profile = profile;
-    req.max_cloud = args.max_cloud;
-    req.binning = if args.single_bin {
-        TimeBinning::Whole
-    } else {
-        TimeBinning::Monthly
+    let req = MaterializeRequest {
+        stac: args.stac.clone(),
+        profile,
+        modalities,
+        aoi: args.aoi.clone(),
+        start: args.start,
+        end: args.end,
+        window_size: args.window_size,
+        max_cloud: args.max_cloud,
+        single_bin: args.single_bin,
+        concurrency: args.concurrency,
+        per_host: args.per_host,
+        success_threshold: args.success_threshold,
+        out: args.out.clone(),
     };
-    req.window_concurrency = args.concurrency;
-    req.http.per_host_concurrency = args.per_host;
-    req.success_threshold = args.success_threshold;
-    req.layout = OutputLayout::Combined;
-    req.previews = true;
-    if let Source::Static(p) = &req.source
-        && !p.starts_with("http")
-    {
-        let abs = std::fs::canonicalize(p).with_context(|| format!("catalogue {p}"))?;
-        req.source = Source::Static(abs.to_string_lossy().into_owned());
-    }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let sink = LocalFileSystem::new_with_prefix(&args.out)
-        .with_context(|| format!("opening {}", args.out.display()))?;
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
-        let b = indicatif::ProgressBar::new(windows.len() as u64);
+        let b = indicatif::ProgressBar::new(0);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} windows ({per_sec}, eta {eta}) {msg}",
         ) {
@@ -237,7 +197,7 @@ pub async fn materialize(args: &MaterializeArgs) -> anyhow::Result<AcquireReport
         }
         b
     };
-    let cancel = crate::CancellationToken::new();
+    let cancel = CancellationToken::new();
     let on_ctrl_c = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -248,27 +208,51 @@ pub async fn materialize(args: &MaterializeArgs) -> anyhow::Result<AcquireReport
     };
     let pb = Arc::new(bar.clone());
     let progress = move |p: &Progress<'_>| {
+        pb.set_length(p.total as u64);
         pb.set_position(p.done as u64);
         pb.set_message(p.message.to_string());
     };
-    let result = acquire(
-        &windows,
-        &req,
-        &sink,
-        &object_store::path::Path::default(),
-        &progress,
-        &cancel,
-    )
-    .await;
+    let result = groundwork_imagery::materialize::materialize(&req, &progress, &cancel).await;
     on_ctrl_c.abort();
     bar.finish_and_clear();
-    let report = result.context("acquiring imagery")?;
-    let fc = report.feature_collection(&windows);
-    let path = args.out.join("windows.geojson");
-    std::fs::write(&path, serde_json::to_vec_pretty(&fc)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    let path = args.out.join("report.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(report)
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().expect("date")
+    }
+
+    #[test]
+    fn the_command_futures_can_be_spawned() {
+        fn assert_send<T: Send>(_: &T) {}
+        let args = MaterializeArgs {
+            stac: "x".into(),
+            profile: ProfileArg::EarthSearch,
+            profile_config: None,
+            sas_endpoint: String::new(),
+            modalities: vec![],
+            aoi: "x".into(),
+            start: d("2024-01-01"),
+            end: d("2024-01-31"),
+            window_size: 64,
+            max_cloud: None,
+            single_bin: false,
+            concurrency: 1,
+            per_host: 1,
+            success_threshold: 0.95,
+            out: "x".into(),
+            quiet: true,
+        };
+        assert_send(&materialize(&args));
+        assert_send(&run_imagery(ImageryCommand::Materialize(args.clone())));
+        let args = DemoDataArgs {
+            out: "/nonexistent".into(),
+            seed: 1,
+        };
+        assert_send(&run_demo_data(args));
+    }
 }

@@ -1,16 +1,12 @@
-//! The `groundwork model …` subcommands, mounted by the `groundwork` binary:
-//! `info`, `embed` and `fetch`.
+//! `groundwork model …`: `info`, `embed` and `fetch`.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
-
-use crate::checkpoint::ModelFiles;
-use crate::config::{EncoderConfig, ModelSize};
-use crate::embed::{EmbedArgs, embed_file};
-use crate::error::Result;
-use crate::fetch::{DEFAULT_ENDPOINT, fetch_model};
+use olmoearth::ModelSize;
+use olmoearth::embed::{EmbedArgs, embed_file};
+use olmoearth::fetch::{DEFAULT_ENDPOINT, fetch_model};
+use olmoearth::info::model_info;
 
 /// `groundwork model` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -56,83 +52,6 @@ pub enum ModelCommand {
         #[arg(long, env = "GROUNDWORK_HF_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
         endpoint: String,
     },
-}
-
-/// What `model info` reports.
-#[derive(Debug, Clone)]
-pub struct ModelInfo {
-    /// Weights file read.
-    pub weights: PathBuf,
-    /// Encoder configuration.
-    pub config: EncoderConfig,
-    /// Parameters of every `encoder.*` tensor in the file.
-    pub encoder_params: usize,
-    /// Parameters the forward pass uses.
-    pub used_params: usize,
-}
-
-/// Reads a model directory or file for `model info`.
-pub fn model_info(path: &Path) -> Result<ModelInfo> {
-    let files = ModelFiles::resolve(path)?;
-    let (config, sd) = files.load()?;
-    let encoder_params = sd.param_count();
-    let used_params = crate::checkpoint::expected_shapes(&config)
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum();
-    // Checks every key and shape.
-    sd.encoder_tensors(&config, candle_core::DType::F32, &candle_core::Device::Cpu)?;
-    Ok(ModelInfo {
-        weights: files.weights,
-        config,
-        encoder_params,
-        used_params,
-    })
-}
-
-impl fmt::Display for ModelInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
-        let size = c.size().map_or("custom", |s| s.name());
-        writeln!(f, "model:       OlmoEarth v1 {size}")?;
-        writeln!(f, "weights:     {}", self.weights.display())?;
-        writeln!(
-            f,
-            "encoder:     D={} depth={} heads={} mlp={} patch kernel={} max T={}",
-            c.embedding_size,
-            c.depth,
-            c.num_heads,
-            c.mlp_hidden(),
-            c.max_patch_size,
-            c.max_sequence_length
-        )?;
-        writeln!(
-            f,
-            "parameters:  {} in encoder.* ({} used by the forward pass)",
-            self.encoder_params, self.used_params
-        )?;
-        writeln!(f, "modalities:")?;
-        for m in &c.modalities {
-            let sets: Vec<String> = m
-                .band_sets()
-                .iter()
-                .map(|s| {
-                    s.iter()
-                        .map(|&i| m.bands()[i])
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .collect();
-            writeln!(
-                f,
-                "  {:<14} bands {} | band sets [{}]",
-                m.name(),
-                m.bands().join(","),
-                sets.join("] [")
-            )?;
-        }
-        Ok(())
-    }
 }
 
 /// Runs a `model` subcommand. Call it inside a tokio runtime; the heavy work runs on the blocking pool.
@@ -185,4 +104,68 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: ModelCommand,
+    }
+
+    #[test]
+    fn command_line_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "model",
+            "embed",
+            "--model",
+            "m",
+            "--input",
+            "i.safetensors",
+            "--patch-size",
+            "4",
+            "--output",
+            "o.safetensors",
+            "--device",
+            "auto",
+            "--batch-size",
+            "3",
+        ])
+        .expect("parse");
+        match cli.cmd {
+            ModelCommand::Embed {
+                patch_size,
+                batch_size,
+                device,
+                ..
+            } => {
+                assert_eq!((patch_size, batch_size, device.as_str()), (4, 3, "auto"));
+            }
+            other => panic!("parsed {other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "model",
+            "fetch",
+            "base",
+            "--dir",
+            "/tmp/x",
+            "--endpoint",
+            "http://h",
+        ])
+        .expect("parse");
+        assert!(matches!(
+            cli.cmd,
+            ModelCommand::Fetch {
+                size: olmoearth::ModelSize::Base,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["model", "fetch", "huge"]).is_err());
+        assert!(Cli::try_parse_from(["model", "info", "dir"]).is_ok());
+    }
 }

@@ -1,9 +1,9 @@
 //! `groundwork labels import|export`: label files into and out of a project, straight against the
 //! database (the same checks and per-row error report as `POST /api/v1/projects/{id}/labels/import`).
 
-use crate::api::labels::{Format, export_file, import_file};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use groundwork_server::api::labels::{Format, export_file, import_file};
 use groundwork_store::devdb::LocalDb;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;

@@ -9,9 +9,9 @@
 //!    `evaluate`, then `predict` → `combine` → `publish`.
 //! 4. The published class map is scored against the ground truth on the test windows.
 
-use crate::{AppState, router};
 use anyhow::{Context, bail};
 use groundwork_imagery::demo::{self as data, DemoOptions};
+use groundwork_server::{AppState, router};
 use groundwork_store::PgPool;
 use groundwork_store::accounts::{self, Role, Scope};
 use groundwork_store::audit::Who;
@@ -127,8 +127,9 @@ pub async fn prepare_data(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Path
 
 /// The application plus the demo catalogue as a STAC API under `/demo/stac`.
 pub fn app(state: AppState, data_dir: &Path, base_url: &str) -> anyhow::Result<axum::Router> {
-    let stac = groundwork_imagery::demo_stac_router(data_dir, &format!("{base_url}/demo/stac"))
-        .with_context(|| format!("serving the demo catalogue in {}", data_dir.display()))?;
+    let stac =
+        groundwork_server::demo_stac::demo_stac_router(data_dir, &format!("{base_url}/demo/stac"))
+            .with_context(|| format!("serving the demo catalogue in {}", data_dir.display()))?;
     Ok(router(state).nest("/demo/stac", stac))
 }
 

@@ -1,13 +1,12 @@
-//! The `model` CLI's library functions: `info` and `embed` on good and bad input, and argument parsing.
+//! What `groundwork model info` and `model embed` call: `model_info` and `embed_file` on good and bad input.
 
 use std::path::Path;
 
 use crate::common::{fixture, fixture_dir, max_abs_diff, rand, timestamps, write};
 use candle_core::{DType, Device, Tensor};
-use clap::Parser;
-use olmoearth::cli::{ModelCommand, model_info};
 use olmoearth::embed::{EmbedArgs, embed_file};
-use olmoearth::{Error, Modality, StateDict};
+use olmoearth::model_info;
+use olmoearth::{Error, StateDict};
 
 fn args(dir: &Path, p: usize, batch_size: usize) -> EmbedArgs {
     EmbedArgs {
@@ -281,62 +280,4 @@ fn v1_1_configs_are_refused_when_loading_a_model() {
     .expect("copy");
     let e = model_info(dir.path()).expect_err("v1.1");
     assert!(e.to_string().contains("only OlmoEarth v1"), "{e}");
-}
-
-#[derive(Parser)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: ModelCommand,
-}
-
-#[test]
-fn command_line_flags_parse() {
-    let cli = Cli::try_parse_from([
-        "model",
-        "embed",
-        "--model",
-        "m",
-        "--input",
-        "i.safetensors",
-        "--patch-size",
-        "4",
-        "--output",
-        "o.safetensors",
-        "--device",
-        "auto",
-        "--batch-size",
-        "3",
-    ])
-    .expect("parse");
-    match cli.cmd {
-        ModelCommand::Embed {
-            patch_size,
-            batch_size,
-            device,
-            ..
-        } => {
-            assert_eq!((patch_size, batch_size, device.as_str()), (4, 3, "auto"));
-        }
-        other => panic!("parsed {other:?}"),
-    }
-    let cli = Cli::try_parse_from([
-        "model",
-        "fetch",
-        "base",
-        "--dir",
-        "/tmp/x",
-        "--endpoint",
-        "http://h",
-    ])
-    .expect("parse");
-    assert!(matches!(
-        cli.cmd,
-        ModelCommand::Fetch {
-            size: olmoearth::ModelSize::Base,
-            ..
-        }
-    ));
-    assert!(Cli::try_parse_from(["model", "fetch", "huge"]).is_err());
-    assert!(Cli::try_parse_from(["model", "info", "dir"]).is_ok());
-    let _ = Modality::ALL;
 }

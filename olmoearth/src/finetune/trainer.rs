@@ -1,0 +1,658 @@
+//! Fine-tuning: fit options, the per-epoch record and checkpoint state, and the [`Trainer`].
+
+use super::*;
+use crate::task::{HeadKind, Task};
+
+/// Training settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitOptions {
+    /// Total epochs (frozen + unfrozen).
+    pub epochs: usize,
+    /// Epochs with the encoder frozen (head trained on cached features).
+    pub freeze_epochs: usize,
+    /// Windows per optimiser step.
+    pub batch_size: usize,
+    /// Head learning rate.
+    pub lr: f64,
+    /// Encoder learning rate after unfreezing, as a fraction of `lr` (0.1 = lr/10).
+    pub unfrozen_lr_factor: f64,
+    /// Layer-wise learning-rate decay of the encoder (1.0 = none).
+    pub layer_decay: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Epochs without a better validation loss before stopping.
+    pub patience: usize,
+    /// Random flips and 90° rotations.
+    pub augment: bool,
+    /// Shuffling and augmentation seed.
+    pub seed: u64,
+    /// Windows per forward pass when embedding or validating.
+    pub eval_batch_size: usize,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            // Unfreezing is opt-in (freeze_epochs < epochs): on a 2-core CPU one unfrozen epoch of the
+            // demo (48 windows of 64×64 px, T = 4) takes over ten minutes.
+            epochs: 30,
+            freeze_epochs: 30,
+            batch_size: 8,
+            lr: 3e-3,
+            unfrozen_lr_factor: 0.1,
+            layer_decay: 1.0,
+            weight_decay: 0.01,
+            patience: 8,
+            augment: true,
+            seed: 17,
+            eval_batch_size: 8,
+        }
+    }
+}
+
+/// One epoch of the training curve.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// `frozen` or `unfrozen`.
+    pub phase: String,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Validation loss (none without validation windows).
+    pub val_loss: Option<f64>,
+    /// Validation metric ([`metric_name`]).
+    pub val_metric: Option<f64>,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+}
+
+/// Progress of a fit, saved with every checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FitState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// The curve so far.
+    pub history: Vec<EpochRecord>,
+    /// Epoch of the best validation loss.
+    pub best_epoch: Option<usize>,
+    /// Best validation loss (training loss without validation windows).
+    pub best_loss: Option<f64>,
+    /// Epochs since the best one.
+    pub since_best: usize,
+    /// Whether early stopping ended the fit.
+    pub stopped_early: bool,
+    /// Regression targets are standardised with this `(mean, std)`.
+    pub target_scale: Option<(f64, f64)>,
+}
+
+/// The metric tracked during training: `accuracy` (pixel accuracy for segmentation) or `rmse`.
+pub fn metric_name(task: Task) -> &'static str {
+    if task == Task::Regression {
+        "rmse"
+    } else {
+        "accuracy"
+    }
+}
+
+/// Where a fit reports to.
+pub trait FitSink {
+    /// Progress of the whole fit (0–1) with a message.
+    fn progress(&mut self, fraction: f32, message: &str);
+    /// Whether to stop now (checked between batches).
+    fn cancelled(&self) -> bool;
+    /// Called after every epoch: the state, the checkpoint ([`Trainer::checkpoint`]) and, when this epoch
+    /// is the best so far, the model weights.
+    fn epoch_done(
+        &mut self,
+        state: &FitState,
+        checkpoint: &[u8],
+        best: Option<&[u8]>,
+    ) -> Result<()>;
+}
+
+pub(super) fn loss_of(task: Task, raw: &Tensor, target: &Tensor) -> Result<Tensor> {
+    match task {
+        Task::Segmentation => cross_entropy_2d(raw, target, -1),
+        Task::Classification => cross_entropy(raw, target, -1),
+        Task::Regression => {
+            // A dense regression head's output is averaged to the window value.
+            let pred = if raw.rank() == 4 {
+                raw.mean_keepdim(3)?.mean_keepdim(2)?.flatten_from(1)?
+            } else {
+                raw.clone()
+            };
+            mse(&pred, target)
+        }
+    }
+}
+
+/// Turns raw outputs of one batch into per-window predictions.
+pub(super) fn predictions(
+    cfg: &TaskModelConfig,
+    raw: &Tensor,
+    hw: (usize, usize),
+    scale: Option<(f64, f64)>,
+) -> Result<Vec<Prediction>> {
+    let b = raw.dim(0)?;
+    if cfg.task == Task::Regression {
+        let (mean, std) = scale.unwrap_or((0.0, 1.0));
+        let pred = if raw.rank() == 4 {
+            raw.mean_keepdim(3)?.mean_keepdim(2)?.flatten_all()?
+        } else {
+            raw.flatten_all()?
+        };
+        return Ok(pred
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?
+            .into_iter()
+            .map(|v| Prediction::Value(v * std + mean))
+            .collect());
+    }
+    let probs = outputs_to_predictions(cfg, raw, hw.0, hw.1)?;
+    let cls = probs.argmax(1)?.to_dtype(DType::U32)?; // (B,H,W)
+    let mut out = Vec::with_capacity(b);
+    for i in 0..b {
+        let m: Vec<u32> = cls.get(i)?.flatten_all()?.to_vec1()?;
+        if cfg.task == Task::Classification {
+            out.push(Prediction::Class(m.first().copied().unwrap_or(0)));
+        } else {
+            out.push(Prediction::Map(
+                m.into_iter()
+                    .map(|c| u8::try_from(c).unwrap_or(IGNORE))
+                    .collect(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Running metric: correct/total for classes, squared error sum for values.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct MetricSum {
+    correct: f64,
+    total: f64,
+    sq: f64,
+}
+
+impl MetricSum {
+    fn add(&mut self, p: &Prediction, t: &Target) {
+        match (p, t) {
+            (Prediction::Class(a), Target::Class(b)) => {
+                self.total += 1.0;
+                if a == b {
+                    self.correct += 1.0;
+                }
+            }
+            (Prediction::Map(a), Target::Mask(b)) => {
+                for (x, y) in a.iter().zip(b) {
+                    if *y != IGNORE {
+                        self.total += 1.0;
+                        if x == y {
+                            self.correct += 1.0;
+                        }
+                    }
+                }
+            }
+            (Prediction::Value(a), Target::Value(b)) => {
+                self.total += 1.0;
+                self.sq += (a - f64::from(*b)).powi(2);
+            }
+            _ => {}
+        }
+    }
+
+    fn value(&self, task: Task) -> Option<f64> {
+        if self.total == 0.0 {
+            None
+        } else if task == Task::Regression {
+            Some((self.sq / self.total).sqrt())
+        } else {
+            Some(self.correct / self.total)
+        }
+    }
+}
+
+/// Fine-tuning: model, optimiser, state.
+#[derive(Debug)]
+pub struct Trainer {
+    model: TrainableTaskModel,
+    opt: AdamW,
+    state: FitState,
+    opts: FitOptions,
+    best: Option<Vec<u8>>,
+}
+
+pub(super) fn adamw_config(opts: &FitOptions) -> AdamWConfig {
+    AdamWConfig {
+        lr: opts.lr,
+        weight_decay: opts.weight_decay,
+        ..AdamWConfig::default()
+    }
+}
+
+impl Trainer {
+    /// A fresh fit. Regression targets of `train` set the value standardisation.
+    pub fn new(model: TrainableTaskModel, opts: FitOptions, train: &[Example]) -> Result<Self> {
+        let opt = model.optimizer(opts.layer_decay, adamw_config(&opts))?;
+        let mut state = FitState::default();
+        if model.config().task == Task::Regression {
+            let vals: Vec<f64> = train
+                .iter()
+                .filter_map(|e| match e.target {
+                    Target::Value(v) => Some(f64::from(v)),
+                    _ => None,
+                })
+                .collect();
+            let n = vals.len().max(1) as f64;
+            let mean = vals.iter().sum::<f64>() / n;
+            let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+            state.target_scale = Some((mean, var.sqrt().max(1e-6)));
+        }
+        Ok(Trainer {
+            model,
+            opt,
+            state,
+            opts,
+            best: None,
+        })
+    }
+
+    /// Continues a fit from a [`Trainer::checkpoint`], its state and the best weights so far.
+    pub fn resume(
+        cfg: TaskModelConfig,
+        checkpoint: &[u8],
+        state: FitState,
+        best: Option<Vec<u8>>,
+        opts: FitOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let model = TrainableTaskModel::from_safetensors(cfg, checkpoint, device)?;
+        let mut opt = model.optimizer(opts.layer_decay, adamw_config(&opts))?;
+        let meta = safetensors_metadata(checkpoint)?;
+        let step: i32 = meta
+            .get("optim.step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::InvalidInput("checkpoint has no optimiser step".into()))?;
+        let tensors = candle_core::safetensors::load_buffer(checkpoint, device)?;
+        let n: usize = meta
+            .get("optim.params")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut moments = Vec::with_capacity(n);
+        for i in 0..n {
+            let get = |k: String| {
+                tensors
+                    .get(&k)
+                    .cloned()
+                    .ok_or_else(|| Error::InvalidInput(format!("checkpoint lacks {k}")))
+            };
+            moments.push((get(format!("optim.m.{i}"))?, get(format!("optim.v.{i}"))?));
+        }
+        opt.set_state(step, moments)?;
+        Ok(Trainer {
+            model,
+            opt,
+            state,
+            opts,
+            best,
+        })
+    }
+
+    /// Linear probing, then fine-tuning: a fresh fit with the light segmentation head starts its 1×1
+    /// convolution from the frozen-encoder linear probe (`baseline`), scaled by the temperature of
+    /// [`PROBE_TEMPERATURES`] with the lowest validation loss (training loss without validation
+    /// windows). That starting point is the best model so far, so training keeps it unless an epoch
+    /// beats it on validation. Returns the temperature, or `None` when it does not apply (another head,
+    /// regression, a resumed fit or no cached features).
+    pub fn start_from_probe(
+        &mut self,
+        baseline: &Baseline,
+        train: &[Example],
+        train_features: &[Tensor],
+        val: &[Example],
+        val_features: &[Tensor],
+        sink: &mut dyn FitSink,
+    ) -> Result<Option<f64>> {
+        let cfg = self.model.config().clone();
+        if self.state.epoch > 0 || !matches!(self.model.head(), Head::Light(_)) {
+            return Ok(None);
+        }
+        let Some((weights, biases)) = baseline.linear_map() else {
+            return Ok(None);
+        };
+        let d = cfg.encoder.embedding_size;
+        let k = cfg.num_outputs;
+        if weights.len() != k * d || biases.len() != k {
+            return Ok(None);
+        }
+        let vars = self.model.head_vars();
+        let find = |suffix: &str| {
+            vars.iter()
+                .find(|(name, _)| name.ends_with(suffix))
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| Error::InvalidInput(format!("the head has no {suffix}")))
+        };
+        let (w_var, b_var) = (find("conv.weight")?, find("conv.bias")?);
+        let device = w_var.device().clone();
+        let w = Tensor::from_vec(weights, (k, d, 1, 1), &device)?;
+        let b = Tensor::from_vec(biases, k, &device)?;
+        let (examples, features) = if val.is_empty() {
+            (train, train_features)
+        } else {
+            (val, val_features)
+        };
+        let mut best: Option<(f64, f64)> = None;
+        for &t in &PROBE_TEMPERATURES {
+            w_var.set(&(&w * t)?.to_dtype(w_var.dtype())?)?;
+            b_var.set(&(&b * t)?.to_dtype(b_var.dtype())?)?;
+            let (loss, _) = self.evaluate(examples, Some(features), sink)?;
+            if best.is_none_or(|(l, _)| loss < l) {
+                best = Some((loss, t));
+            }
+        }
+        let Some((loss, t)) = best else {
+            return Ok(None);
+        };
+        w_var.set(&(&w * t)?.to_dtype(w_var.dtype())?)?;
+        b_var.set(&(&b * t)?.to_dtype(b_var.dtype())?)?;
+        self.state.best_loss = Some(loss);
+        self.state.best_epoch = Some(0);
+        self.best = Some(self.model.to_safetensors()?);
+        Ok(Some(t))
+    }
+
+    /// The state so far.
+    pub fn state(&self) -> &FitState {
+        &self.state
+    }
+
+    /// The model.
+    pub fn model(&self) -> &TrainableTaskModel {
+        &self.model
+    }
+
+    /// Weights and optimiser moments as safetensors (`encoder.*`, `head.*`, `optim.m.i`, `optim.v.i`;
+    /// metadata `optim.step`, `optim.params`).
+    pub fn checkpoint(&self) -> Result<Vec<u8>> {
+        let mut tensors = self.model.named_tensors();
+        let (step, moments) = self.opt.state();
+        let n = moments.len();
+        for (i, (m, v)) in moments.into_iter().enumerate() {
+            tensors.push((format!("optim.m.{i}"), m));
+            tensors.push((format!("optim.v.{i}"), v));
+        }
+        let meta = HashMap::from([
+            ("optim.step".to_string(), step.to_string()),
+            ("optim.params".to_string(), n.to_string()),
+        ]);
+        to_safetensors(tensors, Some(meta))
+    }
+
+    /// The final model's weights: the best epoch's (or the current ones), with the regression target
+    /// standardisation folded into the output layer so [`crate::task::TaskModel::predict`] returns values
+    /// in target units.
+    pub fn final_weights(&self) -> Result<Vec<u8>> {
+        let bytes = match &self.best {
+            Some(b) => b.clone(),
+            None => self.model.to_safetensors()?,
+        };
+        let Some((mean, std)) = self.state.target_scale else {
+            return Ok(bytes);
+        };
+        let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+        let layer = if self.model.config().head == HeadKind::UNet {
+            "head.final"
+        } else {
+            "head.out"
+        };
+        for (suffix, shift) in [("weight", 0.0), ("bias", mean)] {
+            let key = format!("{layer}.{suffix}");
+            let t = tensors
+                .get(&key)
+                .ok_or_else(|| Error::InvalidInput(format!("the head has no {key}")))?;
+            let scaled = ((t * std)? + shift)?;
+            tensors.insert(key, scaled);
+        }
+        let mut v: Vec<(String, Tensor)> = tensors.into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        to_safetensors(v, None)
+    }
+
+    /// Runs the remaining epochs. `train_features`/`val_features` are the frozen encoder's features of the
+    /// examples ([`embed_examples`]); they are needed while the encoder is frozen.
+    pub fn fit(
+        &mut self,
+        train: &[Example],
+        val: &[Example],
+        train_features: Option<&[Tensor]>,
+        val_features: Option<&[Tensor]>,
+        sink: &mut dyn FitSink,
+    ) -> Result<()> {
+        if train.is_empty() {
+            return Err(Error::InvalidInput("no training windows".into()));
+        }
+        let cfg = self.model.config().clone();
+        let device = self.model.encoder().encoder().device().clone();
+        let total = self.opts.epochs.max(1);
+        while self.state.epoch < self.opts.epochs && !self.state.stopped_early {
+            let epoch = self.state.epoch + 1;
+            let started = std::time::Instant::now();
+            let frozen = epoch <= self.opts.freeze_epochs;
+            if !frozen && epoch == self.opts.freeze_epochs + 1 {
+                // The unfrozen phase gets its own patience.
+                self.state.since_best = 0;
+            }
+            self.model.set_encoder_frozen(frozen);
+            self.opt.set_encoder_frozen(frozen);
+            self.opt.set_encoder_lr_factor(if frozen {
+                1.0
+            } else {
+                self.opts.unfrozen_lr_factor
+            });
+            let feats = if frozen {
+                Some(train_features.ok_or_else(|| {
+                    Error::InvalidInput("frozen epochs need the cached features".into())
+                })?)
+            } else {
+                None
+            };
+            let mut rng = Rng::new(self.opts.seed ^ (epoch as u64).wrapping_mul(0x2545_F491));
+            let mut order: Vec<usize> = (0..train.len()).collect();
+            rng.shuffle(&mut order);
+            let bs = self.opts.batch_size.max(1);
+            let batches = order.len().div_ceil(bs);
+            let mut loss_sum = 0.0;
+            for (bi, idx) in order.chunks(bs).enumerate() {
+                if sink.cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let aug = if self.opts.augment {
+                    (rng.next_u64() % 8) as u8
+                } else {
+                    0
+                };
+                let targets: Vec<&Target> = idx.iter().map(|&i| &train[i].target).collect();
+                // Targets are built in the windows' own orientation, then transformed like the inputs.
+                let hw = input_hw(&train[idx[0]].input)?;
+                let raw = if let Some(feats) = feats {
+                    let f: Vec<Tensor> = idx.iter().map(|&i| feats[i].clone()).collect();
+                    let f = dihedral(&Tensor::stack(&f, 0)?, aug, 2)?;
+                    self.model.head().forward(&f)?
+                } else {
+                    let inputs: Vec<EncoderInput> = idx
+                        .iter()
+                        .map(|&i| dihedral_input(&train[i].input, aug))
+                        .collect::<Result<_>>()?;
+                    let refs: Vec<&EncoderInput> = inputs.iter().collect();
+                    let x = stack_inputs(&refs)?;
+                    self.model.head().forward(&self.model.features(&x)?)?
+                };
+                let target = target_tensor(&targets, aug, self.state.target_scale, hw, &device)?;
+                let loss = loss_of(cfg.task, &raw, &target)?;
+                loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+                self.opt.backward_step(&loss)?;
+                let frac = (epoch - 1) as f32 / total as f32
+                    + (bi + 1) as f32 / (batches as f32 * total as f32);
+                sink.progress(
+                    0.2 + 0.75 * frac,
+                    &format!(
+                        "epoch {epoch} of {} ({}): batch {} of {batches}",
+                        self.opts.epochs,
+                        if frozen {
+                            "encoder frozen"
+                        } else {
+                            "encoder unfrozen"
+                        },
+                        bi + 1
+                    ),
+                );
+            }
+            let train_loss = loss_sum / batches as f64;
+            let (val_loss, val_metric) = if val.is_empty() {
+                (None, None)
+            } else {
+                let (l, m) = self.evaluate(val, if frozen { val_features } else { None }, sink)?;
+                (Some(l), m)
+            };
+            let record = EpochRecord {
+                epoch,
+                phase: if frozen { "frozen" } else { "unfrozen" }.into(),
+                train_loss,
+                val_loss,
+                val_metric,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            let score = val_loss.unwrap_or(train_loss);
+            self.state.epoch = epoch;
+            self.state.history.push(record);
+            let improved = self.state.best_loss.is_none_or(|b| score < b - 1e-6);
+            if improved {
+                self.state.best_loss = Some(score);
+                self.state.best_epoch = Some(epoch);
+                self.state.since_best = 0;
+                self.best = Some(self.model.to_safetensors()?);
+            } else {
+                self.state.since_best += 1;
+                if self.state.since_best >= self.opts.patience.max(1) {
+                    self.state.stopped_early = true;
+                }
+            }
+            let ckpt = self.checkpoint()?;
+            // The first checkpoint also carries a best model that predates it (the probe start).
+            let best = if improved || epoch == 1 {
+                self.best.as_deref()
+            } else {
+                None
+            };
+            sink.epoch_done(&self.state, &ckpt, best)?;
+        }
+        Ok(())
+    }
+
+    /// Mean loss and the metric over `examples` with the current weights (cached frozen features when
+    /// given).
+    pub fn evaluate(
+        &self,
+        examples: &[Example],
+        features: Option<&[Tensor]>,
+        sink: &mut dyn FitSink,
+    ) -> Result<(f64, Option<f64>)> {
+        let cfg = self.model.config();
+        let device = self.model.encoder().encoder().device().clone();
+        let encoder = if features.is_none() {
+            Some(self.model.inference_encoder()?)
+        } else {
+            None
+        };
+        let bs = self.opts.eval_batch_size.max(1);
+        let (mut loss_sum, mut n) = (0.0, 0usize);
+        let mut metric = MetricSum::default();
+        for (ci, chunk) in examples.chunks(bs).enumerate() {
+            if sink.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let hw = input_hw(&chunk[0].input)?;
+            let f = match (features, &encoder) {
+                (Some(f), _) => Tensor::stack(&f[ci * bs..ci * bs + chunk.len()], 0)?,
+                (None, Some(enc)) => {
+                    let refs: Vec<&EncoderInput> = chunk.iter().map(|e| &e.input).collect();
+                    feature_map(&enc.forward(&stack_inputs(&refs)?, cfg.patch_size)?)?
+                }
+                (None, None) => return Err(Error::InvalidInput("no encoder".into())),
+            };
+            let raw = self.model.head().forward(&f)?.detach();
+            let targets: Vec<&Target> = chunk.iter().map(|e| &e.target).collect();
+            let t = target_tensor(&targets, 0, self.state.target_scale, hw, &device)?;
+            let l = loss_of(cfg.task, &raw, &t)?;
+            loss_sum += f64::from(l.to_dtype(DType::F32)?.to_scalar::<f32>()?) * chunk.len() as f64;
+            n += chunk.len();
+            for (p, e) in predictions(cfg, &raw, hw, self.state.target_scale)?
+                .iter()
+                .zip(chunk)
+            {
+                metric.add(p, &e.target);
+            }
+        }
+        Ok((loss_sum / n.max(1) as f64, metric.value(cfg.task)))
+    }
+}
+
+/// `(H, W)` of an input.
+pub fn input_hw(input: &EncoderInput) -> Result<(usize, usize)> {
+    let mi = input
+        .modalities
+        .values()
+        .next()
+        .ok_or_else(|| Error::InvalidInput("no modality in the input".into()))?;
+    let d = mi.data.dims();
+    if d.len() != 5 {
+        return Err(Error::Shape {
+            what: "input".into(),
+            expected: "(B, H, W, T, C)".into(),
+            got: d.to_vec(),
+        });
+    }
+    Ok((d[1], d[2]))
+}
+
+/// Predictions of a [`crate::task::TaskModel`] for `examples` (batches of `batch`).
+pub fn predict_examples(
+    model: &crate::task::TaskModel,
+    examples: &[Example],
+    batch: usize,
+) -> Result<Vec<Prediction>> {
+    let cfg = model.config();
+    let mut out = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(batch.max(1)) {
+        let refs: Vec<&EncoderInput> = chunk.iter().map(|e| &e.input).collect();
+        let x = stack_inputs(&refs)?;
+        let probs = model.predict(&x)?; // (B,K,H,W)
+        let (b, _, h, w) = probs.dims4()?;
+        if cfg.task == Task::Regression {
+            let v: Vec<f64> = probs
+                .mean_keepdim(3)?
+                .mean_keepdim(2)?
+                .flatten_all()?
+                .to_dtype(DType::F64)?
+                .to_vec1()?;
+            out.extend(v.into_iter().map(Prediction::Value));
+            continue;
+        }
+        let cls = probs.argmax(1)?.to_dtype(DType::U32)?;
+        for i in 0..b {
+            let m: Vec<u32> = cls.get(i)?.flatten_all()?.to_vec1()?;
+            if cfg.task == Task::Classification {
+                out.push(Prediction::Class(m.first().copied().unwrap_or(0)));
+            } else {
+                debug_assert_eq!(m.len(), h * w);
+                out.push(Prediction::Map(
+                    m.into_iter()
+                        .map(|c| u8::try_from(c).unwrap_or(IGNORE))
+                        .collect(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,178 @@
+//! `groundwork demo`: the whole pipeline on the offline demo scene, served until interrupted.
+
+mod pipeline;
+
+use super::db::{Database, DbArgs};
+use super::worker::{WorkerOptions, worker_config};
+use anyhow::Context;
+use clap::Args;
+use groundwork_server::{AppState, objects};
+use groundwork_worker::{Registry, Worker};
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// PostgreSQL URL. Without it, a private cluster is started in `<demo-dir>/pg`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Folder of the demo's own state: catalogue, database cluster, objects.
+    #[arg(long, env = "GROUNDWORK_DEMO_DIR", default_value = ".groundwork/demo")]
+    demo_dir: PathBuf,
+    /// Address to serve the API, the web UI and the demo STAC API on.
+    #[arg(long, env = "GROUNDWORK_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// Stop when the demo is done instead of serving the map until interrupted.
+    #[arg(long)]
+    exit: bool,
+    /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) drawn under the web maps; without one
+    /// the maps draw a plain background and need no network.
+    #[arg(long, env = "GROUNDWORK_BASEMAP_URL")]
+    basemap_url: Option<String>,
+    /// Training epochs.
+    #[arg(long, default_value_t = pipeline::DemoRun::default().epochs)]
+    epochs: usize,
+    /// Point labels sampled per class from the ground truth.
+    #[arg(long, default_value_t = pipeline::DemoRun::default().labels_per_class)]
+    labels_per_class: usize,
+    /// Side of the demo scene in 10 m pixels (a multiple of 64; 512 = 64 windows).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=2048))]
+    scene_px: u32,
+    /// Encoder patch size (1–8).
+    #[arg(long, default_value_t = pipeline::DemoRun::default().patch_size)]
+    patch_size: i32,
+    /// Root of downloaded OlmoEarth checkpoints (`model fetch`); without one, training starts from
+    /// random weights and says so.
+    #[arg(
+        long,
+        env = "GROUNDWORK_MODEL_DIR",
+        default_value = "./.groundwork/models"
+    )]
+    model_dir: PathBuf,
+}
+
+/// `groundwork demo`.
+pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    use pipeline as d;
+    let started = std::time::Instant::now();
+    let opts = d::DemoRun {
+        epochs: args.epochs.clamp(1, 500),
+        labels_per_class: args.labels_per_class.max(1),
+        patch_size: args.patch_size,
+        data: groundwork_imagery::DemoOptions {
+            size: usize::try_from(args.scene_px / 64 * 64).unwrap_or(512),
+            ..groundwork_imagery::DemoOptions::default()
+        },
+        ..d::DemoRun::default()
+    };
+    std::fs::create_dir_all(&args.demo_dir)
+        .with_context(|| format!("creating {}", args.demo_dir.display()))?;
+    let data_dir = args.demo_dir.join("data");
+    eprintln!("generating the demo scene in {}", data_dir.display());
+    d::prepare_data(&data_dir, &opts.data).await?;
+    let db = Database::open(
+        &DbArgs {
+            database_url: args.database_url.clone(),
+            data_dir: args.demo_dir.clone(),
+        },
+        20,
+    )
+    .await?;
+    let objects_dir = std::path::absolute(args.demo_dir.join("objects"))?;
+    std::fs::create_dir_all(&objects_dir)?;
+    let objects = objects::open(&format!("file://{}", objects_dir.display()))?;
+    let mut config = worker_config(&WorkerOptions {
+        pool: None,
+        queues: Vec::new(),
+        concurrency: 2,
+        prefetch: groundwork_worker::WorkerConfig::DEFAULT_PREFETCH,
+        lease_secs: 20,
+        heartbeat_ms: 1000,
+        name: Some("demo".into()),
+        object_store: Some(format!("file://{}", objects_dir.display())),
+        model_dir: args.model_dir.clone(),
+    })?;
+    config.in_process = true;
+    let worker = Worker::start(db.pool.clone(), config, Registry::builtin()).await?;
+    let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
+    state.objects = Some(objects.clone());
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (choose another with --bind)",
+                args.bind
+            )
+        })?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = d::app(state, &data_dir, &base)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            tokio::select! {
+                _ = stop_rx => {}
+                () = super::shutdown_signal() => {}
+            }
+        })
+        .await
+    });
+    eprintln!("Groundwork is running at {base}/");
+    let result = d::run(
+        &db.pool,
+        objects,
+        &base,
+        &data_dir,
+        &opts,
+        &mut |line: &str| eprintln!("{line}"),
+    )
+    .await;
+    let outcome = match result {
+        Ok((summary, login)) => {
+            eprintln!();
+            eprintln!(
+                "test-split pixel accuracy of the map: {:.3} (majority class everywhere: {:.3})",
+                summary.accuracy, summary.majority_accuracy
+            );
+            let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
+            eprintln!(
+                "frozen-encoder baseline on the same pixels: {}",
+                fmt(summary.baseline_accuracy)
+            );
+            eprintln!(
+                "on the labelled test pixels (evaluation report): fine-tuned model {}, baseline {}",
+                fmt(summary.model_label_accuracy),
+                fmt(summary.baseline_label_accuracy)
+            );
+            eprintln!("map: {}", summary.map_url);
+            if !args.exit {
+                eprintln!(
+                    "sign in as {} with the password {} (new on every demo run); Ctrl-C stops the server",
+                    login.email, login.password
+                );
+            }
+            println!(
+                "{}",
+                serde_json::json!({
+                    "accuracy": summary.accuracy,
+                    "baseline_accuracy": summary.baseline_accuracy,
+                    "majority_accuracy": summary.majority_accuracy,
+                    "map_url": summary.map_url,
+                    "seconds": started.elapsed().as_secs_f64(),
+                })
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    if outcome.is_ok() && !args.exit {
+        super::shutdown_signal().await;
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    worker.shutdown().await;
+    db.close().await;
+    outcome
+}

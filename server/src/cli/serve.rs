@@ -1,0 +1,86 @@
+//! `groundwork serve`: the API server and web UI, with in-process workers.
+
+use super::db::{Database, DbArgs};
+use super::worker::{WorkerOptions, worker_config};
+use anyhow::Context;
+use clap::Args;
+use groundwork_server::{AppState, router};
+use groundwork_worker::{Registry, Worker};
+use std::path::PathBuf;
+use tracing::info;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Address to listen on.
+    #[arg(long, env = "GROUNDWORK_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// In-process workers (0 for a server that only serves).
+    #[arg(long, env = "GROUNDWORK_LOCAL_WORKERS", default_value_t = 1)]
+    local_workers: usize,
+    /// Largest AOI accepted, km².
+    #[arg(long, env = "GROUNDWORK_MAX_AOI_KM2", default_value_t = 10_000.0)]
+    max_aoi_km2: f64,
+    /// Serve this demo catalogue (made by `groundwork demo-data`) as a STAC API under /demo/stac.
+    #[arg(long, env = "GROUNDWORK_DEMO_DATA")]
+    demo_data: Option<PathBuf>,
+    /// Mark the session cookie `Secure`, so browsers send it over HTTPS only. Turn this on whenever
+    /// users reach the server through HTTPS (a TLS-terminating proxy); leave it off for plain
+    /// `http://127.0.0.1`, where a `Secure` cookie would never come back. The variable takes
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    #[arg(long, env = "GROUNDWORK_SECURE_COOKIES", value_parser = clap::builder::BoolishValueParser::new())]
+    secure_cookies: bool,
+    /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) drawn under the web maps; without one
+    /// the maps draw a plain background and need no network.
+    #[arg(long, env = "GROUNDWORK_BASEMAP_URL")]
+    basemap_url: Option<String>,
+    #[command(flatten)]
+    worker: WorkerOptions,
+}
+
+/// `groundwork serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = worker_config(&args.worker)?;
+    let db = Database::open(&args.db, 30).await?;
+    let mut workers = Vec::new();
+    let mut config = config;
+    config.in_process = true;
+    for _ in 0..args.local_workers {
+        workers.push(Worker::start(db.pool.clone(), config.clone(), Registry::builtin()).await?);
+    }
+    let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
+    state.max_aoi_km2 = args.max_aoi_km2;
+    state.secure_cookies = args.secure_cookies;
+    state.objects.clone_from(&config.objects);
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let addr = listener.local_addr()?;
+    let mut app = router(state);
+    if let Some(dir) = &args.demo_data {
+        let demo = groundwork_server::demo_stac::demo_stac_router(
+            dir,
+            &format!("http://{addr}/demo/stac"),
+        )
+        .with_context(|| format!("serving the demo catalogue in {}", dir.display()))?;
+        app = app.nest("/demo/stac", demo);
+        println!("Demo STAC API at http://{addr}/demo/stac");
+    }
+    println!(
+        "Groundwork is running at http://{addr}/ (API: http://{addr}/api/v1, OpenAPI: http://{addr}/api/openapi.json)"
+    );
+    // The peer address feeds the per-address sign-in limit and the audit log.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(super::shutdown_signal())
+    .await?;
+    info!("shutting down");
+    for w in workers {
+        w.shutdown().await;
+    }
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! `groundwork worker`, and the worker settings `serve` and `demo` share.
+
+use super::db::{Database, DbArgs};
+use clap::Args;
+use groundwork_server::objects;
+use groundwork_worker::{Registry, Worker, WorkerConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerOptions {
+    /// Pool to join (default: `gpu` when a GPU is found, else `cpu`).
+    #[arg(long, env = "GROUNDWORK_POOL")]
+    pub pool: Option<String>,
+    /// Queues to serve, comma-separated (default: `gpu,cpu` with a GPU, else `cpu`).
+    #[arg(long, env = "GROUNDWORK_QUEUES", value_delimiter = ',')]
+    pub queues: Vec<String>,
+    /// Steps each worker runs at once.
+    #[arg(long, env = "GROUNDWORK_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
+    /// Dispatch messages each slot fetches per poll. 1 holds nothing back; more saves database round
+    /// trips when steps are short (a held message not reached within 15 s is re-dispatched).
+    #[arg(long, env = "GROUNDWORK_PREFETCH", default_value_t = groundwork_worker::WorkerConfig::DEFAULT_PREFETCH)]
+    pub prefetch: usize,
+    /// Lease length in seconds: a worker silent this long is presumed gone and its steps re-queued.
+    #[arg(long, env = "GROUNDWORK_LEASE_SECS", default_value_t = 20)]
+    pub lease_secs: u64,
+    /// Heartbeat period in milliseconds (progress, cancels, admin state).
+    #[arg(long, env = "GROUNDWORK_HEARTBEAT_MS", default_value_t = 2000)]
+    pub heartbeat_ms: u64,
+    /// Worker name shown to admins (default: host and process id).
+    #[arg(long, env = "GROUNDWORK_WORKER_NAME")]
+    pub name: Option<String>,
+    /// Object store: file:///path or s3://bucket (endpoint and credentials from AWS_* variables).
+    /// Default: .groundwork/objects under the working directory.
+    #[arg(long, env = "GROUNDWORK_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// Root of the OlmoEarth checkpoints `model fetch` downloads; training starts from them.
+    #[arg(
+        long,
+        env = "GROUNDWORK_MODEL_DIR",
+        default_value = "./.groundwork/models"
+    )]
+    pub model_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    worker: WorkerOptions,
+    /// Worker token (from `groundwork admin create-worker-token` or the API): the worker joins the
+    /// token's organisation. Needed once any worker token exists; before that, a worker without one
+    /// joins the default organisation.
+    #[arg(long, env = "GROUNDWORK_WORKER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+pub fn worker_config(o: &WorkerOptions) -> anyhow::Result<WorkerConfig> {
+    let capabilities = groundwork_worker::detect_capabilities();
+    let pool = o
+        .pool
+        .clone()
+        .unwrap_or_else(|| groundwork_worker::default_pool(&capabilities).to_owned());
+    let queues = if o.queues.is_empty() {
+        if capabilities["gpu_name"].is_string() {
+            vec!["gpu".into(), "cpu".into()]
+        } else {
+            vec!["cpu".into()]
+        }
+    } else {
+        o.queues.clone()
+    };
+    let mut c = WorkerConfig::new(&pool, queues);
+    c.capabilities = capabilities;
+    c.concurrency = o.concurrency.max(1);
+    c.prefetch = o.prefetch.clamp(1, 64);
+    c.lease = Duration::from_secs(o.lease_secs.max(1));
+    c.heartbeat = Duration::from_millis(o.heartbeat_ms.clamp(100, 60_000));
+    if let Some(name) = &o.name {
+        c.name.clone_from(name);
+    }
+    c.model_dir = Some(o.model_dir.clone());
+    c.objects = Some(objects::open(
+        &o.object_store.clone().unwrap_or_else(objects::default_url),
+    )?);
+    Ok(c)
+}
+
+/// `groundwork worker`.
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let db = Database::open(&args.db, 10).await?;
+    let mut config = worker_config(&args.worker)?;
+    config.token = args.token.clone();
+    let w = match Worker::start(db.pool.clone(), config, Registry::builtin()).await {
+        Ok(w) => w,
+        Err(e) => {
+            db.close().await;
+            return Err(e.context("registering the worker"));
+        }
+    };
+    println!("worker {} started", w.id());
+    super::shutdown_signal().await;
+    w.shutdown().await;
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! The `groundwork model` commands on the built binary: `fetch` against a local HTTP server that serves
+//! the Nano fixture files in the Hugging Face hub's URL layout, then `info` on what it downloaded.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use axum::Router;
+use axum::extract::Path as UrlPath;
+use axum::http::StatusCode;
+use axum::routing::get;
+use olmoearth::ModelSize;
+use olmoearth::fetch::model_dir;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../olmoearth/tests/fixtures/olmoearth-nano")
+        .join(name)
+}
+
+async fn serve_file(
+    UrlPath((repo, file)): UrlPath<(String, String)>,
+) -> Result<Vec<u8>, StatusCode> {
+    if repo != "OlmoEarth-v1-Nano" || !["config.json", "weights.pth"].contains(&file.as_str()) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    std::fs::read(fixture(&file)).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+async fn spawn_hub() -> SocketAddr {
+    let app = Router::new().route("/allenai/{repo}/resolve/main/{file}", get(serve_file));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    addr
+}
+
+/// Runs the binary with `args`; returns its standard output, or panics with its standard error.
+async fn groundwork(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args(args)
+        .env_remove("GROUNDWORK_MODEL_DIR")
+        .env_remove("GROUNDWORK_HF_ENDPOINT")
+        .output()
+        .await
+        .expect("run groundwork");
+    assert!(
+        out.status.success(),
+        "groundwork {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn model_fetch_downloads_from_the_endpoint_and_model_info_reads_it() {
+    let addr = spawn_hub().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_arg = root.path().to_string_lossy().into_owned();
+    let endpoint = format!("http://{addr}");
+    let out = groundwork(&[
+        "model",
+        "fetch",
+        "nano",
+        "--dir",
+        &root_arg,
+        "--endpoint",
+        &endpoint,
+    ])
+    .await;
+    let dir = model_dir(root.path(), ModelSize::Nano);
+    assert!(out.contains(&dir.display().to_string()), "{out}");
+    let out = groundwork(&["model", "info", &dir.to_string_lossy()]).await;
+    assert!(out.contains("OlmoEarth v1 nano"), "{out}");
+}
+
+#[tokio::test]
+async fn model_fetch_reads_the_endpoint_from_the_environment() {
+    let addr = spawn_hub().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args(["model", "fetch", "nano"])
+        .env("GROUNDWORK_MODEL_DIR", root.path())
+        .env("GROUNDWORK_HF_ENDPOINT", format!("http://{addr}"))
+        .output()
+        .await
+        .expect("run groundwork");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        model_dir(root.path(), ModelSize::Nano)
+            .join("weights.pth")
+            .exists()
+    );
+}
