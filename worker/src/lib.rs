@@ -118,14 +118,14 @@ impl From<anyhow::Error> for StepError {
 
 /// A step kind's typed arguments: what the server writes into `step.args` and the body reads back.
 ///
-/// Every step is created through [`StepArgs::into_step`], so a step's `kind` always matches the type
+/// Every step is created through [`StepArgs::to_step`], so a step's `kind` always matches the type
 /// of its arguments.
 pub trait StepArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The kind these arguments are for.
     const KIND: StepKind;
 
     /// A step of this kind named `name` on `queue`, with default retry settings and no dependencies.
-    fn into_step(&self, name: impl Into<String>, queue: impl Into<String>) -> NewStep {
+    fn to_step(&self, name: impl Into<String>, queue: impl Into<String>) -> NewStep {
         // Argument structs are plain data (no maps with non-string keys), so this cannot fail.
         let args = serde_json::to_value(self).unwrap_or(Value::Null);
         NewStep::new(name, Self::KIND, args, queue)

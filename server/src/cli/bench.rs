@@ -133,7 +133,7 @@ async fn raw_loop(pool: &PgPool, clients: usize, steps: usize) -> anyhow::Result
 
 async fn job_system(pool: &PgPool, b: &QueueBench, project: uuid::Uuid) -> anyhow::Result<f64> {
     let steps: Vec<NewStep> = (0..b.steps)
-        .map(|i| NoopArgs {}.into_step(format!("s{i}"), "bench"))
+        .map(|i| NoopArgs {}.to_step(format!("s{i}"), "bench"))
         .collect();
     let mut workers = Vec::new();
     for _ in 0..b.workers {
@@ -175,13 +175,13 @@ pub async fn run(pool: &PgPool, b: &QueueBench) -> anyhow::Result<()> {
     let project = project(pool).await?;
     let clients = b.workers * b.concurrency;
 
-    let mut fan = vec![NoopArgs {}.into_step("split", "bench-fan")];
+    let mut fan = vec![NoopArgs {}.to_step("split", "bench-fan")];
     for i in 0..b.fan_out {
-        let mut s = NoopArgs {}.into_step(format!("part-{i}"), "bench-fan");
+        let mut s = NoopArgs {}.to_step(format!("part-{i}"), "bench-fan");
         s.depends_on = vec!["split".into()];
         fan.push(s);
     }
-    let mut combine = NoopArgs {}.into_step("combine", "bench-fan");
+    let mut combine = NoopArgs {}.to_step("combine", "bench-fan");
     combine.depends_on = (0..b.fan_out).map(|i| format!("part-{i}")).collect();
     fan.push(combine);
     let start = Instant::now();

@@ -130,14 +130,14 @@ pub async fn acquire(
                 partition: [i, partitions],
                 success_threshold: threshold,
             }
-            .into_step(format!("acquire-{i}"), "cpu")
+            .to_step(format!("acquire-{i}"), "cpu")
         })
         .collect();
     let mut summary = SummaryArgs {
         project_id,
         success_threshold: threshold,
     }
-    .into_step("acquire-summary", "cpu");
+    .to_step("acquire-summary", "cpu");
     summary.depends_on = (0..partitions).map(|i| format!("acquire-{i}")).collect();
     steps.push(summary);
     let key = idempotency_key;

@@ -141,7 +141,7 @@ pub async fn start_training(
         head,
         ..TrainArgs::default()
     }
-    .into_step("train", queue);
+    .to_step("train", queue);
     // A retried attempt resumes from the last checkpoint, so retries are cheap.
     train.max_attempts = 5;
     let mut evaluate = EvaluateArgs {
@@ -149,7 +149,7 @@ pub async fn start_training(
         train_run_id: None,
         device: None,
     }
-    .into_step("evaluate", queue);
+    .to_step("evaluate", queue);
     evaluate.depends_on = vec!["train".into()];
     let key = idempotency_key;
     let run = jobs::create_run(

@@ -1,5 +1,6 @@
 //! The demo catalogue served as a STAC API (`serve --demo-data`, `demo`): acquisition through the API
 //! and through the same files as a static catalogue over HTTP.
+#![expect(clippy::unwrap_used, reason = "test helpers")]
 
 use std::path::PathBuf;
 

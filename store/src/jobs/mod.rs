@@ -11,9 +11,9 @@
 //! queue name) in the same transaction that made it ready, so a committed ready step always has a message.
 //! Messages are only hints: the claim re-checks the step row, so duplicated or stale messages are harmless.
 //!
-//! The transitions live in one module per owner: [`api`] (create, cancel, retry, and the queries the API
-//! answers), [`lease`] (the worker holding a step's lease: claim, heartbeat, complete, fail, cancelled)
-//! and [`reaper`] (expired leases and lost dispatch messages). This module holds the types and the
+//! The transitions live in one module per owner: `api` (create, cancel, retry, and the queries the API
+//! answers), `lease` (the worker holding a step's lease: claim, heartbeat, complete, fail, cancelled)
+//! and `reaper` (expired leases and lost dispatch messages). This module holds the types and the
 //! dispatch helpers they share.
 
 mod api;

@@ -1,17 +1,14 @@
 //! Step kinds: the pipeline stages (`acquire`, `train`, …) and the job-system test kinds `sleep`, `fail`
-//! and `noop`. Each module holds its kind's typed arguments (a [`crate::StepArgs`]) and its body (a
+//! and `noop` (always compiled, registered only with the `test-kinds` feature). Each module holds its kind's typed arguments (a [`crate::StepArgs`]) and its body (a
 //! [`crate::Step`]).
 
 mod acquire;
 pub mod combine;
 mod evaluate;
-#[cfg(feature = "test-kinds")]
 mod fail;
-#[cfg(feature = "test-kinds")]
 mod noop;
 pub mod predict;
 pub mod publish;
-#[cfg(feature = "test-kinds")]
 mod sleep;
 mod train;
 

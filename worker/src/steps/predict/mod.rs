@@ -8,7 +8,7 @@
 //! writes its core: `(K, H, W)` probabilities (or values) and a validity mask, as safetensors under an
 //! attempt-specific key.
 //!
-//! [`model`] holds the models a prediction can run, [`partition`] the pure stitching core and its file
+//! `model` holds the models a prediction can run, `partition` the pure stitching core and its file
 //! format; this module holds the step's arguments, the run planner and the step body.
 
 mod model;
@@ -138,20 +138,20 @@ pub async fn plan_prediction(
             model: opts.model.clone(),
         };
         let name = format!("predict-{i}");
-        steps.push(args.into_step(&name, queue));
+        steps.push(args.to_step(&name, queue));
         names.push(name);
     }
     let mut combine = CombineArgs {
         project_id: project.id,
     }
-    .into_step("combine", "cpu");
+    .to_step("combine", "cpu");
     combine.depends_on = names;
     steps.push(combine);
     let mut publish = PublishArgs {
         project_id: project.id,
         lineage: opts.lineage.clone(),
     }
-    .into_step("publish", "cpu");
+    .to_step("publish", "cpu");
     publish.depends_on = vec!["combine".into()];
     steps.push(publish);
     Ok(steps)
