@@ -9,6 +9,7 @@ pub mod labels;
 pub mod objects;
 pub mod service;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod web;
 

@@ -1,5 +1,5 @@
 //! PostgreSQL access for Groundwork: the connection pool, migrations ([`migrate`], [`ready`]), the
-//! zero-setup local cluster ([`devdb`]), the test harness ([`testing`]), the domain queries
+//! zero-setup local cluster ([`devdb`]), the test harness (`testing`, with the `testing` feature), the domain queries
 //! ([`projects`], [`windows`], [`labels`] with the pure window [`sampling`], [`models`], [`outputs`],
 //! [`workers`], [`accounts`], [`audit`]) and the job system over apalis ([`jobs`]).
 //!
@@ -17,6 +17,7 @@ pub mod models;
 pub mod outputs;
 pub mod projects;
 pub mod sampling;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod windows;
 pub mod workers;

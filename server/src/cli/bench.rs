@@ -24,11 +24,7 @@ pub enum BenchCommand {
 /// Runs a benchmark in a scratch database of its own, dropped afterwards.
 pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
     let BenchCommand::Queue(b) = command;
-    let args = DbArgs {
-        database_url: std::env::var("DATABASE_URL").ok(),
-        data_dir: ".groundwork".into(),
-    };
-    let db = Database::open(&args, 60).await?;
+    let db = Database::open(&b.db, 60).await?;
     let scratch = format!("gw_bench_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(sqlx::AssertSqlSafe(format!("create database {scratch}")))
         .execute(&db.pool)
@@ -53,6 +49,9 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
 /// Benchmark settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueueBench {
+    /// Where the scratch database is created (`DATABASE_URL`, or the local cluster).
+    #[command(flatten)]
+    pub db: DbArgs,
     /// Workers (each with its own apalis poller), and raw-loop clients.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,

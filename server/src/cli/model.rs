@@ -108,7 +108,6 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
     use clap::Parser;
 

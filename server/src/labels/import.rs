@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// Imports a labels file into a project of `org_id` as a new version. Shared by the API and the CLI.
 /// Rows with problems are reported and skipped; when no row is usable nothing is stored (422
 /// `no_valid_labels`, the row errors in `details`). A replace with an empty file clears the labels.
-#[allow(
+#[expect(
     clippy::too_many_arguments,
     reason = "one import's inputs, all required"
 )]

@@ -22,7 +22,9 @@ use chrono::NaiveDate;
 use groundwork_store::jobs::{self, RunWithSteps, Step};
 use groundwork_store::projects::{self, Project};
 use groundwork_store::windows;
-use serde_json::{Value, json};
+use groundwork_worker::StepArgs;
+use groundwork_worker::steps::SleepArgs;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -623,8 +625,8 @@ pub async fn start_run(
             Ok(seconds) if (0.0..=86_400.0).contains(&seconds) => {
                 let spec = StepSpec {
                     name: "sleep".into(),
-                    kind: "sleep".into(),
-                    args: json!({ "seconds": seconds }),
+                    kind: SleepArgs::KIND.name().into(),
+                    args: serde_json::to_value(SleepArgs { seconds }).unwrap_or_default(),
                     queue: "cpu".into(),
                     max_attempts: 1,
                     backoff_ms: 1000,
@@ -639,10 +641,9 @@ pub async fn start_run(
         },
         "acquire" => {
             let profile = match form.profile.as_str() {
-                "planetary-computer" => Some(json!({
-                    "kind": "planetary-computer",
-                    "sas_endpoint": groundwork_imagery::modality::PLANETARY_COMPUTER,
-                })),
+                "planetary-computer" => {
+                    serde_json::to_value(groundwork_imagery::Profile::planetary_computer()).ok()
+                }
                 _ => None,
             };
             let body = AcquireBody {
