@@ -199,21 +199,6 @@ pub async fn get(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Project> {
     .try_into()
 }
 
-/// A project by id whatever its organisation (for workers, which act for the system).
-pub async fn get_any(pool: &PgPool, id: Uuid) -> Result<Project> {
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from project where id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    row.ok_or(Error::NotFound {
-        what: "project",
-        id,
-    })?
-    .try_into()
-}
-
 /// Projects of `org_id`, newest first, after the cursor (a project id).
 pub async fn list(
     pool: &PgPool,

@@ -30,6 +30,11 @@ pub struct StepContext {
     pub step_id: Uuid,
     /// Run id.
     pub run_id: Uuid,
+    /// The run's project. Steps take their project (and so the organisation, the windows, labels and
+    /// object keys they touch) from the run, never from their arguments.
+    pub project_id: Uuid,
+    /// The run's organisation.
+    pub org_id: Uuid,
     /// This attempt (1-based).
     pub attempt: i32,
     /// Kind-specific arguments.
@@ -58,6 +63,19 @@ impl std::fmt::Debug for StepContext {
 }
 
 impl StepContext {
+    /// The run's project, read within its organisation.
+    pub async fn project(&self) -> Result<groundwork_store::projects::Project, StepError> {
+        groundwork_store::projects::get(&self.pool, self.org_id, self.project_id)
+            .await
+            .map_err(|e| match e {
+                groundwork_store::Error::NotFound { .. } => StepError::Permanent(anyhow::anyhow!(
+                    "the run's project {} no longer exists",
+                    self.project_id
+                )),
+                e => StepError::Retryable(e.into()),
+            })
+    }
+
     /// The object store, or a permanent error naming the step kind that needs it.
     pub fn objects(&self, kind: StepKind) -> Result<Arc<dyn object_store::ObjectStore>, StepError> {
         self.objects.clone().ok_or_else(|| {
@@ -131,14 +149,24 @@ pub trait StepArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
         NewStep::new(name, Self::KIND, args, queue)
     }
 
-    /// Reads the arguments of a claimed step; malformed arguments are a permanent failure.
+    /// The limits the arguments must keep (the same ones the dedicated endpoints check): a reason
+    /// when they do not.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Reads the arguments of a claimed step and checks their limits; malformed or out-of-range
+    /// arguments are a permanent failure.
     fn parse(args: &Value) -> Result<Self, StepError> {
-        serde_json::from_value(args.clone()).map_err(|e| {
+        let invalid = |e: &dyn std::fmt::Display| {
             StepError::Permanent(anyhow::anyhow!(
                 "invalid arguments for step kind `{}`: {e}",
                 Self::KIND
             ))
-        })
+        };
+        let parsed: Self = serde_json::from_value(args.clone()).map_err(|e| invalid(&e))?;
+        parsed.check().map_err(|e| invalid(&e))?;
+        Ok(parsed)
     }
 }
 

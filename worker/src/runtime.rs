@@ -153,6 +153,8 @@ async fn execute(shared: &Shared, claimed: Claimed) {
     let ctx = StepContext {
         step_id: claimed.id,
         run_id: claimed.run_id,
+        project_id: claimed.project_id,
+        org_id: claimed.org_id,
         attempt: claimed.attempt,
         args: claimed.args.clone(),
         progress: progress.clone(),

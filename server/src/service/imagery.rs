@@ -123,7 +123,6 @@ pub async fn acquire(
     let mut steps: Vec<NewStep> = (0..partitions)
         .map(|i| {
             AcquireArgs {
-                project_id,
                 stac: body.stac.clone(),
                 profile: profile.clone(),
                 max_cloud: body.max_cloud,
@@ -134,7 +133,6 @@ pub async fn acquire(
         })
         .collect();
     let mut summary = SummaryArgs {
-        project_id,
         success_threshold: threshold,
     }
     .to_step("acquire-summary", "cpu");

@@ -132,7 +132,6 @@ pub async fn start_training(
         "cpu"
     };
     let mut train = TrainArgs {
-        project_id,
         label_set_version: body.label_set_version,
         epochs: body.epochs,
         freeze_epochs: body.freeze_epochs,
@@ -145,7 +144,6 @@ pub async fn start_training(
     // A retried attempt resumes from the last checkpoint, so retries are cheap.
     train.max_attempts = 5;
     let mut evaluate = EvaluateArgs {
-        project_id,
         train_run_id: None,
         device: None,
     }

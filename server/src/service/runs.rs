@@ -2,7 +2,7 @@
 //! steps.
 
 use crate::api::auth::{Actor, Role};
-use crate::api::error::{ApiError, ApiResult, FieldError};
+use crate::api::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::api::{AppState, Page, PageQuery};
 use groundwork_store::jobs::{self, NewStep, Run, RunWithSteps, Step};
 use groundwork_store::projects;
@@ -93,6 +93,17 @@ pub async fn create_run(
                 message: format!("unknown step kind {:?}; known: {kinds:?}", s.kind),
             }),
             Some(k) => {
+                // Pipeline kinds go through their own endpoints, which plan and check them; here
+                // only administrators may start them by hand.
+                if !k.is_test_kind() && actor.role < Role::Admin {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        format!(
+                            "only administrators start `{k}` steps by hand; use the project's \
+                             acquire, train or predict endpoint"
+                        ),
+                    ));
+                }
                 if let Err(e) = groundwork_worker::check_args(k, &args) {
                     errors.push(FieldError {
                         field: format!("steps[{i}].args"),

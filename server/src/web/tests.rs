@@ -1096,7 +1096,7 @@ async fn seed_results(pool: &groundwork_store::PgPool, org: Uuid, project: Uuid)
         &[jobs::NewStep::new(
             "train",
             groundwork_types::StepKind::Train,
-            json!({"project_id": project}),
+            json!({}),
             "cpu",
         )],
         None,

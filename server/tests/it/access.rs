@@ -296,7 +296,7 @@ async fn org_fixture(
         &[groundwork_store::jobs::NewStep::new(
             "train",
             "train".parse().unwrap(),
-            json!({"project_id": project_id}),
+            json!({}),
             "cpu",
         )],
         None,

@@ -584,3 +584,77 @@ async fn health_readiness_and_openapi() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_generic_run_endpoint_gives_pipeline_kinds_to_administrators_only_with_checked_arguments()
+ {
+    let api = Api::new().await;
+    let (_, p) = api
+        .call("POST", "/api/v1/projects", Some(project(square(0.1))))
+        .await;
+    let pid = p["id"].as_str().unwrap();
+    let runs = format!("/api/v1/projects/{pid}/runs");
+    // A member of the same organisation may start test kinds, not pipeline kinds.
+    let member = groundwork_server::testing::member_token(
+        &api._db.pool,
+        groundwork_store::DEFAULT_ORG_ID,
+        groundwork_store::accounts::Role::Member,
+    )
+    .await
+    .unwrap();
+    let as_member = Api {
+        app: groundwork_server::testing::with_bearer(
+            router(AppState::new(api._db.pool.clone())),
+            &member,
+        )
+        .unwrap(),
+        _db: TestDb::new().await.unwrap(),
+    };
+    let train = json!({"steps": [{"name": "t", "kind": "train", "args": {}}]});
+    let (s, resp) = as_member.call("POST", &runs, Some(train.clone())).await;
+    assert_error(s, &resp, StatusCode::FORBIDDEN, "forbidden");
+    let (s, _) = as_member
+        .call(
+            "POST",
+            &runs,
+            Some(json!({"steps": [{"name": "n", "kind": "noop"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // An administrator's arguments are checked with the kind's typed struct and limits: no project,
+    // no file on a worker, no out-of-range setting.
+    let other_project = uuid::Uuid::new_v4();
+    for (kind, args) in [
+        ("train", json!({"project_id": other_project})),
+        ("evaluate", json!({"project_id": other_project})),
+        ("acquire_summary", json!({"project_id": other_project})),
+        ("combine", json!({"project_id": other_project})),
+        ("publish", json!({"project_id": other_project})),
+        (
+            "acquire",
+            json!({"stac": "https://example.org", "project_id": other_project}),
+        ),
+        (
+            "predict",
+            json!({"epsg": 32633, "block": 1, "block_column": 0, "block_row": 0,
+                           "model": {"kind": "checkpoint", "path": "/etc", "outputs": 2}}),
+        ),
+        ("train", json!({"epochs": 100_000})),
+        ("sleep", json!({"seconds": 1e9})),
+    ] {
+        let body = json!({"steps": [{"name": "x", "kind": kind, "args": args}]});
+        let (s, resp) = api.call("POST", &runs, Some(body)).await;
+        assert_error(
+            s,
+            &resp,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+        assert_eq!(
+            resp["error"]["details"][0]["field"], "steps[0].args",
+            "{kind}: {resp:#}"
+        );
+    }
+    let (s, resp) = api.call("POST", &runs, Some(train)).await;
+    assert_eq!(s, StatusCode::CREATED, "{resp:#}");
+}

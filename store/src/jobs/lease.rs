@@ -37,7 +37,7 @@ pub async fn claim(
          r as (update pipeline_run set state = 'running', started_at = coalesce(started_at, now()) \
                where id = (select run_id from c) and state = 'queued'), \
          m as (update apalis.jobs set status = 'Done', done_at = now() where id = $4) \
-         select * from c",
+         select c.*, pr.project_id, pr.org_id from c join pipeline_run pr on pr.id = c.run_id",
     )
     .bind(step_id)
     .bind(worker_id)

@@ -192,6 +192,10 @@ pub struct Claimed {
     pub lease_owner: Uuid,
     /// Whether other steps wait for this one (their dispatch must commit with its success).
     pub has_dependents: bool,
+    /// The run's project: whose work this is (never taken from the step's arguments).
+    pub project_id: Uuid,
+    /// The run's organisation.
+    pub org_id: Uuid,
 }
 
 /// What a heartbeat tells the worker.

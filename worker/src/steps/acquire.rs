@@ -11,14 +11,11 @@ use groundwork_store::{projects, windows};
 use groundwork_types::keys::ProjectKeys;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
 
 /// Arguments of `acquire`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireArgs {
-    /// The project.
-    pub project_id: Uuid,
     /// STAC API URL, or a static `catalog.json` path or URL.
     pub stac: String,
     /// `earth-search` (default), `planetary-computer`, or a custom profile.
@@ -37,6 +34,22 @@ pub struct AcquireArgs {
 
 impl StepArgs for AcquireArgs {
     const KIND: StepKind = StepKind::Acquire;
+
+    fn check(&self) -> Result<(), String> {
+        let [index, count] = self.partition;
+        if !(1..=256).contains(&count) || index >= count {
+            return Err(
+                "partition must be [index, count] with count 1–256 and index < count".into(),
+            );
+        }
+        if self.max_cloud.is_some_and(|c| !(0.0..=100.0).contains(&c)) {
+            return Err("max_cloud must be 0–100".into());
+        }
+        if !(0.0..=1.0).contains(&self.success_threshold) {
+            return Err("success_threshold must be 0–1".into());
+        }
+        Ok(())
+    }
 }
 
 fn default_profile() -> Profile {
@@ -107,9 +120,7 @@ impl Step for Acquire {
                 )));
             }
             let objects = ctx.objects(StepKind::Acquire)?;
-            let project = projects::get_any(&ctx.pool, args.project_id)
-                .await
-                .map_err(|e| permanent(anyhow::anyhow!(e)))?;
+            let project = ctx.project().await?;
             let modalities = project.modalities.clone();
             ctx.progress.set(0.0, "planning windows");
             let all = plan_windows(&ctx.pool, &project).await.map_err(permanent)?;
@@ -200,8 +211,6 @@ impl Step for Acquire {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SummaryArgs {
-    /// The project.
-    pub project_id: Uuid,
     /// Fraction of windows that must succeed.
     #[serde(default = "default_threshold")]
     pub success_threshold: f64,
@@ -209,6 +218,14 @@ pub struct SummaryArgs {
 
 impl StepArgs for SummaryArgs {
     const KIND: StepKind = StepKind::AcquireSummary;
+
+    fn check(&self) -> Result<(), String> {
+        if (0.0..=1.0).contains(&self.success_threshold) {
+            Ok(())
+        } else {
+            Err("success_threshold must be 0–1".into())
+        }
+    }
 }
 
 /// The `acquire_summary` kind: the fan-in of partitioned acquisition.
@@ -224,7 +241,7 @@ impl Step for AcquireSummary {
         args: SummaryArgs,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let c = windows::counts(&ctx.pool, args.project_id)
+            let c = windows::counts(&ctx.pool, ctx.project_id)
                 .await
                 .map_err(|e| StepError::Retryable(e.into()))?;
             #[expect(clippy::cast_precision_loss, reason = "a fraction")]

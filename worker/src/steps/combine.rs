@@ -21,15 +21,11 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use uuid::Uuid;
 
 /// Arguments of `combine`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CombineArgs {
-    /// The project.
-    pub project_id: Uuid,
-}
+pub struct CombineArgs {}
 
 impl StepArgs for CombineArgs {
     const KIND: StepKind = StepKind::Combine;
@@ -189,13 +185,11 @@ impl Step for Combine {
     fn run(
         &self,
         ctx: StepContext,
-        args: CombineArgs,
+        _args: CombineArgs,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
             let objects = ctx.objects(StepKind::Combine)?;
-            let project = projects::get_any(&ctx.pool, args.project_id)
-                .await
-                .map_err(permanent)?;
+            let project = ctx.project().await?;
             let run = jobs::get_run(&ctx.pool, project.org_id, ctx.run_id)
                 .await
                 .map_err(|e| StepError::Retryable(e.into()))?;

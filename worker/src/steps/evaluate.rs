@@ -7,7 +7,7 @@ use super::train::{ModelManifest, WindowSource, load_examples};
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
 use groundwork_store::labels::{self, Split, TrainingExample};
-use groundwork_store::{models, projects};
+use groundwork_store::models;
 use groundwork_types::keys::ProjectKeys;
 use groundwork_types::{
     BaselineMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport, Metrics,
@@ -27,8 +27,6 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateArgs {
-    /// The project.
-    pub project_id: Uuid,
     /// The run whose `train` step wrote the model (default: this step's run).
     #[serde(default)]
     pub train_run_id: Option<Uuid>,
@@ -215,7 +213,7 @@ impl Step for Evaluate {
             let manifest = read_manifest(&ctx, &args).await?;
             let (_, examples) = labels::training_examples(
                 &ctx.pool,
-                args.project_id,
+                ctx.project_id,
                 Some(manifest.1.label_set_version),
             )
             .await
@@ -230,9 +228,7 @@ async fn read_manifest(
     args: &EvaluateArgs,
 ) -> Result<(String, ModelManifest), StepError> {
     let store = ctx.objects(StepKind::Evaluate)?;
-    let project = projects::get_any(&ctx.pool, args.project_id)
-        .await
-        .map_err(|e| permanent(anyhow::anyhow!(e)))?;
+    let project = ctx.project().await?;
     let model_key = ProjectKeys::new(project.org_id, project.id)
         .model(args.train_run_id.unwrap_or(ctx.run_id))
         .manifest;
@@ -259,9 +255,7 @@ pub async fn evaluate_model(
     let store = ctx.objects(StepKind::Evaluate)?;
     let (model_key, manifest) = read_manifest(ctx, args).await?;
     let train_run = args.train_run_id.unwrap_or(ctx.run_id);
-    let project = projects::get_any(&ctx.pool, args.project_id)
-        .await
-        .map_err(|e| permanent(anyhow::anyhow!(e)))?;
+    let project = ctx.project().await?;
     let keys = ProjectKeys::new(project.org_id, project.id);
     let baseline_key = keys.model(train_run).baseline;
     let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))

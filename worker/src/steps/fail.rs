@@ -19,6 +19,14 @@ pub struct FailArgs {
 
 impl StepArgs for FailArgs {
     const KIND: StepKind = StepKind::Fail;
+
+    fn check(&self) -> Result<(), String> {
+        if (0..=20).contains(&self.times) {
+            Ok(())
+        } else {
+            Err("times must be 0–20".into())
+        }
+    }
 }
 
 /// The `fail` kind.

@@ -8,21 +8,18 @@ use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
 use groundwork_imagery::publish::warp_to_web_mercator;
+use groundwork_store::jobs;
 use groundwork_store::outputs::{self, NewOutput};
-use groundwork_store::{jobs, projects};
 use groundwork_types::StepState;
 use groundwork_types::keys::ProjectKeys;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 /// Arguments of `publish`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishArgs {
-    /// The project.
-    pub project_id: Uuid,
     /// Extra lineage (label-set version, metrics, training run, …), merged into the output's.
     #[serde(default)]
     pub lineage: Value,
@@ -69,9 +66,7 @@ impl Step for Publish {
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
             let objects = ctx.objects(StepKind::Publish)?;
-            let project = projects::get_any(&ctx.pool, args.project_id)
-                .await
-                .map_err(permanent)?;
+            let project = ctx.project().await?;
             let run = jobs::get_run(&ctx.pool, project.org_id, ctx.run_id)
                 .await
                 .map_err(|e| StepError::Retryable(e.into()))?;

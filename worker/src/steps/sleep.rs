@@ -18,6 +18,14 @@ pub struct SleepArgs {
 
 impl StepArgs for SleepArgs {
     const KIND: StepKind = StepKind::Sleep;
+
+    fn check(&self) -> Result<(), String> {
+        if (0.0..=86_400.0).contains(&self.seconds) {
+            Ok(())
+        } else {
+            Err("seconds must be within 0–86400".into())
+        }
+    }
 }
 
 /// The `sleep` kind.
@@ -33,11 +41,6 @@ impl Step for Sleep {
         args: SleepArgs,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            if !(0.0..=86_400.0).contains(&args.seconds) {
-                return Err(StepError::Permanent(anyhow::anyhow!(
-                    "seconds must be within 0–86400"
-                )));
-            }
             let total = Duration::from_secs_f64(args.seconds);
             let start = Instant::now();
             loop {

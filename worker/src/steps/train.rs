@@ -17,7 +17,7 @@ use anyhow::Context;
 use candle_core::Device;
 use futures::future::BoxFuture;
 use groundwork_store::labels::{self, LabelTarget, Split, TrainingExample};
-use groundwork_store::{models, projects};
+use groundwork_store::models;
 use groundwork_types::keys::{ModelKeys, ProjectKeys};
 use groundwork_types::{ClassDef, HeadKind, Task};
 use object_store::path::Path as ObjectPath;
@@ -34,14 +34,11 @@ use sha2::Digest;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// Arguments of `train`. Every training setting is optional (defaults: [`FitOptions::default`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainArgs {
-    /// The project.
-    pub project_id: Uuid,
     /// Label-set version (default: the latest).
     #[serde(default)]
     pub label_set_version: Option<i32>,
@@ -76,6 +73,35 @@ pub struct TrainArgs {
 
 impl StepArgs for TrainArgs {
     const KIND: StepKind = StepKind::Train;
+
+    fn check(&self) -> Result<(), String> {
+        let within = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
+        within(
+            self.epochs.is_none_or(|e| (1..=500).contains(&e)),
+            "epochs must be 1–500",
+        )?;
+        within(
+            self.freeze_epochs
+                .is_none_or(|f| f <= self.epochs.unwrap_or(500)),
+            "freeze_epochs must not exceed epochs",
+        )?;
+        within(
+            self.batch_size.is_none_or(|b| (1..=256).contains(&b)),
+            "batch_size must be 1–256",
+        )?;
+        within(
+            self.lr.is_none_or(|lr| lr > 0.0 && lr <= 1.0),
+            "lr must be within (0, 1]",
+        )?;
+        within(
+            self.patience.is_none_or(|p| (1..=500).contains(&p)),
+            "patience must be 1–500",
+        )?;
+        within(
+            self.label_set_version.is_none_or(|v| v >= 1),
+            "label_set_version must be 1 or more",
+        )
+    }
 }
 
 impl TrainArgs {
@@ -359,7 +385,7 @@ impl Step for Train {
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
             let (version, examples) =
-                labels::training_examples(&ctx.pool, args.project_id, args.label_set_version)
+                labels::training_examples(&ctx.pool, ctx.project_id, args.label_set_version)
                     .await
                     .map_err(permanent)?;
             train_on_examples(&ctx, &args, version, examples).await
@@ -480,9 +506,7 @@ pub async fn train_on_examples(
     examples: Vec<TrainingExample>,
 ) -> Result<StepOutput, StepError> {
     let store = ctx.objects(StepKind::Train)?;
-    let project = projects::get_any(&ctx.pool, args.project_id)
-        .await
-        .map_err(|e| permanent(anyhow::anyhow!(e)))?;
+    let project = ctx.project().await?;
     let size: ModelSize = project.model_size;
     let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))
         .map_err(permanent)?;

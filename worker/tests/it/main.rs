@@ -4,5 +4,6 @@
 //! Run one module with a filter, e.g. `cargo test -p groundwork-worker --test it job_system::`.
 
 mod job_system;
+mod ownership;
 mod stitch;
 mod train;

@@ -185,6 +185,8 @@ impl Setup {
         StepContext {
             step_id,
             run_id: self.run_id,
+            project_id: self.project_id,
+            org_id: self.org_id,
             attempt,
             args: Value::Null,
             progress: Progress::default(),
@@ -210,7 +212,6 @@ impl Setup {
 async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated() {
     let s = setup().await;
     let args = TrainArgs {
-        project_id: s.project_id,
         epochs: Some(7),
         freeze_epochs: Some(5),
         batch_size: Some(2),
@@ -301,7 +302,6 @@ async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated
     // Evaluate on the test split: the model and the baseline beat the majority class.
     let ctx = s.ctx(s.eval_step, 1, CancellationToken::new());
     let eval_args = EvaluateArgs {
-        project_id: s.project_id,
         train_run_id: None,
         device: Some("cpu".into()),
     };

@@ -38,14 +38,11 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
-use uuid::Uuid;
 
 /// Arguments of `predict`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PredictArgs {
-    /// The project.
-    pub project_id: Uuid,
     /// UTM zone of the partition.
     pub epsg: u32,
     /// Side of a partition in windows.
@@ -66,6 +63,19 @@ pub struct PredictArgs {
 
 impl StepArgs for PredictArgs {
     const KIND: StepKind = StepKind::Predict;
+
+    fn check(&self) -> Result<(), String> {
+        if !(1..=64).contains(&self.block) {
+            return Err("block must be 1–64 windows".into());
+        }
+        if !(1..=256).contains(&self.batch_size) {
+            return Err("batch_size must be 1–256".into());
+        }
+        if self.overlap > 512 {
+            return Err("overlap must be at most 512 px".into());
+        }
+        Ok(())
+    }
 }
 
 fn default_overlap() -> usize {
@@ -128,7 +138,6 @@ pub async fn plan_prediction(
     let mut names = Vec::new();
     for (i, p) in partition_cells(&cells, block).iter().enumerate() {
         let args = PredictArgs {
-            project_id: project.id,
             epsg: p.epsg,
             block,
             block_column: p.block_column,
@@ -141,14 +150,10 @@ pub async fn plan_prediction(
         steps.push(args.to_step(&name, queue));
         names.push(name);
     }
-    let mut combine = CombineArgs {
-        project_id: project.id,
-    }
-    .to_step("combine", "cpu");
+    let mut combine = CombineArgs {}.to_step("combine", "cpu");
     combine.depends_on = names;
     steps.push(combine);
     let mut publish = PublishArgs {
-        project_id: project.id,
         lineage: opts.lineage.clone(),
     }
     .to_step("publish", "cpu");
@@ -176,9 +181,7 @@ impl Step for Predict {
         Box::pin(async move {
             let started = Instant::now();
             let objects = ctx.objects(StepKind::Predict)?;
-            let project = projects::get_any(&ctx.pool, args.project_id)
-                .await
-                .map_err(permanent)?;
+            let project = ctx.project().await?;
             let size = usize::try_from(project.window_size).unwrap_or(64);
             let layout = TileLayout::new(size, args.overlap).map_err(permanent)?;
             let b = i64::try_from(args.block.max(1)).unwrap_or(1);
@@ -248,6 +251,7 @@ impl Step for Predict {
             ctx.progress.set(0.2, "running the model");
             let device = olmoearth::device::parse_device("auto").unwrap_or(Device::Cpu);
             let spec = args.model.clone();
+            let model_dir = ctx.model_dir.clone();
             let patch_size = usize::try_from(project.patch_size).unwrap_or(4);
             let cancel = ctx.cancel.clone();
             let batch = args.batch_size;
@@ -260,7 +264,7 @@ impl Step for Predict {
                 ),
                 _ => None,
             };
-            let mut lineage = args.model.lineage();
+            let mut lineage = args.model.lineage(ctx.model_dir.as_deref());
             let mut class_ids: Option<Vec<i32>> = None;
             if let Some((m, _)) = &trained {
                 lineage["checkpoint_sha256"] = json!(m.weights_sha256);
@@ -276,7 +280,7 @@ impl Step for Predict {
                     Some((manifest, weights)) => {
                         Arc::new(TrainedModel::load(&manifest, &weights, &device)?)
                     }
-                    None => spec.load(patch_size, &device)?,
+                    None => spec.load(model_dir.as_deref(), patch_size, &device)?,
                 };
                 predict_partition(
                     model.as_ref(),

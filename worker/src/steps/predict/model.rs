@@ -6,9 +6,10 @@ use candle_core::{DType, Device, Tensor};
 use groundwork_store::projects;
 use object_store::ObjectStoreExt;
 use olmoearth::EncoderInput;
+use olmoearth::ModelSize;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -186,10 +187,12 @@ pub enum ModelSpec {
         #[serde(default)]
         regression: bool,
     },
-    /// An OlmoEarth checkpoint on the worker's disk with a freshly initialised segmentation head.
-    Checkpoint {
-        /// Model directory or weights file.
-        path: PathBuf,
+    /// A released OlmoEarth checkpoint from the worker's own model folder (`groundwork model fetch`)
+    /// with a freshly initialised segmentation head. Arguments name the size, never a path: which files
+    /// a worker reads is its own configuration.
+    Released {
+        /// The released size.
+        size: ModelSize,
         /// Outputs of the head.
         outputs: usize,
         /// Values rather than probabilities.
@@ -205,7 +208,12 @@ pub enum ModelSpec {
 
 impl ModelSpec {
     /// Builds the model; a trained model comes from [`ModelSpec::fetch_trained`] instead.
-    pub fn load(&self, patch_size: usize, device: &Device) -> anyhow::Result<Arc<dyn WindowModel>> {
+    pub fn load(
+        &self,
+        model_dir: Option<&Path>,
+        patch_size: usize,
+        device: &Device,
+    ) -> anyhow::Result<Arc<dyn WindowModel>> {
         Ok(match self {
             ModelSpec::Trained { run_id } => {
                 anyhow::bail!("the model of run {run_id} must be fetched from the object store")
@@ -220,15 +228,19 @@ impl ModelSpec {
                     regression: *regression,
                 })
             }
-            ModelSpec::Checkpoint {
-                path,
+            ModelSpec::Released {
+                size,
                 outputs,
                 regression,
             } => {
                 anyhow::ensure!(*outputs > 0, "a model needs at least one output");
+                let root = model_dir.with_context(|| {
+                    format!("this worker has no model folder for the released {size} checkpoint")
+                })?;
+                let path = olmoearth::fetch::model_dir(root, *size);
                 Arc::new(
                     EncoderSegmentation::from_checkpoint(
-                        path,
+                        &path,
                         *outputs,
                         patch_size,
                         *regression,
@@ -262,25 +274,23 @@ impl ModelSpec {
         Ok((manifest, weights.to_vec()))
     }
 
-    /// What lineage records about the model.
+    /// What lineage records about the model (`model_dir`: the worker's model folder).
     #[must_use]
-    pub fn lineage(&self) -> serde_json::Value {
+    pub fn lineage(&self, model_dir: Option<&Path>) -> serde_json::Value {
         match self {
             ModelSpec::Trained { run_id } => json!({"kind": "trained", "run_id": run_id}),
             ModelSpec::Constant { values, regression } => {
                 json!({"kind": "constant", "outputs": values.len(), "regression": regression})
             }
-            ModelSpec::Checkpoint {
-                path,
+            ModelSpec::Released {
+                size,
                 outputs,
                 regression,
             } => {
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                json!({"kind": "checkpoint", "name": name, "outputs": outputs, "regression": regression,
-                       "checkpoint_sha256": checkpoint_hash(path)})
+                let hash = model_dir
+                    .and_then(|root| checkpoint_hash(&olmoearth::fetch::model_dir(root, *size)));
+                json!({"kind": "released", "name": size.hf_repo(), "outputs": outputs,
+                       "regression": regression, "checkpoint_sha256": hash})
             }
         }
     }
