@@ -412,6 +412,79 @@ async fn workers_are_listed_and_drained_from_their_page() {
 }
 
 #[tokio::test]
+async fn the_workers_page_shows_and_acts_on_the_organisations_own_workers_only() {
+    let site = Site::new().await;
+    let reg = |name: &str| workers::Registration {
+        name: name.into(),
+        pool: "cpu".into(),
+        queues: vec!["cpu".into()],
+        concurrency: 1,
+        capabilities: json!({}),
+        version: "0.1.0".into(),
+    };
+    let own = workers::register(&site.db.pool, &reg("own-box"))
+        .await
+        .unwrap();
+    // Another organisation's worker, registered with that organisation's worker token.
+    let who = groundwork_store::audit::Who::cli();
+    let other = groundwork_store::accounts::create_org(&site.db.pool, &who, "other", None)
+        .await
+        .unwrap();
+    let (secret, _) =
+        groundwork_store::accounts::create_worker_token(&site.db.pool, &who, other.id, "w")
+            .await
+            .unwrap();
+    let theirs = workers::register_with_token(&site.db.pool, &reg("their-box"), Some(&secret))
+        .await
+        .unwrap();
+    let page = site.get("/workers").await;
+    assert!(page.body.contains("own-box"));
+    assert!(
+        !page.body.contains("their-box"),
+        "another organisation's worker is listed"
+    );
+    assert!(!page.body.contains(&theirs.to_string()));
+    // Their worker cannot be drained from here, and the attempt changes nothing.
+    let r = site
+        .post_form(&format!("/workers/{theirs}/drain"), &[("csrf", "")])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        workers::get(&site.db.pool, theirs)
+            .await
+            .unwrap()
+            .admin_state,
+        "active"
+    );
+    // A member sees the page without the buttons only administrators can use.
+    let member = crate::testing::member_token(
+        &site.db.pool,
+        groundwork_store::DEFAULT_ORG_ID,
+        groundwork_store::accounts::Role::Member,
+    )
+    .await
+    .unwrap();
+    let as_member =
+        crate::testing::with_bearer(router(AppState::new(site.db.pool.clone())), &member).unwrap();
+    let req = axum::http::Request::builder()
+        .uri("/workers")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(as_member, req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("own-box"));
+    assert!(
+        !body.contains(&format!(r#"action="/workers/{own}/drain""#)),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn static_files_have_their_types_and_cache_headers() {
     let site = Site::new().await;
     let page = site.get("/projects").await;

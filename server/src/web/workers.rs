@@ -6,6 +6,7 @@ use super::{Layout, Nav};
 use crate::api::AppState;
 use crate::api::auth::{Actor, Role};
 use crate::api::extract::Path;
+use crate::service::workers as service;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
@@ -13,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use chrono::{DateTime, Utc};
 use groundwork_store::jobs;
-use groundwork_store::workers::{self, Pool, Worker};
+use groundwork_store::workers::{Pool, Worker};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -103,14 +104,16 @@ struct WorkersPage {
     workers: Vec<WorkerView>,
     pools: Vec<PoolView>,
     queues: Vec<(String, i64)>,
+    /// Drain, pause and resume are offered to administrators only.
+    can_admin: bool,
 }
 
-/// `GET /workers`.
+/// `GET /workers`: the organisation's workers, pools and queues (the same service the API uses).
 pub async fn list(State(state): State<AppState>, actor: Actor) -> PageResult<impl IntoResponse> {
     let now = Utc::now();
-    let items = workers::list(&state.pool).await?;
-    let pools = workers::pools(&state.pool).await?;
-    let queues = jobs::queue_depths(&state.pool).await?;
+    let items = service::list_workers(&state, &actor).await?.items;
+    let pools = service::list_pools(&state, &actor).await?.items;
+    let queues = jobs::queue_depths_in_org(&state.pool, actor.org_id).await?;
     Ok(WorkersPage {
         layout: Layout::new(&state, &actor, "Workers", Nav::Workers).await,
         workers: items
@@ -119,6 +122,7 @@ pub async fn list(State(state): State<AppState>, actor: Actor) -> PageResult<imp
             .collect(),
         pools: pools.into_iter().map(|pool| PoolView { pool }).collect(),
         queues,
+        can_admin: actor.role >= Role::Admin,
     })
 }
 
@@ -128,11 +132,11 @@ pub async fn act(
     actor: Actor,
     Path((id, action)): Path<(Uuid, String)>,
 ) -> PageResult<Redirect> {
-    actor.require(Role::Admin)?;
-    let admin_state = match action.as_str() {
-        "drain" => "draining",
-        "pause" => "paused",
-        "resume" => "active",
+    // The service checks the role, finds only the organisation's workers and audits the change.
+    match action.as_str() {
+        "drain" => service::drain_worker(&state, &actor, id).await?,
+        "pause" => service::pause_worker(&state, &actor, id).await?,
+        "resume" => service::resume_worker(&state, &actor, id).await?,
         _ => {
             return Err(PageError {
                 status: StatusCode::NOT_FOUND,
@@ -140,6 +144,5 @@ pub async fn act(
             });
         }
     };
-    workers::set_admin_state(&state.pool, id, admin_state).await?;
     Ok(Redirect::to(&format!("/workers#worker-{id}")))
 }

@@ -637,6 +637,9 @@ impl Fixture {
                 (format!("/invite/{secret}"), None)
             }
             "tokens page" => ("/tokens".into(), None),
+            "workers page" => ("/workers".into(), None),
+            "drain worker on page" => (format!("/workers/{w}/drain"), form(&[])),
+            "resume worker on page" => (format!("/workers/{w}/resume"), form(&[])),
             "create token on page" => ("/tokens".into(), form(&[("name", "n"), ("scope", "read")])),
             "revoke token on page" => {
                 let owner = accounts::members(&self.pool, org.id)
@@ -938,6 +941,21 @@ async fn every_route_answers_each_caller_by_role_scope_and_organisation() {
             false,
         ),
         ("tokens page", "GET", Role::Viewer, Class::Forbidden, false),
+        ("workers page", "GET", Role::Viewer, Class::Forbidden, false),
+        (
+            "drain worker on page",
+            "POST",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "resume worker on page",
+            "POST",
+            Role::Admin,
+            Class::Forbidden,
+            true,
+        ),
         (
             "create token on page",
             "POST",

@@ -295,7 +295,18 @@ pub async fn retry(pool: &PgPool, org_id: Uuid, step_id: Uuid) -> Result<Step> {
     get_step(pool, org_id, step_id).await
 }
 
-/// Counts of queued (due or not) steps per queue.
+/// Counts of one organisation's queued (due or not) steps per queue.
+pub async fn queue_depths_in_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "select s.queue, count(*) from step s join pipeline_run r on r.id = s.run_id \
+         where s.state = 'queued' and r.org_id = $1 group by s.queue order by s.queue",
+    )
+    .bind(org_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Counts of queued (due or not) steps per queue, over the whole installation.
 pub async fn queue_depths(pool: &PgPool) -> Result<Vec<(String, i64)>> {
     Ok(sqlx::query_as(
         "select queue, count(*) from step where state = 'queued' group by queue order by queue",

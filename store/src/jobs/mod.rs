@@ -20,7 +20,10 @@ mod api;
 mod lease;
 mod reaper;
 
-pub use api::{create_run, get_run, get_step, list_runs, queue_depths, request_cancel, retry};
+pub use api::{
+    create_run, get_run, get_step, list_runs, queue_depths, queue_depths_in_org, request_cancel,
+    retry,
+};
 pub use lease::{FailOutcome, claim, complete, fail, heartbeat, mark_cancelled};
 pub use reaper::{Reaped, reap};
 
