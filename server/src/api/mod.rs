@@ -243,6 +243,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(auth::csrf_form_field))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::hygiene::security_headers,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
