@@ -38,10 +38,7 @@ pub fn basemap_origin(template: &str) -> Option<String> {
     for label in host.split('.') {
         if label.starts_with('{') && label.ends_with('}') {
             labels.push("*".to_owned());
-        } else if !label.is_empty()
-            && label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        } else if !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         {
             labels.push(label.to_ascii_lowercase());
         } else {
@@ -49,7 +46,9 @@ pub fn basemap_origin(template: &str) -> Option<String> {
         }
     }
     // A wildcard stands only for the leftmost label.
-    if labels.iter().skip(1).any(|l| l == "*") || labels.len() < 2 && labels.first().is_some_and(|l| l == "*") {
+    if labels.iter().skip(1).any(|l| l == "*")
+        || labels.len() < 2 && labels.first().is_some_and(|l| l == "*")
+    {
         return None;
     }
     let port = port.map(|p| format!(":{p}")).unwrap_or_default();

@@ -59,7 +59,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let addr = listener.local_addr()?;
-    state.secure_cookies = groundwork_server::hygiene::secure_cookies(args.secure_cookies, addr.ip());
+    state.secure_cookies =
+        groundwork_server::hygiene::secure_cookies(args.secure_cookies, addr.ip());
     let mut app = router(state);
     if let Some(dir) = &args.demo_data {
         let demo = groundwork_server::demo_stac::demo_stac_router(
