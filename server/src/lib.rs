@@ -5,6 +5,7 @@
 pub mod api;
 pub mod demo_stac;
 pub mod geometry;
+pub mod hygiene;
 pub mod labels;
 pub mod objects;
 pub mod service;

@@ -43,8 +43,9 @@ pub struct AppState {
     pub step_kinds: Arc<Vec<String>>,
     /// Object store holding published outputs (tiles and downloads need it).
     pub objects: Option<Arc<dyn object_store::ObjectStore>>,
-    /// Whether the session cookie carries `Secure` (browsers then send it over HTTPS only); off by
-    /// default so that `http://127.0.0.1` works.
+    /// Whether the session cookie carries `Secure` (browsers then send it over HTTPS only); off here so
+    /// that `http://127.0.0.1` works. `serve` turns it on off loopback
+    /// ([`crate::hygiene::secure_cookies`]).
     pub secure_cookies: bool,
     /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) the web maps draw under their layers; none
     /// draws a plain background, which needs no network.
@@ -243,6 +244,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(auth::csrf_form_field))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::hygiene::security_headers,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

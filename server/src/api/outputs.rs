@@ -100,7 +100,7 @@ pub async fn tile(
     let mut h = HeaderMap::new();
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
+        HeaderValue::from_static("private, max-age=3600"),
     );
     if let Ok(v) = HeaderValue::from_str(&tag) {
         h.insert(header::ETAG, v);
@@ -248,9 +248,16 @@ pub async fn stac_item_handler(
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_output))
+        .routes(routes!(list_outputs))
+        .merge(private_routes())
+}
+
+/// Tiles, downloads and STAC documents: data behind authentication that no shared cache may keep
+/// ([`crate::hygiene::private_cache`]).
+fn private_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(download_tif))
         .routes(routes!(download_geojson))
-        .routes(routes!(list_outputs))
         .routes(routes!(stac_collection_handler))
         .routes(routes!(stac_items))
         .routes(routes!(stac_item_handler))
@@ -260,4 +267,5 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
             "/api/v1/outputs/{id}/tiles/{z}/{x}/{y}",
             axum::routing::get(tile),
         )
+        .route_layer(axum::middleware::from_fn(crate::hygiene::private_cache))
 }

@@ -25,12 +25,15 @@ pub struct ServeArgs {
     /// Serve this demo catalogue (made by `groundwork demo-data`) as a STAC API under /demo/stac.
     #[arg(long, env = "GROUNDWORK_DEMO_DATA")]
     demo_data: Option<PathBuf>,
-    /// Mark the session cookie `Secure`, so browsers send it over HTTPS only. Turn this on whenever
-    /// users reach the server through HTTPS (a TLS-terminating proxy); leave it off for plain
-    /// `http://127.0.0.1`, where a `Secure` cookie would never come back. The variable takes
-    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
-    #[arg(long, env = "GROUNDWORK_SECURE_COOKIES", value_parser = clap::builder::BoolishValueParser::new())]
-    secure_cookies: bool,
+    /// Mark the session cookie `Secure`, so browsers send it over HTTPS only: `true` or `false` (also
+    /// `1`/`0`, `yes`/`no`, `on`/`off`). Unset, it is on when the server listens on an address other
+    /// than loopback (users then arrive through HTTPS, e.g. a TLS-terminating proxy) and off on
+    /// loopback, where plain `http://127.0.0.1` would never get a `Secure` cookie back. Set `false` to
+    /// serve plain HTTP on another address.
+    #[arg(long, env = "GROUNDWORK_SECURE_COOKIES", value_name = "BOOL",
+        num_args = 0..=1, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    secure_cookies: Option<bool>,
     /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) drawn under the web maps; without one
     /// the maps draw a plain background and need no network.
     #[arg(long, env = "GROUNDWORK_BASEMAP_URL")]
@@ -51,12 +54,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
     state.max_aoi_km2 = args.max_aoi_km2;
-    state.secure_cookies = args.secure_cookies;
     state.objects.clone_from(&config.objects);
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let addr = listener.local_addr()?;
+    state.secure_cookies =
+        groundwork_server::hygiene::secure_cookies(args.secure_cookies, addr.ip());
     let mut app = router(state);
     if let Some(dir) = &args.demo_data {
         let demo = groundwork_server::demo_stac::demo_stac_router(

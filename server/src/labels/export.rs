@@ -1,7 +1,7 @@
 //! Rendering a version of a project's labels as a GeoJSON or CSV file.
 
 use super::check::Legend;
-use super::formats::{Format, csv_quote};
+use super::formats::{Format, csv_text};
 use crate::api::error::{ApiError, ApiResult};
 use groundwork_store::PgPool;
 use groundwork_store::labels;
@@ -92,11 +92,11 @@ pub async fn export_file(
                     None => (String::new(), String::new()),
                 };
                 let target = match (l.class_id, l.value) {
-                    (Some(c), _) => csv_quote(&class_text(c)),
+                    (Some(c), _) => csv_text(&class_text(c)),
                     (None, Some(v)) => v.to_string(),
                     (None, None) => String::new(),
                 };
-                let window = csv_quote(l.window_id.as_deref().unwrap_or(""));
+                let window = csv_text(l.window_id.as_deref().unwrap_or(""));
                 body.push_str(&format!("{lon},{lat},{target},{window}\n"));
             }
             Ok(Export {

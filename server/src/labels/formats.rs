@@ -208,6 +208,28 @@ pub(crate) fn csv_quote(s: &str) -> String {
     }
 }
 
+/// The characters that make a spreadsheet read a cell as a formula.
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A text cell (a class name, a window id) as CSV: one that a spreadsheet would run as a formula
+/// (it starts with `=`, `+`, `-`, `@`, a tab or a carriage return) is prefixed with `'`, then quoted as
+/// needed. Numeric cells are written as numbers and never pass here. [`parse_csv`] drops the prefix.
+pub(crate) fn csv_text(s: &str) -> String {
+    if s.starts_with(FORMULA_START) {
+        csv_quote(&format!("'{s}"))
+    } else {
+        csv_quote(s)
+    }
+}
+
+/// A text cell as [`csv_text`] wrote it: the `'` put before a formula character is dropped.
+fn csv_text_cell(s: &str) -> &str {
+    match s.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_START) => rest,
+        _ => s,
+    }
+}
+
 /// Reads CSV with a header naming `lon`, `lat`, `class` or `value`, and optionally `window_id`.
 pub(crate) fn parse_csv(body: &[u8]) -> ApiResult<(Vec<RawLabel>, Vec<RowError>)> {
     let text =
@@ -268,7 +290,7 @@ fn csv_row(
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
     };
-    let window_id = get(window).map(str::to_owned);
+    let window_id = get(window).map(|s| csv_text_cell(s).to_owned());
     let geometry = match (get(lon), get(lat)) {
         (Some(x), Some(y)) => {
             let (x, y) = (number(x)?, number(y)?);
@@ -281,7 +303,7 @@ fn csv_row(
     };
     let class = get(class).map(|s| match s.parse::<i64>() {
         Ok(i) => ClassRef::Id(i),
-        Err(_) => ClassRef::Name(s.to_owned()),
+        Err(_) => ClassRef::Name(csv_text_cell(s).to_owned()),
     });
     let value = get(value).map(number).transpose()?;
     Ok(RawLabel {

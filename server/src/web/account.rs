@@ -34,13 +34,9 @@ struct SetupPage {
     error: String,
 }
 
-/// Only a path on this site is followed after sign-in (never `//host` or a full URL).
+/// Only a path on this site is followed after sign-in ([`crate::hygiene::same_site_path`]).
 fn safe_next(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
-        next.to_owned()
-    } else {
-        "/projects".to_owned()
-    }
+    crate::hygiene::same_site_path(next).to_owned()
 }
 
 fn redirect_with_cookie(to: &str, cookie: HeaderValue) -> Response {

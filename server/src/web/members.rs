@@ -215,7 +215,10 @@ pub async fn invite(
                 Some(created),
             )
             .await?;
-            Ok((StatusCode::CREATED, p).into_response())
+            // The link is a secret: never stored by a cache or the browser's history.
+            Ok(crate::hygiene::no_store(
+                (StatusCode::CREATED, p).into_response(),
+            ))
         }
         Err(e) => refused(&state, &actor, form, e).await,
     }

@@ -262,7 +262,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/members/{user_id}/role", post(members::set_role))
         .route("/members/{user_id}/remove", post(members::remove))
-        .route("/invite/{token}", get(invite::show).post(invite::accept))
+        .route(
+            "/invite/{token}",
+            get(invite::show)
+                .post(invite::accept)
+                .layer(axum::middleware::from_fn(crate::hygiene::never_store)),
+        )
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}/revoke", post(tokens::revoke))
         .route("/tokens/workers", post(tokens::create_worker_token))

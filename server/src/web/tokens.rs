@@ -253,7 +253,8 @@ pub async fn create(
     }
 }
 
-/// The tokens page answering a creation: 201 with the new secret shown once.
+/// The tokens page answering a creation: 201 with the new secret shown once, never stored by a cache
+/// or the browser's history.
 async fn created_page(state: &AppState, actor: &Actor, created: NewSecret) -> PageResult<Response> {
     let p = page(
         state,
@@ -264,7 +265,9 @@ async fn created_page(state: &AppState, actor: &Actor, created: NewSecret) -> Pa
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, p).into_response())
+    Ok(crate::hygiene::no_store(
+        (StatusCode::CREATED, p).into_response(),
+    ))
 }
 
 /// `POST /tokens/{id}/revoke`: the user's own token (admins: anyone's in the organisation).

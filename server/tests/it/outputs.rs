@@ -382,12 +382,9 @@ async fn published_outputs_serve_tiles_downloads_and_stac() {
     let (s, h, body) = get(app, &uri, &[]).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h[header::CONTENT_TYPE], "image/png");
-    assert!(
-        h[header::CACHE_CONTROL]
-            .to_str()
-            .unwrap()
-            .contains("max-age")
-    );
+    // Only the browser that asked may keep a tile: it is behind authentication.
+    assert_eq!(h[header::CACHE_CONTROL], "private, max-age=3600");
+    assert_eq!(h[header::VARY], "Authorization, Cookie");
     let (w, hgt, rgba) = decode_png(&body);
     assert_eq!((w, hgt), (256, 256));
     assert_eq!(
@@ -423,6 +420,7 @@ async fn published_outputs_serve_tiles_downloads_and_stac() {
     assert_eq!(s, StatusCode::NOT_MODIFIED);
     assert!(body.is_empty());
     assert_eq!(h304[header::ETAG].to_str().unwrap(), tag);
+    assert_eq!(h304[header::CACHE_CONTROL], "private, max-age=3600");
     let (s, _, _) = get(app, &uri, &[("if-none-match", "\"something-else\"")]).await;
     assert_eq!(s, StatusCode::OK);
 
@@ -511,6 +509,8 @@ async fn published_outputs_serve_tiles_downloads_and_stac() {
             .unwrap()
             .starts_with("image/tiff")
     );
+    assert_eq!(h[header::CACHE_CONTROL], "private");
+    assert_eq!(h[header::VARY], "Authorization, Cookie");
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("class.tif");
     std::fs::write(&path, &tif).unwrap();
