@@ -428,3 +428,20 @@ async fn a_stalled_request_times_out_with_the_error_shape_and_excess_requests_wa
     let (s, _) = call(&app, "GET", "/healthz", None).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn text_the_database_refuses_converts_to_a_422_not_a_500() {
+    use groundwork_store::{accounts, audit::Who};
+    let db = TestDb::new().await.unwrap();
+    let e = accounts::create_user(
+        &db.pool,
+        &Who::cli(),
+        "nul\u{0}@example.org",
+        "a long password",
+    )
+    .await
+    .unwrap_err();
+    let api = groundwork_server::api::error::ApiError::from(e);
+    assert_eq!(api.status, StatusCode::UNPROCESSABLE_ENTITY, "{api:?}");
+    assert!(api.message.contains("NUL"), "{api:?}");
+}
