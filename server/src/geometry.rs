@@ -12,6 +12,32 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     }
 }
 
+/// Most vertices (positions, over all rings and polygons) an AOI may have; checked before any other
+/// work on the geometry.
+pub const MAX_AOI_VERTICES: usize = 20_000;
+
+/// The positions in a GeoJSON `coordinates` value (arrays whose first item is a number), counting no
+/// further than `cap + 1`.
+#[must_use]
+pub fn count_positions(coords: &Value, cap: usize) -> usize {
+    fn walk(v: &Value, cap: usize, n: &mut usize) {
+        let Some(items) = v.as_array() else { return };
+        if items.first().is_some_and(Value::is_number) {
+            *n += 1;
+            return;
+        }
+        for item in items {
+            if *n > cap {
+                return;
+            }
+            walk(item, cap, n);
+        }
+    }
+    let mut n = 0;
+    walk(coords, cap, &mut n);
+    n
+}
+
 /// A parsed, valid AOI.
 #[derive(Debug, Clone)]
 pub struct Aoi {
@@ -98,6 +124,13 @@ pub fn aoi(value: &Value, max_km2: f64, errors: &mut Vec<FieldError>) -> Option<
         _ => value,
     };
     let coords = geometry.get("coordinates").unwrap_or(&Value::Null);
+    if count_positions(coords, MAX_AOI_VERTICES) > MAX_AOI_VERTICES {
+        errors.push(err(
+            "aoi.coordinates",
+            format!("the AOI has more than {MAX_AOI_VERTICES} vertices; simplify it"),
+        ));
+        return None;
+    }
     let multi = match geometry.get("type").and_then(Value::as_str) {
         Some("Polygon") => MultiPolygon::new(vec![polygon(coords, "aoi.coordinates", errors)?]),
         Some("MultiPolygon") => {
@@ -193,6 +226,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(huge[0].message.contains("limit"));
+        let ring: Vec<Value> = (0..=MAX_AOI_VERTICES)
+            .map(|i| {
+                let t = i as f64 / MAX_AOI_VERTICES as f64 * std::f64::consts::TAU;
+                json!([0.05 * t.cos(), 0.05 * t.sin()])
+            })
+            .chain([json!([0.05, 0.0])])
+            .collect();
+        let many = check(json!({"type": "Polygon", "coordinates": [ring]})).unwrap_err();
+        assert_eq!(many[0].field, "aoi.coordinates", "{many:?}");
+        assert!(many[0].message.contains("20000 vertices"), "{many:?}");
         let outside =
             check(json!({"type": "Polygon", "coordinates": [[[0, 0], [200, 0], [1, 1], [0, 0]]]}))
                 .unwrap_err();

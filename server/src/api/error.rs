@@ -69,11 +69,13 @@ pub enum ErrorCode {
     Unavailable,
     /// `/readyz`: the database is unreachable or migrations are not applied.
     NotReady,
+    /// the request took longer than the server's limit (or waited too long for a free slot).
+    Timeout,
 }
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [Self; 29] = [
+    pub const ALL: [Self; 30] = [
         Self::InvalidJson,
         Self::InvalidBody,
         Self::InvalidPath,
@@ -103,6 +105,7 @@ impl ErrorCode {
         Self::Internal,
         Self::Unavailable,
         Self::NotReady,
+        Self::Timeout,
     ];
 
     /// The code as it appears in `error.code`.
@@ -138,6 +141,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
             Self::NotReady => "not_ready",
+            Self::Timeout => "timeout",
         }
     }
 
@@ -175,6 +179,7 @@ impl ErrorCode {
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -222,6 +227,9 @@ impl ErrorCode {
             Self::Unavailable => "the database is unavailable",
             Self::NotReady => {
                 "`/readyz`: the database is unreachable or migrations are not applied"
+            }
+            Self::Timeout => {
+                "the request took longer than the server's limit (or waited too long for a free slot)"
             }
         }
     }
@@ -337,6 +345,22 @@ impl From<groundwork_store::Error> for ApiError {
             E::NotFound { what, .. } => Self::not_found(what),
             E::Conflict(msg) => Self::new(ErrorCode::Conflict, msg),
             E::Unauthorized(msg) => Self::new(ErrorCode::Unauthorized, msg),
+            E::Database(ref db)
+                if db
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| c == "22021" || c == "22P05") =>
+            {
+                // Text PostgreSQL refuses (NUL, invalid byte sequences), should a check have missed it.
+                tracing::warn!(error = %e, "text refused by the database");
+                Self::validation(vec![FieldError {
+                    field: "body".to_owned(),
+                    message: format!(
+                        "{}, nor byte sequences that are not UTF-8",
+                        super::extract::NUL_MESSAGE
+                    ),
+                }])
+            }
             E::Connect(_) => {
                 tracing::error!(error = %e, "database unavailable");
                 Self::new(ErrorCode::Unavailable, "the database is unavailable")

@@ -50,7 +50,17 @@ pub struct AppState {
     /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) the web maps draw under their layers; none
     /// draws a plain background, which needs no network.
     pub basemap_url: Option<String>,
+    /// How long a request may take to produce its response head (the body of a download streams
+    /// afterwards, unbounded); 503 `timeout` after it.
+    pub request_timeout: std::time::Duration,
+    /// Requests handled at once; further requests wait for a slot (within `request_timeout`).
+    pub max_concurrent_requests: usize,
 }
+
+/// Default of [`AppState::request_timeout`] (`serve --request-timeout-secs`).
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 60;
+/// Default of [`AppState::max_concurrent_requests`] (`serve --max-concurrent-requests`).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 
 impl AppState {
     /// Sets the basemap tile template; blank text means none.
@@ -73,6 +83,8 @@ impl AppState {
             objects: None,
             secure_cookies: false,
             basemap_url: None,
+            request_timeout: std::time::Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
         }
     }
 }
@@ -228,10 +240,52 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().into_openapi()
 }
 
-/// The whole HTTP application.
+/// The request timeout and the concurrency limit of [`router`].
+#[derive(Clone)]
+struct Limits {
+    timeout: std::time::Duration,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Middleware: at most `max_concurrent_requests` requests are handled at once (others wait for a
+/// slot), and a request that has no response head within `request_timeout` (waiting included) is
+/// answered 503 `timeout`. The slot is held until the response head; a streamed body is not timed.
+async fn limits(
+    State(limits): State<Limits>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let timed_out = || {
+        ApiError::new(
+            ErrorCode::Timeout,
+            format!(
+                "the request took longer than the server's limit of {} s",
+                limits.timeout.as_secs_f64()
+            ),
+        )
+        .into_response()
+    };
+    let work = async {
+        let _slot = limits.slots.clone().acquire_owned().await;
+        next.run(req).await
+    };
+    tokio::time::timeout(limits.timeout, work)
+        .await
+        .unwrap_or_else(|_| timed_out())
+}
+
+/// The whole HTTP application: JSON bodies up to [`extract::MAX_JSON_BYTES`] (label imports have
+/// their own limit), forms without NUL characters, the request timeout and the concurrency limit of
+/// `state`.
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     let doc = Arc::new(doc);
+    let limits_state = Limits {
+        timeout: state.request_timeout,
+        slots: Arc::new(tokio::sync::Semaphore::new(
+            state.max_concurrent_requests.max(1),
+        )),
+    };
     Router::new()
         .merge(api)
         .route(
@@ -244,6 +298,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(auth::csrf_form_field))
+        .layer(axum::middleware::from_fn(extract::reject_nul_in_forms))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            extract::MAX_JSON_BYTES,
+        ))
+        .layer(axum::middleware::from_fn_with_state(limits_state, limits))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::hygiene::security_headers,

@@ -38,6 +38,13 @@ pub struct ServeArgs {
     /// the maps draw a plain background and need no network.
     #[arg(long, env = "GROUNDWORK_BASEMAP_URL")]
     basemap_url: Option<String>,
+    /// Seconds a request may take to produce its response head (a download's body streams on
+    /// untimed); later it is answered 503 `timeout`.
+    #[arg(long, env = "GROUNDWORK_REQUEST_TIMEOUT_SECS", default_value_t = groundwork_server::api::DEFAULT_REQUEST_TIMEOUT_SECS)]
+    request_timeout_secs: u64,
+    /// Requests handled at once; others wait for a slot within the request timeout.
+    #[arg(long, env = "GROUNDWORK_MAX_CONCURRENT_REQUESTS", default_value_t = groundwork_server::api::DEFAULT_MAX_CONCURRENT_REQUESTS)]
+    max_concurrent_requests: usize,
     #[command(flatten)]
     worker: WorkerOptions,
 }
@@ -54,6 +61,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
     state.max_aoi_km2 = args.max_aoi_km2;
+    state.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs.max(1));
+    state.max_concurrent_requests = args.max_concurrent_requests.max(1);
     state.objects.clone_from(&config.objects);
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await

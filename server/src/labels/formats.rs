@@ -64,9 +64,21 @@ pub(crate) struct RawLabel {
     pub(crate) value: Option<f64>,
 }
 
+/// Most features (GeoJSON) or rows (CSV) one import may hold.
+pub const MAX_IMPORT_FEATURES: usize = 100_000;
+
+/// Most vertices one label feature's geometry may have.
+pub const MAX_LABEL_VERTICES: usize = 2_000;
+
 /// An error of the whole file (not of one row).
 fn file_error(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidFile, message)
+}
+
+fn too_many(n: usize) -> ApiError {
+    file_error(format!(
+        "the file holds more than {MAX_IMPORT_FEATURES} labels ({n} read); split it"
+    ))
 }
 
 fn class_from_json(v: &Value) -> Result<Option<ClassRef>, String> {
@@ -105,6 +117,9 @@ fn number(s: &str) -> Result<f64, String> {
 
 /// Reads a GeoJSON FeatureCollection (or one Feature).
 pub(crate) fn parse_geojson(body: &[u8]) -> ApiResult<(Vec<RawLabel>, Vec<RowError>)> {
+    if crate::api::extract::json_has_nul(body) {
+        return Err(file_error(crate::api::extract::NUL_MESSAGE));
+    }
     let doc: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidJson,
@@ -119,6 +134,9 @@ pub(crate) fn parse_geojson(body: &[u8]) -> ApiResult<(Vec<RawLabel>, Vec<RowErr
         Some("Feature") => vec![doc.clone()],
         _ => return Err(file_error("expected a GeoJSON FeatureCollection")),
     };
+    if features.len() > MAX_IMPORT_FEATURES {
+        return Err(too_many(features.len()));
+    }
     let mut rows = Vec::with_capacity(features.len());
     let mut errors = Vec::new();
     for (i, f) in features.iter().enumerate() {
@@ -148,6 +166,12 @@ fn geojson_feature(row: usize, f: &Value) -> Result<RawLabel, String> {
     let geometry = match f.get("geometry") {
         None | Some(Value::Null) => None,
         Some(g) => {
+            let coords = g.get("coordinates").unwrap_or(&Value::Null);
+            if crate::geometry::count_positions(coords, MAX_LABEL_VERTICES) > MAX_LABEL_VERTICES {
+                return Err(format!(
+                    "bad geometry: more than {MAX_LABEL_VERTICES} vertices; simplify it"
+                ));
+            }
             let parsed = parse_label_geometry(g).map_err(|e| format!("bad geometry: {e}"))?;
             Some((g.clone(), parsed))
         }
@@ -232,6 +256,9 @@ fn csv_text_cell(s: &str) -> &str {
 
 /// Reads CSV with a header naming `lon`, `lat`, `class` or `value`, and optionally `window_id`.
 pub(crate) fn parse_csv(body: &[u8]) -> ApiResult<(Vec<RawLabel>, Vec<RowError>)> {
+    if body.contains(&0) {
+        return Err(file_error(crate::api::extract::NUL_MESSAGE));
+    }
     let text =
         std::str::from_utf8(body).map_err(|_| file_error("the CSV file is not UTF-8 text"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -265,7 +292,10 @@ pub(crate) fn parse_csv(body: &[u8]) -> ApiResult<(Vec<RawLabel>, Vec<RowError>)
     }
     let mut rows = Vec::new();
     let mut errors = Vec::new();
-    for (i, line) in lines {
+    for (n, (i, line)) in lines.enumerate() {
+        if n >= MAX_IMPORT_FEATURES {
+            return Err(too_many(n + 1));
+        }
         let row = i + 1;
         match csv_row(row, line, lon, lat, class, value, window) {
             Ok(r) => rows.push(r),

@@ -93,6 +93,13 @@ pub struct UpdateProject {
     pub window_size: Option<i32>,
 }
 
+/// `validate` on a blocking thread: measuring a large AOI must not hold up the async runtime.
+async fn validate_off_runtime(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
+    tokio::task::spawn_blocking(move || validate(p, max_km2))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+}
+
 fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
     let mut errors = Vec::new();
     let name = p.name.trim().to_owned();
@@ -167,7 +174,7 @@ pub async fn create_project(
     body: CreateProject,
 ) -> ApiResult<Project> {
     actor.require(Role::Member)?;
-    let fields = validate(body, state.max_aoi_km2)?;
+    let fields = validate_off_runtime(body, state.max_aoi_km2).await?;
     let p = projects::create(&state.pool, actor.org_id, &fields).await?;
     actor
         .audit(
@@ -219,7 +226,7 @@ pub async fn update_project(
         patch_size: patch.patch_size.unwrap_or(current.patch_size),
         window_size: patch.window_size.unwrap_or(current.window_size),
     };
-    let fields = validate(merged, state.max_aoi_km2)?;
+    let fields = validate_off_runtime(merged, state.max_aoi_km2).await?;
     let p = projects::update(&state.pool, actor.org_id, id, &fields).await?;
     actor
         .audit(state, "project.update", "project", p.id, json!({}))

@@ -289,9 +289,9 @@ impl ProjectRow {
     }
 }
 
-fn area_of(p: &Project) -> f64 {
-    let mut errors = Vec::new();
-    crate::geometry::aoi(&p.aoi, f64::MAX, &mut errors).map_or(0.0, |a| a.area_km2)
+/// The area measured when the AOI was checked (stored with the project; never re-measured per page).
+const fn area_of(p: &Project) -> f64 {
+    p.area_km2
 }
 
 /// `12.3 km²`, with sensible precision.

@@ -10,6 +10,7 @@ mod api;
 mod cli;
 mod common;
 mod demo_stac;
+mod hostile;
 mod hygiene;
 mod labels;
 mod models;
