@@ -58,7 +58,7 @@ pub struct AppState {
 }
 
 /// Default of [`AppState::request_timeout`] (`serve --request-timeout-secs`).
-pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 300;
 /// Default of [`AppState::max_concurrent_requests`] (`serve --max-concurrent-requests`).
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 
