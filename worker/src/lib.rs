@@ -63,6 +63,12 @@ impl std::fmt::Debug for StepContext {
 }
 
 impl StepContext {
+    /// The object-store keys of the run's project.
+    #[must_use]
+    pub fn keys(&self) -> groundwork_types::keys::ProjectKeys {
+        groundwork_types::keys::ProjectKeys::new(self.org_id, self.project_id)
+    }
+
     /// The run's project, read within its organisation.
     pub async fn project(&self) -> Result<groundwork_store::projects::Project, StepError> {
         groundwork_store::projects::get(&self.pool, self.org_id, self.project_id)

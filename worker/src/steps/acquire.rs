@@ -8,7 +8,6 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use groundwork_imagery::{AcquireRequest, GridOptions, Profile, Source, WindowSpec, WindowStatus};
 use groundwork_store::{projects, windows};
-use groundwork_types::keys::ProjectKeys;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -139,9 +138,7 @@ impl Step for Acquire {
             req.profile = args.profile.clone();
             req.max_cloud = args.max_cloud;
             req.success_threshold = args.success_threshold;
-            let prefix = object_store::path::Path::from(
-                ProjectKeys::new(project.org_id, project.id).prefix(),
-            );
+            let prefix = object_store::path::Path::from(ctx.keys().prefix());
             let progress = ctx.progress.clone();
             let report_progress = move |p: &groundwork_imagery::Progress<'_>| {
                 #[expect(clippy::cast_precision_loss, reason = "a progress fraction")]

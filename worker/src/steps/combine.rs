@@ -16,7 +16,6 @@ use groundwork_imagery::publish::{
 use groundwork_imagery::stitch::{Rect, argmax};
 use groundwork_store::{jobs, projects};
 use groundwork_types::StepState;
-use groundwork_types::keys::ProjectKeys;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -285,12 +284,9 @@ impl Step for Combine {
                 .map_err(|e| StepError::Retryable(e.into()))?
                 .map_err(permanent)?;
             let mut rasters = Vec::new();
-            let folder = ProjectKeys::new(project.org_id, project.id).attempt(
-                ctx.run_id,
-                StepKind::Combine,
-                ctx.step_id,
-                ctx.attempt,
-            );
+            let folder =
+                ctx.keys()
+                    .attempt(ctx.run_id, StepKind::Combine, ctx.step_id, ctx.attempt);
             for (kind, path, bands) in files {
                 let key = format!("{folder}/{kind}.tif");
                 let bytes = tokio::fs::read(&path)

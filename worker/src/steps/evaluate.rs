@@ -8,7 +8,6 @@ use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
 use groundwork_store::labels::{self, Split, TrainingExample};
 use groundwork_store::models;
-use groundwork_types::keys::ProjectKeys;
 use groundwork_types::{
     BaselineMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport, Metrics,
     RegressionMetrics, Task,
@@ -218,7 +217,7 @@ impl Step for Evaluate {
             )
             .await
             .map_err(permanent)?;
-            evaluate_model(&ctx, &args, examples).await
+            evaluate_with_manifest(&ctx, &args, manifest, examples).await
         })
     }
 }
@@ -228,8 +227,8 @@ async fn read_manifest(
     args: &EvaluateArgs,
 ) -> Result<(String, ModelManifest), StepError> {
     let store = ctx.objects(StepKind::Evaluate)?;
-    let project = ctx.project().await?;
-    let model_key = ProjectKeys::new(project.org_id, project.id)
+    let model_key = ctx
+        .keys()
         .model(args.train_run_id.unwrap_or(ctx.run_id))
         .manifest;
     let bytes = match store.get(&ObjectPath::from(model_key.clone())).await {
@@ -252,11 +251,20 @@ pub async fn evaluate_model(
     args: &EvaluateArgs,
     examples: Vec<TrainingExample>,
 ) -> Result<StepOutput, StepError> {
+    let manifest = read_manifest(ctx, args).await?;
+    evaluate_with_manifest(ctx, args, manifest, examples).await
+}
+
+/// [`evaluate_model`] with the manifest already read (`(key, manifest)`).
+async fn evaluate_with_manifest(
+    ctx: &StepContext,
+    args: &EvaluateArgs,
+    (model_key, manifest): (String, ModelManifest),
+    examples: Vec<TrainingExample>,
+) -> Result<StepOutput, StepError> {
     let store = ctx.objects(StepKind::Evaluate)?;
-    let (model_key, manifest) = read_manifest(ctx, args).await?;
     let train_run = args.train_run_id.unwrap_or(ctx.run_id);
-    let project = ctx.project().await?;
-    let keys = ProjectKeys::new(project.org_id, project.id);
+    let keys = ctx.keys();
     let baseline_key = keys.model(train_run).baseline;
     let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))
         .map_err(permanent)?;

@@ -11,7 +11,6 @@ use groundwork_imagery::publish::warp_to_web_mercator;
 use groundwork_store::jobs;
 use groundwork_store::outputs::{self, NewOutput};
 use groundwork_types::StepState;
-use groundwork_types::keys::ProjectKeys;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -118,12 +117,8 @@ impl Step for Publish {
                 .map_err(permanent)?;
                 let web_key = format!(
                     "{}/{}-3857.tif",
-                    ProjectKeys::new(project.org_id, project.id).attempt(
-                        ctx.run_id,
-                        StepKind::Publish,
-                        ctx.step_id,
-                        ctx.attempt
-                    ),
+                    ctx.keys()
+                        .attempt(ctx.run_id, StepKind::Publish, ctx.step_id, ctx.attempt),
                     raster.kind
                 );
                 let bytes = tokio::fs::read(&dst)

@@ -522,7 +522,7 @@ pub async fn train_on_examples(
             class_ids.len()
         )));
     }
-    let keys = ProjectKeys::new(project.org_id, project.id);
+    let keys = ctx.keys();
     let ckpt_prefix = keys.checkpoints(ctx.run_id);
     let ModelKeys {
         manifest: model_key,

@@ -30,7 +30,6 @@ use groundwork_imagery::stitch::{Cell, TileLayout, partition_cells};
 use groundwork_store::jobs::NewStep;
 use groundwork_store::outputs::{self, WindowFootprint};
 use groundwork_store::{projects, workers};
-use groundwork_types::keys::ProjectKeys;
 use object_store::ObjectStoreExt;
 use olmoearth::Modality;
 use serde::{Deserialize, Serialize};
@@ -307,12 +306,8 @@ impl Step for Predict {
             let bytes = encode_partition(&prediction, args.epsg, resolution).map_err(permanent)?;
             let key = format!(
                 "{}.safetensors",
-                ProjectKeys::new(project.org_id, project.id).attempt(
-                    ctx.run_id,
-                    StepKind::Predict,
-                    ctx.step_id,
-                    ctx.attempt
-                )
+                ctx.keys()
+                    .attempt(ctx.run_id, StepKind::Predict, ctx.step_id, ctx.attempt)
             );
             objects
                 .put(&object_store::path::Path::from(key.as_str()), bytes.into())
