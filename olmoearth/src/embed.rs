@@ -76,7 +76,7 @@ pub fn parse_input(
             Some(n) => (n, true),
             None => (key.as_str(), false),
         };
-        let m: Modality = name.parse()?;
+        let m = crate::modality::parse_modality(name)?;
         if is_mask {
             masks.insert(m, t);
         } else {

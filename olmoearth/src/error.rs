@@ -34,9 +34,6 @@ pub enum Error {
         /// Which setting marks it as a later version.
         reason: String,
     },
-    /// An unknown model size name.
-    #[error("unknown model size {0:?}; expected one of nano, tiny, base, large")]
-    UnknownSize(String),
 
     // === Checkpoints ===
     /// A checkpoint file could not be read.

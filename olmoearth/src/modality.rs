@@ -5,13 +5,13 @@ pub use groundwork_types::Modality;
 
 use crate::error::Error;
 
-impl From<groundwork_types::UnknownName> for Error {
-    fn from(e: groundwork_types::UnknownName) -> Self {
-        match e.what {
-            "model size" => Error::UnknownSize(e.value),
-            _ => Error::UnknownModality(e.value),
-        }
-    }
+/// Parses a modality name as the encoder's inputs name them.
+///
+/// # Errors
+/// [`Error::UnknownModality`] for a name that is no encoder input modality.
+pub fn parse_modality(name: &str) -> Result<Modality, Error> {
+    name.parse()
+        .map_err(|e: groundwork_types::UnknownName| Error::UnknownModality(e.value))
 }
 
 #[cfg(test)]
@@ -20,7 +20,7 @@ mod tests {
 
     #[test]
     fn an_unknown_modality_name_is_this_crates_error() {
-        let e: Error = "worldcover".parse::<Modality>().unwrap_err().into();
+        let e = parse_modality("worldcover").unwrap_err();
         assert!(matches!(e, Error::UnknownModality(_)));
     }
 }
