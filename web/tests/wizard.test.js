@@ -25,9 +25,16 @@ test('a project is created by drawing its area on the map, after a validation er
   await page.getByRole('button', { name: 'Clear area' }).click();
   assert.equal(await page.locator('#aoi-area').textContent(), 'none yet');
   assert.equal(await page.getByLabel('Area as GeoJSON (EPSG:4326)').inputValue(), '');
-  // Back to the view the test draws in (the upload moved the map to its area).
-  await page.evaluate(() => { window.location.hash = 'map=11/0.05/10.05'; });
-  await page.waitForTimeout(300);
+  // Back to the view the test draws in (the upload moved the map to its area). The map writes its own view
+  // into the hash a moment after it moves, so a hash set too early can be overwritten by the upload's view:
+  // set it until it stays.
+  await eventually(async () => {
+    await page.evaluate(() => {
+      if (!window.location.hash.startsWith('#map=11/0.05/10.05')) window.location.hash = 'map=11/0.05/10.05';
+    });
+    await page.waitForTimeout(600);
+    return (await page.evaluate(() => window.location.hash)).startsWith('#map=11/0.05/10.05');
+  }, { what: 'the map to move to the drawing view' });
 
   await page.getByRole('button', { name: 'Draw polygon' }).click();
   assert.equal(await page.getByRole('button', { name: 'Draw polygon' }).getAttribute('aria-pressed'), 'true');
