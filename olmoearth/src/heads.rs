@@ -203,6 +203,111 @@ impl UNetHead {
     }
 }
 
+/// Hidden width of the [`HybridHead`]'s convolutional path.
+pub const HYBRID_HIDDEN: usize = 32;
+/// Token channels the [`HybridHead`]'s convolutional path sees (a 1×1 reduction of the D features).
+pub const HYBRID_TOKEN_CHANNELS: usize = 16;
+
+/// Full-resolution head over tokens and pixels: logits at every 10 m pixel are
+///
+/// ```text
+/// up(T·f) + P·x + b  +  O·relu(C3×3([x, up(R·f)]))
+/// ```
+///
+/// with `f` the encoder's tokens `(B, D, h, w)`, `up` bilinear upsampling ×p, `x` the normalised input
+/// pixels `(B, P, H, W)` ([`crate::task::pixel_features`]), `T`, `P`, `R`, `O` 1×1 convolutions and `C3×3`
+/// a 3×3 convolution. The first part is linear, so the frozen-encoder linear probe (`P = 0`), a raw-pixel
+/// linear model (`T = 0`) and a linear model of both are all this head with other weights; `O` starts at
+/// zero, so fine-tuning starts from whichever linear solution it is given. Class boundaries come from the
+/// pixels, so they are 10 m wide at any patch size. With `pooled`, the logits are averaged over the window
+/// (classification).
+#[derive(Debug, Clone)]
+pub struct HybridHead {
+    patch_size: usize,
+    pooled: bool,
+    tokens: Conv2d,
+    pixels: Conv2d,
+    reduce: Conv2d,
+    hidden: Conv2d,
+    out: Conv2d,
+}
+
+/// A 1×1 convolution whose parameters start at zero (or are loaded).
+fn zero_conv1x1(cin: usize, cout: usize, bias: bool, vb: VarBuilder) -> Result<Conv2d> {
+    let w = vb.get_with_hints((cout, cin, 1, 1), "weight", candle_nn::Init::Const(0.0))?;
+    let b = if bias {
+        Some(vb.get_with_hints(cout, "bias", candle_nn::Init::Const(0.0))?)
+    } else {
+        None
+    };
+    Ok(Conv2d::new(w, b, Conv2dConfig::default()))
+}
+
+impl HybridHead {
+    /// Builds the head: `in_channels` = D, `pixel_channels` = P, `out_channels` = K.
+    pub fn new(
+        in_channels: usize,
+        pixel_channels: usize,
+        out_channels: usize,
+        patch_size: usize,
+        pooled: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if pixel_channels == 0 {
+            return Err(Error::InvalidInput(
+                "the hybrid head needs the input pixels (pixel_channels = 0)".into(),
+            ));
+        }
+        Ok(HybridHead {
+            patch_size,
+            pooled,
+            tokens: zero_conv1x1(in_channels, out_channels, false, vb.pp("tokens"))?,
+            pixels: zero_conv1x1(pixel_channels, out_channels, true, vb.pp("pixels"))?,
+            reduce: candle_nn::conv2d(
+                in_channels,
+                HYBRID_TOKEN_CHANNELS,
+                1,
+                Conv2dConfig::default(),
+                vb.pp("reduce"),
+            )?,
+            hidden: conv3x3(
+                pixel_channels + HYBRID_TOKEN_CHANNELS,
+                HYBRID_HIDDEN,
+                vb.pp("hidden"),
+            )?,
+            out: zero_conv1x1(HYBRID_HIDDEN, out_channels, true, vb.pp("out"))?,
+        })
+    }
+
+    /// `(B, D, h, w)` tokens and `(B, P, h·p, w·p)` pixels → `(B, K, h·p, w·p)` (or `(B, K)` pooled).
+    pub fn forward(&self, features: &Tensor, pixels: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = features.dims4()?;
+        let (_, _, ph, pw) = pixels.dims4()?;
+        if (ph, pw) != (h * self.patch_size, w * self.patch_size) {
+            return Err(Error::Shape {
+                what: "hybrid head pixels".into(),
+                expected: format!("(B, P, {}, {})", h * self.patch_size, w * self.patch_size),
+                got: pixels.dims().to_vec(),
+            });
+        }
+        let pixels = pixels.to_dtype(features.dtype())?;
+        // 1×1 convolutions commute with bilinear upsampling: project first, upsample K channels.
+        let linear = (upsample_bilinear(&self.tokens.forward(features)?, self.patch_size)?
+            + self.pixels.forward(&pixels)?)?;
+        let reduced = upsample_bilinear(&self.reduce.forward(features)?, self.patch_size)?;
+        let hidden = self
+            .hidden
+            .forward(&Tensor::cat(&[&pixels, &reduced], 1)?)?
+            .relu()?;
+        let logits = (linear + self.out.forward(&hidden)?)?;
+        if self.pooled {
+            Ok(logits.mean(3)?.mean(2)?)
+        } else {
+            Ok(logits)
+        }
+    }
+}
+
 /// The embeddings "head": the pooled features themselves, `(B, D, h, w)`.
 pub fn embeddings(out: &EncoderOutput) -> Result<Tensor> {
     feature_map(out)
@@ -237,6 +342,12 @@ mod tests {
         let unet = UNetHead::new(16, 8, 1, 4, vb.pp("unet"))?;
         assert_eq!(unet.forward(&x)?.dims(), &[2, 1, 16, 16]);
         assert!(UNetHead::new(16, 8, 1, 3, vb.pp("bad")).is_err());
+        let px = Tensor::randn(0f32, 1.0, (2, 6, 16, 16), &dev)?;
+        let hybrid = HybridHead::new(16, 6, 3, 4, false, vb.pp("hybrid"))?;
+        assert_eq!(hybrid.forward(&x, &px)?.dims(), &[2, 3, 16, 16]);
+        let pooled = HybridHead::new(16, 6, 3, 4, true, vb.pp("pooled"))?;
+        assert_eq!(pooled.forward(&x, &px)?.dims(), &[2, 3]);
+        assert!(hybrid.forward(&x, &px.narrow(2, 0, 8)?).is_err());
         Ok(())
     }
 

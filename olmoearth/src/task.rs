@@ -2,8 +2,10 @@
 //! configuration, safetensors persistence (`encoder.*` and `head.*` keys), and the conversion of acquired
 //! window tensors into a normalised [`EncoderInput`].
 //!
-//! Heads by task: segmentation → [`LightSegmentationHead`] (`light_segmentation`) or [`UNetHead`] (`unet`);
-//! classification → [`PoolingHead`] with K outputs (`pooling`); regression → [`PoolingHead`] with one output.
+//! Heads by task: every task takes the [`HybridHead`] (`hybrid`, the default: tokens and 10 m input pixels,
+//! see [`pixel_features`]); segmentation also [`LightSegmentationHead`] (`light_segmentation`) or
+//! [`UNetHead`] (`unet`); classification [`PoolingHead`] with K outputs (`pooling`); regression
+//! [`PoolingHead`] with one output or [`UNetHead`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,7 +17,9 @@ use crate::checkpoint::StateDict;
 use crate::config::EncoderConfig;
 use crate::encoder::{Encoder, EncoderInput, ModalityInput};
 use crate::error::{Error, Result};
-use crate::heads::{LightSegmentationHead, PoolingHead, PoolingHeadConfig, UNetHead, feature_map};
+use crate::heads::{
+    HybridHead, LightSegmentationHead, PoolingHead, PoolingHeadConfig, UNetHead, feature_map,
+};
 use crate::modality::Modality;
 use crate::train::{AdamW, ParamGroup, TrainableEncoder};
 pub use groundwork_types::{HeadKind, Task};
@@ -56,6 +60,10 @@ pub struct TaskModelConfig {
     pub window_size: usize,
     /// Where the encoder weights came from (e.g. `olmoearth-v1-nano`, `random`).
     pub initialised_from: String,
+    /// Channels of the input pixels the `hybrid` head reads ([`pixel_features`]: bands × months of every
+    /// modality); 0 for heads that read tokens only.
+    #[serde(default)]
+    pub pixel_channels: usize,
 }
 
 impl TaskModelConfig {
@@ -84,6 +92,9 @@ impl TaskModelConfig {
         }
         if self.modalities.is_empty() {
             return bad("no input modality".into());
+        }
+        if self.head == HeadKind::Hybrid && self.pixel_channels == 0 {
+            return bad("the hybrid head needs pixel_channels".into());
         }
         if let Some(m) = self
             .modalities
@@ -157,6 +168,8 @@ mod encoder_config_serde {
 /// A task head.
 #[derive(Debug, Clone)]
 pub enum Head {
+    /// Tokens and input pixels at full resolution.
+    Hybrid(HybridHead),
     /// Bilinear upsampling + 1×1 conv.
     Light(LightSegmentationHead),
     /// Conv decoder with ×2 upsamplings.
@@ -170,6 +183,14 @@ impl Head {
     pub fn new(cfg: &TaskModelConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.encoder.embedding_size;
         Ok(match cfg.head {
+            HeadKind::Hybrid => Head::Hybrid(HybridHead::new(
+                d,
+                cfg.pixel_channels,
+                cfg.num_outputs,
+                cfg.patch_size,
+                cfg.task == Task::Classification,
+                vb,
+            )?),
             HeadKind::LightSegmentation => Head::Light(LightSegmentationHead::new(
                 d,
                 cfg.num_outputs,
@@ -197,18 +218,34 @@ impl Head {
         })
     }
 
-    /// Features `(B, D, h, w)` → raw outputs: `(B, K, H, W)` for dense heads, `(B, K)` for pooling.
-    pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
+    /// Features `(B, D, h, w)` (and, for the hybrid head, the input pixels `(B, P, H, W)`) → raw
+    /// outputs: `(B, K, H, W)` for dense heads, `(B, K)` for window-level ones.
+    pub fn forward(&self, features: &Tensor, pixels: Option<&Tensor>) -> Result<Tensor> {
         match self {
+            Head::Hybrid(h) => h.forward(
+                features,
+                pixels.ok_or_else(|| {
+                    Error::InvalidInput("the hybrid head needs the input pixels".into())
+                })?,
+            ),
             Head::Light(h) => h.forward(features),
             Head::UNet(h) => h.forward(features),
             Head::Pooling(h) => h.forward(features),
         }
     }
 
-    /// Whether the head outputs one value per pixel.
-    pub fn is_dense(&self) -> bool {
-        !matches!(self, Head::Pooling(_))
+    /// Whether the head reads the input pixels as well as the tokens.
+    pub fn needs_pixels(&self) -> bool {
+        matches!(self, Head::Hybrid(_))
+    }
+
+    /// The input pixels of `input` when this head reads them.
+    pub fn pixels_of(&self, input: &EncoderInput) -> Result<Option<Tensor>> {
+        if self.needs_pixels() {
+            Ok(Some(pixel_features(input)?))
+        } else {
+            Ok(None)
+        }
     }
 }
 
@@ -305,7 +342,8 @@ impl TaskModel {
     pub fn predict(&self, input: &EncoderInput) -> Result<Tensor> {
         let dims = input.validate(&self.cfg.encoder, self.cfg.patch_size)?;
         input.check_divisible(self.cfg.patch_size)?;
-        let raw = self.head.forward(&self.features(input)?)?;
+        let pixels = self.head.pixels_of(input)?;
+        let raw = self.head.forward(&self.features(input)?, pixels.as_ref())?;
         outputs_to_predictions(&self.cfg, &raw, dims.h, dims.w)
     }
 }
@@ -640,6 +678,67 @@ pub fn dihedral_input(input: &EncoderInput, k: u8) -> Result<EncoderInput> {
         modalities,
         months: input.months.clone(),
     })
+}
+
+/// Normalised value given to an observation the mask marks missing (the band mean normalises to 0.5).
+const MISSING_PIXEL: f32 = 0.5;
+
+/// The normalised input pixels of every modality as channels: `(B, P, H, W)` with `P = Σ T·C` in
+/// modality order, channel `t·C + c`. Observations the mask marks missing, and values that are not finite,
+/// become [`MISSING_PIXEL`]; values are clipped to `[-2, 3]` (normalisation maps mean ± 2 std to 0 and 1).
+pub fn pixel_features(input: &EncoderInput) -> Result<Tensor> {
+    let mut parts = Vec::with_capacity(input.modalities.len());
+    for mi in input.modalities.values() {
+        let (b, h, w, t, c) = mi.data.dims5()?;
+        let device = mi.data.device().clone();
+        let mut v: Vec<f32> = mi
+            .data
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1()?;
+        if let Some(mask) = &mi.mask {
+            let s = mask.dim(4)?;
+            let m: Vec<u8> = mask
+                .to_dtype(DType::U8)?
+                .to_device(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1()?;
+            for (cell, obs) in m.chunks_exact(s).enumerate() {
+                if obs.iter().any(|&x| x != 0) {
+                    v[cell * c..(cell + 1) * c].fill(MISSING_PIXEL);
+                }
+            }
+        }
+        for x in &mut v {
+            *x = if x.is_finite() {
+                x.clamp(-2.0, 3.0)
+            } else {
+                MISSING_PIXEL
+            };
+        }
+        let x = Tensor::from_vec(v, (b, h, w, t * c), &Device::Cpu)?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?
+            .to_device(&device)?;
+        parts.push(x);
+    }
+    if parts.is_empty() {
+        return Err(Error::InvalidInput("no modality in the input".into()));
+    }
+    Ok(Tensor::cat(&parts, 1)?)
+}
+
+/// `P` of [`pixel_features`] for an input.
+pub fn pixel_channels(input: &EncoderInput) -> Result<usize> {
+    input
+        .modalities
+        .values()
+        .map(|mi| {
+            let (_, _, _, t, c) = mi.data.dims5()?;
+            Ok(t * c)
+        })
+        .sum()
 }
 
 /// Arg-max over the class axis of `(B, K, H, W)` probabilities: `(B, H, W)` class indices.

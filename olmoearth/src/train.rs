@@ -303,8 +303,15 @@ impl AdamW {
 }
 
 /// Mean cross-entropy over rows of `logits (N, K)` with integer `targets (N)`, skipping rows whose
-/// target equals `ignore_index` (returns 0 when every row is ignored).
-pub fn cross_entropy(logits: &Tensor, targets: &Tensor, ignore_index: i64) -> Result<Tensor> {
+/// target equals `ignore_index` (returns 0 when every row is ignored). With `class_weights` (one per
+/// class), each row counts with its class's weight and the mean is over the weights (PyTorch's
+/// `CrossEntropyLoss(weight=…)`).
+pub fn cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    ignore_index: i64,
+    class_weights: Option<&[f32]>,
+) -> Result<Tensor> {
     let (n, k) = logits.dims2()?;
     if targets.dims() != [n] {
         return Err(Error::Shape {
@@ -312,6 +319,14 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, ignore_index: i64) -> Re
             expected: format!("[{n}]"),
             got: targets.dims().to_vec(),
         });
+    }
+    if let Some(w) = class_weights
+        && w.len() != k
+    {
+        return Err(Error::InvalidInput(format!(
+            "{} class weights for {k} classes",
+            w.len()
+        )));
     }
     let t: Vec<i64> = targets.to_dtype(DType::I64)?.to_vec1()?;
     if let Some(bad) = t
@@ -324,7 +339,13 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, ignore_index: i64) -> Re
     }
     let valid: Vec<f32> = t
         .iter()
-        .map(|&v| if v == ignore_index { 0.0 } else { 1.0 })
+        .map(|&v| {
+            if v == ignore_index {
+                0.0
+            } else {
+                class_weights.map_or(1.0, |w| w[v as usize])
+            }
+        })
         .collect();
     let count: f32 = valid.iter().sum();
     let idx: Vec<u32> = t
@@ -336,17 +357,23 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, ignore_index: i64) -> Re
     let valid = Tensor::from_vec(valid, n, dev)?;
     let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
     let picked = logp.gather(&idx, 1)?.squeeze(1)?;
-    Ok(((picked * valid)?.sum_all()? * (-1.0 / f64::from(count.max(1.0))))?)
+    let denom = if count > 0.0 { f64::from(count) } else { 1.0 };
+    Ok(((picked * valid)?.sum_all()? * (-1.0 / denom))?)
 }
 
 /// Per-pixel cross-entropy: `logits (B, K, H, W)`, `targets (B, H, W)`.
-pub fn cross_entropy_2d(logits: &Tensor, targets: &Tensor, ignore_index: i64) -> Result<Tensor> {
+pub fn cross_entropy_2d(
+    logits: &Tensor,
+    targets: &Tensor,
+    ignore_index: i64,
+    class_weights: Option<&[f32]>,
+) -> Result<Tensor> {
     let (b, k, h, w) = logits.dims4()?;
     let flat = logits
         .permute((0, 2, 3, 1))?
         .contiguous()?
         .reshape((b * h * w, k))?;
-    cross_entropy(&flat, &targets.flatten_all()?, ignore_index)
+    cross_entropy(&flat, &targets.flatten_all()?, ignore_index, class_weights)
 }
 
 /// Mean squared error.
@@ -376,9 +403,26 @@ mod tests {
         let dev = Device::Cpu;
         let logits = Tensor::new(&[[2.0f32, 0.0], [0.0, 2.0], [5.0, -5.0]], &dev)?;
         let targets = Tensor::new(&[0i64, 1, -1], &dev)?;
-        let l = cross_entropy(&logits, &targets, -1)?.to_scalar::<f32>()?;
+        let l = cross_entropy(&logits, &targets, -1, None)?.to_scalar::<f32>()?;
         let expect = (1.0 + (-2f32).exp()).ln();
         assert!((l - expect).abs() < 1e-5, "{l} vs {expect}");
+        Ok(())
+    }
+
+    #[test]
+    fn class_weights_weigh_each_row_by_its_class() -> Result<()> {
+        let dev = Device::Cpu;
+        let logits = Tensor::new(&[[2.0f32, 0.0], [2.0, 0.0], [0.0, 0.0]], &dev)?;
+        let targets = Tensor::new(&[0i64, 0, 1], &dev)?;
+        let right = (1.0 + (-2f32).exp()).ln(); // rows of class 0
+        let even = 2f32.ln(); // the row of class 1
+        let plain = cross_entropy(&logits, &targets, -1, None)?.to_scalar::<f32>()?;
+        assert!((plain - (2.0 * right + even) / 3.0).abs() < 1e-5);
+        // Class 1 weighs 4: (1·right + 1·right + 4·even) / 6.
+        let weighted =
+            cross_entropy(&logits, &targets, -1, Some(&[1.0, 4.0]))?.to_scalar::<f32>()?;
+        assert!((weighted - (2.0 * right + 4.0 * even) / 6.0).abs() < 1e-5);
+        assert!(cross_entropy(&logits, &targets, -1, Some(&[1.0])).is_err());
         Ok(())
     }
 

@@ -33,8 +33,7 @@ impl Task {
     #[must_use]
     pub const fn default_head(self) -> HeadKind {
         match self {
-            Task::Segmentation => HeadKind::LightSegmentation,
-            Task::Classification | Task::Regression => HeadKind::Pooling,
+            Task::Segmentation | Task::Classification | Task::Regression => HeadKind::Hybrid,
         }
     }
 
@@ -42,9 +41,13 @@ impl Task {
     #[must_use]
     pub const fn heads(self) -> &'static [HeadKind] {
         match self {
-            Task::Segmentation => &[HeadKind::LightSegmentation, HeadKind::UNet],
-            Task::Classification => &[HeadKind::Pooling],
-            Task::Regression => &[HeadKind::Pooling, HeadKind::UNet],
+            Task::Segmentation => &[
+                HeadKind::Hybrid,
+                HeadKind::LightSegmentation,
+                HeadKind::UNet,
+            ],
+            Task::Classification => &[HeadKind::Hybrid, HeadKind::Pooling],
+            Task::Regression => &[HeadKind::Hybrid, HeadKind::Pooling, HeadKind::UNet],
         }
     }
 }
@@ -52,6 +55,10 @@ impl Task {
 /// A task head on top of the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HeadKind {
+    /// The encoder's tokens (bilinearly upsampled) and the normalised 10 m input pixels, each through a
+    /// 1×1 convolution, plus a small convolutional path over both: outputs at full resolution whatever
+    /// the patch size (dense; averaged over the window for classification).
+    Hybrid,
     /// Bilinear upsampling + 1×1 conv (dense).
     LightSegmentation,
     /// Conv decoder with ×2 upsamplings (dense).
@@ -61,6 +68,7 @@ pub enum HeadKind {
 }
 
 named_enum!(HeadKind, "head", [
+    Hybrid => "hybrid",
     LightSegmentation => "light_segmentation",
     UNet => "unet",
     Pooling => "pooling",
@@ -71,7 +79,7 @@ impl HeadKind {
     #[must_use]
     pub const fn is_dense(self) -> bool {
         match self {
-            HeadKind::LightSegmentation | HeadKind::UNet => true,
+            HeadKind::Hybrid | HeadKind::LightSegmentation | HeadKind::UNet => true,
             HeadKind::Pooling => false,
         }
     }

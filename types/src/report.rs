@@ -1,4 +1,4 @@
-//! The evaluation report: a trained model and its frozen-encoder baseline on the test split.
+//! The evaluation report: every candidate model of a training run on the test split, the chosen one marked.
 //!
 //! Written by the `evaluate` step (stored in the `evaluation` table and the step's output), read by the
 //! API and the results pages.
@@ -31,6 +31,43 @@ pub struct EvaluationReport {
     pub model_key: String,
     /// SHA-256 of the model weights.
     pub weights_sha256: String,
+    /// Every model the training run made, scored on the same test windows; the chosen one is marked
+    /// (reports from before candidates existed have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateMetrics>,
+    /// Which candidate was published, on what evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+}
+
+/// One candidate model of a training run, on the test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateMetrics {
+    /// `raw_pixels`, `linear_probe`, `knn_probe`, `hybrid_linear`, `fine_tuned`.
+    pub name: String,
+    /// What the candidate is, in words.
+    pub description: String,
+    /// Whether it can be published as a map (the kNN probe is a reference only).
+    pub publishable: bool,
+    /// Whether it is the model of this run.
+    pub chosen: bool,
+    /// Its score on the validation split (the selection metric), when there were validation labels.
+    pub val_score: Option<f64>,
+    /// Its metrics on the test split.
+    pub test: Metrics,
+}
+
+/// How a training run chose its model among the candidates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// The validation metric compared: `macro_f1` (class tasks) or `rmse` (regression).
+    pub metric: String,
+    /// Name of the chosen candidate.
+    pub chosen: String,
+    /// Why, in one sentence a user can read.
+    pub reason: String,
+    /// Whether the fine-tuned model scored below a simpler candidate on validation.
+    pub fine_tuned_lost: bool,
 }
 
 /// Metrics of one model: classes (classification, segmentation) or values (regression).
@@ -55,11 +92,16 @@ impl Metrics {
 }
 
 /// Class-task metrics. Undefined ratios (no prediction or no support of a class) are 0.
+///
+/// Classes absent from the reference: macro-F1 and mIoU both average over the classes that occur in the
+/// reference (support > 0) only; an absent class keeps its row in `per_class` (support 0, and a precision
+/// of 0 if it was predicted, which lowers the F1 of nothing but shows in the confusion matrix) and is
+/// listed in `absent_from_reference`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassificationMetrics {
     /// Share of samples (windows or labelled pixels) predicted right.
     pub accuracy: f64,
-    /// Mean F1 over the model's classes.
+    /// Mean F1 over the classes present in the reference.
     pub macro_f1: f64,
     /// Per class, by output index.
     pub per_class: Vec<ClassMetrics>,
@@ -67,9 +109,19 @@ pub struct ClassificationMetrics {
     pub confusion_matrix: Vec<Vec<u64>>,
     /// Samples counted.
     pub samples: u64,
-    /// Mean IoU over the classes in the truth or the predictions (segmentation only).
+    /// Mean IoU over the classes present in the reference (segmentation only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub miou: Option<f64>,
+    /// Class ids (or output indices) with no sample in the reference, left out of the averages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent_from_reference: Vec<i32>,
+    /// Accuracy of labelled pixels within 30 m (3 pixels) of a labelled pixel of another class
+    /// (segmentation with polygon labels only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_accuracy: Option<f64>,
+    /// Pixels counted in `edge_accuracy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_samples: Option<u64>,
 }
 
 /// Metrics of one class.

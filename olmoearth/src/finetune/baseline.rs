@@ -400,6 +400,11 @@ impl Baseline {
 
     /// Predictions of the chosen probe for windows with features `(D, h, w)`.
     pub fn predict(&self, features: &[Tensor]) -> Result<Vec<Prediction>> {
+        self.predict_with(features, self.summary.method == "knn")
+    }
+
+    /// Predictions of the kNN probe (`knn`) or the linear probe for windows with features `(D, h, w)`.
+    pub fn predict_with(&self, features: &[Tensor], knn: bool) -> Result<Vec<Prediction>> {
         let p = self.patch_size;
         let mut out = Vec::with_capacity(features.len());
         for f in features {
@@ -411,7 +416,7 @@ impl Baseline {
                     .flatten_all()?
                     .to_vec1()?
             };
-            let preds = if self.summary.method == "knn" {
+            let preds = if knn {
                 self.predict_rows_knn(&rows, d, self.summary.knn_k)?
             } else {
                 self.predict_rows_linear(&rows, d)?
@@ -492,6 +497,7 @@ mod tests {
             modalities: vec![crate::Modality::Sentinel2L2a],
             window_size: 2,
             initialised_from: "test".into(),
+            pixel_channels: 0,
         };
         let t: Vec<&Target> = targets.iter().collect();
         let b = Baseline::fit(&cfg, &feats, &t, &[], &[])?;

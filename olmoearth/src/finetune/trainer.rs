@@ -28,6 +28,14 @@ pub struct FitOptions {
     pub seed: u64,
     /// Windows per forward pass when embedding or validating.
     pub eval_batch_size: usize,
+    /// Class tasks: weight the loss by inverse class frequency (labelled pixels or windows of the
+    /// training split), so a rare class counts as much as a common one.
+    #[serde(default = "yes")]
+    pub balanced: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for FitOptions {
@@ -46,6 +54,7 @@ impl Default for FitOptions {
             augment: true,
             seed: 17,
             eval_batch_size: 8,
+            balanced: true,
         }
     }
 }
@@ -74,10 +83,14 @@ pub struct FitState {
     pub epoch: usize,
     /// The curve so far.
     pub history: Vec<EpochRecord>,
-    /// Epoch of the best validation loss.
+    /// Epoch of the best model (0: the linear start, before any epoch).
     pub best_epoch: Option<usize>,
-    /// Best validation loss (training loss without validation windows).
+    /// Validation loss of the best model (training loss without validation windows).
     pub best_loss: Option<f64>,
+    /// Class tasks with validation windows: the best validation macro-F1, which decides (the loss only
+    /// breaks ties).
+    #[serde(default)]
+    pub best_score: Option<f64>,
     /// Epochs since the best one.
     pub since_best: usize,
     /// Whether early stopping ended the fit.
@@ -86,13 +99,63 @@ pub struct FitState {
     pub target_scale: Option<(f64, f64)>,
 }
 
-/// The metric tracked during training: `accuracy` (pixel accuracy for segmentation) or `rmse`.
+/// The metric tracked during training and used to choose among models: `macro_f1` (class tasks: the mean
+/// F1 over the classes present in the reference, per labelled pixel for segmentation) or `rmse`.
 pub fn metric_name(task: Task) -> &'static str {
     if task == Task::Regression {
         "rmse"
     } else {
-        "accuracy"
+        "macro_f1"
     }
+}
+
+/// Whether `a` is a better value of [`metric_name`] than `b`.
+pub fn metric_better(task: Task, a: f64, b: f64) -> bool {
+    if task == Task::Regression {
+        a < b - 1e-12
+    } else {
+        a > b + 1e-12
+    }
+}
+
+/// Balanced class weights `n / (K_present · n_c)` of the targets (0 for absent classes), clipped to
+/// `[0.05, 20]`; `None` for value targets.
+pub fn class_weights(targets: &[&Target], k: usize) -> Option<Vec<f32>> {
+    let mut counts = vec![0u64; k];
+    for t in targets {
+        match t {
+            Target::Class(c) => {
+                if let Some(n) = counts.get_mut(*c as usize) {
+                    *n += 1;
+                }
+            }
+            Target::Mask(m) => {
+                for &c in m {
+                    if let Some(n) = counts.get_mut(usize::from(c)) {
+                        *n += 1;
+                    }
+                }
+            }
+            Target::Value(_) => return None,
+        }
+    }
+    let total: u64 = counts.iter().sum();
+    let present = counts.iter().filter(|&&n| n > 0).count();
+    if total == 0 || present == 0 {
+        return None;
+    }
+    Some(
+        counts
+            .iter()
+            .map(|&n| {
+                if n == 0 {
+                    0.0
+                } else {
+                    (total as f64 / (present as f64 * n as f64)).clamp(0.05, 20.0) as f32
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Where a fit reports to.
@@ -111,10 +174,15 @@ pub trait FitSink {
     ) -> Result<()>;
 }
 
-pub(super) fn loss_of(task: Task, raw: &Tensor, target: &Tensor) -> Result<Tensor> {
+pub(super) fn loss_of(
+    task: Task,
+    raw: &Tensor,
+    target: &Tensor,
+    weights: Option<&[f32]>,
+) -> Result<Tensor> {
     match task {
-        Task::Segmentation => cross_entropy_2d(raw, target, -1),
-        Task::Classification => cross_entropy(raw, target, -1),
+        Task::Segmentation => cross_entropy_2d(raw, target, -1, weights),
+        Task::Classification => cross_entropy(raw, target, -1, weights),
         Task::Regression => {
             // A dense regression head's output is averaged to the window value.
             let pred = if raw.rank() == 4 {
@@ -167,30 +235,41 @@ pub(super) fn predictions(
     Ok(out)
 }
 
-/// Running metric: correct/total for classes, squared error sum for values.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct MetricSum {
-    correct: f64,
+/// Running metric: a confusion matrix for classes (macro-F1 over the classes in the reference), the
+/// squared error sum for values (RMSE).
+#[derive(Debug, Default, Clone)]
+pub struct MetricSum {
+    counts: Vec<Vec<u64>>,
     total: f64,
     sq: f64,
 }
 
 impl MetricSum {
-    fn add(&mut self, p: &Prediction, t: &Target) {
+    /// An empty sum for `k` classes (any `k` for values).
+    pub fn new(k: usize) -> Self {
+        MetricSum {
+            counts: vec![vec![0; k]; k],
+            total: 0.0,
+            sq: 0.0,
+        }
+    }
+
+    fn pair(&mut self, truth: usize, pred: usize) {
+        let k = self.counts.len();
+        if truth < k && pred < k {
+            self.counts[truth][pred] += 1;
+            self.total += 1.0;
+        }
+    }
+
+    /// Adds a prediction and its target.
+    pub fn add(&mut self, p: &Prediction, t: &Target) {
         match (p, t) {
-            (Prediction::Class(a), Target::Class(b)) => {
-                self.total += 1.0;
-                if a == b {
-                    self.correct += 1.0;
-                }
-            }
+            (Prediction::Class(a), Target::Class(b)) => self.pair(*b as usize, *a as usize),
             (Prediction::Map(a), Target::Mask(b)) => {
                 for (x, y) in a.iter().zip(b) {
                     if *y != IGNORE {
-                        self.total += 1.0;
-                        if x == y {
-                            self.correct += 1.0;
-                        }
+                        self.pair(usize::from(*y), usize::from(*x));
                     }
                 }
             }
@@ -202,15 +281,50 @@ impl MetricSum {
         }
     }
 
-    fn value(&self, task: Task) -> Option<f64> {
+    /// [`metric_name`] of what was added; `None` when nothing was.
+    pub fn value(&self, task: Task) -> Option<f64> {
         if self.total == 0.0 {
-            None
-        } else if task == Task::Regression {
-            Some((self.sq / self.total).sqrt())
-        } else {
-            Some(self.correct / self.total)
+            return None;
         }
+        if task == Task::Regression {
+            return Some((self.sq / self.total).sqrt());
+        }
+        let k = self.counts.len();
+        let (mut f1_sum, mut present) = (0.0, 0usize);
+        for c in 0..k {
+            let support: u64 = self.counts[c].iter().sum();
+            if support == 0 {
+                continue;
+            }
+            let tp = self.counts[c][c] as f64;
+            let predicted: u64 = (0..k).map(|r| self.counts[r][c]).sum();
+            let (p, r) = (
+                if predicted == 0 {
+                    0.0
+                } else {
+                    tp / predicted as f64
+                },
+                tp / support as f64,
+            );
+            f1_sum += if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+            present += 1;
+        }
+        Some(f1_sum / present.max(1) as f64)
     }
+}
+
+/// [`metric_name`] of predictions against targets.
+pub fn score_predictions(
+    task: Task,
+    k: usize,
+    preds: &[Prediction],
+    targets: &[&Target],
+) -> Option<f64> {
+    let mut m = MetricSum::new(k);
+    for (p, t) in preds.iter().zip(targets) {
+        m.add(p, t);
+    }
+    m.value(task)
 }
 
 /// Fine-tuning: model, optimiser, state.
@@ -221,6 +335,7 @@ pub struct Trainer {
     state: FitState,
     opts: FitOptions,
     best: Option<Vec<u8>>,
+    class_weights: Option<Vec<f32>>,
 }
 
 pub(super) fn adamw_config(opts: &FitOptions) -> AdamWConfig {
@@ -255,6 +370,7 @@ impl Trainer {
             state,
             opts,
             best: None,
+            class_weights: None,
         })
     }
 
@@ -296,34 +412,28 @@ impl Trainer {
             state,
             opts,
             best,
+            class_weights: None,
         })
     }
 
-    /// Linear probing, then fine-tuning: a fresh fit with the light segmentation head starts its 1×1
-    /// convolution from the frozen-encoder linear probe (`baseline`), scaled by the temperature of
-    /// [`PROBE_TEMPERATURES`] with the lowest validation loss (training loss without validation
-    /// windows). That starting point is the best model so far, so training keeps it unless an epoch
-    /// beats it on validation. Returns the temperature, or `None` when it does not apply (another head,
-    /// regression, a resumed fit or no cached features).
-    pub fn start_from_probe(
+    /// Linear start, then fine-tuning: a fresh fit of the `hybrid` head (or the light segmentation head,
+    /// from the token part alone) starts from the linear model `linear` ([`super::LinearHead`], in
+    /// target units), its class logits scaled by the temperature of [`PROBE_TEMPERATURES`] with the lowest
+    /// validation loss (training loss without validation windows). That start is the best model so far
+    /// (epoch 0), so training keeps it unless an epoch beats it on validation. Returns the temperature (1
+    /// for regression), or `None` when it does not apply (another head, a resumed fit).
+    pub fn start_from_linear(
         &mut self,
-        baseline: &Baseline,
-        train: &[Example],
-        train_features: &[Tensor],
-        val: &[Example],
-        val_features: &[Tensor],
+        linear: &LinearHead,
+        data: &FitData<'_>,
         sink: &mut dyn FitSink,
     ) -> Result<Option<f64>> {
         let cfg = self.model.config().clone();
-        if self.state.epoch > 0 || !matches!(self.model.head(), Head::Light(_)) {
+        if self.state.epoch > 0 {
             return Ok(None);
         }
-        let Some((weights, biases)) = baseline.linear_map() else {
-            return Ok(None);
-        };
-        let d = cfg.encoder.embedding_size;
-        let k = cfg.num_outputs;
-        if weights.len() != k * d || biases.len() != k {
+        let (k, d) = (cfg.num_outputs, cfg.encoder.embedding_size);
+        if linear.k != k || linear.d != d {
             return Ok(None);
         }
         let vars = self.model.head_vars();
@@ -333,30 +443,70 @@ impl Trainer {
                 .map(|(_, v)| v.clone())
                 .ok_or_else(|| Error::InvalidInput(format!("the head has no {suffix}")))
         };
-        let (w_var, b_var) = (find("conv.weight")?, find("conv.bias")?);
-        let device = w_var.device().clone();
-        let w = Tensor::from_vec(weights, (k, d, 1, 1), &device)?;
-        let b = Tensor::from_vec(biases, k, &device)?;
-        let (examples, features) = if val.is_empty() {
-            (train, train_features)
-        } else {
-            (val, val_features)
+        // (variable, values, shape) of the linear part.
+        let params: Vec<(candle_core::Var, Vec<f32>, Vec<usize>)> = match self.model.head() {
+            Head::Hybrid(_) => {
+                if linear.p != cfg.pixel_channels {
+                    return Ok(None);
+                }
+                vec![
+                    (find("tokens.weight")?, linear.tokens.clone(), vec![k, d, 1, 1]),
+                    (find("pixels.weight")?, linear.pixels.clone(), vec![k, linear.p, 1, 1]),
+                    (find("pixels.bias")?, linear.bias.clone(), vec![k]),
+                ]
+            }
+            Head::Light(_) if linear.pixels.iter().all(|&w| w == 0.0) => vec![
+                (find("conv.weight")?, linear.tokens.clone(), vec![k, d, 1, 1]),
+                (find("conv.bias")?, linear.bias.clone(), vec![k]),
+            ],
+            _ => return Ok(None),
         };
-        let mut best: Option<(f64, f64)> = None;
-        for &t in &PROBE_TEMPERATURES {
-            w_var.set(&(&w * t)?.to_dtype(w_var.dtype())?)?;
-            b_var.set(&(&b * t)?.to_dtype(b_var.dtype())?)?;
-            let (loss, _) = self.evaluate(examples, Some(features), sink)?;
-            if best.is_none_or(|(l, _)| loss < l) {
-                best = Some((loss, t));
+        // Regression trains on standardised targets: z = (y − mean) / std.
+        let (shift, scale) = match self.state.target_scale {
+            Some((mean, std)) => (mean, 1.0 / std),
+            None => (0.0, 1.0),
+        };
+        let set = |t: f64| -> Result<()> {
+            for (var, values, shape) in &params {
+                let is_bias = shape.len() == 1;
+                let x = Tensor::from_vec(values.clone(), shape.as_slice(), var.device())?;
+                let x = if is_bias && shift != 0.0 {
+                    ((x - shift)? * scale)?
+                } else {
+                    (x * scale)?
+                };
+                var.set(&(x * t)?.to_dtype(var.dtype())?)?;
+            }
+            Ok(())
+        };
+        let use_val = !data.val.is_empty();
+        let temperatures: &[f64] = if cfg.task == Task::Regression {
+            &[1.0]
+        } else {
+            &PROBE_TEMPERATURES
+        };
+        let mut best: Option<(f64, f64, Option<f64>)> = None;
+        for &t in temperatures {
+            set(t)?;
+            let (loss, metric) = if use_val {
+                self.evaluate(data.val, data.val_features, sink)?
+            } else {
+                self.evaluate(data.train, data.train_features, sink)?
+            };
+            if best.is_none_or(|(l, _, _)| loss < l) {
+                best = Some((loss, t, metric));
             }
         }
-        let Some((loss, t)) = best else {
+        let Some((loss, t, metric)) = best else {
             return Ok(None);
         };
-        w_var.set(&(&w * t)?.to_dtype(w_var.dtype())?)?;
-        b_var.set(&(&b * t)?.to_dtype(b_var.dtype())?)?;
+        set(t)?;
         self.state.best_loss = Some(loss);
+        self.state.best_score = if use_val && cfg.task != Task::Regression {
+            metric
+        } else {
+            None
+        };
         self.state.best_epoch = Some(0);
         self.best = Some(self.model.to_safetensors()?);
         Ok(Some(t))
@@ -401,39 +551,55 @@ impl Trainer {
             return Ok(bytes);
         };
         let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
-        let layer = if self.model.config().head == HeadKind::UNet {
-            "head.final"
-        } else {
-            "head.out"
+        // y = std·z + mean: every term of the output is scaled, one bias takes the mean.
+        let (scaled, shifted): (&[&str], &str) = match self.model.config().head {
+            HeadKind::UNet => (&["head.final.weight", "head.final.bias"], "head.final.bias"),
+            HeadKind::Hybrid => (
+                &[
+                    "head.tokens.weight",
+                    "head.pixels.weight",
+                    "head.pixels.bias",
+                    "head.out.weight",
+                    "head.out.bias",
+                ],
+                "head.pixels.bias",
+            ),
+            _ => (&["head.out.weight", "head.out.bias"], "head.out.bias"),
         };
-        for (suffix, shift) in [("weight", 0.0), ("bias", mean)] {
-            let key = format!("{layer}.{suffix}");
+        for key in scaled {
             let t = tensors
-                .get(&key)
+                .get(*key)
                 .ok_or_else(|| Error::InvalidInput(format!("the head has no {key}")))?;
-            let scaled = ((t * std)? + shift)?;
-            tensors.insert(key, scaled);
+            let shift = if *key == shifted { mean } else { 0.0 };
+            let v = ((t * std)? + shift)?;
+            tensors.insert((*key).to_string(), v);
         }
         let mut v: Vec<(String, Tensor)> = tensors.into_iter().collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         to_safetensors(v, None)
     }
 
-    /// Runs the remaining epochs. `train_features`/`val_features` are the frozen encoder's features of the
-    /// examples ([`embed_examples`]); they are needed while the encoder is frozen.
-    pub fn fit(
-        &mut self,
-        train: &[Example],
-        val: &[Example],
-        train_features: Option<&[Tensor]>,
-        val_features: Option<&[Tensor]>,
-        sink: &mut dyn FitSink,
-    ) -> Result<()> {
+    /// Runs the remaining epochs. The frozen encoder's features of the examples ([`embed_examples`]) are
+    /// needed while the encoder is frozen. With validation windows, a class task keeps the epoch with the
+    /// best validation macro-F1 (the loss breaks ties) and stops after `patience` epochs without a better
+    /// one; regression, or a fit without validation windows, goes by the loss.
+    pub fn fit(&mut self, data: &FitData<'_>, sink: &mut dyn FitSink) -> Result<()> {
+        let FitData {
+            train,
+            val,
+            train_features,
+            val_features,
+        } = *data;
         if train.is_empty() {
             return Err(Error::InvalidInput("no training windows".into()));
         }
         let cfg = self.model.config().clone();
         let device = self.model.encoder().encoder().device().clone();
+        if self.opts.balanced {
+            let targets: Vec<&Target> = train.iter().map(|e| &e.target).collect();
+            self.class_weights = class_weights(&targets, cfg.num_outputs);
+        }
+        let by_score = !val.is_empty() && cfg.task != Task::Regression;
         let total = self.opts.epochs.max(1);
         while self.state.epoch < self.opts.epochs && !self.state.stopped_early {
             let epoch = self.state.epoch + 1;
@@ -475,27 +641,30 @@ impl Trainer {
                 let targets: Vec<&Target> = idx.iter().map(|&i| &train[i].target).collect();
                 // Targets are built in the windows' own orientation, then transformed like the inputs.
                 let hw = input_hw(&train[idx[0]].input)?;
+                let inputs: Vec<EncoderInput> = idx
+                    .iter()
+                    .map(|&i| dihedral_input(&train[i].input, aug))
+                    .collect::<Result<_>>()?;
+                let refs: Vec<&EncoderInput> = inputs.iter().collect();
+                let x = stack_inputs(&refs)?;
+                let pixels = self.model.head().pixels_of(&x)?;
                 let raw = if let Some(feats) = feats {
                     let f: Vec<Tensor> = idx.iter().map(|&i| feats[i].clone()).collect();
                     let f = dihedral(&Tensor::stack(&f, 0)?, aug, 2)?;
-                    self.model.head().forward(&f)?
+                    self.model.head().forward(&f, pixels.as_ref())?
                 } else {
-                    let inputs: Vec<EncoderInput> = idx
-                        .iter()
-                        .map(|&i| dihedral_input(&train[i].input, aug))
-                        .collect::<Result<_>>()?;
-                    let refs: Vec<&EncoderInput> = inputs.iter().collect();
-                    let x = stack_inputs(&refs)?;
-                    self.model.head().forward(&self.model.features(&x)?)?
+                    self.model
+                        .head()
+                        .forward(&self.model.features(&x)?, pixels.as_ref())?
                 };
                 let target = target_tensor(&targets, aug, self.state.target_scale, hw, &device)?;
-                let loss = loss_of(cfg.task, &raw, &target)?;
+                let loss = loss_of(cfg.task, &raw, &target, self.class_weights.as_deref())?;
                 loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
                 self.opt.backward_step(&loss)?;
                 let frac = (epoch - 1) as f32 / total as f32
                     + (bi + 1) as f32 / (batches as f32 * total as f32);
                 sink.progress(
-                    0.2 + 0.75 * frac,
+                    0.3 + 0.6 * frac,
                     &format!(
                         "epoch {epoch} of {} ({}): batch {} of {batches}",
                         self.opts.epochs,
@@ -523,12 +692,22 @@ impl Trainer {
                 val_metric,
                 seconds: started.elapsed().as_secs_f64(),
             };
-            let score = val_loss.unwrap_or(train_loss);
+            let loss = val_loss.unwrap_or(train_loss);
             self.state.epoch = epoch;
             self.state.history.push(record);
-            let improved = self.state.best_loss.is_none_or(|b| score < b - 1e-6);
+            let improved = match (by_score, val_metric, self.state.best_score) {
+                (true, Some(m), Some(b)) => {
+                    m > b + 1e-9
+                        || (m > b - 1e-9 && self.state.best_loss.is_none_or(|bl| loss < bl - 1e-6))
+                }
+                (true, Some(_), None) => true,
+                _ => self.state.best_loss.is_none_or(|b| loss < b - 1e-6),
+            };
             if improved {
-                self.state.best_loss = Some(score);
+                self.state.best_loss = Some(loss);
+                if by_score {
+                    self.state.best_score = val_metric;
+                }
                 self.state.best_epoch = Some(epoch);
                 self.state.since_best = 0;
                 self.best = Some(self.model.to_safetensors()?);
@@ -539,7 +718,7 @@ impl Trainer {
                 }
             }
             let ckpt = self.checkpoint()?;
-            // The first checkpoint also carries a best model that predates it (the probe start).
+            // The first checkpoint also carries a best model that predates it (the linear start).
             let best = if improved || epoch == 1 {
                 self.best.as_deref()
             } else {
@@ -550,8 +729,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// Mean loss and the metric over `examples` with the current weights (cached frozen features when
-    /// given).
+    /// Mean loss and [`metric_name`] over `examples` with the current weights (cached frozen features
+    /// when given).
     pub fn evaluate(
         &self,
         examples: &[Example],
@@ -567,24 +746,24 @@ impl Trainer {
         };
         let bs = self.opts.eval_batch_size.max(1);
         let (mut loss_sum, mut n) = (0.0, 0usize);
-        let mut metric = MetricSum::default();
+        let mut metric = MetricSum::new(cfg.num_outputs);
         for (ci, chunk) in examples.chunks(bs).enumerate() {
             if sink.cancelled() {
                 return Err(Error::Cancelled);
             }
             let hw = input_hw(&chunk[0].input)?;
+            let refs: Vec<&EncoderInput> = chunk.iter().map(|e| &e.input).collect();
+            let x = stack_inputs(&refs)?;
             let f = match (features, &encoder) {
                 (Some(f), _) => Tensor::stack(&f[ci * bs..ci * bs + chunk.len()], 0)?,
-                (None, Some(enc)) => {
-                    let refs: Vec<&EncoderInput> = chunk.iter().map(|e| &e.input).collect();
-                    feature_map(&enc.forward(&stack_inputs(&refs)?, cfg.patch_size)?)?
-                }
+                (None, Some(enc)) => feature_map(&enc.forward(&x, cfg.patch_size)?)?,
                 (None, None) => return Err(Error::InvalidInput("no encoder".into())),
             };
-            let raw = self.model.head().forward(&f)?.detach();
+            let pixels = self.model.head().pixels_of(&x)?;
+            let raw = self.model.head().forward(&f, pixels.as_ref())?.detach();
             let targets: Vec<&Target> = chunk.iter().map(|e| &e.target).collect();
             let t = target_tensor(&targets, 0, self.state.target_scale, hw, &device)?;
-            let l = loss_of(cfg.task, &raw, &t)?;
+            let l = loss_of(cfg.task, &raw, &t, self.class_weights.as_deref())?;
             loss_sum += f64::from(l.to_dtype(DType::F32)?.to_scalar::<f32>()?) * chunk.len() as f64;
             n += chunk.len();
             for (p, e) in predictions(cfg, &raw, hw, self.state.target_scale)?
@@ -596,6 +775,19 @@ impl Trainer {
         }
         Ok((loss_sum / n.max(1) as f64, metric.value(cfg.task)))
     }
+}
+
+/// The examples of a fit and the frozen encoder's features of each (when cached).
+#[derive(Debug, Clone, Copy)]
+pub struct FitData<'a> {
+    /// Training windows.
+    pub train: &'a [Example],
+    /// Validation windows (may be empty).
+    pub val: &'a [Example],
+    /// Features of `train`, in order.
+    pub train_features: Option<&'a [Tensor]>,
+    /// Features of `val`, in order.
+    pub val_features: Option<&'a [Tensor]>,
 }
 
 /// `(H, W)` of an input.

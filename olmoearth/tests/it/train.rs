@@ -63,7 +63,7 @@ fn optimiser_steps_lower_the_loss_through_the_unfrozen_encoder() {
         let logits = head
             .forward(&feature_map(&out).expect("features"))
             .expect("head");
-        cross_entropy(&logits, &targets, -1).expect("loss")
+        cross_entropy(&logits, &targets, -1, None).expect("loss")
     };
     let probe = "encoder.blocks.0.attn.q.weight";
     let before = enc

@@ -1,0 +1,544 @@
+//! Linear candidates in closed form: class-balanced ridge models on the normalised 10 m input pixels, on
+//! the frozen encoder's tokens (bilinearly upsampled to the pixels), or on both; each is a
+//! [`LinearHead`], i.e. the linear part of the `hybrid` head, so any of them can be published as a model
+//! or be the start of fine-tuning.
+//!
+//! Segmentation fits one row per labelled pixel (at most `max_rows`, drawn evenly across classes); window
+//! targets fit one row per window (the window's mean, which is what the head's pooled output is linear in).
+
+use super::*;
+use crate::heads::{HYBRID_HIDDEN, HYBRID_TOKEN_CHANNELS, upsample_bilinear};
+use crate::task::{Task, pixel_features};
+
+/// What a linear candidate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearInputs {
+    /// The normalised input pixels (bands × months).
+    Pixels,
+    /// The encoder's tokens, upsampled.
+    Tokens,
+    /// Both.
+    Both,
+}
+
+/// The linear part of the `hybrid` head: `logits = up(T·f) + P·x + b`, in target units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearHead {
+    /// Outputs (classes, or 1).
+    pub k: usize,
+    /// Token channels (D).
+    pub d: usize,
+    /// Pixel channels (P).
+    pub p: usize,
+    /// `(K, D)` row-major.
+    pub tokens: Vec<f32>,
+    /// `(K, P)` row-major.
+    pub pixels: Vec<f32>,
+    /// `(K)`.
+    pub bias: Vec<f32>,
+}
+
+impl LinearHead {
+    /// The head parameters of a `hybrid` head that computes exactly this linear model (the convolutional
+    /// path's output layer is zero), keyed under `prefix` (e.g. `head.`).
+    pub fn hybrid_tensors(&self, prefix: &str, device: &Device) -> Result<Vec<(String, Tensor)>> {
+        let (k, d, p) = (self.k, self.d, self.p);
+        let r = HYBRID_TOKEN_CHANNELS;
+        let h = HYBRID_HIDDEN;
+        let t = |v: Vec<f32>, shape: &[usize]| Tensor::from_vec(v, shape, device);
+        Ok(vec![
+            (
+                format!("{prefix}tokens.weight"),
+                t(self.tokens.clone(), &[k, d, 1, 1])?,
+            ),
+            (
+                format!("{prefix}pixels.weight"),
+                t(self.pixels.clone(), &[k, p, 1, 1])?,
+            ),
+            (format!("{prefix}pixels.bias"), t(self.bias.clone(), &[k])?),
+            (
+                format!("{prefix}reduce.weight"),
+                Tensor::zeros((r, d, 1, 1), DType::F32, device)?,
+            ),
+            (
+                format!("{prefix}reduce.bias"),
+                Tensor::zeros(r, DType::F32, device)?,
+            ),
+            (
+                format!("{prefix}hidden.weight"),
+                Tensor::zeros((h, p + r, 3, 3), DType::F32, device)?,
+            ),
+            (
+                format!("{prefix}hidden.bias"),
+                Tensor::zeros(h, DType::F32, device)?,
+            ),
+            (
+                format!("{prefix}out.weight"),
+                Tensor::zeros((k, h, 1, 1), DType::F32, device)?,
+            ),
+            (
+                format!("{prefix}out.bias"),
+                Tensor::zeros(k, DType::F32, device)?,
+            ),
+        ])
+    }
+
+    /// Predictions of this linear model for `examples` (features of each in `features`), through the very
+    /// `hybrid` head `cfg` describes, so what is scored is what would be published.
+    pub fn predict(
+        &self,
+        cfg: &TaskModelConfig,
+        examples: &[Example],
+        features: &[Tensor],
+    ) -> Result<Vec<Prediction>> {
+        let device = features
+            .first()
+            .map_or(Device::Cpu, |f| f.device().clone());
+        let tensors: HashMap<String, Tensor> =
+            self.hybrid_tensors("", &device)?.into_iter().collect();
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let head = Head::new(cfg, vb)?;
+        let mut out = Vec::with_capacity(examples.len());
+        for (e, f) in examples.iter().zip(features) {
+            let hw = input_hw(&e.input)?;
+            let pixels = pixel_features(&e.input)?;
+            let raw = head.forward(&f.unsqueeze(0)?, Some(&pixels))?;
+            out.extend(predictions(cfg, &raw, hw, None)?);
+        }
+        Ok(out)
+    }
+}
+
+/// A fitted linear candidate.
+#[derive(Debug, Clone)]
+pub struct LinearFit {
+    /// The model.
+    pub head: LinearHead,
+    /// The ridge penalty chosen (relative to the mean diagonal of the weighted Gram matrix).
+    pub lambda: f64,
+    /// Its validation [`metric_name`], when there were validation labels.
+    pub val_score: Option<f64>,
+    /// Training rows (labelled pixels, or windows).
+    pub train_rows: usize,
+}
+
+/// Relative ridge penalties tried.
+const LAMBDAS: [f64; 5] = [1e-4, 1e-3, 1e-2, 1e-1, 1.0];
+
+/// Rows of one split: `(n, F)` features, targets (class index or value) and row weights.
+struct Rows {
+    x: Vec<f32>,
+    y: Vec<f64>,
+    n: usize,
+}
+
+/// Per-pixel feature planes `(F, H·W)` of one window, channel-major.
+fn planes(
+    inputs: LinearInputs,
+    e: &Example,
+    f: &Tensor,
+    patch: usize,
+) -> Result<(Vec<f32>, usize)> {
+    let mut parts = Vec::new();
+    if inputs != LinearInputs::Pixels {
+        parts.push(upsample_bilinear(&f.unsqueeze(0)?, patch)?.squeeze(0)?);
+    }
+    if inputs != LinearInputs::Tokens {
+        parts.push(pixel_features(&e.input)?.squeeze(0)?);
+    }
+    let x = Tensor::cat(&parts, 0)?.to_dtype(DType::F32)?;
+    let (c, h, w) = x.dims3()?;
+    let v: Vec<f32> = x.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+    debug_assert_eq!(v.len(), c * h * w);
+    Ok((v, c))
+}
+
+/// Rows of `examples`: labelled pixels kept with probability `keep[class]` for masks, one mean row per
+/// window otherwise.
+fn rows(
+    inputs: LinearInputs,
+    examples: &[Example],
+    features: &[Tensor],
+    patch: usize,
+    keep: &[f64],
+    rng: &mut Rng,
+) -> Result<Rows> {
+    let mut out = Rows {
+        x: Vec::new(),
+        y: Vec::new(),
+        n: 0,
+    };
+    for (e, f) in examples.iter().zip(features) {
+        let (v, c) = planes(inputs, e, f, patch)?;
+        let hw = v.len() / c.max(1);
+        match &e.target {
+            Target::Mask(m) => {
+                if m.len() != hw {
+                    return Err(Error::InvalidInput(format!(
+                        "a label mask has {} pixels, the window {hw}",
+                        m.len()
+                    )));
+                }
+                for (i, &cls) in m.iter().enumerate() {
+                    if cls == IGNORE {
+                        continue;
+                    }
+                    let prob = keep.get(usize::from(cls)).copied().unwrap_or(0.0);
+                    if prob < 1.0 && (rng.next_u64() % 1_000_000) as f64 >= prob * 1e6 {
+                        continue;
+                    }
+                    out.x.extend((0..c).map(|j| v[j * hw + i]));
+                    out.y.push(f64::from(cls));
+                    out.n += 1;
+                }
+            }
+            Target::Class(_) | Target::Value(_) => {
+                out.x.extend(
+                    (0..c).map(|j| v[j * hw..(j + 1) * hw].iter().sum::<f32>() / hw.max(1) as f32),
+                );
+                out.y.push(match &e.target {
+                    Target::Class(k) => f64::from(*k),
+                    Target::Value(x) => f64::from(*x),
+                    Target::Mask(_) => 0.0,
+                });
+                out.n += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Labelled pixels (or windows) per class of `examples`.
+fn class_counts(examples: &[Example], k: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; k];
+    for e in examples {
+        match &e.target {
+            Target::Mask(m) => {
+                for &c in m {
+                    if let Some(n) = counts.get_mut(usize::from(c)) {
+                        *n += 1;
+                    }
+                }
+            }
+            Target::Class(c) => {
+                if let Some(n) = counts.get_mut(*c as usize) {
+                    *n += 1;
+                }
+            }
+            Target::Value(_) => {}
+        }
+    }
+    counts
+}
+
+/// Keep probabilities that cap the rows at about `max_rows`, evenly across classes (`uniform`: the same
+/// probability for every class).
+fn keep_probabilities(counts: &[u64], max_rows: usize, uniform: bool) -> Vec<f64> {
+    let total: u64 = counts.iter().sum();
+    if uniform {
+        let p = (max_rows as f64 / total.max(1) as f64).min(1.0);
+        return vec![p; counts.len()];
+    }
+    let present = counts.iter().filter(|&&n| n > 0).count().max(1);
+    let cap = max_rows as f64 / present as f64;
+    counts
+        .iter()
+        .map(|&n| if n == 0 { 0.0 } else { (cap / n as f64).min(1.0) })
+        .collect()
+}
+
+/// Fits the class-balanced ridge model of `inputs` on `train` and picks its penalty on `val`
+/// ([`metric_name`]; without validation rows the middle penalty).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_linear(
+    cfg: &TaskModelConfig,
+    inputs: LinearInputs,
+    train: &[Example],
+    train_features: &[Tensor],
+    val: &[Example],
+    val_features: &[Tensor],
+    max_rows: usize,
+    seed: u64,
+) -> Result<LinearFit> {
+    let regression = cfg.task == Task::Regression;
+    let k = if regression { 1 } else { cfg.num_outputs };
+    let p = cfg.patch_size;
+    let mut rng = Rng::new(seed ^ 0x5EED_0F_11AE);
+    let keep = keep_probabilities(&class_counts(train, k), max_rows, false);
+    let tr = rows(inputs, train, train_features, p, &keep, &mut rng)?;
+    if tr.n == 0 {
+        return Err(Error::InvalidInput(
+            "no labelled training sample for a linear model".into(),
+        ));
+    }
+    let f = tr.x.len() / tr.n;
+    // Row weights: balanced over the classes of the rows (1 for values).
+    let mut w = vec![1f64; tr.n];
+    if !regression {
+        let mut counts = vec![0f64; k];
+        for &y in &tr.y {
+            counts[y as usize] += 1.0;
+        }
+        let present = counts.iter().filter(|&&c| c > 0.0).count().max(1) as f64;
+        for (wi, &y) in w.iter_mut().zip(&tr.y) {
+            *wi = tr.n as f64 / (present * counts[y as usize]);
+        }
+    }
+    let wsum: f64 = w.iter().sum();
+    // Weighted standardisation.
+    let mut mean = vec![0f64; f];
+    for (r, &wi) in tr.x.chunks_exact(f).zip(&w) {
+        for (m, &x) in mean.iter_mut().zip(r) {
+            *m += wi * f64::from(x);
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= wsum);
+    let mut var = vec![0f64; f];
+    for (r, &wi) in tr.x.chunks_exact(f).zip(&w) {
+        for ((v, &x), m) in var.iter_mut().zip(r).zip(&mean) {
+            *v += wi * (f64::from(x) - m).powi(2);
+        }
+    }
+    let inv_std: Vec<f64> = var
+        .iter()
+        .map(|&v| {
+            let s = (v / wsum).sqrt();
+            if s > 1e-6 { 1.0 / s } else { 0.0 }
+        })
+        .collect();
+    let standardise = |x: &[f32], n: usize, weights: Option<&[f64]>| -> Result<Tensor> {
+        let mut z = Vec::with_capacity(n * (f + 1));
+        for (i, r) in x.chunks_exact(f).enumerate() {
+            let s = weights.map_or(1.0, |w| w[i].sqrt());
+            z.extend(
+                r.iter()
+                    .zip(&mean)
+                    .zip(&inv_std)
+                    .map(|((&x, m), is)| ((f64::from(x) - m) * is * s) as f32),
+            );
+            z.push(s as f32);
+        }
+        Ok(Tensor::from_vec(z, (n, f + 1), &Device::Cpu)?)
+    };
+    let xw = standardise(&tr.x, tr.n, Some(&w))?;
+    let mut y = vec![0f32; tr.n * k];
+    for (i, (&t, &wi)) in tr.y.iter().zip(&w).enumerate() {
+        if regression {
+            y[i] = (t * wi.sqrt()) as f32;
+        } else {
+            y[i * k + t as usize] = wi.sqrt() as f32;
+        }
+    }
+    let y = Tensor::from_vec(y, (tr.n, k), &Device::Cpu)?;
+    let gram: Vec<f64> = xw
+        .t()?
+        .matmul(&xw)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1()?;
+    let xty: Vec<f64> = xw
+        .t()?
+        .matmul(&y)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1()?;
+    let ff = f + 1;
+    let diag_mean = (0..f).map(|i| gram[i * ff + i]).sum::<f64>() / f.max(1) as f64;
+    let solve = |lambda: f64| -> Result<Vec<f64>> {
+        let mut a = gram.clone();
+        for i in 0..f {
+            a[i * ff + i] += lambda * diag_mean.max(1e-9);
+        }
+        // The bias is not penalised, but a tiny ridge keeps the system definite.
+        a[f * ff + f] += 1e-9 * wsum.max(1.0);
+        cholesky_solve(&a, &xty, ff, k)
+    };
+    let to_head = |beta: &[f64]| -> LinearHead {
+        let d = if inputs == LinearInputs::Pixels {
+            0
+        } else {
+            cfg.encoder.embedding_size
+        };
+        let mut weights = vec![0f32; k * f];
+        let mut bias = vec![0f32; k];
+        for c in 0..k {
+            let mut b = beta[f * k + c];
+            for j in 0..f {
+                let wj = beta[j * k + c] * inv_std[j];
+                weights[c * f + j] = wj as f32;
+                b -= wj * mean[j];
+            }
+            bias[c] = b as f32;
+        }
+        let dd = cfg.encoder.embedding_size;
+        let mut tokens = vec![0f32; k * dd];
+        let mut pixels = vec![0f32; k * cfg.pixel_channels];
+        for c in 0..k {
+            let row = &weights[c * f..(c + 1) * f];
+            if d > 0 {
+                tokens[c * dd..(c + 1) * dd].copy_from_slice(&row[..dd]);
+            }
+            if inputs != LinearInputs::Tokens {
+                let pp = cfg.pixel_channels;
+                pixels[c * pp..(c + 1) * pp].copy_from_slice(&row[d..d + pp]);
+            }
+        }
+        LinearHead {
+            k,
+            d: dd,
+            p: cfg.pixel_channels,
+            tokens,
+            pixels,
+            bias,
+        }
+    };
+    let expected_f = match inputs {
+        LinearInputs::Pixels => cfg.pixel_channels,
+        LinearInputs::Tokens => cfg.encoder.embedding_size,
+        LinearInputs::Both => cfg.encoder.embedding_size + cfg.pixel_channels,
+    };
+    if f != expected_f {
+        return Err(Error::InvalidInput(format!(
+            "linear rows have {f} features, the model expects {expected_f}"
+        )));
+    }
+    let keep_val = keep_probabilities(&class_counts(val, k), max_rows, true);
+    let va = rows(inputs, val, val_features, p, &keep_val, &mut rng)?;
+    if va.n == 0 {
+        let lambda = 1e-2;
+        return Ok(LinearFit {
+            head: to_head(&solve(lambda)?),
+            lambda,
+            val_score: None,
+            train_rows: tr.n,
+        });
+    }
+    let xv = standardise(&va.x, va.n, None)?.to_dtype(DType::F64)?;
+    let task = cfg.task;
+    let mut best: Option<(f64, f64, Vec<f64>)> = None;
+    for &lambda in &LAMBDAS {
+        let beta = solve(lambda)?;
+        let out = xv.matmul(&Tensor::from_slice(&beta, (ff, k), &Device::Cpu)?)?;
+        let mut m = MetricSum::new(k);
+        if regression {
+            let v: Vec<f64> = out.flatten_all()?.to_vec1()?;
+            for (p, &t) in v.iter().zip(&va.y) {
+                m.add(&Prediction::Value(*p), &Target::Value(t as f32));
+            }
+        } else {
+            let cls: Vec<u32> = out.argmax(1)?.to_dtype(DType::U32)?.to_vec1()?;
+            for (&p, &t) in cls.iter().zip(&va.y) {
+                m.add(&Prediction::Class(p), &Target::Class(t as u32));
+            }
+        }
+        let Some(score) = m.value(task) else { continue };
+        if best
+            .as_ref()
+            .is_none_or(|(b, _, _)| metric_better(task, score, *b))
+        {
+            best = Some((score, lambda, beta));
+        }
+    }
+    let Some((score, lambda, beta)) = best else {
+        return Err(Error::InvalidInput("no validation score".into()));
+    };
+    Ok(LinearFit {
+        head: to_head(&beta),
+        lambda,
+        val_score: Some(score),
+        train_rows: tr.n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Modality;
+    use crate::encoder::ModalityInput;
+    use crate::task::HeadKind;
+    use std::collections::BTreeMap;
+
+    /// A window of `size`² pixels, T = 1, whose 12 bands are `value(y, x)` everywhere.
+    fn window(size: usize, value: impl Fn(usize, usize) -> f32, target: Target) -> Example {
+        let mut v = Vec::with_capacity(size * size * 12);
+        for y in 0..size {
+            for x in 0..size {
+                v.extend(std::iter::repeat_n(value(y, x), 12));
+            }
+        }
+        let data = Tensor::from_vec(v, (1, size, size, 1, 12), &Device::Cpu).expect("data");
+        let mut modalities = BTreeMap::new();
+        modalities.insert(
+            Modality::Sentinel2L2a,
+            ModalityInput { data, mask: None },
+        );
+        Example {
+            id: String::new(),
+            input: EncoderInput {
+                modalities,
+                months: Tensor::zeros((1, 1), DType::U32, &Device::Cpu).expect("months"),
+            },
+            target,
+        }
+    }
+
+    #[test]
+    fn a_pixel_model_draws_a_10_m_checkerboard_that_8_pixel_tokens_cannot() -> Result<()> {
+        // Class = the pixel's square of a 1-pixel checkerboard; the bands say which (0.2 or 0.8). Tokens
+        // of 8 × 8 pixels hold half of each class, so they carry nothing of it: the tokens here are noise.
+        let (size, p) = (16usize, 8usize);
+        let mut rng = Rng::new(1);
+        let mut examples = Vec::new();
+        let mut features = Vec::new();
+        for _ in 0..4 {
+            let cls = |y: usize, x: usize| ((y + x) % 2) as u8;
+            let mask: Vec<u8> = (0..size * size).map(|i| cls(i / size, i % size)).collect();
+            examples.push(window(
+                size,
+                |y, x| 0.2 + 0.6 * f32::from(cls(y, x)),
+                Target::Mask(mask),
+            ));
+            let noise: Vec<f32> = (0..8 * 2 * 2)
+                .map(|_| (rng.next_u64() % 1000) as f32 / 1000.0)
+                .collect();
+            features.push(Tensor::from_vec(noise, (8, 2, 2), &Device::Cpu)?);
+        }
+        let mut cfg = TaskModelConfig {
+            format: crate::task::TASK_MODEL_FORMAT,
+            encoder: crate::config::EncoderConfig::preset(crate::config::ModelSize::Nano),
+            model_size: "nano".into(),
+            patch_size: p,
+            task: Task::Segmentation,
+            num_outputs: 2,
+            head: HeadKind::Hybrid,
+            modalities: vec![Modality::Sentinel2L2a],
+            window_size: size,
+            initialised_from: "test".into(),
+            pixel_channels: 12,
+        };
+        cfg.encoder.embedding_size = 8;
+        let (train, val) = examples.split_at(3);
+        let (tf, vf) = features.split_at(3);
+        let score = |inputs| -> Result<f64> {
+            let fit = fit_linear(&cfg, inputs, train, tf, val, vf, 10_000, 3)?;
+            let preds = fit.head.predict(&cfg, val, vf)?;
+            let targets: Vec<&Target> = val.iter().map(|e| &e.target).collect();
+            Ok(score_predictions(cfg.task, 2, &preds, &targets).unwrap_or(0.0))
+        };
+        let pixels = score(LinearInputs::Pixels)?;
+        let both = score(LinearInputs::Both)?;
+        let tokens = score(LinearInputs::Tokens)?;
+        assert!(pixels > 0.99, "pixels {pixels}");
+        assert!(both > 0.99, "both {both}");
+        assert!(tokens < 0.75, "tokens {tokens}");
+        Ok(())
+    }
+
+    #[test]
+    fn rare_classes_get_as_many_rows_as_common_ones() {
+        let keep = keep_probabilities(&[100_000, 1_000, 0], 20_000, false);
+        assert!((keep[0] * 100_000.0 - 10_000.0).abs() < 1.0);
+        assert_eq!(keep[1], 1.0);
+        assert_eq!(keep[2], 0.0);
+    }
+}
