@@ -1,6 +1,7 @@
 //! Training on the offline demo: 64 windows of 64×64 px, four months of Sentinel-2, four land-cover
 //! classes, segmentation with a Nano encoder (the fixture checkpoint) at patch size 4. Prints, on the test
-//! rows, the majority class, the frozen-encoder baseline and the fine-tuned model, with timings.
+//! rows, the majority class and every candidate model of `train` (raw pixels, probes, tokens and pixels,
+//! fine-tuned) with the one chosen on validation, and timings.
 //!
 //! `cargo bench -p groundwork-worker --bench train_demo` (options: `EPOCHS`, `FREEZE_EPOCHS`, `HEAD`).
 #![expect(clippy::unwrap_used, clippy::print_stdout, reason = "benchmark")]
@@ -9,11 +10,9 @@ use candle_core::Device;
 use groundwork_imagery::{AcquireRequest, GridOptions, Modality, Source};
 use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
-use olmoearth::finetune::{
-    Baseline, Example, FitOptions, FitSink, FitState, Prediction, Target, Trainer, embed_examples,
-    predict_examples,
-};
-use olmoearth::task::{TaskModelConfig, TrainableTaskModel, input_from_window};
+use groundwork_worker::steps::candidates::fit_candidates;
+use olmoearth::finetune::{Example, FitOptions, FitSink, FitState, Prediction, Target};
+use olmoearth::task::{TaskModelConfig, input_from_window, pixel_channels};
 use std::time::Instant;
 
 struct Print;
@@ -169,35 +168,12 @@ async fn main() {
         patch_size: env("PATCH", 4usize),
         task: olmoearth::task::Task::Segmentation,
         num_outputs: 4,
-        head: env("HEAD", olmoearth::task::HeadKind::LightSegmentation),
+        head: env("HEAD", olmoearth::task::HeadKind::Hybrid),
         modalities: vec![olmoearth::Modality::Sentinel2L2a],
         window_size: 64,
         initialised_from: "fixture".into(),
+        pixel_channels: pixel_channels(&train[0].input).unwrap(),
     };
-    let model = TrainableTaskModel::new(cfg.clone(), &sd, &dev).unwrap();
-    let enc = model.inference_encoder().unwrap();
-    let t0 = Instant::now();
-    let tf = embed_examples(&enc, &train, cfg.patch_size, 8, &mut Print, (0.0, 1.0)).unwrap();
-    let vf = embed_examples(&enc, &val, cfg.patch_size, 8, &mut Print, (0.0, 1.0)).unwrap();
-    let sf = embed_examples(&enc, &test, cfg.patch_size, 8, &mut Print, (0.0, 1.0)).unwrap();
-    println!("embedded 64 windows in {:.1} s", t0.elapsed().as_secs_f64());
-
-    let t0 = Instant::now();
-    let tt: Vec<&Target> = train.iter().map(|e| &e.target).collect();
-    let vt: Vec<&Target> = val.iter().map(|e| &e.target).collect();
-    let baseline = Baseline::fit(&cfg, &tf, &tt, &vf, &vt).unwrap();
-    let bp = baseline.predict(&sf).unwrap();
-    println!(
-        "baseline ({}, k={}, λ={}; val kNN {:.4}, linear {:.4}) test pixel accuracy {:.4} in {:.1} s",
-        baseline.summary.method,
-        baseline.summary.knn_k,
-        baseline.summary.ridge_lambda,
-        baseline.summary.knn_val_metric.unwrap_or(f64::NAN),
-        baseline.summary.linear_val_metric.unwrap_or(f64::NAN),
-        accuracy(&bp, &test),
-        t0.elapsed().as_secs_f64()
-    );
-
     let epochs = env("EPOCHS", FitOptions::default().epochs);
     let fit = FitOptions {
         epochs,
@@ -205,23 +181,21 @@ async fn main() {
         ..FitOptions::default()
     };
     let t0 = Instant::now();
-    let mut trainer = Trainer::new(model, fit, &train).unwrap();
-    if env("PROBE_START", 1) == 1 {
-        let t = trainer
-            .start_from_probe(&baseline, &train, &tf, &val, &vf, &mut Print)
-            .unwrap();
-        println!("head starts from the linear probe: temperature {t:?}");
-    }
-    trainer
-        .fit(&train, &val, Some(&tf), Some(&vf), &mut Print)
-        .unwrap();
-    let final_model =
-        olmoearth::task::TaskModel::load(cfg, &trainer.final_weights().unwrap(), &dev).unwrap();
-    let fp = predict_examples(&final_model, &test, 8).unwrap();
+    let fitted = fit_candidates(&cfg, &sd, &dev, fit, None, (&train, &val, &test), &mut Print).unwrap();
     println!(
-        "fine-tuned (best epoch {:?}) test pixel accuracy {:.4}; training {:.1} s",
-        trainer.state().best_epoch,
-        accuracy(&fp, &test),
-        t0.elapsed().as_secs_f64()
+        "candidates in {:.1} s (best fine-tuned epoch {:?}); chosen: {} ({})",
+        t0.elapsed().as_secs_f64(),
+        fitted.state.best_epoch,
+        fitted.choice.chosen,
+        fitted.choice.reason
     );
+    for c in &fitted.candidates {
+        let preds: Vec<Prediction> = test.iter().map(|e| c.test[&e.id].clone()).collect();
+        println!(
+            "{:<14} val macro-F1 {:.4}  test pixel accuracy {:.4}",
+            c.name,
+            c.val_score.unwrap_or(f64::NAN),
+            accuracy(&preds, &test)
+        );
+    }
 }

@@ -28,7 +28,8 @@ pub struct TrainRequest {
     pub batch_size: Option<usize>,
     /// Head learning rate (0 < lr ≤ 1).
     pub lr: Option<f64>,
-    /// `light_segmentation`, `unet` or `pooling`.
+    /// `hybrid` (the default: tokens and 10 m pixels), `light_segmentation`, `unet` or `pooling`, as the
+    /// task allows.
     pub head: Option<String>,
 }
 

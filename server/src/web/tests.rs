@@ -1221,6 +1221,18 @@ async fn seed_results(pool: &groundwork_store::PgPool, org: Uuid, project: Uuid)
                           "confusion_matrix": [[9, 1], [2, 3]], "samples": 15},
                 "baseline": {"accuracy": 0.6, "macro_f1": 0.5, "per_class": per_class(0.6),
                              "confusion_matrix": [[7, 3], [3, 2]], "samples": 15, "method": "linear_probe"},
+                "candidates": [
+                    {"name": "raw_pixels", "description": "raw-pixel linear model", "publishable": true,
+                     "chosen": true, "val_score": 0.77,
+                     "test": {"accuracy": 0.8, "macro_f1": 0.75, "per_class": per_class(0.8),
+                              "confusion_matrix": [[9, 1], [2, 3]], "samples": 15}},
+                    {"name": "fine_tuned", "description": "fine-tuned hybrid head", "publishable": true,
+                     "chosen": false, "val_score": 0.41,
+                     "test": {"accuracy": 0.5, "macro_f1": 0.45, "per_class": per_class(0.5),
+                              "confusion_matrix": [[5, 5], [2, 3]], "samples": 15}},
+                ],
+                "selection": {"metric": "macro_f1", "chosen": "raw_pixels", "fine_tuned_lost": true,
+                              "reason": "fine-tuning did not help: the raw-pixel linear model scored validation macro_f1 0.770 against 0.410 for the fine-tuned model, so the map uses it"},
             }),
         },
     )
@@ -1247,7 +1259,8 @@ async fn seed_results(pool: &groundwork_store::PgPool, org: Uuid, project: Uuid)
             stats: json!({}),
             lineage: json!({"model": {"kind": "trained"}, "training_run_id": run_id, "label_set_version": 1,
                             "checkpoint_sha256": "abcdef0123456789",
-                            "metrics": {"validation": {"metric": "accuracy", "val_metric": 0.8, "best_epoch": 3}}}),
+                            "metrics": {"validation": {"metric": "accuracy", "val_metric": 0.8, "best_epoch": 3,
+                                                       "chosen_description": "raw-pixel linear model"}}}),
         },
     )
     .await
@@ -1329,8 +1342,19 @@ async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_t
 
     let report = site.get(&format!("/runs/{run}/evaluation")).await;
     assert_eq!(report.status, StatusCode::OK, "{}", report.body);
-    assert!(report.body.contains("Fine-tuned model"));
+    // The published model is the chosen candidate; every candidate is listed, and the page says plainly
+    // that fine-tuning lost.
+    assert!(
+        report
+            .body
+            .contains("Published model: raw-pixel linear model")
+    );
     assert!(report.body.contains("Frozen baseline (linear probe)"));
+    assert!(report.body.contains(r#"data-candidate="raw_pixels" data-chosen="true""#));
+    assert!(report.body.contains(r#"data-candidate="fine_tuned">"#));
+    assert!(report.body.contains(r#"data-fine-tuned-lost="true""#));
+    assert!(report.body.contains("fine-tuning did not help"));
+    assert!(map.body.contains("raw-pixel linear model"));
     assert!(
         report
             .body

@@ -8,9 +8,10 @@ use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
 use groundwork_store::labels::{self, Split, TrainingExample};
 use groundwork_store::models;
+use super::candidates::StoredCandidate;
 use groundwork_types::{
-    BaselineMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport, Metrics,
-    RegressionMetrics, Task,
+    BaselineMetrics, CandidateMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport,
+    Metrics, RegressionMetrics, Selection, Task,
 };
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
@@ -90,8 +91,8 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 /// Accuracy, per-class precision/recall/F1/support, macro F1, mIoU and the matrix. Undefined ratios (no
-/// prediction or no support of a class) are 0; mIoU averages the classes that occur in the truth or the
-/// predictions.
+/// prediction or no support of a class) are 0. Macro-F1 and mIoU both average over the classes present
+/// in the reference (support > 0); the others are listed in `absent_from_reference`.
 #[must_use]
 pub fn classification_metrics(
     c: &Confusion,
@@ -102,7 +103,8 @@ pub fn classification_metrics(
     let total: u64 = c.counts.iter().flatten().sum();
     let correct: u64 = (0..k).map(|i| c.counts[i][i]).sum();
     let mut per_class = Vec::with_capacity(k);
-    let (mut f1_sum, mut iou_sum, mut iou_n) = (0.0, 0.0, 0u32);
+    let (mut f1_sum, mut iou_sum, mut present) = (0.0, 0.0, 0u32);
+    let mut absent = Vec::new();
     for i in 0..k {
         let tp = c.counts[i][i];
         let support: u64 = c.counts[i].iter().sum();
@@ -114,12 +116,18 @@ pub fn classification_metrics(
         } else {
             0.0
         };
-        f1_sum += f1;
-        let union = support + predicted - tp;
-        let iou = ratio(tp, union);
-        if union > 0 {
+        let iou = ratio(tp, support + predicted - tp);
+        if support > 0 {
+            f1_sum += f1;
             iou_sum += iou;
-            iou_n += 1;
+            present += 1;
+        } else {
+            absent.push(
+                class_ids
+                    .get(i)
+                    .copied()
+                    .unwrap_or_else(|| i32::try_from(i).unwrap_or(i32::MAX)),
+            );
         }
         per_class.push(ClassMetrics {
             index: i,
@@ -131,8 +139,11 @@ pub fn classification_metrics(
             support,
         });
     }
-    #[expect(clippy::cast_precision_loss, reason = "class counts")]
-    let macro_f1 = if k == 0 { 0.0 } else { f1_sum / k as f64 };
+    let macro_f1 = if present == 0 {
+        0.0
+    } else {
+        f1_sum / f64::from(present)
+    };
     ClassificationMetrics {
         accuracy: ratio(correct, total),
         macro_f1,
@@ -140,13 +151,60 @@ pub fn classification_metrics(
         confusion_matrix: c.counts.clone(),
         samples: total,
         miou: with_miou.then(|| {
-            if iou_n == 0 {
+            if present == 0 {
                 0.0
             } else {
-                iou_sum / f64::from(iou_n)
+                iou_sum / f64::from(present)
             }
         }),
+        absent_from_reference: absent,
+        edge_accuracy: None,
+        edge_samples: None,
     }
+}
+
+/// Pixels from a class edge that count as "at the edge": 3 pixels, 30 m at 10 m.
+pub const EDGE_RADIUS: usize = 3;
+
+/// `(correct, total)` over labelled pixels that have a labelled pixel of another class within
+/// [`EDGE_RADIUS`] pixels (Chebyshev distance) in the same square window.
+#[must_use]
+pub fn edge_counts(p: &Prediction, t: &Target) -> (u64, u64) {
+    let (Prediction::Map(pred), Target::Mask(truth)) = (p, t) else {
+        return (0, 0);
+    };
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "the side of a square mask"
+    )]
+    let side = (truth.len() as f64).sqrt().round() as usize;
+    if side * side != truth.len() || pred.len() != truth.len() {
+        return (0, 0);
+    }
+    let r = EDGE_RADIUS;
+    let (mut correct, mut total) = (0, 0);
+    for y in 0..side {
+        for x in 0..side {
+            let c = truth[y * side + x];
+            if c == IGNORE {
+                continue;
+            }
+            let near_other = (y.saturating_sub(r)..(y + r + 1).min(side)).any(|yy| {
+                (x.saturating_sub(r)..(x + r + 1).min(side)).any(|xx| {
+                    let o = truth[yy * side + xx];
+                    o != IGNORE && o != c
+                })
+            });
+            if near_other {
+                total += 1;
+                if pred[y * side + x] == c {
+                    correct += 1;
+                }
+            }
+        }
+    }
+    (correct, total)
 }
 
 /// MAE, RMSE and R² of `(predicted, truth)` pairs.
@@ -186,14 +244,19 @@ pub fn metrics_for(
         return Metrics::Regression(regression_metrics(&pairs));
     }
     let mut c = Confusion::new(class_ids.len());
+    let (mut edge_ok, mut edge_n) = (0u64, 0u64);
     for (p, t) in preds.iter().zip(targets) {
         c.add(p, t);
+        let (ok, n) = edge_counts(p, t);
+        edge_ok += ok;
+        edge_n += n;
     }
-    Metrics::Classification(classification_metrics(
-        &c,
-        class_ids,
-        task == Task::Segmentation,
-    ))
+    let mut m = classification_metrics(&c, class_ids, task == Task::Segmentation);
+    if task == Task::Segmentation && edge_n > 0 {
+        m.edge_accuracy = Some(ratio(edge_ok, edge_n));
+        m.edge_samples = Some(edge_n);
+    }
+    Metrics::Classification(m)
 }
 
 /// The `evaluate` kind.
@@ -333,7 +396,9 @@ async fn evaluate_with_manifest(
     let targets: Vec<&Target> = test.iter().map(|e| &e.target).collect();
     let model_metrics = metrics_for(task, &manifest.class_ids, &preds, &targets);
 
-    // The baseline's test predictions, for the same windows.
+    // The other candidates' test predictions, for the same windows.
+    let mut candidates = Vec::new();
+    let mut selection: Option<Selection> = None;
     let baseline = match store.get(&ObjectPath::from(baseline_key.clone())).await {
         Ok(r) => {
             let doc: Value = serde_json::from_slice(&r.bytes().await.map_err(retryable)?)
@@ -344,6 +409,23 @@ async fn evaluate_with_manifest(
                 .iter()
                 .filter_map(|e| by_window.get(&e.id).map(|p| (p.clone(), &e.target)))
                 .unzip();
+            let stored: Vec<StoredCandidate> =
+                serde_json::from_value(doc["candidates"].clone()).unwrap_or_default();
+            for c in stored {
+                let (cp, ct): (Vec<Prediction>, Vec<&Target>) = test
+                    .iter()
+                    .filter_map(|e| c.test_predictions.get(&e.id).map(|p| (p.clone(), &e.target)))
+                    .unzip();
+                candidates.push(CandidateMetrics {
+                    name: c.name,
+                    description: c.description,
+                    publishable: c.publishable,
+                    chosen: c.chosen,
+                    val_score: c.val_score,
+                    test: metrics_for(task, &manifest.class_ids, &cp, &ct),
+                });
+            }
+            selection = serde_json::from_value(doc["selection"].clone()).ok();
             Some(BaselineMetrics {
                 metrics: metrics_for(task, &manifest.class_ids, &bp, &bt),
                 method: doc["summary"]["method"].clone(),
@@ -364,6 +446,8 @@ async fn evaluate_with_manifest(
         baseline,
         model_key: model_key.clone(),
         weights_sha256: manifest.weights_sha256.clone(),
+        candidates,
+        selection,
     };
     let report = serde_json::to_value(&report).map_err(permanent)?;
     let stored = models::record_evaluation(
@@ -421,6 +505,39 @@ mod tests {
         assert!(close(m.rmse, 1.0));
         // mean 2, SST = 4 + 0 + 4 = 8, SSE = 3 → R² = 5/8.
         assert!(close(m.r2.unwrap_or(f64::NAN), 0.625));
+    }
+
+    #[test]
+    fn macro_f1_and_miou_both_leave_out_a_class_absent_from_the_reference() {
+        // Class 2 has no test sample and is never predicted; classes 0 and 1 are perfect.
+        let c = Confusion {
+            counts: vec![vec![4, 0, 0], vec![0, 3, 0], vec![0, 0, 0]],
+        };
+        let m = classification_metrics(&c, &[10, 20, 80], true);
+        assert!((m.macro_f1 - 1.0).abs() < 1e-12, "{}", m.macro_f1);
+        assert!((m.miou.unwrap_or(f64::NAN) - 1.0).abs() < 1e-12);
+        assert_eq!(m.absent_from_reference, vec![80]);
+        // Predicting the absent class for a present one costs that class, not an extra zero.
+        let c = Confusion {
+            counts: vec![vec![3, 0, 1], vec![0, 3, 0], vec![0, 0, 0]],
+        };
+        let m = classification_metrics(&c, &[10, 20, 80], true);
+        let f1_0 = 2.0 * 1.0 * 0.75 / 1.75;
+        assert!((m.macro_f1 - (f1_0 + 1.0) / 2.0).abs() < 1e-12);
+        assert!((m.miou.unwrap_or(f64::NAN) - (0.75 + 1.0) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn edge_accuracy_counts_pixels_within_30_m_of_another_class() {
+        // 8 × 8: left half class 0, right half class 1; the prediction has the boundary 2 px too far right.
+        let side = 8;
+        let truth: Vec<u8> = (0..side * side).map(|i| u8::from(i % side >= 4)).collect();
+        let pred: Vec<u8> = (0..side * side).map(|i| u8::from(i % side >= 6)).collect();
+        let (ok, n) = edge_counts(&Prediction::Map(pred), &Target::Mask(truth.clone()));
+        // Columns 1..=6 are within 3 px of the other class: 6 × 8 pixels; columns 4 and 5 are wrong.
+        assert_eq!((ok, n), (4 * 8, 6 * 8));
+        let perfect = edge_counts(&Prediction::Map(truth.clone()), &Target::Mask(truth));
+        assert_eq!(perfect, (48, 48));
     }
 
     #[test]

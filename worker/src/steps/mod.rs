@@ -3,6 +3,7 @@
 //! [`crate::Step`]).
 
 mod acquire;
+pub mod candidates;
 pub mod combine;
 mod evaluate;
 mod fail;

@@ -1,16 +1,21 @@
-//! `train`: fits a task model for a project on its labelled windows.
+//! `train`: fits several candidate models for a project on its labelled windows and keeps the best.
 //!
 //! 1. Examples of a label-set version are read ([`groundwork_store::labels::training_examples`]) and their
 //!    window tensors loaded from the object store.
 //! 2. The encoder starts from the OlmoEarth checkpoint of the project's size under the worker's model
 //!    directory, or from random weights when there is none (said in the progress message and output).
-//! 3. Frozen-encoder baseline: kNN and ridge probes on the embeddings, selected on validation; its test
-//!    predictions go to `…/runs/{run}/model/baseline.json` for `evaluate`.
-//! 4. Fine-tuning ([`olmoearth::finetune::Trainer`]): every epoch writes a checkpoint (weights, optimiser
-//!    moments, curve) under `…/runs/{run}/checkpoints/` (attempt-independent keys) and a row of
-//!    `training_epoch`; a retried or resumed attempt continues after the last checkpointed epoch.
-//! 5. The best epoch's model: `…/runs/{run}/model/weights.safetensors` and `…/model/model.json`
-//!    (config, label-set version, weights sha256, metrics); the step output names these keys.
+//! 3. Candidates ([`super::candidates`]): a raw-pixel linear model, the frozen-encoder linear and kNN
+//!    probes, a linear model of tokens and pixels, and the fine-tuned head (default `hybrid`: tokens and
+//!    10 m pixels), all scored on the validation split with the class-balanced metric (`macro_f1`, RMSE
+//!    for regression). The best publishable one is the run's model; every candidate's test predictions
+//!    and the choice go to `…/runs/{run}/model/baseline.json` for `evaluate`.
+//! 4. Fine-tuning ([`olmoearth::finetune::Trainer`]) starts from the better linear model, with a
+//!    class-weighted loss and early stopping on validation macro-F1; every epoch writes a checkpoint
+//!    (weights, optimiser moments, curve) under `…/runs/{run}/checkpoints/` (attempt-independent keys) and a
+//!    row of `training_epoch`; a retried or resumed attempt continues after the last checkpointed epoch.
+//! 5. The chosen model: `…/runs/{run}/model/weights.safetensors` and `…/model/model.json` (config,
+//!    label-set version, weights sha256, metrics with the choice and its reason); the step output names
+//!    these keys.
 
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
@@ -22,11 +27,9 @@ use groundwork_types::keys::{ModelKeys, ProjectKeys};
 use groundwork_types::{ClassDef, HeadKind, Task};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use olmoearth::finetune::{
-    Baseline, EpochRecord, Example, FitOptions, FitSink, FitState, IGNORE, Prediction, Target,
-    Trainer, embed_examples, metric_name,
-};
-use olmoearth::task::{TaskModelConfig, TrainableTaskModel, input_from_window};
+use super::candidates::{Candidate, FINE_TUNED, Fitted, StoredCandidate, fit_candidates};
+use olmoearth::finetune::{EpochRecord, Example, FitOptions, FitSink, FitState, IGNORE, Target, metric_name};
+use olmoearth::task::{TaskModelConfig, input_from_window, pixel_channels};
 use olmoearth::{EncoderConfig, Modality, ModelSize};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -541,7 +544,7 @@ pub async fn train_on_examples(
             .map_err(retryable)?;
     let modalities: Vec<Modality> = project.modalities.clone();
     let head = args.head.unwrap_or_else(|| task.default_head());
-    let cfg = TaskModelConfig {
+    let mut cfg = TaskModelConfig {
         format: olmoearth::task::TASK_MODEL_FORMAT,
         encoder: enc_cfg,
         model_size: size.name().into(),
@@ -556,8 +559,8 @@ pub async fn train_on_examples(
         modalities: modalities.clone(),
         window_size: usize::try_from(project.window_size).unwrap_or(64),
         initialised_from: initialised_from.clone(),
+        pixel_channels: 0,
     };
-    cfg.validate().map_err(permanent)?;
 
     let source = WindowSource {
         store: store.as_ref(),
@@ -582,6 +585,17 @@ pub async fn train_on_examples(
             "no training window has both a label and imagery (skipped: {skipped:?})"
         )));
     }
+    // The hybrid head reads the input pixels: bands × months of every modality.
+    cfg.pixel_channels = pixel_channels(&train[0].input).map_err(permanent)?;
+    if let Some(e) = train.iter().chain(&val).chain(&test).find(|e| {
+        pixel_channels(&e.input).ok() != Some(cfg.pixel_channels)
+    }) {
+        return Err(permanent(anyhow::anyhow!(
+            "window {} has another number of months or bands than the others; re-run the acquisition",
+            e.id
+        )));
+    }
+    cfg.validate().map_err(permanent)?;
 
     // A checkpoint of this run for the same model and labels is resumed.
     let saved: Option<CheckpointState> = get_bytes(
@@ -614,10 +628,6 @@ pub async fn train_on_examples(
             resume = Some((s, ckpt, best));
         }
     }
-    let baseline_saved = get_bytes(store.as_ref(), &ObjectPath::from(baseline_key.clone()))
-        .await?
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .filter(|_| resume.is_some());
     let resumed_from = resume.as_ref().map(|r| r.0.fit.epoch);
     if let Some(epoch) = resumed_from {
         ctx.progress
@@ -643,119 +653,116 @@ pub async fn train_on_examples(
         metric: metric_name(task),
     };
     let cfg2 = cfg.clone();
-    let (store2, baseline_key2) = (store.clone(), baseline_key.clone());
     let started = std::time::Instant::now();
-    let job = tokio::task::spawn_blocking(
-        move || -> Result<(Vec<u8>, FitState, Option<Value>), StepError> {
-            let mut sink = sink;
-            let mut trainer = match resume {
-                Some((s, ckpt, best)) => {
-                    sink.state.checkpoint = s.checkpoint.clone();
-                    sink.state.best = s.best.clone();
-                    Trainer::resume(cfg2.clone(), &ckpt, s.fit, best, opts.clone(), &device)
-                        .map_err(permanent)?
-                }
-                None => {
-                    let model =
-                        TrainableTaskModel::new(cfg2.clone(), &sd, &device).map_err(permanent)?;
-                    Trainer::new(model, opts.clone(), &train).map_err(permanent)?
-                }
-            };
-            let need_features =
-                trainer.state().epoch < opts.freeze_epochs || baseline_saved.is_none();
-            let (train_f, val_f, test_f) = if need_features {
-                let enc = trainer.model().inference_encoder().map_err(permanent)?;
-                let p = cfg2.patch_size;
-                let b = opts.eval_batch_size;
-                let tf = embed_examples(&enc, &train, p, b, &mut sink, (0.1, 0.16))
-                    .map_err(fit_error)?;
-                let vf =
-                    embed_examples(&enc, &val, p, b, &mut sink, (0.16, 0.18)).map_err(fit_error)?;
-                let sf = if baseline_saved.is_none() {
-                    embed_examples(&enc, &test, p, b, &mut sink, (0.18, 0.2)).map_err(fit_error)?
-                } else {
-                    Vec::new()
-                };
-                (Some(tf), Some(vf), sf)
-            } else {
-                (None, None, Vec::new())
-            };
-            let mut probe = None;
-            let baseline = match (baseline_saved, &train_f, &val_f) {
-                (Some(b), _, _) => Some(b),
-                (None, Some(tf), Some(vf)) => {
-                    sink.progress(
-                        0.2,
-                        "fitting the frozen-encoder baseline (kNN, linear probe)",
-                    );
-                    let tt: Vec<&Target> = train.iter().map(|e| &e.target).collect();
-                    let vt: Vec<&Target> = val.iter().map(|e| &e.target).collect();
-                    let b = Baseline::fit(&cfg2, tf, &tt, vf, &vt).map_err(permanent)?;
-                    let preds = b.predict(&test_f).map_err(permanent)?;
-                    let by_window: BTreeMap<&str, &Prediction> = test
-                        .iter()
-                        .map(|e| e.id.as_str())
-                        .zip(preds.iter())
-                        .collect();
-                    let doc = json!({"summary": b.summary, "test_predictions": by_window});
-                    let bytes = serde_json::to_vec(&doc).map_err(permanent)?;
-                    handle
-                        .block_on(put_bytes(store2.as_ref(), &baseline_key2, bytes))
-                        .map_err(retryable)?;
-                    probe = Some(b);
-                    Some(doc)
-                }
-                _ => None,
-            };
-            if let (Some(b), Some(tf), Some(vf)) = (&probe, &train_f, &val_f)
-                && let Some(t) = trainer
-                    .start_from_probe(b, &train, tf, &val, vf, &mut sink)
-                    .map_err(fit_error)?
-            {
-                sink.progress(
-                    0.2,
-                    &format!("the head starts from the linear probe (temperature {t})"),
-                );
-            }
-            trainer
-                .fit(
-                    &train,
-                    &val,
-                    train_f.as_deref(),
-                    val_f.as_deref(),
-                    &mut sink,
-                )
-                .map_err(fit_error)?;
-            let weights = trainer.final_weights().map_err(permanent)?;
-            Ok((
-                weights,
-                trainer.state().clone(),
-                baseline.map(|b| b["summary"].clone()),
-            ))
-        },
-    );
+    let job = tokio::task::spawn_blocking(move || -> Result<Fitted, StepError> {
+        let mut sink = sink;
+        let resume = resume.map(|(s, ckpt, best)| {
+            sink.state.checkpoint.clone_from(&s.checkpoint);
+            sink.state.best.clone_from(&s.best);
+            (s.fit, ckpt, best)
+        });
+        fit_candidates(
+            &cfg2,
+            &sd,
+            &device,
+            opts,
+            resume,
+            (&train, &val, &test),
+            &mut sink,
+        )
+        .map_err(fit_error)
+    });
     let abort = job.abort_handle();
-    let (weights, state, baseline) = tokio::select! {
+    let fitted = tokio::select! {
         r = job => r.map_err(retryable)??,
         () = ctx.cancel.cancelled() => {
             abort.abort();
             return Err(StepError::Cancelled);
         }
     };
+    let Fitted {
+        config: model_cfg,
+        weights,
+        state,
+        candidates,
+        choice,
+        probe,
+    } = fitted;
+
+    // What evaluate scores: every candidate's test predictions, the best simpler one as `baseline`.
+    let stored: Vec<StoredCandidate> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| StoredCandidate {
+            name: c.name.into(),
+            description: c.description.clone(),
+            publishable: c.publishable(),
+            chosen: i == choice.index,
+            val_score: c.val_score,
+            test_predictions: c.test.clone(),
+        })
+        .collect();
+    let best_simple = candidates
+        .iter()
+        .filter(|c| c.name != FINE_TUNED && c.val_score.is_some())
+        .fold(None::<&Candidate>, |best, c| match best {
+            Some(b)
+                if !olmoearth::finetune::metric_better(
+                    task,
+                    c.val_score.unwrap_or_default(),
+                    b.val_score.unwrap_or_default(),
+                ) =>
+            {
+                Some(b)
+            }
+            _ => Some(c),
+        })
+        .or_else(|| candidates.iter().find(|c| c.name != FINE_TUNED));
+    let mut summary = serde_json::to_value(&probe).map_err(permanent)?;
+    if let Some(b) = best_simple {
+        summary["method"] = json!(b.name);
+        summary["description"] = json!(b.description);
+        summary["val_score"] = json!(b.val_score);
+    }
+    let baseline_doc = json!({
+        "summary": summary,
+        "test_predictions": best_simple.map(|b| &b.test),
+        "candidates": stored,
+        "selection": {
+            "metric": metric_name(task),
+            "chosen": choice.chosen,
+            "reason": choice.reason,
+            "fine_tuned_lost": choice.fine_tuned_lost,
+        },
+    });
+    put_bytes(
+        store.as_ref(),
+        &baseline_key,
+        serde_json::to_vec(&baseline_doc).map_err(permanent)?,
+    )
+    .await
+    .map_err(retryable)?;
 
     let sha = hex(&sha2::Sha256::digest(&weights));
     let best = state
         .best_epoch
         .and_then(|b| state.history.iter().find(|r| r.epoch == b))
         .cloned();
+    let chosen = &candidates[choice.index];
     let metrics = json!({
         "metric": metric_name(task),
+        "chosen": choice.chosen,
+        "chosen_description": chosen.description,
+        "selection_reason": choice.reason,
+        "fine_tuned_lost": choice.fine_tuned_lost,
+        "val_metric": chosen.val_score,
+        "candidates": candidates.iter().map(|c| json!({"name": c.name, "val_score": c.val_score})).collect::<Vec<_>>(),
         "best_epoch": state.best_epoch,
-        "val_loss": best.as_ref().and_then(|r| r.val_loss),
-        "val_metric": best.as_ref().and_then(|r| r.val_metric),
-        "baseline": baseline,
+        "fine_tuned_val_loss": best.as_ref().and_then(|r| r.val_loss),
+        "baseline": summary,
         "stopped_early": state.stopped_early,
     });
+    let cfg = model_cfg;
     let manifest = ModelManifest {
         config: cfg.clone(),
         label_set_version,

@@ -347,3 +347,100 @@ async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated
     assert!((stored["model"]["accuracy"].as_f64().unwrap() - acc).abs() < 1e-12);
     assert_eq!(stored["baseline"]["method"], report["baseline"]["method"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_the_report_says_so() {
+    let s = setup().await;
+    // A fresh UNet head barely trained (one epoch at a tiny learning rate) cannot beat a linear model of
+    // pixels that separate water from cropland outright.
+    let args = TrainArgs {
+        epochs: Some(1),
+        freeze_epochs: Some(1),
+        lr: Some(1e-7),
+        head: Some(groundwork_types::HeadKind::UNet),
+        device: Some("cpu".into()),
+        ..TrainArgs::default()
+    };
+    let ctx = s.ctx(s.train_step, 1, CancellationToken::new());
+    let out = train_on_examples(&ctx, &args, 1, s.examples.clone())
+        .await
+        .unwrap()
+        .output;
+    let metrics = &out["metrics"];
+    assert_eq!(metrics["metric"], "macro_f1");
+    assert_ne!(metrics["chosen"], "fine_tuned", "{metrics}");
+    assert_eq!(metrics["fine_tuned_lost"], true);
+    let scores: Vec<(String, f64)> = metrics["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["val_score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = scores.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["raw_pixels", "linear_probe", "knn_probe", "hybrid_linear", "fine_tuned"]
+    );
+    let fine = scores[4].1;
+    let chosen = scores
+        .iter()
+        .find(|(n, _)| n == metrics["chosen"].as_str().unwrap())
+        .unwrap()
+        .1;
+    assert!(chosen > fine, "chosen {chosen} vs fine-tuned {fine}");
+    assert!(
+        metrics["selection_reason"]
+            .as_str()
+            .unwrap()
+            .contains("fine-tuning did not help"),
+        "{metrics}"
+    );
+
+    // The published model is the chosen linear one, as a hybrid head.
+    let manifest: Value = serde_json::from_slice(
+        &s.store
+            .get(&ObjectPath::from(out["model_json"].as_str().unwrap()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["config"]["head"], "hybrid");
+    assert_eq!(manifest["config"]["pixel_channels"], 2 * 12);
+
+    // The evaluation scores every candidate on test, marks the chosen one, and the model it loads from the
+    // published weights predicts exactly what the chosen candidate predicted.
+    let ctx = s.ctx(s.eval_step, 1, CancellationToken::new());
+    let eval_args = EvaluateArgs {
+        train_run_id: None,
+        device: Some("cpu".into()),
+    };
+    let report = evaluate_model(&ctx, &eval_args, s.examples.clone())
+        .await
+        .unwrap()
+        .output["report"]
+        .clone();
+    assert_eq!(report["selection"]["fine_tuned_lost"], true);
+    assert_eq!(report["selection"]["chosen"], metrics["chosen"]);
+    let candidates = report["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 5);
+    let marked: Vec<&Value> = candidates.iter().filter(|c| c["chosen"] == true).collect();
+    assert_eq!(marked.len(), 1);
+    assert_eq!(marked[0]["name"], metrics["chosen"]);
+    assert_eq!(
+        marked[0]["test"]["confusion_matrix"],
+        report["model"]["confusion_matrix"]
+    );
+    assert!(report["model"]["accuracy"].as_f64().unwrap() > 0.95, "{report}");
+    let knn = candidates.iter().find(|c| c["name"] == "knn_probe").unwrap();
+    assert_eq!(knn["publishable"], false);
+    // Edge accuracy is reported for the segmentation maps.
+    assert!(report["model"]["edge_accuracy"].as_f64().is_some(), "{report}");
+}

@@ -101,6 +101,7 @@ impl ModelReport {
         add("Accuracy", "accuracy");
         add("Macro F1", "macro_f1");
         add("mIoU", "miou");
+        add("Accuracy within 30 m of a class edge", "edge_accuracy");
         add("MAE", "mae");
         add("RMSE", "rmse");
         add("R²", "r2");
@@ -201,6 +202,26 @@ struct EvaluationPage {
     windows: String,
     label_set_version: String,
     models: Vec<ModelReport>,
+    /// Every candidate of the training run, on the test split.
+    candidates: Vec<CandidateRow>,
+    /// Why the published model was chosen.
+    selection: Option<String>,
+    /// Fine-tuning scored below the chosen, simpler model.
+    fine_tuned_lost: bool,
+    /// The metric the choice compared.
+    selection_metric: String,
+}
+
+/// A row of the candidates table.
+struct CandidateRow {
+    name: String,
+    description: String,
+    chosen: bool,
+    publishable: bool,
+    val_score: String,
+    accuracy: String,
+    macro_f1: String,
+    edge_accuracy: String,
 }
 
 /// `GET /runs/{id}/evaluation`: the run's latest report, fine-tuned model and baseline side by side.
@@ -231,11 +252,41 @@ pub async fn evaluation(
             .collect(),
         None => by_id.values().cloned().collect(),
     };
+    let selection = &report["selection"];
+    let candidates: Vec<CandidateRow> = report["candidates"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|c| {
+                    let test = &c["test"];
+                    let metric = |k: &str| num(test[k].as_f64());
+                    CandidateRow {
+                        name: c["name"].as_str().unwrap_or("").to_owned(),
+                        description: c["description"].as_str().unwrap_or("").to_owned(),
+                        chosen: c["chosen"].as_bool().unwrap_or(false),
+                        publishable: c["publishable"].as_bool().unwrap_or(true),
+                        val_score: num(c["val_score"].as_f64()),
+                        accuracy: if test.get("accuracy").is_some() {
+                            metric("accuracy")
+                        } else {
+                            format!("RMSE {}", metric("rmse"))
+                        },
+                        macro_f1: metric("macro_f1"),
+                        edge_accuracy: metric("edge_accuracy"),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let chosen_title = candidates
+        .iter()
+        .find(|c| c.chosen)
+        .map(|c| format!("Published model: {}", c.description));
     let mut reports = Vec::new();
     if report["model"].is_object() {
         reports.push(ModelReport::new(
             "model",
-            "Fine-tuned model".into(),
+            chosen_title.unwrap_or_else(|| "Fine-tuned model".into()),
             &report["model"],
             &names,
         ));
@@ -277,6 +328,13 @@ pub async fn evaluation(
             })
             .map_or_else(|| "–".into(), |v| v.to_string()),
         models: reports,
+        candidates,
+        selection: selection["reason"].as_str().map(str::to_owned),
+        fine_tuned_lost: selection["fine_tuned_lost"].as_bool().unwrap_or(false),
+        selection_metric: selection["metric"]
+            .as_str()
+            .unwrap_or("metric")
+            .replace('_', "-"),
         evaluation,
         project,
     })

@@ -101,6 +101,12 @@ fn lineage_facts(lineage: &Value) -> Vec<Fact> {
         facts.push(fact("Label-set version", v.to_string()));
     }
     let validation = &lineage["metrics"]["validation"];
+    if let Some(model) = validation["chosen_description"].as_str() {
+        facts.push(fact("Model", model.to_owned()));
+    }
+    if let Some(reason) = validation["selection_reason"].as_str() {
+        facts.push(fact("Why this model", reason.to_owned()));
+    }
     if let Some(v) = validation["val_metric"].as_f64() {
         let name = validation["metric"].as_str().unwrap_or("metric");
         let epoch = validation["best_epoch"]
