@@ -1,9 +1,17 @@
 //! The area of interest: a GeoJSON Polygon or MultiPolygon in EPSG:4326, checked (type, closed rings,
 //! coordinate ranges, no self-intersection, area limit) and measured.
+//!
+//! RFC 7946 asks writers for counter-clockwise exterior rings and clockwise holes but tells parsers not
+//! to reject the other orientation, and real tools write both. Rings are therefore reoriented (exterior
+//! counter-clockwise, holes clockwise) before the geometry is checked and measured, and the reoriented
+//! geometry is what the project stores: measured as written, a clockwise exterior would be the rest of
+//! the sphere.
 
 use crate::api::error::FieldError;
+use geo::orient::{Direction, Orient};
 use geo::{Coord, GeodesicArea, LineString, MultiPolygon, Polygon, Validation};
 use serde_json::Value;
+use serde_json::json;
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError {
@@ -45,6 +53,22 @@ pub struct Aoi {
     pub bbox: [f64; 4],
     /// Geodesic area in km².
     pub area_km2: f64,
+    /// The geometry as a bare GeoJSON Polygon or MultiPolygon (as given), rings reoriented: exterior
+    /// counter-clockwise, holes clockwise. Positions keep longitude and latitude only.
+    pub geometry: Value,
+}
+
+fn ring_json(ring: &LineString<f64>) -> Value {
+    Value::Array(ring.coords().map(|c| json!([c.x, c.y])).collect())
+}
+
+fn polygon_json(p: &Polygon<f64>) -> Value {
+    Value::Array(
+        std::iter::once(p.exterior())
+            .chain(p.interiors())
+            .map(ring_json)
+            .collect(),
+    )
 }
 
 fn ring(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Option<LineString<f64>> {
@@ -131,6 +155,7 @@ pub fn aoi(value: &Value, max_km2: f64, errors: &mut Vec<FieldError>) -> Option<
         ));
         return None;
     }
+    let is_polygon = geometry.get("type").and_then(Value::as_str) == Some("Polygon");
     let multi = match geometry.get("type").and_then(Value::as_str) {
         Some("Polygon") => MultiPolygon::new(vec![polygon(coords, "aoi.coordinates", errors)?]),
         Some("MultiPolygon") => {
@@ -162,6 +187,7 @@ pub fn aoi(value: &Value, max_km2: f64, errors: &mut Vec<FieldError>) -> Option<
             return None;
         }
     };
+    let multi = multi.orient(Direction::Default);
     if let Err(problem) = multi.check_validation() {
         errors.push(err("aoi", format!("invalid geometry: {problem}")));
         return None;
@@ -187,16 +213,21 @@ pub fn aoi(value: &Value, max_km2: f64, errors: &mut Vec<FieldError>) -> Option<
             n = n.max(c.y);
         }
     }
+    let geometry = match multi.0.as_slice() {
+        [one] if is_polygon => json!({"type": "Polygon", "coordinates": polygon_json(one)}),
+        polys => json!({"type": "MultiPolygon",
+            "coordinates": Value::Array(polys.iter().map(polygon_json).collect())}),
+    };
     Some(Aoi {
         bbox: [w, s, e, n],
         area_km2,
+        geometry,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn check(v: Value) -> Result<Aoi, Vec<FieldError>> {
         let mut errors = Vec::new();
@@ -240,5 +271,91 @@ mod tests {
             check(json!({"type": "Polygon", "coordinates": [[[0, 0], [200, 0], [1, 1], [0, 0]]]}))
                 .unwrap_err();
         assert!(outside[0].message.contains("outside"));
+    }
+
+    fn square(w: f64, s: f64, e: f64, n: f64) -> Vec<Value> {
+        vec![
+            json!([w, s]),
+            json!([e, s]),
+            json!([e, n]),
+            json!([w, n]),
+            json!([w, s]),
+        ]
+    }
+
+    fn reversed(mut ring: Vec<Value>) -> Vec<Value> {
+        ring.reverse();
+        ring
+    }
+
+    #[test]
+    fn a_clockwise_exterior_ring_measures_the_same_as_a_counter_clockwise_one() {
+        let ccw = square(0.0, 0.0, 0.1, 0.1);
+        let a = check(json!({"type": "Polygon", "coordinates": [ccw.clone()]})).unwrap();
+        let b = check(json!({"type": "Polygon", "coordinates": [reversed(ccw.clone())]})).unwrap();
+        assert!((a.area_km2 - 123.6).abs() < 1.0, "{}", a.area_km2);
+        assert!(
+            (a.area_km2 - b.area_km2).abs() < 1e-9,
+            "{} vs {}",
+            a.area_km2,
+            b.area_km2
+        );
+        assert_eq!(a.bbox, b.bbox);
+        // Both are stored counter-clockwise: the clockwise one reversed, the other as given.
+        assert_eq!(a.geometry, json!({"type": "Polygon", "coordinates": [ccw]}));
+        assert_eq!(b.geometry, a.geometry);
+        let m = check(json!({"type": "MultiPolygon", "coordinates": [
+            [reversed(square(0.0, 0.0, 0.1, 0.1))], [square(1.0, 0.0, 1.1, 0.1)]]}))
+        .unwrap();
+        assert!(
+            (m.area_km2 - 2.0 * a.area_km2).abs() < 0.01,
+            "{}",
+            m.area_km2
+        );
+        assert_eq!(
+            m.geometry["coordinates"][0],
+            json!([square(0.0, 0.0, 0.1, 0.1)])
+        );
+    }
+
+    #[test]
+    fn a_hole_is_subtracted_in_either_orientation_and_stored_clockwise() {
+        let outer = check(json!({"type": "Polygon", "coordinates": [square(0.0, 0.0, 0.1, 0.1)]}))
+            .unwrap()
+            .area_km2;
+        let hole =
+            check(json!({"type": "Polygon", "coordinates": [square(0.02, 0.02, 0.06, 0.06)]}))
+                .unwrap()
+                .area_km2;
+        for (exterior, interior) in [
+            (
+                square(0.0, 0.0, 0.1, 0.1),
+                reversed(square(0.02, 0.02, 0.06, 0.06)),
+            ),
+            (square(0.0, 0.0, 0.1, 0.1), square(0.02, 0.02, 0.06, 0.06)),
+            (
+                reversed(square(0.0, 0.0, 0.1, 0.1)),
+                square(0.02, 0.02, 0.06, 0.06),
+            ),
+            (
+                reversed(square(0.0, 0.0, 0.1, 0.1)),
+                reversed(square(0.02, 0.02, 0.06, 0.06)),
+            ),
+        ] {
+            let a = check(json!({"type": "Polygon", "coordinates": [exterior, interior]})).unwrap();
+            assert!(
+                (a.area_km2 - (outer - hole)).abs() < 1e-6,
+                "{} vs {}",
+                a.area_km2,
+                outer - hole
+            );
+            assert_eq!(
+                a.geometry["coordinates"],
+                json!([
+                    square(0.0, 0.0, 0.1, 0.1),
+                    reversed(square(0.02, 0.02, 0.06, 0.06))
+                ])
+            );
+        }
     }
 }

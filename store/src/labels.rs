@@ -472,12 +472,12 @@ pub async fn window_grids(pool: &PgPool, project_id: Uuid) -> Result<Vec<WindowG
     .await?)
 }
 
-/// The class covering most of each window in `version` (by labelled pixels; ties go to the lower id).
-pub async fn majority_classes(
+/// Labelled pixels per class of each window in `version`.
+async fn class_pixels(
     pool: &PgPool,
     project_id: Uuid,
     version: i32,
-) -> Result<HashMap<String, i32>> {
+) -> Result<HashMap<String, BTreeMap<i32, i64>>> {
     let rows: Vec<(String, i32, i64)> = sqlx::query_as(
         "select lw.window_id, l.class_id, sum(lw.pixel_count)::int8 from label l \
          join label_window lw on lw.label_id = l.id \
@@ -489,21 +489,43 @@ pub async fn majority_classes(
     .bind(version)
     .fetch_all(pool)
     .await?;
-    let mut best: HashMap<String, (i64, i32)> = HashMap::new();
+    let mut out: HashMap<String, BTreeMap<i32, i64>> = HashMap::new();
     for (window, class, pixels) in rows {
-        let e = best.entry(window).or_insert((pixels, class));
-        if pixels > e.0 || (pixels == e.0 && class < e.1) {
-            *e = (pixels, class);
-        }
+        out.entry(window).or_default().insert(class, pixels);
     }
-    Ok(best.into_iter().map(|(w, (_, c))| (w, c)).collect())
+    Ok(out)
 }
 
-/// The windows sampling may pick (all but quarantined ones), with their majority class in the latest
-/// version.
+/// The class covering most of a window's labelled pixels (ties go to the lower id).
+fn majority(pixels: &BTreeMap<i32, i64>) -> Option<i32> {
+    // Ascending class order with a strict `>` keeps the lower id on ties.
+    let mut best: Option<(i32, i64)> = None;
+    for (c, n) in pixels {
+        if best.is_none_or(|(_, m)| *n > m) {
+            best = Some((*c, *n));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+/// The class covering most of each window in `version` (by labelled pixels; ties go to the lower id).
+pub async fn majority_classes(
+    pool: &PgPool,
+    project_id: Uuid,
+    version: i32,
+) -> Result<HashMap<String, i32>> {
+    Ok(class_pixels(pool, project_id, version)
+        .await?
+        .into_iter()
+        .filter_map(|(w, p)| majority(&p).map(|c| (w, c)))
+        .collect())
+}
+
+/// The windows sampling may pick (all but quarantined ones), with their majority class and every class
+/// labelled in them in the latest version.
 pub async fn split_cells(pool: &PgPool, project_id: Uuid) -> Result<Vec<GridCell>> {
-    let classes = match resolve_version(pool, project_id, None).await? {
-        Some(v) => majority_classes(pool, project_id, v).await?,
+    let mut classes = match resolve_version(pool, project_id, None).await? {
+        Some(v) => class_pixels(pool, project_id, v).await?,
         None => HashMap::new(),
     };
     let rows: Vec<(String, i32, i64, i64)> = sqlx::query_as(
@@ -515,12 +537,16 @@ pub async fn split_cells(pool: &PgPool, project_id: Uuid) -> Result<Vec<GridCell
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, epsg, column, row)| GridCell {
-            class_id: classes.get(&id).copied(),
-            id,
-            epsg,
-            column,
-            row,
+        .map(|(id, epsg, column, row)| {
+            let pixels = classes.remove(&id).unwrap_or_default();
+            GridCell {
+                class_id: majority(&pixels),
+                classes: pixels.into_keys().collect(),
+                id,
+                epsg,
+                column,
+                row,
+            }
         })
         .collect())
 }
@@ -687,14 +713,7 @@ fn window_class(rows: &[ExampleRow]) -> Option<LabelTarget> {
             *pixels.entry(c).or_default() += i64::from(r.pixel_count);
         }
     }
-    // Ascending class order with a strict `>` keeps the lower id on ties.
-    let mut best: Option<(i32, i64)> = None;
-    for (c, n) in pixels {
-        if best.is_none_or(|(_, m)| n > m) {
-            best = Some((c, n));
-        }
-    }
-    best.map(|(c, _)| LabelTarget::Class(c))
+    majority(&pixels).map(LabelTarget::Class)
 }
 
 fn window_value(rows: &[ExampleRow]) -> Option<LabelTarget> {
@@ -786,6 +805,18 @@ pub struct ValueSummary {
     pub windows: SplitCounts,
 }
 
+/// A class labelled in the project that has no window in some split of positive share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MissingClass {
+    /// Class id.
+    pub class_id: i32,
+    /// Its name in the project's legend, when there.
+    pub class_name: Option<String>,
+    /// The splits without a window of it.
+    pub splits: Vec<Split>,
+}
+
 /// What a version of the label set holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -806,6 +837,9 @@ pub struct Summary {
     pub classes: Vec<ClassSummary>,
     /// Numeric labels, if any.
     pub values: Option<ValueSummary>,
+    /// Classes with labelled windows that the split in force leaves out of a split (of positive share):
+    /// a model cannot learn or be scored on them there. Empty without a split.
+    pub missing: Vec<MissingClass>,
     /// Every version, oldest first.
     pub versions: Vec<LabelSet>,
 }
@@ -831,6 +865,7 @@ pub async fn summary(pool: &PgPool, project_id: Uuid, version: Option<i32>) -> R
             labelled_windows: SplitCounts::default(),
             classes: Vec::new(),
             values: None,
+            missing: Vec::new(),
             versions,
         });
     };
@@ -898,7 +933,7 @@ pub async fn summary(pool: &PgPool, project_id: Uuid, version: Option<i32>) -> R
                 .and_then(|c| c["name"].as_str().map(str::to_owned))
         })
     };
-    let classes = class_labels
+    let classes: Vec<ClassSummary> = class_labels
         .into_iter()
         .map(|(class_id, labels)| ClassSummary {
             class_id,
@@ -907,6 +942,34 @@ pub async fn summary(pool: &PgPool, project_id: Uuid, version: Option<i32>) -> R
             windows: class_windows.remove(&class_id).unwrap_or_default(),
         })
         .collect();
+    let split_version = split_version(pool, project_id, version).await?;
+    let mut missing = Vec::new();
+    if let Some(s) = split_version {
+        let fractions = split_fractions(&versions, s);
+        for c in &classes {
+            let w = &c.windows;
+            if w.train + w.val + w.test + w.none == 0 {
+                continue;
+            }
+            let splits: Vec<Split> = [
+                (Split::Train, w.train),
+                (Split::Val, w.val),
+                (Split::Test, w.test),
+            ]
+            .into_iter()
+            .zip(fractions)
+            .filter(|((_, n), f)| *n == 0 && *f > 0.0)
+            .map(|((s, _), _)| s)
+            .collect();
+            if !splits.is_empty() {
+                missing.push(MissingClass {
+                    class_id: c.class_id,
+                    class_name: c.name.clone(),
+                    splits,
+                });
+            }
+        }
+    }
     let stats: (i64, Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select count(l.value), min(l.value), max(l.value), avg(l.value) from label l where {valid}"
     )))
@@ -932,15 +995,26 @@ pub async fn summary(pool: &PgPool, project_id: Uuid, version: Option<i32>) -> R
     };
     Ok(Summary {
         version: Some(version),
-        split_version: split_version(pool, project_id, version).await?,
+        split_version,
         labels,
         unassigned,
         windows,
         labelled_windows,
         classes,
         values,
+        missing,
         versions,
     })
+}
+
+/// The target fractions of split `version`, as recorded in its options (the defaults when absent).
+fn split_fractions(versions: &[LabelSet], version: i32) -> [f64; 3] {
+    versions
+        .iter()
+        .find(|v| v.version == version)
+        .and_then(|v| v.options.as_ref())
+        .and_then(|o| serde_json::from_value::<[f64; 3]>(o.get("fractions")?.clone()).ok())
+        .unwrap_or_else(|| crate::sampling::SplitOptions::default().fractions)
 }
 
 #[cfg(test)]

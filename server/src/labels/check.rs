@@ -1,7 +1,7 @@
 //! Checking imported rows against a project (classes, task, AOI) and working out the windows and pixels
 //! each label covers.
 
-use super::formats::{ClassRef, RawLabel, RowError};
+use super::formats::{ClassRef, RawLabel, RowError, integral};
 use geo::{BoundingRect, Intersects, MultiPolygon};
 use groundwork_imagery::rasterize::{PixelGrid, Rasterizer, bitmask, parse_label_geometry};
 use groundwork_store::labels::{Coverage, NewLabel, WindowGrid};
@@ -28,9 +28,15 @@ impl Legend {
     }
 
     fn resolve(&self, c: &ClassRef) -> Result<i32, String> {
+        // A name that is no class's name may be an id written as text ("20", "20.0").
         let id = match c {
             ClassRef::Id(i) => self.by_id.contains_key(i).then_some(*i),
-            ClassRef::Name(n) => self.by_name.get(&n.to_lowercase()).copied(),
+            ClassRef::Name(n) => self.by_name.get(&n.to_lowercase()).copied().or_else(|| {
+                n.parse::<f64>()
+                    .ok()
+                    .and_then(integral)
+                    .filter(|i| self.by_id.contains_key(i))
+            }),
         };
         let shown = match c {
             ClassRef::Id(i) => i.to_string(),

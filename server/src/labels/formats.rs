@@ -88,10 +88,18 @@ fn class_from_json(v: &Value) -> Result<Option<ClassRef>, String> {
         Value::String(s) => Ok(Some(ClassRef::Name(s.trim().to_owned()))),
         Value::Number(n) => n
             .as_i64()
+            .or_else(|| n.as_f64().and_then(integral))
             .map(|i| Some(ClassRef::Id(i)))
             .ok_or_else(|| format!("unknown class {n}")),
         other => Err(format!("unknown class {other}")),
     }
+}
+
+/// `f` as an integer when it is one (`10.0`, as tools that keep every number as a float write class
+/// ids).
+pub(crate) fn integral(f: f64) -> Option<i64> {
+    // Bounds of i64 that f64 represents exactly; the cast is exact within them.
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
 }
 
 fn value_from_json(v: &Value) -> Result<Option<f64>, String> {

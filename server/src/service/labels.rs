@@ -5,7 +5,7 @@ use crate::api::AppState;
 use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, ErrorCode};
 use crate::labels::assign_pending;
-use groundwork_store::labels::{self, LabelSet, SplitCounts, Summary};
+use groundwork_store::labels::{self, LabelSet, MissingClass, SplitCounts, Summary};
 use groundwork_store::projects;
 use groundwork_store::sampling::{self, SplitOptions};
 use serde::Serialize;
@@ -50,6 +50,10 @@ pub struct SplitReport {
     pub blocks: usize,
     /// The options applied (defaults filled in).
     pub options: SplitOptions,
+    /// Classes with labelled windows that ended up with no window in some split (of positive share),
+    /// with those splits: a class needs labels in at least as many blocks as there are such splits.
+    /// Empty when every class is in every split.
+    pub missing: Vec<MissingClass>,
     /// The version record.
     pub label_set: LabelSet,
 }
@@ -63,9 +67,9 @@ pub async fn split_windows(
     options: SplitOptions,
 ) -> ApiResult<SplitReport> {
     actor.require(Role::Member)?;
-    projects::get(&state.pool, actor.org_id, project_id).await?;
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
     let invalid = |e: sampling::InvalidOptions| ApiError::new(ErrorCode::InvalidOptions, e.0);
-    options.validate().map_err(invalid)?;
+    let fractions = options.validate().map_err(invalid)?;
     assign_pending(&state.pool, project_id).await?;
     let cells = labels::split_cells(&state.pool, project_id).await?;
     if cells.is_empty() {
@@ -92,6 +96,18 @@ pub async fn split_windows(
         blocks.insert(a.block.as_str());
     }
     let blocks = blocks.len();
+    let missing = sampling::missing_classes(&cells, &assignments, fractions)
+        .into_iter()
+        .map(|(class_id, splits)| MissingClass {
+            class_id,
+            class_name: project
+                .classes
+                .iter()
+                .find(|c| i32::from(c.id) == class_id)
+                .map(|c| c.name.clone()),
+            splits,
+        })
+        .collect();
     let label_set = labels::record_split(
         &state.pool,
         project_id,
@@ -105,6 +121,7 @@ pub async fn split_windows(
         windows,
         blocks,
         options,
+        missing,
         label_set,
     })
 }

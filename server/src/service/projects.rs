@@ -151,7 +151,7 @@ fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
         Some(aoi) if errors.is_empty() => Ok(ProjectFields {
             name,
             description: p.description,
-            aoi: p.aoi,
+            aoi: aoi.geometry,
             bbox: aoi.bbox,
             area_km2: aoi.area_km2,
             start: p.start,

@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
 use groundwork_store::jobs::{self, RunWithSteps, Step};
+use groundwork_store::labels;
 use groundwork_store::projects::{self, Project};
 use groundwork_store::windows;
 use groundwork_worker::StepArgs;
@@ -534,7 +535,41 @@ struct ProjectPage {
     aoi_json: String,
     profiles: &'static [(&'static str, &'static str)],
     results: super::results::Results,
+    labels: LabelsView,
     can_work: bool,
+}
+
+/// The labels and split section of the project page.
+struct LabelsView {
+    summary: labels::Summary,
+    /// One sentence per class the split leaves out of a split.
+    missing: Vec<String>,
+}
+
+fn split_name(s: labels::Split) -> &'static str {
+    match s {
+        labels::Split::Train => "training",
+        labels::Split::Val => "validation",
+        labels::Split::Test => "test",
+    }
+}
+
+/// "Class 4 (water) has no window in the validation and test splits: …"
+fn missing_sentence(m: &labels::MissingClass) -> String {
+    let class = match &m.class_name {
+        Some(name) => format!("Class {} ({name})", m.class_id),
+        None => format!("Class {}", m.class_id),
+    };
+    let names: Vec<&str> = m.splits.iter().map(|s| split_name(*s)).collect();
+    let splits = match names.as_slice() {
+        [one] => format!("the {one} split"),
+        [init @ .., last] => format!("the {} and {last} splits", init.join(", ")),
+        [] => "a split".to_owned(),
+    };
+    format!(
+        "{class} has no window in {splits}: it is labelled in too few blocks of the split. \
+         Label it in more places or split again with a smaller block size."
+    )
 }
 
 async fn project_page(
@@ -554,6 +589,11 @@ async fn project_page(
     }
     let classes = project.classes.clone();
     let results = super::results::results(state, actor, id).await?;
+    let summary = labels::summary(&state.pool, id, None).await?;
+    let labels = LabelsView {
+        missing: summary.missing.iter().map(missing_sentence).collect(),
+        summary,
+    };
     Ok(ProjectPage {
         layout: Layout::new(state, actor, project.name.clone(), Nav::Projects).await,
         area: format_km2(area_of(&project)),
@@ -572,6 +612,7 @@ async fn project_page(
         project,
         profiles: PROFILES,
         results,
+        labels,
         can_work: actor.role >= Role::Member,
     })
 }

@@ -195,6 +195,114 @@ async fn projects_can_be_created_read_listed_updated_and_deleted() {
     assert_error(s, &body, StatusCode::NOT_FOUND, "not_found");
 }
 
+/// A ring of the square of side `size` degrees with its south-west corner at (`west`, `south`),
+/// counter-clockwise unless `clockwise`.
+fn ring(west: f64, south: f64, size: f64, clockwise: bool) -> Value {
+    let (e, n) = (west + size, south + size);
+    let mut r = vec![[west, south], [e, south], [e, n], [west, n], [west, south]];
+    if clockwise {
+        r.reverse();
+    }
+    json!(r)
+}
+
+#[tokio::test]
+async fn a_clockwise_aoi_is_accepted_with_the_area_of_its_counter_clockwise_twin_and_stored_counter_clockwise()
+ {
+    let api = Api::new().await;
+    // 0.1° × 0.1° at the equator: about 123 km² either way round.
+    let mut areas = Vec::new();
+    for clockwise in [false, true] {
+        let aoi = json!({"type": "Polygon", "coordinates": [ring(0.0, 0.0, 0.1, clockwise)]});
+        let (s, p) = api
+            .call("POST", "/api/v1/projects", Some(project(aoi)))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "clockwise {clockwise}: {p:#}");
+        let area = p["area_km2"].as_f64().unwrap();
+        assert!((area - 123.6).abs() < 1.0, "clockwise {clockwise}: {area}");
+        assert_eq!(p["bbox"], json!([0.0, 0.0, 0.1, 0.1]));
+        // Stored with its exterior ring counter-clockwise.
+        assert_eq!(
+            p["aoi"],
+            json!({"type": "Polygon", "coordinates": [ring(0.0, 0.0, 0.1, false)]}),
+            "clockwise {clockwise}"
+        );
+        let (_, got) = api
+            .call(
+                "GET",
+                &format!("/api/v1/projects/{}", p["id"].as_str().unwrap()),
+                None,
+            )
+            .await;
+        assert_eq!(got["aoi"], p["aoi"]);
+        areas.push(area);
+    }
+    assert!((areas[0] - areas[1]).abs() < 1e-6, "{areas:?}");
+
+    // A MultiPolygon with one part each way round measures both parts, as does a Feature wrapping a
+    // clockwise polygon (stored as the bare geometry).
+    let aoi = json!({"type": "MultiPolygon", "coordinates": [
+        [ring(0.0, 0.0, 0.1, true)], [ring(1.0, 0.0, 0.1, false)]]});
+    let (s, p) = api
+        .call("POST", "/api/v1/projects", Some(project(aoi)))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p:#}");
+    assert!(
+        (p["area_km2"].as_f64().unwrap() - 2.0 * areas[0]).abs() < 0.1,
+        "{p:#}"
+    );
+    assert_eq!(
+        p["aoi"]["coordinates"][0],
+        json!([ring(0.0, 0.0, 0.1, false)])
+    );
+    let aoi = json!({"type": "Feature", "properties": {"name": "field"},
+        "geometry": {"type": "Polygon", "coordinates": [ring(0.0, 0.0, 0.1, true)]}});
+    let (s, p) = api
+        .call("POST", "/api/v1/projects", Some(project(aoi)))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p:#}");
+    assert_eq!(
+        p["aoi"],
+        json!({"type": "Polygon", "coordinates": [ring(0.0, 0.0, 0.1, false)]})
+    );
+}
+
+#[tokio::test]
+async fn an_aoi_with_a_hole_has_the_holes_area_subtracted_in_either_orientation() {
+    let api = Api::new().await;
+    let area = |aoi: Value| {
+        let api = &api;
+        async move {
+            let (s, p) = api
+                .call("POST", "/api/v1/projects", Some(project(aoi)))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{p:#}");
+            p
+        }
+    };
+    let outer = area(json!({"type": "Polygon", "coordinates": [ring(0.0, 0.0, 0.1, false)]})).await;
+    let hole =
+        area(json!({"type": "Polygon", "coordinates": [ring(0.02, 0.02, 0.05, false)]})).await;
+    let want = outer["area_km2"].as_f64().unwrap() - hole["area_km2"].as_f64().unwrap();
+    // About 123.6 - 30.9 km².
+    assert!((want - 92.7).abs() < 1.0, "{want}");
+    for (outer_cw, hole_cw) in [(false, true), (false, false), (true, false), (true, true)] {
+        let p = area(json!({"type": "Polygon", "coordinates": [
+            ring(0.0, 0.0, 0.1, outer_cw), ring(0.02, 0.02, 0.05, hole_cw)]}))
+        .await;
+        let got = p["area_km2"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-3,
+            "outer cw {outer_cw}, hole cw {hole_cw}: {got} vs {want}"
+        );
+        // Stored exterior counter-clockwise, hole clockwise.
+        assert_eq!(
+            p["aoi"]["coordinates"],
+            json!([ring(0.0, 0.0, 0.1, false), ring(0.02, 0.02, 0.05, true)])
+        );
+    }
+}
+
 #[tokio::test]
 async fn bad_project_input_gets_a_clear_4xx() {
     let api = Api::new().await;

@@ -52,13 +52,17 @@ async fn download(app: &axum::Router, uri: &str) -> (StatusCode, HashMap<String,
 }
 
 async fn create_project(app: &axum::Router, task: &str) -> String {
+    create_project_with(app, task, classes()).await
+}
+
+async fn create_project_with(app: &axum::Router, task: &str, classes: Value) -> String {
     let (s, p) = call(
         app,
         "POST",
         "/api/v1/projects",
         Some(
             json!({"name": "labels", "aoi": aoi(), "start": "2024-04-01", "end": "2024-07-31",
-                    "task": task, "classes": classes()}),
+                    "task": task, "classes": classes}),
         ),
     )
     .await;
@@ -602,6 +606,8 @@ async fn the_split_keeps_blocks_together_and_the_summary_counts_per_class_and_sp
     assert_eq!(s, StatusCode::CREATED, "{r:#}");
     assert_eq!(r["version"], 2);
     assert!(r["blocks"].as_u64().unwrap() >= 3, "{r:#}");
+    // Every class is labelled in many blocks, so every class is in every split.
+    assert_eq!(r["missing"], json!([]), "{r:#}");
     for split in ["train", "val", "test"] {
         assert!(r["windows"][split].as_i64().unwrap() > 0, "{r:#}");
     }
@@ -953,4 +959,423 @@ async fn another_organisations_project_is_not_found() {
         .await
         .unwrap();
     assert_eq!(n, 0);
+}
+
+/// ESA WorldCover's class ids (and 0): ids that are neither 0, 1, 2… nor contiguous.
+fn worldcover() -> Value {
+    json!([{"id": 0, "name": "no data", "color": "#000000"},
+           {"id": 10, "name": "tree cover", "color": "#006400"},
+           {"id": 20, "name": "shrubland", "color": "#ffbb22"},
+           {"id": 30, "name": "grassland", "color": "#ffff4c"},
+           {"id": 40, "name": "cropland", "color": "#f096ff"},
+           {"id": 50, "name": "built-up", "color": "#fa0000"},
+           {"id": 60, "name": "bare", "color": "#b4b4b4"},
+           {"id": 70, "name": "snow and ice", "color": "#f0f0f0"},
+           {"id": 80, "name": "water", "color": "#0064c8"},
+           {"id": 90, "name": "wetland", "color": "#0096a0"}])
+}
+
+/// Labels per class id of the latest version, from the summary.
+async fn labels_per_class(app: &axum::Router, pid: &str) -> Vec<(i64, i64)> {
+    let (s, summary) = call(
+        app,
+        "GET",
+        &format!("/api/v1/projects/{pid}/labels/summary"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{summary:#}");
+    summary["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["class_id"].as_i64().unwrap(),
+                c["labels"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn row_errors(r: &Value) -> Vec<(u64, String)> {
+    r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["row"].as_u64().unwrap(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn geojson_with_worldcover_class_ids_written_as_numbers_floats_or_text_and_extra_members_imports()
+ {
+    let db = TestDb::new().await.unwrap();
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
+    let pid = create_project_with(&app, "classification", worldcover()).await;
+    plan_and_acquire(&db.pool, &pid).await;
+
+    // As GDAL, QGIS or geopandas write it: a `name` and `crs` on the collection, feature ids and
+    // bboxes, 3D positions, attribute columns beside the class, and ids kept as floats or text.
+    let file = json!({
+        "type": "FeatureCollection",
+        "name": "worldcover_samples",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}},
+        "features": [
+            {"type": "Feature", "id": 1, "bbox": [3.01, 45.01, 3.01, 45.01],
+             "geometry": {"type": "Point", "coordinates": [3.01, 45.01]},
+             "properties": {"class": 10, "source": "worldcover", "confidence": 0.9,
+                            "tags": {"checked": true}, "notes": null, "date": "2024-05-01"}},
+            point(3.011, 45.011, json!({"fid": 2, "class": 20.0, "area_m2": 12.5})),
+            point(3.012, 45.012, json!({"class": "30", "label": "grassland?"})),
+            point(3.013, 45.013, json!({"class": "Water"})),
+            point(3.014, 45.014, json!({"class_id": 0, "class": null})),
+            {"type": "Feature", "properties": {"class": 50},
+             "geometry": {"type": "Point", "coordinates": [3.015, 45.015, 312.5]}},
+            point(3.016, 45.016, json!({"class": -1})),
+            point(3.017, 45.017, json!({"class": 45})),
+            point(3.018, 45.018, json!({"class": 10.5})),
+        ]
+    });
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "application/geo+json",
+        file.to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{r:#}");
+    assert_eq!(r["imported"], 6, "{r:#}");
+    let errors = row_errors(&r);
+    assert_eq!(
+        errors.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [6, 7, 8],
+        "{r:#}"
+    );
+    assert!(
+        errors.iter().all(|e| e.1.contains("unknown class")),
+        "{errors:?}"
+    );
+    assert!(errors[0].1.contains("-1"), "{errors:?}");
+    assert_eq!(
+        labels_per_class(&app, &pid).await,
+        [(0, 1), (10, 1), (20, 1), (30, 1), (50, 1), (80, 1)]
+    );
+}
+
+#[tokio::test]
+async fn csv_with_worldcover_class_ids_and_extra_columns_imports_and_reports_ids_outside_the_legend()
+ {
+    let db = TestDb::new().await.unwrap();
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
+    let pid = create_project_with(&app, "classification", worldcover()).await;
+    plan_and_acquire(&db.pool, &pid).await;
+
+    let csv = "fid,Longitude,Latitude,class,confidence,source\n\
+               1,3.01,45.01,10,0.9,worldcover\n\
+               2,3.011,45.011,80,0.7,\"field, visit\"\n\
+               3,3.012,45.012,50.0,,worldcover\n\
+               4,3.013,45.013,0,1,\n\
+               5,3.014,45.014,-3,1,\n\
+               6,3.015,45.015,built-up,1,\n";
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "text/csv",
+        csv,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{r:#}");
+    assert_eq!(r["imported"], 5, "{r:#}");
+    let errors = row_errors(&r);
+    assert_eq!(errors.len(), 1, "{r:#}");
+    assert_eq!(errors[0].0, 6);
+    assert!(errors[0].1.contains("unknown class -3"), "{errors:?}");
+    assert_eq!(
+        labels_per_class(&app, &pid).await,
+        [(0, 1), (10, 1), (50, 2), (80, 1)]
+    );
+}
+
+/// The labelled pixels of each label of class `class`, per window: (window, pixel count, bitmask).
+async fn pixels_of_class(
+    pool: &groundwork_store::PgPool,
+    id: Uuid,
+    class: i32,
+) -> Vec<(String, i32, Option<Vec<u8>>)> {
+    sqlx::query_as(
+        "select lw.window_id, lw.pixel_count, lw.pixels from label l join label_window lw on lw.label_id = l.id \
+         where l.project_id = $1 and l.class_id = $2 order by lw.window_id",
+    )
+    .bind(id)
+    .bind(class)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+fn ring(w: f64, s: f64, e: f64, n: f64, clockwise: bool) -> Value {
+    let mut r = vec![
+        json!([w, s]),
+        json!([e, s]),
+        json!([e, n]),
+        json!([w, n]),
+        json!([w, s]),
+    ];
+    if clockwise {
+        r.reverse();
+    }
+    Value::Array(r)
+}
+
+fn feature(geometry: Value, class: i64) -> Value {
+    json!({"type": "Feature", "geometry": geometry, "properties": {"class": class}})
+}
+
+#[tokio::test]
+async fn label_polygons_in_either_ring_orientation_multipolygons_holes_and_points_rasterise_alike()
+{
+    let db = TestDb::new().await.unwrap();
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
+    let pid = create_project_with(&app, "segmentation", worldcover()).await;
+    let id: Uuid = pid.parse().unwrap();
+    let specs = plan_and_acquire(&db.pool, &pid).await;
+    let w = inner_window(&specs).clone();
+    // The window's left half, traced counter-clockwise (as in the rasterisation test above).
+    let lower = WindowSpec::from_cell(w.epsg, 2 * w.column, 2 * w.row, 32, 10.0).unwrap();
+    let upper = WindowSpec::from_cell(w.epsg, 2 * w.column, 2 * w.row + 1, 32, 10.0).unwrap();
+    let corner = |s: &WindowSpec, i: usize| -> Value {
+        serde_json::to_value(&s.wgs84_polygon).unwrap()["coordinates"][0][i].clone()
+    };
+    let ccw = vec![
+        corner(&lower, 0),
+        corner(&lower, 4),
+        corner(&upper, 8),
+        corner(&upper, 12),
+        corner(&lower, 0),
+    ];
+    let mut cw = ccw.clone();
+    cw.reverse();
+    // A square with a square hole, each ring either way round.
+    let (outer, hole) = (
+        (3.004, 45.004, 3.009, 45.008),
+        (3.005, 45.005, 3.007, 45.007),
+    );
+    let rect = |r: (f64, f64, f64, f64), clockwise: bool| ring(r.0, r.1, r.2, r.3, clockwise);
+    let file = collection(vec![
+        feature(json!({"type": "Polygon", "coordinates": [ccw]}), 10),
+        feature(json!({"type": "Polygon", "coordinates": [cw]}), 20),
+        feature(
+            json!({"type": "MultiPolygon", "coordinates": [
+                [ring(3.002, 45.002, 3.003, 45.003, false)],
+                [ring(3.026, 45.016, 3.027, 45.017, true)]]}),
+            30,
+        ),
+        feature(
+            json!({"type": "Polygon", "coordinates": [rect(outer, false)]}),
+            40,
+        ),
+        feature(
+            json!({"type": "Polygon", "coordinates": [rect(hole, true)]}),
+            50,
+        ),
+        feature(
+            json!({"type": "Polygon", "coordinates": [rect(outer, true), rect(hole, false)]}),
+            60,
+        ),
+        feature(
+            json!({"type": "Polygon", "coordinates": [rect(outer, false), rect(hole, true)]}),
+            70,
+        ),
+        point(3.02, 45.01, json!({"class": 80})),
+    ]);
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import"),
+        "application/geo+json",
+        file,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{r:#}");
+    assert_eq!(r["imported"], 8, "{r:#}");
+    assert_eq!(r["errors"], json!([]), "{r:#}");
+
+    // Clockwise and counter-clockwise: the same windows, the same pixels (the left half).
+    let ccw_pixels = pixels_of_class(&db.pool, id, 10).await;
+    assert_eq!(ccw_pixels.len(), 1, "{ccw_pixels:?}");
+    assert_eq!(ccw_pixels[0].0, w.id);
+    assert_eq!(ccw_pixels[0].1, 64 * 32);
+    assert_eq!(pixels_of_class(&db.pool, id, 20).await, ccw_pixels);
+    // The MultiPolygon covers pixels in both of its parts' windows.
+    let multi = pixels_of_class(&db.pool, id, 30).await;
+    assert!(multi.len() >= 2, "{multi:?}");
+    assert!(multi.iter().all(|(_, n, _)| *n > 0));
+    // A hole leaves its pixels out, whichever way its rings run.
+    let total = |rows: &[(String, i32, Option<Vec<u8>>)]| rows.iter().map(|r| r.1).sum::<i32>();
+    let (outer_n, hole_n) = (
+        total(&pixels_of_class(&db.pool, id, 40).await),
+        total(&pixels_of_class(&db.pool, id, 50).await),
+    );
+    assert!(hole_n > 100 && outer_n > 3 * hole_n, "{outer_n} {hole_n}");
+    for class in [60, 70] {
+        assert_eq!(
+            total(&pixels_of_class(&db.pool, id, class).await),
+            outer_n - hole_n,
+            "class {class}"
+        );
+    }
+    // A point covers one pixel.
+    let point_pixels = pixels_of_class(&db.pool, id, 80).await;
+    assert_eq!(point_pixels.len(), 1);
+    assert_eq!(point_pixels[0].1, 1);
+}
+
+#[tokio::test]
+async fn the_split_names_a_class_labelled_in_too_few_blocks_in_its_response_the_summary_and_the_project_page()
+ {
+    let db = TestDb::new().await.unwrap();
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
+    let pid = create_project(&app, "classification").await;
+    let id: Uuid = pid.parse().unwrap();
+    let specs = plan_and_acquire(&db.pool, &pid).await;
+    assert_eq!(specs.len(), 20);
+
+    // Water in one window only; forest and crops alternate over the other 19.
+    let import = |water: usize| {
+        let mut csv = String::from("window_id,class\n");
+        for (i, w) in specs.iter().enumerate() {
+            let class = if i < water {
+                "water"
+            } else {
+                ["forest", "crops"][i % 2]
+            };
+            csv.push_str(&format!("{},{class}\n", w.id));
+        }
+        csv
+    };
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import?mode=replace"),
+        "text/csv",
+        import(1),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{r:#}");
+    let (s, r) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/labels/split"),
+        Some(json!({"block_size": 1, "seed": 3})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{r:#}");
+    // The water window's split is the only one that has water.
+    let water_split: String = sqlx::query_scalar(
+        "select split from window_split where project_id = $1 and version = $2 and window_id = $3",
+    )
+    .bind(id)
+    .bind(r["version"].as_i64().unwrap() as i32)
+    .bind(&specs[0].id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let lacking: Vec<&str> = ["train", "val", "test"]
+        .into_iter()
+        .filter(|s| *s != water_split)
+        .collect();
+    assert_eq!(
+        r["missing"],
+        json!([{"class_id": 0, "class_name": "water", "splits": lacking}]),
+        "{r:#}"
+    );
+    let (_, summary) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/projects/{pid}/labels/summary"),
+        None,
+    )
+    .await;
+    assert_eq!(summary["missing"], r["missing"], "{summary:#}");
+    let names: HashMap<&str, &str> = HashMap::from([
+        ("train", "training"),
+        ("val", "validation"),
+        ("test", "test"),
+    ]);
+    let (s, _, page) = download(&app, &format!("/projects/{pid}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let sentence = format!(
+        "Class 0 (water) has no window in the {} and {} splits",
+        names[lacking[0]], names[lacking[1]]
+    );
+    assert!(page.contains(&sentence), "no {sentence:?} in the page");
+    assert!(page.contains("Labels and split"));
+
+    // Water in three windows (three blocks): every class reaches every split, whatever the seed.
+    let (s, r) = upload(
+        &app,
+        &format!("/api/v1/projects/{pid}/labels/import?mode=replace"),
+        "text/csv",
+        import(3),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{r:#}");
+    for seed in 0..5 {
+        let (s, r) = call(
+            &app,
+            "POST",
+            &format!("/api/v1/projects/{pid}/labels/split"),
+            Some(json!({"block_size": 1, "seed": seed})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{r:#}");
+        assert_eq!(r["missing"], json!([]), "seed {seed}: {r:#}");
+    }
+    let (_, summary) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/projects/{pid}/labels/summary"),
+        None,
+    )
+    .await;
+    assert_eq!(summary["missing"], json!([]), "{summary:#}");
+    for c in summary["classes"].as_array().unwrap() {
+        for split in ["train", "val", "test"] {
+            assert!(c["windows"][split].as_i64().unwrap() > 0, "{c:#}");
+        }
+    }
+    let (_, _, page) = download(&app, &format!("/projects/{pid}")).await;
+    assert!(!page.contains("has no window in"));
+    assert!(
+        page.contains("Split (version"),
+        "the split counts are shown"
+    );
+
+    // The OpenAPI document describes the report.
+    let (_, doc) = call(&app, "GET", "/api/openapi.json", None).await;
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [("SplitReport", "missing"), ("Summary", "missing")] {
+        assert!(
+            schemas[schema]["properties"][field].is_object(),
+            "{schema}.{field} missing from OpenAPI"
+        );
+    }
+    for field in ["class_id", "class_name", "splits"] {
+        assert!(
+            schemas["MissingClass"]["properties"][field].is_object(),
+            "{field}"
+        );
+    }
 }
