@@ -249,7 +249,10 @@ fn keep_probabilities(counts: &[u64], max_rows: usize, uniform: bool) -> Vec<f64
 
 /// Fits the class-balanced ridge model of `inputs` on `train` and picks its penalty on `val`
 /// ([`metric_name`]; without validation rows the middle penalty).
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the model, the inputs, two splits with their features, limits"
+)]
 pub fn fit_linear(
     cfg: &TaskModelConfig,
     inputs: LinearInputs,
