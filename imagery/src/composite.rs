@@ -116,12 +116,54 @@ pub struct Composited {
     pub mask: Vec<u8>,
 }
 
+/// A per-pixel test that leaves out of a bin's composite the observations whose clouds the scene
+/// classification missed (faint haze, thin cloud edges): these brighten the blue band, so an observation
+/// whose `band` is above `reference × (1 + relative) + absolute` is dropped, where the reference is the
+/// lower median of the pixel's valid values of `band` in the bin (of two observations, the darker one).
+/// A pixel with one valid observation keeps it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierTest {
+    /// Index of the band tested (blue for Sentinel-2).
+    pub band: usize,
+    /// Allowed brightening, relative to the reference.
+    pub relative: f32,
+    /// Allowed brightening on top, in the band's units (DN for Sentinel-2).
+    pub absolute: f32,
+}
+
+impl OutlierTest {
+    /// The Sentinel-2 test: blue (B02) more than 25 % + 100 DN above the reference.
+    pub const SENTINEL2: OutlierTest = OutlierTest {
+        band: 0,
+        relative: 0.25,
+        absolute: 100.0,
+    };
+
+    /// The test [`composite`] applies to a modality: Sentinel-2's; none for radar or Landsat.
+    #[must_use]
+    pub fn for_modality(m: Modality) -> Option<OutlierTest> {
+        (m == Modality::Sentinel2L2a).then_some(OutlierTest::SENTINEL2)
+    }
+}
+
 /// Composites one modality: `bins[t]` holds the scenes of bin `t`, in the order they should be preferred.
+/// Sentinel-2 observations that fail [`OutlierTest::SENTINEL2`] are left out.
 pub fn composite(
     m: Modality,
     bins: &[Vec<SceneStack>],
     pixels: usize,
     method: Composite,
+) -> Composited {
+    composite_with(m, bins, pixels, method, OutlierTest::for_modality(m))
+}
+
+/// [`composite`] with a chosen outlier test (`None`: every valid observation counts).
+pub fn composite_with(
+    m: Modality,
+    bins: &[Vec<SceneStack>],
+    pixels: usize,
+    method: Composite,
+    test: Option<OutlierTest>,
 ) -> Composited {
     let t_n = bins.len();
     let c_n = m.bands().len();
@@ -131,6 +173,8 @@ pub fn composite(
     let mut vals: Vec<f32> = Vec::with_capacity(16);
     let mut have = vec![false; c_n];
     let mut absent = vec![false; c_n];
+    let mut keep: Vec<bool> = Vec::new();
+    let mut refs: Vec<f32> = Vec::new();
     for (t, scenes) in bins.iter().enumerate() {
         // A band no scene of the bin has an asset for is absent, not invalid: it is NaN (OlmoEarth's
         // missing-band marker, filled from the nearest band at model input) and does not mask its set.
@@ -141,9 +185,26 @@ pub fn composite(
                     .all(|s| s.bands.get(c).is_none_or(Vec::is_empty));
         }
         for p in 0..pixels {
+            keep.clear();
+            keep.resize(scenes.len(), true);
+            if let Some(test) = test {
+                refs.clear();
+                refs.extend(
+                    scenes
+                        .iter()
+                        .filter_map(|s| observation(m, s, test.band, p)),
+                );
+                if refs.len() > 1 {
+                    refs.sort_by(f32::total_cmp);
+                    let limit = refs[(refs.len() - 1) / 2] * (1.0 + test.relative) + test.absolute;
+                    for (k, s) in keep.iter_mut().zip(scenes) {
+                        *k = observation(m, s, test.band, p).is_none_or(|v| v <= limit);
+                    }
+                }
+            }
             for (c, h) in have.iter_mut().enumerate() {
                 vals.clear();
-                for s in scenes {
+                for (s, _) in scenes.iter().zip(&keep).filter(|(_, k)| **k) {
                     let Some(v) = observation(m, s, c, p) else {
                         continue;
                     };
@@ -268,11 +329,12 @@ mod tests {
             offset: 0.0,
             in_db: false,
         };
-        let out = composite(
+        let out = composite_with(
             Modality::Sentinel2L2a,
             &[vec![clear, cloudy], vec![]],
             2,
             Composite::Median,
+            None,
         );
         // (H·W=2, T=2, C=12): pixel 0, bin 0 ignores the cloud; pixel 1 takes the median of 1200 and 9000.
         assert_eq!(out.data[0], 1100.0);
@@ -280,6 +342,128 @@ mod tests {
         assert_eq!(out.mask[0], MASK_PRESENT);
         assert_eq!(out.mask[3], MASK_MISSING); // pixel 0, bin 1, set 0
         assert_eq!(out.data[12], 0.0);
+    }
+
+    #[test]
+    fn an_observation_far_brighter_in_blue_than_the_others_is_left_out_unless_it_is_alone() {
+        let stack = |blue: f32, red: f32| SceneStack {
+            bands: (0..12)
+                .map(|c| vec![if c == 0 { blue } else { red }; 1])
+                .collect(),
+            scl: Some(vec![4.0]),
+            offset: 0.0,
+            in_db: false,
+        };
+        let s2 = Modality::Sentinel2L2a;
+        // Two observations: the hazy one (blue 1500 against 400) is dropped, whatever the order.
+        for bin in [
+            vec![stack(400.0, 300.0), stack(1500.0, 1300.0)],
+            vec![stack(1500.0, 1300.0), stack(400.0, 300.0)],
+        ] {
+            let out = composite(s2, &[bin], 1, Composite::Median);
+            assert_eq!(out.data[0], 400.0);
+            assert_eq!(out.data[2], 300.0);
+        }
+        // Within the allowance (≤ 400·1.25 + 100 = 600) both count.
+        let out = composite(
+            s2,
+            &[vec![stack(400.0, 300.0), stack(590.0, 500.0)]],
+            1,
+            Composite::Median,
+        );
+        assert_eq!(out.data[2], 400.0);
+        // Three observations: the reference is the median, so one dark outlier does not drop the rest.
+        let out = composite(
+            s2,
+            &[vec![
+                stack(100.0, 100.0),
+                stack(400.0, 300.0),
+                stack(420.0, 320.0),
+            ]],
+            1,
+            Composite::Mean,
+        );
+        assert!((out.data[2] - 240.0).abs() < 1e-3, "{}", out.data[2]);
+        // Alone, a hazy observation is kept: there is nothing to compare it with.
+        let out = composite(s2, &[vec![stack(1500.0, 1300.0)]], 1, Composite::Median);
+        assert_eq!(out.data[2], 1300.0);
+        assert_eq!(out.mask[0], MASK_PRESENT);
+    }
+
+    /// Mean absolute error (DN) of a composite's 10 m bands against the month's clean surface, over
+    /// pixels and months with data, and how many there were.
+    fn error_against_clean(
+        out: &Composited,
+        passes: &[crate::demo::DemoPass],
+        months: &[u32],
+        pixels: usize,
+    ) -> (f64, usize) {
+        let (t_n, c_n, s_n) = (months.len(), 12, Modality::Sentinel2L2a.band_sets().len());
+        let (mut sum, mut count) = (0f64, 0usize);
+        for (t, &month) in months.iter().enumerate() {
+            let mine: Vec<&crate::demo::DemoPass> =
+                passes.iter().filter(|p| p.month == month).collect();
+            for p in 0..pixels {
+                if out.mask[(p * t_n + t) * s_n] != MASK_PRESENT {
+                    continue;
+                }
+                for c in 0..4 {
+                    let clean = mine.iter().map(|q| f64::from(q.clean[c][p])).sum::<f64>()
+                        / mine.len() as f64;
+                    sum += (f64::from(out.data[(p * t_n + t) * c_n + c]) - clean).abs();
+                    count += 1;
+                }
+            }
+        }
+        (sum / count.max(1) as f64, count)
+    }
+
+    #[test]
+    fn on_scenes_with_haze_and_cloud_edges_the_mask_misses_the_outlier_test_brings_the_composite_much_closer_to_the_clean_surface()
+     {
+        for (scene, seed) in [
+            ("tropical-haze", 3),
+            ("tropical-haze", 11),
+            ("dryland", 5),
+            ("smallholder", 17),
+        ] {
+            let opts = crate::demo::DemoOptions {
+                size: 128,
+                ..crate::demo::DemoOptions::scene(scene, seed).unwrap()
+            };
+            let passes = crate::demo::demo_passes(&opts).unwrap();
+            let bins: Vec<Vec<SceneStack>> = opts
+                .months
+                .iter()
+                .map(|&m| {
+                    passes
+                        .iter()
+                        .filter(|p| p.month == m)
+                        .map(|p| SceneStack {
+                            bands: p.bands.clone(),
+                            scl: Some(p.scl.clone()),
+                            offset: 0.0,
+                            in_db: false,
+                        })
+                        .collect()
+                })
+                .collect();
+            let pixels = opts.size * opts.size;
+            let s2 = Modality::Sentinel2L2a;
+            let plain = composite_with(s2, &bins, pixels, Composite::Median, None);
+            let tested = composite(s2, &bins, pixels, Composite::Median);
+            assert_eq!(plain.mask, tested.mask, "the test never empties a pixel");
+            let (without, n) = error_against_clean(&plain, &passes, &opts.months, pixels);
+            let (with, _) = error_against_clean(&tested, &passes, &opts.months, pixels);
+            eprintln!(
+                "{scene} seed {seed}: MAE {without:.1} DN without the test, {with:.1} with it"
+            );
+            assert!(n > pixels, "{scene} {seed}: {n} values compared");
+            assert!(
+                with < 0.6 * without,
+                "{scene} seed {seed}: {with:.1} DN with the test, {without:.1} without"
+            );
+        }
     }
 
     #[test]

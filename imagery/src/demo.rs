@@ -13,14 +13,128 @@ use gdal::DriverManager;
 use gdal::raster::{GdalType, RasterCreationOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::grid::transform;
 use crate::source::resolve_href;
 
-/// Demo dataset options.
-#[derive(Debug, Clone)]
+/// What a demo class looks like from orbit: its spectra through the year, its radar backscatter and
+/// the scene classification (SCL) class Sentinel-2 gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Surface {
+    /// Open water.
+    Water,
+    /// Tree cover.
+    Forest,
+    /// Shrubland: sparse, evergreen vegetation.
+    Shrubland,
+    /// Grassland, greening up in spring (peak in May).
+    Grassland,
+    /// Cropland, bare until the green-up that peaks in July.
+    Cropland,
+    /// Built-up and bare ground.
+    Built,
+}
+
+impl Surface {
+    /// Whether the surface is farmland that [`FieldLayout::Parcels`] cuts into fields.
+    #[must_use]
+    pub fn is_field(self) -> bool {
+        matches!(
+            self,
+            Surface::Cropland | Surface::Grassland | Surface::Shrubland
+        )
+    }
+
+    /// A map colour for the class.
+    #[must_use]
+    pub fn color(self) -> &'static str {
+        match self {
+            Surface::Water => "#2166ac",
+            Surface::Forest => "#1b7837",
+            Surface::Shrubland => "#9acd32",
+            Surface::Grassland => "#d9ef8b",
+            Surface::Cropland => "#e6ab02",
+            Surface::Built => "#8c510a",
+        }
+    }
+}
+
+/// One class of a demo scene.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DemoClass {
+    /// Class id in the ground truth and the labels (1–255; 0 is the ground truth's nodata).
+    pub id: u8,
+    /// Class name.
+    pub name: String,
+    /// What it looks like.
+    pub surface: Surface,
+    /// Its share: for the first water class, of the scene; for every other class, of the land (the land
+    /// classes' shares are relative to each other).
+    pub share: f32,
+}
+
+impl DemoClass {
+    /// A class.
+    #[must_use]
+    pub fn new(id: u8, name: &str, surface: Surface, share: f32) -> Self {
+        DemoClass {
+            id,
+            name: name.to_owned(),
+            surface,
+            share,
+        }
+    }
+}
+
+/// How the classes are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FieldLayout {
+    /// Spatially coherent blobs of smooth value noise (the default).
+    Blobs,
+    /// Blobs, with the farmland ([`Surface::is_field`]) cut into rectangular parcels of `width × length`
+    /// pixels turned by `angle_deg`, each parcel one farmland class (drawn by the classes' shares).
+    Parcels {
+        /// Short side, pixels.
+        width: usize,
+        /// Long side, pixels.
+        length: usize,
+        /// Rotation of the parcel grid, degrees.
+        angle_deg: f32,
+    },
+}
+
+/// Clouds of the Sentinel-2 passes, and what the scene classification misses of them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CloudOptions {
+    /// Cloud cover of each month's two passes, 0–1 (default 4 % and 35 %).
+    pub cover: [f32; 2],
+    /// Share of each pass under faint haze that the SCL calls clear (default 0).
+    pub haze: f32,
+    /// Peak opacity of the haze, 0–1 (default 0.15).
+    pub haze_opacity: f32,
+    /// Share of each cloud's area, at its thin edge, that the SCL calls clear (default 0).
+    pub unmasked_edge: f32,
+}
+
+impl Default for CloudOptions {
+    fn default() -> Self {
+        CloudOptions {
+            cover: [0.04, 0.35],
+            haze: 0.0,
+            haze_opacity: 0.15,
+            unmasked_edge: 0.0,
+        }
+    }
+}
+
+/// Demo dataset options. The defaults are the classic demo scene; [`DemoOptions::scene`] names a family of
+/// others (regions, class sets, field shapes, clouds the mask misses, season lengths).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DemoOptions {
     /// Random seed (same seed, same bytes of pixels).
     pub seed: u64,
@@ -33,6 +147,12 @@ pub struct DemoOptions {
     pub origin: (f64, f64),
     /// Months (1–12) of 2024 with scenes (default April–July).
     pub months: Vec<u32>,
+    /// Classes (default [`CLASSES`]: water, forest, cropland, bare/built).
+    pub classes: Vec<DemoClass>,
+    /// Layout of the classes (default blobs).
+    pub fields: FieldLayout,
+    /// Clouds.
+    pub clouds: CloudOptions,
 }
 
 impl Default for DemoOptions {
@@ -43,11 +163,228 @@ impl Default for DemoOptions {
             epsg: 32633,
             origin: (499_840.0, 5_000_320.0),
             months: vec![4, 5, 6, 7],
+            classes: vec![
+                DemoClass::new(1, "water", Surface::Water, 0.15),
+                DemoClass::new(2, "forest", Surface::Forest, 0.32),
+                DemoClass::new(3, "cropland", Surface::Cropland, 0.48),
+                DemoClass::new(4, "bare_built", Surface::Built, 0.20),
+            ],
+            fields: FieldLayout::Blobs,
+            clouds: CloudOptions::default(),
         }
     }
 }
 
-/// Class names by id.
+/// The named scenes of the demo family: name and a line about it.
+pub const SCENES: [(&str, &str); 6] = [
+    (
+        "classic",
+        "the default demo: temperate, UTM 33N, water/forest/cropland/built blobs, April–July",
+    ),
+    (
+        "tropical-haze",
+        "East Africa, UTM 37S: WorldCover tree/shrub/grass/crop/water, faint haze and cloud edges the SCL misses, 3 months",
+    ),
+    (
+        "us-cropland",
+        "US Mid-Atlantic, UTM 18N: elongated crop parcels, grass, trees, rare built-up (3 %), water, 6 months",
+    ),
+    (
+        "smallholder",
+        "Uganda, UTM 36N: small 60 m fields of crop/grass/shrub, trees, rare built-up, unmasked cloud edges, 8 months",
+    ),
+    (
+        "boreal-lakes",
+        "Finland, UTM 35N: forest and lakes, grassland, rare built-up, light haze, May–August",
+    ),
+    (
+        "dryland",
+        "Sahel, UTM 31N: shrubland, grassland, cropland, rare water (2 %), tilted parcels, heavy haze, 5 months",
+    ),
+];
+
+impl DemoOptions {
+    /// A named scene of the family ([`SCENES`]) with a seed; `classic` with seed 42 is the default demo.
+    pub fn scene(name: &str, seed: u64) -> Result<Self> {
+        use Surface::{Built, Cropland, Forest, Grassland, Shrubland, Water};
+        let c = DemoClass::new;
+        let base = DemoOptions {
+            seed,
+            ..DemoOptions::default()
+        };
+        Ok(match name {
+            "classic" => base,
+            "tropical-haze" => DemoOptions {
+                // 6.1° S 39° E (zone 37S: false northing 10 000 km).
+                epsg: 32737,
+                origin: (499_840.0, 9_336_320.0),
+                months: vec![6, 7, 8],
+                classes: vec![
+                    c(80, "water", Water, 0.08),
+                    c(10, "tree_cover", Forest, 0.40),
+                    c(20, "shrubland", Shrubland, 0.20),
+                    c(30, "grassland", Grassland, 0.20),
+                    c(40, "cropland", Cropland, 0.20),
+                ],
+                clouds: CloudOptions {
+                    cover: [0.10, 0.40],
+                    haze: 0.35,
+                    haze_opacity: 0.2,
+                    unmasked_edge: 0.3,
+                },
+                ..base
+            },
+            "us-cropland" => DemoOptions {
+                // 40.0° N 75° W.
+                epsg: 32618,
+                origin: (499_840.0, 4_428_160.0),
+                months: vec![4, 5, 6, 7, 8, 9],
+                classes: vec![
+                    c(80, "water", Water, 0.05),
+                    c(10, "tree_cover", Forest, 0.22),
+                    c(30, "grassland", Grassland, 0.20),
+                    c(40, "cropland", Cropland, 0.55),
+                    c(50, "built_up", Built, 0.03),
+                ],
+                fields: FieldLayout::Parcels {
+                    width: 8,
+                    length: 30,
+                    angle_deg: 0.0,
+                },
+                ..base
+            },
+            "smallholder" => DemoOptions {
+                // 1.0° N 33° E.
+                epsg: 32636,
+                origin: (499_840.0, 110_080.0),
+                months: vec![3, 4, 5, 6, 7, 8, 9, 10],
+                classes: vec![
+                    c(10, "tree_cover", Forest, 0.25),
+                    c(20, "shrubland", Shrubland, 0.17),
+                    c(30, "grassland", Grassland, 0.20),
+                    c(40, "cropland", Cropland, 0.35),
+                    c(50, "built_up", Built, 0.03),
+                ],
+                fields: FieldLayout::Parcels {
+                    width: 6,
+                    length: 6,
+                    angle_deg: 20.0,
+                },
+                clouds: CloudOptions {
+                    cover: [0.15, 0.40],
+                    unmasked_edge: 0.4,
+                    ..CloudOptions::default()
+                },
+                ..base
+            },
+            "boreal-lakes" => DemoOptions {
+                // 62.0° N 27° E.
+                epsg: 32635,
+                origin: (499_840.0, 6_876_160.0),
+                months: vec![5, 6, 7, 8],
+                classes: vec![
+                    c(80, "water", Water, 0.25),
+                    c(10, "tree_cover", Forest, 0.67),
+                    c(30, "grassland", Grassland, 0.30),
+                    c(50, "built_up", Built, 0.03),
+                ],
+                clouds: CloudOptions {
+                    haze: 0.2,
+                    ..CloudOptions::default()
+                },
+                ..base
+            },
+            "dryland" => DemoOptions {
+                // 14.0° N 3° E.
+                epsg: 32631,
+                origin: (499_840.0, 1_548_160.0),
+                months: vec![6, 7, 8, 9, 10],
+                classes: vec![
+                    c(80, "water", Water, 0.02),
+                    c(20, "shrubland", Shrubland, 0.40),
+                    c(30, "grassland", Grassland, 0.35),
+                    c(40, "cropland", Cropland, 0.25),
+                ],
+                fields: FieldLayout::Parcels {
+                    width: 10,
+                    length: 20,
+                    angle_deg: -35.0,
+                },
+                clouds: CloudOptions {
+                    cover: [0.05, 0.30],
+                    haze: 0.5,
+                    haze_opacity: 0.25,
+                    unmasked_edge: 0.2,
+                },
+                ..base
+            },
+            other => {
+                let names: Vec<&str> = SCENES.iter().map(|s| s.0).collect();
+                return Err(Error::InvalidRequest(format!(
+                    "unknown demo scene {other:?}; the scenes are {}",
+                    names.join(", ")
+                )));
+            }
+        })
+    }
+
+    /// Checks the options: 1–6 classes with distinct ids 1–255 and positive shares, months 1–12, a size
+    /// of at least 64 pixels, cloud settings in 0–1.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidRequest(m));
+        if self.classes.is_empty() || self.classes.len() > 6 {
+            return bad(format!(
+                "a demo scene has 1–6 classes, not {}",
+                self.classes.len()
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.classes {
+            if c.id == 0 || !seen.insert(c.id) {
+                return bad(format!("class id {} is 0 or repeated", c.id));
+            }
+            if !(c.share.is_finite() && c.share > 0.0) {
+                return bad(format!("class {} has share {}", c.id, c.share));
+            }
+        }
+        if self.months.is_empty() || self.months.iter().any(|m| !(1..=12).contains(m)) {
+            return bad(format!("demo months must be 1–12: {:?}", self.months));
+        }
+        if self.size < 64 {
+            return bad(format!(
+                "a demo scene has at least 64 pixels a side, not {}",
+                self.size
+            ));
+        }
+        let cl = &self.clouds;
+        if [
+            cl.cover[0],
+            cl.cover[1],
+            cl.haze,
+            cl.haze_opacity,
+            cl.unmasked_edge,
+        ]
+        .iter()
+        .any(|v| !(0.0..=1.0).contains(v))
+        {
+            return bad(format!("cloud settings must lie in 0–1: {cl:?}"));
+        }
+        if let FieldLayout::Parcels { width, length, .. } = self.fields
+            && (width == 0 || length == 0)
+        {
+            return bad("parcels need a width and a length".into());
+        }
+        Ok(())
+    }
+
+    /// The class with an id.
+    #[must_use]
+    pub fn class(&self, id: u8) -> Option<&DemoClass> {
+        self.classes.iter().find(|c| c.id == id)
+    }
+}
+
+/// Class names by id of the default scene.
 pub const CLASSES: [(u8, &str); 4] = [
     (1, "water"),
     (2, "forest"),
@@ -86,6 +423,19 @@ const CROP_BARE: [f32; 12] = [
 ];
 const BUILT: [f32; 12] = [
     1300., 1400., 1600., 2200., 1650., 1900., 2050., 2250., 2900., 2500., 1250., 800.,
+];
+const SHRUB: [f32; 12] = [
+    450., 700., 650., 2500., 1100., 1900., 2250., 2400., 2300., 1400., 500., 800.,
+];
+const GRASS_GREEN: [f32; 12] = [
+    350., 700., 400., 3300., 900., 2400., 2900., 3100., 2000., 1000., 420., 950.,
+];
+const GRASS_DRY: [f32; 12] = [
+    800., 1000., 1150., 2200., 1400., 1900., 2050., 2200., 2900., 2200., 850., 750.,
+];
+/// Top-of-haze reflectance: bright, strongest in the blue.
+const HAZE: [f32; 12] = [
+    6000., 5600., 5300., 5000., 5200., 5100., 5050., 5000., 4300., 3500., 6300., 2500.,
 ];
 
 /// Writes a single-band COG (DEFLATE, 256² tiles) in an EPSG CRS.
@@ -160,26 +510,123 @@ fn quantile(v: &[f32], q: f32) -> f32 {
     s[((s.len() - 1) as f32 * q) as usize]
 }
 
-/// The land-cover map (class ids 1–4), `size × size`.
+/// The land-cover map of the default classes (ids 1–4), `size × size`.
 pub fn land_cover(seed: u64, size: usize) -> Vec<u8> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    land_cover_of(&DemoOptions {
+        seed,
+        size,
+        ..DemoOptions::default()
+    })
+}
+
+/// The ground truth of the scene `opts` describes (class ids, row-major, `size × size`).
+///
+/// The first water class takes the lowest `share` of one noise field; the land classes take bands of a
+/// second one, from the top down in their order, by their relative shares; with
+/// [`FieldLayout::Parcels`] the farmland is then cut into parcels.
+pub fn land_cover_of(opts: &DemoOptions) -> Vec<u8> {
+    let size = opts.size;
+    let mut rng = StdRng::seed_from_u64(opts.seed);
     let n1 = value_noise(&mut rng, size, size, 128, 3);
     let n2 = value_noise(&mut rng, size, size, 96, 3);
-    let (wq, fq, bq) = (quantile(&n1, 0.15), quantile(&n2, 0.68), quantile(&n2, 0.2));
-    n1.iter()
-        .zip(&n2)
-        .map(|(&a, &b)| {
-            if a < wq {
-                1
-            } else if b > fq {
-                2
-            } else if b < bq {
-                4
+    let water = opts.classes.iter().find(|c| c.surface == Surface::Water);
+    let land: Vec<&DemoClass> = opts
+        .classes
+        .iter()
+        .filter(|c| water.is_none_or(|w| w.id != c.id))
+        .collect();
+    let wq = water.map(|w| quantile(&n1, w.share));
+    let total: f32 = land.iter().map(|c| c.share).sum();
+    // Thresholds between land class i and i + 1 (top down).
+    // (The last cut is taken from the bottom, the others from the top: the same quantiles, to the
+    // last float bit, as the classic scene's.)
+    let mut cum = 0f32;
+    let k = land.len();
+    let cuts: Vec<f32> = land
+        .iter()
+        .take(k.saturating_sub(1))
+        .enumerate()
+        .map(|(i, c)| {
+            cum += c.share;
+            if i + 2 == k {
+                quantile(&n2, land[k - 1].share / total)
             } else {
-                3
+                quantile(&n2, 1.0 - cum / total)
             }
         })
-        .collect()
+        .collect();
+    let mut out: Vec<u8> = n1
+        .iter()
+        .zip(&n2)
+        .map(|(&a, &b)| {
+            if let (Some(w), Some(wq)) = (water, wq)
+                && a < wq
+            {
+                return w.id;
+            }
+            let k = land.len();
+            if k == 0 {
+                return water.map_or(0, |w| w.id);
+            }
+            if k == 1 || b > cuts[0] {
+                return land[0].id;
+            }
+            if b < cuts[k - 2] {
+                return land[k - 1].id;
+            }
+            (1..k - 1)
+                .find(|&i| b >= cuts[i])
+                .map_or(land[k - 1].id, |i| land[i].id)
+        })
+        .collect();
+    if let FieldLayout::Parcels {
+        width,
+        length,
+        angle_deg,
+    } = opts.fields
+    {
+        let fields: Vec<&DemoClass> = opts
+            .classes
+            .iter()
+            .filter(|c| c.surface.is_field())
+            .collect();
+        let total: f32 = fields.iter().map(|c| c.share).sum();
+        let is_field = |id: u8| fields.iter().any(|c| c.id == id);
+        let (sin, cos) = angle_deg.to_radians().sin_cos();
+        for y in 0..size {
+            for x in 0..size {
+                let p = y * size + x;
+                if !is_field(out[p]) {
+                    continue;
+                }
+                let (fx, fy) = (x as f32, y as f32);
+                let u = ((fx * cos + fy * sin) / length.max(1) as f32).floor() as i64;
+                let v = ((-fx * sin + fy * cos) / width.max(1) as f32).floor() as i64;
+                let r = unit_hash(opts.seed, u, v) * total;
+                let mut acc = 0f32;
+                out[p] = fields
+                    .iter()
+                    .find(|c| {
+                        acc += c.share;
+                        r < acc
+                    })
+                    .or(fields.last())
+                    .map_or(out[p], |c| c.id);
+            }
+        }
+    }
+    out
+}
+
+/// A uniform number in [0, 1) from a seed and a parcel (splitmix64).
+fn unit_hash(seed: u64, u: i64, v: i64) -> f32 {
+    let mut z = seed
+        ^ (u as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (v as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 40) as f32 / (1u64 << 24) as f32
 }
 
 /// A point label sampled from the demo ground truth.
@@ -189,8 +636,21 @@ pub struct DemoLabel {
     pub lon: f64,
     /// Latitude, EPSG:4326.
     pub lat: f64,
-    /// Class id (1–4, see [`CLASSES`]).
+    /// Class id (one of the scene's classes).
     pub class_id: u8,
+    /// The labelled pixel of the ground truth, `(row, column)`.
+    pub pixel: (usize, usize),
+}
+
+/// A small square polygon label sampled from the demo ground truth: every pixel inside is of its class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoPolygon {
+    /// The closed ring, `[lon, lat]` in EPSG:4326 (five corners, the first repeated).
+    pub ring: Vec<[f64; 2]>,
+    /// Class id.
+    pub class_id: u8,
+    /// Its pixels in the ground truth: top-left `(row, column)` and side.
+    pub pixels: (usize, usize, usize),
 }
 
 /// Samples up to `per_class` pixel-centre point labels per class from the ground truth of the dataset
@@ -203,16 +663,13 @@ pub fn sample_labels(
     seed: u64,
 ) -> Result<Vec<DemoLabel>> {
     let n = opts.size;
-    let truth = land_cover(opts.seed, n);
+    let truth = land_cover_of(opts);
     let margin = (inset / 10.0).ceil() as usize;
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut by_class: Vec<Vec<(usize, usize)>> = vec![Vec::new(); CLASSES.len() + 1];
+    let mut by_class: Vec<Vec<(usize, usize)>> = vec![Vec::new(); 256];
     for r in margin..n.saturating_sub(margin) {
         for c in margin..n.saturating_sub(margin) {
-            let k = usize::from(truth[r * n + c]);
-            if let Some(v) = by_class.get_mut(k) {
-                v.push((r, c));
-            }
+            by_class[usize::from(truth[r * n + c])].push((r, c));
         }
     }
     let mut picked = Vec::new();
@@ -246,8 +703,73 @@ pub fn sample_labels(
             lon,
             lat,
             class_id: p.2,
+            pixel: (p.0, p.1),
         })
         .collect())
+}
+
+/// Samples up to `per_class` square polygons of `side` pixels per class whose pixels are all of the
+/// class, `inset` metres inside the scene's edges, like the few hand-drawn areas of a real label file.
+/// Same options and seed, same polygons.
+pub fn sample_label_polygons(
+    opts: &DemoOptions,
+    per_class: usize,
+    side: usize,
+    inset: f64,
+    seed: u64,
+) -> Result<Vec<DemoPolygon>> {
+    let n = opts.size;
+    let truth = land_cover_of(opts);
+    let margin = (inset / 10.0).ceil() as usize;
+    let side = side.max(1);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x9017_9017);
+    let hi = n.saturating_sub(margin + side);
+    let mut found: Vec<(usize, usize, u8)> = Vec::new();
+    if hi > margin {
+        let mut ids: Vec<u8> = opts.classes.iter().map(|c| c.id).collect();
+        ids.sort_unstable();
+        for id in ids {
+            let mut mine: Vec<(usize, usize)> = Vec::new();
+            for _ in 0..per_class * 200 {
+                if mine.len() >= per_class {
+                    break;
+                }
+                let (r, c) = (rng.random_range(margin..hi), rng.random_range(margin..hi));
+                let pure = (r..r + side).all(|y| (c..c + side).all(|x| truth[y * n + x] == id));
+                let apart = mine
+                    .iter()
+                    .all(|&(r2, c2)| r.abs_diff(r2) > side || c.abs_diff(c2) > side);
+                if pure && apart {
+                    mine.push((r, c));
+                }
+            }
+            found.extend(mine.into_iter().map(|(r, c)| (r, c, id)));
+        }
+    }
+    let (x0, y0) = opts.origin;
+    let to_wgs = transform(opts.epsg, 4326)?;
+    found
+        .into_iter()
+        .map(|(r, c, id)| {
+            let corners = [(0, 0), (side, 0), (side, side), (0, side), (0, 0)];
+            let mut xs: Vec<f64> = corners
+                .iter()
+                .map(|&(dc, _)| x0 + (c + dc) as f64 * 10.0)
+                .collect();
+            let mut ys: Vec<f64> = corners
+                .iter()
+                .map(|&(_, dr)| y0 - (r + dr) as f64 * 10.0)
+                .collect();
+            to_wgs
+                .transform_coords(&mut xs, &mut ys, &mut [])
+                .map_err(Error::gdal("projecting the demo polygons"))?;
+            Ok(DemoPolygon {
+                ring: xs.iter().zip(&ys).map(|(&x, &y)| [x, y]).collect(),
+                class_id: id,
+                pixels: (r, c, side),
+            })
+        })
+        .collect()
 }
 
 /// How a class map agrees with the demo ground truth over some windows.
@@ -259,13 +781,26 @@ pub struct MapScore {
     pub correct: usize,
     /// Pixels of each class id in the ground truth (index = class id).
     pub truth_counts: Vec<usize>,
+    /// Compared pixels within [`EDGE_PX`] pixels (30 m) of a pixel of another true class.
+    pub edge_pixels: usize,
+    /// Of those, pixels where the map names the true class.
+    pub edge_correct: usize,
 }
+
+/// How near (pixels, in a square neighbourhood) a pixel of another class makes a pixel an edge pixel.
+pub const EDGE_PX: usize = 3;
 
 impl MapScore {
     /// Pixel accuracy of the map.
     #[must_use]
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.pixels.max(1) as f64
+    }
+
+    /// Pixel accuracy of the map within 30 m of a class edge of the ground truth (`None` without edges).
+    #[must_use]
+    pub fn edge_accuracy(&self) -> Option<f64> {
+        (self.edge_pixels > 0).then(|| self.edge_correct as f64 / self.edge_pixels as f64)
     }
 
     /// Pixel accuracy of a map that is `class` everywhere.
@@ -336,10 +871,11 @@ fn score_with(
     window_px: usize,
     map_at: impl Fn(usize, f64, f64) -> Option<u8>,
 ) -> MapScore {
-    let truth = land_cover(opts.seed, opts.size);
+    let truth = land_cover_of(opts);
+    let edges = edge_mask(&truth, opts.size, EDGE_PX);
     let n = opts.size as i64;
     let mut score = MapScore {
-        truth_counts: vec![0; CLASSES.len() + 1],
+        truth_counts: vec![0; 256],
         ..MapScore::default()
     };
     let mut seen = std::collections::HashSet::new();
@@ -353,20 +889,55 @@ fn score_with(
                 if !(0..n).contains(&r) || !(0..n).contains(&c) || !seen.insert((r, c)) {
                     continue;
                 }
-                let t = truth[(r * n + c) as usize];
+                let p = (r * n + c) as usize;
+                let t = truth[p];
                 score.pixels += 1;
-                if let Some(k) = score.truth_counts.get_mut(usize::from(t)) {
-                    *k += 1;
-                }
+                score.truth_counts[usize::from(t)] += 1;
                 let x = opts.origin.0 + (c as f64 + 0.5) * 10.0;
                 let y = opts.origin.1 - (r as f64 + 0.5) * 10.0;
-                if map_at(i, x, y) == Some(t) {
-                    score.correct += 1;
+                let right = map_at(i, x, y) == Some(t);
+                score.correct += usize::from(right);
+                if edges[p] {
+                    score.edge_pixels += 1;
+                    score.edge_correct += usize::from(right);
                 }
             }
         }
     }
     score
+}
+
+/// Whether each pixel of a `size²` class map has a pixel of another class within `radius` pixels (square
+/// neighbourhood): the class's minimum and maximum there differ.
+pub fn edge_mask(classes: &[u8], size: usize, radius: usize) -> Vec<bool> {
+    let filter = |v: &[u8], horizontal: bool, take_max: bool| -> Vec<u8> {
+        let mut out = vec![0u8; v.len()];
+        for y in 0..size {
+            for x in 0..size {
+                let (lo, hi, at) = if horizontal {
+                    (x.saturating_sub(radius), (x + radius).min(size - 1), y)
+                } else {
+                    (y.saturating_sub(radius), (y + radius).min(size - 1), x)
+                };
+                let vals = (lo..=hi).map(|i| {
+                    if horizontal {
+                        v[at * size + i]
+                    } else {
+                        v[i * size + at]
+                    }
+                });
+                out[y * size + x] = if take_max {
+                    vals.max().unwrap_or(0)
+                } else {
+                    vals.min().unwrap_or(0)
+                };
+            }
+        }
+        out
+    };
+    let max = filter(&filter(classes, true, true), false, true);
+    let min = filter(&filter(classes, true, false), false, false);
+    max.iter().zip(&min).map(|(a, b)| a != b).collect()
 }
 
 /// Cropland greenness (0 bare … 1 full canopy) by month, peaking in July.
@@ -375,32 +946,55 @@ pub fn crop_greenness(month: u32) -> f32 {
     (-d * d).exp()
 }
 
-fn spectrum(class: u8, month: u32) -> [f32; 12] {
-    match class {
-        1 => WATER,
-        2 => FOREST,
-        3 => {
-            let g = crop_greenness(month);
-            let mut s = [0f32; 12];
-            for i in 0..12 {
-                s[i] = CROP_GREEN[i] * g + CROP_BARE[i] * (1.0 - g);
-            }
-            s
-        }
-        _ => BUILT,
+/// Grassland greenness by month, peaking in May.
+fn grass_greenness(month: u32) -> f32 {
+    let d = (month as f32 - 5.0) / 2.0;
+    0.2 + 0.8 * (-d * d).exp()
+}
+
+fn mix(a: &[f32; 12], b: &[f32; 12], g: f32) -> [f32; 12] {
+    let mut s = [0f32; 12];
+    for i in 0..12 {
+        s[i] = a[i] * g + b[i] * (1.0 - g);
+    }
+    s
+}
+
+fn spectrum(surface: Surface, month: u32) -> [f32; 12] {
+    match surface {
+        Surface::Water => WATER,
+        Surface::Forest => FOREST,
+        Surface::Shrubland => SHRUB,
+        Surface::Grassland => mix(&GRASS_GREEN, &GRASS_DRY, grass_greenness(month)),
+        Surface::Cropland => mix(&CROP_GREEN, &CROP_BARE, crop_greenness(month)),
+        Surface::Built => BUILT,
     }
 }
 
-/// Sentinel-1 (VV, VH) linear backscatter per class.
-fn backscatter(class: u8, month: u32) -> [f32; 2] {
-    match class {
-        1 => [0.003, 0.0005],
-        2 => [0.08, 0.02],
-        3 => {
+/// Sentinel-1 (VV, VH) linear backscatter per surface.
+fn backscatter(surface: Surface, month: u32) -> [f32; 2] {
+    match surface {
+        Surface::Water => [0.003, 0.0005],
+        Surface::Forest => [0.08, 0.02],
+        Surface::Shrubland => [0.05, 0.012],
+        Surface::Grassland => {
+            let g = grass_greenness(month);
+            [0.03 + 0.02 * g, 0.004 + 0.006 * g]
+        }
+        Surface::Cropland => {
             let g = crop_greenness(month);
             [0.04 + 0.04 * g, 0.006 + 0.014 * g]
         }
-        _ => [0.3, 0.04],
+        Surface::Built => [0.3, 0.04],
+    }
+}
+
+/// The scene classification class of a clear pixel of the surface.
+fn clear_scl(surface: Surface) -> f32 {
+    match surface {
+        Surface::Water => 6.0,
+        Surface::Built => 5.0,
+        _ => 4.0,
     }
 }
 
@@ -423,9 +1017,177 @@ fn downsample(v: &[f32], size: usize, f: usize) -> (Vec<f32>, usize) {
     (out, n)
 }
 
+/// One Sentinel-2 pass of a demo scene, at 10 m.
+#[derive(Debug, Clone)]
+pub struct DemoPass {
+    /// Month (1–12) of 2024.
+    pub month: u32,
+    /// Day of the month.
+    pub day: u32,
+    /// Pass of the month (0: mostly clear, 1: cloudy).
+    pub index: usize,
+    /// The 12 bands in Sentinel-2 model order (blue, green, red, nir, …), DN, `size²` each.
+    pub bands: Vec<Vec<f32>>,
+    /// Scene classification at 10 m (before the 20 m product's dilation).
+    pub scl: Vec<f32>,
+    /// The same bands without clouds, cloud shadows or haze (empty unless asked for).
+    pub clean: Vec<Vec<f32>>,
+    /// Cloud cover, percent.
+    pub cloud_pct: f64,
+}
+
+/// The Sentinel-2 passes of the scene `opts` describes, in time order, with their clean surface
+/// reflectance: the same pixels [`generate_demo_data`] writes, before resampling to 20/60 m.
+pub fn demo_passes(opts: &DemoOptions) -> Result<Vec<DemoPass>> {
+    opts.validate()?;
+    let classes = land_cover_of(opts);
+    let mut passes = Vec::new();
+    synthesize(
+        opts,
+        &classes,
+        true,
+        &mut |p| {
+            passes.push(p);
+            Ok(())
+        },
+        &mut |_, _| Ok(()),
+    )?;
+    Ok(passes)
+}
+
+/// Draws the scene's passes month by month (two Sentinel-2 passes, then one Sentinel-1 pass) from one
+/// random stream, handing each to its callback.
+fn synthesize(
+    opts: &DemoOptions,
+    classes: &[u8],
+    keep_clean: bool,
+    on_s2: &mut dyn FnMut(DemoPass) -> Result<()>,
+    on_s1: &mut dyn FnMut(u32, [Vec<f32>; 2]) -> Result<()>,
+) -> Result<()> {
+    let n = opts.size;
+    let mut surface_of = [Surface::Built; 256];
+    for c in &opts.classes {
+        surface_of[usize::from(c.id)] = c.surface;
+    }
+    let cl = opts.clouds;
+    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
+    let texture = value_noise(&mut rng, n, n, 8, 2);
+    for &month in &opts.months {
+        let spectra: Vec<[f32; 12]> = surface_of.iter().map(|&s| spectrum(s, month)).collect();
+        // Two Sentinel-2 passes a month: one mostly clear, one cloudy.
+        for (k, (day, cover)) in [(6u32, cl.cover[0]), (21, cl.cover[1])]
+            .into_iter()
+            .enumerate()
+        {
+            let clouds = value_noise(&mut rng, n, n, 64, 3);
+            let thr = quantile(&clouds, 1.0 - cover);
+            let core = quantile(&clouds, 1.0 - cover * 0.5);
+            // Cloud edges between `thr` and `mask_thr` are thin, and the SCL calls them clear.
+            let mask_thr = if cl.unmasked_edge > 0.0 {
+                quantile(&clouds, 1.0 - cover * (1.0 - cl.unmasked_edge))
+            } else {
+                thr
+            };
+            // Haze the SCL misses, from its own random stream (the scene's other pixels stay the same).
+            let haze: Vec<f32> = if cl.haze > 0.0 && cl.haze_opacity > 0.0 {
+                let mut hrng = StdRng::seed_from_u64(
+                    opts.seed ^ 0x4a2e_0000 ^ (u64::from(month) << 8) ^ k as u64,
+                );
+                let h = value_noise(&mut hrng, n, n, 96, 2);
+                let hq = quantile(&h, 1.0 - cl.haze);
+                h.iter()
+                    .map(|&v| {
+                        let t = ((v - hq) / (1.0 - hq).max(1e-3) * 4.0).clamp(0.0, 1.0);
+                        cl.haze_opacity * t * t * (3.0 - 2.0 * t)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let shift = 12usize;
+            let mut scl = vec![0f32; n * n];
+            let mut bands: Vec<Vec<f32>> = vec![vec![0f32; n * n]; 12];
+            let mut clean: Vec<Vec<f32>> = if keep_clean {
+                vec![vec![0f32; n * n]; 12]
+            } else {
+                Vec::new()
+            };
+            for y in 0..n {
+                for x in 0..n {
+                    let p = y * n + x;
+                    let c = classes[p];
+                    let sp = &spectra[usize::from(c)];
+                    let tex = 0.9 + 0.2 * texture[p] + rng.random_range(-0.02..0.02);
+                    let cloud = clouds[p];
+                    let shadow =
+                        y >= shift && x >= shift && clouds[(y - shift) * n + x - shift] > thr;
+                    let edge = cloud > thr && cloud <= mask_thr;
+                    let hz = haze.get(p).copied().unwrap_or(0.0);
+                    let mut class_scl = clear_scl(surface_of[usize::from(c)]);
+                    for b in 0..12 {
+                        let mut v = sp[b] * tex;
+                        if keep_clean {
+                            clean[b][p] = v;
+                        }
+                        if edge {
+                            let t = (cloud - thr) / (mask_thr - thr).max(1e-6);
+                            let a = 0.1 + 0.4 * t;
+                            v = v * (1.0 - a) + a * 6500.0;
+                        } else if cloud > thr {
+                            v = 6500.0 + 2500.0 * (cloud - thr) / (1.0 - thr).max(1e-3);
+                        } else if shadow {
+                            v *= 0.35;
+                        }
+                        if hz > 0.0 && cloud <= thr {
+                            v = v * (1.0 - hz) + hz * HAZE[b];
+                        }
+                        bands[b][p] = v;
+                    }
+                    if edge {
+                        // Missed by the mask.
+                    } else if cloud > core {
+                        class_scl = 9.0;
+                    } else if cloud > thr {
+                        class_scl = 8.0;
+                    } else if shadow {
+                        class_scl = 3.0;
+                    }
+                    scl[p] = class_scl;
+                }
+            }
+            let cloud_pct = (clouds.iter().filter(|&&c| c > thr).count() as f64 / (n * n) as f64
+                * 100.0
+                * 100.0)
+                .round()
+                / 100.0;
+            on_s2(DemoPass {
+                month,
+                day,
+                index: k,
+                bands,
+                scl,
+                clean,
+                cloud_pct,
+            })?;
+        }
+        let mut img: [Vec<f32>; 2] = [Vec::new(), Vec::new()];
+        for (b, out) in img.iter_mut().enumerate() {
+            *out = (0..n * n)
+                .map(|p| {
+                    let speckle: f32 = (0..4).map(|_| rng.random::<f32>()).sum::<f32>() / 2.0;
+                    backscatter(surface_of[usize::from(classes[p])], month)[b] * speckle.max(0.05)
+                })
+                .collect();
+        }
+        on_s1(month, img)?;
+    }
+    Ok(())
+}
+
 /// Generates the demo catalogue under `dir`: `catalog.json`, collections, items, COGs, `ground_truth.tif`,
 /// `classes.json` and `aoi.geojson`. Returns the path of `catalog.json`.
 pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
+    opts.validate()?;
     let io = |p: &Path| {
         let path = p.display().to_string();
         move |source| Error::Io { path, source }
@@ -434,7 +1196,7 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
     let n = opts.size;
     let (x0, y0) = opts.origin;
     let gt = |res: f64| [x0, res, 0.0, y0, 0.0, -res];
-    let classes = land_cover(opts.seed, n);
+    let classes = land_cover_of(opts);
     write_cog(
         &dir.join("ground_truth.tif"),
         &classes,
@@ -445,7 +1207,7 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
         Some(0.0),
     )?;
     let class_json = json!({
-        "classes": CLASSES.iter().map(|(id, name)| json!({"id": id, "name": name})).collect::<Vec<_>>(),
+        "classes": opts.classes.iter().map(|c| json!({"id": c.id, "name": c.name})).collect::<Vec<_>>(),
         "raster": "ground_truth.tif",
         "nodata": 0
     });
@@ -471,139 +1233,96 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
         &json!({"type": "Feature", "properties": {"name": "groundwork demo"}, "geometry": aoi}),
     )?;
 
-    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
-    let texture = value_noise(&mut rng, n, n, 8, 2);
     let mut s2_items = Vec::new();
     let mut s1_items = Vec::new();
-    for &month in &opts.months {
-        // Two Sentinel-2 passes a month: one mostly clear, one cloudy.
-        for (k, (day, cover)) in [(6u32, 0.04f32), (21, 0.35)].into_iter().enumerate() {
-            let date = NaiveDate::from_ymd_opt(2024, month, day)
-                .ok_or_else(|| Error::InvalidRequest(format!("bad demo month {month}")))?;
-            let id = format!("S2B_33TWL_{}_0_L2A", date.format("%Y%m%d"));
-            let item_dir = dir.join("sentinel-2-l2a").join(&id);
-            std::fs::create_dir_all(&item_dir).map_err(io(&item_dir))?;
-            let clouds = value_noise(&mut rng, n, n, 64, 3);
-            let thr = quantile(&clouds, 1.0 - cover);
-            let core = quantile(&clouds, 1.0 - cover * 0.5);
-            let shift = 12usize;
-            let mut scl = vec![0f32; n * n];
-            let mut bands: Vec<Vec<f32>> = vec![vec![0f32; n * n]; 12];
-            for y in 0..n {
-                for x in 0..n {
-                    let p = y * n + x;
-                    let c = classes[p];
-                    let sp = spectrum(c, month);
-                    let tex = 0.9 + 0.2 * texture[p] + rng.random_range(-0.02..0.02);
-                    let cloud = clouds[p];
-                    let shadow =
-                        y >= shift && x >= shift && clouds[(y - shift) * n + x - shift] > thr;
-                    let mut class_scl = match c {
-                        1 => 6.0,
-                        4 => 5.0,
-                        _ => 4.0,
-                    };
-                    for b in 0..12 {
-                        let mut v = sp[b] * tex;
-                        if cloud > thr {
-                            v = 6500.0 + 2500.0 * (cloud - thr) / (1.0 - thr).max(1e-3);
-                        } else if shadow {
-                            v *= 0.35;
-                        }
-                        bands[b][p] = v;
-                    }
-                    if cloud > core {
-                        class_scl = 9.0;
-                    } else if cloud > thr {
-                        class_scl = 8.0;
-                    } else if shadow {
-                        class_scl = 3.0;
-                    }
-                    scl[p] = class_scl;
-                }
-            }
-            let mut assets = serde_json::Map::new();
-            for (b, (key, band, res)) in S2_ASSETS.iter().enumerate() {
-                let f = (*res / 10) as usize;
-                let (img, m) = downsample(&bands[b], n, f);
-                // Like Earth Search's COGs, DN are already on the pre-2022 scale (offset applied).
-                let dn: Vec<u16> = img.iter().map(|v| v.clamp(1.0, 65535.0) as u16).collect();
-                write_cog(
-                    &item_dir.join(format!("{key}.tif")),
-                    &dn,
-                    m,
-                    m,
-                    gt(f64::from(*res)),
-                    opts.epsg,
-                    Some(0.0),
-                )?;
-                assets.insert(
-                    (*key).to_string(),
-                    json!({"href": format!("./{key}.tif"), "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                           "roles": ["data", "reflectance"], "eo:bands": [{"name": band}], "gsd": res}),
-                );
-            }
-            // SCL at 20 m: the most severe class in a 40 m neighbourhood of each 20 m pixel (cloud and
-            // shadow masks are dilated, as in the real product).
-            let m = n.div_ceil(2);
-            let severity = |c: f32| match c as u8 {
-                9 => 4,
-                8 => 3,
-                3 => 2,
-                _ => 0,
-            };
-            let scl20: Vec<u8> = (0..m * m)
-                .map(|q| {
-                    let (i, j) = (q % m, q / m);
-                    let mut best = scl[(j * 2).min(n - 1) * n + (i * 2).min(n - 1)];
-                    for y in (j * 2).saturating_sub(1)..(j * 2 + 3).min(n) {
-                        for x in (i * 2).saturating_sub(1)..(i * 2 + 3).min(n) {
-                            if severity(scl[y * n + x]) > severity(best) {
-                                best = scl[y * n + x];
-                            }
-                        }
-                    }
-                    best as u8
-                })
-                .collect();
+    let zone = opts.epsg % 100;
+    let mut on_s2 = |pass: DemoPass| -> Result<()> {
+        let (month, day, k) = (pass.month, pass.day, pass.index);
+        let date = NaiveDate::from_ymd_opt(2024, month, day)
+            .ok_or_else(|| Error::InvalidRequest(format!("bad demo month {month}")))?;
+        let id = format!("S2B_{zone:02}TWL_{}_0_L2A", date.format("%Y%m%d"));
+        let item_dir = dir.join("sentinel-2-l2a").join(&id);
+        std::fs::create_dir_all(&item_dir).map_err(io(&item_dir))?;
+        let (bands, scl) = (&pass.bands, &pass.scl);
+        let mut assets = serde_json::Map::new();
+        for (b, (key, band, res)) in S2_ASSETS.iter().enumerate() {
+            let f = (*res / 10) as usize;
+            let (img, m) = downsample(&bands[b], n, f);
+            // Like Earth Search's COGs, DN are already on the pre-2022 scale (offset applied).
+            let dn: Vec<u16> = img.iter().map(|v| v.clamp(1.0, 65535.0) as u16).collect();
             write_cog(
-                &item_dir.join("scl.tif"),
-                &scl20,
+                &item_dir.join(format!("{key}.tif")),
+                &dn,
                 m,
                 m,
-                gt(20.0),
+                gt(f64::from(*res)),
                 opts.epsg,
                 Some(0.0),
             )?;
             assets.insert(
-                "scl".into(),
-                json!({"href": "./scl.tif", "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"]}),
+                (*key).to_string(),
+                json!({"href": format!("./{key}.tif"), "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                       "roles": ["data", "reflectance"], "eo:bands": [{"name": band}], "gsd": res}),
             );
-            let dt = Utc
-                .with_ymd_and_hms(2024, month, day, 10, 0, k as u32)
-                .single()
-                .ok_or_else(|| Error::InvalidRequest("bad demo date".into()))?;
-            let cloud_pct = (clouds.iter().filter(|&&c| c > thr).count() as f64 / (n * n) as f64
-                * 100.0
-                * 100.0)
-                .round()
-                / 100.0;
-            let item = item_json(
-                &id,
-                "sentinel-2-l2a",
-                &footprint,
-                dt,
-                json!({
-                    "platform": "sentinel-2b", "constellation": "sentinel-2", "instruments": ["msi"],
-                    "eo:cloud_cover": cloud_pct, "s2:processing_baseline": "05.10",
-                    "earthsearch:boa_offset_applied": true, "proj:code": format!("EPSG:{}", opts.epsg),
-                    "mgrs:utm_zone": opts.epsg % 100,
-                }),
-                assets,
-            );
-            write_json(&item_dir.join(format!("{id}.json")), &item)?;
-            s2_items.push(id);
         }
+        // SCL at 20 m: the most severe class in a 40 m neighbourhood of each 20 m pixel (cloud and
+        // shadow masks are dilated, as in the real product).
+        let m = n.div_ceil(2);
+        let severity = |c: f32| match c as u8 {
+            9 => 4,
+            8 => 3,
+            3 => 2,
+            _ => 0,
+        };
+        let scl20: Vec<u8> = (0..m * m)
+            .map(|q| {
+                let (i, j) = (q % m, q / m);
+                let mut best = scl[(j * 2).min(n - 1) * n + (i * 2).min(n - 1)];
+                for y in (j * 2).saturating_sub(1)..(j * 2 + 3).min(n) {
+                    for x in (i * 2).saturating_sub(1)..(i * 2 + 3).min(n) {
+                        if severity(scl[y * n + x]) > severity(best) {
+                            best = scl[y * n + x];
+                        }
+                    }
+                }
+                best as u8
+            })
+            .collect();
+        write_cog(
+            &item_dir.join("scl.tif"),
+            &scl20,
+            m,
+            m,
+            gt(20.0),
+            opts.epsg,
+            Some(0.0),
+        )?;
+        assets.insert(
+            "scl".into(),
+            json!({"href": "./scl.tif", "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"]}),
+        );
+        let dt = Utc
+            .with_ymd_and_hms(2024, month, day, 10, 0, k as u32)
+            .single()
+            .ok_or_else(|| Error::InvalidRequest("bad demo date".into()))?;
+        let item = item_json(
+            &id,
+            "sentinel-2-l2a",
+            &footprint,
+            dt,
+            json!({
+                "platform": "sentinel-2b", "constellation": "sentinel-2", "instruments": ["msi"],
+                "eo:cloud_cover": pass.cloud_pct, "s2:processing_baseline": "05.10",
+                "earthsearch:boa_offset_applied": true, "proj:code": format!("EPSG:{}", opts.epsg),
+                "mgrs:utm_zone": zone,
+            }),
+            assets,
+        );
+        write_json(&item_dir.join(format!("{id}.json")), &item)?;
+        s2_items.push(id);
+        Ok(())
+    };
+    let mut on_s1 = |month: u32, img: [Vec<f32>; 2]| -> Result<()> {
         // One Sentinel-1 pass a month, linear power with speckle.
         let date = NaiveDate::from_ymd_opt(2024, month, 12)
             .ok_or_else(|| Error::InvalidRequest(format!("bad demo month {month}")))?;
@@ -612,15 +1331,9 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
         std::fs::create_dir_all(&item_dir).map_err(io(&item_dir))?;
         let mut assets = serde_json::Map::new();
         for (b, key) in ["vv", "vh"].iter().enumerate() {
-            let img: Vec<f32> = (0..n * n)
-                .map(|p| {
-                    let speckle: f32 = (0..4).map(|_| rng.random::<f32>()).sum::<f32>() / 2.0;
-                    backscatter(classes[p], month)[b] * speckle.max(0.05)
-                })
-                .collect();
             write_cog(
                 &item_dir.join(format!("{key}.tif")),
-                &img,
+                &img[b],
                 n,
                 n,
                 gt(10.0),
@@ -648,7 +1361,9 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
         );
         write_json(&item_dir.join(format!("{id}.json")), &item)?;
         s1_items.push(id);
-    }
+        Ok(())
+    };
+    synthesize(opts, &classes, false, &mut on_s2, &mut on_s1)?;
     for (coll, items, title) in [
         ("sentinel-2-l2a", &s2_items, "Sentinel-2 L2A (demo)"),
         ("sentinel-1-grd", &s1_items, "Sentinel-1 GRD (demo)"),
@@ -842,5 +1557,192 @@ mod tests {
             let n = labels.iter().filter(|l| l.class_id == k).count();
             assert_eq!(n, inner.min(20), "class {k}");
         }
+    }
+
+    #[test]
+    fn the_classic_scene_is_the_default_and_every_named_scene_is_valid_and_different() {
+        assert_eq!(
+            DemoOptions::scene("classic", 42).unwrap(),
+            DemoOptions::default()
+        );
+        assert!(DemoOptions::scene("nowhere", 1).is_err());
+        let scenes: Vec<DemoOptions> = SCENES
+            .iter()
+            .map(|(name, _)| DemoOptions::scene(name, 5).unwrap())
+            .collect();
+        for s in &scenes {
+            s.validate().unwrap();
+            assert_eq!(s.seed, 5);
+        }
+        let zones: std::collections::HashSet<u32> = scenes.iter().map(|s| s.epsg).collect();
+        assert!(zones.len() >= 5 && zones.contains(&32737) && zones.contains(&32618));
+        assert!(
+            scenes
+                .iter()
+                .any(|s| s.classes.iter().any(|c| c.share <= 0.03))
+        );
+        assert!(scenes.iter().any(|s| s.clouds.haze > 0.0));
+        assert!(scenes.iter().any(|s| s.clouds.unmasked_edge > 0.0));
+        let months: std::collections::HashSet<usize> =
+            scenes.iter().map(|s| s.months.len()).collect();
+        assert!(months.contains(&3) && months.contains(&8));
+        let bad = DemoOptions {
+            classes: vec![DemoClass::new(7, "a", Surface::Water, 0.5); 2],
+            ..DemoOptions::default()
+        };
+        assert!(bad.validate().is_err(), "repeated class ids are refused");
+    }
+
+    #[test]
+    fn a_scenes_ground_truth_holds_exactly_its_class_ids_with_the_rare_class_near_its_share() {
+        let opts = DemoOptions {
+            size: 256,
+            ..DemoOptions::scene("us-cropland", 9).unwrap()
+        };
+        let truth = land_cover_of(&opts);
+        let share = |id: u8| truth.iter().filter(|&&c| c == id).count() as f64 / truth.len() as f64;
+        for c in &opts.classes {
+            assert!(share(c.id) > 0.005, "class {} is missing", c.id);
+        }
+        let known: f64 = opts.classes.iter().map(|c| share(c.id)).sum();
+        assert!(
+            (known - 1.0).abs() < 1e-9,
+            "every pixel is one of the classes"
+        );
+        let built = share(50);
+        assert!((0.015..0.05).contains(&built), "built-up {built}");
+        assert!((0.04..0.06).contains(&share(80)), "water {}", share(80));
+    }
+
+    #[test]
+    fn parcels_cut_the_farmland_into_many_more_class_edges_than_blobs() {
+        let parcels = DemoOptions {
+            size: 256,
+            ..DemoOptions::scene("smallholder", 4).unwrap()
+        };
+        let blobs = DemoOptions {
+            fields: FieldLayout::Blobs,
+            ..parcels.clone()
+        };
+        let edge_share = |o: &DemoOptions| {
+            let e = edge_mask(&land_cover_of(o), o.size, 1);
+            e.iter().filter(|&&b| b).count() as f64 / e.len() as f64
+        };
+        let (p, b) = (edge_share(&parcels), edge_share(&blobs));
+        assert!(p > 3.0 * b, "parcels {p:.3}, blobs {b:.3}");
+    }
+
+    #[test]
+    fn edge_pixels_are_those_within_three_pixels_of_another_class() {
+        // Left half class 1, right half class 2, 16 px wide.
+        let size = 16;
+        let map: Vec<u8> = (0..size * size)
+            .map(|p| if p % size < 8 { 1 } else { 2 })
+            .collect();
+        let e = edge_mask(&map, size, EDGE_PX);
+        let row: Vec<bool> = (0..size).map(|x| e[5 * size + x]).collect();
+        let expect: Vec<bool> = (0..size).map(|x| (5..11).contains(&x)).collect();
+        assert_eq!(row, expect);
+    }
+
+    #[test]
+    fn scoring_counts_mistakes_at_class_edges_separately() {
+        let opts = DemoOptions {
+            size: 128,
+            ..DemoOptions::scene("smallholder", 2).unwrap()
+        };
+        let truth = land_cover_of(&opts);
+        let edges = edge_mask(&truth, opts.size, EDGE_PX);
+        let (x0, y0) = opts.origin;
+        let windows: Vec<([f64; 6], Vec<u8>)> = (0..2)
+            .flat_map(|r| (0..2).map(move |c| (r, c)))
+            .map(|(r, c)| {
+                let gt = [
+                    x0 + c as f64 * 640.0,
+                    10.0,
+                    0.0,
+                    y0 - r as f64 * 640.0,
+                    0.0,
+                    -10.0,
+                ];
+                // Right away from edges, wrong on them.
+                let map = (0..64 * 64)
+                    .map(|q| {
+                        let p = (r * 64 + q / 64) * opts.size + c * 64 + q % 64;
+                        if edges[p] { 0 } else { truth[p] }
+                    })
+                    .collect();
+                (gt, map)
+            })
+            .collect();
+        let score = score_window_maps(&opts, &windows, 64);
+        assert_eq!(score.pixels, 128 * 128);
+        let n_edges = edges.iter().filter(|&&e| e).count();
+        assert_eq!(score.edge_pixels, n_edges);
+        assert_eq!(score.edge_accuracy(), Some(0.0));
+        assert_eq!(score.correct, 128 * 128 - n_edges);
+    }
+
+    #[test]
+    fn sampled_labels_and_polygons_carry_the_scenes_class_ids_and_lie_on_their_class() {
+        let opts = DemoOptions {
+            size: 192,
+            ..DemoOptions::scene("tropical-haze", 3).unwrap()
+        };
+        let truth = land_cover_of(&opts);
+        let ids: Vec<u8> = opts.classes.iter().map(|c| c.id).collect();
+        let labels = sample_labels(&opts, 10, 320.0, 1).unwrap();
+        assert_eq!(labels.len(), 10 * ids.len());
+        for l in &labels {
+            assert!(ids.contains(&l.class_id));
+            assert_eq!(truth[l.pixel.0 * opts.size + l.pixel.1], l.class_id);
+        }
+        let polygons = sample_label_polygons(&opts, 2, 3, 320.0, 1).unwrap();
+        assert!(polygons.len() >= ids.len(), "{} polygons", polygons.len());
+        assert_eq!(
+            polygons,
+            sample_label_polygons(&opts, 2, 3, 320.0, 1).unwrap()
+        );
+        let to_utm = transform(4326, opts.epsg).unwrap();
+        for p in &polygons {
+            let (r, c, side) = p.pixels;
+            assert!(r >= 32 && c >= 32 && r + side <= opts.size - 32 && c + side <= opts.size - 32);
+            for y in r..r + side {
+                for x in c..c + side {
+                    assert_eq!(truth[y * opts.size + x], p.class_id);
+                }
+            }
+            assert_eq!(p.ring.len(), 5);
+            let (mut xs, mut ys) = (vec![p.ring[0][0]], vec![p.ring[0][1]]);
+            to_utm.transform_coords(&mut xs, &mut ys, &mut []).unwrap();
+            assert!((xs[0] - (opts.origin.0 + c as f64 * 10.0)).abs() < 0.01);
+            assert!((ys[0] - (opts.origin.1 - r as f64 * 10.0)).abs() < 0.01);
+        }
+    }
+
+    #[test]
+    fn the_mask_misses_haze_and_cloud_edges_in_hazy_scenes_and_nothing_in_the_classic_one() {
+        // Share of SCL-clear, unshadowed pixels whose blue is >10 % above the clean surface.
+        let missed = |opts: &DemoOptions| {
+            let passes = demo_passes(opts).unwrap();
+            let (mut bad, mut clear) = (0usize, 0usize);
+            for p in &passes {
+                for i in 0..p.scl[..].len() {
+                    if [4.0, 5.0, 6.0].contains(&p.scl[i]) {
+                        clear += 1;
+                        bad += usize::from(p.bands[0][i] > 1.1 * p.clean[0][i]);
+                    }
+                }
+            }
+            bad as f64 / clear as f64
+        };
+        let small = |name: &str| DemoOptions {
+            size: 96,
+            months: vec![6, 7],
+            ..DemoOptions::scene(name, 8).unwrap()
+        };
+        assert_eq!(missed(&small("classic")), 0.0);
+        let hazy = missed(&small("tropical-haze"));
+        assert!(hazy > 0.1, "{hazy}");
     }
 }
