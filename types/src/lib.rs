@@ -22,6 +22,6 @@ pub use modality::Modality;
 pub use model::{HeadKind, ModelSize, Task};
 pub use names::UnknownName;
 pub use report::{
-    BaselineMetrics, CandidateMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport, Metrics,
-    RegressionMetrics, Selection,
+    BaselineMetrics, CandidateMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport,
+    Metrics, RegressionMetrics, Selection,
 };

@@ -8,9 +8,9 @@
 
 use candle_core::Device;
 use groundwork_imagery::{AcquireRequest, GridOptions, Modality, Source};
+use groundwork_worker::steps::candidates::fit_candidates;
 use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
-use groundwork_worker::steps::candidates::fit_candidates;
 use olmoearth::finetune::{Example, FitOptions, FitSink, FitState, Prediction, Target};
 use olmoearth::task::{TaskModelConfig, input_from_window, pixel_channels};
 use std::time::Instant;
@@ -181,7 +181,16 @@ async fn main() {
         ..FitOptions::default()
     };
     let t0 = Instant::now();
-    let fitted = fit_candidates(&cfg, &sd, &dev, fit, None, (&train, &val, &test), &mut Print).unwrap();
+    let fitted = fit_candidates(
+        &cfg,
+        &sd,
+        &dev,
+        fit,
+        None,
+        (&train, &val, &test),
+        &mut Print,
+    )
+    .unwrap();
     println!(
         "candidates in {:.1} s (best fine-tuned epoch {:?}); chosen: {} ({})",
         t0.elapsed().as_secs_f64(),

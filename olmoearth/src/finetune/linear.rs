@@ -91,9 +91,7 @@ impl LinearHead {
         examples: &[Example],
         features: &[Tensor],
     ) -> Result<Vec<Prediction>> {
-        let device = features
-            .first()
-            .map_or(Device::Cpu, |f| f.device().clone());
+        let device = features.first().map_or(Device::Cpu, |f| f.device().clone());
         let tensors: HashMap<String, Tensor> =
             self.hybrid_tensors("", &device)?.into_iter().collect();
         let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &device);
@@ -243,7 +241,13 @@ fn keep_probabilities(counts: &[u64], max_rows: usize, uniform: bool) -> Vec<f64
     let cap = max_rows as f64 / present as f64;
     counts
         .iter()
-        .map(|&n| if n == 0 { 0.0 } else { (cap / n as f64).min(1.0) })
+        .map(|&n| {
+            if n == 0 {
+                0.0
+            } else {
+                (cap / n as f64).min(1.0)
+            }
+        })
         .collect()
 }
 
@@ -471,10 +475,7 @@ mod tests {
         }
         let data = Tensor::from_vec(v, (1, size, size, 1, 12), &Device::Cpu).expect("data");
         let mut modalities = BTreeMap::new();
-        modalities.insert(
-            Modality::Sentinel2L2a,
-            ModalityInput { data, mask: None },
-        );
+        modalities.insert(Modality::Sentinel2L2a, ModalityInput { data, mask: None });
         Example {
             id: String::new(),
             input: EncoderInput {

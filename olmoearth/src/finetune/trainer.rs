@@ -306,7 +306,11 @@ impl MetricSum {
                 },
                 tp / support as f64,
             );
-            f1_sum += if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+            f1_sum += if p + r > 0.0 {
+                2.0 * p * r / (p + r)
+            } else {
+                0.0
+            };
             present += 1;
         }
         Some(f1_sum / present.max(1) as f64)
@@ -450,13 +454,25 @@ impl Trainer {
                     return Ok(None);
                 }
                 vec![
-                    (find("tokens.weight")?, linear.tokens.clone(), vec![k, d, 1, 1]),
-                    (find("pixels.weight")?, linear.pixels.clone(), vec![k, linear.p, 1, 1]),
+                    (
+                        find("tokens.weight")?,
+                        linear.tokens.clone(),
+                        vec![k, d, 1, 1],
+                    ),
+                    (
+                        find("pixels.weight")?,
+                        linear.pixels.clone(),
+                        vec![k, linear.p, 1, 1],
+                    ),
                     (find("pixels.bias")?, linear.bias.clone(), vec![k]),
                 ]
             }
             Head::Light(_) if linear.pixels.iter().all(|&w| w == 0.0) => vec![
-                (find("conv.weight")?, linear.tokens.clone(), vec![k, d, 1, 1]),
+                (
+                    find("conv.weight")?,
+                    linear.tokens.clone(),
+                    vec![k, d, 1, 1],
+                ),
                 (find("conv.bias")?, linear.bias.clone(), vec![k]),
             ],
             _ => return Ok(None),

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use crate::common::{fixture, values};
 use candle_core::{DType, Device, Tensor};
 use olmoearth::finetune::{
-    Baseline, Example, FitData, FitOptions, FitSink, FitState, Prediction, Target, Trainer, embed_examples,
-    predict_examples,
+    Baseline, Example, FitData, FitOptions, FitSink, FitState, Prediction, Target, Trainer,
+    embed_examples, predict_examples,
 };
 use olmoearth::task::{
     TaskModel, TaskModelConfig, TrainableTaskModel, input_from_window, to_safetensors,

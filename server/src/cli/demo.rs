@@ -1,4 +1,4 @@
-//! `groundwork demo`: the whole pipeline on the offline demo scene, served until interrupted.
+//! `groundwork demo`: the whole pipeline on an offline demo scene of the family, served until interrupted.
 
 mod pipeline;
 
@@ -37,6 +37,21 @@ pub struct DemoArgs {
     /// Side of the demo scene in 10 m pixels (a multiple of 64; 512 = 64 windows).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=2048))]
     scene_px: u32,
+    /// Scene of the demo family: classic, tropical-haze, us-cropland, smallholder, boreal-lakes,
+    /// dryland (`classic` is the original demo).
+    #[arg(long, default_value = "classic")]
+    scene: String,
+    /// Seed of the scene's pixels (default: the scene's default seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Small polygon labels sampled per class, imported with the points (default: none for `classic`,
+    /// 2 for the other scenes).
+    #[arg(long)]
+    polygons_per_class: Option<usize>,
+    /// Write the run's numbers (scene, seed, candidates, map accuracy, edge accuracy, seconds) as JSON
+    /// to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
     /// Encoder patch size (1–8).
     #[arg(long, default_value_t = pipeline::DemoRun::default().patch_size)]
     patch_size: i32,
@@ -54,20 +69,39 @@ pub struct DemoArgs {
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     use pipeline as d;
     let started = std::time::Instant::now();
+    let seed = args
+        .seed
+        .unwrap_or(groundwork_imagery::DemoOptions::default().seed);
+    let scene = groundwork_imagery::DemoOptions::scene(&args.scene, seed)
+        .with_context(|| format!("--scene {}", args.scene))?;
+    let classic = args.scene == "classic";
     let opts = d::DemoRun {
+        scene: args.scene.clone(),
         epochs: args.epochs.clamp(1, 500),
         labels_per_class: args.labels_per_class.max(1),
+        polygons_per_class: args
+            .polygons_per_class
+            .unwrap_or(if classic { 0 } else { 2 })
+            .min(50),
         patch_size: args.patch_size,
         data: groundwork_imagery::DemoOptions {
             size: usize::try_from(args.scene_px / 64 * 64).unwrap_or(512),
-            ..groundwork_imagery::DemoOptions::default()
+            ..scene
         },
         ..d::DemoRun::default()
     };
+    opts.data
+        .validate()
+        .with_context(|| format!("demo scene {}", args.scene))?;
     std::fs::create_dir_all(&args.demo_dir)
         .with_context(|| format!("creating {}", args.demo_dir.display()))?;
     let data_dir = args.demo_dir.join("data");
-    eprintln!("generating the demo scene in {}", data_dir.display());
+    eprintln!(
+        "generating the demo scene {} (seed {seed}, {} px) in {}",
+        opts.scene,
+        opts.data.size,
+        data_dir.display()
+    );
     d::prepare_data(&data_dir, &opts.data).await?;
     let db = Database::open(
         &DbArgs {
@@ -131,12 +165,40 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     .await;
     let outcome = match result {
         Ok((summary, login)) => {
+            let seconds = started.elapsed().as_secs_f64();
+            let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
             eprintln!();
+            eprintln!(
+                "scene {} seed {seed}: {} labels; candidates on the labelled test pixels:",
+                opts.scene, summary.labels
+            );
+            eprintln!(
+                "  {:<14} {:>6} {:>9} {:>8} {:>8} {:>8}",
+                "candidate", "chosen", "val_score", "accuracy", "macro_f1", "edge_acc"
+            );
+            for c in &summary.candidates {
+                eprintln!(
+                    "  {:<14} {:>6} {:>9} {:>8} {:>8} {:>8}",
+                    c.name,
+                    if c.chosen { "*" } else { "" },
+                    fmt(c.val_score),
+                    fmt(c.accuracy),
+                    fmt(c.macro_f1),
+                    fmt(c.edge_accuracy)
+                );
+            }
+            if let Some(reason) = &summary.selection_reason {
+                eprintln!("  {reason}");
+            }
+            eprintln!(
+                "published map on the test windows: accuracy {:.3}, within 30 m of a class edge {} ({seconds:.0} s in all)",
+                summary.accuracy,
+                fmt(summary.edge_accuracy)
+            );
             eprintln!(
                 "test-split pixel accuracy of the map: {:.3} (majority class everywhere: {:.3})",
                 summary.accuracy, summary.majority_accuracy
             );
-            let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
             eprintln!(
                 "frozen-encoder baseline on the same pixels: {}",
                 fmt(summary.baseline_accuracy)
@@ -153,17 +215,32 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                     login.email, login.password
                 );
             }
-            println!(
-                "{}",
-                serde_json::json!({
-                    "accuracy": summary.accuracy,
-                    "baseline_accuracy": summary.baseline_accuracy,
-                    "majority_accuracy": summary.majority_accuracy,
-                    "map_url": summary.map_url,
-                    "seconds": started.elapsed().as_secs_f64(),
-                })
-            );
-            Ok(())
+            let json = serde_json::json!({
+                "scene": opts.scene,
+                "seed": seed,
+                "scene_px": opts.data.size,
+                "labels": summary.labels,
+                "accuracy": summary.accuracy,
+                "edge_accuracy": summary.edge_accuracy,
+                "baseline_accuracy": summary.baseline_accuracy,
+                "majority_accuracy": summary.majority_accuracy,
+                "chosen": summary.chosen,
+                "selection_reason": summary.selection_reason,
+                "candidates": summary.candidates,
+                "test_windows": summary.test_windows,
+                "map_url": summary.map_url,
+                "seconds": seconds,
+            });
+            println!("{json}");
+            match &args.summary_json {
+                Some(path) => serde_json::to_vec_pretty(&json)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|bytes| {
+                        std::fs::write(path, bytes)
+                            .with_context(|| format!("writing the summary to {}", path.display()))
+                    }),
+                None => Ok(()),
+            }
         }
         Err(e) => Err(e),
     };

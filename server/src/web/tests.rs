@@ -1350,7 +1350,11 @@ async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_t
             .contains("Published model: raw-pixel linear model")
     );
     assert!(report.body.contains("Frozen baseline (linear probe)"));
-    assert!(report.body.contains(r#"data-candidate="raw_pixels" data-chosen="true""#));
+    assert!(
+        report
+            .body
+            .contains(r#"data-candidate="raw_pixels" data-chosen="true""#)
+    );
     assert!(report.body.contains(r#"data-candidate="fine_tuned">"#));
     assert!(report.body.contains(r#"data-fine-tuned-lost="true""#));
     assert!(report.body.contains("fine-tuning did not help"));

@@ -242,11 +242,21 @@ pub fn fit_candidates(
     let mut candidates = Vec::new();
 
     sink.progress(0.2, "fitting the raw-pixel linear model");
-    let raw = fit_linear(&hybrid, LinearInputs::Pixels, train, &tf, val, &vf, MAX_LINEAR_ROWS, opts.seed)?;
+    let raw = fit_linear(
+        &hybrid,
+        LinearInputs::Pixels,
+        train,
+        &tf,
+        val,
+        &vf,
+        MAX_LINEAR_ROWS,
+        opts.seed,
+    )?;
     candidates.push(Candidate {
         name: RAW_PIXELS,
-        description: "raw-pixel linear model (class-balanced ridge on the normalised monthly bands at 10 m)"
-            .into(),
+        description:
+            "raw-pixel linear model (class-balanced ridge on the normalised monthly bands at 10 m)"
+                .into(),
         val_score: raw.val_score,
         test: by_id(test, raw.head.predict(&hybrid, test, &sf)?),
         source: Source::Linear(raw.head.clone()),
@@ -285,7 +295,16 @@ pub fn fit_candidates(
     });
 
     sink.progress(0.25, "fitting the linear model of tokens and pixels");
-    let both = fit_linear(&hybrid, LinearInputs::Both, train, &tf, val, &vf, MAX_LINEAR_ROWS, opts.seed)?;
+    let both = fit_linear(
+        &hybrid,
+        LinearInputs::Both,
+        train,
+        &tf,
+        val,
+        &vf,
+        MAX_LINEAR_ROWS,
+        opts.seed,
+    )?;
     candidates.push(Candidate {
         name: HYBRID_LINEAR,
         description: "linear model of the encoder's tokens and the raw pixels".into(),
@@ -412,7 +431,10 @@ mod tests {
             candidate(FINE_TUNED, Some(0.85), Source::FineTuned),
         ];
         let choice = choose(Task::Segmentation, &c).expect("a choice");
-        assert_eq!((choice.chosen.as_str(), choice.fine_tuned_lost), (FINE_TUNED, false));
+        assert_eq!(
+            (choice.chosen.as_str(), choice.fine_tuned_lost),
+            (FINE_TUNED, false)
+        );
         c[1].val_score = Some(0.80);
         assert_eq!(
             choose(Task::Segmentation, &c).expect("a choice").chosen,
@@ -436,6 +458,12 @@ mod tests {
         let choice = choose(Task::Classification, &c).expect("a choice");
         assert_eq!(choice.chosen, FINE_TUNED);
         assert!(choice.reason.contains("no validation labels"));
-        assert!(choose(Task::Classification, &[candidate(KNN_PROBE, Some(1.0), Source::Reference)]).is_none());
+        assert!(
+            choose(
+                Task::Classification,
+                &[candidate(KNN_PROBE, Some(1.0), Source::Reference)]
+            )
+            .is_none()
+        );
     }
 }

@@ -3,12 +3,12 @@
 //! and F1, the confusion matrix and (segmentation) mIoU; regression reports MAE, RMSE and R². The report
 //! is stored in `evaluation` and returned as the step output.
 
+use super::candidates::StoredCandidate;
 use super::train::{ModelManifest, WindowSource, load_examples};
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
 use groundwork_store::labels::{self, Split, TrainingExample};
 use groundwork_store::models;
-use super::candidates::StoredCandidate;
 use groundwork_types::{
     BaselineMetrics, CandidateMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport,
     Metrics, RegressionMetrics, Selection, Task,
@@ -414,7 +414,11 @@ async fn evaluate_with_manifest(
             for c in stored {
                 let (cp, ct): (Vec<Prediction>, Vec<&Target>) = test
                     .iter()
-                    .filter_map(|e| c.test_predictions.get(&e.id).map(|p| (p.clone(), &e.target)))
+                    .filter_map(|e| {
+                        c.test_predictions
+                            .get(&e.id)
+                            .map(|p| (p.clone(), &e.target))
+                    })
                     .unzip();
                 candidates.push(CandidateMetrics {
                     name: c.name,

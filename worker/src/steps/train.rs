@@ -17,6 +17,7 @@
 //!    label-set version, weights sha256, metrics with the choice and its reason); the step output names
 //!    these keys.
 
+use super::candidates::{Candidate, FINE_TUNED, Fitted, StoredCandidate, fit_candidates};
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use candle_core::Device;
@@ -27,8 +28,9 @@ use groundwork_types::keys::{ModelKeys, ProjectKeys};
 use groundwork_types::{ClassDef, HeadKind, Task};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use super::candidates::{Candidate, FINE_TUNED, Fitted, StoredCandidate, fit_candidates};
-use olmoearth::finetune::{EpochRecord, Example, FitOptions, FitSink, FitState, IGNORE, Target, metric_name};
+use olmoearth::finetune::{
+    EpochRecord, Example, FitOptions, FitSink, FitState, IGNORE, Target, metric_name,
+};
 use olmoearth::task::{TaskModelConfig, input_from_window, pixel_channels};
 use olmoearth::{EncoderConfig, Modality, ModelSize};
 use serde::{Deserialize, Serialize};
@@ -587,9 +589,12 @@ pub async fn train_on_examples(
     }
     // The hybrid head reads the input pixels: bands × months of every modality.
     cfg.pixel_channels = pixel_channels(&train[0].input).map_err(permanent)?;
-    if let Some(e) = train.iter().chain(&val).chain(&test).find(|e| {
-        pixel_channels(&e.input).ok() != Some(cfg.pixel_channels)
-    }) {
+    if let Some(e) = train
+        .iter()
+        .chain(&val)
+        .chain(&test)
+        .find(|e| pixel_channels(&e.input).ok() != Some(cfg.pixel_channels))
+    {
         return Err(permanent(anyhow::anyhow!(
             "window {} has another number of months or bands than the others; re-run the acquisition",
             e.id

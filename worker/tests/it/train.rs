@@ -349,7 +349,8 @@ async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_the_report_says_so() {
+async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_the_report_says_so()
+{
     let s = setup().await;
     // A fresh UNet head barely trained (one epoch at a tiny learning rate) cannot beat a linear model of
     // pixels that separate water from cropland outright.
@@ -384,7 +385,13 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
     let names: Vec<&str> = scores.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["raw_pixels", "linear_probe", "knn_probe", "hybrid_linear", "fine_tuned"]
+        [
+            "raw_pixels",
+            "linear_probe",
+            "knn_probe",
+            "hybrid_linear",
+            "fine_tuned"
+        ]
     );
     let fine = scores[4].1;
     let chosen = scores
@@ -438,9 +445,18 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
         marked[0]["test"]["confusion_matrix"],
         report["model"]["confusion_matrix"]
     );
-    assert!(report["model"]["accuracy"].as_f64().unwrap() > 0.95, "{report}");
-    let knn = candidates.iter().find(|c| c["name"] == "knn_probe").unwrap();
+    assert!(
+        report["model"]["accuracy"].as_f64().unwrap() > 0.95,
+        "{report}"
+    );
+    let knn = candidates
+        .iter()
+        .find(|c| c["name"] == "knn_probe")
+        .unwrap();
     assert_eq!(knn["publishable"], false);
     // Edge accuracy is reported for the segmentation maps.
-    assert!(report["model"]["edge_accuracy"].as_f64().is_some(), "{report}");
+    assert!(
+        report["model"]["edge_accuracy"].as_f64().is_some(),
+        "{report}"
+    );
 }

@@ -4,10 +4,12 @@
 //! 1. The demo catalogue (Sentinel-2 COGs, STAC items, ground truth) is generated once in the demo
 //!    folder and served as a STAC API by the same server ([`app`]).
 //! 2. A demo organisation and user are set up (the user's password is new on every run and shown once).
-//! 3. Through the API: a segmentation project over the catalogue's area, `acquire`, a label import
-//!    (points sampled from the ground truth, as CSV), a spatial train/val/test split, `train` +
-//!    `evaluate`, then `predict` → `combine` → `publish`.
-//! 4. The published class map is scored against the ground truth on the test windows.
+//! 3. Through the API: a segmentation project over the catalogue's area with the scene's classes,
+//!    `acquire`, a label import (points sampled from the ground truth as CSV, or points plus a few small
+//!    polygons as GeoJSON), a spatial train/val/test split, `train` + `evaluate`, then `predict` →
+//!    `combine` → `publish`.
+//! 4. The published class map is scored against the ground truth on the test windows (overall and
+//!    near class edges), next to every candidate model's scores from the evaluation report.
 
 use anyhow::{Context, bail};
 use groundwork_imagery::demo::{self as data, DemoOptions};
@@ -33,10 +35,16 @@ pub const DEMO_EMAIL: &str = "demo@groundwork.localhost";
 /// Settings of a demo run (defaults: the full demo).
 #[derive(Debug, Clone)]
 pub struct DemoRun {
+    /// Name of the scene of the family (`classic`, `tropical-haze`, …), for the project and summary.
+    pub scene: String,
     /// The synthetic scene.
     pub data: DemoOptions,
     /// Point labels sampled per class from the ground truth.
     pub labels_per_class: usize,
+    /// Small square polygon labels sampled per class (0: points only, imported as CSV).
+    pub polygons_per_class: usize,
+    /// Side of those polygons, pixels.
+    pub polygon_px: usize,
     /// Encoder patch size.
     pub patch_size: i32,
     /// `nano | tiny | base | large`.
@@ -52,8 +60,11 @@ pub struct DemoRun {
 impl Default for DemoRun {
     fn default() -> Self {
         DemoRun {
+            scene: "classic".into(),
             data: DemoOptions::default(),
             labels_per_class: 400,
+            polygons_per_class: 0,
+            polygon_px: 4,
             // 8 × 8 px tokens: on two CPU cores p = 4 costs 20× the encoder time for ~1 point of
             // accuracy on the demo scene.
             patch_size: 8,
@@ -65,11 +76,38 @@ impl Default for DemoRun {
     }
 }
 
+/// One candidate model of the training run, from the evaluation report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateSummary {
+    /// `raw_pixels`, `linear_probe`, `knn_probe`, `hybrid_linear`, `fine_tuned`.
+    pub name: String,
+    /// Whether it is the published model.
+    pub chosen: bool,
+    /// Its validation score (the selection metric).
+    pub val_score: Option<f64>,
+    /// Accuracy on the labelled test pixels.
+    pub accuracy: Option<f64>,
+    /// Macro-F1 on the labelled test pixels.
+    pub macro_f1: Option<f64>,
+    /// Accuracy on the labelled test pixels near class edges.
+    pub edge_accuracy: Option<f64>,
+}
+
 /// What a demo run produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSummary {
     /// Test-split pixel accuracy of the published map against the full ground truth.
     pub accuracy: f64,
+    /// The same within 30 m of a class edge of the ground truth (`None` without edges).
+    pub edge_accuracy: Option<f64>,
+    /// Every candidate model of the training run, as the evaluation report scores them.
+    pub candidates: Vec<CandidateSummary>,
+    /// Name of the published candidate.
+    pub chosen: Option<String>,
+    /// Why it was chosen.
+    pub selection_reason: Option<String>,
+    /// Labels imported.
+    pub labels: usize,
     /// The frozen-encoder baseline's test-window maps, scored like `accuracy`.
     pub baseline_accuracy: Option<f64>,
     /// The fine-tuned model on the labelled test pixels (the evaluation report).
@@ -104,8 +142,7 @@ pub struct DemoLogin {
 pub async fn prepare_data(dir: &Path, opts: &DemoOptions) -> anyhow::Result<PathBuf> {
     let catalog = dir.join("catalog.json");
     let marker = dir.join("demo-options.json");
-    let wanted = json!({"seed": opts.seed, "size": opts.size, "epsg": opts.epsg,
-                        "origin": [opts.origin.0, opts.origin.1], "months": opts.months});
+    let wanted = serde_json::to_value(opts)?;
     let existing: Option<Value> = std::fs::read(&marker)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -266,17 +303,19 @@ pub async fn run(
         token,
     };
 
-    // The project: the catalogue's area, its four classes, Sentinel-2 over April–July 2024.
+    // The project: the catalogue's area, the scene's classes, Sentinel-2 over the scene's months.
+    let aoi_path = data_dir.join("aoi.geojson");
     let aoi: Value = serde_json::from_slice(
-        &tokio::fs::read(data_dir.join("aoi.geojson"))
+        &tokio::fs::read(&aoi_path)
             .await
-            .context("reading the demo area")?,
-    )?;
-    let colors = ["#2166ac", "#1b7837", "#e6ab02", "#8c510a"];
-    let classes: Vec<Value> = data::CLASSES
+            .with_context(|| format!("reading the demo area {}", aoi_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", aoi_path.display()))?;
+    let classes: Vec<Value> = opts
+        .data
+        .classes
         .iter()
-        .zip(colors)
-        .map(|((id, name), color)| json!({"id": id, "name": name, "color": color}))
+        .map(|c| json!({"id": c.id, "name": c.name, "color": c.surface.color()}))
         .collect();
     let months = &opts.data.months;
     let (first, last) = (
@@ -291,7 +330,10 @@ pub async fn run(
             "/api/v1/projects",
             &json!({
                 "name": format!("Demo land cover {}", chrono::Utc::now().format("%Y-%m-%d %H:%M")),
-                "description": "Land cover of the offline demo scene, made by `groundwork demo`.",
+                "description": format!(
+                    "Land cover of the offline demo scene {:?} (seed {}), made by `groundwork demo`.",
+                    opts.scene, opts.data.seed
+                ),
                 "aoi": aoi.get("geometry").unwrap_or(&aoi),
                 "start": format!("2024-{first:02}-01"), "end": end_day,
                 "task": "segmentation", "classes": classes, "modalities": ["sentinel2_l2a"],
@@ -313,27 +355,61 @@ pub async fn run(
         .await?;
     api.wait(&run, log).await?;
 
-    // Labels: points sampled from the ground truth, imported as CSV like any user file.
+    // Labels: points sampled from the ground truth, imported as CSV like any user file; with polygons,
+    // points and polygons together as GeoJSON.
     let points = data::sample_labels(&opts.data, opts.labels_per_class, 320.0, opts.seed)?;
-    let mut csv = String::from("lon,lat,class\n");
-    for p in &points {
-        csv.push_str(&format!("{:.8},{:.8},{}\n", p.lon, p.lat, p.class_id));
-    }
+    let polygons = if opts.polygons_per_class > 0 {
+        data::sample_label_polygons(
+            &opts.data,
+            opts.polygons_per_class,
+            opts.polygon_px,
+            320.0,
+            opts.seed,
+        )?
+    } else {
+        Vec::new()
+    };
+    let (format, content_type, body) = if polygons.is_empty() {
+        let mut csv = String::from("lon,lat,class\n");
+        for p in &points {
+            csv.push_str(&format!("{:.8},{:.8},{}\n", p.lon, p.lat, p.class_id));
+        }
+        ("csv", "text/csv", csv.into_bytes())
+    } else {
+        let features: Vec<Value> = points
+            .iter()
+            .map(|p| {
+                json!({"type": "Feature", "properties": {"class": p.class_id},
+                       "geometry": {"type": "Point", "coordinates": [p.lon, p.lat]}})
+            })
+            .chain(polygons.iter().map(|p| {
+                json!({"type": "Feature", "properties": {"class": p.class_id},
+                       "geometry": {"type": "Polygon", "coordinates": [p.ring]}})
+            }))
+            .collect();
+        let doc = json!({"type": "FeatureCollection", "features": features});
+        ("geojson", "application/geo+json", serde_json::to_vec(&doc)?)
+    };
     let report = api
         .send(
             api.http
                 .post(format!(
-                    "{}/api/v1/projects/{project_id}/labels/import?format=csv",
+                    "{}/api/v1/projects/{project_id}/labels/import?format={format}",
                     api.base
                 ))
-                .header("content-type", "text/csv")
-                .body(csv),
+                .header("content-type", content_type)
+                .body(body),
             "importing the labels",
         )
         .await?;
+    let imported = report["imported"]
+        .as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
     log(&format!(
-        "imported {} labels ({} rows rejected)",
-        report["imported"],
+        "imported {imported} labels ({} points, {} polygons sampled; {} rows rejected)",
+        points.len(),
+        polygons.len(),
         report["errors"].as_array().map_or(0, Vec::len)
     ));
     let split = api
@@ -369,6 +445,25 @@ pub async fn run(
         )
         .await?;
     let model_label_accuracy = evaluation["report"]["model"]["accuracy"].as_f64();
+    let candidates: Vec<CandidateSummary> = evaluation["report"]["candidates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| CandidateSummary {
+            name: c["name"].as_str().unwrap_or("?").to_owned(),
+            chosen: c["chosen"].as_bool().unwrap_or(false),
+            val_score: c["val_score"].as_f64(),
+            accuracy: c["test"]["accuracy"].as_f64(),
+            macro_f1: c["test"]["macro_f1"].as_f64(),
+            edge_accuracy: c["test"]["edge_accuracy"].as_f64(),
+        })
+        .collect();
+    let selection = &evaluation["report"]["selection"];
+    let chosen = selection["chosen"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| candidates.iter().find(|c| c.chosen).map(|c| c.name.clone()));
+    let selection_reason = selection["reason"].as_str().map(str::to_owned);
     let baseline_label_accuracy = evaluation["report"]["baseline"]["accuracy"].as_f64();
     let class_ids: Vec<i32> =
         serde_json::from_value(evaluation["report"]["class_ids"].clone()).unwrap_or_default();
@@ -485,6 +580,11 @@ pub async fn run(
         .unwrap_or(1);
     let summary = DemoSummary {
         accuracy: score.accuracy(),
+        edge_accuracy: score.edge_accuracy(),
+        candidates,
+        chosen,
+        selection_reason,
+        labels: imported,
         baseline_accuracy,
         model_label_accuracy,
         baseline_label_accuracy,

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Quality benchmark: `groundwork demo` end to end on scenes of the demo family (not run by CI).
+#
+# Builds the release binary, runs one demo per scene (acquire → labels → split → train + evaluate →
+# predict/combine/publish) with its own data folder under a temporary directory, and prints a markdown
+# table: each candidate model's accuracy on the labelled test pixels, the published candidate, the
+# published map's pixel accuracy on the test windows against the ground truth (overall and within 30 m
+# of a class edge) and the wall time of the run.
+#
+# Settings (environment):
+#   BENCH_SCENES   scenes, in order (default: tropical-haze us-cropland smallholder boreal-lakes dryland)
+#   BENCH_SEEDS    seeds (default: 101 102 103 104 105); the i-th scene runs with the i-th seed
+#   BENCH_ALL_SEEDS=1  run every scene with every seed instead
+#   BENCH_PX       scene side in pixels (default 256, about 1–2 minutes a scene on 2 cores)
+#   BENCH_ARGS     extra `groundwork demo` arguments (e.g. "--epochs 10")
+#   BENCH_KEEP=1   keep the temporary directory (data, logs, summaries)
+#   DATABASE_URL   PostgreSQL to use; without it every run starts a private cluster in its folder
+#   GROUNDWORK_MODEL_DIR  OlmoEarth checkpoints (`groundwork model fetch`); without them the encoder
+#                  starts from random weights
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+read -r -a scenes <<<"${BENCH_SCENES:-tropical-haze us-cropland smallholder boreal-lakes dryland}"
+read -r -a seeds <<<"${BENCH_SEEDS:-101 102 103 104 105}"
+read -r -a extra <<<"${BENCH_ARGS:-}"
+px="${BENCH_PX:-256}"
+if [ "${#scenes[@]}" -eq 0 ] || [ "${#seeds[@]}" -eq 0 ]; then
+  echo "BENCH_SCENES and BENCH_SEEDS must not be empty" >&2
+  exit 2
+fi
+
+cargo build --release -p groundwork-server --bin groundwork >&2
+bin="$PWD/target/release/groundwork"
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/groundwork-bench-quality.XXXXXX")"
+if [ "${BENCH_KEEP:-0}" = 1 ]; then
+  echo "keeping $tmp" >&2
+else
+  trap 'rm -rf "$tmp"' EXIT
+fi
+
+runs=()
+if [ "${BENCH_ALL_SEEDS:-0}" = 1 ]; then
+  for scene in "${scenes[@]}"; do
+    for seed in "${seeds[@]}"; do runs+=("$scene:$seed"); done
+  done
+else
+  for i in "${!scenes[@]}"; do runs+=("${scenes[$i]}:${seeds[$((i % ${#seeds[@]}))]}"); done
+fi
+
+summaries=()
+for run in "${runs[@]}"; do
+  scene="${run%%:*}"
+  seed="${run##*:}"
+  dir="$tmp/$scene-$seed"
+  mkdir -p "$dir"
+  echo "== $scene seed $seed (${px} px)" >&2
+  if ! RUST_LOG="${RUST_LOG:-warn}" "$bin" demo --exit --bind 127.0.0.1:0 \
+      --scene "$scene" --seed "$seed" --scene-px "$px" \
+      --demo-dir "$dir/demo" --summary-json "$dir/summary.json" \
+      "${extra[@]}" >"$dir/stdout.log" 2>"$dir/stderr.log"; then
+    echo "groundwork demo --scene $scene --seed $seed failed; the end of its log ($dir/stderr.log):" >&2
+    tail -n 30 "$dir/stderr.log" >&2
+    trap - EXIT
+    echo "kept $tmp" >&2
+    exit 1
+  fi
+  summaries+=("$dir/summary.json")
+done
+
+python3 - "${summaries[@]}" <<'EOF'
+import json
+import sys
+
+CANDIDATES = ["raw_pixels", "linear_probe", "knn_probe", "hybrid_linear", "fine_tuned"]
+
+
+def fmt(v):
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+rows = [json.load(open(p)) for p in sys.argv[1:]]
+head = ["scene", "seed", *CANDIDATES, "chosen", "map acc", "edge acc", "seconds"]
+print("| " + " | ".join(head) + " |")
+print("|" + "|".join(["---"] * 2 + ["---:"] * len(CANDIDATES) + ["---"] + ["---:"] * 3) + "|")
+maps, raws = [], []
+for r in rows:
+    by_name = {c["name"]: c for c in r.get("candidates", [])}
+    accs = [by_name.get(n, {}).get("accuracy") for n in CANDIDATES]
+    maps.append(r["accuracy"])
+    if accs[0] is not None:
+        raws.append(accs[0])
+    cells = [
+        r["scene"],
+        str(r["seed"]),
+        *map(fmt, accs),
+        r.get("chosen") or "n/a",
+        fmt(r["accuracy"]),
+        fmt(r.get("edge_accuracy")),
+        f"{r['seconds']:.0f}",
+    ]
+    print("| " + " | ".join(cells) + " |")
+print()
+print("Candidate columns: accuracy on the labelled test pixels (evaluation report); map acc / edge acc:")
+print("the published map's pixel accuracy on the test windows against the ground truth, overall and")
+print("within 30 m of a class edge.")
+if maps and raws:
+    m, r = sum(maps) / len(maps), sum(raws) / len(raws)
+    print()
+    print(
+        f"mean published-map accuracy {m:.3f} - mean raw_pixels accuracy {r:.3f} = {m - r:+.3f} "
+        f"({len(maps)} runs)"
+    )
+EOF
