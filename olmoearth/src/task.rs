@@ -168,8 +168,8 @@ mod encoder_config_serde {
 /// A task head.
 #[derive(Debug, Clone)]
 pub enum Head {
-    /// Tokens and input pixels at full resolution.
-    Hybrid(HybridHead),
+    /// Tokens and input pixels at full resolution (boxed: it is the largest head).
+    Hybrid(Box<HybridHead>),
     /// Bilinear upsampling + 1×1 conv.
     Light(LightSegmentationHead),
     /// Conv decoder with ×2 upsamplings.
@@ -183,14 +183,14 @@ impl Head {
     pub fn new(cfg: &TaskModelConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.encoder.embedding_size;
         Ok(match cfg.head {
-            HeadKind::Hybrid => Head::Hybrid(HybridHead::new(
+            HeadKind::Hybrid => Head::Hybrid(Box::new(HybridHead::new(
                 d,
                 cfg.pixel_channels,
                 cfg.num_outputs,
                 cfg.patch_size,
                 cfg.task == Task::Classification,
                 vb,
-            )?),
+            )?)),
             HeadKind::LightSegmentation => Head::Light(LightSegmentationHead::new(
                 d,
                 cfg.num_outputs,

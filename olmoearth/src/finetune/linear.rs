@@ -270,7 +270,7 @@ pub fn fit_linear(
     let regression = cfg.task == Task::Regression;
     let k = if regression { 1 } else { cfg.num_outputs };
     let p = cfg.patch_size;
-    let mut rng = Rng::new(seed ^ 0x5EED_0F_11AE);
+    let mut rng = Rng::new(seed ^ 0x005E_ED0F_11AE);
     let keep = keep_probabilities(&class_counts(train, k), max_rows, false);
     let tr = rows(inputs, train, train_features, p, &keep, &mut rng)?;
     if tr.n == 0 {
