@@ -681,7 +681,7 @@ pub fn dihedral_input(input: &EncoderInput, k: u8) -> Result<EncoderInput> {
 }
 
 /// Normalised value given to an observation the mask marks missing (the band mean normalises to 0.5).
-const MISSING_PIXEL: f32 = 0.5;
+pub const MISSING_PIXEL: f32 = 0.5;
 
 /// The normalised input pixels of every modality as channels: `(B, P, H, W)` with `P = Σ T·C` in
 /// modality order, channel `t·C + c`. Observations the mask marks missing, and values that are not finite,
