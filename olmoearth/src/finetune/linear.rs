@@ -206,29 +206,6 @@ fn rows(
     Ok(out)
 }
 
-/// Labelled pixels (or windows) per class of `examples`.
-fn class_counts(examples: &[Example], k: usize) -> Vec<u64> {
-    let mut counts = vec![0u64; k];
-    for e in examples {
-        match &e.target {
-            Target::Mask(m) => {
-                for &c in m {
-                    if let Some(n) = counts.get_mut(usize::from(c)) {
-                        *n += 1;
-                    }
-                }
-            }
-            Target::Class(c) => {
-                if let Some(n) = counts.get_mut(*c as usize) {
-                    *n += 1;
-                }
-            }
-            Target::Value(_) => {}
-        }
-    }
-    counts
-}
-
 /// Keep probabilities that cap the rows at about `max_rows`, evenly across classes (`uniform`: the same
 /// probability for every class).
 fn keep_probabilities(counts: &[u64], max_rows: usize, uniform: bool) -> Vec<f64> {
@@ -271,7 +248,11 @@ pub fn fit_linear(
     let k = if regression { 1 } else { cfg.num_outputs };
     let p = cfg.patch_size;
     let mut rng = Rng::new(seed ^ 0x005E_ED0F_11AE);
-    let keep = keep_probabilities(&class_counts(train, k), max_rows, false);
+    let keep = keep_probabilities(
+        &class_counts(train.iter().map(|e| &e.target), k),
+        max_rows,
+        false,
+    );
     let tr = rows(inputs, train, train_features, p, &keep, &mut rng)?;
     if tr.n == 0 {
         return Err(Error::InvalidInput(
@@ -409,7 +390,11 @@ pub fn fit_linear(
             "linear rows have {f} features, the model expects {expected_f}"
         )));
     }
-    let keep_val = keep_probabilities(&class_counts(val, k), max_rows, true);
+    let keep_val = keep_probabilities(
+        &class_counts(val.iter().map(|e| &e.target), k),
+        max_rows,
+        true,
+    );
     let va = rows(inputs, val, val_features, p, &keep_val, &mut rng)?;
     if va.n == 0 {
         let lambda = 1e-2;

@@ -118,27 +118,31 @@ pub fn metric_better(task: Task, a: f64, b: f64) -> bool {
     }
 }
 
+/// Labelled pixels (masks) or windows (classes) per class index below `k`; value targets count nothing.
+pub fn class_counts<'a>(targets: impl IntoIterator<Item = &'a Target>, k: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; k];
+    let mut add = |c: usize| {
+        if let Some(n) = counts.get_mut(c) {
+            *n += 1;
+        }
+    };
+    for t in targets {
+        match t {
+            Target::Mask(m) => m.iter().for_each(|&c| add(usize::from(c))),
+            Target::Class(c) => add(*c as usize),
+            Target::Value(_) => {}
+        }
+    }
+    counts
+}
+
 /// Balanced class weights `n / (K_present · n_c)` of the targets (0 for absent classes), clipped to
 /// `[0.05, 20]`; `None` for value targets.
 pub fn class_weights(targets: &[&Target], k: usize) -> Option<Vec<f32>> {
-    let mut counts = vec![0u64; k];
-    for t in targets {
-        match t {
-            Target::Class(c) => {
-                if let Some(n) = counts.get_mut(*c as usize) {
-                    *n += 1;
-                }
-            }
-            Target::Mask(m) => {
-                for &c in m {
-                    if let Some(n) = counts.get_mut(usize::from(c)) {
-                        *n += 1;
-                    }
-                }
-            }
-            Target::Value(_) => return None,
-        }
+    if targets.iter().any(|t| matches!(t, Target::Value(_))) {
+        return None;
     }
+    let counts = class_counts(targets.iter().copied(), k);
     let total: u64 = counts.iter().sum();
     let present = counts.iter().filter(|&&n| n > 0).count();
     if total == 0 || present == 0 {
