@@ -132,8 +132,26 @@ impl Default for CloudOptions {
     }
 }
 
+/// How much pixels and fields of one class differ from each other (the classic scene: not at all beyond a
+/// brightness texture).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Variation {
+    /// Relative noise of every pixel and band (standard deviation, 0–0.5): sensor noise, independent from
+    /// pixel to pixel, band to band and pass to pass.
+    pub pixel_noise: f32,
+    /// Mixed pixels (0–1): each pixel holds a share of another class of the scene (trees in a field, bare
+    /// patches, a hedge), `|N(0, pixel_mix)|` capped at 0.9, the same on every date, so no band or
+    /// month tells it apart while its neighbours do.
+    #[serde(default)]
+    pub pixel_mix: f32,
+    /// Fields of one class differ by up to this many months in their seasonal cycle (cropland,
+    /// grassland), and other surfaces mix with a similar one by up to `0.4 × field_shift` (0–3).
+    pub field_shift: f32,
+}
+
 /// Demo dataset options. The defaults are the classic demo scene; [`DemoOptions::scene`] names a family of
-/// others (regions, class sets, field shapes, clouds the mask misses, season lengths).
+/// others (regions, class sets, field shapes, clouds the mask misses, season lengths, and fields and
+/// pixels of one class that differ as real ones do).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DemoOptions {
     /// Random seed (same seed, same bytes of pixels).
@@ -153,6 +171,9 @@ pub struct DemoOptions {
     pub fields: FieldLayout,
     /// Clouds.
     pub clouds: CloudOptions,
+    /// Within-class variation.
+    #[serde(default)]
+    pub variation: Variation,
 }
 
 impl Default for DemoOptions {
@@ -171,6 +192,7 @@ impl Default for DemoOptions {
             ],
             fields: FieldLayout::Blobs,
             clouds: CloudOptions::default(),
+            variation: Variation::default(),
         }
     }
 }
@@ -232,6 +254,11 @@ impl DemoOptions {
                     haze_opacity: 0.2,
                     unmasked_edge: 0.3,
                 },
+                variation: Variation {
+                    pixel_noise: 0.03,
+                    pixel_mix: 0.45,
+                    field_shift: 1.0,
+                },
                 ..base
             },
             "us-cropland" => DemoOptions {
@@ -250,6 +277,11 @@ impl DemoOptions {
                     width: 8,
                     length: 30,
                     angle_deg: 0.0,
+                },
+                variation: Variation {
+                    pixel_noise: 0.03,
+                    pixel_mix: 0.4,
+                    field_shift: 1.5,
                 },
                 ..base
             },
@@ -275,6 +307,11 @@ impl DemoOptions {
                     unmasked_edge: 0.4,
                     ..CloudOptions::default()
                 },
+                variation: Variation {
+                    pixel_noise: 0.03,
+                    pixel_mix: 0.5,
+                    field_shift: 1.0,
+                },
                 ..base
             },
             "boreal-lakes" => DemoOptions {
@@ -291,6 +328,11 @@ impl DemoOptions {
                 clouds: CloudOptions {
                     haze: 0.2,
                     ..CloudOptions::default()
+                },
+                variation: Variation {
+                    pixel_noise: 0.03,
+                    pixel_mix: 0.4,
+                    field_shift: 0.8,
                 },
                 ..base
             },
@@ -315,6 +357,11 @@ impl DemoOptions {
                     haze: 0.5,
                     haze_opacity: 0.25,
                     unmasked_edge: 0.2,
+                },
+                variation: Variation {
+                    pixel_noise: 0.03,
+                    pixel_mix: 0.5,
+                    field_shift: 1.0,
                 },
                 ..base
             },
@@ -373,6 +420,15 @@ impl DemoOptions {
             && (width == 0 || length == 0)
         {
             return bad("parcels need a width and a length".into());
+        }
+        let v = &self.variation;
+        if !(0.0..=0.5).contains(&v.pixel_noise)
+            || !(0.0..=1.0).contains(&v.pixel_mix)
+            || !(0.0..=3.0).contains(&v.field_shift)
+        {
+            return bad(format!(
+                "pixel noise must lie in 0–0.5, pixel mix in 0–1 and field shift in 0–3 months: {v:?}"
+            ));
         }
         Ok(())
     }
@@ -599,9 +655,7 @@ pub fn land_cover_of(opts: &DemoOptions) -> Vec<u8> {
                 if !is_field(out[p]) {
                     continue;
                 }
-                let (fx, fy) = (x as f32, y as f32);
-                let u = ((fx * cos + fy * sin) / length.max(1) as f32).floor() as i64;
-                let v = ((-fx * sin + fy * cos) / width.max(1) as f32).floor() as i64;
+                let (u, v) = parcel_of(x, y, (sin, cos), width, length);
                 let r = unit_hash(opts.seed, u, v) * total;
                 let mut acc = 0f32;
                 out[p] = fields
@@ -616,6 +670,21 @@ pub fn land_cover_of(opts: &DemoOptions) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The parcel (along, across) holding pixel `(x, y)` on a grid of `width × length` parcels turned by the
+/// angle whose (sin, cos) is given.
+fn parcel_of(
+    x: usize,
+    y: usize,
+    (sin, cos): (f32, f32),
+    width: usize,
+    length: usize,
+) -> (i64, i64) {
+    let (fx, fy) = (x as f32, y as f32);
+    let u = ((fx * cos + fy * sin) / length.max(1) as f32).floor() as i64;
+    let v = ((-fx * sin + fy * cos) / width.max(1) as f32).floor() as i64;
+    (u, v)
 }
 
 /// A uniform number in [0, 1) from a seed and a parcel (splitmix64).
@@ -942,14 +1011,38 @@ pub fn edge_mask(classes: &[u8], size: usize, radius: usize) -> Vec<bool> {
 
 /// Cropland greenness (0 bare … 1 full canopy) by month, peaking in July.
 pub fn crop_greenness(month: u32) -> f32 {
-    let d = (month as f32 - 7.0) / 2.5;
+    crop_greenness_at(month as f32)
+}
+
+fn crop_greenness_at(month: f32) -> f32 {
+    let d = (month - 7.0) / 2.5;
     (-d * d).exp()
 }
 
 /// Grassland greenness by month, peaking in May.
 fn grass_greenness(month: u32) -> f32 {
-    let d = (month as f32 - 5.0) / 2.0;
+    grass_greenness_at(month as f32)
+}
+
+fn grass_greenness_at(month: f32) -> f32 {
+    let d = (month - 5.0) / 2.0;
     0.2 + 0.8 * (-d * d).exp()
+}
+
+/// The spectrum of a field of `surface` whose variation draw is `u` (0–1) in `month`: its seasonal
+/// cycle shifted by `(u − ½)·2·shift` months, or mixed with a similar surface by up to `0.4·shift`.
+fn varied_spectrum(surface: Surface, month: u32, u: f32, shift: f32) -> [f32; 12] {
+    let offset = (u - 0.5) * 2.0 * shift;
+    let m = month as f32 + offset;
+    let a = 0.4 * shift.min(2.5) * u;
+    match surface {
+        Surface::Water => WATER,
+        Surface::Forest => mix(&SHRUB, &FOREST, a),
+        Surface::Shrubland => mix(&GRASS_DRY, &SHRUB, a),
+        Surface::Grassland => mix(&GRASS_GREEN, &GRASS_DRY, grass_greenness_at(m)),
+        Surface::Cropland => mix(&CROP_GREEN, &CROP_BARE, crop_greenness_at(m)),
+        Surface::Built => mix(&CROP_BARE, &BUILT, a),
+    }
 }
 
 fn mix(a: &[f32; 12], b: &[f32; 12], g: f32) -> [f32; 12] {
@@ -1072,8 +1165,39 @@ fn synthesize(
     let cl = opts.clouds;
     let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
     let texture = value_noise(&mut rng, n, n, 8, 2);
+    // Within-class variation, from random streams of its own (without it the scene is unchanged).
+    let var = opts.variation;
+    let field_u = if var.field_shift > 0.0 {
+        field_draws(opts, classes)
+    } else {
+        Vec::new()
+    };
+    // Sum of four uniforms: mean 2, variance 1/3.
+    let gauss = |rng: &mut StdRng| -> f32 {
+        let s: f32 = (0..4).map(|_| rng.random::<f32>()).sum();
+        (s - 2.0) * 3f32.sqrt()
+    };
+    let mixed = mixed_pixels(opts, classes, &surface_of, gauss);
+    let mut nrng = StdRng::seed_from_u64(opts.seed ^ 0x0153_7e11);
     for &month in &opts.months {
         let spectra: Vec<[f32; 12]> = surface_of.iter().map(|&s| spectrum(s, month)).collect();
+        let pixel_spectra: Vec<[f32; 12]> = if field_u.is_empty() && mixed.is_empty() {
+            Vec::new()
+        } else {
+            (0..n * n)
+                .map(|p| {
+                    let surface = surface_of[usize::from(classes[p])];
+                    let own = match field_u.get(p) {
+                        Some(&u) => varied_spectrum(surface, month, u, var.field_shift),
+                        None => spectrum(surface, month),
+                    };
+                    match mixed.get(p) {
+                        Some(&(a, other)) if a > 0.0 => mix(&spectrum(other, month), &own, a),
+                        _ => own,
+                    }
+                })
+                .collect()
+        };
         // Two Sentinel-2 passes a month: one mostly clear, one cloudy.
         for (k, (day, cover)) in [(6u32, cl.cover[0]), (21, cl.cover[1])]
             .into_iter()
@@ -1116,7 +1240,7 @@ fn synthesize(
                 for x in 0..n {
                     let p = y * n + x;
                     let c = classes[p];
-                    let sp = &spectra[usize::from(c)];
+                    let sp = pixel_spectra.get(p).unwrap_or(&spectra[usize::from(c)]);
                     let tex = 0.9 + 0.2 * texture[p] + rng.random_range(-0.02..0.02);
                     let cloud = clouds[p];
                     let shadow =
@@ -1126,6 +1250,9 @@ fn synthesize(
                     let mut class_scl = clear_scl(surface_of[usize::from(c)]);
                     for b in 0..12 {
                         let mut v = sp[b] * tex;
+                        if var.pixel_noise > 0.0 {
+                            v *= (1.0 + var.pixel_noise * gauss(&mut nrng)).max(0.05);
+                        }
                         if keep_clean {
                             clean[b][p] = v;
                         }
@@ -1175,13 +1302,77 @@ fn synthesize(
             *out = (0..n * n)
                 .map(|p| {
                     let speckle: f32 = (0..4).map(|_| rng.random::<f32>()).sum::<f32>() / 2.0;
-                    backscatter(surface_of[usize::from(classes[p])], month)[b] * speckle.max(0.05)
+                    let own = backscatter(surface_of[usize::from(classes[p])], month)[b];
+                    // A mixed pixel scatters as its parts do, in linear power.
+                    let sigma0 = match mixed.get(p) {
+                        Some(&(a, other)) => own * (1.0 - a) + backscatter(other, month)[b] * a,
+                        None => own,
+                    };
+                    sigma0 * speckle.max(0.05)
                 })
                 .collect();
         }
         on_s1(month, img)?;
     }
     Ok(())
+}
+
+/// Each pixel's share of another class and that class's surface (empty without `pixel_mix`).
+fn mixed_pixels(
+    opts: &DemoOptions,
+    classes: &[u8],
+    surface_of: &[Surface; 256],
+    gauss: impl Fn(&mut StdRng) -> f32,
+) -> Vec<(f32, Surface)> {
+    let sigma = opts.variation.pixel_mix;
+    if sigma <= 0.0 || opts.classes.len() < 2 {
+        return Vec::new();
+    }
+    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x0000_0317_c5ed);
+    classes
+        .iter()
+        .map(|&c| {
+            let a = (sigma * gauss(&mut rng)).abs().min(0.9);
+            // One of the other classes, evenly.
+            let own = opts.classes.iter().position(|o| o.id == c);
+            let mut pick = rng.random_range(0..opts.classes.len() - 1);
+            if own.is_some_and(|i| pick >= i) {
+                pick += 1;
+            }
+            let other = opts
+                .classes
+                .get(pick)
+                .map_or(surface_of[usize::from(c)], |o| o.surface);
+            (a, other)
+        })
+        .collect()
+}
+
+/// Each pixel's variation draw (0–1): one per parcel of farmland with [`FieldLayout::Parcels`], else a
+/// smooth field about 200 m across.
+fn field_draws(opts: &DemoOptions, classes: &[u8]) -> Vec<f32> {
+    let n = opts.size;
+    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x00f1_e1d5);
+    let smooth = value_noise(&mut rng, n, n, 20, 2);
+    let FieldLayout::Parcels {
+        width,
+        length,
+        angle_deg,
+    } = opts.fields
+    else {
+        return smooth;
+    };
+    let is_field = |id: u8| opts.class(id).is_some_and(|c| c.surface.is_field());
+    let (sin, cos) = angle_deg.to_radians().sin_cos();
+    (0..n * n)
+        .map(|p| {
+            if !is_field(classes[p]) {
+                return smooth[p];
+            }
+            let (u, v) = parcel_of(p % n, p / n, (sin, cos), width, length);
+            unit_hash(opts.seed ^ 0x00f1_e1d5, u, v)
+        })
+        .collect()
 }
 
 /// Generates the demo catalogue under `dir`: `catalog.json`, collections, items, COGs, `ground_truth.tif`,
@@ -1557,6 +1748,53 @@ mod tests {
             let n = labels.iter().filter(|l| l.class_id == k).count();
             assert_eq!(n, inner.min(20), "class {k}");
         }
+    }
+
+    #[test]
+    fn variation_spreads_one_class_across_fields_and_pixels_and_the_classic_scene_has_none() {
+        let scene = DemoOptions {
+            size: 96,
+            ..DemoOptions::scene("us-cropland", 3).unwrap()
+        };
+        assert!(scene.variation.pixel_noise > 0.0 && scene.variation.field_shift > 0.0);
+        let plain = DemoOptions {
+            variation: Variation::default(),
+            ..scene.clone()
+        };
+        let truth = land_cover_of(&scene);
+        let crop = scene
+            .classes
+            .iter()
+            .find(|c| c.surface == Surface::Cropland)
+            .unwrap()
+            .id;
+        // Relative spread of the red band over the cropland of the first, mostly clear pass (its clean
+        // surface: clouds aside).
+        let spread = |opts: &DemoOptions| -> f32 {
+            let pass = &demo_passes(opts).unwrap()[0];
+            let v: Vec<f32> = (0..truth.len())
+                .filter(|&p| truth[p] == crop)
+                .map(|p| pass.clean[2][p])
+                .collect();
+            let mean = v.iter().sum::<f32>() / v.len() as f32;
+            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32;
+            var.sqrt() / mean
+        };
+        let (varied, flat) = (spread(&scene), spread(&plain));
+        assert!(varied > 2.0 * flat, "varied {varied}, plain {flat}");
+        assert_eq!(DemoOptions::default().variation, Variation::default());
+        assert!(
+            DemoOptions {
+                variation: Variation {
+                    pixel_noise: 0.0,
+                    pixel_mix: 1.5,
+                    field_shift: 0.0
+                },
+                ..DemoOptions::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]

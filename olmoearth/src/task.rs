@@ -61,12 +61,30 @@ pub struct TaskModelConfig {
     /// Where the encoder weights came from (e.g. `olmoearth-v1-nano`, `random`).
     pub initialised_from: String,
     /// Channels of the input pixels the `hybrid` head reads ([`pixel_features`]: bands × months of every
-    /// modality); 0 for heads that read tokens only.
+    /// modality, and their neighbourhood means when `pixel_context` > 0); 0 for heads that read tokens only.
     #[serde(default)]
     pub pixel_channels: usize,
+    /// Radius in pixels of the neighbourhood mean [`pixel_features`] adds to every pixel channel (0: none;
+    /// models saved before it existed read 0).
+    #[serde(default)]
+    pub pixel_context: usize,
 }
 
+/// Neighbourhood radius of the `hybrid` head's context channels in new models: the mean of a 5 × 5
+/// (50 m) window around each pixel.
+pub const PIXEL_CONTEXT_RADIUS: usize = 2;
+
 impl TaskModelConfig {
+    /// Pixel channels without the context channels: bands × months of every modality.
+    #[must_use]
+    pub fn raw_pixel_channels(&self) -> usize {
+        if self.pixel_context > 0 {
+            self.pixel_channels / 2
+        } else {
+            self.pixel_channels
+        }
+    }
+
     /// Checks that task, head and sizes fit together.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidInput(m));
@@ -95,6 +113,12 @@ impl TaskModelConfig {
         }
         if self.head == HeadKind::Hybrid && self.pixel_channels == 0 {
             return bad("the hybrid head needs pixel_channels".into());
+        }
+        if self.pixel_context > 0 && self.pixel_channels % 2 != 0 {
+            return bad(format!(
+                "pixel_channels ({}) must be even with pixel context (the pixels and their means)",
+                self.pixel_channels
+            ));
         }
         if let Some(m) = self
             .modalities
@@ -239,10 +263,11 @@ impl Head {
         matches!(self, Head::Hybrid(_))
     }
 
-    /// The input pixels of `input` when this head reads them.
-    pub fn pixels_of(&self, input: &EncoderInput) -> Result<Option<Tensor>> {
+    /// The input pixels of `input` (with neighbourhood means of radius `context`) when this head reads
+    /// them.
+    pub fn pixels_of(&self, input: &EncoderInput, context: usize) -> Result<Option<Tensor>> {
         if self.needs_pixels() {
-            Ok(Some(pixel_features(input)?))
+            Ok(Some(pixel_features(input, context)?))
         } else {
             Ok(None)
         }
@@ -342,7 +367,7 @@ impl TaskModel {
     pub fn predict(&self, input: &EncoderInput) -> Result<Tensor> {
         let dims = input.validate(&self.cfg.encoder, self.cfg.patch_size)?;
         input.check_divisible(self.cfg.patch_size)?;
-        let pixels = self.head.pixels_of(input)?;
+        let pixels = self.head.pixels_of(input, self.cfg.pixel_context)?;
         let raw = self.head.forward(&self.features(input)?, pixels.as_ref())?;
         outputs_to_predictions(&self.cfg, &raw, dims.h, dims.w)
     }
@@ -686,8 +711,13 @@ pub const MISSING_PIXEL: f32 = 0.5;
 /// The normalised input pixels of every modality as channels: `(B, P, H, W)` with `P = Σ T·C` in
 /// modality order, channel `t·C + c`. Observations the mask marks missing, and values that are not finite,
 /// become [`MISSING_PIXEL`]; values are clipped to `[-2, 3]` (normalisation maps mean ± 2 std to 0 and 1).
-pub fn pixel_features(input: &EncoderInput) -> Result<Tensor> {
+///
+/// With `context` > 0, the mean of each channel over the `(2·context + 1)²` pixels around each pixel
+/// (those inside the window) follows as `P` more channels: `(B, 2P, H, W)`. A per-pixel model of these
+/// sees the field around a pixel as well as the pixel, which averages out the pixel's own noise.
+pub fn pixel_features(input: &EncoderInput, context: usize) -> Result<Tensor> {
     let mut parts = Vec::with_capacity(input.modalities.len());
+    let mut context_parts = Vec::new();
     for mi in input.modalities.values() {
         let (b, h, w, t, c) = mi.data.dims5()?;
         let device = mi.data.device().clone();
@@ -717,16 +747,70 @@ pub fn pixel_features(input: &EncoderInput) -> Result<Tensor> {
                 MISSING_PIXEL
             };
         }
-        let x = Tensor::from_vec(v, (b, h, w, t * c), &Device::Cpu)?
-            .permute((0, 3, 1, 2))?
-            .contiguous()?
-            .to_device(&device)?;
-        parts.push(x);
+        let to_channels = |v: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (b, h, w, t * c), &Device::Cpu)?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?
+                .to_device(&device)?)
+        };
+        if context > 0 {
+            let means = box_mean(&v, (b, h, w, t * c), context);
+            parts.push(to_channels(v)?);
+            context_parts.push(to_channels(means)?);
+        } else {
+            parts.push(to_channels(v)?);
+        }
     }
     if parts.is_empty() {
         return Err(Error::InvalidInput("no modality in the input".into()));
     }
+    parts.extend(context_parts);
     Ok(Tensor::cat(&parts, 1)?)
+}
+
+/// Mean of every channel of `(B, H, W, C)` values over the `(2r + 1)²` window around each pixel, clipped
+/// to the image (two separable passes of running sums).
+fn box_mean(v: &[f32], (b, h, w, c): (usize, usize, usize, usize), r: usize) -> Vec<f32> {
+    let mut across = vec![0f32; v.len()];
+    let idx = |bi: usize, y: usize, x: usize| ((bi * h + y) * w + x) * c;
+    for bi in 0..b {
+        for y in 0..h {
+            for x in 0..w {
+                let (lo, hi) = (x.saturating_sub(r), (x + r).min(w - 1));
+                let n = (hi - lo + 1) as f32;
+                let out = idx(bi, y, x);
+                for xx in lo..=hi {
+                    let src = idx(bi, y, xx);
+                    for ch in 0..c {
+                        across[out + ch] += v[src + ch];
+                    }
+                }
+                for ch in 0..c {
+                    across[out + ch] /= n;
+                }
+            }
+        }
+    }
+    let mut out = vec![0f32; v.len()];
+    for bi in 0..b {
+        for y in 0..h {
+            let (lo, hi) = (y.saturating_sub(r), (y + r).min(h - 1));
+            let n = (hi - lo + 1) as f32;
+            for x in 0..w {
+                let o = idx(bi, y, x);
+                for yy in lo..=hi {
+                    let src = idx(bi, yy, x);
+                    for ch in 0..c {
+                        out[o + ch] += across[src + ch];
+                    }
+                }
+                for ch in 0..c {
+                    out[o + ch] /= n;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `P` of [`pixel_features`] for an input.
@@ -754,6 +838,39 @@ pub fn pool_features(features: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_channels_are_the_means_of_each_pixels_neighbourhood_inside_the_window() -> Result<()>
+    {
+        // One modality, one month, two bands on a 3 × 4 window: band 0 = x + 4·y, band 1 = 1.
+        let (h, w) = (3usize, 4usize);
+        let mut v = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                v.extend([(x + 4 * y) as f32 / 10.0, 1.0]);
+            }
+        }
+        let data = Tensor::from_vec(v, (1, h, w, 1, 2), &Device::Cpu)?;
+        let mut modalities = BTreeMap::new();
+        modalities.insert(Modality::Sentinel2L2a, ModalityInput { data, mask: None });
+        let input = EncoderInput {
+            modalities,
+            months: Tensor::zeros((1, 1), DType::U32, &Device::Cpu)?,
+        };
+        assert_eq!(pixel_features(&input, 0)?.dims(), &[1, 2, h, w]);
+        let x = pixel_features(&input, 1)?;
+        assert_eq!(x.dims(), &[1, 4, h, w]);
+        let at = |c: usize, y: usize, xx: usize| -> Result<f32> {
+            Ok(x.get(0)?.get(c)?.get(y)?.get(xx)?.to_scalar::<f32>()?)
+        };
+        // The pixels come first, unchanged.
+        assert!((at(0, 2, 3)? - 1.1).abs() < 1e-6);
+        // Interior: the 3 × 3 mean is the centre value; corner: the mean of the 2 × 2 inside.
+        assert!((at(2, 1, 1)? - 0.5).abs() < 1e-6);
+        assert!((at(2, 0, 0)? - (0.0 + 0.1 + 0.4 + 0.5) / 4.0).abs() < 1e-6);
+        assert!((at(3, 0, 0)? - 1.0).abs() < 1e-6);
+        Ok(())
+    }
 
     #[test]
     fn dihedral_transforms_are_the_eight_symmetries() -> Result<()> {

@@ -43,7 +43,7 @@ pub struct EvaluationReport {
 /// One candidate model of a training run, on the test split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateMetrics {
-    /// `raw_pixels`, `linear_probe`, `knn_probe`, `hybrid_linear`, `fine_tuned`.
+    /// `raw_pixels`, `pixel_context`, `linear_probe`, `knn_probe`, `hybrid_linear`, `fine_tuned`.
     pub name: String,
     /// What the candidate is, in words.
     pub description: String,

@@ -13,12 +13,29 @@ use crate::task::{Task, pixel_features};
 /// What a linear candidate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinearInputs {
-    /// The normalised input pixels (bands × months).
+    /// The normalised input pixels (bands × months), each pixel on its own.
     Pixels,
+    /// The pixels and their neighbourhood means (the model's `pixel_context`; without it, the pixels).
+    PixelsInContext,
     /// The encoder's tokens, upsampled.
     Tokens,
-    /// Both.
-    Both,
+    /// The tokens, the pixels and their neighbourhood means.
+    All,
+}
+
+impl LinearInputs {
+    fn reads_tokens(self) -> bool {
+        matches!(self, LinearInputs::Tokens | LinearInputs::All)
+    }
+
+    /// How many of the model's pixel channels it reads (the first ones).
+    fn pixel_columns(self, cfg: &TaskModelConfig) -> usize {
+        match self {
+            LinearInputs::Pixels => cfg.raw_pixel_channels(),
+            LinearInputs::PixelsInContext | LinearInputs::All => cfg.pixel_channels,
+            LinearInputs::Tokens => 0,
+        }
+    }
 }
 
 /// The linear part of the `hybrid` head: `logits = up(T·f) + P·x + b`, in target units.
@@ -99,7 +116,7 @@ impl LinearHead {
         let mut out = Vec::with_capacity(examples.len());
         for (e, f) in examples.iter().zip(features) {
             let hw = input_hw(&e.input)?;
-            let pixels = pixel_features(&e.input)?;
+            let pixels = pixel_features(&e.input, cfg.pixel_context)?;
             let raw = head.forward(&f.unsqueeze(0)?, Some(&pixels))?;
             out.extend(predictions(cfg, &raw, hw, None)?);
         }
@@ -132,17 +149,22 @@ struct Rows {
 
 /// Per-pixel feature planes `(F, H·W)` of one window, channel-major.
 fn planes(
+    cfg: &TaskModelConfig,
     inputs: LinearInputs,
     e: &Example,
     f: &Tensor,
-    patch: usize,
 ) -> Result<(Vec<f32>, usize)> {
     let mut parts = Vec::new();
-    if inputs != LinearInputs::Pixels {
-        parts.push(upsample_bilinear(&f.unsqueeze(0)?, patch)?.squeeze(0)?);
+    if inputs.reads_tokens() {
+        parts.push(upsample_bilinear(&f.unsqueeze(0)?, cfg.patch_size)?.squeeze(0)?);
     }
-    if inputs != LinearInputs::Tokens {
-        parts.push(pixel_features(&e.input)?.squeeze(0)?);
+    let pc = inputs.pixel_columns(cfg);
+    if pc > 0 {
+        parts.push(
+            pixel_features(&e.input, cfg.pixel_context)?
+                .squeeze(0)?
+                .narrow(0, 0, pc)?,
+        );
     }
     let x = Tensor::cat(&parts, 0)?.to_dtype(DType::F32)?;
     let (c, h, w) = x.dims3()?;
@@ -154,10 +176,10 @@ fn planes(
 /// Rows of `examples`: labelled pixels kept with probability `keep[class]` for masks, one mean row per
 /// window otherwise.
 fn rows(
+    cfg: &TaskModelConfig,
     inputs: LinearInputs,
     examples: &[Example],
     features: &[Tensor],
-    patch: usize,
     keep: &[f64],
     rng: &mut Rng,
 ) -> Result<Rows> {
@@ -167,7 +189,7 @@ fn rows(
         n: 0,
     };
     for (e, f) in examples.iter().zip(features) {
-        let (v, c) = planes(inputs, e, f, patch)?;
+        let (v, c) = planes(cfg, inputs, e, f)?;
         let hw = v.len() / c.max(1);
         match &e.target {
             Target::Mask(m) => {
@@ -246,14 +268,13 @@ pub fn fit_linear(
 ) -> Result<LinearFit> {
     let regression = cfg.task == Task::Regression;
     let k = if regression { 1 } else { cfg.num_outputs };
-    let p = cfg.patch_size;
     let mut rng = Rng::new(seed ^ 0x005E_ED0F_11AE);
     let keep = keep_probabilities(
         &class_counts(train.iter().map(|e| &e.target), k),
         max_rows,
         false,
     );
-    let tr = rows(inputs, train, train_features, p, &keep, &mut rng)?;
+    let tr = rows(cfg, inputs, train, train_features, &keep, &mut rng)?;
     if tr.n == 0 {
         return Err(Error::InvalidInput(
             "no labelled training sample for a linear model".into(),
@@ -341,12 +362,13 @@ pub fn fit_linear(
         a[f * ff + f] += 1e-9 * wsum.max(1.0);
         cholesky_solve(&a, &xty, ff, k)
     };
+    let d = if inputs.reads_tokens() {
+        cfg.encoder.embedding_size
+    } else {
+        0
+    };
+    let pc = inputs.pixel_columns(cfg);
     let to_head = |beta: &[f64]| -> LinearHead {
-        let d = if inputs == LinearInputs::Pixels {
-            0
-        } else {
-            cfg.encoder.embedding_size
-        };
         let mut weights = vec![0f32; k * f];
         let mut bias = vec![0f32; k];
         for c in 0..k {
@@ -358,33 +380,24 @@ pub fn fit_linear(
             }
             bias[c] = b as f32;
         }
-        let dd = cfg.encoder.embedding_size;
+        let (dd, pp) = (cfg.encoder.embedding_size, cfg.pixel_channels);
         let mut tokens = vec![0f32; k * dd];
-        let mut pixels = vec![0f32; k * cfg.pixel_channels];
+        let mut pixels = vec![0f32; k * pp];
         for c in 0..k {
             let row = &weights[c * f..(c + 1) * f];
-            if d > 0 {
-                tokens[c * dd..(c + 1) * dd].copy_from_slice(&row[..dd]);
-            }
-            if inputs != LinearInputs::Tokens {
-                let pp = cfg.pixel_channels;
-                pixels[c * pp..(c + 1) * pp].copy_from_slice(&row[d..d + pp]);
-            }
+            tokens[c * dd..c * dd + d].copy_from_slice(&row[..d]);
+            pixels[c * pp..c * pp + pc].copy_from_slice(&row[d..d + pc]);
         }
         LinearHead {
             k,
             d: dd,
-            p: cfg.pixel_channels,
+            p: pp,
             tokens,
             pixels,
             bias,
         }
     };
-    let expected_f = match inputs {
-        LinearInputs::Pixels => cfg.pixel_channels,
-        LinearInputs::Tokens => cfg.encoder.embedding_size,
-        LinearInputs::Both => cfg.encoder.embedding_size + cfg.pixel_channels,
-    };
+    let expected_f = d + pc;
     if f != expected_f {
         return Err(Error::InvalidInput(format!(
             "linear rows have {f} features, the model expects {expected_f}"
@@ -395,7 +408,7 @@ pub fn fit_linear(
         max_rows,
         true,
     );
-    let va = rows(inputs, val, val_features, p, &keep_val, &mut rng)?;
+    let va = rows(cfg, inputs, val, val_features, &keep_val, &mut rng)?;
     if va.n == 0 {
         let lambda = 1e-2;
         return Ok(LinearFit {
@@ -504,6 +517,7 @@ mod tests {
             window_size: size,
             initialised_from: "test".into(),
             pixel_channels: 12,
+            pixel_context: 0,
         };
         cfg.encoder.embedding_size = 8;
         let (train, val) = examples.split_at(3);
@@ -515,11 +529,65 @@ mod tests {
             Ok(score_predictions(cfg.task, 2, &preds, &targets).unwrap_or(0.0))
         };
         let pixels = score(LinearInputs::Pixels)?;
-        let both = score(LinearInputs::Both)?;
+        let both = score(LinearInputs::All)?;
         let tokens = score(LinearInputs::Tokens)?;
         assert!(pixels > 0.99, "pixels {pixels}");
         assert!(both > 0.99, "both {both}");
         assert!(tokens < 0.75, "tokens {tokens}");
+        Ok(())
+    }
+
+    #[test]
+    fn neighbourhood_means_see_through_pixel_noise_that_fools_a_per_pixel_model() -> Result<()> {
+        // Two classes in 6-pixel stripes whose bands differ by less than each pixel's noise.
+        let size = 24usize;
+        let mut rng = Rng::new(7);
+        let mut examples = Vec::new();
+        let mut features = Vec::new();
+        let cls = |_y: usize, x: usize| ((x / 6) % 2) as u8;
+        for _ in 0..6 {
+            let noise: Vec<f32> = (0..size * size)
+                .map(|_| ((rng.next_u64() % 10_000) as f32 / 10_000.0 - 0.5) * 0.8)
+                .collect();
+            let mask: Vec<u8> = (0..size * size).map(|i| cls(i / size, i % size)).collect();
+            examples.push(window(
+                size,
+                |y, x| 0.4 + 0.2 * f32::from(cls(y, x)) + noise[y * size + x],
+                Target::Mask(mask),
+            ));
+            features.push(Tensor::zeros((8, 6, 6), DType::F32, &Device::Cpu)?);
+        }
+        let cfg = TaskModelConfig {
+            format: crate::task::TASK_MODEL_FORMAT,
+            encoder: {
+                let mut e = crate::config::EncoderConfig::preset(crate::config::ModelSize::Nano);
+                e.embedding_size = 8;
+                e
+            },
+            model_size: "nano".into(),
+            patch_size: 4,
+            task: Task::Segmentation,
+            num_outputs: 2,
+            head: HeadKind::Hybrid,
+            modalities: vec![Modality::Sentinel2L2a],
+            window_size: size,
+            initialised_from: "test".into(),
+            pixel_channels: 24,
+            pixel_context: 2,
+        };
+        cfg.validate()?;
+        let (train, val) = examples.split_at(4);
+        let (tf, vf) = features.split_at(4);
+        let score = |inputs| -> Result<f64> {
+            let fit = fit_linear(&cfg, inputs, train, tf, val, vf, 10_000, 3)?;
+            let preds = fit.head.predict(&cfg, val, vf)?;
+            let targets: Vec<&Target> = val.iter().map(|e| &e.target).collect();
+            Ok(score_predictions(cfg.task, 2, &preds, &targets).unwrap_or(0.0))
+        };
+        let pixels = score(LinearInputs::Pixels)?;
+        let context = score(LinearInputs::PixelsInContext)?;
+        assert!(pixels < 0.8, "pixels {pixels}");
+        assert!(context > pixels + 0.1, "context {context}, pixels {pixels}");
         Ok(())
     }
 

@@ -1,17 +1,19 @@
 //! The candidate models of a training run and the choice among them.
 //!
-//! `train` makes every model it knows how to make from the labels (a raw-pixel linear model, the
-//! frozen-encoder kNN and linear probes, a linear model of tokens and pixels, and the fine-tuned head),
-//! scores each on the validation split with the class-balanced metric (`macro_f1`; RMSE for regression),
-//! and publishes the best publishable one. `evaluate` scores all of them on the test split and marks the
+//! `train` makes every model it knows how to make from the labels (a raw-pixel linear model, a linear
+//! model of the pixels and their neighbourhood means, the frozen-encoder kNN and linear probes, a linear
+//! model of tokens and pixels, and the fine-tuned head), scores each on the validation split with the
+//! class-balanced metric (`macro_f1`; RMSE for regression), and publishes the best publishable one; a
+//! more complex candidate must beat a simpler one by a margin ([`MARGIN`]), since the validation split is
+//! small and its noise should not decide. `evaluate` scores all of them on the test split and marks the
 //! chosen one, so the report says plainly when fine-tuning lost to something simpler.
 
 use candle_core::{Device, Tensor};
 use groundwork_types::{HeadKind, Task};
 use olmoearth::finetune::{
-    Baseline, BaselineSummary, Example, FitData, FitOptions, FitSink, FitState, LinearHead,
-    LinearInputs, Prediction, Target, Trainer, embed_examples, fit_linear, metric_better,
-    metric_name, predict_examples, score_predictions,
+    Baseline, BaselineSummary, Example, FitData, FitOptions, FitSink, FitState, LinearFit,
+    LinearHead, LinearInputs, Prediction, Target, Trainer, embed_examples, fit_linear,
+    metric_better, metric_name, predict_examples, score_predictions,
 };
 use olmoearth::task::{TaskModel, TaskModelConfig, TrainableTaskModel, to_safetensors};
 use olmoearth::{Error, Result, StateDict};
@@ -21,8 +23,14 @@ use std::collections::BTreeMap;
 /// Rows a closed-form linear candidate is fitted on, at most (drawn evenly across classes).
 pub const MAX_LINEAR_ROWS: usize = 100_000;
 
+/// How much a more complex candidate must gain on a simpler one to be chosen: macro-F1 points, or the
+/// relative RMSE reduction for regression.
+pub const MARGIN: f64 = 0.005;
+
 /// Candidate names, in order of simplicity (a tie goes to the simpler one).
 pub const RAW_PIXELS: &str = "raw_pixels";
+/// The linear model of the pixels and their neighbourhood means.
+pub const PIXEL_CONTEXT: &str = "pixel_context";
 /// The frozen-encoder linear probe.
 pub const LINEAR_PROBE: &str = "linear_probe";
 /// The frozen-encoder kNN probe (a reference: not publishable).
@@ -83,8 +91,18 @@ fn fmt(v: Option<f64>) -> String {
     v.map_or_else(|| "none".into(), |v| format!("{v:.3}"))
 }
 
-/// Picks the publishable candidate with the best validation score (ties to the earlier, simpler one);
-/// without validation scores, the fine-tuned model. `None` when nothing is publishable.
+/// Whether score `a` beats `b` by more than [`MARGIN`].
+fn clearly_better(task: Task, a: f64, b: f64) -> bool {
+    if task == Task::Regression {
+        metric_better(task, a, b - MARGIN * b.abs())
+    } else {
+        metric_better(task, a, b + MARGIN)
+    }
+}
+
+/// Picks the publishable candidate with the best validation score, where a candidate replaces a simpler
+/// one only when it is better by more than [`MARGIN`]; without validation scores, the fine-tuned model.
+/// `None` when nothing is publishable.
 #[must_use]
 pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
     let metric = metric_name(task);
@@ -93,7 +111,7 @@ pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
         let (true, Some(s)) = (c.publishable(), c.val_score) else {
             continue;
         };
-        if best.is_none_or(|(_, b)| metric_better(task, s, b)) {
+        if best.is_none_or(|(_, b)| clearly_better(task, s, b)) {
             best = Some((i, s));
         }
     }
@@ -113,7 +131,20 @@ pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
     let chosen = &candidates[index];
     let fine_score = fine.and_then(|i| candidates[i].val_score);
     let fine_tuned_lost = chosen.name != FINE_TUNED && fine_score.is_some();
-    let reason = if chosen.name == FINE_TUNED {
+    // A better score that did not clear the margin.
+    let close = candidates
+        .iter()
+        .filter(|c| c.publishable() && c.name != chosen.name)
+        .filter_map(|c| Some((c, c.val_score?)))
+        .filter(|&(_, s)| metric_better(task, s, score))
+        .max_by(|a, b| {
+            if metric_better(task, a.1, b.1) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Less
+            }
+        });
+    let mut reason = if chosen.name == FINE_TUNED {
         let runner_up = candidates
             .iter()
             .filter(|c| c.name != FINE_TUNED && c.val_score.is_some())
@@ -151,6 +182,13 @@ pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
             fmt(Some(score))
         )
     };
+    if let Some((c, s)) = close {
+        reason.push_str(&format!(
+            "; the {} scored {} but did not gain enough over this simpler model to be preferred",
+            c.description,
+            fmt(Some(s))
+        ));
+    }
     Some(Choice {
         index,
         chosen: chosen.name.into(),
@@ -241,26 +279,55 @@ pub fn fit_candidates(
     };
     let mut candidates = Vec::new();
 
+    let linear = |inputs: LinearInputs| {
+        fit_linear(
+            &hybrid,
+            inputs,
+            train,
+            &tf,
+            val,
+            &vf,
+            MAX_LINEAR_ROWS,
+            opts.seed,
+        )
+    };
+    let linear_candidate =
+        |name: &'static str, description: String, fit: &LinearFit| -> Result<Candidate> {
+            Ok(Candidate {
+                name,
+                description,
+                val_score: fit.val_score,
+                test: by_id(test, fit.head.predict(&hybrid, test, &sf)?),
+                source: Source::Linear(fit.head.clone()),
+            })
+        };
+    // The linear models of the pixels that fine-tuning may start from, with their validation scores.
+    let mut starts: Vec<(Option<f64>, LinearHead)> = Vec::new();
+
     sink.progress(0.2, "fitting the raw-pixel linear model");
-    let raw = fit_linear(
-        &hybrid,
-        LinearInputs::Pixels,
-        train,
-        &tf,
-        val,
-        &vf,
-        MAX_LINEAR_ROWS,
-        opts.seed,
-    )?;
-    candidates.push(Candidate {
-        name: RAW_PIXELS,
-        description:
-            "raw-pixel linear model (class-balanced ridge on the normalised monthly bands at 10 m)"
-                .into(),
-        val_score: raw.val_score,
-        test: by_id(test, raw.head.predict(&hybrid, test, &sf)?),
-        source: Source::Linear(raw.head.clone()),
-    });
+    let raw = linear(LinearInputs::Pixels)?;
+    candidates.push(linear_candidate(
+        RAW_PIXELS,
+        "raw-pixel linear model (class-balanced ridge on the normalised monthly bands at 10 m)"
+            .into(),
+        &raw,
+    )?);
+    starts.push((raw.val_score, raw.head));
+
+    if cfg.pixel_context > 0 {
+        sink.progress(
+            0.21,
+            "fitting the linear model of pixels and their neighbourhoods",
+        );
+        let side = (2 * cfg.pixel_context + 1) * 10;
+        let ctx = linear(LinearInputs::PixelsInContext)?;
+        candidates.push(linear_candidate(
+            PIXEL_CONTEXT,
+            format!("linear model of the pixels and their {side} m × {side} m neighbourhood means"),
+            &ctx,
+        )?);
+        starts.push((ctx.val_score, ctx.head));
+    }
 
     sink.progress(0.22, "fitting the frozen-encoder probes (linear, kNN)");
     let probe = Baseline::fit(cfg, &tf, &tt, &vf, &vt)?;
@@ -295,30 +362,28 @@ pub fn fit_candidates(
     });
 
     sink.progress(0.25, "fitting the linear model of tokens and pixels");
-    let both = fit_linear(
-        &hybrid,
-        LinearInputs::Both,
-        train,
-        &tf,
-        val,
-        &vf,
-        MAX_LINEAR_ROWS,
-        opts.seed,
-    )?;
-    candidates.push(Candidate {
-        name: HYBRID_LINEAR,
-        description: "linear model of the encoder's tokens and the raw pixels".into(),
-        val_score: both.val_score,
-        test: by_id(test, both.head.predict(&hybrid, test, &sf)?),
-        source: Source::Linear(both.head.clone()),
-    });
+    let both = linear(LinearInputs::All)?;
+    candidates.push(linear_candidate(
+        HYBRID_LINEAR,
+        "linear model of the encoder's tokens and the pixels with their neighbourhoods".into(),
+        &both,
+    )?);
+    starts.push((both.val_score, both.head));
 
-    // Fine-tuning starts from the better linear model of the pixels (the light head, which reads no
+    // Fine-tuning starts from the best linear model of the pixels (the light head, which reads no
     // pixels, from the probe).
-    let start = match (raw.val_score, both.val_score) {
-        _ if cfg.head == HeadKind::LightSegmentation => probe_head.as_ref(),
-        (Some(r), Some(h)) if metric_better(task, r, h) => Some(&raw.head),
-        _ => Some(&both.head),
+    let best_start = starts
+        .iter()
+        .reduce(|a, b| match (a.0, b.0) {
+            (Some(x), Some(y)) if metric_better(task, x, y) => a,
+            (Some(_), None) => a,
+            _ => b,
+        })
+        .map(|(_, h)| h);
+    let start = if cfg.head == HeadKind::LightSegmentation {
+        probe_head.as_ref()
+    } else {
+        best_start
     };
     let mut trainer = match resume {
         Some((state, ckpt, best)) => {
@@ -439,6 +504,20 @@ mod tests {
         assert_eq!(
             choose(Task::Segmentation, &c).expect("a choice").chosen,
             RAW_PIXELS
+        );
+        // A gain within the margin does not outweigh simplicity, and the reason says so.
+        c[1].val_score = Some(0.80 + MARGIN * 0.8);
+        let choice = choose(Task::Segmentation, &c).expect("a choice");
+        assert_eq!(choice.chosen, RAW_PIXELS);
+        assert!(
+            choice.reason.contains("did not gain enough"),
+            "{}",
+            choice.reason
+        );
+        c[1].val_score = Some(0.80 + MARGIN * 1.5);
+        assert_eq!(
+            choose(Task::Segmentation, &c).expect("a choice").chosen,
+            FINE_TUNED
         );
         // Regression: lower RMSE wins.
         c[1].val_score = Some(0.5);

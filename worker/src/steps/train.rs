@@ -562,6 +562,7 @@ pub async fn train_on_examples(
         window_size: usize::try_from(project.window_size).unwrap_or(64),
         initialised_from: initialised_from.clone(),
         pixel_channels: 0,
+        pixel_context: olmoearth::task::PIXEL_CONTEXT_RADIUS,
     };
 
     let source = WindowSource {
@@ -587,13 +588,15 @@ pub async fn train_on_examples(
             "no training window has both a label and imagery (skipped: {skipped:?})"
         )));
     }
-    // The hybrid head reads the input pixels: bands × months of every modality.
-    cfg.pixel_channels = pixel_channels(&train[0].input).map_err(permanent)?;
+    // The hybrid head reads the input pixels (bands × months of every modality) and their neighbourhood
+    // means.
+    let raw_channels = pixel_channels(&train[0].input).map_err(permanent)?;
+    cfg.pixel_channels = raw_channels * if cfg.pixel_context > 0 { 2 } else { 1 };
     if let Some(e) = train
         .iter()
         .chain(&val)
         .chain(&test)
-        .find(|e| pixel_channels(&e.input).ok() != Some(cfg.pixel_channels))
+        .find(|e| pixel_channels(&e.input).ok() != Some(raw_channels))
     {
         return Err(permanent(anyhow::anyhow!(
             "window {} has another number of months or bands than the others; re-run the acquisition",

@@ -387,13 +387,14 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
         names,
         [
             "raw_pixels",
+            "pixel_context",
             "linear_probe",
             "knn_probe",
             "hybrid_linear",
             "fine_tuned"
         ]
     );
-    let fine = scores[4].1;
+    let fine = scores[5].1;
     let chosen = scores
         .iter()
         .find(|(n, _)| n == metrics["chosen"].as_str().unwrap())
@@ -420,7 +421,12 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
     )
     .unwrap();
     assert_eq!(manifest["config"]["head"], "hybrid");
-    assert_eq!(manifest["config"]["pixel_channels"], 2 * 12);
+    // Two months of 12 bands, and their neighbourhood means.
+    assert_eq!(manifest["config"]["pixel_channels"], 2 * 2 * 12);
+    assert_eq!(
+        manifest["config"]["pixel_context"],
+        olmoearth::task::PIXEL_CONTEXT_RADIUS
+    );
 
     // The evaluation scores every candidate on test, marks the chosen one, and the model it loads from the
     // published weights predicts exactly what the chosen candidate predicted.
@@ -437,7 +443,7 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
     assert_eq!(report["selection"]["fine_tuned_lost"], true);
     assert_eq!(report["selection"]["chosen"], metrics["chosen"]);
     let candidates = report["candidates"].as_array().unwrap();
-    assert_eq!(candidates.len(), 5);
+    assert_eq!(candidates.len(), 6);
     let marked: Vec<&Value> = candidates.iter().filter(|c| c["chosen"] == true).collect();
     assert_eq!(marked.len(), 1);
     assert_eq!(marked[0]["name"], metrics["chosen"]);

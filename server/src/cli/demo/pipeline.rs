@@ -79,7 +79,7 @@ impl Default for DemoRun {
 /// One candidate model of the training run, from the evaluation report.
 #[derive(Debug, Clone, Serialize)]
 pub struct CandidateSummary {
-    /// `raw_pixels`, `linear_probe`, `knn_probe`, `hybrid_linear`, `fine_tuned`.
+    /// `raw_pixels`, `pixel_context`, `linear_probe`, `knn_probe`, `hybrid_linear`, `fine_tuned`.
     pub name: String,
     /// Whether it is the published model.
     pub chosen: bool,
