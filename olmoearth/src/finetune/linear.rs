@@ -1,5 +1,6 @@
-//! Linear candidates in closed form: class-balanced ridge models on the normalised 10 m input pixels, on
-//! the frozen encoder's tokens (bilinearly upsampled to the pixels), or on both; each is a
+//! Linear candidates in closed form: class-balanced ridge models on the normalised 10 m input pixels
+//! (alone, or with their neighbourhood means: [`crate::task::pixel_features`]), on the frozen encoder's
+//! tokens (bilinearly upsampled to the pixels), or on all of them; each is a
 //! [`LinearHead`], i.e. the linear part of the `hybrid` head, so any of them can be published as a model
 //! or be the start of fine-tuning.
 //!

@@ -4,8 +4,9 @@
 //! - a **frozen-encoder baseline**: embeddings of the pretrained encoder (pooled per window, or per patch
 //!   token for segmentation) → k-nearest neighbours and a ridge linear probe, fitted on train and selected
 //!   on validation (`baseline.rs`);
-//! - **linear candidates** in closed form: class-balanced ridge models on the raw 10 m input pixels, on the
-//!   upsampled tokens, or on both, each the linear part of the `hybrid` head (`linear.rs`);
+//! - **linear candidates** in closed form: class-balanced ridge models on the raw 10 m input pixels (alone
+//!   or with their neighbourhood means), on the upsampled tokens, or on all of them, each the linear part
+//!   of the `hybrid` head (`linear.rs`);
 //! - **fine-tuning** of [`TrainableTaskModel`], starting from a linear candidate: the encoder frozen for the
 //!   first epochs (the head trains on cached features), then unfrozen at a reduced learning rate; a
 //!   class-weighted loss; flips and 90° rotations applied alike to inputs (or cached features) and target

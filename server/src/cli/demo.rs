@@ -169,22 +169,31 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
             eprintln!();
             eprintln!(
-                "scene {} seed {seed}: {} labels; candidates on the labelled test pixels:",
+                "scene {} seed {seed}: {} labels; candidates on the labelled test pixels and (map) on every test-window pixel:",
                 opts.scene, summary.labels
             );
             eprintln!(
-                "  {:<14} {:>6} {:>9} {:>8} {:>8} {:>8}",
-                "candidate", "chosen", "val_score", "accuracy", "macro_f1", "edge_acc"
+                "  {:<14} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "candidate",
+                "chosen",
+                "val_score",
+                "accuracy",
+                "macro_f1",
+                "edge_acc",
+                "map",
+                "map_edge"
             );
             for c in &summary.candidates {
                 eprintln!(
-                    "  {:<14} {:>6} {:>9} {:>8} {:>8} {:>8}",
+                    "  {:<14} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
                     c.name,
                     if c.chosen { "*" } else { "" },
                     fmt(c.val_score),
                     fmt(c.accuracy),
                     fmt(c.macro_f1),
-                    fmt(c.edge_accuracy)
+                    fmt(c.edge_accuracy),
+                    fmt(c.map_accuracy),
+                    fmt(c.map_edge_accuracy)
                 );
             }
             if let Some(reason) = &summary.selection_reason {

@@ -3,7 +3,8 @@
 //! `train` makes every model it knows how to make from the labels (a raw-pixel linear model, a linear
 //! model of the pixels and their neighbourhood means, the frozen-encoder kNN and linear probes, a linear
 //! model of tokens and pixels, and the fine-tuned head), scores each on the validation split with the
-//! class-balanced metric (`macro_f1`; RMSE for regression), and publishes the best publishable one; a
+//! class-balanced metric (`macro_f1`; RMSE for regression) on half of the validation windows (the other
+//! half tunes them: [`halves`]), and publishes the best publishable one; a
 //! more complex candidate must beat a simpler one by a margin ([`MARGIN`]), since the validation split is
 //! small and its noise should not decide. `evaluate` scores all of them on the test split and marks the
 //! chosen one, so the report says plainly when fine-tuning lost to something simpler.
@@ -238,6 +239,21 @@ fn by_id(examples: &[Example], preds: Vec<Prediction>) -> BTreeMap<String, Predi
     examples.iter().map(|e| e.id.clone()).zip(preds).collect()
 }
 
+/// The validation windows in two halves (alternate windows): the first tunes (early stopping, ridge
+/// penalties, the probes' settings), the second judges, so that no candidate is judged on the windows it
+/// was tuned on; the fine-tuned model's best epoch would otherwise look better than it is. With fewer
+/// than two windows both halves are all of them.
+fn halves<T: Clone>(val: &[T]) -> (Vec<T>, Vec<T>) {
+    if val.len() < 2 {
+        return (val.to_vec(), val.to_vec());
+    }
+    let (mut tune, mut judge) = (Vec::new(), Vec::new());
+    for (i, v) in val.iter().enumerate() {
+        if i % 2 == 0 { &mut tune } else { &mut judge }.push(v.clone());
+    }
+    (tune, judge)
+}
+
 /// Makes every candidate from the encoder `sd` (features of all splits come from it), fine-tunes the
 /// `cfg` model (resuming from `resume`), scores all on validation and returns the chosen one.
 pub fn fit_candidates(
@@ -265,12 +281,16 @@ pub fn fit_candidates(
     let sf = embed_examples(&enc, test, p, b, sink, (0.18, 0.2))?;
     drop(enc);
     let tt: Vec<&Target> = train.iter().map(|e| &e.target).collect();
-    let vt: Vec<&Target> = val.iter().map(|e| &e.target).collect();
+    // Half of the validation windows steer the fitting, the other half judges the candidates.
+    let (tune, judge) = halves(val);
+    let (tune_f, judge_f) = halves(&vf);
+    let tune_t: Vec<&Target> = tune.iter().map(|e| &e.target).collect();
+    let judge_t: Vec<&Target> = judge.iter().map(|e| &e.target).collect();
     let score = |preds: &[Prediction]| -> Option<f64> {
-        if val.is_empty() {
+        if judge.is_empty() {
             None
         } else {
-            score_predictions(task, k, preds, &vt)
+            score_predictions(task, k, preds, &judge_t)
         }
     };
     let hybrid = TaskModelConfig {
@@ -285,8 +305,8 @@ pub fn fit_candidates(
             inputs,
             train,
             &tf,
-            val,
-            &vf,
+            &tune,
+            &tune_f,
             MAX_LINEAR_ROWS,
             opts.seed,
         )
@@ -296,7 +316,7 @@ pub fn fit_candidates(
             Ok(Candidate {
                 name,
                 description,
-                val_score: fit.val_score,
+                val_score: score(&fit.head.predict(&hybrid, &judge, &judge_f)?),
                 test: by_id(test, fit.head.predict(&hybrid, test, &sf)?),
                 source: Source::Linear(fit.head.clone()),
             })
@@ -330,7 +350,7 @@ pub fn fit_candidates(
     }
 
     sink.progress(0.22, "fitting the frozen-encoder probes (linear, kNN)");
-    let probe = Baseline::fit(cfg, &tf, &tt, &vf, &vt)?;
+    let probe = Baseline::fit(cfg, &tf, &tt, &tune_f, &tune_t)?;
     let mut probe_head = None;
     if let Some((tokens, bias)) = probe.linear_map() {
         let head = LinearHead {
@@ -344,7 +364,7 @@ pub fn fit_candidates(
         candidates.push(Candidate {
             name: LINEAR_PROBE,
             description: "frozen-encoder linear probe (ridge on the encoder's tokens)".into(),
-            val_score: score(&head.predict(&hybrid, val, &vf)?),
+            val_score: score(&head.predict(&hybrid, &judge, &judge_f)?),
             test: by_id(test, head.predict(&hybrid, test, &sf)?),
             source: Source::Linear(head.clone()),
         });
@@ -356,7 +376,7 @@ pub fn fit_candidates(
             "frozen-encoder kNN probe (k = {}; a reference, not publishable)",
             probe.summary.knn_k
         ),
-        val_score: score(&probe.predict_with(&vf, true)?),
+        val_score: score(&probe.predict_with(&judge_f, true)?),
         test: by_id(test, probe.predict_with(&sf, true)?),
         source: Source::Reference,
     });
@@ -393,9 +413,9 @@ pub fn fit_candidates(
     };
     let data = FitData {
         train,
-        val,
+        val: &tune,
         train_features: Some(&tf),
-        val_features: Some(&vf),
+        val_features: Some(&tune_f),
     };
     if let Some(start) = start
         && let Some(t) = trainer.start_from_linear(start, &data, sink)?
@@ -409,7 +429,7 @@ pub fn fit_candidates(
     let tuned = trainer.final_weights()?;
     let model = TaskModel::load(cfg.clone(), &tuned, device)?;
     sink.progress(0.92, "scoring the fine-tuned model");
-    let val_preds = predict_examples(&model, val, b)?;
+    let val_preds = predict_examples(&model, &judge, b)?;
     let test_preds = predict_examples(&model, test, b)?;
     candidates.push(Candidate {
         name: FINE_TUNED,
@@ -526,6 +546,15 @@ mod tests {
             choose(Task::Regression, &c).expect("a choice").chosen,
             FINE_TUNED
         );
+    }
+
+    #[test]
+    fn validation_windows_are_halved_into_disjoint_tuning_and_judging_sets() {
+        let (tune, judge) = halves(&[1, 2, 3, 4, 5]);
+        assert_eq!((tune, judge), (vec![1, 3, 5], vec![2, 4]));
+        // One window cannot be halved: it both tunes and judges.
+        assert_eq!(halves(&[7]), (vec![7], vec![7]));
+        assert_eq!(halves::<u8>(&[]), (vec![], vec![]));
     }
 
     #[test]

@@ -91,6 +91,11 @@ pub struct CandidateSummary {
     pub macro_f1: Option<f64>,
     /// Accuracy on the labelled test pixels near class edges.
     pub edge_accuracy: Option<f64>,
+    /// Its maps of the test windows (the training run's own predictions) against the full ground truth,
+    /// scored like [`DemoSummary::accuracy`].
+    pub map_accuracy: Option<f64>,
+    /// The same within 30 m of a class edge.
+    pub map_edge_accuracy: Option<f64>,
 }
 
 /// What a demo run produced.
@@ -456,8 +461,11 @@ pub async fn run(
             accuracy: c["test"]["accuracy"].as_f64(),
             macro_f1: c["test"]["macro_f1"].as_f64(),
             edge_accuracy: c["test"]["edge_accuracy"].as_f64(),
+            map_accuracy: None,
+            map_edge_accuracy: None,
         })
         .collect();
+    let mut candidates = candidates;
     let selection = &evaluation["report"]["selection"];
     let chosen = selection["chosen"]
         .as_str()
@@ -475,18 +483,31 @@ pub async fn run(
         .find(|s| s["kind"] == "train")
         .and_then(|s| s["output"]["baseline"].as_str())
         .map(str::to_owned);
-    let baseline_maps: BTreeMap<String, Value> = match &baseline_key {
+    let baseline_doc: Value = match &baseline_key {
         Some(key) => {
             let bytes = objects
                 .get(&object_store::path::Path::from(key.as_str()))
                 .await?
                 .bytes()
                 .await?;
-            let doc: Value = serde_json::from_slice(&bytes)?;
-            serde_json::from_value(doc["test_predictions"].clone()).unwrap_or_default()
+            serde_json::from_slice(&bytes)?
         }
-        None => BTreeMap::new(),
+        None => Value::Null,
     };
+    let baseline_maps: BTreeMap<String, Value> =
+        serde_json::from_value(baseline_doc["test_predictions"].clone()).unwrap_or_default();
+    // Every candidate's test-window maps, by name.
+    let candidate_maps: BTreeMap<String, BTreeMap<String, Value>> = baseline_doc["candidates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some((
+                c["name"].as_str()?.to_owned(),
+                serde_json::from_value(c["test_predictions"].clone()).ok()?,
+            ))
+        })
+        .collect();
 
     log("predicting, combining and publishing the map");
     let run = api
@@ -529,24 +550,35 @@ pub async fn run(
         in_split(labels::Split::Train),
         in_split(labels::Split::Test),
     );
-    // Baseline maps hold output indices; the evaluation's class ids name them.
-    let baseline_windows: Vec<([f64; 6], Vec<u8>)> = grids
-        .iter()
-        .filter(|w| splits.get(&w.id) == Some(&labels::Split::Test))
-        .filter_map(|w| {
-            let gt: [f64; 6] = serde_json::from_value(w.geotransform.clone()).ok()?;
-            let map = baseline_maps.get(&w.id)?["map"]
-                .as_array()?
-                .iter()
-                .map(|v| {
+    // Predicted maps hold output indices; the evaluation's class ids name them.
+    let test_windows = |maps: &BTreeMap<String, Value>| -> Vec<([f64; 6], Vec<u8>)> {
+        grids
+            .iter()
+            .filter(|w| splits.get(&w.id) == Some(&labels::Split::Test))
+            .filter_map(|w| {
+                let gt: [f64; 6] = serde_json::from_value(w.geotransform.clone()).ok()?;
+                let map = maps.get(&w.id)?["map"].as_array()?.iter().map(|v| {
                     let i = v.as_u64().and_then(|i| usize::try_from(i).ok());
                     i.and_then(|i| class_ids.get(i))
                         .and_then(|&c| u8::try_from(c).ok())
                         .unwrap_or(u8::MAX)
                 });
-            Some((gt, map.collect()))
-        })
-        .collect();
+                Some((gt, map.collect()))
+            })
+            .collect()
+    };
+    let baseline_windows = test_windows(&baseline_maps);
+    for c in &mut candidates {
+        let windows = candidate_maps
+            .get(&c.name)
+            .map(&test_windows)
+            .unwrap_or_default();
+        if !windows.is_empty() {
+            let score = data::score_window_maps(&opts.data, &windows, 64);
+            c.map_accuracy = Some(score.accuracy());
+            c.map_edge_accuracy = score.edge_accuracy();
+        }
+    }
     let org_id: Uuid = serde_json::from_value(project["org_id"].clone())?;
     let utm_key = groundwork_store::outputs::get(pool, org_id, output_id)
         .await?
