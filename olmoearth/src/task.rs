@@ -114,7 +114,7 @@ impl TaskModelConfig {
         if self.head == HeadKind::Hybrid && self.pixel_channels == 0 {
             return bad("the hybrid head needs pixel_channels".into());
         }
-        if self.pixel_context > 0 && self.pixel_channels % 2 != 0 {
+        if self.pixel_context > 0 && !self.pixel_channels.is_multiple_of(2) {
             return bad(format!(
                 "pixel_channels ({}) must be even with pixel context (the pixels and their means)",
                 self.pixel_channels
