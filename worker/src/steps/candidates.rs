@@ -4,7 +4,7 @@
 //! model of the pixels and their neighbourhood means, the frozen-encoder kNN and linear probes, a linear
 //! model of tokens and pixels, and the fine-tuned head), scores each on the validation split with the
 //! class-balanced metric (`macro_f1`; RMSE for regression) on half of the validation windows (the other
-//! half tunes them: [`halves`]), and publishes the best publishable one; a
+//! half tunes them, see `halves`), and publishes the best publishable one; a
 //! more complex candidate must beat a simpler one by a margin ([`MARGIN`]), since the validation split is
 //! small and its noise should not decide. `evaluate` scores all of them on the test split and marks the
 //! chosen one, so the report says plainly when fine-tuning lost to something simpler.
