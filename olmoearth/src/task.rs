@@ -209,7 +209,7 @@ impl Head {
         Ok(match cfg.head {
             HeadKind::Hybrid => Head::Hybrid(Box::new(HybridHead::new(
                 d,
-                cfg.pixel_channels,
+                (cfg.pixel_channels, cfg.pixel_context),
                 cfg.num_outputs,
                 cfg.patch_size,
                 cfg.task == Task::Classification,
@@ -263,13 +263,12 @@ impl Head {
         matches!(self, Head::Hybrid(_))
     }
 
-    /// The input pixels of `input` (with neighbourhood means of radius `context`) when this head reads
+    /// The input pixels of `input` (with the neighbourhood means the head reads) when this head reads
     /// them.
-    pub fn pixels_of(&self, input: &EncoderInput, context: usize) -> Result<Option<Tensor>> {
-        if self.needs_pixels() {
-            Ok(Some(pixel_features(input, context)?))
-        } else {
-            Ok(None)
+    pub fn pixels_of(&self, input: &EncoderInput) -> Result<Option<Tensor>> {
+        match self {
+            Head::Hybrid(h) => Ok(Some(pixel_features(input, h.context())?)),
+            _ => Ok(None),
         }
     }
 }
@@ -367,7 +366,7 @@ impl TaskModel {
     pub fn predict(&self, input: &EncoderInput) -> Result<Tensor> {
         let dims = input.validate(&self.cfg.encoder, self.cfg.patch_size)?;
         input.check_divisible(self.cfg.patch_size)?;
-        let pixels = self.head.pixels_of(input, self.cfg.pixel_context)?;
+        let pixels = self.head.pixels_of(input)?;
         let raw = self.head.forward(&self.features(input)?, pixels.as_ref())?;
         outputs_to_predictions(&self.cfg, &raw, dims.h, dims.w)
     }
@@ -769,60 +768,38 @@ pub fn pixel_features(input: &EncoderInput, context: usize) -> Result<Tensor> {
 }
 
 /// Mean of every channel of `(B, H, W, C)` values over the `(2r + 1)²` window around each pixel, clipped
-/// to the image (two separable passes of running sums).
-fn box_mean(v: &[f32], (b, h, w, c): (usize, usize, usize, usize), r: usize) -> Vec<f32> {
-    let mut across = vec![0f32; v.len()];
-    let idx = |bi: usize, y: usize, x: usize| ((bi * h + y) * w + x) * c;
-    for bi in 0..b {
-        for y in 0..h {
-            for x in 0..w {
-                let (lo, hi) = (x.saturating_sub(r), (x + r).min(w - 1));
-                let n = (hi - lo + 1) as f32;
-                let out = idx(bi, y, x);
-                for xx in lo..=hi {
-                    let src = idx(bi, y, xx);
-                    for ch in 0..c {
-                        across[out + ch] += v[src + ch];
-                    }
-                }
-                for ch in 0..c {
-                    across[out + ch] /= n;
-                }
-            }
-        }
-    }
-    let mut out = vec![0f32; v.len()];
-    for bi in 0..b {
-        for y in 0..h {
-            let (lo, hi) = (y.saturating_sub(r), (y + r).min(h - 1));
-            let n = (hi - lo + 1) as f32;
-            for x in 0..w {
-                let o = idx(bi, y, x);
-                for yy in lo..=hi {
-                    let src = idx(bi, yy, x);
-                    for ch in 0..c {
-                        out[o + ch] += across[src + ch];
-                    }
-                }
-                for ch in 0..c {
-                    out[o + ch] /= n;
-                }
-            }
-        }
-    }
-    out
+/// to the image: a mean along W, then along H.
+fn box_mean(v: &[f32], (_, h, w, c): (usize, usize, usize, usize), r: usize) -> Vec<f32> {
+    let across = mean_along(v, w, c, r);
+    mean_along(&across, h, w * c, r)
 }
 
-/// `P` of [`pixel_features`] for an input.
-pub fn pixel_channels(input: &EncoderInput) -> Result<usize> {
-    input
+/// Mean of each value and its neighbours within `r` along one axis of `len` elements `stride` apart,
+/// clipped to the axis.
+fn mean_along(v: &[f32], len: usize, stride: usize, r: usize) -> Vec<f32> {
+    (0..v.len())
+        .map(|i| {
+            let at = (i / stride) % len;
+            let start = i - at * stride;
+            let (lo, hi) = (at.saturating_sub(r), (at + r).min(len - 1));
+            let sum: f32 = (lo..=hi).map(|q| v[start + q * stride]).sum();
+            sum / (hi - lo + 1) as f32
+        })
+        .collect()
+}
+
+/// `P` of [`pixel_features`] for an input and a context radius: bands × months of every modality, twice
+/// with context.
+pub fn pixel_channels(input: &EncoderInput, context: usize) -> Result<usize> {
+    let raw: usize = input
         .modalities
         .values()
         .map(|mi| {
             let (_, _, _, t, c) = mi.data.dims5()?;
-            Ok(t * c)
+            Ok::<_, Error>(t * c)
         })
-        .sum()
+        .sum::<Result<usize>>()?;
+    Ok(if context > 0 { 2 * raw } else { raw })
 }
 
 /// Arg-max over the class axis of `(B, K, H, W)` probabilities: `(B, H, W)` class indices.

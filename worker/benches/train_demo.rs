@@ -172,7 +172,8 @@ async fn main() {
         modalities: vec![olmoearth::Modality::Sentinel2L2a],
         window_size: 64,
         initialised_from: "fixture".into(),
-        pixel_channels: 2 * pixel_channels(&train[0].input).unwrap(),
+        pixel_channels: pixel_channels(&train[0].input, olmoearth::task::PIXEL_CONTEXT_RADIUS)
+            .unwrap(),
         pixel_context: olmoearth::task::PIXEL_CONTEXT_RADIUS,
     };
     let epochs = env("EPOCHS", FitOptions::default().epochs);

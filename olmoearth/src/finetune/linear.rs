@@ -117,8 +117,8 @@ impl LinearHead {
         let mut out = Vec::with_capacity(examples.len());
         for (e, f) in examples.iter().zip(features) {
             let hw = input_hw(&e.input)?;
-            let pixels = pixel_features(&e.input, cfg.pixel_context)?;
-            let raw = head.forward(&f.unsqueeze(0)?, Some(&pixels))?;
+            let pixels = head.pixels_of(&e.input)?;
+            let raw = head.forward(&f.unsqueeze(0)?, pixels.as_ref())?;
             out.extend(predictions(cfg, &raw, hw, None)?);
         }
         Ok(out)
@@ -485,6 +485,42 @@ mod tests {
         }
     }
 
+    /// Two-class segmentation on one month of Sentinel-2 in `size`² windows, 8 token channels, with
+    /// pixel context `context`.
+    fn segmentation_config(size: usize, patch_size: usize, context: usize) -> TaskModelConfig {
+        let mut encoder = crate::config::EncoderConfig::preset(crate::config::ModelSize::Nano);
+        encoder.embedding_size = 8;
+        TaskModelConfig {
+            format: crate::task::TASK_MODEL_FORMAT,
+            encoder,
+            model_size: "nano".into(),
+            patch_size,
+            task: Task::Segmentation,
+            num_outputs: 2,
+            head: HeadKind::Hybrid,
+            modalities: vec![Modality::Sentinel2L2a],
+            window_size: size,
+            initialised_from: "test".into(),
+            pixel_channels: if context > 0 { 24 } else { 12 },
+            pixel_context: context,
+        }
+    }
+
+    /// Fits the linear model of `inputs` on the first `n_train` windows and scores it on the others.
+    fn val_score(
+        cfg: &TaskModelConfig,
+        inputs: LinearInputs,
+        (examples, features): (&[Example], &[Tensor]),
+        n_train: usize,
+    ) -> Result<f64> {
+        let (train, val) = examples.split_at(n_train);
+        let (tf, vf) = features.split_at(n_train);
+        let fit = fit_linear(cfg, inputs, train, tf, val, vf, 10_000, 3)?;
+        let preds = fit.head.predict(cfg, val, vf)?;
+        let targets: Vec<&Target> = val.iter().map(|e| &e.target).collect();
+        Ok(score_predictions(cfg.task, 2, &preds, &targets).unwrap_or(0.0))
+    }
+
     #[test]
     fn a_pixel_model_draws_a_10_m_checkerboard_that_8_pixel_tokens_cannot() -> Result<()> {
         // Class = the pixel's square of a 1-pixel checkerboard; the bands say which (0.2 or 0.8). Tokens
@@ -506,29 +542,8 @@ mod tests {
                 .collect();
             features.push(Tensor::from_vec(noise, (8, 2, 2), &Device::Cpu)?);
         }
-        let mut cfg = TaskModelConfig {
-            format: crate::task::TASK_MODEL_FORMAT,
-            encoder: crate::config::EncoderConfig::preset(crate::config::ModelSize::Nano),
-            model_size: "nano".into(),
-            patch_size: p,
-            task: Task::Segmentation,
-            num_outputs: 2,
-            head: HeadKind::Hybrid,
-            modalities: vec![Modality::Sentinel2L2a],
-            window_size: size,
-            initialised_from: "test".into(),
-            pixel_channels: 12,
-            pixel_context: 0,
-        };
-        cfg.encoder.embedding_size = 8;
-        let (train, val) = examples.split_at(3);
-        let (tf, vf) = features.split_at(3);
-        let score = |inputs| -> Result<f64> {
-            let fit = fit_linear(&cfg, inputs, train, tf, val, vf, 10_000, 3)?;
-            let preds = fit.head.predict(&cfg, val, vf)?;
-            let targets: Vec<&Target> = val.iter().map(|e| &e.target).collect();
-            Ok(score_predictions(cfg.task, 2, &preds, &targets).unwrap_or(0.0))
-        };
+        let cfg = segmentation_config(size, p, 0);
+        let score = |inputs| val_score(&cfg, inputs, (&examples, &features), 3);
         let pixels = score(LinearInputs::Pixels)?;
         let both = score(LinearInputs::All)?;
         let tokens = score(LinearInputs::Tokens)?;
@@ -558,33 +573,9 @@ mod tests {
             ));
             features.push(Tensor::zeros((8, 6, 6), DType::F32, &Device::Cpu)?);
         }
-        let cfg = TaskModelConfig {
-            format: crate::task::TASK_MODEL_FORMAT,
-            encoder: {
-                let mut e = crate::config::EncoderConfig::preset(crate::config::ModelSize::Nano);
-                e.embedding_size = 8;
-                e
-            },
-            model_size: "nano".into(),
-            patch_size: 4,
-            task: Task::Segmentation,
-            num_outputs: 2,
-            head: HeadKind::Hybrid,
-            modalities: vec![Modality::Sentinel2L2a],
-            window_size: size,
-            initialised_from: "test".into(),
-            pixel_channels: 24,
-            pixel_context: 2,
-        };
+        let cfg = segmentation_config(size, 4, 2);
         cfg.validate()?;
-        let (train, val) = examples.split_at(4);
-        let (tf, vf) = features.split_at(4);
-        let score = |inputs| -> Result<f64> {
-            let fit = fit_linear(&cfg, inputs, train, tf, val, vf, 10_000, 3)?;
-            let preds = fit.head.predict(&cfg, val, vf)?;
-            let targets: Vec<&Target> = val.iter().map(|e| &e.target).collect();
-            Ok(score_predictions(cfg.task, 2, &preds, &targets).unwrap_or(0.0))
-        };
+        let score = |inputs| val_score(&cfg, inputs, (&examples, &features), 4);
         let pixels = score(LinearInputs::Pixels)?;
         let context = score(LinearInputs::PixelsInContext)?;
         assert!(pixels < 0.8, "pixels {pixels}");

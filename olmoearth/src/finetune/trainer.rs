@@ -667,10 +667,7 @@ impl Trainer {
                     .collect::<Result<_>>()?;
                 let refs: Vec<&EncoderInput> = inputs.iter().collect();
                 let x = stack_inputs(&refs)?;
-                let pixels = self
-                    .model
-                    .head()
-                    .pixels_of(&x, self.model.config().pixel_context)?;
+                let pixels = self.model.head().pixels_of(&x)?;
                 let raw = if let Some(feats) = feats {
                     let f: Vec<Tensor> = idx.iter().map(|&i| feats[i].clone()).collect();
                     let f = dihedral(&Tensor::stack(&f, 0)?, aug, 2)?;
@@ -782,10 +779,7 @@ impl Trainer {
                 (None, Some(enc)) => feature_map(&enc.forward(&x, cfg.patch_size)?)?,
                 (None, None) => return Err(Error::InvalidInput("no encoder".into())),
             };
-            let pixels = self
-                .model
-                .head()
-                .pixels_of(&x, self.model.config().pixel_context)?;
+            let pixels = self.model.head().pixels_of(&x)?;
             let raw = self.model.head().forward(&f, pixels.as_ref())?.detach();
             let targets: Vec<&Target> = chunk.iter().map(|e| &e.target).collect();
             let t = target_tensor(&targets, 0, self.state.target_scale, hw, &device)?;

@@ -590,13 +590,12 @@ pub async fn train_on_examples(
     }
     // The hybrid head reads the input pixels (bands × months of every modality) and their neighbourhood
     // means.
-    let raw_channels = pixel_channels(&train[0].input).map_err(permanent)?;
-    cfg.pixel_channels = raw_channels * if cfg.pixel_context > 0 { 2 } else { 1 };
+    cfg.pixel_channels = pixel_channels(&train[0].input, cfg.pixel_context).map_err(permanent)?;
     if let Some(e) = train
         .iter()
         .chain(&val)
         .chain(&test)
-        .find(|e| pixel_channels(&e.input).ok() != Some(raw_channels))
+        .find(|e| pixel_channels(&e.input, cfg.pixel_context).ok() != Some(cfg.pixel_channels))
     {
         return Err(permanent(anyhow::anyhow!(
             "window {} has another number of months or bands than the others; re-run the acquisition",

@@ -450,7 +450,7 @@ pub async fn run(
         )
         .await?;
     let model_label_accuracy = evaluation["report"]["model"]["accuracy"].as_f64();
-    let candidates: Vec<CandidateSummary> = evaluation["report"]["candidates"]
+    let mut candidates: Vec<CandidateSummary> = evaluation["report"]["candidates"]
         .as_array()
         .into_iter()
         .flatten()
@@ -465,7 +465,6 @@ pub async fn run(
             map_edge_accuracy: None,
         })
         .collect();
-    let mut candidates = candidates;
     let selection = &evaluation["report"]["selection"];
     let chosen = selection["chosen"]
         .as_str()
