@@ -225,7 +225,7 @@ pub const HYBRID_TOKEN_CHANNELS: usize = 16;
 pub struct HybridHead {
     patch_size: usize,
     pooled: bool,
-    context: usize,
+    context: Vec<usize>,
     tokens: Conv2d,
     pixels: Conv2d,
     reduce: Conv2d,
@@ -246,11 +246,11 @@ fn zero_conv1x1(cin: usize, cout: usize, bias: bool, vb: VarBuilder) -> Result<C
 
 impl HybridHead {
     /// Builds the head: `in_channels` = D, `pixel_channels` = P (with the context channels),
-    /// `out_channels` = K, `context` the radius of the pixels' neighbourhood means
+    /// `out_channels` = K, `context` the radii of the pixels' neighbourhood means
     /// ([`crate::task::pixel_features`]).
     pub fn new(
         in_channels: usize,
-        (pixel_channels, context): (usize, usize),
+        (pixel_channels, context): (usize, &[usize]),
         out_channels: usize,
         patch_size: usize,
         pooled: bool,
@@ -264,7 +264,7 @@ impl HybridHead {
         Ok(HybridHead {
             patch_size,
             pooled,
-            context,
+            context: context.to_vec(),
             tokens: zero_conv1x1(in_channels, out_channels, false, vb.pp("tokens"))?,
             pixels: zero_conv1x1(pixel_channels, out_channels, true, vb.pp("pixels"))?,
             reduce: candle_nn::conv2d(
@@ -283,10 +283,10 @@ impl HybridHead {
         })
     }
 
-    /// Radius of the neighbourhood means among the pixels it reads (0: none).
+    /// Radii of the neighbourhood means among the pixels it reads (empty: none).
     #[must_use]
-    pub fn context(&self) -> usize {
-        self.context
+    pub fn context(&self) -> &[usize] {
+        &self.context
     }
 
     /// `(B, D, h, w)` tokens and `(B, P, h·p, w·p)` pixels → `(B, K, h·p, w·p)` (or `(B, K)` pooled).
@@ -353,9 +353,9 @@ mod tests {
         assert_eq!(unet.forward(&x)?.dims(), &[2, 1, 16, 16]);
         assert!(UNetHead::new(16, 8, 1, 3, vb.pp("bad")).is_err());
         let px = Tensor::randn(0f32, 1.0, (2, 6, 16, 16), &dev)?;
-        let hybrid = HybridHead::new(16, (6, 0), 3, 4, false, vb.pp("hybrid"))?;
+        let hybrid = HybridHead::new(16, (6, &[]), 3, 4, false, vb.pp("hybrid"))?;
         assert_eq!(hybrid.forward(&x, &px)?.dims(), &[2, 3, 16, 16]);
-        let pooled = HybridHead::new(16, (6, 0), 3, 4, true, vb.pp("pooled"))?;
+        let pooled = HybridHead::new(16, (6, &[]), 3, 4, true, vb.pp("pooled"))?;
         assert_eq!(pooled.forward(&x, &px)?.dims(), &[2, 3]);
         assert!(hybrid.forward(&x, &px.narrow(2, 0, 8)?).is_err());
         Ok(())

@@ -61,28 +61,44 @@ pub struct TaskModelConfig {
     /// Where the encoder weights came from (e.g. `olmoearth-v1-nano`, `random`).
     pub initialised_from: String,
     /// Channels of the input pixels the `hybrid` head reads ([`pixel_features`]: bands × months of every
-    /// modality, and their neighbourhood means when `pixel_context` > 0); 0 for heads that read tokens only.
+    /// modality, then their neighbourhood means at each radius of `pixel_context`); 0 for heads that read
+    /// tokens only.
     #[serde(default)]
     pub pixel_channels: usize,
-    /// Radius in pixels of the neighbourhood mean [`pixel_features`] adds to every pixel channel (0: none;
-    /// models saved before it existed read 0).
-    #[serde(default)]
-    pub pixel_context: usize,
+    /// Radii in pixels of the neighbourhood means [`pixel_features`] adds to every pixel channel, one set
+    /// of channels per radius (empty: none). Models saved with a single radius (a number) read it as a
+    /// list of one; models saved before it existed read none.
+    #[serde(default, deserialize_with = "context_radii")]
+    pub pixel_context: Vec<usize>,
 }
 
-/// Neighbourhood radius of the `hybrid` head's context channels in new models: the mean of a 5 × 5
-/// (50 m) window around each pixel.
-pub const PIXEL_CONTEXT_RADIUS: usize = 2;
+/// Neighbourhood radii of the `hybrid` head's context channels in new models: the means of the 3 × 3,
+/// 5 × 5 and 9 × 9 windows (30, 50 and 90 m) around each pixel. Narrow fields keep a pure 30 m mean;
+/// wide ones average more of their noise away; the model weighs them.
+pub const PIXEL_CONTEXT_RADII: [usize; 3] = [1, 2, 4];
+
+/// Reads `pixel_context` as a list of radii, or as the single radius (0: none) earlier models saved.
+fn context_radii<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Radii {
+        One(usize),
+        Many(Vec<usize>),
+    }
+    Ok(match Radii::deserialize(d)? {
+        Radii::One(0) => Vec::new(),
+        Radii::One(r) => vec![r],
+        Radii::Many(v) => v,
+    })
+}
 
 impl TaskModelConfig {
     /// Pixel channels without the context channels: bands × months of every modality.
     #[must_use]
     pub fn raw_pixel_channels(&self) -> usize {
-        if self.pixel_context > 0 {
-            self.pixel_channels / 2
-        } else {
-            self.pixel_channels
-        }
+        self.pixel_channels / (1 + self.pixel_context.len())
     }
 
     /// Checks that task, head and sizes fit together.
@@ -114,10 +130,18 @@ impl TaskModelConfig {
         if self.head == HeadKind::Hybrid && self.pixel_channels == 0 {
             return bad("the hybrid head needs pixel_channels".into());
         }
-        if self.pixel_context > 0 && !self.pixel_channels.is_multiple_of(2) {
+        if self.pixel_context.contains(&0) {
+            return bad("pixel context radii must be at least 1".into());
+        }
+        if !self
+            .pixel_channels
+            .is_multiple_of(1 + self.pixel_context.len())
+        {
             return bad(format!(
-                "pixel_channels ({}) must be even with pixel context (the pixels and their means)",
-                self.pixel_channels
+                "pixel_channels ({}) must be a multiple of {} (the pixels and their means at {} radii)",
+                self.pixel_channels,
+                1 + self.pixel_context.len(),
+                self.pixel_context.len()
             ));
         }
         if let Some(m) = self
@@ -209,7 +233,7 @@ impl Head {
         Ok(match cfg.head {
             HeadKind::Hybrid => Head::Hybrid(Box::new(HybridHead::new(
                 d,
-                (cfg.pixel_channels, cfg.pixel_context),
+                (cfg.pixel_channels, &cfg.pixel_context),
                 cfg.num_outputs,
                 cfg.patch_size,
                 cfg.task == Task::Classification,
@@ -711,12 +735,13 @@ pub const MISSING_PIXEL: f32 = 0.5;
 /// modality order, channel `t·C + c`. Observations the mask marks missing, and values that are not finite,
 /// become [`MISSING_PIXEL`]; values are clipped to `[-2, 3]` (normalisation maps mean ± 2 std to 0 and 1).
 ///
-/// With `context` > 0, the mean of each channel over the `(2·context + 1)²` pixels around each pixel
-/// (those inside the window) follows as `P` more channels: `(B, 2P, H, W)`. A per-pixel model of these
-/// sees the field around a pixel as well as the pixel, which averages out the pixel's own noise.
-pub fn pixel_features(input: &EncoderInput, context: usize) -> Result<Tensor> {
+/// For each radius `r` of `context`, the mean of each channel over the `(2r + 1)²` pixels around each
+/// pixel (those inside the window) follows as `P` more channels: `(B, (1 + n)·P, H, W)` for `n` radii.
+/// A per-pixel model of these sees the field around a pixel as well as the pixel, which averages out the
+/// pixel's own noise.
+pub fn pixel_features(input: &EncoderInput, context: &[usize]) -> Result<Tensor> {
     let mut parts = Vec::with_capacity(input.modalities.len());
-    let mut context_parts = Vec::new();
+    let mut context_parts = vec![Vec::new(); context.len()];
     for mi in input.modalities.values() {
         let (b, h, w, t, c) = mi.data.dims5()?;
         let device = mi.data.device().clone();
@@ -752,18 +777,15 @@ pub fn pixel_features(input: &EncoderInput, context: usize) -> Result<Tensor> {
                 .contiguous()?
                 .to_device(&device)?)
         };
-        if context > 0 {
-            let means = box_mean(&v, (b, h, w, t * c), context);
-            parts.push(to_channels(v)?);
-            context_parts.push(to_channels(means)?);
-        } else {
-            parts.push(to_channels(v)?);
+        for (&r, part) in context.iter().zip(&mut context_parts) {
+            part.push(to_channels(box_mean(&v, (b, h, w, t * c), r))?);
         }
+        parts.push(to_channels(v)?);
     }
     if parts.is_empty() {
         return Err(Error::InvalidInput("no modality in the input".into()));
     }
-    parts.extend(context_parts);
+    parts.extend(context_parts.into_iter().flatten());
     Ok(Tensor::cat(&parts, 1)?)
 }
 
@@ -788,9 +810,9 @@ fn mean_along(v: &[f32], len: usize, stride: usize, r: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `P` of [`pixel_features`] for an input and a context radius: bands × months of every modality, twice
-/// with context.
-pub fn pixel_channels(input: &EncoderInput, context: usize) -> Result<usize> {
+/// `P` of [`pixel_features`] for an input and context radii: bands × months of every modality, once
+/// more for every radius.
+pub fn pixel_channels(input: &EncoderInput, context: &[usize]) -> Result<usize> {
     let raw: usize = input
         .modalities
         .values()
@@ -799,7 +821,7 @@ pub fn pixel_channels(input: &EncoderInput, context: usize) -> Result<usize> {
             Ok::<_, Error>(t * c)
         })
         .sum::<Result<usize>>()?;
-    Ok(if context > 0 { 2 * raw } else { raw })
+    Ok(raw * (1 + context.len()))
 }
 
 /// Arg-max over the class axis of `(B, K, H, W)` probabilities: `(B, H, W)` class indices.
@@ -834,9 +856,10 @@ mod tests {
             modalities,
             months: Tensor::zeros((1, 1), DType::U32, &Device::Cpu)?,
         };
-        assert_eq!(pixel_features(&input, 0)?.dims(), &[1, 2, h, w]);
-        let x = pixel_features(&input, 1)?;
-        assert_eq!(x.dims(), &[1, 4, h, w]);
+        assert_eq!(pixel_features(&input, &[])?.dims(), &[1, 2, h, w]);
+        assert_eq!(pixel_channels(&input, &[1, 2])?, 6);
+        let x = pixel_features(&input, &[1, 2])?;
+        assert_eq!(x.dims(), &[1, 6, h, w]);
         let at = |c: usize, y: usize, xx: usize| -> Result<f32> {
             Ok(x.get(0)?.get(c)?.get(y)?.get(xx)?.to_scalar::<f32>()?)
         };
@@ -846,6 +869,9 @@ mod tests {
         assert!((at(2, 1, 1)? - 0.5).abs() < 1e-6);
         assert!((at(2, 0, 0)? - (0.0 + 0.1 + 0.4 + 0.5) / 4.0).abs() < 1e-6);
         assert!((at(3, 0, 0)? - 1.0).abs() < 1e-6);
+        // The second radius follows: at (1, 1), radius 2 covers the whole 3 × 4 window (mean x 1.5, y 1).
+        assert!((at(4, 1, 1)? - 0.55).abs() < 1e-6);
+        assert!((at(5, 1, 1)? - 1.0).abs() < 1e-6);
         Ok(())
     }
 

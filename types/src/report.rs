@@ -51,8 +51,17 @@ pub struct CandidateMetrics {
     pub publishable: bool,
     /// Whether it is the model of this run.
     pub chosen: bool,
-    /// Its score on the validation split (the selection metric), when there were validation labels.
+    /// Its score on the validation split (the selection metric), when there were validation labels:
+    /// held-out predictions only, from cross-validation when `cross_validated`.
     pub val_score: Option<f64>,
+    /// Whether `val_score` comes from cross-validation over the training and validation windows (the
+    /// ridge models); otherwise from the half of the validation windows no candidate was tuned on.
+    #[serde(default)]
+    pub cross_validated: bool,
+    /// Its score on that half of the validation windows, on which it was compared with candidates that
+    /// are not cross-validated.
+    #[serde(default)]
+    pub judge_score: Option<f64>,
     /// Its metrics on the test split.
     pub test: Metrics,
 }

@@ -172,9 +172,9 @@ async fn main() {
         modalities: vec![olmoearth::Modality::Sentinel2L2a],
         window_size: 64,
         initialised_from: "fixture".into(),
-        pixel_channels: pixel_channels(&train[0].input, olmoearth::task::PIXEL_CONTEXT_RADIUS)
+        pixel_channels: pixel_channels(&train[0].input, &olmoearth::task::PIXEL_CONTEXT_RADII)
             .unwrap(),
-        pixel_context: olmoearth::task::PIXEL_CONTEXT_RADIUS,
+        pixel_context: olmoearth::task::PIXEL_CONTEXT_RADII.to_vec(),
     };
     let epochs = env("EPOCHS", FitOptions::default().epochs);
     let fit = FitOptions {

@@ -498,7 +498,7 @@ mod tests {
             window_size: 2,
             initialised_from: "test".into(),
             pixel_channels: 0,
-            pixel_context: 0,
+            pixel_context: Vec::new(),
         };
         let t: Vec<&Target> = targets.iter().collect();
         let b = Baseline::fit(&cfg, &feats, &t, &[], &[])?;

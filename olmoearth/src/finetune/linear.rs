@@ -29,6 +29,16 @@ impl LinearInputs {
         matches!(self, LinearInputs::Tokens | LinearInputs::All)
     }
 
+    /// Features of a row: token channels it reads, then pixel columns.
+    fn columns(self, cfg: &TaskModelConfig) -> usize {
+        let d = if self.reads_tokens() {
+            cfg.encoder.embedding_size
+        } else {
+            0
+        };
+        d + self.pixel_columns(cfg)
+    }
+
     /// How many of the model's pixel channels it reads (the first ones).
     fn pixel_columns(self, cfg: &TaskModelConfig) -> usize {
         match self {
@@ -141,11 +151,20 @@ pub struct LinearFit {
 /// Relative ridge penalties tried.
 const LAMBDAS: [f64; 5] = [1e-4, 1e-3, 1e-2, 1e-1, 1.0];
 
-/// Rows of one split: `(n, F)` features, targets (class index or value) and row weights.
+/// Rows of one split: `(n, F)` features and targets (class index or value).
+#[derive(Default)]
 struct Rows {
     x: Vec<f32>,
     y: Vec<f64>,
     n: usize,
+}
+
+impl Rows {
+    fn append(&mut self, other: Rows) {
+        self.x.extend(other.x);
+        self.y.extend(other.y);
+        self.n += other.n;
+    }
 }
 
 /// Per-pixel feature planes `(F, H·W)` of one window, channel-major.
@@ -162,7 +181,7 @@ fn planes(
     let pc = inputs.pixel_columns(cfg);
     if pc > 0 {
         parts.push(
-            pixel_features(&e.input, cfg.pixel_context)?
+            pixel_features(&e.input, &cfg.pixel_context)?
                 .squeeze(0)?
                 .narrow(0, 0, pc)?,
         );
@@ -267,6 +286,26 @@ pub fn fit_linear(
     max_rows: usize,
     seed: u64,
 ) -> Result<LinearFit> {
+    fit_linear_with(
+        cfg,
+        inputs,
+        (train, train_features),
+        (val, val_features),
+        &LAMBDAS,
+        (max_rows, seed),
+    )
+}
+
+/// [`fit_linear`] with the penalties to try (relative to the mean diagonal of the weighted Gram matrix):
+/// the one `val` scores best, or with one penalty that one (scored on `val` all the same).
+pub fn fit_linear_with(
+    cfg: &TaskModelConfig,
+    inputs: LinearInputs,
+    (train, train_features): (&[Example], &[Tensor]),
+    (val, val_features): (&[Example], &[Tensor]),
+    lambdas: &[f64],
+    (max_rows, seed): (usize, u64),
+) -> Result<LinearFit> {
     let regression = cfg.task == Task::Regression;
     let k = if regression { 1 } else { cfg.num_outputs };
     let mut rng = Rng::new(seed ^ 0x005E_ED0F_11AE);
@@ -282,105 +321,307 @@ pub fn fit_linear(
         ));
     }
     let f = tr.x.len() / tr.n;
-    // Row weights: balanced over the classes of the rows (1 for values).
-    let mut w = vec![1f64; tr.n];
-    if !regression {
-        let mut counts = vec![0f64; k];
-        for &y in &tr.y {
-            counts[y as usize] += 1.0;
-        }
-        let present = counts.iter().filter(|&&c| c > 0.0).count().max(1) as f64;
-        for (wi, &y) in w.iter_mut().zip(&tr.y) {
-            *wi = tr.n as f64 / (present * counts[y as usize]);
+    let expected_f = inputs.columns(cfg);
+    if f != expected_f {
+        return Err(Error::InvalidInput(format!(
+            "linear rows have {f} features, the model expects {expected_f}"
+        )));
+    }
+    let design = Design::new(&tr, f, k, regression);
+    let (gram, xty) = design.products(&tr)?;
+    let system = Ridge::new(gram, xty, f, k, design.wsum);
+    let to_head = |beta: &[f64]| design.head(cfg, inputs, beta);
+    let keep_val = keep_probabilities(
+        &class_counts(val.iter().map(|e| &e.target), k),
+        max_rows,
+        true,
+    );
+    let va = rows(cfg, inputs, val, val_features, &keep_val, &mut rng)?;
+    if va.n == 0 {
+        let lambda = if lambdas.len() == 1 { lambdas[0] } else { 1e-2 };
+        return Ok(LinearFit {
+            head: to_head(&system.solve(lambda, None)?),
+            lambda,
+            val_score: None,
+            train_rows: tr.n,
+        });
+    }
+    let xv = design.standardise(&va, false)?;
+    let mut best: Option<(f64, f64, Vec<f64>)> = None;
+    for &lambda in lambdas {
+        let beta = system.solve(lambda, None)?;
+        let mut m = MetricSum::new(k);
+        add_rows(&mut m, regression, &xv, &beta, &va.y)?;
+        let Some(score) = m.value(cfg.task) else {
+            continue;
+        };
+        if best
+            .as_ref()
+            .is_none_or(|(b, _, _)| metric_better(cfg.task, score, *b))
+        {
+            best = Some((score, lambda, beta));
         }
     }
-    let wsum: f64 = w.iter().sum();
-    // Weighted standardisation.
-    let mut mean = vec![0f64; f];
-    for (r, &wi) in tr.x.chunks_exact(f).zip(&w) {
-        for (m, &x) in mean.iter_mut().zip(r) {
-            *m += wi * f64::from(x);
+    let Some((score, lambda, beta)) = best else {
+        return Err(Error::InvalidInput("no validation score".into()));
+    };
+    Ok(LinearFit {
+        head: to_head(&beta),
+        lambda,
+        val_score: Some(score),
+        train_rows: tr.n,
+    })
+}
+
+/// Folds of [`cross_validate_linear`] when there are windows enough.
+pub const CV_FOLDS: usize = 5;
+
+/// What [`cross_validate_linear`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrossValidation {
+    /// The penalty whose held-out predictions score best.
+    pub lambda: f64,
+    /// Their [`metric_name`], pooled over every fold.
+    pub score: f64,
+    /// Folds used.
+    pub folds: usize,
+    /// Held-out rows scored (labelled pixels, or windows).
+    pub rows: usize,
+}
+
+/// Cross-validates the class-balanced ridge model of `inputs` window by window: the windows are dealt
+/// into `folds` folds, each fold is predicted by the model fitted on the others, and the held-out
+/// predictions of all folds are scored together, for every penalty; the best penalty and its score.
+/// Class weights and standardisation come from all rows (no targets but class counts). `None` with
+/// fewer than two folds holding labels.
+pub fn cross_validate_linear(
+    cfg: &TaskModelConfig,
+    inputs: LinearInputs,
+    windows: &[(&Example, &Tensor)],
+    folds: usize,
+    (max_rows, seed): (usize, u64),
+) -> Result<Option<CrossValidation>> {
+    let folds = folds.min(windows.len());
+    if folds < 2 {
+        return Ok(None);
+    }
+    let regression = cfg.task == Task::Regression;
+    let k = if regression { 1 } else { cfg.num_outputs };
+    let mut rng = Rng::new(seed ^ 0x0C0F_01D5);
+    let keep = keep_probabilities(
+        &class_counts(windows.iter().map(|(e, _)| &e.target), k),
+        max_rows,
+        false,
+    );
+    let mut parts: Vec<Rows> = (0..folds).map(|_| Rows::default()).collect();
+    for (i, &(e, f)) in windows.iter().enumerate() {
+        let r = rows(
+            cfg,
+            inputs,
+            std::slice::from_ref(e),
+            std::slice::from_ref(f),
+            &keep,
+            &mut rng,
+        )?;
+        parts[i % folds].append(r);
+    }
+    parts.retain(|p| p.n > 0);
+    if parts.len() < 2 {
+        return Ok(None);
+    }
+    let mut all = Rows::default();
+    for p in &parts {
+        all.x.extend_from_slice(&p.x);
+        all.y.extend_from_slice(&p.y);
+        all.n += p.n;
+    }
+    let f = all.x.len() / all.n;
+    let design = Design::new(&all, f, k, regression);
+    let mut products = Vec::with_capacity(parts.len());
+    let (mut gram, mut xty) = (vec![0f64; (f + 1) * (f + 1)], vec![0f64; (f + 1) * k]);
+    for p in &parts {
+        let (g, c) = design.products(p)?;
+        gram.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+        xty.iter_mut().zip(&c).for_each(|(a, b)| *a += b);
+        products.push((g, c, design.standardise(p, false)?));
+    }
+    let system = Ridge::new(gram, xty, f, k, design.wsum);
+    let mut best: Option<CrossValidation> = None;
+    for &lambda in &LAMBDAS {
+        let mut m = MetricSum::new(k);
+        for ((g, c, xv), p) in products.iter().zip(&parts) {
+            let beta = system.solve(lambda, Some((g, c)))?;
+            add_rows(&mut m, regression, xv, &beta, &p.y)?;
+        }
+        let Some(score) = m.value(cfg.task) else {
+            continue;
+        };
+        if best
+            .as_ref()
+            .is_none_or(|b| metric_better(cfg.task, score, b.score))
+        {
+            best = Some(CrossValidation {
+                lambda,
+                score,
+                folds: parts.len(),
+                rows: all.n,
+            });
         }
     }
-    mean.iter_mut().for_each(|m| *m /= wsum);
-    let mut var = vec![0f64; f];
-    for (r, &wi) in tr.x.chunks_exact(f).zip(&w) {
-        for ((v, &x), m) in var.iter_mut().zip(r).zip(&mean) {
-            *v += wi * (f64::from(x) - m).powi(2);
+    Ok(best)
+}
+
+/// Adds the predictions of the linear model `beta` for standardised rows `x` (with their targets `y`).
+fn add_rows(
+    m: &mut MetricSum,
+    regression: bool,
+    x: &Tensor,
+    beta: &[f64],
+    y: &[f64],
+) -> Result<()> {
+    let (ff, k) = (x.dim(1)?, beta.len() / x.dim(1)?.max(1));
+    let out = x.matmul(&Tensor::from_slice(beta, (ff, k), &Device::Cpu)?)?;
+    if regression {
+        let v: Vec<f64> = out.flatten_all()?.to_vec1()?;
+        for (p, &t) in v.iter().zip(y) {
+            m.add(&Prediction::Value(*p), &Target::Value(t as f32));
+        }
+    } else {
+        let cls: Vec<u32> = out.argmax(1)?.to_dtype(DType::U32)?.to_vec1()?;
+        for (&p, &t) in cls.iter().zip(y) {
+            m.add(&Prediction::Class(p), &Target::Class(t as u32));
         }
     }
-    let inv_std: Vec<f64> = var
-        .iter()
-        .map(|&v| {
-            let s = (v / wsum).sqrt();
-            if s > 1e-6 { 1.0 / s } else { 0.0 }
-        })
-        .collect();
-    let standardise = |x: &[f32], n: usize, weights: Option<&[f64]>| -> Result<Tensor> {
-        let mut z = Vec::with_capacity(n * (f + 1));
-        for (i, r) in x.chunks_exact(f).enumerate() {
-            let s = weights.map_or(1.0, |w| w[i].sqrt());
+    Ok(())
+}
+
+/// Row weights (balanced over the classes of the rows; 1 for values) and the weighted standardisation of
+/// the features.
+struct Design {
+    f: usize,
+    k: usize,
+    regression: bool,
+    /// Weight of each class (for values, one weight 1).
+    class_weight: Vec<f64>,
+    wsum: f64,
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+}
+
+impl Design {
+    fn new(rows: &Rows, f: usize, k: usize, regression: bool) -> Self {
+        let mut class_weight = vec![1f64; if regression { 1 } else { k }];
+        if !regression {
+            let mut counts = vec![0f64; k];
+            for &y in &rows.y {
+                counts[y as usize] += 1.0;
+            }
+            let present = counts.iter().filter(|&&c| c > 0.0).count().max(1) as f64;
+            for (w, &c) in class_weight.iter_mut().zip(&counts) {
+                *w = if c > 0.0 {
+                    rows.n as f64 / (present * c)
+                } else {
+                    0.0
+                };
+            }
+        }
+        let mut d = Design {
+            f,
+            k,
+            regression,
+            class_weight,
+            wsum: 0.0,
+            mean: vec![0f64; f],
+            inv_std: vec![0f64; f],
+        };
+        let w: Vec<f64> = rows.y.iter().map(|&y| d.weight(y)).collect();
+        d.wsum = w.iter().sum();
+        for (r, &wi) in rows.x.chunks_exact(f).zip(&w) {
+            for (m, &x) in d.mean.iter_mut().zip(r) {
+                *m += wi * f64::from(x);
+            }
+        }
+        d.mean.iter_mut().for_each(|m| *m /= d.wsum.max(1e-12));
+        let mut var = vec![0f64; f];
+        for (r, &wi) in rows.x.chunks_exact(f).zip(&w) {
+            for ((v, &x), m) in var.iter_mut().zip(r).zip(&d.mean) {
+                *v += wi * (f64::from(x) - m).powi(2);
+            }
+        }
+        for (is, v) in d.inv_std.iter_mut().zip(var) {
+            let s = (v / d.wsum.max(1e-12)).sqrt();
+            *is = if s > 1e-6 { 1.0 / s } else { 0.0 };
+        }
+        d
+    }
+
+    fn weight(&self, y: f64) -> f64 {
+        if self.regression {
+            1.0
+        } else {
+            self.class_weight.get(y as usize).copied().unwrap_or(0.0)
+        }
+    }
+
+    /// `(n, F + 1)` standardised rows with a constant column, each scaled by the square root of its
+    /// weight when `weighted`.
+    fn standardise(&self, rows: &Rows, weighted: bool) -> Result<Tensor> {
+        let f = self.f;
+        let mut z = Vec::with_capacity(rows.n * (f + 1));
+        for (r, &y) in rows.x.chunks_exact(f).zip(&rows.y) {
+            let s = if weighted { self.weight(y).sqrt() } else { 1.0 };
             z.extend(
                 r.iter()
-                    .zip(&mean)
-                    .zip(&inv_std)
+                    .zip(&self.mean)
+                    .zip(&self.inv_std)
                     .map(|((&x, m), is)| ((f64::from(x) - m) * is * s) as f32),
             );
             z.push(s as f32);
         }
-        Ok(Tensor::from_vec(z, (n, f + 1), &Device::Cpu)?)
-    };
-    let xw = standardise(&tr.x, tr.n, Some(&w))?;
-    let mut y = vec![0f32; tr.n * k];
-    for (i, (&t, &wi)) in tr.y.iter().zip(&w).enumerate() {
-        if regression {
-            y[i] = (t * wi.sqrt()) as f32;
-        } else {
-            y[i * k + t as usize] = wi.sqrt() as f32;
-        }
+        let dtype = if weighted { DType::F32 } else { DType::F64 };
+        Ok(Tensor::from_vec(z, (rows.n, f + 1), &Device::Cpu)?.to_dtype(dtype)?)
     }
-    let y = Tensor::from_vec(y, (tr.n, k), &Device::Cpu)?;
-    let gram: Vec<f64> = xw
-        .t()?
-        .matmul(&xw)?
-        .to_dtype(DType::F64)?
-        .flatten_all()?
-        .to_vec1()?;
-    let xty: Vec<f64> = xw
-        .t()?
-        .matmul(&y)?
-        .to_dtype(DType::F64)?
-        .flatten_all()?
-        .to_vec1()?;
-    let ff = f + 1;
-    let diag_mean = (0..f).map(|i| gram[i * ff + i]).sum::<f64>() / f.max(1) as f64;
-    let solve = |lambda: f64| -> Result<Vec<f64>> {
-        let mut a = gram.clone();
-        for i in 0..f {
-            a[i * ff + i] += lambda * diag_mean.max(1e-9);
+
+    /// The weighted Gram matrix `(F + 1)²` and `Xᵀy` `(F + 1, K)` of `rows`, row-major.
+    fn products(&self, rows: &Rows) -> Result<(Vec<f64>, Vec<f64>)> {
+        let k = self.k;
+        let xw = self.standardise(rows, true)?;
+        let mut y = vec![0f32; rows.n * k];
+        for (i, &t) in rows.y.iter().enumerate() {
+            let s = self.weight(t).sqrt();
+            if self.regression {
+                y[i] = (t * s) as f32;
+            } else {
+                y[i * k + t as usize] = s as f32;
+            }
         }
-        // The bias is not penalised, but a tiny ridge keeps the system definite.
-        a[f * ff + f] += 1e-9 * wsum.max(1.0);
-        cholesky_solve(&a, &xty, ff, k)
-    };
-    let d = if inputs.reads_tokens() {
-        cfg.encoder.embedding_size
-    } else {
-        0
-    };
-    let pc = inputs.pixel_columns(cfg);
-    let to_head = |beta: &[f64]| -> LinearHead {
+        let y = Tensor::from_vec(y, (rows.n, k), &Device::Cpu)?;
+        let flat = |t: Tensor| -> Result<Vec<f64>> {
+            Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
+        };
+        Ok((flat(xw.t()?.matmul(&xw)?)?, flat(xw.t()?.matmul(&y)?)?))
+    }
+
+    /// The head of the solution `beta` (in standardised units, bias last) of a model of `inputs`.
+    fn head(&self, cfg: &TaskModelConfig, inputs: LinearInputs, beta: &[f64]) -> LinearHead {
+        let (f, k) = (self.f, self.k);
         let mut weights = vec![0f32; k * f];
         let mut bias = vec![0f32; k];
         for c in 0..k {
             let mut b = beta[f * k + c];
             for j in 0..f {
-                let wj = beta[j * k + c] * inv_std[j];
+                let wj = beta[j * k + c] * self.inv_std[j];
                 weights[c * f + j] = wj as f32;
-                b -= wj * mean[j];
+                b -= wj * self.mean[j];
             }
             bias[c] = b as f32;
         }
+        let d = if inputs.reads_tokens() {
+            cfg.encoder.embedding_size
+        } else {
+            0
+        };
+        let pc = inputs.pixel_columns(cfg);
         let (dd, pp) = (cfg.encoder.embedding_size, cfg.pixel_channels);
         let mut tokens = vec![0f32; k * dd];
         let mut pixels = vec![0f32; k * pp];
@@ -397,63 +638,46 @@ pub fn fit_linear(
             pixels,
             bias,
         }
-    };
-    let expected_f = d + pc;
-    if f != expected_f {
-        return Err(Error::InvalidInput(format!(
-            "linear rows have {f} features, the model expects {expected_f}"
-        )));
     }
-    let keep_val = keep_probabilities(
-        &class_counts(val.iter().map(|e| &e.target), k),
-        max_rows,
-        true,
-    );
-    let va = rows(cfg, inputs, val, val_features, &keep_val, &mut rng)?;
-    if va.n == 0 {
-        let lambda = 1e-2;
-        return Ok(LinearFit {
-            head: to_head(&solve(lambda)?),
-            lambda,
-            val_score: None,
-            train_rows: tr.n,
-        });
-    }
-    let xv = standardise(&va.x, va.n, None)?.to_dtype(DType::F64)?;
-    let task = cfg.task;
-    let mut best: Option<(f64, f64, Vec<f64>)> = None;
-    for &lambda in &LAMBDAS {
-        let beta = solve(lambda)?;
-        let out = xv.matmul(&Tensor::from_slice(&beta, (ff, k), &Device::Cpu)?)?;
-        let mut m = MetricSum::new(k);
-        if regression {
-            let v: Vec<f64> = out.flatten_all()?.to_vec1()?;
-            for (p, &t) in v.iter().zip(&va.y) {
-                m.add(&Prediction::Value(*p), &Target::Value(t as f32));
-            }
-        } else {
-            let cls: Vec<u32> = out.argmax(1)?.to_dtype(DType::U32)?.to_vec1()?;
-            for (&p, &t) in cls.iter().zip(&va.y) {
-                m.add(&Prediction::Class(p), &Target::Class(t as u32));
-            }
-        }
-        let Some(score) = m.value(task) else { continue };
-        if best
-            .as_ref()
-            .is_none_or(|(b, _, _)| metric_better(task, score, *b))
-        {
-            best = Some((score, lambda, beta));
+}
+
+/// The ridge system of a weighted Gram matrix and `Xᵀy`.
+struct Ridge {
+    gram: Vec<f64>,
+    xty: Vec<f64>,
+    f: usize,
+    k: usize,
+    wsum: f64,
+}
+
+impl Ridge {
+    fn new(gram: Vec<f64>, xty: Vec<f64>, f: usize, k: usize, wsum: f64) -> Self {
+        Ridge {
+            gram,
+            xty,
+            f,
+            k,
+            wsum,
         }
     }
-    let Some((score, lambda, beta)) = best else {
-        return Err(Error::InvalidInput("no validation score".into()));
-    };
-    Ok(LinearFit {
-        head: to_head(&beta),
-        lambda,
-        val_score: Some(score),
-        train_rows: tr.n,
-    })
+
+    /// The solution with relative penalty `lambda`, without the rows whose products are `held_out`.
+    fn solve(&self, lambda: f64, held_out: Option<(&Vec<f64>, &Vec<f64>)>) -> Result<Vec<f64>> {
+        let (f, ff) = (self.f, self.f + 1);
+        let mut a = self.gram.clone();
+        let mut b = self.xty.clone();
+        if let Some((g, c)) = held_out {
+            a.iter_mut().zip(g).for_each(|(a, g)| *a -= g);
+            b.iter_mut().zip(c).for_each(|(b, c)| *b -= c);
+        }
+        let diag_mean = (0..f).map(|i| a[i * ff + i]).sum::<f64>() / f.max(1) as f64;
+        for i in 0..f {
+            a[i * ff + i] += lambda * diag_mean.max(1e-9);
+        }
+        // The bias is not penalised, but a tiny ridge keeps the system definite.
+        a[f * ff + f] += 1e-9 * self.wsum.max(1.0);
+        cholesky_solve(&a, &b, ff, self.k)
+    }
 }
 
 #[cfg(test)]
@@ -486,8 +710,8 @@ mod tests {
     }
 
     /// Two-class segmentation on one month of Sentinel-2 in `size`² windows, 8 token channels, with
-    /// pixel context `context`.
-    fn segmentation_config(size: usize, patch_size: usize, context: usize) -> TaskModelConfig {
+    /// pixel context radii `context`.
+    fn segmentation_config(size: usize, patch_size: usize, context: &[usize]) -> TaskModelConfig {
         let mut encoder = crate::config::EncoderConfig::preset(crate::config::ModelSize::Nano);
         encoder.embedding_size = 8;
         TaskModelConfig {
@@ -501,8 +725,8 @@ mod tests {
             modalities: vec![Modality::Sentinel2L2a],
             window_size: size,
             initialised_from: "test".into(),
-            pixel_channels: if context > 0 { 24 } else { 12 },
-            pixel_context: context,
+            pixel_channels: 12 * (1 + context.len()),
+            pixel_context: context.to_vec(),
         }
     }
 
@@ -542,7 +766,7 @@ mod tests {
                 .collect();
             features.push(Tensor::from_vec(noise, (8, 2, 2), &Device::Cpu)?);
         }
-        let cfg = segmentation_config(size, p, 0);
+        let cfg = segmentation_config(size, p, &[]);
         let score = |inputs| val_score(&cfg, inputs, (&examples, &features), 3);
         let pixels = score(LinearInputs::Pixels)?;
         let both = score(LinearInputs::All)?;
@@ -553,9 +777,9 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn neighbourhood_means_see_through_pixel_noise_that_fools_a_per_pixel_model() -> Result<()> {
-        // Two classes in 6-pixel stripes whose bands differ by less than each pixel's noise.
+    /// Six 24² windows of two classes in 6-pixel stripes whose bands differ by less than each pixel's
+    /// noise, with zero tokens, and a config with a 5 × 5 pixel context.
+    fn noisy_stripes() -> Result<(TaskModelConfig, Vec<Example>, Vec<Tensor>)> {
         let size = 24usize;
         let mut rng = Rng::new(7);
         let mut examples = Vec::new();
@@ -573,13 +797,53 @@ mod tests {
             ));
             features.push(Tensor::zeros((8, 6, 6), DType::F32, &Device::Cpu)?);
         }
-        let cfg = segmentation_config(size, 4, 2);
+        let cfg = segmentation_config(size, 4, &[2]);
         cfg.validate()?;
+        Ok((cfg, examples, features))
+    }
+
+    #[test]
+    fn neighbourhood_means_see_through_pixel_noise_that_fools_a_per_pixel_model() -> Result<()> {
+        let (cfg, examples, features) = noisy_stripes()?;
         let score = |inputs| val_score(&cfg, inputs, (&examples, &features), 4);
         let pixels = score(LinearInputs::Pixels)?;
         let context = score(LinearInputs::PixelsInContext)?;
         assert!(pixels < 0.8, "pixels {pixels}");
         assert!(context > pixels + 0.1, "context {context}, pixels {pixels}");
+        Ok(())
+    }
+
+    #[test]
+    fn cross_validation_scores_held_out_windows_and_ranks_models_as_a_held_out_split_does()
+    -> Result<()> {
+        let (cfg, examples, features) = noisy_stripes()?;
+        let windows: Vec<(&Example, &Tensor)> = examples.iter().zip(&features).collect();
+        let cv = |inputs| -> Result<CrossValidation> {
+            cross_validate_linear(&cfg, inputs, &windows, CV_FOLDS, (10_000, 3))?
+                .ok_or_else(|| Error::InvalidInput("no cross-validation".into()))
+        };
+        let (pixels, context) = (
+            cv(LinearInputs::Pixels)?,
+            cv(LinearInputs::PixelsInContext)?,
+        );
+        assert_eq!((pixels.folds, pixels.rows), (5, 6 * 24 * 24));
+        assert!(LAMBDAS.contains(&pixels.lambda));
+        // Every row is scored by a model that never saw it, so the scores match a held-out split.
+        let held_out = val_score(&cfg, LinearInputs::Pixels, (&examples, &features), 4)?;
+        assert!(
+            (pixels.score - held_out).abs() < 0.05,
+            "cv {} held out {held_out}",
+            pixels.score
+        );
+        assert!(
+            context.score > pixels.score + 0.1,
+            "context {context:?}, pixels {pixels:?}"
+        );
+        // One window cannot be cross-validated.
+        assert!(
+            cross_validate_linear(&cfg, LinearInputs::Pixels, &windows[..1], 5, (10_000, 3))?
+                .is_none()
+        );
         Ok(())
     }
 

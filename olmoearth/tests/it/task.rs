@@ -31,7 +31,7 @@ fn config(task: &str, head: &str, k: usize) -> TaskModelConfig {
         window_size: SIZE,
         initialised_from: "fixture".into(),
         pixel_channels: T * 12,
-        pixel_context: 0,
+        pixel_context: Vec::new(),
     }
 }
 

@@ -1223,7 +1223,7 @@ async fn seed_results(pool: &groundwork_store::PgPool, org: Uuid, project: Uuid)
                              "confusion_matrix": [[7, 3], [3, 2]], "samples": 15, "method": "linear_probe"},
                 "candidates": [
                     {"name": "raw_pixels", "description": "raw-pixel linear model", "publishable": true,
-                     "chosen": true, "val_score": 0.77,
+                     "chosen": true, "val_score": 0.77, "cross_validated": true, "judge_score": 0.8,
                      "test": {"accuracy": 0.8, "macro_f1": 0.75, "per_class": per_class(0.8),
                               "confusion_matrix": [[9, 1], [2, 3]], "samples": 15}},
                     {"name": "fine_tuned", "description": "fine-tuned hybrid head", "publishable": true,
@@ -1356,6 +1356,9 @@ async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_t
             .contains(r#"data-candidate="raw_pixels" data-chosen="true""#)
     );
     assert!(report.body.contains(r#"data-candidate="fine_tuned">"#));
+    // A cross-validated score says so; a judging-half one is the bare number.
+    assert!(report.body.contains("<td>0.770 (cross-validated)</td>"));
+    assert!(report.body.contains("<td>0.410</td>"));
     assert!(report.body.contains(r#"data-fine-tuned-lost="true""#));
     assert!(report.body.contains("fine-tuning did not help"));
     assert!(map.body.contains("raw-pixel linear model"));

@@ -3,18 +3,24 @@
 //! `train` makes every model it knows how to make from the labels (a raw-pixel linear model, a linear
 //! model of the pixels and their neighbourhood means, the frozen-encoder kNN and linear probes, a linear
 //! model of tokens and pixels, and the fine-tuned head), scores each on the validation split with the
-//! class-balanced metric (`macro_f1`; RMSE for regression) on half of the validation windows (the other
-//! half tunes them, see `halves`), and publishes the best publishable one; a
-//! more complex candidate must beat a simpler one by a margin ([`MARGIN`]), since the validation split is
-//! small and its noise should not decide. `evaluate` scores all of them on the test split and marks the
+//! class-balanced metric (`macro_f1`; RMSE for regression) on windows it was not fitted or tuned on, and
+//! publishes the best publishable one; a more complex candidate must beat a simpler one by a margin
+//! ([`MARGIN`]), since the validation split is small and its noise should not decide.
+//!
+//! The validation windows are halved (`halves`): the first half tunes (the probes' settings, the
+//! fine-tuned model's early stopping), the second judges. The ridge models, cheap to refit, are also
+//! cross-validated over the training and validation windows together ([`CV_FOLDS`] folds of windows),
+//! which judges them on several times as many labels; two of them are compared on that score, and any
+//! other pair on the judging half. `evaluate` scores all of them on the test split and marks the
 //! chosen one, so the report says plainly when fine-tuning lost to something simpler.
 
 use candle_core::{Device, Tensor};
 use groundwork_types::{HeadKind, Task};
 use olmoearth::finetune::{
-    Baseline, BaselineSummary, Example, FitData, FitOptions, FitSink, FitState, LinearFit,
-    LinearHead, LinearInputs, Prediction, Target, Trainer, embed_examples, fit_linear,
-    metric_better, metric_name, predict_examples, score_predictions,
+    Baseline, BaselineSummary, CV_FOLDS, CrossValidation, Example, FitData, FitOptions, FitSink,
+    FitState, LinearFit, LinearHead, LinearInputs, Prediction, Target, Trainer,
+    cross_validate_linear, embed_examples, fit_linear, fit_linear_with, metric_better, metric_name,
+    predict_examples, score_predictions,
 };
 use olmoearth::task::{TaskModel, TaskModelConfig, TrainableTaskModel, to_safetensors};
 use olmoearth::{Error, Result, StateDict};
@@ -59,8 +65,14 @@ pub struct Candidate {
     pub name: &'static str,
     /// In words.
     pub description: String,
-    /// Validation score ([`metric_name`]); `None` without validation labels.
+    /// Validation score ([`metric_name`]): the cross-validation score when cross-validated, else the
+    /// score on the judging half; `None` without validation labels.
     pub val_score: Option<f64>,
+    /// Score on the judging half of the validation windows: what two candidates are compared on unless
+    /// both are cross-validated.
+    pub judge_score: Option<f64>,
+    /// Whether `val_score` is a cross-validation score.
+    pub cross_validated: bool,
     /// Predictions of the test windows, by window id.
     pub test: BTreeMap<String, Prediction>,
     /// How to publish it.
@@ -101,23 +113,46 @@ fn clearly_better(task: Task, a: f64, b: f64) -> bool {
     }
 }
 
+/// The scores two candidates are compared on: their cross-validation scores when both are
+/// cross-validated, else their scores on the judging half.
+fn compared(a: &Candidate, b: &Candidate) -> Option<(f64, f64)> {
+    if a.cross_validated && b.cross_validated {
+        Some((a.val_score?, b.val_score?))
+    } else {
+        Some((a.judge_score?, b.judge_score?))
+    }
+}
+
+/// Orders by score, best last.
+fn by_score(task: Task, a: f64, b: f64) -> std::cmp::Ordering {
+    if metric_better(task, a, b) {
+        std::cmp::Ordering::Greater
+    } else {
+        std::cmp::Ordering::Less
+    }
+}
+
 /// Picks the publishable candidate with the best validation score, where a candidate replaces a simpler
-/// one only when it is better by more than [`MARGIN`]; without validation scores, the fine-tuned model.
-/// `None` when nothing is publishable.
+/// one only when it is better by more than [`MARGIN`] on the windows both were judged on ([`compared`]);
+/// without validation scores, the fine-tuned model. `None` when nothing is publishable.
 #[must_use]
 pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
     let metric = metric_name(task);
-    let mut best: Option<(usize, f64)> = None;
+    let mut best: Option<usize> = None;
     for (i, c) in candidates.iter().enumerate() {
-        let (true, Some(s)) = (c.publishable(), c.val_score) else {
+        if !c.publishable() || c.val_score.is_none() {
             continue;
+        }
+        let replaces = match best {
+            None => true,
+            Some(b) => compared(c, &candidates[b]).is_some_and(|(s, b)| clearly_better(task, s, b)),
         };
-        if best.is_none_or(|(_, b)| clearly_better(task, s, b)) {
-            best = Some((i, s));
+        if replaces {
+            best = Some(i);
         }
     }
     let fine = candidates.iter().position(|c| c.name == FINE_TUNED);
-    let Some((index, score)) = best else {
+    let Some((index, score)) = best.and_then(|i| Some((i, candidates[i].val_score?))) else {
         let index = fine.or_else(|| candidates.iter().position(Candidate::publishable))?;
         return Some(Choice {
             index,
@@ -130,51 +165,41 @@ pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
         });
     };
     let chosen = &candidates[index];
-    let fine_score = fine.and_then(|i| candidates[i].val_score);
-    let fine_tuned_lost = chosen.name != FINE_TUNED && fine_score.is_some();
-    // A better score that did not clear the margin.
+    let fine_pair = fine
+        .filter(|_| chosen.name != FINE_TUNED)
+        .and_then(|i| compared(chosen, &candidates[i]));
+    let fine_tuned_lost = fine_pair.is_some();
+    // A better score, on the windows both were judged on, that did not clear the margin.
     let close = candidates
         .iter()
         .filter(|c| c.publishable() && c.name != chosen.name)
-        .filter_map(|c| Some((c, c.val_score?)))
-        .filter(|&(_, s)| metric_better(task, s, score))
-        .max_by(|a, b| {
-            if metric_better(task, a.1, b.1) {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Less
-            }
-        });
+        .filter_map(|c| Some((c, compared(c, chosen)?)))
+        .filter(|&(_, (s, b))| metric_better(task, s, b))
+        .max_by(|a, b| by_score(task, a.1.0, b.1.0));
     let mut reason = if chosen.name == FINE_TUNED {
         let runner_up = candidates
             .iter()
-            .filter(|c| c.name != FINE_TUNED && c.val_score.is_some())
-            .max_by(|a, b| {
-                let (a, b) = (a.val_score.unwrap_or(0.0), b.val_score.unwrap_or(0.0));
-                if metric_better(task, a, b) {
-                    std::cmp::Ordering::Greater
-                } else {
-                    std::cmp::Ordering::Less
-                }
-            });
+            .filter(|c| c.name != FINE_TUNED)
+            .filter_map(|c| Some((c, compared(chosen, c)?)))
+            .max_by(|a, b| by_score(task, a.1.1, b.1.1));
         match runner_up {
-            Some(r) => format!(
+            Some((r, (own, other))) => format!(
                 "the fine-tuned model has the best validation {metric} ({}), ahead of the {} ({})",
-                fmt(Some(score)),
+                fmt(Some(own)),
                 r.description,
-                fmt(r.val_score)
+                fmt(Some(other))
             ),
             None => format!(
                 "the fine-tuned model has validation {metric} {}",
                 fmt(Some(score))
             ),
         }
-    } else if fine_tuned_lost {
+    } else if let Some((own, fine_score)) = fine_pair {
         format!(
             "fine-tuning did not help: the {} scored validation {metric} {} against {} for the fine-tuned model, so the map uses it",
             chosen.description,
-            fmt(Some(score)),
-            fmt(fine_score)
+            fmt(Some(own)),
+            fmt(Some(fine_score))
         )
     } else {
         format!(
@@ -183,7 +208,7 @@ pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
             fmt(Some(score))
         )
     };
-    if let Some((c, s)) = close {
+    if let Some((c, (s, _))) = close {
         reason.push_str(&format!(
             "; the {} scored {} but did not gain enough over this simpler model to be preferred",
             c.description,
@@ -211,6 +236,12 @@ pub struct StoredCandidate {
     pub chosen: bool,
     /// Validation score.
     pub val_score: Option<f64>,
+    /// Whether the validation score is a cross-validation score.
+    #[serde(default)]
+    pub cross_validated: bool,
+    /// Score on the judging half of the validation windows.
+    #[serde(default)]
+    pub judge_score: Option<f64>,
     /// Test predictions by window id.
     pub test_predictions: BTreeMap<String, Prediction>,
 }
@@ -239,10 +270,10 @@ fn by_id(examples: &[Example], preds: Vec<Prediction>) -> BTreeMap<String, Predi
     examples.iter().map(|e| e.id.clone()).zip(preds).collect()
 }
 
-/// The validation windows in two halves (alternate windows): the first tunes (early stopping, ridge
-/// penalties, the probes' settings), the second judges, so that no candidate is judged on the windows it
-/// was tuned on; the fine-tuned model's best epoch would otherwise look better than it is. With fewer
-/// than two windows both halves are all of them.
+/// The validation windows in two halves (alternate windows): the first tunes (early stopping, the
+/// probes' settings, ridge penalties when cross-validation is impossible), the second judges, so that no
+/// candidate is judged on the windows it was tuned on; the fine-tuned model's best epoch would otherwise
+/// look better than it is. With fewer than two windows both halves are all of them.
 fn halves<T: Clone>(val: &[T]) -> (Vec<T>, Vec<T>) {
     if val.len() < 2 {
         return (val.to_vec(), val.to_vec());
@@ -299,96 +330,136 @@ pub fn fit_candidates(
     };
     let mut candidates = Vec::new();
 
-    let linear = |inputs: LinearInputs| {
-        fit_linear(
-            &hybrid,
-            inputs,
-            train,
-            &tf,
-            &tune,
-            &tune_f,
-            MAX_LINEAR_ROWS,
-            opts.seed,
-        )
+    // The ridge models are cross-validated over the training and validation windows (with validation
+    // labels only, so that every candidate has a judging-half score too), then fitted on the training
+    // windows with the penalty cross-validation chose; without enough windows, tuned on the first half.
+    let cv_windows: Vec<(&Example, &Tensor)> = if judge.is_empty() {
+        Vec::new()
+    } else {
+        train.iter().zip(&tf).chain(val.iter().zip(&vf)).collect()
     };
-    let linear_candidate =
-        |name: &'static str, description: String, fit: &LinearFit| -> Result<Candidate> {
-            Ok(Candidate {
-                name,
-                description,
-                val_score: score(&fit.head.predict(&hybrid, &judge, &judge_f)?),
-                test: by_id(test, fit.head.predict(&hybrid, test, &sf)?),
-                source: Source::Linear(fit.head.clone()),
-            })
+    let linear = |inputs: LinearInputs| -> Result<(LinearFit, Option<CrossValidation>)> {
+        let limits = (MAX_LINEAR_ROWS, opts.seed);
+        let cv = cross_validate_linear(&hybrid, inputs, &cv_windows, CV_FOLDS, limits)?;
+        let fit = match cv {
+            Some(cv) => fit_linear_with(
+                &hybrid,
+                inputs,
+                (train, &tf),
+                (&[], &[]),
+                &[cv.lambda],
+                limits,
+            )?,
+            None => fit_linear(
+                &hybrid,
+                inputs,
+                train,
+                &tf,
+                &tune,
+                &tune_f,
+                MAX_LINEAR_ROWS,
+                opts.seed,
+            )?,
         };
+        Ok((fit, cv))
+    };
+    let linear_candidate = |name: &'static str,
+                            description: String,
+                            (fit, cv): &(LinearFit, Option<CrossValidation>)|
+     -> Result<Candidate> {
+        let judge_score = score(&fit.head.predict(&hybrid, &judge, &judge_f)?);
+        Ok(Candidate {
+            name,
+            description,
+            val_score: cv.map_or(judge_score, |cv| Some(cv.score)),
+            judge_score,
+            cross_validated: cv.is_some(),
+            test: by_id(test, fit.head.predict(&hybrid, test, &sf)?),
+            source: Source::Linear(fit.head.clone()),
+        })
+    };
     // The linear models of the pixels that fine-tuning may start from, with their validation scores.
     let mut starts: Vec<(Option<f64>, LinearHead)> = Vec::new();
 
     sink.progress(0.2, "fitting the raw-pixel linear model");
     let raw = linear(LinearInputs::Pixels)?;
-    candidates.push(linear_candidate(
+    let c = linear_candidate(
         RAW_PIXELS,
         "raw-pixel linear model (class-balanced ridge on the normalised monthly bands at 10 m)"
             .into(),
         &raw,
-    )?);
-    starts.push((raw.val_score, raw.head));
+    )?;
+    starts.push((c.val_score, raw.0.head));
+    candidates.push(c);
 
-    if cfg.pixel_context > 0 {
+    if !cfg.pixel_context.is_empty() {
         sink.progress(
             0.21,
             "fitting the linear model of pixels and their neighbourhoods",
         );
-        let side = (2 * cfg.pixel_context + 1) * 10;
+        let sides: Vec<String> = cfg
+            .pixel_context
+            .iter()
+            .map(|r| format!("{}", (2 * r + 1) * 10))
+            .collect();
         let ctx = linear(LinearInputs::PixelsInContext)?;
-        candidates.push(linear_candidate(
+        let c = linear_candidate(
             PIXEL_CONTEXT,
-            format!("linear model of the pixels and their {side} m × {side} m neighbourhood means"),
+            format!(
+                "linear model of the pixels and their neighbourhood means ({} m squares)",
+                sides.join(", ")
+            ),
             &ctx,
-        )?);
-        starts.push((ctx.val_score, ctx.head));
+        )?;
+        starts.push((c.val_score, ctx.0.head));
+        candidates.push(c);
     }
 
     sink.progress(0.22, "fitting the frozen-encoder probes (linear, kNN)");
     let probe = Baseline::fit(cfg, &tf, &tt, &tune_f, &tune_t)?;
-    let mut probe_head = None;
-    if let Some((tokens, bias)) = probe.linear_map() {
-        let head = LinearHead {
-            k,
-            d: cfg.encoder.embedding_size,
-            p: cfg.pixel_channels,
-            tokens,
-            pixels: vec![0.0; k * cfg.pixel_channels],
-            bias,
-        };
+    let linear_probe = probe.linear_map().map(|(tokens, bias)| LinearHead {
+        k,
+        d: cfg.encoder.embedding_size,
+        p: cfg.pixel_channels,
+        tokens,
+        pixels: vec![0.0; k * cfg.pixel_channels],
+        bias,
+    });
+    if let Some(head) = &linear_probe {
+        let judge_score = score(&head.predict(&hybrid, &judge, &judge_f)?);
         candidates.push(Candidate {
             name: LINEAR_PROBE,
             description: "frozen-encoder linear probe (ridge on the encoder's tokens)".into(),
-            val_score: score(&head.predict(&hybrid, &judge, &judge_f)?),
+            val_score: judge_score,
+            judge_score,
+            cross_validated: false,
             test: by_id(test, head.predict(&hybrid, test, &sf)?),
             source: Source::Linear(head.clone()),
         });
-        probe_head = Some(head);
     }
+    let judge_score = score(&probe.predict_with(&judge_f, true)?);
     candidates.push(Candidate {
         name: KNN_PROBE,
         description: format!(
             "frozen-encoder kNN probe (k = {}; a reference, not publishable)",
             probe.summary.knn_k
         ),
-        val_score: score(&probe.predict_with(&judge_f, true)?),
+        val_score: judge_score,
+        judge_score,
+        cross_validated: false,
         test: by_id(test, probe.predict_with(&sf, true)?),
         source: Source::Reference,
     });
 
     sink.progress(0.25, "fitting the linear model of tokens and pixels");
     let both = linear(LinearInputs::All)?;
-    candidates.push(linear_candidate(
+    let c = linear_candidate(
         HYBRID_LINEAR,
         "linear model of the encoder's tokens and the pixels with their neighbourhoods".into(),
         &both,
-    )?);
-    starts.push((both.val_score, both.head));
+    )?;
+    starts.push((c.val_score, both.0.head));
+    candidates.push(c);
 
     // Fine-tuning starts from the best linear model of the pixels (the light head, which reads no
     // pixels, from the probe).
@@ -401,7 +472,7 @@ pub fn fit_candidates(
         })
         .map(|(_, h)| h);
     let start = if cfg.head == HeadKind::LightSegmentation {
-        probe_head.as_ref()
+        linear_probe.as_ref()
     } else {
         best_start
     };
@@ -431,10 +502,13 @@ pub fn fit_candidates(
     sink.progress(0.92, "scoring the fine-tuned model");
     let val_preds = predict_examples(&model, &judge, b)?;
     let test_preds = predict_examples(&model, test, b)?;
+    let judge_score = score(&val_preds);
     candidates.push(Candidate {
         name: FINE_TUNED,
         description: format!("fine-tuned {} head", cfg.head),
-        val_score: score(&val_preds),
+        val_score: judge_score,
+        judge_score,
+        cross_validated: false,
         test: by_id(test, test_preds),
         source: Source::FineTuned,
     });
@@ -473,9 +547,17 @@ mod tests {
             name,
             description: name.replace('_', " "),
             val_score: val,
+            judge_score: val,
+            cross_validated: false,
             test: BTreeMap::new(),
             source,
         }
+    }
+
+    /// Sets both scores of a candidate that is not cross-fitted.
+    fn rescore(c: &mut Candidate, score: Option<f64>) {
+        c.val_score = score;
+        c.judge_score = score;
     }
 
     fn linear() -> Source {
@@ -520,13 +602,13 @@ mod tests {
             (choice.chosen.as_str(), choice.fine_tuned_lost),
             (FINE_TUNED, false)
         );
-        c[1].val_score = Some(0.80);
+        rescore(&mut c[1], Some(0.80));
         assert_eq!(
             choose(Task::Segmentation, &c).expect("a choice").chosen,
             RAW_PIXELS
         );
         // A gain within the margin does not outweigh simplicity, and the reason says so.
-        c[1].val_score = Some(0.80 + MARGIN * 0.8);
+        rescore(&mut c[1], Some(0.80 + MARGIN * 0.8));
         let choice = choose(Task::Segmentation, &c).expect("a choice");
         assert_eq!(choice.chosen, RAW_PIXELS);
         assert!(
@@ -534,16 +616,48 @@ mod tests {
             "{}",
             choice.reason
         );
-        c[1].val_score = Some(0.80 + MARGIN * 1.5);
+        rescore(&mut c[1], Some(0.80 + MARGIN * 1.5));
         assert_eq!(
             choose(Task::Segmentation, &c).expect("a choice").chosen,
             FINE_TUNED
         );
         // Regression: lower RMSE wins.
-        c[1].val_score = Some(0.5);
-        c[0].val_score = Some(0.7);
+        rescore(&mut c[1], Some(0.5));
+        rescore(&mut c[0], Some(0.7));
         assert_eq!(
             choose(Task::Regression, &c).expect("a choice").chosen,
+            FINE_TUNED
+        );
+    }
+
+    #[test]
+    fn cross_validated_candidates_are_compared_on_their_cv_scores_and_the_fine_tuned_one_on_the_judging_half()
+     {
+        let cross = |name, pooled: f64, judge: f64| Candidate {
+            judge_score: Some(judge),
+            cross_validated: true,
+            ..candidate(name, Some(pooled), linear())
+        };
+        // raw_pixels is perfect on the judging half alone, but cross-validation ranks pixel_context
+        // first.
+        let mut c = vec![
+            cross(RAW_PIXELS, 0.95, 1.0),
+            cross(PIXEL_CONTEXT, 0.97, 0.98),
+            candidate(FINE_TUNED, Some(0.982), Source::FineTuned),
+        ];
+        let choice = choose(Task::Segmentation, &c).expect("a choice");
+        assert_eq!(choice.chosen, PIXEL_CONTEXT);
+        // Against the fine-tuned model, pixel_context's judging-half score counts (0.980 against 0.982:
+        // within the margin), and the reason quotes those two.
+        assert!(choice.fine_tuned_lost);
+        assert!(
+            choice.reason.contains("0.980 against 0.982"),
+            "{}",
+            choice.reason
+        );
+        rescore(&mut c[2], Some(0.99));
+        assert_eq!(
+            choose(Task::Segmentation, &c).expect("a choice").chosen,
             FINE_TUNED
         );
     }

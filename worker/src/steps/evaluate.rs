@@ -426,6 +426,8 @@ async fn evaluate_with_manifest(
                     publishable: c.publishable,
                     chosen: c.chosen,
                     val_score: c.val_score,
+                    cross_validated: c.cross_validated,
+                    judge_score: c.judge_score,
                     test: metrics_for(task, &manifest.class_ids, &cp, &ct),
                 });
             }

@@ -562,7 +562,7 @@ pub async fn train_on_examples(
         window_size: usize::try_from(project.window_size).unwrap_or(64),
         initialised_from: initialised_from.clone(),
         pixel_channels: 0,
-        pixel_context: olmoearth::task::PIXEL_CONTEXT_RADIUS,
+        pixel_context: olmoearth::task::PIXEL_CONTEXT_RADII.to_vec(),
     };
 
     let source = WindowSource {
@@ -590,12 +590,12 @@ pub async fn train_on_examples(
     }
     // The hybrid head reads the input pixels (bands × months of every modality) and their neighbourhood
     // means.
-    cfg.pixel_channels = pixel_channels(&train[0].input, cfg.pixel_context).map_err(permanent)?;
+    cfg.pixel_channels = pixel_channels(&train[0].input, &cfg.pixel_context).map_err(permanent)?;
     if let Some(e) = train
         .iter()
         .chain(&val)
         .chain(&test)
-        .find(|e| pixel_channels(&e.input, cfg.pixel_context).ok() != Some(cfg.pixel_channels))
+        .find(|e| pixel_channels(&e.input, &cfg.pixel_context).ok() != Some(cfg.pixel_channels))
     {
         return Err(permanent(anyhow::anyhow!(
             "window {} has another number of months or bands than the others; re-run the acquisition",
@@ -706,6 +706,8 @@ pub async fn train_on_examples(
             publishable: c.publishable(),
             chosen: i == choice.index,
             val_score: c.val_score,
+            cross_validated: c.cross_validated,
+            judge_score: c.judge_score,
             test_predictions: c.test.clone(),
         })
         .collect();
@@ -763,7 +765,12 @@ pub async fn train_on_examples(
         "selection_reason": choice.reason,
         "fine_tuned_lost": choice.fine_tuned_lost,
         "val_metric": chosen.val_score,
-        "candidates": candidates.iter().map(|c| json!({"name": c.name, "val_score": c.val_score})).collect::<Vec<_>>(),
+        "candidates": candidates.iter().map(|c| json!({
+            "name": c.name,
+            "val_score": c.val_score,
+            "cross_validated": c.cross_validated,
+            "judge_score": c.judge_score,
+        })).collect::<Vec<_>>(),
         "best_epoch": state.best_epoch,
         "fine_tuned_val_loss": best.as_ref().and_then(|r| r.val_loss),
         "baseline": summary,

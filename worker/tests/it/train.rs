@@ -378,7 +378,8 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
         .map(|c| {
             (
                 c["name"].as_str().unwrap().to_owned(),
-                c["val_score"].as_f64().unwrap(),
+                // The fine-tuned model is compared with any other on the judging half.
+                c["judge_score"].as_f64().unwrap(),
             )
         })
         .collect();
@@ -421,11 +422,15 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
     )
     .unwrap();
     assert_eq!(manifest["config"]["head"], "hybrid");
-    // Two months of 12 bands, and their neighbourhood means.
-    assert_eq!(manifest["config"]["pixel_channels"], 2 * 2 * 12);
+    // Two months of 12 bands, and their neighbourhood means at each radius.
+    let radii = olmoearth::task::PIXEL_CONTEXT_RADII;
+    assert_eq!(
+        manifest["config"]["pixel_channels"],
+        (1 + radii.len()) * 2 * 12
+    );
     assert_eq!(
         manifest["config"]["pixel_context"],
-        olmoearth::task::PIXEL_CONTEXT_RADIUS
+        serde_json::json!(radii)
     );
 
     // The evaluation scores every candidate on test, marks the chosen one, and the model it loads from the

@@ -265,7 +265,11 @@ pub async fn evaluation(
                         description: c["description"].as_str().unwrap_or("").to_owned(),
                         chosen: c["chosen"].as_bool().unwrap_or(false),
                         publishable: c["publishable"].as_bool().unwrap_or(true),
-                        val_score: num(c["val_score"].as_f64()),
+                        val_score: if c["cross_validated"].as_bool().unwrap_or(false) {
+                            format!("{} (cross-validated)", num(c["val_score"].as_f64()))
+                        } else {
+                            num(c["val_score"].as_f64())
+                        },
                         accuracy: if test.get("accuracy").is_some() {
                             metric("accuracy")
                         } else {
