@@ -377,7 +377,7 @@ pub fn fit_linear_with(
 pub const CV_FOLDS: usize = 5;
 
 /// What [`cross_validate_linear`] found.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CrossValidation {
     /// The penalty whose held-out predictions score best.
     pub lambda: f64,
@@ -387,6 +387,9 @@ pub struct CrossValidation {
     pub folds: usize,
     /// Held-out rows scored (labelled pixels, or windows).
     pub rows: usize,
+    /// The held-out predictions of each window against its target, in the order of the windows given,
+    /// for paired comparisons ([`super::paired_difference_se`]).
+    pub windows: Vec<MetricSum>,
 }
 
 /// Cross-validates the class-balanced ridge model of `inputs` window by window: the windows are dealt
@@ -413,7 +416,9 @@ pub fn cross_validate_linear(
         max_rows,
         false,
     );
-    let mut parts: Vec<Rows> = (0..folds).map(|_| Rows::default()).collect();
+    // Each fold's rows, and which window each run of them came from.
+    let mut parts: Vec<(Rows, Vec<(usize, usize)>)> =
+        (0..folds).map(|_| (Rows::default(), Vec::new())).collect();
     for (i, &(e, f)) in windows.iter().enumerate() {
         let r = rows(
             cfg,
@@ -423,14 +428,16 @@ pub fn cross_validate_linear(
             &keep,
             &mut rng,
         )?;
-        parts[i % folds].append(r);
+        let (fold, owners) = &mut parts[i % folds];
+        owners.push((i, r.n));
+        fold.append(r);
     }
-    parts.retain(|p| p.n > 0);
+    parts.retain(|(p, _)| p.n > 0);
     if parts.len() < 2 {
         return Ok(None);
     }
     let mut all = Rows::default();
-    for p in &parts {
+    for (p, _) in &parts {
         all.x.extend_from_slice(&p.x);
         all.y.extend_from_slice(&p.y);
         all.n += p.n;
@@ -439,7 +446,7 @@ pub fn cross_validate_linear(
     let design = Design::new(&all, f, k, regression);
     let mut products = Vec::with_capacity(parts.len());
     let (mut gram, mut xty) = (vec![0f64; (f + 1) * (f + 1)], vec![0f64; (f + 1) * k]);
-    for p in &parts {
+    for (p, _) in &parts {
         let (g, c) = design.products(p)?;
         gram.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
         xty.iter_mut().zip(&c).for_each(|(a, b)| *a += b);
@@ -448,12 +455,19 @@ pub fn cross_validate_linear(
     let system = Ridge::new(gram, xty, f, k, design.wsum);
     let mut best: Option<CrossValidation> = None;
     for &lambda in &LAMBDAS {
-        let mut m = MetricSum::new(k);
-        for ((g, c, xv), p) in products.iter().zip(&parts) {
+        let mut sums = vec![MetricSum::new(k); windows.len()];
+        for ((g, c, xv), (p, owners)) in products.iter().zip(&parts) {
             let beta = system.solve(lambda, Some((g, c)))?;
-            add_rows(&mut m, regression, xv, &beta, &p.y)?;
+            let preds = predict_rows(regression, xv, &beta)?;
+            let mut at = 0;
+            for &(window, n) in owners {
+                for (pred, &y) in preds[at..at + n].iter().zip(&p.y[at..at + n]) {
+                    sums[window].add(pred, &row_target(regression, y));
+                }
+                at += n;
+            }
         }
-        let Some(score) = m.value(cfg.task) else {
+        let Some(score) = pooled_score(cfg.task, &sums) else {
             continue;
         };
         if best
@@ -465,10 +479,33 @@ pub fn cross_validate_linear(
                 score,
                 folds: parts.len(),
                 rows: all.n,
+                windows: sums,
             });
         }
     }
     Ok(best)
+}
+
+/// The target of a row (a class index, or a value).
+fn row_target(regression: bool, y: f64) -> Target {
+    if regression {
+        Target::Value(y as f32)
+    } else {
+        Target::Class(y as u32)
+    }
+}
+
+/// Predictions of the linear model `beta` for standardised rows `x`: a class or a value per row.
+fn predict_rows(regression: bool, x: &Tensor, beta: &[f64]) -> Result<Vec<Prediction>> {
+    let (ff, k) = (x.dim(1)?, beta.len() / x.dim(1)?.max(1));
+    let out = x.matmul(&Tensor::from_slice(beta, (ff, k), &Device::Cpu)?)?;
+    Ok(if regression {
+        let v: Vec<f64> = out.flatten_all()?.to_vec1()?;
+        v.into_iter().map(Prediction::Value).collect()
+    } else {
+        let cls: Vec<u32> = out.argmax(1)?.to_dtype(DType::U32)?.to_vec1()?;
+        cls.into_iter().map(Prediction::Class).collect()
+    })
 }
 
 /// Adds the predictions of the linear model `beta` for standardised rows `x` (with their targets `y`).
@@ -479,18 +516,8 @@ fn add_rows(
     beta: &[f64],
     y: &[f64],
 ) -> Result<()> {
-    let (ff, k) = (x.dim(1)?, beta.len() / x.dim(1)?.max(1));
-    let out = x.matmul(&Tensor::from_slice(beta, (ff, k), &Device::Cpu)?)?;
-    if regression {
-        let v: Vec<f64> = out.flatten_all()?.to_vec1()?;
-        for (p, &t) in v.iter().zip(y) {
-            m.add(&Prediction::Value(*p), &Target::Value(t as f32));
-        }
-    } else {
-        let cls: Vec<u32> = out.argmax(1)?.to_dtype(DType::U32)?.to_vec1()?;
-        for (&p, &t) in cls.iter().zip(y) {
-            m.add(&Prediction::Class(p), &Target::Class(t as u32));
-        }
+    for (p, &t) in predict_rows(regression, x, beta)?.iter().zip(y) {
+        m.add(p, &row_target(regression, t));
     }
     Ok(())
 }

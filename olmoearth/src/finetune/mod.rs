@@ -51,4 +51,49 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, (0..10).collect::<Vec<_>>());
     }
+
+    /// A window of two classes, 10 labels each, of which `wrong` of each are mispredicted.
+    fn window(wrong: u32) -> MetricSum {
+        let mut m = MetricSum::new(2);
+        for class in 0..2u32 {
+            for i in 0..10 {
+                let p = if i < wrong { 1 - class } else { class };
+                m.add(&Prediction::Class(p), &Target::Class(class));
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn the_paired_standard_error_is_small_for_a_gain_every_window_shows_and_large_for_one_window() {
+        let task = crate::task::Task::Classification;
+        let base: Vec<MetricSum> = (0..8).map(|_| window(5)).collect();
+        // Better by one label per class in every window.
+        let steady: Vec<MetricSum> = (0..8).map(|_| window(4)).collect();
+        // Better on the whole too, but all of it in two windows, and worse in four.
+        let lumpy: Vec<MetricSum> = [0, 0, 7, 7, 7, 7, 5, 5].map(window).to_vec();
+        let gain = |w: &[MetricSum]| {
+            pooled_score(task, w).unwrap_or(0.0) - pooled_score(task, &base).unwrap_or(0.0)
+        };
+        assert!(
+            gain(&steady) > 0.09 && gain(&lumpy) > 0.02,
+            "{}",
+            gain(&lumpy)
+        );
+        let se = |w: &[MetricSum]| paired_difference_se(task, w, &base, 1).unwrap_or(f64::NAN);
+        assert!(se(&steady) < 1e-9, "{}", se(&steady));
+        assert!(
+            se(&lumpy) > gain(&lumpy),
+            "{} vs {}",
+            se(&lumpy),
+            gain(&lumpy)
+        );
+        assert_eq!(paired_difference_se(task, &base[..1], &base[..1], 1), None);
+        assert_eq!(paired_difference_se(task, &base, &base[..2], 1), None);
+        // The pooled score of the windows is the score of all their labels.
+        let mut all = MetricSum::new(2);
+        steady.iter().for_each(|w| all.merge(w));
+        assert_eq!(pooled_score(task, &steady), all.value(task));
+        assert!((all.value(task).unwrap_or(0.0) - 0.6).abs() < 1e-12);
+    }
 }

@@ -285,6 +285,15 @@ impl MetricSum {
         }
     }
 
+    /// Adds everything `other` holds (of the same number of classes).
+    pub fn merge(&mut self, other: &MetricSum) {
+        for (row, o) in self.counts.iter_mut().zip(&other.counts) {
+            row.iter_mut().zip(o).for_each(|(a, b)| *a += b);
+        }
+        self.total += other.total;
+        self.sq += other.sq;
+    }
+
     /// [`metric_name`] of what was added; `None` when nothing was.
     pub fn value(&self, task: Task) -> Option<f64> {
         if self.total == 0.0 {
@@ -319,6 +328,66 @@ impl MetricSum {
         }
         Some(f1_sum / present.max(1) as f64)
     }
+}
+
+/// [`metric_name`] of everything in `windows` together.
+pub fn pooled_score(task: Task, windows: &[MetricSum]) -> Option<f64> {
+    let mut all = MetricSum::new(windows.first().map_or(0, |m| m.counts.len()));
+    windows.iter().for_each(|w| all.merge(w));
+    all.value(task)
+}
+
+/// Resamples of [`paired_difference_se`].
+pub const BOOTSTRAP_RESAMPLES: usize = 400;
+
+/// Standard error of `score(a) − score(b)` for two models scored on the same windows (`a[i]` and
+/// `b[i]` are the sums of window `i`): the spread of the difference over bootstrap resamples of the
+/// windows (drawn with replacement, the same windows for both). Labels within a window are not
+/// independent, so windows, not pixels, are resampled. `None` with fewer than two windows or unequal
+/// lists.
+pub fn paired_difference_se(
+    task: Task,
+    a: &[MetricSum],
+    b: &[MetricSum],
+    seed: u64,
+) -> Option<f64> {
+    let n = a.len();
+    if n < 2 || b.len() != n {
+        return None;
+    }
+    let k = |w: &[MetricSum]| w.first().map_or(0, |m| m.counts.len());
+    let mut rng = Rng::new(seed ^ 0xB007_5742);
+    let mut diffs = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        let (mut sa, mut sb) = (MetricSum::new(k(a)), MetricSum::new(k(b)));
+        for _ in 0..n {
+            let i = (rng.next_u64() % n as u64) as usize;
+            sa.merge(&a[i]);
+            sb.merge(&b[i]);
+        }
+        if let (Some(x), Some(y)) = (sa.value(task), sb.value(task)) {
+            diffs.push(x - y);
+        }
+    }
+    if diffs.len() < 2 {
+        return None;
+    }
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (diffs.len() - 1) as f64;
+    Some(var.sqrt())
+}
+
+/// The sum of each window's predictions against its target.
+pub fn window_sums(k: usize, preds: &[Prediction], targets: &[&Target]) -> Vec<MetricSum> {
+    preds
+        .iter()
+        .zip(targets)
+        .map(|(p, t)| {
+            let mut m = MetricSum::new(k);
+            m.add(p, t);
+            m
+        })
+        .collect()
 }
 
 /// [`metric_name`] of predictions against targets.

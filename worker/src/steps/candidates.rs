@@ -18,9 +18,9 @@ use candle_core::{Device, Tensor};
 use groundwork_types::{HeadKind, Task};
 use olmoearth::finetune::{
     Baseline, BaselineSummary, CV_FOLDS, CrossValidation, Example, FitData, FitOptions, FitSink,
-    FitState, LinearFit, LinearHead, LinearInputs, Prediction, Target, Trainer,
+    FitState, LinearFit, LinearHead, LinearInputs, MetricSum, Prediction, Target, Trainer,
     cross_validate_linear, embed_examples, fit_linear, fit_linear_with, metric_better, metric_name,
-    predict_examples, score_predictions,
+    paired_difference_se, pooled_score, predict_examples, window_sums,
 };
 use olmoearth::task::{TaskModel, TaskModelConfig, TrainableTaskModel, to_safetensors};
 use olmoearth::{Error, Result, StateDict};
@@ -73,6 +73,11 @@ pub struct Candidate {
     pub judge_score: Option<f64>,
     /// Whether `val_score` is a cross-validation score.
     pub cross_validated: bool,
+    /// The sums behind `val_score`, one per window (the same windows in the same order for every
+    /// candidate of a run), for paired comparisons.
+    pub val_windows: Vec<MetricSum>,
+    /// The sums behind `judge_score`, one per judging window.
+    pub judge_windows: Vec<MetricSum>,
     /// Predictions of the test windows, by window id.
     pub test: BTreeMap<String, Prediction>,
     /// How to publish it.
@@ -104,22 +109,57 @@ fn fmt(v: Option<f64>) -> String {
     v.map_or_else(|| "none".into(), |v| format!("{v:.3}"))
 }
 
-/// Whether score `a` beats `b` by more than [`MARGIN`].
-fn clearly_better(task: Task, a: f64, b: f64) -> bool {
-    if task == Task::Regression {
-        metric_better(task, a, b - MARGIN * b.abs())
-    } else {
-        metric_better(task, a, b + MARGIN)
-    }
+/// Two candidates' scores on the windows they are compared on, and the standard error of the difference.
+#[derive(Debug, Clone, Copy)]
+struct Compared {
+    a: f64,
+    b: f64,
+    se: f64,
 }
 
+/// Seed of the bootstrap behind [`Compared::se`] (fixed: the same candidates get the same choice).
+const BOOTSTRAP_SEED: u64 = 0x5E1E_C7ED;
+
 /// The scores two candidates are compared on: their cross-validation scores when both are
-/// cross-validated, else their scores on the judging half.
-fn compared(a: &Candidate, b: &Candidate) -> Option<(f64, f64)> {
-    if a.cross_validated && b.cross_validated {
-        Some((a.val_score?, b.val_score?))
+/// cross-validated, else their scores on the judging half; with the window-bootstrap standard error of
+/// the difference (0 when the windows are unknown or fewer than two).
+fn compared(task: Task, a: &Candidate, b: &Candidate) -> Option<Compared> {
+    let (sa, sb, wa, wb) = if a.cross_validated && b.cross_validated {
+        (a.val_score?, b.val_score?, &a.val_windows, &b.val_windows)
     } else {
-        Some((a.judge_score?, b.judge_score?))
+        (
+            a.judge_score?,
+            b.judge_score?,
+            &a.judge_windows,
+            &b.judge_windows,
+        )
+    };
+    Some(Compared {
+        a: sa,
+        b: sb,
+        se: paired_difference_se(task, wa, wb, BOOTSTRAP_SEED).unwrap_or(0.0),
+    })
+}
+
+/// What `a` must gain on `b` to replace it: [`MARGIN`] (of `b` for regression) or one standard error
+/// of the difference, whichever is larger (the one-standard-error rule: a gain the windows do not
+/// consistently show is noise).
+fn needed_gain(task: Task, c: Compared) -> f64 {
+    let margin = if task == Task::Regression {
+        MARGIN * c.b.abs()
+    } else {
+        MARGIN
+    };
+    margin.max(c.se)
+}
+
+/// Whether `a` beats `b` by more than [`needed_gain`].
+fn clearly_better(task: Task, c: Compared) -> bool {
+    let need = needed_gain(task, c);
+    if task == Task::Regression {
+        metric_better(task, c.a, c.b - need)
+    } else {
+        metric_better(task, c.a, c.b + need)
     }
 }
 
@@ -145,7 +185,7 @@ pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
         }
         let replaces = match best {
             None => true,
-            Some(b) => compared(c, &candidates[b]).is_some_and(|(s, b)| clearly_better(task, s, b)),
+            Some(b) => compared(task, c, &candidates[b]).is_some_and(|x| clearly_better(task, x)),
         };
         if replaces {
             best = Some(i);
@@ -167,39 +207,39 @@ pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
     let chosen = &candidates[index];
     let fine_pair = fine
         .filter(|_| chosen.name != FINE_TUNED)
-        .and_then(|i| compared(chosen, &candidates[i]));
+        .and_then(|i| compared(task, chosen, &candidates[i]));
     let fine_tuned_lost = fine_pair.is_some();
     // A better score, on the windows both were judged on, that did not clear the margin.
     let close = candidates
         .iter()
         .filter(|c| c.publishable() && c.name != chosen.name)
-        .filter_map(|c| Some((c, compared(c, chosen)?)))
-        .filter(|&(_, (s, b))| metric_better(task, s, b))
-        .max_by(|a, b| by_score(task, a.1.0, b.1.0));
+        .filter_map(|c| Some((c, compared(task, c, chosen)?)))
+        .filter(|&(_, x)| metric_better(task, x.a, x.b))
+        .max_by(|a, b| by_score(task, a.1.a, b.1.a));
     let mut reason = if chosen.name == FINE_TUNED {
         let runner_up = candidates
             .iter()
             .filter(|c| c.name != FINE_TUNED)
-            .filter_map(|c| Some((c, compared(chosen, c)?)))
-            .max_by(|a, b| by_score(task, a.1.1, b.1.1));
+            .filter_map(|c| Some((c, compared(task, chosen, c)?)))
+            .max_by(|a, b| by_score(task, a.1.b, b.1.b));
         match runner_up {
-            Some((r, (own, other))) => format!(
+            Some((r, x)) => format!(
                 "the fine-tuned model has the best validation {metric} ({}), ahead of the {} ({})",
-                fmt(Some(own)),
+                fmt(Some(x.a)),
                 r.description,
-                fmt(Some(other))
+                fmt(Some(x.b))
             ),
             None => format!(
                 "the fine-tuned model has validation {metric} {}",
                 fmt(Some(score))
             ),
         }
-    } else if let Some((own, fine_score)) = fine_pair {
+    } else if let Some(x) = fine_pair {
         format!(
             "fine-tuning did not help: the {} scored validation {metric} {} against {} for the fine-tuned model, so the map uses it",
             chosen.description,
-            fmt(Some(own)),
-            fmt(Some(fine_score))
+            fmt(Some(x.a)),
+            fmt(Some(x.b))
         )
     } else {
         format!(
@@ -208,11 +248,19 @@ pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
             fmt(Some(score))
         )
     };
-    if let Some((c, (s, _))) = close {
+    if let Some((c, x)) = close {
+        let noise = if x.se > 0.0 {
+            format!(
+                ", a difference within the {} its validation windows vary by",
+                fmt(Some(needed_gain(task, x)))
+            )
+        } else {
+            String::new()
+        };
         reason.push_str(&format!(
-            "; the {} scored {} but did not gain enough over this simpler model to be preferred",
+            "; the {} scored {} but did not gain enough over this simpler model to be preferred{noise}",
             c.description,
-            fmt(Some(s))
+            fmt(Some(x.a))
         ));
     }
     Some(Choice {
@@ -317,12 +365,10 @@ pub fn fit_candidates(
     let (tune_f, judge_f) = halves(&vf);
     let tune_t: Vec<&Target> = tune.iter().map(|e| &e.target).collect();
     let judge_t: Vec<&Target> = judge.iter().map(|e| &e.target).collect();
-    let score = |preds: &[Prediction]| -> Option<f64> {
-        if judge.is_empty() {
-            None
-        } else {
-            score_predictions(task, k, preds, &judge_t)
-        }
+    // The score of predictions of the judging half, and its sums window by window.
+    let judged = |preds: Vec<Prediction>| -> (Option<f64>, Vec<MetricSum>) {
+        let windows = window_sums(k, &preds, &judge_t);
+        (pooled_score(task, &windows), windows)
     };
     let hybrid = TaskModelConfig {
         head: HeadKind::Hybrid,
@@ -341,7 +387,7 @@ pub fn fit_candidates(
     let linear = |inputs: LinearInputs| -> Result<(LinearFit, Option<CrossValidation>)> {
         let limits = (MAX_LINEAR_ROWS, opts.seed);
         let cv = cross_validate_linear(&hybrid, inputs, &cv_windows, CV_FOLDS, limits)?;
-        let fit = match cv {
+        let fit = match &cv {
             Some(cv) => fit_linear_with(
                 &hybrid,
                 inputs,
@@ -367,13 +413,17 @@ pub fn fit_candidates(
                             description: String,
                             (fit, cv): &(LinearFit, Option<CrossValidation>)|
      -> Result<Candidate> {
-        let judge_score = score(&fit.head.predict(&hybrid, &judge, &judge_f)?);
+        let (judge_score, judge_windows) = judged(fit.head.predict(&hybrid, &judge, &judge_f)?);
         Ok(Candidate {
             name,
             description,
-            val_score: cv.map_or(judge_score, |cv| Some(cv.score)),
+            val_score: cv.as_ref().map_or(judge_score, |cv| Some(cv.score)),
             judge_score,
             cross_validated: cv.is_some(),
+            val_windows: cv
+                .as_ref()
+                .map_or_else(|| judge_windows.clone(), |cv| cv.windows.clone()),
+            judge_windows,
             test: by_id(test, fit.head.predict(&hybrid, test, &sf)?),
             source: Source::Linear(fit.head.clone()),
         })
@@ -426,18 +476,20 @@ pub fn fit_candidates(
         bias,
     });
     if let Some(head) = &linear_probe {
-        let judge_score = score(&head.predict(&hybrid, &judge, &judge_f)?);
+        let (judge_score, judge_windows) = judged(head.predict(&hybrid, &judge, &judge_f)?);
         candidates.push(Candidate {
             name: LINEAR_PROBE,
             description: "frozen-encoder linear probe (ridge on the encoder's tokens)".into(),
             val_score: judge_score,
             judge_score,
             cross_validated: false,
+            val_windows: judge_windows.clone(),
+            judge_windows,
             test: by_id(test, head.predict(&hybrid, test, &sf)?),
             source: Source::Linear(head.clone()),
         });
     }
-    let judge_score = score(&probe.predict_with(&judge_f, true)?);
+    let (judge_score, judge_windows) = judged(probe.predict_with(&judge_f, true)?);
     candidates.push(Candidate {
         name: KNN_PROBE,
         description: format!(
@@ -447,6 +499,8 @@ pub fn fit_candidates(
         val_score: judge_score,
         judge_score,
         cross_validated: false,
+        val_windows: judge_windows.clone(),
+        judge_windows,
         test: by_id(test, probe.predict_with(&sf, true)?),
         source: Source::Reference,
     });
@@ -502,13 +556,15 @@ pub fn fit_candidates(
     sink.progress(0.92, "scoring the fine-tuned model");
     let val_preds = predict_examples(&model, &judge, b)?;
     let test_preds = predict_examples(&model, test, b)?;
-    let judge_score = score(&val_preds);
+    let (judge_score, judge_windows) = judged(val_preds);
     candidates.push(Candidate {
         name: FINE_TUNED,
         description: format!("fine-tuned {} head", cfg.head),
         val_score: judge_score,
         judge_score,
         cross_validated: false,
+        val_windows: judge_windows.clone(),
+        judge_windows,
         test: by_id(test, test_preds),
         source: Source::FineTuned,
     });
@@ -549,6 +605,8 @@ mod tests {
             val_score: val,
             judge_score: val,
             cross_validated: false,
+            val_windows: Vec::new(),
+            judge_windows: Vec::new(),
             test: BTreeMap::new(),
             source,
         }
@@ -660,6 +718,46 @@ mod tests {
             choose(Task::Segmentation, &c).expect("a choice").chosen,
             FINE_TUNED
         );
+    }
+
+    /// A window of two classes, 10 labels each, of which `wrong` of each are mispredicted.
+    fn window(wrong: u32) -> MetricSum {
+        let mut m = MetricSum::new(2);
+        for class in 0..2u32 {
+            for i in 0..10 {
+                let p = if i < wrong { 1 - class } else { class };
+                m.add(&Prediction::Class(p), &Target::Class(class));
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn a_gain_that_only_some_windows_show_does_not_outweigh_simplicity() {
+        let task = Task::Segmentation;
+        let cv = |name, windows: Vec<MetricSum>| Candidate {
+            cross_validated: true,
+            judge_score: Some(0.5),
+            val_score: pooled_score(task, &windows),
+            val_windows: windows,
+            ..candidate(name, None, linear())
+        };
+        let base: Vec<MetricSum> = (0..8).map(|_| window(5)).collect();
+        // 0.025 better in all, from two windows, while four are worse: within the windows' spread.
+        let lumpy = [0, 0, 7, 7, 7, 7, 5, 5].map(window).to_vec();
+        let c = [cv(RAW_PIXELS, base.clone()), cv(PIXEL_CONTEXT, lumpy)];
+        let choice = choose(task, &c).expect("a choice");
+        assert_eq!(choice.chosen, RAW_PIXELS);
+        assert!(
+            choice.reason.contains("did not gain enough")
+                && choice.reason.contains("its validation windows vary by"),
+            "{}",
+            choice.reason
+        );
+        // 0.1 better in every window.
+        let steady = (0..8).map(|_| window(4)).collect();
+        let c = [cv(RAW_PIXELS, base), cv(PIXEL_CONTEXT, steady)];
+        assert_eq!(choose(task, &c).expect("a choice").chosen, PIXEL_CONTEXT);
     }
 
     #[test]
