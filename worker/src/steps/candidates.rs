@@ -173,8 +173,9 @@ fn by_score(task: Task, a: f64, b: f64) -> std::cmp::Ordering {
 }
 
 /// Picks the publishable candidate with the best validation score, where a candidate replaces a simpler
-/// one only when it is better by more than [`MARGIN`] on the windows both were judged on ([`compared`]);
-/// without validation scores, the fine-tuned model. `None` when nothing is publishable.
+/// one only when it is better, on the windows both were judged on, by more than [`MARGIN`] and more than
+/// one standard error of the difference; without validation scores, the fine-tuned model. `None` when
+/// nothing is publishable.
 #[must_use]
 pub fn choose(task: Task, candidates: &[Candidate]) -> Option<Choice> {
     let metric = metric_name(task);
