@@ -373,7 +373,7 @@ pub fn fit_linear_with(
     })
 }
 
-/// Folds of [`cross_validate_linear`] when there are windows enough.
+/// Folds of cross-validation ([`cross_validate_linear`]) when there are windows enough.
 pub const CV_FOLDS: usize = 5;
 
 /// What [`cross_validate_linear`] found.
@@ -392,8 +392,9 @@ pub struct CrossValidation {
     pub windows: Vec<MetricSum>,
 }
 
-/// Cross-validates the class-balanced ridge model of `inputs` window by window: the windows are dealt
-/// into `folds` folds, each fold is predicted by the model fitted on the others, and the held-out
+/// Cross-validates the class-balanced ridge model of `inputs` fold by fold: `fold_of[i]` is the fold of
+/// `windows[i]` (windows near each other should share a fold, so that a fold is held out as a test
+/// region would be); each fold is predicted by the model fitted on the others, and the held-out
 /// predictions of all folds are scored together, for every penalty; the best penalty and its score.
 /// Class weights and standardisation come from all rows (no targets but class counts). `None` with
 /// fewer than two folds holding labels.
@@ -401,10 +402,17 @@ pub fn cross_validate_linear(
     cfg: &TaskModelConfig,
     inputs: LinearInputs,
     windows: &[(&Example, &Tensor)],
-    folds: usize,
+    fold_of: &[usize],
     (max_rows, seed): (usize, u64),
 ) -> Result<Option<CrossValidation>> {
-    let folds = folds.min(windows.len());
+    if fold_of.len() != windows.len() {
+        return Err(Error::InvalidInput(format!(
+            "{} folds for {} windows",
+            fold_of.len(),
+            windows.len()
+        )));
+    }
+    let folds = fold_of.iter().max().map_or(0, |&m| m + 1);
     if folds < 2 {
         return Ok(None);
     }
@@ -428,7 +436,7 @@ pub fn cross_validate_linear(
             &keep,
             &mut rng,
         )?;
-        let (fold, owners) = &mut parts[i % folds];
+        let (fold, owners) = &mut parts[fold_of[i]];
         owners.push((i, r.n));
         fold.append(r);
     }
@@ -845,8 +853,9 @@ mod tests {
     -> Result<()> {
         let (cfg, examples, features) = noisy_stripes()?;
         let windows: Vec<(&Example, &Tensor)> = examples.iter().zip(&features).collect();
+        let folds: Vec<usize> = (0..windows.len()).map(|i| i % CV_FOLDS).collect();
         let cv = |inputs| -> Result<CrossValidation> {
-            cross_validate_linear(&cfg, inputs, &windows, CV_FOLDS, (10_000, 3))?
+            cross_validate_linear(&cfg, inputs, &windows, &folds, (10_000, 3))?
                 .ok_or_else(|| Error::InvalidInput("no cross-validation".into()))
         };
         let (pixels, context) = (
@@ -868,7 +877,7 @@ mod tests {
         );
         // One window cannot be cross-validated.
         assert!(
-            cross_validate_linear(&cfg, LinearInputs::Pixels, &windows[..1], 5, (10_000, 3))?
+            cross_validate_linear(&cfg, LinearInputs::Pixels, &windows[..1], &[0], (10_000, 3))?
                 .is_none()
         );
         Ok(())

@@ -9,7 +9,8 @@
 //!
 //! The validation windows are halved (`halves`): the first half tunes (the probes' settings, the
 //! fine-tuned model's early stopping), the second judges. The ridge models, cheap to refit, are also
-//! cross-validated over the training and validation windows together ([`CV_FOLDS`] folds of windows),
+//! cross-validated over the training and validation windows together ([`CV_FOLDS`] folds of spatial
+//! blocks of windows),
 //! which judges them on several times as many labels; two of them are compared on that score, and any
 //! other pair on the judging half. `evaluate` scores all of them on the test split and marks the
 //! chosen one, so the report says plainly when fine-tuning lost to something simpler.
@@ -334,6 +335,49 @@ fn halves<T: Clone>(val: &[T]) -> (Vec<T>, Vec<T>) {
     (tune, judge)
 }
 
+/// Side, in grid cells, of the square blocks of windows that cross-validation holds out together.
+pub const CV_BLOCK: i64 = 2;
+
+/// The grid column and row of a window id (`{epsg}_{res}m_{size}px_{column}_{row}`, see
+/// `groundwork_imagery::grid`), with its zone.
+fn grid_cell(id: &str) -> Option<(&str, i64, i64)> {
+    let mut parts = id.rsplitn(3, '_');
+    let row = parts.next()?.parse().ok()?;
+    let column = parts.next()?.parse().ok()?;
+    let zone = parts.next()?.split('_').next()?;
+    Some((zone, column, row))
+}
+
+/// Cross-validation folds of windows by spatial block: windows in the same `CV_BLOCK × CV_BLOCK` block
+/// of grid cells share a fold, as a test region's windows would, and the blocks are dealt to `folds`
+/// folds in grid order. Neighbouring windows, which share fields and weather, are then rarely on both
+/// sides of a fold, so a model that learns the place rather than the classes is not flattered. With
+/// fewer blocks than folds, or ids that name no grid cell, windows are dealt one by one.
+fn spatial_folds(ids: &[&str], folds: usize) -> Vec<usize> {
+    let folds = folds.max(1);
+    let deal_windows = || (0..ids.len()).map(|i| i % folds).collect();
+    let Some(cells) = ids
+        .iter()
+        .map(|id| grid_cell(id))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return deal_windows();
+    };
+    fn block<'a>(&(zone, column, row): &(&'a str, i64, i64)) -> (&'a str, i64, i64) {
+        (zone, row.div_euclid(CV_BLOCK), column.div_euclid(CV_BLOCK))
+    }
+    let mut blocks: Vec<_> = cells.iter().map(block).collect();
+    blocks.sort_unstable();
+    blocks.dedup();
+    if blocks.len() < folds {
+        return deal_windows();
+    }
+    cells
+        .iter()
+        .map(|c| blocks.binary_search(&block(c)).map_or(0, |b| b % folds))
+        .collect()
+}
+
 /// Makes every candidate from the encoder `sd` (features of all splits come from it), fine-tunes the
 /// `cfg` model (resuming from `resume`), scores all on validation and returns the chosen one.
 pub fn fit_candidates(
@@ -385,9 +429,11 @@ pub fn fit_candidates(
     } else {
         train.iter().zip(&tf).chain(val.iter().zip(&vf)).collect()
     };
+    let ids: Vec<&str> = cv_windows.iter().map(|(e, _)| e.id.as_str()).collect();
+    let folds = spatial_folds(&ids, CV_FOLDS);
     let linear = |inputs: LinearInputs| -> Result<(LinearFit, Option<CrossValidation>)> {
         let limits = (MAX_LINEAR_ROWS, opts.seed);
-        let cv = cross_validate_linear(&hybrid, inputs, &cv_windows, CV_FOLDS, limits)?;
+        let cv = cross_validate_linear(&hybrid, inputs, &cv_windows, &folds, limits)?;
         let fit = match &cv {
             Some(cv) => fit_linear_with(
                 &hybrid,
@@ -759,6 +805,29 @@ mod tests {
         let steady = (0..8).map(|_| window(4)).collect();
         let c = [cv(RAW_PIXELS, base), cv(PIXEL_CONTEXT, steady)];
         assert_eq!(choose(task, &c).expect("a choice").chosen, PIXEL_CONTEXT);
+    }
+
+    #[test]
+    fn cross_validation_holds_out_spatial_blocks_of_windows() {
+        let id = |c: i64, r: i64| format!("32633_10m_64px_{c}_{r}");
+        // A 4 × 4 grid of windows: four 2 × 2 blocks (plus one more block at column -1), five folds.
+        let mut ids: Vec<String> = (0..16).map(|i| id(i % 4, i / 4)).collect();
+        ids.push(id(-1, 0));
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let folds = spatial_folds(&refs, 5);
+        assert_eq!(grid_cell(&ids[16]), Some(("32633", -1, 0)));
+        for (i, a) in refs.iter().enumerate() {
+            for (j, b) in refs.iter().enumerate() {
+                let (_, ca, ra) = grid_cell(a).expect("a cell");
+                let (_, cb, rb) = grid_cell(b).expect("a cell");
+                let same_block =
+                    (ca.div_euclid(2), ra.div_euclid(2)) == (cb.div_euclid(2), rb.div_euclid(2));
+                assert_eq!(folds[i] == folds[j], same_block, "{a} {b}");
+            }
+        }
+        // Too few blocks, or ids that are no grid cells: one window after another.
+        assert_eq!(spatial_folds(&refs[..4], 5), vec![0, 1, 2, 3]);
+        assert_eq!(spatial_folds(&["a", "b", "c"], 2), vec![0, 1, 0]);
     }
 
     #[test]
