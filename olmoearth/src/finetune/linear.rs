@@ -327,7 +327,7 @@ pub fn fit_linear_with(
             "linear rows have {f} features, the model expects {expected_f}"
         )));
     }
-    let design = Design::new(&tr, f, k, regression);
+    let design = Design::new(&[&tr], f, k, regression);
     let (gram, xty) = design.products(&tr)?;
     let system = Ridge::new(gram, xty, f, k, design.wsum);
     let to_head = |beta: &[f64]| design.head(cfg, inputs, beta);
@@ -444,37 +444,37 @@ pub fn cross_validate_linear(
     if parts.len() < 2 {
         return Ok(None);
     }
-    let mut all = Rows::default();
-    for (p, _) in &parts {
-        all.x.extend_from_slice(&p.x);
-        all.y.extend_from_slice(&p.y);
-        all.n += p.n;
-    }
-    let f = all.x.len() / all.n;
-    let design = Design::new(&all, f, k, regression);
-    let mut products = Vec::with_capacity(parts.len());
+    let sets: Vec<&Rows> = parts.iter().map(|(p, _)| p).collect();
+    let n: usize = sets.iter().map(|p| p.n).sum();
+    let f = sets[0].x.len() / sets[0].n;
+    let design = Design::new(&sets, f, k, regression);
+    let mut held_out = Vec::with_capacity(parts.len());
     let (mut gram, mut xty) = (vec![0f64; (f + 1) * (f + 1)], vec![0f64; (f + 1) * k]);
-    for (p, _) in &parts {
+    for p in &sets {
         let (g, c) = design.products(p)?;
         gram.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
         xty.iter_mut().zip(&c).for_each(|(a, b)| *a += b);
-        products.push((g, c, design.standardise(p, false)?));
+        held_out.push((g, c));
     }
     let system = Ridge::new(gram, xty, f, k, design.wsum);
-    let mut best: Option<CrossValidation> = None;
-    for &lambda in &LAMBDAS {
-        let mut sums = vec![MetricSum::new(k); windows.len()];
-        for ((g, c, xv), (p, owners)) in products.iter().zip(&parts) {
+    // Each penalty's held-out sums, window by window; one fold's standardised rows at a time.
+    let mut sums = vec![vec![MetricSum::new(k); windows.len()]; LAMBDAS.len()];
+    for ((g, c), (p, owners)) in held_out.iter().zip(&parts) {
+        let xv = design.standardise(p, false)?;
+        for (&lambda, sums) in LAMBDAS.iter().zip(&mut sums) {
             let beta = system.solve(lambda, Some((g, c)))?;
-            let preds = predict_rows(regression, xv, &beta)?;
+            let preds = predict_rows(regression, &xv, &beta)?;
             let mut at = 0;
-            for &(window, n) in owners {
-                for (pred, &y) in preds[at..at + n].iter().zip(&p.y[at..at + n]) {
+            for &(window, rows) in owners {
+                for (pred, &y) in preds[at..at + rows].iter().zip(&p.y[at..at + rows]) {
                     sums[window].add(pred, &row_target(regression, y));
                 }
-                at += n;
+                at += rows;
             }
         }
+    }
+    let mut best: Option<CrossValidation> = None;
+    for (&lambda, sums) in LAMBDAS.iter().zip(sums) {
         let Some(score) = pooled_score(cfg.task, &sums) else {
             continue;
         };
@@ -486,7 +486,7 @@ pub fn cross_validate_linear(
                 lambda,
                 score,
                 folds: parts.len(),
-                rows: all.n,
+                rows: n,
                 windows: sums,
             });
         }
@@ -544,17 +544,19 @@ struct Design {
 }
 
 impl Design {
-    fn new(rows: &Rows, f: usize, k: usize, regression: bool) -> Self {
+    /// The design of all rows of `sets` together.
+    fn new(sets: &[&Rows], f: usize, k: usize, regression: bool) -> Self {
+        let n: usize = sets.iter().map(|r| r.n).sum();
         let mut class_weight = vec![1f64; if regression { 1 } else { k }];
         if !regression {
             let mut counts = vec![0f64; k];
-            for &y in &rows.y {
+            for &y in sets.iter().flat_map(|r| &r.y) {
                 counts[y as usize] += 1.0;
             }
             let present = counts.iter().filter(|&&c| c > 0.0).count().max(1) as f64;
             for (w, &c) in class_weight.iter_mut().zip(&counts) {
                 *w = if c > 0.0 {
-                    rows.n as f64 / (present * c)
+                    n as f64 / (present * c)
                 } else {
                     0.0
                 };
@@ -569,24 +571,35 @@ impl Design {
             mean: vec![0f64; f],
             inv_std: vec![0f64; f],
         };
-        let w: Vec<f64> = rows.y.iter().map(|&y| d.weight(y)).collect();
-        d.wsum = w.iter().sum();
-        for (r, &wi) in rows.x.chunks_exact(f).zip(&w) {
-            for (m, &x) in d.mean.iter_mut().zip(r) {
+        let weighted = || {
+            sets.iter()
+                .flat_map(|r| r.x.chunks_exact(f).zip(&r.y))
+                .map(|(x, &y)| (x, d.weight(y)))
+        };
+        let (mut mean, mut var) = (vec![0f64; f], vec![0f64; f]);
+        let mut wsum = 0.0;
+        for (r, wi) in weighted() {
+            wsum += wi;
+            for (m, &x) in mean.iter_mut().zip(r) {
                 *m += wi * f64::from(x);
             }
         }
-        d.mean.iter_mut().for_each(|m| *m /= d.wsum.max(1e-12));
-        let mut var = vec![0f64; f];
-        for (r, &wi) in rows.x.chunks_exact(f).zip(&w) {
-            for ((v, &x), m) in var.iter_mut().zip(r).zip(&d.mean) {
+        mean.iter_mut().for_each(|m| *m /= f64::max(wsum, 1e-12));
+        for (r, wi) in weighted() {
+            for ((v, &x), m) in var.iter_mut().zip(r).zip(&mean) {
                 *v += wi * (f64::from(x) - m).powi(2);
             }
         }
-        for (is, v) in d.inv_std.iter_mut().zip(var) {
-            let s = (v / d.wsum.max(1e-12)).sqrt();
-            *is = if s > 1e-6 { 1.0 / s } else { 0.0 };
-        }
+        let inv_std = var
+            .into_iter()
+            .map(|v| {
+                let s = (v / f64::max(wsum, 1e-12)).sqrt();
+                if s > 1e-6 { 1.0 / s } else { 0.0 }
+            })
+            .collect();
+        d.wsum = wsum;
+        d.mean = mean;
+        d.inv_std = inv_std;
         d
     }
 
