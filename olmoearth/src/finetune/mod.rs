@@ -53,15 +53,8 @@ mod tests {
     }
 
     /// A window of two classes, 10 labels each, of which `wrong` of each are mispredicted.
-    fn window(wrong: u32) -> MetricSum {
-        let mut m = MetricSum::new(2);
-        for class in 0..2u32 {
-            for i in 0..10 {
-                let p = if i < wrong { 1 - class } else { class };
-                m.add(&Prediction::Class(p), &Target::Class(class));
-            }
-        }
-        m
+    fn window(wrong: u64) -> MetricSum {
+        MetricSum::from_confusion(vec![vec![10 - wrong, wrong], vec![wrong, 10 - wrong]])
     }
 
     #[test]
@@ -90,6 +83,14 @@ mod tests {
         );
         assert_eq!(paired_difference_se(task, &base[..1], &base[..1], 1), None);
         assert_eq!(paired_difference_se(task, &base, &base[..2], 1), None);
+        // A confusion matrix holds what adding its predictions one by one holds.
+        let mut added = MetricSum::new(2);
+        for (truth, predicted, n) in [(0, 0, 6), (0, 1, 4), (1, 0, 4), (1, 1, 6)] {
+            for _ in 0..n {
+                added.add(&Prediction::Class(predicted), &Target::Class(truth));
+            }
+        }
+        assert_eq!(added.value(task), window(4).value(task));
         // The pooled score of the windows is the score of all their labels.
         let mut all = MetricSum::new(2);
         steady.iter().for_each(|w| all.merge(w));

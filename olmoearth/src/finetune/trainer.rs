@@ -258,6 +258,17 @@ impl MetricSum {
         }
     }
 
+    /// A sum holding the confusion matrix `counts` (`counts[truth][predicted]`, K × K).
+    #[must_use]
+    pub fn from_confusion(counts: Vec<Vec<u64>>) -> Self {
+        let total = counts.iter().flatten().sum::<u64>() as f64;
+        MetricSum {
+            counts,
+            total,
+            sq: 0.0,
+        }
+    }
+
     fn pair(&mut self, truth: usize, pred: usize) {
         let k = self.counts.len();
         if truth < k && pred < k {

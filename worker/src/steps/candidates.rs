@@ -768,15 +768,8 @@ mod tests {
     }
 
     /// A window of two classes, 10 labels each, of which `wrong` of each are mispredicted.
-    fn window(wrong: u32) -> MetricSum {
-        let mut m = MetricSum::new(2);
-        for class in 0..2u32 {
-            for i in 0..10 {
-                let p = if i < wrong { 1 - class } else { class };
-                m.add(&Prediction::Class(p), &Target::Class(class));
-            }
-        }
-        m
+    fn window(wrong: u64) -> MetricSum {
+        MetricSum::from_confusion(vec![vec![10 - wrong, wrong], vec![wrong, 10 - wrong]])
     }
 
     #[test]
