@@ -74,9 +74,10 @@ pub struct Candidate {
     pub judge_score: Option<f64>,
     /// Whether `val_score` is a cross-validation score.
     pub cross_validated: bool,
-    /// The sums behind `val_score`, one per window (the same windows in the same order for every
-    /// candidate of a run), for paired comparisons.
-    pub val_windows: Vec<MetricSum>,
+    /// The cross-validation sums behind `val_score`, one per window (the same windows in the same order
+    /// for every cross-validated candidate of a run), for paired comparisons; empty when not
+    /// cross-validated.
+    pub cv_windows: Vec<MetricSum>,
     /// The sums behind `judge_score`, one per judging window.
     pub judge_windows: Vec<MetricSum>,
     /// Predictions of the test windows, by window id.
@@ -126,7 +127,7 @@ const BOOTSTRAP_SEED: u64 = 0x5E1E_C7ED;
 /// the difference (0 when the windows are unknown or fewer than two).
 fn compared(task: Task, a: &Candidate, b: &Candidate) -> Option<Compared> {
     let (sa, sb, wa, wb) = if a.cross_validated && b.cross_validated {
-        (a.val_score?, b.val_score?, &a.val_windows, &b.val_windows)
+        (a.val_score?, b.val_score?, &a.cv_windows, &b.cv_windows)
     } else {
         (
             a.judge_score?,
@@ -424,16 +425,16 @@ pub fn fit_candidates(
     // The ridge models are cross-validated over the training and validation windows (with validation
     // labels only, so that every candidate has a judging-half score too), then fitted on the training
     // windows with the penalty cross-validation chose; without enough windows, tuned on the first half.
-    let cv_windows: Vec<(&Example, &Tensor)> = if judge.is_empty() {
+    let cv_examples: Vec<(&Example, &Tensor)> = if judge.is_empty() {
         Vec::new()
     } else {
         train.iter().zip(&tf).chain(val.iter().zip(&vf)).collect()
     };
-    let ids: Vec<&str> = cv_windows.iter().map(|(e, _)| e.id.as_str()).collect();
+    let ids: Vec<&str> = cv_examples.iter().map(|(e, _)| e.id.as_str()).collect();
     let folds = spatial_folds(&ids, CV_FOLDS);
     let linear = |inputs: LinearInputs| -> Result<(LinearFit, Option<CrossValidation>)> {
         let limits = (MAX_LINEAR_ROWS, opts.seed);
-        let cv = cross_validate_linear(&hybrid, inputs, &cv_windows, &folds, limits)?;
+        let cv = cross_validate_linear(&hybrid, inputs, &cv_examples, &folds, limits)?;
         let fit = match &cv {
             Some(cv) => fit_linear_with(
                 &hybrid,
@@ -467,9 +468,7 @@ pub fn fit_candidates(
             val_score: cv.as_ref().map_or(judge_score, |cv| Some(cv.score)),
             judge_score,
             cross_validated: cv.is_some(),
-            val_windows: cv
-                .as_ref()
-                .map_or_else(|| judge_windows.clone(), |cv| cv.windows.clone()),
+            cv_windows: cv.as_ref().map(|cv| cv.windows.clone()).unwrap_or_default(),
             judge_windows,
             test: by_id(test, fit.head.predict(&hybrid, test, &sf)?),
             source: Source::Linear(fit.head.clone()),
@@ -530,7 +529,7 @@ pub fn fit_candidates(
             val_score: judge_score,
             judge_score,
             cross_validated: false,
-            val_windows: judge_windows.clone(),
+            cv_windows: Vec::new(),
             judge_windows,
             test: by_id(test, head.predict(&hybrid, test, &sf)?),
             source: Source::Linear(head.clone()),
@@ -546,7 +545,7 @@ pub fn fit_candidates(
         val_score: judge_score,
         judge_score,
         cross_validated: false,
-        val_windows: judge_windows.clone(),
+        cv_windows: Vec::new(),
         judge_windows,
         test: by_id(test, probe.predict_with(&sf, true)?),
         source: Source::Reference,
@@ -610,7 +609,7 @@ pub fn fit_candidates(
         val_score: judge_score,
         judge_score,
         cross_validated: false,
-        val_windows: judge_windows.clone(),
+        cv_windows: Vec::new(),
         judge_windows,
         test: by_id(test, test_preds),
         source: Source::FineTuned,
@@ -652,7 +651,7 @@ mod tests {
             val_score: val,
             judge_score: val,
             cross_validated: false,
-            val_windows: Vec::new(),
+            cv_windows: Vec::new(),
             judge_windows: Vec::new(),
             test: BTreeMap::new(),
             source,
@@ -779,7 +778,7 @@ mod tests {
             cross_validated: true,
             judge_score: Some(0.5),
             val_score: pooled_score(task, &windows),
-            val_windows: windows,
+            cv_windows: windows,
             ..candidate(name, None, linear())
         };
         let base: Vec<MetricSum> = (0..8).map(|_| window(5)).collect();
