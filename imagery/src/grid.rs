@@ -59,6 +59,17 @@ pub struct WindowSpec {
     pub wgs84_polygon: geojson::Geometry,
 }
 
+/// The UTM zone (EPSG code), grid column and row a window id names: the inverse of [`WindowSpec::id`]'s
+/// format. `None` for a string of another form.
+#[must_use]
+pub fn window_cell(id: &str) -> Option<(u32, i64, i64)> {
+    let mut parts = id.rsplitn(3, '_');
+    let row = parts.next()?.parse().ok()?;
+    let column = parts.next()?.parse().ok()?;
+    let epsg = parts.next()?.split('_').next()?.parse().ok()?;
+    Some((epsg, column, row))
+}
+
 impl WindowSpec {
     /// Builds the window of a grid cell.
     pub fn from_cell(
@@ -332,6 +343,14 @@ mod tests {
             a.iter()
                 .all(|w| w.epsg == 32633 && w.id.starts_with("32633_10m_64px_"))
         );
+        // Every id names its own cell.
+        assert!(
+            a.iter()
+                .all(|w| window_cell(&w.id) == Some((w.epsg, w.column, w.row)))
+        );
+        let south_west = WindowSpec::from_cell(32733, -3, -7, 64, 10.0).unwrap();
+        assert_eq!(window_cell(&south_west.id), Some((32733, -3, -7)));
+        assert_eq!(window_cell("a_b_c"), None);
         let w = &a[0];
         assert_eq!(w.geotransform[1], 10.0);
         assert_eq!(w.utm_bounds[2] - w.utm_bounds[0], 640.0);

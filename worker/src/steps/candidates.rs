@@ -16,6 +16,7 @@
 //! chosen one, so the report says plainly when fine-tuning lost to something simpler.
 
 use candle_core::{Device, Tensor};
+use groundwork_imagery::grid::window_cell;
 use groundwork_types::{HeadKind, Task};
 use olmoearth::finetune::{
     Baseline, BaselineSummary, CV_FOLDS, CrossValidation, Example, FitData, FitOptions, FitSink,
@@ -339,34 +340,25 @@ fn halves<T: Clone>(val: &[T]) -> (Vec<T>, Vec<T>) {
 /// Side, in grid cells, of the square blocks of windows that cross-validation holds out together.
 pub const CV_BLOCK: i64 = 2;
 
-/// The grid column and row of a window id (`{epsg}_{res}m_{size}px_{column}_{row}`, see
-/// `groundwork_imagery::grid`), with its zone.
-fn grid_cell(id: &str) -> Option<(&str, i64, i64)> {
-    let mut parts = id.rsplitn(3, '_');
-    let row = parts.next()?.parse().ok()?;
-    let column = parts.next()?.parse().ok()?;
-    let zone = parts.next()?.split('_').next()?;
-    Some((zone, column, row))
-}
-
 /// Cross-validation folds of windows by spatial block: windows in the same `CV_BLOCK × CV_BLOCK` block
 /// of grid cells share a fold, as a test region's windows would, and the blocks are dealt to `folds`
 /// folds in grid order. Neighbouring windows, which share fields and weather, are then rarely on both
 /// sides of a fold, so a model that learns the place rather than the classes is not flattered. With
-/// fewer blocks than folds, or ids that name no grid cell, windows are dealt one by one.
+/// fewer blocks than folds, or ids that name no grid cell ([`window_cell`]), windows are dealt one by
+/// one.
 fn spatial_folds(ids: &[&str], folds: usize) -> Vec<usize> {
     let folds = folds.max(1);
     let deal_windows = || (0..ids.len()).map(|i| i % folds).collect();
     let Some(cells) = ids
         .iter()
-        .map(|id| grid_cell(id))
+        .map(|id| window_cell(id))
         .collect::<Option<Vec<_>>>()
     else {
         return deal_windows();
     };
-    fn block<'a>(&(zone, column, row): &(&'a str, i64, i64)) -> (&'a str, i64, i64) {
-        (zone, row.div_euclid(CV_BLOCK), column.div_euclid(CV_BLOCK))
-    }
+    let block = |&(epsg, column, row): &(u32, i64, i64)| {
+        (epsg, row.div_euclid(CV_BLOCK), column.div_euclid(CV_BLOCK))
+    };
     let mut blocks: Vec<_> = cells.iter().map(block).collect();
     blocks.sort_unstable();
     blocks.dedup();
@@ -807,11 +799,10 @@ mod tests {
         ids.push(id(-1, 0));
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let folds = spatial_folds(&refs, 5);
-        assert_eq!(grid_cell(&ids[16]), Some(("32633", -1, 0)));
         for (i, a) in refs.iter().enumerate() {
             for (j, b) in refs.iter().enumerate() {
-                let (_, ca, ra) = grid_cell(a).expect("a cell");
-                let (_, cb, rb) = grid_cell(b).expect("a cell");
+                let (_, ca, ra) = window_cell(a).expect("a cell");
+                let (_, cb, rb) = window_cell(b).expect("a cell");
                 let same_block =
                     (ca.div_euclid(2), ra.div_euclid(2)) == (cb.div_euclid(2), rb.div_euclid(2));
                 assert_eq!(folds[i] == folds[j], same_block, "{a} {b}");
