@@ -462,7 +462,7 @@ pub fn cross_validate_linear(
     for ((g, c), (p, owners)) in held_out.iter().zip(&parts) {
         let xv = design.standardise(p, false)?;
         for (&lambda, sums) in LAMBDAS.iter().zip(&mut sums) {
-            let beta = system.solve(lambda, Some((g, c)))?;
+            let beta = system.solve(lambda, Some((g.as_slice(), c.as_slice())))?;
             let preds = predict_rows(regression, &xv, &beta)?;
             let mut at = 0;
             for &(window, rows) in owners {
@@ -710,7 +710,7 @@ impl Ridge {
     }
 
     /// The solution with relative penalty `lambda`, without the rows whose products are `held_out`.
-    fn solve(&self, lambda: f64, held_out: Option<(&Vec<f64>, &Vec<f64>)>) -> Result<Vec<f64>> {
+    fn solve(&self, lambda: f64, held_out: Option<(&[f64], &[f64])>) -> Result<Vec<f64>> {
         let (f, ff) = (self.f, self.f + 1);
         let mut a = self.gram.clone();
         let mut b = self.xty.clone();
