@@ -189,6 +189,9 @@ async fn main() {
         "2024-06-30".parse().unwrap(),
     );
     req.binning = TimeBinning::Whole;
+    // The benchmark's own loopback catalogue.
+    req.outbound = groundwork_imagery::OutboundPolicy::default()
+        .with_allowed_host("127.0.0.1".parse().unwrap());
     req.window_concurrency = workers;
     req.read_concurrency = 4;
     req.read_threads = workers;

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::grid::WindowSpec;
 use crate::http::{HttpContext, HttpOptions};
 use crate::modality::{Modality, Profile};
+use crate::outbound::OutboundPolicy;
 use crate::output::{ModalityTensor, WindowTensors, encode_safetensors, preview_png};
 use crate::read::{BandRead, ReaderPool, Resampling, TargetGrid, describe, forget, read_on_grid};
 use crate::source::{Scene, SceneQuery, Source, search_scenes};
@@ -76,6 +77,10 @@ pub struct AcquireRequest {
     pub previews: bool,
     /// Items per page of STAC API searches.
     pub search_page_size: u64,
+    /// What may be fetched or opened: the catalogue, its links, token endpoints and asset hrefs.
+    /// Not serialised; the default is the strictest policy (public `http(s)` only).
+    #[serde(skip)]
+    pub outbound: OutboundPolicy,
 }
 
 impl AcquireRequest {
@@ -106,6 +111,7 @@ impl AcquireRequest {
             layout: OutputLayout::PerModality,
             previews: false,
             search_page_size: 100,
+            outbound: OutboundPolicy::default(),
         }
     }
 
@@ -232,7 +238,7 @@ pub async fn acquire(
     }
     let bins = time_bins(req.start, req.end, req.binning)?;
     let total = windows.len();
-    let http = Arc::new(HttpContext::new(req.http.clone())?);
+    let http = Arc::new(HttpContext::new(req.http.clone(), req.outbound.clone())?);
     let bbox = windows.iter().fold(
         [
             f64::INFINITY,
@@ -538,6 +544,17 @@ impl WindowCtx<'_> {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled { done: 0, total: 0 });
         }
+        // Only hrefs the policy passed reach GDAL: http(s) URLs on allowed addresses (opened through
+        // the `/vsicurl/` path built by `read::gdal_path`), or files under a catalogue root.
+        let href = &self
+            .http
+            .checks
+            .check_href(&self.http.policy, href)
+            .await
+            .map_err(|e| Error::Read {
+                href: describe(href),
+                reason: e.to_string(),
+            })?;
         self.http
             .with_retry(href, || {
                 let (href, grid) = (href.to_string(), grid.clone());

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result, redact};
+use crate::outbound::{CheckCache, OutboundError, OutboundPolicy, REFUSED};
 
 /// Retry policy for transient failures (HTTP 429, 5xx, timeouts, connection errors).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +90,10 @@ struct HostSlot {
 pub struct HttpContext {
     pub(crate) opts: HttpOptions,
     pub(crate) client: reqwest::Client,
+    /// What may be fetched: every request and every asset href is checked against it.
+    pub(crate) policy: OutboundPolicy,
+    /// Per-host outcomes of asset href checks.
+    pub(crate) checks: CheckCache,
     hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
     pub(crate) tokens: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
 }
@@ -102,9 +107,10 @@ impl std::fmt::Debug for HttpContext {
 }
 
 impl HttpContext {
-    /// A context with the given limits.
-    pub fn new(opts: HttpOptions) -> Result<HttpContext> {
-        let client = reqwest::Client::builder()
+    /// A context with the given limits, fetching only what `policy` allows.
+    pub fn new(opts: HttpOptions, policy: OutboundPolicy) -> Result<HttpContext> {
+        let client = policy
+            .client_builder()
             .timeout(opts.timeout)
             .user_agent(concat!("groundwork-imagery/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -115,6 +121,8 @@ impl HttpContext {
         Ok(HttpContext {
             opts,
             client,
+            policy,
+            checks: CheckCache::default(),
             hosts: Mutex::new(HashMap::new()),
             tokens: tokio::sync::Mutex::new(HashMap::new()),
         })
@@ -192,27 +200,64 @@ impl HttpContext {
 
     /// GETs a URL and parses JSON, with retries.
     pub(crate) async fn get_json(&self, url: &str) -> Result<serde_json::Value> {
+        self.request_json(reqwest::Method::GET, url, None).await
+    }
+
+    /// Sends a request (with an optional JSON body) to a URL the policy allows and parses the JSON
+    /// response, reading at most [`MAX_JSON_BYTES`]; transient failures are retried. A refusal by
+    /// the policy is not retried.
+    pub(crate) async fn request_json(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let failed = |reason: String| Error::Http {
+            url: redact(url),
+            reason,
+        };
+        match self.policy.check_url(url).await {
+            Ok(_) => {}
+            Err(e @ OutboundError::Refused(_)) => return Err(failed(e.to_string())),
+            // Resolution failures may pass: the request below retries them.
+            Err(OutboundError::Resolve { .. }) => {}
+        }
         self.with_retry(url, || async {
-            let resp = self
-                .client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| classify_reqwest(&e))?;
+            let mut req = self.client.request(method.clone(), url);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let mut resp = req.send().await.map_err(|e| classify_reqwest(&e))?;
             let status = resp.status();
             if !status.is_success() {
                 return Err(classify_status(status.as_u16()));
             }
-            resp.json::<serde_json::Value>()
-                .await
+            if resp
+                .content_length()
+                .is_some_and(|n| n > MAX_JSON_BYTES as u64)
+            {
+                return Err(Attempt::Permanent(too_large()));
+            }
+            let mut bytes = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| classify_reqwest(&e))? {
+                if bytes.len() + chunk.len() > MAX_JSON_BYTES {
+                    return Err(Attempt::Permanent(too_large()));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            serde_json::from_slice::<serde_json::Value>(&bytes)
                 .map_err(|e| Attempt::Permanent(format!("invalid JSON: {e}")))
         })
         .await
-        .map_err(|reason| Error::Http {
-            url: redact(url),
-            reason,
-        })
+        .map_err(failed)
     }
+}
+
+/// The largest JSON document read from a catalogue or token endpoint.
+pub const MAX_JSON_BYTES: usize = 32 << 20;
+
+fn too_large() -> String {
+    format!("the response is larger than {} MiB", MAX_JSON_BYTES >> 20)
 }
 
 pub(crate) fn classify_status(code: u16) -> Attempt {
@@ -224,6 +269,18 @@ pub(crate) fn classify_status(code: u16) -> Attempt {
 }
 
 pub(crate) fn classify_reqwest(e: &reqwest::Error) -> Attempt {
+    // A refusal by the policy's resolver or redirect check is final.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(refusal @ OutboundError::Refused(_)) = err.downcast_ref::<OutboundError>() {
+            return Attempt::Permanent(refusal.to_string());
+        }
+        let text = err.to_string();
+        if let Some(at) = text.find(REFUSED) {
+            return Attempt::Permanent(text[at..].to_owned());
+        }
+        source = err.source();
+    }
     if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() {
         Attempt::Transient(e.to_string())
     } else if let Some(s) = e.status() {
@@ -269,11 +326,14 @@ mod tests {
     #[tokio::test]
     async fn hosts_are_limited_in_concurrency_and_rate() {
         let http = std::sync::Arc::new(
-            HttpContext::new(HttpOptions {
-                per_host_concurrency: 2,
-                per_host_rate: Some(40.0),
-                ..HttpOptions::default()
-            })
+            HttpContext::new(
+                HttpOptions {
+                    per_host_concurrency: 2,
+                    per_host_rate: Some(40.0),
+                    ..HttpOptions::default()
+                },
+                OutboundPolicy::default(),
+            )
             .unwrap(),
         );
         let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

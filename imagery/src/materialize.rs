@@ -100,6 +100,8 @@ pub async fn materialize(
     acq.success_threshold = req.success_threshold;
     acq.layout = OutputLayout::Combined;
     acq.previews = true;
+    // The operator's own command: local catalogues and any address are fine.
+    acq.outbound = crate::outbound::OutboundPolicy::trusted();
     if let Source::Static(p) = &acq.source
         && !p.starts_with("http")
     {

@@ -118,6 +118,9 @@ thread_local! {
 /// Open datasets kept per reader thread (least recently used are closed first).
 const MAX_OPEN_PER_THREAD: usize = 128;
 
+/// The GDAL drivers asset hrefs are opened with (GeoTIFF, which includes COG, and JPEG 2000).
+pub const ASSET_DRIVERS: [&str; 2] = ["GTiff", "JP2OpenJPEG"];
+
 /// The GDAL path of an href.
 pub fn gdal_path(href: &str) -> String {
     if is_url(href) {
@@ -141,7 +144,18 @@ fn open(href: &str) -> Result<Rc<Opened>, Attempt> {
     if let Some(o) = hit {
         return Ok(o);
     }
-    let src = Dataset::open(gdal_path(href)).map_err(|e| classify_gdal(&e.to_string()))?;
+    // Raster drivers only, and only the formats catalogues serve imagery in: a VRT or other
+    // format that names further files could make GDAL read paths and addresses the outbound-request
+    // policy never saw.
+    let src = Dataset::open_ex(
+        gdal_path(href),
+        gdal::DatasetOptions {
+            open_flags: gdal::GdalOpenFlags::GDAL_OF_RASTER | gdal::GdalOpenFlags::GDAL_OF_READONLY,
+            allowed_drivers: Some(&ASSET_DRIVERS),
+            ..gdal::DatasetOptions::default()
+        },
+    )
+    .map_err(|e| classify_gdal(&e.to_string()))?;
     let (ds, source) = match src.geo_transform() {
         Ok(_) => (src, None),
         // Radar-geometry products (e.g. Sentinel-1 GRD) carry ground control points instead of a

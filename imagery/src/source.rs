@@ -4,14 +4,13 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use futures::TryStreamExt;
 use geo::Intersects;
 use serde::{Deserialize, Serialize};
-use stac::api::{Search, StreamItemsClient};
 
-use crate::error::{Error, Result};
-use crate::http::{Attempt, HttpContext};
+use crate::error::{Error, Result, redact};
+use crate::http::HttpContext;
 use crate::modality::{Harmonize, Modality, ModalitySpec, Profile};
+use crate::outbound::{OutboundError, OutboundPolicy};
 
 /// Where scenes come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +24,9 @@ pub enum Source {
 
 impl Source {
     /// Guesses the kind: anything ending in `.json` or naming a local file is a static catalogue (a local
-    /// directory means its `catalog.json`); anything else is a STAC API root.
+    /// directory means its `catalog.json`); anything else is a STAC API root. This looks at the local
+    /// file system, so it is for the trusted command line; what users name goes through
+    /// [`Source::checked`].
     pub fn parse(s: &str) -> Source {
         let is_url = s.starts_with("http://") || s.starts_with("https://");
         if !is_url && Path::new(s).is_dir() {
@@ -39,6 +40,29 @@ impl Source {
             Source::Static(s.to_string())
         } else {
             Source::Api(s.trim_end_matches('/').to_string())
+        }
+    }
+
+    /// The source a user named, under the outbound-request policy: an `http(s)` URL (a static
+    /// catalogue when it ends in `.json`, else a STAC API root), or a local path or `file://` URL under
+    /// a catalogue root (a directory means its `catalog.json`). The file system is consulted only
+    /// after the policy allowed the path, so a refusal says nothing about which files exist.
+    pub fn checked(s: &str, policy: &OutboundPolicy) -> Result<Source, OutboundError> {
+        let s = s.trim();
+        if OutboundPolicy::is_local(s) {
+            let path = policy.check_local(s)?;
+            let path = if path.is_dir() {
+                path.join("catalog.json")
+            } else {
+                path
+            };
+            return Ok(Source::Static(path.to_string_lossy().into_owned()));
+        }
+        let url = policy.check_url_syntax(s)?;
+        if url.path().ends_with(".json") {
+            Ok(Source::Static(s.to_owned()))
+        } else {
+            Ok(Source::Api(s.trim_end_matches('/').to_owned()))
         }
     }
 }
@@ -143,9 +167,21 @@ pub async fn search_scenes(q: &SceneQuery<'_>, http: &HttpContext) -> Result<Vec
         scenes.push(scene);
     }
     if let Profile::PlanetaryComputer { sas_endpoint } = q.profile {
+        // Only hrefs on Azure blob storage are signed; a catalogue that uses the profile for its asset
+        // keys but serves its files elsewhere never causes a token request.
         for s in &mut scenes {
+            let hrefs: Vec<&mut String> = s
+                .bands
+                .iter_mut()
+                .flatten()
+                .chain(s.scl.iter_mut())
+                .filter(|h| on_azure_blob_storage(h))
+                .collect();
+            if hrefs.is_empty() {
+                continue;
+            }
             let token = sas_token(sas_endpoint, &s.collection, http).await?;
-            for h in s.bands.iter_mut().flatten().chain(s.scl.iter_mut()) {
+            for h in hrefs {
                 *h = sign_href(h, &token);
             }
         }
@@ -155,67 +191,132 @@ pub async fn search_scenes(q: &SceneQuery<'_>, http: &HttpContext) -> Result<Vec
     Ok(scenes)
 }
 
+/// Pages of one API search followed at most.
+pub const MAX_SEARCH_PAGES: usize = 1000;
+
 async fn api_search(
     url: &str,
     spec: &ModalitySpec,
     q: &SceneQuery<'_>,
     http: &HttpContext,
 ) -> Result<Vec<(stac::Item, String)>> {
-    let client = stac_io::api::Client::with_client_builder(
-        reqwest::Client::builder().timeout(http.opts.timeout),
-        url,
-    )
-    .map_err(|e| Error::Stac {
-        op: "client",
-        url: url.to_string(),
-        reason: e.to_string(),
-    })?;
-    let datetime = format!("{}T00:00:00Z/{}T23:59:59Z", q.start, q.end);
-    let search = Search::default()
-        .collections(vec![spec.collection.clone()])
-        .bbox(stac::Bbox::TwoDimensional(q.bbox))
-        .datetime(datetime)
-        .limit(q.page_size.max(1));
-    let raw = http
-        .with_retry(url, || {
-            let (client, search) = (client.clone(), search.clone());
-            async move {
-                let stream = client
-                    .search_stream(search)
-                    .await
-                    .map_err(|e| Attempt::Transient(e.to_string()))?;
-                stream
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(|e| Attempt::Transient(e.to_string()))
-            }
-        })
-        .await
-        .map_err(|reason| Error::Stac {
-            op: "search",
-            url: url.to_string(),
-            reason,
-        })?;
     let base = format!("{url}/search");
-    raw.into_iter()
-        .map(|m| {
-            serde_json::from_value::<stac::Item>(serde_json::Value::Object(m))
-                .map(|i| (i, base.clone()))
-                .map_err(|e| Error::Stac {
-                    op: "item",
-                    url: url.to_string(),
-                    reason: e.to_string(),
-                })
-        })
-        .collect()
+    let stac_error = |op: &'static str, reason: String| Error::Stac {
+        op,
+        url: redact(url),
+        reason,
+    };
+    let body = serde_json::json!({
+        "collections": [spec.collection],
+        "bbox": q.bbox,
+        "datetime": format!("{}T00:00:00Z/{}T23:59:59Z", q.start, q.end),
+        "limit": q.page_size.max(1),
+    });
+    let mut next = Some((reqwest::Method::POST, base.clone(), Some(body)));
+    let mut out = Vec::new();
+    let mut pages = 0;
+    while let Some((method, href, body)) = next.take() {
+        pages += 1;
+        if pages > MAX_SEARCH_PAGES {
+            return Err(stac_error(
+                "search",
+                format!("more than {MAX_SEARCH_PAGES} result pages"),
+            ));
+        }
+        let page = http
+            .request_json(method, &href, body.as_ref())
+            .await
+            .map_err(|e| stac_error("search", e.to_string()))?;
+        let features = page
+            .get("features")
+            .and_then(|f| f.as_array())
+            .ok_or_else(|| stac_error("search", "the response has no `features` list".into()))?;
+        for f in features {
+            let item = serde_json::from_value::<stac::Item>(f.clone())
+                .map_err(|e| stac_error("item", e.to_string()))?;
+            out.push((item, base.clone()));
+        }
+        if features.is_empty() {
+            break;
+        }
+        next = page
+            .get("links")
+            .and_then(|l| l.as_array())
+            .and_then(|links| {
+                links
+                    .iter()
+                    .find(|l| l.get("rel").and_then(|r| r.as_str()) == Some("next"))
+            })
+            .and_then(|link| next_request(link, &href, body.as_ref()));
+    }
+    Ok(out)
+}
+
+/// The request a STAC API `next` link asks for: its method (GET unless it says POST), its href
+/// (resolved against the page), and for POST its body, merged into the previous one when `merge` is
+/// true.
+fn next_request(
+    link: &serde_json::Value,
+    page: &str,
+    previous: Option<&serde_json::Value>,
+) -> Option<(reqwest::Method, String, Option<serde_json::Value>)> {
+    let href = resolve_href(page, link.get("href")?.as_str()?);
+    let post = link
+        .get("method")
+        .and_then(|m| m.as_str())
+        .is_some_and(|m| m.eq_ignore_ascii_case("POST"));
+    if !post {
+        return Some((reqwest::Method::GET, href, None));
+    }
+    let given = link.get("body").cloned();
+    let merge = link
+        .get("merge")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let body = match (merge, previous, given) {
+        (true, Some(serde_json::Value::Object(prev)), Some(serde_json::Value::Object(add))) => {
+            let mut all = prev.clone();
+            all.extend(add);
+            Some(serde_json::Value::Object(all))
+        }
+        (true, Some(prev), None) => Some(prev.clone()),
+        (_, _, given) => given,
+    };
+    Some((reqwest::Method::POST, href, body))
 }
 
 /// Reads a JSON document from a path or URL.
 async fn read_json(href: &str, http: &HttpContext) -> Result<serde_json::Value> {
     if is_url(href) {
         http.get_json(href).await
+    } else if !OutboundPolicy::is_local(href) {
+        Err(Error::Stac {
+            op: "catalogue",
+            url: redact(href),
+            reason: OutboundError::Refused("only http(s) catalogue links are followed".into())
+                .to_string(),
+        })
     } else {
-        let bytes = tokio::fs::read(href).await.map_err(|source| Error::Io {
+        let path = http.policy.check_local(href).map_err(|e| Error::Stac {
+            op: "catalogue",
+            url: href.to_string(),
+            reason: e.to_string(),
+        })?;
+        let size = tokio::fs::metadata(&path)
+            .await
+            .map_err(|source| Error::Io {
+                path: href.to_string(),
+                source,
+            })?
+            .len();
+        if size > crate::http::MAX_JSON_BYTES as u64 {
+            return Err(Error::Stac {
+                op: "catalogue",
+                url: href.to_string(),
+                reason: format!("larger than {} MiB", crate::http::MAX_JSON_BYTES >> 20),
+            });
+        }
+        let bytes = tokio::fs::read(&path).await.map_err(|source| Error::Io {
             path: href.to_string(),
             source,
         })?;
@@ -276,15 +377,18 @@ pub(crate) fn is_url(s: &str) -> bool {
 }
 
 /// Resolves `href` relative to the document at `base` (a URL or a file path).
+///
+/// Against a URL, references resolve as RFC 3986 says: an absolute path names a path on the same
+/// host, never a local file.
 pub fn resolve_href(base: &str, href: &str) -> String {
-    if is_url(href) || href.starts_with('/') || href.starts_with("/vsi") {
-        return href.to_string();
-    }
     if is_url(base) {
         return match reqwest::Url::parse(base).and_then(|b| b.join(href)) {
             Ok(u) => u.to_string(),
             Err(_) => href.to_string(),
         };
+    }
+    if href.contains("://") || href.starts_with('/') {
+        return href.to_string();
     }
     let dir = Path::new(base).parent().unwrap_or(Path::new(""));
     let mut out = PathBuf::new();
@@ -430,6 +534,17 @@ pub async fn sas_token(endpoint: &str, collection: &str, http: &HttpContext) -> 
     Ok(token)
 }
 
+/// Whether an href is an `https` URL on Azure blob storage (`*.blob.core.windows.net`), the only
+/// kind a Planetary Computer SAS token is requested for.
+#[must_use]
+pub fn on_azure_blob_storage(href: &str) -> bool {
+    reqwest::Url::parse(href).is_ok_and(|u| {
+        u.scheme() == "https"
+            && u.host_str()
+                .is_some_and(|h| h.to_ascii_lowercase().ends_with(".blob.core.windows.net"))
+    })
+}
+
 /// Appends a SAS token to an asset href (replacing nothing else in its query).
 pub fn sign_href(href: &str, token: &str) -> String {
     if !is_url(href) {
@@ -459,6 +574,18 @@ mod tests {
             "http://h:1/a/s2/collection.json"
         );
         assert_eq!(
+            resolve_href("http://h:1/a/catalog.json", "/etc/passwd"),
+            "http://h:1/etc/passwd"
+        );
+        assert_eq!(
+            resolve_href("http://h:1/a/catalog.json", "file:///etc/passwd"),
+            "file:///etc/passwd"
+        );
+        assert_eq!(
+            resolve_href("/d/c/item.json", "/vsicurl/http://x/a.tif"),
+            "/vsicurl/http://x/a.tif"
+        );
+        assert_eq!(
             sign_href("http://h/a.tif", "se=1&sig=x"),
             "http://h/a.tif?se=1&sig=x"
         );
@@ -469,6 +596,63 @@ mod tests {
         assert_eq!(
             Source::parse("https://earth-search.aws.element84.com/v1/"),
             Source::Api("https://earth-search.aws.element84.com/v1".into())
+        );
+    }
+
+    #[test]
+    fn only_azure_blob_hrefs_are_signed() {
+        assert!(on_azure_blob_storage(
+            "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/a/B04.tif"
+        ));
+        for other in [
+            "http://sentinel2l2a01.blob.core.windows.net/a.tif",
+            "https://blob.core.windows.net.evil.example/a.tif",
+            "https://127.0.0.1:9000/a.tif",
+            "/data/a.tif",
+        ] {
+            assert!(!on_azure_blob_storage(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn user_sources_go_through_the_policy() {
+        let strict = OutboundPolicy::default();
+        assert_eq!(
+            Source::checked("https://stac.example/v1/", &strict),
+            Ok(Source::Api("https://stac.example/v1".into()))
+        );
+        assert_eq!(
+            Source::checked("https://stac.example/catalog.json", &strict),
+            Ok(Source::Static("https://stac.example/catalog.json".into()))
+        );
+        for bad in [
+            "/etc",
+            "/etc/passwd",
+            "file:///etc/passwd",
+            "catalog.json",
+            "http://127.0.0.1:8080/stac",
+            "http://169.254.169.254/latest/meta-data",
+            "s3://bucket/catalog.json",
+        ] {
+            assert!(
+                Source::checked(bad, &strict)
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with(crate::outbound::REFUSED),
+                "{bad}"
+            );
+        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("catalog.json"), "{}").unwrap();
+        let p = OutboundPolicy::default()
+            .with_catalog_root(root.path())
+            .unwrap();
+        let expected = std::fs::canonicalize(root.path())
+            .unwrap()
+            .join("catalog.json");
+        assert_eq!(
+            Source::checked(root.path().to_str().unwrap(), &p),
+            Ok(Source::Static(expected.to_string_lossy().into_owned()))
         );
     }
 }

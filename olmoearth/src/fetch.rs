@@ -31,8 +31,14 @@ pub fn file_url(endpoint: &str, size: ModelSize, file: &str) -> String {
 
 /// Downloads `config.json` and `weights.pth` of `size` into [`model_dir`]`(root, size)` and returns that
 /// directory. Each file goes to a temporary `.part` file first and is renamed when complete, so an
-/// interrupted download never leaves a truncated model behind.
-pub async fn fetch_model(size: ModelSize, root: &Path, endpoint: &str) -> Result<PathBuf> {
+/// interrupted download never leaves a truncated model behind. The caller's `client` decides what
+/// may be reached (the command line passes one built under the outbound-request policy).
+pub async fn fetch_model(
+    client: &reqwest::Client,
+    size: ModelSize,
+    root: &Path,
+    endpoint: &str,
+) -> Result<PathBuf> {
     let dir = model_dir(root, size);
     tokio::fs::create_dir_all(&dir)
         .await
@@ -40,16 +46,9 @@ pub async fn fetch_model(size: ModelSize, root: &Path, endpoint: &str) -> Result
             path: dir.clone(),
             source,
         })?;
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|e| Error::Download {
-            url: endpoint.to_string(),
-            reason: e.to_string(),
-        })?;
     for file in RELEASE_FILES {
         let url = file_url(endpoint, size, file);
-        download(&client, &url, &dir.join(file)).await?;
+        download(client, &url, &dir.join(file)).await?;
     }
     Ok(dir)
 }

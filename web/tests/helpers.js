@@ -86,7 +86,10 @@ export async function startServer(t, { bare = false, localWorkers = 1 } = {}) {
     GROUNDWORK_WORKER_NAME: 'browser-test-worker',
     GROUNDWORK_POOL: 'cpu',
     GROUNDWORK_QUEUES: 'cpu',
+    // The administrator lets catalogues on 127.0.0.1:9 be read (nothing listens there).
+    GROUNDWORK_ALLOW_HOSTS: '127.0.0.1:9',
   };
+  delete env.GROUNDWORK_CATALOG_ROOTS;
   delete env.GROUNDWORK_BASEMAP_URL;
   const child = spawn(BIN, [
     'serve', '--bind', `127.0.0.1:${port}`, '--data-dir', dir, '--local-workers', String(localWorkers),

@@ -67,6 +67,15 @@ test('an acquisition plans the windows, which the map shows by status', async (t
   // Nothing listens on port 9: the steps fail, but the windows are planned when the run starts.
   await page.getByLabel('Acquire imagery').check();
   assert.ok(await page.getByLabel('Seconds').isHidden());
+  // Addresses the administrator did not allow, and local files, are refused next to the field.
+  for (const refused of ['http://169.254.169.254/latest/meta-data', '/etc/passwd']) {
+    await page.getByLabel('STAC API URL or catalog.json path').fill(refused);
+    await page.getByRole('button', { name: 'Start run' }).click();
+    await eventually(async () => /refused by the outbound-request policy/.test(await page.content()),
+      { what: `the refusal of ${refused}` });
+    await page.getByLabel('Acquire imagery').check();
+  }
+  assert.equal((await api(server, 'GET', `/api/v1/projects/${project.id}/runs`)).body.items.length, 0);
   await page.getByLabel('STAC API URL or catalog.json path').fill('http://127.0.0.1:9/stac');
   await page.getByRole('button', { name: 'Start run' }).click();
   await page.waitForURL(/#run-/);

@@ -73,12 +73,14 @@ async fn main() {
     .unwrap();
     let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
     let prefix = object_store::path::Path::from("demo");
-    let req = AcquireRequest::new(
+    let mut req = AcquireRequest::new(
         Source::parse(catalog.to_str().unwrap()),
         vec![Modality::Sentinel2L2a],
         "2024-04-01".parse().unwrap(),
         "2024-07-31".parse().unwrap(),
     );
+    // The benchmark's own generated catalogue on disk.
+    req.outbound = groundwork_imagery::OutboundPolicy::trusted();
     let t0 = Instant::now();
     let report = groundwork_imagery::acquire(
         &specs,

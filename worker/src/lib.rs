@@ -51,6 +51,8 @@ pub struct StepContext {
     pub objects: Option<Arc<dyn object_store::ObjectStore>>,
     /// Root of the pretrained OlmoEarth checkpoints (`groundwork model fetch`), when configured.
     pub model_dir: Option<std::path::PathBuf>,
+    /// The worker's outbound-request policy (what a user-named catalogue may make it fetch).
+    pub outbound: groundwork_imagery::OutboundPolicy,
 }
 
 impl std::fmt::Debug for StepContext {

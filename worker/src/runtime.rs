@@ -51,6 +51,9 @@ pub struct WorkerConfig {
     pub in_process: bool,
     /// Root of the pretrained OlmoEarth checkpoints for training steps.
     pub model_dir: Option<std::path::PathBuf>,
+    /// What steps may fetch or open when a user names it (catalogues, asset hrefs, token
+    /// endpoints); the default is the strictest policy.
+    pub outbound: groundwork_imagery::OutboundPolicy,
 }
 
 impl WorkerConfig {
@@ -76,6 +79,7 @@ impl WorkerConfig {
             token: None,
             in_process: false,
             model_dir: None,
+            outbound: groundwork_imagery::OutboundPolicy::default(),
         }
     }
 }
@@ -162,6 +166,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
         pool: shared.pool.clone(),
         objects: shared.config.objects.clone(),
         model_dir: shared.config.model_dir.clone(),
+        outbound: shared.config.outbound.clone(),
     };
     let Some(run) = shared.registry.run(claimed.kind, ctx) else {
         let msg = format!(

@@ -17,7 +17,7 @@ use groundwork_imagery::materialize::{MaterializeRequest, materialize};
 use groundwork_imagery::output::{read_f32, read_i32, read_metadata, read_u8};
 use groundwork_imagery::{
     AcquireReport, AcquireRequest, CancellationToken, CustomProfile, Error, Harmonize, Modality,
-    Profile, Source, TimeBinning, WindowSpec, WindowStatus, acquire,
+    OutboundPolicy, Profile, Source, TimeBinning, WindowSpec, WindowStatus, acquire,
 };
 use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
@@ -137,7 +137,9 @@ async fn serve_stac(items: Vec<Value>, dir: &Path, files: Files, extra: Option<R
         // Asset hrefs are written relative to the file root; make them absolute URLs.
         for a in v["assets"].as_object_mut().unwrap().values_mut() {
             let h = a["href"].as_str().unwrap().to_string();
-            a["href"] = json!(format!("{root}/files/{h}"));
+            if !h.contains("://") && !h.starts_with('/') {
+                a["href"] = json!(format!("{root}/files/{h}"));
+            }
         }
         backend
             .add_item(serde_json::from_value(v).unwrap())
@@ -326,6 +328,12 @@ fn at(
     t.data[((r * w + c) * tn + ti) * cn + ch]
 }
 
+/// The policy of an installation whose administrator allowed the test servers' address
+/// (`--allow-host 127.0.0.1`).
+fn loopback_allowed() -> OutboundPolicy {
+    OutboundPolicy::default().with_allowed_host("127.0.0.1".parse().unwrap())
+}
+
 fn quick_retry(req: &mut AcquireRequest) {
     req.http.retry.base_delay = Duration::from_millis(20);
     req.http.retry.max_delay = Duration::from_millis(200);
@@ -401,6 +409,7 @@ async fn a_known_pixel_lands_where_it_should_also_across_a_utm_zone_boundary() {
         d("2024-06-01"),
         d("2024-06-30"),
     );
+    req.outbound = loopback_allowed();
     req.search_page_size = 1;
     let (report, store) = run(&[w1.clone(), w2.clone()], &req).await;
     assert_eq!(report.succeeded, 2, "{report:#?}");
@@ -503,6 +512,7 @@ async fn cloudy_pixels_are_masked_and_empty_months_are_missing() {
         d("2024-01-01"),
         d("2024-03-31"),
     );
+    req.outbound = loopback_allowed();
     req.binning = TimeBinning::Monthly;
     // A custom profile: Earth Search's asset keys, but harmonised by processing baseline.
     let mut spec = Profile::EarthSearch.spec(Modality::Sentinel2L2a);
@@ -593,6 +603,7 @@ async fn sentinel1_linear_backscatter_becomes_db() {
         d("2024-05-01"),
         d("2024-05-31"),
     );
+    req.outbound = loopback_allowed();
     quick_retry(&mut req);
     let (report, store) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(files.search_failures.load(Ordering::SeqCst), 0);
@@ -668,12 +679,13 @@ async fn radar_geometry_scenes_with_ground_control_points_are_read() {
         "assets": {"vv": {"href": "G/vv.tif"}, "vh": {"href": "G/vh.tif"}}});
     let root = serve_stac(vec![item], dir.path(), Files::default(), None).await;
     let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
-    let req = AcquireRequest::new(
+    let mut req = AcquireRequest::new(
         Source::Api(root),
         vec![Modality::Sentinel1],
         d("2024-05-01"),
         d("2024-05-31"),
     );
+    req.outbound = loopback_allowed();
     let (report, store) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(report.succeeded, 1, "{report:#?}");
     let bytes = get(
@@ -737,12 +749,13 @@ async fn landsat_scenes_are_averaged_and_an_absent_pan_band_is_nan() {
     }
     let root = serve_stac(items, dir.path(), Files::default(), None).await;
     let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
-    let req = AcquireRequest::new(
+    let mut req = AcquireRequest::new(
         Source::Api(root),
         vec![Modality::Landsat],
         d("2024-08-01"),
         d("2024-08-31"),
     );
+    req.outbound = loopback_allowed();
     let (report, store) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(report.succeeded, 1, "{report:#?}");
     let bytes = get(
@@ -817,6 +830,7 @@ async fn throttled_reads_are_retried_until_they_succeed() {
         d("2024-06-01"),
         d("2024-06-30"),
     );
+    req.outbound = loopback_allowed();
     quick_retry(&mut req);
     req.http.retry.max_attempts = 6;
     req.http.per_host_rate = Some(500.0);
@@ -848,6 +862,7 @@ async fn a_read_that_times_out_is_retried() {
         d("2024-06-01"),
         d("2024-06-30"),
     );
+    req.outbound = loopback_allowed();
     quick_retry(&mut req);
     req.http.timeout = Duration::from_secs(1);
     let (report, _) = run(&windows[..2], &req).await;
@@ -869,6 +884,7 @@ async fn a_corrupt_cog_quarantines_only_the_windows_that_need_it() {
         d("2024-06-01"),
         d("2024-06-30"),
     );
+    req.outbound = loopback_allowed();
     quick_retry(&mut req);
     let (report, store) = run(&windows, &req).await;
     assert_eq!(report.total, 8);
@@ -905,6 +921,7 @@ async fn cancellation_stops_an_acquisition_midway() {
         d("2024-06-01"),
         d("2024-06-30"),
     );
+    req.outbound = loopback_allowed();
     req.window_concurrency = 1;
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
@@ -932,8 +949,91 @@ async fn cancellation_stops_an_acquisition_midway() {
     }
 }
 
+/// A token endpoint that counts its calls and answers `sig=secret-{collection}`.
+fn token_router(hits: Arc<AtomicUsize>) -> Router {
+    Router::new().route(
+        "/api/sas/v1/token/{collection}",
+        axum::routing::get(move |axum::extract::Path(c): axum::extract::Path<String>| {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                axum::Json(json!({"msft:expiry": "2099-01-01T00:00:00Z", "token": format!("st=x&se=y&sp=rl&sig=secret-{c}")}))
+            }
+        }),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn planetary_computer_assets_are_signed_with_a_sas_token() {
+async fn planetary_computer_hrefs_on_azure_blob_storage_are_signed_with_a_sas_token() {
+    // Items whose assets live on Azure blob storage: the search signs them with one token per
+    // collection. Nothing is read (the hrefs name no loopback address).
+    let dir = tempfile::tempdir().unwrap();
+    let mut items = Vec::new();
+    for (i, date) in ["2024-06-01", "2024-06-11"].iter().enumerate() {
+        let s = Scene {
+            id: if i == 0 { "PC0" } else { "PC1" },
+            epsg: 32633,
+            origin: (500_480.0, 5_000_320.0),
+            size: 64,
+            date,
+            cloud: 0.0,
+        };
+        let mut item = s2_scene(dir.path(), &s, true, json!({}), |_, _, _| 1600, |_, _| 4);
+        for a in item["assets"].as_object_mut().unwrap().values_mut() {
+            let h = a["href"].as_str().unwrap().to_owned();
+            a["href"] = json!(format!(
+                "https://account.blob.core.windows.net/sentinel2-l2/{h}?v=1"
+            ));
+        }
+        items.push(item);
+    }
+    let token_hits = Arc::new(AtomicUsize::new(0));
+    let root = serve_stac(
+        items,
+        dir.path(),
+        Files::default(),
+        Some(token_router(token_hits.clone())),
+    )
+    .await;
+    let source = Source::Api(root.clone());
+    let profile = Profile::PlanetaryComputer { sas_endpoint: root };
+    let http = groundwork_imagery::http::HttpContext::new(
+        groundwork_imagery::HttpOptions::default(),
+        loopback_allowed(),
+    )
+    .unwrap();
+    let q = groundwork_imagery::source::SceneQuery {
+        source: &source,
+        profile: &profile,
+        modality: Modality::Sentinel2L2a,
+        bbox: [14.0, 45.0, 16.0, 46.0],
+        start: d("2024-06-01"),
+        end: d("2024-06-30"),
+        max_cloud: None,
+        page_size: 1,
+    };
+    let scenes = groundwork_imagery::source::search_scenes(&q, &http)
+        .await
+        .unwrap();
+    assert_eq!(scenes.len(), 2);
+    for s in &scenes {
+        for h in s.bands.iter().flatten().chain(s.scl.iter()) {
+            assert!(
+                h.starts_with("https://account.blob.core.windows.net/")
+                    && h.ends_with("?v=1&st=x&se=y&sp=rl&sig=secret-sentinel-2-l2a"),
+                "{h}"
+            );
+        }
+    }
+    assert_eq!(
+        token_hits.load(Ordering::SeqCst),
+        1,
+        "one token per collection, cached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn planetary_computer_profile_requests_no_token_for_hrefs_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let s = Scene {
         id: "PC",
@@ -952,22 +1052,13 @@ async fn planetary_computer_assets_are_signed_with_a_sas_token() {
         |_, _| 4,
     );
     let token_hits = Arc::new(AtomicUsize::new(0));
-    let th = token_hits.clone();
-    let tokens = Router::new().route(
-        "/api/sas/v1/token/{collection}",
-        axum::routing::get(move |axum::extract::Path(c): axum::extract::Path<String>| {
-            let th = th.clone();
-            async move {
-                th.fetch_add(1, Ordering::SeqCst);
-                axum::Json(json!({"msft:expiry": "2099-01-01T00:00:00Z", "token": format!("st=x&se=y&sp=rl&sig=secret-{c}")}))
-            }
-        }),
-    );
-    let files = Files {
-        require_query: Some("sig=secret-sentinel-2-l2a".into()),
-        ..Files::default()
-    };
-    let root = serve_stac(vec![item], dir.path(), files.clone(), Some(tokens)).await;
+    let root = serve_stac(
+        vec![item],
+        dir.path(),
+        Files::default(),
+        Some(token_router(token_hits.clone())),
+    )
+    .await;
     let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
     let mut req = AcquireRequest::new(
         Source::Api(root.clone()),
@@ -975,14 +1066,15 @@ async fn planetary_computer_assets_are_signed_with_a_sas_token() {
         d("2024-06-01"),
         d("2024-06-30"),
     );
+    req.outbound = loopback_allowed();
     req.profile = Profile::PlanetaryComputer { sas_endpoint: root };
     quick_retry(&mut req);
     let (report, store) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(report.succeeded, 1, "{report:#?}");
     assert_eq!(
         token_hits.load(Ordering::SeqCst),
-        1,
-        "one token per collection, cached"
+        0,
+        "no token for hrefs off Azure blob storage"
     );
     let bytes = get(
         &store,
@@ -1118,4 +1210,280 @@ fn the_materialize_future_can_be_spawned() {
     };
     let cancel = CancellationToken::new();
     assert_send(&materialize(&req, &|_| {}, &cancel));
+}
+
+/// A server that should never be reached: counts every request and answers each with a valid-looking
+/// catalogue document.
+async fn victim() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            axum::Json(json!({"type": "FeatureCollection", "features": [], "links": []}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let root = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (root, hits)
+}
+
+/// Searches `source` for Sentinel-2 scenes under `policy`.
+async fn search(
+    source: Source,
+    policy: OutboundPolicy,
+) -> groundwork_imagery::Result<Vec<groundwork_imagery::Scene>> {
+    let http = groundwork_imagery::http::HttpContext::new(
+        groundwork_imagery::HttpOptions {
+            retry: groundwork_imagery::RetryPolicy {
+                max_attempts: 2,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(20),
+            },
+            ..Default::default()
+        },
+        policy,
+    )
+    .unwrap();
+    let profile = Profile::EarthSearch;
+    let q = groundwork_imagery::source::SceneQuery {
+        source: &source,
+        profile: &profile,
+        modality: Modality::Sentinel2L2a,
+        bbox: [14.0, 45.0, 16.0, 46.0],
+        start: d("2024-06-01"),
+        end: d("2024-06-30"),
+        max_cloud: None,
+        page_size: 10,
+    };
+    groundwork_imagery::source::search_scenes(&q, &http).await
+}
+
+fn refusal<T: std::fmt::Debug>(r: groundwork_imagery::Result<T>) -> String {
+    let e = r.expect_err("expected a refusal").to_string();
+    assert!(e.contains("refused by the outbound-request policy"), "{e}");
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogues_links_and_redirects_reach_only_what_the_policy_allows() {
+    let (victim_root, victim_hits) = victim().await;
+    let v = victim_root.clone();
+    // A catalogue host the administrator allowed, whose documents point at the victim (another port
+    // on loopback, not allowed) in every way a catalogue can.
+    let app = Router::new()
+        .route(
+            "/redirect/catalog.json",
+            axum::routing::get({
+                let v = v.clone();
+                move || async move { axum::response::Redirect::temporary(&format!("{v}/catalog.json")) }
+            }),
+        )
+        .route(
+            "/api/search",
+            axum::routing::post({
+                let v = v.clone();
+                move || async move {
+                    axum::Json(json!({"type": "FeatureCollection",
+                        "features": [{"type": "Feature", "stac_version": "1.1.0", "id": "a", "collection": "sentinel-2-l2a",
+                                      "geometry": null, "properties": {"datetime": "2024-06-02T10:00:00Z"}, "links": [], "assets": {}}],
+                        "links": [{"rel": "next", "href": format!("{v}/search?page=2")}]}))
+                }
+            }),
+        )
+        .route(
+            "/local/catalog.json",
+            axum::routing::get(|| async {
+                axum::Json(json!({"type": "Catalog", "id": "c", "description": "d", "stac_version": "1.1.0",
+                                  "links": [{"rel": "child", "href": "file:///etc/hostname"}]}))
+            }),
+        )
+        .route(
+            "/metadata/catalog.json",
+            axum::routing::get(|| async {
+                axum::Json(json!({"type": "Catalog", "id": "c", "description": "d", "stac_version": "1.1.0",
+                                  "links": [{"rel": "child", "href": "http://169.254.169.254/latest/meta-data/catalog.json"}]}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let root = format!("http://{addr}");
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let allowed = || OutboundPolicy::default().with_allowed_host(addr.to_string().parse().unwrap());
+
+    // The catalogue host itself is refused unless allowed.
+    let e = refusal(
+        search(
+            Source::Static(format!("{root}/local/catalog.json")),
+            OutboundPolicy::default(),
+        )
+        .await,
+    );
+    assert!(e.contains("loopback"), "{e}");
+    // Allowed on its port, not on the victim's.
+    let e = refusal(
+        search(
+            Source::Static(format!("{victim_root}/catalog.json")),
+            allowed(),
+        )
+        .await,
+    );
+    assert!(e.contains(&format!("port {} only", addr.port())), "{e}");
+    // A redirect to the victim is checked like the first URL.
+    refusal(
+        search(
+            Source::Static(format!("{root}/redirect/catalog.json")),
+            allowed(),
+        )
+        .await,
+    );
+    // So is a search's `next` link.
+    refusal(search(Source::Api(format!("{root}/api")), allowed()).await);
+    // A remote catalogue's links to local files are never read.
+    refusal(
+        search(
+            Source::Static(format!("{root}/local/catalog.json")),
+            allowed(),
+        )
+        .await,
+    );
+    // Nor the link-local metadata address (refused on the address itself, nothing is sent).
+    let e = refusal(
+        search(
+            Source::Static(format!("{root}/metadata/catalog.json")),
+            allowed(),
+        )
+        .await,
+    );
+    assert!(e.contains("link-local"), "{e}");
+
+    assert_eq!(
+        victim_hits.load(Ordering::SeqCst),
+        0,
+        "the victim was reached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn asset_hrefs_that_are_local_paths_or_vsi_paths_fail_their_window_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (victim_root, victim_hits) = victim().await;
+    let s = Scene {
+        id: "LOCAL",
+        epsg: 32633,
+        origin: (500_480.0, 5_000_320.0),
+        size: 64,
+        date: "2024-06-01",
+        cloud: 0.0,
+    };
+    // Readable COGs on this machine: only the policy stands between an href and GDAL.
+    let local = s2_scene(dir.path(), &s, false, json!({}), |_, _, _| 1600, |_, _| 4);
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let with_hrefs = |rewrite: &dyn Fn(&str) -> String| {
+        let mut item = local.clone();
+        for a in item["assets"].as_object_mut().unwrap().values_mut() {
+            let h = a["href"].as_str().unwrap().to_owned();
+            a["href"] = json!(rewrite(&h));
+        }
+        item
+    };
+    let acquire_from = |source: Source, policy: OutboundPolicy| {
+        let mut req = AcquireRequest::new(
+            source,
+            vec![Modality::Sentinel2L2a],
+            d("2024-06-01"),
+            d("2024-06-30"),
+        );
+        req.outbound = policy;
+        quick_retry(&mut req);
+        req
+    };
+    let window_reason = |report: &AcquireReport| {
+        assert_eq!(report.succeeded, 0, "{report:#?}");
+        report.windows[0].reason.clone().unwrap_or_default()
+    };
+
+    // A remote catalogue: `file://` and other schemes are refused; an absolute path is a path on the
+    // catalogue's own host (RFC 3986), never a local file.
+    let cog_path = |h: &str| dir.path().join(h).display().to_string();
+    for (rewrite, says) in [
+        (
+            Box::new(move |h: &str| format!("file://{}", cog_path(h)))
+                as Box<dyn Fn(&str) -> String>,
+            Some("local path"),
+        ),
+        (
+            Box::new(|h: &str| format!("s3://bucket/{h}")),
+            Some("http(s) only"),
+        ),
+        (Box::new(move |h: &str| cog_path(h)), None),
+        (Box::new(|h: &str| format!("/vsizip/{h}")), None),
+    ] {
+        let root = serve_stac(
+            vec![with_hrefs(&*rewrite)],
+            dir.path(),
+            Files::default(),
+            None,
+        )
+        .await;
+        let (report, _) = run(
+            std::slice::from_ref(&w),
+            &acquire_from(Source::Api(root), loopback_allowed()),
+        )
+        .await;
+        let reason = window_reason(&report);
+        match says {
+            Some(says) => assert!(
+                reason.contains("refused by the outbound-request policy") && reason.contains(says),
+                "{says}: {reason}"
+            ),
+            // Read (and not found) over HTTP on the catalogue's host, not from the local disk.
+            None => assert!(reason.starts_with("reading http://127.0.0.1:"), "{reason}"),
+        }
+    }
+
+    // A local catalogue under a catalogue root: files outside the root and `/vsi…` paths are refused.
+    let root_dir = tempfile::tempdir().unwrap();
+    for (rewrite, says) in [
+        (
+            Box::new(move |h: &str| cog_path(h)) as Box<dyn Fn(&str) -> String>,
+            "--catalog-root",
+        ),
+        (
+            Box::new(|h: &str| format!("/vsicurl/{victim_root}/{h}")),
+            "/vsi",
+        ),
+        (
+            Box::new(move |h: &str| format!("/vsizip/{}.zip", cog_path(h))),
+            "/vsi",
+        ),
+    ] {
+        std::fs::write(
+            root_dir.path().join("item.json"),
+            serde_json::to_vec(&with_hrefs(&*rewrite)).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            root_dir.path().join("catalog.json"),
+            serde_json::to_vec(
+                &json!({"type": "Catalog", "id": "c", "description": "d", "stac_version": "1.1.0",
+                                      "links": [{"rel": "item", "href": "./item.json"}]}),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let policy = loopback_allowed()
+            .with_catalog_root(root_dir.path())
+            .unwrap();
+        let source = Source::checked(root_dir.path().to_str().unwrap(), &policy).unwrap();
+        let (report, _) = run(std::slice::from_ref(&w), &acquire_from(source, policy)).await;
+        let reason = window_reason(&report);
+        assert!(
+            reason.contains("refused by the outbound-request policy") && reason.contains(says),
+            "{says}: {reason}"
+        );
+    }
+    assert_eq!(victim_hits.load(Ordering::SeqCst), 0);
 }

@@ -34,9 +34,14 @@ async fn spawn_hub() -> SocketAddr {
 async fn fetch_downloads_config_and_weights_into_a_loadable_model_dir() {
     let addr = spawn_hub().await;
     let root = tempfile::tempdir().expect("tempdir");
-    let dir = fetch_model(ModelSize::Nano, root.path(), &format!("http://{addr}/"))
-        .await
-        .expect("fetch");
+    let dir = fetch_model(
+        &reqwest::Client::new(),
+        ModelSize::Nano,
+        root.path(),
+        &format!("http://{addr}/"),
+    )
+    .await
+    .expect("fetch");
     assert_eq!(dir, model_dir(root.path(), ModelSize::Nano));
     for f in ["config.json", "weights.pth"] {
         let got = std::fs::read(dir.join(f)).expect("read");
@@ -58,9 +63,14 @@ async fn fetch_downloads_config_and_weights_into_a_loadable_model_dir() {
 async fn a_missing_file_is_an_error_naming_the_url_and_leaves_no_partial_file() {
     let addr = spawn_hub().await;
     let root = tempfile::tempdir().expect("tempdir");
-    let e = fetch_model(ModelSize::Tiny, root.path(), &format!("http://{addr}"))
-        .await
-        .expect_err("404");
+    let e = fetch_model(
+        &reqwest::Client::new(),
+        ModelSize::Tiny,
+        root.path(),
+        &format!("http://{addr}"),
+    )
+    .await
+    .expect_err("404");
     assert!(matches!(e, Error::Download { .. }), "{e}");
     let msg = e.to_string();
     assert!(
@@ -80,6 +90,7 @@ async fn an_unreachable_endpoint_is_an_error() {
     };
     let root = tempfile::tempdir().expect("tempdir");
     let e = fetch_model(
+        &reqwest::Client::new(),
         ModelSize::Nano,
         root.path(),
         &format!("http://127.0.0.1:{port}"),

@@ -55,6 +55,9 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// Requests handled at once; further requests wait for a slot (within `request_timeout`).
     pub max_concurrent_requests: usize,
+    /// The outbound-request policy the API checks user-named catalogues against before starting a
+    /// run (the workers check again with their own). Strictest by default.
+    pub outbound: Arc<groundwork_imagery::OutboundPolicy>,
 }
 
 /// Default of [`AppState::request_timeout`] (`serve --request-timeout-secs`).
@@ -85,6 +88,7 @@ impl AppState {
             basemap_url: None,
             request_timeout: std::time::Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            outbound: Arc::new(groundwork_imagery::OutboundPolicy::default()),
         }
     }
 }

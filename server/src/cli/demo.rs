@@ -124,11 +124,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         name: Some("demo".into()),
         object_store: Some(format!("file://{}", objects_dir.display())),
         model_dir: args.model_dir.clone(),
+        outbound: super::outbound::OutboundOptions::default(),
     })?;
-    config.in_process = true;
-    let worker = Worker::start(db.pool.clone(), config, Registry::builtin()).await?;
-    let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
-    state.objects = Some(objects.clone());
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| {
@@ -138,6 +135,21 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             )
         })?;
     let base = format!("http://{}", listener.local_addr()?);
+    config.in_process = true;
+    // The demo catalogue is served by this process; its workers may read it, and nothing else local.
+    config.outbound = config
+        .outbound
+        .with_allowed_prefix(format!("{base}/demo/stac/"));
+    let worker = Worker::start(db.pool.clone(), config, Registry::builtin()).await?;
+    let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
+    state.objects = Some(objects.clone());
+    state.outbound = std::sync::Arc::new(
+        state
+            .outbound
+            .as_ref()
+            .clone()
+            .with_allowed_prefix(format!("{base}/demo/stac/")),
+    );
     let app = d::app(state, &data_dir, &base)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {

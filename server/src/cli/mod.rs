@@ -8,6 +8,7 @@ mod demo;
 mod imagery;
 mod labels;
 mod model;
+mod outbound;
 mod serve;
 mod worker;
 

@@ -51,6 +51,8 @@ pub enum ModelCommand {
         /// Hugging Face endpoint (or a mirror).
         #[arg(long, env = "GROUNDWORK_HF_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
         endpoint: String,
+        #[command(flatten)]
+        outbound: super::outbound::OutboundOptions,
     },
 }
 
@@ -96,8 +98,21 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             size,
             dir,
             endpoint,
+            outbound,
         } => {
-            let path = fetch_model(size, &dir, &endpoint)
+            // Downloads follow the outbound-request policy like every other fetch: the endpoint and
+            // each redirect must reach a public address or an allowed host.
+            let policy = outbound.policy()?;
+            policy
+                .check_url(&endpoint)
+                .await
+                .with_context(|| format!("model endpoint {endpoint}"))?;
+            let client = policy
+                .client_builder()
+                .connect_timeout(std::time::Duration::from_secs(30))
+                .build()
+                .context("building the HTTP client")?;
+            let path = fetch_model(&client, size, &dir, &endpoint)
                 .await
                 .with_context(|| format!("fetching OlmoEarth v1 {size} from {endpoint}"))?;
             println!("downloaded {} to {}", size.hf_repo(), path.display());

@@ -51,10 +51,19 @@ pub struct ServeArgs {
 
 /// `groundwork serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = worker_config(&args.worker)?;
+    let mut config = worker_config(&args.worker)?;
     let db = Database::open(&args.db, 30).await?;
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let addr = listener.local_addr()?;
+    if args.demo_data.is_some() {
+        // The server's own demo catalogue stays readable by its workers (and only that part of it).
+        config.outbound = config
+            .outbound
+            .with_allowed_prefix(format!("http://{addr}/demo/stac/"));
+    }
     let mut workers = Vec::new();
-    let mut config = config;
     config.in_process = true;
     for _ in 0..args.local_workers {
         workers.push(Worker::start(db.pool.clone(), config.clone(), Registry::builtin()).await?);
@@ -64,10 +73,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     state.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs.max(1));
     state.max_concurrent_requests = args.max_concurrent_requests.max(1);
     state.objects.clone_from(&config.objects);
-    let listener = tokio::net::TcpListener::bind(&args.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.bind))?;
-    let addr = listener.local_addr()?;
+    state.outbound = std::sync::Arc::new(config.outbound.clone());
     state.secure_cookies =
         groundwork_server::hygiene::secure_cookies(args.secure_cookies, addr.ip());
     let mut app = router(state);

@@ -42,6 +42,8 @@ pub struct WorkerOptions {
         default_value = "./.groundwork/models"
     )]
     pub model_dir: PathBuf,
+    #[command(flatten)]
+    pub outbound: super::outbound::OutboundOptions,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +84,7 @@ pub fn worker_config(o: &WorkerOptions) -> anyhow::Result<WorkerConfig> {
         c.name.clone_from(name);
     }
     c.model_dir = Some(o.model_dir.clone());
+    c.outbound = o.outbound.policy()?;
     c.objects = Some(objects::open(
         &o.object_store.clone().unwrap_or_else(objects::default_url),
     )?);

@@ -72,6 +72,11 @@ pub async fn acquire(
             field: "stac".into(),
             message: "give a STAC API URL or a catalog.json path".into(),
         });
+    } else if let Err(e) = groundwork_imagery::Source::checked(&body.stac, &state.outbound) {
+        errors.push(FieldError {
+            field: "stac".into(),
+            message: e.to_string(),
+        });
     }
     let profile: groundwork_imagery::Profile = match body.profile.clone() {
         None => groundwork_imagery::Profile::EarthSearch,
@@ -82,6 +87,14 @@ pub async fn acquire(
             }])
         })?,
     };
+    if let groundwork_imagery::Profile::PlanetaryComputer { sas_endpoint } = &profile
+        && let Err(e) = state.outbound.check_url_syntax(sas_endpoint)
+    {
+        errors.push(FieldError {
+            field: "profile".into(),
+            message: format!("sas_endpoint: {e}"),
+        });
+    }
     if body.max_cloud.is_some_and(|c| !(0.0..=100.0).contains(&c)) {
         errors.push(FieldError {
             field: "max_cloud".into(),

@@ -109,6 +109,15 @@ pub async fn create_run(
                         field: format!("steps[{i}].args"),
                         message: e.to_string(),
                     });
+                } else if k == StepKind::Acquire
+                    && let Some(stac) = args.get("stac").and_then(|v| v.as_str())
+                    && let Err(e) = groundwork_imagery::Source::checked(stac, &state.outbound)
+                {
+                    // The same check as the acquire endpoint's; the worker checks again.
+                    errors.push(FieldError {
+                        field: format!("steps[{i}].args.stac"),
+                        message: e.to_string(),
+                    });
                 }
             }
         }

@@ -309,7 +309,7 @@ async fn the_run_form_starts_a_sleep_run_and_refuses_bad_seconds_next_to_the_fie
             &[
                 ("csrf", ""),
                 ("kind", "acquire"),
-                ("stac", "http://127.0.0.1:9/stac"),
+                ("stac", "https://stac.example.org/v1"),
                 ("profile", "planetary-computer"),
             ],
         )

@@ -449,7 +449,7 @@ impl Fixture {
             "list runs" => (format!("/api/v1/projects/{p}/runs"), None),
             "acquire" => (
                 format!("/api/v1/projects/{p}/acquire"),
-                Some(json!({"stac": "http://127.0.0.1:9/stac"})),
+                Some(json!({"stac": "https://stac.example.org/v1"})),
             ),
             "list windows" => (format!("/api/v1/projects/{p}/windows"), None),
             "get run" => (format!("/api/v1/runs/{run}"), None),

@@ -3,7 +3,7 @@
 //! catalogue fails the run with a clear reason.
 
 use axum::http::StatusCode;
-use groundwork_imagery::{DemoOptions, generate_demo_data};
+use groundwork_imagery::{DemoOptions, OutboundPolicy, generate_demo_data};
 use groundwork_server::{AppState, router};
 use groundwork_store::testing::TestDb;
 use groundwork_worker::{Registry, Worker, WorkerConfig};
@@ -49,22 +49,25 @@ async fn acquisition_fans_out_and_writes_window_tensors() {
     std::fs::create_dir_all(&objects_dir).unwrap();
     let objects: Arc<dyn object_store::ObjectStore> =
         Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&objects_dir).unwrap());
+    // The administrator named the demo folder a catalogue root (`--catalog-root`), for the API and
+    // the workers alike.
+    let policy = OutboundPolicy::default().with_catalog_root(&demo).unwrap();
     let mut workers = Vec::new();
     for _ in 0..2 {
         let mut c = WorkerConfig::new("cpu", vec!["cpu".into()]);
         c.heartbeat = Duration::from_millis(300);
         c.objects = Some(objects.clone());
+        c.outbound = policy.clone();
         workers.push(
             Worker::start(db.pool.clone(), c, Registry::builtin())
                 .await
                 .unwrap(),
         );
     }
-    let app = groundwork_server::testing::with_bearer(
-        router(AppState::new(db.pool.clone())),
-        &owner_token(&db.pool).await,
-    )
-    .unwrap();
+    let mut state = AppState::new(db.pool.clone());
+    state.outbound = Arc::new(policy);
+    let app = groundwork_server::testing::with_bearer(router(state), &owner_token(&db.pool).await)
+        .unwrap();
 
     let (s, project) = call(
         &app,
@@ -152,22 +155,26 @@ async fn acquisition_fans_out_and_writes_window_tensors() {
 }
 
 #[tokio::test]
-async fn a_missing_catalogue_fails_the_run_with_a_reason_and_bad_requests_are_refused() {
+async fn a_broken_catalogue_fails_the_run_with_a_reason_and_bad_requests_are_refused() {
     let db = TestDb::new().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    let catalogues = tempfile::tempdir().unwrap();
+    let policy = OutboundPolicy::default()
+        .with_catalog_root(catalogues.path())
+        .unwrap();
     let objects: Arc<dyn object_store::ObjectStore> =
         Arc::new(object_store::local::LocalFileSystem::new_with_prefix(tmp.path()).unwrap());
     let mut c = WorkerConfig::new("cpu", vec!["cpu".into()]);
     c.heartbeat = Duration::from_millis(300);
     c.objects = Some(objects);
+    c.outbound = policy.clone();
     let w = Worker::start(db.pool.clone(), c, Registry::builtin())
         .await
         .unwrap();
-    let app = groundwork_server::testing::with_bearer(
-        router(AppState::new(db.pool.clone())),
-        &owner_token(&db.pool).await,
-    )
-    .unwrap();
+    let mut state = AppState::new(db.pool.clone());
+    state.outbound = Arc::new(policy);
+    let app = groundwork_server::testing::with_bearer(router(state), &owner_token(&db.pool).await)
+        .unwrap();
     let (_, project) = call(
         &app,
         "POST",
@@ -177,31 +184,109 @@ async fn a_missing_catalogue_fails_the_run_with_a_reason_and_bad_requests_are_re
     )
     .await;
     let pid = project["id"].as_str().unwrap();
-    for (body, field) in [
-        (json!({"stac": "", "partitions": 1}), "stac"),
-        (json!({"stac": "x", "partitions": 0}), "partitions"),
-        (json!({"stac": "x", "max_cloud": 120}), "max_cloud"),
-        (json!({"stac": "x", "profile": {"kind": "nasa"}}), "profile"),
+    let outside = tmp.path().join("catalog.json");
+    std::fs::write(&outside, "{}").unwrap();
+    let missing = catalogues.path().join("nowhere/catalog.json");
+    for (body, field, says) in [
+        (json!({"stac": "", "partitions": 1}), "stac", ""),
+        (
+            json!({"stac": "https://stac.example.org", "partitions": 0}),
+            "partitions",
+            "",
+        ),
+        (
+            json!({"stac": "https://stac.example.org", "max_cloud": 120}),
+            "max_cloud",
+            "",
+        ),
+        (
+            json!({"stac": "https://stac.example.org", "profile": {"kind": "nasa"}}),
+            "profile",
+            "",
+        ),
+        // The outbound-request policy: no internal addresses, no other schemes, local files only
+        // under a catalogue root (and the answer does not tell whether a file exists).
+        (
+            json!({"stac": "http://127.0.0.1:5432/"}),
+            "stac",
+            "loopback",
+        ),
+        (
+            json!({"stac": "http://169.254.169.254/latest/meta-data/"}),
+            "stac",
+            "link-local",
+        ),
+        (
+            json!({"stac": "http://[::ffff:10.0.0.1]/stac"}),
+            "stac",
+            "private",
+        ),
+        (
+            json!({"stac": "http://localhost:8080/stac"}),
+            "stac",
+            "loopback",
+        ),
+        (
+            json!({"stac": "ftp://stac.example.org/catalog.json"}),
+            "stac",
+            "only http and https",
+        ),
+        (json!({"stac": "/etc/passwd"}), "stac", "--catalog-root"),
+        (
+            json!({"stac": format!("file://{}", outside.display())}),
+            "stac",
+            "--catalog-root",
+        ),
+        (
+            json!({"stac": format!("{}/../{}", catalogues.path().display(), outside.display())}),
+            "stac",
+            "--catalog-root",
+        ),
+        (
+            json!({"stac": missing.display().to_string()}),
+            "stac",
+            "--catalog-root",
+        ),
+        (
+            json!({"stac": "/vsicurl/http://stac.example.org/x.json"}),
+            "stac",
+            "/vsi",
+        ),
+        (
+            json!({"stac": "https://stac.example.org", "profile": {"kind": "planetary-computer", "sas_endpoint": "http://169.254.169.254"}}),
+            "profile",
+            "link-local",
+        ),
     ] {
         let (s, resp) = call(
             &app,
             "POST",
             &format!("/api/v1/projects/{pid}/acquire"),
-            Some(body),
+            Some(body.clone()),
         )
         .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{resp:#}");
-        assert!(resp["error"].to_string().contains(field), "{resp:#}");
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {resp:#}");
+        let error = resp["error"].to_string();
+        assert!(
+            error.contains(field) && error.contains(says),
+            "{body}: {resp:#}"
+        );
     }
-    let missing = tmp.path().join("nowhere/catalog.json");
+    // Nothing was started.
+    let (_, runs) = call(&app, "GET", &format!("/api/v1/projects/{pid}/runs"), None).await;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(0), "{runs:#}");
+
+    // A catalogue under the root that is not a catalogue fails the run with the reason.
+    std::fs::create_dir_all(catalogues.path().join("broken")).unwrap();
+    std::fs::write(catalogues.path().join("broken/catalog.json"), "not json").unwrap();
     let (s, run) = call(
         &app,
         "POST",
         &format!("/api/v1/projects/{pid}/acquire"),
-        Some(json!({"stac": missing.display().to_string(), "partitions": 1})),
+        Some(json!({"stac": catalogues.path().join("broken").display().to_string(), "partitions": 1})),
     )
     .await;
-    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(s, StatusCode::CREATED, "{run:#}");
     // Make retries quick.
     sqlx::query("update step set backoff_base_ms = 100")
         .execute(&db.pool)
@@ -216,5 +301,53 @@ async fn a_missing_catalogue_fails_the_run_with_a_reason_and_bad_requests_are_re
         "{failed:#}"
     );
     assert_eq!(done["steps"][1]["state"], "cancelled");
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_refuses_a_catalogue_its_policy_does_not_allow_even_when_the_api_did() {
+    // The API's policy allows 127.0.0.1:9 but this worker's does not (policies are per process):
+    // the step fails at once with the refusal, and nothing is retried.
+    let db = TestDb::new().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let objects: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(tmp.path()).unwrap());
+    let mut c = WorkerConfig::new("cpu", vec!["cpu".into()]);
+    c.heartbeat = Duration::from_millis(300);
+    c.objects = Some(objects);
+    let w = Worker::start(db.pool.clone(), c, Registry::builtin())
+        .await
+        .unwrap();
+    let mut state = AppState::new(db.pool.clone());
+    state.outbound =
+        Arc::new(OutboundPolicy::default().with_allowed_host("127.0.0.1:9".parse().unwrap()));
+    let app = groundwork_server::testing::with_bearer(router(state), &owner_token(&db.pool).await)
+        .unwrap();
+    let (_, project) = call(
+        &app,
+        "POST",
+        "/api/v1/projects",
+        Some(json!({"name": "x", "start": "2024-04-01", "end": "2024-05-31", "task": "classification",
+                    "aoi": {"type": "Polygon", "coordinates": [[[15.0, 45.0], [15.01, 45.0], [15.01, 45.01], [15.0, 45.01], [15.0, 45.0]]]}})),
+    )
+    .await;
+    let pid = project["id"].as_str().unwrap();
+    let (s, run) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/acquire"),
+        Some(json!({"stac": "http://127.0.0.1:9/stac", "partitions": 1})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{run:#}");
+    let done = wait_run(&app, run["id"].as_str().unwrap()).await;
+    let failed = &done["steps"][0];
+    assert_eq!(failed["state"], "failed", "{done:#}");
+    assert_eq!(failed["attempt"], 1, "{failed:#}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("refused by the outbound-request policy") && error.contains("loopback"),
+        "{error}"
+    );
     w.shutdown().await;
 }

@@ -67,6 +67,8 @@ async fn model_fetch_downloads_from_the_endpoint_and_model_info_reads_it() {
         &root_arg,
         "--endpoint",
         &endpoint,
+        "--allow-host",
+        &addr.to_string(),
     ])
     .await;
     let dir = model_dir(root.path(), ModelSize::Nano);
@@ -83,6 +85,7 @@ async fn model_fetch_reads_the_endpoint_from_the_environment() {
         .args(["model", "fetch", "nano"])
         .env("GROUNDWORK_MODEL_DIR", root.path())
         .env("GROUNDWORK_HF_ENDPOINT", format!("http://{addr}"))
+        .env("GROUNDWORK_ALLOW_HOSTS", format!("example.org,{addr}"))
         .output()
         .await
         .expect("run groundwork");
@@ -96,4 +99,37 @@ async fn model_fetch_reads_the_endpoint_from_the_environment() {
             .join("weights.pth")
             .exists()
     );
+}
+
+#[tokio::test]
+async fn model_fetch_refuses_an_internal_endpoint_the_administrator_did_not_allow() {
+    let addr = spawn_hub().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    for allow in [None, Some(format!("127.0.0.1:{}", addr.port() + 1))] {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_groundwork"));
+        cmd.args([
+            "model",
+            "fetch",
+            "nano",
+            "--endpoint",
+            &format!("http://{addr}"),
+        ])
+        .env("GROUNDWORK_MODEL_DIR", root.path())
+        .env_remove("GROUNDWORK_ALLOW_HOSTS");
+        if let Some(a) = &allow {
+            cmd.args(["--allow-host", a]);
+        }
+        let out = cmd.output().await.expect("run groundwork");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{allow:?}");
+        assert!(
+            stderr.contains("refused by the outbound-request policy"),
+            "{allow:?}: {stderr}"
+        );
+        assert!(
+            !model_dir(root.path(), ModelSize::Nano)
+                .join("config.json")
+                .exists()
+        );
+    }
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use axum::Router;
 use chrono::NaiveDate;
 use groundwork_imagery::{
-    AcquireReport, AcquireRequest, CancellationToken, Modality, Source, WindowSpec, acquire,
+    AcquireReport, AcquireRequest, CancellationToken, Modality, OutboundPolicy, Source, WindowSpec,
+    acquire,
 };
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
@@ -51,24 +52,28 @@ async fn the_demo_router_serves_the_catalogue_as_a_stac_api() {
     let app = Router::new().nest("/demo/stac", router);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let w = WindowSpec::from_cell(32633, 782, 7810, 64, 10.0).unwrap();
-    let req = AcquireRequest::new(
+    let mut req = AcquireRequest::new(
         Source::Api(root.clone()),
         vec![Modality::Sentinel2L2a, Modality::Sentinel1],
         d("2024-05-01"),
         d("2024-05-31"),
     );
+    // The server's own demo catalogue, as `serve --demo-data` allows it.
+    req.outbound = OutboundPolicy::default().with_allowed_prefix(format!("{root}/"));
     let (report, _) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(report.scenes_found["sentinel2_l2a"], 2);
     assert_eq!(report.scenes_found["sentinel1"], 1);
     assert_eq!(report.succeeded, 1, "{report:#?}");
 
     // The same files are a static catalogue over HTTP, with relative links.
-    let req = AcquireRequest::new(
+    let mut req = AcquireRequest::new(
         Source::parse(&format!("{root}/files/catalog.json")),
         vec![Modality::Sentinel2L2a],
         d("2024-07-01"),
         d("2024-07-31"),
     );
+    // The server's own demo catalogue, as `serve --demo-data` allows it.
+    req.outbound = OutboundPolicy::default().with_allowed_prefix(format!("{root}/"));
     let (report, _) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(report.scenes_found["sentinel2_l2a"], 2);
     assert_eq!(report.succeeded, 1, "{report:#?}");

@@ -129,15 +129,15 @@ impl Step for Acquire {
                 .filter(|(i, _)| i % count == index)
                 .map(|(_, w)| w)
                 .collect();
-            let mut req = AcquireRequest::new(
-                Source::parse(&args.stac),
-                modalities,
-                project.start,
-                project.end,
-            );
+            // The catalogue the user named goes through the worker's policy before anything is
+            // fetched or opened; a refusal is final.
+            let source = Source::checked(&args.stac, &ctx.outbound)
+                .map_err(|e| permanent(anyhow::anyhow!("catalogue {:?}: {e}", args.stac)))?;
+            let mut req = AcquireRequest::new(source, modalities, project.start, project.end);
             req.profile = args.profile.clone();
             req.max_cloud = args.max_cloud;
             req.success_threshold = args.success_threshold;
+            req.outbound = ctx.outbound.clone();
             let prefix = object_store::path::Path::from(ctx.keys().prefix());
             let progress = ctx.progress.clone();
             let report_progress = move |p: &groundwork_imagery::Progress<'_>| {

@@ -194,6 +194,7 @@ impl Setup {
             pool: self.db.pool.clone(),
             objects: Some(self.store.clone()),
             model_dir: Some(fixture_dir()),
+            outbound: groundwork_imagery::OutboundPolicy::default(),
         }
     }
 
