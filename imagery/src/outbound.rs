@@ -308,7 +308,7 @@ impl OutboundPolicy {
         if self
             .allow_prefixes
             .iter()
-            .any(|p| url.as_str().starts_with(p.as_str()))
+            .any(|p| under_prefix(url.as_str(), p))
         {
             return Ok(Reach::AnyAddress);
         }
@@ -445,6 +445,12 @@ impl OutboundPolicy {
     }
 }
 
+/// Whether `url` lies under an allowed prefix: it starts with it, or is the prefix without its
+/// trailing `/` (`…/demo/stac` under `…/demo/stac/`).
+fn under_prefix(url: &str, prefix: &str) -> bool {
+    url.starts_with(prefix) || (prefix.ends_with('/') && url == prefix.trim_end_matches('/'))
+}
+
 fn not_public(host: &str, ip: IpAddr, class: AddressClass) -> String {
     let named = if host == ip.to_string() {
         format!("{host} is {}", class.describe())
@@ -551,10 +557,7 @@ impl CheckCache {
             url.host_str().unwrap_or_default(),
             url.port_or_known_default().unwrap_or_default()
         );
-        let prefixed = policy
-            .allow_prefixes
-            .iter()
-            .any(|p| href.starts_with(p.as_str()));
+        let prefixed = policy.allow_prefixes.iter().any(|p| under_prefix(href, p));
         if !prefixed && let Some(known) = self.hosts.lock().ok().and_then(|c| c.get(&key).cloned())
         {
             return known.map(|()| href.to_owned());
@@ -701,9 +704,18 @@ mod tests {
             Ok(Reach::AnyAddress)
         );
         assert!(refused(p.check_syntax(&url("http://127.0.0.1:5432/"))).contains("port 9000 only"));
-        assert_eq!(
-            p.check_syntax(&url("http://127.0.0.1:8080/demo/stac/search")),
-            Ok(Reach::AnyAddress)
+        for under in [
+            "http://127.0.0.1:8080/demo/stac/search",
+            "http://127.0.0.1:8080/demo/stac",
+        ] {
+            assert_eq!(
+                p.check_syntax(&url(under)),
+                Ok(Reach::AnyAddress),
+                "{under}"
+            );
+        }
+        assert!(
+            refused(p.check_syntax(&url("http://127.0.0.1:8080/demo/stacked"))).contains("port")
         );
         // The prefix does not open the rest of that server.
         assert!(

@@ -2,6 +2,11 @@
 //! binaries (`initdb` + `pg_ctl`), kept in a directory (default `./.groundwork/pg`) and reused on the next
 //! start. When the process runs as root the cluster is owned by and run as the `postgres` user, since
 //! `initdb` refuses to run as root.
+//!
+//! The cluster listens on a Unix socket only (no TCP port), in a folder only its owner can enter: the
+//! cluster's directory, or a short folder under the system temp folder when that path would be too
+//! long for a socket. Other users of the machine, and the network, cannot reach it. `fsync` stays on
+//! except for the test suite's cluster ([`LocalDb::start_for_tests`]).
 
 use crate::{Error, Result};
 use std::net::TcpListener;
@@ -15,15 +20,29 @@ pub const PACKAGE_HINT: &str = "install PostgreSQL's server binaries (Debian/Ubu
 #[derive(Debug)]
 pub struct LocalDb {
     dir: PathBuf,
+    socket_dir: PathBuf,
     bin: PathBuf,
     port: u16,
     run_as_postgres: bool,
     started_here: bool,
 }
 
+/// The longest socket folder path used as is (a socket path, `{dir}/.s.PGSQL.{port}`, must fit in
+/// 107 bytes).
+const MAX_SOCKET_DIR: usize = 80;
+
 impl LocalDb {
     /// Starts the cluster in `dir` (creating it on first use), or finds it running.
     pub fn start(dir: &Path) -> Result<Self> {
+        Self::start_with(dir, true)
+    }
+
+    /// [`LocalDb::start`] for throwaway test databases: `fsync` off.
+    pub fn start_for_tests(dir: &Path) -> Result<Self> {
+        Self::start_with(dir, false)
+    }
+
+    fn start_with(dir: &Path, durable: bool) -> Result<Self> {
         let bin = find_binaries()?;
         let run_as_postgres = is_root();
         std::fs::create_dir_all(dir)
@@ -62,8 +81,10 @@ impl LocalDb {
                 p
             }
         };
+        let socket_dir = socket_dir(&dir, run_as_postgres)?;
         let mut db = Self {
             dir,
+            socket_dir,
             bin,
             port,
             run_as_postgres,
@@ -77,9 +98,11 @@ impl LocalDb {
                 .arg(db.dir.join("log"))
                 .args(["-w", "-t", "60", "start", "-o"])
                 .arg(format!(
-                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                    "-p {} -k {} -c listen_addresses='' -c unix_socket_permissions=0700 -c fsync={} \
+                     -c max_connections=200",
                     db.port,
-                    db.dir.display()
+                    db.socket_dir.display(),
+                    if durable { "on" } else { "off" }
                 ));
             run(cmd, "pg_ctl start")?;
             db.started_here = true;
@@ -93,10 +116,14 @@ impl LocalDb {
         cmd.output().map(|o| o.status.success()).unwrap_or(false)
     }
 
-    /// `postgres://postgres@127.0.0.1:{port}/{database}`.
+    /// `postgres:///{database}?host={socket folder}&port={port}&user=postgres`: the Unix socket.
     #[must_use]
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres:///{database}?host={}&port={}&user=postgres",
+            self.socket_dir.display(),
+            self.port
+        )
     }
 
     /// Whether this process started the cluster (and so should stop it).
@@ -139,6 +166,33 @@ pub fn find_binaries() -> Result<PathBuf> {
         .pop()
         .map(|(_, bin)| bin)
         .ok_or_else(|| Error::LocalDatabase(format!("no PostgreSQL binaries (initdb, pg_ctl) found on PATH or under /usr/lib/postgresql: {PACKAGE_HINT}")))
+}
+
+/// The folder the cluster's socket goes in: `dir` when its path is short enough, else
+/// `{temp}/groundwork-pg-{hash of dir}`. Either is made private to the cluster's owner (mode 0700).
+fn socket_dir(dir: &Path, run_as_postgres: bool) -> Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let chosen = if dir.as_os_str().len() <= MAX_SOCKET_DIR {
+        dir.to_path_buf()
+    } else {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        dir.hash(&mut h);
+        let short = std::env::temp_dir().join(format!("groundwork-pg-{:016x}", h.finish()));
+        std::fs::create_dir_all(&short)
+            .map_err(|e| Error::LocalDatabase(format!("cannot create {}: {e}", short.display())))?;
+        if run_as_postgres {
+            chown_postgres(&short)?;
+        }
+        short
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&chosen, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            Error::LocalDatabase(format!("cannot restrict {}: {e}", chosen.display()))
+        })?;
+    }
+    Ok(chosen)
 }
 
 fn is_root() -> bool {

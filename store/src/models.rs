@@ -177,13 +177,19 @@ pub async fn project_evaluations(
     .await?)
 }
 
-/// Whether an active, online worker serves the `gpu` queue (training then goes there).
-pub async fn gpu_worker_online(pool: &PgPool) -> Result<bool> {
+/// Whether an active, online worker that may run `org_id`'s steps serves the `gpu` queue (training
+/// then goes there): one of the organisation's own workers, or an installation worker when the
+/// organisation may use those.
+pub async fn gpu_worker_online(pool: &PgPool, org_id: Uuid) -> Result<bool> {
     Ok(sqlx::query_scalar(
-        "select exists (select 1 from worker where 'gpu' = any(queues) and admin_state = 'active' \
-         and stopped_at is null and last_heartbeat_at > now() - $1 * interval '1 second')",
+        "select exists (select 1 from worker w join org o on o.id = $2 \
+         where 'gpu' = any(w.queues) and w.admin_state = 'active' and w.stopped_at is null \
+           and w.last_heartbeat_at > now() - $1 * interval '1 second' \
+           and ((w.worker_token_id is null and o.installation_workers) \
+                or (w.worker_token_id is not null and w.org_id = o.id)))",
     )
     .bind(crate::workers::OFFLINE_AFTER.as_secs_f64())
+    .bind(org_id)
     .fetch_one(pool)
     .await?)
 }

@@ -34,7 +34,7 @@ fn server_url() -> Result<String> {
         let lock = std::fs::File::create(std::env::temp_dir().join("groundwork-test-pg.lock"))
             .map_err(|e| e.to_string())?;
         lock.lock().map_err(|e| e.to_string())?;
-        let db = LocalDb::start(&dir).map_err(|e| e.to_string())?;
+        let db = LocalDb::start_for_tests(&dir).map_err(|e| e.to_string())?;
         Ok(db.url("postgres"))
     })
     .clone()

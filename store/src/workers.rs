@@ -80,6 +80,30 @@ pub async fn register(pool: &PgPool, r: &Registration) -> Result<Uuid> {
     Ok(id)
 }
 
+/// The message queues a registered worker polls: its queues as named (`cpu`, `gpu`) for an
+/// installation worker (registered without a worker token), or `{queue}@{org id}` for a worker that
+/// joined an organisation with its token and so serves that organisation alone.
+pub async fn message_queues(pool: &PgPool, worker_id: Uuid) -> Result<Vec<String>> {
+    let (queues, org_id, own): (Vec<String>, Uuid, bool) = sqlx::query_as(
+        "select queues, org_id, worker_token_id is not null from worker where id = $1",
+    )
+    .bind(worker_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound {
+        what: "worker",
+        id: worker_id,
+    })?;
+    Ok(if own {
+        queues
+            .iter()
+            .map(|q| crate::jobs::org_queue(q, org_id))
+            .collect()
+    } else {
+        queues
+    })
+}
+
 /// Registers a worker that presents `token` (a worker token, `gwk_…`): it joins the token's
 /// organisation. Without a token, registration is allowed only while no live worker token exists
 /// (the zero-setup local install); such a worker joins the default organisation. A bad or revoked

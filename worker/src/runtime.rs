@@ -289,7 +289,9 @@ impl Worker {
         } else {
             workers::register_with_token(&pool, &registration, config.token.as_deref()).await?
         };
-        info!(%worker_id, pool = %config.pool, queues = ?config.queues, concurrency = config.concurrency, "worker registered");
+        // A worker that joined an organisation with its token reads that organisation's queues only.
+        let message_queues = workers::message_queues(&pool, worker_id).await?;
+        info!(%worker_id, pool = %config.pool, queues = ?message_queues, concurrency = config.concurrency, "worker registered");
         let shared = Arc::new(Shared {
             slots: Semaphore::new(config.concurrency),
             pool,
@@ -300,7 +302,7 @@ impl Worker {
         });
         let mut tasks = Vec::new();
         let mut contexts = Vec::new();
-        let wakes = Wakes::new(&shared.config.queues, shared.config.concurrency);
+        let wakes = Wakes::new(&message_queues, shared.config.concurrency);
         tasks.push(tokio::spawn(
             wakes
                 .clone()
@@ -309,7 +311,7 @@ impl Worker {
         // One apalis poller per slot and queue, each taking up to `prefetch` messages at a time (default
         // `DEFAULT_PREFETCH`, 2; a held message its slot has not reached within 15 s is re-dispatched by
         // the reaper to another worker), slots in parallel.
-        for queue in &shared.config.queues {
+        for queue in &message_queues {
             for slot in 0..shared.config.concurrency {
                 let ctx = WorkerContext::new(&format!("{worker_id}-{queue}-{slot}"));
                 contexts.push(ctx.clone());

@@ -44,6 +44,17 @@ enum AdminCommand {
         #[arg(long)]
         owner_email: Option<String>,
     },
+    /// Let the installation's workers (those started without a worker token, and `serve`'s own) run an
+    /// organisation's steps, or not: `--installation-workers false` leaves them to the workers that
+    /// joined with the organisation's worker tokens.
+    SetOrgWorkers {
+        /// Organisation name.
+        #[arg(long)]
+        org: String,
+        /// `true` or `false`.
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        installation_workers: bool,
+    },
     /// Add a user to an organisation, or change their role there.
     AddMember {
         /// Organisation name.
@@ -152,6 +163,22 @@ async fn admin_command(
             };
             let org = accounts::create_org(pool, &who, &name, owner).await?;
             println!("organisation {} created ({})", org.name, org.id);
+        }
+        AdminCommand::SetOrgWorkers {
+            org,
+            installation_workers,
+        } => {
+            let org = org_named(pool, &org).await?;
+            accounts::set_installation_workers(pool, &who, org.id, installation_workers).await?;
+            println!(
+                "organisation {}: installation workers {}",
+                org.name,
+                if installation_workers {
+                    "allowed"
+                } else {
+                    "not allowed"
+                }
+            );
         }
         AdminCommand::AddMember { org, email, role } => {
             let role: accounts::Role = role.parse().map_err(anyhow::Error::msg)?;

@@ -127,7 +127,7 @@ pub async fn start_training(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let queue = if models::gpu_worker_online(&state.pool).await? {
+    let queue = if models::gpu_worker_online(&state.pool, actor.org_id).await? {
         "gpu"
     } else {
         "cpu"

@@ -246,6 +246,44 @@ pub async fn create_org(pool: &PgPool, who: &Who, name: &str, owner: Option<Uuid
     Ok(org)
 }
 
+/// Lets the installation's workers (those registered without a worker token) run the
+/// organisation's steps, or stops them from doing so (its own workers then run them alone). Audited.
+/// Applies to steps dispatched from now on.
+pub async fn set_installation_workers(
+    pool: &PgPool,
+    who: &Who,
+    org_id: Uuid,
+    allowed: bool,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query("update org set installation_workers = $2 where id = $1")
+        .bind(org_id)
+        .bind(allowed)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound {
+            what: "organisation",
+            id: org_id,
+        });
+    }
+    audit::record(
+        &mut *tx,
+        &Entry {
+            org_id: Some(org_id),
+            who,
+            action: "org.installation_workers",
+            target_type: "org",
+            target_id: Some(org_id.to_string()),
+            details: json!({"allowed": allowed}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The organisation with this name.
 pub async fn org_by_name(pool: &PgPool, name: &str) -> Result<Option<Org>> {
     Ok(

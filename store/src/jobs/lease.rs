@@ -21,7 +21,8 @@ pub async fn claim(
 ) -> Result<Option<Claimed>> {
     // One statement (atomic on its own): take the lease, open the attempt record, mark the run started,
     // and retire the dispatch message that brought the worker here (whether or not the claim succeeds:
-    // a message is only a hint, and the step row decides).
+    // a message is only a hint, and the step row decides), and with a claim also its sibling in the
+    // other pool's queue (see `dispatch`).
     Ok(sqlx::query_as(
         "with c as ( \
              update step set state = 'running', attempt = attempt + 1, lease_owner = $2, \
@@ -30,13 +31,14 @@ pub async fn claim(
              where id = $1 and state = 'queued' and not cancel_requested and run_at <= now() + interval '1 second' \
                and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
                                where d.step_id = step.id and p.state <> 'succeeded') \
-             returning id, run_id, kind, args, attempt, max_attempts, lease_owner, \
+             returning id, run_id, kind, args, attempt, max_attempts, lease_owner, dispatch_id, own_dispatch_id, \
                  exists (select 1 from step_dependency d where d.depends_on = step.id) as has_dependents), \
          a as (insert into step_attempt (step_id, attempt, worker_id) select id, attempt, lease_owner from c \
                on conflict (step_id, attempt) do update set worker_id = excluded.worker_id, started_at = now()), \
          r as (update pipeline_run set state = 'running', started_at = coalesce(started_at, now()) \
                where id = (select run_id from c) and state = 'queued'), \
-         m as (update apalis.jobs set status = 'Done', done_at = now() where id = $4) \
+         m as (update apalis.jobs set status = 'Done', done_at = now() \
+               where id = $4 or id in (select dispatch_id from c union all select own_dispatch_id from c)) \
          select c.*, pr.project_id, pr.org_id from c join pipeline_run pr on pr.id = c.run_id",
     )
     .bind(step_id)

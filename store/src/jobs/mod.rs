@@ -251,36 +251,74 @@ async fn dispatch(
     if steps.is_empty() {
         return Ok(());
     }
-    let mut by_queue: HashMap<&str, Vec<apalis_postgres::PgTask>> = HashMap::new();
-    let mut ids = Vec::with_capacity(steps.len());
-    let mut dispatch_ids = Vec::with_capacity(steps.len());
-    for (step_id, queue, run_at) in steps {
-        let dispatch_id = ulid::Ulid::generate().to_string();
+    let ids: Vec<Uuid> = steps.iter().map(|s| s.0).collect();
+    // Message ids are ULIDs (apalis decodes them): one for the installation's queue, one for the
+    // organisation's own.
+    let dispatch_ids: Vec<String> = steps
+        .iter()
+        .map(|_| ulid::Ulid::generate().to_string())
+        .collect();
+    let own_ids: Vec<String> = steps
+        .iter()
+        .map(|_| ulid::Ulid::generate().to_string())
+        .collect();
+    // Record the dispatch and learn, per step, which pools may run it: the installation's (when the
+    // organisation may use them) and the organisation's own (when it has a live worker token).
+    let routes: Vec<(Uuid, Uuid, bool, bool)> = sqlx::query_as(
+        "update step set dispatch_id = u.d, own_dispatch_id = u.o \
+         from unnest($1::uuid[], $2::text[], $3::text[]) as u(i, d, o), pipeline_run r, org o \
+         where step.id = u.i and r.id = step.run_id and o.id = r.org_id \
+         returning step.id, o.id, o.installation_workers, \
+             exists (select 1 from worker_token t where t.org_id = o.id and t.revoked_at is null)",
+    )
+    .bind(&ids)
+    .bind(&dispatch_ids)
+    .bind(&own_ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let routes: HashMap<Uuid, (Uuid, bool, bool)> = routes
+        .into_iter()
+        .map(|(step, org, installation, own)| (step, (org, installation, own)))
+        .collect();
+    let mut by_queue: HashMap<String, Vec<apalis_postgres::PgTask>> = HashMap::new();
+    for (((step_id, queue, run_at), dispatch_id), own_id) in
+        steps.iter().zip(&dispatch_ids).zip(&own_ids)
+    {
+        let Some(&(org, installation, own)) = routes.get(step_id) else {
+            continue;
+        };
         let payload = serde_json::to_vec(&Dispatch { step_id: *step_id })?;
         // apalis stores run_at in whole seconds; round up so a message never arrives before its step is due.
         let run_at_secs =
             u64::try_from(run_at.timestamp() + i64::from(run_at.timestamp_subsec_nanos() > 0))
                 .unwrap_or(0);
-        let task = TaskBuilder::new(payload)
-            .task_id(dispatch_id.clone().into())
-            .run_at_timestamp(run_at_secs)
-            .max_attempts(1)
-            .build();
-        by_queue.entry(queue.as_str()).or_default().push(task);
-        ids.push(*step_id);
-        dispatch_ids.push(dispatch_id);
+        let mut push = |queue: String, id: String| {
+            let task = TaskBuilder::new(payload.clone())
+                .task_id(id.into())
+                .run_at_timestamp(run_at_secs)
+                .max_attempts(1)
+                .build();
+            by_queue.entry(queue).or_default().push(task);
+        };
+        if installation {
+            push(queue.clone(), dispatch_id.clone());
+        }
+        if own {
+            push(org_queue(queue, org), own_id.clone());
+        }
     }
     for (queue, tasks) in by_queue {
-        apalis_postgres::queries::push_tasks(&mut **tx, queue, tasks)
+        apalis_postgres::queries::push_tasks(&mut **tx, &queue, tasks)
             .await
             .map_err(|e| Error::Dispatch(e.to_string()))?;
     }
-    sqlx::query("update step set dispatch_id = u.d from unnest($1::uuid[], $2::text[]) as u(i, d) where step.id = u.i")
-        .bind(&ids)
-        .bind(&dispatch_ids)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
+}
+
+/// The message queue of an organisation's own workers for `queue` (`cpu@{org id}`).
+#[must_use]
+pub fn org_queue(queue: &str, org: Uuid) -> String {
+    format!("{queue}@{org}")
 }
 
 /// Gives a run its final state once none of its steps is queued or running.

@@ -81,7 +81,7 @@ pub async fn reap(pool: &PgPool) -> Result<Reaped> {
              and s.run_at < now() - interval '20 seconds' \
              and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
                              where d.step_id = s.id and p.state <> 'succeeded') \
-             and not exists (select 1 from apalis.jobs j where j.id = s.dispatch_id \
+             and not exists (select 1 from apalis.jobs j where j.id in (s.dispatch_id, s.own_dispatch_id) \
                              and (j.status = 'Pending' \
                                   or (j.status in ('Queued', 'Running') and j.lock_at > now() - interval '15 seconds'))) \
          for update of s skip locked",

@@ -3,3 +3,4 @@
 //! Run one module with a filter, e.g. `cargo test -p groundwork-store --test it accounts::`.
 
 mod accounts;
+mod devdb;

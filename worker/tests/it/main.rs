@@ -5,5 +5,6 @@
 
 mod job_system;
 mod ownership;
+mod pools;
 mod stitch;
 mod train;

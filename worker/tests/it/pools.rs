@@ -1,0 +1,193 @@
+//! Which workers run whose steps: a worker that joined an organisation with its worker token runs
+//! that organisation's steps alone; the installation's workers run the steps of the organisations
+//! allowed to use them; the GPU-or-CPU choice looks only at workers the organisation may use.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use groundwork_store::audit::Who;
+use groundwork_store::jobs::{self, NewStep};
+use groundwork_store::testing::TestDb;
+use groundwork_store::{DEFAULT_ORG_ID, PgPool, accounts, models, projects, workers};
+use groundwork_worker::{Registry, Worker, WorkerConfig};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+async fn project(pool: &PgPool, org: Uuid) -> Uuid {
+    let f = projects::ProjectFields {
+        name: "p".into(),
+        description: String::new(),
+        aoi: json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [0.1, 0.0], [0.1, 0.1], [0.0, 0.0]]]}),
+        bbox: [0.0, 0.0, 0.1, 0.1],
+        area_km2: 61.0,
+        start: "2024-01-01".parse().unwrap(),
+        end: "2024-12-31".parse().unwrap(),
+        task: "segmentation".parse().unwrap(),
+        classes: Vec::new(),
+        modalities: vec!["sentinel2_l2a".parse().unwrap()],
+        model_size: "nano".parse().unwrap(),
+        patch_size: 4,
+        window_size: 64,
+    };
+    projects::create(pool, org, &f).await.unwrap().id
+}
+
+fn config(name: &str, token: Option<&str>) -> WorkerConfig {
+    let mut c = WorkerConfig::new("cpu", vec!["cpu".into()]);
+    c.name = name.into();
+    c.heartbeat = Duration::from_millis(300);
+    c.lease = Duration::from_secs(3);
+    c.reap_every = Duration::from_millis(500);
+    c.token = token.map(str::to_owned);
+    // A worker without a token is the installation's (as `serve`'s own are).
+    c.in_process = token.is_none();
+    c
+}
+
+/// Starts a one-step run in `org`'s project and returns the step.
+async fn one_step(pool: &PgPool, org: Uuid, project: Uuid) -> Uuid {
+    let run = jobs::create_run(
+        pool,
+        org,
+        project,
+        &[NewStep::new("a", "noop".parse().unwrap(), json!({}), "cpu")],
+        None,
+    )
+    .await
+    .unwrap();
+    run.steps[0].id
+}
+
+/// The worker that ran the step, once it succeeded.
+async fn ran_on(pool: &PgPool, org: Uuid, step: Uuid) -> Uuid {
+    let start = Instant::now();
+    loop {
+        let s = jobs::get_step(pool, org, step).await.unwrap();
+        if s.state == "succeeded" {
+            return sqlx::query_scalar("select worker_id from step_attempt where step_id = $1")
+                .bind(step)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{s:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts that the step stays queued for a while (no worker that may run it is there).
+async fn stays_queued(pool: &PgPool, org: Uuid, step: Uuid) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = jobs::get_step(pool, org, step).await.unwrap();
+    assert_eq!(s.state, "queued", "{s:#?}");
+    assert_eq!(s.attempt, 0, "{s:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_organisations_own_workers_run_its_steps_alone_and_installation_workers_only_where_allowed()
+ {
+    let db = TestDb::new().await.unwrap();
+    let pool = &db.pool;
+    let a = DEFAULT_ORG_ID;
+    let b = accounts::create_org(pool, &Who::cli(), "b", None)
+        .await
+        .unwrap()
+        .id;
+    let (pa, pb) = (project(pool, a).await, project(pool, b).await);
+    let (secret, _) = accounts::create_worker_token(pool, &Who::cli(), b, "b-box")
+        .await
+        .unwrap();
+
+    // B's own worker: it runs B's steps and never A's.
+    let b_worker = Worker::start(
+        pool.clone(),
+        config("b-box", Some(&secret)),
+        Registry::builtin(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        workers::message_queues(pool, b_worker.id()).await.unwrap(),
+        [format!("cpu@{b}")]
+    );
+    let a_step = one_step(pool, a, pa).await;
+    let b_step = one_step(pool, b, pb).await;
+    assert_eq!(ran_on(pool, b, b_step).await, b_worker.id());
+    stays_queued(pool, a, a_step).await;
+
+    // An installation worker runs A's step.
+    let shared = Worker::start(pool.clone(), config("shared", None), Registry::builtin())
+        .await
+        .unwrap();
+    assert_eq!(
+        workers::message_queues(pool, shared.id()).await.unwrap(),
+        ["cpu"]
+    );
+    assert_eq!(ran_on(pool, a, a_step).await, shared.id());
+
+    // B stops using installation workers: with its own worker gone, its steps wait for it although
+    // the installation worker is idle, and run when it is back.
+    accounts::set_installation_workers(pool, &Who::cli(), b, false)
+        .await
+        .unwrap();
+    b_worker.shutdown().await;
+    let b_step = one_step(pool, b, pb).await;
+    stays_queued(pool, b, b_step).await;
+    let b_again = Worker::start(
+        pool.clone(),
+        config("b-box-2", Some(&secret)),
+        Registry::builtin(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ran_on(pool, b, b_step).await, b_again.id());
+    // Both pools' messages of a claimed step are retired: nothing is left pending for it.
+    let pending: i64 = sqlx::query_scalar(
+        "select count(*) from apalis.jobs where status = 'Pending' and job_type like 'cpu%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(pending, 0);
+    b_again.shutdown().await;
+    shared.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_gpu_choice_looks_only_at_workers_the_organisation_may_use() {
+    let db = TestDb::new().await.unwrap();
+    let pool = &db.pool;
+    let a = DEFAULT_ORG_ID;
+    let b = accounts::create_org(pool, &Who::cli(), "b", None)
+        .await
+        .unwrap()
+        .id;
+    let gpu = |name: &str| workers::Registration {
+        name: name.into(),
+        pool: "gpu".into(),
+        queues: vec!["gpu".into(), "cpu".into()],
+        concurrency: 1,
+        capabilities: json!({}),
+        version: "test".into(),
+    };
+    assert!(!models::gpu_worker_online(pool, a).await.unwrap());
+    // B's own GPU box: B trains on the GPU, A does not see it.
+    let (secret, _) = accounts::create_worker_token(pool, &Who::cli(), b, "b-gpu")
+        .await
+        .unwrap();
+    workers::register_with_token(pool, &gpu("b-gpu"), Some(&secret))
+        .await
+        .unwrap();
+    assert!(models::gpu_worker_online(pool, b).await.unwrap());
+    assert!(!models::gpu_worker_online(pool, a).await.unwrap());
+    // An installation GPU worker serves both, until A may no longer use installation workers.
+    workers::register(pool, &gpu("shared-gpu")).await.unwrap();
+    assert!(models::gpu_worker_online(pool, a).await.unwrap());
+    accounts::set_installation_workers(pool, &Who::cli(), a, false)
+        .await
+        .unwrap();
+    assert!(!models::gpu_worker_online(pool, a).await.unwrap());
+    assert!(models::gpu_worker_online(pool, b).await.unwrap());
+}
