@@ -89,5 +89,7 @@ test('an acquisition plans the windows, which the map shows by status', async (t
   assert.ok(await page.locator('tr[data-step-id]').count() >= 2, 'the partition steps and their summary');
   // Nothing overflows the tablet width.
   assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
-  assert.deepEqual(problems, []);
+  // The two refused forms were answered 422; nothing else went wrong.
+  assert.deepEqual(problems.filter((p) => !p.includes('status of 422')), []);
+  assert.equal(problems.length, 2);
 });

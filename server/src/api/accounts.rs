@@ -136,14 +136,16 @@ pub async fn list_members(
     Ok(axum::Json(service::list_members(&state, &actor).await?))
 }
 
-/// Adds an existing user to the current organisation (admins; owners to make owners).
+/// Invites someone to the current organisation (admins; owners to make owners). The same answer
+/// whether or not the email has an account: an invitation with its one-time link, which the person
+/// accepts to become a member.
 #[utoipa::path(post, path = "/api/v1/members", request_body = AddMember, tag = "members",
-    responses((status = 201, body = Member), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+    responses((status = 201, body = NewInvitation), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn add_member(
     State(state): State<AppState>,
     actor: Actor,
     Json(body): Json<AddMember>,
-) -> ApiResult<(StatusCode, axum::Json<Member>)> {
+) -> ApiResult<(StatusCode, axum::Json<NewInvitation>)> {
     let m = service::add_member(&state, &actor, &body).await?;
     Ok((StatusCode::CREATED, axum::Json(m)))
 }

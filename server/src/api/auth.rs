@@ -206,15 +206,47 @@ pub fn client_ip(parts: &Parts) -> Option<String> {
 /// The `gw_session` cookie's value.
 #[must_use]
 pub fn session_secret(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// A cookie's value from the request's `Cookie` headers (none when empty).
+#[must_use]
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim().to_owned())
         .filter(|v| !v.is_empty())
+}
+
+/// The cookie that protects the sign-in and setup forms, which are posted before any session
+/// exists: the page sets it to a random value that its form also carries (`form_token`), and the
+/// post must bring both, equal. Another site can make a browser post the form, but cannot read or
+/// set the cookie, so it cannot sign a visitor into an account of its choosing.
+pub const FORM_COOKIE: &str = "gw_form";
+
+/// A new form token and its `Set-Cookie` value (`SameSite=Strict`, `HttpOnly`, one hour).
+#[must_use]
+pub fn new_form_token(secure: bool) -> (String, HeaderValue) {
+    let token = accounts::new_secret("");
+    let value = format!(
+        "{FORM_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}; Max-Age=3600",
+        if secure { "; Secure" } else { "" }
+    );
+    let header = HeaderValue::from_str(&value)
+        .unwrap_or_else(|_| HeaderValue::from_static("gw_form=; Path=/; Max-Age=0"));
+    (token, header)
+}
+
+/// Whether a posted form carries the token its cookie holds.
+#[must_use]
+pub fn form_token_matches(headers: &HeaderMap, posted: &str) -> bool {
+    cookie(headers, FORM_COOKIE)
+        .is_some_and(|c| !posted.is_empty() && accounts::same_secret(&c, posted))
 }
 
 /// `Set-Cookie` value for a new session; `secure` adds `Secure` ([`AppState::secure_cookies`]).

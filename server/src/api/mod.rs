@@ -58,6 +58,10 @@ pub struct AppState {
     /// The outbound-request policy the API checks user-named catalogues against before starting a
     /// run (the workers check again with their own). Strictest by default.
     pub outbound: Arc<groundwork_imagery::OutboundPolicy>,
+    /// The one-time code first-run setup must present, when `serve` set one (a fresh installation
+    /// listening on an address other than loopback, where a stranger could otherwise make
+    /// themselves its owner).
+    pub setup_code: Option<String>,
 }
 
 /// Default of [`AppState::request_timeout`] (`serve --request-timeout-secs`).
@@ -89,6 +93,7 @@ impl AppState {
             request_timeout: std::time::Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             outbound: Arc::new(groundwork_imagery::OutboundPolicy::default()),
+            setup_code: None,
         }
     }
 }

@@ -74,6 +74,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     state.max_concurrent_requests = args.max_concurrent_requests.max(1);
     state.objects.clone_from(&config.objects);
     state.outbound = std::sync::Arc::new(config.outbound.clone());
+    // A fresh installation reachable from other machines: setup needs a code only the operator sees.
+    if !addr.ip().is_loopback() && !groundwork_store::accounts::any_user(&db.pool).await? {
+        state.setup_code = Some(groundwork_store::accounts::new_secret("")[..24].to_owned());
+    }
+    let setup_code = state.setup_code.clone();
     state.secure_cookies =
         groundwork_server::hygiene::secure_cookies(args.secure_cookies, addr.ip());
     let mut app = router(state);
@@ -89,6 +94,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "Groundwork is running at http://{addr}/ (API: http://{addr}/api/v1, OpenAPI: http://{addr}/api/openapi.json)"
     );
+    if let Some(code) = setup_code {
+        println!("Setup code (asked for once, by the first-run setup at /setup): {code}");
+        info!("first-run setup needs the setup code printed on standard output");
+    }
     // The peer address feeds the per-address sign-in limit and the audit log.
     axum::serve(
         listener,

@@ -95,6 +95,10 @@ pub struct SetupBody {
     /// Name for the organisation (default: keep `default`).
     #[serde(default)]
     pub org_name: Option<String>,
+    /// The one-time setup code `serve` printed, when it asks for one (a fresh installation listening
+    /// on an address other than loopback).
+    #[serde(default)]
+    pub setup_code: Option<String>,
 }
 
 /// First run: creates the first owner and their organisation, and signs them in. Allowed only while
@@ -105,6 +109,16 @@ pub async fn setup(state: &AppState, ip: &str, body: SetupBody) -> ApiResult<New
             ErrorCode::SetupDone,
             "setup is already done; sign in instead",
         ));
+    }
+    if let Some(expected) = &state.setup_code {
+        let given = body.setup_code.as_deref().unwrap_or_default().trim();
+        if given.is_empty() || !accounts::same_secret(given, expected) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this installation asks for the one-time setup code printed in the server's log \
+                 when it started (setup_code)",
+            ));
+        }
     }
     let mut errors = Vec::new();
     let email = email_field(&body.email, &mut errors);
@@ -219,9 +233,13 @@ pub struct PasswordBody {
     pub current_password: String,
     /// The new one (at least 8 characters).
     pub new_password: String,
+    /// Also revoke every API token of the user (default false).
+    #[serde(default)]
+    pub revoke_tokens: bool,
 }
 
-/// Changes the password; every other session of the user ends.
+/// Changes the password; every other session of the user ends, and with `revoke_tokens` every API
+/// token too. Wrong current passwords count against the sign-in limit.
 pub async fn change_password(
     state: &AppState,
     p: &Principal,
@@ -237,6 +255,7 @@ pub async fn change_password(
         &body.current_password,
         &body.new_password,
         p.session_id(),
+        body.revoke_tokens,
     )
     .await?
     {
@@ -244,6 +263,13 @@ pub async fn change_password(
         PasswordChange::WrongPassword => Err(ApiError::new(
             ErrorCode::WrongPassword,
             "the current password is not right",
+        )),
+        PasswordChange::Limited(wait) => Err(ApiError::new(
+            ErrorCode::TooManyAttempts,
+            format!(
+                "too many wrong passwords; try again in {} s",
+                wait.as_secs().max(1)
+            ),
         )),
     }
 }
@@ -294,9 +320,9 @@ pub async fn list_members(state: &AppState, actor: &Actor) -> ApiResult<Items<Me
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
-    /// Email of an existing user (invite people without an account).
+    /// Email of the person to add.
     pub email: String,
-    /// Role.
+    /// Role on acceptance.
     pub role: Role,
 }
 
@@ -309,20 +335,23 @@ pub fn may_grant(actor: &Actor, role: Role) -> ApiResult<()> {
     }
 }
 
-/// Adds an existing user to the current organisation (admins; owners to make owners).
-pub async fn add_member(state: &AppState, actor: &Actor, body: &AddMember) -> ApiResult<Member> {
-    may_grant(actor, body.role)?;
-    let user = accounts::user_by_email(&state.pool, &body.email)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotFound,
-                "no user has this email; send an invitation instead",
-            )
-        })?;
-    let m =
-        accounts::add_member(&state.pool, &actor.who(), actor.org_id, user.id, body.role).await?;
-    Ok(m)
+/// Asks someone to join the current organisation (admins; owners to make owners): always by
+/// invitation, never by attaching an account directly, so that nobody is put in an organisation
+/// without accepting, and the answer is the same whether or not the email has an account here.
+pub async fn add_member(
+    state: &AppState,
+    actor: &Actor,
+    body: &AddMember,
+) -> ApiResult<NewInvitation> {
+    create_invitation(
+        state,
+        actor,
+        &CreateInvitation {
+            email: body.email.clone(),
+            role: body.role,
+        },
+    )
+    .await
 }
 
 /// Body of `PATCH /api/v1/members/{user_id}`.

@@ -23,6 +23,7 @@ struct LoginPage {
     email: String,
     next: String,
     error: String,
+    form_token: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -32,12 +33,26 @@ struct SetupPage {
     email: String,
     org_name: String,
     error: String,
+    form_token: String,
+    /// Whether the server asks for the one-time setup code it printed.
+    needs_code: bool,
 }
 
 /// Only a path on this site is followed after sign-in ([`crate::hygiene::same_site_path`]).
 fn safe_next(next: &str) -> String {
     crate::hygiene::same_site_path(next).to_owned()
 }
+
+/// A page with a fresh form token, its cookie set.
+fn with_form_cookie(status: StatusCode, page: impl IntoResponse, cookie: HeaderValue) -> Response {
+    let mut resp = (status, page).into_response();
+    resp.headers_mut().append(header::SET_COOKIE, cookie);
+    resp
+}
+
+/// What a sign-in or setup post without its form token gets.
+const FORM_EXPIRED: &str =
+    "This form has expired or was not sent from this site. Please fill it in again.";
 
 fn redirect_with_cookie(to: &str, cookie: HeaderValue) -> Response {
     let mut resp = Redirect::to(to).into_response();
@@ -59,29 +74,51 @@ pub async fn login_form(
     if !accounts::any_user(&state.pool).await? {
         return Ok(Redirect::to("/setup").into_response());
     }
-    Ok(LoginPage {
-        layout: Layout::bare("Sign in"),
-        email: String::new(),
-        next: safe_next(&q.next),
-        error: String::new(),
-    }
-    .into_response())
+    let (form_token, cookie) = auth::new_form_token(state.secure_cookies);
+    Ok(with_form_cookie(
+        StatusCode::OK,
+        LoginPage {
+            layout: Layout::bare("Sign in"),
+            email: String::new(),
+            next: safe_next(&q.next),
+            error: String::new(),
+            form_token,
+        },
+        cookie,
+    ))
 }
 
 /// `POST /login`.
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> PageResult<Response> {
     let pairs = form_pairs(&body);
     let email = form_value(&pairs, "email");
     let next = safe_next(&form_value(&pairs, "next"));
+    let form_token = form_value(&pairs, "form_token");
+    if !auth::form_token_matches(&headers, &form_token) {
+        let (form_token, cookie) = auth::new_form_token(state.secure_cookies);
+        return Ok(with_form_cookie(
+            StatusCode::FORBIDDEN,
+            LoginPage {
+                layout: Layout::bare("Sign in"),
+                email,
+                next,
+                error: FORM_EXPIRED.into(),
+                form_token,
+            },
+            cookie,
+        ));
+    }
     let page = |error: &str| LoginPage {
         layout: Layout::bare("Sign in"),
         email: email.clone(),
         next: next.clone(),
         error: error.to_owned(),
+        form_token: form_token.clone(),
     };
     match auth::sign_in(&state, email.trim(), &form_value(&pairs, "password"), &ip).await? {
         SignIn::Ok(s) => Ok(redirect_with_cookie(&next, s.cookie)),
@@ -112,28 +149,53 @@ pub async fn setup_form(State(state): State<AppState>) -> PageResult<Response> {
     if accounts::any_user(&state.pool).await? {
         return Ok(Redirect::to("/login").into_response());
     }
-    Ok(SetupPage {
-        layout: Layout::bare("Set up Groundwork"),
-        email: String::new(),
-        org_name: String::new(),
-        error: String::new(),
-    }
-    .into_response())
+    let (form_token, cookie) = auth::new_form_token(state.secure_cookies);
+    Ok(with_form_cookie(
+        StatusCode::OK,
+        SetupPage {
+            layout: Layout::bare("Set up Groundwork"),
+            email: String::new(),
+            org_name: String::new(),
+            error: String::new(),
+            form_token,
+            needs_code: state.setup_code.is_some(),
+        },
+        cookie,
+    ))
 }
 
 /// `POST /setup`, through the same service function as `POST /api/v1/setup`.
 pub async fn setup(
     State(state): State<AppState>,
     ip: ClientIp,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> PageResult<Response> {
     let pairs = form_pairs(&body);
     let email = form_value(&pairs, "email").trim().to_owned();
     let org_name = form_value(&pairs, "org_name").trim().to_owned();
+    let form_token = form_value(&pairs, "form_token");
+    if !auth::form_token_matches(&headers, &form_token) {
+        let (form_token, cookie) = auth::new_form_token(state.secure_cookies);
+        return Ok(with_form_cookie(
+            StatusCode::FORBIDDEN,
+            SetupPage {
+                layout: Layout::bare("Set up Groundwork"),
+                email,
+                org_name,
+                error: FORM_EXPIRED.into(),
+                form_token,
+                needs_code: state.setup_code.is_some(),
+            },
+            cookie,
+        ));
+    }
+    let setup_code = form_value(&pairs, "setup_code");
     let request = SetupBody {
         email: email.clone(),
         password: form_value(&pairs, "password"),
         org_name: (!org_name.is_empty()).then(|| org_name.clone()),
+        setup_code: (!setup_code.trim().is_empty()).then(|| setup_code.trim().to_owned()),
     };
     match service::setup(&state, &ip.0, request).await {
         Ok(session) => Ok(redirect_with_cookie("/projects", session.cookie)),
@@ -150,12 +212,14 @@ pub async fn setup(
                 }
             }
             Ok((
-                StatusCode::UNPROCESSABLE_ENTITY,
+                e.status,
                 SetupPage {
                     layout: Layout::bare("Set up Groundwork"),
                     email,
                     org_name,
                     error,
+                    form_token,
+                    needs_code: state.setup_code.is_some(),
                 },
             )
                 .into_response())
@@ -266,6 +330,7 @@ pub async fn change_password(
     let request = PasswordBody {
         current_password: form_value(&pairs, "current_password"),
         new_password: form_value(&pairs, "new_password"),
+        revoke_tokens: !form_value(&pairs, "revoke_tokens").is_empty(),
     };
     match service::change_password(&state, &p, &request).await {
         Ok(_) => Ok(account_page(&state, &p, None, true).await?.into_response()),
@@ -281,6 +346,16 @@ pub async fn change_password(
             )
             .await?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) if e.code == crate::api::error::ErrorCode::TooManyAttempts => {
+            let page = account_page(
+                &state,
+                &p,
+                Some(("current_password", error_text(&e))),
+                false,
+            )
+            .await?;
+            Ok((StatusCode::TOO_MANY_REQUESTS, page).into_response())
         }
         Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
             let page =

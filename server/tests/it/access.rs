@@ -38,6 +38,8 @@ enum Caller {
     Anonymous,
     Bearer(String),
     Browser(Session),
+    /// A browser with no session, holding these cookies (`name=value; …`).
+    Cookies(String),
 }
 
 struct Resp {
@@ -71,6 +73,7 @@ async fn send(
                 .header("cookie", format!("gw_session={}", s.cookie))
                 .header("x-csrf-token", &s.csrf);
         }
+        Caller::Cookies(c) => req = req.header("cookie", c),
     }
     let mut req = req
         .body(body.map_or_else(Body::empty, |b| match b {
@@ -89,6 +92,18 @@ async fn send(
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         headers,
     }
+}
+
+/// The `gw_form` cookie a sign-in or setup page set (its value is also the form's token).
+fn form_cookie(r: &Resp) -> String {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("gw_form="))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_owned()
 }
 
 fn cookie_of(r: &Resp) -> String {
@@ -1137,12 +1152,20 @@ async fn the_session_cookie_is_secure_only_when_the_server_is_told_so() {
             cookie: cookie_of(&r),
             csrf: r.body["csrf_token"].as_str().unwrap().to_owned(),
         };
+        // The sign-in page's form token comes in a cookie with the same attributes.
+        let page = send(&app, &Caller::Anonymous, "GET", "/login", None, "10.8.0.1").await;
+        assert_eq!(has_secure(&page), secure, "form cookie, secure={secure}");
+        let token = form_cookie(&page);
         let form = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs([("email", "owner@alpha.org"), ("password", PASSWORD)])
+            .extend_pairs([
+                ("email", "owner@alpha.org"),
+                ("password", PASSWORD),
+                ("form_token", token.as_str()),
+            ])
             .finish();
         let r = send(
             &app,
-            &Caller::Anonymous,
+            &Caller::Cookies(format!("gw_form={token}")),
             "POST",
             "/login",
             Some(Value::String(form)),
@@ -1944,4 +1967,177 @@ async fn workers_register_with_a_valid_worker_token_only() {
             .unwrap()
             .id
     );
+}
+
+#[tokio::test]
+async fn adding_a_member_invites_and_answers_alike_whether_or_not_the_email_has_an_account() {
+    let (db, app, org) = fresh().await;
+    let owner = Caller::Browser(login(&app, "owner@alpha.org", PASSWORD).await);
+    // Someone with an account elsewhere, and someone without one.
+    accounts::create_user(&db.pool, &Who::cli(), "known@beta.org", PASSWORD)
+        .await
+        .unwrap();
+    let mut shapes = Vec::new();
+    for email in ["known@beta.org", "nobody@beta.org"] {
+        let r = send(
+            &app,
+            &owner,
+            "POST",
+            "/api/v1/members",
+            Some(json!({"email": email, "role": "member"})),
+            "10.6.0.1",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert!(r.body["url"].as_str().unwrap().starts_with("/invite/"));
+        assert_eq!(r.body["invitation"]["email"], email);
+        let mut keys: Vec<String> = r.body.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        shapes.push(keys);
+    }
+    assert_eq!(shapes[0], shapes[1]);
+    // Nobody was put in the organisation without accepting.
+    let members = accounts::members(&db.pool, org).await.unwrap();
+    assert_eq!(members.len(), 1, "{members:?}");
+}
+
+#[tokio::test]
+async fn a_password_change_can_revoke_api_tokens_and_wrong_passwords_are_limited() {
+    let (db, app, org) = fresh().await;
+    let owner_id = accounts::user_by_email(&db.pool, "owner@alpha.org")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let one = Caller::Browser(login(&app, "owner@alpha.org", PASSWORD).await);
+    let kept = Caller::Bearer(token_of(&db.pool, owner_id, org, Scope::Read).await);
+    let change = |current: &str, new: &str, revoke: bool| {
+        let body =
+            json!({"current_password": current, "new_password": new, "revoke_tokens": revoke});
+        let (app, one) = (app.clone(), one.clone());
+        async move {
+            send(
+                &app,
+                &one,
+                "POST",
+                "/api/v1/me/password",
+                Some(body),
+                "10.6.1.1",
+            )
+            .await
+            .status
+        }
+    };
+    let me = |who: Caller| {
+        let app = app.clone();
+        async move {
+            send(&app, &who, "GET", "/api/v1/me", None, "10.6.1.1")
+                .await
+                .status
+        }
+    };
+    // Without the flag, API tokens keep working.
+    assert_eq!(
+        change(PASSWORD, "second long password", false).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(me(kept.clone()).await, StatusCode::OK);
+    // With it, every token of the user stops working.
+    assert_eq!(
+        change("second long password", "third long password", true).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(me(kept).await, StatusCode::UNAUTHORIZED);
+    // Wrong current passwords count as failed sign-ins: after the limit even the right one waits.
+    for _ in 0..accounts::MAX_FAILURES_PER_ACCOUNT {
+        assert_eq!(
+            change("not it at all", "fourth long password", false).await,
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(
+        change("third long password", "fourth long password", false).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn the_sign_in_and_setup_forms_need_their_form_token() {
+    let db = TestDb::new().await.unwrap();
+    let mut state = AppState::new(db.pool.clone());
+    state.setup_code = Some("0123456789abcdef01234567".into());
+    let app = router(state);
+    let post = |uri: &'static str, cookies: Option<String>, pairs: Vec<(&'static str, String)>| {
+        let app = app.clone();
+        async move {
+            let form = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            let caller = cookies.map_or(Caller::Anonymous, Caller::Cookies);
+            send(
+                &app,
+                &caller,
+                "POST",
+                uri,
+                Some(Value::String(form)),
+                "10.9.9.1",
+            )
+            .await
+        }
+    };
+    let setup = |token: &str, code: &str| {
+        vec![
+            ("email", "first@alpha.org".to_owned()),
+            ("password", PASSWORD.to_owned()),
+            ("form_token", token.to_owned()),
+            ("setup_code", code.to_owned()),
+        ]
+    };
+    let page = send(&app, &Caller::Anonymous, "GET", "/setup", None, "10.9.9.1").await;
+    let token = form_cookie(&page);
+    // A post from another site: it can send neither the cookie nor its token.
+    let r = post("/setup", None, setup("", "0123456789abcdef01234567")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = post(
+        "/setup",
+        Some("gw_form=someone-elses".into()),
+        setup(&token, "0123456789abcdef01234567"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The right token but no setup code, or a wrong one.
+    let cookie = Some(format!("gw_form={token}"));
+    for code in ["", "0123456789abcdef01234568"] {
+        let r = post("/setup", cookie.clone(), setup(&token, code)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{code}");
+    }
+    let r = send(
+        &app,
+        &Caller::Anonymous,
+        "POST",
+        "/api/v1/setup",
+        Some(json!({"email": "first@alpha.org", "password": PASSWORD})),
+        "10.9.9.1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(!accounts::any_user(&db.pool).await.unwrap());
+    let r = post("/setup", cookie, setup(&token, "0123456789abcdef01234567")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(accounts::any_user(&db.pool).await.unwrap());
+
+    // Sign-in: without the token, even the right password is refused (and nothing is counted).
+    let creds = |token: &str| {
+        vec![
+            ("email", "first@alpha.org".to_owned()),
+            ("password", PASSWORD.to_owned()),
+            ("form_token", token.to_owned()),
+        ]
+    };
+    let r = post("/login", None, creds("")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let page = send(&app, &Caller::Anonymous, "GET", "/login", None, "10.9.9.1").await;
+    let token = form_cookie(&page);
+    let r = post("/login", Some(format!("gw_form={token}")), creds(&token)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
 }

@@ -199,6 +199,13 @@ async fn sign_in_follows_only_same_site_paths() {
     .await
     .unwrap();
     let app = groundwork_server::router(AppState::new(db.pool.clone()));
+    let (_, h, _) = send(&app, get("/login")).await;
+    // The sign-in form's token, which its cookie holds too.
+    let token = h["set-cookie"]
+        .strip_prefix("gw_form=")
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_owned();
     for (next, to) in [
         ("%2Fprojects%3Fa%3D1", "/projects?a=1"),
         ("%2F%2Fevil.example", "/"),
@@ -206,8 +213,13 @@ async fn sign_in_follows_only_same_site_paths() {
         ("%2F%09%2Fevil.example", "/"),
         ("https%3A%2F%2Fevil.example", "/"),
     ] {
-        let body = format!("email=me%40example.org&password=a+long+password&next={next}");
-        let (s, h, _) = send(&app, form("/login", &body)).await;
+        let body = format!(
+            "email=me%40example.org&password=a+long+password&next={next}&form_token={token}"
+        );
+        let mut req = form("/login", &body);
+        req.headers_mut()
+            .insert("cookie", format!("gw_form={token}").parse().unwrap());
+        let (s, h, _) = send(&app, req).await;
         assert_eq!(s, StatusCode::SEE_OTHER, "{next}");
         assert_eq!(h["location"], to, "{next}");
     }

@@ -189,11 +189,12 @@ pub async fn accept_invitation(
             .await?;
     let new_hash = match &existing {
         Some((_, hash)) => {
-            if let Some(wait) = login_retry_after(pool, &inv.email, ip).await? {
-                return Ok(AcceptOutcome::Limited(wait));
-            }
+            let attempt = match reserve_attempt(pool, &inv.email, ip).await? {
+                Ok(id) => id,
+                Err(wait) => return Ok(AcceptOutcome::Limited(wait)),
+            };
             let ok = verify_password(password, hash).await;
-            record_login_attempt(pool, &inv.email, ip, ok).await?;
+            settle_attempt(pool, &inv.email, attempt, ok).await?;
             if !ok {
                 return Ok(AcceptOutcome::WrongPassword);
             }

@@ -26,10 +26,23 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Argon2id hash (PHC string) of `password`; CPU-heavy, so it runs on the blocking pool.
+/// Password hashes computed at once in this process. Each takes about 19 MiB and tens of milliseconds
+/// of one core: the bound keeps a burst of sign-ins from exhausting memory or the blocking pool; the
+/// rest wait their turn.
+pub const MAX_CONCURRENT_HASHES: usize = 4;
+
+static HASH_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES));
+
+/// Argon2id hash (PHC string) of `password`; CPU-heavy, so it runs on the blocking pool, at most
+/// [`MAX_CONCURRENT_HASHES`] at once.
 pub async fn hash_password(password: &str) -> Result<String> {
     use argon2::password_hash::PasswordHasher;
     let password = password.to_owned();
+    let _slot = HASH_SLOTS
+        .acquire()
+        .await
+        .map_err(|e| Error::Conflict(format!("password hashing stopped: {e}")))?;
     tokio::task::spawn_blocking(move || {
         argon2::Argon2::default()
             .hash_password(password.as_bytes())
@@ -44,6 +57,9 @@ pub async fn hash_password(password: &str) -> Result<String> {
 pub async fn verify_password(password: &str, hash: &str) -> bool {
     use argon2::password_hash::PasswordVerifier;
     let (password, hash) = (password.to_owned(), hash.to_owned());
+    let Ok(_slot) = HASH_SLOTS.acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         argon2::Argon2::default()
             .verify_password(password.as_bytes(), hash.as_str())

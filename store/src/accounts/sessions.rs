@@ -34,43 +34,91 @@ pub enum LoginOutcome {
 
 /// How long until a new attempt for `email` from `ip` is allowed; `None` when it is allowed now.
 pub async fn login_retry_after(pool: &PgPool, email: &str, ip: &str) -> Result<Option<Duration>> {
+    retry_after(pool, &email.trim().to_lowercase(), ip).await
+}
+
+async fn retry_after<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
+    email_key: &str,
+    ip: &str,
+) -> Result<Option<Duration>> {
     let window = LOGIN_WINDOW.as_secs_f64();
     // For each key: if it has reached its limit, the attempt is allowed again once the oldest failure
     // that keeps it at the limit leaves the window.
     let wait: Option<f64> = sqlx::query_scalar(
-        "with e as (select created_at from login_attempt where email = lower($1) and not succeeded \
+        "with e as (select created_at from login_attempt where email = $1 and not succeeded \
                       and created_at > now() - $3 * interval '1 second' order by created_at desc offset $4 - 1 limit 1), \
               i as (select created_at from login_attempt where ip = $2 and not succeeded \
                       and created_at > now() - $3 * interval '1 second' order by created_at desc offset $5 - 1 limit 1) \
          select greatest((select extract(epoch from created_at + $3 * interval '1 second' - now()) from e), \
                          (select extract(epoch from created_at + $3 * interval '1 second' - now()) from i))::float8",
     )
-    .bind(email.trim())
+    .bind(email_key)
     .bind(ip)
     .bind(window)
     .bind(MAX_FAILURES_PER_ACCOUNT)
     .bind(MAX_FAILURES_PER_IP)
-    .fetch_one(pool)
+    .fetch_one(exec)
     .await?;
     Ok(wait.map(|s| Duration::from_secs_f64(s.max(1.0).ceil())))
 }
 
-/// Records a sign-in attempt; a success clears the account's failures.
-pub async fn record_login_attempt(pool: &PgPool, email: &str, ip: &str, ok: bool) -> Result<()> {
+/// Counts a sign-in attempt before its password is checked: under locks on the account and the
+/// address, checks the limit and records the attempt as a failure in one transaction, so concurrent
+/// tries cannot all pass the check before any of them is counted. Returns the attempt to settle with
+/// [`settle_attempt`], or how long to wait.
+pub(super) async fn reserve_attempt(
+    pool: &PgPool,
+    email: &str,
+    ip: &str,
+) -> Result<std::result::Result<i64, Duration>> {
+    let email_key = email.trim().to_lowercase();
     let mut tx = pool.begin().await?;
-    if ok {
-        sqlx::query("delete from login_attempt where email = lower($1)")
-            .bind(email.trim())
-            .execute(&mut *tx)
-            .await?;
+    // Always in this order (account, then address), so two sign-ins cannot deadlock.
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtext('login:email:' || $1)), \
+                pg_advisory_xact_lock(hashtext('login:ip:' || $2))",
+    )
+    .bind(&email_key)
+    .bind(ip)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(wait) = retry_after(&mut *tx, &email_key, ip).await? {
+        return Ok(Err(wait));
     }
-    sqlx::query("insert into login_attempt (email, ip, succeeded) values (lower($1), $2, $3)")
-        .bind(email.trim())
-        .bind(ip)
-        .bind(ok)
+    let attempt: i64 = sqlx::query_scalar(
+        "insert into login_attempt (email, ip, succeeded) values ($1, $2, false) returning id",
+    )
+    .bind(&email_key)
+    .bind(ip)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("delete from login_attempt where created_at < now() - interval '1 day'")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("delete from login_attempt where created_at < now() - interval '1 day'")
+    tx.commit().await?;
+    Ok(Ok(attempt))
+}
+
+/// Settles a reserved attempt: a success clears the account's failures (the reserved one included);
+/// a failure stays counted.
+pub(super) async fn settle_attempt(
+    pool: &PgPool,
+    email: &str,
+    attempt: i64,
+    ok: bool,
+) -> Result<()> {
+    if !ok {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("delete from login_attempt where email = $1 and not succeeded and id <> $2")
+        .bind(email.trim().to_lowercase())
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("update login_attempt set succeeded = true where id = $1")
+        .bind(attempt)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -78,11 +126,13 @@ pub async fn record_login_attempt(pool: &PgPool, email: &str, ip: &str, ok: bool
 }
 
 /// Checks an email and password under the rate limit (per account and per client address, counted
-/// in the database so it holds across server processes) and records the attempt.
+/// in the database so it holds across server processes, and counted before the password is checked:
+/// [`reserve_attempt`]); a success clears the account's failures.
 pub async fn login(pool: &PgPool, email: &str, password: &str, ip: &str) -> Result<LoginOutcome> {
-    if let Some(wait) = login_retry_after(pool, email, ip).await? {
-        return Ok(LoginOutcome::Limited(wait));
-    }
+    let attempt = match reserve_attempt(pool, email, ip).await? {
+        Ok(id) => id,
+        Err(wait) => return Ok(LoginOutcome::Limited(wait)),
+    };
     let row: Option<(Uuid, String, DateTime<Utc>, String)> = sqlx::query_as(
         "select id, email, created_at, password_hash from app_user where lower(email) = lower($1)",
     )
@@ -96,7 +146,7 @@ pub async fn login(pool: &PgPool, email: &str, password: &str, ip: &str) -> Resu
             false
         }
     };
-    record_login_attempt(pool, email, ip, ok).await?;
+    settle_attempt(pool, email, attempt, ok).await?;
     match row {
         Some((id, email, created_at, _)) if ok => Ok(LoginOutcome::Ok(User {
             id,
@@ -212,6 +262,9 @@ pub enum PasswordChange {
     Changed,
     /// The current password given was wrong.
     WrongPassword,
+    /// Too many wrong passwords for this account or address (they count as failed sign-ins); try
+    /// again after the duration.
+    Limited(Duration),
 }
 
 /// Changes a user's password after checking the current one, and ends every session of the user
@@ -223,19 +276,53 @@ pub async fn change_password(
     current: &str,
     new: &str,
     keep: Option<Uuid>,
+    revoke_tokens: bool,
 ) -> Result<PasswordChange> {
-    let hash: String = sqlx::query_scalar("select password_hash from app_user where id = $1")
-        .bind(user_id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(Error::NotFound {
-            what: "user",
-            id: user_id,
-        })?;
-    if !verify_password(current, &hash).await {
+    let (email, hash): (String, String) =
+        sqlx::query_as("select email, password_hash from app_user where id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or(Error::NotFound {
+                what: "user",
+                id: user_id,
+            })?;
+    // A wrong current password is a wrong guess at the account's password: it counts against the
+    // same limit as sign-ins.
+    let attempt = match reserve_attempt(pool, &email, who.ip.as_deref().unwrap_or_default()).await?
+    {
+        Ok(id) => id,
+        Err(wait) => return Ok(PasswordChange::Limited(wait)),
+    };
+    let ok = verify_password(current, &hash).await;
+    settle_attempt(pool, &email, attempt, ok).await?;
+    if !ok {
         return Ok(PasswordChange::WrongPassword);
     }
     set_password(pool, who, user_id, new, keep).await?;
+    if revoke_tokens {
+        let mut tx = pool.begin().await?;
+        let revoked = sqlx::query(
+            "update api_token set revoked_at = now() where user_id = $1 and revoked_at is null",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        audit::record(
+            &mut *tx,
+            &Entry {
+                org_id: None,
+                who,
+                action: "token.revoke_all",
+                target_type: "user",
+                target_id: Some(user_id.to_string()),
+                details: json!({"revoked": revoked, "reason": "password change"}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+    }
     Ok(PasswordChange::Changed)
 }
 

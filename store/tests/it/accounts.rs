@@ -378,3 +378,45 @@ async fn the_sign_in_limit_counts_failures_and_a_success_clears_them() {
         LoginOutcome::Limited(_)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sign_ins_cannot_race_past_the_limit() {
+    let db = TestDb::new().await.unwrap();
+    accounts::create_user(&db.pool, &Who::cli(), "a@example.org", PASSWORD)
+        .await
+        .unwrap();
+    // Twenty guesses at once, from twenty addresses: only the account's allowance is checked.
+    let tries: Vec<_> = (0..20)
+        .map(|i| {
+            let pool = db.pool.clone();
+            tokio::spawn(async move {
+                accounts::login(
+                    &pool,
+                    "a@example.org",
+                    "wrong password",
+                    &format!("10.8.0.{i}"),
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for t in tries {
+        match t.await.unwrap() {
+            LoginOutcome::BadCredentials => checked += 1,
+            LoginOutcome::Limited(_) => {}
+            LoginOutcome::Ok(_) => panic!("a wrong password signed in"),
+        }
+    }
+    assert_eq!(
+        checked,
+        accounts::MAX_FAILURES_PER_ACCOUNT,
+        "passwords checked beyond the limit"
+    );
+    // The right password is limited too now.
+    let r = accounts::login(&db.pool, "a@example.org", PASSWORD, "10.8.1.1")
+        .await
+        .unwrap();
+    assert!(matches!(r, LoginOutcome::Limited(_)));
+}
