@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 work="$(mktemp -d)"
+# When run as root the private cluster runs as `postgres`, which must reach its folder.
+chmod 755 "$work"
 server=""
 cleanup() {
   if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
@@ -38,7 +40,7 @@ for _ in $(seq 1 120); do
   curl -fsS "$base/healthz" >/dev/null 2>&1 && break
   sleep 0.5
 done
-curl -fsS "$base/healthz" >/dev/null
+curl -fsS "$base/healthz" >/dev/null || { tail -20 "$work/serve.log"; exit 1; }
 
 # The first owner (setup signs in), then an API token made with that session.
 headers="$work/setup.headers"
