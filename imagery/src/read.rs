@@ -115,6 +115,10 @@ thread_local! {
     static TRANSFORMS: RefCell<HashMap<(String, u32), Rc<CoordTransform>>> = RefCell::new(HashMap::new());
 }
 
+/// Source pixels read per window pixel at most (16: pixels up to 4 × finer on each axis, e.g. 2.5 m
+/// imagery for a 10 m window).
+pub const MAX_SOURCE_PIXELS_PER_WINDOW_PIXEL: usize = 16;
+
 /// Open datasets kept per reader thread (least recently used are closed first).
 const MAX_OPEN_PER_THREAD: usize = 128;
 
@@ -342,6 +346,16 @@ pub(crate) fn read_on_grid(
         });
     }
     let (rw, rh) = (c1 - c0, r1 - r0);
+    // The source pixels one window needs, capped before anything is allocated: a raster whose pixels
+    // are far finer than the window's (or whose geotransform is absurd) fails this window with the
+    // reason instead of exhausting memory.
+    let cap = MAX_SOURCE_PIXELS_PER_WINDOW_PIXEL.saturating_mul((w * h).max(1));
+    if rw.saturating_mul(rh) > cap {
+        return Err(Attempt::Permanent(format!(
+            "the raster's pixels are too fine for this window: covering its {w} × {h} pixels would \
+             read {rw} × {rh} source pixels (at most {cap})"
+        )));
+    }
     let mut buf = vec![0f32; rw * rh];
     band.read_into_slice::<f32>(
         (c0 as isize, r0 as isize),

@@ -1487,3 +1487,48 @@ async fn asset_hrefs_that_are_local_paths_or_vsi_paths_fail_their_window_with_a_
     }
     assert_eq!(victim_hits.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_raster_with_absurdly_fine_pixels_fails_its_windows_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, windows) = two_scene_setup(dir.path(), Files::default(), false).await;
+    // The west scene's blue band becomes a sparse 20,000 × 20,000 raster of 10 cm pixels: a 640 m
+    // window would need 6,400 × 6,400 of them.
+    {
+        use gdal::raster::RasterCreationOptions;
+        let path = dir.path().join("W/blue.tif");
+        std::fs::remove_file(&path).unwrap();
+        let opts = RasterCreationOptions::from_iter(["TILED=YES", "SPARSE_OK=TRUE"]);
+        let mut ds = gdal::DriverManager::get_driver_by_name("GTiff")
+            .unwrap()
+            .create_with_band_type_with_options::<u16, _>(&path, 20_000, 20_000, 1, &opts)
+            .unwrap();
+        ds.set_geo_transform(&[500_480.0, 0.1, 0.0, 5_000_320.0, 0.0, -0.1])
+            .unwrap();
+        ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32633).unwrap())
+            .unwrap();
+    }
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    req.outbound = loopback_allowed();
+    quick_retry(&mut req);
+    let (report, _) = run(&windows, &req).await;
+    for o in &report.windows {
+        let col: i64 = o.window_id.split('_').nth(3).unwrap().parse().unwrap();
+        // Columns 782–784 touch the west scene; 785 needs only the east one.
+        if col < 785 {
+            assert_eq!(o.status, WindowStatus::Quarantined, "{o:#?}");
+            let reason = o.reason.as_deref().unwrap();
+            assert!(
+                reason.contains("W/blue.tif") && reason.contains("too fine"),
+                "{reason}"
+            );
+        } else {
+            assert_eq!(o.status, WindowStatus::Succeeded, "{o:#?}");
+        }
+    }
+}
