@@ -557,10 +557,12 @@ impl WindowCtx<'_> {
             })?;
         self.http
             .with_retry(href, || {
-                let (href, grid) = (href.to_string(), grid.clone());
+                let grid = grid.clone();
                 let readers = self.readers.clone();
-                let key = href.clone();
                 async move {
+                    // Redirects are followed here, under the policy, not inside GDAL.
+                    let href = self.http.asset_location(href).await?;
+                    let key = href.clone();
                     readers
                         .run(&key, move || {
                             let r = read_on_grid(&href, &grid, resampling, nodata);

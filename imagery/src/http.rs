@@ -94,6 +94,8 @@ pub struct HttpContext {
     pub(crate) policy: OutboundPolicy,
     /// Per-host outcomes of asset href checks.
     pub(crate) checks: CheckCache,
+    /// Where each asset URL ends up after its redirects (see [`HttpContext::asset_location`]).
+    locations: tokio::sync::Mutex<HashMap<String, String>>,
     hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
     pub(crate) tokens: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
 }
@@ -123,6 +125,7 @@ impl HttpContext {
             client,
             policy,
             checks: CheckCache::default(),
+            locations: tokio::sync::Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
             tokens: tokio::sync::Mutex::new(HashMap::new()),
         })
@@ -196,6 +199,38 @@ impl HttpContext {
                 }
             }
         }
+    }
+
+    /// The URL GDAL should open for an asset URL the policy passed: the asset's own, or where its
+    /// redirects lead. GDAL follows redirects itself, unseen by the policy; so each asset URL is first
+    /// requested here (its first byte) through the policy's client, which checks every redirect, and
+    /// GDAL is given the final URL. Cached per URL for the acquisition. A refusal is final; other
+    /// failures are transient and keep the URL from GDAL until a retry gets through.
+    pub(crate) async fn asset_location(&self, href: &str) -> Result<String, Attempt> {
+        if self.policy.is_trusted() || !crate::source::is_url(href) {
+            return Ok(href.to_owned());
+        }
+        if let Some(known) = self.locations.lock().await.get(href) {
+            return Ok(known.clone());
+        }
+        let resp = self
+            .client
+            .get(href)
+            .header(reqwest::header::RANGE, "bytes=0-0")
+            .send()
+            .await
+            .map_err(|e| classify_reqwest(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(classify_status(status.as_u16()));
+        }
+        let location = resp.url().to_string();
+        drop(resp);
+        self.locations
+            .lock()
+            .await
+            .insert(href.to_owned(), location.clone());
+        Ok(location)
     }
 
     /// GETs a URL and parses JSON, with retries.

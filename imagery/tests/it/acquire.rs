@@ -1532,3 +1532,55 @@ async fn a_raster_with_absurdly_fine_pixels_fails_its_windows_without_reading_th
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_asset_that_redirects_to_an_address_the_policy_refuses_is_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (victim_root, victim_hits) = victim().await;
+    let s = Scene {
+        id: "R",
+        epsg: 32633,
+        origin: (500_480.0, 5_000_320.0),
+        size: 64,
+        date: "2024-06-01",
+        cloud: 0.0,
+    };
+    let mut item = s2_scene(dir.path(), &s, false, json!({}), |_, _, _| 1600, |_, _| 4);
+    for a in item["assets"].as_object_mut().unwrap().values_mut() {
+        let h = a["href"].as_str().unwrap().to_owned();
+        a["href"] = json!(format!("../redirect/{h}"));
+    }
+    // The catalogue's host answers every asset with a redirect to the victim (another port).
+    let v = victim_root.clone();
+    let redirects = Router::new().route(
+        "/redirect/{*path}",
+        axum::routing::get(move |axum::extract::Path(p): axum::extract::Path<String>| {
+            let v = v.clone();
+            async move { axum::response::Redirect::temporary(&format!("{v}/{p}")) }
+        }),
+    );
+    let root = serve_stac(vec![item], dir.path(), Files::default(), Some(redirects)).await;
+    let host = root.trim_start_matches("http://").to_owned();
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    // Only the catalogue's own port is allowed.
+    req.outbound = OutboundPolicy::default().with_allowed_host(host.parse().unwrap());
+    quick_retry(&mut req);
+    let (report, _) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 0, "{report:#?}");
+    let reason = report.windows[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("refused by the outbound-request policy") && reason.contains("only"),
+        "{reason}"
+    );
+    assert_eq!(
+        victim_hits.load(Ordering::SeqCst),
+        0,
+        "GDAL followed the redirect"
+    );
+}
