@@ -127,7 +127,7 @@ pub(super) async fn settle_attempt(
 
 /// Checks an email and password under the rate limit (per account and per client address, counted
 /// in the database so it holds across server processes, and counted before the password is checked:
-/// [`reserve_attempt`]); a success clears the account's failures.
+/// `reserve_attempt`); a success clears the account's failures.
 pub async fn login(pool: &PgPool, email: &str, password: &str, ip: &str) -> Result<LoginOutcome> {
     let attempt = match reserve_attempt(pool, email, ip).await? {
         Ok(id) => id,
