@@ -16,6 +16,7 @@ use crate::composite::{
     Composite, Composited, MASK_MISSING, SceneStack, TimeBin, TimeBinning, composite, time_bins,
 };
 use crate::error::{Error, Result};
+use crate::gdal_proxy::GdalProxy;
 use crate::grid::WindowSpec;
 use crate::http::{HttpContext, HttpOptions};
 use crate::modality::{Modality, Profile};
@@ -284,12 +285,30 @@ pub async fn acquire(
         }
     }
     let scenes = Arc::new(scenes);
-    let readers = Arc::new(ReaderPool::new(req.read_threads, req.http.timeout).map_err(
-        |source| Error::Io {
+    // GDAL's requests go through a proxy that applies the policy (the trusted command line's need not).
+    let proxy = if req.outbound.is_trusted() {
+        None
+    } else {
+        Some(
+            GdalProxy::start(req.outbound.clone())
+                .await
+                .map_err(|source| Error::Io {
+                    path: "the GDAL proxy".into(),
+                    source,
+                })?,
+        )
+    };
+    let readers = Arc::new(
+        ReaderPool::new(
+            req.read_threads,
+            req.http.timeout,
+            proxy.as_ref().map(GdalProxy::address),
+        )
+        .map_err(|source| Error::Io {
             path: "reader threads".into(),
             source,
-        },
-    )?);
+        })?,
+    );
     let ctx = WindowCtx {
         req,
         readers: &readers,

@@ -12,6 +12,7 @@ pub mod acquire;
 pub mod composite;
 pub mod demo;
 mod error;
+mod gdal_proxy;
 pub mod grid;
 pub mod http;
 pub mod materialize;

@@ -382,6 +382,30 @@ impl OutboundPolicy {
         Ok(parsed)
     }
 
+    /// The addresses a connection to `url` may use: its host resolved (an address literal as is), all
+    /// of them for an allowed host, else only if every one is public. For callers that connect
+    /// themselves to what was checked (the GDAL proxy).
+    pub async fn checked_addresses(&self, url: &str) -> Result<Vec<SocketAddr>, OutboundError> {
+        let parsed = Url::parse(url)
+            .map_err(|e| OutboundError::Refused(format!("not a valid URL ({e})")))?;
+        let reach = self.check_syntax(&parsed)?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| OutboundError::Refused("the URL names no host".into()))?;
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let addrs = match normalise_host(host).parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => resolve(host, port).await?,
+        };
+        if reach == Reach::PublicOnly {
+            self.check_addresses(host, &addrs)?;
+        }
+        Ok(addrs
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
+    }
+
     /// Checks a local path or `file://` URL and returns the canonical path it names. Refused unless
     /// it lies under a catalogue root (or the policy is trusted). The refusal does not say whether
     /// the file exists.

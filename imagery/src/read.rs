@@ -468,12 +468,20 @@ pub(crate) struct ReaderPool {
 impl ReaderPool {
     /// Starts `n` reader threads whose HTTP requests time out after `timeout`; they exit when the
     /// pool is dropped.
-    pub(crate) fn new(n: usize, timeout: std::time::Duration) -> std::io::Result<ReaderPool> {
+    ///
+    /// With `proxy` (`host:port`), every HTTP request GDAL makes on these threads goes through it
+    /// (the outbound-request policy's proxy, [`crate::gdal_proxy`]).
+    pub(crate) fn new(
+        n: usize,
+        timeout: std::time::Duration,
+        proxy: Option<String>,
+    ) -> std::io::Result<ReaderPool> {
         let mut queues = Vec::with_capacity(n.max(1));
         let secs = timeout.as_secs().max(1).to_string();
         for i in 0..n.max(1) {
             let (tx, rx) = std::sync::mpsc::channel::<Job>();
             let secs = secs.clone();
+            let proxy = proxy.clone();
             std::thread::Builder::new()
                 .name(format!("imagery-read-{i}"))
                 .spawn(move || {
@@ -481,6 +489,12 @@ impl ReaderPool {
                         gdal::config::set_thread_local_config_option("GDAL_HTTP_TIMEOUT", &secs)
                     {
                         tracing::warn!(error = %e, "could not set the GDAL HTTP timeout");
+                    }
+                    if let Some(p) = &proxy
+                        && let Err(e) =
+                            gdal::config::set_thread_local_config_option("GDAL_HTTP_PROXY", p)
+                    {
+                        tracing::warn!(error = %e, "could not set the GDAL HTTP proxy");
                     }
                     while let Ok(job) = rx.recv() {
                         job();

@@ -1584,3 +1584,60 @@ async fn an_asset_that_redirects_to_an_address_the_policy_refuses_is_never_read(
         "GDAL followed the redirect"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gdal_requests_go_through_the_policy_even_when_an_asset_host_redirects_only_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (victim_root, victim_hits) = victim().await;
+    let s = Scene {
+        id: "T",
+        epsg: 32633,
+        origin: (500_480.0, 5_000_320.0),
+        size: 64,
+        date: "2024-06-01",
+        cloud: 0.0,
+    };
+    let mut item = s2_scene(dir.path(), &s, false, json!({}), |_, _, _| 1600, |_, _| 4);
+    for a in item["assets"].as_object_mut().unwrap().values_mut() {
+        let h = a["href"].as_str().unwrap().to_owned();
+        a["href"] = json!(format!("../switch/{h}"));
+    }
+    // Each asset answers its first request (one byte of the file) and redirects every later one
+    // to the victim: a check made once, before GDAL reads, would pass.
+    let seen = Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<String>::new(),
+    ));
+    let (v, files) = (victim_root.clone(), dir.path().to_path_buf());
+    let switching = Router::new().route(
+        "/switch/{*path}",
+        axum::routing::get(move |axum::extract::Path(p): axum::extract::Path<String>| {
+            let (v, files, seen) = (v.clone(), files.clone(), seen.clone());
+            async move {
+                if seen.lock().unwrap().insert(p.clone()) {
+                    let first = std::fs::read(files.join(&p)).unwrap()[..1].to_vec();
+                    (axum::http::StatusCode::PARTIAL_CONTENT, first).into_response()
+                } else {
+                    axum::response::Redirect::temporary(&format!("{v}/{p}")).into_response()
+                }
+            }
+        }),
+    );
+    let root = serve_stac(vec![item], dir.path(), Files::default(), Some(switching)).await;
+    let host = root.trim_start_matches("http://").to_owned();
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    req.outbound = OutboundPolicy::default().with_allowed_host(host.parse().unwrap());
+    quick_retry(&mut req);
+    let (report, _) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 0, "{report:#?}");
+    assert_eq!(
+        victim_hits.load(Ordering::SeqCst),
+        0,
+        "GDAL reached the victim"
+    );
+}
