@@ -245,6 +245,19 @@ fn warped_vrt(src: &Dataset) -> Result<Dataset, Attempt> {
     vrt.ok_or_else(|| Attempt::Permanent("could not warp the GCP-georeferenced raster".into()))
 }
 
+/// Empties GDAL's process-wide `/vsicurl/` cache (file sizes, headers, downloaded blocks), so that a
+/// benchmark's second run reads over HTTP like its first.
+pub fn clear_http_cache() {
+    #[expect(
+        unsafe_code,
+        reason = "GDAL has no safe wrapper for clearing the /vsicurl/ cache"
+    )]
+    // SAFETY: takes no arguments; GDAL locks its cache itself.
+    unsafe {
+        gdal_sys::VSICurlClearCache();
+    }
+}
+
 /// Forgets a failed asset: drops this thread's handle and GDAL's cached HTTP state for it.
 pub(crate) fn forget(href: &str) {
     DATASETS.with(|c| c.borrow_mut().remove(href));
