@@ -299,30 +299,7 @@ pub async fn change_password(
     if !ok {
         return Ok(PasswordChange::WrongPassword);
     }
-    set_password(pool, who, user_id, new, keep).await?;
-    if revoke_tokens {
-        let mut tx = pool.begin().await?;
-        let revoked = sqlx::query(
-            "update api_token set revoked_at = now() where user_id = $1 and revoked_at is null",
-        )
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        audit::record(
-            &mut *tx,
-            &Entry {
-                org_id: None,
-                who,
-                action: "token.revoke_all",
-                target_type: "user",
-                target_id: Some(user_id.to_string()),
-                details: json!({"revoked": revoked, "reason": "password change"}),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-    }
+    replace_password(pool, who, user_id, new, keep, revoke_tokens).await?;
     Ok(PasswordChange::Changed)
 }
 
@@ -334,6 +311,19 @@ pub async fn set_password(
     user_id: Uuid,
     new: &str,
     keep: Option<Uuid>,
+) -> Result<()> {
+    replace_password(pool, who, user_id, new, keep, false).await
+}
+
+/// [`set_password`], and with `revoke_tokens` every API token of the user revoked in the same
+/// transaction (a password change never lands without the revocation it asked for).
+async fn replace_password(
+    pool: &PgPool,
+    who: &Who,
+    user_id: Uuid,
+    new: &str,
+    keep: Option<Uuid>,
+    revoke_tokens: bool,
 ) -> Result<()> {
     let new_hash = hash_password(new).await?;
     let mut tx = pool.begin().await?;
@@ -362,6 +352,27 @@ pub async fn set_password(
         },
     )
     .await?;
+    if revoke_tokens {
+        let revoked = sqlx::query(
+            "update api_token set revoked_at = now() where user_id = $1 and revoked_at is null",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        audit::record(
+            &mut *tx,
+            &Entry {
+                org_id: None,
+                who,
+                action: "token.revoke_all",
+                target_type: "user",
+                target_id: Some(user_id.to_string()),
+                details: json!({"revoked": revoked, "reason": "password change"}),
+            },
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
 }
