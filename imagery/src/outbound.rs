@@ -344,8 +344,7 @@ impl OutboundPolicy {
     /// Parses `url` and makes the decisions [`OutboundPolicy::check_syntax`] makes; a host name is
     /// resolved and judged only when the URL is fetched.
     pub fn check_url_syntax(&self, url: &str) -> Result<Url, OutboundError> {
-        let parsed = Url::parse(url.trim())
-            .map_err(|e| OutboundError::Refused(format!("not a valid URL ({e})")))?;
+        let parsed = parse_url(url)?;
         self.check_syntax(&parsed)?;
         Ok(parsed)
     }
@@ -370,14 +369,9 @@ impl OutboundPolicy {
 
     /// Checks a URL completely: its syntax, then (for a host that must be public) what it resolves to.
     pub async fn check_url(&self, url: &str) -> Result<Url, OutboundError> {
-        let parsed = Url::parse(url)
-            .map_err(|e| OutboundError::Refused(format!("not a valid URL ({e})")))?;
-        if self.check_syntax(&parsed)? == Reach::PublicOnly
-            && let Some(host) = parsed.host_str()
-            && host.parse::<IpAddr>().is_err()
-        {
-            let addrs = resolve(host, parsed.port_or_known_default().unwrap_or(443)).await?;
-            self.check_addresses(host, &addrs)?;
+        let parsed = parse_url(url)?;
+        if self.check_syntax(&parsed)? == Reach::PublicOnly {
+            self.addresses(&parsed, Reach::PublicOnly).await?;
         }
         Ok(parsed)
     }
@@ -386,24 +380,31 @@ impl OutboundPolicy {
     /// of them for an allowed host, else only if every one is public. For callers that connect
     /// themselves to what was checked (the GDAL proxy).
     pub async fn checked_addresses(&self, url: &str) -> Result<Vec<SocketAddr>, OutboundError> {
-        let parsed = Url::parse(url)
-            .map_err(|e| OutboundError::Refused(format!("not a valid URL ({e})")))?;
+        let parsed = parse_url(url)?;
         let reach = self.check_syntax(&parsed)?;
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        Ok(self
+            .addresses(&parsed, reach)
+            .await?
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
+    }
+
+    /// The addresses `parsed`'s host stands for (an address literal as is, a name resolved), judged
+    /// by [`OutboundPolicy::check_addresses`] when `reach` asks for public ones.
+    async fn addresses(&self, parsed: &Url, reach: Reach) -> Result<Vec<IpAddr>, OutboundError> {
         let host = parsed
             .host_str()
             .ok_or_else(|| OutboundError::Refused("the URL names no host".into()))?;
-        let port = parsed.port_or_known_default().unwrap_or(443);
         let addrs = match normalise_host(host).parse::<IpAddr>() {
             Ok(ip) => vec![ip],
-            Err(_) => resolve(host, port).await?,
+            Err(_) => resolve(host, parsed.port_or_known_default().unwrap_or(443)).await?,
         };
         if reach == Reach::PublicOnly {
             self.check_addresses(host, &addrs)?;
         }
-        Ok(addrs
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect())
+        Ok(addrs)
     }
 
     /// Checks a local path or `file://` URL and returns the canonical path it names. Refused unless
@@ -452,10 +453,23 @@ impl OutboundPolicy {
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
         let policy = Arc::new(self.clone());
         let redirect_policy = policy.clone();
+        let any_address: Vec<String> = policy
+            .allow_hosts
+            .iter()
+            .map(|a| a.host.clone())
+            .chain(
+                policy
+                    .allow_prefixes
+                    .iter()
+                    .filter_map(|p| Url::parse(p).ok())
+                    .filter_map(|u| u.host_str().map(normalise_host)),
+            )
+            .collect();
         reqwest::Client::builder()
             .no_proxy()
             .dns_resolver(Arc::new(PolicyResolver {
                 policy: policy.clone(),
+                any_address: Arc::new(any_address),
             }))
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= MAX_REDIRECTS {
@@ -467,6 +481,10 @@ impl OutboundPolicy {
                 }
             }))
     }
+}
+
+fn parse_url(url: &str) -> Result<Url, OutboundError> {
+    Url::parse(url.trim()).map_err(|e| OutboundError::Refused(format!("not a valid URL ({e})")))
 }
 
 /// Whether `url` lies under an allowed prefix: it starts with it, or is the prefix without its
@@ -502,22 +520,18 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, OutboundError> {
 /// allowed host, the public ones otherwise.
 struct PolicyResolver {
     policy: Arc<OutboundPolicy>,
+    /// The host names that may resolve to any address (allowed hosts, allowed prefixes' hosts).
+    any_address: Arc<Vec<String>>,
 }
 
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.policy.clone();
+        let (policy, any_address) = (self.policy.clone(), self.any_address.clone());
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addrs = resolve(&host, 0).await?;
             let normal = normalise_host(&host);
-            let any = policy.trusted
-                || policy.allow_hosts.iter().any(|a| a.host == normal)
-                || policy
-                    .allow_prefixes
-                    .iter()
-                    .filter_map(|p| Url::parse(p).ok())
-                    .any(|u| u.host_str().map(normalise_host).as_deref() == Some(&normal));
+            let any = policy.trusted || any_address.contains(&normal);
             let kept: Vec<SocketAddr> = addrs
                 .iter()
                 .filter(|ip| any || classify(**ip) == AddressClass::Public)
@@ -567,8 +581,7 @@ impl CheckCache {
                 "the asset href is a local path; only http(s) asset hrefs are read".into(),
             ));
         }
-        let url = Url::parse(href)
-            .map_err(|e| OutboundError::Refused(format!("not a valid URL ({e})")))?;
+        let url = parse_url(href)?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(OutboundError::Refused(format!(
                 "asset hrefs are read over http(s) only, not {}:",

@@ -43,9 +43,45 @@ fn safe_next(next: &str) -> String {
     crate::hygiene::same_site_path(next).to_owned()
 }
 
-/// A page with a fresh form token, its cookie set.
-fn with_form_cookie(status: StatusCode, page: impl IntoResponse, cookie: HeaderValue) -> Response {
-    let mut resp = (status, page).into_response();
+impl LoginPage {
+    fn new(email: String, next: String, error: String, form_token: String) -> Self {
+        LoginPage {
+            layout: Layout::bare("Sign in"),
+            email,
+            next,
+            error,
+            form_token,
+        }
+    }
+}
+
+impl SetupPage {
+    fn new(
+        state: &AppState,
+        email: String,
+        org_name: String,
+        error: String,
+        form_token: String,
+    ) -> Self {
+        SetupPage {
+            layout: Layout::bare("Set up Groundwork"),
+            email,
+            org_name,
+            error,
+            form_token,
+            needs_code: state.setup_code.is_some(),
+        }
+    }
+}
+
+/// A sign-in or setup page made with a fresh form token, and the cookie that holds the token.
+fn with_new_form_token<P: IntoResponse>(
+    state: &AppState,
+    status: StatusCode,
+    page: impl FnOnce(String) -> P,
+) -> Response {
+    let (form_token, cookie) = auth::new_form_token(state.secure_cookies);
+    let mut resp = (status, page(form_token)).into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie);
     resp
 }
@@ -74,18 +110,10 @@ pub async fn login_form(
     if !accounts::any_user(&state.pool).await? {
         return Ok(Redirect::to("/setup").into_response());
     }
-    let (form_token, cookie) = auth::new_form_token(state.secure_cookies);
-    Ok(with_form_cookie(
-        StatusCode::OK,
-        LoginPage {
-            layout: Layout::bare("Sign in"),
-            email: String::new(),
-            next: safe_next(&q.next),
-            error: String::new(),
-            form_token,
-        },
-        cookie,
-    ))
+    let next = safe_next(&q.next);
+    Ok(with_new_form_token(&state, StatusCode::OK, |token| {
+        LoginPage::new(String::new(), next, String::new(), token)
+    }))
 }
 
 /// `POST /login`.
@@ -100,25 +128,19 @@ pub async fn login(
     let next = safe_next(&form_value(&pairs, "next"));
     let form_token = form_value(&pairs, "form_token");
     if !auth::form_token_matches(&headers, &form_token) {
-        let (form_token, cookie) = auth::new_form_token(state.secure_cookies);
-        return Ok(with_form_cookie(
+        return Ok(with_new_form_token(
+            &state,
             StatusCode::FORBIDDEN,
-            LoginPage {
-                layout: Layout::bare("Sign in"),
-                email,
-                next,
-                error: FORM_EXPIRED.into(),
-                form_token,
-            },
-            cookie,
+            |token| LoginPage::new(email, next, FORM_EXPIRED.into(), token),
         ));
     }
-    let page = |error: &str| LoginPage {
-        layout: Layout::bare("Sign in"),
-        email: email.clone(),
-        next: next.clone(),
-        error: error.to_owned(),
-        form_token: form_token.clone(),
+    let page = |error: &str| {
+        LoginPage::new(
+            email.clone(),
+            next.clone(),
+            error.to_owned(),
+            form_token.clone(),
+        )
     };
     match auth::sign_in(&state, email.trim(), &form_value(&pairs, "password"), &ip).await? {
         SignIn::Ok(s) => Ok(redirect_with_cookie(&next, s.cookie)),
@@ -149,19 +171,9 @@ pub async fn setup_form(State(state): State<AppState>) -> PageResult<Response> {
     if accounts::any_user(&state.pool).await? {
         return Ok(Redirect::to("/login").into_response());
     }
-    let (form_token, cookie) = auth::new_form_token(state.secure_cookies);
-    Ok(with_form_cookie(
-        StatusCode::OK,
-        SetupPage {
-            layout: Layout::bare("Set up Groundwork"),
-            email: String::new(),
-            org_name: String::new(),
-            error: String::new(),
-            form_token,
-            needs_code: state.setup_code.is_some(),
-        },
-        cookie,
-    ))
+    Ok(with_new_form_token(&state, StatusCode::OK, |token| {
+        SetupPage::new(&state, String::new(), String::new(), String::new(), token)
+    }))
 }
 
 /// `POST /setup`, through the same service function as `POST /api/v1/setup`.
@@ -176,18 +188,10 @@ pub async fn setup(
     let org_name = form_value(&pairs, "org_name").trim().to_owned();
     let form_token = form_value(&pairs, "form_token");
     if !auth::form_token_matches(&headers, &form_token) {
-        let (form_token, cookie) = auth::new_form_token(state.secure_cookies);
-        return Ok(with_form_cookie(
+        return Ok(with_new_form_token(
+            &state,
             StatusCode::FORBIDDEN,
-            SetupPage {
-                layout: Layout::bare("Set up Groundwork"),
-                email,
-                org_name,
-                error: FORM_EXPIRED.into(),
-                form_token,
-                needs_code: state.setup_code.is_some(),
-            },
-            cookie,
+            |token| SetupPage::new(&state, email, org_name, FORM_EXPIRED.into(), token),
         ));
     }
     let setup_code = form_value(&pairs, "setup_code");
@@ -213,14 +217,7 @@ pub async fn setup(
             }
             Ok((
                 e.status,
-                SetupPage {
-                    layout: Layout::bare("Set up Groundwork"),
-                    email,
-                    org_name,
-                    error,
-                    form_token,
-                    needs_code: state.setup_code.is_some(),
-                },
+                SetupPage::new(&state, email, org_name, error, form_token),
             )
                 .into_response())
         }
