@@ -334,6 +334,46 @@ fn loopback_allowed() -> OutboundPolicy {
     OutboundPolicy::default().with_allowed_host("127.0.0.1".parse().unwrap())
 }
 
+/// A June 2024 Sentinel-2 acquisition from `source` under `outbound`, retrying quickly.
+fn june_request(source: Source, outbound: OutboundPolicy) -> AcquireRequest {
+    let mut req = AcquireRequest::new(
+        source,
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    req.outbound = outbound;
+    quick_retry(&mut req);
+    req
+}
+
+/// A clear 64-pixel Sentinel-2 scene of 1 June 2024 (every band 1600) filling
+/// [`corner_window`]: its item, asset hrefs relative to `dir`.
+fn corner_scene(dir: &Path, id: &str) -> Value {
+    let s = Scene {
+        id,
+        epsg: 32633,
+        origin: (500_480.0, 5_000_320.0),
+        size: 64,
+        date: "2024-06-01",
+        cloud: 0.0,
+    };
+    s2_scene(dir, &s, false, json!({}), |_, _, _| 1600, |_, _| 4)
+}
+
+/// The window [`corner_scene`] fills.
+fn corner_window() -> WindowSpec {
+    WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap()
+}
+
+/// Replaces every asset href `h` of an item with `rewrite(h)`.
+fn rewrite_hrefs(item: &mut Value, rewrite: impl Fn(&str) -> String) {
+    for a in item["assets"].as_object_mut().unwrap().values_mut() {
+        let h = a["href"].as_str().unwrap().to_owned();
+        a["href"] = json!(rewrite(&h));
+    }
+}
+
 fn quick_retry(req: &mut AcquireRequest) {
     req.http.retry.base_delay = Duration::from_millis(20);
     req.http.retry.max_delay = Duration::from_millis(200);
@@ -979,12 +1019,9 @@ async fn planetary_computer_hrefs_on_azure_blob_storage_are_signed_with_a_sas_to
             cloud: 0.0,
         };
         let mut item = s2_scene(dir.path(), &s, true, json!({}), |_, _, _| 1600, |_, _| 4);
-        for a in item["assets"].as_object_mut().unwrap().values_mut() {
-            let h = a["href"].as_str().unwrap().to_owned();
-            a["href"] = json!(format!(
-                "https://account.blob.core.windows.net/sentinel2-l2/{h}?v=1"
-            ));
-        }
+        rewrite_hrefs(&mut item, |h| {
+            format!("https://account.blob.core.windows.net/sentinel2-l2/{h}?v=1")
+        });
         items.push(item);
     }
     let token_hits = Arc::new(AtomicUsize::new(0));
@@ -1059,16 +1096,9 @@ async fn planetary_computer_profile_requests_no_token_for_hrefs_elsewhere() {
         Some(token_router(token_hits.clone())),
     )
     .await;
-    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
-    let mut req = AcquireRequest::new(
-        Source::Api(root.clone()),
-        vec![Modality::Sentinel2L2a],
-        d("2024-06-01"),
-        d("2024-06-30"),
-    );
-    req.outbound = loopback_allowed();
+    let w = corner_window();
+    let mut req = june_request(Source::Api(root.clone()), loopback_allowed());
     req.profile = Profile::PlanetaryComputer { sas_endpoint: root };
-    quick_retry(&mut req);
     let (report, store) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(report.succeeded, 1, "{report:#?}");
     assert_eq!(
@@ -1370,35 +1400,13 @@ async fn catalogues_links_and_redirects_reach_only_what_the_policy_allows() {
 async fn asset_hrefs_that_are_local_paths_or_vsi_paths_fail_their_window_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (victim_root, victim_hits) = victim().await;
-    let s = Scene {
-        id: "LOCAL",
-        epsg: 32633,
-        origin: (500_480.0, 5_000_320.0),
-        size: 64,
-        date: "2024-06-01",
-        cloud: 0.0,
-    };
     // Readable COGs on this machine: only the policy stands between an href and GDAL.
-    let local = s2_scene(dir.path(), &s, false, json!({}), |_, _, _| 1600, |_, _| 4);
-    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let local = corner_scene(dir.path(), "LOCAL");
+    let w = corner_window();
     let with_hrefs = |rewrite: &dyn Fn(&str) -> String| {
         let mut item = local.clone();
-        for a in item["assets"].as_object_mut().unwrap().values_mut() {
-            let h = a["href"].as_str().unwrap().to_owned();
-            a["href"] = json!(rewrite(&h));
-        }
+        rewrite_hrefs(&mut item, rewrite);
         item
-    };
-    let acquire_from = |source: Source, policy: OutboundPolicy| {
-        let mut req = AcquireRequest::new(
-            source,
-            vec![Modality::Sentinel2L2a],
-            d("2024-06-01"),
-            d("2024-06-30"),
-        );
-        req.outbound = policy;
-        quick_retry(&mut req);
-        req
     };
     let window_reason = |report: &AcquireReport| {
         assert_eq!(report.succeeded, 0, "{report:#?}");
@@ -1430,7 +1438,7 @@ async fn asset_hrefs_that_are_local_paths_or_vsi_paths_fail_their_window_with_a_
         .await;
         let (report, _) = run(
             std::slice::from_ref(&w),
-            &acquire_from(Source::Api(root), loopback_allowed()),
+            &june_request(Source::Api(root), loopback_allowed()),
         )
         .await;
         let reason = window_reason(&report);
@@ -1478,7 +1486,7 @@ async fn asset_hrefs_that_are_local_paths_or_vsi_paths_fail_their_window_with_a_
             .with_catalog_root(root_dir.path())
             .unwrap();
         let source = Source::checked(root_dir.path().to_str().unwrap(), &policy).unwrap();
-        let (report, _) = run(std::slice::from_ref(&w), &acquire_from(source, policy)).await;
+        let (report, _) = run(std::slice::from_ref(&w), &june_request(source, policy)).await;
         let reason = window_reason(&report);
         assert!(
             reason.contains("refused by the outbound-request policy") && reason.contains(says),
@@ -1508,14 +1516,7 @@ async fn a_raster_with_absurdly_fine_pixels_fails_its_windows_without_reading_th
         ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32633).unwrap())
             .unwrap();
     }
-    let mut req = AcquireRequest::new(
-        Source::Api(root),
-        vec![Modality::Sentinel2L2a],
-        d("2024-06-01"),
-        d("2024-06-30"),
-    );
-    req.outbound = loopback_allowed();
-    quick_retry(&mut req);
+    let req = june_request(Source::Api(root), loopback_allowed());
     let (report, _) = run(&windows, &req).await;
     for o in &report.windows {
         let col: i64 = o.window_id.split('_').nth(3).unwrap().parse().unwrap();
@@ -1537,19 +1538,8 @@ async fn a_raster_with_absurdly_fine_pixels_fails_its_windows_without_reading_th
 async fn an_asset_that_redirects_to_an_address_the_policy_refuses_is_never_read() {
     let dir = tempfile::tempdir().unwrap();
     let (victim_root, victim_hits) = victim().await;
-    let s = Scene {
-        id: "R",
-        epsg: 32633,
-        origin: (500_480.0, 5_000_320.0),
-        size: 64,
-        date: "2024-06-01",
-        cloud: 0.0,
-    };
-    let mut item = s2_scene(dir.path(), &s, false, json!({}), |_, _, _| 1600, |_, _| 4);
-    for a in item["assets"].as_object_mut().unwrap().values_mut() {
-        let h = a["href"].as_str().unwrap().to_owned();
-        a["href"] = json!(format!("../redirect/{h}"));
-    }
+    let mut item = corner_scene(dir.path(), "R");
+    rewrite_hrefs(&mut item, |h| format!("../redirect/{h}"));
     // The catalogue's host answers every asset with a redirect to the victim (another port).
     let v = victim_root.clone();
     let redirects = Router::new().route(
@@ -1561,16 +1551,12 @@ async fn an_asset_that_redirects_to_an_address_the_policy_refuses_is_never_read(
     );
     let root = serve_stac(vec![item], dir.path(), Files::default(), Some(redirects)).await;
     let host = root.trim_start_matches("http://").to_owned();
-    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
-    let mut req = AcquireRequest::new(
-        Source::Api(root),
-        vec![Modality::Sentinel2L2a],
-        d("2024-06-01"),
-        d("2024-06-30"),
-    );
+    let w = corner_window();
     // Only the catalogue's own port is allowed.
-    req.outbound = OutboundPolicy::default().with_allowed_host(host.parse().unwrap());
-    quick_retry(&mut req);
+    let req = june_request(
+        Source::Api(root),
+        OutboundPolicy::default().with_allowed_host(host.parse().unwrap()),
+    );
     let (report, _) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(report.succeeded, 0, "{report:#?}");
     let reason = report.windows[0].reason.clone().unwrap_or_default();
@@ -1589,19 +1575,8 @@ async fn an_asset_that_redirects_to_an_address_the_policy_refuses_is_never_read(
 async fn gdal_requests_go_through_the_policy_even_when_an_asset_host_redirects_only_later() {
     let dir = tempfile::tempdir().unwrap();
     let (victim_root, victim_hits) = victim().await;
-    let s = Scene {
-        id: "T",
-        epsg: 32633,
-        origin: (500_480.0, 5_000_320.0),
-        size: 64,
-        date: "2024-06-01",
-        cloud: 0.0,
-    };
-    let mut item = s2_scene(dir.path(), &s, false, json!({}), |_, _, _| 1600, |_, _| 4);
-    for a in item["assets"].as_object_mut().unwrap().values_mut() {
-        let h = a["href"].as_str().unwrap().to_owned();
-        a["href"] = json!(format!("../switch/{h}"));
-    }
+    let mut item = corner_scene(dir.path(), "T");
+    rewrite_hrefs(&mut item, |h| format!("../switch/{h}"));
     // Each asset answers its first request (one byte of the file) and redirects every later one
     // to the victim: a check made once, before GDAL reads, would pass.
     let seen = Arc::new(std::sync::Mutex::new(
@@ -1624,15 +1599,11 @@ async fn gdal_requests_go_through_the_policy_even_when_an_asset_host_redirects_o
     );
     let root = serve_stac(vec![item], dir.path(), Files::default(), Some(switching)).await;
     let host = root.trim_start_matches("http://").to_owned();
-    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
-    let mut req = AcquireRequest::new(
+    let w = corner_window();
+    let req = june_request(
         Source::Api(root),
-        vec![Modality::Sentinel2L2a],
-        d("2024-06-01"),
-        d("2024-06-30"),
+        OutboundPolicy::default().with_allowed_host(host.parse().unwrap()),
     );
-    req.outbound = OutboundPolicy::default().with_allowed_host(host.parse().unwrap());
-    quick_retry(&mut req);
     let (report, _) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(report.succeeded, 0, "{report:#?}");
     assert_eq!(

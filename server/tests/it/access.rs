@@ -2126,7 +2126,7 @@ async fn the_sign_in_and_setup_forms_need_their_form_token() {
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert!(accounts::any_user(&db.pool).await.unwrap());
 
-    // Sign-in: without the token, even the right password is refused (and nothing is counted).
+    // Sign-in: without the token, even the right password is refused.
     let creds = |token: &str| {
         vec![
             ("email", "first@alpha.org".to_owned()),

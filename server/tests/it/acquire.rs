@@ -154,27 +154,28 @@ async fn acquisition_fans_out_and_writes_window_tensors() {
     }
 }
 
-#[tokio::test]
-async fn a_broken_catalogue_fails_the_run_with_a_reason_and_bad_requests_are_refused() {
-    let db = TestDb::new().await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let catalogues = tempfile::tempdir().unwrap();
-    let policy = OutboundPolicy::default()
-        .with_catalog_root(catalogues.path())
-        .unwrap();
-    let objects: Arc<dyn object_store::ObjectStore> =
-        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(tmp.path()).unwrap());
+/// A worker whose objects go to `objects` under `worker_policy`, the API under `api_policy` (called
+/// with an owner's token) and a small project in it (its id).
+async fn installation(
+    db: &TestDb,
+    objects: &std::path::Path,
+    worker_policy: OutboundPolicy,
+    api_policy: OutboundPolicy,
+) -> (Worker, axum::Router, String) {
+    let objects: Arc<dyn object_store::ObjectStore> = Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(objects).expect("an object folder"),
+    );
     let mut c = WorkerConfig::new("cpu", vec!["cpu".into()]);
     c.heartbeat = Duration::from_millis(300);
     c.objects = Some(objects);
-    c.outbound = policy.clone();
+    c.outbound = worker_policy;
     let w = Worker::start(db.pool.clone(), c, Registry::builtin())
         .await
-        .unwrap();
+        .expect("the worker starts");
     let mut state = AppState::new(db.pool.clone());
-    state.outbound = Arc::new(policy);
+    state.outbound = Arc::new(api_policy);
     let app = groundwork_server::testing::with_bearer(router(state), &owner_token(&db.pool).await)
-        .unwrap();
+        .expect("a router with the owner's token");
     let (_, project) = call(
         &app,
         "POST",
@@ -183,7 +184,23 @@ async fn a_broken_catalogue_fails_the_run_with_a_reason_and_bad_requests_are_ref
                     "aoi": {"type": "Polygon", "coordinates": [[[15.0, 45.0], [15.01, 45.0], [15.01, 45.01], [15.0, 45.01], [15.0, 45.0]]]}})),
     )
     .await;
-    let pid = project["id"].as_str().unwrap();
+    (
+        w,
+        app,
+        project["id"].as_str().expect("the project's id").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_broken_catalogue_fails_the_run_with_a_reason_and_bad_requests_are_refused() {
+    let db = TestDb::new().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let catalogues = tempfile::tempdir().unwrap();
+    let policy = OutboundPolicy::default()
+        .with_catalog_root(catalogues.path())
+        .unwrap();
+    let (w, app, pid) = installation(&db, tmp.path(), policy.clone(), policy).await;
+    let pid = pid.as_str();
     let outside = tmp.path().join("catalog.json");
     std::fs::write(&outside, "{}").unwrap();
     let missing = catalogues.path().join("nowhere/catalog.json");
@@ -310,28 +327,14 @@ async fn a_worker_refuses_a_catalogue_its_policy_does_not_allow_even_when_the_ap
     // the step fails at once with the refusal, and nothing is retried.
     let db = TestDb::new().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let objects: Arc<dyn object_store::ObjectStore> =
-        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(tmp.path()).unwrap());
-    let mut c = WorkerConfig::new("cpu", vec!["cpu".into()]);
-    c.heartbeat = Duration::from_millis(300);
-    c.objects = Some(objects);
-    let w = Worker::start(db.pool.clone(), c, Registry::builtin())
-        .await
-        .unwrap();
-    let mut state = AppState::new(db.pool.clone());
-    state.outbound =
-        Arc::new(OutboundPolicy::default().with_allowed_host("127.0.0.1:9".parse().unwrap()));
-    let app = groundwork_server::testing::with_bearer(router(state), &owner_token(&db.pool).await)
-        .unwrap();
-    let (_, project) = call(
-        &app,
-        "POST",
-        "/api/v1/projects",
-        Some(json!({"name": "x", "start": "2024-04-01", "end": "2024-05-31", "task": "classification",
-                    "aoi": {"type": "Polygon", "coordinates": [[[15.0, 45.0], [15.01, 45.0], [15.01, 45.01], [15.0, 45.01], [15.0, 45.0]]]}})),
+    let (w, app, pid) = installation(
+        &db,
+        tmp.path(),
+        OutboundPolicy::default(),
+        OutboundPolicy::default().with_allowed_host("127.0.0.1:9".parse().unwrap()),
     )
     .await;
-    let pid = project["id"].as_str().unwrap();
+    let pid = pid.as_str();
     let (s, run) = call(
         &app,
         "POST",

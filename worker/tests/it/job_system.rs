@@ -5,32 +5,14 @@
     reason = "test code: a panic is the failure report"
 )]
 
+use crate::common::project;
 use groundwork_store::jobs::{self, NewStep, RunWithSteps};
 use groundwork_store::testing::TestDb;
-use groundwork_store::{DEFAULT_ORG_ID, PgPool, projects, workers};
+use groundwork_store::{DEFAULT_ORG_ID, PgPool, workers};
 use groundwork_worker::{Registry, Worker, WorkerConfig};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-async fn project(pool: &PgPool) -> Uuid {
-    let f = projects::ProjectFields {
-        name: "p".into(),
-        description: String::new(),
-        aoi: json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [0.1, 0.0], [0.1, 0.1], [0.0, 0.0]]]}),
-        bbox: [0.0, 0.0, 0.1, 0.1],
-        area_km2: 61.0,
-        start: "2024-01-01".parse().unwrap(),
-        end: "2024-12-31".parse().unwrap(),
-        task: "segmentation".parse().unwrap(),
-        classes: Vec::new(),
-        modalities: vec!["sentinel2_l2a".parse().unwrap()],
-        model_size: "nano".parse().unwrap(),
-        patch_size: 4,
-        window_size: 64,
-    };
-    projects::create(pool, DEFAULT_ORG_ID, &f).await.unwrap().id
-}
 
 fn config(concurrency: usize) -> WorkerConfig {
     let mut c = WorkerConfig::new("cpu", vec!["cpu".into()]);
@@ -85,7 +67,7 @@ fn by_name<'a>(r: &'a RunWithSteps, name: &str) -> &'a jobs::Step {
 #[tokio::test]
 async fn a_step_runs_reports_progress_and_commits_its_output() {
     let db = TestDb::new().await.unwrap();
-    let p = project(&db.pool).await;
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
     let run = jobs::create_run(
         &db.pool,
         DEFAULT_ORG_ID,
@@ -146,7 +128,7 @@ async fn a_step_runs_reports_progress_and_commits_its_output() {
 #[tokio::test]
 async fn fan_out_and_fan_in_respect_dependencies() {
     let db = TestDb::new().await.unwrap();
-    let p = project(&db.pool).await;
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
     let mut steps = vec![step("split", "sleep", json!({"seconds": 0.2}), &[])];
     for i in 0..6 {
         steps.push(step(
@@ -204,7 +186,7 @@ async fn fan_out_and_fan_in_respect_dependencies() {
 #[tokio::test]
 async fn failed_attempts_retry_with_exponential_backoff_then_fail_for_good() {
     let db = TestDb::new().await.unwrap();
-    let p = project(&db.pool).await;
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
     let mut flaky = step("flaky", "fail", json!({"times": 2}), &[]);
     flaky.max_attempts = 3;
     flaky.backoff_base_ms = 1000;
@@ -259,7 +241,7 @@ async fn failed_attempts_retry_with_exponential_backoff_then_fail_for_good() {
 #[tokio::test]
 async fn a_cancelled_queued_step_never_starts() {
     let db = TestDb::new().await.unwrap();
-    let p = project(&db.pool).await;
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
     let run = jobs::create_run(
         &db.pool,
         DEFAULT_ORG_ID,
@@ -306,7 +288,7 @@ async fn a_cancelled_queued_step_never_starts() {
 #[tokio::test]
 async fn a_running_step_stops_within_seconds_of_a_cancel() {
     let db = TestDb::new().await.unwrap();
-    let p = project(&db.pool).await;
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
     let run = jobs::create_run(
         &db.pool,
         DEFAULT_ORG_ID,
@@ -353,7 +335,7 @@ async fn a_running_step_stops_within_seconds_of_a_cancel() {
 #[tokio::test]
 async fn paused_and_draining_workers_take_no_new_steps() {
     let db = TestDb::new().await.unwrap();
-    let p = project(&db.pool).await;
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
     let w = Worker::start(db.pool.clone(), config(2), Registry::builtin())
         .await
         .unwrap();
@@ -435,7 +417,7 @@ async fn paused_and_draining_workers_take_no_new_steps() {
 #[tokio::test]
 async fn an_expired_lease_requeues_the_step_and_the_old_holder_cannot_commit() {
     let db = TestDb::new().await.unwrap();
-    let p = project(&db.pool).await;
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
     let mut s = step("s", "noop", json!({}), &[]);
     s.backoff_base_ms = 0;
     let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[s], None)
@@ -501,7 +483,7 @@ async fn an_expired_lease_requeues_the_step_and_the_old_holder_cannot_commit() {
 #[tokio::test]
 async fn an_idempotency_key_returns_the_first_run() {
     let db = TestDb::new().await.unwrap();
-    let p = project(&db.pool).await;
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
     let steps = [step("s", "noop", json!({}), &[])];
     let a = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &steps, Some("k1"))
         .await
@@ -524,7 +506,7 @@ async fn an_idempotency_key_returns_the_first_run() {
 #[tokio::test]
 async fn a_kind_the_worker_lacks_fails_with_a_clear_error() {
     let db = TestDb::new().await.unwrap();
-    let p = project(&db.pool).await;
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
     // The database refuses names outside the vocabulary.
     jobs::create_run(
         &db.pool,
@@ -574,7 +556,7 @@ async fn a_kind_the_worker_lacks_fails_with_a_clear_error() {
 #[tokio::test]
 async fn a_message_held_but_not_reached_is_redispatched_and_a_claim_retires_its_message() {
     let db = TestDb::new().await.unwrap();
-    let p = project(&db.pool).await;
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
     let run = jobs::create_run(
         &db.pool,
         DEFAULT_ORG_ID,

@@ -3,6 +3,7 @@
 //!
 //! Run one module with a filter, e.g. `cargo test -p groundwork-worker --test it job_system::`.
 
+mod common;
 mod job_system;
 mod ownership;
 mod pools;

@@ -5,13 +5,14 @@
     reason = "test code: a panic is the failure report"
 )]
 
+use crate::common::project;
 use groundwork_store::accounts;
 use groundwork_store::audit::Who;
 use groundwork_store::jobs::{self, NewStep, RunWithSteps};
 use groundwork_store::testing::TestDb;
-use groundwork_store::{DEFAULT_ORG_ID, PgPool, projects};
+use groundwork_store::{DEFAULT_ORG_ID, PgPool};
+use groundwork_types::StepKind;
 use groundwork_types::keys::ProjectKeys;
-use groundwork_types::{Modality, ModelSize, StepKind, Task};
 use groundwork_worker::{Registry, StepArgs, Worker, WorkerConfig, check_args, steps};
 use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
@@ -19,25 +20,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-async fn project(pool: &PgPool, org: Uuid, name: &str) -> Uuid {
-    let f = projects::ProjectFields {
-        name: name.into(),
-        description: String::new(),
-        aoi: json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [0.1, 0.0], [0.1, 0.1], [0.0, 0.0]]]}),
-        bbox: [0.0, 0.0, 0.1, 0.1],
-        area_km2: 61.0,
-        start: "2024-01-01".parse().unwrap(),
-        end: "2024-12-31".parse().unwrap(),
-        task: Task::Segmentation,
-        classes: Vec::new(),
-        modalities: vec![Modality::Sentinel2L2a],
-        model_size: ModelSize::Nano,
-        patch_size: 4,
-        window_size: 64,
-    };
-    projects::create(pool, org, &f).await.unwrap().id
-}
 
 async fn wait_run(pool: &PgPool, org: Uuid, run: Uuid) -> RunWithSteps {
     let start = Instant::now();

@@ -6,33 +6,15 @@
     reason = "test code: a panic is the failure report"
 )]
 
+use crate::common::project;
 use groundwork_store::audit::Who;
 use groundwork_store::jobs::{self, NewStep};
 use groundwork_store::testing::TestDb;
-use groundwork_store::{DEFAULT_ORG_ID, PgPool, accounts, models, projects, workers};
+use groundwork_store::{DEFAULT_ORG_ID, PgPool, accounts, models, workers};
 use groundwork_worker::{Registry, Worker, WorkerConfig};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-async fn project(pool: &PgPool, org: Uuid) -> Uuid {
-    let f = projects::ProjectFields {
-        name: "p".into(),
-        description: String::new(),
-        aoi: json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [0.1, 0.0], [0.1, 0.1], [0.0, 0.0]]]}),
-        bbox: [0.0, 0.0, 0.1, 0.1],
-        area_km2: 61.0,
-        start: "2024-01-01".parse().unwrap(),
-        end: "2024-12-31".parse().unwrap(),
-        task: "segmentation".parse().unwrap(),
-        classes: Vec::new(),
-        modalities: vec!["sentinel2_l2a".parse().unwrap()],
-        model_size: "nano".parse().unwrap(),
-        patch_size: 4,
-        window_size: 64,
-    };
-    projects::create(pool, org, &f).await.unwrap().id
-}
 
 fn config(name: &str, token: Option<&str>) -> WorkerConfig {
     let mut c = WorkerConfig::new("cpu", vec!["cpu".into()]);
@@ -44,6 +26,14 @@ fn config(name: &str, token: Option<&str>) -> WorkerConfig {
     // A worker without a token is the installation's (as `serve`'s own are).
     c.in_process = token.is_none();
     c
+}
+
+/// A second organisation beside the default one.
+async fn org_b(pool: &PgPool) -> Uuid {
+    accounts::create_org(pool, &Who::cli(), "b", None)
+        .await
+        .unwrap()
+        .id
 }
 
 /// Starts a one-step run in `org`'s project and returns the step.
@@ -91,11 +81,8 @@ async fn an_organisations_own_workers_run_its_steps_alone_and_installation_worke
     let db = TestDb::new().await.unwrap();
     let pool = &db.pool;
     let a = DEFAULT_ORG_ID;
-    let b = accounts::create_org(pool, &Who::cli(), "b", None)
-        .await
-        .unwrap()
-        .id;
-    let (pa, pb) = (project(pool, a).await, project(pool, b).await);
+    let b = org_b(pool).await;
+    let (pa, pb) = (project(pool, a, "a").await, project(pool, b, "b").await);
     let (secret, _) = accounts::create_worker_token(pool, &Who::cli(), b, "b-box")
         .await
         .unwrap();
@@ -160,10 +147,7 @@ async fn the_gpu_choice_looks_only_at_workers_the_organisation_may_use() {
     let db = TestDb::new().await.unwrap();
     let pool = &db.pool;
     let a = DEFAULT_ORG_ID;
-    let b = accounts::create_org(pool, &Who::cli(), "b", None)
-        .await
-        .unwrap()
-        .id;
+    let b = org_b(pool).await;
     let gpu = |name: &str| workers::Registration {
         name: name.into(),
         pool: "gpu".into(),
