@@ -35,8 +35,12 @@ pub struct Registration {
 pub struct Worker {
     /// Id.
     pub id: Uuid,
-    /// Organisation it belongs to.
+    /// Organisation it belongs to (for an installation worker, the organisation whose administrators
+    /// manage it: the default one).
     pub org_id: Uuid,
+    /// An installation worker (registered without a worker token): it runs the steps of every
+    /// organisation allowed to use the installation's workers, which see it read-only.
+    pub installation: bool,
     /// Name.
     pub name: String,
     /// Pool.
@@ -54,7 +58,7 @@ pub struct Worker {
     pub state: String,
     /// The admin state as set (kept when offline).
     pub admin_state: String,
-    /// Steps running on it now.
+    /// Steps running on it now (only the viewing organisation's, when listed for one).
     pub running_steps: Vec<Uuid>,
     /// Registered.
     pub started_at: DateTime<Utc>,
@@ -187,11 +191,12 @@ pub async fn deregister(pool: &PgPool, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-const SELECT: &str = "select w.id, w.org_id, w.name, w.pool, w.queues, w.concurrency, w.capabilities, w.version, \
+const SELECT: &str = "select w.id, w.org_id, w.worker_token_id is null as installation, w.name, w.pool, w.queues, w.concurrency, w.capabilities, w.version, \
     case when w.stopped_at is not null or w.last_heartbeat_at < now() - $1 * interval '1 second' then 'offline' \
          else w.admin_state end as state, \
     w.admin_state, \
-    coalesce((select array_agg(s.id order by s.id) from step s where s.lease_owner = w.id and s.state = 'running'), '{}') as running_steps, \
+    coalesce((select array_agg(s.id order by s.id) from step s where s.lease_owner = w.id and s.state = 'running' \
+        and ($2::uuid is null or s.run_id in (select r.id from pipeline_run r where r.org_id = $2))), '{}') as running_steps, \
     w.started_at, w.last_heartbeat_at from worker w";
 
 /// Workers seen in the last day (offline ones included), newest first.
@@ -200,14 +205,16 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Worker>> {
         "{SELECT} where w.last_heartbeat_at > now() - interval '1 day' or w.stopped_at is null order by w.id desc"
     )))
     .bind(OFFLINE_AFTER.as_secs_f64())
+    .bind(None::<Uuid>)
     .fetch_all(pool)
     .await?)
 }
 
 /// One worker.
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Worker> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} where w.id = $2")))
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} where w.id = $3")))
         .bind(OFFLINE_AFTER.as_secs_f64())
+        .bind(None::<Uuid>)
         .bind(id)
         .fetch_optional(pool)
         .await?
@@ -227,16 +234,35 @@ pub async fn set_admin_state(pool: &PgPool, id: Uuid, state: &str) -> Result<Wor
     get(pool, id).await
 }
 
-/// An organisation's workers seen in the last day (offline ones included), newest first.
+/// The workers an organisation sees, seen in the last day (offline ones included), newest first: its
+/// own, and the installation's workers when it may use them (`org.installation_workers`).
 pub async fn list_in_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<Worker>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} where w.org_id = $2 and (w.last_heartbeat_at > now() - interval '1 day' or w.stopped_at is null) \
+        "{SELECT} where {VISIBLE} and (w.last_heartbeat_at > now() - interval '1 day' or w.stopped_at is null) \
          order by w.id desc"
     )))
     .bind(OFFLINE_AFTER.as_secs_f64())
     .bind(org_id)
     .fetch_all(pool)
     .await?)
+}
+
+/// Which workers organisation `$2` sees: its own, and installation workers when it may use them.
+const VISIBLE: &str = "(w.org_id = $2 or (w.worker_token_id is null \
+    and coalesce((select o.installation_workers from org o where o.id = $2), false)))";
+
+/// One worker as organisation `org_id` sees it ([`list_in_org`]'s rule); another organisation's
+/// private worker is not found.
+pub async fn get_in_org(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Worker> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} where {VISIBLE} and w.id = $3"
+    )))
+    .bind(OFFLINE_AFTER.as_secs_f64())
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound { what: "worker", id })
 }
 
 /// Sets the admin state of one of an organisation's workers; another organisation's is not found.
@@ -264,6 +290,9 @@ pub async fn set_admin_state_in_org(
 pub struct Pool {
     /// Pool name.
     pub name: String,
+    /// A pool of installation workers (shared by every organisation allowed to use them), as opposed
+    /// to an organisation's own workers of that pool name.
+    pub installation: bool,
     /// Queues its workers serve.
     pub queues: Vec<String>,
     /// Workers that are active.
@@ -276,7 +305,7 @@ pub struct Pool {
     pub offline: i64,
     /// Queued steps in the pool's queues.
     pub queue_depth: i64,
-    /// Steps running on the pool's workers.
+    /// Steps running on the pool's workers (only the viewing organisation's, when listed for one).
     pub running_steps: i64,
     /// Busy worker-slot time over available worker-slot time in the last hour, 0–1.
     pub busy_fraction: f64,
@@ -287,37 +316,40 @@ pub async fn pools(pool: &PgPool) -> Result<Vec<Pool>> {
     pools_for(pool, None).await
 }
 
-/// Per-pool summaries of an organisation's workers; queue depth counts that organisation's steps.
+/// Per-pool summaries of the workers an organisation sees ([`list_in_org`]'s rule); queue depth counts
+/// that organisation's steps.
 pub async fn pools_in_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<Pool>> {
     pools_for(pool, Some(org_id)).await
 }
 
 async fn pools_for(pool: &PgPool, org_id: Option<Uuid>) -> Result<Vec<Pool>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "with w as ( \
-             select w.*, case when w.stopped_at is not null or w.last_heartbeat_at < now() - $1 * interval '1 second' \
+             select w.*, w.worker_token_id is null as inst, \
+                    case when w.stopped_at is not null or w.last_heartbeat_at < now() - $1 * interval '1 second' \
                               then 'offline' else w.admin_state end as st \
-             from worker w where w.last_heartbeat_at > now() - interval '1 hour' and ($2::uuid is null or w.org_id = $2)), \
-         p as (select pool, array(select distinct unnest(array_agg_q) order by 1) as queues from \
-                 (select pool, array_agg(q) as array_agg_q from w, unnest(w.queues) q group by pool) x) \
-         select p.pool as name, p.queues, \
-             (select count(*) from w where w.pool = p.pool and st = 'active') as active, \
-             (select count(*) from w where w.pool = p.pool and st = 'draining') as draining, \
-             (select count(*) from w where w.pool = p.pool and st = 'paused') as paused, \
-             (select count(*) from w where w.pool = p.pool and st = 'offline') as offline, \
+             from worker w where w.last_heartbeat_at > now() - interval '1 hour' and ($2::uuid is null or {VISIBLE})), \
+         p as (select pool, inst, array(select distinct unnest(array_agg_q) order by 1) as queues from \
+                 (select pool, inst, array_agg(q) as array_agg_q from w, unnest(w.queues) q group by pool, inst) x) \
+         select p.pool as name, p.inst as installation, p.queues, \
+             (select count(*) from w where w.pool = p.pool and w.inst = p.inst and st = 'active') as active, \
+             (select count(*) from w where w.pool = p.pool and w.inst = p.inst and st = 'draining') as draining, \
+             (select count(*) from w where w.pool = p.pool and w.inst = p.inst and st = 'paused') as paused, \
+             (select count(*) from w where w.pool = p.pool and w.inst = p.inst and st = 'offline') as offline, \
              (select count(*) from step s join pipeline_run r on r.id = s.run_id where s.state = 'queued' and s.queue = any(p.queues) \
                  and ($2::uuid is null or r.org_id = $2)) as queue_depth, \
-             (select count(*) from step s join w on w.id = s.lease_owner where w.pool = p.pool and s.state = 'running') as running_steps, \
+             (select count(*) from step s join w on w.id = s.lease_owner where w.pool = p.pool and w.inst = p.inst \
+                 and s.state = 'running' and ($2::uuid is null or s.run_id in (select id from pipeline_run where org_id = $2))) as running_steps, \
              coalesce(( \
                  select sum(extract(epoch from least(coalesce(a.finished_at, now()), now()) \
                                               - greatest(a.started_at, now() - interval '1 hour'))) \
                  from step_attempt a join w on w.id = a.worker_id \
-                 where w.pool = p.pool and coalesce(a.finished_at, now()) > now() - interval '1 hour') \
+                 where w.pool = p.pool and w.inst = p.inst and coalesce(a.finished_at, now()) > now() - interval '1 hour') \
                / nullif((select sum(w.concurrency * extract(epoch from least(w.last_heartbeat_at, now()) \
                                                                - greatest(w.started_at, now() - interval '1 hour'))) \
-                         from w where w.pool = p.pool), 0), 0)::float8 as busy_fraction \
-         from p order by p.pool",
-    )
+                         from w where w.pool = p.pool and w.inst = p.inst), 0), 0)::float8 as busy_fraction \
+         from p order by p.pool, p.inst"
+    )))
     .bind(OFFLINE_AFTER.as_secs_f64())
     .bind(org_id)
     .fetch_all(pool)

@@ -3,7 +3,7 @@
 
 use crate::api::AppState;
 use crate::api::auth::{Actor, Role};
-use crate::api::error::ApiResult;
+use crate::api::error::{ApiError, ApiResult, ErrorCode};
 use groundwork_store::workers::{self, Pool, Worker};
 use serde::Serialize;
 use uuid::Uuid;
@@ -15,9 +15,18 @@ pub struct Items<T> {
     pub items: Vec<T>,
 }
 
-/// Admins drain, pause and resume their organisation's workers; another organisation's are not found.
+/// Admins drain, pause and resume their organisation's workers; another organisation's are not found,
+/// and the installation's workers that the organisation may use are shown to it read-only.
 async fn set(state: &AppState, actor: &Actor, id: Uuid, admin_state: &str) -> ApiResult<Worker> {
     actor.require(Role::Admin)?;
+    let seen = workers::get_in_org(&state.pool, actor.org_id, id).await?;
+    if seen.org_id != actor.org_id {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this is one of the installation's shared workers: only the installation's administrators drain, \
+             pause or resume it",
+        ));
+    }
     let w = workers::set_admin_state_in_org(&state.pool, actor.org_id, id, admin_state).await?;
     actor
         .audit(
@@ -31,7 +40,8 @@ async fn set(state: &AppState, actor: &Actor, id: Uuid, admin_state: &str) -> Ap
     Ok(w)
 }
 
-/// The organisation's workers seen in the last day, with derived state (`offline` when silent).
+/// The organisation's workers seen in the last day, with derived state (`offline` when silent), and
+/// the installation's shared workers when the organisation may use them (`installation: true`).
 pub async fn list_workers(state: &AppState, actor: &Actor) -> ApiResult<Items<Worker>> {
     Ok(Items {
         items: workers::list_in_org(&state.pool, actor.org_id).await?,

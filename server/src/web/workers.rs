@@ -22,6 +22,8 @@ use uuid::Uuid;
 pub struct WorkerView {
     /// The worker.
     pub worker: Worker,
+    /// The viewing organisation's own worker (else one of the installation's, shown read-only).
+    pub own: bool,
     now: DateTime<Utc>,
 }
 
@@ -118,7 +120,11 @@ pub async fn list(State(state): State<AppState>, actor: Actor) -> PageResult<imp
         layout: Layout::new(&state, &actor, "Workers", Nav::Workers).await,
         workers: items
             .into_iter()
-            .map(|worker| WorkerView { worker, now })
+            .map(|worker| WorkerView {
+                own: worker.org_id == actor.org_id,
+                worker,
+                now,
+            })
             .collect(),
         pools: pools.into_iter().map(|pool| PoolView { pool }).collect(),
         queues,

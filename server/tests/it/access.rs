@@ -2141,3 +2141,118 @@ async fn the_sign_in_and_setup_forms_need_their_form_token() {
     let r = post("/login", Some(format!("gw_form={token}")), creds(&token)).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
 }
+
+/// A page's HTML, fetched as `caller`.
+async fn page_html(app: &axum::Router, caller: &Caller, uri: &str) -> (StatusCode, String) {
+    let Caller::Browser(s) = caller else {
+        panic!("pages are fetched by a signed-in browser")
+    };
+    let req = Request::builder()
+        .uri(uri)
+        .header("cookie", format!("gw_session={}", s.cookie))
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn installation_workers_are_shown_read_only_to_the_organisations_that_use_them() {
+    let fx = Fixture::new().await;
+    // An installation worker: registered without a worker token, by the installation itself.
+    let shared = workers::register(
+        &fx.pool,
+        &workers::Registration {
+            name: "shared-gpu-box".into(),
+            pool: "gpu".into(),
+            queues: vec!["gpu".into()],
+            concurrency: 2,
+            capabilities: json!({}),
+            version: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let admin = &fx
+        .callers
+        .iter()
+        .find(|(kind, role, _)| *kind == "session" && *role == Some(Role::Admin))
+        .unwrap()
+        .2;
+
+    // The API lists the organisation's own worker and the shared one (marked), never the other
+    // organisation's private worker.
+    let r = fx.send(admin, "GET", "/api/v1/workers", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let items = r.body["items"].as_array().unwrap();
+    let find = |id: Uuid| {
+        items
+            .iter()
+            .find(|w| w["id"] == json!(id.to_string()))
+            .cloned()
+    };
+    assert_eq!(find(fx.own.worker).unwrap()["installation"], json!(false));
+    assert_eq!(find(shared).unwrap()["installation"], json!(true));
+    assert!(find(fx.other.worker).is_none(), "{items:?}");
+    let r = fx.send(admin, "GET", "/api/v1/pools", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let pools = r.body["items"].as_array().unwrap();
+    assert!(
+        pools
+            .iter()
+            .any(|p| p["name"] == "gpu" && p["installation"] == json!(true) && p["active"] == 1),
+        "{pools:?}"
+    );
+    assert!(
+        pools
+            .iter()
+            .any(|p| p["name"] == "cpu" && p["installation"] == json!(false) && p["active"] == 1),
+        "{pools:?}"
+    );
+
+    // Read-only: an organisation admin cannot drain it, by the API or the page, and it stays active.
+    for (uri, body) in [
+        (format!("/api/v1/workers/{shared}/drain"), None),
+        (format!("/workers/{shared}/drain"), Some(json!(""))),
+    ] {
+        let r = fx.send(admin, "POST", &uri, body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}: {}", r.body);
+    }
+    assert_eq!(
+        workers::get(&fx.pool, shared).await.unwrap().admin_state,
+        "active"
+    );
+
+    // The page shows it, marked, with no buttons; the organisation's own worker has its buttons.
+    let (status, html) = page_html(&fx.app, admin, "/workers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("shared-gpu-box"), "{html}");
+    assert!(html.contains("installation, shared"), "{html}");
+    assert!(!html.contains(&format!("/workers/{shared}/")), "{html}");
+    assert!(html.contains(&format!("/workers/{}/drain", fx.own.worker)));
+    assert!(!html.contains("beta-worker"), "{html}");
+
+    // An organisation that may not use the installation's workers does not see them at all.
+    accounts::set_installation_workers(&fx.pool, &Who::cli(), fx.own.id, false)
+        .await
+        .unwrap();
+    let r = fx.send(admin, "GET", "/api/v1/workers", None).await;
+    let items = r.body["items"].as_array().unwrap();
+    assert!(
+        items.iter().all(|w| w["id"] != json!(shared.to_string())),
+        "{items:?}"
+    );
+    let r = fx
+        .send(
+            admin,
+            "POST",
+            &format!("/api/v1/workers/{shared}/drain"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let (_, html) = page_html(&fx.app, admin, "/workers").await;
+    assert!(!html.contains("shared-gpu-box"), "{html}");
+}
