@@ -3,10 +3,12 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cache;
 pub mod demo_stac;
 pub mod geometry;
 pub mod hygiene;
 pub mod labels;
+pub mod maintenance;
 pub mod objects;
 pub mod service;
 pub mod telemetry;

@@ -25,6 +25,7 @@ pub struct LocalDb {
     port: u16,
     run_as_postgres: bool,
     started_here: bool,
+    durable: bool,
 }
 
 /// The longest socket folder path used as is (a socket path, `{dir}/.s.PGSQL.{port}`, must fit in
@@ -89,25 +90,48 @@ impl LocalDb {
             port,
             run_as_postgres,
             started_here: false,
+            durable,
         };
         if !db.is_running() {
-            let mut cmd = command(&db.bin.join("pg_ctl"), run_as_postgres);
-            cmd.arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(db.dir.join("log"))
-                .args(["-w", "-t", "60", "start", "-o"])
-                .arg(format!(
-                    "-p {} -k {} -c listen_addresses='' -c unix_socket_permissions=0700 -c fsync={} \
-                     -c max_connections=200",
-                    db.port,
-                    db.socket_dir.display(),
-                    if durable { "on" } else { "off" }
-                ));
-            run(cmd, "pg_ctl start")?;
+            db.start_server()?;
             db.started_here = true;
         }
         Ok(db)
+    }
+
+    fn start_server(&self) -> Result<()> {
+        let mut cmd = command(&self.bin.join("pg_ctl"), self.run_as_postgres);
+        cmd.arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-t", "60", "start", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses='' -c unix_socket_permissions=0700 -c fsync={} \
+                 -c max_connections=200",
+                self.port,
+                self.socket_dir.display(),
+                if self.durable { "on" } else { "off" }
+            ));
+        run(cmd, "pg_ctl start")
+    }
+
+    /// Starts the cluster again if it is no longer running (its server was killed or crashed);
+    /// returns whether it had to. `serve` calls this every few seconds for a cluster it started, so
+    /// the installation comes back by itself (connections reconnect on their own).
+    pub fn ensure_running(&self) -> Result<bool> {
+        if self.is_running() {
+            return Ok(false);
+        }
+        self.start_server()?;
+        Ok(true)
+    }
+
+    /// The server's process id, from `postmaster.pid`, while it runs.
+    #[must_use]
+    pub fn server_pid(&self) -> Option<u32> {
+        let pid = std::fs::read_to_string(self.dir.join("data").join("postmaster.pid")).ok()?;
+        pid.lines().next()?.trim().parse().ok()
     }
 
     fn is_running(&self) -> bool {
@@ -250,4 +274,44 @@ fn free_port() -> Result<u16> {
         .local_addr()
         .map(|a| a.port())
         .map_err(|e| Error::LocalDatabase(format!("cannot find a free port: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_cluster_is_started_again() {
+        let root = tempfile::tempdir().expect("a temporary folder");
+        #[cfg(unix)]
+        {
+            // As root, the cluster runs as `postgres`, which must reach the folder.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755));
+        }
+        let db = LocalDb::start_for_tests(&root.path().join("pg")).expect("the cluster starts");
+        assert!(!db.ensure_running().expect("a status"), "it runs");
+        let pid = db.server_pid().expect("the server's pid");
+        let killed = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        // The status reports the dead server once its process is gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while db.is_running() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the killed server still runs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(
+            db.ensure_running().expect("a restart"),
+            "it was started again"
+        );
+        assert!(db.is_running());
+        assert_ne!(db.server_pid(), Some(pid));
+        db.stop().expect("it stops");
+    }
 }

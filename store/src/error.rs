@@ -16,6 +16,9 @@ pub enum Error {
     /// A query failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database did not answer in time.
+    #[error("the database did not answer in time")]
+    Unavailable,
     /// The row does not exist (or belongs to another organisation).
     #[error("{what} {id} not found")]
     NotFound {
@@ -36,6 +39,13 @@ pub enum Error {
     /// Credentials were refused (an unknown or revoked token, a missing worker token).
     #[error("{0}")]
     Unauthorized(String),
+    /// An organisation's limit was reached (queued steps); the message says which and how to go on.
+    #[error("{0}")]
+    LimitReached(String),
+    /// A step's write was refused: its claim no longer holds the lease (it expired and the step was
+    /// re-queued, cancelled or claimed again).
+    #[error("the step's lease was lost: its work is discarded")]
+    LeaseLost,
     /// A stored name (task, modality, step kind, state, …) is none of the vocabulary's.
     #[error("stored value out of the vocabulary: {0}")]
     Vocabulary(#[from] groundwork_types::UnknownName),

@@ -13,6 +13,7 @@ pub mod devdb;
 mod error;
 pub mod jobs;
 pub mod labels;
+pub mod maintenance;
 pub mod models;
 pub mod outputs;
 pub mod projects;
@@ -23,7 +24,7 @@ pub mod windows;
 pub mod workers;
 
 pub use error::{Error, Result};
-pub use sqlx::PgPool;
+pub use sqlx::{PgPool, Postgres, Transaction};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;

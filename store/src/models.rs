@@ -30,7 +30,11 @@ pub struct TrainingEpoch {
 }
 
 /// Records (or replaces, for a resumed attempt) one epoch of a step's curve.
-pub async fn record_epoch(pool: &PgPool, run_id: Uuid, e: &TrainingEpoch) -> Result<()> {
+pub async fn record_epoch<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    run_id: Uuid,
+    e: &TrainingEpoch,
+) -> Result<()> {
     sqlx::query(
         "insert into training_epoch (run_id, step_id, epoch, phase, train_loss, val_loss, val_metric, metric, seconds) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -47,7 +51,7 @@ pub async fn record_epoch(pool: &PgPool, run_id: Uuid, e: &TrainingEpoch) -> Res
     .bind(e.val_metric)
     .bind(&e.metric)
     .bind(e.seconds)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -120,7 +124,10 @@ pub struct NewEvaluation {
 const EVAL_COLUMNS: &str = "e.id, e.run_id, e.project_id, e.step_id, e.label_set_version, e.model_key, e.report, e.created_at";
 
 /// Stores a report for the run (organisation and project are the run's).
-pub async fn record_evaluation(pool: &PgPool, e: &NewEvaluation) -> Result<Evaluation> {
+pub async fn record_evaluation<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    e: &NewEvaluation,
+) -> Result<Evaluation> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "with ins as ( \
            insert into evaluation (id, org_id, run_id, project_id, step_id, label_set_version, model_key, report) \
@@ -136,7 +143,7 @@ pub async fn record_evaluation(pool: &PgPool, e: &NewEvaluation) -> Result<Evalu
     .bind(e.label_set_version)
     .bind(&e.model_key)
     .bind(&e.report)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .ok_or(Error::NotFound { what: "run", id: e.run_id })
 }

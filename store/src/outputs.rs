@@ -119,7 +119,7 @@ const COLUMNS: &str = "id, org_id, project_id, run_id, kind, utm_key, web_key, e
     bbox_west, bbox_south, bbox_east, bbox_north, bounds_3857, min_zoom, max_zoom, classes, stats, lineage, created_at";
 
 /// Records an output; a run's earlier output of the same kind is replaced (a re-run of publish).
-pub async fn upsert(pool: &PgPool, o: &NewOutput) -> Result<Output> {
+pub async fn upsert<'e>(db: impl sqlx::PgExecutor<'e>, o: &NewOutput) -> Result<Output> {
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into output (id, org_id, project_id, run_id, kind, utm_key, web_key, epsg, width, height, bands, \
              bbox_west, bbox_south, bbox_east, bbox_north, bounds_3857, min_zoom, max_zoom, classes, stats, lineage) \
@@ -153,7 +153,7 @@ pub async fn upsert(pool: &PgPool, o: &NewOutput) -> Result<Output> {
     .bind(&o.classes)
     .bind(&o.stats)
     .bind(&o.lineage)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     Ok(row.into())
 }

@@ -185,12 +185,17 @@ pub async fn create(pool: &PgPool, org_id: Uuid, f: &ProjectFields) -> Result<Pr
 
 /// A project of `org_id`.
 pub async fn get(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Project> {
+    get_in(pool, org_id, id).await
+}
+
+/// [`get`] on any executor (a transaction: the row is then locked until it ends).
+async fn get_in<'e>(db: impl sqlx::PgExecutor<'e>, org_id: Uuid, id: Uuid) -> Result<Project> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from project where id = $1 and org_id = $2"
+        "select {COLUMNS} from project where id = $1 and org_id = $2 for update"
     )))
     .bind(id)
     .bind(org_id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     row.ok_or(Error::NotFound {
         what: "project",
@@ -217,8 +222,11 @@ pub async fn list(
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
-/// Replaces a project's fields.
+/// Replaces a project's fields. When its area, dates, modalities or window size change, its windows'
+/// imagery is marked stale (in the same transaction).
 pub async fn update(pool: &PgPool, org_id: Uuid, id: Uuid, f: &ProjectFields) -> Result<Project> {
+    let mut tx = pool.begin().await?;
+    let before = get_in(&mut *tx, org_id, id).await?;
     let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update project set name = $3, description = $4, aoi = $5, bbox_west = $6, bbox_south = $7, bbox_east = $8, \
              bbox_north = $9, area_km2 = $10, start_date = $11, end_date = $12, task = $13, classes = $14, \
@@ -226,16 +234,35 @@ pub async fn update(pool: &PgPool, org_id: Uuid, id: Uuid, f: &ProjectFields) ->
          where id = $1 and org_id = $2 returning {COLUMNS}"
     )));
     let row: Option<Row> = bind_fields(query, id, org_id, f)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
-    row.ok_or(Error::NotFound {
-        what: "project",
-        id,
-    })?
-    .try_into()
+    let after: Project = row
+        .ok_or(Error::NotFound {
+            what: "project",
+            id,
+        })?
+        .try_into()?;
+    if imagery_changed(&before, &after) {
+        sqlx::query("update project_window set stale = true where project_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(after)
 }
 
-/// Deletes a project and its runs. Refused while one of its steps is running.
+/// Whether the change from `a` to `b` makes acquired imagery no longer the project's.
+fn imagery_changed(a: &Project, b: &Project) -> bool {
+    a.aoi != b.aoi
+        || a.start != b.start
+        || a.end != b.end
+        || a.modalities != b.modalities
+        || a.window_size != b.window_size
+}
+
+/// Deletes a project and its runs, and queues the deletion of its objects. Refused while one of its
+/// steps is running.
 pub async fn delete(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<()> {
     let mut tx = pool.begin().await?;
     let exists: Option<Uuid> =
@@ -265,6 +292,14 @@ pub async fn delete(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<()> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+    // Its objects (window tensors, checkpoints, models, outputs) go with the rows: the server's
+    // maintenance task deletes everything under the project's prefix.
+    crate::maintenance::queue_cleanup(
+        &mut *tx,
+        groundwork_types::keys::ProjectKeys::new(org_id, id).prefix(),
+        &format!("project {id} deleted"),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -76,6 +76,32 @@ impl TestDb {
             name,
         })
     }
+
+    /// A database outage, as a restart of the server looks to its clients: every open connection to
+    /// this database is cut, and new ones are refused until `length` has passed.
+    pub async fn outage(&self, length: std::time::Duration) -> Result<()> {
+        let admin = crate::connect(&self.admin_url, 1).await?;
+        let name = &self.name;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "alter database {name} with allow_connections false"
+        )))
+        .execute(&admin)
+        .await?;
+        sqlx::query(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+        )
+        .bind(name)
+        .execute(&admin)
+        .await?;
+        tokio::time::sleep(length).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "alter database {name} with allow_connections true"
+        )))
+        .execute(&admin)
+        .await?;
+        admin.close().await;
+        Ok(())
+    }
 }
 
 impl Drop for TestDb {

@@ -106,9 +106,11 @@ pub struct Outcome {
     pub objects: Vec<String>,
 }
 
-/// Records acquisition outcomes.
-pub async fn record_outcomes(
-    pool: &PgPool,
+/// Records acquisition outcomes. A window acquired before keeps its imagery when a later acquisition
+/// fails for it (a flaky catalogue never downgrades a good window), unless that imagery was stale (the
+/// project changed since). Every window recorded is no longer stale.
+pub async fn record_outcomes<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     project_id: Uuid,
     step_id: Uuid,
     outcomes: &[Outcome],
@@ -116,9 +118,9 @@ pub async fn record_outcomes(
     sqlx::query(
         "update project_window w set status = u.status, reason = u.reason, scenes = u.scenes, \
              objects = coalesce((select array_agg(x) from jsonb_array_elements_text(u.objects) x), '{}'), \
-             step_id = $2, updated_at = now() \
+             step_id = $2, stale = false, updated_at = now() \
          from unnest($3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) as u(id, status, reason, scenes, objects) \
-         where w.project_id = $1 and w.id = u.id",
+         where w.project_id = $1 and w.id = u.id and (u.status = 'acquired' or w.status <> 'acquired' or w.stale)",
     )
     .bind(project_id)
     .bind(step_id)
@@ -127,7 +129,7 @@ pub async fn record_outcomes(
     .bind(outcomes.iter().map(|o| o.reason.clone()).collect::<Vec<_>>())
     .bind(outcomes.iter().map(|o| o.scenes.clone()).collect::<Vec<_>>())
     .bind(outcomes.iter().map(|o| serde_json::json!(o.objects)).collect::<Vec<_>>())
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -144,6 +146,35 @@ pub struct Counts {
     pub acquired: i64,
     /// Quarantined.
     pub quarantined: i64,
+    /// Whose imagery is stale: the project's area, dates, modalities or window size changed since.
+    pub stale: i64,
+}
+
+/// Why training and prediction refuse a project with `stale` stale windows (`None` when there are
+/// none).
+#[must_use]
+pub fn stale_refusal(stale: i64) -> Option<String> {
+    (stale > 0).then(|| {
+        format!(
+            "the project's area, dates, modalities or window size changed after its imagery was acquired \
+             ({stale} window(s) hold imagery of the old settings): acquire imagery again first"
+        )
+    })
+}
+
+/// Windows of the last plan that are not in `planned` (the project's area or window size changed):
+/// quarantined with the reason, and no longer stale. Returns how many.
+pub async fn retire_unplanned(pool: &PgPool, project_id: Uuid, planned: &[String]) -> Result<u64> {
+    Ok(sqlx::query(
+        "update project_window set status = 'quarantined', stale = false, updated_at = now(), \
+             reason = 'outside the project''s windows since its area or window size changed' \
+         where project_id = $1 and not (id = any($2)) and (status <> 'quarantined' or stale)",
+    )
+    .bind(project_id)
+    .bind(planned)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Counts by status.
@@ -151,7 +182,8 @@ pub async fn counts(pool: &PgPool, project_id: Uuid) -> Result<Counts> {
     Ok(sqlx::query_as(
         "select count(*) as total, count(*) filter (where status = 'pending') as pending, \
              count(*) filter (where status = 'acquired') as acquired, \
-             count(*) filter (where status = 'quarantined') as quarantined \
+             count(*) filter (where status = 'quarantined') as quarantined, \
+             count(*) filter (where stale) as stale \
          from project_window where project_id = $1",
     )
     .bind(project_id)

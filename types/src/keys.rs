@@ -5,7 +5,7 @@
 //! windows/{window}/{modality}.safetensors                     acquire: a window's tensors per modality
 //! runs/{run}/model/{model.json, weights.safetensors, baseline.json}    train: the trained model
 //! runs/{run}/checkpoints/…                                    train: per-epoch checkpoints and state
-//! runs/{run}/{stage}/{step}/attempt-{n}…                      predict, combine, publish: per attempt
+//! runs/{run}/{stage}/{step}/claim-{claim}…                      predict, combine, publish: per claim
 //! ```
 //!
 //! Keys of step outputs carry the step and attempt, so a re-run never overwrites what an earlier
@@ -81,11 +81,12 @@ impl ProjectKeys {
         format!("{}/runs/{run_id}/checkpoints", self.prefix)
     }
 
-    /// The folder of one attempt of a step's outputs (`…/runs/{run}/{kind}/{step}/attempt-{n}`).
+    /// The folder of one claim of a step's outputs (`…/runs/{run}/{kind}/{step}/claim-{claim}`): two
+    /// executions of a step never write the same keys, even after a retry restarts its attempts.
     #[must_use]
-    pub fn attempt(&self, run_id: Uuid, kind: StepKind, step_id: Uuid, attempt: i32) -> String {
+    pub fn claim(&self, run_id: Uuid, kind: StepKind, step_id: Uuid, claim_id: Uuid) -> String {
         format!(
-            "{}/runs/{run_id}/{kind}/{step_id}/attempt-{attempt}",
+            "{}/runs/{run_id}/{kind}/{step_id}/claim-{claim_id}",
             self.prefix
         )
     }
@@ -114,8 +115,8 @@ mod tests {
             format!("orgs/{o}/projects/{p}/runs/{r}/model/weights.safetensors")
         );
         assert_eq!(
-            k.attempt(r, StepKind::Predict, s, 2),
-            format!("orgs/{o}/projects/{p}/runs/{r}/predict/{s}/attempt-2")
+            k.claim(r, StepKind::Predict, s, o),
+            format!("orgs/{o}/projects/{p}/runs/{r}/predict/{s}/claim-{o}")
         );
     }
 }

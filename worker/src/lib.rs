@@ -37,6 +37,9 @@ pub struct StepContext {
     pub org_id: Uuid,
     /// This attempt (1-based).
     pub attempt: i32,
+    /// This claim's fencing token: the step's own output rows are written in [`StepContext::fenced`]
+    /// transactions, which commit only while this claim holds the lease.
+    pub claim_id: Uuid,
     /// Kind-specific arguments.
     pub args: Value,
     /// Report progress here; it goes out with the next heartbeat.
@@ -82,6 +85,17 @@ impl StepContext {
                 )),
                 e => StepError::Retryable(e.into()),
             })
+    }
+
+    /// A transaction for the step's own output rows, fenced by its claim: it commits only while this
+    /// execution holds the lease (the step row stays locked until then). A lost lease is a retryable
+    /// error, which the runtime then discards: the claim that replaced this one records the outcome.
+    pub async fn fenced(
+        &self,
+    ) -> Result<groundwork_store::Transaction<'static, groundwork_store::Postgres>, StepError> {
+        groundwork_store::jobs::fenced(&self.pool, self.step_id, self.claim_id)
+            .await
+            .map_err(|e| StepError::Retryable(e.into()))
     }
 
     /// The object store, or a permanent error naming the step kind that needs it.

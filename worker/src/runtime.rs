@@ -8,7 +8,7 @@ use apalis::prelude::{
 };
 use apalis_postgres::{Config, PostgresStorage};
 use groundwork_store::PgPool;
-use groundwork_store::jobs::{self, Beat, Claimed, Dispatch, FailOutcome};
+use groundwork_store::jobs::{self, Beat, Claimed, Completion, Dispatch, FailOutcome};
 use groundwork_store::workers::{self, Registration};
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,6 +160,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
         project_id: claimed.project_id,
         org_id: claimed.org_id,
         attempt: claimed.attempt,
+        claim_id: claimed.claim_id,
         args: claimed.args.clone(),
         progress: progress.clone(),
         cancel: cancel.clone(),
@@ -182,13 +183,18 @@ async fn execute(shared: &Shared, claimed: Claimed) {
     tokio::pin!(body);
     let mut beat = tokio::time::interval(shared.config.heartbeat);
     beat.tick().await;
+    // Self-fencing: when no heartbeat has reached the database for most of a lease, the reaper may
+    // hand the step to another worker at any moment, so this execution stops on its own.
+    let fence_after = shared.config.lease.mul_f64(0.8);
+    let mut last_beat = tokio::time::Instant::now();
     loop {
         tokio::select! {
             joined = &mut body => {
                 match joined {
                     Ok(Ok(out)) => match jobs::complete(&shared.pool, &claimed, &out.output, &out.artifacts).await {
-                        Ok(true) => info!("step succeeded"),
-                        Ok(false) => warn!("step finished after its lease was lost; result discarded"),
+                        Ok(Completion::Succeeded) => info!("step succeeded"),
+                        Ok(Completion::Cancelled) => info!("step finished after a cancel was requested; result discarded, step cancelled"),
+                        Ok(Completion::LeaseLost) => warn!("step finished after its lease was lost; result discarded"),
                         Err(e) => warn!(error = %e, "could not record success; the lease will expire and the step re-run"),
                     },
                     Ok(Err(StepError::Retryable(e))) => record_failure(shared, &claimed, &format!("{e:#}"), true).await,
@@ -208,8 +214,17 @@ async fn execute(shared: &Shared, claimed: Claimed) {
             }
             _ = beat.tick() => {
                 let (fraction, message) = progress.get();
-                match jobs::heartbeat(&shared.pool, &claimed, shared.config.lease, fraction, &message).await {
-                    Ok(Beat::Continue) => {}
+                // Bounded, so a database that does not answer cannot hold the loop past the fence.
+                let until_fence = fence_after.saturating_sub(last_beat.elapsed());
+                let beat_result = tokio::time::timeout(
+                    until_fence,
+                    jobs::heartbeat(&shared.pool, &claimed, shared.config.lease, fraction, &message),
+                )
+                .await
+                .map_err(|_| "the database did not answer in time".to_owned())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+                match beat_result {
+                    Ok(Beat::Continue) => last_beat = tokio::time::Instant::now(),
                     Ok(Beat::Cancel) => {
                         cancel.cancel();
                         abort.abort();
@@ -218,6 +233,13 @@ async fn execute(shared: &Shared, claimed: Claimed) {
                     }
                     Ok(Beat::LeaseLost) => {
                         warn!("lease lost; stopping without recording");
+                        cancel.cancel();
+                        abort.abort();
+                        return;
+                    }
+                    Err(e) if last_beat.elapsed() >= fence_after => {
+                        warn!(error = %e, silent_ms = last_beat.elapsed().as_millis() as u64,
+                              "no heartbeat has reached the database for most of the lease; stopping the step (it will be re-queued)");
                         cancel.cancel();
                         abort.abort();
                         return;
@@ -244,22 +266,134 @@ async fn record_failure(shared: &Shared, claimed: &Claimed, error: &str, retryab
             "step attempt failed; will retry"
         ),
         Ok(FailOutcome::Failed) => warn!(error, "step failed"),
+        Ok(FailOutcome::Cancelled) => info!(
+            error,
+            "step cancelled (its cancel was requested before it failed)"
+        ),
         Ok(FailOutcome::LeaseLost) => warn!(error, "step failed after its lease was lost"),
         Err(e) => warn!(error = %e, "could not record the failure; the lease will expire"),
     }
 }
 
-/// Runs the reaper every `every` until `stop` is cancelled.
-pub async fn run_reaper(pool: PgPool, every: Duration, stop: CancellationToken) {
+/// Runs the reaper every `every` until `stop` is cancelled. After a pass fails (the database was
+/// away), it waits until the database answers again and then one `lease` more before reaping: steps
+/// whose workers are alive get a full lease to heartbeat again before their leases count as expired.
+pub async fn run_reaper(pool: PgPool, every: Duration, lease: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
+    let mut outage = false;
+    let mut hold_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = tick.tick() => match jobs::reap(&pool).await {
-                Ok(r) if r != jobs::Reaped::default() => info!(?r, "reaper"),
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "reaper pass failed"),
-            },
+            _ = tick.tick() => {}
+        }
+        if outage {
+            if sqlx::query("select 1").execute(&pool).await.is_err() {
+                continue;
+            }
+            outage = false;
+            hold_until = Some(tokio::time::Instant::now() + lease);
+            info!(
+                wait_ms = lease.as_millis() as u64,
+                "the database answers again; reaping resumes after one lease"
+            );
+        }
+        if hold_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+            continue;
+        }
+        hold_until = None;
+        match jobs::reap(&pool).await {
+            Ok(r) if r != jobs::Reaped::default() => info!(?r, "reaper"),
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "reaper pass failed");
+                outage = true;
+            }
+        }
+    }
+}
+
+/// The apalis contexts of the worker's pollers, as they are now (a restarted poller has a new one), so
+/// the control loop can pause and resume them.
+#[derive(Clone, Default)]
+struct Contexts(Arc<std::sync::Mutex<std::collections::HashMap<String, WorkerContext>>>);
+
+impl Contexts {
+    /// Sets the context of the poller named `key`.
+    fn set(&self, key: &str, ctx: WorkerContext) {
+        if let Ok(mut all) = self.0.lock() {
+            all.insert(key.to_owned(), ctx);
+        }
+    }
+
+    fn current(&self) -> Vec<WorkerContext> {
+        self.0
+            .lock()
+            .map(|all| all.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One poller of `queue`: fetches dispatch messages and runs their steps until shutdown. When apalis
+/// stops with an error (a lost database connection ends its stream), the poller starts again after a
+/// pause, so a database outage does not leave the worker deaf.
+async fn run_poller(
+    shared: Arc<Shared>,
+    wakes: Wakes,
+    contexts: Contexts,
+    queue: String,
+    slot: usize,
+) {
+    let name = format!("{}-{queue}-{slot}", shared.worker_id);
+    let mut restarts = 0u32;
+    loop {
+        let ctx = WorkerContext::new(&name);
+        contexts.set(&name, ctx.clone());
+        // Woken through the worker's one listener for apalis's insert notifications; the interval
+        // catches anything scheduled with a backoff or missed while reconnecting.
+        let wake = Strategy::new()
+            .stream(wakes.stream(&queue))
+            .interval(POLL_INTERVAL);
+        let backend = PostgresStorage::<Dispatch>::new(&shared.pool)
+            .with_config(
+                Config::default()
+                    .queue(queue.as_str())
+                    .batch_size(shared.config.prefetch.max(1))
+                    .lock_tasks(false)
+                    // The claim retires the message in its own statement; no separate ack.
+                    .persist_results(false)
+                    .heartbeat_interval(Duration::from_secs(5))
+                    .missed_heartbeats(6),
+            )
+            .poll_with_strategy(wake);
+        let apalis_worker = WorkerBuilder::new(&ctx)
+            .backend(backend)
+            .data(shared.clone())
+            .concurrency(1)
+            .build(handle);
+        let stop = shared.shutdown.clone();
+        let result = apalis_worker
+            .run_until(async move {
+                stop.cancelled().await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await;
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        restarts += 1;
+        let pause = Duration::from_millis(500 * u64::from(restarts.min(10)));
+        match result {
+            Err(e) => {
+                warn!(%queue, error = %e, restart_in_ms = pause.as_millis() as u64, "poller stopped with an error; restarting")
+            }
+            Ok(()) => {
+                warn!(%queue, restart_in_ms = pause.as_millis() as u64, "poller stopped; restarting")
+            }
+        }
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -301,7 +435,7 @@ impl Worker {
             shutdown: CancellationToken::new(),
         });
         let mut tasks = Vec::new();
-        let mut contexts = Vec::new();
+        let contexts = Contexts::default();
         let wakes = Wakes::new(&message_queues, shared.config.concurrency);
         tasks.push(tokio::spawn(
             wakes
@@ -310,52 +444,24 @@ impl Worker {
         ));
         // One apalis poller per slot and queue, each taking up to `prefetch` messages at a time (default
         // `DEFAULT_PREFETCH`, 2; a held message its slot has not reached within 15 s is re-dispatched by
-        // the reaper to another worker), slots in parallel.
+        // the reaper to another worker), slots in parallel. A poller that stops with an error (the
+        // database went away) is started again.
         for queue in &message_queues {
             for slot in 0..shared.config.concurrency {
-                let ctx = WorkerContext::new(&format!("{worker_id}-{queue}-{slot}"));
-                contexts.push(ctx.clone());
-                // Woken through the worker's one listener for apalis's insert notifications; the interval
-                // catches anything scheduled with a backoff or missed while reconnecting.
-                let wake = Strategy::new()
-                    .stream(wakes.stream(queue))
-                    .interval(POLL_INTERVAL);
-                let backend = PostgresStorage::<Dispatch>::new(&shared.pool)
-                    .with_config(
-                        Config::default()
-                            .queue(queue.as_str())
-                            .batch_size(shared.config.prefetch.max(1))
-                            .lock_tasks(false)
-                            // The claim retires the message in its own statement; no separate ack.
-                            .persist_results(false)
-                            .heartbeat_interval(Duration::from_secs(5))
-                            .missed_heartbeats(6),
-                    )
-                    .poll_with_strategy(wake);
-                let apalis_worker = WorkerBuilder::new(&ctx)
-                    .backend(backend)
-                    .data(shared.clone())
-                    .concurrency(1)
-                    .build(handle);
-                let stop = shared.shutdown.clone();
-                let queue = queue.clone();
-                tasks.push(tokio::spawn(async move {
-                    let result = apalis_worker
-                        .run_until(async move {
-                            stop.cancelled().await;
-                            Ok::<(), std::io::Error>(())
-                        })
-                        .await;
-                    if let Err(e) = result {
-                        warn!(%queue, error = %e, "apalis worker stopped with an error");
-                    }
-                }));
+                tasks.push(tokio::spawn(run_poller(
+                    shared.clone(),
+                    wakes.clone(),
+                    contexts.clone(),
+                    queue.clone(),
+                    slot,
+                )));
             }
         }
         tasks.push(tokio::spawn(control_loop(shared.clone(), contexts)));
         tasks.push(tokio::spawn(run_reaper(
             shared.pool.clone(),
             shared.config.reap_every,
+            shared.config.lease,
             shared.shutdown.clone(),
         )));
         Ok(Self { shared, tasks })
@@ -384,8 +490,9 @@ impl Worker {
 }
 
 /// Heartbeats the registry and follows the admin state: `active` polls for work; `draining` and
-/// `paused` stop polling (running steps go on).
-async fn control_loop(shared: Arc<Shared>, contexts: Vec<WorkerContext>) {
+/// `paused` stop polling (running steps go on). The state is applied to every poller on every beat,
+/// so a poller that was restarted (or had not started yet) follows it too.
+async fn control_loop(shared: Arc<Shared>, contexts: Contexts) {
     let mut tick = tokio::time::interval(shared.config.heartbeat);
     let mut polling = true;
     loop {
@@ -401,15 +508,15 @@ async fn control_loop(shared: Arc<Shared>, contexts: Vec<WorkerContext>) {
             }
         };
         let want = state == "active";
-        if want != polling {
-            for ctx in &contexts {
-                let r = if want { ctx.resume() } else { ctx.pause() };
-                if let Err(e) = r {
-                    // The apalis worker may not have started yet; try again next beat.
-                    warn!(error = %e, "could not change polling");
-                    continue;
-                }
+        for ctx in contexts.current() {
+            // A poller that has not started yet is left alone; the next beat catches it.
+            if want && ctx.is_paused() {
+                let _ = ctx.resume();
+            } else if !want && ctx.is_running() {
+                let _ = ctx.pause();
             }
+        }
+        if want != polling {
             info!(admin_state = %state, "polling {}", if want { "resumed" } else { "paused" });
             polling = want;
         }

@@ -63,6 +63,8 @@ pub enum ErrorCode {
     InvalidOptions,
     /// too many failed sign-ins from this address; wait and retry.
     TooManyAttempts,
+    /// the organisation's limit on queued steps is reached; wait for queued work to finish.
+    LimitReached,
     /// a server fault; the detail is logged, never returned.
     Internal,
     /// the database is unavailable.
@@ -75,7 +77,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [Self; 30] = [
+    pub const ALL: [Self; 31] = [
         Self::InvalidJson,
         Self::InvalidBody,
         Self::InvalidPath,
@@ -102,6 +104,7 @@ impl ErrorCode {
         Self::NoValidLabels,
         Self::InvalidOptions,
         Self::TooManyAttempts,
+        Self::LimitReached,
         Self::Internal,
         Self::Unavailable,
         Self::NotReady,
@@ -138,6 +141,7 @@ impl ErrorCode {
             Self::NoValidLabels => "no_valid_labels",
             Self::InvalidOptions => "invalid_options",
             Self::TooManyAttempts => "too_many_attempts",
+            Self::LimitReached => "limit_reached",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
             Self::NotReady => "not_ready",
@@ -175,7 +179,7 @@ impl ErrorCode {
             Self::InvalidFile => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NoValidLabels => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidOptions => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAttempts | Self::LimitReached => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -223,6 +227,9 @@ impl ErrorCode {
             }
             Self::InvalidOptions => "the sampling or split options are invalid",
             Self::TooManyAttempts => "too many failed sign-ins from this address; wait and retry",
+            Self::LimitReached => {
+                "the organisation's limit on queued steps is reached; wait for queued work to finish"
+            }
             Self::Internal => "a server fault; the detail is logged, never returned",
             Self::Unavailable => "the database is unavailable",
             Self::NotReady => {
@@ -345,6 +352,7 @@ impl From<groundwork_store::Error> for ApiError {
             E::NotFound { what, .. } => Self::not_found(what),
             E::Conflict(msg) => Self::new(ErrorCode::Conflict, msg),
             E::Unauthorized(msg) => Self::new(ErrorCode::Unauthorized, msg),
+            E::LimitReached(msg) => Self::new(ErrorCode::LimitReached, msg),
             E::Database(ref db)
                 if db
                     .as_database_error()
@@ -361,7 +369,26 @@ impl From<groundwork_store::Error> for ApiError {
                     ),
                 }])
             }
-            E::Connect(_) => {
+            E::Database(ref db)
+                if db.as_database_error().is_some_and(|d| {
+                    d.code()
+                        .is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+                        || d.message().contains("not currently accepting connections")
+                }) =>
+            {
+                // The server is shutting down, starting up or refusing connections, or the
+                // connection broke (a restart, a failover).
+                tracing::error!(error = %e, "database unavailable");
+                Self::new(ErrorCode::Unavailable, "the database is unavailable")
+            }
+            E::Connect(_)
+            | E::Unavailable
+            | E::Database(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => {
                 tracing::error!(error = %e, "database unavailable");
                 Self::new(ErrorCode::Unavailable, "the database is unavailable")
             }

@@ -62,6 +62,9 @@ pub struct AppState {
     /// listening on an address other than loopback, where a stranger could otherwise make
     /// themselves its owner).
     pub setup_code: Option<String>,
+    /// Local copies of output rasters for tiles and downloads (private, capped, least recently used
+    /// evicted first).
+    pub cache: Arc<crate::cache::FileCache>,
 }
 
 /// Default of [`AppState::request_timeout`] (`serve --request-timeout-secs`).
@@ -94,6 +97,7 @@ impl AppState {
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             outbound: Arc::new(groundwork_imagery::OutboundPolicy::default()),
             setup_code: None,
+            cache: Arc::new(crate::cache::FileCache::private_temp()),
         }
     }
 }
@@ -161,7 +165,14 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match groundwork_store::ready(&state.pool).await {
+    // A database that does not answer must not hold the probe: not ready within a few seconds.
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        groundwork_store::ready(&state.pool),
+    )
+    .await
+    .unwrap_or(Err(groundwork_store::Error::Unavailable));
+    match answer {
         Ok(true) => (
             StatusCode::OK,
             axum::Json(serde_json::json!({"status": "ready"})),

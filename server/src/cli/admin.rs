@@ -55,6 +55,20 @@ enum AdminCommand {
         #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
         installation_workers: bool,
     },
+    /// Limit an organisation's share of the job system: steps it may have queued at once (a run past
+    /// it is refused, 429 `limit_reached`) and steps of it that run at once (further ones wait). `0`
+    /// restores the default (100,000 queued; no limit on running); a limit not given stays as it is.
+    SetOrgLimits {
+        /// Organisation name.
+        #[arg(long)]
+        org: String,
+        /// Queued steps at once (0: the default, 100,000).
+        #[arg(long)]
+        max_queued_steps: Option<u32>,
+        /// Running steps at once (0: no limit).
+        #[arg(long)]
+        max_running_steps: Option<u32>,
+    },
     /// Add a user to an organisation, or change their role there.
     AddMember {
         /// Organisation name.
@@ -179,6 +193,24 @@ async fn admin_command(
                     "not allowed"
                 }
             );
+        }
+        AdminCommand::SetOrgLimits {
+            org,
+            max_queued_steps,
+            max_running_steps,
+        } => {
+            let org = org_named(pool, &org).await?;
+            let limit =
+                |v: Option<u32>| v.map(|n| (n > 0).then(|| i32::try_from(n).unwrap_or(i32::MAX)));
+            accounts::set_org_limits(
+                pool,
+                &who,
+                org.id,
+                limit(max_queued_steps),
+                limit(max_running_steps),
+            )
+            .await?;
+            println!("organisation {}: limits updated", org.name);
         }
         AdminCommand::AddMember { org, email, role } => {
             let role: accounts::Role = role.parse().map_err(anyhow::Error::msg)?;

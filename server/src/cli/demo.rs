@@ -24,6 +24,10 @@ pub struct DemoArgs {
     /// Stop when the demo is done instead of serving the map until interrupted.
     #[arg(long)]
     exit: bool,
+    /// In-process workers (0: the pipeline waits for `groundwork worker` processes started with
+    /// `--object-store file://<demo-dir>/objects` and `--allow-host` for this address).
+    #[arg(long, default_value_t = 1)]
+    local_workers: usize,
     /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) drawn under the web maps; without one
     /// the maps draw a plain background and need no network.
     #[arg(long, env = "GROUNDWORK_BASEMAP_URL")]
@@ -140,7 +144,10 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     config.outbound = config
         .outbound
         .with_allowed_prefix(format!("{base}/demo/stac/"));
-    let worker = Worker::start(db.pool.clone(), config, Registry::builtin()).await?;
+    let mut workers = Vec::new();
+    for _ in 0..args.local_workers {
+        workers.push(Worker::start(db.pool.clone(), config.clone(), Registry::builtin()).await?);
+    }
     let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
     state.objects = Some(objects.clone());
     state.outbound = std::sync::Arc::new(
@@ -270,7 +277,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(());
     let _ = server.await;
-    worker.shutdown().await;
+    for worker in workers {
+        worker.shutdown().await;
+    }
     db.close().await;
     outcome
 }

@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Requests handled at once; others wait for a slot within the request timeout.
     #[arg(long, env = "GROUNDWORK_MAX_CONCURRENT_REQUESTS", default_value_t = groundwork_server::api::DEFAULT_MAX_CONCURRENT_REQUESTS)]
     max_concurrent_requests: usize,
+    /// Size cap of the local cache of output rasters (under the data folder, `cache/`), MiB; the
+    /// least recently used files are evicted first.
+    #[arg(long, env = "GROUNDWORK_CACHE_MAX_MB", default_value_t = 2048)]
+    cache_max_mb: u64,
     #[command(flatten)]
     worker: WorkerOptions,
 }
@@ -73,12 +77,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     state.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs.max(1));
     state.max_concurrent_requests = args.max_concurrent_requests.max(1);
     state.objects.clone_from(&config.objects);
+    state.cache = std::sync::Arc::new(groundwork_server::cache::FileCache::new(
+        args.db.data_dir.join("cache"),
+        args.cache_max_mb.max(1).saturating_mul(1 << 20),
+    ));
     state.outbound = std::sync::Arc::new(config.outbound.clone());
     // A fresh installation reachable from other machines: setup needs a code only the operator sees.
     if !addr.ip().is_loopback() && !groundwork_store::accounts::any_user(&db.pool).await? {
         state.setup_code = Some(groundwork_store::accounts::new_secret("")[..24].to_owned());
     }
     let setup_code = state.setup_code.clone();
+    let stop_maintenance = tokio_util::sync::CancellationToken::new();
+    let maintenance = groundwork_server::maintenance::spawn(&state, &stop_maintenance);
     state.secure_cookies =
         groundwork_server::hygiene::secure_cookies(args.secure_cookies, addr.ip());
     let mut app = router(state);
@@ -106,6 +116,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(super::shutdown_signal())
     .await?;
     info!("shutting down");
+    stop_maintenance.cancel();
+    for m in maintenance {
+        let _ = m.await;
+    }
     for w in workers {
         w.shutdown().await;
     }

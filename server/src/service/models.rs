@@ -2,7 +2,7 @@
 //! evaluation reports, and prediction with a trained model (`predict`, `combine` and `publish` steps).
 
 use crate::api::auth::{Actor, Role};
-use crate::api::error::{ApiError, ApiResult, FieldError};
+use crate::api::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::api::{AppState, Page, PageQuery};
 use groundwork_store::jobs::{self, RunWithSteps};
 use groundwork_store::models::{self, Evaluation, TrainingEpoch};
@@ -65,6 +65,7 @@ pub async fn start_training(
 ) -> ApiResult<RunWithSteps> {
     actor.require(Role::Member)?;
     let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    refuse_stale(state, project_id).await?;
     let mut errors = Vec::new();
     let mut check = |ok: bool, field: &str, message: &str| {
         if !ok {
@@ -162,6 +163,15 @@ pub async fn start_training(
     Ok(run)
 }
 
+/// 409 when the project's imagery is of settings it no longer has (area, dates, modalities, window size).
+async fn refuse_stale(state: &AppState, project_id: Uuid) -> ApiResult<()> {
+    let counts = groundwork_store::windows::counts(&state.pool, project_id).await?;
+    match groundwork_store::windows::stale_refusal(counts.stale) {
+        Some(msg) => Err(ApiError::new(ErrorCode::Conflict, msg)),
+        None => Ok(()),
+    }
+}
+
 /// Starts a run that maps the project's acquired windows with a trained model: one `predict` step per
 /// partition (fan-out), `combine` (the UTM COGs) and `publish` (web-mercator COGs, tiles, STAC Item).
 /// The outputs record the model's lineage: training run, label-set version, weights hash, validation
@@ -175,6 +185,7 @@ pub async fn start_prediction(
 ) -> ApiResult<RunWithSteps> {
     actor.require(Role::Member)?;
     let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    refuse_stale(state, project_id).await?;
     let mut errors = Vec::new();
     if body.block.is_some_and(|b| !(1..=64).contains(&b)) {
         errors.push(FieldError {

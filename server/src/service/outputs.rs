@@ -90,42 +90,31 @@ pub async fn list_outputs(
     })
 }
 
-/// The local copy of an object (downloaded once; keys are never overwritten).
+/// The local copy of an object, from the server's file cache (fetched once while it stays cached;
+/// keys are never overwritten).
 async fn local_copy(state: &AppState, key: &str) -> ApiResult<PathBuf> {
+    let cache = state.cache.clone();
+    let k = key.to_owned();
+    if let Some(path) = tokio::task::spawn_blocking(move || cache.get(&k))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+    {
+        return Ok(path);
+    }
     let objects = state
         .objects
         .clone()
         .ok_or_else(|| ApiError::internal(&"the server has no object store"))?;
-    let dir = std::env::temp_dir().join("groundwork-output-cache");
-    let name: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = dir.join(name);
-    if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-        return Ok(path);
-    }
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
     let object = object_store::path::Path::from(key);
     let bytes = async { objects.get(&object).await?.bytes().await }
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let tmp = dir.join(format!(".{}.tmp", Uuid::new_v4()));
-    tokio::fs::write(&tmp, &bytes)
+    let cache = state.cache.clone();
+    let k = key.to_owned();
+    tokio::task::spawn_blocking(move || cache.put(&k, &bytes))
         .await
-        .map_err(|e| ApiError::internal(&e))?;
-    tokio::fs::rename(&tmp, &path)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok(path)
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| ApiError::internal(&e))
 }
 
 /// The z/x/y tile of an output as PNG (transparent outside its data); `band` picks a probability
@@ -196,10 +185,28 @@ pub async fn class_polygons(state: &AppState, actor: &Actor, id: Uuid) -> ApiRes
             ),
         ));
     }
+    // Polygonising a large map takes a while: the result is cached beside the raster's copy (an
+    // output's raster and legend never change).
+    let cache_key = format!("{}.polygons.geojson", o.utm_key);
+    let cache = state.cache.clone();
+    let k = cache_key.clone();
+    let cached = tokio::task::spawn_blocking(move || -> Option<Value> {
+        let path = cache.get(&k)?;
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    if let Some(fc) = cached {
+        return Ok(fc);
+    }
     let path = local_copy(state, &o.utm_key).await?;
     let legend = legend(&o);
-    let fc = tokio::task::spawn_blocking(move || {
-        groundwork_imagery::publish::polygonize_classes(&path, &legend)
+    let cache = state.cache.clone();
+    let fc = tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
+        let fc = groundwork_imagery::publish::polygonize_classes(&path, &legend)?;
+        // A cache that cannot be written costs the next request the same work, nothing more.
+        let _ = cache.put(&cache_key, &serde_json::to_vec(&fc)?);
+        Ok(fc)
     })
     .await
     .map_err(|e| ApiError::internal(&e))?

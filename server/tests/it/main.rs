@@ -13,6 +13,7 @@ mod demo_stac;
 mod hostile;
 mod hygiene;
 mod labels;
+mod lifecycle;
 mod models;
 mod outputs;
 mod processes;

@@ -509,3 +509,204 @@ async fn a_reduced_demo_publishes_a_map_that_beats_the_majority_class() {
         );
     }
 }
+
+/// `groundwork worker` for the soak test: reads the demo's objects and its STAC API.
+fn soak_worker(
+    bin: &PathBuf,
+    db_url: &str,
+    demo_dir: &std::path::Path,
+    port: u16,
+    name: &str,
+) -> Proc {
+    Proc(
+        Command::new(bin)
+            .args([
+                "worker",
+                "--concurrency",
+                "1",
+                "--lease-secs",
+                "3",
+                "--heartbeat-ms",
+                "300",
+                "--name",
+                name,
+                "--object-store",
+                &format!("file://{}", demo_dir.join("objects").display()),
+                "--allow-host",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("DATABASE_URL", db_url)
+            .env("GROUNDWORK_MODEL_DIR", demo_dir.join("no-models"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start worker"),
+    )
+}
+
+/// The whole pipeline (acquire, labels, train, evaluate, predict, combine, publish) on the demo
+/// catalogue, run by two `groundwork worker` processes while one of them (mostly the one running a
+/// step) is SIGKILLed and restarted every three seconds: every run succeeds, nothing is left queued or running,
+/// nothing is recorded twice, and the map serves. `GROUNDWORK_SOAK_KILLS` sets the number of kills
+/// (8 here; `scripts/soak.sh` runs 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_finishes_while_workers_are_killed_again_and_again() {
+    let kills_wanted: usize = std::env::var("GROUNDWORK_SOAK_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let bin = groundwork_bin();
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stderr_path = dir.path().join("demo.log");
+    let started = Instant::now();
+    let mut demo = Proc(
+        Command::new(&bin)
+            .args([
+                "demo",
+                "--exit",
+                "--local-workers",
+                "0",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--scene-px",
+                "384",
+                "--epochs",
+                "4",
+                "--labels-per-class",
+                "150",
+                "--patch-size",
+                "8",
+            ])
+            .env("DATABASE_URL", &db.url)
+            .env("GROUNDWORK_DEMO_DIR", &demo_dir)
+            .env("GROUNDWORK_MODEL_DIR", demo_dir.join("no-models"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = demo.0.stdout.take().unwrap();
+    let summary_line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .last()
+            .unwrap_or_default()
+    });
+    let names = ["soak-a", "soak-b"];
+    let mut workers: Vec<Proc> = names
+        .iter()
+        .map(|n| soak_worker(&bin, &db.url, &demo_dir, port, &format!("{n}-0")))
+        .collect();
+    // A small xorshift: which worker dies is random, but reproducible from the printed seed.
+    let mut seed = u64::from(started.elapsed().subsec_nanos()) | 1;
+    let seed0 = seed;
+    let mut kills = 0;
+    let status = loop {
+        if let Some(status) = demo.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "the demo did not finish in 15 minutes ({kills} kills): {}",
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if kills < kills_wanted && started.elapsed() > Duration::from_secs(3) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Three kills in four hit the worker running a step, when one does; the others a
+            // worker at random.
+            let busy: Option<String> = sqlx::query_scalar(
+                "select w.name from step s join worker w on w.id = s.lease_owner where s.state = 'running' limit 1",
+            )
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap();
+            let busy = busy.and_then(|n| names.iter().position(|p| n.starts_with(p)));
+            let i = match busy {
+                Some(i) if seed % 4 != 0 => i,
+                _ => usize::from((seed >> 8) % 2 == 1),
+            };
+            let victim = &mut workers[i].0;
+            victim.kill().unwrap(); // SIGKILL
+            victim.wait().unwrap();
+            kills += 1;
+            workers[i] = soak_worker(
+                &bin,
+                &db.url,
+                &demo_dir,
+                port,
+                &format!("{}-{kills}", names[i]),
+            );
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(status.success(), "the demo failed (seed {seed0}): {stderr}");
+    let last = summary_line.await.unwrap();
+    let summary: Value = serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    drop(workers);
+
+    let pool = &db.pool;
+    let runs: Vec<(String, i64)> =
+        sqlx::query_as("select state, count(*) from pipeline_run group by state order by state")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let open: i64 =
+        sqlx::query_scalar("select count(*) from step where state in ('queued', 'running')")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let (outputs, distinct_outputs): (i64, i64) =
+        sqlx::query_as("select count(*), count(distinct (run_id, kind)) from output")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let (epochs, distinct_epochs): (i64, i64) =
+        sqlx::query_as("select count(*), count(distinct (step_id, epoch)) from training_epoch")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let (lost, claims): (i64, i64) = sqlx::query_as(
+        "select (select coalesce(sum(lost_leases), 0) from step)::int8, (select count(*) from step_attempt)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    println!(
+        "soak: {kills} kills (seed {seed0}) in {elapsed:.0} s; {claims} claims, {lost} lost leases; runs {runs:?}; \
+         {outputs} outputs; map accuracy {}",
+        summary["accuracy"]
+    );
+    assert_eq!(kills, kills_wanted, "the demo finished before every kill");
+    assert!(
+        runs.iter().all(|(s, _)| s == "succeeded"),
+        "{runs:?}: {stderr}"
+    );
+    assert_eq!(open, 0);
+    assert_eq!(outputs, distinct_outputs);
+    assert!(outputs > 0);
+    assert_eq!(epochs, distinct_epochs);
+    // The map serves.
+    let map_url = summary["map_url"].as_str().unwrap();
+    let output_id: Uuid = map_url.rsplit('/').next().unwrap().parse().unwrap();
+    let kind: String = sqlx::query_scalar("select kind from output where id = $1")
+        .bind(output_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(kind, "class");
+}

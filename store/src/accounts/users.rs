@@ -284,6 +284,52 @@ pub async fn set_installation_workers(
     Ok(())
 }
 
+/// Sets an organisation's limits on queued and running steps (`Some(None)` restores the installation's
+/// default: 100,000 queued, no limit on running; `None` leaves a limit as it is). Audited.
+pub async fn set_org_limits(
+    pool: &PgPool,
+    who: &Who,
+    org_id: Uuid,
+    max_queued_steps: Option<Option<i32>>,
+    max_running_steps: Option<Option<i32>>,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query(
+        "update org set \
+             max_queued_steps = case when $2 then $3 else max_queued_steps end, \
+             max_running_steps = case when $4 then $5 else max_running_steps end \
+         where id = $1",
+    )
+    .bind(org_id)
+    .bind(max_queued_steps.is_some())
+    .bind(max_queued_steps.flatten())
+    .bind(max_running_steps.is_some())
+    .bind(max_running_steps.flatten())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound {
+            what: "organisation",
+            id: org_id,
+        });
+    }
+    audit::record(
+        &mut *tx,
+        &Entry {
+            org_id: Some(org_id),
+            who,
+            action: "org.limits",
+            target_type: "org",
+            target_id: Some(org_id.to_string()),
+            details: json!({"max_queued_steps": max_queued_steps, "max_running_steps": max_running_steps}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The organisation with this name.
 pub async fn org_by_name(pool: &PgPool, name: &str) -> Result<Option<Org>> {
     Ok(

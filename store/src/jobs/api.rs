@@ -8,8 +8,14 @@ use uuid::Uuid;
 
 use super::*;
 
+/// Steps an organisation may have queued at once unless `org.max_queued_steps` says otherwise.
+pub const DEFAULT_MAX_QUEUED_STEPS: i64 = 100_000;
+
 /// Creates a run with its step graph and dispatches the steps that have no dependencies, in one
-/// transaction. With an idempotency key, a repeated call returns the run created first.
+/// transaction. With an idempotency key, a repeated call returns the run created first. A run with an
+/// `acquire` step is refused ([`Error::Conflict`], naming the open run) while another acquisition of
+/// the project is queued or running; a run that would take the organisation past its limit on queued
+/// steps, with [`Error::LimitReached`].
 pub async fn create_run(
     pool: &PgPool,
     org_id: Uuid,
@@ -47,6 +53,53 @@ pub async fn create_run(
         if let Some(id) = existing {
             tx.rollback().await?;
             return get_run(pool, org_id, id).await;
+        }
+    }
+    // The organisation's limit on queued steps (checked under a per-organisation lock, so concurrent
+    // runs cannot both pass it).
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended('queued:' || $1::text, 0))")
+        .bind(org_id)
+        .execute(&mut *tx)
+        .await?;
+    let (limit, queued): (i64, i64) = sqlx::query_as(
+        "select coalesce(o.max_queued_steps, $2)::int8, \
+             (select count(*) from step s join pipeline_run r on r.id = s.run_id \
+              where r.org_id = o.id and s.state = 'queued') \
+         from org o where o.id = $1",
+    )
+    .bind(org_id)
+    .bind(DEFAULT_MAX_QUEUED_STEPS)
+    .fetch_optional(&mut *tx)
+    .await?
+    .unwrap_or((DEFAULT_MAX_QUEUED_STEPS, 0));
+    let adding = i64::try_from(steps.len()).unwrap_or(i64::MAX);
+    if queued.saturating_add(adding) > limit {
+        tx.rollback().await?;
+        return Err(Error::LimitReached(format!(
+            "the organisation has {queued} queued step(s) and this run adds {adding}; its limit is {limit} \
+             queued steps: wait for queued work to finish, or ask the installation's administrators to raise it"
+        )));
+    }
+    if steps.iter().any(|s| s.kind == StepKind::Acquire) {
+        // One acquisition of a project at a time: two would write the same windows' imagery. The lock
+        // serialises concurrent requests until this transaction ends.
+        sqlx::query("select pg_advisory_xact_lock(hashtextextended('acquire:' || $1::text, 0))")
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?;
+        let open: Option<Uuid> = sqlx::query_scalar(
+            "select r.id from pipeline_run r where r.project_id = $1 and r.state in ('queued', 'running') \
+               and exists (select 1 from step s where s.run_id = r.id and s.kind = 'acquire') \
+             order by r.id limit 1",
+        )
+        .bind(project_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(open) = open {
+            tx.rollback().await?;
+            return Err(Error::Conflict(format!(
+                "an acquisition of this project is already under way (run {open}); wait for it to finish or cancel it"
+            )));
         }
     }
     let run_id = Uuid::now_v7();
@@ -253,7 +306,7 @@ pub async fn retry(pool: &PgPool, org_id: Uuid, step_id: Uuid) -> Result<Step> {
     let step = get_step(pool, org_id, step_id).await?;
     let mut tx = pool.begin().await?;
     let requeued = sqlx::query(
-        "update step set state = 'queued', attempt = 0, cancel_requested = false, cancelled_by_upstream = false, \
+        "update step set state = 'queued', attempt = 0, lost_leases = 0, cancel_requested = false, cancelled_by_upstream = false, \
              error = null, finished_at = null, run_at = now(), progress = 0, message = '' \
          where id = $1 and state in ('failed', 'cancelled')",
     )
@@ -271,7 +324,7 @@ pub async fn retry(pool: &PgPool, org_id: Uuid, step_id: Uuid) -> Result<Step> {
         "with recursive down(id) as ( \
              select d.step_id from step_dependency d where d.depends_on = $1 \
              union select d.step_id from step_dependency d join down on d.depends_on = down.id) \
-         update step set state = 'queued', attempt = 0, cancel_requested = false, cancelled_by_upstream = false, \
+         update step set state = 'queued', attempt = 0, lost_leases = 0, cancel_requested = false, cancelled_by_upstream = false, \
              error = null, finished_at = null, run_at = now(), progress = 0, message = '' \
          where id in (select id from down) and state = 'cancelled' and cancelled_by_upstream",
     )

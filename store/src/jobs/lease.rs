@@ -1,5 +1,7 @@
 //! Transitions owned by the worker holding a step's lease: claim, heartbeat, complete, fail, cancelled.
-//! Each is conditional on the lease (owner and attempt), so a worker that lost it changes nothing.
+//! Each is conditional on the claim's fencing token (`step.claim_id`, fresh for every claim), so an
+//! execution that lost its lease changes nothing, even on the same worker after a retry. A step's own
+//! output rows are written in a [`fenced`] transaction, which holds the same condition.
 
 use crate::Result;
 use chrono::{DateTime, Utc};
@@ -10,8 +12,10 @@ use uuid::Uuid;
 
 use super::*;
 
-/// Takes the lease on a queued, due step whose dependencies have succeeded. `None` when the message
-/// was stale (the step was claimed, cancelled or is not due).
+/// Takes the lease on a queued, due step whose dependencies have succeeded, while its organisation runs
+/// fewer steps than its `max_running_steps`. `None` when the message was stale (the step was claimed,
+/// cancelled or is not due) or the organisation is at its limit (the reaper's lost-dispatch sweep
+/// dispatches the step again later).
 pub async fn claim(
     pool: &PgPool,
     step_id: Uuid,
@@ -25,16 +29,19 @@ pub async fn claim(
     // other pool's queue (see `dispatch`).
     Ok(sqlx::query_as(
         "with c as ( \
-             update step set state = 'running', attempt = attempt + 1, lease_owner = $2, \
+             update step set state = 'running', attempt = attempt + 1, lease_owner = $2, claim_id = $5, \
                  lease_expires_at = now() + $3 * interval '1 millisecond', heartbeat_at = now(), \
                  started_at = coalesce(started_at, now()), progress = 0, message = '' \
              where id = $1 and state = 'queued' and not cancel_requested and run_at <= now() + interval '1 second' \
                and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
                                where d.step_id = step.id and p.state <> 'succeeded') \
-             returning id, run_id, kind, args, attempt, max_attempts, lease_owner, dispatch_id, own_dispatch_id, \
+               and (select o.max_running_steps is null \
+                           or (select count(*) from step s2 join pipeline_run r2 on r2.id = s2.run_id \
+                               where r2.org_id = o.id and s2.state = 'running') < o.max_running_steps \
+                    from pipeline_run r join org o on o.id = r.org_id where r.id = step.run_id) \
+             returning id, run_id, kind, args, attempt, max_attempts, lease_owner, claim_id, dispatch_id, own_dispatch_id, \
                  exists (select 1 from step_dependency d where d.depends_on = step.id) as has_dependents), \
-         a as (insert into step_attempt (step_id, attempt, worker_id) select id, attempt, lease_owner from c \
-               on conflict (step_id, attempt) do update set worker_id = excluded.worker_id, started_at = now()), \
+         a as (insert into step_attempt (claim_id, step_id, attempt, worker_id) select claim_id, id, attempt, lease_owner from c), \
          r as (update pipeline_run set state = 'running', started_at = coalesce(started_at, now()) \
                where id = (select run_id from c) and state = 'queued'), \
          m as (update apalis.jobs set status = 'Done', done_at = now() \
@@ -45,6 +52,7 @@ pub async fn claim(
     .bind(worker_id)
     .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
     .bind(message)
+    .bind(Uuid::now_v7())
     .fetch_optional(pool)
     .await?)
 }
@@ -60,15 +68,14 @@ pub async fn heartbeat(
     let row: Option<bool> = sqlx::query_scalar(
         "update step set lease_expires_at = now() + $3 * interval '1 millisecond', heartbeat_at = now(), \
              progress = $4, message = $5 \
-         where id = $1 and lease_owner = $2 and attempt = $6 and state = 'running' \
+         where id = $1 and claim_id = $2 and state = 'running' \
          returning cancel_requested",
     )
     .bind(claimed.id)
-    .bind(claimed.lease_owner)
+    .bind(claimed.claim_id)
     .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
     .bind(progress.clamp(0.0, 1.0))
     .bind(message)
-    .bind(claimed.attempt)
     .fetch_optional(pool)
     .await?;
     Ok(match row {
@@ -78,21 +85,32 @@ pub async fn heartbeat(
     })
 }
 
+/// What became of a step body's success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Committed: output, artifacts and `succeeded`.
+    Succeeded,
+    /// A cancel had been requested meanwhile: the result is discarded and the step is `cancelled`
+    /// (cancel wins), its downstream steps too.
+    Cancelled,
+    /// The lease was lost; nothing was written.
+    LeaseLost,
+}
+
 /// Commits success: output, artifacts and the state change in one transaction, only while the lease is
-/// still ours. Dispatches dependents that became ready. Returns false when the lease was lost (nothing
-/// is written).
+/// still ours and no cancel was requested. Dispatches dependents that became ready.
 pub async fn complete(
     pool: &PgPool,
     claimed: &Claimed,
     output: &Value,
     artifacts: &[Artifact],
-) -> Result<bool> {
+) -> Result<Completion> {
     const SUCCEED: &str = "with c as ( \
              update step set state = 'succeeded', output = $4, progress = 1, lease_owner = null, \
                  lease_expires_at = null, finished_at = now(), error = null \
-             where id = $1 and lease_owner = $2 and attempt = $3 and state = 'running' returning id, run_id), \
+             where id = $1 and claim_id = $2 and state = 'running' and not cancel_requested returning id, run_id), \
          a as (update step_attempt set finished_at = now(), outcome = 'succeeded' \
-               where step_id = (select id from c) and attempt = $3), \
+               where claim_id = $2 and exists (select 1 from c)), \
          f as (insert into step_artifact (step_id, name, attempt, uri, metadata) \
                select c.id, u.name, $3, u.uri, u.metadata from c, unnest($5::text[], $6::text[], $7::jsonb[]) as u(name, uri, metadata) \
                on conflict (step_id, name) do update set attempt = excluded.attempt, uri = excluded.uri, \
@@ -101,7 +119,7 @@ pub async fn complete(
                                        and o.state in ('queued', 'running') limit 65) x) from c";
     let query = sqlx::query_scalar::<_, i64>(SUCCEED)
         .bind(claimed.id)
-        .bind(claimed.lease_owner)
+        .bind(claimed.claim_id)
         .bind(claimed.attempt)
         .bind(output)
         .bind(artifacts.iter().map(|a| a.name.clone()).collect::<Vec<_>>())
@@ -117,7 +135,7 @@ pub async fn complete(
         let mut tx = pool.begin().await?;
         let Some(open) = query.fetch_optional(&mut *tx).await? else {
             tx.rollback().await?;
-            return Ok(false);
+            return not_completed(pool, claimed).await;
         };
         dispatch_ready_dependents(&mut tx, &[claimed.id]).await?;
         tx.commit().await?;
@@ -126,7 +144,7 @@ pub async fn complete(
         // A single statement is atomic on its own.
         match query.fetch_optional(pool).await? {
             Some(open) => open,
-            None => return Ok(false),
+            None => return not_completed(pool, claimed).await,
         }
     };
     // Near the end of a run, check again after our commit: of steps finishing at once, the last to
@@ -134,7 +152,16 @@ pub async fn complete(
     if others_open <= 64 {
         finish_run_if_done(pool, claimed.run_id).await?;
     }
-    Ok(true)
+    Ok(Completion::Succeeded)
+}
+
+/// Why `complete` wrote nothing: a requested cancel (then recorded) or a lost lease.
+async fn not_completed(pool: &PgPool, claimed: &Claimed) -> Result<Completion> {
+    Ok(if mark_cancelled(pool, claimed).await? {
+        Completion::Cancelled
+    } else {
+        Completion::LeaseLost
+    })
 }
 
 /// What became of a failed attempt.
@@ -144,12 +171,16 @@ pub enum FailOutcome {
     Retrying(Duration),
     /// No attempts left (or not retryable): failed for good.
     Failed,
+    /// A cancel had been requested: the step is `cancelled`, whatever the error (cancel wins).
+    Cancelled,
     /// The lease was lost; nothing was recorded.
     LeaseLost,
 }
 
 /// Records a failed attempt: back to `queued` with backoff, or `failed` when attempts are used up or
-/// the error is permanent (downstream steps are then cancelled).
+/// the error is permanent (downstream steps are then cancelled). A step whose cancel was requested
+/// ends `cancelled` instead, even when the error was retryable. Attempts used are counted without the
+/// claims whose lease was lost (`attempt - lost_leases`).
 pub async fn fail(
     pool: &PgPool,
     claimed: &Claimed,
@@ -159,19 +190,22 @@ pub async fn fail(
     let mut tx = pool.begin().await?;
     let row: Option<(String, i32, i32, String, DateTime<Utc>)> = sqlx::query_as(
         "update step set \
-             state = case when $5 and attempt < max_attempts then 'queued' else 'failed' end, \
-             run_at = case when $5 and attempt < max_attempts \
-                 then now() + least(backoff_base_ms::float8 * power(2, greatest(attempt - 1, 0)), 600000) * interval '1 millisecond' \
+             state = case when cancel_requested then 'cancelled' \
+                          when $4 and attempt - lost_leases < max_attempts then 'queued' else 'failed' end, \
+             run_at = case when not cancel_requested and $4 and attempt - lost_leases < max_attempts \
+                 then now() + least(backoff_base_ms::float8 * power(2, greatest(attempt - lost_leases - 1, 0)), 600000) \
+                      * interval '1 millisecond' \
                  else run_at end, \
-             finished_at = case when $5 and attempt < max_attempts then null else now() end, \
-             lease_owner = null, lease_expires_at = null, error = $4, \
-             errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'error', $4, 'at', now())) \
-         where id = $1 and lease_owner = $2 and attempt = $3 and state = 'running' \
-         returning state, attempt, backoff_base_ms, queue, run_at",
+             finished_at = case when not cancel_requested and $4 and attempt - lost_leases < max_attempts \
+                 then null else now() end, \
+             message = case when cancel_requested then 'cancelled' else message end, \
+             lease_owner = null, lease_expires_at = null, error = $3, \
+             errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'error', $3, 'at', now())) \
+         where id = $1 and claim_id = $2 and state = 'running' \
+         returning state, attempt - lost_leases, backoff_base_ms, queue, run_at",
     )
     .bind(claimed.id)
-    .bind(claimed.lease_owner)
-    .bind(claimed.attempt)
+    .bind(claimed.claim_id)
     .bind(error)
     .bind(retryable)
     .fetch_optional(&mut *tx)
@@ -180,13 +214,22 @@ pub async fn fail(
         tx.rollback().await?;
         return Ok(FailOutcome::LeaseLost);
     };
-    finish_attempt(&mut tx, claimed, "failed").await?;
-    let outcome = if state == "queued" {
-        dispatch(&mut tx, &[(claimed.id, queue, run_at)]).await?;
-        FailOutcome::Retrying(backoff(base, attempt))
-    } else {
-        cancel_downstream(&mut tx, &[claimed.id]).await?;
-        FailOutcome::Failed
+    let outcome = match state.as_str() {
+        "queued" => {
+            finish_attempt(&mut tx, claimed, "failed").await?;
+            dispatch(&mut tx, &[(claimed.id, queue, run_at)]).await?;
+            FailOutcome::Retrying(backoff(base, attempt))
+        }
+        "cancelled" => {
+            finish_attempt(&mut tx, claimed, "cancelled").await?;
+            cancel_downstream(&mut tx, &[claimed.id]).await?;
+            FailOutcome::Cancelled
+        }
+        _ => {
+            finish_attempt(&mut tx, claimed, "failed").await?;
+            cancel_downstream(&mut tx, &[claimed.id]).await?;
+            FailOutcome::Failed
+        }
     };
     finish_run_if_done(&mut *tx, claimed.run_id).await?;
     tx.commit().await?;
@@ -199,11 +242,10 @@ pub async fn mark_cancelled(pool: &PgPool, claimed: &Claimed) -> Result<bool> {
     let done = sqlx::query(
         "update step set state = 'cancelled', lease_owner = null, lease_expires_at = null, finished_at = now(), \
              message = 'cancelled' \
-         where id = $1 and lease_owner = $2 and attempt = $3 and state = 'running'",
+         where id = $1 and claim_id = $2 and state = 'running'",
     )
     .bind(claimed.id)
-    .bind(claimed.lease_owner)
-    .bind(claimed.attempt)
+    .bind(claimed.claim_id)
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
@@ -217,14 +259,38 @@ pub async fn mark_cancelled(pool: &PgPool, claimed: &Claimed) -> Result<bool> {
     Ok(true)
 }
 
+/// Opens a transaction in which a step writes its own output rows (window outcomes, epoch metrics,
+/// evaluations, output records), fenced by its claim: the step's row is locked while it is still
+/// `running` under `claim_id`, so the writes commit only while this execution holds the lease, and a
+/// claim or reap waits for them. [`crate::Error::LeaseLost`] when another execution holds it now (or
+/// none does).
+pub async fn fenced(
+    pool: &PgPool,
+    step_id: Uuid,
+    claim_id: Uuid,
+) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    let held: Option<i32> = sqlx::query_scalar(
+        "select 1 from step where id = $1 and claim_id = $2 and state = 'running' for update",
+    )
+    .bind(step_id)
+    .bind(claim_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if held.is_none() {
+        tx.rollback().await?;
+        return Err(crate::Error::LeaseLost);
+    }
+    Ok(tx)
+}
+
 async fn finish_attempt(
     tx: &mut Transaction<'_, Postgres>,
     claimed: &Claimed,
     outcome: &str,
 ) -> Result<()> {
-    sqlx::query("update step_attempt set finished_at = now(), outcome = $3 where step_id = $1 and attempt = $2")
-        .bind(claimed.id)
-        .bind(claimed.attempt)
+    sqlx::query("update step_attempt set finished_at = now(), outcome = $2 where claim_id = $1")
+        .bind(claimed.claim_id)
         .bind(outcome)
         .execute(&mut **tx)
         .await?;

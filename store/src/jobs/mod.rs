@@ -21,11 +21,13 @@ mod lease;
 mod reaper;
 
 pub use api::{
-    create_run, get_run, get_step, list_runs, queue_depths, queue_depths_in_org, request_cancel,
-    retry,
+    DEFAULT_MAX_QUEUED_STEPS, create_run, get_run, get_step, list_runs, queue_depths,
+    queue_depths_in_org, request_cancel, retry,
 };
-pub use lease::{FailOutcome, claim, complete, fail, heartbeat, mark_cancelled};
-pub use reaper::{Reaped, reap};
+pub use lease::{
+    Completion, FailOutcome, claim, complete, fail, fenced, heartbeat, mark_cancelled,
+};
+pub use reaper::{MAX_LOST_LEASES, Reaped, reap};
 
 use crate::{Error, Result};
 use apalis::prelude::TaskBuilder;
@@ -193,6 +195,8 @@ pub struct Claimed {
     pub max_attempts: i32,
     /// The worker holding the lease.
     pub lease_owner: Uuid,
+    /// This claim's fencing token: every write of the holder is conditional on it.
+    pub claim_id: Uuid,
     /// Whether other steps wait for this one (their dispatch must commit with its success).
     pub has_dependents: bool,
     /// The run's project: whose work this is (never taken from the step's arguments).
@@ -243,6 +247,10 @@ const STEP_COLUMNS: &str = "s.id, s.run_id, s.name, s.kind, s.args, s.queue, s.s
     coalesce((select array_agg(p.name order by p.name) from step_dependency d join step p on p.id = d.depends_on \
               where d.step_id = s.id), '{}') as depends_on";
 
+/// The priority of an organisation's first queued step; each further queued step of the organisation
+/// ranks one lower (see [`dispatch`]).
+const FAIR_SHARE_TOP: i64 = 1_000_000;
+
 /// Pushes dispatch messages for `steps` (id, queue, not-before) inside `tx` and records their ids.
 async fn dispatch(
     tx: &mut Transaction<'_, Postgres>,
@@ -276,15 +284,49 @@ async fn dispatch(
     .bind(&own_ids)
     .fetch_all(&mut **tx)
     .await?;
-    let routes: HashMap<Uuid, (Uuid, bool, bool)> = routes
+    // Fair shares between organisations: a message's priority falls with its place in its
+    // organisation's queue (the steps it has queued, these included), and workers take the highest
+    // priority first. One organisation's 10,000-step run thus does not hold back another's single step:
+    // that step ranks with the first of the big run's.
+    let mut orgs: Vec<Uuid> = routes.iter().map(|r| r.1).collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    let queued: HashMap<Uuid, i64> = sqlx::query_as(
+        "select r.org_id, count(*) from step s join pipeline_run r on r.id = s.run_id \
+         where s.state = 'queued' and r.org_id = any($1) group by r.org_id",
+    )
+    .bind(&orgs)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+    let mut in_batch: HashMap<Uuid, i64> = HashMap::new();
+    for r in &routes {
+        *in_batch.entry(r.1).or_default() += 1;
+    }
+    let mut next_rank: HashMap<Uuid, i64> = orgs
+        .iter()
+        .map(|o| {
+            let before =
+                queued.get(o).copied().unwrap_or(0) - in_batch.get(o).copied().unwrap_or(0);
+            (*o, before.max(0))
+        })
+        .collect();
+    let routes: HashMap<Uuid, (Uuid, bool, bool, usize)> = routes
         .into_iter()
-        .map(|(step, org, installation, own)| (step, (org, installation, own)))
+        .map(|(step, org, installation, own)| {
+            let rank = next_rank.entry(org).or_default();
+            let priority =
+                usize::try_from(FAIR_SHARE_TOP - (*rank).min(FAIR_SHARE_TOP)).unwrap_or(0);
+            *rank += 1;
+            (step, (org, installation, own, priority))
+        })
         .collect();
     let mut by_queue: HashMap<String, Vec<apalis_postgres::PgTask>> = HashMap::new();
     for (((step_id, queue, run_at), dispatch_id), own_id) in
         steps.iter().zip(&dispatch_ids).zip(&own_ids)
     {
-        let Some(&(org, installation, own)) = routes.get(step_id) else {
+        let Some(&(org, installation, own, priority)) = routes.get(step_id) else {
             continue;
         };
         let payload = serde_json::to_vec(&Dispatch { step_id: *step_id })?;
@@ -296,6 +338,7 @@ async fn dispatch(
             let task = TaskBuilder::new(payload.clone())
                 .task_id(id.into())
                 .run_at_timestamp(run_at_secs)
+                .priority(priority)
                 .max_attempts(1)
                 .build();
             by_queue.entry(queue).or_default().push(task);

@@ -21,34 +21,49 @@ pub struct Reaped {
     pub redispatched: u64,
 }
 
+/// A reaped step: id, run, new state, the claim that lost its lease, queue and not-before.
+type Expired = (Uuid, Uuid, String, Option<Uuid>, String, DateTime<Utc>);
+
+/// Claims of one step whose lease may expire before it fails for good (the worker was killed or cut
+/// off each time). Lost leases do not use up the step's `max_attempts`.
+pub const MAX_LOST_LEASES: i32 = 10;
+
 /// One pass of the reaper: expired leases mean the worker is gone. Safe to run from every process at
-/// once (rows are locked with SKIP LOCKED).
+/// once (rows are locked with SKIP LOCKED). A step whose cancel was requested ends `cancelled`; one
+/// that lost its lease [`MAX_LOST_LEASES`] times fails; any other is re-queued, without using up one
+/// of its attempts.
 pub async fn reap(pool: &PgPool) -> Result<Reaped> {
     let mut tx = pool.begin().await?;
-    let expired: Vec<(Uuid, Uuid, String, i32, String, DateTime<Utc>)> = sqlx::query_as(
-        "with expired as (select id from step where state = 'running' and lease_expires_at < now() \
+    let expired: Vec<Expired> = sqlx::query_as(
+        "with expired as (select id, claim_id from step where state = 'running' and lease_expires_at < now() \
                           for update skip locked) \
          update step s set \
-             state = case when s.cancel_requested then 'cancelled' when s.attempt >= s.max_attempts then 'failed' else 'queued' end, \
-             run_at = now() + least(s.backoff_base_ms::float8 * power(2, greatest(s.attempt - 1, 0)), 600000) * interval '1 millisecond', \
-             finished_at = case when s.cancel_requested or s.attempt >= s.max_attempts then now() else null end, \
-             error = 'the worker stopped answering (lease expired)', \
+             state = case when s.cancel_requested then 'cancelled' when s.lost_leases + 1 >= $1 then 'failed' else 'queued' end, \
+             run_at = now() + least(s.backoff_base_ms::float8 * power(2, s.lost_leases), 600000) * interval '1 millisecond', \
+             finished_at = case when s.cancel_requested or s.lost_leases + 1 >= $1 then now() else null end, \
+             message = case when s.cancel_requested then 'cancelled' else s.message end, \
+             lost_leases = s.lost_leases + 1, \
+             error = case when s.lost_leases + 1 >= $1 \
+                 then format('the step lost its worker %s times (each worker stopped answering before its lease expired)', $1) \
+                 else 'the worker stopped answering (lease expired)' end, \
              errors = s.errors || jsonb_build_array(jsonb_build_object('attempt', s.attempt, 'error', 'lease expired', 'at', now())), \
              lease_owner = null, lease_expires_at = null \
          from expired where s.id = expired.id \
-         returning s.id, s.run_id, s.state, s.attempt, s.queue, s.run_at",
+         returning s.id, s.run_id, s.state, expired.claim_id, s.queue, s.run_at",
     )
+    .bind(MAX_LOST_LEASES)
     .fetch_all(&mut *tx)
     .await?;
     let mut report = Reaped::default();
     let mut requeue = Vec::new();
     let mut terminal = Vec::new();
-    for (id, _, state, attempt, queue, run_at) in &expired {
-        sqlx::query("update step_attempt set finished_at = now(), outcome = 'lost' where step_id = $1 and attempt = $2")
-            .bind(id)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?;
+    for (id, _, state, claim, queue, run_at) in &expired {
+        sqlx::query(
+            "update step_attempt set finished_at = now(), outcome = 'lost' where claim_id = $1",
+        )
+        .bind(claim)
+        .execute(&mut *tx)
+        .await?;
         match state.as_str() {
             "queued" => {
                 report.requeued += 1;

@@ -65,7 +65,7 @@ fn permanent(e: impl Into<anyhow::Error>) -> StepError {
     StepError::Permanent(e.into())
 }
 
-/// Plans a project's windows and records them; returns them in id order.
+/// Plans a project's windows (off the async runtime) and records them; returns them in id order.
 pub async fn plan_windows(
     pool: &groundwork_store::PgPool,
     project: &projects::Project,
@@ -76,8 +76,12 @@ pub async fn plan_windows(
         window_size: u32::try_from(project.window_size).unwrap_or(64),
         ..GridOptions::default()
     };
-    let mut specs =
-        groundwork_imagery::windows_for_aoi(&aoi, &opts).context("cutting the AOI into windows")?;
+    // Cutting a large AOI is CPU work: off the async runtime.
+    let mut specs = tokio::task::spawn_blocking(move || {
+        groundwork_imagery::windows_for_aoi(&aoi, &opts).context("cutting the AOI into windows")
+    })
+    .await
+    .context("cutting the AOI into windows")??;
     specs.sort_by(|a, b| a.id.cmp(&b.id));
     let rows: Vec<windows::NewWindow> = specs
         .iter()
@@ -96,6 +100,8 @@ pub async fn plan_windows(
         })
         .collect();
     windows::upsert(pool, project.id, &rows).await?;
+    let planned: Vec<String> = rows.into_iter().map(|w| w.id).collect();
+    windows::retire_unplanned(pool, project.id, &planned).await?;
     Ok(specs)
 }
 
@@ -181,7 +187,12 @@ impl Step for Acquire {
                     objects: w.objects.clone(),
                 })
                 .collect();
-            windows::record_outcomes(&ctx.pool, project.id, ctx.step_id, &outcomes)
+            // Fenced by the claim: an execution that lost its lease records nothing.
+            let mut tx = ctx.fenced().await?;
+            windows::record_outcomes(&mut *tx, project.id, ctx.step_id, &outcomes)
+                .await
+                .map_err(|e| StepError::Retryable(e.into()))?;
+            tx.commit()
                 .await
                 .map_err(|e| StepError::Retryable(e.into()))?;
             let output = json!({

@@ -284,9 +284,9 @@ impl Step for Combine {
                 .map_err(|e| StepError::Retryable(e.into()))?
                 .map_err(permanent)?;
             let mut rasters = Vec::new();
-            let folder =
-                ctx.keys()
-                    .attempt(ctx.run_id, StepKind::Combine, ctx.step_id, ctx.attempt);
+            let folder = ctx
+                .keys()
+                .claim(ctx.run_id, StepKind::Combine, ctx.step_id, ctx.claim_id);
             for (kind, path, bands) in files {
                 let key = format!("{folder}/{kind}.tif");
                 let bytes = tokio::fs::read(&path)

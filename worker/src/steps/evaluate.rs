@@ -456,8 +456,10 @@ async fn evaluate_with_manifest(
         selection,
     };
     let report = serde_json::to_value(&report).map_err(permanent)?;
+    // Fenced by the claim: an execution that lost its lease stores no report.
+    let mut tx = ctx.fenced().await?;
     let stored = models::record_evaluation(
-        &ctx.pool,
+        &mut *tx,
         &models::NewEvaluation {
             run_id: train_run,
             step_id: Some(ctx.step_id),
@@ -468,6 +470,7 @@ async fn evaluate_with_manifest(
     )
     .await
     .map_err(|e| retryable(anyhow::anyhow!(e)))?;
+    tx.commit().await.map_err(retryable)?;
     ctx.progress.set(1.0, "evaluation stored");
     Ok(StepOutput {
         output: json!({"evaluation_id": stored.id, "report": report}),

@@ -92,7 +92,7 @@ impl Step for Publish {
                 }
             }
             let dir = tempfile::tempdir().map_err(|e| StepError::Retryable(e.into()))?;
-            let mut published = Vec::new();
+            let mut rows = Vec::new();
             for (i, raster) in combined.outputs.iter().enumerate() {
                 ctx.progress.set(
                     i as f32 / combined.outputs.len().max(1) as f32,
@@ -118,7 +118,7 @@ impl Step for Publish {
                 let web_key = format!(
                     "{}/{}-3857.tif",
                     ctx.keys()
-                        .attempt(ctx.run_id, StepKind::Publish, ctx.step_id, ctx.attempt),
+                        .claim(ctx.run_id, StepKind::Publish, ctx.step_id, ctx.claim_id),
                     raster.kind
                 );
                 let bytes = tokio::fs::read(&dst)
@@ -131,32 +131,39 @@ impl Step for Publish {
                     )
                     .await
                     .map_err(|e| StepError::Retryable(e.into()))?;
-                let out = outputs::upsert(
-                    &ctx.pool,
-                    &NewOutput {
-                        org_id: project.org_id,
-                        project_id: project.id,
-                        run_id: ctx.run_id,
-                        kind: raster.kind.clone(),
-                        utm_key: raster.key.clone(),
-                        web_key,
-                        epsg: i32::try_from(combined.epsg).unwrap_or_default(),
-                        width: i32::try_from(combined.width).unwrap_or_default(),
-                        height: i32::try_from(combined.height).unwrap_or_default(),
-                        bands: i32::try_from(raster.bands).unwrap_or_default(),
-                        bbox: info.bounds_wgs84,
-                        bounds_3857: info.bounds_3857,
-                        min_zoom: i16::from(info.min_zoom),
-                        max_zoom: i16::from(info.max_zoom),
-                        classes: combined.classes.clone(),
-                        stats: combined.stats.clone(),
-                        lineage: lineage.clone(),
-                    },
-                )
-                .await
-                .map_err(|e| StepError::Retryable(e.into()))?;
+                rows.push(NewOutput {
+                    org_id: project.org_id,
+                    project_id: project.id,
+                    run_id: ctx.run_id,
+                    kind: raster.kind.clone(),
+                    utm_key: raster.key.clone(),
+                    web_key,
+                    epsg: i32::try_from(combined.epsg).unwrap_or_default(),
+                    width: i32::try_from(combined.width).unwrap_or_default(),
+                    height: i32::try_from(combined.height).unwrap_or_default(),
+                    bands: i32::try_from(raster.bands).unwrap_or_default(),
+                    bbox: info.bounds_wgs84,
+                    bounds_3857: info.bounds_3857,
+                    min_zoom: i16::from(info.min_zoom),
+                    max_zoom: i16::from(info.max_zoom),
+                    classes: combined.classes.clone(),
+                    stats: combined.stats.clone(),
+                    lineage: lineage.clone(),
+                });
+            }
+            // The output rows commit together, fenced by the claim: an execution that lost its lease
+            // publishes nothing, and a reader never sees half of a run's outputs.
+            let mut tx = ctx.fenced().await?;
+            let mut published = Vec::new();
+            for row in &rows {
+                let out = outputs::upsert(&mut *tx, row)
+                    .await
+                    .map_err(|e| StepError::Retryable(e.into()))?;
                 published.push(json!({"id": out.id, "kind": out.kind, "min_zoom": out.min_zoom, "max_zoom": out.max_zoom}));
             }
+            tx.commit()
+                .await
+                .map_err(|e| StepError::Retryable(e.into()))?;
             ctx.progress.set(1.0, "published");
             Ok(StepOutput {
                 output: json!({"outputs": published}),

@@ -11,7 +11,8 @@
 //!    and the choice go to `…/runs/{run}/model/baseline.json` for `evaluate`.
 //! 4. Fine-tuning ([`olmoearth::finetune::Trainer`]) starts from the better linear model, with a
 //!    class-weighted loss and early stopping on validation macro-F1; every epoch writes a checkpoint
-//!    (weights, optimiser moments, curve) under `…/runs/{run}/checkpoints/` (attempt-independent keys) and a
+//!    (weights, optimiser moments, curve) under `…/runs/{run}/checkpoints/{claim}/` (one folder per claim,
+//!    named by `checkpoints/state.json`, which every claim reads) and a
 //!    row of `training_epoch`; a retried or resumed attempt continues after the last checkpointed epoch.
 //! 5. The chosen model: `…/runs/{run}/model/weights.safetensors` and `…/model/model.json` (config,
 //!    label-set version, weights sha256, metrics with the choice and its reason); the step output names
@@ -376,6 +377,17 @@ pub(crate) async fn load_examples(
     Ok((out, skipped))
 }
 
+/// A permanent error when the project's windows hold imagery of settings it no longer has.
+pub(crate) async fn refuse_stale(ctx: &StepContext) -> Result<(), StepError> {
+    let counts = groundwork_store::windows::counts(&ctx.pool, ctx.project_id)
+        .await
+        .map_err(retryable)?;
+    match groundwork_store::windows::stale_refusal(counts.stale) {
+        Some(msg) => Err(permanent(anyhow::anyhow!(msg))),
+        None => Ok(()),
+    }
+}
+
 /// The `train` kind.
 #[derive(Debug, Clone, Copy)]
 pub struct Train;
@@ -389,6 +401,7 @@ impl Step for Train {
         args: TrainArgs,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
+            refuse_stale(&ctx).await?;
             let (version, examples) =
                 labels::training_examples(&ctx.pool, ctx.project_id, args.label_set_version)
                     .await
@@ -424,8 +437,12 @@ impl FitSink for StepSink {
         best: Option<&[u8]>,
     ) -> olmoearth::Result<()> {
         let epoch = state.epoch;
-        let ckpt_name = format!("epoch-{epoch:04}.safetensors");
-        let best_name = best.map(|_| format!("best-{epoch:04}.safetensors"));
+        // Files go under this claim's own folder, so two executions of the step (one that lost its
+        // lease and does not know it yet) never overwrite or delete each other's files; state.json
+        // names them relative to the checkpoint folder, so a later claim resumes from them.
+        let claim = self.ctx.claim_id;
+        let ckpt_name = format!("{claim}/epoch-{epoch:04}.safetensors");
+        let best_name = best.map(|_| format!("{claim}/best-{epoch:04}.safetensors"));
         let old = (self.state.checkpoint.clone(), self.state.best.clone());
         self.state.fit = state.clone();
         self.state.checkpoint = ckpt_name.clone();
@@ -442,19 +459,22 @@ impl FitSink for StepSink {
             })?;
         let ckpt = checkpoint.to_vec();
         let best = best.map(<[u8]>::to_vec);
-        let pool = self.ctx.pool.clone();
+        let ctx = self.ctx.clone();
         let (run_id, step_id, metric) = (self.ctx.run_id, self.ctx.step_id, self.metric);
+        let own = format!("{claim}/");
         let res: anyhow::Result<()> = self.handle.block_on(async move {
             // Files first, then state.json names them: a crash in between leaves the previous state valid.
             put_bytes(store.as_ref(), &format!("{prefix}/{ckpt_name}"), ckpt).await?;
             if let (Some(b), Some(name)) = (best, &best_name) {
                 put_bytes(store.as_ref(), &format!("{prefix}/{name}"), b).await?;
             }
-            // The epoch's row before the commit point: every epoch state.json names has its row (a row
-            // past it, from an epoch that never committed, is overwritten when the resumed run gets there).
+            // The epoch's row and the commit point, fenced by the claim: the step row stays locked
+            // while state.json is written, so no other claim of the step exists meanwhile, and an
+            // execution that lost its lease moves neither (every epoch state.json names has its row).
+            let mut tx = ctx.fenced().await.map_err(|e| anyhow::anyhow!("{e}"))?;
             if let Some(r) = record {
                 models::record_epoch(
-                    &pool,
+                    &mut *tx,
                     run_id,
                     &models::TrainingEpoch {
                         step_id,
@@ -470,14 +490,17 @@ impl FitSink for StepSink {
                 .await?;
             }
             put_bytes(store.as_ref(), &format!("{prefix}/state.json"), state_json).await?;
-            // Superseded files go; a failed delete only leaves a stray file behind.
+            tx.commit().await?;
+            // This claim's superseded files go (another claim's never); a failed delete only leaves a
+            // stray file behind.
             let (old_ckpt, old_best) = old;
-            if !old_ckpt.is_empty() && old_ckpt != ckpt_name {
+            if old_ckpt.starts_with(&own) && old_ckpt != ckpt_name {
                 let _ = store
                     .delete(&ObjectPath::from(format!("{prefix}/{old_ckpt}")))
                     .await;
             }
             if let (Some(old_best), Some(new_best)) = (old_best, &best_name)
+                && old_best.starts_with(&own)
                 && &old_best != new_best
             {
                 let _ = store

@@ -456,10 +456,11 @@ async fn an_expired_lease_requeues_the_step_and_the_old_holder_cannot_commit() {
     let s = jobs::get_step(&db.pool, DEFAULT_ORG_ID, id).await.unwrap();
     assert_eq!((s.state.as_str(), s.attempt), ("queued", 1));
     // The ghost comes back: its writes are refused.
-    assert!(
-        !jobs::complete(&db.pool, &claimed, &json!({"ghost": true}), &[])
+    assert_eq!(
+        jobs::complete(&db.pool, &claimed, &json!({"ghost": true}), &[])
             .await
-            .unwrap()
+            .unwrap(),
+        jobs::Completion::LeaseLost
     );
     assert_eq!(
         jobs::heartbeat(&db.pool, &claimed, Duration::from_secs(1), 0.5, "")
@@ -642,4 +643,312 @@ async fn a_message_held_but_not_reached_is_redispatched_and_a_claim_retires_its_
         .await
         .unwrap();
     assert_eq!(status, "Done");
+}
+
+/// A worker row for claims made by the test itself.
+async fn test_worker(pool: &PgPool, name: &str) -> Uuid {
+    workers::register(
+        pool,
+        &workers::Registration {
+            name: name.into(),
+            pool: "cpu".into(),
+            queues: vec!["cpu".into()],
+            concurrency: 1,
+            capabilities: json!({}),
+            version: "0".into(),
+        },
+    )
+    .await
+    .expect("registering a worker")
+}
+
+#[tokio::test]
+async fn a_stale_execution_cannot_use_the_claim_that_follows_a_retry() {
+    let db = TestDb::new().await.unwrap();
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
+    let mut s = step("s", "noop", json!({}), &[]);
+    s.max_attempts = 1;
+    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[s], None)
+        .await
+        .unwrap();
+    let id = run.steps[0].id;
+    let me = test_worker(&db.pool, "me").await;
+    // The first execution is cut off; its cancel is recorded by the reaper, and a user retries.
+    let stale = jobs::claim(&db.pool, id, me, Duration::from_millis(200), None)
+        .await
+        .unwrap()
+        .unwrap();
+    jobs::request_cancel(&db.pool, DEFAULT_ORG_ID, id)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(jobs::reap(&db.pool).await.unwrap().cancelled, 1);
+    jobs::retry(&db.pool, DEFAULT_ORG_ID, id).await.unwrap();
+    // The same worker claims it again: the same attempt number, another claim.
+    let fresh = jobs::claim(&db.pool, id, me, Duration::from_secs(30), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (fresh.attempt, fresh.lease_owner),
+        (stale.attempt, stale.lease_owner)
+    );
+    assert_ne!(fresh.claim_id, stale.claim_id);
+
+    // The stale execution changes nothing: no heartbeat, no output rows, no outcome.
+    assert_eq!(
+        jobs::heartbeat(&db.pool, &stale, Duration::from_secs(30), 0.9, "stale")
+            .await
+            .unwrap(),
+        jobs::Beat::LeaseLost
+    );
+    assert!(matches!(
+        jobs::fenced(&db.pool, id, stale.claim_id).await,
+        Err(groundwork_store::Error::LeaseLost)
+    ));
+    assert_eq!(
+        jobs::complete(&db.pool, &stale, &json!({"stale": true}), &[])
+            .await
+            .unwrap(),
+        jobs::Completion::LeaseLost
+    );
+    assert_eq!(
+        jobs::fail(&db.pool, &stale, "stale", false).await.unwrap(),
+        jobs::FailOutcome::LeaseLost
+    );
+    let now = jobs::get_step(&db.pool, DEFAULT_ORG_ID, id).await.unwrap();
+    assert_eq!((now.state.as_str(), now.message.as_str()), ("running", ""));
+
+    // The fresh claim's writes go through.
+    jobs::fenced(&db.pool, id, fresh.claim_id)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs::complete(&db.pool, &fresh, &json!({"fresh": true}), &[])
+            .await
+            .unwrap(),
+        jobs::Completion::Succeeded
+    );
+    let done = jobs::get_step(&db.pool, DEFAULT_ORG_ID, id).await.unwrap();
+    assert_eq!(
+        (done.state.as_str(), done.output),
+        ("succeeded", Some(json!({"fresh": true})))
+    );
+    // Both claims keep their history rows.
+    let outcomes: Vec<Option<String>> = sqlx::query_scalar(
+        "select outcome from step_attempt where step_id = $1 order by started_at",
+    )
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes,
+        [Some("lost".to_owned()), Some("succeeded".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_wins_over_a_retryable_failure_and_over_a_late_success() {
+    let db = TestDb::new().await.unwrap();
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
+    let me = test_worker(&db.pool, "me").await;
+    let run = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[
+            step("first", "noop", json!({}), &[]),
+            step("second", "noop", json!({}), &["first"]),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let first = by_name(&run, "first").id;
+    let c = jobs::claim(&db.pool, first, me, Duration::from_secs(30), None)
+        .await
+        .unwrap()
+        .unwrap();
+    jobs::request_cancel(&db.pool, DEFAULT_ORG_ID, first)
+        .await
+        .unwrap();
+    // The body then fails with an error worth retrying: the step is cancelled all the same.
+    assert_eq!(
+        jobs::fail(&db.pool, &c, "connection reset", true)
+            .await
+            .unwrap(),
+        jobs::FailOutcome::Cancelled
+    );
+    let r = jobs::get_run(&db.pool, DEFAULT_ORG_ID, run.run.id)
+        .await
+        .unwrap();
+    assert_eq!(r.run.state, "cancelled");
+    assert_eq!(by_name(&r, "first").state, "cancelled");
+    assert_eq!(by_name(&r, "second").state, "cancelled");
+
+    // Retry works on it afterwards, and the run finishes.
+    jobs::retry(&db.pool, DEFAULT_ORG_ID, first).await.unwrap();
+    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin())
+        .await
+        .unwrap();
+    let done = wait_run(&db.pool, run.run.id, Duration::from_secs(15)).await;
+    assert_eq!(done.run.state, "succeeded", "{done:#?}");
+    w.shutdown().await;
+
+    // A body that succeeds after its cancel was requested: the result is discarded.
+    let run = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("late", "noop", json!({}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
+    let late = run.steps[0].id;
+    let c = jobs::claim(&db.pool, late, me, Duration::from_secs(30), None)
+        .await
+        .unwrap()
+        .unwrap();
+    jobs::request_cancel(&db.pool, DEFAULT_ORG_ID, late)
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs::complete(&db.pool, &c, &json!({"late": true}), &[])
+            .await
+            .unwrap(),
+        jobs::Completion::Cancelled
+    );
+    let s = jobs::get_step(&db.pool, DEFAULT_ORG_ID, late)
+        .await
+        .unwrap();
+    assert_eq!((s.state.as_str(), s.output), ("cancelled", None));
+}
+
+#[tokio::test]
+async fn a_lost_lease_uses_up_no_attempt_and_has_its_own_cap() {
+    let db = TestDb::new().await.unwrap();
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
+    let mut s = step("s", "noop", json!({}), &[]);
+    s.max_attempts = 1;
+    s.backoff_base_ms = 0;
+    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[s], None)
+        .await
+        .unwrap();
+    let id = run.steps[0].id;
+    let me = test_worker(&db.pool, "killed-every-time").await;
+    for lost in 1..=jobs::MAX_LOST_LEASES {
+        jobs::claim(&db.pool, id, me, Duration::from_millis(100), None)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        jobs::reap(&db.pool).await.unwrap();
+        let now = jobs::get_step(&db.pool, DEFAULT_ORG_ID, id).await.unwrap();
+        if lost < jobs::MAX_LOST_LEASES {
+            // The one attempt allowed is still there.
+            assert_eq!(now.state, "queued", "after {lost} lost lease(s): {now:#?}");
+            // The re-queue's backoff (zero here) must pass before the next claim.
+            sqlx::query("update step set run_at = now() where id = $1")
+                .bind(id)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        } else {
+            assert_eq!(now.state, "failed");
+            assert!(
+                now.error.as_deref().unwrap().contains("lost its worker"),
+                "{now:#?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_neither_stops_the_workers_nor_fails_the_work() {
+    let db = TestDb::new().await.unwrap();
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
+    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin())
+        .await
+        .unwrap();
+    // One attempt only: a step marked failed because of the outage would fail the run.
+    let mut long = step("long", "sleep", json!({"seconds": 1.5}), &[]);
+    long.max_attempts = 1;
+    let mut then = step("then", "noop", json!({}), &["long"]);
+    then.max_attempts = 1;
+    let run = jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &[long, then], None)
+        .await
+        .unwrap();
+    wait_step(
+        &db.pool,
+        by_name(&run, "long").id,
+        "running",
+        Duration::from_secs(10),
+    )
+    .await;
+    // Longer than the lease (3 s): the worker fences itself, and the step is re-queued, not failed.
+    db.outage(Duration::from_secs(5)).await.unwrap();
+    let done = wait_run(&db.pool, run.run.id, Duration::from_secs(40)).await;
+    assert_eq!(done.run.state, "succeeded", "{done:#?}");
+
+    // The worker's pollers came back: new work is taken.
+    let after = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("after", "noop", json!({}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
+    let done = wait_run(&db.pool, after.run.id, Duration::from_secs(20)).await;
+    assert_eq!(done.run.state, "succeeded", "{done:#?}");
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_acquisitions_of_one_project_cannot_run_at_once() {
+    let db = TestDb::new().await.unwrap();
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
+    let other = project(&db.pool, DEFAULT_ORG_ID, "q").await;
+    let acquisition = || [step("acquire-0", "acquire", json!({}), &[])];
+    // Concurrent requests: exactly one wins, the others name its run.
+    let steps = acquisition();
+    let attempts = futures::future::join_all(
+        (0..4).map(|_| jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &steps, None)),
+    )
+    .await;
+    let won: Vec<_> = attempts.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1);
+    let open = won[0].run.id;
+    for r in &attempts {
+        if let Err(e) = r {
+            assert!(matches!(e, groundwork_store::Error::Conflict(_)), "{e}");
+            assert!(e.to_string().contains(&open.to_string()), "{e}");
+        }
+    }
+    // Another project is not affected, nor is other work on this one.
+    jobs::create_run(&db.pool, DEFAULT_ORG_ID, other, &acquisition(), None)
+        .await
+        .unwrap();
+    jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("n", "noop", json!({}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
+    // Once the open one ends, a new acquisition starts.
+    jobs::request_cancel(&db.pool, DEFAULT_ORG_ID, won[0].steps[0].id)
+        .await
+        .unwrap();
+    jobs::create_run(&db.pool, DEFAULT_ORG_ID, p, &acquisition(), None)
+        .await
+        .unwrap();
 }

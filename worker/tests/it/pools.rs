@@ -175,3 +175,122 @@ async fn the_gpu_choice_looks_only_at_workers_the_organisation_may_use() {
     assert!(!models::gpu_worker_online(pool, a).await.unwrap());
     assert!(models::gpu_worker_online(pool, b).await.unwrap());
 }
+
+#[tokio::test]
+async fn a_small_run_of_one_organisation_is_not_held_back_by_a_large_run_of_another() {
+    let db = TestDb::new().await.unwrap();
+    let b = org_b(&db.pool).await;
+    let pa = project(&db.pool, DEFAULT_ORG_ID, "big").await;
+    let pb = project(&db.pool, b, "small").await;
+    // Organisation A queues 24 steps of 0.2 s, then B queues one; one worker, one slot.
+    let big: Vec<NewStep> = (0..24)
+        .map(|i| {
+            NewStep::new(
+                format!("s{i}"),
+                "sleep".parse().unwrap(),
+                json!({"seconds": 0.2}),
+                "cpu",
+            )
+        })
+        .collect();
+    let big = jobs::create_run(&db.pool, DEFAULT_ORG_ID, pa, &big, None)
+        .await
+        .unwrap();
+    let small = jobs::create_run(
+        &db.pool,
+        b,
+        pb,
+        &[NewStep::new(
+            "only",
+            "noop".parse().unwrap(),
+            json!({}),
+            "cpu",
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    let w = Worker::start(db.pool.clone(), config("shared", None), Registry::builtin())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (small_done, big_run) = loop {
+        let s = jobs::get_run(&db.pool, b, small.run.id).await.unwrap();
+        let g = jobs::get_run(&db.pool, DEFAULT_ORG_ID, big.run.id)
+            .await
+            .unwrap();
+        if s.run.state == "succeeded" && g.run.state == "succeeded" {
+            break (s, g);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs did not finish: {s:#?} {g:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    w.shutdown().await;
+    // B's step started before most of A's: it ranked with A's first steps, not after all of them.
+    let b_started = small_done.steps[0].started_at.unwrap();
+    let a_after = big_run
+        .steps
+        .iter()
+        .filter(|s| s.started_at.unwrap() > b_started)
+        .count();
+    assert!(
+        a_after >= 20,
+        "only {a_after} of A's 24 steps started after B's"
+    );
+}
+
+#[tokio::test]
+async fn an_organisation_s_limits_on_queued_and_running_steps_hold() {
+    let db = TestDb::new().await.unwrap();
+    let b = org_b(&db.pool).await;
+    let p = project(&db.pool, b, "limited").await;
+    accounts::set_org_limits(&db.pool, &Who::cli(), b, Some(Some(3)), Some(Some(1)))
+        .await
+        .unwrap();
+    let sleeps = |n: usize| -> Vec<NewStep> {
+        (0..n)
+            .map(|i| {
+                NewStep::new(
+                    format!("s{i}"),
+                    "sleep".parse().unwrap(),
+                    json!({"seconds": 0.5}),
+                    "cpu",
+                )
+            })
+            .collect()
+    };
+    // Four queued steps would pass the limit of three.
+    let err = jobs::create_run(&db.pool, b, p, &sleeps(4), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, groundwork_store::Error::LimitReached(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("limit is 3"), "{err}");
+    // Two steps are accepted; with two free worker slots they still run one at a time.
+    let run = jobs::create_run(&db.pool, b, p, &sleeps(2), None)
+        .await
+        .unwrap();
+    let mut c = config("two-slots", None);
+    c.concurrency = 2;
+    let w = Worker::start(db.pool.clone(), c, Registry::builtin())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut most = 0;
+    loop {
+        let r = jobs::get_run(&db.pool, b, run.run.id).await.unwrap();
+        most = most.max(r.steps.iter().filter(|s| s.state == "running").count());
+        if r.run.state == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish: {r:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.shutdown().await;
+    assert_eq!(most, 1);
+}

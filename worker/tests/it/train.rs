@@ -181,13 +181,28 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
-    fn ctx(&self, step_id: Uuid, attempt: i32, cancel: CancellationToken) -> StepContext {
+    /// The context of a fresh claim of `step_id`: the step is set `running` under a new claim id, as a
+    /// worker's claim does, so the body's fenced writes commit (and an earlier claim's no longer do).
+    async fn ctx(&self, step_id: Uuid, attempt: i32, cancel: CancellationToken) -> StepContext {
+        let claim_id = Uuid::now_v7();
+        sqlx::query(
+            "update step set state = 'running', attempt = $2, claim_id = $3, \
+                 lease_expires_at = now() + interval '1 hour', started_at = coalesce(started_at, now()) \
+             where id = $1",
+        )
+        .bind(step_id)
+        .bind(attempt)
+        .bind(claim_id)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
         StepContext {
             step_id,
             run_id: self.run_id,
             project_id: self.project_id,
             org_id: self.org_id,
             attempt,
+            claim_id,
             args: Value::Null,
             progress: Progress::default(),
             cancel,
@@ -224,7 +239,7 @@ async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated
 
     // Attempt 1: cancelled once two epochs are checkpointed (frozen epochs are quick, unfrozen ones slow).
     let cancel = CancellationToken::new();
-    let ctx = s.ctx(s.train_step, 1, cancel.clone());
+    let ctx = s.ctx(s.train_step, 1, cancel.clone()).await;
     let (a, ex) = (args.clone(), s.examples.clone());
     let first = tokio::spawn(async move { train_on_examples(&ctx, &a, 7, ex).await });
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
@@ -255,7 +270,7 @@ async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated
     assert_eq!(curve_before.len() as u64, saved);
 
     // Attempt 2 continues at the next epoch.
-    let ctx = s.ctx(s.train_step, 2, CancellationToken::new());
+    let ctx = s.ctx(s.train_step, 2, CancellationToken::new()).await;
     let out = train_on_examples(&ctx, &args, 7, s.examples.clone())
         .await
         .unwrap()
@@ -301,7 +316,7 @@ async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated
     assert_eq!(manifest["weights_sha256"], out["weights_sha256"]);
 
     // Evaluate on the test split: the model and the baseline beat the majority class.
-    let ctx = s.ctx(s.eval_step, 1, CancellationToken::new());
+    let ctx = s.ctx(s.eval_step, 1, CancellationToken::new()).await;
     let eval_args = EvaluateArgs {
         train_run_id: None,
         device: Some("cpu".into()),
@@ -363,7 +378,7 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
         device: Some("cpu".into()),
         ..TrainArgs::default()
     };
-    let ctx = s.ctx(s.train_step, 1, CancellationToken::new());
+    let ctx = s.ctx(s.train_step, 1, CancellationToken::new()).await;
     let out = train_on_examples(&ctx, &args, 1, s.examples.clone())
         .await
         .unwrap()
@@ -436,7 +451,7 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
 
     // The evaluation scores every candidate on test, marks the chosen one, and the model it loads from the
     // published weights predicts exactly what the chosen candidate predicted.
-    let ctx = s.ctx(s.eval_step, 1, CancellationToken::new());
+    let ctx = s.ctx(s.eval_step, 1, CancellationToken::new()).await;
     let eval_args = EvaluateArgs {
         train_run_id: None,
         device: Some("cpu".into()),

@@ -6,7 +6,7 @@
 //! neighbours into one mosaic, runs the model on overlapping tiles of the window size on a lattice
 //! anchored at the zone's origin, blends them with linear ramps (see `groundwork_imagery::stitch`), and
 //! writes its core: `(K, H, W)` probabilities (or values) and a validity mask, as safetensors under an
-//! attempt-specific key.
+//! claim-specific key.
 //!
 //! `model` holds the models a prediction can run, `partition` the pure stitching core and its file
 //! format; this module holds the step's arguments, the run planner and the step body.
@@ -108,6 +108,10 @@ pub async fn plan_prediction(
     project: &projects::Project,
     opts: &PredictOptions,
 ) -> anyhow::Result<Vec<NewStep>> {
+    let counts = groundwork_store::windows::counts(pool, project.id).await?;
+    if let Some(msg) = groundwork_store::windows::stale_refusal(counts.stale) {
+        anyhow::bail!(msg);
+    }
     let windows = outputs::acquired_windows(pool, project.id, None, None).await?;
     anyhow::ensure!(
         !windows.is_empty(),
@@ -307,7 +311,7 @@ impl Step for Predict {
             let key = format!(
                 "{}.safetensors",
                 ctx.keys()
-                    .attempt(ctx.run_id, StepKind::Predict, ctx.step_id, ctx.attempt)
+                    .claim(ctx.run_id, StepKind::Predict, ctx.step_id, ctx.claim_id)
             );
             objects
                 .put(&object_store::path::Path::from(key.as_str()), bytes.into())
