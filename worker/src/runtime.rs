@@ -344,11 +344,18 @@ async fn run_poller(
     queue: String,
     slot: usize,
 ) {
-    let name = format!("{}-{queue}-{slot}", shared.worker_id);
+    let key = format!("{}-{queue}-{slot}", shared.worker_id);
     let mut restarts = 0u32;
     loop {
+        // A restarted poller registers with apalis under a new name: the old registration may still
+        // hold its advisory lock on a pooled connection.
+        let name = if restarts == 0 {
+            key.clone()
+        } else {
+            format!("{key}-r{restarts}")
+        };
         let ctx = WorkerContext::new(&name);
-        contexts.set(&name, ctx.clone());
+        contexts.set(&key, ctx.clone());
         // Woken through the worker's one listener for apalis's insert notifications; the interval
         // catches anything scheduled with a backoff or missed while reconnecting.
         let wake = Strategy::new()

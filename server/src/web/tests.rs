@@ -377,7 +377,10 @@ async fn workers_are_listed_and_drained_from_their_page() {
     assert!(page.body.contains("gpu-box-1"));
     assert!(page.body.contains("NVIDIA A100 (80 GiB)"));
     assert!(page.body.contains("16 cores, 64.0 GiB, device cuda:0"));
-    assert!(page.body.contains(r#"<th scope="row">gpu-a100</th>"#));
+    // An installation pool, marked as such.
+    assert!(page.body.contains(
+        r#"<th scope="row">gpu-a100 <span class="kind" data-field="shared">installation, shared</span></th>"#
+    ));
     assert!(page.body.contains(r#"data-state="active">active</span>"#));
 
     let r = site

@@ -462,10 +462,22 @@ impl Fixture {
                 Some(json!({"steps": [{"name": "a", "kind": "noop"}]})),
             ),
             "list runs" => (format!("/api/v1/projects/{p}/runs"), None),
-            "acquire" => (
-                format!("/api/v1/projects/{p}/acquire"),
-                Some(json!({"stac": "https://stac.example.org/v1"})),
-            ),
+            "acquire" => {
+                // One acquisition at a time: the previous caller's run is closed first.
+                sqlx::query(
+                    "update pipeline_run r set state = 'cancelled', finished_at = now() \
+                     where r.project_id = $1 and r.state in ('queued', 'running') \
+                       and exists (select 1 from step s where s.run_id = r.id and s.kind = 'acquire')",
+                )
+                .bind(p.parse::<Uuid>().unwrap())
+                .execute(&self.pool)
+                .await
+                .unwrap();
+                (
+                    format!("/api/v1/projects/{p}/acquire"),
+                    Some(json!({"stac": "https://stac.example.org/v1"})),
+                )
+            }
             "list windows" => (format!("/api/v1/projects/{p}/windows"), None),
             "get run" => (format!("/api/v1/runs/{run}"), None),
             "get step" => (format!("/api/v1/steps/{step}"), None),
@@ -1931,15 +1943,21 @@ async fn workers_register_with_a_valid_worker_token_only() {
     let id = workers::register_with_token(&db.pool, &reg, Some(&secret))
         .await
         .unwrap();
-    // It belongs to the token's organisation and shows there only.
+    // It belongs to the token's organisation; the installation's worker shows there too, read-only.
     let r = send(&app, &owner, "GET", "/api/v1/workers", None, "10.8.0.1").await;
-    let ids: Vec<&str> = r.body["items"]
-        .as_array()
-        .unwrap()
+    let items = r.body["items"].as_array().unwrap();
+    let own: Vec<&str> = items
         .iter()
+        .filter(|w| w["installation"] == json!(false))
         .map(|w| w["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [id.to_string().as_str()]);
+    assert_eq!(own, [id.to_string().as_str()]);
+    assert!(
+        items
+            .iter()
+            .any(|w| w["id"] == json!(local.to_string()) && w["installation"] == json!(true)),
+        "{items:?}"
+    );
     assert_eq!(workers::heartbeat(&db.pool, id).await.unwrap(), "active");
 
     // Revoked: no new registrations, and its workers drain.
