@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod acquire;
+pub mod assessment;
 pub mod composite;
 pub mod demo;
 mod error;

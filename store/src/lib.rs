@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod assessments;
 pub mod audit;
 pub mod devdb;
 mod error;

@@ -1,6 +1,7 @@
 //! REST API v1: router, shared state, pagination, health checks and the OpenAPI document.
 
 pub mod accounts;
+pub mod assessments;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -251,6 +252,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(accounts::routes())
         .merge(tokens::routes())
         .merge(outputs::routes())
+        .merge(assessments::routes())
         .routes(routes!(step_kinds))
 }
 

@@ -4,6 +4,7 @@
 //! the web pages call the same functions.
 
 pub mod accounts;
+pub mod assessments;
 pub mod imagery;
 pub mod labels;
 pub mod models;

@@ -92,7 +92,7 @@ pub async fn list_outputs(
 
 /// The local copy of an object, from the server's file cache (fetched once while it stays cached;
 /// keys are never overwritten).
-async fn local_copy(state: &AppState, key: &str) -> ApiResult<PathBuf> {
+pub(crate) async fn local_copy(state: &AppState, key: &str) -> ApiResult<PathBuf> {
     let cache = state.cache.clone();
     let k = key.to_owned();
     if let Some(path) = tokio::task::spawn_blocking(move || cache.get(&k))

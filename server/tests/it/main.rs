@@ -7,6 +7,7 @@
 mod access;
 mod acquire;
 mod api;
+mod assessments;
 mod cli;
 mod common;
 mod demo_stac;
