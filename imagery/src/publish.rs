@@ -258,8 +258,61 @@ pub fn web_mercator_info(path: &Path) -> Result<WebMercatorInfo> {
     })
 }
 
+/// Twice the signed area of a ring (positive when counter-clockwise).
+fn ring_area2(ring: &[serde_json::Value]) -> f64 {
+    let pt = |v: &serde_json::Value| {
+        (
+            v.get(0).and_then(serde_json::Value::as_f64).unwrap_or(0.0),
+            v.get(1).and_then(serde_json::Value::as_f64).unwrap_or(0.0),
+        )
+    };
+    ring.windows(2)
+        .map(|w| {
+            let ((x0, y0), (x1, y1)) = (pt(&w[0]), pt(&w[1]));
+            x0 * y1 - x1 * y0
+        })
+        .sum()
+}
+
+/// Orients a GeoJSON Polygon or MultiPolygon as RFC 7946 (section 3.1.6) asks: exterior rings
+/// counter-clockwise, holes clockwise.
+pub fn orient_rfc7946(geometry: &mut serde_json::Value) {
+    fn polygon(rings: &mut serde_json::Value) {
+        let Some(rings) = rings.as_array_mut() else {
+            return;
+        };
+        for (i, ring) in rings.iter_mut().enumerate() {
+            let Some(points) = ring.as_array_mut() else {
+                continue;
+            };
+            let ccw = ring_area2(points) > 0.0;
+            // The first ring is the exterior (counter-clockwise), the others holes (clockwise).
+            if ccw != (i == 0) {
+                points.reverse();
+            }
+        }
+    }
+    match geometry.get("type").and_then(serde_json::Value::as_str) {
+        Some("Polygon") => {
+            if let Some(c) = geometry.get_mut("coordinates") {
+                polygon(c);
+            }
+        }
+        Some("MultiPolygon") => {
+            if let Some(polys) = geometry
+                .get_mut("coordinates")
+                .and_then(serde_json::Value::as_array_mut)
+            {
+                polys.iter_mut().for_each(polygon);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The class map as a GeoJSON FeatureCollection in EPSG:4326: one polygon feature per connected
-/// region of one class (GDAL Polygonize), with properties `class` (raster id) and `name`.
+/// region of one class (GDAL Polygonize), with properties `class` (raster id) and `name`; rings are
+/// oriented as RFC 7946 asks (exterior counter-clockwise, holes clockwise).
 pub fn polygonize_classes(path: &Path, legend: &[LegendClass]) -> Result<serde_json::Value> {
     let ds = Dataset::open(path).map_err(Error::gdal(format!("opening {}", path.display())))?;
     let band = ds
@@ -321,11 +374,12 @@ pub fn polygonize_classes(path: &Path, legend: &[LegendClass]) -> Result<serde_j
         let json = geom
             .json()
             .map_err(Error::gdal("writing a polygon as GeoJSON"))?;
-        let geometry: serde_json::Value =
+        let mut geometry: serde_json::Value =
             serde_json::from_str(&json).map_err(|e| Error::Encode {
                 what: "polygon GeoJSON".into(),
                 reason: e.to_string(),
             })?;
+        orient_rfc7946(&mut geometry);
         let name = legend
             .iter()
             .find(|c| i32::from(c.id) == class)
@@ -337,4 +391,61 @@ pub fn polygonize_classes(path: &Path, legend: &[LegendClass]) -> Result<serde_j
         }));
     }
     Ok(serde_json::json!({"type": "FeatureCollection", "features": features}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polygons_follow_rfc_7946_ring_orientation() {
+        // A 12 × 12 map: class 1 everywhere but a 4 × 4 class-2 island, so class 1's polygon has a hole.
+        let dir = tempfile::tempdir().expect("a folder");
+        let path = dir.path().join("class.tif");
+        let n = 12usize;
+        let data: Vec<u8> = (0..n * n)
+            .map(|i| {
+                let (r, c) = (i / n, i % n);
+                if (4..8).contains(&r) && (4..8).contains(&c) {
+                    2
+                } else {
+                    1
+                }
+            })
+            .collect();
+        crate::demo::write_cog::<u8>(
+            &path,
+            &data,
+            n,
+            n,
+            [500_000.0, 10.0, 0.0, 5_000_000.0, 0.0, -10.0],
+            32633,
+            Some(f64::from(NODATA_U8)),
+        )
+        .expect("a COG");
+        let fc = polygonize_classes(&path, &[]).expect("polygons");
+        let mut holes = 0;
+        for f in fc["features"].as_array().expect("features") {
+            let rings = f["geometry"]["coordinates"].as_array().expect("rings");
+            for (i, ring) in rings.iter().enumerate() {
+                let area = ring_area2(ring.as_array().expect("a ring"));
+                if i == 0 {
+                    assert!(area > 0.0, "an exterior ring is clockwise: {f}");
+                } else {
+                    holes += 1;
+                    assert!(area < 0.0, "a hole is counter-clockwise: {f}");
+                }
+            }
+        }
+        assert_eq!(holes, 1);
+        // A clockwise exterior and a counter-clockwise hole are turned around; a MultiPolygon too.
+        let mut g = serde_json::json!({"type": "MultiPolygon", "coordinates": [[
+            [[0.0, 0.0], [0.0, 4.0], [4.0, 4.0], [4.0, 0.0], [0.0, 0.0]],
+            [[1.0, 1.0], [2.0, 1.0], [2.0, 2.0], [1.0, 2.0], [1.0, 1.0]]
+        ]]});
+        orient_rfc7946(&mut g);
+        let rings = &g["coordinates"][0];
+        assert!(ring_area2(rings[0].as_array().expect("a ring")) > 0.0);
+        assert!(ring_area2(rings[1].as_array().expect("a ring")) < 0.0);
+    }
 }

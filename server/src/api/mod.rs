@@ -10,6 +10,7 @@ pub mod labels;
 pub mod models;
 pub mod outputs;
 pub mod projects;
+pub mod ranges;
 pub mod runs;
 pub mod tokens;
 pub mod validate;

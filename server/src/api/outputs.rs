@@ -117,31 +117,30 @@ fn attachment(name: &str) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("attachment"))
 }
 
-/// The output's COG in its UTM CRS.
+/// The output's COG in its UTM CRS. Answers range requests (`Range: bytes=…`, 206), so GDAL, QGIS,
+/// rasterio and TiTiler read it by URL, fetching only the tiles they need.
 #[utoipa::path(get, path = "/api/v1/outputs/{id}/download.tif", tag = "outputs",
-    responses((status = 200, content_type = "image/tiff"), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, content_type = "image/tiff"), (status = 206, content_type = "image/tiff"),
+        (status = 404, body = super::error::ErrorBody), (status = 416)))]
 pub async fn download_tif(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<Uuid>,
+    request: HeaderMap,
 ) -> ApiResult<Response> {
-    let (o, bytes) = service::utm_cog(&state, &actor, id).await?;
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "image/tiff; application=geotiff; profile=cloud-optimized",
-                ),
-            ),
-            (
-                header::CONTENT_DISPOSITION,
-                attachment(&format!("{}-{id}.tif", o.kind)),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    let (o, path) = service::utm_cog(&state, &actor, id).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/tiff; application=geotiff; profile=cloud-optimized"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        attachment(&format!("{}-{id}.tif", o.kind)),
+    );
+    super::ranges::serve_file(&path, &request, headers)
+        .await
+        .map_err(|e| ApiError::internal(&e))
 }
 
 /// The class map as polygons (GeoJSON, EPSG:4326).

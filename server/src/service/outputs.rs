@@ -163,14 +163,11 @@ pub async fn tile_png(
     Ok(png)
 }
 
-/// The output's COG in its UTM CRS: the output and the file's bytes.
-pub async fn utm_cog(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<(Output, Vec<u8>)> {
+/// The output's COG in its UTM CRS: the output and the local copy of the file.
+pub async fn utm_cog(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<(Output, PathBuf)> {
     let o = outputs::get(&state.pool, actor.org_id, id).await?;
     let path = local_copy(state, &o.utm_key).await?;
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok((o, bytes))
+    Ok((o, path))
 }
 
 /// A class map as polygons (a GeoJSON FeatureCollection in EPSG:4326); other outputs are refused.
@@ -282,8 +279,10 @@ pub fn stac_item(root: &str, project: &Project, o: &Output) -> Value {
     }
     let model = lineage.get("model").cloned().unwrap_or(Value::Null);
     let project_info = lineage.get("project").cloned().unwrap_or(Value::Null);
+    // The map describes the imagery period, not the moment it was published: `datetime` is null and
+    // the period is `start_datetime`–`end_datetime` (STAC's rule for a range).
     let mut properties = json!({
-        "datetime": o.created_at.to_rfc3339(),
+        "datetime": null,
         "start_datetime": format!("{}T00:00:00Z", project.start),
         "end_datetime": format!("{}T23:59:59Z", project.end),
         "created": o.created_at.to_rfc3339(),

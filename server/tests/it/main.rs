@@ -18,3 +18,4 @@ mod lifecycle;
 mod models;
 mod outputs;
 mod processes;
+mod ranges;

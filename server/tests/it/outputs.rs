@@ -592,6 +592,14 @@ async fn published_outputs_serve_tiles_downloads_and_stac() {
     let _: stac::Collection = serde_json::from_value(collection.clone()).unwrap();
     let props = &item["properties"];
     assert_eq!(props["proj:epsg"], EPSG);
+    // The imagery period, not the publication time.
+    assert_eq!(props["datetime"], Value::Null);
+    assert!(
+        props["start_datetime"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00Z")
+    );
     assert_eq!(props["groundwork:label_set_version"], "labels-v3");
     assert_eq!(props["groundwork:metrics"]["miou"], 0.61);
     assert_eq!(props["groundwork:model"]["kind"], "constant");
