@@ -34,7 +34,8 @@ impl GdalProxy {
             .iter()
             .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
         {
-            // libcurl reads these itself and connects directly to the hosts they list.
+            // libcurl reads these itself and connects directly to the hosts they list (the
+            // `groundwork` binary removes them at start; a program embedding this crate must too).
             tracing::warn!(
                 "no_proxy is set: GDAL connects directly to the hosts it lists, bypassing the \
                  outbound-request policy for them"

@@ -133,3 +133,28 @@ async fn model_fetch_refuses_an_internal_endpoint_the_administrator_did_not_allo
         );
     }
 }
+
+#[tokio::test]
+async fn the_binary_drops_no_proxy_so_gdal_cannot_bypass_the_outbound_policy() {
+    // libcurl inside GDAL would connect directly to the hosts `no_proxy` lists, around the proxy that
+    // applies the outbound-request policy; the binary removes the variable before anything runs.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args(["--help"])
+        .env("no_proxy", "127.0.0.1,169.254.169.254")
+        .env("NO_PROXY", "10.0.0.0/8")
+        .output()
+        .await
+        .expect("run groundwork");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no_proxy is ignored"), "{stderr}");
+    assert!(stderr.contains("NO_PROXY is ignored"), "{stderr}");
+    let quiet = tokio::process::Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args(["--help"])
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .output()
+        .await
+        .expect("run groundwork");
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("ignored"));
+}
