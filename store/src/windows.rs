@@ -134,6 +134,27 @@ pub async fn record_outcomes<'e>(
     Ok(())
 }
 
+/// The object keys each of `ids` was given by the acquisition that last acquired it, and that
+/// acquisition's run.
+pub async fn objects_of(
+    pool: &PgPool,
+    project_id: Uuid,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, (Vec<String>, Option<Uuid>)>> {
+    let rows: Vec<(String, Vec<String>, Option<Uuid>)> = sqlx::query_as(
+        "select w.id, w.objects, s.run_id from project_window w left join step s on s.id = w.step_id \
+         where w.project_id = $1 and w.id = any($2)",
+    )
+    .bind(project_id)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, objects, run)| (id, (objects, run)))
+        .collect())
+}
+
 /// Window counts by status.
 #[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

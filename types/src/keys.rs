@@ -2,14 +2,15 @@
 //! `orgs/{org}/projects/{project}`:
 //!
 //! ```text
-//! windows/{window}/{modality}.safetensors                     acquire: a window's tensors per modality
+//! acquisitions/{run}/windows/{window}/{modality}.safetensors  acquire: a window's tensors per modality
+//! windows/{window}/{modality}.safetensors                     (before acquisitions had their own folders)
 //! runs/{run}/model/{model.json, weights.safetensors, baseline.json}    train: the trained model
 //! runs/{run}/checkpoints/…                                    train: per-epoch checkpoints and state
-//! runs/{run}/{stage}/{step}/claim-{claim}…                      predict, combine, publish: per claim
+//! runs/{run}/{stage}/{step}/claim-{claim}…                    predict, combine, publish: per claim
 //! ```
 //!
-//! Keys of step outputs carry the step and attempt, so a re-run never overwrites what an earlier
-//! attempt committed.
+//! Keys of step outputs carry the step and its claim, so a re-run never overwrites what an earlier
+//! execution committed.
 
 use crate::{Modality, StepKind};
 use uuid::Uuid;
@@ -62,6 +63,15 @@ impl ProjectKeys {
     pub fn window(&self, window_id: &str, modality: Modality) -> String {
         let [a, b, c] = Self::window_relative(window_id, modality);
         format!("{}/{a}/{b}/{c}", self.prefix)
+    }
+
+    /// The folder an acquisition run writes its window tensors under
+    /// (`…/acquisitions/{run}/windows/{window}/{modality}.safetensors`): every acquisition has its own,
+    /// so a later one never overwrites the imagery an earlier model was trained on. Windows record the
+    /// keys they were given (`project_window.objects`); readers take them from there.
+    #[must_use]
+    pub fn acquisition(&self, run_id: Uuid) -> String {
+        format!("{}/acquisitions/{run_id}", self.prefix)
     }
 
     /// The files of the model a run trained.

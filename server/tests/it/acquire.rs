@@ -134,8 +134,10 @@ async fn acquisition_fans_out_and_writes_window_tensors() {
         .iter()
         .find(|k| k.as_str().unwrap().ends_with("sentinel2_l2a.safetensors"))
         .unwrap();
+    // Under this acquisition's own folder.
     assert!(key.as_str().unwrap().starts_with(&format!(
-        "orgs/00000000-0000-0000-0000-000000000001/projects/{pid}/windows/"
+        "orgs/00000000-0000-0000-0000-000000000001/projects/{pid}/acquisitions/{}/windows/",
+        run["id"].as_str().unwrap()
     )));
     let bytes = objects
         .get(&object_store::path::Path::from(key.as_str().unwrap()))

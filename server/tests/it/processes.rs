@@ -500,6 +500,16 @@ async fn a_reduced_demo_publishes_a_map_that_beats_the_majority_class() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
+    // The model records the acquisition whose imagery it learnt from.
+    let (read, acquired): (Value, Uuid) = sqlx::query_as(
+        "select t.output->'acquisition_runs', (select a.run_id from step a where a.kind = 'acquire' \
+             and a.state = 'succeeded' limit 1) \
+         from step t where t.kind = 'train' and t.state = 'succeeded' limit 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(read, json!([acquired]), "{read}");
     for k in [
         "acquire", "train", "evaluate", "predict", "combine", "publish",
     ] {

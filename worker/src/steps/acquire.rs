@@ -144,7 +144,8 @@ impl Step for Acquire {
             req.max_cloud = args.max_cloud;
             req.success_threshold = args.success_threshold;
             req.outbound = ctx.outbound.clone();
-            let prefix = object_store::path::Path::from(ctx.keys().prefix());
+            // This acquisition's own folder: earlier imagery stays as it was.
+            let prefix = object_store::path::Path::from(ctx.keys().acquisition(ctx.run_id));
             let progress = ctx.progress.clone();
             let report_progress = move |p: &groundwork_imagery::Progress<'_>| {
                 #[expect(clippy::cast_precision_loss, reason = "a progress fraction")]

@@ -350,9 +350,14 @@ async fn evaluate_with_manifest(
         )));
     }
     let cfg = manifest.config.clone();
+    let ids: Vec<String> = examples.iter().map(|e| e.window_id.clone()).collect();
+    let objects = groundwork_store::windows::objects_of(&ctx.pool, ctx.project_id, &ids)
+        .await
+        .map_err(retryable)?;
     let source = WindowSource {
         store: store.as_ref(),
         keys: &keys,
+        objects: &objects,
         modalities: &cfg.modalities,
         device: &device,
     };

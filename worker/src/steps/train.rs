@@ -280,6 +280,9 @@ async fn put_bytes(store: &dyn ObjectStore, key: &str, bytes: Vec<u8>) -> anyhow
 pub(crate) struct WindowSource<'a> {
     pub store: &'a dyn ObjectStore,
     pub keys: &'a ProjectKeys,
+    /// The object keys each window's acquisition recorded (windows acquired before acquisitions had
+    /// their own folders fall back to `keys.window`).
+    pub objects: &'a std::collections::HashMap<String, (Vec<String>, Option<uuid::Uuid>)>,
     pub modalities: &'a [Modality],
     pub device: &'a Device,
 }
@@ -294,6 +297,7 @@ pub(crate) async fn load_examples(
     let WindowSource {
         store,
         keys,
+        objects,
         modalities,
         device,
     } = *src;
@@ -306,9 +310,12 @@ pub(crate) async fn load_examples(
     for (i, e) in wanted.iter().enumerate() {
         let mut files = Vec::new();
         for &m in modalities {
-            if let Some(b) =
-                get_bytes(store, &ObjectPath::from(keys.window(&e.window_id, m))).await?
-            {
+            let suffix = format!("/{}.safetensors", m.name());
+            let key = objects
+                .get(&e.window_id)
+                .and_then(|(o, _)| o.iter().find(|k| k.ends_with(&suffix)).cloned())
+                .unwrap_or_else(|| keys.window(&e.window_id, m));
+            if let Some(b) = get_bytes(store, &ObjectPath::from(key)).await? {
                 files.push((m, b));
             }
         }
@@ -588,9 +595,17 @@ pub async fn train_on_examples(
         pixel_context: olmoearth::task::PIXEL_CONTEXT_RADII.to_vec(),
     };
 
+    let ids: Vec<String> = examples.iter().map(|e| e.window_id.clone()).collect();
+    let objects = groundwork_store::windows::objects_of(&ctx.pool, ctx.project_id, &ids)
+        .await
+        .map_err(retryable)?;
+    // The acquisitions whose imagery this model learns from, for its lineage.
+    let acquisition_runs: std::collections::BTreeSet<uuid::Uuid> =
+        objects.values().filter_map(|(_, run)| *run).collect();
     let source = WindowSource {
         store: store.as_ref(),
         keys: &keys,
+        objects: &objects,
         modalities: &modalities,
         device: &device,
     };
@@ -831,6 +846,7 @@ pub async fn train_on_examples(
             "initialised_from": initialised_from,
             "initialisation_note": init_note,
             "resumed_after_epoch": resumed_from,
+            "acquisition_runs": acquisition_runs,
             "epochs_run": state.epoch,
             "metrics": metrics,
             "history": state.history,
