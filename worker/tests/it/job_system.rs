@@ -952,3 +952,65 @@ async fn two_acquisitions_of_one_project_cannot_run_at_once() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_the_database_cluster_during_a_run_fails_no_step() {
+    // A private cluster of our own, so stopping it touches no other test.
+    let root = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // As root, the cluster runs as `postgres`, which must reach the folder.
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let dir = root.path().join("pg");
+    let cluster = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || groundwork_store::devdb::LocalDb::start_for_tests(&dir))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let pool = groundwork_store::connect(&cluster.url("postgres"), 10)
+        .await
+        .unwrap();
+    groundwork_store::migrate(&pool).await.unwrap();
+    let p = project(&pool, DEFAULT_ORG_ID, "p").await;
+    let w = Worker::start(pool.clone(), config(1), Registry::builtin())
+        .await
+        .unwrap();
+    let mut long = step("long", "sleep", json!({"seconds": 1.5}), &[]);
+    long.max_attempts = 1;
+    let mut then = step("then", "noop", json!({}), &["long"]);
+    then.max_attempts = 1;
+    let run = jobs::create_run(&pool, DEFAULT_ORG_ID, p, &[long, then], None)
+        .await
+        .unwrap();
+    wait_step(
+        &pool,
+        by_name(&run, "long").id,
+        "running",
+        Duration::from_secs(10),
+    )
+    .await;
+    // Down for longer than the lease (3 s), then up again.
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.stop().unwrap();
+        std::thread::sleep(Duration::from_secs(6));
+        assert!(cluster.ensure_running().unwrap(), "it was stopped");
+        cluster
+    })
+    .await
+    .unwrap();
+    let done = wait_run(&pool, run.run.id, Duration::from_secs(60)).await;
+    assert_eq!(done.run.state, "succeeded", "{done:#?}");
+    let lost: i32 = sqlx::query_scalar("select lost_leases from step where id = $1")
+        .bind(by_name(&run, "long").id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(lost <= 1, "{lost}");
+    w.shutdown().await;
+    pool.close().await;
+    cluster.stop().unwrap();
+}
