@@ -38,6 +38,65 @@ pub struct EvaluationReport {
     /// Which candidate was published, on what evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<Selection>,
+    /// How far not to trust these numbers, in plain words ([`EvaluationReport::trust_warnings`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Fewer test windows than this make the scores unreliable.
+pub const MIN_TRUSTED_TEST_WINDOWS: usize = 5;
+/// A class with fewer test samples than this has rough scores.
+pub const MIN_TRUSTED_CLASS_SAMPLES: u64 = 30;
+
+impl EvaluationReport {
+    /// What makes the report less trustworthy than it looks: too few test windows, classes with no
+    /// or few test samples (a class with none shows no F1, which is not an F1 of 0), and a published
+    /// model that scores below the frozen-encoder baseline on the test split.
+    #[must_use]
+    pub fn trust_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.windows < MIN_TRUSTED_TEST_WINDOWS {
+            out.push(format!(
+                "Only {} test window(s): scores from so few windows can change a lot with other \
+                 windows. Label more windows, or give the test split more of them.",
+                self.windows
+            ));
+        }
+        if let Metrics::Classification(m) = &self.model {
+            if !m.absent_from_reference.is_empty() {
+                let ids: Vec<String> = m
+                    .absent_from_reference
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                out.push(format!(
+                    "Class(es) {} have no test samples: their scores are not measured (not 0) and \
+                     the averages leave them out.",
+                    ids.join(", ")
+                ));
+            }
+            for c in &m.per_class {
+                if c.support > 0 && c.support < MIN_TRUSTED_CLASS_SAMPLES {
+                    out.push(format!(
+                        "Class {} has only {} test sample(s): its scores are rough.",
+                        c.class_id
+                            .map_or_else(|| format!("#{}", c.index), |id| id.to_string()),
+                        c.support
+                    ));
+                }
+            }
+            if let Some(Metrics::Classification(b)) = self.baseline.as_ref().map(|b| &b.metrics)
+                && b.macro_f1 > m.macro_f1 + 1e-9
+            {
+                out.push(format!(
+                    "The published model scores below the frozen-encoder baseline on the test split \
+                     (macro-F1 {:.3} against {:.3}).",
+                    m.macro_f1, b.macro_f1
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// One candidate model of a training run, on the test split.
@@ -205,5 +264,41 @@ mod tests {
             })
         ));
         assert_eq!(serde_json::to_value(&r).expect("json"), stored);
+    }
+
+    #[test]
+    fn a_report_says_how_far_to_trust_it() {
+        let report = |windows: usize, supports: [u64; 3], baseline_f1: f64| -> EvaluationReport {
+            let per_class: Vec<Value> = supports
+                .iter()
+                .enumerate()
+                .map(|(i, s)| json!({"index": i, "class_id": 10 * (i + 1), "precision": 0.9, "recall": 0.9,
+                                     "f1": if *s > 0 { 0.9 } else { 0.0 }, "iou": 0.8, "support": s}))
+                .collect();
+            let absent: Vec<i32> = supports
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s == 0)
+                .map(|(i, _)| 10 * (i32::try_from(i).expect("small") + 1))
+                .collect();
+            serde_json::from_value(json!({
+                "task": "segmentation", "split": "test", "label_set_version": 1, "windows": windows,
+                "skipped": {}, "class_ids": [10, 20, 30],
+                "model": {"accuracy": 0.9, "macro_f1": 0.8, "samples": 100, "per_class": per_class,
+                          "confusion_matrix": [[0, 0, 0], [0, 0, 0], [0, 0, 0]], "absent_from_reference": absent},
+                "baseline": {"accuracy": 0.9, "macro_f1": baseline_f1, "samples": 100, "per_class": [],
+                             "confusion_matrix": [], "method": "ridge", "summary": {}},
+                "model_key": "k", "weights_sha256": "00",
+            }))
+            .expect("a report")
+        };
+        // Enough windows and samples, a model above its baseline: nothing to say.
+        assert!(report(12, [200, 150, 90], 0.7).trust_warnings().is_empty());
+        let w = report(3, [200, 0, 12], 0.85).trust_warnings();
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert!(w[0].contains("Only 3 test window"));
+        assert!(w[1].contains("Class(es) 20 have no test samples") && w[1].contains("not 0"));
+        assert!(w[2].contains("Class 30 has only 12 test sample"));
+        assert!(w[3].contains("below the frozen-encoder baseline"));
     }
 }

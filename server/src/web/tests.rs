@@ -1234,6 +1234,7 @@ async fn seed_results(pool: &groundwork_store::PgPool, org: Uuid, project: Uuid)
                      "test": {"accuracy": 0.5, "macro_f1": 0.45, "per_class": per_class(0.5),
                               "confusion_matrix": [[5, 5], [2, 3]], "samples": 15}},
                 ],
+                "warnings": ["Class 1 has only 5 test sample(s): its scores are rough."],
                 "selection": {"metric": "macro_f1", "chosen": "raw_pixels", "fine_tuned_lost": true,
                               "reason": "fine-tuning did not help: the raw-pixel linear model scored validation macro_f1 0.770 against 0.410 for the fine-tuned model, so the map uses it"},
             }),
@@ -1363,6 +1364,13 @@ async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_t
     assert!(report.body.contains("<td>0.770 (cross-validated)</td>"));
     assert!(report.body.contains("<td>0.410</td>"));
     assert!(report.body.contains(r#"data-fine-tuned-lost="true""#));
+    // How far to trust the numbers, in plain words.
+    assert!(report.body.contains(r#"data-section="warnings""#));
+    assert!(
+        report
+            .body
+            .contains("Class 1 has only 5 test sample(s): its scores are rough.")
+    );
     assert!(report.body.contains("fine-tuning did not help"));
     assert!(map.body.contains("raw-pixel linear model"));
     assert!(

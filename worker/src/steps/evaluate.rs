@@ -446,7 +446,7 @@ async fn evaluate_with_manifest(
         Err(object_store::Error::NotFound { .. }) => None,
         Err(e) => return Err(retryable(e)),
     };
-    let report = EvaluationReport {
+    let mut report = EvaluationReport {
         task,
         split: "test".into(),
         label_set_version: manifest.label_set_version,
@@ -459,7 +459,9 @@ async fn evaluate_with_manifest(
         weights_sha256: manifest.weights_sha256.clone(),
         candidates,
         selection,
+        warnings: Vec::new(),
     };
+    report.warnings = report.trust_warnings();
     let report = serde_json::to_value(&report).map_err(permanent)?;
     // Fenced by the claim: an execution that lost its lease stores no report.
     let mut tx = ctx.fenced().await?;

@@ -210,6 +210,9 @@ struct EvaluationPage {
     fine_tuned_lost: bool,
     /// The metric the choice compared.
     selection_metric: String,
+    /// What makes the numbers less trustworthy (few test windows, classes without test samples, a
+    /// model below the baseline).
+    warnings: Vec<String>,
 }
 
 /// A row of the candidates table.
@@ -339,6 +342,16 @@ pub async fn evaluation(
             .as_str()
             .unwrap_or("metric")
             .replace('_', "-"),
+        // Stored by the evaluation; a report from before they were stored gets them worked out now.
+        warnings: match report.get("warnings").and_then(|w| w.as_array()) {
+            Some(list) => list
+                .iter()
+                .filter_map(|w| w.as_str().map(str::to_owned))
+                .collect(),
+            None => serde_json::from_value::<groundwork_types::EvaluationReport>(report.clone())
+                .map(|r| r.trust_warnings())
+                .unwrap_or_default(),
+        },
         evaluation,
         project,
     })
