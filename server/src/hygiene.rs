@@ -16,6 +16,20 @@ use axum::middleware::Next;
 use axum::response::Response;
 use std::net::IpAddr;
 
+/// A CORS origin as an administrator gives it (`https://viewer.example.org`, `http://127.0.0.1:8000`):
+/// an `http(s)` scheme and a host with an optional port, nothing else; `None` for anything else.
+#[must_use]
+pub fn cors_origin(origin: &str) -> Option<String> {
+    let o = origin.trim().trim_end_matches('/');
+    let (scheme, authority) = o.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    ((scheme == "http" || scheme == "https")
+        && !authority.is_empty()
+        && authority.chars().all(plain))
+    .then(|| format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
 /// The origin (`scheme://host[:port]`) of an XYZ tile template, as a CSP source; none when the template
 /// is not an absolute `http(s)` URL. A `{…}` placeholder in the host (e.g. `{s}.tile.example`) becomes a
 /// `*` wildcard label.

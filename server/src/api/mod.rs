@@ -67,6 +67,10 @@ pub struct AppState {
     /// Local copies of output rasters for tiles and downloads (private, capped, least recently used
     /// evicted first).
     pub cache: Arc<crate::cache::FileCache>,
+    /// Origins whose web pages may read the API with CORS (`serve --cors-origin`; none by default):
+    /// STAC Browser, Leaflet or OpenLayers on another site read STAC, tiles and downloads, sending a
+    /// token in `Authorization` (never cookies: no credentials mode).
+    pub cors_origins: Vec<String>,
 }
 
 /// Default of [`AppState::request_timeout`] (`serve --request-timeout-secs`).
@@ -100,6 +104,7 @@ impl AppState {
             outbound: Arc::new(groundwork_imagery::OutboundPolicy::default()),
             setup_code: None,
             cache: Arc::new(crate::cache::FileCache::private_temp()),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -309,7 +314,8 @@ pub fn router(state: AppState) -> Router {
             state.max_concurrent_requests.max(1),
         )),
     };
-    Router::new()
+    let cors = cors_layer(&state.cors_origins);
+    let app = Router::new()
         .merge(api)
         .route(
             "/api/openapi.json",
@@ -330,6 +336,33 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::hygiene::security_headers,
         ))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(TraceLayer::new_for_http());
+    match cors {
+        Some(cors) => app.layer(cors).with_state(state),
+        None => app.with_state(state),
+    }
+}
+
+/// CORS for the configured origins: reads (GET, HEAD) with `Authorization` and `Range`, the headers a
+/// map client needs exposed, no credentials (so no cookie session is ever used across sites).
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    (!allowed.is_empty()).then(|| {
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::GET, Method::HEAD])
+            .allow_headers([header::AUTHORIZATION, header::RANGE, header::IF_NONE_MATCH])
+            .expose_headers([
+                header::CONTENT_RANGE,
+                header::ACCEPT_RANGES,
+                header::ETAG,
+                header::CONTENT_LENGTH,
+                HeaderName::from_static("content-disposition"),
+            ])
+            .max_age(std::time::Duration::from_secs(3600))
+    })
 }

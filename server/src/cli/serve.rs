@@ -45,6 +45,14 @@ pub struct ServeArgs {
     /// Requests handled at once; others wait for a slot within the request timeout.
     #[arg(long, env = "GROUNDWORK_MAX_CONCURRENT_REQUESTS", default_value_t = groundwork_server::api::DEFAULT_MAX_CONCURRENT_REQUESTS)]
     max_concurrent_requests: usize,
+    /// An origin (`https://host[:port]`) whose web pages may read STAC, tiles and downloads with CORS,
+    /// sending an API token (never cookies); repeat, or comma-separate in the variable. None by default.
+    #[arg(
+        long = "cors-origin",
+        env = "GROUNDWORK_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
     /// Size cap of the local cache of output rasters (under the data folder, `cache/`), MiB; the
     /// least recently used files are evicted first.
     #[arg(long, env = "GROUNDWORK_CACHE_MAX_MB", default_value_t = 2048)]
@@ -77,6 +85,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     state.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs.max(1));
     state.max_concurrent_requests = args.max_concurrent_requests.max(1);
     state.objects.clone_from(&config.objects);
+    state.cors_origins = args
+        .cors_origins
+        .iter()
+        .filter(|o| !o.trim().is_empty())
+        .map(|o| {
+            groundwork_server::hygiene::cors_origin(o).with_context(|| {
+                format!("--cors-origin {o:?} is not an origin (scheme://host[:port])")
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     state.cache = std::sync::Arc::new(groundwork_server::cache::FileCache::new(
         args.db.data_dir.join("cache"),
         args.cache_max_mb.max(1).saturating_mul(1 << 20),

@@ -301,3 +301,73 @@ async fn csv_exports_neutralise_formulas_in_text_cells_only() {
         "lon,lat,value,window_id\n3.01,45.01,-3.5,\n"
     );
 }
+
+#[tokio::test]
+async fn configured_origins_may_read_stac_tiles_and_downloads_with_cors_and_no_others() {
+    let db = TestDb::new().await.unwrap();
+    let mut state = AppState::new(db.pool.clone());
+    state.cors_origins =
+        vec![groundwork_server::hygiene::cors_origin("https://Viewer.example.org/").unwrap()];
+    let app = groundwork_server::testing::owner_router(state)
+        .await
+        .unwrap();
+    let pid = create_project(
+        &app,
+        "classification",
+        json!([{"id": 0, "name": "water", "color": "#0000ff"}]),
+    )
+    .await;
+    let stac = format!("/api/v1/projects/{pid}/stac");
+    let with_origin = |origin: &str| {
+        Request::builder()
+            .uri(&stac)
+            .header("origin", origin)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (s, h, _) = send(&app, with_origin("https://viewer.example.org")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        h["access-control-allow-origin"],
+        "https://viewer.example.org"
+    );
+    // Never with credentials: a cookie session is not usable from another site.
+    assert!(!h.contains_key("access-control-allow-credentials"));
+    let (_, h, _) = send(&app, with_origin("https://evil.example")).await;
+    assert!(!h.contains_key("access-control-allow-origin"), "{h:?}");
+    // The preflight of a ranged, authenticated read.
+    let preflight = Request::builder()
+        .method("OPTIONS")
+        .uri(format!("/api/v1/outputs/{pid}/download.tif"))
+        .header("origin", "https://viewer.example.org")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization,range")
+        .body(Body::empty())
+        .unwrap();
+    let (s, h, _) = send(&app, preflight).await;
+    assert!(s.is_success(), "{s}");
+    let allowed = h["access-control-allow-headers"].to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("range"),
+        "{allowed}"
+    );
+    // Without configured origins there is no CORS at all.
+    let plain = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
+    let (_, h, _) = send(&plain, with_origin("https://viewer.example.org")).await;
+    assert!(!h.contains_key("access-control-allow-origin"));
+    // Origins are checked when they are configured.
+    assert_eq!(
+        groundwork_server::hygiene::cors_origin("ftp://x.example"),
+        None
+    );
+    assert_eq!(
+        groundwork_server::hygiene::cors_origin("https://x.example/path"),
+        None
+    );
+    assert_eq!(
+        groundwork_server::hygiene::cors_origin("http://127.0.0.1:8000").as_deref(),
+        Some("http://127.0.0.1:8000")
+    );
+}
