@@ -35,6 +35,21 @@ pub async fn get_output(
     Ok(axum::Json(service::get_output(&state, &actor, id).await?))
 }
 
+/// The output's tiles as a TileJSON 3.0.0 document (tile URL template, zooms, bounds), for Leaflet,
+/// OpenLayers, MapLibre and QGIS.
+#[utoipa::path(get, path = "/api/v1/outputs/{id}/tilejson.json", tag = "outputs",
+    responses((status = 200, body = Object), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get_tilejson(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(
+        service::tilejson(&state, &actor, id, &root_url(&headers)).await?,
+    ))
+}
+
 /// A project's outputs, newest first.
 #[utoipa::path(get, path = "/api/v1/projects/{id}/outputs", params(PageQuery), tag = "outputs",
     responses((status = 200, body = Page<Output>), (status = 404, body = super::error::ErrorBody)))]
@@ -255,6 +270,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// ([`crate::hygiene::private_cache`]).
 fn private_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(get_tilejson))
         .routes(routes!(download_tif))
         .routes(routes!(download_geojson))
         .routes(routes!(stac_collection_handler))

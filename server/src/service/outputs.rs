@@ -66,6 +66,24 @@ pub async fn get_output(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<
     Ok(describe(&o))
 }
 
+/// The TileJSON 3.0.0 document of an output's tiles (what Leaflet, OpenLayers, MapLibre and QGIS
+/// read): the tile URL template, zoom range, bounds and centre; `root` is the server's URL.
+pub async fn tilejson(state: &AppState, actor: &Actor, id: Uuid, root: &str) -> ApiResult<Value> {
+    let o = outputs::get(&state.pool, actor.org_id, id).await?;
+    let project = projects::get(&state.pool, actor.org_id, o.project_id).await?;
+    let b = o.bbox;
+    Ok(json!({
+        "tilejson": "3.0.0",
+        "name": format!("{} — {}", project.name, o.kind),
+        "tiles": [format!("{root}/api/v1/outputs/{id}/tiles/{{z}}/{{x}}/{{y}}.png")],
+        "scheme": "xyz",
+        "minzoom": o.min_zoom,
+        "maxzoom": o.max_zoom,
+        "bounds": b,
+        "center": [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, o.max_zoom.min(o.min_zoom.max(12))],
+    }))
+}
+
 /// A project's outputs, newest first, each with its legend and links.
 pub async fn list_outputs(
     state: &AppState,
@@ -326,6 +344,8 @@ pub fn stac_item(root: &str, project: &Project, o: &Output) -> Value {
             {"rel": "collection", "href": base, "type": "application/json"},
             {"rel": "parent", "href": base, "type": "application/json"},
             {"rel": "root", "href": base, "type": "application/json"},
+            {"rel": "tilejson", "href": format!("{root}/api/v1/outputs/{id}/tilejson.json"),
+             "type": "application/json", "title": format!("{} tiles (TileJSON)", o.kind)},
         ],
     })
 }

@@ -592,6 +592,29 @@ async fn published_outputs_serve_tiles_downloads_and_stac() {
     let _: stac::Collection = serde_json::from_value(collection.clone()).unwrap();
     let props = &item["properties"];
     assert_eq!(props["proj:epsg"], EPSG);
+    // The Item links the tiles' TileJSON, which map clients read.
+    let tilejson = item["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["rel"] == "tilejson")
+        .unwrap()["href"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = &tilejson[tilejson.find("/api/").unwrap()..];
+    let (s, tj) = get_json(app, path).await;
+    assert_eq!(s, StatusCode::OK, "{tj}");
+    assert_eq!(tj["tilejson"], "3.0.0");
+    assert!(
+        tj["tiles"][0].as_str().unwrap().ends_with(&format!(
+            "/api/v1/outputs/{}/tiles/{{z}}/{{x}}/{{y}}.png",
+            p.class_id
+        )),
+        "{tj}"
+    );
+    assert!(tj["minzoom"].as_i64().unwrap() <= tj["maxzoom"].as_i64().unwrap());
+    assert_eq!(tj["bounds"], item["bbox"]);
     // The imagery period, not the publication time.
     assert_eq!(props["datetime"], Value::Null);
     assert!(
