@@ -258,56 +258,22 @@ pub fn web_mercator_info(path: &Path) -> Result<WebMercatorInfo> {
     })
 }
 
-/// Twice the signed area of a ring (positive when counter-clockwise).
-fn ring_area2(ring: &[serde_json::Value]) -> f64 {
-    let pt = |v: &serde_json::Value| {
-        (
-            v.get(0).and_then(serde_json::Value::as_f64).unwrap_or(0.0),
-            v.get(1).and_then(serde_json::Value::as_f64).unwrap_or(0.0),
-        )
+/// A GeoJSON Polygon or MultiPolygon with its rings oriented as RFC 7946 (section 3.1.6) asks:
+/// exterior rings counter-clockwise, holes clockwise (geo's `Orient`, the rule the API applies to
+/// AOIs). Other geometries are returned as they are.
+fn orient_rfc7946(geometry: serde_json::Value) -> Result<serde_json::Value> {
+    use geo::orient::{Direction, Orient};
+    let encode = |e: &dyn std::fmt::Display| Error::Encode {
+        what: "polygon GeoJSON".into(),
+        reason: e.to_string(),
     };
-    ring.windows(2)
-        .map(|w| {
-            let ((x0, y0), (x1, y1)) = (pt(&w[0]), pt(&w[1]));
-            x0 * y1 - x1 * y0
-        })
-        .sum()
-}
-
-/// Orients a GeoJSON Polygon or MultiPolygon as RFC 7946 (section 3.1.6) asks: exterior rings
-/// counter-clockwise, holes clockwise.
-pub fn orient_rfc7946(geometry: &mut serde_json::Value) {
-    fn polygon(rings: &mut serde_json::Value) {
-        let Some(rings) = rings.as_array_mut() else {
-            return;
-        };
-        for (i, ring) in rings.iter_mut().enumerate() {
-            let Some(points) = ring.as_array_mut() else {
-                continue;
-            };
-            let ccw = ring_area2(points) > 0.0;
-            // The first ring is the exterior (counter-clockwise), the others holes (clockwise).
-            if ccw != (i == 0) {
-                points.reverse();
-            }
-        }
-    }
-    match geometry.get("type").and_then(serde_json::Value::as_str) {
-        Some("Polygon") => {
-            if let Some(c) = geometry.get_mut("coordinates") {
-                polygon(c);
-            }
-        }
-        Some("MultiPolygon") => {
-            if let Some(polys) = geometry
-                .get_mut("coordinates")
-                .and_then(serde_json::Value::as_array_mut)
-            {
-                polys.iter_mut().for_each(polygon);
-            }
-        }
-        _ => {}
-    }
+    let parsed: geojson::Geometry = serde_json::from_value(geometry).map_err(|e| encode(&e))?;
+    let oriented = match geo::Geometry::<f64>::try_from(parsed).map_err(|e| encode(&e))? {
+        geo::Geometry::Polygon(p) => geo::Geometry::Polygon(p.orient(Direction::Default)),
+        geo::Geometry::MultiPolygon(m) => geo::Geometry::MultiPolygon(m.orient(Direction::Default)),
+        other => other,
+    };
+    serde_json::to_value(geojson::Geometry::from(&oriented)).map_err(|e| encode(&e))
 }
 
 /// The class map as a GeoJSON FeatureCollection in EPSG:4326: one polygon feature per connected
@@ -374,12 +340,12 @@ pub fn polygonize_classes(path: &Path, legend: &[LegendClass]) -> Result<serde_j
         let json = geom
             .json()
             .map_err(Error::gdal("writing a polygon as GeoJSON"))?;
-        let mut geometry: serde_json::Value =
+        let geometry: serde_json::Value =
             serde_json::from_str(&json).map_err(|e| Error::Encode {
                 what: "polygon GeoJSON".into(),
                 reason: e.to_string(),
             })?;
-        orient_rfc7946(&mut geometry);
+        let geometry = orient_rfc7946(geometry)?;
         let name = legend
             .iter()
             .find(|c| i32::from(c.id) == class)
@@ -396,6 +362,7 @@ pub fn polygonize_classes(path: &Path, legend: &[LegendClass]) -> Result<serde_j
 #[cfg(test)]
 mod tests {
     use super::*;
+    use geo::Winding;
 
     #[test]
     fn polygons_follow_rfc_7946_ring_orientation() {
@@ -424,28 +391,29 @@ mod tests {
         )
         .expect("a COG");
         let fc = polygonize_classes(&path, &[]).expect("polygons");
+        let polygon = |g: &serde_json::Value| -> geo::Polygon<f64> {
+            let g: geojson::Geometry = serde_json::from_value(g.clone()).expect("GeoJSON");
+            geo::Polygon::try_from(g).expect("a polygon")
+        };
         let mut holes = 0;
         for f in fc["features"].as_array().expect("features") {
-            let rings = f["geometry"]["coordinates"].as_array().expect("rings");
-            for (i, ring) in rings.iter().enumerate() {
-                let area = ring_area2(ring.as_array().expect("a ring"));
-                if i == 0 {
-                    assert!(area > 0.0, "an exterior ring is clockwise: {f}");
-                } else {
-                    holes += 1;
-                    assert!(area < 0.0, "a hole is counter-clockwise: {f}");
-                }
+            let p = polygon(&f["geometry"]);
+            assert!(p.exterior().is_ccw(), "an exterior ring is clockwise: {f}");
+            for hole in p.interiors() {
+                holes += 1;
+                assert!(hole.is_cw(), "a hole is counter-clockwise: {f}");
             }
         }
         assert_eq!(holes, 1);
         // A clockwise exterior and a counter-clockwise hole are turned around; a MultiPolygon too.
-        let mut g = serde_json::json!({"type": "MultiPolygon", "coordinates": [[
+        let g = orient_rfc7946(serde_json::json!({"type": "MultiPolygon", "coordinates": [[
             [[0.0, 0.0], [0.0, 4.0], [4.0, 4.0], [4.0, 0.0], [0.0, 0.0]],
             [[1.0, 1.0], [2.0, 1.0], [2.0, 2.0], [1.0, 2.0], [1.0, 1.0]]
-        ]]});
-        orient_rfc7946(&mut g);
-        let rings = &g["coordinates"][0];
-        assert!(ring_area2(rings[0].as_array().expect("a ring")) > 0.0);
-        assert!(ring_area2(rings[1].as_array().expect("a ring")) < 0.0);
+        ]]}))
+        .expect("oriented");
+        let p =
+            polygon(&serde_json::json!({"type": "Polygon", "coordinates": g["coordinates"][0]}));
+        assert!(p.exterior().is_ccw());
+        assert!(p.interiors()[0].is_cw());
     }
 }

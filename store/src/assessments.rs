@@ -170,6 +170,17 @@ pub async fn list_for_output(
     .await?)
 }
 
+/// How far the labelling has got: units drawn, labelled with a reference class, marked unsure.
+pub async fn progress(pool: &PgPool, assessment_id: Uuid) -> Result<(i64, i64, i64)> {
+    Ok(sqlx::query_as(
+        "select count(*), count(reference), count(*) filter (where unsure) \
+         from assessment_sample where assessment_id = $1",
+    )
+    .bind(assessment_id)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// The sample units, in their order.
 pub async fn samples(pool: &PgPool, assessment_id: Uuid) -> Result<Vec<Sample>> {
     Ok(sqlx::query_as(

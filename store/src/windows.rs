@@ -171,16 +171,20 @@ pub struct Counts {
     pub stale: i64,
 }
 
-/// Why training and prediction refuse a project with `stale` stale windows (`None` when there are
-/// none).
-#[must_use]
-pub fn stale_refusal(stale: i64) -> Option<String> {
-    (stale > 0).then(|| {
+/// Why training and prediction refuse the project now: windows that hold imagery of settings it no
+/// longer has (`None` when there are none).
+pub async fn stale_refusal(pool: &PgPool, project_id: Uuid) -> Result<Option<String>> {
+    let stale: i64 =
+        sqlx::query_scalar("select count(*) from project_window where project_id = $1 and stale")
+            .bind(project_id)
+            .fetch_one(pool)
+            .await?;
+    Ok((stale > 0).then(|| {
         format!(
             "the project's area, dates, modalities or window size changed after its imagery was acquired \
              ({stale} window(s) hold imagery of the old settings): acquire imagery again first"
         )
-    })
+    }))
 }
 
 /// Windows of the last plan that are not in `planned` (the project's area or window size changed):

@@ -4,12 +4,12 @@
 //! producer's accuracies and error-adjusted areas, each with a 95 % confidence interval. The
 //! estimators are `groundwork_imagery::assessment`.
 
+use super::outputs::legend;
 use crate::api::AppState;
 use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use groundwork_imagery::assessment::{self as est, Estimates, Interval};
-use groundwork_imagery::publish::LegendClass;
-use groundwork_store::assessments::{self, Assessment, NewSample, Sample};
+use groundwork_store::assessments::{self, Assessment, NewSample};
 use groundwork_store::outputs;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -154,10 +154,6 @@ struct Stratum {
     name: String,
     mapped_pixels: u64,
     sample_size: u64,
-}
-
-fn legend(o: &outputs::Output) -> Vec<LegendClass> {
-    serde_json::from_value(o.classes.clone()).unwrap_or_default()
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ApiError {
@@ -305,20 +301,22 @@ fn by_class_size(strata: &[Stratum], class: u8) -> u64 {
         .map_or(0, |s| s.sample_size)
 }
 
-fn view(a: Assessment, samples: &[Sample]) -> AssessmentView {
-    AssessmentView {
+/// An assessment with its labelling progress (counted in the database).
+async fn view(state: &AppState, a: Assessment) -> ApiResult<AssessmentView> {
+    let (samples, labelled, unsure) = assessments::progress(&state.pool, a.id).await?;
+    let count = |n: i64| usize::try_from(n).unwrap_or(0);
+    Ok(AssessmentView {
         assessment: a,
-        samples: samples.len(),
-        labelled: samples.iter().filter(|s| s.reference.is_some()).count(),
-        unsure: samples.iter().filter(|s| s.unsure).count(),
-    }
+        samples: count(samples),
+        labelled: count(labelled),
+        unsure: count(unsure),
+    })
 }
 
 /// One assessment with its progress.
 pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<AssessmentView> {
     let a = assessments::get(&state.pool, actor.org_id, id).await?;
-    let samples = assessments::samples(&state.pool, a.id).await?;
-    Ok(view(a, &samples))
+    view(state, a).await
 }
 
 /// The assessments of a class map, newest first.
@@ -330,8 +328,7 @@ pub async fn list(
     outputs::get(&state.pool, actor.org_id, output_id).await?;
     let mut out = Vec::new();
     for a in assessments::list_for_output(&state.pool, actor.org_id, output_id).await? {
-        let samples = assessments::samples(&state.pool, a.id).await?;
-        out.push(view(a, &samples));
+        out.push(view(state, a).await?);
     }
     Ok(out)
 }

@@ -165,8 +165,7 @@ pub async fn start_training(
 
 /// 409 when the project's imagery is of settings it no longer has (area, dates, modalities, window size).
 async fn refuse_stale(state: &AppState, project_id: Uuid) -> ApiResult<()> {
-    let counts = groundwork_store::windows::counts(&state.pool, project_id).await?;
-    match groundwork_store::windows::stale_refusal(counts.stale) {
+    match groundwork_store::windows::stale_refusal(&state.pool, project_id).await? {
         Some(msg) => Err(ApiError::new(ErrorCode::Conflict, msg)),
         None => Ok(()),
     }

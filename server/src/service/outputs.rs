@@ -25,7 +25,8 @@ pub const STAC_EXTENSIONS: [&str; 3] = [
     "https://stac-extensions.github.io/classification/v1.0.0/schema.json",
 ];
 
-fn legend(o: &Output) -> Vec<LegendClass> {
+/// A class map's legend, from its output row.
+pub(crate) fn legend(o: &Output) -> Vec<LegendClass> {
     serde_json::from_value(o.classes.clone()).unwrap_or_default()
 }
 

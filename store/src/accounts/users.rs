@@ -262,7 +262,28 @@ pub async fn set_installation_workers(
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    if n == 0 {
+    audit_org_change(
+        tx,
+        who,
+        org_id,
+        n,
+        "org.installation_workers",
+        json!({"allowed": allowed}),
+    )
+    .await
+}
+
+/// Ends an organisation setting's change: not found when no row changed (`rows`), else the audit
+/// entry and the commit, with the change in one transaction.
+async fn audit_org_change(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    who: &Who,
+    org_id: Uuid,
+    rows: u64,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<()> {
+    if rows == 0 {
         return Err(Error::NotFound {
             what: "organisation",
             id: org_id,
@@ -273,10 +294,10 @@ pub async fn set_installation_workers(
         &Entry {
             org_id: Some(org_id),
             who,
-            action: "org.installation_workers",
+            action,
             target_type: "org",
             target_id: Some(org_id.to_string()),
-            details: json!({"allowed": allowed}),
+            details,
         },
     )
     .await?;
@@ -308,26 +329,15 @@ pub async fn set_org_limits(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if n == 0 {
-        return Err(Error::NotFound {
-            what: "organisation",
-            id: org_id,
-        });
-    }
-    audit::record(
-        &mut *tx,
-        &Entry {
-            org_id: Some(org_id),
-            who,
-            action: "org.limits",
-            target_type: "org",
-            target_id: Some(org_id.to_string()),
-            details: json!({"max_queued_steps": max_queued_steps, "max_running_steps": max_running_steps}),
-        },
+    audit_org_change(
+        tx,
+        who,
+        org_id,
+        n,
+        "org.limits",
+        json!({"max_queued_steps": max_queued_steps, "max_running_steps": max_running_steps}),
     )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    .await
 }
 
 /// The organisation with this name.

@@ -386,10 +386,10 @@ pub(crate) async fn load_examples(
 
 /// A permanent error when the project's windows hold imagery of settings it no longer has.
 pub(crate) async fn refuse_stale(ctx: &StepContext) -> Result<(), StepError> {
-    let counts = groundwork_store::windows::counts(&ctx.pool, ctx.project_id)
+    match groundwork_store::windows::stale_refusal(&ctx.pool, ctx.project_id)
         .await
-        .map_err(retryable)?;
-    match groundwork_store::windows::stale_refusal(counts.stale) {
+        .map_err(retryable)?
+    {
         Some(msg) => Err(permanent(anyhow::anyhow!(msg))),
         None => Ok(()),
     }

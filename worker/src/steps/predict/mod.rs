@@ -108,8 +108,7 @@ pub async fn plan_prediction(
     project: &projects::Project,
     opts: &PredictOptions,
 ) -> anyhow::Result<Vec<NewStep>> {
-    let counts = groundwork_store::windows::counts(pool, project.id).await?;
-    if let Some(msg) = groundwork_store::windows::stale_refusal(counts.stale) {
+    if let Some(msg) = groundwork_store::windows::stale_refusal(pool, project.id).await? {
         anyhow::bail!(msg);
     }
     let windows = outputs::acquired_windows(pool, project.id, None, None).await?;
