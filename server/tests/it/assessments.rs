@@ -2,51 +2,21 @@
 //! a stratified sample is drawn from the class raster, a viewer labels it blind, and the report gives
 //! mapped and error-adjusted areas with confidence intervals, as JSON and CSV; another organisation
 //! sees none of it.
-#![expect(clippy::unwrap_used, reason = "tests")]
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use groundwork_server::AppState;
 use groundwork_server::testing::{member_token, with_bearer};
+use groundwork_store::DEFAULT_ORG_ID;
 use groundwork_store::accounts::{self, Role};
 use groundwork_store::audit::Who;
-use groundwork_store::outputs::{self, NewOutput};
-use groundwork_store::projects::{self, ProjectFields};
 use groundwork_store::testing::TestDb;
-use groundwork_store::{DEFAULT_ORG_ID, jobs};
-use groundwork_types::{Modality, ModelSize, Task};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// Map columns 0–69 are class 1 ("forest"), 70–99 class 2; the first row is nodata.
 const W: usize = 100;
 const SPLIT: usize = 70;
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Vec<u8>) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let (status, _, bytes) = crate::common::send(app, req).await;
-    (status, bytes)
-}
-
-async fn json_call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let (s, b) = call(app, method, uri, body).await;
-    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
-}
 
 #[tokio::test]
 async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() {
@@ -56,47 +26,7 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
         Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
     let mut state = AppState::new(db.pool.clone());
     state.objects = Some(store);
-    let project = projects::create(
-        &db.pool,
-        DEFAULT_ORG_ID,
-        &ProjectFields {
-            name: "p".into(),
-            description: String::new(),
-            aoi: json!({"type": "Polygon", "coordinates": [[[15.0, 45.1], [15.02, 45.1], [15.02, 45.11], [15.0, 45.1]]]}),
-            bbox: [15.0, 45.1, 15.02, 45.11],
-            area_km2: 1.0,
-            start: "2024-01-01".parse().unwrap(),
-            end: "2024-12-31".parse().unwrap(),
-            task: Task::Segmentation,
-            classes: Vec::new(),
-            modalities: vec![Modality::Sentinel2L2a],
-            model_size: ModelSize::Nano,
-            patch_size: 4,
-            window_size: 64,
-        },
-    )
-    .await
-    .unwrap();
-    let run = jobs::create_run(
-        &db.pool,
-        DEFAULT_ORG_ID,
-        project.id,
-        &[jobs::NewStep::new(
-            "s",
-            "noop".parse().unwrap(),
-            json!({}),
-            "cpu",
-        )],
-        None,
-    )
-    .await
-    .unwrap();
-    let key = format!(
-        "orgs/{DEFAULT_ORG_ID}/projects/{}/runs/{}/combine/s/class.tif",
-        project.id, run.run.id
-    );
-    let path = dir.path().join(&key);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let project = crate::common::project(&db.pool, "p").await;
     let data: Vec<u8> = (0..W * W)
         .map(|i| {
             if i / W == 0 {
@@ -108,41 +38,16 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
             }
         })
         .collect();
-    groundwork_imagery::demo::write_cog::<u8>(
-        &path,
+    // A class name a spreadsheet would run as a formula.
+    let output = crate::common::class_map(
+        &db.pool,
+        dir.path(),
+        project,
         &data,
         W,
-        W,
-        [500_000.0, 10.0, 0.0, 5_000_000.0, 0.0, -10.0],
-        32633,
-        Some(255.0),
+        json!([{"id": 1, "name": "forest", "color": "#00aa00"}, {"id": 2, "name": "=cleared", "color": "#aa0000"}]),
     )
-    .unwrap();
-    let output = outputs::upsert(
-        &db.pool,
-        &NewOutput {
-            org_id: DEFAULT_ORG_ID,
-            project_id: project.id,
-            run_id: run.run.id,
-            kind: "class".into(),
-            utm_key: key.clone(),
-            web_key: key,
-            epsg: 32633,
-            width: 100,
-            height: 100,
-            bands: 1,
-            bbox: [15.0, 45.1, 15.02, 45.11],
-            bounds_3857: [0.0, 0.0, 1.0, 1.0],
-            min_zoom: 0,
-            max_zoom: 14,
-            // A class name a spreadsheet would run as a formula.
-            classes: json!([{"id": 1, "name": "forest", "color": "#00aa00"}, {"id": 2, "name": "=cleared", "color": "#aa0000"}]),
-            stats: json!({}),
-            lineage: json!({}),
-        },
-    )
-    .await
-    .unwrap();
+    .await;
     let member = with_bearer(
         groundwork_server::router(state.clone()),
         &member_token(&db.pool, DEFAULT_ORG_ID, Role::Member)
@@ -160,11 +65,11 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
 
     // Bad designs are refused; a viewer cannot draw a sample.
     let uri = format!("/api/v1/outputs/{}/assessments", output.id);
-    let (s, _) = json_call(&member, "POST", &uri, Some(json!({"target_se": 0.5}))).await;
+    let (s, _) = crate::common::call(&member, "POST", &uri, Some(json!({"target_se": 0.5}))).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = json_call(&viewer, "POST", &uri, Some(json!({}))).await;
+    let (s, _) = crate::common::call(&viewer, "POST", &uri, Some(json!({}))).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, a) = json_call(
+    let (s, a) = crate::common::call(
         &member,
         "POST",
         &uri,
@@ -185,7 +90,7 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
     assert_eq!(a["samples"].as_u64().unwrap(), sizes.iter().sum::<u64>());
 
     // Blind by default: no map class, no inclusion probability.
-    let (s, blind) = json_call(
+    let (s, blind) = crate::common::call(
         &viewer,
         "GET",
         &format!("/api/v1/assessments/{id}/samples"),
@@ -200,7 +105,7 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
             .iter()
             .all(|u| u.get("map_class").is_none() && u.get("inclusion_probability").is_none())
     );
-    let (_, open) = json_call(
+    let (_, open) = crate::common::call(
         &member,
         "GET",
         &format!("/api/v1/assessments/{id}/samples?blind=false"),
@@ -229,16 +134,16 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
             truth.push((map, reference));
             json!({"reference": reference})
         };
-        let (s, b) = call(
+        let (s, b) = crate::common::call(
             &viewer,
             "PUT",
             &format!("/api/v1/assessments/{id}/samples/{n}"),
             Some(body),
         )
         .await;
-        assert_eq!(s, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     }
-    let (s, _) = call(
+    let (s, _) = crate::common::call(
         &viewer,
         "PUT",
         &format!("/api/v1/assessments/{id}/samples/2"),
@@ -246,7 +151,7 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
     )
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = call(
+    let (s, _) = crate::common::call(
         &viewer,
         "PUT",
         &format!("/api/v1/assessments/{id}/samples/99999"),
@@ -255,7 +160,7 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
-    let (s, r) = json_call(
+    let (s, r) = crate::common::call(
         &viewer,
         "GET",
         &format!("/api/v1/assessments/{id}/report"),
@@ -323,10 +228,10 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
         format!("/api/v1/assessments/{id}/report"),
         format!("/api/v1/outputs/{}/assessments", output.id),
     ] {
-        let (s, _) = call(&stranger, "GET", &uri, None).await;
+        let (s, _) = crate::common::call(&stranger, "GET", &uri, None).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{uri}");
     }
-    let (s, _) = call(
+    let (s, _) = crate::common::call(
         &stranger,
         "PUT",
         &format!("/api/v1/assessments/{id}/samples/2"),
@@ -334,7 +239,7 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = call(
+    let (s, _) = crate::common::call(
         &stranger,
         "POST",
         &format!("/api/v1/outputs/{}/assessments", output.id),

@@ -76,3 +76,104 @@ pub async fn call(
     let (s, _, b) = send(app, req).await;
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
+
+/// A small Sentinel-2 segmentation project of the default organisation.
+pub async fn project(pool: &PgPool, name: &str) -> uuid::Uuid {
+    use groundwork_store::projects::{self, ProjectFields};
+    use groundwork_types::{Modality, ModelSize, Task};
+    let f = ProjectFields {
+        name: name.into(),
+        description: String::new(),
+        aoi: serde_json::json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [0.1, 0.0], [0.1, 0.1], [0.0, 0.0]]]}),
+        bbox: [0.0, 0.0, 0.1, 0.1],
+        area_km2: 61.0,
+        start: "2024-01-01".parse().unwrap(),
+        end: "2024-12-31".parse().unwrap(),
+        task: Task::Segmentation,
+        classes: Vec::new(),
+        modalities: vec![Modality::Sentinel2L2a],
+        model_size: ModelSize::Nano,
+        patch_size: 4,
+        window_size: 64,
+    };
+    projects::create(pool, groundwork_store::DEFAULT_ORG_ID, &f)
+        .await
+        .unwrap()
+        .id
+}
+
+/// A run of one `noop` step in `project` (something for rows to belong to); returns the run.
+pub async fn noop_run(pool: &PgPool, project: uuid::Uuid) -> groundwork_store::jobs::RunWithSteps {
+    use groundwork_store::jobs;
+    jobs::create_run(
+        pool,
+        groundwork_store::DEFAULT_ORG_ID,
+        project,
+        &[jobs::NewStep::new(
+            "s",
+            "noop".parse().unwrap(),
+            serde_json::json!({}),
+            "cpu",
+        )],
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+/// A published class map of `project`: `data` (`size` × `size` pixels of 10 m in EPSG:32633 from
+/// (500000, 5000000), nodata 255) written as a COG under `objects` (a local object store's folder)
+/// and recorded with `legend`.
+pub async fn class_map(
+    pool: &PgPool,
+    objects: &std::path::Path,
+    project: uuid::Uuid,
+    data: &[u8],
+    size: usize,
+    legend: Value,
+) -> groundwork_store::outputs::Output {
+    use groundwork_store::DEFAULT_ORG_ID;
+    use groundwork_store::outputs::{self, NewOutput};
+    let run = noop_run(pool, project).await;
+    let key = format!(
+        "orgs/{DEFAULT_ORG_ID}/projects/{project}/runs/{}/combine/s/class.tif",
+        run.run.id
+    );
+    let path = objects.join(&key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    groundwork_imagery::demo::write_cog::<u8>(
+        &path,
+        data,
+        size,
+        size,
+        [500_000.0, 10.0, 0.0, 5_000_000.0, 0.0, -10.0],
+        32633,
+        Some(255.0),
+    )
+    .unwrap();
+    let side = i32::try_from(size).unwrap();
+    outputs::upsert(
+        pool,
+        &NewOutput {
+            org_id: DEFAULT_ORG_ID,
+            project_id: project,
+            run_id: run.run.id,
+            kind: "class".into(),
+            utm_key: key.clone(),
+            web_key: key,
+            epsg: 32633,
+            width: side,
+            height: side,
+            bands: 1,
+            bbox: [15.0, 45.1, 15.02, 45.11],
+            bounds_3857: [0.0, 0.0, 1.0, 1.0],
+            min_zoom: 0,
+            max_zoom: 14,
+            classes: legend,
+            stats: serde_json::json!({}),
+            lineage: serde_json::json!({}),
+        },
+    )
+    .await
+    .unwrap()
+}

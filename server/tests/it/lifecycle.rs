@@ -9,35 +9,16 @@ use axum::http::{Request, StatusCode};
 use futures::TryStreamExt;
 use groundwork_server::AppState;
 use groundwork_server::maintenance;
-use groundwork_store::projects::{self, ProjectFields};
+use groundwork_store::projects;
 use groundwork_store::testing::TestDb;
-use groundwork_store::{DEFAULT_ORG_ID, PgPool, jobs, windows};
+use groundwork_store::{DEFAULT_ORG_ID, jobs, windows};
+use groundwork_types::Modality;
 use groundwork_types::keys::ProjectKeys;
-use groundwork_types::{Modality, ModelSize, Task};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
-
-async fn new_project(pool: &PgPool, name: &str) -> Uuid {
-    let f = ProjectFields {
-        name: name.into(),
-        description: String::new(),
-        aoi: json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [0.1, 0.0], [0.1, 0.1], [0.0, 0.0]]]}),
-        bbox: [0.0, 0.0, 0.1, 0.1],
-        area_km2: 61.0,
-        start: "2024-01-01".parse().unwrap(),
-        end: "2024-12-31".parse().unwrap(),
-        task: Task::Segmentation,
-        classes: Vec::new(),
-        modalities: vec![Modality::Sentinel2L2a],
-        model_size: ModelSize::Nano,
-        patch_size: 4,
-        window_size: 64,
-    };
-    projects::create(pool, DEFAULT_ORG_ID, &f).await.unwrap().id
-}
 
 async fn keys_under(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
     store
@@ -60,8 +41,8 @@ async fn deleting_a_project_deletes_its_objects_and_cached_copies_and_no_others(
         .await
         .unwrap();
 
-    let gone = new_project(&db.pool, "gone").await;
-    let kept = new_project(&db.pool, "kept").await;
+    let gone = crate::common::project(&db.pool, "gone").await;
+    let kept = crate::common::project(&db.pool, "kept").await;
     let (gone_keys, kept_keys) = (
         ProjectKeys::new(DEFAULT_ORG_ID, gone),
         ProjectKeys::new(DEFAULT_ORG_ID, kept),
@@ -138,7 +119,7 @@ async fn deleting_a_project_deletes_its_objects_and_cached_copies_and_no_others(
 async fn done_dispatch_messages_are_pruned_and_pending_ones_kept() {
     let db = TestDb::new().await.unwrap();
     let state = AppState::new(db.pool.clone());
-    let p = new_project(&db.pool, "p").await;
+    let p = crate::common::project(&db.pool, "p").await;
     let steps = |n: &str| {
         [jobs::NewStep::new(
             n,
@@ -178,37 +159,17 @@ async fn changing_what_imagery_depends_on_makes_it_stale_until_acquired_again() 
     let app = groundwork_server::testing::owner_router(state)
         .await
         .unwrap();
-    let id = new_project(&db.pool, "p").await;
+    let id = crate::common::project(&db.pool, "p").await;
     let project = projects::get(&db.pool, DEFAULT_ORG_ID, id).await.unwrap();
-    // The step an outcome names: any step of the project's runs.
-    let new_step = async || {
-        jobs::create_run(
-            &db.pool,
-            DEFAULT_ORG_ID,
-            id,
-            &[jobs::NewStep::new(
-                "s",
-                "noop".parse().unwrap(),
-                json!({}),
-                "cpu",
-            )],
-            None,
-        )
-        .await
-        .unwrap()
-        .steps[0]
-            .id
-    };
-    let acquire = async |step: Uuid| {
-        let planned = groundwork_worker::steps::plan_windows(&db.pool, &project)
-            .await
-            .unwrap();
-        let outcomes: Vec<windows::Outcome> = planned
-            .iter()
+    // Outcomes as an acquisition step records them (the step: any step of the project's runs).
+    let record = async |ids: Vec<String>, status: &str, reason: Option<&str>| {
+        let step = crate::common::noop_run(&db.pool, id).await.steps[0].id;
+        let outcomes: Vec<windows::Outcome> = ids
+            .into_iter()
             .map(|w| windows::Outcome {
-                id: w.id.clone(),
-                status: "acquired".into(),
-                reason: None,
+                id: w,
+                status: status.into(),
+                reason: reason.map(Into::into),
                 scenes: json!({}),
                 objects: Vec::new(),
             })
@@ -217,18 +178,26 @@ async fn changing_what_imagery_depends_on_makes_it_stale_until_acquired_again() 
             .await
             .unwrap();
     };
-    acquire(new_step().await).await;
+    let planned = async || -> Vec<String> {
+        groundwork_worker::steps::plan_windows(&db.pool, &project)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| w.id)
+            .collect()
+    };
+    record(planned().await, "acquired", None).await;
     let call = async |method: &str, uri: String, body: serde_json::Value| {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let (status, _, bytes) = crate::common::send(&app, req).await;
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        let (status, body) = crate::common::call(&app, method, &uri, Some(body)).await;
+        (status, body.to_string())
     };
     let stale = async || windows::counts(&db.pool, id).await.unwrap().stale;
+    let quarantined = async || {
+        windows::list(&db.pool, id, Some("quarantined"), None, 10)
+            .await
+            .unwrap()
+            .len()
+    };
 
     // A new name changes no imagery.
     let (s, b) = call(
@@ -256,52 +225,20 @@ async fn changing_what_imagery_depends_on_makes_it_stale_until_acquired_again() 
     // An acquisition that fails for a stale window quarantines it (its imagery is of the old dates),
     // one that succeeds makes it current: no window is stale any more.
     let w = windows::list(&db.pool, id, None, None, 10).await.unwrap();
-    windows::record_outcomes(
-        &db.pool,
-        id,
-        new_step().await,
-        &[windows::Outcome {
-            id: w[0].id.clone(),
-            status: "quarantined".into(),
-            reason: Some("no scene".into()),
-            scenes: json!({}),
-            objects: Vec::new(),
-        }],
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        windows::list(&db.pool, id, Some("quarantined"), None, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    acquire(new_step().await).await;
+    record(vec![w[0].id.clone()], "quarantined", Some("no scene")).await;
+    assert_eq!(quarantined().await, 1);
+    record(planned().await, "acquired", None).await;
     assert_eq!(stale().await, 0);
     let (s, b) = call("POST", format!("/api/v1/projects/{id}/train"), json!({})).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     // Without changes, a later failure never downgrades an acquired window.
-    windows::record_outcomes(
-        &db.pool,
-        id,
-        new_step().await,
-        &[windows::Outcome {
-            id: w[0].id.clone(),
-            status: "quarantined".into(),
-            reason: Some("flaky catalogue".into()),
-            scenes: json!({}),
-            objects: Vec::new(),
-        }],
+    record(
+        vec![w[0].id.clone()],
+        "quarantined",
+        Some("flaky catalogue"),
     )
-    .await
-    .unwrap();
-    assert!(
-        windows::list(&db.pool, id, Some("quarantined"), None, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    .await;
+    assert_eq!(quarantined().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,24 +26,30 @@ impl Drop for Proc {
     }
 }
 
+/// `groundwork worker` with a short lease and heartbeat, one slot, quiet.
+fn worker_command(bin: &PathBuf, db_url: &str, name: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "worker",
+        "--concurrency",
+        "1",
+        "--lease-secs",
+        "3",
+        "--heartbeat-ms",
+        "300",
+        "--name",
+        name,
+    ])
+    .env("DATABASE_URL", db_url)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    cmd
+}
+
 fn worker(bin: &PathBuf, db: &TestDb, name: &str) -> Proc {
     Proc(
-        Command::new(bin)
-            .args([
-                "worker",
-                "--concurrency",
-                "1",
-                "--lease-secs",
-                "3",
-                "--heartbeat-ms",
-                "300",
-                "--name",
-                name,
-            ])
-            .env("DATABASE_URL", &db.url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        worker_command(bin, &db.url, name)
             .spawn()
             .expect("start worker"),
     )
@@ -529,27 +535,14 @@ fn soak_worker(
     name: &str,
 ) -> Proc {
     Proc(
-        Command::new(bin)
+        worker_command(bin, db_url, name)
             .args([
-                "worker",
-                "--concurrency",
-                "1",
-                "--lease-secs",
-                "3",
-                "--heartbeat-ms",
-                "300",
-                "--name",
-                name,
                 "--object-store",
                 &format!("file://{}", demo_dir.join("objects").display()),
                 "--allow-host",
                 &format!("127.0.0.1:{port}"),
             ])
-            .env("DATABASE_URL", db_url)
             .env("GROUNDWORK_MODEL_DIR", demo_dir.join("no-models"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("start worker"),
     )

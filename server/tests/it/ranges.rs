@@ -3,12 +3,9 @@
 
 use groundwork_server::AppState;
 use groundwork_server::testing::{member_token, with_bearer};
+use groundwork_store::DEFAULT_ORG_ID;
 use groundwork_store::accounts::Role;
-use groundwork_store::outputs::{self, NewOutput};
-use groundwork_store::projects::{self, ProjectFields};
 use groundwork_store::testing::TestDb;
-use groundwork_store::{DEFAULT_ORG_ID, jobs};
-use groundwork_types::{Modality, ModelSize, Task};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -20,41 +17,7 @@ async fn a_cog_larger_than_gdals_first_read_opens_by_url_through_range_requests(
     state.objects = Some(Arc::new(
         object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
     ));
-    let project = projects::create(
-        &db.pool,
-        DEFAULT_ORG_ID,
-        &ProjectFields {
-            name: "p".into(),
-            description: String::new(),
-            aoi: json!({"type": "Polygon", "coordinates": [[[15.0, 45.1], [15.02, 45.1], [15.02, 45.11], [15.0, 45.1]]]}),
-            bbox: [15.0, 45.1, 15.02, 45.11],
-            area_km2: 1.0,
-            start: "2024-01-01".parse().unwrap(),
-            end: "2024-12-31".parse().unwrap(),
-            task: Task::Segmentation,
-            classes: Vec::new(),
-            modalities: vec![Modality::Sentinel2L2a],
-            model_size: ModelSize::Nano,
-            patch_size: 4,
-            window_size: 64,
-        },
-    )
-    .await
-    .unwrap();
-    let run = jobs::create_run(
-        &db.pool,
-        DEFAULT_ORG_ID,
-        project.id,
-        &[jobs::NewStep::new(
-            "s",
-            "noop".parse().unwrap(),
-            json!({}),
-            "cpu",
-        )],
-        None,
-    )
-    .await
-    .unwrap();
+    let project = crate::common::project(&db.pool, "p").await;
     // 512 × 512 pixels of varied classes: a COG far larger than GDAL's first 16 KB read.
     let n = 512usize;
     // Noise-like classes, so compression cannot make the file small.
@@ -67,48 +30,10 @@ async fn a_cog_larger_than_gdals_first_read_opens_by_url_through_range_requests(
             (noise % 250) as u8
         })
         .collect();
-    let key = format!(
-        "orgs/{DEFAULT_ORG_ID}/projects/{}/runs/{}/combine/s/class.tif",
-        project.id, run.run.id
-    );
-    let path = dir.path().join(&key);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    groundwork_imagery::demo::write_cog::<u8>(
-        &path,
-        &data,
-        n,
-        n,
-        [500_000.0, 10.0, 0.0, 5_000_000.0, 0.0, -10.0],
-        32633,
-        Some(255.0),
-    )
-    .unwrap();
+    let output = crate::common::class_map(&db.pool, dir.path(), project, &data, n, json!([])).await;
+    let path = dir.path().join(&output.utm_key);
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size > 64 * 1024, "{size}");
-    let output = outputs::upsert(
-        &db.pool,
-        &NewOutput {
-            org_id: DEFAULT_ORG_ID,
-            project_id: project.id,
-            run_id: run.run.id,
-            kind: "class".into(),
-            utm_key: key.clone(),
-            web_key: key,
-            epsg: 32633,
-            width: 512,
-            height: 512,
-            bands: 1,
-            bbox: [15.0, 45.1, 15.07, 45.15],
-            bounds_3857: [0.0, 0.0, 1.0, 1.0],
-            min_zoom: 0,
-            max_zoom: 14,
-            classes: json!([]),
-            stats: json!({}),
-            lineage: json!({}),
-        },
-    )
-    .await
-    .unwrap();
     let token = member_token(&db.pool, DEFAULT_ORG_ID, Role::Viewer)
         .await
         .unwrap();
