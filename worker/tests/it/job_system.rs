@@ -151,10 +151,14 @@ async fn fan_out_and_fan_in_respect_dependencies() {
         .unwrap();
     assert_eq!(by_name(&run, "combine").depends_on.len(), 6);
 
-    let w1 = Worker::start(db.pool.clone(), config(3), Registry::builtin())
+    // One message per slot: the first worker's three slots cannot hold all six parts at once, so the
+    // second worker gets some whichever polls first.
+    let mut c = config(3);
+    c.prefetch = 1;
+    let w1 = Worker::start(db.pool.clone(), c.clone(), Registry::builtin())
         .await
         .unwrap();
-    let w2 = Worker::start(db.pool.clone(), config(3), Registry::builtin())
+    let w2 = Worker::start(db.pool.clone(), c, Registry::builtin())
         .await
         .unwrap();
     let done = wait_run(&db.pool, run.run.id, Duration::from_secs(30)).await;
