@@ -307,6 +307,20 @@ pub(crate) fn transform(from: u32, to: u32) -> Result<CoordTransform> {
         .map_err(Error::gdal(format!("transform EPSG:{from} -> EPSG:{to}")))
 }
 
+/// Longitude and latitude (EPSG:4326) of points `(x, y)` in `epsg`.
+pub fn to_lonlat(epsg: u32, points: &[(f64, f64)]) -> Result<Vec<(f64, f64)>> {
+    if points.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (mut xs, mut ys): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+    transform(epsg, 4326)?
+        .transform_coords(&mut xs, &mut ys, &mut [])
+        .map_err(Error::gdal(format!(
+            "transforming points of EPSG:{epsg} to EPSG:4326"
+        )))?;
+    Ok(xs.into_iter().zip(ys).collect())
+}
+
 /// A closed ring around a box with `per_edge` points per edge, counter-clockwise.
 fn densified_ring(b: [f64; 4], per_edge: usize) -> Vec<(f64, f64)> {
     let corners = [(b[0], b[1]), (b[2], b[1]), (b[2], b[3]), (b[0], b[3])];

@@ -706,6 +706,43 @@ pub async fn training_examples(
     Ok((version, out))
 }
 
+/// Every labelled acquired window of `version` (latest when `None`) as a class mask, whatever its split
+/// (or none): what the labelling page and label suggestions need. `None` when there are no labels.
+/// Values (regression labels) are left out.
+pub async fn label_masks(
+    pool: &PgPool,
+    project_id: Uuid,
+    version: Option<i32>,
+) -> Result<Option<(i32, Vec<(String, LabelTarget)>)>> {
+    let Some(version) = resolve_version(pool, project_id, version).await? else {
+        return Ok(None);
+    };
+    let rows: Vec<ExampleRow> = sqlx::query_as(
+        "select lw.window_id, '' as split, w.size, l.class_id, l.value, lw.pixels, lw.pixel_count \
+         from label l \
+         join label_window lw on lw.label_id = l.id \
+         join project_window w on w.project_id = l.project_id and w.id = lw.window_id \
+         where l.project_id = $1 and l.added_in <= $2 and (l.removed_in is null or l.removed_in > $2) \
+             and w.status = 'acquired' and l.class_id is not null \
+         order by lw.window_id, l.id",
+    )
+    .bind(project_id)
+    .bind(version)
+    .fetch_all(pool)
+    .await?;
+    let mut by_window: BTreeMap<String, Vec<ExampleRow>> = BTreeMap::new();
+    for r in rows {
+        by_window.entry(r.window_id.clone()).or_default().push(r);
+    }
+    Ok(Some((
+        version,
+        by_window
+            .into_iter()
+            .filter_map(|(id, rows)| window_mask(&rows).map(|m| (id, m)))
+            .collect(),
+    )))
+}
+
 fn window_class(rows: &[ExampleRow]) -> Option<LabelTarget> {
     let mut pixels: BTreeMap<i32, i64> = BTreeMap::new();
     for r in rows {

@@ -1,6 +1,6 @@
 //! PostgreSQL access for Groundwork: the connection pool, migrations ([`migrate`], [`ready`]), the
 //! zero-setup local cluster ([`devdb`]), the test harness (`testing`, with the `testing` feature), the domain queries
-//! ([`projects`], [`windows`], [`labels`] with the pure window [`sampling`], [`models`], [`outputs`],
+//! ([`projects`], [`windows`], [`labels`] with the pure window [`sampling`], [`suggestions`], [`models`], [`outputs`],
 //! [`workers`], [`accounts`], [`audit`]) and the job system over apalis ([`jobs`]).
 //!
 //! PostgreSQL is the single source of truth. apalis carries dispatch messages; the `step` table carries
@@ -19,6 +19,7 @@ pub mod models;
 pub mod outputs;
 pub mod projects;
 pub mod sampling;
+pub mod suggestions;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod windows;

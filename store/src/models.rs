@@ -29,6 +29,26 @@ pub struct TrainingEpoch {
     pub seconds: f64,
 }
 
+/// The manifest key the succeeded `train` step of `run_id` (a run of `project_id`) named in its
+/// output: the claim that committed the step wrote the model there. `None` when the run has no
+/// succeeded `train` step or it predates per-claim model folders.
+pub async fn trained_manifest_key(
+    pool: &PgPool,
+    project_id: Uuid,
+    run_id: Uuid,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar::<_, Option<String>>(
+        "select s.output->>'model_json' from step s join pipeline_run r on r.id = s.run_id \
+         where s.run_id = $1 and r.project_id = $2 and s.kind = 'train' and s.state = 'succeeded' \
+         order by s.finished_at desc limit 1",
+    )
+    .bind(run_id)
+    .bind(project_id)
+    .fetch_optional(pool)
+    .await?
+    .flatten())
+}
+
 /// Records (or replaces, for a resumed attempt) one epoch of a step's curve.
 pub async fn record_epoch<'e>(
     db: impl sqlx::PgExecutor<'e>,

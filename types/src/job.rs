@@ -19,6 +19,8 @@ pub enum StepKind {
     Combine,
     /// The web-mercator COG, tiles and STAC Item of a combined map.
     Publish,
+    /// Points the user should label next, from the frozen encoder's embeddings of the windows.
+    Suggest,
     /// Test kind: sleeps, honouring cancellation.
     Sleep,
     /// Test kind: fails a given number of attempts.
@@ -35,6 +37,7 @@ named_enum!(StepKind, "step kind", [
     Predict => "predict",
     Combine => "combine",
     Publish => "publish",
+    Suggest => "suggest",
     Sleep => "sleep",
     Fail => "fail",
     Noop => "noop",
@@ -52,7 +55,8 @@ impl StepKind {
             | StepKind::Evaluate
             | StepKind::Predict
             | StepKind::Combine
-            | StepKind::Publish => false,
+            | StepKind::Publish
+            | StepKind::Suggest => false,
         }
     }
 }

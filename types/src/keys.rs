@@ -4,7 +4,8 @@
 //! ```text
 //! acquisitions/{run}/windows/{window}/{modality}.safetensors  acquire: a window's tensors per modality
 //! windows/{window}/{modality}.safetensors                     (before acquisitions had their own folders)
-//! runs/{run}/model/{model.json, weights.safetensors, baseline.json}    train: the trained model
+//! runs/{run}/model/claim-{claim}/{model.json, weights.safetensors, baseline.json}
+//!                                                             train: the trained model, per claim
 //! runs/{run}/checkpoints/…                                    train: per-epoch checkpoints and state
 //! runs/{run}/{stage}/{step}/claim-{claim}…                    predict, combine, publish: per claim
 //! ```
@@ -30,6 +31,25 @@ pub struct ModelKeys {
     pub weights: String,
     /// The frozen-encoder baseline (JSON).
     pub baseline: String,
+}
+
+impl ModelKeys {
+    /// The model files in `folder`.
+    #[must_use]
+    pub fn in_folder(folder: &str) -> Self {
+        ModelKeys {
+            manifest: format!("{folder}/model.json"),
+            weights: format!("{folder}/weights.safetensors"),
+            baseline: format!("{folder}/baseline.json"),
+        }
+    }
+
+    /// The files beside a manifest key (`…/model.json`).
+    #[must_use]
+    pub fn beside(manifest: &str) -> Self {
+        let folder = manifest.rsplit_once('/').map_or("", |(folder, _)| folder);
+        Self::in_folder(folder)
+    }
 }
 
 impl ProjectKeys {
@@ -74,15 +94,30 @@ impl ProjectKeys {
         format!("{}/acquisitions/{run_id}", self.prefix)
     }
 
-    /// The files of the model a run trained.
+    /// The files of the model a run trained before models had a folder per claim (still read for
+    /// older runs; see [`ProjectKeys::trained_model`]).
     #[must_use]
     pub fn model(&self, run_id: Uuid) -> ModelKeys {
-        let base = format!("{}/runs/{run_id}/model", self.prefix);
-        ModelKeys {
-            manifest: format!("{base}/model.json"),
-            weights: format!("{base}/weights.safetensors"),
-            baseline: format!("{base}/baseline.json"),
-        }
+        ModelKeys::in_folder(&format!("{}/runs/{run_id}/model", self.prefix))
+    }
+
+    /// The files of the model one claim of a run's `train` step writes
+    /// (`…/runs/{run}/model/claim-{claim}/`): an execution that lost its lease writes beside the
+    /// winner's files, never over them, and the succeeded step's output names the winner's manifest.
+    #[must_use]
+    pub fn trained_model(&self, run_id: Uuid, claim_id: Uuid) -> ModelKeys {
+        ModelKeys::in_folder(&format!(
+            "{}/runs/{run_id}/model/claim-{claim_id}",
+            self.prefix
+        ))
+    }
+
+    /// Whether `key` lies under this project's prefix (a key read from a step's output is used only
+    /// then).
+    #[must_use]
+    pub fn owns(&self, key: &str) -> bool {
+        key.strip_prefix(&self.prefix)
+            .is_some_and(|rest| rest.starts_with('/') && !rest.split('/').any(|p| p == ".."))
     }
 
     /// Where a run's training checkpoints live.
@@ -124,6 +159,15 @@ mod tests {
             k.model(r).weights,
             format!("orgs/{o}/projects/{p}/runs/{r}/model/weights.safetensors")
         );
+        let m = k.trained_model(r, s);
+        assert_eq!(
+            m.manifest,
+            format!("orgs/{o}/projects/{p}/runs/{r}/model/claim-{s}/model.json")
+        );
+        assert_eq!(ModelKeys::beside(&m.manifest), m);
+        assert!(k.owns(&m.weights));
+        assert!(!k.owns(&format!("orgs/{o}/projects/{p}x/runs")));
+        assert!(!k.owns(&format!("orgs/{o}/projects/{p}/../other/runs")));
         assert_eq!(
             k.claim(r, StepKind::Predict, s, o),
             format!("orgs/{o}/projects/{p}/runs/{r}/predict/{s}/claim-{o}")

@@ -219,6 +219,7 @@ pub fn check_args(kind: StepKind, args: &Value) -> Result<(), StepError> {
         StepKind::Predict => steps::PredictArgs::parse(args).map(drop),
         StepKind::Combine => steps::CombineArgs::parse(args).map(drop),
         StepKind::Publish => steps::PublishArgs::parse(args).map(drop),
+        StepKind::Suggest => steps::SuggestArgs::parse(args).map(drop),
         StepKind::Sleep => steps::SleepArgs::parse(args).map(drop),
         StepKind::Fail => steps::FailArgs::parse(args).map(drop),
         StepKind::Noop => steps::NoopArgs::parse(args).map(drop),
@@ -259,6 +260,7 @@ impl Registry {
                 StepKind::Predict => r.insert(steps::Predict),
                 StepKind::Combine => r.insert(steps::Combine),
                 StepKind::Publish => r.insert(steps::Publish),
+                StepKind::Suggest => r.insert(steps::Suggest),
                 #[cfg(feature = "test-kinds")]
                 StepKind::Sleep => r.insert(steps::Sleep),
                 #[cfg(feature = "test-kinds")]

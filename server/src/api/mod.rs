@@ -12,6 +12,7 @@ pub mod outputs;
 pub mod projects;
 pub mod ranges;
 pub mod runs;
+pub mod suggestions;
 pub mod tokens;
 pub mod validate;
 pub mod workers;
@@ -259,6 +260,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(tokens::routes())
         .merge(outputs::routes())
         .merge(assessments::routes())
+        .merge(suggestions::routes())
         .routes(routes!(step_kinds))
 }
 

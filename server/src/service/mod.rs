@@ -11,5 +11,6 @@ pub mod models;
 pub mod outputs;
 pub mod projects;
 pub mod runs;
+pub mod suggestions;
 pub mod tokens;
 pub mod workers;

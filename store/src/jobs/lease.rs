@@ -14,8 +14,12 @@ use super::*;
 
 /// Takes the lease on a queued, due step whose dependencies have succeeded, while its organisation runs
 /// fewer steps than its `max_running_steps`. `None` when the message was stale (the step was claimed,
-/// cancelled or is not due) or the organisation is at its limit (the reaper's lost-dispatch sweep
-/// dispatches the step again later).
+/// cancelled or is not due) or the organisation is at its limit (the step is dispatched again when one
+/// of the organisation's running steps ends, see [`dispatch_held_back`], and by the reaper's
+/// lost-dispatch sweep).
+///
+/// The limit is hard: claims of a limited organisation take a transaction-scoped advisory lock on it
+/// first, so two claims at the same instant count each other's running steps.
 pub async fn claim(
     pool: &PgPool,
     step_id: Uuid,
@@ -23,11 +27,22 @@ pub async fn claim(
     lease: Duration,
     message: Option<&str>,
 ) -> Result<Option<Claimed>> {
-    // One statement (atomic on its own): take the lease, open the attempt record, mark the run started,
-    // and retire the dispatch message that brought the worker here (whether or not the claim succeeds:
-    // a message is only a hint, and the step row decides), and with a claim also its sibling in the
-    // other pool's queue (see `dispatch`).
-    Ok(sqlx::query_as(
+    let mut tx = pool.begin().await?;
+    // Locks only when the step's organisation has a running-steps limit; the claim below is a new
+    // statement, so it sees the steps claimed by whoever held the lock before.
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('running-steps:' || o.id::text, 0)) \
+         from step s join pipeline_run r on r.id = s.run_id join org o on o.id = r.org_id \
+         where s.id = $1 and s.state = 'queued' and o.max_running_steps is not null",
+    )
+    .bind(step_id)
+    .execute(&mut *tx)
+    .await?;
+    // One statement: take the lease, open the attempt record, mark the run started, and retire the
+    // dispatch message that brought the worker here (whether or not the claim succeeds: a message is
+    // only a hint, and the step row decides), and with a claim also its sibling in the other pool's
+    // queue (see `dispatch`).
+    let claimed = sqlx::query_as(
         "with c as ( \
              update step set state = 'running', attempt = attempt + 1, lease_owner = $2, claim_id = $5, \
                  lease_expires_at = now() + $3 * interval '1 millisecond', heartbeat_at = now(), \
@@ -53,8 +68,47 @@ pub async fn claim(
     .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
     .bind(message)
     .bind(Uuid::now_v7())
-    .fetch_optional(pool)
-    .await?)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// [`dispatch_held_back`] after a transition has committed: a failure only delays the held-back steps
+/// until the reaper's sweep, so it is logged, not returned.
+async fn held_back_hint(pool: &PgPool, org_id: Uuid) {
+    if let Err(e) = dispatch_held_back(pool, org_id).await {
+        tracing::warn!(org = %org_id, error = %e, "could not dispatch held-back steps");
+    }
+}
+
+/// Dispatches again the steps of `org_id` that a claim refused because the organisation was at its
+/// running-steps limit (queued, ready and due, with no message waiting for them), as many as it now
+/// has free slots. Called when one of its running steps ends, so a held-back step does not wait for
+/// the reaper's sweep. Nothing for an organisation without a limit.
+pub async fn dispatch_held_back(pool: &PgPool, org_id: Uuid) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    let held: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "select s.id, s.queue, now() from step s join pipeline_run r on r.id = s.run_id join org o on o.id = r.org_id \
+         where r.org_id = $1 and o.max_running_steps is not null \
+           and s.state = 'queued' and not s.cancel_requested and s.run_at <= now() \
+           and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
+                           where d.step_id = s.id and p.state <> 'succeeded') \
+           and not exists (select 1 from apalis.jobs j where j.id in (s.dispatch_id, s.own_dispatch_id) \
+                           and j.status in ('Pending', 'Queued', 'Running')) \
+         order by s.run_at, s.id \
+         limit greatest((select o2.max_running_steps - (select count(*) from step s2 join pipeline_run r2 on r2.id = s2.run_id \
+                                                          where r2.org_id = $1 and s2.state = 'running') \
+                         from org o2 where o2.id = $1), 0) \
+         for update of s skip locked",
+    )
+    .bind(org_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let n = held.len() as u64;
+    dispatch(&mut tx, &held).await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// Extends the lease and records progress. Tells the worker whether to go on.
@@ -152,6 +206,7 @@ pub async fn complete(
     if others_open <= 64 {
         finish_run_if_done(pool, claimed.run_id).await?;
     }
+    held_back_hint(pool, claimed.org_id).await;
     Ok(Completion::Succeeded)
 }
 
@@ -233,6 +288,7 @@ pub async fn fail(
     };
     finish_run_if_done(&mut *tx, claimed.run_id).await?;
     tx.commit().await?;
+    held_back_hint(pool, claimed.org_id).await;
     Ok(outcome)
 }
 
@@ -256,6 +312,7 @@ pub async fn mark_cancelled(pool: &PgPool, claimed: &Claimed) -> Result<bool> {
     cancel_downstream(&mut tx, &[claimed.id]).await?;
     finish_run_if_done(&mut *tx, claimed.run_id).await?;
     tx.commit().await?;
+    held_back_hint(pool, claimed.org_id).await;
     Ok(true)
 }
 

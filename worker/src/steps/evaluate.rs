@@ -9,6 +9,7 @@ use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
 use groundwork_store::labels::{self, Split, TrainingExample};
 use groundwork_store::models;
+use groundwork_types::keys::ModelKeys;
 use groundwork_types::{
     BaselineMetrics, CandidateMetrics, ClassMetrics, ClassificationMetrics, EvaluationReport,
     Metrics, RegressionMetrics, Selection, Task,
@@ -290,10 +291,15 @@ async fn read_manifest(
     args: &EvaluateArgs,
 ) -> Result<(String, ModelManifest), StepError> {
     let store = ctx.objects(StepKind::Evaluate)?;
-    let model_key = ctx
-        .keys()
-        .model(args.train_run_id.unwrap_or(ctx.run_id))
-        .manifest;
+    let model_key = super::train::model_keys(
+        &ctx.pool,
+        &ctx.keys(),
+        ctx.project_id,
+        args.train_run_id.unwrap_or(ctx.run_id),
+    )
+    .await
+    .map_err(retryable)?
+    .manifest;
     let bytes = match store.get(&ObjectPath::from(model_key.clone())).await {
         Ok(r) => r.bytes().await.map_err(retryable)?,
         Err(object_store::Error::NotFound { .. }) => {
@@ -328,7 +334,7 @@ async fn evaluate_with_manifest(
     let store = ctx.objects(StepKind::Evaluate)?;
     let train_run = args.train_run_id.unwrap_or(ctx.run_id);
     let keys = ctx.keys();
-    let baseline_key = keys.model(train_run).baseline;
+    let baseline_key = ModelKeys::beside(&model_key).baseline;
     let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))
         .map_err(permanent)?;
     let weights = store

@@ -11,6 +11,7 @@ mod noop;
 pub mod predict;
 pub mod publish;
 mod sleep;
+pub mod suggest;
 mod train;
 
 pub use acquire::{Acquire, AcquireArgs, AcquireSummary, SummaryArgs, plan_windows};
@@ -21,4 +22,5 @@ pub use noop::{Noop, NoopArgs};
 pub use predict::{Predict, PredictArgs, plan_prediction};
 pub use publish::{Publish, PublishArgs};
 pub use sleep::{Sleep, SleepArgs};
+pub use suggest::{Pick, Suggest, SuggestArgs, Token, choose};
 pub use train::{ModelManifest, Train, TrainArgs, train_on_examples};

@@ -8,15 +8,16 @@
 //!    probes, a linear model of tokens and pixels, and the fine-tuned head (default `hybrid`: tokens and
 //!    10 m pixels), all scored on the validation split with the class-balanced metric (`macro_f1`, RMSE
 //!    for regression). The best publishable one is the run's model; every candidate's test predictions
-//!    and the choice go to `…/runs/{run}/model/baseline.json` for `evaluate`.
+//!    and the choice go to `…/runs/{run}/model/claim-{claim}/baseline.json` for `evaluate`.
 //! 4. Fine-tuning ([`olmoearth::finetune::Trainer`]) starts from the better linear model, with a
 //!    class-weighted loss and early stopping on validation macro-F1; every epoch writes a checkpoint
 //!    (weights, optimiser moments, curve) under `…/runs/{run}/checkpoints/{claim}/` (one folder per claim,
 //!    named by `checkpoints/state.json`, which every claim reads) and a
 //!    row of `training_epoch`; a retried or resumed attempt continues after the last checkpointed epoch.
-//! 5. The chosen model: `…/runs/{run}/model/weights.safetensors` and `…/model/model.json` (config,
-//!    label-set version, weights sha256, metrics with the choice and its reason); the step output names
-//!    these keys.
+//! 5. The chosen model: `…/runs/{run}/model/claim-{claim}/weights.safetensors` and `…/model.json`
+//!    (config, label-set version, weights sha256, metrics with the choice and its reason). Each claim
+//!    writes its own folder; the step output, committed with `succeeded` under the claim, names the
+//!    winner's keys, and readers find them there ([`model_keys`]).
 
 use super::candidates::{Candidate, FINE_TUNED, Fitted, StoredCandidate, fit_candidates};
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
@@ -169,7 +170,7 @@ struct CheckpointState {
 
 /// Class index of every label value: the project's class ids when every label uses them, otherwise the
 /// distinct labelled values in ascending order.
-fn class_ids(project_classes: &[ClassDef], examples: &[TrainingExample]) -> Vec<i32> {
+pub(crate) fn class_ids(project_classes: &[ClassDef], examples: &[TrainingExample]) -> Vec<i32> {
     let declared: Vec<i32> = project_classes.iter().map(|c| i32::from(c.id)).collect();
     let mut used = std::collections::BTreeSet::new();
     for e in examples {
@@ -199,7 +200,7 @@ fn class_ids(project_classes: &[ClassDef], examples: &[TrainingExample]) -> Vec<
 }
 
 /// Where the pretrained encoder comes from, and its state dict.
-fn pretrained(
+pub(crate) fn pretrained(
     model_dir: Option<&Path>,
     size: ModelSize,
     seed: u64,
@@ -563,7 +564,7 @@ pub async fn train_on_examples(
         manifest: model_key,
         weights: weights_key,
         baseline: baseline_key,
-    } = keys.model(ctx.run_id);
+    } = keys.trained_model(ctx.run_id, ctx.claim_id);
     let opts = args.fit_options();
 
     ctx.progress.set(0.0, "loading the encoder");
@@ -859,6 +860,22 @@ pub async fn train_on_examples(
             metadata: json!({"weights": weights_key, "sha256": manifest.weights_sha256}),
         }],
     })
+}
+
+/// The files of the model run `run_id` of the project trained: the folder its succeeded `train` step
+/// named, or the run's fixed folder for runs older than per-claim folders.
+pub(crate) async fn model_keys(
+    pool: &groundwork_store::PgPool,
+    keys: &ProjectKeys,
+    project_id: uuid::Uuid,
+    run_id: uuid::Uuid,
+) -> groundwork_store::Result<ModelKeys> {
+    Ok(
+        match models::trained_manifest_key(pool, project_id, run_id).await? {
+            Some(manifest) if keys.owns(&manifest) => ModelKeys::beside(&manifest),
+            _ => keys.model(run_id),
+        },
+    )
 }
 
 fn split_len(examples: &[TrainingExample], split: Split) -> usize {

@@ -983,37 +983,48 @@ async fn a_restart_of_the_database_cluster_during_a_run_fails_no_step() {
     let w = Worker::start(pool.clone(), config(1), Registry::builtin())
         .await
         .unwrap();
-    let mut long = step("long", "sleep", json!({"seconds": 1.5}), &[]);
-    long.max_attempts = 1;
-    let mut then = step("then", "noop", json!({}), &["long"]);
+    // Two long steps, one for each restart, and one after them; one attempt each, so a step marked
+    // failed because of an outage would fail the run.
+    let mut first = step("first", "sleep", json!({"seconds": 1.5}), &[]);
+    first.max_attempts = 1;
+    let mut second = step("second", "sleep", json!({"seconds": 1.5}), &["first"]);
+    second.max_attempts = 1;
+    let mut then = step("then", "noop", json!({}), &["second"]);
     then.max_attempts = 1;
-    let run = jobs::create_run(&pool, DEFAULT_ORG_ID, p, &[long, then], None)
+    let run = jobs::create_run(&pool, DEFAULT_ORG_ID, p, &[first, second, then], None)
         .await
         .unwrap();
-    wait_step(
-        &pool,
-        by_name(&run, "long").id,
-        "running",
-        Duration::from_secs(10),
-    )
-    .await;
-    // Down for longer than the lease (3 s), then up again.
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.stop().unwrap();
-        std::thread::sleep(Duration::from_secs(6));
-        assert!(cluster.ensure_running().unwrap(), "it was stopped");
-        cluster
-    })
-    .await
-    .unwrap();
-    let done = wait_run(&pool, run.run.id, Duration::from_secs(60)).await;
+    // The cluster is stopped while `name` runs, kept down for `down`, and started again.
+    let restart = async |cluster: groundwork_store::devdb::LocalDb, name: &str, down: Duration| {
+        wait_step(
+            &pool,
+            by_name(&run, name).id,
+            "running",
+            Duration::from_secs(60),
+        )
+        .await;
+        tokio::task::spawn_blocking(move || {
+            cluster.stop().unwrap();
+            std::thread::sleep(down);
+            assert!(cluster.ensure_running().unwrap(), "it was stopped");
+            cluster
+        })
+        .await
+        .unwrap()
+    };
+    // 5 s (longer than the 3 s lease), then 40 s (many leases, and longer than the default lease).
+    let cluster = restart(cluster, "first", Duration::from_secs(5)).await;
+    let cluster = restart(cluster, "second", Duration::from_secs(40)).await;
+    let done = wait_run(&pool, run.run.id, Duration::from_secs(90)).await;
     assert_eq!(done.run.state, "succeeded", "{done:#?}");
-    let lost: i32 = sqlx::query_scalar("select lost_leases from step where id = $1")
-        .bind(by_name(&run, "long").id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert!(lost <= 1, "{lost}");
+    for name in ["first", "second"] {
+        let lost: i32 = sqlx::query_scalar("select lost_leases from step where id = $1")
+            .bind(by_name(&run, name).id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(lost <= 1, "{name}: {lost}");
+    }
     w.shutdown().await;
     pool.close().await;
     cluster.stop().unwrap();

@@ -8,4 +8,5 @@ mod job_system;
 mod ownership;
 mod pools;
 mod stitch;
+mod suggest;
 mod train;

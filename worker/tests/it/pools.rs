@@ -294,3 +294,57 @@ async fn an_organisation_s_limits_on_queued_and_running_steps_hold() {
     w.shutdown().await;
     assert_eq!(most, 1);
 }
+
+#[tokio::test]
+async fn the_running_steps_limit_is_hard_and_a_held_back_step_starts_when_a_slot_frees() {
+    let db = TestDb::new().await.unwrap();
+    let b = org_b(&db.pool).await;
+    let p = project(&db.pool, b, "limited").await;
+    accounts::set_org_limits(&db.pool, &Who::cli(), b, None, Some(Some(1)))
+        .await
+        .unwrap();
+    let steps: Vec<NewStep> = (0..6)
+        .map(|i| {
+            NewStep::new(
+                format!("s{i}"),
+                "sleep".parse().unwrap(),
+                json!({"seconds": 0.3}),
+                "cpu",
+            )
+        })
+        .collect();
+    let run = jobs::create_run(&db.pool, b, p, &steps, None)
+        .await
+        .unwrap();
+    // Four slots claim the six messages at once: the claims race for the one running slot.
+    let mut c = config("four-slots", None);
+    c.concurrency = 4;
+    let w = Worker::start(db.pool.clone(), c, Registry::builtin())
+        .await
+        .unwrap();
+    // Held-back steps are dispatched again as soon as a running step ends; the reaper's lost-dispatch
+    // sweep (20 s) would make this run take minutes.
+    let started = Instant::now();
+    let done = loop {
+        let r = jobs::get_run(&db.pool, b, run.run.id).await.unwrap();
+        if r.run.state == "succeeded" {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the held-back steps waited: {r:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    w.shutdown().await;
+    // Never two at once: each step started after the one before it finished.
+    let mut spans: Vec<_> = done
+        .steps
+        .iter()
+        .map(|s| (s.started_at.unwrap(), s.finished_at.unwrap()))
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "two steps overlapped: {spans:#?}");
+    }
+}

@@ -213,6 +213,18 @@ impl Setup {
         }
     }
 
+    /// Commits a step's output with `succeeded`, as the runtime does after the body returns.
+    async fn succeed(&self, step_id: Uuid, output: &Value) {
+        sqlx::query(
+            "update step set state = 'succeeded', output = $2, finished_at = now() where id = $1",
+        )
+        .bind(step_id)
+        .bind(output)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+    }
+
     async fn state_epoch(&self) -> Option<u64> {
         let key = ObjectPath::from(format!(
             "orgs/{}/projects/{}/runs/{}/checkpoints/state.json",
@@ -298,6 +310,14 @@ async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated
         .await
         .unwrap();
     assert_eq!(rows, 7);
+
+    // Each claim writes its own model folder, and the output (committed with `succeeded` under the
+    // claim) names it: that is where evaluate and predict look.
+    let folder = format!("/runs/{}/model/claim-{}/", s.run_id, ctx.claim_id);
+    for key in ["model_json", "weights", "baseline"] {
+        assert!(out[key].as_str().unwrap().contains(&folder), "{out}");
+    }
+    s.succeed(s.train_step, &out).await;
 
     // The model files named by the output exist, and the manifest's hash matches the weights.
     let manifest: Value = serde_json::from_slice(
@@ -451,6 +471,7 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
 
     // The evaluation scores every candidate on test, marks the chosen one, and the model it loads from the
     // published weights predicts exactly what the chosen candidate predicted.
+    s.succeed(s.train_step, &out).await;
     let ctx = s.ctx(s.eval_step, 1, CancellationToken::new()).await;
     let eval_args = EvaluateArgs {
         train_run_id: None,

@@ -260,7 +260,7 @@ impl Step for Predict {
             // A trained model: its manifest names the class of each output and its lineage.
             let trained = match &spec {
                 ModelSpec::Trained { run_id } => Some(
-                    ModelSpec::fetch_trained(objects.as_ref(), &project, *run_id)
+                    ModelSpec::fetch_trained(&ctx.pool, objects.as_ref(), &project, *run_id)
                         .await
                         .map_err(permanent)?,
                 ),

@@ -199,7 +199,7 @@ pub enum ModelSpec {
         #[serde(default)]
         regression: bool,
     },
-    /// The model a training run of the project wrote (`runs/{run_id}/model/` in the object store).
+    /// The model a training run of the project wrote (the folder its `train` step's output names).
     Trained {
         /// The training run.
         run_id: Uuid,
@@ -254,12 +254,14 @@ impl ModelSpec {
 
     /// Reads the manifest and weights of a trained model of `project` from the object store.
     pub async fn fetch_trained(
+        pool: &groundwork_store::PgPool,
         objects: &dyn object_store::ObjectStore,
         project: &projects::Project,
         run_id: Uuid,
     ) -> anyhow::Result<(super::super::train::ModelManifest, Vec<u8>)> {
-        let manifest_key = groundwork_types::keys::ProjectKeys::new(project.org_id, project.id)
-            .model(run_id)
+        let keys = groundwork_types::keys::ProjectKeys::new(project.org_id, project.id);
+        let manifest_key = super::super::train::model_keys(pool, &keys, project.id, run_id)
+            .await?
             .manifest;
         let path = object_store::path::Path::from(manifest_key.as_str());
         let bytes = async { objects.get(&path).await?.bytes().await }
