@@ -607,6 +607,8 @@ impl Fixture {
                 (format!("/api/v1/projects/{p}/labels/{label}"), None)
             }
             "start training" => (format!("/api/v1/projects/{p}/train"), Some(json!({}))),
+            "list suggestions" => (format!("/api/v1/projects/{p}/suggestions"), None),
+            "start suggestions" => (format!("/api/v1/projects/{p}/suggestions"), Some(json!({}))),
             "start prediction" => (format!("/api/v1/projects/{p}/predict"), Some(json!({}))),
             "list evaluations" => (format!("/api/v1/projects/{p}/evaluations"), None),
             "get training" => (format!("/api/v1/runs/{run}/training"), None),
@@ -884,6 +886,20 @@ async fn every_route_answers_each_caller_by_role_scope_and_organisation() {
         ),
         (
             "start training",
+            "POST",
+            Role::Member,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "list suggestions",
+            "GET",
+            Role::Viewer,
+            Class::Forbidden,
+            true,
+        ),
+        (
+            "start suggestions",
             "POST",
             Role::Member,
             Class::Forbidden,

@@ -19,3 +19,4 @@ mod models;
 mod outputs;
 mod processes;
 mod ranges;
+mod suggestions;
