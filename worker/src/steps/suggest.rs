@@ -612,7 +612,7 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
         "cold_start"
     };
     ctx.progress
-        .set(1.0, &format!("{} points to label next", items.len()));
+        .set(1.0, format!("{} points to label next", items.len()));
     Ok(StepOutput {
         output: json!({
             "suggestions": items.len(),
