@@ -268,6 +268,47 @@ async fn insert_coverage(
     Ok(())
 }
 
+/// Inserts `labels` as added in `version`, with the windows they cover; returns how many.
+async fn insert_labels(
+    tx: &mut Transaction<'_, Postgres>,
+    project_id: Uuid,
+    version: i32,
+    labels: &[NewLabel],
+) -> Result<i64> {
+    let n = i64::try_from(labels.len()).unwrap_or(i64::MAX);
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "select nextval(pg_get_serial_sequence('label', 'id')) from generate_series(1, $1)",
+    )
+    .bind(n)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (chunk_ids, chunk) in ids.chunks(5000).zip(labels.chunks(5000)) {
+        sqlx::query(
+            "insert into label (id, project_id, added_in, geometry, window_id, class_id, value, assigned) \
+             select u.id, $1, $2, u.geometry, u.window_id, u.class_id, u.value, u.assigned \
+             from unnest($3::int8[], $4::jsonb[], $5::text[], $6::int4[], $7::float8[], $8::bool[]) \
+                 as u(id, geometry, window_id, class_id, value, assigned)",
+        )
+        .bind(project_id)
+        .bind(version)
+        .bind(chunk_ids)
+        .bind(chunk.iter().map(|l| l.geometry.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|l| l.window_id.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|l| l.class_id).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|l| l.value).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|l| l.coverage.is_some()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    let coverage: Vec<(i64, &Coverage)> = ids
+        .iter()
+        .zip(labels)
+        .flat_map(|(id, l)| l.coverage.iter().flatten().map(move |c| (*id, c)))
+        .collect();
+    insert_coverage(tx, project_id, &coverage).await?;
+    Ok(n)
+}
+
 /// Adds `labels` as a new version (`replace`: the new version holds only these labels). One transaction:
 /// a failed import leaves no trace.
 pub async fn import(
@@ -294,37 +335,7 @@ pub async fn import(
     } else {
         0
     };
-    let n = i64::try_from(labels.len()).unwrap_or(i64::MAX);
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "select nextval(pg_get_serial_sequence('label', 'id')) from generate_series(1, $1)",
-    )
-    .bind(n)
-    .fetch_all(&mut *tx)
-    .await?;
-    for (chunk_ids, chunk) in ids.chunks(5000).zip(labels.chunks(5000)) {
-        sqlx::query(
-            "insert into label (id, project_id, added_in, geometry, window_id, class_id, value, assigned) \
-             select u.id, $1, $2, u.geometry, u.window_id, u.class_id, u.value, u.assigned \
-             from unnest($3::int8[], $4::jsonb[], $5::text[], $6::int4[], $7::float8[], $8::bool[]) \
-                 as u(id, geometry, window_id, class_id, value, assigned)",
-        )
-        .bind(project_id)
-        .bind(version)
-        .bind(chunk_ids)
-        .bind(chunk.iter().map(|l| l.geometry.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|l| l.window_id.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|l| l.class_id).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|l| l.value).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|l| l.coverage.is_some()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    }
-    let coverage: Vec<(i64, &Coverage)> = ids
-        .iter()
-        .zip(labels)
-        .flat_map(|(id, l)| l.coverage.iter().flatten().map(move |c| (*id, c)))
-        .collect();
-    insert_coverage(&mut tx, project_id, &coverage).await?;
+    let n = insert_labels(&mut tx, project_id, version, labels).await?;
     let set = finish_label_set(
         &mut tx,
         project_id,
@@ -345,19 +356,44 @@ pub async fn remove(
     label_ids: &[i64],
     created_by: Option<Uuid>,
 ) -> Result<LabelSet> {
+    edit(pool, project_id, &[], label_ids, None, created_by).await
+}
+
+/// One edit as one new version: `remove` these labels and `add` those. With `base_version`, the edit
+/// applies only while the latest version is still that one (optimistic concurrency: two people
+/// labelling one project never overwrite each other; the second is told to reload), else
+/// [`Error::Conflict`]. Ids that are not current labels of the project are a conflict too; nothing
+/// changes then.
+pub async fn edit(
+    pool: &PgPool,
+    project_id: Uuid,
+    add: &[NewLabel],
+    remove: &[i64],
+    base_version: Option<i32>,
+    created_by: Option<Uuid>,
+) -> Result<LabelSet> {
     let mut tx = pool.begin().await?;
     let version = next_version(&mut tx, project_id).await?;
+    if let Some(base) = base_version
+        && base != version - 1
+    {
+        return Err(Error::Conflict(format!(
+            "the labels changed since version {base} (they are at version {} now): reload them to see \
+             the other changes, then edit again",
+            version - 1
+        )));
+    }
     insert_label_set(&mut tx, project_id, version, "edit", "", created_by, None).await?;
     let removed = sqlx::query(
         "update label set removed_in = $2 where project_id = $1 and removed_in is null and id = any($3)",
     )
     .bind(project_id)
     .bind(version)
-    .bind(label_ids)
+    .bind(remove)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let mut unique = label_ids.to_vec();
+    let mut unique = remove.to_vec();
     unique.sort_unstable();
     unique.dedup();
     if removed != unique.len() as u64 {
@@ -365,11 +401,12 @@ pub async fn remove(
             "some of these labels do not exist or were already removed".into(),
         ));
     }
+    let added = insert_labels(&mut tx, project_id, version, add).await?;
     let set = finish_label_set(
         &mut tx,
         project_id,
         version,
-        0,
+        added,
         i64::try_from(removed).unwrap_or(0),
     )
     .await?;

@@ -6,9 +6,12 @@ import * as maplibregl from 'maplibre-gl';
 import 'maplibre-gl/dist/maplibre-gl.css';
 // MapLibre parses tiles in a module worker; ship its file next to this one and point MapLibre at it.
 import workerUrl from 'maplibre-gl/dist/maplibre-gl-worker.mjs?url';
-import { TerraDraw, TerraDrawPolygonMode, TerraDrawRectangleMode } from 'terra-draw';
+import { TerraDraw, TerraDrawPointMode, TerraDrawPolygonMode, TerraDrawRectangleMode } from 'terra-draw';
 import { TerraDrawMapLibreGLAdapter } from 'terra-draw-maplibre-gl-adapter';
 import { areaKm2, boundsOf, formatKm2, geometryOf } from './geo.js';
+// Bundled into this module, not imported on demand: an on-demand import would make this chunk import
+// the entry script again (for Vite's preload helper) and run the page script twice.
+import { mountLabel } from './label.js';
 
 maplibregl.setWorkerUrl(workerUrl);
 
@@ -264,9 +267,10 @@ function mountOutput(el, opts) {
   slider?.addEventListener('change', apply);
 }
 
-/** Mounts the map described by the element's `data-map` (`draw`, `project` or `output`). */
+/** Mounts the map described by the element's `data-map` (`draw`, `project`, `output` or `label`). */
 export function mount(el, opts) {
   if (el.dataset.map === 'draw') mountDraw(el, opts);
   else if (el.dataset.map === 'project') mountProject(el, opts);
   else if (el.dataset.map === 'output') mountOutput(el, opts);
+  else if (el.dataset.map === 'label') mountLabel(el, { ...opts, createMap, fetchWindows, fit, addAoiLayers, EMPTY, TerraDraw, TerraDrawAdapter: TerraDrawMapLibreGLAdapter, modes: { TerraDrawPointMode, TerraDrawPolygonMode, TerraDrawRectangleMode } });
 }

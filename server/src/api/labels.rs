@@ -26,7 +26,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 pub use crate::labels::{
-    Export, Format, ImportReport, RowError, assign_pending, export_file, import_file,
+    Export, Format, ImportReport, LabelEdit, RowError, assign_pending, export_file, import_file,
 };
 
 /// Largest import body accepted (bytes).
@@ -172,6 +172,26 @@ pub async fn label_summary(
     ))
 }
 
+/// One edit as one new label-set version: features to add (a GeoJSON FeatureCollection, as an import
+/// takes it) and label ids to remove, applied only while the latest version is still `base_version`
+/// (409 `conflict` when somebody else changed the labels meanwhile: reload and edit again). All or
+/// nothing: a feature with a problem refuses the edit (422 with the problems by feature).
+#[utoipa::path(post, path = "/api/v1/projects/{id}/labels/edit", request_body = LabelEdit, tag = "labels",
+    responses((status = 201, body = LabelSet), (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn edit_labels(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(project_id): Path<Uuid>,
+    Json(edit): Json<LabelEdit>,
+) -> ApiResult<(StatusCode, axum::Json<LabelSet>)> {
+    actor.require(Role::Member)?;
+    let set =
+        crate::labels::edit_labels(&state.pool, actor.org_id, project_id, &edit, actor.user_id)
+            .await?;
+    Ok((StatusCode::CREATED, axum::Json(set)))
+}
+
 /// Removes one label: an edit, so a new version without it (older versions keep it).
 #[utoipa::path(delete, path = "/api/v1/projects/{id}/labels/{label_id}", tag = "labels",
     responses((status = 200, body = LabelSet), (status = 404, body = super::error::ErrorBody)))]
@@ -207,5 +227,6 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(label_summary))
         .routes(routes!(split_windows))
         .routes(routes!(delete_label))
+        .routes(routes!(edit_labels).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)))
         .routes(routes!(import_labels).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)))
 }

@@ -6,7 +6,7 @@ use super::formats::{Format, ImportReport, parse_csv, parse_geojson};
 use crate::api::error::{ApiError, ApiResult, ErrorCode};
 use groundwork_imagery::rasterize::{Rasterizer, parse_label_geometry};
 use groundwork_store::PgPool;
-use groundwork_store::labels::{self, WindowGrid};
+use groundwork_store::labels::{self, LabelSet, WindowGrid};
 use groundwork_store::projects;
 use serde_json::json;
 use std::collections::HashMap;
@@ -72,6 +72,78 @@ pub async fn import_file(
             .count(),
         errors,
     })
+}
+
+/// One edit of the labelling page (or an API client) as one new version: the GeoJSON features of
+/// `add` (a FeatureCollection) are added and the labels `remove` removed, only while the latest
+/// version is `base_version` (409 `conflict` otherwise: somebody else changed the labels meanwhile).
+/// Unlike an import, an edit is all or nothing: a feature with a problem refuses the whole edit
+/// (422 `no_valid_labels`, the problems in `details` by feature number).
+pub async fn edit_labels(
+    pool: &PgPool,
+    org_id: Uuid,
+    project_id: Uuid,
+    edit: &LabelEdit,
+    created_by: Option<Uuid>,
+) -> ApiResult<LabelSet> {
+    let project = projects::get(pool, org_id, project_id).await?;
+    let body = serde_json::to_vec(&edit.add).map_err(|e| ApiError::internal(&e))?;
+    let (rows, mut errors) = if edit.add.is_null() {
+        (Vec::new(), Vec::new())
+    } else {
+        parse_geojson(&body)?
+    };
+    let windows = labels::window_grids(pool, project_id).await?;
+    let (to_add, errors) = tokio::task::spawn_blocking(move || {
+        let out = check_rows(&project, &windows, rows, &mut errors);
+        errors.sort_by_key(|e| e.row);
+        (out, errors)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    if !errors.is_empty() {
+        let mut e = ApiError::new(
+            ErrorCode::NoValidLabels,
+            format!(
+                "the edit was not saved: {} of its features have a problem",
+                errors.len()
+            ),
+        );
+        e.details = json!(errors);
+        return Err(e);
+    }
+    if to_add.is_empty() && edit.remove.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::ValidationFailed,
+            "the edit adds and removes nothing",
+        ));
+    }
+    Ok(labels::edit(
+        pool,
+        project_id,
+        &to_add,
+        &edit.remove,
+        Some(edit.base_version),
+        created_by,
+    )
+    .await?)
+}
+
+/// Body of `POST /api/v1/projects/{id}/labels/edit`.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelEdit {
+    /// The latest version the editor has seen (0 before any label); the edit is refused with 409 when
+    /// the labels have changed since.
+    pub base_version: i32,
+    /// Labels to add: a GeoJSON FeatureCollection as an import takes it (each feature's `class` or
+    /// `class_id`, or `value`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub add: serde_json::Value,
+    /// Ids of current labels to remove.
+    #[serde(default)]
+    pub remove: Vec<i64>,
 }
 
 /// Works out the windows of labels imported before their windows were planned.

@@ -9,4 +9,4 @@ pub mod import;
 
 pub use export::{Export, export_file};
 pub use formats::{Format, ImportReport, RowError};
-pub use import::{assign_pending, import_file};
+pub use import::{LabelEdit, assign_pending, edit_labels, import_file};

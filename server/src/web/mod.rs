@@ -240,6 +240,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/projects/{id}", get(projects::show))
         .route("/projects/{id}/runs", post(projects::start_run))
+        .route("/projects/{id}/label", get(projects::label))
         .route("/projects/{id}/train", post(results::train))
         .route("/projects/{id}/predict", post(results::predict))
         .route("/outputs/{id}", get(results::output_map))

@@ -646,6 +646,44 @@ pub async fn show(
     .await
 }
 
+#[derive(Template, WebTemplate)]
+#[template(path = "label.html")]
+struct LabelPage {
+    layout: Layout,
+    project: Project,
+    /// `[{id, name, color}]` of the project's classes, for the page script.
+    classes_json: String,
+    aoi_json: String,
+    can_edit: bool,
+    regression: bool,
+}
+
+/// `GET /projects/{id}/label`: the labelling page. Everything it changes goes through the API
+/// (`labels/edit`, `labels/import`, `labels/split`, `suggestions`), as a new label-set version each
+/// time; viewers see the labels and the imagery without the tools.
+pub async fn label(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> PageResult<impl IntoResponse> {
+    let project = projects::get(&state.pool, actor.org_id, id).await?;
+    let classes_json = serde_json::to_string(&project.classes).unwrap_or_else(|_| "[]".into());
+    Ok(LabelPage {
+        layout: Layout::new(
+            &state,
+            &actor,
+            format!("Label {}", project.name),
+            Nav::Projects,
+        )
+        .await,
+        classes_json,
+        aoi_json: project.aoi.to_string(),
+        can_edit: actor.role >= Role::Member,
+        regression: project.task == groundwork_types::Task::Regression,
+        project,
+    })
+}
+
 /// `POST /projects/{id}/runs`: starts an acquisition (through the same service function as the API) or a `sleep` run.
 pub async fn start_run(
     State(state): State<AppState>,

@@ -1379,3 +1379,95 @@ async fn the_split_names_a_class_labelled_in_too_few_blocks_in_its_response_the_
         );
     }
 }
+
+#[tokio::test]
+async fn edits_are_versions_that_refuse_a_stale_base_and_bad_features_as_a_whole() {
+    let db = TestDb::new().await.unwrap();
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
+    let pid = create_project(&app, "segmentation").await;
+    let specs = plan_and_acquire(&db.pool, &pid).await;
+    let w = inner_window(&specs).wgs84_bounds;
+    let (cx, cy) = ((w[0] + w[2]) / 2.0, (w[1] + w[3]) / 2.0);
+    let uri = format!("/api/v1/projects/{pid}/labels/edit");
+    let fc = |features: Vec<Value>| json!({"type": "FeatureCollection", "features": features});
+
+    // The first edit starts from version 0 (no labels yet).
+    let (s, set) = call(
+        &app,
+        "POST",
+        &uri,
+        Some(json!({"base_version": 0, "add": fc(vec![point(cx, cy, json!({"class_id": 1}))])})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{set}");
+    assert_eq!(set["version"], 1);
+    assert_eq!(set["added"], 1);
+
+    // A second editor who still sees version 0 is refused, and nothing changes.
+    let (s, r) = call(
+        &app,
+        "POST",
+        &uri,
+        Some(json!({"base_version": 0, "add": fc(vec![point(cx, cy, json!({"class_id": 2}))])})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{r}");
+    assert_eq!(r["error"]["code"], "conflict");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("version 1"),
+        "{r}"
+    );
+
+    // One edit removes the point and adds a polygon: one version, both changes.
+    let (_, export) = call(&app, "GET", &format!("/api/v1/projects/{pid}/labels"), None).await;
+    let point_id = export["features"][0]["id"].as_i64().unwrap();
+    let d = (w[2] - w[0]) / 8.0;
+    let (s, set) = call(
+        &app,
+        "POST",
+        &uri,
+        Some(json!({"base_version": 1, "remove": [point_id],
+                    "add": fc(vec![square(cx - d, cy - d, cx + d, cy + d, json!({"class_id": 2}))])})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{set}");
+    assert_eq!(
+        (
+            set["version"].as_i64(),
+            set["added"].as_i64(),
+            set["removed"].as_i64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(set["labels"], 1);
+    let (_, export) = call(&app, "GET", &format!("/api/v1/projects/{pid}/labels"), None).await;
+    assert_eq!(export["label_set_version"], 2);
+    assert_eq!(export["features"][0]["geometry"]["type"], "Polygon");
+    assert_eq!(export["features"][0]["properties"]["class_id"], 2);
+
+    // A feature with a problem refuses the whole edit; so does an edit that changes nothing, or a
+    // label that is not there.
+    for body in [
+        json!({"base_version": 2, "add": fc(vec![point(cx, cy, json!({"class_id": 1})), point(cx, cy, json!({"class_id": 9}))])}),
+        json!({"base_version": 2}),
+        json!({"base_version": 2, "remove": [point_id]}),
+    ] {
+        let (s, r) = call(&app, "POST", &uri, Some(body.clone())).await;
+        assert!(
+            s == StatusCode::UNPROCESSABLE_ENTITY || s == StatusCode::CONFLICT,
+            "{body}: {s} {r}"
+        );
+    }
+    let (_, export) = call(&app, "GET", &format!("/api/v1/projects/{pid}/labels"), None).await;
+    assert_eq!(
+        export["label_set_version"], 2,
+        "a refused edit made a version"
+    );
+    let (_, doc) = call(&app, "GET", "/api/openapi.json", None).await;
+    assert!(doc["paths"]["/api/v1/projects/{id}/labels/edit"].is_object());
+}
