@@ -4,8 +4,8 @@
 //!
 //! Entry points: [`windows_for_aoi`] (the grid), [`acquire()`] (what the `acquire` step calls),
 //! [`materialize`] (an AOI into a local folder, what `groundwork imagery materialize` runs) and [`demo`]
-//! (an offline demo catalogue). The crate knows nothing of the database, serves no HTTP and reads no
-//! command line.
+//! (an offline demo catalogue); [`preview`] draws map tiles of acquired window tensors. The crate
+//! knows nothing of the database, serves no HTTP and reads no command line.
 #![warn(missing_docs)]
 
 pub mod acquire;
@@ -20,6 +20,7 @@ pub mod materialize;
 pub mod modality;
 pub mod outbound;
 pub mod output;
+pub mod preview;
 pub mod publish;
 pub mod rasterize;
 pub mod read;

@@ -235,3 +235,65 @@ pub async fn list(
     .fetch_all(pool)
     .await?)
 }
+
+/// An acquired window's place on the ground and the keys of its tensors (what imagery previews read).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AcquiredWindow {
+    /// Window id.
+    pub id: String,
+    /// EPSG code of its UTM zone.
+    pub epsg: i32,
+    /// Pixels per side.
+    pub size: i32,
+    /// GDAL geotransform `[x_left, res, 0, y_top, 0, -res]`.
+    pub geotransform: Value,
+    /// West bound (EPSG:4326).
+    pub bbox_west: f64,
+    /// South bound.
+    pub bbox_south: f64,
+    /// East bound.
+    pub bbox_east: f64,
+    /// North bound.
+    pub bbox_north: f64,
+    /// Object keys of its tensors (empty for windows acquired before per-acquisition folders).
+    pub objects: Vec<String>,
+}
+
+/// At most `limit` acquired windows whose EPSG:4326 bounds meet `bbox` (`[west, south, east, north]`),
+/// in id order.
+pub async fn acquired_in_bbox(
+    pool: &PgPool,
+    project_id: Uuid,
+    bbox: [f64; 4],
+    limit: i64,
+) -> Result<Vec<AcquiredWindow>> {
+    Ok(sqlx::query_as(
+        "select id, epsg, size, geotransform, bbox_west, bbox_south, bbox_east, bbox_north, objects \
+         from project_window where project_id = $1 and status = 'acquired' \
+             and bbox_east >= $2 and bbox_west <= $4 and bbox_north >= $3 and bbox_south <= $5 \
+         order by id limit $6",
+    )
+    .bind(project_id)
+    .bind(bbox[0])
+    .bind(bbox[1])
+    .bind(bbox[2])
+    .bind(bbox[3])
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// `[west, south, east, north]` (EPSG:4326) of the project's acquired windows; `None` when none is.
+pub async fn acquired_bounds(pool: &PgPool, project_id: Uuid) -> Result<Option<[f64; 4]>> {
+    let row: (Option<f64>, Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
+        "select min(bbox_west), min(bbox_south), max(bbox_east), max(bbox_north) \
+         from project_window where project_id = $1 and status = 'acquired'",
+    )
+    .bind(project_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(match row {
+        (Some(w), Some(s), Some(e), Some(n)) => Some([w, s, e, n]),
+        _ => None,
+    })
+}

@@ -50,6 +50,7 @@ export function mountLabel(el, opts) {
   let queueRun = null;
   let busy = false;
   let draw = null;
+  let imageryMinZoom = 0;
 
   async function api(method, url, body) {
     const headers = { Accept: 'application/json' };
@@ -277,6 +278,7 @@ export function mountLabel(el, opts) {
       sel.title = 'No imagery yet: acquire it first.';
       return;
     }
+    imageryMinZoom = r.data.min_zoom ?? 0;
     for (const layer of r.data.layers) {
       for (const t of layer.times ?? []) {
         for (const rendering of layer.renderings ?? []) {
@@ -303,6 +305,8 @@ export function mountLabel(el, opts) {
       type: 'raster',
       tiles: [`${window.location.origin}${base}/imagery/${value}/{z}/{x}/{y}.png`],
       tileSize: 256,
+      // Zoomed out further, a tile would cover too many windows to draw.
+      minzoom: imageryMinZoom,
     });
     map.addLayer({ id: 'imagery', type: 'raster', source: 'imagery', paint: { 'raster-opacity': Number($('imagery-opacity').value) / 100, 'raster-resampling': 'nearest' } }, 'graticule');
   }

@@ -191,7 +191,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
         tokio::select! {
             joined = &mut body => {
                 match joined {
-                    Ok(Ok(out)) => match jobs::complete(&shared.pool, &claimed, &out.output, &out.artifacts).await {
+                    Ok(Ok(out)) => match jobs::complete_with_message(&shared.pool, &claimed, &out.output, &out.artifacts, Some(&progress.get().1)).await {
                         Ok(Completion::Succeeded) => info!("step succeeded"),
                         Ok(Completion::Cancelled) => info!("step finished after a cancel was requested; result discarded, step cancelled"),
                         Ok(Completion::LeaseLost) => warn!("step finished after its lease was lost; result discarded"),

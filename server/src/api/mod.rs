@@ -72,6 +72,8 @@ pub struct AppState {
     /// STAC Browser, Leaflet or OpenLayers on another site read STAC, tiles and downloads, sending a
     /// token in `Authorization` (never cookies: no credentials mode).
     pub cors_origins: Vec<String>,
+    /// Window images and time steps of acquired imagery, kept in memory for its tiles (bounded).
+    pub previews: Arc<crate::service::imagery::PreviewCache>,
 }
 
 /// Default of [`AppState::request_timeout`] (`serve --request-timeout-secs`).
@@ -106,6 +108,7 @@ impl AppState {
             setup_code: None,
             cache: Arc::new(crate::cache::FileCache::private_temp()),
             cors_origins: Vec::new(),
+            previews: Arc::new(crate::service::imagery::PreviewCache::default()),
         }
     }
 }

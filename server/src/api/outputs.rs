@@ -73,7 +73,7 @@ pub struct TileQuery {
 }
 
 /// A strong validator of the tile bytes (FNV-1a, 64 bit).
-fn etag(bytes: &[u8]) -> String {
+pub(crate) fn etag(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
@@ -82,7 +82,8 @@ fn etag(bytes: &[u8]) -> String {
     format!("\"{h:016x}-{}\"", bytes.len())
 }
 
-fn not_modified(headers: &HeaderMap, tag: &str) -> bool {
+/// Whether the request's `If-None-Match` names `tag` (or `*`).
+pub(crate) fn not_modified(headers: &HeaderMap, tag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

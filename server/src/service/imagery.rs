@@ -1,15 +1,27 @@
 //! Acquisition: planning a project's windows and starting a run of partitioned `acquire` steps with an
-//! `acquire_summary` fan-in, and listing the windows with their status.
+//! `acquire_summary` fan-in, and listing the windows with their status. Browsing the acquired imagery:
+//! the layers a project has ([`imagery_layers`]) and z/x/y PNG tiles drawn from its window tensors
+//! ([`imagery_tile_png`], see [`groundwork_imagery::preview`]).
 
 use crate::api::AppState;
 use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, ErrorCode, FieldError};
+use futures::{StreamExt, TryStreamExt};
+use groundwork_imagery::preview::{self, Placement, Rendering, WindowImage};
 use groundwork_store::jobs::{self, NewStep, RunWithSteps};
+use groundwork_store::projects::Project;
+use groundwork_store::windows::AcquiredWindow;
 use groundwork_store::{projects, windows};
+use groundwork_types::Modality;
+use groundwork_types::keys::ProjectKeys;
 use groundwork_worker::StepArgs;
 use groundwork_worker::steps::{AcquireArgs, SummaryArgs};
+use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// Body of `POST /api/v1/projects/{id}/acquire`.
@@ -209,4 +221,420 @@ pub async fn list_windows(
         items,
         next_cursor,
     })
+}
+
+/// Most windows one imagery tile is drawn from: a tile that meets more (zoomed far out) comes back
+/// transparent; [`ImageryLayers::min_zoom`] says from which zoom tiles are drawn.
+pub const MAX_TILE_WINDOWS: usize = 128;
+
+/// Bytes of window images [`PreviewCache`] keeps (64 MiB).
+pub const PREVIEW_CACHE_BYTES: usize = 64 << 20;
+
+/// Acquired windows whose tensors are tried, in id order, for a modality's time steps.
+const TIME_PROBES: i64 = 3;
+
+/// Tensor files read at once for one tile.
+const CONCURRENT_READS: usize = 4;
+
+/// `GET /api/v1/projects/{id}/imagery`: what acquired imagery can be browsed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImageryLayers {
+    /// `[west, south, east, north]` (EPSG:4326) of the acquired windows; null when none is acquired.
+    pub bounds: Option<[f64; 4]>,
+    /// The smallest zoom whose tiles are drawn (a tile meeting more than 128 windows comes back
+    /// transparent); null when nothing is acquired.
+    pub min_zoom: Option<u8>,
+    /// One layer per modality of the project with readable imagery; empty before acquisition.
+    pub layers: Vec<ImageryLayer>,
+}
+
+/// The imagery of one modality.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImageryLayer {
+    /// `sentinel2_l2a`, `sentinel1` or `landsat`.
+    pub modality: String,
+    /// Its renderings, the default first: `true_color` and `false_color` (Sentinel-2, Landsat),
+    /// `vv_vh` (Sentinel-1).
+    pub renderings: Vec<String>,
+    /// Its time steps.
+    pub times: Vec<ImageryTime>,
+}
+
+/// One time step of a layer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImageryTime {
+    /// The `{time}` of tile URLs.
+    pub index: usize,
+    /// `YYYY-MM` of the step's first day.
+    pub label: String,
+}
+
+/// A small least-recently-used map bounded by the total weight of its values.
+struct Lru<K, V> {
+    map: HashMap<K, (V, u64, usize)>,
+    tick: u64,
+    weight: usize,
+    cap: usize,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Lru<K, V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            tick: 0,
+            weight: 0,
+            cap,
+        }
+    }
+
+    fn get(&mut self, k: &K) -> Option<V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(k).map(|(v, t, _)| {
+            *t = tick;
+            v.clone()
+        })
+    }
+
+    fn put(&mut self, k: K, v: V, weight: usize) {
+        self.tick += 1;
+        if let Some((_, _, w)) = self.map.insert(k, (v, self.tick, weight)) {
+            self.weight -= w;
+        }
+        self.weight += weight;
+        while self.weight > self.cap && self.map.len() > 1 {
+            let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, t, _))| *t)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((_, _, w)) = self.map.remove(&oldest) {
+                self.weight -= w;
+            }
+        }
+    }
+}
+
+/// Key of a window image: the tensor's object key, the time step and the rendering.
+type ImageKey = (String, usize, Rendering);
+
+/// Window images and time steps of tensors under immutable object keys (an acquisition's own
+/// folder), kept in memory: images up to [`PREVIEW_CACHE_BYTES`], least recently used dropped first.
+pub struct PreviewCache {
+    images: Mutex<Lru<ImageKey, Arc<WindowImage>>>,
+    times: Mutex<Lru<String, Arc<Vec<[i32; 3]>>>>,
+}
+
+impl Default for PreviewCache {
+    fn default() -> Self {
+        Self {
+            images: Mutex::new(Lru::new(PREVIEW_CACHE_BYTES)),
+            times: Mutex::new(Lru::new(4096)),
+        }
+    }
+}
+
+impl std::fmt::Debug for PreviewCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviewCache").finish_non_exhaustive()
+    }
+}
+
+impl PreviewCache {
+    fn image(&self, k: &ImageKey) -> Option<Arc<WindowImage>> {
+        self.images.lock().ok()?.get(k)
+    }
+
+    fn put_image(&self, k: ImageKey, v: Arc<WindowImage>) {
+        let weight = v.size_bytes();
+        if let Ok(mut c) = self.images.lock() {
+            c.put(k, v, weight);
+        }
+    }
+
+    fn times(&self, key: &str) -> Option<Arc<Vec<[i32; 3]>>> {
+        self.times.lock().ok()?.get(&key.to_owned())
+    }
+
+    fn put_times(&self, key: String, v: Arc<Vec<[i32; 3]>>) {
+        if let Ok(mut c) = self.times.lock() {
+            c.put(key, v, 1);
+        }
+    }
+}
+
+/// The key of a window's `m` tensor, and whether it is immutable: the key the acquisition recorded
+/// (in its own folder), else the project's fixed window key of windows acquired before per-acquisition
+/// folders (rewritten by a later acquisition, so never cached).
+fn tensor_key(project: &Project, w: &AcquiredWindow, m: Modality) -> (String, bool) {
+    let suffix = format!("/{}.safetensors", m.name());
+    match w.objects.iter().find(|k| k.ends_with(&suffix)) {
+        Some(k) => (k.clone(), true),
+        None => (
+            ProjectKeys::new(project.org_id, project.id).window(&w.id, m),
+            false,
+        ),
+    }
+}
+
+/// An object's bytes; `None` when it does not exist.
+async fn fetch(state: &AppState, key: &str) -> ApiResult<Option<Vec<u8>>> {
+    let objects = state
+        .objects
+        .clone()
+        .ok_or_else(|| ApiError::internal(&"the server has no object store"))?;
+    let path = object_store::path::Path::from(key);
+    match objects.get(&path).await {
+        Ok(r) => r
+            .bytes()
+            .await
+            .map(|b| Some(Vec::from(b)))
+            .map_err(|e| ApiError::internal(&e)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(ApiError::internal(&e)),
+    }
+}
+
+/// The time steps of `m`: those of the first of `probes` whose tensor can be read (every window of
+/// an acquisition has the same); empty when none can.
+async fn layer_times(
+    state: &AppState,
+    project: &Project,
+    probes: &[AcquiredWindow],
+    m: Modality,
+) -> ApiResult<Arc<Vec<[i32; 3]>>> {
+    for w in probes {
+        let (key, immutable) = tensor_key(project, w, m);
+        if immutable && let Some(t) = state.previews.times(&key) {
+            return Ok(t);
+        }
+        let Some(bytes) = fetch(state, &key).await? else {
+            continue;
+        };
+        let times = tokio::task::spawn_blocking(move || preview::window_times(&bytes))
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        match times {
+            Ok(t) => {
+                let t = Arc::new(t);
+                if immutable {
+                    state.previews.put_times(key, t.clone());
+                }
+                return Ok(t);
+            }
+            Err(e) => tracing::warn!(window = %w.id, key, error = %e, "unreadable window tensor"),
+        }
+    }
+    Ok(Arc::new(Vec::new()))
+}
+
+/// Acquired windows whose tensors tell a modality's time steps.
+async fn probes(state: &AppState, project_id: Uuid) -> ApiResult<Vec<AcquiredWindow>> {
+    Ok(windows::acquired_in_bbox(
+        &state.pool,
+        project_id,
+        [-180.0, -90.0, 180.0, 90.0],
+        TIME_PROBES,
+    )
+    .await?)
+}
+
+/// The smallest zoom at which a tile meets at most [`MAX_TILE_WINDOWS`] windows of side `side`
+/// metres, anywhere in `bounds`.
+fn min_zoom(bounds: [f64; 4], side: f64) -> u8 {
+    // Tiles are widest on the ground at the latitude nearest the equator.
+    let lat = if bounds[1] <= 0.0 && bounds[3] >= 0.0 {
+        0.0
+    } else {
+        bounds[1].abs().min(bounds[3].abs())
+    };
+    let cos = lat.to_radians().cos();
+    let per_axis = (MAX_TILE_WINDOWS as f64).sqrt();
+    (0..=24u8)
+        .find(|&z| {
+            let tile =
+                2.0 * groundwork_imagery::publish::MERCATOR_ORIGIN * cos / f64::from(1u32 << z);
+            tile / side.max(1.0) + 2.0 <= per_axis
+        })
+        .unwrap_or(24)
+}
+
+/// What acquired imagery of a project can be browsed: its bounds and, per modality with readable
+/// tensors, the renderings and time steps.
+pub async fn imagery_layers(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+) -> ApiResult<ImageryLayers> {
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    let bounds = windows::acquired_bounds(&state.pool, project_id).await?;
+    let mut layers = Vec::new();
+    let mut zoom = None;
+    if let Some(b) = bounds {
+        let probes = probes(state, project_id).await?;
+        let side = probes
+            .first()
+            .and_then(|w| {
+                let p = placement(w).ok()?;
+                Some(p.geotransform[1].abs() * f64::from(w.size))
+            })
+            .unwrap_or(640.0);
+        zoom = Some(min_zoom(b, side));
+        for &m in &project.modalities {
+            let times = layer_times(state, &project, &probes, m).await?;
+            if times.is_empty() {
+                continue;
+            }
+            layers.push(ImageryLayer {
+                modality: m.name().to_owned(),
+                renderings: Rendering::for_modality(m)
+                    .iter()
+                    .map(|r| r.name().to_owned())
+                    .collect(),
+                times: times
+                    .iter()
+                    .enumerate()
+                    .map(|(index, t)| ImageryTime {
+                        index,
+                        label: preview::time_label(*t),
+                    })
+                    .collect(),
+            });
+        }
+    }
+    Ok(ImageryLayers {
+        bounds,
+        min_zoom: zoom,
+        layers,
+    })
+}
+
+/// Where a window lies, from its row.
+fn placement(w: &AcquiredWindow) -> Result<Placement, String> {
+    let gt: [f64; 6] = serde_json::from_value(w.geotransform.clone())
+        .map_err(|e| format!("geotransform of window {}: {e}", w.id))?;
+    let epsg = u32::try_from(w.epsg).map_err(|e| format!("EPSG of window {}: {e}", w.id))?;
+    Ok(Placement {
+        epsg,
+        geotransform: gt,
+        bbox: [w.bbox_west, w.bbox_south, w.bbox_east, w.bbox_north],
+    })
+}
+
+/// One window's image at `time` with `rendering`; `None` when its tensor is missing or unusable
+/// (logged), so the tile shows the other windows.
+async fn window_image(
+    state: &AppState,
+    project: &Project,
+    w: AcquiredWindow,
+    (m, time, rendering): (Modality, usize, Rendering),
+) -> ApiResult<Option<Arc<WindowImage>>> {
+    let (key, immutable) = tensor_key(project, &w, m);
+    let cache_key = (key.clone(), time, rendering);
+    if immutable && let Some(img) = state.previews.image(&cache_key) {
+        return Ok(Some(img));
+    }
+    let placement = match placement(&w) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(window = %w.id, error = %e, "window without a usable grid");
+            return Ok(None);
+        }
+    };
+    let Some(bytes) = fetch(state, &key).await? else {
+        return Ok(None);
+    };
+    let img = tokio::task::spawn_blocking(move || {
+        preview::window_image_from_safetensors(&bytes, m, time, rendering, placement)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    match img {
+        Ok(img) => {
+            let img = Arc::new(img);
+            if immutable {
+                state.previews.put_image(cache_key, img.clone());
+            }
+            Ok(Some(img))
+        }
+        Err(e) => {
+            tracing::warn!(window = %w.id, key, error = %e, "unusable window tensor");
+            Ok(None)
+        }
+    }
+}
+
+/// Tile z/x/y of a project's `modality` imagery at time step `time` drawn with `rendering`, as PNG
+/// (transparent where no acquired window has data, and for tiles meeting more than
+/// [`MAX_TILE_WINDOWS`] windows).
+pub async fn imagery_tile_png(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+    (modality, time, rendering): (&str, usize, &str),
+    (z, x, y): (u8, u32, u32),
+) -> ApiResult<Vec<u8>> {
+    let bad_tile = |m: String| ApiError::new(ErrorCode::InvalidTile, m);
+    if z > 24 {
+        return Err(bad_tile(format!("zoom {z} is above 24")));
+    }
+    let Some(bbox) = preview::tile_lonlat_bounds(z, x, y) else {
+        return Err(bad_tile(format!("tile {z}/{x}/{y} does not exist")));
+    };
+    let bad = |m: String| ApiError::new(ErrorCode::InvalidPath, m);
+    let m: Modality = modality
+        .parse()
+        .map_err(|e: groundwork_types::UnknownName| bad(e.to_string()))?;
+    let names = || {
+        Rendering::for_modality(m)
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rendering = Rendering::from_name(rendering)
+        .filter(|r| Rendering::for_modality(m).contains(r))
+        .ok_or_else(|| {
+            bad(format!(
+                "{m} has no rendering {rendering:?}; it has {}",
+                names()
+            ))
+        })?;
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    if !project.modalities.contains(&m) {
+        return Err(bad(format!("the project has no {m} imagery")));
+    }
+    let probes = probes(state, project_id).await?;
+    let times = layer_times(state, &project, &probes, m).await?;
+    if time >= times.len() {
+        return Err(bad(if times.is_empty() {
+            format!("the project has no acquired {m} imagery yet")
+        } else {
+            format!(
+                "time step {time} does not exist: {m} has {} (0–{})",
+                times.len(),
+                times.len() - 1
+            )
+        }));
+    }
+    let limit = i64::try_from(MAX_TILE_WINDOWS + 1).unwrap_or(i64::MAX);
+    let found = windows::acquired_in_bbox(&state.pool, project_id, bbox, limit).await?;
+    if found.is_empty() || found.len() > MAX_TILE_WINDOWS {
+        return groundwork_imagery::tiles::transparent_png().map_err(|e| ApiError::internal(&e));
+    }
+    let images: Vec<Option<Arc<WindowImage>>> = futures::stream::iter(found)
+        .map(|w| window_image(state, &project, w, (m, time, rendering)))
+        .buffered(CONCURRENT_READS)
+        .try_collect()
+        .await?;
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&WindowImage> = images.iter().flatten().map(AsRef::as_ref).collect();
+        preview::render_tile_png(z, x, y, &refs)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?
+    .map_err(|e| ApiError::internal(&e))
 }

@@ -280,9 +280,17 @@ async fn org_fixture(
     // Acquired windows with a label (the split needs them), an evaluation of the run and an output.
     let project_id: Uuid = project.parse().unwrap();
     let p = projects::get(pool, org.id, project_id).await.unwrap();
-    groundwork_worker::steps::plan_windows(pool, &p)
+    let specs = groundwork_worker::steps::plan_windows(pool, &p)
         .await
         .unwrap();
+    // Their imagery, under the windows' fixed keys: what the imagery tiles draw.
+    let keys = groundwork_types::keys::ProjectKeys::new(org.id, project_id);
+    for w in &specs {
+        let path = objects.join(keys.window(&w.id, groundwork_types::Modality::Sentinel2L2a));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let file = crate::common::s2_window_file(w, |_, _| [1000.0; 12], &[1]);
+        std::fs::write(path, file).unwrap();
+    }
     sqlx::query("update project_window set status = 'acquired' where project_id = $1")
         .bind(project_id)
         .execute(pool)
@@ -616,6 +624,17 @@ impl Fixture {
             "get output" => (format!("/api/v1/outputs/{o}"), None),
             "list outputs" => (format!("/api/v1/projects/{p}/outputs"), None),
             "output tile" => (format!("/api/v1/outputs/{o}/tiles/0/0/0.png"), None),
+            "imagery layers" => (format!("/api/v1/projects/{p}/imagery"), None),
+            "imagery tile" => {
+                // The tile over the AOI's centre, which its windows cover.
+                let (x, y) = groundwork_imagery::tiles::tile_of(10.005, 50.005, 14);
+                (
+                    format!(
+                        "/api/v1/projects/{p}/imagery/sentinel2_l2a/0/true_color/14/{x}/{y}.png"
+                    ),
+                    None,
+                )
+            }
             "download tif" => (format!("/api/v1/outputs/{o}/download.tif"), None),
             "download geojson" => (format!("/api/v1/outputs/{o}/download.geojson"), None),
             "stac collection" => (format!("/api/v1/projects/{p}/stac"), None),
@@ -930,6 +949,14 @@ async fn every_route_answers_each_caller_by_role_scope_and_organisation() {
         ("get output", "GET", Role::Viewer, Class::Forbidden, true),
         ("list outputs", "GET", Role::Viewer, Class::Forbidden, true),
         ("output tile", "GET", Role::Viewer, Class::Forbidden, true),
+        (
+            "imagery layers",
+            "GET",
+            Role::Viewer,
+            Class::Forbidden,
+            true,
+        ),
+        ("imagery tile", "GET", Role::Viewer, Class::Forbidden, true),
         ("download tif", "GET", Role::Viewer, Class::Forbidden, true),
         (
             "download geojson",

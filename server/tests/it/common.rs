@@ -177,3 +177,48 @@ pub async fn class_map(
     .await
     .unwrap()
 }
+
+/// A Sentinel-2 window tensor file as the acquisition writes it: `bands(row, column)` per pixel (the
+/// 12 bands in model order) at every time step, one monthly time step starting at each of `months`
+/// (1–12) of 2024, the mask saying present everywhere.
+pub fn s2_window_file(
+    spec: &groundwork_imagery::WindowSpec,
+    bands: impl Fn(usize, usize) -> [f32; 12],
+    months: &[u32],
+) -> Vec<u8> {
+    use groundwork_imagery::composite::{Composited, MASK_PRESENT, TimeBin};
+    use groundwork_imagery::output::{ModalityTensor, WindowTensors, encode_safetensors};
+    let n = spec.size as usize;
+    let t = months.len();
+    let mut data = Vec::with_capacity(n * n * t * 12);
+    for row in 0..n {
+        for col in 0..n {
+            for _ in 0..t {
+                data.extend(bands(row, col));
+            }
+        }
+    }
+    let day = |m: u32| chrono::NaiveDate::from_ymd_opt(2024, m, 1).unwrap();
+    encode_safetensors(
+        &WindowTensors {
+            window: spec.clone(),
+            bins: months
+                .iter()
+                .map(|&m| TimeBin {
+                    start: day(m),
+                    end: day(m) + chrono::Days::new(27),
+                })
+                .collect(),
+            modalities: vec![ModalityTensor {
+                modality: groundwork_types::Modality::Sentinel2L2a,
+                composite: Composited {
+                    data,
+                    mask: vec![MASK_PRESENT; n * n * t * 3],
+                },
+                scenes: vec![Vec::new(); t],
+            }],
+        },
+        None,
+    )
+    .unwrap()
+}

@@ -13,6 +13,7 @@ mod common;
 mod demo_stac;
 mod hostile;
 mod hygiene;
+mod imagery_tiles;
 mod labels;
 mod lifecycle;
 mod models;

@@ -159,8 +159,21 @@ pub async fn complete(
     output: &Value,
     artifacts: &[Artifact],
 ) -> Result<Completion> {
+    complete_with_message(pool, claimed, output, artifacts, None).await
+}
+
+/// [`complete`], and the step's message becomes `message` (the body's last word, e.g. "20 points to
+/// label next"), so a succeeded step never shows a progress line a heartbeat left behind.
+pub async fn complete_with_message(
+    pool: &PgPool,
+    claimed: &Claimed,
+    output: &Value,
+    artifacts: &[Artifact],
+    message: Option<&str>,
+) -> Result<Completion> {
     const SUCCEED: &str = "with c as ( \
              update step set state = 'succeeded', output = $4, progress = 1, lease_owner = null, \
+                 message = coalesce($8, message), \
                  lease_expires_at = null, finished_at = now(), error = null \
              where id = $1 and claim_id = $2 and state = 'running' and not cancel_requested returning id, run_id), \
          a as (update step_attempt set finished_at = now(), outcome = 'succeeded' \
@@ -183,7 +196,8 @@ pub async fn complete(
                 .iter()
                 .map(|a| a.metadata.clone())
                 .collect::<Vec<_>>(),
-        );
+        )
+        .bind(message.filter(|m| !m.is_empty()));
     let others_open = if claimed.has_dependents {
         // Dependents' dispatch commits with this success.
         let mut tx = pool.begin().await?;

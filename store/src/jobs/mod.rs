@@ -25,8 +25,8 @@ pub use api::{
     queue_depths_in_org, request_cancel, retry,
 };
 pub use lease::{
-    Completion, FailOutcome, claim, complete, dispatch_held_back, fail, fenced, heartbeat,
-    mark_cancelled,
+    Completion, FailOutcome, claim, complete, complete_with_message, dispatch_held_back, fail,
+    fenced, heartbeat, mark_cancelled,
 };
 pub use reaper::{MAX_LOST_LEASES, Reaped, reap};
 

@@ -63,6 +63,8 @@ impl Step for Sleep {
                     () = ctx.cancel.cancelled() => return Err(StepError::Cancelled),
                 }
             }
+            ctx.progress
+                .set(1.0, format!("slept {:.1} s", args.seconds));
             Ok(StepOutput {
                 output: json!({ "slept_seconds": args.seconds, "attempt": ctx.attempt }),
                 artifacts: vec![Artifact {

@@ -1029,3 +1029,27 @@ async fn a_restart_of_the_database_cluster_during_a_run_fails_no_step() {
     pool.close().await;
     cluster.stop().unwrap();
 }
+
+#[tokio::test]
+async fn a_succeeded_step_shows_its_last_word_not_a_stale_progress_line() {
+    let db = TestDb::new().await.unwrap();
+    let p = project(&db.pool, DEFAULT_ORG_ID, "p").await;
+    let w = Worker::start(db.pool.clone(), config(1), Registry::builtin())
+        .await
+        .unwrap();
+    // Heartbeats every 300 ms carry "slept … s of 1.0 s"; the body's final word comes after the last.
+    let run = jobs::create_run(
+        &db.pool,
+        DEFAULT_ORG_ID,
+        p,
+        &[step("s", "sleep", json!({"seconds": 1.0}), &[])],
+        None,
+    )
+    .await
+    .unwrap();
+    let done = wait_run(&db.pool, run.run.id, Duration::from_secs(20)).await;
+    assert_eq!(done.run.state, "succeeded");
+    assert_eq!(done.steps[0].message, "slept 1.0 s");
+    assert!((done.steps[0].progress - 1.0).abs() < 1e-6);
+    w.shutdown().await;
+}
