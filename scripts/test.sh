@@ -4,6 +4,10 @@
 # from the machine's own binaries (no Docker needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tests reach no other site: every server the tests start draws no basemap (the browser tests also pass
+# `serve --offline` themselves, and fail on any request that leaves 127.0.0.1).
+export GROUNDWORK_OFFLINE=1
+unset GROUNDWORK_BASEMAP_URL GROUNDWORK_BASEMAP_ATTRIBUTION
 ./scripts/setup.sh
 cargo test --workspace --no-fail-fast "$@"
 

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod basemap;
 pub mod cache;
 pub mod demo_stac;
 pub mod geometry;

@@ -208,16 +208,23 @@ pub async fn project_evaluations(
 /// then goes there): one of the organisation's own workers, or an installation worker when the
 /// organisation may use those.
 pub async fn gpu_worker_online(pool: &PgPool, org_id: Uuid) -> Result<bool> {
+    Ok(live_queues(pool, org_id).await?.iter().any(|q| q == "gpu"))
+}
+
+/// The queues that an active worker the organisation may use (the installation's when it is allowed
+/// them, its own through a worker token) serves now, sorted.
+pub async fn live_queues(pool: &PgPool, org_id: Uuid) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "select exists (select 1 from worker w join org o on o.id = $2 \
-         where 'gpu' = any(w.queues) and w.admin_state = 'active' and w.stopped_at is null \
+        "select distinct q from worker w join org o on o.id = $2, unnest(w.queues) as q \
+         where w.admin_state = 'active' and w.stopped_at is null \
            and w.last_heartbeat_at > now() - $1 * interval '1 second' \
            and ((w.worker_token_id is null and o.installation_workers) \
-                or (w.worker_token_id is not null and w.org_id = o.id)))",
+                or (w.worker_token_id is not null and w.org_id = o.id)) \
+         order by q",
     )
     .bind(crate::workers::OFFLINE_AFTER.as_secs_f64())
     .bind(org_id)
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await?)
 }
 

@@ -50,7 +50,6 @@ export function mountLabel(el, opts) {
   let queueRun = null;
   let busy = false;
   let draw = null;
-  let imageryMinZoom = 0;
 
   async function api(method, url, body) {
     const headers = { Accept: 'application/json' };
@@ -269,48 +268,6 @@ export function mountLabel(el, opts) {
     $('window-position').textContent = 'Every acquired window has a label.';
   }
 
-  // ---- imagery ----
-  async function loadImagery() {
-    const r = await api('GET', `${base}/imagery`);
-    const sel = $('imagery-layer');
-    if (!r.ok || !Array.isArray(r.data?.layers) || r.data.layers.length === 0) {
-      sel.disabled = true;
-      sel.title = 'No imagery yet: acquire it first.';
-      return;
-    }
-    imageryMinZoom = r.data.min_zoom ?? 0;
-    for (const layer of r.data.layers) {
-      for (const t of layer.times ?? []) {
-        for (const rendering of layer.renderings ?? []) {
-          const o = document.createElement('option');
-          o.value = `${layer.modality}/${t.index}/${rendering}`;
-          o.textContent = `${t.label} · ${layer.modality} · ${rendering.replace('_', ' ')}`;
-          sel.append(o);
-        }
-      }
-    }
-    if (sel.options.length > 1) {
-      sel.selectedIndex = 1;
-      showImagery();
-    }
-  }
-
-  function showImagery() {
-    const value = $('imagery-layer').value;
-    if (map.getLayer('imagery')) map.removeLayer('imagery');
-    if (map.getSource('imagery')) map.removeSource('imagery');
-    el.dataset.imagery = value;
-    if (!value) return;
-    map.addSource('imagery', {
-      type: 'raster',
-      tiles: [`${window.location.origin}${base}/imagery/${value}/{z}/{x}/{y}.png`],
-      tileSize: 256,
-      // Zoomed out further, a tile would cover too many windows to draw.
-      minzoom: imageryMinZoom,
-    });
-    map.addLayer({ id: 'imagery', type: 'raster', source: 'imagery', paint: { 'raster-opacity': Number($('imagery-opacity').value) / 100, 'raster-resampling': 'nearest' } }, 'graticule');
-  }
-
   // ---- suggestions ----
   function showSuggestion() {
     const s = queue[0];
@@ -497,7 +454,7 @@ export function mountLabel(el, opts) {
     } catch {
       windows = [];
     }
-    await loadImagery().catch(() => {});
+    opts.attachImagery(map, el, `${base}/imagery`, $('imagery-layer'), $('imagery-opacity'));
     if (canEdit) await loadSuggestions(null);
     el.dataset.ready = 'true';
   });
@@ -517,10 +474,6 @@ export function mountLabel(el, opts) {
   $('window-prev').addEventListener('click', () => showWindow(windowIndex - 1));
   $('window-next').addEventListener('click', () => showWindow(windowIndex + 1));
   $('window-unlabelled').addEventListener('click', nextUnlabelled);
-  $('imagery-layer').addEventListener('change', showImagery);
-  $('imagery-opacity').addEventListener('input', () => {
-    if (map.getLayer('imagery')) map.setPaintProperty('imagery', 'raster-opacity', Number($('imagery-opacity').value) / 100);
-  });
   $('suggest-start')?.addEventListener('click', startSuggestions);
   $('suggest-skip')?.addEventListener('click', () => answer('skipped'));
   $('suggest-unsure')?.addEventListener('click', () => answer('unsure'));

@@ -2,13 +2,17 @@
 // server-rendered pages (class rows of the project wizard, the run form, live run progress, copying a
 // secret that is shown once).
 import './styles.css';
+import { parseLocation } from './coords.js';
+import { timing } from './timing.js';
 
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 function mountMaps() {
   const maps = document.querySelectorAll('[data-map]');
   if (maps.length === 0) return;
-  const basemap = document.body.dataset.basemap || '';
+  // The server's basemap (OpenStreetMap by default; none when it runs offline) and its attribution.
+  const url = document.body.dataset.basemap || '';
+  const basemap = url ? { url, attribution: document.body.dataset.basemapAttribution || '' } : null;
   import('./map.js')
     .then((m) => maps.forEach((el) => m.mount(el, { basemap })))
     .catch((err) => maps.forEach((el) => {
@@ -100,6 +104,16 @@ function updateStep(row, step) {
 function initRunPolling() {
   const runs = [...document.querySelectorAll('article.run[data-run-id]')];
   if (runs.length === 0) return;
+  // Each run's timing line from what the page was rendered with; the poll below keeps active ones current.
+  for (const article of runs) {
+    const line = article.querySelector('[data-field="timing"]');
+    if (!line) continue;
+    const steps = [...article.querySelectorAll('tr[data-step-id]')].map((row) => ({
+      state: row.querySelector('[data-field="state"]')?.dataset.state ?? '',
+      progress: Number(row.querySelector('[data-field="progress"]')?.value ?? 0) / 100,
+    }));
+    setText(line, timing({ created_at: line.dataset.created, started_at: line.dataset.started, finished_at: line.dataset.finished, steps }, Date.now()));
+  }
   const active = new Set(runs.filter((r) => r.dataset.active === 'true').map((r) => r.dataset.runId));
   const seen = new Map();
   const tick = async () => {
@@ -113,6 +127,13 @@ function initRunPolling() {
         const runState = article.querySelector('[data-field="run-state"]');
         setText(runState, body.state);
         runState.dataset.state = body.state;
+        const line = article.querySelector('[data-field="timing"]');
+        if (line) {
+          line.dataset.started = body.started_at ?? '';
+          line.dataset.finished = body.finished_at ?? '';
+          setText(line, timing({ created_at: line.dataset.created, started_at: line.dataset.started, finished_at: line.dataset.finished, steps: body.steps }, Date.now()));
+        }
+        if (body.steps.every((s) => s.state !== 'queued')) article.querySelectorAll('[data-field="waiting"]').forEach((p) => p.remove());
         for (const step of body.steps) {
           const row = document.getElementById(`step-${step.id}`);
           if (row) updateStep(row, step);
@@ -199,9 +220,57 @@ function initCopyButtons() {
   });
 }
 
+// The area wizard's "Go to" box: reads a point or a box (coords.js) and asks the draw map to move there
+// (a `groundwork:go-to` event on the map element), or says next to the box what it could not read.
+function initGoTo() {
+  const box = document.getElementById('go-to');
+  const input = document.getElementById('go-to-place');
+  const button = document.getElementById('go-to-button');
+  const message = document.getElementById('go-to-message');
+  const map = document.getElementById(box?.dataset.mapTarget ?? '');
+  if (!box || !input || !button || !message || !map) return;
+  const say = (text, isError) => {
+    message.classList.toggle('field-error', isError);
+    setText(message, text);
+    if (isError) input.setAttribute('aria-invalid', 'true');
+    else input.removeAttribute('aria-invalid');
+  };
+  const go = () => {
+    const place = parseLocation(input.value);
+    if (place.error) {
+      say(place.error, true);
+      return;
+    }
+    // The map module sets data-ready once it is mounted (false until its style has loaded).
+    if (map.dataset.ready === undefined) {
+      say('The map is still loading: try again in a moment.', true);
+      return;
+    }
+    const fmt = (v) => String(Number(v.toFixed(5)));
+    if (place.bounds) {
+      map.dispatchEvent(new CustomEvent('groundwork:go-to', { detail: { bounds: place.bounds } }));
+      const [w, s, e, n] = place.bounds.map(fmt);
+      say(`Map moved to the box from ${w}, ${s} to ${e}, ${n} (west, south to east, north).`, false);
+    } else {
+      map.dispatchEvent(new CustomEvent('groundwork:go-to', { detail: { center: place.center, zoom: 12 } }));
+      const [lon, lat] = place.center.map(fmt);
+      say(`Map moved to latitude ${lat}, longitude ${lon}.`, false);
+    }
+  };
+  button.addEventListener('click', go);
+  // Enter in the box moves the map instead of submitting the wizard.
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') {
+      e.preventDefault();
+      go();
+    }
+  });
+}
+
 function init() {
   initCopyButtons();
   mountMaps();
+  initGoTo();
   initClassRows();
   initRunForm();
   initRunPolling();

@@ -1,7 +1,8 @@
 // The map island: MapLibre GL with terra-draw for drawing an area of interest, the project map
 // showing the area and its windows coloured by acquisition status, and an output's map (its tiles).
-// It works offline: the default style is a plain background with a graticule; a basemap is drawn
-// only when the server is given a tile template.
+// Without a basemap (a server run offline) the style is a plain background with a graticule and the map
+// reaches no other site; with one (OpenStreetMap's tiles by default) its tiles are drawn under the
+// graticule and its attribution is shown on the map.
 import * as maplibregl from 'maplibre-gl';
 import 'maplibre-gl/dist/maplibre-gl.css';
 // MapLibre parses tiles in a module worker; ship its file next to this one and point MapLibre at it.
@@ -18,11 +19,28 @@ maplibregl.setWorkerUrl(workerUrl);
 const EMPTY = { type: 'FeatureCollection', features: [] };
 const STATUS_COLOURS = { pending: '#9aa5ad', acquired: '#1b9e77', quarantined: '#d95f02' };
 
+const escapeHtml = (text) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+// The basemap as `{ url, attribution }` (a bare tile template is taken as one without attribution), or null.
+function basemapOf(basemap) {
+  if (!basemap) return null;
+  if (typeof basemap === 'string') return { url: basemap, attribution: '' };
+  return basemap.url ? { url: basemap.url, attribution: basemap.attribution || '' } : null;
+}
+
+// MapLibre shows attributions as HTML: the configured text is escaped, and OpenStreetMap's credit links
+// to its copyright page, as its tile usage policy asks.
+function attributionHtml(text) {
+  return escapeHtml(text).replace('OpenStreetMap contributors',
+    '<a href="https://www.openstreetmap.org/copyright" target="_blank" rel="noopener">OpenStreetMap contributors</a>');
+}
+
 function baseStyle(basemap) {
   const sources = {};
   const layers = [{ id: 'background', type: 'background', paint: { 'background-color': '#e4ecf0' } }];
   if (basemap) {
-    sources.basemap = { type: 'raster', tiles: [basemap], tileSize: 256 };
+    sources.basemap = { type: 'raster', tiles: [basemap.url], tileSize: 256, maxzoom: 19 };
+    if (basemap.attribution) sources.basemap.attribution = attributionHtml(basemap.attribution);
     layers.push({ id: 'basemap', type: 'raster', source: 'basemap' });
   }
   sources.graticule = { type: 'geojson', data: EMPTY };
@@ -53,14 +71,16 @@ function graticule(map) {
   return { type: 'FeatureCollection', features };
 }
 
-function createMap(el, basemap) {
+function createMap(el, option) {
+  const basemap = basemapOf(option);
   const map = new maplibregl.Map({
     container: el,
     style: baseStyle(basemap),
     center: [10, 20],
     zoom: 1.5,
     hash: el.dataset.map === 'draw' ? 'map' : false,
-    attributionControl: basemap ? { compact: true } : false,
+    // The tiles' attribution stays visible (not folded behind a button).
+    attributionControl: basemap?.attribution ? { compact: false } : false,
     dragRotate: false,
     pitchWithRotate: false,
   });
@@ -90,6 +110,15 @@ function mountDraw(el, opts) {
   const buttons = [...document.querySelectorAll('[data-draw]')];
   const map = createMap(el, opts.basemap);
   el.dataset.ready = 'false';
+  // The "Go to" box of the wizard (main.js) moves the map to a box, or to a point at a zoom.
+  el.addEventListener('groundwork:go-to', (e) => {
+    const { bounds, center, zoom } = e.detail ?? {};
+    if (Array.isArray(bounds) && bounds.length === 4) {
+      map.fitBounds([[bounds[0], bounds[1]], [bounds[2], bounds[3]]], { padding: 40, maxZoom: 15, animate: false });
+    } else if (Array.isArray(center) && center.length === 2) {
+      map.jumpTo({ center, zoom: zoom ?? 12 });
+    }
+  });
 
   const show = (text, fitView) => {
     const source = map.getSource('aoi');
@@ -214,6 +243,9 @@ function mountProject(el, opts) {
       map.getSource('aoi').setData({ type: 'Feature', properties: {}, geometry: g });
       fit(map, g);
     }
+    if (el.dataset.imageryUrl) {
+      attachImagery(map, el, el.dataset.imageryUrl, document.getElementById('project-imagery'), document.getElementById('project-imagery-opacity'));
+    }
     el.dataset.ready = 'true';
     load();
   });
@@ -222,6 +254,62 @@ function mountProject(el, opts) {
     if (timer) return;
     timer = setTimeout(() => { timer = null; load(); }, 1500);
   });
+}
+
+// The acquired imagery under the map's other layers: `select` lists every month × modality × rendering
+// the project's imagery listing (`url`) offers and switches the tiles; `opacity` is a 0–100 slider.
+// The first rendering is shown at once; without imagery the select is disabled and says why.
+async function attachImagery(map, el, url, select, opacity, showFirst = true) {
+  if (!select) return;
+  let minZoom = 0;
+  const show = () => {
+    const value = select.value;
+    if (map.getLayer('imagery')) map.removeLayer('imagery');
+    if (map.getSource('imagery')) map.removeSource('imagery');
+    el.dataset.imagery = value;
+    if (!value) return;
+    map.addSource('imagery', {
+      type: 'raster',
+      tiles: [`${window.location.origin}${url}/${value}/{z}/{x}/{y}.png`],
+      tileSize: 256,
+      // Zoomed out further, a tile would cover too many windows to draw.
+      minzoom: minZoom,
+    });
+    // Under an output's map and the graticule, above the basemap.
+    const below = map.getLayer('output') ? 'output' : 'graticule';
+    map.addLayer({ id: 'imagery', type: 'raster', source: 'imagery', paint: { 'raster-opacity': Number(opacity?.value ?? 100) / 100, 'raster-resampling': 'nearest' } }, below);
+  };
+  select.addEventListener('change', show);
+  opacity?.addEventListener('input', () => {
+    if (map.getLayer('imagery')) map.setPaintProperty('imagery', 'raster-opacity', Number(opacity.value) / 100);
+  });
+  let listing = null;
+  try {
+    const res = await fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    if (res.ok) listing = await res.json();
+  } catch {
+    listing = null;
+  }
+  if (!listing || !Array.isArray(listing.layers) || listing.layers.length === 0) {
+    select.disabled = true;
+    select.title = 'No imagery yet: acquire it first.';
+    return;
+  }
+  minZoom = listing.min_zoom ?? 0;
+  for (const layer of listing.layers) {
+    for (const t of layer.times ?? []) {
+      for (const rendering of layer.renderings ?? []) {
+        const o = document.createElement('option');
+        o.value = `${layer.modality}/${t.index}/${rendering}`;
+        o.textContent = `${t.label} · ${layer.modality} · ${rendering.replace('_', ' ')}`;
+        select.append(o);
+      }
+    }
+  }
+  if (showFirst && select.options.length > 1) {
+    select.selectedIndex = 1;
+    show();
+  }
 }
 
 // An output's map: its tiles over the (optional) basemap, fitted to its bounds, with an opacity slider.
@@ -260,6 +348,11 @@ function mountOutput(el, opts) {
     if (Array.isArray(bounds) && bounds.length === 4) {
       map.fitBounds([[bounds[0], bounds[1]], [bounds[2], bounds[3]]], { padding: 30, animate: false });
     }
+    const imagery = document.getElementById('output-imagery');
+    if (imagery?.dataset.imageryUrl) {
+      // Under the map: off until chosen, so the map reads on its own first.
+      attachImagery(map, el, imagery.dataset.imageryUrl, imagery, null, false);
+    }
     apply();
     el.dataset.ready = 'true';
   });
@@ -272,5 +365,5 @@ export function mount(el, opts) {
   if (el.dataset.map === 'draw') mountDraw(el, opts);
   else if (el.dataset.map === 'project') mountProject(el, opts);
   else if (el.dataset.map === 'output') mountOutput(el, opts);
-  else if (el.dataset.map === 'label') mountLabel(el, { ...opts, createMap, fetchWindows, fit, addAoiLayers, EMPTY, TerraDraw, TerraDrawAdapter: TerraDrawMapLibreGLAdapter, modes: { TerraDrawPointMode, TerraDrawPolygonMode, TerraDrawRectangleMode } });
+  else if (el.dataset.map === 'label') mountLabel(el, { ...opts, createMap, fetchWindows, fit, addAoiLayers, attachImagery, EMPTY, TerraDraw, TerraDrawAdapter: TerraDrawMapLibreGLAdapter, modes: { TerraDrawPointMode, TerraDrawPolygonMode, TerraDrawRectangleMode } });
 }

@@ -71,7 +71,7 @@ function defer(t, fn) {
  * first owner; it is stopped and its database dropped after the test. `server.dir` is its data folder
  * (objects under `objects/`).
  */
-export async function startServer(t, { bare = false, localWorkers = 1 } = {}) {
+export async function startServer(t, { bare = false, localWorkers = 1, demoData = null } = {}) {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build -p groundwork-server\` first`);
   const dir = mkdtempSync(path.join(tmpdir(), 'gw-web-'));
   const port = await freePort();
@@ -91,9 +91,13 @@ export async function startServer(t, { bare = false, localWorkers = 1 } = {}) {
   };
   delete env.GROUNDWORK_CATALOG_ROOTS;
   delete env.GROUNDWORK_BASEMAP_URL;
+  delete env.GROUNDWORK_BASEMAP_ATTRIBUTION;
+  // Offline: no basemap (OpenStreetMap's tiles by default), so no page asks another site for anything.
   const child = spawn(BIN, [
     'serve', '--bind', `127.0.0.1:${port}`, '--data-dir', dir, '--local-workers', String(localWorkers),
-    '--object-store', `file://${dir}/objects`,
+    '--object-store', `file://${dir}/objects`, '--offline',
+    // The offline demo catalogue as a STAC API under /demo/stac, which its workers may read.
+    ...(demoData ? ['--demo-data', demoData] : []),
   ], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d) => { log += d; });

@@ -23,7 +23,7 @@ function runDemo(server) {
   };
   delete env.GROUNDWORK_BASEMAP_URL;
   const args = ['demo', '--exit', '--bind', '127.0.0.1:0', '--scene-px', '256', '--epochs', String(EPOCHS),
-    '--labels-per-class', '60', '--patch-size', '8'];
+    '--labels-per-class', '60', '--patch-size', '8', '--offline'];
   return new Promise((resolve, reject) => {
     execFile(BIN, args, { env, maxBuffer: 64 * 1024 * 1024, timeout: 20 * 60_000 }, (err, stdout, stderr) => {
       rmSync(models, { recursive: true, force: true });

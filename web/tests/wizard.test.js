@@ -38,6 +38,8 @@ test('a project is created by drawing its area on the map, after a validation er
 
   await page.getByRole('button', { name: 'Draw polygon' }).click();
   assert.equal(await page.getByRole('button', { name: 'Draw polygon' }).getAttribute('aria-pressed'), 'true');
+  // The clicks go to the middle of the map: bring all of it into the window first.
+  await map.scrollIntoViewIfNeeded();
   const box = await map.boundingBox();
   const cx = box.x + box.width / 2;
   const cy = box.y + box.height / 2;
@@ -104,4 +106,69 @@ test('a project is created by drawing its area on the map, after a validation er
   // The only complaint is the browser noting the 422 of the refused form.
   assert.deepEqual(problems.filter((p) => !p.includes('status of 422')), []);
   assert.equal(problems.length, 1);
+});
+
+test('the "Go to" box moves the draw map to a point or a box and says what it cannot read', async (t) => {
+  const server = await startServer(t);
+  const { page, problems } = await openPage(t);
+  await signIn(page, server);
+
+  await page.goto(`${server.url}/projects/new`);
+  await page.locator('#aoi-map[data-ready="true"]').waitFor();
+  const place = page.getByLabel('Go to coordinates');
+  const message = page.locator('#go-to-message');
+  const view = async () => {
+    const [zoom, lat, lon] = (await page.evaluate(() => window.location.hash)).replace('#map=', '').split('/').map(Number);
+    return { zoom, lat, lon };
+  };
+  const near = (a, b, tolerance) => Math.abs(a - b) < tolerance;
+
+  // A point, latitude first, with the button: zoom 12 there.
+  await place.fill('-1.2921, 36.8219');
+  await page.getByRole('button', { name: 'Go to these coordinates' }).click();
+  await eventually(async () => {
+    const v = await view();
+    return v.zoom === 12 && near(v.lat, -1.2921, 1e-3) && near(v.lon, 36.8219, 1e-3);
+  }, { what: 'the map at the point' });
+  assert.match(await message.textContent(), /Map moved to latitude -1\.2921, longitude 36\.8219/);
+  assert.equal(await place.getAttribute('aria-invalid'), null);
+
+  // Longitude first, marked with letters; Enter moves the map and does not submit the wizard.
+  await place.fill('0.12W 51.5N');
+  await place.press('Enter');
+  await eventually(async () => {
+    const v = await view();
+    return v.zoom === 12 && near(v.lat, 51.5, 1e-3) && near(v.lon, -0.12, 1e-3);
+  }, { what: 'the map at the lettered point' });
+  assert.equal(new URL(page.url()).pathname, '/projects/new');
+
+  // A box (west, south, east, north) is fitted into the map.
+  await place.fill('36.6, -1.45, 37.1, -1.15');
+  await place.press('Enter');
+  await eventually(async () => {
+    const v = await view();
+    return v.zoom > 8 && v.zoom < 12 && near(v.lat, -1.3, 0.02) && near(v.lon, 36.85, 0.02);
+  }, { what: 'the map fitted to the box' });
+  assert.match(await message.textContent(), /box from 36\.6, -1\.45 to 37\.1, -1\.15/);
+
+  // What it cannot read is explained next to the box, and the map stays where it is.
+  const before = await view();
+  await place.fill('Nairobi');
+  await place.press('Enter');
+  assert.match(await message.textContent(), /“Nairobi” is not a number.*cannot look up place names/);
+  assert.equal(await place.getAttribute('aria-invalid'), 'true');
+  assert.match(await message.getAttribute('class'), /field-error/);
+  assert.deepEqual(await view(), before);
+  await place.fill('95, 10');
+  await page.getByRole('button', { name: 'Go to these coordinates' }).click();
+  assert.match(await message.textContent(), /latitude 95 is outside −90 to 90/);
+
+  // Correcting it clears the error.
+  await place.fill('10.05 E, 0.05 N');
+  await place.press('Enter');
+  await eventually(async () => near((await view()).lon, 10.05, 1e-3), { what: 'the map at the corrected point' });
+  assert.equal(await place.getAttribute('aria-invalid'), null);
+  assert.doesNotMatch(await message.getAttribute('class'), /field-error/);
+  assert.equal((await api(server, 'GET', '/api/v1/projects')).body.items.length, 0, 'nothing was submitted');
+  assert.deepEqual(problems, []);
 });

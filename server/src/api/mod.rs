@@ -53,6 +53,8 @@ pub struct AppState {
     /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) the web maps draw under their layers; none
     /// draws a plain background, which needs no network.
     pub basemap_url: Option<String>,
+    /// Attribution the web maps show for the basemap's tiles (plain text; none for no attribution).
+    pub basemap_attribution: Option<String>,
     /// How long a request may take to produce its response head (the body of a download streams
     /// afterwards, unbounded); 503 `timeout` after it.
     pub request_timeout: std::time::Duration,
@@ -82,13 +84,31 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 
 impl AppState {
-    /// Sets the basemap tile template; blank text means none.
+    /// Sets the basemap tile template, without an attribution; blank text means none.
     #[must_use]
     pub fn with_basemap_url(mut self, url: Option<&str>) -> Self {
         self.basemap_url = url
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_owned);
+        self.basemap_attribution = None;
+        self
+    }
+
+    /// Sets the basemap (tile template and attribution); `None` draws none, for an installation
+    /// without internet access.
+    #[must_use]
+    pub fn with_basemap(mut self, basemap: Option<crate::basemap::Basemap>) -> Self {
+        match basemap {
+            Some(b) => {
+                self.basemap_attribution = Some(b.attribution).filter(|a| !a.trim().is_empty());
+                self.basemap_url = Some(b.url).filter(|u| !u.trim().is_empty());
+            }
+            None => {
+                self.basemap_url = None;
+                self.basemap_attribution = None;
+            }
+        }
         self
     }
 
@@ -102,6 +122,7 @@ impl AppState {
             objects: None,
             secure_cookies: false,
             basemap_url: None,
+            basemap_attribution: None,
             request_timeout: std::time::Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             outbound: Arc::new(groundwork_imagery::OutboundPolicy::default()),

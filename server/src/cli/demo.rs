@@ -28,10 +28,8 @@ pub struct DemoArgs {
     /// `--object-store file://<demo-dir>/objects` and `--allow-host` for this address).
     #[arg(long, default_value_t = 1)]
     local_workers: usize,
-    /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) drawn under the web maps; without one
-    /// the maps draw a plain background and need no network.
-    #[arg(long, env = "GROUNDWORK_BASEMAP_URL")]
-    basemap_url: Option<String>,
+    #[command(flatten)]
+    basemap: groundwork_server::basemap::BasemapArgs,
     /// Training epochs.
     #[arg(long, default_value_t = pipeline::DemoRun::default().epochs)]
     epochs: usize,
@@ -148,7 +146,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     for _ in 0..args.local_workers {
         workers.push(Worker::start(db.pool.clone(), config.clone(), Registry::builtin()).await?);
     }
-    let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
+    let mut state = AppState::new(db.pool.clone()).with_basemap(args.basemap.basemap());
     state.objects = Some(objects.clone());
     state.outbound = std::sync::Arc::new(
         state

@@ -34,10 +34,8 @@ pub struct ServeArgs {
         num_args = 0..=1, default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new())]
     secure_cookies: Option<bool>,
-    /// XYZ raster tile template (`https://…/{z}/{x}/{y}.png`) drawn under the web maps; without one
-    /// the maps draw a plain background and need no network.
-    #[arg(long, env = "GROUNDWORK_BASEMAP_URL")]
-    basemap_url: Option<String>,
+    #[command(flatten)]
+    basemap: groundwork_server::basemap::BasemapArgs,
     /// Seconds a request may take to produce its response head (a download's body streams on
     /// untimed); later it is answered 503 `timeout`.
     #[arg(long, env = "GROUNDWORK_REQUEST_TIMEOUT_SECS", default_value_t = groundwork_server::api::DEFAULT_REQUEST_TIMEOUT_SECS)]
@@ -80,7 +78,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for _ in 0..args.local_workers {
         workers.push(Worker::start(db.pool.clone(), config.clone(), Registry::builtin()).await?);
     }
-    let mut state = AppState::new(db.pool.clone()).with_basemap_url(args.basemap_url.as_deref());
+    let mut state = AppState::new(db.pool.clone()).with_basemap(args.basemap.basemap());
     state.max_aoi_km2 = args.max_aoi_km2;
     state.request_timeout = std::time::Duration::from_secs(args.request_timeout_secs.max(1));
     state.max_concurrent_requests = args.max_concurrent_requests.max(1);

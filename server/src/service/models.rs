@@ -128,6 +128,13 @@ pub async fn start_training(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
+    // A label-set version named in the request is checked by the step; otherwise the project must be
+    // ready now.
+    if body.label_set_version.is_none()
+        && let Some(msg) = training_blocker(state, &project).await?
+    {
+        return Err(ApiError::new(ErrorCode::Conflict, msg));
+    }
     let queue = if models::gpu_worker_online(&state.pool, actor.org_id).await? {
         "gpu"
     } else {
@@ -161,6 +168,76 @@ pub async fn start_training(
     )
     .await?;
     Ok(run)
+}
+
+/// What a project still needs before it can be trained, in the words the project page shows next to
+/// its disabled "Train a model" button (`None`: it can be trained). The API answers the same sentence
+/// as a 409, so nobody meets "label set not found" or an empty training set deep in a step.
+pub async fn training_blocker(
+    state: &AppState,
+    project: &groundwork_store::projects::Project,
+) -> ApiResult<Option<String>> {
+    let counts = groundwork_store::windows::counts(&state.pool, project.id).await?;
+    if counts.acquired == 0 {
+        return Ok(Some(
+            "Acquire imagery first: training learns from the acquired windows.".into(),
+        ));
+    }
+    if let Some(msg) = groundwork_store::windows::stale_refusal(&state.pool, project.id).await? {
+        return Ok(Some(msg));
+    }
+    let summary = groundwork_store::labels::summary(&state.pool, project.id, None).await?;
+    if summary.version.is_none() {
+        return Ok(Some(if project.task == Task::Regression {
+            "Import labels with values first.".into()
+        } else {
+            "Label the imagery first: at least two classes.".into()
+        }));
+    }
+    if project.task != Task::Regression {
+        let labelled = summary.classes.iter().filter(|c| c.labels > 0).count();
+        if labelled < 2 {
+            return Ok(Some(format!(
+                "Label at least two classes: {labelled} {} labels so far.",
+                if labelled == 1 {
+                    "class has"
+                } else {
+                    "classes have"
+                }
+            )));
+        }
+    }
+    if summary.split_version.is_none() {
+        return Ok(Some(
+            "Split the windows into training, validation and test first (on the labelling page)."
+                .into(),
+        ));
+    }
+    if summary.labelled_windows.train == 0 {
+        return Ok(Some(
+            "No labelled window is in the training split: label more windows or split again."
+                .into(),
+        ));
+    }
+    Ok(None)
+}
+
+/// What a project still needs before it can be mapped (`None`: it can).
+pub async fn prediction_blocker(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+) -> ApiResult<Option<String>> {
+    if let Some(msg) = groundwork_store::windows::stale_refusal(&state.pool, project_id).await? {
+        return Ok(Some(msg));
+    }
+    match models::trained_run(&state.pool, actor.org_id, project_id, None).await {
+        Ok(_) => Ok(None),
+        Err(groundwork_store::Error::NotFound { .. }) => Ok(Some(
+            "Train a model first: no training run has finished yet.".into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// 409 when the project's imagery is of settings it no longer has (area, dates, modalities, window size).

@@ -78,6 +78,8 @@ pub struct Layout {
     pub js: String,
     /// Basemap tile template, empty for none.
     pub basemap_url: String,
+    /// Attribution of the basemap's tiles, shown on the map (empty for none).
+    pub basemap_attribution: String,
 }
 
 impl Layout {
@@ -143,6 +145,7 @@ impl Layout {
             css: assets::url("groundwork.css"),
             js: assets::url("groundwork.js"),
             basemap_url: state.basemap_url.clone().unwrap_or_default(),
+            basemap_attribution: state.basemap_attribution.clone().unwrap_or_default(),
         }
     }
 
@@ -161,6 +164,7 @@ impl Layout {
             css: assets::url("groundwork.css"),
             js: assets::url("groundwork.js"),
             basemap_url: String::new(),
+            basemap_attribution: String::new(),
         }
     }
 
@@ -241,6 +245,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/projects/{id}", get(projects::show))
         .route("/projects/{id}/runs", post(projects::start_run))
         .route("/projects/{id}/label", get(projects::label))
+        .route("/projects/{id}/settings", post(projects::settings))
+        .route("/projects/{id}/delete", post(projects::delete))
         .route("/projects/{id}/train", post(results::train))
         .route("/projects/{id}/predict", post(results::predict))
         .route("/outputs/{id}", get(results::output_map))

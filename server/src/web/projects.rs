@@ -450,14 +450,44 @@ pub struct RunView {
     pub run: jobs::Run,
     /// Its steps.
     pub steps: Vec<StepView>,
+    /// One sentence per queue whose queued steps no live worker can take.
+    pub waiting: Vec<String>,
 }
 
 impl RunView {
-    fn new(r: RunWithSteps) -> Self {
+    /// The run as shown, with `live_queues` the queues a live worker usable by the organisation serves.
+    fn new(r: RunWithSteps, live_queues: &[String]) -> Self {
+        let mut waiting: Vec<String> = r
+            .steps
+            .iter()
+            .filter(|s| s.state == "queued" && !live_queues.contains(&s.queue))
+            .map(|s| {
+                format!(
+                    "Waiting for a worker: none is online for the `{}` queue. An administrator \
+                     starts one (see Workers), or the steps wait until one joins.",
+                    s.queue
+                )
+            })
+            .collect();
+        waiting.dedup();
         Self {
             run: r.run,
             steps: r.steps.into_iter().map(|step| StepView { step }).collect(),
+            waiting,
         }
+    }
+
+    /// RFC 3339 times of the run for the page script's elapsed time and estimate (empty when unset).
+    #[must_use]
+    pub fn times(&self) -> (String, String, String) {
+        let t = |d: Option<chrono::DateTime<chrono::Utc>>| {
+            d.map(|d| d.to_rfc3339()).unwrap_or_default()
+        };
+        (
+            self.run.created_at.to_rfc3339(),
+            t(self.run.started_at),
+            t(self.run.finished_at),
+        )
     }
 
     /// Whether the page should keep polling it.
@@ -537,6 +567,13 @@ struct ProjectPage {
     results: super::results::Results,
     labels: LabelsView,
     can_work: bool,
+    can_admin: bool,
+    /// Why "Train a model" is disabled (what is missing), if it is.
+    train_blocker: Option<String>,
+    /// Why "Predict" is disabled, if it is.
+    predict_blocker: Option<String>,
+    /// A refusal of the settings form.
+    settings_error: String,
 }
 
 /// The labels and split section of the project page.
@@ -581,12 +618,16 @@ async fn project_page(
 ) -> PageResult<ProjectPage> {
     let project = projects::get(&state.pool, actor.org_id, id).await?;
     let counts = windows::counts(&state.pool, id).await?;
+    let live = groundwork_store::models::live_queues(&state.pool, actor.org_id).await?;
     let mut runs = Vec::new();
     for r in jobs::list_runs(&state.pool, actor.org_id, id, None, RUNS_SHOWN).await? {
         runs.push(RunView::new(
             jobs::get_run(&state.pool, actor.org_id, r.id).await?,
+            &live,
         ));
     }
+    let train_blocker = crate::service::models::training_blocker(state, &project).await?;
+    let predict_blocker = crate::service::models::prediction_blocker(state, actor, id).await?;
     let classes = project.classes.clone();
     let results = super::results::results(state, actor, id).await?;
     let summary = labels::summary(&state.pool, id, None).await?;
@@ -614,6 +655,10 @@ async fn project_page(
         results,
         labels,
         can_work: actor.role >= Role::Member,
+        can_admin: actor.role >= Role::Admin,
+        train_blocker,
+        predict_blocker,
+        settings_error: String::new(),
     })
 }
 
@@ -644,6 +689,91 @@ pub async fn show(
         FieldErrors::default(),
     )
     .await
+}
+
+/// `POST /projects/{id}/settings`: name, description and time range from the project page (the same
+/// service function as `PATCH /api/v1/projects/{id}`; new dates mark acquired imagery stale).
+pub async fn settings(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    body: Bytes,
+) -> PageResult<Response> {
+    actor.require(Role::Member)?;
+    let pairs = form_pairs(&body);
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let date = |k: &str| -> Result<Option<chrono::NaiveDate>, String> {
+        match get(k).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{k}: not a date (YYYY-MM-DD)")),
+        }
+    };
+    let patch = match (date("start"), date("end")) {
+        (Ok(start), Ok(end)) => Ok(project_service::UpdateProject {
+            name: get("name"),
+            description: get("description"),
+            start,
+            end,
+            ..Default::default()
+        }),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let message = match patch {
+        Ok(patch) => match project_service::update_project(&state, &actor, id, patch).await {
+            Ok(_) => return Ok(Redirect::to(&format!("/projects/{id}#settings")).into_response()),
+            Err(e) if e.status.is_client_error() => e.message,
+            Err(e) => return Err(e.into()),
+        },
+        Err(e) => e,
+    };
+    let mut page = project_page(
+        &state,
+        &actor,
+        id,
+        RunForm::default(),
+        FieldErrors::default(),
+    )
+    .await?;
+    page.settings_error = format!("The settings were not saved: {message}");
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+}
+
+/// `POST /projects/{id}/delete`: deletes the project (admins), after its name was typed to confirm.
+pub async fn delete(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    body: Bytes,
+) -> PageResult<Response> {
+    actor.require(Role::Admin)?;
+    let project = projects::get(&state.pool, actor.org_id, id).await?;
+    let confirm = form_pairs(&body)
+        .into_iter()
+        .find(|(k, _)| k == "confirm")
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    if confirm != project.name {
+        let mut page = project_page(
+            &state,
+            &actor,
+            id,
+            RunForm::default(),
+            FieldErrors::default(),
+        )
+        .await?;
+        page.settings_error = "Not deleted: type the project's name exactly to confirm.".to_owned();
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    project_service::delete_project(&state, &actor, id).await?;
+    Ok(Redirect::to("/projects").into_response())
 }
 
 #[derive(Template, WebTemplate)]

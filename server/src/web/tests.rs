@@ -1386,21 +1386,29 @@ async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_t
     );
     assert!(report.body.contains(r#"style="width: 80.0%""#));
 
-    // Training starts through the same service function as the API; prediction without acquired
-    // windows is refused on the page, next to the buttons.
+    // The project has no acquired imagery: the buttons are disabled and say what is missing, and a
+    // post anyway is refused on the page with the same words (the API answers them as a 409).
+    let page = site.get(&format!("/projects/{p}")).await;
+    assert!(
+        page.body
+            .contains(r#"id="train-button" disabled aria-describedby="train-hint""#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("Training: Acquire imagery first"),
+        "{}",
+        page.body
+    );
     let r = site
         .post_form(&format!("/projects/{p}/train"), &[("csrf", "")])
         .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    let location = r.headers[header::LOCATION].to_str().unwrap();
-    assert!(
-        location.starts_with(&format!("/projects/{p}#run-")),
-        "{location}"
-    );
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("Acquire imagery first"), "{}", r.body);
     let runs = jobs::list_runs(&site.db.pool, org, p, None, 10)
         .await
         .unwrap();
-    assert_eq!(runs.len(), 2);
+    assert_eq!(runs.len(), 1, "no training run was started");
     let r = site
         .post_form(&format!("/projects/{p}/predict"), &[("csrf", "")])
         .await;
@@ -1482,4 +1490,156 @@ async fn result_pages_of_another_organisation_are_not_found_and_viewers_get_no_b
         .post(&format!("/projects/{theirs}/train"), &[], false)
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "no CSRF token, no run");
+}
+
+#[tokio::test]
+async fn pages_carry_the_openstreetmap_basemap_by_default_and_none_offline() {
+    use crate::basemap::{Basemap, BasemapArgs, OSM_ATTRIBUTION, OSM_TILES};
+
+    async fn site_with(basemap: Option<Basemap>) -> Site {
+        let db = TestDb::new().await.unwrap();
+        let state = AppState::new(db.pool.clone()).with_basemap(basemap);
+        Site {
+            app: crate::testing::owner_router(state).await.unwrap(),
+            db,
+        }
+    }
+
+    // `serve` with no basemap option: OpenStreetMap's tiles, credited on the map, allowed by the CSP.
+    let online = site_with(BasemapArgs::default().basemap()).await;
+    for page in ["/projects", "/projects/new"] {
+        let r = online.get(page).await;
+        assert_eq!(r.status, StatusCode::OK, "{page}");
+        assert!(
+            r.body.contains(&format!(r#"data-basemap="{OSM_TILES}""#)),
+            "{page}: {}",
+            r.body
+        );
+        assert!(
+            r.body
+                .contains(&format!(r#"data-basemap-attribution="{OSM_ATTRIBUTION}""#)),
+            "{page}"
+        );
+        let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            csp.contains("img-src 'self' data: blob: https://tile.openstreetmap.org;"),
+            "{csp}"
+        );
+    }
+
+    // Another provider with its own credit.
+    let other = site_with(Basemap::from_settings(
+        Some("https://tiles.example.org/{z}/{x}/{y}.png"),
+        Some("Tiles © Example <Maps>"),
+        false,
+    ))
+    .await;
+    let r = other.get("/projects/new").await;
+    assert!(
+        r.body
+            .contains(r#"data-basemap="https://tiles.example.org/{z}/{x}/{y}.png""#)
+    );
+    assert!(
+        r.body
+            .contains(r#"data-basemap-attribution="Tiles © Example &#60;Maps&#62;""#)
+            || r.body
+                .contains(r#"data-basemap-attribution="Tiles © Example &lt;Maps&gt;""#),
+        "the attribution is escaped: {}",
+        r.body
+    );
+
+    // Offline (`serve --offline`, `GROUNDWORK_OFFLINE=1`, or `--basemap-url none`): no basemap, no
+    // attribution, and the pages may reach no other origin.
+    for args in [
+        BasemapArgs {
+            offline: Some(true),
+            ..BasemapArgs::default()
+        },
+        BasemapArgs {
+            basemap_url: Some("none".into()),
+            ..BasemapArgs::default()
+        },
+    ] {
+        let offline = site_with(args.basemap()).await;
+        for page in ["/projects", "/projects/new"] {
+            let r = offline.get(page).await;
+            assert_eq!(r.status, StatusCode::OK, "{page}");
+            assert!(
+                r.body
+                    .contains(r#"data-basemap="" data-basemap-attribution="""#),
+                "{args:?} {page}"
+            );
+            assert!(!r.body.contains("openstreetmap"), "{args:?} {page}");
+            let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(!csp.contains("https:"), "{args:?}: {csp}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_project_page_edits_the_settings_and_deletes_the_project_after_its_name_is_typed() {
+    let site = Site::new().await;
+    let org = groundwork_store::DEFAULT_ORG_ID;
+    let good = wizard("2024-12-31");
+    let r = site.post_form("/projects/new", &borrow(&good)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let p = projects::list(&site.db.pool, org, None, 10).await.unwrap()[0].id;
+    let page = site.get(&format!("/projects/{p}")).await;
+    assert!(
+        page.body
+            .contains(r#"<label for="settings-name">Name</label>"#)
+    );
+    assert!(page.body.contains(r#"<label for="delete-confirm">"#));
+
+    // New name and dates are saved; a date it cannot read is said next to the form and nothing changes.
+    let r = site
+        .post_form(
+            &format!("/projects/{p}/settings"),
+            &[
+                ("csrf", ""),
+                ("name", "Delta, dry season"),
+                ("description", "Second look"),
+                ("start", "2024-11-01"),
+                ("end", "2025-03-31"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let saved = projects::get(&site.db.pool, org, p).await.unwrap();
+    assert_eq!(saved.name, "Delta, dry season");
+    assert_eq!(saved.description, "Second look");
+    assert_eq!(saved.end.to_string(), "2025-03-31");
+    let r = site
+        .post_form(
+            &format!("/projects/{p}/settings"),
+            &[("csrf", ""), ("name", "x"), ("start", "soon")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains(r#"id="settings-error""#), "{}", r.body);
+    assert!(r.body.contains("start: not a date"), "{}", r.body);
+    assert_eq!(
+        projects::get(&site.db.pool, org, p).await.unwrap().name,
+        "Delta, dry season"
+    );
+
+    // Deleting needs the name typed exactly.
+    let r = site
+        .post_form(
+            &format!("/projects/{p}/delete"),
+            &[("csrf", ""), ("confirm", "Delta")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("type the project"), "{}", r.body);
+    assert!(projects::get(&site.db.pool, org, p).await.is_ok());
+    let r = site
+        .post_form(
+            &format!("/projects/{p}/delete"),
+            &[("csrf", ""), ("confirm", "Delta, dry season")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.headers[header::LOCATION], "/projects");
+    assert!(projects::get(&site.db.pool, org, p).await.is_err());
 }

@@ -179,10 +179,11 @@ struct Fixture {
     _objects: tempfile::TempDir,
 }
 
-/// One labelled point inside [`aoi`].
+/// Two labelled points inside [`aoi`], one of each class.
 fn label_file() -> Value {
-    json!({"type": "FeatureCollection", "features": [{"type": "Feature",
-        "geometry": {"type": "Point", "coordinates": [10.005, 50.005]}, "properties": {"class": "water"}}]})
+    json!({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [10.005, 50.005]}, "properties": {"class": "water"}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [10.006, 50.006]}, "properties": {"class": "land"}}]})
 }
 
 /// Imports one label into `project` as its owner and returns the label's id.
@@ -270,7 +271,7 @@ async fn org_fixture(
         "POST",
         "/api/v1/projects",
         Some(json!({"name": name, "aoi": aoi(), "start": "2024-01-01", "end": "2024-02-01", "task": "classification",
-            "classes": [{"id": 0, "name": "water", "color": "#0000ff"}]})),
+            "classes": [{"id": 0, "name": "water", "color": "#0000ff"}, {"id": 1, "name": "land", "color": "#00aa00"}]})),
         "10.0.0.9",
     )
     .await;
@@ -297,6 +298,17 @@ async fn org_fixture(
         .await
         .unwrap();
     new_label(app, pool, &owner, &project).await;
+    // Every window in training: the project is ready to train.
+    let r = send(
+        app,
+        &owner,
+        "POST",
+        &format!("/api/v1/projects/{project}/labels/split"),
+        Some(json!({"fractions": [1.0, 0.0, 0.0]})),
+        "10.0.0.9",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let run_id: Uuid = run.parse().unwrap();
     models::record_evaluation(
         pool,

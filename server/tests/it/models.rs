@@ -282,13 +282,30 @@ async fn prediction_takes_a_trained_model_of_the_project_and_says_what_is_missin
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // A finished training run (its step's output as a worker commits it) is found by default; the
-    // project has no acquired windows yet, which is the next thing the answer names.
-    let (status, run) = call(
+    // Training a project without acquired imagery is refused with what to do first.
+    let (status, err) = call(
         &app,
         "POST",
         &format!("/api/v1/projects/{pid}/train"),
         Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Acquire imagery first"),
+        "{err}"
+    );
+    // A finished training run (its step's output as a worker commits it) is found by default; the
+    // project has no acquired windows yet, which is the next thing the answer names. (Naming a
+    // label-set version leaves its checks to the step.)
+    let (status, run) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/train"),
+        Some(json!({"label_set_version": 1})),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");

@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use groundwork_store::jobs::RunWithSteps;
 use groundwork_store::models::{self, Evaluation};
 use groundwork_store::outputs::{self, Output};
-use groundwork_types::StepState;
 use serde_json::Value;
 use std::fmt::Write as _;
 use uuid::Uuid;
@@ -80,8 +79,6 @@ pub struct Results {
     pub training: Vec<TrainingView>,
     /// Evaluation reports, newest first.
     pub evaluations: Vec<EvaluationRow>,
-    /// Whether a trained model exists to predict with.
-    pub has_model: bool,
     /// A refusal of the train or predict buttons.
     pub error: String,
 }
@@ -125,9 +122,7 @@ pub async fn results(state: &AppState, actor: &Actor, project_id: Uuid) -> PageR
         })
         .collect();
     let mut training = Vec::new();
-    let mut has_model = false;
     for r in models::training_runs(pool, actor.org_id, project_id, RESULTS_SHOWN).await? {
-        has_model |= r.state == StepState::Succeeded;
         let epochs = models::training_curve(pool, actor.org_id, r.run_id).await?;
         training.push(TrainingView {
             run_id: r.run_id,
@@ -150,7 +145,6 @@ pub async fn results(state: &AppState, actor: &Actor, project_id: Uuid) -> PageR
         outputs,
         training,
         evaluations,
-        has_model,
         error: String::new(),
     })
 }
@@ -167,7 +161,10 @@ async fn started(
         Ok(run) => {
             Ok(Redirect::to(&format!("/projects/{project_id}#run-{}", run.run.id)).into_response())
         }
-        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+        // What the project still lacks (409) or a setting it refuses (422): said next to the buttons.
+        Err(e)
+            if e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::CONFLICT =>
+        {
             super::projects::with_results_error(state, actor, project_id, super::error_text(&e))
                 .await
         }
@@ -180,9 +177,32 @@ pub async fn train(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<Uuid>,
+    body: axum::body::Bytes,
 ) -> PageResult<Response> {
     actor.require(Role::Member)?;
-    let result = service::start_training(&state, &actor, id, None, TrainRequest::default()).await;
+    // "Epochs" (optional, under "More settings"); what it cannot read is the service's field error.
+    let epochs = super::form_pairs(&body)
+        .into_iter()
+        .find(|(k, _)| k == "epochs")
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let request = match epochs.map(|v| v.parse::<usize>()) {
+        None => TrainRequest::default(),
+        Some(Ok(n)) => TrainRequest {
+            epochs: Some(n),
+            ..TrainRequest::default()
+        },
+        Some(Err(_)) => {
+            return super::projects::with_results_error(
+                &state,
+                &actor,
+                id,
+                "epochs: a whole number of 1–500".into(),
+            )
+            .await;
+        }
+    };
+    let result = service::start_training(&state, &actor, id, None, request).await;
     started(&state, &actor, id, result).await
 }
 
