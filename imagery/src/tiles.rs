@@ -122,11 +122,19 @@ pub fn render_tile_rgba(
         .rasterband(band_index)
         .map_err(Error::gdal("opening a band"))?;
     let nodata = band.no_data_value();
-    // The tile's square in (fractional) source pixels.
-    let px0 = (b[0] - gt[0]) / gt[1];
-    let py0 = (b[3] - gt[3]) / gt[5];
-    let pw = (b[2] - b[0]) / gt[1];
-    let ph = (b[1] - b[3]) / gt[5];
+    // The tile's square in (fractional) source pixels. A raster on the tile grid gives whole numbers
+    // up to floating-point error; snapped, its 256 pixels are read as 256, not 257 squeezed into 256.
+    let snap = |v: f64| {
+        if (v - v.round()).abs() < 1e-6 {
+            v.round()
+        } else {
+            v
+        }
+    };
+    let px0 = snap((b[0] - gt[0]) / gt[1]);
+    let py0 = snap((b[3] - gt[3]) / gt[5]);
+    let pw = snap((b[2] - gt[0]) / gt[1]) - px0;
+    let ph = snap((b[1] - gt[3]) / gt[5]) - py0;
     let sx0 = px0.max(0.0);
     let sy0 = py0.max(0.0);
     let sx1 = (px0 + pw).min(w as f64);
@@ -145,8 +153,10 @@ pub fn render_tile_rgba(
     if iw == 0 || ih == 0 || ox1 <= ox0 || oy1 <= oy0 {
         return Ok(None);
     }
-    // Zoomed out: let GDAL decimate (it reads the matching overview); otherwise read native pixels.
-    let (bw, bh) = (iw.min(ox1 - ox0).max(1), ih.min(oy1 - oy0).max(1));
+    // Zoomed out by 2× or more: let GDAL decimate (it reads the matching overview); otherwise read
+    // native pixels and sample their centres, so each tile pixel is one source pixel.
+    let decimate = |n: usize, out: usize| if n >= 2 * out { out.max(1) } else { n.max(1) };
+    let (bw, bh) = (decimate(iw, ox1 - ox0), decimate(ih, oy1 - oy0));
     let buf = band
         .read_as::<f32>(
             (ix0 as isize, iy0 as isize),

@@ -132,6 +132,13 @@ export function mountLabel(el, opts) {
     select(selected && labels.features.some((f) => f.id === selected) ? selected : null);
   }
 
+  // A copy of a feature shifted by (dx, dy) degrees.
+  function translated(feature, dx, dy) {
+    const shift = (c) => (typeof c[0] === 'number' ? [c[0] + dx, c[1] + dy] : c.map(shift));
+    if (!feature?.geometry) return feature;
+    return { ...feature, geometry: { ...feature.geometry, coordinates: shift(feature.geometry.coordinates) } };
+  }
+
   function featureOf(id) {
     const f = labels.features.find((x) => x.id === id);
     if (!f) return null;
@@ -141,17 +148,25 @@ export function mountLabel(el, opts) {
     return { type: 'Feature', properties, geometry: f.geometry };
   }
 
-  // Applies one edit; returns its inverse (to undo it), or null when it was not saved.
+  // Applies one edit; returns its inverse (to undo it), or null when it was not saved. Other edits
+  // wait until the labels it made are loaded (`busy`), so none starts from a stale version.
   async function perform(op) {
+    busy = true;
+    try {
+      return await performNow(op);
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function performNow(op) {
     const removed = op.remove.map(featureOf).filter(Boolean);
     const before = new Set(labels.features.map((f) => f.id));
-    busy = true;
     const r = await api('POST', `${base}/labels/edit`, {
       base_version: version,
       add: op.add.length ? { type: 'FeatureCollection', features: op.add } : null,
       remove: op.remove,
     });
-    busy = false;
     if (r.status === 409) {
       $('label-conflict-text').textContent = r.data?.error?.message ?? 'The labels changed meanwhile.';
       $('label-conflict').hidden = false;
@@ -179,6 +194,7 @@ export function mountLabel(el, opts) {
   }
 
   async function undo() {
+    if (busy) return;
     const op = undoStack.pop();
     if (!op) return;
     const inverse = await perform(op);
@@ -188,6 +204,7 @@ export function mountLabel(el, opts) {
   }
 
   async function redo() {
+    if (busy) return;
     const op = redoStack.pop();
     if (!op) return;
     const inverse = await perform(op);
@@ -440,10 +457,49 @@ export function mountLabel(el, opts) {
       });
     }
     map.on('click', (e) => {
-      if (tool !== 'select') return;
+      if (tool !== 'select' || dragged) return;
       const hit = map.queryRenderedFeatures(e.point, { layers: ['labels-point', 'labels-fill', 'labels-line'] });
       select(hit.length ? hit[0].id : null);
       if (hit.length) status(`Selected a ${classes.find((c) => c.id === hit[0].properties.class_id)?.name ?? 'label'} label.`);
+    });
+    // Move: drag the selected label; on release it is saved where it was dropped (one edit).
+    let drag = null;
+    let dragged = false;
+    map.on('mousedown', (e) => {
+      dragged = false;
+      if (!canEdit || tool !== 'select' || selected === null) return;
+      const hit = map.queryRenderedFeatures(e.point, { layers: ['labels-point', 'labels-fill', 'labels-line'] });
+      if (!hit.some((f) => f.id === selected)) return;
+      e.preventDefault();
+      map.dragPan.disable();
+      drag = { id: selected, start: e.lngLat, feature: featureOf(selected) };
+    });
+    map.on('mousemove', (e) => {
+      if (!drag) return;
+      const moved = translated(drag.feature, e.lngLat.lng - drag.start.lng, e.lngLat.lat - drag.start.lat);
+      map.getSource('labels').setData({ ...labels, features: labels.features.map((f) => (f.id === drag.id ? { ...moved, id: f.id, properties: f.properties } : f)) });
+    });
+    map.on('mouseup', async (e) => {
+      if (!drag) return;
+      const { id, start, feature } = drag;
+      drag = null;
+      map.dragPan.enable();
+      const dx = e.lngLat.lng - start.lng;
+      const dy = e.lngLat.lat - start.lat;
+      const px = map.project(e.lngLat);
+      const p0 = map.project(start);
+      if (Math.hypot(px.x - p0.x, px.y - p0.y) < 3 || !feature?.geometry) {
+        map.getSource('labels').setData(labels);
+        return;
+      }
+      dragged = true;
+      if (await edit({ add: [translated(feature, dx, dy)], remove: [id] })) {
+        // The edit's inverse removes what it added: the moved label's new id.
+        select(undoStack[undoStack.length - 1]?.remove[0] ?? null);
+        status('Moved.');
+      } else {
+        map.getSource('labels').setData(labels);
+      }
     });
 
     await loadLabels();

@@ -121,6 +121,19 @@ test('labels drawn on the labelling page are saved as versions, survive a reload
   await page.keyboard.press('s');
   await page.mouse.click(cx - 100, cy - 60);
   await eventually(async () => (await map.getAttribute('data-selected')) !== '', { what: 'the point to be selected' });
+  // Dragging the selected point moves it: one edit, the same number of labels, a new position.
+  const beforeMove = (await labelsOf(server, pid)).features.filter((f) => f.geometry.type === 'Point').map((f) => f.geometry.coordinates[0]);
+  await page.mouse.move(cx - 100, cy - 60);
+  await page.mouse.down();
+  await page.mouse.move(cx - 80, cy - 60, { steps: 5 });
+  await page.mouse.move(cx - 60, cy - 60, { steps: 5 });
+  await page.mouse.up();
+  await eventually(async () => (await map.getAttribute('data-version')) === '8', { what: 'the move to be saved and shown' });
+  const afterMove = (await labelsOf(server, pid)).features.filter((f) => f.geometry.type === 'Point').map((f) => f.geometry.coordinates[0]);
+  assert.equal(afterMove.length, beforeMove.length);
+  assert.equal(afterMove.filter((x) => !beforeMove.includes(x)).length, 1, `${beforeMove} → ${afterMove}`);
+  assert.equal(await count(), 5);
+  await eventually(async () => (await map.getAttribute('data-selected')) !== '', { what: 'the moved point to stay selected' });
   await page.keyboard.press('Delete');
   await eventually(async () => (await count()) === 4, { what: 'the deletion' });
   saved = await labelsOf(server, pid);
@@ -141,7 +154,7 @@ test('labels drawn on the labelling page are saved as versions, survive a reload
   assert.match(await result.textContent(), /Feature 2: .*Glacier/);
   await eventually(async () => (await count()) === 5, { what: 'the imported label on the map' });
   // One import, one version.
-  assert.equal((await labelsOf(server, pid)).label_set_version, 9);
+  assert.equal((await labelsOf(server, pid)).label_set_version, 10);
 
   // At tablet width nothing scrolls sideways.
   await page.setViewportSize({ width: 800, height: 1000 });

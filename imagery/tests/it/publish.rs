@@ -154,3 +154,55 @@ fn class_cog_warps_to_web_mercator_and_renders_tiles() {
     let lon = forest["geometry"]["coordinates"][0][0][0].as_f64().unwrap();
     assert!((14.9..15.1).contains(&lon));
 }
+
+/// A raster on the web-mercator tile grid of zoom 14 (3 × 3 tiles, one source pixel per tile pixel):
+/// every tile pixel must be exactly its source pixel. A floating-point error in the tile's pixel
+/// window used to read 257 source rows or columns into 256, repeating or shifting one.
+#[test]
+fn a_raster_on_the_tile_grid_renders_pixel_for_pixel() {
+    use gdal::DriverManager;
+    use gdal::spatial_ref::SpatialRef;
+    use groundwork_imagery::tiles::tile_bounds;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grid.tif");
+    let (z, tx0, ty0) = (14u8, 8_839u32, 5_858u32);
+    let first = tile_bounds(z, tx0, ty0).unwrap();
+    let res = (first[2] - first[0]) / 256.0;
+    let n = 3 * 256;
+    // Each pixel's value names its row and column modulo 16.
+    let value = |row: usize, col: usize| ((row % 16) * 16 + col % 16) as u8;
+    let data: Vec<u8> = (0..n * n).map(|i| value(i / n, i % n)).collect();
+    {
+        let drv = DriverManager::get_driver_by_name("GTiff").unwrap();
+        let mut ds = drv.create_with_band_type::<u8, _>(&path, n, n, 1).unwrap();
+        ds.set_geo_transform(&[first[0], res, 0.0, first[3], 0.0, -res])
+            .unwrap();
+        ds.set_spatial_ref(&SpatialRef::from_epsg(3857).unwrap())
+            .unwrap();
+        let mut band = ds.rasterband(1).unwrap();
+        let mut buf = gdal::raster::Buffer::new((n, n), data);
+        band.write((0, 0), (n, n), &mut buf).unwrap();
+    }
+    let style = TileStyle::Ramp {
+        band: 1,
+        min: 0.0,
+        max: 255.0,
+        nodata: None,
+    };
+    for ty in 0..3u32 {
+        for tx in 0..3u32 {
+            let rgba = render_tile_rgba(&path, z, tx0 + tx, ty0 + ty, &style)
+                .unwrap()
+                .unwrap();
+            for v in 0..256usize {
+                for u in 0..256usize {
+                    let want = groundwork_imagery::tiles::ramp(
+                        f32::from(value(ty as usize * 256 + v, tx as usize * 256 + u)) / 255.0,
+                    );
+                    let o = (v * 256 + u) * 4;
+                    assert_eq!(rgba[o..o + 3], want, "tile +{tx}+{ty}, pixel ({u}, {v})");
+                }
+            }
+        }
+    }
+}

@@ -229,8 +229,11 @@ async fn changing_what_imagery_depends_on_makes_it_stale_until_acquired_again() 
     assert_eq!(quarantined().await, 1);
     record(planned().await, "acquired", None).await;
     assert_eq!(stale().await, 0);
+    // Training no longer names stale imagery: what it lacks now is labels.
     let (s, b) = call("POST", format!("/api/v1/projects/{id}/train"), json!({})).await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(b.contains("Label the imagery first"), "{b}");
+    assert!(!b.contains("acquire imagery again"), "{b}");
     // Without changes, a later failure never downgrades an acquired window.
     record(
         vec![w[0].id.clone()],
