@@ -17,7 +17,6 @@ pub mod finetune;
 pub mod heads;
 pub mod info;
 pub mod kernels;
-pub mod metrics;
 pub mod modality;
 pub mod normalize;
 pub mod resize;

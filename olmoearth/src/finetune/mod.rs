@@ -52,6 +52,23 @@ mod tests {
         assert_ne!(a, (0..10).collect::<Vec<_>>());
     }
 
+    #[test]
+    fn model_selection_and_the_report_score_a_confusion_alike() {
+        // Class 2 is absent from the reference but predicted once: it counts in neither mean.
+        let counts = vec![vec![8, 1, 1], vec![2, 6, 0], vec![0, 0, 0]];
+        let s = confusion_scores(&counts);
+        assert_eq!(s.absent, vec![2]);
+        assert_eq!(s.total, 18);
+        assert!((s.accuracy - 14.0 / 18.0).abs() < 1e-12);
+        let f1 = |p: f64, r: f64| 2.0 * p * r / (p + r);
+        let want = (f1(0.8, 0.8) + f1(6.0 / 7.0, 0.75)) / 2.0;
+        assert!((s.macro_f1 - want).abs() < 1e-12, "{}", s.macro_f1);
+        assert!((s.miou - (8.0 / 12.0 + 6.0 / 9.0) / 2.0).abs() < 1e-12);
+        // Model selection's running sum gives the same macro-F1.
+        let sum = MetricSum::from_confusion(counts);
+        assert_eq!(sum.value(crate::task::Task::Segmentation), Some(s.macro_f1));
+    }
+
     /// A window of two classes, 10 labels each, of which `wrong` of each are mispredicted.
     fn window(wrong: u64) -> MetricSum {
         MetricSum::from_confusion(vec![vec![10 - wrong, wrong], vec![wrong, 10 - wrong]])

@@ -239,6 +239,93 @@ pub(super) fn predictions(
     Ok(out)
 }
 
+/// One class's scores in a confusion matrix.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassScore {
+    /// Of the pixels (or windows) predicted as the class, the share that are.
+    pub precision: f64,
+    /// Of those that are the class, the share predicted as it.
+    pub recall: f64,
+    /// Harmonic mean of precision and recall.
+    pub f1: f64,
+    /// Intersection over union.
+    pub iou: f64,
+    /// How many the reference has.
+    pub support: u64,
+}
+
+/// The scores of a confusion matrix, under the one convention model selection and the evaluation
+/// report share: an undefined ratio (nothing predicted, or no support) is 0, and macro-F1 and mIoU
+/// average over the classes present in the reference (support > 0) only; the others are `absent`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfusionScores {
+    /// Per class, in index order.
+    pub per_class: Vec<ClassScore>,
+    /// Share of correct predictions.
+    pub accuracy: f64,
+    /// Mean F1 of the classes in the reference.
+    pub macro_f1: f64,
+    /// Mean IoU of the classes in the reference.
+    pub miou: f64,
+    /// Everything counted.
+    pub total: u64,
+    /// Indices of the classes the reference lacks.
+    pub absent: Vec<usize>,
+}
+
+/// [`ConfusionScores`] of `counts[truth][predicted]` (K × K).
+#[must_use]
+pub fn confusion_scores(counts: &[Vec<u64>]) -> ConfusionScores {
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let k = counts.len();
+    let total: u64 = counts.iter().flatten().sum();
+    let correct: u64 = (0..k).map(|i| counts[i].get(i).copied().unwrap_or(0)).sum();
+    let (mut f1_sum, mut iou_sum, mut present) = (0.0, 0.0, 0usize);
+    let mut per_class = Vec::with_capacity(k);
+    let mut absent = Vec::new();
+    for i in 0..k {
+        let tp = counts[i].get(i).copied().unwrap_or(0);
+        let support: u64 = counts[i].iter().sum();
+        let predicted: u64 = (0..k).map(|r| counts[r].get(i).copied().unwrap_or(0)).sum();
+        let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        let iou = ratio(tp, support + predicted - tp);
+        if support > 0 {
+            f1_sum += f1;
+            iou_sum += iou;
+            present += 1;
+        } else {
+            absent.push(i);
+        }
+        per_class.push(ClassScore {
+            precision,
+            recall,
+            f1,
+            iou,
+            support,
+        });
+    }
+    let mean = |sum: f64| {
+        if present == 0 {
+            0.0
+        } else {
+            sum / present as f64
+        }
+    };
+    ConfusionScores {
+        per_class,
+        accuracy: ratio(correct, total),
+        macro_f1: mean(f1_sum),
+        miou: mean(iou_sum),
+        total,
+        absent,
+    }
+}
+
 /// Running metric: a confusion matrix for classes (macro-F1 over the classes in the reference), the
 /// squared error sum for values (RMSE).
 #[derive(Debug, Default, Clone)]
@@ -313,31 +400,7 @@ impl MetricSum {
         if task == Task::Regression {
             return Some((self.sq / self.total).sqrt());
         }
-        let k = self.counts.len();
-        let (mut f1_sum, mut present) = (0.0, 0usize);
-        for c in 0..k {
-            let support: u64 = self.counts[c].iter().sum();
-            if support == 0 {
-                continue;
-            }
-            let tp = self.counts[c][c] as f64;
-            let predicted: u64 = (0..k).map(|r| self.counts[r][c]).sum();
-            let (p, r) = (
-                if predicted == 0 {
-                    0.0
-                } else {
-                    tp / predicted as f64
-                },
-                tp / support as f64,
-            );
-            f1_sum += if p + r > 0.0 {
-                2.0 * p * r / (p + r)
-            } else {
-                0.0
-            };
-            present += 1;
-        }
-        Some(f1_sum / present.max(1) as f64)
+        Some(confusion_scores(&self.counts).macro_f1)
     }
 }
 

@@ -100,64 +100,36 @@ pub fn classification_metrics(
     class_ids: &[i32],
     with_miou: bool,
 ) -> ClassificationMetrics {
-    let k = c.counts.len();
-    let total: u64 = c.counts.iter().flatten().sum();
-    let correct: u64 = (0..k).map(|i| c.counts[i][i]).sum();
-    let mut per_class = Vec::with_capacity(k);
-    let (mut f1_sum, mut iou_sum, mut present) = (0.0, 0.0, 0u32);
-    let mut absent = Vec::new();
-    for i in 0..k {
-        let tp = c.counts[i][i];
-        let support: u64 = c.counts[i].iter().sum();
-        let predicted: u64 = (0..k).map(|r| c.counts[r][i]).sum();
-        let precision = ratio(tp, predicted);
-        let recall = ratio(tp, support);
-        let f1 = if precision + recall > 0.0 {
-            2.0 * precision * recall / (precision + recall)
-        } else {
-            0.0
-        };
-        let iou = ratio(tp, support + predicted - tp);
-        if support > 0 {
-            f1_sum += f1;
-            iou_sum += iou;
-            present += 1;
-        } else {
-            absent.push(
-                class_ids
-                    .get(i)
-                    .copied()
-                    .unwrap_or_else(|| i32::try_from(i).unwrap_or(i32::MAX)),
-            );
-        }
-        per_class.push(ClassMetrics {
-            index: i,
-            class_id: class_ids.get(i).copied(),
-            precision,
-            recall,
-            f1,
-            iou,
-            support,
-        });
-    }
-    let macro_f1 = if present == 0 {
-        0.0
-    } else {
-        f1_sum / f64::from(present)
+    // The one implementation of the scores (model selection uses it too).
+    let scores = olmoearth::finetune::confusion_scores(&c.counts);
+    let class_id = |i: usize| {
+        class_ids
+            .get(i)
+            .copied()
+            .unwrap_or_else(|| i32::try_from(i).unwrap_or(i32::MAX))
     };
+    let absent: Vec<i32> = scores.absent.iter().map(|&i| class_id(i)).collect();
+    let per_class = scores
+        .per_class
+        .iter()
+        .enumerate()
+        .map(|(index, s)| ClassMetrics {
+            index,
+            class_id: class_ids.get(index).copied(),
+            precision: s.precision,
+            recall: s.recall,
+            f1: s.f1,
+            iou: s.iou,
+            support: s.support,
+        })
+        .collect();
     ClassificationMetrics {
-        accuracy: ratio(correct, total),
-        macro_f1,
+        accuracy: scores.accuracy,
+        macro_f1: scores.macro_f1,
         per_class,
         confusion_matrix: c.counts.clone(),
-        samples: total,
-        miou: with_miou.then(|| {
-            if present == 0 {
-                0.0
-            } else {
-                iou_sum / f64::from(present)
-            }
-        }),
+        samples: scores.total,
+        miou: with_miou.then_some(scores.miou),
         absent_from_reference: absent,
         edge_accuracy: None,
         edge_samples: None,
