@@ -701,16 +701,10 @@ pub async fn settings(
 ) -> PageResult<Response> {
     actor.require(Role::Member)?;
     let pairs = form_pairs(&body);
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.trim().to_owned())
-    };
     let date = |k: &str| -> Result<Option<chrono::NaiveDate>, String> {
-        match get(k).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => v
+        match form_value(&pairs, k).trim() {
+            "" => Ok(None),
+            v => v
                 .parse()
                 .map(Some)
                 .map_err(|_| format!("{k}: not a date (YYYY-MM-DD)")),
@@ -718,8 +712,8 @@ pub async fn settings(
     };
     let patch = match (date("start"), date("end")) {
         (Ok(start), Ok(end)) => Ok(project_service::UpdateProject {
-            name: get("name"),
-            description: get("description"),
+            name: Some(form_value(&pairs, "name").trim().to_owned()),
+            description: Some(form_value(&pairs, "description").trim().to_owned()),
             start,
             end,
             ..Default::default()

@@ -222,3 +222,21 @@ pub fn s2_window_file(
     )
     .unwrap()
 }
+
+/// Moves `project` to a new organisation (the caller's organisation then no longer owns it); returns
+/// the new organisation's id.
+pub async fn move_to_another_org(pool: &PgPool, project: uuid::Uuid) -> uuid::Uuid {
+    let other = uuid::Uuid::new_v4();
+    sqlx::query("insert into org (id, name) values ($1, 'other')")
+        .bind(other)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("update project set org_id = $1 where id = $2")
+        .bind(other)
+        .bind(project)
+        .execute(pool)
+        .await
+        .unwrap();
+    other
+}

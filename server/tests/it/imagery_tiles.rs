@@ -299,18 +299,7 @@ async fn acquired_imagery_is_listed_and_drawn_as_tiles_in_its_organisation_only(
     }
 
     // Another organisation's project: 404.
-    let other = Uuid::new_v4();
-    sqlx::query("insert into org (id, name) values ($1, 'other')")
-        .bind(other)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("update project set org_id = $1 where id = $2")
-        .bind(other)
-        .bind(p)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    crate::common::move_to_another_org(&db.pool, p).await;
     for uri in [
         base.clone(),
         tile("sentinel2_l2a", "0", "true_color", tile_over(water, 18)),

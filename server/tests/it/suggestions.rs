@@ -136,18 +136,7 @@ async fn suggestions_need_imagery_are_read_in_rank_order_and_stay_in_their_organ
     assert_eq!(r["latest"]["items"][1]["status"], "skipped");
 
     // Another organisation's project: 404 for every route, and nothing changes.
-    let other = Uuid::new_v4();
-    sqlx::query("insert into org (id, name) values ($1, 'other')")
-        .bind(other)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("update project set org_id = $1 where id = $2")
-        .bind(other)
-        .bind(p)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    crate::common::move_to_another_org(&db.pool, p).await;
     for (method, uri, body) in [
         ("GET", base.clone(), None),
         ("POST", base.clone(), Some(json!({}))),
