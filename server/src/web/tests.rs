@@ -1379,6 +1379,15 @@ async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_t
             .contains(r#"<dd data-field="test-windows">15</dd>"#)
     );
     assert!(report.body.contains(r#"data-matrix="model""#));
+    // Each term has its plain-language meaning on the page.
+    for term in [
+        "<dt>Macro-F1</dt>",
+        "<dt>Precision</dt>",
+        "<dt>Recall</dt>",
+        "<dt>mIoU</dt>",
+    ] {
+        assert!(report.body.contains(term), "{term}");
+    }
     assert!(
         report
             .body
