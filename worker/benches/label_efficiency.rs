@@ -38,7 +38,7 @@ use anyhow::{Context, Result, anyhow};
 use candle_core::{DType, Device, Tensor};
 use groundwork_imagery::{AcquireRequest, DemoOptions, GridOptions, Modality, Source};
 use groundwork_worker::steps::suggest::MIN_TOKENS_APART;
-use groundwork_worker::steps::{Token, choose};
+use groundwork_worker::steps::{Token, choose, probe_scores, window_tokens};
 use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
 use olmoearth::StateDict;
@@ -525,53 +525,23 @@ fn tokens_of(s: &Setup, pool: &[usize]) -> Result<Tokens> {
     let (mut tokens, mut features, mut d) = (Vec::new(), Vec::new(), 0);
     for &wi in pool {
         let w = &s.pool[wi];
-        let (_, h, tw_count) = w.features.dims3()?;
-        let (th, tw) = (SIDE / h.max(1), SIDE / tw_count.max(1));
-        let pixels = w.pixels.avg_pool2d((th, tw))?.squeeze(0)?;
-        let joined = Tensor::cat(&[&w.features, &pixels], 0)?;
-        d = joined.dim(0)?;
-        features.extend(joined.permute((1, 2, 0))?.flatten_all()?.to_vec1::<f32>()?);
-        let gt = w.geotransform;
-        for ti in 0..h {
-            for tj in 0..tw_count {
-                let (r, c) = (ti * th + th / 2, tj * tw + tw / 2);
-                let (cx, cy) = (c as f64 + 0.5, r as f64 + 0.5);
-                tokens.push(Token {
-                    window: wi,
-                    pixel: (u32::try_from(r)?, u32::try_from(c)?),
-                    ground: (
-                        w.epsg,
-                        gt[0] + cx * gt[1] + cy * gt[2],
-                        gt[3] + cx * gt[4] + cy * gt[5],
-                    ),
-                    label: None,
-                });
-            }
-        }
+        let (t, f, dd) = window_tokens(
+            wi,
+            &w.features,
+            &w.pixels,
+            SIDE,
+            (w.epsg, w.geotransform),
+            None,
+        )?;
+        tokens.extend(t);
+        features.extend(f);
+        d = dd;
     }
     Ok(Tokens {
         tokens,
         features,
         d,
     })
-}
-
-/// Class scores of every token by the ridge of tokens and pixels (as `suggest` computes them: the
-/// model is linear, so a token's score is its embedding and pixel means through the two weight blocks).
-fn token_scores(t: &Tokens, head: &LinearHead) -> Vec<f32> {
-    let n = t.tokens.len();
-    let mut s = vec![0f32; n * head.k];
-    for i in 0..n {
-        let (emb, px) = t.features[i * t.d..(i + 1) * t.d].split_at(head.d);
-        for c in 0..head.k {
-            let tw = &head.tokens[c * head.d..(c + 1) * head.d];
-            let pw = &head.pixels[c * head.p..(c + 1) * head.p];
-            s[i * head.k + c] = tw.iter().zip(emb).map(|(a, b)| a * b).sum::<f32>()
-                + pw.iter().zip(px).map(|(a, b)| a * b).sum::<f32>()
-                + head.bias[c];
-        }
-    }
-    s
 }
 
 /// The suggested points in the order the simulated user labels them, up to `total`.
@@ -590,7 +560,7 @@ fn suggested_points(
         let scores = if classes.len() >= 2 {
             let train = training_set(s, &points);
             let head = ridge(s, LinearInputs::All, &train, &(Vec::new(), Vec::new()))?;
-            Some((token_scores(&t, &head), head.k))
+            Some((probe_scores(&head, &t.features, t.d), head.k))
         } else {
             None
         };

@@ -22,5 +22,5 @@ pub use noop::{Noop, NoopArgs};
 pub use predict::{Predict, PredictArgs, plan_prediction};
 pub use publish::{Publish, PublishArgs};
 pub use sleep::{Sleep, SleepArgs};
-pub use suggest::{Pick, Suggest, SuggestArgs, Token, choose};
+pub use suggest::{Pick, Suggest, SuggestArgs, Token, choose, probe_scores, window_tokens};
 pub use train::{ModelManifest, Train, TrainArgs, train_on_examples};

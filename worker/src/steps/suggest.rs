@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use groundwork_store::labels::{self, LabelTarget, Split, TrainingExample};
 use groundwork_store::suggestions::{self, NewSuggestion, Reason};
 use olmoearth::finetune::{
-    Example, FitSink, IGNORE, LinearInputs, Rng, Target, embed_examples, fit_linear,
+    Example, FitSink, IGNORE, LinearHead, LinearInputs, Rng, Target, embed_examples, fit_linear,
 };
 use olmoearth::task::{TaskModelConfig, TrainableTaskModel, pixel_channels, pixel_features};
 use olmoearth::{Modality, ModelSize};
@@ -232,6 +232,74 @@ pub fn choose(
         });
     }
     picks
+}
+
+/// The candidate tokens of one window (`window`: its index in the step's list) and their features,
+/// row-major `(h · w) × (D + P)`: each token's embedding (`embedding`, `(D, h, w)`), then the means of
+/// the 10 m pixel features over its pixels (`pixels`, `(1, P, side, side)` from
+/// [`olmoearth::task::pixel_features`]), which is what the probe's pixel part reads. `(epsg, gt)` place
+/// the token centres on the ground; `mask` (class indices, [`IGNORE`] where unlabelled) gives their
+/// labels. Returns the tokens, the features and `D + P`.
+pub fn window_tokens(
+    window: usize,
+    embedding: &Tensor,
+    pixels: &Tensor,
+    side: usize,
+    (epsg, gt): (u32, [f64; 6]),
+    mask: Option<&[u8]>,
+) -> olmoearth::Result<(Vec<Token>, Vec<f32>, usize)> {
+    let (_, h, w) = embedding.dims3()?;
+    let (th, tw) = (side / h.max(1), side / w.max(1));
+    let pooled = pixels.avg_pool2d((th, tw))?.squeeze(0)?;
+    let joined = Tensor::cat(&[&embedding.to_dtype(candle_core::DType::F32)?, &pooled], 0)?;
+    let d = joined.dim(0)?;
+    let rows: Vec<f32> = joined.permute((1, 2, 0))?.flatten_all()?.to_vec1()?;
+    let labels = match mask {
+        Some(m) => token_labels(m, side, h, w),
+        None => vec![None; h * w],
+    };
+    let mut tokens = Vec::with_capacity(h * w);
+    for ti in 0..h {
+        for tj in 0..w {
+            let (r, c) = (ti * th + th / 2, tj * tw + tw / 2);
+            let (cx, cy) = (c as f64 + 0.5, r as f64 + 0.5);
+            tokens.push(Token {
+                window,
+                pixel: (
+                    u32::try_from(r).unwrap_or(u32::MAX),
+                    u32::try_from(c).unwrap_or(u32::MAX),
+                ),
+                ground: (
+                    epsg,
+                    gt[0] + cx * gt[1] + cy * gt[2],
+                    gt[3] + cx * gt[4] + cy * gt[5],
+                ),
+                label: labels.get(ti * w + tj).copied().flatten(),
+            });
+        }
+    }
+    Ok((tokens, rows, d))
+}
+
+/// Class scores (`k` per token, row-major) of tokens with `features` of width `d` (from
+/// [`window_tokens`]) by the ridge model of tokens and pixels. The model is linear, so a token's score
+/// is the mean of its pixels' scores (up to the upsampling of the tokens): its embedding and pixel
+/// means through the two weight blocks.
+#[must_use]
+pub fn probe_scores(head: &LinearHead, features: &[f32], d: usize) -> Vec<f32> {
+    let n = features.len().checked_div(d).unwrap_or(0);
+    let mut s = vec![0f32; n * head.k];
+    for i in 0..n {
+        let (emb, px) = features[i * d..(i + 1) * d].split_at(head.d.min(d));
+        for c in 0..head.k {
+            let t = &head.tokens[c * head.d..(c + 1) * head.d];
+            let p = &head.pixels[c * head.p..(c + 1) * head.p];
+            s[i * head.k + c] = t.iter().zip(emb).map(|(a, b)| a * b).sum::<f32>()
+                + p.iter().zip(px).map(|(a, b)| a * b).sum::<f32>()
+                + head.bias[c];
+        }
+    }
+    s
 }
 
 /// Each column shifted to mean 0 and scaled to standard deviation 1 (constant columns to 0).
@@ -464,53 +532,18 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
         let mut d = 0;
         let mut pixel_size = 10.0f64;
         for (wi, (e, f)) in loaded.iter().zip(&features).enumerate() {
-            let (_, h, w) = f.dims3().map_err(permanent)?;
             let (side, _) = olmoearth::finetune::input_hw(&e.input).map_err(permanent)?;
-            let (th, tw) = (side / h.max(1), side / w.max(1));
-            // A token's features: its embedding, then the means of the 10 m pixel features over its
-            // pixels (what the probe's pixel part reads), `(h, w, D + P)`.
-            let pixels = pixel_features(&e.input, &cfg.pixel_context)
-                .and_then(|p| Ok(p.avg_pool2d((th, tw))?.squeeze(0)?))
-                .map_err(permanent)?;
-            let joined = Tensor::cat(
-                &[
-                    &f.to_dtype(candle_core::DType::F32).map_err(permanent)?,
-                    &pixels,
-                ],
-                0,
-            )
-            .map_err(permanent)?;
-            d = joined.dim(0).map_err(permanent)?;
-            let rows: Vec<f32> = joined
-                .permute((1, 2, 0))
-                .and_then(|t| t.flatten_all())
-                .and_then(|t| t.to_vec1())
-                .map_err(permanent)?;
+            let pixels = pixel_features(&e.input, &cfg.pixel_context).map_err(permanent)?;
             let (epsg, gt) = geo.get(&e.id).copied().unwrap_or((0, [0.0; 6]));
             pixel_size = gt[1].abs().max(1e-6);
-            let labels = match &e.target {
-                Target::Mask(m) => token_labels(m, side, h, w),
-                _ => vec![None; h * w],
+            let mask = match &e.target {
+                Target::Mask(m) => Some(m.as_slice()),
+                _ => None,
             };
-            for ti in 0..h {
-                for tj in 0..w {
-                    let (r, c) = (ti * th + th / 2, tj * tw + tw / 2);
-                    let (cx, cy) = (c as f64 + 0.5, r as f64 + 0.5);
-                    tokens.push(Token {
-                        window: wi,
-                        pixel: (
-                            u32::try_from(r).unwrap_or(u32::MAX),
-                            u32::try_from(c).unwrap_or(u32::MAX),
-                        ),
-                        ground: (
-                            epsg,
-                            gt[0] + cx * gt[1] + cy * gt[2],
-                            gt[3] + cx * gt[4] + cy * gt[5],
-                        ),
-                        label: labels.get(ti * w + tj).copied().flatten(),
-                    });
-                }
-            }
+            let (window_tokens, rows, dd) =
+                window_tokens(wi, f, &pixels, side, (epsg, gt), mask).map_err(permanent)?;
+            d = dd;
+            tokens.extend(window_tokens);
             flat.extend(rows);
         }
         // The probe, once two classes are labelled.
@@ -536,21 +569,7 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
                 0,
             )
             .map_err(permanent)?;
-            let head = fit.head;
-            // The model is linear, so a token's score is the mean of its pixels' scores (up to the
-            // upsampling of the tokens): its embedding and pixel means through the two weight blocks.
-            let mut s = vec![0f32; tokens.len() * head.k];
-            for i in 0..tokens.len() {
-                let (emb, px) = flat[i * d..(i + 1) * d].split_at(head.d);
-                for c in 0..head.k {
-                    let t = &head.tokens[c * head.d..(c + 1) * head.d];
-                    let p = &head.pixels[c * head.p..(c + 1) * head.p];
-                    s[i * head.k + c] = t.iter().zip(emb).map(|(a, b)| a * b).sum::<f32>()
-                        + p.iter().zip(px).map(|(a, b)| a * b).sum::<f32>()
-                        + head.bias[c];
-                }
-            }
-            Some((s, head.k))
+            Some((probe_scores(&fit.head, &flat, d), fit.head.k))
         } else {
             None
         };
