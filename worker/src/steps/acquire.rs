@@ -3,6 +3,7 @@
 //! each, so every worker shares the work; `acquire_summary` (fan-in) checks the success threshold over
 //! all of them.
 
+use super::permanent;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
@@ -59,10 +60,6 @@ fn whole() -> [usize; 2] {
 }
 fn default_threshold() -> f64 {
     0.95
-}
-
-fn permanent(e: impl Into<anyhow::Error>) -> StepError {
-    StepError::Permanent(e.into())
 }
 
 /// Plans a project's windows (off the async runtime) and records them; returns them in id order.

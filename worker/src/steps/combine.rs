@@ -7,6 +7,7 @@
 //! mosaic and reported in the step output (`skipped_zones`), so an AOI that straddles a zone border
 //! yields a map of its larger part.
 
+use super::permanent;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
@@ -133,10 +134,6 @@ pub fn probability_bands(c: &Combined) -> Vec<Vec<u8>> {
                 .collect()
         })
         .collect()
-}
-
-fn permanent(e: impl Into<anyhow::Error>) -> StepError {
-    StepError::Permanent(e.into())
 }
 
 /// The project's legend from its `classes` JSON.

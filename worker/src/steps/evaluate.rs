@@ -5,6 +5,7 @@
 
 use super::candidates::StoredCandidate;
 use super::train::{ModelManifest, WindowSource, load_examples};
+use super::{permanent, retryable};
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
 use groundwork_store::labels::{self, Split, TrainingExample};
@@ -38,14 +39,6 @@ pub struct EvaluateArgs {
 
 impl StepArgs for EvaluateArgs {
     const KIND: StepKind = StepKind::Evaluate;
-}
-
-fn permanent(e: impl Into<anyhow::Error>) -> StepError {
-    StepError::Permanent(e.into())
-}
-
-fn retryable(e: impl Into<anyhow::Error>) -> StepError {
-    StepError::Retryable(e.into())
 }
 
 /// A confusion matrix: `counts[truth][predicted]`.

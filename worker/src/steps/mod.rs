@@ -2,6 +2,18 @@
 //! and `noop` (always compiled, registered only with the `test-kinds` feature). Each module holds its kind's typed arguments (a [`crate::StepArgs`]) and its body (a
 //! [`crate::Step`]).
 
+use crate::StepError;
+
+/// A failure another attempt cannot fix (bad input, a missing model): the step fails for good.
+fn permanent(e: impl Into<anyhow::Error>) -> StepError {
+    StepError::Permanent(e.into())
+}
+
+/// A failure another attempt may fix (network, store): the step is retried after its backoff.
+fn retryable(e: impl Into<anyhow::Error>) -> StepError {
+    StepError::Retryable(e.into())
+}
+
 mod acquire;
 pub mod candidates;
 pub mod combine;

@@ -4,6 +4,7 @@
 //! given: label-set version, metrics, training run).
 
 use super::combine::CombinedRaster;
+use super::permanent;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
@@ -45,10 +46,6 @@ struct CombineOutput {
     model: Value,
     #[serde(default)]
     resolution: f64,
-}
-
-fn permanent(e: impl Into<anyhow::Error>) -> StepError {
-    StepError::Permanent(e.into())
 }
 
 /// The `publish` kind.

@@ -21,6 +21,7 @@
 //! labelled).
 
 use super::train::{WindowSource, class_ids, load_examples, pretrained};
+use super::{permanent, retryable};
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use candle_core::Tensor;
 use futures::future::BoxFuture;
@@ -79,14 +80,6 @@ impl StepArgs for SuggestArgs {
 /// The `suggest` step.
 #[derive(Debug, Clone, Copy)]
 pub struct Suggest;
-
-fn permanent(e: impl Into<anyhow::Error>) -> StepError {
-    StepError::Permanent(e.into())
-}
-
-fn retryable(e: impl Into<anyhow::Error>) -> StepError {
-    StepError::Retryable(e.into())
-}
 
 /// One candidate point: a patch token of a window.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,6 +20,7 @@
 //!    winner's keys, and readers find them there ([`model_keys`]).
 
 use super::candidates::{Candidate, FINE_TUNED, Fitted, StoredCandidate, fit_candidates};
+use super::{permanent, retryable};
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use candle_core::Device;
@@ -126,14 +127,6 @@ impl TrainArgs {
             ..d
         }
     }
-}
-
-fn permanent(e: impl Into<anyhow::Error>) -> StepError {
-    StepError::Permanent(e.into())
-}
-
-fn retryable(e: impl Into<anyhow::Error>) -> StepError {
-    StepError::Retryable(e.into())
 }
 
 /// `model.json`: what predicting and publishing need to know about a trained model.

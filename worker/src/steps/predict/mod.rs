@@ -21,6 +21,7 @@ pub use partition::{
 };
 
 use super::combine::CombineArgs;
+use super::permanent;
 use super::publish::PublishArgs;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
@@ -162,10 +163,6 @@ pub async fn plan_prediction(
     publish.depends_on = vec!["combine".into()];
     steps.push(publish);
     Ok(steps)
-}
-
-fn permanent(e: impl Into<anyhow::Error>) -> StepError {
-    StepError::Permanent(e.into())
 }
 
 /// The `predict` kind.
