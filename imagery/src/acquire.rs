@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -133,6 +133,9 @@ pub enum WindowStatus {
     Succeeded,
     /// Failed after retries; see the reason.
     Quarantined,
+    /// Read without error but holds nothing: no scene covers it in the period, or every pixel of every
+    /// month is masked (cloud, shadow, no data). No tensors are written; see the reason.
+    Empty,
 }
 
 /// One window's result.
@@ -150,6 +153,12 @@ pub struct WindowOutcome {
     pub objects: Vec<String>,
     /// Bins with no valid pixel at all, per modality name.
     pub empty_bins: BTreeMap<String, usize>,
+    /// Fraction of clear (unmasked) pixels per bin, per modality name.
+    #[serde(default)]
+    pub clear: BTreeMap<String, Vec<f64>>,
+    /// Scenes left out of this window because an asset could not be read, with the reason.
+    #[serde(default)]
+    pub skipped: Vec<String>,
     /// Source pixel bytes read.
     pub bytes_read: u64,
 }
@@ -163,10 +172,19 @@ pub struct AcquireReport {
     pub succeeded: usize,
     /// Windows quarantined.
     pub quarantined: usize,
+    /// Windows with nothing to write (no scene, or every pixel masked); they count against success.
+    #[serde(default)]
+    pub empty: usize,
     /// Whether `succeeded / total` reached the request's threshold.
     pub success: bool,
     /// Scenes found per modality name.
     pub scenes_found: BTreeMap<String, usize>,
+    /// Scenes the windows used per bin (distinct ids), per modality name.
+    #[serde(default)]
+    pub scenes_per_bin: BTreeMap<String, Vec<usize>>,
+    /// Mean fraction of clear pixels per bin over the windows read (written or empty), per modality.
+    #[serde(default)]
+    pub clear_per_bin: BTreeMap<String, Vec<f64>>,
     /// Time bins.
     pub bins: Vec<TimeBin>,
     /// Per window, in request order.
@@ -344,11 +362,19 @@ pub async fn acquire(
                 scenes: BTreeMap::new(),
                 objects: Vec::new(),
                 empty_bins: BTreeMap::new(),
+                clear: BTreeMap::new(),
+                skipped: Vec::new(),
                 bytes_read: 0,
             },
         };
-        if outcome.status == WindowStatus::Quarantined {
-            tracing::warn!(window = %outcome.window_id, reason = ?outcome.reason, "window quarantined");
+        match outcome.status {
+            WindowStatus::Quarantined => {
+                tracing::warn!(window = %outcome.window_id, reason = ?outcome.reason, "window quarantined");
+            }
+            WindowStatus::Empty => {
+                tracing::warn!(window = %outcome.window_id, reason = ?outcome.reason, "window empty");
+            }
+            WindowStatus::Succeeded => {}
         }
         done += 1;
         progress(&Progress {
@@ -363,22 +389,74 @@ pub async fn acquire(
         .iter()
         .filter(|w| w.status == WindowStatus::Succeeded)
         .count();
+    let empty = windows
+        .iter()
+        .filter(|w| w.status == WindowStatus::Empty)
+        .count();
     let ratio = if total == 0 {
         1.0
     } else {
         succeeded as f64 / total as f64
     };
+    let (scenes_per_bin, clear_per_bin) = per_bin_summary(&windows, bins.len());
     Ok(AcquireReport {
         total,
         succeeded,
-        quarantined: total - succeeded,
+        quarantined: total - succeeded - empty,
+        empty,
         success: ratio >= req.success_threshold,
         scenes_found,
+        scenes_per_bin,
+        clear_per_bin,
         bins: bins.clone(),
         bytes_read: windows.iter().map(|w| w.bytes_read).sum(),
         windows,
         elapsed_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Per modality: the distinct scenes the windows used in each bin, and the mean clear fraction of each
+/// bin over the windows that were read (written or empty; a quarantined window has no fractions).
+fn per_bin_summary(
+    windows: &[WindowOutcome],
+    n_bins: usize,
+) -> (BTreeMap<String, Vec<usize>>, BTreeMap<String, Vec<f64>>) {
+    let mut scenes: BTreeMap<String, Vec<std::collections::BTreeSet<&str>>> = BTreeMap::new();
+    let mut clear: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
+    for w in windows {
+        for (m, bins) in &w.scenes {
+            let entry = scenes
+                .entry(m.clone())
+                .or_insert_with(|| vec![Default::default(); n_bins]);
+            for (t, ids) in bins.iter().enumerate().take(n_bins) {
+                entry[t].extend(ids.iter().map(String::as_str));
+            }
+        }
+        for (m, fractions) in &w.clear {
+            let (sum, n) = clear
+                .entry(m.clone())
+                .or_insert_with(|| (vec![0.0; n_bins], 0));
+            for (t, f) in fractions.iter().enumerate().take(n_bins) {
+                sum[t] += f;
+            }
+            *n += 1;
+        }
+    }
+    (
+        scenes
+            .into_iter()
+            .map(|(m, bins)| {
+                (
+                    m,
+                    bins.iter().map(std::collections::BTreeSet::len).collect(),
+                )
+            })
+            .collect(),
+        clear
+            .into_iter()
+            .map(|(m, (sum, n))| (m, sum.iter().map(|s| s / n.max(1) as f64).collect()))
+            .collect(),
+    )
 }
 
 /// (scene in bin, band index or `None` for SCL).
@@ -415,8 +493,15 @@ impl WindowCtx<'_> {
             scenes: BTreeMap::new(),
             objects: Vec::new(),
             empty_bins: BTreeMap::new(),
+            clear: BTreeMap::new(),
+            skipped: Vec::new(),
             bytes_read: 0,
         };
+        // The first failed read, and whether any scene was read at all: a window none of whose
+        // scenes could be read is quarantined with that failure.
+        let mut first_error: Option<Error> = None;
+        let mut read_any = false;
+        let mut skipped_ids: std::collections::BTreeSet<String> = Default::default();
         for (m, all) in self.scenes.iter() {
             let m = *m;
             // Pick scenes per bin.
@@ -462,17 +547,39 @@ impl WindowCtx<'_> {
                         jobs.push((k, None, h.clone(), Resampling::Nearest));
                     }
                 }
-                let reads: Vec<(ReadKey, BandRead)> = futures::stream::iter(jobs)
+                let results: Vec<(ReadKey, Result<BandRead>)> = futures::stream::iter(jobs)
                     .map(|(k, c, href, resampling)| {
                         let grid = grid.clone();
-                        async move {
-                            let r = self.read(&href, grid, resampling, nodata).await?;
-                            Ok::<_, Error>(((k, c), r))
-                        }
+                        async move { ((k, c), self.read(&href, grid, resampling, nodata).await) }
                     })
                     .buffered(self.req.read_concurrency.max(1))
-                    .try_collect()
-                    .await?;
+                    .collect()
+                    .await;
+                // A scene whose asset cannot be read (after retries) is skipped for this window, not
+                // the whole window: the bin is composited from the scenes that could be read.
+                let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+                let mut reads: Vec<(ReadKey, BandRead)> = Vec::with_capacity(results.len());
+                for ((k, c), r) in results {
+                    match r {
+                        Ok(r) => reads.push(((k, c), r)),
+                        Err(e @ Error::Cancelled { .. }) => return Err(e),
+                        Err(e) => {
+                            failed.entry(k).or_insert_with(|| e.to_string());
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                reads.retain(|((k, _), _)| !failed.contains_key(k));
+                for (k, reason) in &failed {
+                    outcome
+                        .skipped
+                        .push(format!("{} skipped: {reason}", scenes[*k].id));
+                }
+                skipped_ids.extend(failed.keys().map(|k| scenes[*k].id.clone()));
+                if failed.len() == scenes.len() {
+                    continue;
+                }
+                read_any = true;
                 let mut stacks: Vec<SceneStack> = scenes
                     .iter()
                     .map(|s| SceneStack {
@@ -489,6 +596,12 @@ impl WindowCtx<'_> {
                         None => stacks[k].scl = Some(r.values),
                     }
                 }
+                let stacks: Vec<SceneStack> = stacks
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(k, _)| !failed.contains_key(k))
+                    .map(|(_, s)| s)
+                    .collect();
                 let one = composite(m, std::slice::from_ref(&stacks), pixels, self.req.method(m));
                 for p in 0..pixels {
                     let (o, d) = ((p * t_n + t) * c_n, p * c_n);
@@ -497,13 +610,27 @@ impl WindowCtx<'_> {
                     comp.mask[o..o + s_n].copy_from_slice(&one.mask[d..d + s_n]);
                 }
             }
-            let empty = (0..t_n)
-                .filter(|t| (0..pixels).all(|p| comp.mask[(p * t_n + t) * s_n] != 0))
-                .count();
+            // A pixel of a bin is clear when any of its band sets holds a value (Landsat's pan band
+            // set is absent from Collection 2 Level-2, while its other bands are there).
+            let clear_at =
+                |p: usize, t: usize| (0..s_n).any(|b| comp.mask[(p * t_n + t) * s_n + b] == 0);
+            let clear: Vec<f64> = (0..t_n)
+                .map(|t| {
+                    let n = (0..pixels).filter(|&p| clear_at(p, t)).count();
+                    n as f64 / pixels.max(1) as f64
+                })
+                .collect();
+            let empty = clear.iter().filter(|&&f| f == 0.0).count();
             outcome.empty_bins.insert(m.name().to_string(), empty);
+            outcome.clear.insert(m.name().to_string(), clear);
             let ids: Vec<Vec<String>> = per_bin
                 .iter()
-                .map(|v| v.iter().map(|s| s.id.clone()).collect())
+                .map(|v| {
+                    v.iter()
+                        .filter(|s| !skipped_ids.contains(&s.id))
+                        .map(|s| s.id.clone())
+                        .collect()
+                })
                 .collect();
             outcome.scenes.insert(m.name().to_string(), ids.clone());
             tensors.modalities.push(ModalityTensor {
@@ -511,6 +638,41 @@ impl WindowCtx<'_> {
                 composite: comp,
                 scenes: ids,
             });
+        }
+        if !read_any && let Some(e) = first_error {
+            return Err(e);
+        }
+        if !outcome.skipped.is_empty() {
+            outcome.reason = Some(outcome.skipped.join("; "));
+        }
+        // A window with no valid pixel in any month of any modality holds nothing to learn from or
+        // map: it is empty, with the reason, and nothing is written.
+        let t_n = self.bins.len();
+        if !outcome.empty_bins.is_empty() && outcome.empty_bins.values().all(|&e| e >= t_n) {
+            // Nothing left because a scene could not be read is a failure, not an absence.
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            let found: usize = outcome
+                .scenes
+                .values()
+                .flat_map(|bins| bins.iter().map(Vec::len))
+                .sum();
+            let names: Vec<&str> = outcome.scenes.keys().map(String::as_str).collect();
+            outcome.status = WindowStatus::Empty;
+            outcome.reason = Some(if found == 0 {
+                format!(
+                    "no {} scene covers this window between {} and {}",
+                    names.join(" or "),
+                    self.req.start,
+                    self.req.end
+                )
+            } else {
+                format!(
+                    "every pixel of every month is masked (cloud, shadow or no data) in the {found} scene(s) found"
+                )
+            });
+            return Ok(outcome);
         }
         // Write.
         let mut puts: Vec<(ObjectPath, Vec<u8>)> = Vec::new();

@@ -77,6 +77,8 @@ impl Default for HttpOptions {
 pub(crate) enum Attempt {
     /// Worth retrying (throttled, server error, timeout).
     Transient(String),
+    /// Throttled with a `Retry-After` the server named: retried no sooner than that.
+    Throttled(String, Duration),
     /// Retrying will not help (404, corrupt file, bad JSON).
     Permanent(String),
 }
@@ -189,11 +191,27 @@ impl HttpContext {
             match outcome {
                 Ok(v) => return Ok(v),
                 Err(Attempt::Permanent(reason)) => return Err(reason),
-                Err(Attempt::Transient(reason)) => {
+                Err(e @ (Attempt::Transient(_) | Attempt::Throttled(..))) => {
+                    let (reason, after) = match e {
+                        Attempt::Throttled(reason, after) => (reason, Some(after)),
+                        Attempt::Transient(reason) | Attempt::Permanent(reason) => (reason, None),
+                    };
                     if attempt >= self.opts.retry.max_attempts {
                         return Err(format!("{reason} (gave up after {attempt} attempts)"));
                     }
-                    let delay = self.opts.retry.delay(attempt);
+                    // The server's `Retry-After` wins over a shorter backoff, up to a bound: a
+                    // server asking for more than that is given up on with its reason.
+                    let delay = match after {
+                        Some(after) if after > MAX_RETRY_AFTER => {
+                            return Err(format!(
+                                "{reason}: the server asks to wait {} s (Retry-After), longer than {} s",
+                                after.as_secs(),
+                                MAX_RETRY_AFTER.as_secs()
+                            ));
+                        }
+                        Some(after) => after.max(self.opts.retry.delay(attempt)),
+                        None => self.opts.retry.delay(attempt),
+                    };
                     tracing::debug!(href = %redact(href), attempt, ?delay, %reason, "retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -220,9 +238,8 @@ impl HttpContext {
             .send()
             .await
             .map_err(|e| classify_reqwest(&e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(classify_status(status.as_u16()));
+        if !resp.status().is_success() {
+            return Err(classify_response(&resp));
         }
         let location = resp.url().to_string();
         drop(resp);
@@ -263,9 +280,8 @@ impl HttpContext {
                 req = req.json(b);
             }
             let mut resp = req.send().await.map_err(|e| classify_reqwest(&e))?;
-            let status = resp.status();
-            if !status.is_success() {
-                return Err(classify_status(status.as_u16()));
+            if !resp.status().is_success() {
+                return Err(classify_response(&resp));
             }
             if resp
                 .content_length()
@@ -293,6 +309,34 @@ pub const MAX_JSON_BYTES: usize = 32 << 20;
 
 fn too_large() -> String {
     format!("the response is larger than {} MiB", MAX_JSON_BYTES >> 20)
+}
+
+/// The longest `Retry-After` waited for; a server asking for more fails the request with its reason.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// A failed response: [`classify_status`], with a 429's or 503's `Retry-After` (seconds or an HTTP date).
+pub(crate) fn classify_response(resp: &reqwest::Response) -> Attempt {
+    let code = resp.status().as_u16();
+    let after = (code == 429 || code == 503)
+        .then(|| resp.headers().get(reqwest::header::RETRY_AFTER))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(retry_after);
+    match (classify_status(code), after) {
+        (Attempt::Transient(reason), Some(after)) => Attempt::Throttled(reason, after),
+        (other, _) => other,
+    }
+}
+
+/// A `Retry-After` value: delay seconds, or an HTTP date (a date in the past is no wait).
+pub(crate) fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
 pub(crate) fn classify_status(code: u16) -> Attempt {
@@ -400,5 +444,95 @@ mod tests {
         let t = Instant::now();
         let _p = http.host_permit("http://other:1/b.tif").await.unwrap();
         assert!(t.elapsed() < Duration::from_millis(20));
+    }
+
+    /// A catalogue that answers 429 with `Retry-After` until `after` has passed since its first call.
+    async fn throttling_server(
+        retry_after: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Instant>>>) {
+        use axum::http::{HeaderValue, StatusCode, header};
+        use axum::response::IntoResponse;
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+        let seen = calls.clone();
+        let app = axum::Router::new().route(
+            "/search",
+            axum::routing::get(move || {
+                let seen = seen.clone();
+                async move {
+                    let n = {
+                        let mut c = seen.lock().unwrap();
+                        c.push(Instant::now());
+                        c.len()
+                    };
+                    if n == 1 {
+                        let mut r = (StatusCode::TOO_MANY_REQUESTS, "slow down").into_response();
+                        r.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
+                        r
+                    } else {
+                        axum::Json(serde_json::json!({"ok": true})).into_response()
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/search"), calls)
+    }
+
+    fn quick_retries() -> HttpContext {
+        HttpContext::new(
+            HttpOptions {
+                retry: RetryPolicy {
+                    max_attempts: 3,
+                    base_delay: Duration::from_millis(10),
+                    max_delay: Duration::from_millis(20),
+                },
+                ..HttpOptions::default()
+            },
+            OutboundPolicy::default().with_allowed_host("127.0.0.1".parse().unwrap()),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_throttled_request_waits_as_long_as_retry_after_says() {
+        let (url, calls) = throttling_server("1").await;
+        let http = quick_retries();
+        let body = http.get_json(&url).await.unwrap();
+        assert_eq!(body["ok"], true);
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2);
+        // The backoff alone would have waited 10–20 ms.
+        let waited = calls[1] - calls[0];
+        assert!(waited >= Duration::from_millis(950), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_beyond_the_bound_fails_at_once_with_the_reason() {
+        let (url, calls) = throttling_server("3600").await;
+        let http = quick_retries();
+        let err = http.get_json(&url).await.unwrap_err().to_string();
+        assert!(err.contains("HTTP 429"), "{err}");
+        assert!(err.contains("asks to wait 3600 s (Retry-After)"), "{err}");
+        assert_eq!(calls.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past is no wait"
+        );
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let wait = retry_after(&later).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert_eq!(retry_after("soon"), None);
     }
 }

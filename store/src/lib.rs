@@ -1,7 +1,7 @@
 //! PostgreSQL access for Groundwork: the connection pool, migrations ([`migrate`], [`ready`]), the
 //! zero-setup local cluster ([`devdb`]), the test harness (`testing`, with the `testing` feature), the domain queries
-//! ([`projects`], [`windows`], [`labels`] with the pure window [`sampling`], [`suggestions`], [`models`], [`outputs`],
-//! [`workers`], [`accounts`], [`audit`]) and the job system over apalis ([`jobs`]).
+//! ([`projects`], [`windows`], [`labels`] with the pure window [`sampling`], [`suggestions`], [`models`], [`outputs`]
+//! with their share links ([`shares`]), [`workers`], [`accounts`], [`audit`]) and the job system over apalis ([`jobs`]).
 //!
 //! PostgreSQL is the single source of truth. apalis carries dispatch messages; the `step` table carries
 //! the state users see and the job system's guarantees (`docs/state_machine.md`).
@@ -19,6 +19,7 @@ pub mod models;
 pub mod outputs;
 pub mod projects;
 pub mod sampling;
+pub mod shares;
 pub mod suggestions;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -262,6 +262,27 @@ pub async fn trained_run(
     })
 }
 
+/// The project's trained models (runs whose `train` step succeeded), newest first, at most `limit`.
+pub async fn trained_runs(
+    pool: &PgPool,
+    org_id: Uuid,
+    project_id: Uuid,
+    limit: i64,
+) -> Result<Vec<TrainedRun>> {
+    Ok(sqlx::query_as(
+        "select distinct on (r.id) r.id as run_id, s.output from pipeline_run r \
+         join step s on s.run_id = r.id \
+         where r.org_id = $1 and r.project_id = $2 \
+         and s.kind = 'train' and s.state = 'succeeded' and s.output is not null \
+         order by r.id desc, s.finished_at desc limit $3",
+    )
+    .bind(org_id)
+    .bind(project_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// A run with a `train` step, as a project's results list it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TrainingRun {

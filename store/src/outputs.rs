@@ -45,6 +45,8 @@ pub struct NewOutput {
     pub stats: Value,
     /// Model, checkpoint, labels, metrics and input scenes.
     pub lineage: Value,
+    /// Outline of the data's valid pixels (GeoJSON Polygon or MultiPolygon, EPSG:4326), when known.
+    pub footprint: Option<Value>,
 }
 
 /// A stored output.
@@ -86,12 +88,16 @@ pub struct Output {
     /// `[{id, name, color}]`.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub classes: Value,
-    /// `{min, max}` of value rasters.
+    /// `{min, max}` of value rasters; `{areas_ha: {class: hectares}}` of class maps.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub stats: Value,
     /// Model, checkpoint, labels, metrics and input scenes.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub lineage: Value,
+    /// Outline of the data's valid pixels (GeoJSON, EPSG:4326); `None` for outputs published before
+    /// footprints were recorded, whose bbox is the tile grid's extent.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub footprint: Option<Value>,
     /// Created.
     pub created_at: DateTime<Utc>,
 }
@@ -116,20 +122,20 @@ impl From<Row> for Output {
 }
 
 const COLUMNS: &str = "id, org_id, project_id, run_id, kind, utm_key, web_key, epsg, width, height, bands, \
-    bbox_west, bbox_south, bbox_east, bbox_north, bounds_3857, min_zoom, max_zoom, classes, stats, lineage, created_at";
+    bbox_west, bbox_south, bbox_east, bbox_north, bounds_3857, min_zoom, max_zoom, classes, stats, lineage, footprint, created_at";
 
 /// Records an output; a run's earlier output of the same kind is replaced (a re-run of publish).
 pub async fn upsert<'e>(db: impl sqlx::PgExecutor<'e>, o: &NewOutput) -> Result<Output> {
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into output (id, org_id, project_id, run_id, kind, utm_key, web_key, epsg, width, height, bands, \
-             bbox_west, bbox_south, bbox_east, bbox_north, bounds_3857, min_zoom, max_zoom, classes, stats, lineage) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+             bbox_west, bbox_south, bbox_east, bbox_north, bounds_3857, min_zoom, max_zoom, classes, stats, lineage, footprint) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
          on conflict (run_id, kind) do update set utm_key = excluded.utm_key, web_key = excluded.web_key, \
              epsg = excluded.epsg, width = excluded.width, height = excluded.height, bands = excluded.bands, \
              bbox_west = excluded.bbox_west, bbox_south = excluded.bbox_south, bbox_east = excluded.bbox_east, \
              bbox_north = excluded.bbox_north, bounds_3857 = excluded.bounds_3857, min_zoom = excluded.min_zoom, \
              max_zoom = excluded.max_zoom, classes = excluded.classes, stats = excluded.stats, \
-             lineage = excluded.lineage, created_at = now() \
+             lineage = excluded.lineage, footprint = excluded.footprint, created_at = now() \
          returning {COLUMNS}"
     )))
     .bind(Uuid::now_v7())
@@ -153,6 +159,7 @@ pub async fn upsert<'e>(db: impl sqlx::PgExecutor<'e>, o: &NewOutput) -> Result<
     .bind(&o.classes)
     .bind(&o.stats)
     .bind(&o.lineage)
+    .bind(&o.footprint)
     .fetch_one(db)
     .await?;
     Ok(row.into())

@@ -45,6 +45,10 @@ pub struct Project {
     pub patch_size: i32,
     /// Window size in pixels.
     pub window_size: i32,
+    /// Licence of the published maps: an SPDX identifier, or `other` with [`Project::license_url`].
+    pub license: String,
+    /// Link to the licence's terms (required for `other`; otherwise SPDX's page is used).
+    pub license_url: Option<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -80,10 +84,14 @@ pub struct ProjectFields {
     pub patch_size: i32,
     /// Window size.
     pub window_size: i32,
+    /// Licence (SPDX identifier or `other`).
+    pub license: String,
+    /// Link to the licence's terms.
+    pub license_url: Option<String>,
 }
 
 const COLUMNS: &str = "id, org_id, name, description, aoi, bbox_west, bbox_south, bbox_east, bbox_north, area_km2, \
-    start_date as start, end_date as \"end\", task, classes, modalities, model_size, patch_size, window_size, created_at, updated_at";
+    start_date as start, end_date as \"end\", task, classes, modalities, model_size, patch_size, window_size, license, license_url, created_at, updated_at";
 
 /// A project row as the database holds it; [`Project`] is its typed form.
 #[derive(sqlx::FromRow)]
@@ -106,6 +114,8 @@ struct Row {
     model_size: String,
     patch_size: i32,
     window_size: i32,
+    license: String,
+    license_url: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -134,6 +144,8 @@ impl TryFrom<Row> for Project {
             model_size: r.model_size.parse()?,
             patch_size: r.patch_size,
             window_size: r.window_size,
+            license: r.license,
+            license_url: r.license_url,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -142,7 +154,7 @@ impl TryFrom<Row> for Project {
 
 type ProjectQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Row, sqlx::postgres::PgArguments>;
 
-/// Binds `$1` id, `$2` org and `$3`–`$18` the fields, in the column order `create` and `update` share.
+/// Binds `$1` id, `$2` org and `$3`–`$20` the fields, in the column order `create` and `update` share.
 fn bind_fields<'q>(
     query: ProjectQuery<'q>,
     id: Uuid,
@@ -168,14 +180,16 @@ fn bind_fields<'q>(
         .bind(f.model_size.name())
         .bind(f.patch_size)
         .bind(f.window_size)
+        .bind(&f.license)
+        .bind(&f.license_url)
 }
 
 /// Creates a project.
 pub async fn create(pool: &PgPool, org_id: Uuid, f: &ProjectFields) -> Result<Project> {
     let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into project (id, org_id, name, description, aoi, bbox_west, bbox_south, bbox_east, bbox_north, \
-             area_km2, start_date, end_date, task, classes, modalities, model_size, patch_size, window_size) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) returning {COLUMNS}"
+             area_km2, start_date, end_date, task, classes, modalities, model_size, patch_size, window_size, license, license_url) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) returning {COLUMNS}"
     )));
     let row: Row = bind_fields(query, Uuid::now_v7(), org_id, f)
         .fetch_one(pool)
@@ -230,7 +244,8 @@ pub async fn update(pool: &PgPool, org_id: Uuid, id: Uuid, f: &ProjectFields) ->
     let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update project set name = $3, description = $4, aoi = $5, bbox_west = $6, bbox_south = $7, bbox_east = $8, \
              bbox_north = $9, area_km2 = $10, start_date = $11, end_date = $12, task = $13, classes = $14, \
-             modalities = $15, model_size = $16, patch_size = $17, window_size = $18, updated_at = now() \
+             modalities = $15, model_size = $16, patch_size = $17, window_size = $18, license = $19, \
+             license_url = $20, updated_at = now() \
          where id = $1 and org_id = $2 returning {COLUMNS}"
     )));
     let row: Option<Row> = bind_fields(query, id, org_id, f)

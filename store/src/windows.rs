@@ -167,6 +167,8 @@ pub struct Counts {
     pub acquired: i64,
     /// Quarantined.
     pub quarantined: i64,
+    /// Read but holding no imagery (no scene, or every pixel masked).
+    pub empty: i64,
     /// Whose imagery is stale: the project's area, dates, modalities or window size changed since.
     pub stale: i64,
 }
@@ -208,6 +210,7 @@ pub async fn counts(pool: &PgPool, project_id: Uuid) -> Result<Counts> {
         "select count(*) as total, count(*) filter (where status = 'pending') as pending, \
              count(*) filter (where status = 'acquired') as acquired, \
              count(*) filter (where status = 'quarantined') as quarantined, \
+             count(*) filter (where status = 'empty') as empty, \
              count(*) filter (where stale) as stale \
          from project_window where project_id = $1",
     )

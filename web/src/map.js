@@ -13,11 +13,13 @@ import { areaKm2, boundsOf, formatKm2, geometryOf } from './geo.js';
 // Bundled into this module, not imported on demand: an on-demand import would make this chunk import
 // the entry script again (for Vite's preload helper) and run the page script twice.
 import { mountLabel } from './label.js';
+import { attachCompare } from './compare.js';
+import { mountAssess } from './assess.js';
 
 maplibregl.setWorkerUrl(workerUrl);
 
 const EMPTY = { type: 'FeatureCollection', features: [] };
-const STATUS_COLOURS = { pending: '#9aa5ad', acquired: '#1b9e77', quarantined: '#d95f02' };
+const STATUS_COLOURS = { pending: '#9aa5ad', acquired: '#1b9e77', quarantined: '#d95f02', empty: '#e6ab02' };
 
 const escapeHtml = (text) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -224,7 +226,7 @@ function mountProject(el, opts) {
       map.getSource('windows')?.setData(data);
       el.dataset.windowCount = String(data.features.length);
       if (c && counts) {
-        counts.textContent = `Windows: ${c.total} (${c.acquired} acquired, ${c.pending} pending, ${c.quarantined} quarantined)`;
+        counts.textContent = `Windows: ${c.total} (${c.acquired} acquired, ${c.pending} pending, ${c.empty ?? 0} empty, ${c.quarantined} quarantined)`;
       }
     } catch (err) {
       if (counts) counts.textContent = `Windows could not be loaded (${err.message}).`;
@@ -234,7 +236,7 @@ function mountProject(el, opts) {
   };
   map.on('load', () => {
     map.addSource('windows', { type: 'geojson', data: EMPTY });
-    const colour = ['match', ['get', 'status'], 'acquired', STATUS_COLOURS.acquired, 'quarantined', STATUS_COLOURS.quarantined, STATUS_COLOURS.pending];
+    const colour = ['match', ['get', 'status'], 'acquired', STATUS_COLOURS.acquired, 'quarantined', STATUS_COLOURS.quarantined, 'empty', STATUS_COLOURS.empty, STATUS_COLOURS.pending];
     map.addLayer({ id: 'windows-fill', type: 'fill', source: 'windows', paint: { 'fill-color': colour, 'fill-opacity': 0.45 } });
     map.addLayer({ id: 'windows-line', type: 'line', source: 'windows', paint: { 'line-color': colour, 'line-width': 0.8 } });
     addAoiLayers(map);
@@ -348,6 +350,19 @@ function mountOutput(el, opts) {
     if (Array.isArray(bounds) && bounds.length === 4) {
       map.fitBounds([[bounds[0], bounds[1]], [bounds[2], bounds[3]]], { padding: 30, animate: false });
     }
+    // The project's area as an outline over the map.
+    let outline = null;
+    try {
+      outline = JSON.parse(el.dataset.outline || 'null');
+    } catch {
+      outline = null;
+    }
+    if (outline) {
+      map.addSource('outline', { type: 'geojson', data: outline });
+      map.addLayer({ id: 'outline', type: 'line', source: 'outline', paint: { 'line-color': '#1a1a1a', 'line-width': 1.5, 'line-dasharray': [3, 2] } });
+      el.dataset.outlineShown = 'true';
+    }
+    attachCompare(map, el, { createMap, basemap: opts.basemap });
     const imagery = document.getElementById('output-imagery');
     if (imagery?.dataset.imageryUrl) {
       // Under the map: off until chosen, so the map reads on its own first.
@@ -360,10 +375,12 @@ function mountOutput(el, opts) {
   slider?.addEventListener('change', apply);
 }
 
-/** Mounts the map described by the element's `data-map` (`draw`, `project`, `output` or `label`). */
+/** Mounts the map described by the element's `data-map` (`draw`, `project`, `output`, `label` or `assess`). */
 export function mount(el, opts) {
   if (el.dataset.map === 'draw') mountDraw(el, opts);
   else if (el.dataset.map === 'project') mountProject(el, opts);
   else if (el.dataset.map === 'output') mountOutput(el, opts);
   else if (el.dataset.map === 'label') mountLabel(el, { ...opts, createMap, fetchWindows, fit, addAoiLayers, attachImagery, EMPTY, TerraDraw, TerraDrawAdapter: TerraDrawMapLibreGLAdapter, modes: { TerraDrawPointMode, TerraDrawPolygonMode, TerraDrawRectangleMode } });
+  // An accuracy assessment's blind labelling page: the imagery and the unit, never the class map.
+  else if (el.dataset.map === 'assess') mountAssess(el, { ...opts, createMap, attachImagery, EMPTY });
 }

@@ -140,7 +140,7 @@ test('a new user goes from an empty project to a published map without leaving t
   await page.waitForURL(/#run-/);
   await waitForRun(page, 'the training', 600_000);
   await page.reload();
-  const predict = page.getByRole('button', { name: 'Predict with the newest model' });
+  const predict = page.getByRole('button', { name: 'Predict with the best model' });
   assert.ok(await predict.isEnabled());
   await predict.click();
   await page.waitForURL(/#run-/);
@@ -155,5 +155,35 @@ test('a new user goes from an empty project to a published map without leaving t
   await page.locator('ul.outputs a').first().click();
   await page.locator('#output-map').and(page.locator('[data-ready="true"]')).waitFor({ timeout: 30_000 });
   await eventually(async () => tiles.some((s) => s === 200), { what: 'a map tile' });
+  // The map says where its model's weights came from, outlines the project and, for a class map,
+  // gives the hectares of each class.
+  assert.match(await page.locator('.provenance').textContent(), /Encoder weights:/);
+  assert.equal(await page.locator('#output-map').getAttribute('data-outline-shown'), 'true');
+
+  // 7. A second mapping can be compared with the first: a swipe between the two maps.
+  await page.goto(projectUrl);
+  await page.getByRole('button', { name: 'Predict with the best model' }).click();
+  await page.waitForURL(/#run-/);
+  await waitForRun(page, 'the second mapping', 300_000);
+  await page.reload();
+  const first = await page.locator('ul.outputs a').first().getAttribute('href');
+  await page.goto(new URL(first, page.url()).href);
+  await page.locator('#output-map').and(page.locator('[data-ready="true"]')).waitFor({ timeout: 30_000 });
+  const compare = page.getByLabel('Compare with');
+  assert.ok(await compare.count() > 0, 'the newer map offers the older one to compare with');
+  const other = await compare.locator('option').nth(1).getAttribute('value');
+  const otherId = other.split('/')[4];
+  const otherTiles = [];
+  page.on('response', (r) => {
+    if (r.url().includes(`/api/v1/outputs/${otherId}/tiles/`)) otherTiles.push(r.status());
+  });
+  await compare.selectOption({ index: 1 });
+  await page.locator('#output-map-compare[data-ready="true"]').waitFor({ timeout: 30_000 });
+  await eventually(async () => otherTiles.some((s) => s === 200), { what: 'a tile of the compared map' });
+  await page.getByLabel('Swipe').fill('30');
+  assert.equal(await page.locator('#output-map').getAttribute('data-swipe'), '30');
+  assert.match(await page.locator('#output-map-compare').getAttribute('style'), /inset\(0(px)? 0(px)? 0(px)? 30%\)/);
+  await compare.selectOption({ index: 0 });
+  assert.equal(await page.locator('#output-map-compare').count(), 0, 'choosing nothing removes the compared map');
   assert.deepEqual(problems, []);
 });

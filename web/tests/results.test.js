@@ -92,7 +92,7 @@ test('a viewer sees the map with legend, tiles and opacity, the training curve a
   assert.equal(await training.locator('svg[data-chart="training"]').count(), 1);
   assert.equal(await training.locator('table.curve-table tbody tr').count(), EPOCHS);
   assert.equal(await page.getByRole('button', { name: 'Train a model' }).count(), 0);
-  assert.equal(await page.getByRole('button', { name: 'Predict with the newest model' }).count(), 0);
+  assert.equal(await page.getByRole('button', { name: 'Predict with the best model' }).count(), 0);
   assert.equal(await page.locator(`ul.outputs a[href="/outputs/${outputId}"]`).count(), 1);
 
   // The evaluation report: a 4×4 confusion matrix of counts for the model and for the baseline.

@@ -948,6 +948,68 @@ async fn a_corrupt_cog_quarantines_only_the_windows_that_need_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scene_with_an_unreadable_asset_is_skipped_and_the_window_uses_the_others() {
+    // Two June scenes over the same window; the clearer one's B02 is corrupt. The window is acquired
+    // from the other scene, and says which scene it left out and why.
+    let dir = tempfile::tempdir().unwrap();
+    let good = Scene {
+        id: "G",
+        epsg: 32633,
+        origin: (500_480.0, 5_000_320.0),
+        size: 64,
+        date: "2024-06-05",
+        cloud: 20.0,
+    };
+    let bad = Scene {
+        id: "B",
+        date: "2024-06-10",
+        cloud: 1.0,
+        ..good
+    };
+    let items = vec![
+        s2_scene(
+            dir.path(),
+            &good,
+            false,
+            json!({}),
+            |_, _, _| 1500,
+            |_, _| 4,
+        ),
+        s2_scene(dir.path(), &bad, false, json!({}), |_, _, _| 900, |_, _| 4),
+    ];
+    std::fs::write(dir.path().join("B/blue.tif"), b"II*\0 not a tiff").unwrap();
+    let root = serve_stac(items, dir.path(), Files::default(), None).await;
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Sentinel2L2a],
+        d("2024-06-01"),
+        d("2024-06-30"),
+    );
+    req.outbound = loopback_allowed();
+    quick_retry(&mut req);
+    let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+    let o = &report.windows[0];
+    assert_eq!(o.status, WindowStatus::Succeeded);
+    assert_eq!(o.skipped.len(), 1, "{o:#?}");
+    assert!(o.skipped[0].starts_with("B skipped: "), "{o:#?}");
+    assert!(
+        o.reason.as_deref().unwrap().contains("B/blue.tif"),
+        "{o:#?}"
+    );
+    // Only the scene that was read is named as the bin's.
+    assert_eq!(o.scenes["sentinel2_l2a"], vec![vec!["G".to_string()]]);
+    let bytes = get(&store, &o.objects[0]).await;
+    let t = read_f32(&bytes, "sentinel2_l2a").unwrap();
+    assert!(
+        (at(&t, 10, 10, 0, 0) - 1500.0).abs() < 0.01,
+        "{}",
+        at(&t, 10, 10, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancellation_stops_an_acquisition_midway() {
     let dir = tempfile::tempdir().unwrap();
     let files = Files {
@@ -1520,8 +1582,16 @@ async fn a_raster_with_absurdly_fine_pixels_fails_its_windows_without_reading_th
     let (report, _) = run(&windows, &req).await;
     for o in &report.windows {
         let col: i64 = o.window_id.split('_').nth(3).unwrap().parse().unwrap();
-        // Columns 782–784 touch the west scene; 785 needs only the east one.
-        if col < 785 {
+        // Columns 782–783 need the west scene; 784 touches it but is covered by the east one, which
+        // it is acquired from, naming the west scene it skipped; 785 needs only the east one.
+        if col == 784 {
+            assert_eq!(o.status, WindowStatus::Succeeded, "{o:#?}");
+            let reason = o.reason.as_deref().unwrap();
+            assert!(
+                reason.starts_with("W skipped: ") && reason.contains("too fine"),
+                "{reason}"
+            );
+        } else if col < 784 {
             assert_eq!(o.status, WindowStatus::Quarantined, "{o:#?}");
             let reason = o.reason.as_deref().unwrap();
             assert!(

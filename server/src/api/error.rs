@@ -51,6 +51,8 @@ pub enum ErrorCode {
     NotAClassMap,
     /// the body is larger than the route accepts.
     PayloadTooLarge,
+    /// the class map needs more map tiles or polygons than an offline package may hold.
+    PackageTooLarge,
     /// the body's content type is not one the route reads.
     UnsupportedMediaType,
     /// fields are invalid; `details` lists `[{field, message}]`.
@@ -77,7 +79,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [Self; 31] = [
+    pub const ALL: [Self; 32] = [
         Self::InvalidJson,
         Self::InvalidBody,
         Self::InvalidPath,
@@ -98,6 +100,7 @@ impl ErrorCode {
         Self::NoWindows,
         Self::NotAClassMap,
         Self::PayloadTooLarge,
+        Self::PackageTooLarge,
         Self::UnsupportedMediaType,
         Self::ValidationFailed,
         Self::InvalidFile,
@@ -135,6 +138,7 @@ impl ErrorCode {
             Self::NoWindows => "no_windows",
             Self::NotAClassMap => "not_a_class_map",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::PackageTooLarge => "package_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::ValidationFailed => "validation_failed",
             Self::InvalidFile => "invalid_file",
@@ -174,6 +178,7 @@ impl ErrorCode {
             Self::NoWindows => StatusCode::CONFLICT,
             Self::NotAClassMap => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PackageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidFile => StatusCode::UNPROCESSABLE_ENTITY,
@@ -219,6 +224,9 @@ impl ErrorCode {
             Self::NoWindows => "the project has no windows yet: acquire imagery first",
             Self::NotAClassMap => "the output is not a class map, so it has no polygons",
             Self::PayloadTooLarge => "the body is larger than the route accepts",
+            Self::PackageTooLarge => {
+                "the class map needs more map tiles or polygons than an offline package may hold"
+            }
             Self::UnsupportedMediaType => "the body's content type is not one the route reads",
             Self::ValidationFailed => "fields are invalid; `details` lists `[{field, message}]`",
             Self::InvalidFile => "an uploaded file is unusable as a whole",

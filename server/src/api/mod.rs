@@ -12,6 +12,7 @@ pub mod outputs;
 pub mod projects;
 pub mod ranges;
 pub mod runs;
+pub mod shares;
 pub mod suggestions;
 pub mod tokens;
 pub mod validate;
@@ -244,7 +245,7 @@ pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<&str> {
         version = "1",
         description = "Earth-observation projects on OlmoEarth: projects, runs, steps, workers."
     ),
-    paths(outputs::tile),
+    paths(outputs::tile, shares::shared_tile),
     components(schemas(
         error::ErrorBody,
         error::ErrorInner,
@@ -285,6 +286,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(outputs::routes())
         .merge(assessments::routes())
         .merge(suggestions::routes())
+        .merge(shares::routes())
         .routes(routes!(step_kinds))
 }
 

@@ -103,12 +103,27 @@ pub async fn list_evaluations(
     ))
 }
 
+/// The project's trained models, newest first; the one a prediction uses by default (the best
+/// validation score) is marked `best`.
+#[utoipa::path(get, path = "/api/v1/projects/{id}/models", tag = "models",
+    responses((status = 200, body = Vec<service::ModelChoice>), (status = 404, body = super::error::ErrorBody)))]
+pub async fn list_models(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(project_id): Path<Uuid>,
+) -> ApiResult<axum::Json<Vec<service::ModelChoice>>> {
+    Ok(axum::Json(
+        service::model_choices(&state, &actor, project_id).await?,
+    ))
+}
+
 /// The routes of this resource, each with its OpenAPI path.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(start_training))
         .routes(routes!(start_prediction))
         .routes(routes!(list_evaluations))
+        .routes(routes!(list_models))
         .routes(routes!(get_training))
         .routes(routes!(get_run_evaluation))
 }

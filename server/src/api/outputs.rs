@@ -187,7 +187,7 @@ pub async fn download_geojson(
 
 /// The server's URL as the client addressed it (`X-Forwarded-Proto`/`X-Forwarded-Host`, else `Host`),
 /// for the absolute links STAC requires; `http://localhost` when the request names no usable host.
-fn root_url(headers: &HeaderMap) -> String {
+pub(crate) fn root_url(headers: &HeaderMap) -> String {
     let value = |name: &str| {
         headers
             .get(name)
@@ -274,6 +274,7 @@ fn private_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_tilejson))
         .routes(routes!(download_tif))
         .routes(routes!(download_geojson))
+        .routes(routes!(download_package))
         .routes(routes!(stac_collection_handler))
         .routes(routes!(stac_items))
         .routes(routes!(stac_item_handler))
@@ -284,4 +285,34 @@ fn private_routes() -> OpenApiRouter<AppState> {
             axum::routing::get(tile),
         )
         .route_layer(axum::middleware::from_fn(crate::hygiene::private_cache))
+}
+
+/// The offline package of a class map: one GeoPackage with the class map's tiles, a true-colour
+/// imagery preview and the class polygons (`class_map`, `imagery`, `class_polygons`), for QGIS,
+/// QField, Mergin Maps and ArcGIS without a network. Built on first request and cached; answers
+/// range requests. A map needing more than 1024 tiles at its finest zoom is refused (413).
+#[utoipa::path(get, path = "/api/v1/outputs/{id}/package.gpkg", tag = "outputs",
+    responses((status = 200, content_type = "application/geopackage+sqlite3"),
+        (status = 206, content_type = "application/geopackage+sqlite3"),
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody), (status = 416)))]
+pub async fn download_package(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    request: HeaderMap,
+) -> ApiResult<Response> {
+    let (_, path) = crate::service::package::package(&state, &actor, id).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::service::package::MEDIA_TYPE),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        attachment(&format!("package-{id}.gpkg")),
+    );
+    super::ranges::serve_file(&path, &request, headers)
+        .await
+        .map_err(|e| ApiError::internal(&e))
 }

@@ -87,6 +87,8 @@ async fn project(pool: &PgPool) -> anyhow::Result<uuid::Uuid> {
         model_size: groundwork_types::ModelSize::Nano,
         patch_size: 4,
         window_size: 64,
+        license: "CC-BY-4.0".into(),
+        license_url: None,
     };
     Ok(projects::create(pool, DEFAULT_ORG_ID, &f).await?.id)
 }

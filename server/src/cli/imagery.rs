@@ -100,13 +100,14 @@ pub async fn run_imagery(cmd: ImageryCommand) -> anyhow::Result<()> {
             let report = materialize(&args).await?;
             for (m, n) in &report.scenes_found {
                 if *n == 0 {
-                    eprintln!("warning: no {m} scenes found; its tensors are all missing (mask 3)");
+                    eprintln!("warning: no {m} scenes found");
                 }
             }
             println!(
-                "{} windows: {} succeeded, {} quarantined ({:.1} s, {:.1} MB of pixels read); output in {}",
+                "{} windows: {} succeeded, {} empty (no scene or every pixel masked), {} quarantined ({:.1} s, {:.1} MB of pixels read); output in {}",
                 report.total,
                 report.succeeded,
+                report.empty,
                 report.quarantined,
                 report.elapsed_s,
                 report.bytes_read as f64 / 1e6,

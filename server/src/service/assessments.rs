@@ -340,6 +340,10 @@ pub async fn samples(
     id: Uuid,
     blind: bool,
 ) -> ApiResult<Vec<SampleView>> {
+    // Reviewers label blind: the map classes are for the members who run the assessment.
+    if !blind {
+        actor.require(Role::Member)?;
+    }
     let a = assessments::get(&state.pool, actor.org_id, id).await?;
     Ok(assessments::samples(&state.pool, a.id)
         .await?
@@ -403,6 +407,20 @@ pub async fn label(
 /// The estimates from the units labelled so far.
 pub async fn report(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Report> {
     let a = assessments::get(&state.pool, actor.org_id, id).await?;
+    // A reviewer watching a partial error matrix change after each answer could read the map class of
+    // the unit just labelled: below member, the report opens once every unit is answered.
+    if actor.role < Role::Member {
+        let (drawn, labelled, unsure) = assessments::progress(&state.pool, a.id).await?;
+        if labelled + unsure < drawn {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "the report opens to reviewers once every unit is answered ({} of {drawn} so far)",
+                    labelled + unsure
+                ),
+            ));
+        }
+    }
     let samples = assessments::samples(&state.pool, a.id).await?;
     let o = outputs::get(&state.pool, actor.org_id, a.output_id).await?;
     let mut strata: Vec<Stratum> = serde_json::from_value(a.strata.clone()).unwrap_or_default();

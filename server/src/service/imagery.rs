@@ -187,11 +187,11 @@ pub async fn list_windows(
     projects::get(&state.pool, actor.org_id, project_id).await?;
     if q.status
         .as_deref()
-        .is_some_and(|s| !["pending", "acquired", "quarantined"].contains(&s))
+        .is_some_and(|s| !["pending", "acquired", "quarantined", "empty"].contains(&s))
     {
         return Err(ApiError::new(
             ErrorCode::InvalidQuery,
-            "status must be pending, acquired or quarantined",
+            "status must be pending, acquired, quarantined or empty",
         ));
     }
     let limit = q.limit.unwrap_or(200);

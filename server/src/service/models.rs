@@ -37,12 +37,80 @@ pub struct TrainRequest {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
-    /// The training run whose model predicts (default: the project's newest trained model).
+    /// The training run whose model predicts (default: the project's best trained model by validation
+    /// score, the newest of equals; `GET /api/v1/projects/{id}/models` lists them).
     pub run_id: Option<Uuid>,
     /// Side of a prediction partition in windows (1–64, default 4): one `predict` step each.
     pub block: Option<usize>,
     /// Overlap of neighbouring model tiles in pixels (default 16, below the window size).
     pub overlap: Option<usize>,
+}
+
+/// A trained model a prediction can use.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ModelChoice {
+    /// The training run (what `POST …/predict` takes as `run_id`).
+    pub run_id: Uuid,
+    /// The validation metric (`macro_f1`, `miou`, `r2`, …).
+    pub metric: Option<String>,
+    /// The chosen candidate's validation score.
+    pub val_metric: Option<f64>,
+    /// Which candidate the training chose (fine-tuned head, a baseline, …).
+    pub model: Option<String>,
+    /// Label-set version it was trained on.
+    pub label_set_version: Option<i64>,
+    /// Encoder weights it started from (`random` or a released checkpoint).
+    pub initialised_from: Option<String>,
+    /// Whether this is the model a prediction uses by default: the best validation score (the newest
+    /// of equals; the newest when no model has a score).
+    pub best: bool,
+}
+
+/// Trained models considered for the default choice.
+const CHOICES_CONSIDERED: i64 = 100;
+
+fn choice_of(t: &models::TrainedRun) -> ModelChoice {
+    let m = &t.output["metrics"];
+    ModelChoice {
+        run_id: t.run_id,
+        metric: m["metric"].as_str().map(str::to_owned),
+        val_metric: m["val_metric"].as_f64().filter(|v| v.is_finite()),
+        model: m["chosen_description"].as_str().map(str::to_owned),
+        label_set_version: t.output["label_set_version"].as_i64(),
+        initialised_from: t.output["initialised_from"].as_str().map(str::to_owned),
+        best: false,
+    }
+}
+
+/// The index of the best choice: highest validation score, the first (newest) of equals; the first
+/// when none has a score.
+fn best_index(choices: &[ModelChoice]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, c) in choices.iter().enumerate() {
+        if let Some(v) = c.val_metric
+            && best.is_none_or(|(_, b)| v > b)
+        {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
+        .or_else(|| (!choices.is_empty()).then_some(0))
+}
+
+/// The project's trained models, newest first, the default one marked `best`.
+pub async fn model_choices(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+) -> ApiResult<Vec<ModelChoice>> {
+    projects::get(&state.pool, actor.org_id, project_id).await?;
+    let runs =
+        models::trained_runs(&state.pool, actor.org_id, project_id, CHOICES_CONSIDERED).await?;
+    let mut choices: Vec<ModelChoice> = runs.iter().map(choice_of).collect();
+    if let Some(i) = best_index(&choices) {
+        choices[i].best = true;
+    }
+    Ok(choices)
 }
 
 /// A run's training curves.
@@ -281,17 +349,35 @@ pub async fn start_prediction(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let trained = models::trained_run(&state.pool, actor.org_id, project_id, body.run_id)
-        .await
-        .map_err(|e| match (e, body.run_id) {
-            (groundwork_store::Error::NotFound { .. }, None) => {
+    let (trained, why) = match body.run_id {
+        Some(run_id) => (
+            models::trained_run(&state.pool, actor.org_id, project_id, Some(run_id)).await?,
+            "chosen when the prediction was started".to_string(),
+        ),
+        None => {
+            let runs =
+                models::trained_runs(&state.pool, actor.org_id, project_id, CHOICES_CONSIDERED)
+                    .await?;
+            let choices: Vec<ModelChoice> = runs.iter().map(choice_of).collect();
+            let i = best_index(&choices).ok_or_else(|| {
                 ApiError::validation(vec![FieldError {
                     field: "run_id".into(),
                     message: "the project has no trained model yet; train one first".into(),
                 }])
-            }
-            (e, _) => e.into(),
-        })?;
+            })?;
+            let c = &choices[i];
+            let why = match (c.val_metric, &c.metric) {
+                (Some(v), metric) => format!(
+                    "the best validation {} ({v:.3}) of the project's {} trained model{}",
+                    metric.as_deref().unwrap_or("score"),
+                    choices.len(),
+                    if choices.len() == 1 { "" } else { "s" }
+                ),
+                (None, _) => "the newest trained model (no model has a validation score)".into(),
+            };
+            (runs[i].clone(), why)
+        }
+    };
     let out = &trained.output;
     let evaluation = models::run_evaluation(&state.pool, actor.org_id, trained.run_id)
         .await
@@ -302,6 +388,9 @@ pub async fn start_prediction(
         "label_set_version": out.get("label_set_version"),
         "checkpoint_sha256": out.get("weights_sha256"),
         "initialised_from": out.get("initialised_from"),
+        "encoder_sha256": out.get("encoder_sha256"),
+        "acquisition_runs": out.get("acquisition_runs"),
+        "model_choice": why,
         "metrics": {"validation": out.get("metrics"), "test": evaluation},
     });
     let opts = groundwork_worker::steps::predict::PredictOptions {

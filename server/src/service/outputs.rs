@@ -19,10 +19,15 @@ use uuid::Uuid;
 /// STAC version of the documents served.
 pub const STAC_VERSION: &str = "1.1.0";
 /// Extensions the Items use.
-pub const STAC_EXTENSIONS: [&str; 3] = [
+///
+/// Raster v1.1.0 takes `"nan"` as a float band's nodata, and classification v1.1.0 names a class's
+/// colour `color_hint` (v1.0.0 took only numbers, and `color-hint`).
+/// Web-map-links v1.2.0 defines the `xyz` and `tilejson` links to the tiles.
+pub const STAC_EXTENSIONS: [&str; 4] = [
     "https://stac-extensions.github.io/projection/v1.0.0/schema.json",
-    "https://stac-extensions.github.io/raster/v1.0.0/schema.json",
-    "https://stac-extensions.github.io/classification/v1.0.0/schema.json",
+    "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+    "https://stac-extensions.github.io/classification/v1.1.0/schema.json",
+    "https://stac-extensions.github.io/web-map-links/v1.2.0/schema.json",
 ];
 
 /// A class map's legend, from its output row.
@@ -30,10 +35,39 @@ pub(crate) fn legend(o: &Output) -> Vec<LegendClass> {
     serde_json::from_value(o.classes.clone()).unwrap_or_default()
 }
 
-/// An output with its legend and links.
-fn describe(o: &Output) -> Value {
+/// Where an output's tiles, downloads and STAC Item are served: its own routes, for members of its
+/// organisation, or a share link's, for anyone holding the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataRoutes<'a> {
+    /// `/api/v1/outputs/{id}/…` (behind authentication).
+    Private,
+    /// `/api/v1/shared/{secret}/…` (the secret of a share link).
+    Shared(&'a str),
+}
+
+impl DataRoutes<'_> {
+    /// The path the output's tiles and downloads are under, e.g. `/api/v1/outputs/{id}`.
+    #[must_use]
+    pub fn base(&self, id: Uuid) -> String {
+        match self {
+            Self::Private => format!("/api/v1/outputs/{id}"),
+            Self::Shared(secret) => format!("/api/v1/shared/{secret}"),
+        }
+    }
+
+    /// The path of the output's STAC Item.
+    #[must_use]
+    pub fn stac_item(&self, o: &Output) -> String {
+        match self {
+            Self::Private => format!("/api/v1/projects/{}/stac/items/{}", o.project_id, o.id),
+            Self::Shared(secret) => format!("/api/v1/shared/{secret}/stac/item.json"),
+        }
+    }
+}
+
+/// An output with its legend and its links under `routes`.
+fn describe(o: &Output, routes: DataRoutes<'_>) -> Value {
     let mut v = serde_json::to_value(o).unwrap_or_default();
-    let id = o.id;
     let legend: Vec<Value> = match o.kind.as_str() {
         "class" => legend(o)
             .iter()
@@ -46,15 +80,16 @@ fn describe(o: &Output) -> Value {
             .collect(),
         _ => vec![json!({"ramp": "viridis", "min": o.stats.get("min"), "max": o.stats.get("max")})],
     };
+    let base = routes.base(o.id);
     if let Some(m) = v.as_object_mut() {
         m.insert("legend".into(), json!(legend));
         m.insert(
             "links".into(),
             json!({
-                "tiles": format!("/api/v1/outputs/{id}/tiles/{{z}}/{{x}}/{{y}}.png"),
-                "download_tif": format!("/api/v1/outputs/{id}/download.tif"),
-                "download_geojson": (o.kind == "class").then(|| format!("/api/v1/outputs/{id}/download.geojson")),
-                "stac_item": format!("/api/v1/projects/{}/stac/items/{id}", o.project_id),
+                "tiles": format!("{base}/tiles/{{z}}/{{x}}/{{y}}.png"),
+                "download_tif": format!("{base}/download.tif"),
+                "download_geojson": (o.kind == "class").then(|| format!("{base}/download.geojson")),
+                "stac_item": routes.stac_item(o),
             }),
         );
     }
@@ -63,20 +98,41 @@ fn describe(o: &Output) -> Value {
 
 /// An output: metadata, legend and links.
 pub async fn get_output(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Value> {
-    let o = outputs::get(&state.pool, actor.org_id, id).await?;
-    Ok(describe(&o))
+    get_output_for_org(state, actor.org_id, id, DataRoutes::Private).await
+}
+
+/// An output of `org_id`: metadata, legend and links under `routes`.
+pub async fn get_output_for_org(
+    state: &AppState,
+    org_id: Uuid,
+    id: Uuid,
+    routes: DataRoutes<'_>,
+) -> ApiResult<Value> {
+    let o = outputs::get(&state.pool, org_id, id).await?;
+    Ok(describe(&o, routes))
 }
 
 /// The TileJSON 3.0.0 document of an output's tiles (what Leaflet, OpenLayers, MapLibre and QGIS
 /// read): the tile URL template, zoom range, bounds and centre; `root` is the server's URL.
 pub async fn tilejson(state: &AppState, actor: &Actor, id: Uuid, root: &str) -> ApiResult<Value> {
-    let o = outputs::get(&state.pool, actor.org_id, id).await?;
-    let project = projects::get(&state.pool, actor.org_id, o.project_id).await?;
+    tilejson_for_org(state, actor.org_id, id, root, DataRoutes::Private).await
+}
+
+/// [`tilejson`] of an output of `org_id`, its tiles under `routes`.
+pub async fn tilejson_for_org(
+    state: &AppState,
+    org_id: Uuid,
+    id: Uuid,
+    root: &str,
+    routes: DataRoutes<'_>,
+) -> ApiResult<Value> {
+    let o = outputs::get(&state.pool, org_id, id).await?;
+    let project = projects::get(&state.pool, org_id, o.project_id).await?;
     let b = o.bbox;
     Ok(json!({
         "tilejson": "3.0.0",
         "name": format!("{} — {}", project.name, o.kind),
-        "tiles": [format!("{root}/api/v1/outputs/{id}/tiles/{{z}}/{{x}}/{{y}}.png")],
+        "tiles": [format!("{root}{}/tiles/{{z}}/{{x}}/{{y}}.png", routes.base(id))],
         "scheme": "xyz",
         "minzoom": o.min_zoom,
         "maxzoom": o.max_zoom,
@@ -104,7 +160,11 @@ pub async fn list_outputs(
     .await?;
     let page = Page::new(items, limit, |o| o.id);
     Ok(Page {
-        items: page.items.iter().map(describe).collect(),
+        items: page
+            .items
+            .iter()
+            .map(|o| describe(o, DataRoutes::Private))
+            .collect(),
         next_cursor: page.next_cursor,
     })
 }
@@ -142,6 +202,17 @@ pub async fn tile_png(
     state: &AppState,
     actor: &Actor,
     id: Uuid,
+    zxy: (u8, u32, u32),
+    band: Option<usize>,
+) -> ApiResult<Vec<u8>> {
+    tile_png_for_org(state, actor.org_id, id, zxy, band).await
+}
+
+/// [`tile_png`] of an output of `org_id`.
+pub async fn tile_png_for_org(
+    state: &AppState,
+    org_id: Uuid,
+    id: Uuid,
     (z, x, y): (u8, u32, u32),
     band: Option<usize>,
 ) -> ApiResult<Vec<u8>> {
@@ -152,7 +223,7 @@ pub async fn tile_png(
     if u64::from(x) >= 1u64 << z || u64::from(y) >= 1u64 << z {
         return Err(bad(format!("tile {z}/{x}/{y} does not exist")));
     }
-    let o = outputs::get(&state.pool, actor.org_id, id).await?;
+    let o = outputs::get(&state.pool, org_id, id).await?;
     let style = match o.kind.as_str() {
         "class" => TileStyle::Classes(legend(&o).iter().map(|c| (c.id, c.rgb())).collect()),
         "probability" => {
@@ -184,14 +255,28 @@ pub async fn tile_png(
 
 /// The output's COG in its UTM CRS: the output and the local copy of the file.
 pub async fn utm_cog(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<(Output, PathBuf)> {
-    let o = outputs::get(&state.pool, actor.org_id, id).await?;
+    utm_cog_for_org(state, actor.org_id, id).await
+}
+
+/// [`utm_cog`] of an output of `org_id`.
+pub async fn utm_cog_for_org(
+    state: &AppState,
+    org_id: Uuid,
+    id: Uuid,
+) -> ApiResult<(Output, PathBuf)> {
+    let o = outputs::get(&state.pool, org_id, id).await?;
     let path = local_copy(state, &o.utm_key).await?;
     Ok((o, path))
 }
 
 /// A class map as polygons (a GeoJSON FeatureCollection in EPSG:4326); other outputs are refused.
 pub async fn class_polygons(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Value> {
-    let o = outputs::get(&state.pool, actor.org_id, id).await?;
+    class_polygons_for_org(state, actor.org_id, id).await
+}
+
+/// [`class_polygons`] of an output of `org_id`.
+pub async fn class_polygons_for_org(state: &AppState, org_id: Uuid, id: Uuid) -> ApiResult<Value> {
+    let o = outputs::get(&state.pool, org_id, id).await?;
     if o.kind != "class" {
         return Err(ApiError::new(
             ErrorCode::NotAClassMap,
@@ -238,6 +323,90 @@ fn bbox_polygon(b: [f64; 4]) -> Value {
     json!({"type": "Polygon", "coordinates": [[[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]], [b[0], b[1]]]]})
 }
 
+/// Pages of licences projects commonly choose; other SPDX identifiers link to SPDX's page.
+const LICENSE_PAGES: [(&str, &str); 8] = [
+    ("CC-BY-4.0", "https://creativecommons.org/licenses/by/4.0/"),
+    (
+        "CC-BY-SA-4.0",
+        "https://creativecommons.org/licenses/by-sa/4.0/",
+    ),
+    (
+        "CC-BY-NC-4.0",
+        "https://creativecommons.org/licenses/by-nc/4.0/",
+    ),
+    (
+        "CC-BY-NC-SA-4.0",
+        "https://creativecommons.org/licenses/by-nc-sa/4.0/",
+    ),
+    (
+        "CC0-1.0",
+        "https://creativecommons.org/publicdomain/zero/1.0/",
+    ),
+    ("ODbL-1.0", "https://opendatacommons.org/licenses/odbl/1-0/"),
+    ("PDDL-1.0", "https://opendatacommons.org/licenses/pddl/1-0/"),
+    ("ODC-By-1.0", "https://opendatacommons.org/licenses/by/1-0/"),
+];
+
+/// Where the terms of the project's licence are: its own link, or the licence's page.
+#[must_use]
+pub fn license_href(project: &Project) -> String {
+    if let Some(url) = &project.license_url {
+        return url.clone();
+    }
+    LICENSE_PAGES
+        .iter()
+        .find(|(id, _)| id.eq_ignore_ascii_case(&project.license))
+        .map_or_else(
+            || format!("https://spdx.org/licenses/{}.html", project.license),
+            |(_, url)| (*url).to_string(),
+        )
+}
+
+/// STAC's `rel: license` link to the licence's terms.
+fn license_link(project: &Project) -> Value {
+    json!({"rel": "license", "href": license_href(project), "type": "text/html",
+           "title": format!("Licence: {}", project.license)})
+}
+
+/// Who made the data: the imagery's producers (whose terms ask for credit) and the processor.
+fn providers(project: &Project) -> Vec<Value> {
+    use groundwork_imagery::Modality;
+    let years = if project.start.format("%Y").to_string() == project.end.format("%Y").to_string() {
+        project.start.format("%Y").to_string()
+    } else {
+        format!(
+            "{}–{}",
+            project.start.format("%Y"),
+            project.end.format("%Y")
+        )
+    };
+    let mut out = Vec::new();
+    if project
+        .modalities
+        .iter()
+        .any(|m| matches!(m, Modality::Sentinel2L2a | Modality::Sentinel1))
+    {
+        out.push(json!({
+            "name": format!("Contains modified Copernicus Sentinel data {years}"),
+            "roles": ["producer", "licensor"],
+            "url": "https://sentinels.copernicus.eu/",
+        }));
+    }
+    if project.modalities.contains(&Modality::Landsat) {
+        out.push(json!({
+            "name": "Landsat imagery courtesy of the U.S. Geological Survey",
+            "roles": ["producer", "licensor"],
+            "url": "https://www.usgs.gov/landsat-missions",
+        }));
+    }
+    out.push(json!({
+        "name": "Groundwork (OlmoEarth foundation model)",
+        "roles": ["processor"],
+        "description": "Mapped with a model fine-tuned from the OlmoEarth encoder; see groundwork:encoder_weights.",
+    }));
+    out
+}
+
 /// The STAC Item of an output; `root` is the server's URL (`http://host:port`), links are absolute.
 #[must_use]
 pub fn stac_item(root: &str, project: &Project, o: &Output) -> Value {
@@ -248,15 +417,14 @@ pub fn stac_item(root: &str, project: &Project, o: &Output) -> Value {
         .get("resolution_m")
         .and_then(Value::as_f64)
         .unwrap_or(10.0);
-    let band = |i: usize| -> Value {
+    let band = |_: usize| -> Value {
         match o.kind.as_str() {
             "class" => {
                 json!({"data_type": "uint8", "nodata": NODATA_U8, "spatial_resolution": resolution})
             }
             "probability" => {
                 json!({"data_type": "uint8", "nodata": NODATA_U8, "scale": 1.0 / PROBABILITY_SCALE,
-                                   "offset": 0.0, "spatial_resolution": resolution,
-                                   "description": legend(o).get(i).map(|c| format!("probability of {}", c.name))})
+                                   "offset": 0.0, "spatial_resolution": resolution})
             }
             _ => json!({"data_type": "float32", "nodata": "nan", "spatial_resolution": resolution}),
         }
@@ -273,6 +441,20 @@ pub fn stac_item(root: &str, project: &Project, o: &Output) -> Value {
         "proj:shape": [o.height, o.width],
         "raster:bands": bands,
     });
+    // What each probability band holds, in STAC 1.1's own `bands` (raster v1.1.0 has no description).
+    if o.kind == "probability"
+        && let Some(m) = data.as_object_mut()
+    {
+        let described: Vec<Value> = legend(o)
+            .iter()
+            .map(|c| {
+                json!({"name": format!("p_{}", c.id), "description": format!("probability of {} (0–1 after scale)", c.name)})
+            })
+            .collect();
+        if !described.is_empty() {
+            m.insert("bands".into(), json!(described));
+        }
+    }
     if o.kind == "class"
         && let Some(m) = data.as_object_mut()
     {
@@ -330,13 +512,32 @@ pub fn stac_item(root: &str, project: &Project, o: &Output) -> Value {
             }
         }
     }
+    if let Some(p) = properties.as_object_mut() {
+        p.insert("license".into(), json!(project.license));
+        p.insert("providers".into(), json!(providers(project)));
+        // Which encoder weights the model started from: a released checkpoint or random weights.
+        let weights = lineage
+            .get("initialised_from")
+            .and_then(Value::as_str)
+            .or_else(|| model.get("initialised_from").and_then(Value::as_str));
+        p.insert(
+            "groundwork:encoder_weights".into(),
+            json!(weights.map(|w| if w == "random" {
+                "random initialisation (no pretrained checkpoint)".to_string()
+            } else {
+                w.to_string()
+            })),
+        );
+    }
     json!({
         "type": "Feature",
         "stac_version": STAC_VERSION,
         "stac_extensions": STAC_EXTENSIONS,
         "id": id.to_string(),
         "collection": collection_id(project),
-        "geometry": bbox_polygon(o.bbox),
+        // The outline of the data itself; outputs published before footprints were recorded have
+        // only their bounds.
+        "geometry": o.footprint.clone().unwrap_or_else(|| bbox_polygon(o.bbox)),
         "bbox": o.bbox,
         "properties": properties,
         "assets": assets,
@@ -345,6 +546,9 @@ pub fn stac_item(root: &str, project: &Project, o: &Output) -> Value {
             {"rel": "collection", "href": base, "type": "application/json"},
             {"rel": "parent", "href": base, "type": "application/json"},
             {"rel": "root", "href": base, "type": "application/json"},
+            license_link(project),
+            {"rel": "xyz", "href": format!("{root}/api/v1/outputs/{id}/tiles/{{z}}/{{x}}/{{y}}.png"),
+             "type": "image/png", "title": format!("{} tiles (XYZ)", o.kind)},
             {"rel": "tilejson", "href": format!("{root}/api/v1/outputs/{id}/tilejson.json"),
              "type": "application/json", "title": format!("{} tiles (TileJSON)", o.kind)},
         ],
@@ -367,6 +571,7 @@ pub fn stac_collection(root: &str, project: &Project, items: &[Output]) -> Value
     let mut links = vec![
         json!({"rel": "self", "href": base, "type": "application/json"}),
         json!({"rel": "root", "href": base, "type": "application/json"}),
+        license_link(project),
         json!({"rel": "items", "href": format!("{base}/items"), "type": "application/geo+json"}),
     ];
     links.extend(items.iter().map(|o| {
@@ -381,7 +586,8 @@ pub fn stac_collection(root: &str, project: &Project, items: &[Output]) -> Value
         "description": if project.description.trim().is_empty() {
             format!("Prediction outputs of the Groundwork project {}", project.name)
         } else { project.description.clone() },
-        "license": "other",
+        "license": project.license,
+        "providers": providers(project),
         "extent": {
             "spatial": {"bbox": [bbox]},
             "temporal": {"interval": [[format!("{}T00:00:00Z", project.start), format!("{}T23:59:59Z", project.end)]]},
@@ -415,12 +621,19 @@ pub async fn project_stac_items(
 ) -> ApiResult<Value> {
     let project = projects::get(&state.pool, actor.org_id, project_id).await?;
     let items = all_outputs(state, actor.org_id, project_id).await?;
-    let features: Vec<Value> = items.iter().map(|o| stac_item(root, &project, o)).collect();
+    let mut features = Vec::with_capacity(items.len());
+    for o in &items {
+        let mut item = stac_item(root, &project, o);
+        add_assessment_assets(state, &mut item, o, root).await?;
+        features.push(item);
+    }
     let base = format!("{root}/api/v1/projects/{}/stac", project.id);
     Ok(json!({
         "type": "FeatureCollection",
         "features": features,
-        "links": [{"rel": "self", "href": format!("{base}/items")}, {"rel": "collection", "href": base}],
+        "links": [{"rel": "self", "href": format!("{base}/items"), "type": "application/geo+json"},
+                  {"rel": "root", "href": base, "type": "application/json"},
+                  {"rel": "collection", "href": base, "type": "application/json"}],
     }))
 }
 
@@ -436,5 +649,52 @@ pub async fn project_stac_item(
     if o.project_id != project.id {
         return Err(ApiError::not_found("output"));
     }
-    Ok(stac_item(root, &project, &o))
+    let mut item = stac_item(root, &project, &o);
+    add_assessment_assets(state, &mut item, &o, root).await?;
+    Ok(item)
+}
+
+/// Adds what members may download to a class map's Item: the offline package, and the newest finished
+/// accuracy assessment (every sample unit answered) as the report in JSON and CSV, each with the
+/// estimates and their confidence intervals.
+async fn add_assessment_assets(
+    state: &AppState,
+    item: &mut Value,
+    o: &Output,
+    root: &str,
+) -> ApiResult<()> {
+    if o.kind != "class" {
+        return Ok(());
+    }
+    // The offline package (members' route: a share link's Item does not carry it).
+    if let Some(assets) = item["assets"].as_object_mut() {
+        assets.insert(
+            "package".into(),
+            json!({"href": format!("{root}/api/v1/outputs/{}/package.gpkg", o.id),
+                   "type": super::package::MEDIA_TYPE, "roles": ["data"],
+                   "title": "offline package: class map and imagery tiles with class polygons (GeoPackage)"}),
+        );
+    }
+    for a in groundwork_store::assessments::list_for_output(&state.pool, o.org_id, o.id).await? {
+        let (drawn, labelled, unsure) =
+            groundwork_store::assessments::progress(&state.pool, a.id).await?;
+        if drawn == 0 || labelled == 0 || labelled + unsure < drawn {
+            continue;
+        }
+        let report = format!("{root}/api/v1/assessments/{}/report", a.id);
+        if let Some(assets) = item["assets"].as_object_mut() {
+            assets.insert(
+                "accuracy_assessment".into(),
+                json!({"href": report, "type": "application/json", "roles": ["metadata"],
+                       "title": "Accuracy assessment and error-adjusted areas with 95 % confidence intervals (Olofsson et al. 2014)"}),
+            );
+            assets.insert(
+                "accuracy_assessment_csv".into(),
+                json!({"href": format!("{report}.csv"), "type": "text/csv", "roles": ["metadata"],
+                       "title": "Accuracy assessment and error-adjusted areas (CSV)"}),
+            );
+        }
+        break;
+    }
+    Ok(())
 }

@@ -45,7 +45,21 @@ pub struct CreateProject {
     /// Window size in pixels (default 64).
     #[serde(default = "default_window_size")]
     pub window_size: i32,
+    /// Licence of the published maps: an SPDX identifier such as `CC-BY-4.0` (the default), `CC0-1.0`
+    /// or `ODbL-1.0`, or `other` with `license_url`.
+    #[serde(default = "default_license")]
+    pub license: String,
+    /// Link to the licence's terms (`http`/`https`; required with `other`).
+    #[serde(default)]
+    pub license_url: Option<String>,
 }
+
+fn default_license() -> String {
+    DEFAULT_LICENSE.into()
+}
+
+/// The licence of a project's maps unless its owner chooses another.
+pub const DEFAULT_LICENSE: &str = "CC-BY-4.0";
 
 fn default_modalities() -> Vec<Modality> {
     vec![Modality::Sentinel2L2a]
@@ -91,6 +105,10 @@ pub struct UpdateProject {
     pub patch_size: Option<i32>,
     /// Window size.
     pub window_size: Option<i32>,
+    /// Licence (SPDX identifier or `other`).
+    pub license: Option<String>,
+    /// Link to the licence's terms; an empty string removes it.
+    pub license_url: Option<String>,
 }
 
 /// `validate` on a blocking thread: measuring a large AOI must not hold up the async runtime.
@@ -115,6 +133,25 @@ fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
             field: "end".into(),
             message: format!("end {} is before start {}", p.end, p.start),
         });
+    } else {
+        // One monthly composite per time step, and OlmoEarth takes at most 12 of them: a longer
+        // range is refused here, not at acquisition.
+        use chrono::Datelike;
+        let months = (p.end.year() - p.start.year()) * 12 + p.end.month0() as i32
+            - p.start.month0() as i32
+            + 1;
+        let max = groundwork_imagery::composite::MAX_BINS;
+        if months > i32::try_from(max).unwrap_or(i32::MAX) {
+            errors.push(FieldError {
+                field: "end".into(),
+                message: format!(
+                    "{} to {} spans {months} months; the model takes at most {max} monthly time steps: \
+                     choose a period of at most {max} months (a project per season or year, or a new \
+                     prediction period for a trained model)",
+                    p.start, p.end
+                ),
+            });
+        }
     }
     validate::classes(&p.classes, &mut errors);
     if p.modalities.is_empty() {
@@ -147,6 +184,41 @@ fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
             message: format!("must be divisible by the patch size {}", p.patch_size),
         });
     }
+    let license = p.license.trim().to_owned();
+    let license_url = p
+        .license_url
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty());
+    let spdx_like = !license.is_empty()
+        && license.len() <= 64
+        && license.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && license
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'));
+    if !spdx_like {
+        errors.push(FieldError {
+            field: "license".into(),
+            message: "an SPDX licence identifier such as CC-BY-4.0, or `other` with license_url"
+                .into(),
+        });
+    }
+    match &license_url {
+        Some(u)
+            if !(u.starts_with("https://") || u.starts_with("http://"))
+                || u.len() > 2000
+                || u.chars().any(char::is_whitespace) =>
+        {
+            errors.push(FieldError {
+                field: "license_url".into(),
+                message: "an http or https link of at most 2,000 characters".into(),
+            });
+        }
+        None if license == "other" => errors.push(FieldError {
+            field: "license_url".into(),
+            message: "a licence `other` needs a link to its terms".into(),
+        }),
+        _ => {}
+    }
     match aoi {
         Some(aoi) if errors.is_empty() => Ok(ProjectFields {
             name,
@@ -162,6 +234,8 @@ fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
             model_size: p.model_size,
             patch_size: p.patch_size,
             window_size: p.window_size,
+            license,
+            license_url,
         }),
         _ => Err(ApiError::validation(errors)),
     }
@@ -225,6 +299,11 @@ pub async fn update_project(
         model_size: patch.model_size.unwrap_or(current.model_size),
         patch_size: patch.patch_size.unwrap_or(current.patch_size),
         window_size: patch.window_size.unwrap_or(current.window_size),
+        license: patch.license.unwrap_or(current.license),
+        license_url: match patch.license_url {
+            Some(u) => Some(u),
+            None => current.license_url,
+        },
     };
     let fields = validate_off_runtime(merged, state.max_aoi_km2).await?;
     let p = projects::update(&state.pool, actor.org_id, id, &fields).await?;

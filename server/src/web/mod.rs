@@ -6,12 +6,14 @@
 //! live progress is polled from the JSON API by the page script.
 
 mod account;
+mod assessments;
 mod assets;
 mod error;
 mod invite;
 mod members;
 mod projects;
 mod results;
+mod shared;
 mod tokens;
 mod workers;
 
@@ -250,7 +252,15 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/projects/{id}/train", post(results::train))
         .route("/projects/{id}/predict", post(results::predict))
         .route("/outputs/{id}", get(results::output_map))
+        .route("/outputs/{id}/shares", post(results::create_share))
+        .route(
+            "/outputs/{id}/shares/{share_id}/revoke",
+            post(results::revoke_share),
+        )
         .route("/runs/{id}/evaluation", get(results::evaluation))
+        .route("/outputs/{id}/assessments", post(assessments::draw))
+        .route("/assessments/{id}", get(assessments::show))
+        .route("/assessments/{id}/label", get(assessments::label))
         .route(
             "/projects/{id}/steps/{step}/cancel",
             post(projects::cancel_step),
@@ -290,6 +300,11 @@ pub fn router(state: AppState) -> Router<AppState> {
             account::redirect_unauthenticated,
         ))
         .route("/static/{*path}", get(assets::serve))
+        // Open to anyone with the link; its address holds a secret, so no answer is stored.
+        .route(
+            "/shared/{secret}",
+            get(shared::show).layer(axum::middleware::from_fn(crate::hygiene::never_store)),
+        )
 }
 
 /// Reads an `application/x-www-form-urlencoded` body into ordered pairs (repeated keys kept).

@@ -269,6 +269,8 @@ impl ProjectForm {
                     model_size,
                     patch_size: patch,
                     window_size: window,
+                    license: project_service::DEFAULT_LICENSE.into(),
+                    license_url: None,
                 })
             }
             _ => Err(errors),
@@ -574,6 +576,56 @@ struct ProjectPage {
     predict_blocker: Option<String>,
     /// A refusal of the settings form.
     settings_error: String,
+    /// What the newest finished acquisition found, month by month.
+    acquisition: Option<AcquisitionTable>,
+}
+
+/// The newest finished acquisition's summary: per month and modality, the scenes the windows used and
+/// the mean fraction of clear pixels.
+struct AcquisitionTable {
+    /// Column heads after "Month".
+    heads: Vec<String>,
+    /// `(month, cells)`.
+    rows: Vec<(String, Vec<String>)>,
+}
+
+impl AcquisitionTable {
+    /// From an `acquire_summary` step's output; `None` when it holds no months.
+    fn from_summary(out: &serde_json::Value) -> Option<Self> {
+        let months: Vec<String> = serde_json::from_value(out["months"].clone()).ok()?;
+        let modalities: Vec<String> = out["scenes_per_month"]
+            .as_object()?
+            .keys()
+            .cloned()
+            .collect();
+        if months.is_empty() || modalities.is_empty() {
+            return None;
+        }
+        let heads = modalities
+            .iter()
+            .flat_map(|m| [format!("{m}: scenes"), format!("{m}: clear pixels")])
+            .collect();
+        let rows = months
+            .iter()
+            .enumerate()
+            .map(|(t, month)| {
+                let cells = modalities
+                    .iter()
+                    .flat_map(|m| {
+                        let scenes = out["scenes_per_month"][m][t]
+                            .as_u64()
+                            .map_or_else(|| "–".into(), |n| n.to_string());
+                        let clear = out["clear_fraction"][m][t]
+                            .as_f64()
+                            .map_or_else(|| "–".into(), |f| format!("{:.0} %", f * 100.0));
+                        [scenes, clear]
+                    })
+                    .collect();
+                (month.clone(), cells)
+            })
+            .collect();
+        Some(Self { heads, rows })
+    }
 }
 
 /// The labels and split section of the project page.
@@ -626,6 +678,16 @@ async fn project_page(
             &live,
         ));
     }
+    let acquisition = runs.iter().find_map(|r| {
+        r.steps
+            .iter()
+            .find(|s| {
+                s.step.kind == groundwork_types::StepKind::AcquireSummary
+                    && s.step.state == groundwork_types::StepState::Succeeded
+            })
+            .and_then(|s| s.step.output.as_ref())
+            .and_then(AcquisitionTable::from_summary)
+    });
     let train_blocker = crate::service::models::training_blocker(state, &project).await?;
     let predict_blocker = crate::service::models::prediction_blocker(state, actor, id).await?;
     let classes = project.classes.clone();
@@ -659,6 +721,7 @@ async fn project_page(
         train_blocker,
         predict_blocker,
         settings_error: String::new(),
+        acquisition,
     })
 }
 
@@ -691,7 +754,7 @@ pub async fn show(
     .await
 }
 
-/// `POST /projects/{id}/settings`: name, description and time range from the project page (the same
+/// `POST /projects/{id}/settings`: name, description, time range and licence from the project page (the same
 /// service function as `PATCH /api/v1/projects/{id}`; new dates mark acquired imagery stale).
 pub async fn settings(
     State(state): State<AppState>,
@@ -716,6 +779,13 @@ pub async fn settings(
             description: Some(form_value(&pairs, "description").trim().to_owned()),
             start,
             end,
+            // A form without the licence fields leaves the licence as it is.
+            license: Some(form_value(&pairs, "license").trim().to_owned())
+                .filter(|l| !l.is_empty()),
+            license_url: pairs
+                .iter()
+                .any(|(k, _)| k == "license_url")
+                .then(|| form_value(&pairs, "license_url").trim().to_owned()),
             ..Default::default()
         }),
         (Err(e), _) | (_, Err(e)) => Err(e),

@@ -1260,11 +1260,13 @@ async fn seed_results(pool: &groundwork_store::PgPool, org: Uuid, project: Uuid)
             min_zoom: 8,
             max_zoom: 14,
             classes: json!([{"id": 0, "name": "Water", "color": "#0000ff"}, {"id": 1, "name": "Forest", "color": "#1b9e77"}]),
-            stats: json!({}),
+            stats: json!({"areas_ha": {"0": 12_400.4, "1": 42.26}}),
             lineage: json!({"model": {"kind": "trained"}, "training_run_id": run_id, "label_set_version": 1,
+                            "initialised_from": "random", "model_choice": "the best validation accuracy (0.800) of the project's 2 trained models",
                             "checkpoint_sha256": "abcdef0123456789",
                             "metrics": {"validation": {"metric": "accuracy", "val_metric": 0.8, "best_epoch": 3,
                                                        "chosen_description": "raw-pixel linear model"}}}),
+            footprint: None,
         },
     )
     .await
@@ -1343,6 +1345,88 @@ async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_t
     );
     assert!(map.body.contains("accuracy 0.800 (best epoch 3)"));
     assert!(map.body.contains("sha256 abcdef012345…"));
+    // Provenance first: random encoder weights said plainly, and why this model made the map.
+    assert!(map.body.contains(r#"data-provenance="random""#));
+    assert!(
+        map.body
+            .contains("random initialisation: no released OlmoEarth checkpoint was used")
+    );
+    assert!(
+        map.body
+            .contains("the best validation accuracy (0.800) of the project")
+    );
+    // Hectares per class, the project's outline, and no comparison with only one class map.
+    assert!(
+        map.body.contains(r#"<td class="num">12,400</td>"#),
+        "{}",
+        map.body
+    );
+    assert!(map.body.contains(r#"<td class="num">42.3</td>"#));
+    assert!(
+        map.body.contains(r#"<td class="num">12,443</td>"#),
+        "the total"
+    );
+    let outline = map.body.split("data-outline=\"").nth(1).unwrap_or_default();
+    assert!(
+        outline.starts_with('{') && outline[..200.min(outline.len())].contains("Polygon"),
+        "{outline:.200}"
+    );
+    assert!(!map.body.contains(r#"id="compare-with""#));
+    // A second class map of the project is offered for comparison.
+    let second = {
+        use groundwork_store::outputs::{self, NewOutput};
+        let run = jobs::create_run(
+            &site.db.pool,
+            org,
+            p,
+            &[jobs::NewStep::new(
+                "publish",
+                groundwork_types::StepKind::Publish,
+                json!({}),
+                "cpu",
+            )],
+            None,
+        )
+        .await
+        .unwrap();
+        let mut o = outputs::get(&site.db.pool, org, output).await.unwrap();
+        o.run_id = run.run.id;
+        outputs::upsert(
+            &site.db.pool,
+            &NewOutput {
+                org_id: org,
+                project_id: p,
+                run_id: run.run.id,
+                kind: o.kind,
+                utm_key: "utm2.tif".into(),
+                web_key: "web2.tif".into(),
+                epsg: o.epsg,
+                width: o.width,
+                height: o.height,
+                bands: o.bands,
+                bbox: o.bbox,
+                bounds_3857: [1_113_194.9, 0.0, 1_118_760.9, 5_565.9],
+                min_zoom: o.min_zoom,
+                max_zoom: o.max_zoom,
+                classes: o.classes,
+                stats: json!({}),
+                lineage: json!({}),
+                footprint: None,
+            },
+        )
+        .await
+        .unwrap()
+        .id
+    };
+    let map = site.get(&format!("/outputs/{output}")).await;
+    assert!(map.body.contains(r#"id="compare-with""#));
+    assert!(map.body.contains(&format!(
+        r#"<option value="/api/v1/outputs/{second}/tiles/{{z}}/{{x}}/{{y}}.png""#
+    )));
+    assert!(
+        map.body
+            .contains(r#"<input type="range" id="compare-swipe""#)
+    );
 
     let report = site.get(&format!("/runs/{run}/evaluation")).await;
     assert_eq!(report.status, StatusCode::OK, "{}", report.body);
@@ -1417,7 +1501,11 @@ async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_t
     let runs = jobs::list_runs(&site.db.pool, org, p, None, 10)
         .await
         .unwrap();
-    assert_eq!(runs.len(), 1, "no training run was started");
+    assert_eq!(
+        runs.len(),
+        2,
+        "no training run was started (the seeded one and the second map's)"
+    );
     let r = site
         .post_form(&format!("/projects/{p}/predict"), &[("csrf", "")])
         .await;
@@ -1476,7 +1564,7 @@ async fn result_pages_of_another_organisation_are_not_found_and_viewers_get_no_b
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains(r#"data-chart="training""#));
     assert!(!page.body.contains("Train a model"));
-    assert!(!page.body.contains("Predict with the newest model"));
+    assert!(!page.body.contains("Predict with the best model"));
     assert_eq!(
         browser
             .get(&format!("/outputs/{their_output}"))

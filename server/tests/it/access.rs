@@ -247,6 +247,7 @@ async fn new_output(
             classes: json!([{"id": 0, "name": "water", "color": "#0000ff"}]),
             stats: json!({}),
             lineage: json!({}),
+            footprint: None,
         },
     )
     .await

@@ -111,6 +111,32 @@ async fn acquisition_fans_out_and_writes_window_tensors() {
     assert_eq!(done["state"], "succeeded", "{done:#}");
     let summary = &done["steps"][2]["output"];
     assert_eq!(summary["acquired"], total, "{summary:#}");
+    assert_eq!(summary["empty"], 0, "{summary:#}");
+    // Month by month: the scenes the windows used and the fraction of clear pixels, per modality.
+    assert_eq!(
+        summary["months"],
+        json!(["2024-04", "2024-05", "2024-06", "2024-07"]),
+        "{summary:#}"
+    );
+    for m in ["sentinel2_l2a", "sentinel1"] {
+        let scenes = summary["scenes_per_month"][m].as_array().unwrap();
+        assert_eq!(scenes.len(), 4, "{summary:#}");
+        assert!(
+            scenes.iter().all(|n| n.as_u64().unwrap() >= 1),
+            "{summary:#}"
+        );
+        let clear = summary["clear_fraction"][m].as_array().unwrap();
+        assert!(
+            clear
+                .iter()
+                .all(|f| (0.0..=1.0).contains(&f.as_f64().unwrap())),
+            "{summary:#}"
+        );
+    }
+    assert!(
+        summary["scenes_found"]["sentinel2_l2a"].as_u64().unwrap() >= 4,
+        "{summary:#}"
+    );
     // Both workers shared the partitions.
     let workers_used: i64 = sqlx::query_scalar("select count(distinct worker_id) from step_attempt a join step s on s.id = a.step_id where s.kind = 'acquire'")
         .fetch_one(&db.pool)
@@ -354,5 +380,79 @@ async fn a_worker_refuses_a_catalogue_its_policy_does_not_allow_even_when_the_ap
         error.contains("refused by the outbound-request policy") && error.contains("loopback"),
         "{error}"
     );
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_area_outside_the_catalogue_s_coverage_is_empty_not_acquired_and_the_run_says_why() {
+    // The demo catalogue covers about 5 km² near 15.0° E, 45.15° N; the project lies 15 km south.
+    let db = TestDb::new().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let catalogues = tempfile::tempdir().unwrap();
+    let demo = catalogues.path().join("demo");
+    let catalog = generate_demo_data(
+        &demo,
+        &DemoOptions {
+            size: 128,
+            ..DemoOptions::default()
+        },
+    )
+    .unwrap();
+    let policy = OutboundPolicy::default()
+        .with_catalog_root(catalogues.path())
+        .unwrap();
+    let (w, app, pid) = installation(&db, tmp.path(), policy.clone(), policy).await;
+    let (s, run) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/acquire"),
+        Some(json!({"stac": catalog.display().to_string(), "partitions": 1})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{run:#}");
+    let done = wait_run(&app, run["id"].as_str().unwrap()).await;
+    // Not a green run of "acquired" windows holding nothing: the step fails and says why.
+    assert_eq!(done["state"], "failed", "{done:#}");
+    let error = done["steps"][0]["error"].as_str().unwrap();
+    assert!(error.contains("only 0 of"), "{error}");
+    assert!(error.contains("hold no imagery"), "{error}");
+    assert!(
+        error.contains("no sentinel2_l2a scene for the area and dates"),
+        "{error}"
+    );
+    let (_, windows) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/projects/{pid}/windows?limit=1000"),
+        None,
+    )
+    .await;
+    let counts = &windows["counts"];
+    assert!(counts["total"].as_i64().unwrap() >= 1, "{windows:#}");
+    assert_eq!(counts["empty"], counts["total"], "{counts:#}");
+    assert_eq!(counts["acquired"], 0, "{counts:#}");
+    for item in windows["items"].as_array().unwrap() {
+        assert_eq!(item["status"], "empty");
+        assert!(
+            item["reason"].as_str().unwrap().starts_with(
+                "no sentinel2_l2a scene covers this window between 2024-04-01 and 2024-05-31"
+            ),
+            "{item:#}"
+        );
+        assert_eq!(
+            item["objects"],
+            json!([]),
+            "nothing is written for an empty window"
+        );
+    }
+    // Training is refused: nothing was acquired.
+    let (s, err) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/train"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{err:#}");
     w.shutdown().await;
 }

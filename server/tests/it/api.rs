@@ -141,6 +141,76 @@ async fn projects_can_be_created_read_listed_updated_and_deleted() {
         "validation_failed",
     );
 
+    // A period longer than the model's 12 monthly time steps is refused when the project is edited
+    // (and created), not later at acquisition.
+    let (s, body) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/projects/{id}"),
+            Some(json!({"start": "2023-06-01", "end": "2024-06-30"})),
+        )
+        .await;
+    assert_error(
+        s,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    assert_eq!(body["error"]["details"][0]["field"], "end", "{body:#}");
+    assert!(
+        body["error"]["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spans 13 months"),
+        "{body:#}"
+    );
+    let mut long = project(square(0.05));
+    long["end"] = json!("2025-01-01");
+    let (s, body) = api.call("POST", "/api/v1/projects", Some(long)).await;
+    assert_error(
+        s,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+
+    // The maps' licence: CC-BY-4.0 unless chosen; an SPDX identifier, or `other` with a link.
+    assert_eq!(created["license"], "CC-BY-4.0");
+    assert_eq!(created["license_url"], Value::Null);
+    for bad in [
+        json!({"license": "other"}),
+        json!({"license": "not a licence"}),
+        json!({"license": "CC0-1.0", "license_url": "javascript:alert(1)"}),
+    ] {
+        let (s, body) = api
+            .call(
+                "PATCH",
+                &format!("/api/v1/projects/{id}"),
+                Some(bad.clone()),
+            )
+            .await;
+        assert_error(
+            s,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+        let field = body["error"]["details"][0]["field"].as_str().unwrap();
+        assert!(field.starts_with("license"), "{bad}: {body:#}");
+    }
+    let (s, patched) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/projects/{id}"),
+            Some(json!({"license": "other", "license_url": "https://example.org/terms"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{patched:#}");
+    assert_eq!(
+        (patched["license"].as_str(), patched["license_url"].as_str()),
+        (Some("other"), Some("https://example.org/terms"))
+    );
+
     // Cursor pagination.
     for i in 0..4 {
         let mut p = project(square(0.05));

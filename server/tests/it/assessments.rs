@@ -105,6 +105,23 @@ async fn a_class_map_is_assessed_blind_and_reported_with_error_adjusted_areas() 
             .iter()
             .all(|u| u.get("map_class").is_none() && u.get("inclusion_probability").is_none())
     );
+    // A reviewer cannot lift the blind, nor read a partial report (it would reveal map classes).
+    let (s, _) = crate::common::call(
+        &viewer,
+        "GET",
+        &format!("/api/v1/assessments/{id}/samples?blind=false"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, partial) = crate::common::call(
+        &viewer,
+        "GET",
+        &format!("/api/v1/assessments/{id}/report"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{partial}");
     let (_, open) = crate::common::call(
         &member,
         "GET",

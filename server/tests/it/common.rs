@@ -95,6 +95,8 @@ pub async fn project(pool: &PgPool, name: &str) -> uuid::Uuid {
         model_size: ModelSize::Nano,
         patch_size: 4,
         window_size: 64,
+        license: "CC-BY-4.0".into(),
+        license_url: None,
     };
     projects::create(pool, groundwork_store::DEFAULT_ORG_ID, &f)
         .await
@@ -172,6 +174,7 @@ pub async fn class_map(
             classes: legend,
             stats: serde_json::json!({}),
             lineage: serde_json::json!({}),
+            footprint: None,
         },
     )
     .await

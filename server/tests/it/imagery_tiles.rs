@@ -45,6 +45,8 @@ async fn small_project(pool: &groundwork_store::PgPool) -> Uuid {
         model_size: ModelSize::Nano,
         patch_size: 4,
         window_size: 64,
+        license: "CC-BY-4.0".into(),
+        license_url: None,
     };
     projects::create(pool, DEFAULT_ORG_ID, &f).await.unwrap().id
 }

@@ -910,6 +910,8 @@ async fn another_organisations_project_is_not_found() {
         model_size: "nano".parse().unwrap(),
         patch_size: 4,
         window_size: 64,
+        license: "CC-BY-4.0".into(),
+        license_url: None,
     };
     let theirs = projects::create(&db.pool, other_org, &fields)
         .await

@@ -18,6 +18,8 @@ mod labels;
 mod lifecycle;
 mod models;
 mod outputs;
+mod package;
 mod processes;
 mod ranges;
+mod shares;
 mod suggestions;

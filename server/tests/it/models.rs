@@ -183,6 +183,8 @@ async fn training_runs_curves_and_evaluations_are_served_to_their_organisation_o
         model_size: "nano".parse().unwrap(),
         patch_size: 4,
         window_size: 64,
+        license: "CC-BY-4.0".into(),
+        license_url: None,
     };
     let theirs = groundwork_store::projects::create(&db.pool, other_org, &fields)
         .await
@@ -356,5 +358,94 @@ async fn prediction_takes_a_trained_model_of_the_project_and_says_what_is_missin
     )
     .unwrap();
     let (status, _) = call(&theirs, "POST", &predict, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_best_trained_model_by_validation_score_is_the_default_and_the_list_says_so() {
+    let db = TestDb::new().await.unwrap();
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
+    let (status, p) = call(&app, "POST", "/api/v1/projects", Some(project())).await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let models_uri = format!("/api/v1/projects/{pid}/models");
+    let (status, list) = call(&app, "GET", &models_uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list, json!([]));
+    // Three finished trainings, oldest first; the middle one scores best on validation, the newest
+    // has no score at all.
+    let mut runs = Vec::new();
+    for score in [Some(0.61), Some(0.83), None] {
+        let (status, run) = call(
+            &app,
+            "POST",
+            &format!("/api/v1/projects/{pid}/train"),
+            Some(json!({"label_set_version": 1})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{run}");
+        let step: Uuid = run["steps"][0]["id"].as_str().unwrap().parse().unwrap();
+        sqlx::query(
+            "update step set state = 'succeeded', attempt = 1, started_at = now(), finished_at = now(), \
+             output = $2 where id = $1",
+        )
+        .bind(step)
+        .bind(json!({"label_set_version": 1, "initialised_from": "random",
+                     "metrics": {"metric": "macro_f1", "val_metric": score, "chosen_description": "fine-tuned head"}}))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        runs.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let (status, list) = call(&app, "GET", &models_uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let list = list.as_array().unwrap();
+    let ids: Vec<&str> = list.iter().map(|m| m["run_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![&runs[2], &runs[1], &runs[0]], "newest first");
+    let best: Vec<&str> = list
+        .iter()
+        .filter(|m| m["best"] == true)
+        .map(|m| m["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        best,
+        vec![runs[1].as_str()],
+        "the best validation score, not the newest"
+    );
+    assert_eq!(list[1]["val_metric"], 0.83);
+    assert_eq!(list[1]["metric"], "macro_f1");
+    assert_eq!(list[1]["initialised_from"], "random");
+    // A named model is taken (the project then lacks imagery, which is the next thing said).
+    let (status, err) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/predict"),
+        Some(json!({"run_id": runs[0]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["error"]["details"][0]["field"], "project", "{err}");
+    // Another organisation sees no list.
+    let other_org = Uuid::now_v7();
+    sqlx::query("insert into org (id, name) values ($1, 'elsewhere')")
+        .bind(other_org)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let token = groundwork_server::testing::member_token(
+        &db.pool,
+        other_org,
+        groundwork_store::accounts::Role::Owner,
+    )
+    .await
+    .unwrap();
+    let theirs = groundwork_server::testing::with_bearer(
+        groundwork_server::router(AppState::new(db.pool.clone())),
+        &token,
+    )
+    .unwrap();
+    let (status, _) = call(&theirs, "GET", &models_uri, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

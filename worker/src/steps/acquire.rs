@@ -8,9 +8,9 @@ use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
 use groundwork_imagery::{AcquireRequest, GridOptions, Profile, Source, WindowSpec, WindowStatus};
-use groundwork_store::{projects, windows};
+use groundwork_store::{jobs, projects, windows};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Arguments of `acquire`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,10 +174,10 @@ impl Step for Acquire {
                 .iter()
                 .map(|w| windows::Outcome {
                     id: w.window_id.clone(),
-                    status: if w.status == WindowStatus::Succeeded {
-                        "acquired"
-                    } else {
-                        "quarantined"
+                    status: match w.status {
+                        WindowStatus::Succeeded => "acquired",
+                        WindowStatus::Empty => "empty",
+                        WindowStatus::Quarantined => "quarantined",
                     }
                     .into(),
                     reason: w.reason.clone(),
@@ -193,16 +193,28 @@ impl Step for Acquire {
             tx.commit()
                 .await
                 .map_err(|e| StepError::Retryable(e.into()))?;
+            let months: Vec<String> = report
+                .bins
+                .iter()
+                .map(|b| b.start.format("%Y-%m").to_string())
+                .collect();
             let output = json!({
                 "windows": report.total, "succeeded": report.succeeded, "quarantined": report.quarantined,
-                "bytes_read": report.bytes_read, "scenes_found": report.scenes_found, "seconds": report.elapsed_s,
+                "empty": report.empty, "bytes_read": report.bytes_read, "scenes_found": report.scenes_found,
+                "months": months, "scenes_per_month": report.scenes_per_bin,
+                "clear_fraction": report.clear_per_bin, "seconds": report.elapsed_s,
             });
             if count == 1 && !report.success {
                 return Err(permanent(anyhow::anyhow!(
-                    "only {} of {} windows were acquired (threshold {:.0} %); see the quarantined windows' reasons",
-                    report.succeeded,
-                    report.total,
-                    args.success_threshold * 100.0
+                    "{}",
+                    shortfall(
+                        report.succeeded,
+                        report.total,
+                        report.empty,
+                        report.quarantined,
+                        args.success_threshold,
+                        &report.scenes_found
+                    )
                 )));
             }
             Ok(StepOutput {
@@ -256,14 +268,32 @@ impl Step for AcquireSummary {
             } else {
                 c.acquired as f64 / c.total as f64
             };
-            let output = json!({"windows": c.total, "acquired": c.acquired, "quarantined": c.quarantined, "pending": c.pending});
+            // What the partitions found, month by month: the scenes used (the most any partition
+            // used: they share the catalogue search) and the clear fraction (weighted by windows).
+            let run = jobs::get_run(&ctx.pool, ctx.org_id, ctx.run_id)
+                .await
+                .map_err(|e| StepError::Retryable(e.into()))?;
+            let parts: Vec<&Value> = run
+                .steps
+                .iter()
+                .filter(|s| s.kind == StepKind::Acquire)
+                .filter_map(|s| s.output.as_ref())
+                .collect();
+            let (months, scenes_per_month, clear_fraction, scenes_found) = merge_parts(&parts);
+            let output = json!({"windows": c.total, "acquired": c.acquired, "quarantined": c.quarantined,
+                "empty": c.empty, "pending": c.pending, "months": months, "scenes_found": scenes_found,
+                "scenes_per_month": scenes_per_month, "clear_fraction": clear_fraction});
             if fraction < args.success_threshold {
                 return Err(permanent(anyhow::anyhow!(
-                    "only {} of {} windows were acquired (threshold {:.0} %); {} quarantined",
-                    c.acquired,
-                    c.total,
-                    args.success_threshold * 100.0,
-                    c.quarantined
+                    "{}",
+                    shortfall(
+                        usize::try_from(c.acquired).unwrap_or(0),
+                        usize::try_from(c.total).unwrap_or(0),
+                        usize::try_from(c.empty).unwrap_or(0),
+                        usize::try_from(c.quarantined).unwrap_or(0),
+                        args.success_threshold,
+                        &scenes_found,
+                    )
                 )));
             }
             Ok(StepOutput {
@@ -272,4 +302,102 @@ impl Step for AcquireSummary {
             })
         })
     }
+}
+
+/// Why an acquisition did not reach its threshold, in words a user can act on.
+fn shortfall(
+    acquired: usize,
+    total: usize,
+    empty: usize,
+    quarantined: usize,
+    threshold: f64,
+    scenes_found: &std::collections::BTreeMap<String, usize>,
+) -> String {
+    let mut msg = format!(
+        "only {acquired} of {total} windows were acquired (threshold {:.0} %)",
+        threshold * 100.0
+    );
+    if empty > 0 {
+        msg.push_str(&format!(
+            "; {empty} hold no imagery (no scene covers them in the period, or every pixel is masked)"
+        ));
+    }
+    if quarantined > 0 {
+        msg.push_str(&format!("; {quarantined} quarantined (see their reasons)"));
+    }
+    let none: Vec<&str> = scenes_found
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(m, _)| m.as_str())
+        .collect();
+    if !none.is_empty() {
+        msg.push_str(&format!(
+            ". The catalogue has no {} scene for the area and dates: check the area, the dates and the catalogue's coverage",
+            none.join(" or ")
+        ));
+    }
+    msg
+}
+
+/// The partitions' month-by-month summaries merged: months, scenes used per month (the most any
+/// partition used), clear fraction per month (the mean over windows), and scenes found per modality.
+#[expect(clippy::type_complexity, reason = "four parts of one summary")]
+fn merge_parts(
+    parts: &[&Value],
+) -> (
+    Vec<String>,
+    std::collections::BTreeMap<String, Vec<u64>>,
+    std::collections::BTreeMap<String, Vec<f64>>,
+    std::collections::BTreeMap<String, usize>,
+) {
+    use std::collections::BTreeMap;
+    let months: Vec<String> = parts
+        .iter()
+        .find_map(|p| serde_json::from_value(p["months"].clone()).ok())
+        .unwrap_or_default();
+    let n = months.len();
+    let mut scenes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut clear: BTreeMap<String, (Vec<f64>, f64)> = BTreeMap::new();
+    let mut found: BTreeMap<String, usize> = BTreeMap::new();
+    for p in parts {
+        let windows =
+            p["windows"].as_f64().unwrap_or(0.0) - p["quarantined"].as_f64().unwrap_or(0.0);
+        if let Some(m) = p["scenes_per_month"].as_object() {
+            for (k, v) in m {
+                let e = scenes.entry(k.clone()).or_insert_with(|| vec![0; n]);
+                for (t, x) in v.as_array().into_iter().flatten().enumerate().take(n) {
+                    e[t] = e[t].max(x.as_u64().unwrap_or(0));
+                }
+            }
+        }
+        if let Some(m) = p["clear_fraction"].as_object() {
+            for (k, v) in m {
+                let e = clear
+                    .entry(k.clone())
+                    .or_insert_with(|| (vec![0.0; n], 0.0));
+                for (t, x) in v.as_array().into_iter().flatten().enumerate().take(n) {
+                    e.0[t] += x.as_f64().unwrap_or(0.0) * windows;
+                }
+                e.1 += windows;
+            }
+        }
+        if let Some(m) = p["scenes_found"].as_object() {
+            for (k, v) in m {
+                let e = found.entry(k.clone()).or_insert(0);
+                *e = (*e).max(usize::try_from(v.as_u64().unwrap_or(0)).unwrap_or(0));
+            }
+        }
+    }
+    let clear = clear
+        .into_iter()
+        .map(|(k, (sum, w))| {
+            (
+                k,
+                sum.iter()
+                    .map(|s| if w > 0.0 { s / w } else { 0.0 })
+                    .collect(),
+            )
+        })
+        .collect();
+    (months, scenes, clear, found)
 }

@@ -8,6 +8,7 @@ use super::permanent;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
+use groundwork_imagery::footprint::data_footprint;
 use groundwork_imagery::publish::warp_to_web_mercator;
 use groundwork_store::jobs;
 use groundwork_store::outputs::{self, NewOutput};
@@ -46,6 +47,23 @@ struct CombineOutput {
     model: Value,
     #[serde(default)]
     resolution: f64,
+}
+
+/// Hectares mapped per class of a class raster, keyed by the class's raster id.
+fn class_areas_ha(
+    path: &std::path::Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    let counts = groundwork_imagery::assessment::count_classes(path)?;
+    Ok(counts
+        .pixels
+        .iter()
+        .map(|(class, &n)| {
+            (
+                class.to_string(),
+                n as f64 * counts.pixel_area_m2 / 10_000.0,
+            )
+        })
+        .collect())
 }
 
 /// The `publish` kind.
@@ -106,12 +124,33 @@ impl Step for Publish {
                     .map_err(|e| StepError::Retryable(e.into()))?;
                 let categorical = raster.kind == "class";
                 let (src2, dst2) = (src.clone(), dst.clone());
-                let info = tokio::task::spawn_blocking(move || {
-                    warp_to_web_mercator(&src2, &dst2, categorical)
+                let (info, footprint, areas) = tokio::task::spawn_blocking(move || {
+                    let info = warp_to_web_mercator(&src2, &dst2, categorical)?;
+                    let footprint = data_footprint(&src2)?;
+                    let areas = if categorical {
+                        Some(class_areas_ha(&src2)?)
+                    } else {
+                        None
+                    };
+                    anyhow::Ok((info, footprint, areas))
                 })
                 .await
                 .map_err(|e| StepError::Retryable(e.into()))?
                 .map_err(permanent)?;
+                let Some(footprint) = footprint else {
+                    return Err(permanent(anyhow::anyhow!(
+                        "the {} raster has no valid pixel: nothing to publish",
+                        raster.kind
+                    )));
+                };
+                let mut stats = match &combined.stats {
+                    Value::Object(m) => m.clone(),
+                    _ => serde_json::Map::new(),
+                };
+                if let Some(areas) = areas {
+                    stats.insert("areas_ha".into(), json!(areas));
+                }
+                let stats = Value::Object(stats);
                 let web_key = format!(
                     "{}/{}-3857.tif",
                     ctx.keys()
@@ -139,13 +178,15 @@ impl Step for Publish {
                     width: i32::try_from(combined.width).unwrap_or_default(),
                     height: i32::try_from(combined.height).unwrap_or_default(),
                     bands: i32::try_from(raster.bands).unwrap_or_default(),
-                    bbox: info.bounds_wgs84,
+                    // The data's own outline and bounds, not the tile grid's extent.
+                    bbox: footprint.bbox,
                     bounds_3857: info.bounds_3857,
                     min_zoom: i16::from(info.min_zoom),
                     max_zoom: i16::from(info.max_zoom),
                     classes: combined.classes.clone(),
-                    stats: combined.stats.clone(),
+                    stats,
                     lineage: lineage.clone(),
+                    footprint: Some(footprint.geometry),
                 });
             }
             // The output rows commit together, fenced by the claim: an execution that lost its lease

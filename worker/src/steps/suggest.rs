@@ -481,8 +481,13 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
     let cancel = ctx.cancel.clone();
     let k = classes.len();
     let work = move || -> Result<Chosen, StepError> {
-        let (initialised_from, enc_cfg, sd, note) =
-            pretrained(model_dir.as_deref(), size, 0, &device);
+        let super::train::Pretrained {
+            from: initialised_from,
+            cfg: enc_cfg,
+            sd,
+            note,
+            ..
+        } = pretrained(model_dir.as_deref(), size, 0, &device);
         let cfg = TaskModelConfig {
             format: olmoearth::task::TASK_MODEL_FORMAT,
             encoder: enc_cfg,

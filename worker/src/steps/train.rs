@@ -192,13 +192,43 @@ pub(crate) fn class_ids(project_classes: &[ClassDef], examples: &[TrainingExampl
     }
 }
 
+/// The encoder weights a model starts from.
+pub(crate) struct Pretrained {
+    /// `olmoearth-v1-{size}` (a released checkpoint) or `random`.
+    pub from: String,
+    /// SHA-256 of the checkpoint file, when one was loaded.
+    pub sha256: Option<String>,
+    /// The encoder's configuration.
+    pub cfg: EncoderConfig,
+    /// Its weights.
+    pub sd: olmoearth::StateDict,
+    /// Why no checkpoint was used, when none was.
+    pub note: Option<String>,
+}
+
+/// SHA-256 of a file, read in blocks.
+fn file_sha256(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Some(hex(&h.finalize()))
+}
+
 /// Where the pretrained encoder comes from, and its state dict.
 pub(crate) fn pretrained(
     model_dir: Option<&Path>,
     size: ModelSize,
     seed: u64,
     device: &Device,
-) -> (String, EncoderConfig, olmoearth::StateDict, Option<String>) {
+) -> Pretrained {
     let tried: Vec<PathBuf> = model_dir
         .map(|root| vec![olmoearth::fetch::model_dir(root, size), root.to_path_buf()])
         .unwrap_or_default();
@@ -208,7 +238,13 @@ pub(crate) fn pretrained(
         };
         match files.load() {
             Ok((cfg, sd)) if cfg.size() == Some(size) => {
-                return (format!("olmoearth-v1-{}", size.name()), cfg, sd, None);
+                return Pretrained {
+                    from: format!("olmoearth-v1-{}", size.name()),
+                    sha256: file_sha256(&files.weights),
+                    cfg,
+                    sd,
+                    note: None,
+                };
             }
             Ok(_) => {}
             Err(e) => {
@@ -227,17 +263,19 @@ pub(crate) fn pretrained(
         None => "no model directory is configured (GROUNDWORK_MODEL_DIR); the encoder starts from random weights".to_string(),
     };
     // Seeded, so that the same labels and settings train the same model.
-    match olmoearth::checkpoint::seeded_state_dict(&cfg, seed, device) {
-        Ok(sd) => ("random".into(), cfg, sd, Some(note)),
+    let sd = match olmoearth::checkpoint::seeded_state_dict(&cfg, seed, device) {
+        Ok(sd) => sd,
         Err(e) => {
             tracing::warn!(error = %e, "random initialisation failed");
-            (
-                "random".into(),
-                cfg.clone(),
-                olmoearth::StateDict::from_tensors(Default::default()),
-                Some(note),
-            )
+            olmoearth::StateDict::from_tensors(Default::default())
         }
+    };
+    Pretrained {
+        from: "random".into(),
+        sha256: None,
+        cfg,
+        sd,
+        note: Some(note),
     }
 }
 
@@ -564,10 +602,15 @@ pub async fn train_on_examples(
     let model_dir = ctx.model_dir.clone();
     let dev = device.clone();
     let seed = opts.seed;
-    let (initialised_from, enc_cfg, sd, init_note) =
-        tokio::task::spawn_blocking(move || pretrained(model_dir.as_deref(), size, seed, &dev))
-            .await
-            .map_err(retryable)?;
+    let Pretrained {
+        from: initialised_from,
+        sha256: encoder_sha256,
+        cfg: enc_cfg,
+        sd,
+        note: init_note,
+    } = tokio::task::spawn_blocking(move || pretrained(model_dir.as_deref(), size, seed, &dev))
+        .await
+        .map_err(retryable)?;
     let modalities: Vec<Modality> = project.modalities.clone();
     let head = args.head.unwrap_or_else(|| task.default_head());
     let mut cfg = TaskModelConfig {
@@ -838,6 +881,7 @@ pub async fn train_on_examples(
             "weights_sha256": sha,
             "label_set_version": label_set_version,
             "initialised_from": initialised_from,
+            "encoder_sha256": encoder_sha256,
             "initialisation_note": init_note,
             "resumed_after_epoch": resumed_from,
             "acquisition_runs": acquisition_runs,

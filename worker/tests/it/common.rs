@@ -21,6 +21,8 @@ pub async fn project(pool: &PgPool, org: Uuid, name: &str) -> Uuid {
         model_size: ModelSize::Nano,
         patch_size: 4,
         window_size: 64,
+        license: "CC-BY-4.0".into(),
+        license_url: None,
     };
     projects::create(pool, org, &f)
         .await

@@ -129,6 +129,8 @@ async fn scene() -> Scene {
             model_size: ModelSize::Nano,
             patch_size: 4,
             window_size: i32::try_from(SIZE).unwrap(),
+            license: "CC-BY-4.0".into(),
+            license_url: None,
         },
     )
     .await

@@ -213,6 +213,8 @@ struct EvaluationPage {
     /// What makes the numbers less trustworthy (few test windows, classes without test samples, a
     /// model below the baseline).
     warnings: Vec<String>,
+    /// Where the encoder's weights came from.
+    provenance: super::Provenance,
 }
 
 /// A row of the candidates table.
@@ -352,6 +354,13 @@ pub async fn evaluation(
                 .map(|r| r.trust_warnings())
                 .unwrap_or_default(),
         },
+        provenance: super::Provenance::of_training(
+            models::trained_run(&state.pool, actor.org_id, project.id, Some(run_id))
+                .await
+                .map(|t| t.output)
+                .unwrap_or_default()
+                .as_object(),
+        ),
         evaluation,
         project,
     })

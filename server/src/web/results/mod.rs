@@ -4,11 +4,13 @@
 
 mod chart;
 mod evaluation;
+mod map_extras;
 mod output;
 
 pub use chart::Chart;
 pub use evaluation::evaluation;
-pub use output::output_map;
+pub(crate) use output::legend_and_ramp;
+pub use output::{LegendRow, Ramp, create_share, output_map, revoke_share};
 
 use super::error::PageResult;
 use super::when;
@@ -38,6 +40,64 @@ pub(super) fn num(v: Option<f64>) -> String {
         Some(v) if v.abs() >= 1000.0 => format!("{v:.0}"),
         Some(v) if v.abs() >= 100.0 => format!("{v:.1}"),
         Some(v) => format!("{v:.3}"),
+    }
+}
+
+/// Where a model's numbers come from: the encoder weights it started from, and the imagery it learnt
+/// from; shown prominently wherever its metrics or maps are.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// `OlmoEarth v1 Nano (released checkpoint, sha256 …)`, `random initialisation …` or `unknown`.
+    pub weights: String,
+    /// The encoder started from random weights: the numbers say nothing of OlmoEarth's pretraining.
+    pub random: bool,
+    /// Why no checkpoint was used, when the training said.
+    pub note: String,
+    /// The acquisitions whose imagery the model learnt from (their run ids), or empty.
+    pub imagery: String,
+}
+
+impl Provenance {
+    /// From a `train` step's output or an output's lineage (both carry `initialised_from`,
+    /// `encoder_sha256`, `initialisation_note` and `acquisition_runs`).
+    #[must_use]
+    pub fn of_training(fields: Option<&serde_json::Map<String, Value>>) -> Self {
+        let get = |k: &str| fields.and_then(|f| f.get(k));
+        let from = get("initialised_from").and_then(Value::as_str);
+        let sha = get("encoder_sha256").and_then(Value::as_str);
+        let random = from == Some("random");
+        let weights = match from {
+            Some("random") => {
+                "random initialisation: no released OlmoEarth checkpoint was used".to_string()
+            }
+            Some(name) => match sha {
+                Some(sha) => format!(
+                    "{name} (released checkpoint, sha256 {}…)",
+                    &sha[..sha.len().min(16)]
+                ),
+                None => format!("{name} (released checkpoint)"),
+            },
+            None => "not recorded".to_string(),
+        };
+        let imagery = get("acquisition_runs")
+            .and_then(Value::as_array)
+            .map(|runs| {
+                runs.iter()
+                    .filter_map(Value::as_str)
+                    .map(|r| format!("acquisition {}…", &r[r.len().saturating_sub(8)..]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        Self {
+            weights,
+            random,
+            note: get("initialisation_note")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            imagery,
+        }
     }
 }
 
@@ -79,8 +139,52 @@ pub struct Results {
     pub training: Vec<TrainingView>,
     /// Evaluation reports, newest first.
     pub evaluations: Vec<EvaluationRow>,
+    /// Trained models a prediction can use, newest first, the default marked.
+    pub models: Vec<ModelOption>,
     /// A refusal of the train or predict buttons.
     pub error: String,
+}
+
+/// A trained model in the predict form's choice.
+pub struct ModelOption {
+    /// The training run.
+    pub run_id: Uuid,
+    /// What the option says.
+    pub label: String,
+    /// Whether it is the default (best validation score).
+    pub best: bool,
+}
+
+impl From<service::ModelChoice> for ModelOption {
+    fn from(c: service::ModelChoice) -> Self {
+        let run = c.run_id.to_string();
+        let mut label = format!("Run {}…", &run[run.len() - 8..]);
+        if let Some(m) = &c.model {
+            let _ = write!(label, " · {m}");
+        }
+        if let Some(v) = c.val_metric {
+            let _ = write!(
+                label,
+                " · validation {} {}",
+                c.metric.as_deref().unwrap_or("score"),
+                num(Some(v))
+            );
+        }
+        if let Some(v) = c.label_set_version {
+            let _ = write!(label, " · labels v{v}");
+        }
+        if c.initialised_from.as_deref() == Some("random") {
+            label.push_str(" · random encoder weights");
+        }
+        if c.best {
+            label.push_str(" (best)");
+        }
+        Self {
+            run_id: c.run_id,
+            label,
+            best: c.best,
+        }
+    }
 }
 
 /// The headline of a report: `accuracy 0.850 (baseline 0.610)` or the regression errors.
@@ -141,10 +245,16 @@ pub async fn results(state: &AppState, actor: &Actor, project_id: Uuid) -> PageR
                 evaluation,
             })
             .collect();
+    let models = service::model_choices(state, actor, project_id)
+        .await?
+        .into_iter()
+        .map(ModelOption::from)
+        .collect();
     Ok(Results {
         outputs,
         training,
         evaluations,
+        models,
         error: String::new(),
     })
 }
@@ -206,14 +316,35 @@ pub async fn train(
     started(&state, &actor, id, result).await
 }
 
-/// `POST /projects/{id}/predict`: maps the project with its newest trained model (the same service function as the API).
+/// `POST /projects/{id}/predict`: maps the project with the chosen trained model (`run_id`), by default
+/// the one with the best validation score (the same service function as the API).
 pub async fn predict(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<Uuid>,
+    body: axum::body::Bytes,
 ) -> PageResult<Response> {
     actor.require(Role::Member)?;
-    let result =
-        service::start_prediction(&state, &actor, id, None, PredictRequest::default()).await;
+    let pairs = super::form_pairs(&body);
+    let run_id = match super::form_value(&pairs, "run_id").trim() {
+        "" => None,
+        v => match v.parse::<Uuid>() {
+            Ok(run) => Some(run),
+            Err(_) => {
+                return super::projects::with_results_error(
+                    &state,
+                    &actor,
+                    id,
+                    "model: choose one of the trained models".into(),
+                )
+                .await;
+            }
+        },
+    };
+    let request = PredictRequest {
+        run_id,
+        ..PredictRequest::default()
+    };
+    let result = service::start_prediction(&state, &actor, id, None, request).await;
     started(&state, &actor, id, result).await
 }

@@ -1,17 +1,23 @@
-//! The map of an output (`/outputs/{id}`): its legend or colour ramp and its lineage.
+//! The map of an output (`/outputs/{id}`): its legend or colour ramp and its lineage, and for members
+//! its read-only share links (make one, shown once; revoke).
 
 use super::{headline, num};
 use crate::api::AppState;
-use crate::api::auth::Actor;
+use crate::api::auth::{Actor, Role};
+use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::Path;
+use crate::service::shares::{self as service, CreateShare};
 use crate::web::error::PageResult;
-use crate::web::{Layout, Nav, when};
+use crate::web::{Layout, Nav, error_text, form_pairs, form_value, when};
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use groundwork_store::outputs::{self, Output};
 use groundwork_store::projects::{self, Project};
+use groundwork_store::shares::{self, ShareLink};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -60,8 +66,18 @@ struct OutputPage {
     ramp: Option<Ramp>,
     tif_url: String,
     geojson_url: String,
+    /// The offline package (GeoPackage) of a class map; empty for other outputs.
+    package_url: String,
     stac_url: String,
     lineage: Vec<Fact>,
+    /// Provenance, hectares per class, the project's outline and the outputs to compare with.
+    extras: super::map_extras::MapExtras,
+    /// The "Accuracy assessment" section (class maps only).
+    assessment: crate::web::assessments::AssessmentSection,
+    /// Whether the "Share" section is shown (members and above).
+    can_share: bool,
+    shares: Vec<ShareRow>,
+    share: ShareState,
 }
 
 /// Viridis at the stops the tile renderer uses, as a CSS gradient.
@@ -99,6 +115,10 @@ fn lineage_facts(lineage: &Value) -> Vec<Fact> {
     }
     if let Some(v) = lineage["label_set_version"].as_i64() {
         facts.push(fact("Label-set version", v.to_string()));
+    }
+    let imagery = super::Provenance::of_training(lineage.as_object()).imagery;
+    if !imagery.is_empty() {
+        facts.push(fact("Imagery", imagery));
     }
     let validation = &lineage["metrics"]["validation"];
     if let Some(model) = validation["chosen_description"].as_str() {
@@ -141,17 +161,11 @@ fn lineage_facts(lineage: &Value) -> Vec<Fact> {
     facts
 }
 
-/// `GET /outputs/{id}`: the output's tiles on a map with its legend, downloads and lineage.
-pub async fn output_map(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<Uuid>,
-) -> PageResult<impl IntoResponse> {
-    let output = outputs::get(&state.pool, actor.org_id, id).await?;
-    let project = projects::get(&state.pool, actor.org_id, output.project_id).await?;
+/// The legend of a class map (its classes), or the colour ramp of a probability or value map.
+pub(crate) fn legend_and_ramp(output: &Output) -> (Vec<LegendRow>, Option<Ramp>) {
     let classes: Vec<groundwork_imagery::publish::LegendClass> =
         serde_json::from_value(output.classes.clone()).unwrap_or_default();
-    let (legend, ramp) = match output.kind.as_str() {
+    match output.kind.as_str() {
         "class" => (
             classes
                 .iter()
@@ -186,12 +200,80 @@ pub async fn output_map(
                 css: RAMP_CSS,
             }),
         ),
+    }
+}
+
+/// A share link of the output as its "Share" section lists it.
+pub struct ShareRow {
+    /// The link.
+    pub link: ShareLink,
+    /// Created.
+    pub created: String,
+    /// Expiry, or `never`.
+    pub expires: String,
+}
+
+/// A share link just made: its address is shown in this answer only.
+pub struct CreatedShare {
+    /// The page anyone with the link opens.
+    pub url: String,
+    /// Its label.
+    pub label: String,
+}
+
+/// The "Share" section's state: the create form's values, its refusal, or the link just made.
+#[derive(Default)]
+pub struct ShareState {
+    /// Label typed.
+    pub label: String,
+    /// Expiry in days typed (blank: never).
+    pub days: String,
+    /// Why the form was refused.
+    pub error: String,
+    /// The link just made.
+    pub created: Option<CreatedShare>,
+}
+
+/// `GET /outputs/{id}`: the output's tiles on a map with its legend, downloads and lineage.
+pub async fn output_map(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> PageResult<impl IntoResponse> {
+    page(&state, &actor, id, ShareState::default()).await
+}
+
+async fn page(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    share: ShareState,
+) -> PageResult<OutputPage> {
+    let output = outputs::get(&state.pool, actor.org_id, id).await?;
+    let project = projects::get(&state.pool, actor.org_id, output.project_id).await?;
+    let (legend, ramp) = legend_and_ramp(&output);
+    let can_share = actor.role >= Role::Member;
+    let shares = if can_share {
+        shares::list(&state.pool, actor.org_id, id)
+            .await?
+            .into_iter()
+            .map(|link| ShareRow {
+                created: when(&link.created_at),
+                expires: link
+                    .expires_at
+                    .as_ref()
+                    .map_or_else(|| "never".into(), when),
+                link,
+            })
+            .collect()
+    } else {
+        Vec::new()
     };
     let [w, s, e, n] = output.bbox;
     Ok(OutputPage {
         layout: Layout::new(
-            &state,
-            &actor,
+            state,
+            actor,
             format!("Map · {}", project.name),
             Nav::Projects,
         )
@@ -207,9 +289,95 @@ pub async fn output_map(
         } else {
             String::new()
         },
+        package_url: if output.kind == "class" {
+            format!("/api/v1/outputs/{id}/package.gpkg")
+        } else {
+            String::new()
+        },
         stac_url: format!("/api/v1/projects/{}/stac/items/{id}", project.id),
         lineage: lineage_facts(&output.lineage),
+        extras: super::map_extras::map_extras(state, actor, &output, &project).await?,
+        assessment: crate::web::assessments::section(state, actor, &output).await?,
+        can_share,
+        shares,
+        share,
         output,
         project,
     })
+}
+
+/// `POST /outputs/{id}/shares` (members and above): makes a read-only share link through the same
+/// service function as the API; its address is shown in this answer only (201, never stored).
+pub async fn create_share(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult<Response> {
+    let pairs = form_pairs(&body);
+    let mut share = ShareState {
+        label: form_value(&pairs, "label"),
+        days: form_value(&pairs, "expires_in_days").trim().to_owned(),
+        ..ShareState::default()
+    };
+    let days = if share.days.is_empty() {
+        Ok(None)
+    } else {
+        share.days.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::validation(vec![FieldError {
+                field: "expires_in_days".into(),
+                message: "expiry: a whole number of days, or blank for none".into(),
+            }])
+        })
+    };
+    let root = crate::api::outputs::root_url(&headers);
+    let result = match days {
+        Ok(expires_in_days) => {
+            service::create(
+                &state,
+                &actor,
+                id,
+                CreateShare {
+                    label: Some(share.label.clone()),
+                    expires_in_days,
+                    expires_at: None,
+                },
+                &root,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(new) => {
+            let created = ShareState {
+                created: Some(CreatedShare {
+                    url: new.url,
+                    label: new.share_link.label,
+                }),
+                ..ShareState::default()
+            };
+            let p = page(&state, &actor, id, created).await?;
+            Ok(crate::hygiene::no_store(
+                (StatusCode::CREATED, p).into_response(),
+            ))
+        }
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            share.error = error_text(&e);
+            let p = page(&state, &actor, id, share).await?;
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, p).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /outputs/{id}/shares/{share_id}/revoke` (members and above): the link opens nothing from now on.
+pub async fn revoke_share(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, share_id)): Path<(Uuid, Uuid)>,
+) -> PageResult<Redirect> {
+    service::revoke(&state, &actor, id, share_id).await?;
+    Ok(Redirect::to(&format!("/outputs/{id}#share-{share_id}")))
 }
