@@ -2,8 +2,10 @@
 //! `geometry` and `bbox` (the data itself, not the extent of the tile grid it was warped onto).
 //!
 //! The valid-pixel mask is reduced to a grid of at most [`MAX_CELLS`] cells a side (a cell is valid
-//! when any of its pixels is, so the outline never cuts data off), polygonised by GDAL, simplified by
-//! one cell, densified so that long edges keep their shape when reprojected, and transformed.
+//! when any of its pixels is), polygonised by GDAL, simplified by half a cell (so the outline strays at
+//! most half a cell from the cells' edges), densified so that long edges keep their shape when
+//! reprojected, and transformed. The bbox is that of the cells before simplification: it holds every
+//! valid pixel.
 
 use std::path::Path;
 
@@ -88,8 +90,19 @@ pub fn data_footprint(path: &Path) -> Result<Option<Footprint>> {
     };
     let ct = crate::grid::transform(epsg, 4326)?;
     let mut polygons = Vec::new();
+    let mut corners: Vec<(f64, f64)> = Vec::new();
     for p in cells {
-        let p = p.simplify(1.0);
+        if let Some(r) = p.bounding_rect() {
+            for (x, y) in [
+                (r.min().x, r.min().y),
+                (r.max().x, r.min().y),
+                (r.max().x, r.max().y),
+                (r.min().x, r.max().y),
+            ] {
+                corners.push(to_crs(x, y));
+            }
+        }
+        let p = p.simplify(0.5);
         let ring = |r: &geo::LineString<f64>| -> Result<geo::LineString<f64>> {
             let pts: Vec<(f64, f64)> = r.coords().map(|c| to_crs(c.x, c.y)).collect();
             let dense = densify(&pts, DENSIFY_M);
@@ -103,9 +116,34 @@ pub fn data_footprint(path: &Path) -> Result<Option<Footprint>> {
         polygons.push(geo::Polygon::new(exterior, holes));
     }
     let multi = geo::MultiPolygon::new(polygons).orient(Direction::Default);
-    let rect = multi
-        .bounding_rect()
-        .ok_or_else(|| Error::InvalidRequest("the footprint is empty".into()))?;
+    // The bbox of the cells themselves (their rectangles' edges densified and reprojected), so that
+    // simplification never moves it inside the data.
+    let mut bbox = [
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    for quad in corners.chunks(4) {
+        let mut ring = quad.to_vec();
+        ring.push(quad[0]);
+        let (mut xs, mut ys): (Vec<f64>, Vec<f64>) = densify(&ring, DENSIFY_M).into_iter().unzip();
+        ct.transform_coords(&mut xs, &mut ys, &mut [])
+            .map_err(Error::gdal(
+                "transforming the footprint's bounds to EPSG:4326",
+            ))?;
+        for (x, y) in xs.into_iter().zip(ys) {
+            bbox = [
+                bbox[0].min(x),
+                bbox[1].min(y),
+                bbox[2].max(x),
+                bbox[3].max(y),
+            ];
+        }
+    }
+    if !bbox.iter().all(|v| v.is_finite()) {
+        return Err(Error::InvalidRequest("the footprint is empty".into()));
+    }
     let geometry = if multi.0.len() == 1 {
         geo::Geometry::Polygon(multi.0[0].clone())
     } else {
@@ -116,10 +154,7 @@ pub fn data_footprint(path: &Path) -> Result<Option<Footprint>> {
             what: "footprint GeoJSON".into(),
             reason: e.to_string(),
         })?;
-    Ok(Some(Footprint {
-        geometry,
-        bbox: [rect.min().x, rect.min().y, rect.max().x, rect.max().y],
-    }))
+    Ok(Some(Footprint { geometry, bbox }))
 }
 
 /// Points along a closed ring with no edge longer than `max` (the ring's first point repeats last).

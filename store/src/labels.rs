@@ -558,7 +558,7 @@ pub async fn majority_classes(
         .collect())
 }
 
-/// The windows sampling may pick (all but quarantined ones), with their majority class and every class
+/// The windows sampling may pick (all but quarantined and empty ones), with their majority class and every class
 /// labelled in them in the latest version.
 pub async fn split_cells(pool: &PgPool, project_id: Uuid) -> Result<Vec<GridCell>> {
     let mut classes = match resolve_version(pool, project_id, None).await? {
@@ -567,7 +567,7 @@ pub async fn split_cells(pool: &PgPool, project_id: Uuid) -> Result<Vec<GridCell
     };
     let rows: Vec<(String, i32, i64, i64)> = sqlx::query_as(
         "select id, epsg, grid_column, grid_row from project_window \
-         where project_id = $1 and status <> 'quarantined' order by id",
+         where project_id = $1 and status not in ('quarantined', 'empty') order by id",
     )
     .bind(project_id)
     .fetch_all(pool)

@@ -14,6 +14,10 @@ export function attachCompare(map, el, { createMap, basemap }) {
   let otherEl = null;
   let line = null;
   let syncing = false;
+  // MapLibre fires `load` once per map, and `loaded()` is false while tiles load: a choice made then
+  // waits for `load` only before it has fired.
+  let styleReady = false;
+  let pending = null;
   const view = (m) => ({ center: m.getCenter(), zoom: m.getZoom(), bearing: m.getBearing(), pitch: m.getPitch() });
   // Each map follows the other while a comparison is open.
   const fromBase = () => {
@@ -42,6 +46,8 @@ export function attachCompare(map, el, { createMap, basemap }) {
     other = null;
     otherEl = null;
     line = null;
+    styleReady = false;
+    pending = null;
     swipe.disabled = true;
     el.dataset.compare = '';
   };
@@ -87,11 +93,16 @@ export function attachCompare(map, el, { createMap, basemap }) {
       other = createMap(otherEl, basemap);
       other.jumpTo(view(map));
       other.on('move', fromOther);
+      other.once('load', () => {
+        styleReady = true;
+        if (pending) show(pending);
+        pending = null;
+      });
       swipe.disabled = false;
     }
     otherEl.setAttribute('aria-label', `Compared map: ${option.textContent}`);
-    if (other.loaded()) show(option);
-    else other.once('load', () => show(option));
+    if (styleReady) show(option);
+    else pending = option;
     place();
   });
   swipe.addEventListener('input', place);

@@ -166,8 +166,8 @@ test('a new user goes from an empty project to a published map without leaving t
   await page.waitForURL(/#run-/);
   await waitForRun(page, 'the second mapping', 300_000);
   await page.reload();
-  const first = await page.locator('ul.outputs a').first().getAttribute('href');
-  await page.goto(new URL(first, page.url()).href);
+  const newest = await page.locator('ul.outputs a').first().getAttribute('href');
+  await page.goto(new URL(newest, page.url()).href);
   await page.locator('#output-map').and(page.locator('[data-ready="true"]')).waitFor({ timeout: 30_000 });
   const compare = page.getByLabel('Compare with');
   assert.ok(await compare.count() > 0, 'the newer map offers the older one to compare with');

@@ -87,8 +87,10 @@ fn choice_of(t: &models::TrainedRun) -> ModelChoice {
 fn best_index(choices: &[ModelChoice]) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     for (i, c) in choices.iter().enumerate() {
+        // Errors (regression's RMSE and MAE) are better low; scores better high.
+        let lower_is_better = matches!(c.metric.as_deref(), Some("rmse" | "mae" | "loss"));
         if let Some(v) = c.val_metric
-            && best.is_none_or(|(_, b)| v > b)
+            && best.is_none_or(|(_, b)| if lower_is_better { v < b } else { v > b })
         {
             best = Some((i, v));
         }
@@ -379,10 +381,17 @@ pub async fn start_prediction(
         }
     };
     let out = &trained.output;
+    // The report's numbers, without where the model's files are kept.
     let evaluation = models::run_evaluation(&state.pool, actor.org_id, trained.run_id)
         .await
         .ok()
-        .map(|e| e.report);
+        .map(|e| {
+            let mut report = e.report;
+            if let Some(m) = report.as_object_mut() {
+                m.remove("model_key");
+            }
+            report
+        });
     let lineage = json!({
         "training_run_id": trained.run_id,
         "label_set_version": out.get("label_set_version"),
@@ -460,4 +469,43 @@ pub async fn list_evaluations(
     )
     .await?;
     Ok(Page::new(items, limit, |e| e.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ModelChoice, best_index};
+    use uuid::Uuid;
+
+    fn choice(metric: &str, v: Option<f64>) -> ModelChoice {
+        ModelChoice {
+            run_id: Uuid::now_v7(),
+            metric: Some(metric.into()),
+            val_metric: v,
+            model: None,
+            label_set_version: None,
+            initialised_from: None,
+            best: false,
+        }
+    }
+
+    #[test]
+    fn the_best_model_is_the_highest_score_or_the_lowest_error() {
+        let scores = [
+            choice("macro_f1", Some(0.6)),
+            choice("macro_f1", Some(0.9)),
+            choice("macro_f1", None),
+        ];
+        assert_eq!(best_index(&scores), Some(1));
+        let errors = [
+            choice("rmse", Some(3.0)),
+            choice("rmse", Some(1.5)),
+            choice("rmse", Some(2.0)),
+        ];
+        assert_eq!(best_index(&errors), Some(1), "RMSE is better low");
+        // Equal scores: the first listed (the newest) wins; no score at all: the newest.
+        let equal = [choice("macro_f1", Some(0.7)), choice("macro_f1", Some(0.7))];
+        assert_eq!(best_index(&equal), Some(0));
+        assert_eq!(best_index(&[choice("macro_f1", None)]), Some(0));
+        assert_eq!(best_index(&[]), None);
+    }
 }

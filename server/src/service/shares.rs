@@ -176,6 +176,7 @@ pub async fn shared_output(state: &AppState, secret: &str) -> ApiResult<Value> {
     let s = resolve(state, secret).await?;
     let routes = DataRoutes::Shared(secret);
     let mut v = out::get_output_for_org(state, s.org_id, s.output_id, routes).await?;
+    scrub_object_keys(&mut v);
     if let Some(m) = v.as_object_mut() {
         for internal in ["org_id", "utm_key", "web_key"] {
             m.remove(internal);
@@ -245,6 +246,7 @@ pub async fn shared_stac_item(state: &AppState, secret: &str, root: &str) -> Api
 /// (STAC allows it only beside a `collection` link).
 #[must_use]
 pub fn share_stac_item(mut item: Value, root: &str, output_id: Uuid, secret: &str) -> Value {
+    scrub_object_keys(&mut item);
     let private = format!("{root}/api/v1/outputs/{output_id}/");
     let shared = format!("{root}/api/v1/shared/{secret}/");
     rewrite_prefix(&mut item, &private, &shared);
@@ -272,6 +274,23 @@ pub fn share_stac_item(mut item: Value, root: &str, output_id: Uuid, secret: &st
     item
 }
 
+/// Removes, at any depth, every field whose value is an object-store key (`orgs/{org}/…`): the lineage
+/// of older outputs carries model keys inside its metrics, which name the organisation and the store's
+/// layout to whoever holds a share link.
+fn scrub_object_keys(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.as_str().is_some_and(|s| s.starts_with("orgs/")));
+            m.values_mut().for_each(scrub_object_keys);
+        }
+        Value::Array(a) => {
+            a.retain(|x| !x.as_str().is_some_and(|s| s.starts_with("orgs/")));
+            a.iter_mut().for_each(scrub_object_keys);
+        }
+        _ => {}
+    }
+}
+
 /// Replaces the leading `from` of every string in `v` by `to`.
 fn rewrite_prefix(v: &mut Value, from: &str, to: &str) {
     match v {
@@ -289,6 +308,21 @@ fn rewrite_prefix(v: &mut Value, from: &str, to: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_keys_are_scrubbed_at_any_depth() {
+        let mut v = json!({
+            "lineage": {"metrics": {"test": {"model_key": "orgs/1/projects/2/runs/3/model/model.json",
+                                              "accuracy": 0.9, "per_class": [{"f1": 0.8}]}},
+                        "input_scenes": ["S2B_1", "orgs/1/x"]},
+            "kind": "class",
+        });
+        scrub_object_keys(&mut v);
+        assert!(!v.to_string().contains("orgs/"), "{v}");
+        assert_eq!(v["lineage"]["metrics"]["test"]["accuracy"], 0.9);
+        assert_eq!(v["lineage"]["input_scenes"], json!(["S2B_1"]));
+        assert_eq!(v["kind"], "class");
+    }
 
     #[test]
     fn expiry_is_days_or_a_moment_never_both_and_never_past() {

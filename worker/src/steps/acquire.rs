@@ -198,10 +198,25 @@ impl Step for Acquire {
                 .iter()
                 .map(|b| b.start.format("%Y-%m").to_string())
                 .collect();
+            // The scenes each month used, by id, so that the summary counts them across partitions.
+            let mut scene_ids: std::collections::BTreeMap<
+                &str,
+                Vec<std::collections::BTreeSet<&str>>,
+            > = std::collections::BTreeMap::new();
+            for w in &report.windows {
+                for (m, bins) in &w.scenes {
+                    let e = scene_ids
+                        .entry(m.as_str())
+                        .or_insert_with(|| vec![Default::default(); months.len()]);
+                    for (t, ids) in bins.iter().enumerate().take(months.len()) {
+                        e[t].extend(ids.iter().map(String::as_str));
+                    }
+                }
+            }
             let output = json!({
                 "windows": report.total, "succeeded": report.succeeded, "quarantined": report.quarantined,
                 "empty": report.empty, "bytes_read": report.bytes_read, "scenes_found": report.scenes_found,
-                "months": months, "scenes_per_month": report.scenes_per_bin,
+                "months": months, "scenes_per_month": report.scenes_per_bin, "scene_ids_per_month": scene_ids,
                 "clear_fraction": report.clear_per_bin, "seconds": report.elapsed_s,
             });
             if count == 1 && !report.success {
@@ -268,8 +283,8 @@ impl Step for AcquireSummary {
             } else {
                 c.acquired as f64 / c.total as f64
             };
-            // What the partitions found, month by month: the scenes used (the most any partition
-            // used: they share the catalogue search) and the clear fraction (weighted by windows).
+            // What the partitions found, month by month: the distinct scenes used and the clear
+            // fraction (weighted by windows).
             let run = jobs::get_run(&ctx.pool, ctx.org_id, ctx.run_id)
                 .await
                 .map_err(|e| StepError::Retryable(e.into()))?;
@@ -339,8 +354,9 @@ fn shortfall(
     msg
 }
 
-/// The partitions' month-by-month summaries merged: months, scenes used per month (the most any
-/// partition used), clear fraction per month (the mean over windows), and scenes found per modality.
+/// The partitions' month-by-month summaries merged: months, distinct scenes used per month, clear
+/// fraction per month (the mean over windows), and scenes found per modality (the catalogue search is
+/// the same for every partition: the most any found).
 #[expect(clippy::type_complexity, reason = "four parts of one summary")]
 fn merge_parts(
     parts: &[&Value],
@@ -356,17 +372,25 @@ fn merge_parts(
         .find_map(|p| serde_json::from_value(p["months"].clone()).ok())
         .unwrap_or_default();
     let n = months.len();
-    let mut scenes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut scenes: BTreeMap<String, Vec<std::collections::BTreeSet<String>>> = BTreeMap::new();
     let mut clear: BTreeMap<String, (Vec<f64>, f64)> = BTreeMap::new();
     let mut found: BTreeMap<String, usize> = BTreeMap::new();
     for p in parts {
         let windows =
             p["windows"].as_f64().unwrap_or(0.0) - p["quarantined"].as_f64().unwrap_or(0.0);
-        if let Some(m) = p["scenes_per_month"].as_object() {
+        if let Some(m) = p["scene_ids_per_month"].as_object() {
             for (k, v) in m {
-                let e = scenes.entry(k.clone()).or_insert_with(|| vec![0; n]);
-                for (t, x) in v.as_array().into_iter().flatten().enumerate().take(n) {
-                    e[t] = e[t].max(x.as_u64().unwrap_or(0));
+                let e = scenes
+                    .entry(k.clone())
+                    .or_insert_with(|| vec![Default::default(); n]);
+                for (t, ids) in v.as_array().into_iter().flatten().enumerate().take(n) {
+                    e[t].extend(
+                        ids.as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned),
+                    );
                 }
             }
         }
@@ -398,6 +422,10 @@ fn merge_parts(
                     .collect(),
             )
         })
+        .collect();
+    let scenes = scenes
+        .into_iter()
+        .map(|(k, bins)| (k, bins.iter().map(|b| b.len() as u64).collect()))
         .collect();
     (months, scenes, clear, found)
 }

@@ -196,8 +196,8 @@ pub(crate) fn class_ids(project_classes: &[ClassDef], examples: &[TrainingExampl
 pub(crate) struct Pretrained {
     /// `olmoearth-v1-{size}` (a released checkpoint) or `random`.
     pub from: String,
-    /// SHA-256 of the checkpoint file, when one was loaded.
-    pub sha256: Option<String>,
+    /// The checkpoint file, when one was loaded (its SHA-256 goes into a trained model's lineage).
+    pub weights: Option<PathBuf>,
     /// The encoder's configuration.
     pub cfg: EncoderConfig,
     /// Its weights.
@@ -240,7 +240,7 @@ pub(crate) fn pretrained(
             Ok((cfg, sd)) if cfg.size() == Some(size) => {
                 return Pretrained {
                     from: format!("olmoearth-v1-{}", size.name()),
-                    sha256: file_sha256(&files.weights),
+                    weights: Some(files.weights.clone()),
                     cfg,
                     sd,
                     note: None,
@@ -272,7 +272,7 @@ pub(crate) fn pretrained(
     };
     Pretrained {
         from: "random".into(),
-        sha256: None,
+        weights: None,
         cfg,
         sd,
         note: Some(note),
@@ -602,15 +602,22 @@ pub async fn train_on_examples(
     let model_dir = ctx.model_dir.clone();
     let dev = device.clone();
     let seed = opts.seed;
-    let Pretrained {
-        from: initialised_from,
-        sha256: encoder_sha256,
-        cfg: enc_cfg,
-        sd,
-        note: init_note,
-    } = tokio::task::spawn_blocking(move || pretrained(model_dir.as_deref(), size, seed, &dev))
-        .await
-        .map_err(retryable)?;
+    let (
+        Pretrained {
+            from: initialised_from,
+            weights: _,
+            cfg: enc_cfg,
+            sd,
+            note: init_note,
+        },
+        encoder_sha256,
+    ) = tokio::task::spawn_blocking(move || {
+        let p = pretrained(model_dir.as_deref(), size, seed, &dev);
+        let sha = p.weights.as_deref().and_then(file_sha256);
+        (p, sha)
+    })
+    .await
+    .map_err(retryable)?;
     let modalities: Vec<Modality> = project.modalities.clone();
     let head = args.head.unwrap_or_else(|| task.default_head());
     let mut cfg = TaskModelConfig {
