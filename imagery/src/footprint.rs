@@ -202,25 +202,9 @@ fn polygonize_grid(grid: &[u8], gw: usize, gh: usize) -> Result<Vec<geo::Polygon
     gdal::vector::FieldDefn::new("valid", gdal_sys::OGRFieldType::OFTInteger)
         .and_then(|f| f.add_to_layer(&layer))
         .map_err(Error::gdal("adding the footprint field"))?;
-    // SAFETY: the band and layer handles are valid for the duration of the call; the band is its own
-    // mask (zero cells are left out); GDAL only reads the band and appends features to the layer.
-    #[expect(unsafe_code, reason = "GDALPolygonize has no safe wrapper")]
-    let rc = unsafe {
-        gdal_sys::GDALPolygonize(
-            band.c_rasterband(),
-            band.c_rasterband(),
-            layer.c_layer(),
-            0,
-            std::ptr::null_mut(),
-            None,
-            std::ptr::null_mut(),
-        )
-    };
-    if rc != gdal_sys::CPLErr::CE_None {
-        return Err(Error::InvalidRequest(
-            "GDAL could not outline the data".into(),
-        ));
-    }
+    // The band is its own mask: zero cells are left out.
+    crate::publish::polygonize(&band, &band, &layer)
+        .map_err(|()| Error::InvalidRequest("GDAL could not outline the data".into()))?;
     let mut out = Vec::new();
     for feature in layer.features() {
         let Some(geom) = feature.geometry() else {

@@ -276,6 +276,34 @@ fn orient_rfc7946(geometry: serde_json::Value) -> Result<serde_json::Value> {
     serde_json::to_value(geojson::Geometry::from(&oriented)).map_err(|e| encode(&e))
 }
 
+/// GDAL's polygonize: one feature per connected region of equal values of `band` where `mask` is not
+/// zero, appended to `layer` with the value in its first field.
+pub(crate) fn polygonize(
+    band: &gdal::raster::RasterBand<'_>,
+    mask: &gdal::raster::RasterBand<'_>,
+    layer: &gdal::vector::Layer<'_>,
+) -> std::result::Result<(), ()> {
+    // SAFETY: the band, mask and layer handles are valid for the duration of the call; GDAL only
+    // reads the bands and appends features to the layer.
+    #[expect(unsafe_code, reason = "GDALPolygonize has no safe wrapper")]
+    let rc = unsafe {
+        gdal_sys::GDALPolygonize(
+            band.c_rasterband(),
+            mask.c_rasterband(),
+            layer.c_layer(),
+            0,
+            std::ptr::null_mut(),
+            None,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc == gdal_sys::CPLErr::CE_None {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
 /// The class map as a GeoJSON FeatureCollection in EPSG:4326: one polygon feature per connected
 /// region of one class (GDAL Polygonize), with properties `class` (raster id) and `name`; rings are
 /// oriented as RFC 7946 asks (exterior counter-clockwise, holes clockwise).
@@ -304,26 +332,9 @@ pub fn polygonize_classes(path: &Path, legend: &[LegendClass]) -> Result<serde_j
     let mask = band
         .open_mask_band()
         .map_err(Error::gdal("opening the nodata mask"))?;
-    // SAFETY: the band, mask and layer handles are valid for the duration of the call; GDAL only
-    // reads the bands and appends features to the layer.
-    #[expect(unsafe_code, reason = "GDALPolygonize has no safe wrapper")]
-    let rc = unsafe {
-        gdal_sys::GDALPolygonize(
-            band.c_rasterband(),
-            mask.c_rasterband(),
-            layer.c_layer(),
-            0,
-            std::ptr::null_mut(),
-            None,
-            std::ptr::null_mut(),
-        )
-    };
-    if rc != gdal_sys::CPLErr::CE_None {
-        return Err(Error::InvalidRequest(format!(
-            "GDAL could not polygonize {}",
-            path.display()
-        )));
-    }
+    polygonize(&band, &mask, &layer).map_err(|_| {
+        Error::InvalidRequest(format!("GDAL could not polygonize {}", path.display()))
+    })?;
     let wgs84 = crate::grid::srs(4326)?;
     let mut features = Vec::new();
     for feature in layer.features() {

@@ -1,7 +1,7 @@
 // Shared set-up of the browser tests: each test starts its own `groundwork serve` (the debug binary cargo
 // built) on a free port with its own data folder and database, and drives Debian's Chromium through
 // playwright-core. Nothing is downloaded and no page reaches the internet.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import net from 'node:net';
@@ -241,4 +241,37 @@ export async function eventually(fn, { timeout = 15_000, interval = 100, what = 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
     await new Promise((r) => setTimeout(r, interval));
   }
+}
+
+/**
+ * Runs `groundwork demo --exit` (reduced: a 256 px scene, `epochs` epochs) on the server's database
+ * and objects, without a model folder (random encoder weights); resolves to its JSON summary.
+ */
+export function runDemo(server, { epochs = 2 } = {}) {
+  const models = mkdtempSync(path.join(tmpdir(), 'gw-no-models-'));
+  const env = {
+    ...process.env,
+    DATABASE_URL: server.databaseUrl,
+    GROUNDWORK_DEMO_DIR: server.dir,
+    GROUNDWORK_MODEL_DIR: models,
+    RUST_LOG: 'warn',
+  };
+  delete env.GROUNDWORK_BASEMAP_URL;
+  const args = ['demo', '--exit', '--bind', '127.0.0.1:0', '--scene-px', '256', '--epochs', String(epochs),
+    '--labels-per-class', '60', '--patch-size', '8', '--offline'];
+  return new Promise((resolve, reject) => {
+    execFile(BIN, args, { env, maxBuffer: 64 * 1024 * 1024, timeout: 20 * 60_000 }, (err, stdout, stderr) => {
+      rmSync(models, { recursive: true, force: true });
+      if (err) {
+        reject(new Error(`groundwork demo failed: ${err.message}\n${stderr}`));
+        return;
+      }
+      const last = stdout.trim().split('\n').pop();
+      try {
+        resolve(JSON.parse(last));
+      } catch (e) {
+        reject(new Error(`the demo's last line is not JSON (${e.message}): ${last}\n${stderr}`));
+      }
+    });
+  });
 }

@@ -3,48 +3,15 @@
 // demo organisation opens the output's map, the project's training curve and the evaluation report.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { BIN, admin, eventually, openPage, signIn, startServer } from './helpers.js';
+import { admin, eventually, openPage, runDemo, signIn, startServer } from './helpers.js';
 
 const EPOCHS = 2;
 
-/** Runs `groundwork demo --exit` (reduced) on the server's database and objects; its JSON summary. */
-function runDemo(server) {
-  const models = mkdtempSync(path.join(tmpdir(), 'gw-no-models-'));
-  const env = {
-    ...process.env,
-    DATABASE_URL: server.databaseUrl,
-    GROUNDWORK_DEMO_DIR: server.dir,
-    GROUNDWORK_MODEL_DIR: models,
-    RUST_LOG: 'warn',
-  };
-  delete env.GROUNDWORK_BASEMAP_URL;
-  const args = ['demo', '--exit', '--bind', '127.0.0.1:0', '--scene-px', '256', '--epochs', String(EPOCHS),
-    '--labels-per-class', '60', '--patch-size', '8', '--offline'];
-  return new Promise((resolve, reject) => {
-    execFile(BIN, args, { env, maxBuffer: 64 * 1024 * 1024, timeout: 20 * 60_000 }, (err, stdout, stderr) => {
-      rmSync(models, { recursive: true, force: true });
-      if (err) {
-        reject(new Error(`groundwork demo failed: ${err.message}\n${stderr}`));
-        return;
-      }
-      const last = stdout.trim().split('\n').pop();
-      try {
-        resolve(JSON.parse(last));
-      } catch (e) {
-        reject(new Error(`the demo's last line is not JSON (${e.message}): ${last}\n${stderr}`));
-      }
-    });
-  });
-}
 
 test('a viewer sees the map with legend, tiles and opacity, the training curve and the confusion matrix', async (t) => {
   // No worker of the test server competes with the demo's own for its steps.
   const server = await startServer(t, { localWorkers: 0 });
-  const summary = await runDemo(server);
+  const summary = await runDemo(server, { epochs: EPOCHS });
   const outputId = new URL(summary.map_url).pathname.split('/').pop();
   assert.match(outputId, /^[0-9a-f-]{36}$/);
 

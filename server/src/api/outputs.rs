@@ -106,29 +106,38 @@ pub async fn tile(
     Query(q): Query<TileQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let bad = |m: String| ApiError::new(ErrorCode::InvalidTile, m);
-    let y: u32 = y
-        .strip_suffix(".png")
-        .and_then(|y| y.parse().ok())
-        .ok_or_else(|| bad("a tile address ends in {y}.png".into()))?;
+    let y = tile_row(&y)?;
     let png = service::tile_png(&state, &actor, id, (z, x, y), q.band).await?;
-    let tag = etag(&png);
     let mut h = HeaderMap::new();
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=3600"),
     );
+    Ok(png_response(png, &headers, h))
+}
+
+/// The `{y}` of a tile address, which ends in `.png`.
+pub(crate) fn tile_row(y: &str) -> ApiResult<u32> {
+    y.strip_suffix(".png")
+        .and_then(|y| y.parse().ok())
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidTile, "a tile address ends in {y}.png"))
+}
+
+/// A PNG tile with its ETag, or 304 when the request's `If-None-Match` names it; `h` holds the other
+/// headers (caching).
+pub(crate) fn png_response(png: Vec<u8>, request: &HeaderMap, mut h: HeaderMap) -> Response {
+    let tag = etag(&png);
     if let Ok(v) = HeaderValue::from_str(&tag) {
         h.insert(header::ETAG, v);
     }
-    if not_modified(&headers, &tag) {
-        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+    if not_modified(request, &tag) {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
     }
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
-    Ok((StatusCode::OK, h, png).into_response())
+    (StatusCode::OK, h, png).into_response()
 }
 
-fn attachment(name: &str) -> HeaderValue {
+pub(crate) fn attachment(name: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
         .unwrap_or(HeaderValue::from_static("attachment"))
 }

@@ -11,9 +11,9 @@
 use super::AppState;
 use super::accounts::Items;
 use super::auth::Actor;
-use super::error::{ApiError, ApiResult, ErrorCode};
+use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
-use super::outputs::{TileQuery, etag, not_modified, root_url};
+use super::outputs::{TileQuery, attachment, root_url};
 use crate::service::shares as service;
 pub use crate::service::shares::{CreateShare, NewShare, SHARED_MAX_AGE_SECS};
 use axum::extract::{Request, State};
@@ -102,27 +102,14 @@ pub async fn shared_tile(
     Query(q): Query<TileQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let y: u32 = y
-        .strip_suffix(".png")
-        .and_then(|y| y.parse().ok())
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidTile, "a tile address ends in {y}.png"))?;
+    let y = super::outputs::tile_row(&y)?;
     // The link is checked before any validator is compared: a revoked link answers 404, not 304.
     let png = service::shared_tile(&state, &secret, (z, x, y), q.band).await?;
-    let tag = etag(&png);
-    let mut h = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&tag) {
-        h.insert(header::ETAG, v);
-    }
-    if not_modified(&headers, &tag) {
-        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
-    }
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
-    Ok((StatusCode::OK, h, png).into_response())
-}
-
-fn attachment(name: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-        .unwrap_or(HeaderValue::from_static("attachment"))
+    Ok(super::outputs::png_response(
+        png,
+        &headers,
+        HeaderMap::new(),
+    ))
 }
 
 /// The shared output's COG in its UTM CRS (no account needed). Answers range requests
