@@ -98,6 +98,8 @@ pub struct HttpContext {
     pub(crate) checks: CheckCache,
     /// Where each asset URL ends up after its redirects (see [`HttpContext::asset_location`]).
     locations: tokio::sync::Mutex<HashMap<String, String>>,
+    /// Hosts found to ignore range requests, with the refusal their assets get without a request.
+    no_ranges: Mutex<HashMap<String, String>>,
     hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
     pub(crate) tokens: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
 }
@@ -128,6 +130,7 @@ impl HttpContext {
             policy,
             checks: CheckCache::default(),
             locations: tokio::sync::Mutex::new(HashMap::new()),
+            no_ranges: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
             tokens: tokio::sync::Mutex::new(HashMap::new()),
         })
@@ -231,6 +234,14 @@ impl HttpContext {
         if let Some(known) = self.locations.lock().await.get(href) {
             return Ok(known.clone());
         }
+        let refused = self
+            .no_ranges
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&host_of(href)).cloned());
+        if let Some(reason) = refused {
+            return Err(Attempt::Permanent(reason));
+        }
         let resp = self
             .client
             .get(href)
@@ -240,6 +251,19 @@ impl HttpContext {
             .map_err(|e| classify_reqwest(&e))?;
         if !resp.status().is_success() {
             return Err(classify_response(&resp));
+        }
+        // A host that ignores range requests answers the one-byte probe with the whole file: every
+        // read of it would download whole files, so it is refused at once, naming the host.
+        if resp.status() == reqwest::StatusCode::OK && resp.content_length().is_none_or(|n| n > 1) {
+            let host = host_of(resp.url().as_str());
+            let reason = format!(
+                "{host} ignores HTTP range requests (it answered `Range: bytes=0-0` with the whole file); \
+                 COGs are read by ranges: serve them from a host that supports range requests"
+            );
+            if let Ok(mut m) = self.no_ranges.lock() {
+                m.insert(host_of(href), reason.clone());
+            }
+            return Err(Attempt::Permanent(reason));
         }
         let location = resp.url().to_string();
         drop(resp);

@@ -62,6 +62,8 @@ struct Files {
     search_failures: Arc<AtomicUsize>,
     /// Requests (to `throttle_path`) still to be stalled for 3 s before they are answered.
     stall: Arc<AtomicUsize>,
+    /// Answer as a simple static server that ignores `Range` (200 with the whole file).
+    ignore_ranges: bool,
 }
 
 async fn search_mw(State(f): State<Files>, req: Request, next: Next) -> Response {
@@ -75,8 +77,11 @@ async fn search_mw(State(f): State<Files>, req: Request, next: Next) -> Response
     next.run(req).await
 }
 
-async fn files_mw(State(f): State<Files>, req: Request, next: Next) -> Response {
+async fn files_mw(State(f): State<Files>, mut req: Request, next: Next) -> Response {
     f.hits.fetch_add(1, Ordering::SeqCst);
+    if f.ignore_ranges {
+        req.headers_mut().remove(axum::http::header::RANGE);
+    }
     if !f.delay.is_zero() {
         tokio::time::sleep(f.delay).await;
     }
@@ -1006,6 +1011,36 @@ async fn a_scene_with_an_unreadable_asset_is_skipped_and_the_window_uses_the_oth
         (at(&t, 10, 10, 0, 0) - 1500.0).abs() < 0.01,
         "{}",
         at(&t, 10, 10, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_that_ignores_range_requests_is_named_at_once_not_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files {
+        ignore_ranges: true,
+        ..Files::default()
+    };
+    let (root, windows) = two_scene_setup(dir.path(), files.clone(), false).await;
+    let mut req = june_request(Source::Api(root.clone()), loopback_allowed());
+    quick_retry(&mut req);
+    req.read_concurrency = 2;
+    req.window_concurrency = 1;
+    let (report, _) = run(&windows[..2], &req).await;
+    let host = root.trim_start_matches("http://");
+    for o in &report.windows {
+        assert_eq!(o.status, WindowStatus::Quarantined, "{o:#?}");
+        let reason = o.reason.as_deref().unwrap();
+        assert!(
+            reason.contains(&format!("{host} ignores HTTP range requests")),
+            "{reason}"
+        );
+    }
+    // Refused on the one-byte probe, not retried: a handful of requests, no whole-file reads by GDAL.
+    assert!(
+        files.hits.load(Ordering::SeqCst) <= 12,
+        "{} requests",
+        files.hits.load(Ordering::SeqCst)
     );
 }
 
