@@ -204,6 +204,23 @@ pub async fn retire_unplanned(pool: &PgPool, project_id: Uuid, planned: &[String
     .rows_affected())
 }
 
+/// The reason most of the project's windows of `status` give, with how many give it.
+pub async fn most_common_reason(
+    pool: &PgPool,
+    project_id: Uuid,
+    status: &str,
+) -> Result<Option<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "select reason, count(*) from project_window \
+         where project_id = $1 and status = $2 and reason is not null \
+         group by reason order by count(*) desc, reason limit 1",
+    )
+    .bind(project_id)
+    .bind(status)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// Counts by status.
 pub async fn counts(pool: &PgPool, project_id: Uuid) -> Result<Counts> {
     Ok(sqlx::query_as(

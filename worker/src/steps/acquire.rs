@@ -220,15 +220,21 @@ impl Step for Acquire {
                 "clear_fraction": report.clear_per_bin, "seconds": report.elapsed_s,
             });
             if count == 1 && !report.success {
+                let common = windows::most_common_reason(&ctx.pool, project.id, "quarantined")
+                    .await
+                    .map_err(|e| StepError::Retryable(e.into()))?;
                 return Err(permanent(anyhow::anyhow!(
                     "{}",
                     shortfall(
-                        report.succeeded,
-                        report.total,
-                        report.empty,
-                        report.quarantined,
+                        (
+                            report.succeeded,
+                            report.total,
+                            report.empty,
+                            report.quarantined
+                        ),
                         args.success_threshold,
-                        &report.scenes_found
+                        &report.scenes_found,
+                        common.as_ref(),
                     )
                 )));
             }
@@ -299,15 +305,17 @@ impl Step for AcquireSummary {
                 "empty": c.empty, "pending": c.pending, "months": months, "scenes_found": scenes_found,
                 "scenes_per_month": scenes_per_month, "clear_fraction": clear_fraction});
             if fraction < args.success_threshold {
+                let common = windows::most_common_reason(&ctx.pool, ctx.project_id, "quarantined")
+                    .await
+                    .map_err(|e| StepError::Retryable(e.into()))?;
+                let n = |v: i64| usize::try_from(v).unwrap_or(0);
                 return Err(permanent(anyhow::anyhow!(
                     "{}",
                     shortfall(
-                        usize::try_from(c.acquired).unwrap_or(0),
-                        usize::try_from(c.total).unwrap_or(0),
-                        usize::try_from(c.empty).unwrap_or(0),
-                        usize::try_from(c.quarantined).unwrap_or(0),
+                        (n(c.acquired), n(c.total), n(c.empty), n(c.quarantined)),
                         args.success_threshold,
                         &scenes_found,
+                        common.as_ref(),
                     )
                 )));
             }
@@ -321,12 +329,10 @@ impl Step for AcquireSummary {
 
 /// Why an acquisition did not reach its threshold, in words a user can act on.
 fn shortfall(
-    acquired: usize,
-    total: usize,
-    empty: usize,
-    quarantined: usize,
+    (acquired, total, empty, quarantined): (usize, usize, usize, usize),
     threshold: f64,
     scenes_found: &std::collections::BTreeMap<String, usize>,
+    common_reason: Option<&(String, i64)>,
 ) -> String {
     let mut msg = format!(
         "only {acquired} of {total} windows were acquired (threshold {:.0} %)",
@@ -338,7 +344,11 @@ fn shortfall(
         ));
     }
     if quarantined > 0 {
-        msg.push_str(&format!("; {quarantined} quarantined (see their reasons)"));
+        msg.push_str(&format!("; {quarantined} quarantined"));
+        match common_reason {
+            Some((reason, n)) => msg.push_str(&format!(", {n} of them because: {reason}")),
+            None => msg.push_str(" (see their reasons)"),
+        }
     }
     let none: Vec<&str> = scenes_found
         .iter()
@@ -428,4 +438,45 @@ fn merge_parts(
         .map(|(k, bins)| (k, bins.iter().map(|b| b.len() as u64).collect()))
         .collect();
     (months, scenes, clear, found)
+}
+
+#[cfg(test)]
+mod shortfall_tests {
+    use super::shortfall;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_shortfall_says_what_held_the_windows_back() {
+        let found: BTreeMap<String, usize> = [
+            ("sentinel2_l2a".to_string(), 0),
+            ("sentinel1".to_string(), 3),
+        ]
+        .into();
+        let reason = (
+            "files.example.org ignores HTTP range requests".to_string(),
+            4,
+        );
+        let msg = shortfall((1, 9, 3, 5), 0.9, &found, Some(&reason));
+        assert!(
+            msg.starts_with("only 1 of 9 windows were acquired (threshold 90 %)"),
+            "{msg}"
+        );
+        assert!(msg.contains("; 3 hold no imagery"), "{msg}");
+        assert!(
+            msg.contains(
+                "; 5 quarantined, 4 of them because: files.example.org ignores HTTP range requests"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("no sentinel2_l2a scene for the area and dates"),
+            "{msg}"
+        );
+        assert!(!msg.contains("no sentinel1"), "{msg}");
+        let plain = shortfall((0, 2, 0, 2), 0.9, &BTreeMap::new(), None);
+        assert!(
+            plain.ends_with("; 2 quarantined (see their reasons)"),
+            "{plain}"
+        );
+    }
 }
