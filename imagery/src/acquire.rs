@@ -257,7 +257,9 @@ pub async fn acquire(
     }
     let bins = time_bins(req.start, req.end, req.binning)?;
     let total = windows.len();
-    let http = Arc::new(HttpContext::new(req.http.clone(), req.outbound.clone())?);
+    let http = Arc::new(
+        HttpContext::new(req.http.clone(), req.outbound.clone())?.with_cancel(cancel.clone()),
+    );
     let bbox = windows.iter().fold(
         [
             f64::INFINITY,
@@ -296,7 +298,10 @@ pub async fn acquire(
                 max_cloud: req.max_cloud,
                 page_size: req.search_page_size,
             };
-            let found = search_scenes(&q, &http).await?;
+            let found = match search_scenes(&q, &http).await {
+                Err(_) if cancel.is_cancelled() => return Err(Error::Cancelled { done: 0, total }),
+                other => other?,
+            };
             tracing::info!(modality = %m, scenes = found.len(), "scene search done");
             scenes_found.insert(m.name().to_string(), found.len());
             scenes.push((m, found));

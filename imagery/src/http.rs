@@ -102,6 +102,8 @@ pub struct HttpContext {
     no_ranges: Mutex<HashMap<String, String>>,
     hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
     pub(crate) tokens: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
+    /// Cuts a wait between retries short when the work is cancelled.
+    cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -133,6 +135,7 @@ impl HttpContext {
             no_ranges: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
             tokens: tokio::sync::Mutex::new(HashMap::new()),
+            cancel: None,
         })
     }
 
@@ -178,6 +181,14 @@ impl HttpContext {
         Ok(permit)
     }
 
+    /// The same context whose waits between retries end when `cancel` is cancelled (a `Retry-After`
+    /// can ask for up to [`MAX_RETRY_AFTER`]).
+    #[must_use]
+    pub fn with_cancel(mut self, cancel: tokio_util::sync::CancellationToken) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
     /// Runs `f` under the host limits, retrying transient failures with backoff and jitter.
     pub(crate) async fn with_retry<T, F, Fut>(&self, href: &str, mut f: F) -> Result<T, String>
     where
@@ -216,7 +227,13 @@ impl HttpContext {
                         None => self.opts.retry.delay(attempt),
                     };
                     tracing::debug!(href = %redact(href), attempt, ?delay, %reason, "retrying");
-                    tokio::time::sleep(delay).await;
+                    match &self.cancel {
+                        Some(cancel) => tokio::select! {
+                            () = cancel.cancelled() => return Err(format!("{reason} (cancelled while waiting to retry)")),
+                            () = tokio::time::sleep(delay) => {}
+                        },
+                        None => tokio::time::sleep(delay).await,
+                    }
                 }
             }
         }
@@ -558,5 +575,27 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(retry_after("soon"), None);
+    }
+
+    #[tokio::test]
+    async fn cancelling_ends_a_wait_for_retry_after_at_once() {
+        let (url, calls) = throttling_server("60").await;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let http = quick_retries().with_cancel(cancel.clone());
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c.cancel();
+        });
+        let start = Instant::now();
+        let err = http.get_json(&url).await.unwrap_err().to_string();
+        assert!(err.contains("cancelled while waiting to retry"), "{err}");
+        // Well before the minute the server asked for.
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(calls.lock().unwrap().len(), 1);
     }
 }
