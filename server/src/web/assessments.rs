@@ -227,7 +227,7 @@ fn grouped(digits: &str) -> String {
 }
 
 /// `v` with `decimals` decimals and thousands grouped: `12,345.6`.
-fn fixed(v: f64, decimals: usize) -> String {
+pub(crate) fn fixed(v: f64, decimals: usize) -> String {
     let s = format!("{:.*}", decimals, v.abs());
     let (int, frac) = s.split_once('.').map_or((s.as_str(), ""), |(i, f)| (i, f));
     let sign = if v < 0.0 && s.chars().any(|c| c.is_ascii_digit() && c != '0') {

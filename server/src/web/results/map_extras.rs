@@ -57,19 +57,7 @@ pub struct MapExtras {
 
 /// Hectares with separators: 12,400 ha, or one decimal below 100 ha.
 pub fn hectares(ha: f64) -> String {
-    if ha >= 100.0 {
-        let whole = format!("{:.0}", ha);
-        let mut out = String::new();
-        for (i, c) in whole.chars().enumerate() {
-            if i > 0 && (whole.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    } else {
-        format!("{ha:.1}")
-    }
+    crate::web::assessments::fixed(ha, if ha >= 100.0 { 0 } else { 1 })
 }
 
 fn areas(output: &Output) -> (Vec<AreaRow>, String) {
