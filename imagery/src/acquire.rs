@@ -179,9 +179,9 @@ pub struct AcquireReport {
     pub success: bool,
     /// Scenes found per modality name.
     pub scenes_found: BTreeMap<String, usize>,
-    /// Scenes the windows used per bin (distinct ids), per modality name.
+    /// The scenes the windows used in each bin (distinct ids, sorted), per modality name.
     #[serde(default)]
-    pub scenes_per_bin: BTreeMap<String, Vec<usize>>,
+    pub scene_ids_per_bin: BTreeMap<String, Vec<Vec<String>>>,
     /// Mean fraction of clear pixels per bin over the windows read (written or empty), per modality.
     #[serde(default)]
     pub clear_per_bin: BTreeMap<String, Vec<f64>>,
@@ -403,7 +403,7 @@ pub async fn acquire(
     } else {
         succeeded as f64 / total as f64
     };
-    let (scenes_per_bin, clear_per_bin) = per_bin_summary(&windows, bins.len());
+    let (scene_ids_per_bin, clear_per_bin) = per_bin_summary(&windows, bins.len());
     Ok(AcquireReport {
         total,
         succeeded,
@@ -411,7 +411,7 @@ pub async fn acquire(
         empty,
         success: ratio >= req.success_threshold,
         scenes_found,
-        scenes_per_bin,
+        scene_ids_per_bin,
         clear_per_bin,
         bins: bins.clone(),
         bytes_read: windows.iter().map(|w| w.bytes_read).sum(),
@@ -420,12 +420,12 @@ pub async fn acquire(
     })
 }
 
-/// Per modality: the distinct scenes the windows used in each bin, and the mean clear fraction of each
-/// bin over the windows that were read (written or empty; a quarantined window has no fractions).
-fn per_bin_summary(
-    windows: &[WindowOutcome],
-    n_bins: usize,
-) -> (BTreeMap<String, Vec<usize>>, BTreeMap<String, Vec<f64>>) {
+/// Per modality, one entry per bin.
+type PerBin<T> = BTreeMap<String, Vec<T>>;
+
+/// Per modality: the distinct scenes (ids) the windows used in each bin, and the mean clear fraction
+/// of each bin over the windows that were read (written or empty; a quarantined window has none).
+fn per_bin_summary(windows: &[WindowOutcome], n_bins: usize) -> (PerBin<Vec<String>>, PerBin<f64>) {
     let mut scenes: BTreeMap<String, Vec<std::collections::BTreeSet<&str>>> = BTreeMap::new();
     let mut clear: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
     for w in windows {
@@ -451,10 +451,11 @@ fn per_bin_summary(
         scenes
             .into_iter()
             .map(|(m, bins)| {
-                (
-                    m,
-                    bins.iter().map(std::collections::BTreeSet::len).collect(),
-                )
+                let ids = bins
+                    .iter()
+                    .map(|b| b.iter().map(|id| (*id).to_owned()).collect())
+                    .collect();
+                (m, ids)
             })
             .collect(),
         clear

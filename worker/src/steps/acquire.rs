@@ -198,25 +198,14 @@ impl Step for Acquire {
                 .iter()
                 .map(|b| b.start.format("%Y-%m").to_string())
                 .collect();
-            // The scenes each month used, by id, so that the summary counts them across partitions.
-            let mut scene_ids: std::collections::BTreeMap<
-                &str,
-                Vec<std::collections::BTreeSet<&str>>,
-            > = std::collections::BTreeMap::new();
-            for w in &report.windows {
-                for (m, bins) in &w.scenes {
-                    let e = scene_ids
-                        .entry(m.as_str())
-                        .or_insert_with(|| vec![Default::default(); months.len()]);
-                    for (t, ids) in bins.iter().enumerate().take(months.len()) {
-                        e[t].extend(ids.iter().map(String::as_str));
-                    }
-                }
-            }
             let output = json!({
                 "windows": report.total, "succeeded": report.succeeded, "quarantined": report.quarantined,
                 "empty": report.empty, "bytes_read": report.bytes_read, "scenes_found": report.scenes_found,
-                "months": months, "scenes_per_month": report.scenes_per_bin, "scene_ids_per_month": scene_ids,
+                "months": months, "scenes_per_month": report.scene_ids_per_bin.iter()
+                    .map(|(m, bins)| (m, bins.iter().map(Vec::len).collect::<Vec<_>>()))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+                // By id, so that the summary counts the scenes of all partitions once.
+                "scene_ids_per_month": report.scene_ids_per_bin,
                 "clear_fraction": report.clear_per_bin, "seconds": report.elapsed_s,
             });
             if count == 1 && !report.success {
