@@ -185,6 +185,11 @@ pub struct AcquireReport {
     /// Mean fraction of clear pixels per bin over the windows read (written or empty), per modality.
     #[serde(default)]
     pub clear_per_bin: BTreeMap<String, Vec<f64>>,
+    /// Mean of each band's clear composite values over the windows written, per modality, in the
+    /// modality's band order, in the units the model is given (`None` for a band never observed).
+    /// Compared with the model's normalisation statistics, it shows data in the wrong units.
+    #[serde(default)]
+    pub band_means: BTreeMap<String, Vec<Option<f64>>>,
     /// Time bins.
     pub bins: Vec<TimeBin>,
     /// Per window, in request order.
@@ -332,8 +337,10 @@ pub async fn acquire(
             source,
         })?,
     );
+    let band_totals = std::sync::Mutex::new(BandTotals::new());
     let ctx = WindowCtx {
         req,
+        band_totals: &band_totals,
         readers: &readers,
         bins: &bins,
         scenes: &scenes,
@@ -404,6 +411,18 @@ pub async fn acquire(
         succeeded as f64 / total as f64
     };
     let (scene_ids_per_bin, clear_per_bin) = per_bin_summary(&windows, bins.len());
+    drop(stream);
+    let totals = band_totals.lock().map(|t| t.clone()).unwrap_or_default();
+    let band_means = totals
+        .into_iter()
+        .map(|(m, sums)| {
+            let means = sums
+                .iter()
+                .map(|&(sum, n)| (n > 0).then(|| sum / n as f64))
+                .collect();
+            (m, means)
+        })
+        .collect();
     Ok(AcquireReport {
         total,
         succeeded,
@@ -413,6 +432,7 @@ pub async fn acquire(
         scenes_found,
         scene_ids_per_bin,
         clear_per_bin,
+        band_means,
         bins: bins.clone(),
         bytes_read: windows.iter().map(|w| w.bytes_read).sum(),
         windows,
@@ -468,8 +488,12 @@ fn per_bin_summary(windows: &[WindowOutcome], n_bins: usize) -> (PerBin<Vec<Stri
 /// (scene in bin, band index or `None` for SCL).
 type ReadKey = (usize, Option<usize>);
 
+/// Per modality name, per band: the sum and count of clear composite values.
+type BandTotals = BTreeMap<String, Vec<(f64, u64)>>;
+
 struct WindowCtx<'a> {
     req: &'a AcquireRequest,
+    band_totals: &'a std::sync::Mutex<BandTotals>,
     readers: &'a Arc<ReaderPool>,
     bins: &'a [TimeBin],
     scenes: &'a Arc<Vec<(Modality, Vec<Scene>)>>,
@@ -508,6 +532,7 @@ impl WindowCtx<'_> {
         let mut first_error: Option<Error> = None;
         let mut read_any = false;
         let mut skipped_ids: std::collections::BTreeSet<String> = Default::default();
+        let mut window_sums = BandTotals::new();
         for (m, all) in self.scenes.iter() {
             let m = *m;
             // Pick scenes per bin.
@@ -595,10 +620,18 @@ impl WindowCtx<'_> {
                         in_db: s.in_db,
                     })
                     .collect();
-                for ((k, c), r) in reads {
+                for ((k, c), mut r) in reads {
                     outcome.bytes_read += r.bytes;
                     match c {
-                        Some(c) => stacks[k].bands[c] = r.values,
+                        Some(c) => {
+                            // Into the model's units (Landsat Level-2); 0 and NaN stay no data.
+                            if let Some(rescale) = scenes[k].rescale.get(c).copied().flatten() {
+                                for v in r.values.iter_mut().filter(|v| **v > 0.0) {
+                                    *v = rescale.apply(*v);
+                                }
+                            }
+                            stacks[k].bands[c] = r.values;
+                        }
                         None => stacks[k].scl = Some(r.values),
                     }
                 }
@@ -639,6 +672,25 @@ impl WindowCtx<'_> {
                 })
                 .collect();
             outcome.scenes.insert(m.name().to_string(), ids.clone());
+            let sets = m.band_sets();
+            let mut sums = vec![(0.0f64, 0u64); c_n];
+            for p in 0..pixels {
+                for t in 0..t_n {
+                    for (b, set) in sets.iter().enumerate() {
+                        if comp.mask[(p * t_n + t) * s_n + b] != 0 {
+                            continue;
+                        }
+                        for &c in set.iter() {
+                            let v = comp.data[(p * t_n + t) * c_n + c];
+                            if v.is_finite() {
+                                sums[c].0 += f64::from(v);
+                                sums[c].1 += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            window_sums.insert(m.name().to_string(), sums);
             tensors.modalities.push(ModalityTensor {
                 modality: m,
                 composite: comp,
@@ -718,6 +770,17 @@ impl WindowCtx<'_> {
                 })?;
             outcome.objects.push(path.to_string());
         }
+        if let Ok(mut totals) = self.band_totals.lock() {
+            for (m, sums) in window_sums {
+                let total = totals
+                    .entry(m)
+                    .or_insert_with(|| vec![(0.0, 0); sums.len()]);
+                for (t, (sum, n)) in total.iter_mut().zip(sums) {
+                    t.0 += sum;
+                    t.1 += n;
+                }
+            }
+        }
         Ok(outcome)
     }
 
@@ -731,6 +794,33 @@ impl WindowCtx<'_> {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled { done: 0, total: 0 });
         }
+        let first = self.read_once(href, grid.clone(), resampling, nodata).await;
+        // A signed href the host refuses carries an expired SAS token: sign it again with a new
+        // token and read once more.
+        match first {
+            Err(Error::Read { ref reason, .. }) if is_forbidden(reason) => {
+                match self.http.resign(href).await {
+                    Ok(Some(renewed)) => self.read_once(&renewed, grid, resampling, nodata).await,
+                    Ok(None) => first,
+                    Err(e) => Err(Error::Read {
+                        href: describe(href),
+                        reason: format!(
+                            "the host refused the signed asset (HTTP 403) and renewing its token failed: {e}"
+                        ),
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn read_once(
+        &self,
+        href: &str,
+        grid: Arc<TargetGrid>,
+        resampling: Resampling,
+        nodata: Option<f64>,
+    ) -> Result<BandRead> {
         // Only hrefs the policy passed reach GDAL: http(s) URLs on allowed addresses (opened through
         // the `/vsicurl/` path built by `read::gdal_path`), or files under a catalogue root.
         let href = &self
@@ -767,6 +857,12 @@ impl WindowCtx<'_> {
                 reason,
             })
     }
+}
+
+/// Whether a read failed because the host answered 403 Forbidden (the probe's status and GDAL's
+/// message are both reported as `HTTP 403`, see `read::classify_gdal`).
+fn is_forbidden(reason: &str) -> bool {
+    reason.contains("HTTP 403")
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use chrono::{Datelike, Months, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::modality::{Modality, scl_is_clear};
+use crate::modality::{Modality, landsat_qa_is_clear, scl_is_clear};
 
 /// Mask value of present data (OlmoEarth `MaskValue.ONLINE_ENCODER`).
 pub const MASK_PRESENT: u8 = 0;
@@ -96,7 +96,7 @@ pub enum Composite {
 pub struct SceneStack {
     /// Band values (`C` vectors of `H×W`), `NaN` for no data.
     pub bands: Vec<Vec<f32>>,
-    /// Scene classification layer (Sentinel-2), `NaN` for no data.
+    /// Quality layer: scene classification (Sentinel-2) or `QA_PIXEL` (Landsat), `NaN` for no data.
     pub scl: Option<Vec<f32>>,
     /// Harmonisation offset subtracted from Sentinel-2 DN.
     pub offset: f32,
@@ -271,7 +271,15 @@ fn observation(m: Modality, s: &SceneStack, c: usize, p: usize) -> Option<f32> {
             let lin = if s.in_db { 10f32.powf(v / 10.0) } else { v };
             (lin > 0.0).then_some(lin)
         }
-        Modality::Landsat => (v > 0.0).then_some(v),
+        Modality::Landsat => {
+            if let Some(qa) = &s.scl {
+                let qa = qa.get(p).copied().unwrap_or(f32::NAN);
+                if !qa.is_finite() || !landsat_qa_is_clear(qa as u16) {
+                    return None;
+                }
+            }
+            (v > 0.0).then_some(v)
+        }
     }
 }
 

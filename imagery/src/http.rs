@@ -102,6 +102,8 @@ pub struct HttpContext {
     no_ranges: Mutex<HashMap<String, String>>,
     hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
     pub(crate) tokens: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
+    /// Hrefs signed with a SAS token, with what is needed to sign them again when the token expires.
+    pub(crate) signed: tokio::sync::Mutex<HashMap<String, Signature>>,
     /// Cuts a wait between retries short when the work is cancelled.
     cancel: Option<tokio_util::sync::CancellationToken>,
 }
@@ -135,6 +137,7 @@ impl HttpContext {
             no_ranges: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
             tokens: tokio::sync::Mutex::new(HashMap::new()),
+            signed: tokio::sync::Mutex::new(HashMap::new()),
             cancel: None,
         })
     }
@@ -291,6 +294,25 @@ impl HttpContext {
         Ok(location)
     }
 
+    /// The href signed again with a new token, when `href` was signed with a SAS token (which the
+    /// host refused: it expired). `None` for an href that was never signed. Concurrent reads that hit
+    /// the same expired token share one renewal.
+    pub(crate) async fn resign(&self, href: &str) -> Result<Option<String>> {
+        let Some(sig) = self.signed.lock().await.get(href).cloned() else {
+            return Ok(None);
+        };
+        let token =
+            crate::source::token_other_than(&sig.endpoint, &sig.collection, Some(&sig.token), self)
+                .await?;
+        let renewed = crate::source::sign_href(&sig.unsigned, &token);
+        tracing::info!(href = %redact(&sig.unsigned), collection = %sig.collection, "SAS token renewed");
+        self.signed
+            .lock()
+            .await
+            .insert(renewed.clone(), Signature { token, ..sig });
+        Ok(Some(renewed))
+    }
+
     /// GETs a URL and parses JSON, with retries.
     pub(crate) async fn get_json(&self, url: &str) -> Result<serde_json::Value> {
         self.request_json(reqwest::Method::GET, url, None).await
@@ -343,6 +365,19 @@ impl HttpContext {
         .await
         .map_err(failed)
     }
+}
+
+/// How an href was signed: the href without the token, and where its token came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Signature {
+    /// The href as the catalogue gave it.
+    pub unsigned: String,
+    /// The token service.
+    pub endpoint: String,
+    /// The collection the token is for.
+    pub collection: String,
+    /// The token it was signed with.
+    pub token: String,
 }
 
 /// The largest JSON document read from a catalogue or token endpoint.

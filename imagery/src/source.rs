@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, redact};
 use crate::http::HttpContext;
-use crate::modality::{Harmonize, Modality, ModalitySpec, Profile};
+use crate::modality::{Harmonize, Modality, ModalitySpec, Profile, Rescale};
 use crate::outbound::{OutboundError, OutboundPolicy};
 
 /// Where scenes come from.
@@ -83,8 +83,11 @@ pub struct Scene {
     /// Asset href per band in [`Modality::bands`] order (file path or URL); `None` where the item has
     /// no such asset (allowed for Landsat only, e.g. Collection 2 Level-2 has no pan or cirrus band).
     pub bands: Vec<Option<String>>,
-    /// Scene classification layer href (Sentinel-2).
+    /// Per-pixel quality layer href: the scene classification (Sentinel-2) or `QA_PIXEL` (Landsat).
     pub scl: Option<String>,
+    /// Per band (in [`Modality::bands`] order), how stored values become the model's units, where
+    /// they need to (Landsat Level-2; see [`Rescale`]).
+    pub rescale: Vec<Option<Rescale>>,
     /// Value subtracted from Sentinel-2 DN to harmonise processing baseline ≥ 04.00 with older data.
     pub offset: f32,
     /// Sentinel-1 assets already in dB (otherwise linear power, converted to dB).
@@ -167,22 +170,34 @@ pub async fn search_scenes(q: &SceneQuery<'_>, http: &HttpContext) -> Result<Vec
         scenes.push(scene);
     }
     if let Profile::PlanetaryComputer { sas_endpoint } = q.profile {
-        // Only hrefs on Azure blob storage are signed; a catalogue that uses the profile for its asset
-        // keys but serves its files elsewhere never causes a token request.
+        // Only hrefs on Azure blob storage (or on the token service's own host) are signed; a
+        // catalogue that uses the profile for its asset keys but serves its files elsewhere never
+        // causes a token request.
         for s in &mut scenes {
             let hrefs: Vec<&mut String> = s
                 .bands
                 .iter_mut()
                 .flatten()
                 .chain(s.scl.iter_mut())
-                .filter(|h| on_azure_blob_storage(h))
+                .filter(|h| signed_by(h, sas_endpoint))
                 .collect();
             if hrefs.is_empty() {
                 continue;
             }
             let token = sas_token(sas_endpoint, &s.collection, http).await?;
+            let mut signed = http.signed.lock().await;
             for h in hrefs {
-                *h = sign_href(h, &token);
+                let unsigned = std::mem::take(h);
+                *h = sign_href(&unsigned, &token);
+                signed.insert(
+                    h.clone(),
+                    crate::http::Signature {
+                        unsigned,
+                        endpoint: sas_endpoint.clone(),
+                        collection: s.collection.clone(),
+                        token: token.clone(),
+                    },
+                );
             }
         }
     }
@@ -448,7 +463,22 @@ fn scene_from_item(
     }
     let scl = match (&spec.scl_asset, m) {
         (Some(k), Modality::Sentinel2L2a) => Some(asset(k)?),
+        // Landsat's QA_PIXEL is used when the item has it.
+        (Some(k), Modality::Landsat) => asset(k).ok(),
         _ => None,
+    };
+    let rescale = if m == Modality::Landsat && landsat_level2(item) {
+        spec.assets
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                item.assets
+                    .get(k)
+                    .map(|a| Rescale::landsat_level2(i, asset_scale_offset(a)))
+            })
+            .collect()
+    } else {
+        vec![None; bands.len()]
     };
     let baseline = props.get("s2:processing_baseline").and_then(|v| match v {
         serde_json::Value::String(s) => s.parse::<f64>().ok(),
@@ -483,8 +513,42 @@ fn scene_from_item(
         footprint: item.geometry.clone(),
         bands,
         scl,
+        rescale,
         offset,
         in_db,
+    })
+}
+
+/// Whether a Landsat item holds Collection 2 Level-2 products (surface reflectance and temperature,
+/// scaled integers), by its `landsat:correction` (`L2SP`, `L2SR`) or else its collection id.
+fn landsat_level2(item: &stac::Item) -> bool {
+    match item
+        .properties
+        .additional_fields
+        .get("landsat:correction")
+        .and_then(|v| v.as_str())
+    {
+        Some(c) => c.to_ascii_uppercase().starts_with("L2"),
+        None => item
+            .collection
+            .as_deref()
+            .is_some_and(|c| c.to_ascii_lowercase().contains("l2")),
+    }
+}
+
+/// The `scale` and `offset` of an asset's first band (`raster:bands`, or STAC 1.1 `bands`), when it
+/// gives a scale.
+fn asset_scale_offset(a: &stac::Asset) -> Option<(f64, f64)> {
+    let v = serde_json::to_value(a).ok()?;
+    ["raster:bands", "bands"].iter().find_map(|k| {
+        let b = v.get(k)?.get(0)?;
+        let scale = b.get("scale").or_else(|| b.get("raster:scale"))?.as_f64()?;
+        let offset = b
+            .get("offset")
+            .or_else(|| b.get("raster:offset"))
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0);
+        (scale.is_finite() && scale != 0.0 && offset.is_finite()).then_some((scale, offset))
     })
 }
 
@@ -501,9 +565,21 @@ fn asset_unit_is_db(a: &stac::Asset) -> bool {
 
 /// Gets (and caches until shortly before expiry) a Planetary Computer SAS token for a collection.
 pub async fn sas_token(endpoint: &str, collection: &str, http: &HttpContext) -> Result<String> {
+    token_other_than(endpoint, collection, None, http).await
+}
+
+/// A token for the collection that is not `stale`: the cached one when it is still valid and differs
+/// from `stale` (another read renewed it already), else a new one from the endpoint.
+pub(crate) async fn token_other_than(
+    endpoint: &str,
+    collection: &str,
+    stale: Option<&str>,
+    http: &HttpContext,
+) -> Result<String> {
     let mut cache = http.tokens.lock().await;
     if let Some((t, until)) = cache.get(collection)
         && *until > Instant::now()
+        && stale != Some(t.as_str())
     {
         return Ok(t.clone());
     }
@@ -534,8 +610,8 @@ pub async fn sas_token(endpoint: &str, collection: &str, http: &HttpContext) -> 
     Ok(token)
 }
 
-/// Whether an href is an `https` URL on Azure blob storage (`*.blob.core.windows.net`), the only
-/// kind a Planetary Computer SAS token is requested for.
+/// Whether an href is an `https` URL on Azure blob storage (`*.blob.core.windows.net`), where the
+/// Planetary Computer's assets live (see [`signed_by`]).
 #[must_use]
 pub fn on_azure_blob_storage(href: &str) -> bool {
     reqwest::Url::parse(href).is_ok_and(|u| {
@@ -543,6 +619,22 @@ pub fn on_azure_blob_storage(href: &str) -> bool {
             && u.host_str()
                 .is_some_and(|h| h.to_ascii_lowercase().ends_with(".blob.core.windows.net"))
     })
+}
+
+/// Whether the Planetary Computer profile signs an href: `https` on Azure blob storage, or on the
+/// token service's own origin (a mirror or private deployment serving its files beside its tokens).
+#[must_use]
+pub fn signed_by(href: &str, sas_endpoint: &str) -> bool {
+    let origin = |u: &str| {
+        reqwest::Url::parse(u).ok().map(|u| {
+            (
+                u.scheme().to_owned(),
+                u.host_str().map(str::to_ascii_lowercase),
+                u.port_or_known_default(),
+            )
+        })
+    };
+    on_azure_blob_storage(href) || origin(href).is_some_and(|o| Some(o) == origin(sas_endpoint))
 }
 
 /// Appends a SAS token to an asset href (replacing nothing else in its query).

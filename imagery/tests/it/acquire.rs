@@ -54,8 +54,8 @@ struct Files {
     hits: Arc<AtomicUsize>,
     /// Delay per request.
     delay: Duration,
-    /// A query fragment every request must carry (else 403).
-    require_query: Option<String>,
+    /// Planetary Computer-style signing: every file request must carry the current token (else 403).
+    sas: Option<Arc<Sas>>,
     /// Throttle only paths ending with this.
     throttle_path: Option<String>,
     /// STAC searches still to be answered with 503.
@@ -64,6 +64,33 @@ struct Files {
     stall: Arc<AtomicUsize>,
     /// Answer as a simple static server that ignores `Range` (200 with the whole file).
     ignore_ranges: bool,
+}
+
+/// Tokens of a signing service: `sig=gen-{generation}`; generation 1 expires after `expire_after`
+/// file requests.
+#[derive(Default)]
+struct Sas {
+    generation: AtomicUsize,
+    expire_after: usize,
+    /// Token requests answered.
+    issued: AtomicUsize,
+    /// File requests refused for a missing or stale token.
+    refused: AtomicUsize,
+}
+
+/// The token endpoint of [`Sas`].
+fn sas_router(sas: Arc<Sas>) -> Router {
+    Router::new().route(
+        "/api/sas/v1/token/{collection}",
+        axum::routing::get(move || {
+            let sas = sas.clone();
+            async move {
+                sas.issued.fetch_add(1, Ordering::SeqCst);
+                let generation = sas.generation.load(Ordering::SeqCst).max(1);
+                axum::Json(json!({"msft:expiry": "2099-01-01T00:00:00Z", "token": format!("st=x&sp=rl&sig=gen-{generation}")}))
+            }
+        }),
+    )
 }
 
 async fn search_mw(State(f): State<Files>, req: Request, next: Next) -> Response {
@@ -96,10 +123,16 @@ async fn files_mw(State(f): State<Files>, mut req: Request, next: Next) -> Respo
     {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    if let Some(q) = &f.require_query
-        && !req.uri().query().unwrap_or_default().contains(q.as_str())
-    {
-        return (axum::http::StatusCode::FORBIDDEN, "unsigned").into_response();
+    if let Some(sas) = &f.sas {
+        if f.hits.load(Ordering::SeqCst) > sas.expire_after {
+            // The first token expires: from now on only the second one is accepted.
+            sas.generation.fetch_max(2, Ordering::SeqCst);
+        }
+        let current = format!("sig=gen-{}", sas.generation.load(Ordering::SeqCst));
+        if !req.uri().query().unwrap_or_default().contains(&current) {
+            sas.refused.fetch_add(1, Ordering::SeqCst);
+            return (axum::http::StatusCode::FORBIDDEN, "AuthenticationFailed").into_response();
+        }
     }
     let throttled_path = f
         .throttle_path
@@ -812,11 +845,138 @@ async fn landsat_scenes_are_averaged_and_an_absent_pan_band_is_nan() {
     let m = read_u8(&bytes, "landsat_mask").unwrap();
     assert_eq!(t.shape, vec![64, 64, 1, 11]);
     assert_eq!(m.shape, vec![64, 64, 1, 2]);
-    // B1 (channel 1): mean of 8100 and 9100; B8 (pan, channel 0) absent in every scene.
-    assert!((at(&t, 20, 20, 0, 1) - 8600.0).abs() < 0.01);
-    assert!((at(&t, 20, 20, 0, 10) - 9500.0).abs() < 0.01);
+    // B1 (channel 1): the mean of 8100 and 9100 (Level-2 DN), brought to the Level-1 DN scale;
+    // B8 (pan, channel 0) absent in every scene.
+    assert!(
+        (at(&t, 20, 20, 0, 1) - l1_reflective(8600.0)).abs() < 0.5,
+        "{}",
+        at(&t, 20, 20, 0, 1)
+    );
+    // B11 (channel 10): temperature is not linear in DN, so the scenes are rescaled, then averaged.
+    let b11 = |dn| l1_thermal(dn, 480.8883, 1201.1442);
+    assert!((at(&t, 20, 20, 0, 10) - (b11(9000.0) + b11(10_000.0)) / 2.0).abs() < 0.5);
     assert_eq!(m.data[(20 * 64 + 20) * 2], 3, "pan band set missing");
     assert_eq!(m.data[(20 * 64 + 20) * 2 + 1], 0);
+}
+
+/// Landsat Collection 2 Level-2 surface reflectance DN as Level-1 reflective DN (the units the
+/// model was trained in): ρ = DN · 2.75e-5 − 0.2, DN₁ = (ρ + 0.1) / 2e-5.
+fn l1_reflective(dn: f64) -> f32 {
+    ((dn * 2.75e-5 - 0.2 + 0.1) / 2e-5) as f32
+}
+
+/// Level-2 surface temperature DN as Level-1 thermal DN: T = DN · 0.00341802 + 149 K, radiance by
+/// Planck's law with the band's K1 and K2, DN₁ = (L − 0.1) / 3.342e-4.
+fn l1_thermal(dn: f64, k1: f64, k2: f64) -> f32 {
+    let kelvin = dn * 0.003_418_02 + 149.0;
+    let radiance = k1 / ((k2 / kelvin).exp() - 1.0);
+    ((radiance - 0.1) / 3.342e-4) as f32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn landsat_level2_is_masked_by_qa_pixel_and_rescaled_to_the_models_units() {
+    // Two Level-2 scenes whose values are a known function of position (30 m column k): band b of
+    // scene i holds 8000 + 1000·i + 100·b + 20·k. QA_PIXEL marks cloud over the west half of the
+    // first scene and cloud shadow over the north-west corner of the second.
+    let dir = tempfile::tempdir().unwrap();
+    let origin = (500_480.0, 5_000_320.0);
+    std::fs::create_dir_all(dir.path().join("L")).unwrap();
+    let keys = Profile::EarthSearch.spec(Modality::Landsat).assets;
+    let n = 22;
+    let gt = [origin.0, 30.0, 0.0, origin.1, 0.0, -30.0];
+    let (clear, cloud, shadow) = (0b0100_0000u16, 0b0000_1000u16 | 0b10, 0b1_0000u16);
+    let mut items = Vec::new();
+    for (i, date) in ["2024-08-03", "2024-08-19"].iter().enumerate() {
+        let mut assets = serde_json::Map::new();
+        for (b, key) in keys.iter().enumerate().skip(1) {
+            let data: Vec<u16> = (0..n * n)
+                .map(|p| 8000 + 1000 * i as u16 + 100 * b as u16 + 20 * (p % n) as u16)
+                .collect();
+            let path = format!("L/{i}_{key}.tif");
+            write_cog(&dir.path().join(&path), &data, n, n, gt, 32633, Some(0.0)).unwrap();
+            assets.insert(key.clone(), json!({"href": path}));
+        }
+        let qa: Vec<u16> = (0..n * n)
+            .map(|p| {
+                let (j, k) = (p / n, p % n);
+                match i {
+                    0 if k < 11 => cloud,
+                    1 if k < 11 && j < 5 => shadow,
+                    _ => clear,
+                }
+            })
+            .collect();
+        let path = format!("L/{i}_qa_pixel.tif");
+        write_cog(&dir.path().join(&path), &qa, n, n, gt, 32633, Some(1.0)).unwrap();
+        assets.insert("qa_pixel".into(), json!({"href": path}));
+        let s = Scene {
+            id: "L",
+            epsg: 32633,
+            origin,
+            size: 64,
+            date,
+            cloud: 20.0,
+        };
+        items.push(
+            json!({"type": "Feature", "stac_version": "1.1.0", "id": format!("LC08_{i}"),
+            "collection": "landsat-c2-l2", "geometry": footprint(&s),
+            "properties": {"datetime": format!("{date}T10:00:00Z"), "eo:cloud_cover": 20.0,
+                           "landsat:correction": "L2SP"},
+            "links": [], "assets": assets}),
+        );
+    }
+    let root = serve_stac(items, dir.path(), Files::default(), None).await;
+    let w = WindowSpec::from_cell(32633, 782, 7812, 64, 10.0).unwrap();
+    let mut req = AcquireRequest::new(
+        Source::Api(root),
+        vec![Modality::Landsat],
+        d("2024-08-01"),
+        d("2024-08-31"),
+    );
+    req.outbound = loopback_allowed();
+    let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+    let bytes = get(
+        &store,
+        &format!("orgs/o/projects/p/windows/{}/landsat.safetensors", w.id),
+    )
+    .await;
+    let t = read_f32(&bytes, "landsat").unwrap();
+    let m = read_u8(&bytes, "landsat_mask").unwrap();
+    // 10 m pixel (row, col) = (3j + 1, 3k + 1) sits on the centre of 30 m pixel (j, k).
+    let level2 = |i: usize, b: usize, k: usize| (8000 + 1000 * i + 100 * b + 20 * k) as f64;
+    for b in [1usize, 2, 5, 7] {
+        // East (k = 15): both scenes clear, their mean.
+        let east = (level2(0, b, 15) + level2(1, b, 15)) / 2.0;
+        let v = at(&t, 3 * 8 + 1, 3 * 15 + 1, 0, b);
+        assert!((v - l1_reflective(east)).abs() < 0.5, "band {b}: {v}");
+        // West, south (k = 5, j = 12): the first scene is cloudy, so only the second counts.
+        let v = at(&t, 3 * 12 + 1, 3 * 5 + 1, 0, b);
+        assert!(
+            (v - l1_reflective(level2(1, b, 5))).abs() < 0.5,
+            "band {b} under cloud: {v}"
+        );
+    }
+    // B10 (channel 9) through Planck's law.
+    let v = at(&t, 3 * 12 + 1, 3 * 5 + 1, 0, 9);
+    assert!(
+        (v - l1_thermal(level2(1, 9, 5), 774.8853, 1321.0789)).abs() < 0.5,
+        "B10: {v}"
+    );
+    // North-west (j = 1, k = 5): cloud in one scene, shadow in the other: no clear observation.
+    let p = (3 + 1) * 64 + 3 * 5 + 1;
+    assert_eq!(m.data[p * 2 + 1], 3, "nothing clear: band set missing");
+    assert_eq!(
+        m.data[((3 * 12 + 1) * 64 + 3 * 5 + 1) * 2 + 1],
+        0,
+        "clear in the second scene"
+    );
+    // The clear fraction counts the masked corner out.
+    let clear_fraction = report.windows[0].clear["landsat"][0];
+    assert!(
+        clear_fraction > 0.8 && clear_fraction < 0.95,
+        "{clear_fraction}"
+    );
 }
 
 /// Two scenes side by side; `corrupt` replaces the east scene's B02 with garbage.
@@ -1186,16 +1346,17 @@ async fn planetary_computer_profile_requests_no_token_for_hrefs_elsewhere() {
         |_, _| 4,
     );
     let token_hits = Arc::new(AtomicUsize::new(0));
-    let root = serve_stac(
-        vec![item],
-        dir.path(),
-        Files::default(),
-        Some(token_router(token_hits.clone())),
-    )
-    .await;
+    let root = serve_stac(vec![item], dir.path(), Files::default(), None).await;
+    // The token service runs on another origin than the files.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_root = format!("http://{}", listener.local_addr().unwrap());
+    let tokens = token_router(token_hits.clone());
+    tokio::spawn(async move { axum::serve(listener, tokens).await.unwrap() });
     let w = corner_window();
     let mut req = june_request(Source::Api(root.clone()), loopback_allowed());
-    req.profile = Profile::PlanetaryComputer { sas_endpoint: root };
+    req.profile = Profile::PlanetaryComputer {
+        sas_endpoint: token_root,
+    };
     let (report, store) = run(std::slice::from_ref(&w), &req).await;
     assert_eq!(report.succeeded, 1, "{report:#?}");
     assert_eq!(
@@ -1216,6 +1377,93 @@ async fn planetary_computer_profile_requests_no_token_for_hrefs_elsewhere() {
         at(&read_f32(&bytes, "sentinel2_l2a").unwrap(), 10, 10, 0, 3),
         600.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sas_token_that_expires_mid_run_is_renewed_and_the_reads_go_on() {
+    // The files sit beside the token service (same origin), so the profile signs them. After a few
+    // requests the first token expires: the host answers 403 to it, and the acquisition must get a
+    // new token (once, shared by every read that hit the expiry) and finish every window.
+    let dir = tempfile::tempdir().unwrap();
+    let scene = Scene {
+        id: "SAS",
+        epsg: 32633,
+        origin: (500_480.0, 5_000_320.0),
+        size: 64,
+        date: "2024-06-01",
+        cloud: 0.0,
+    };
+    let item = s2_scene(
+        dir.path(),
+        &scene,
+        true,
+        json!({}),
+        |_, _, _| 1600,
+        |_, _| 4,
+    );
+    let sas = Arc::new(Sas {
+        generation: AtomicUsize::new(1),
+        expire_after: 4,
+        ..Sas::default()
+    });
+    let files = Files {
+        sas: Some(sas.clone()),
+        ..Files::default()
+    };
+    let root = serve_stac(vec![item], dir.path(), files, Some(sas_router(sas.clone()))).await;
+    let w = corner_window();
+    let mut req = june_request(Source::Api(root.clone()), loopback_allowed());
+    req.profile = Profile::PlanetaryComputer { sas_endpoint: root };
+    let (report, store) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 1, "{report:#?}");
+    assert!(
+        report.windows[0].skipped.is_empty(),
+        "no scene skipped: {report:#?}"
+    );
+    assert!(
+        sas.refused.load(Ordering::SeqCst) > 0,
+        "the first token did expire mid-run"
+    );
+    assert_eq!(
+        sas.issued.load(Ordering::SeqCst),
+        2,
+        "one token at search, one renewal shared by every refused read"
+    );
+    let bytes = get(
+        &store,
+        &format!(
+            "orgs/o/projects/p/windows/{}/sentinel2_l2a.safetensors",
+            w.id
+        ),
+    )
+    .await;
+    let v = read_f32(&bytes, "sentinel2_l2a").unwrap();
+    assert_eq!(at(&v, 10, 10, 0, 0), 1600.0);
+    assert_eq!(at(&v, 60, 60, 0, 11), 1600.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_asset_that_was_never_signed_asks_for_no_token() {
+    // Earth Search hrefs carry no token: a 403 is final for that scene, and no token service is
+    // called.
+    let dir = tempfile::tempdir().unwrap();
+    let item = corner_scene(dir.path(), "NOSAS");
+    let sas = Arc::new(Sas {
+        generation: AtomicUsize::new(1),
+        ..Sas::default()
+    });
+    let files = Files {
+        sas: Some(sas.clone()),
+        ..Files::default()
+    };
+    let root = serve_stac(vec![item], dir.path(), files, Some(sas_router(sas.clone()))).await;
+    let w = corner_window();
+    let req = june_request(Source::Api(root), loopback_allowed());
+    let (report, _) = run(std::slice::from_ref(&w), &req).await;
+    assert_eq!(report.succeeded, 0, "{report:#?}");
+    assert_eq!(sas.issued.load(Ordering::SeqCst), 0);
+    let reason = report.windows[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("HTTP 403"), "{reason}");
 }
 
 fn demo_dir() -> (tempfile::TempDir, PathBuf) {

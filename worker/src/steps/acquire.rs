@@ -207,7 +207,12 @@ impl Step for Acquire {
                 // By id, so that the summary counts the scenes of all partitions once.
                 "scene_ids_per_month": report.scene_ids_per_bin,
                 "clear_fraction": report.clear_per_bin, "seconds": report.elapsed_s,
+                "band_means": report.band_means,
+                "unit_warnings": unit_warnings(&report.band_means),
             });
+            for w in unit_warnings(&report.band_means) {
+                tracing::warn!(step = %ctx.step_id, "{w}");
+            }
             if count == 1 && !report.success {
                 let common = windows::most_common_reason(&ctx.pool, project.id, "quarantined")
                     .await
@@ -290,9 +295,11 @@ impl Step for AcquireSummary {
                 .filter_map(|s| s.output.as_ref())
                 .collect();
             let (months, scenes_per_month, clear_fraction, scenes_found) = merge_parts(&parts);
+            let band_means = merge_band_means(&parts);
             let output = json!({"windows": c.total, "acquired": c.acquired, "quarantined": c.quarantined,
                 "empty": c.empty, "pending": c.pending, "months": months, "scenes_found": scenes_found,
-                "scenes_per_month": scenes_per_month, "clear_fraction": clear_fraction});
+                "scenes_per_month": scenes_per_month, "clear_fraction": clear_fraction,
+                "band_means": band_means, "unit_warnings": unit_warnings(&band_means)});
             if fraction < args.success_threshold {
                 let common = windows::most_common_reason(&ctx.pool, ctx.project_id, "quarantined")
                     .await
@@ -351,6 +358,100 @@ fn shortfall(
         ));
     }
     msg
+}
+
+/// Band means per modality.
+type BandMeans = std::collections::BTreeMap<String, Vec<Option<f64>>>;
+
+/// How far (in the model's standard deviations) a band's mean may sit from the mean of the data the
+/// model was pretrained on before the values are taken to be in other units. Real scenes stay well
+/// within it (Sentinel-1 VV over open water, −22 dB, is about 1 standard deviation off).
+const UNITS_TOLERANCE_STD: f64 = 2.5;
+
+/// The bands whose mean over the acquired windows is implausible for the units the model expects
+/// (its normalisation statistics), in words: data that would reach the model on the wrong scale.
+fn unit_warnings(means: &BandMeans) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, values) in means {
+        let Ok(m) = name.parse::<olmoearth::Modality>() else {
+            continue;
+        };
+        let Ok(stats) = olmoearth::normalize::band_stats(m) else {
+            continue;
+        };
+        let off: Vec<String> = m
+            .bands()
+            .iter()
+            .zip(&stats)
+            .zip(values)
+            .filter_map(|((band, st), v)| {
+                let v = (*v)?;
+                let z = (v - st.mean) / st.std;
+                (z.abs() > UNITS_TOLERANCE_STD).then(|| {
+                    format!(
+                        "{band} mean {v:.1} (the model was trained on {:.1} ± {:.1})",
+                        st.mean, st.std
+                    )
+                })
+            })
+            .collect();
+        if off.is_empty() {
+            continue;
+        }
+        let hint = match m {
+            olmoearth::Modality::Sentinel1 => {
+                " Sentinel-1 should be calibrated backscatter (the model takes dB): Earth Search's                  sentinel-1-grd holds uncalibrated amplitude; use a radiometrically terrain-corrected                  source such as the Planetary Computer's sentinel-1-rtc."
+            }
+            olmoearth::Modality::Landsat => {
+                " Landsat should be Collection 2 (Level-2 products are rescaled automatically when                  the item or collection says Level-2)."
+            }
+            olmoearth::Modality::Sentinel2L2a => {
+                " Sentinel-2 should be L2A surface reflectance as integer DN (0–10000+), harmonised                  to processing baseline 04.00."
+            }
+        };
+        out.push(format!(
+            "{name} values look like different units than the model expects: {}.{hint}",
+            off.join("; ")
+        ));
+    }
+    out
+}
+
+/// The partitions' band means merged, weighted by the windows each acquired.
+fn merge_band_means(parts: &[&Value]) -> BandMeans {
+    let mut acc: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
+    for p in parts {
+        let w = p["succeeded"].as_f64().unwrap_or(0.0);
+        let Some(m) = p["band_means"].as_object() else {
+            continue;
+        };
+        for (k, v) in m {
+            let values: Vec<Option<f64>> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(Value::as_f64)
+                .collect();
+            let e = acc
+                .entry(k.clone())
+                .or_insert_with(|| vec![(0.0, 0.0); values.len()]);
+            for (slot, v) in e.iter_mut().zip(values) {
+                if let Some(v) = v {
+                    slot.0 += v * w;
+                    slot.1 += w;
+                }
+            }
+        }
+    }
+    acc.into_iter()
+        .map(|(k, v)| {
+            let means = v
+                .into_iter()
+                .map(|(sum, w)| (w > 0.0).then(|| sum / w))
+                .collect();
+            (k, means)
+        })
+        .collect()
 }
 
 /// The partitions' month-by-month summaries merged: months, distinct scenes used per month, clear
@@ -427,6 +528,51 @@ fn merge_parts(
         .map(|(k, bins)| (k, bins.iter().map(|b| b.len() as u64).collect()))
         .collect();
     (months, scenes, clear, found)
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::{BandMeans, merge_band_means, unit_warnings};
+    use serde_json::json;
+
+    #[test]
+    fn values_in_the_wrong_units_are_named_and_plausible_ones_are_not() {
+        let mut means = BandMeans::new();
+        // Calibrated backscatter in dB: water, fields and a town are all plausible.
+        means.insert("sentinel1".into(), vec![Some(-12.0), Some(-19.0)]);
+        assert!(unit_warnings(&means).is_empty());
+        means.insert("sentinel1".into(), vec![Some(-22.0), Some(-28.0)]);
+        assert!(unit_warnings(&means).is_empty());
+        // Uncalibrated GRD amplitude (DN ~ 300) taken as power: 10·log10(300) ≈ 24.8 dB.
+        means.insert("sentinel1".into(), vec![Some(24.8), Some(18.0)]);
+        let w = unit_warnings(&means);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("vv mean 24.8") && w[0].contains("sentinel-1-rtc"),
+            "{w:?}"
+        );
+        // Sentinel-2 reflectance given as 0–1 floats instead of DN.
+        let mut means = BandMeans::new();
+        means.insert("sentinel2_l2a".into(), vec![Some(0.05); 12]);
+        assert!(
+            unit_warnings(&means).is_empty(),
+            "0.05 is within 2.5 std of DN means"
+        );
+        // Reflectance scaled to 0–65535 far beyond the DN range.
+        means.insert("sentinel2_l2a".into(), vec![Some(40_000.0); 12]);
+        assert_eq!(unit_warnings(&means).len(), 1);
+        // Unobserved bands say nothing.
+        means.insert("sentinel2_l2a".into(), vec![None; 12]);
+        assert!(unit_warnings(&means).is_empty());
+    }
+
+    #[test]
+    fn partition_means_are_weighted_by_the_windows_they_acquired() {
+        let a = json!({"succeeded": 3, "band_means": {"sentinel1": [-10.0, null]}});
+        let b = json!({"succeeded": 1, "band_means": {"sentinel1": [-14.0, -20.0]}});
+        let m = merge_band_means(&[&a, &b]);
+        assert_eq!(m["sentinel1"], vec![Some(-11.0), Some(-20.0)]);
+    }
 }
 
 #[cfg(test)]
