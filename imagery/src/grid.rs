@@ -2,8 +2,10 @@
 //!
 //! The grid of each UTM zone is anchored at easting/northing 0, so a window's id (zone, column, row, size,
 //! resolution) is stable: the same AOI, or an overlapping one, always yields the same ids for the same
-//! ground. A window belongs to the zone (and hemisphere) that contains its centre, so windows near a zone
-//! boundary are not duplicated in the neighbouring zone.
+//! ground. A window belongs to the hemisphere that contains its centre (both hemispheres' grids line up).
+//! The grids of neighbouring zones do not line up, so along a zone boundary each zone keeps every
+//! window that reaches into it: both sides of the boundary are covered by their own zone's windows,
+//! and the windows that straddle it exist in both zones (the map takes each pixel from its own zone).
 
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use geo::{Intersects, MultiPolygon, Polygon};
@@ -228,7 +230,15 @@ pub fn windows_for_aoi(aoi: &geojson::Geometry, opts: &GridOptions) -> Result<Ve
                 )))?;
             for (i, (c, r)) in cells_v.into_iter().enumerate() {
                 let (lon, lat) = (xs[i], ys[i]);
-                if utm_zone(lon) != zone || (lat >= 0.0) != north_hemi {
+                // Hemispheres share the window grid exactly (10,000 km is a whole number of
+                // windows), so the centre decides. Across a zone boundary the two grids do not
+                // line up: a zone keeps every window that reaches into it, so each side of the
+                // boundary is covered by its own zone's windows.
+                if (lat >= 0.0) != north_hemi {
+                    continue;
+                }
+                let centre_zone = utm_zone(lon);
+                if centre_zone != zone && (lon < zw - 0.5 || lon > zw + 6.5) {
                     continue;
                 }
                 // Cheap reject before building the exact outline.
@@ -248,6 +258,10 @@ pub fn windows_for_aoi(aoi: &geojson::Geometry, opts: &GridOptions) -> Result<Ve
                     opts.window_size,
                     opts.resolution,
                 )?;
+                if centre_zone != zone && (w.wgs84_bounds[2] <= zw || w.wgs84_bounds[0] >= zw + 6.0)
+                {
+                    continue;
+                }
                 if w.polygon()?.intersects(&aoi) {
                     out.push(w);
                     if out.len() > opts.max_windows {
@@ -388,15 +402,41 @@ mod tests {
     }
 
     #[test]
-    fn windows_across_a_zone_boundary_belong_to_the_zone_of_their_centre() {
+    fn both_sides_of_a_zone_boundary_are_covered_by_their_own_zones_windows() {
         let aoi = geojson::Geometry::new_polygon(vec![square(11.98, 45.0, 12.02, 45.01)]);
         let ws = windows_for_aoi(&aoi, &GridOptions::default()).unwrap();
         let zones: std::collections::BTreeSet<u32> = ws.iter().map(|w| w.epsg).collect();
         assert_eq!(zones.into_iter().collect::<Vec<_>>(), vec![32632, 32633]);
+        // Every window reaches into its zone.
         for w in &ws {
-            let c = geo::Centroid::centroid(&w.polygon().unwrap()).unwrap();
-            assert_eq!(32600 + utm_zone(c.x()), w.epsg);
+            let zw = -180.0 + f64::from(w.epsg - 32601) * 6.0;
+            assert!(
+                w.wgs84_bounds[2] > zw && w.wgs84_bounds[0] < zw + 6.0,
+                "{}",
+                w.id
+            );
         }
+        // Every point of the AOI lies in a window of the zone it belongs to, right up to the
+        // boundary (12°E) on both sides.
+        let polys: Vec<(u32, geo::Polygon<f64>)> =
+            ws.iter().map(|w| (w.epsg, w.polygon().unwrap())).collect();
+        for i in 0..=80 {
+            for j in 0..=20 {
+                let p =
+                    geo::Point::new(11.98 + 0.0005 * f64::from(i), 45.0 + 0.0005 * f64::from(j));
+                let zone = 32600 + utm_zone(p.x());
+                assert!(
+                    polys
+                        .iter()
+                        .any(|(e, poly)| *e == zone && poly.intersects(&p)),
+                    "{p:?} is in no window of EPSG:{zone}"
+                );
+            }
+        }
+        // Away from the boundary nothing is duplicated.
+        let far = geojson::Geometry::new_polygon(vec![square(12.5, 45.0, 12.52, 45.01)]);
+        let ws = windows_for_aoi(&far, &GridOptions::default()).unwrap();
+        assert!(ws.iter().all(|w| w.epsg == 32633));
     }
 
     #[test]

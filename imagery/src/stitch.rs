@@ -485,6 +485,100 @@ impl Blender {
     }
 }
 
+/// `K` planes `(K, H, W)` of `f32` on a UTM grid: NaN is no data.
+#[derive(Debug, Clone)]
+pub struct Planes<'a> {
+    /// Values, plane after plane.
+    pub values: &'a [f32],
+    /// Planes.
+    pub k: usize,
+    /// Width and height in pixels.
+    pub size: (usize, usize),
+    /// GDAL geotransform.
+    pub geotransform: [f64; 6],
+    /// EPSG code of the CRS.
+    pub epsg: u32,
+}
+
+/// The bounds `[min_x, min_y, max_x, max_y]` of `planes` in EPSG:`epsg` (edges densified).
+pub fn bounds_in(planes: &Planes<'_>, epsg: u32) -> Result<[f64; 4]> {
+    let gt = planes.geotransform;
+    let (w, h) = (planes.size.0 as f64, planes.size.1 as f64);
+    let own = [gt[0], gt[3] + gt[5] * h, gt[0] + gt[1] * w, gt[3]];
+    if planes.epsg == epsg {
+        return Ok(own);
+    }
+    let from = crate::grid::srs(planes.epsg)?;
+    let to = crate::grid::srs(epsg)?;
+    let t = gdal::spatial_ref::CoordTransform::new(&from, &to)
+        .map_err(Error::gdal(format!("EPSG:{} to EPSG:{epsg}", planes.epsg)))?;
+    t.transform_bounds(&own, 21)
+        .map_err(Error::gdal(format!("projecting bounds to EPSG:{epsg}")))
+}
+
+/// Reprojects `src` onto the grid `(size, geotransform, epsg)` with bilinear resampling (the planes
+/// are probabilities or values, which interpolate; classes are taken after). Returns `(K, H, W)`,
+/// NaN where the source holds no data.
+pub fn reproject_planes(
+    src: &Planes<'_>,
+    size: (usize, usize),
+    geotransform: [f64; 6],
+    epsg: u32,
+) -> Result<Vec<f32>> {
+    use gdal::DriverManager;
+    use gdal::raster::Buffer;
+    let op = |what: &'static str| Error::gdal(format!("reprojecting between zones: {what}"));
+    let mem = DriverManager::get_driver_by_name("MEM").map_err(op("MEM driver"))?;
+    let (w, h) = src.size;
+    let plane = w * h;
+    if src.values.len() != src.k * plane || src.k == 0 {
+        return Err(Error::InvalidRequest(format!(
+            "{} values are not {} planes of {w}×{h}",
+            src.values.len(),
+            src.k
+        )));
+    }
+    let mut from = mem
+        .create_with_band_type::<f32, _>("", w, h, src.k)
+        .map_err(op("source"))?;
+    from.set_geo_transform(&src.geotransform)
+        .map_err(op("source geotransform"))?;
+    from.set_spatial_ref(&crate::grid::srs(src.epsg)?)
+        .map_err(op("source CRS"))?;
+    for b in 0..src.k {
+        let mut band = from.rasterband(b + 1).map_err(op("source band"))?;
+        band.set_no_data_value(Some(f64::NAN))
+            .map_err(op("source nodata"))?;
+        let mut buf = Buffer::new((w, h), src.values[b * plane..(b + 1) * plane].to_vec());
+        band.write((0, 0), (w, h), &mut buf)
+            .map_err(op("source values"))?;
+    }
+    let (dw, dh) = size;
+    let mut to = mem
+        .create_with_band_type::<f32, _>("", dw, dh, src.k)
+        .map_err(op("destination"))?;
+    to.set_geo_transform(&geotransform)
+        .map_err(op("destination geotransform"))?;
+    to.set_spatial_ref(&crate::grid::srs(epsg)?)
+        .map_err(op("destination CRS"))?;
+    for b in 0..src.k {
+        let mut band = to.rasterband(b + 1).map_err(op("destination band"))?;
+        band.set_no_data_value(Some(f64::NAN))
+            .map_err(op("destination nodata"))?;
+        band.fill(f64::NAN, None).map_err(op("destination fill"))?;
+    }
+    gdal::raster::reproject(&from, &to).map_err(op("warp"))?;
+    let mut out = Vec::with_capacity(src.k * dw * dh);
+    for b in 0..src.k {
+        let band = to.rasterband(b + 1).map_err(op("destination band"))?;
+        let buf = band
+            .read_as::<f32>((0, 0), (dw, dh), (dw, dh), None)
+            .map_err(op("reading back"))?;
+        out.extend_from_slice(buf.data());
+    }
+    Ok(out)
+}
+
 /// Argmax over `K` planes of `(K, H, W)`; `None` where the first plane is NaN.
 #[must_use]
 pub fn argmax(values: &[f32], k: usize) -> Vec<Option<usize>> {
