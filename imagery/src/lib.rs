@@ -19,6 +19,7 @@ pub mod grid;
 pub mod http;
 pub mod materialize;
 pub mod modality;
+pub mod mosaic;
 pub mod outbound;
 pub mod output;
 pub mod package;

@@ -101,7 +101,7 @@ fn mem_dataset<T: GdalType + Copy>(
     Ok(ds)
 }
 
-fn cog_copy(ds: &Dataset, path: &Path, extra: &[&str]) -> Result<()> {
+pub(crate) fn cog_copy(ds: &Dataset, path: &Path, extra: &[&str]) -> Result<()> {
     let cog =
         DriverManager::get_driver_by_name("COG").map_err(Error::gdal("loading the COG driver"))?;
     let mut opts = vec!["COMPRESS=DEFLATE", "BLOCKSIZE=256", "NUM_THREADS=1"];
@@ -134,22 +134,28 @@ pub fn write_class_cog(
         let mut band = ds
             .rasterband(1)
             .map_err(Error::gdal("opening the class band"))?;
-        let mut ct = ColorTable::new(PaletteInterpretation::Rgba);
-        for v in 0..=255u16 {
-            ct.set_color_entry(v, &ColorEntry::rgba(0, 0, 0, 0));
-        }
-        for c in legend {
-            let [r, g, b] = c.rgb();
-            ct.set_color_entry(
-                u16::from(c.id),
-                &ColorEntry::rgba(i16::from(r), i16::from(g), i16::from(b), 255),
-            );
-        }
-        band.set_color_table(&ct);
+        band.set_color_table(&class_palette(legend));
         band.set_color_interpretation(gdal::raster::ColorInterpretation::PaletteIndex)
             .map_err(Error::gdal("marking the class band as paletted"))?;
     }
     cog_copy(&ds, path, &["OVERVIEW_RESAMPLING=NEAREST"])
+}
+
+/// The colour table of a class map: each legend class opaque in its colour, every other value
+/// transparent.
+pub(crate) fn class_palette(legend: &[LegendClass]) -> ColorTable<'static> {
+    let mut ct = ColorTable::new(PaletteInterpretation::Rgba);
+    for v in 0..=255u16 {
+        ct.set_color_entry(v, &ColorEntry::rgba(0, 0, 0, 0));
+    }
+    for c in legend {
+        let [r, g, b] = c.rgb();
+        ct.set_color_entry(
+            u16::from(c.id),
+            &ColorEntry::rgba(i16::from(r), i16::from(g), i16::from(b), 255),
+        );
+    }
+    ct
 }
 
 /// Writes a multi-band `u8` COG (probabilities) with 255 as nodata.

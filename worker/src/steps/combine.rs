@@ -12,9 +12,8 @@ use super::permanent;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
-use groundwork_imagery::publish::{
-    LegendClass, NODATA_U8, PROBABILITY_SCALE, write_class_cog, write_f32_cog, write_u8_cog,
-};
+use groundwork_imagery::mosaic::DiskMosaic;
+use groundwork_imagery::publish::{LegendClass, NODATA_U8, PROBABILITY_SCALE};
 use groundwork_imagery::stitch::{Rect, argmax};
 use groundwork_store::{jobs, projects};
 use groundwork_types::StepState;
@@ -108,117 +107,143 @@ pub fn mosaic_partitions(parts: &[(Rect, usize, Vec<f32>)]) -> anyhow::Result<Co
     Ok(Combined { rect, k, values })
 }
 
-/// One zone's mosaic.
-pub struct ZoneMosaic {
-    /// EPSG code of the zone.
-    pub epsg: u32,
-    /// Its mosaic on its own grid.
-    pub combined: Combined,
-}
+/// Loads partition `i`: `(rect, K, values (K, H, W))`.
+pub type LoadPart<'a> = dyn Fn(usize) -> anyhow::Result<(Rect, usize, Vec<f32>)> + 'a;
 
-/// The zones' mosaics on the grid of `main` (metres per pixel `resolution`): the main zone's pixels as
-/// they are; every other zone reprojected onto the main grid and pasted where the main zone has no
-/// data. The rectangle grows to hold them all.
-pub fn merge_zones(
-    main: ZoneMosaic,
-    others: &[ZoneMosaic],
+/// Mosaics a run's partitions on disk in `dir`, in bounded memory (one partition at a time), on the
+/// grid of zone `main`. `parts[i]` is partition `i`'s zone and rectangle; `load(i)` reads it. The
+/// main zone's partitions are pasted as they are; every other zone is mosaicked on its own grid,
+/// reprojected onto the main grid (bilinear on probabilities or values) and fills the pixels the
+/// main zone's windows do not reach. The mosaic's rectangle holds them all.
+pub fn mosaic_on_disk(
+    dir: &std::path::Path,
+    parts: &[(u32, Rect)],
+    k: usize,
+    main: u32,
     resolution: f64,
-) -> anyhow::Result<Combined> {
-    use groundwork_imagery::stitch::{Planes, bounds_in, reproject_planes};
-    if others.is_empty() {
-        return Ok(main.combined);
-    }
-    let k = main.combined.k;
-    let mut rect = main.combined.rect;
-    let mut targets = Vec::with_capacity(others.len());
-    for z in others {
-        anyhow::ensure!(z.combined.k == k, "zones have different numbers of outputs");
-        let planes = Planes {
-            values: &z.combined.values,
+    load: &LoadPart<'_>,
+) -> anyhow::Result<DiskMosaic> {
+    let union = |rects: &mut dyn Iterator<Item = Rect>| {
+        rects.reduce(|a, b| Rect {
+            x0: a.x0.min(b.x0),
+            y0: a.y0.min(b.y0),
+            x1: a.x1.max(b.x1),
+            y1: a.y1.max(b.y1),
+        })
+    };
+    let zones: BTreeSet<u32> = parts.iter().map(|(e, _)| *e).collect();
+    let paste_zone = |m: &mut DiskMosaic, zone: u32| -> anyhow::Result<()> {
+        for (i, _) in parts.iter().enumerate().filter(|(_, (e, _))| *e == zone) {
+            let (r, pk, values) = load(i)?;
+            anyhow::ensure!(pk == k, "partitions have different numbers of outputs");
+            m.paste(r, &values, false)?;
+        }
+        Ok(())
+    };
+    let mut others = Vec::new();
+    for &zone in zones.iter().filter(|z| **z != main) {
+        let rect = union(&mut parts.iter().filter(|(e, _)| *e == zone).map(|(_, r)| *r))
+            .context("a zone without partitions")?;
+        let mut m = DiskMosaic::create(
+            &dir.join(format!("zone-{zone}.tif")),
+            rect,
             k,
-            size: (z.combined.rect.width(), z.combined.rect.height()),
-            geotransform: z.combined.rect.geotransform(resolution),
-            epsg: z.epsg,
-        };
-        let b = bounds_in(&planes, main.epsg)?;
-        // Global pixel coordinates of the main grid: x = easting / res, y = −northing / res.
-        let r = Rect {
-            x0: (b[0] / resolution).floor() as i64,
-            y0: (-b[3] / resolution).floor() as i64,
-            x1: (b[2] / resolution).ceil() as i64,
-            y1: (-b[1] / resolution).ceil() as i64,
-        };
-        rect.x0 = rect.x0.min(r.x0);
-        rect.y0 = rect.y0.min(r.y0);
-        rect.x1 = rect.x1.max(r.x1);
-        rect.y1 = rect.y1.max(r.y1);
-        let values = reproject_planes(
-            &planes,
-            (r.width(), r.height()),
-            r.geotransform(resolution),
-            main.epsg,
+            resolution,
+            zone,
         )?;
-        targets.push((r, values));
+        paste_zone(&mut m, zone)?;
+        others.push(m);
     }
-    // The main zone first; the others only where it left a gap.
-    let mut merged = mosaic_partitions(&[(main.combined.rect, k, main.combined.values)])?;
-    merged = grow(merged, rect);
-    for (r, values) in targets {
-        paste_missing(&mut merged, r, &values);
+    let mut rect = union(&mut parts.iter().filter(|(e, _)| *e == main).map(|(_, r)| *r))
+        .context("no partition in the main zone")?;
+    for o in &others {
+        let b = o.bounds_in(main)?;
+        // Global pixel coordinates of the main grid: x = easting / res, y = −northing / res.
+        rect.x0 = rect.x0.min((b[0] / resolution).floor() as i64);
+        rect.y0 = rect.y0.min((-b[3] / resolution).floor() as i64);
+        rect.x1 = rect.x1.max((b[2] / resolution).ceil() as i64);
+        rect.y1 = rect.y1.max((-b[1] / resolution).ceil() as i64);
     }
-    Ok(merged)
+    let mut mosaic = DiskMosaic::create(&dir.join("mosaic.tif"), rect, k, resolution, main)?;
+    paste_zone(&mut mosaic, main)?;
+    for o in &others {
+        mosaic.fill_from(o, &dir.join(format!("zone-{}-warped.tif", o.epsg)))?;
+    }
+    for o in others {
+        let path = o.path.clone();
+        drop(o);
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(mosaic)
 }
 
-/// `c` on the larger rectangle `rect` (NaN where it had no pixel).
-fn grow(c: Combined, rect: Rect) -> Combined {
-    if c.rect == rect {
-        return c;
+/// Streams an object into a file.
+pub(crate) async fn download(
+    objects: &dyn object_store::ObjectStore,
+    key: &str,
+    file: &std::path::Path,
+) -> Result<(), StepError> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let path = object_store::path::Path::from(key);
+    let mut stream = objects
+        .get(&path)
+        .await
+        .with_context(|| format!("reading {key}"))
+        .map_err(StepError::Retryable)?
+        .into_stream();
+    let mut f = tokio::fs::File::create(file)
+        .await
+        .map_err(|e| StepError::Retryable(e.into()))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .with_context(|| format!("reading {key}"))
+            .map_err(StepError::Retryable)?;
+        f.write_all(&chunk)
+            .await
+            .map_err(|e| StepError::Retryable(e.into()))?;
     }
-    let (w, h) = (rect.width(), rect.height());
-    let mut values = vec![f32::NAN; c.k * w * h];
-    let (cw, ch) = (c.rect.width(), c.rect.height());
-    let (dx, dy) = (
-        (c.rect.x0 - rect.x0) as usize,
-        (c.rect.y0 - rect.y0) as usize,
-    );
-    for b in 0..c.k {
-        for y in 0..ch {
-            let src = b * cw * ch + y * cw;
-            let dst = b * w * h + (y + dy) * w + dx;
-            values[dst..dst + cw].copy_from_slice(&c.values[src..src + cw]);
-        }
-    }
-    Combined {
-        rect,
-        k: c.k,
-        values,
-    }
+    f.flush()
+        .await
+        .map_err(|e| StepError::Retryable(e.into()))?;
+    Ok(())
 }
 
-/// Pastes `(K, r)` values into `c` where `c` has no data (its first plane is NaN) and they have.
-fn paste_missing(c: &mut Combined, r: Rect, values: &[f32]) {
-    let (w, h) = (c.rect.width(), c.rect.height());
-    let (rw, rh) = (r.width(), r.height());
-    for y in 0..rh {
-        let gy = r.y0 + y as i64;
-        if gy < c.rect.y0 || gy >= c.rect.y1 {
-            continue;
+/// Streams a file into an object, in parts.
+pub(crate) async fn upload(
+    objects: &dyn object_store::ObjectStore,
+    file: &std::path::Path,
+    key: &str,
+) -> Result<(), StepError> {
+    use tokio::io::AsyncReadExt;
+    /// The size of each part (object stores take parts of 5 MiB or more).
+    const PART: usize = 8 << 20;
+    let path = object_store::path::Path::from(key);
+    let mut f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| StepError::Retryable(e.into()))?;
+    let mut upload = objects
+        .put_multipart(&path)
+        .await
+        .map_err(|e| StepError::Retryable(e.into()))?;
+    let result: anyhow::Result<()> = async {
+        loop {
+            let mut buf = Vec::with_capacity(PART);
+            (&mut f).take(PART as u64).read_to_end(&mut buf).await?;
+            if buf.is_empty() {
+                break;
+            }
+            upload.put_part(buf.into()).await?;
         }
-        for x in 0..rw {
-            let gx = r.x0 + x as i64;
-            if gx < c.rect.x0 || gx >= c.rect.x1 {
-                continue;
-            }
-            let p = (gy - c.rect.y0) as usize * w + (gx - c.rect.x0) as usize;
-            let q = y * rw + x;
-            if !c.values[p].is_nan() || values[q].is_nan() {
-                continue;
-            }
-            for b in 0..c.k {
-                c.values[b * w * h + p] = values[b * rw * rh + q];
-            }
-        }
+        upload.complete().await?;
+        Ok(())
     }
+    .await;
+    if let Err(e) = result {
+        let _ = upload.abort().await;
+        return Err(StepError::Retryable(e.context(format!("writing {key}"))));
+    }
+    Ok(())
 }
 
 /// Class ids per pixel (`legend[argmax].id`, 255 where there is no data).
@@ -347,75 +372,64 @@ impl Step for Combine {
                 )));
             }
             ctx.progress.set(0.1, "reading partitions");
-            let mut decoded = Vec::with_capacity(mine.len());
-            for p in &mine {
-                let path = object_store::path::Path::from(p.key.as_str());
-                let bytes = async { objects.get(&path).await?.bytes().await }
-                    .await
-                    .with_context(|| format!("reading {}", p.key))?;
-                let (rect, pk, values, _) =
-                    super::predict::decode_partition(&bytes).map_err(permanent)?;
-                decoded.push((p.epsg, (rect, pk, values)));
+            // Each partition goes to a file (streamed), and is read from it one at a time.
+            let dir = tempfile::tempdir().map_err(|e| StepError::Retryable(e.into()))?;
+            let dir_path = dir.path().to_path_buf();
+            let mut files = Vec::with_capacity(mine.len());
+            let mut placed = Vec::with_capacity(mine.len());
+            for (i, p) in mine.iter().enumerate() {
+                let file = dir_path.join(format!("part-{i}.safetensors"));
+                download(objects.as_ref(), &p.key, &file).await?;
+                let (file2, epsg2) = (file.clone(), p.epsg);
+                let rect = tokio::task::spawn_blocking(move || -> anyhow::Result<Rect> {
+                    let bytes = std::fs::read(&file2)?;
+                    let (rect, pk, _, _) = super::predict::decode_partition(&bytes)?;
+                    anyhow::ensure!(
+                        pk == k,
+                        "partition of EPSG:{epsg2} has {pk} outputs, not {k}"
+                    );
+                    Ok(rect)
+                })
+                .await
+                .map_err(|e| StepError::Retryable(e.into()))?
+                .map_err(permanent)?;
+                placed.push((p.epsg, rect));
+                files.push(file);
             }
             ctx.progress.set(0.4, "writing COGs");
             let legend2 = legend.clone();
-            let dir = tempfile::tempdir().map_err(|e| StepError::Retryable(e.into()))?;
-            let dir_path = dir.path().to_path_buf();
             let (files, geotransform, size, stats) =
                 tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                    let mut zones: BTreeMap<u32, Vec<(Rect, usize, Vec<f32>)>> = BTreeMap::new();
-                    for (e, part) in decoded {
-                        zones.entry(e).or_default().push(part);
-                    }
-                    let main_parts = zones
-                        .remove(&epsg)
-                        .context("no partition in the main zone")?;
-                    let main = ZoneMosaic {
-                        epsg,
-                        combined: mosaic_partitions(&main_parts)?,
+                    let load = |i: usize| -> anyhow::Result<(Rect, usize, Vec<f32>)> {
+                        let bytes = std::fs::read(&files[i])?;
+                        let (rect, pk, values, _) = super::predict::decode_partition(&bytes)?;
+                        Ok((rect, pk, values))
                     };
-                    drop(main_parts);
-                    let others = zones
-                        .into_iter()
-                        .map(|(e, parts)| {
-                            Ok(ZoneMosaic {
-                                epsg: e,
-                                combined: mosaic_partitions(&parts)?,
-                            })
-                        })
-                        .collect::<anyhow::Result<Vec<_>>>()?;
-                    let c = merge_zones(main, &others, resolution)?;
-                    let (w, h) = (c.rect.width(), c.rect.height());
-                    let gt = c.rect.geotransform(resolution);
-                    let mut files = Vec::new();
+                    let m = mosaic_on_disk(&dir_path, &placed, k, epsg, resolution, &load)?;
+                    for f in &files {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    let (w, h) = (m.rect.width(), m.rect.height());
+                    let gt = m.rect.geotransform(resolution);
+                    let mut out = Vec::new();
                     let mut stats = json!({});
                     if regression {
-                        let plane = w * h;
-                        let bands: Vec<Vec<f32>> = (0..c.k)
-                            .map(|b| c.values[b * plane..(b + 1) * plane].to_vec())
-                            .collect();
-                        let finite = c.values.iter().copied().filter(|v| v.is_finite());
-                        let (lo, hi) = finite
-                            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
-                                (a.min(v), b.max(v))
-                            });
-                        if lo.is_finite() {
+                        let path = dir_path.join("value.tif");
+                        if let Some((lo, hi)) = m.write_value_cog(&path)? {
                             stats = json!({"min": lo, "max": hi});
                         }
-                        let path = dir_path.join("value.tif");
-                        write_f32_cog(&path, &bands, w, h, gt, epsg)?;
-                        files.push(("value", path, c.k));
+                        out.push(("value", path, m.k));
                     } else {
-                        let classes = class_raster(&c, &legend2);
-                        let path = dir_path.join("class.tif");
-                        write_class_cog(&path, &classes, w, h, gt, epsg, &legend2)?;
-                        files.push(("class", path, 1));
-                        let probs = probability_bands(&c);
-                        let path = dir_path.join("probability.tif");
-                        write_u8_cog(&path, &probs, w, h, gt, epsg)?;
-                        files.push(("probability", path, c.k));
+                        let class = dir_path.join("class.tif");
+                        let probability = dir_path.join("probability.tif");
+                        m.write_class_cogs(&legend2, &class, &probability)?;
+                        out.push(("class", class, 1));
+                        out.push(("probability", probability, m.k));
                     }
-                    Ok((files, gt, [w, h], stats))
+                    let path = m.path.clone();
+                    drop(m);
+                    let _ = std::fs::remove_file(path);
+                    Ok((out, gt, [w, h], stats))
                 })
                 .await
                 .map_err(|e| StepError::Retryable(e.into()))?
@@ -426,13 +440,7 @@ impl Step for Combine {
                 .claim(ctx.run_id, StepKind::Combine, ctx.step_id, ctx.claim_id);
             for (kind, path, bands) in files {
                 let key = format!("{folder}/{kind}.tif");
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map_err(|e| StepError::Retryable(e.into()))?;
-                objects
-                    .put(&object_store::path::Path::from(key.as_str()), bytes.into())
-                    .await
-                    .map_err(|e| StepError::Retryable(e.into()))?;
+                upload(objects.as_ref(), &path, &key).await?;
                 rasters.push(CombinedRaster {
                     kind: kind.into(),
                     key,
@@ -467,7 +475,7 @@ mod tests {
         epsg: u32,
         windows: &[&groundwork_imagery::WindowSpec],
         (lon0, lon1): (f64, f64),
-    ) -> ZoneMosaic {
+    ) -> (u32, Combined) {
         use groundwork_imagery::stitch::Cell;
         let size = windows[0].size as usize;
         let cells: Vec<Cell> = windows
@@ -501,10 +509,7 @@ mod tests {
                 values[w * h + p] = 1.0 - f;
             }
         }
-        ZoneMosaic {
-            epsg,
-            combined: Combined { rect, k: 2, values },
-        }
+        (epsg, Combined { rect, k: 2, values })
     }
 
     #[test]
@@ -522,9 +527,23 @@ mod tests {
         let of = |e: u32| ws.iter().filter(|w| w.epsg == e).collect::<Vec<_>>();
         let (zone32, zone33) = (of(32632), of(32633));
         assert!(!zone32.is_empty() && zone33.len() > zone32.len());
-        let main = zone_mosaic(32633, &zone33, (west, east));
-        let other = zone_mosaic(32632, &zone32, (west, east));
-        let merged = merge_zones(main, &[other], 10.0)?;
+        // One partition per zone, the smaller zone first.
+        let zones = [
+            zone_mosaic(32632, &zone32, (west, east)),
+            zone_mosaic(32633, &zone33, (west, east)),
+        ];
+        let placed: Vec<(u32, Rect)> = zones.iter().map(|(e, c)| (*e, c.rect)).collect();
+        let load = |i: usize| -> anyhow::Result<(Rect, usize, Vec<f32>)> {
+            let c = &zones[i].1;
+            Ok((c.rect, c.k, c.values.clone()))
+        };
+        let dir = tempfile::tempdir()?;
+        let m = mosaic_on_disk(dir.path(), &placed, 2, 32633, 10.0, &load)?;
+        let merged = Combined {
+            rect: m.rect,
+            k: 2,
+            values: m.rows(0, m.rect.height())?,
+        };
         // Every pixel of the AOI (but a 20 m rim) holds a value, on both sides of the boundary,
         // and it is the value of its place on the ground.
         let (w, h) = (merged.rect.width(), merged.rect.height());

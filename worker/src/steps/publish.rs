@@ -13,7 +13,6 @@ use groundwork_imagery::publish::warp_to_web_mercator;
 use groundwork_store::jobs;
 use groundwork_store::outputs::{self, NewOutput};
 use groundwork_types::StepState;
-use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -115,13 +114,7 @@ impl Step for Publish {
                 );
                 let src = dir.path().join(format!("{}-utm.tif", raster.kind));
                 let dst = dir.path().join(format!("{}-3857.tif", raster.kind));
-                let path = object_store::path::Path::from(raster.key.as_str());
-                let bytes = async { objects.get(&path).await?.bytes().await }
-                    .await
-                    .with_context(|| format!("reading {}", raster.key))?;
-                tokio::fs::write(&src, &bytes)
-                    .await
-                    .map_err(|e| StepError::Retryable(e.into()))?;
+                super::combine::download(objects.as_ref(), &raster.key, &src).await?;
                 let categorical = raster.kind == "class";
                 let (src2, dst2) = (src.clone(), dst.clone());
                 let (info, footprint, areas) = tokio::task::spawn_blocking(move || {
@@ -157,16 +150,7 @@ impl Step for Publish {
                         .claim(ctx.run_id, StepKind::Publish, ctx.step_id, ctx.claim_id),
                     raster.kind
                 );
-                let bytes = tokio::fs::read(&dst)
-                    .await
-                    .map_err(|e| StepError::Retryable(e.into()))?;
-                objects
-                    .put(
-                        &object_store::path::Path::from(web_key.as_str()),
-                        bytes.into(),
-                    )
-                    .await
-                    .map_err(|e| StepError::Retryable(e.into()))?;
+                super::combine::upload(objects.as_ref(), &dst, &web_key).await?;
                 rows.push(NewOutput {
                     org_id: project.org_id,
                     project_id: project.id,
