@@ -10,6 +10,7 @@
 
 pub mod acquire;
 pub mod assessment;
+pub mod change;
 pub mod composite;
 pub mod demo;
 mod error;

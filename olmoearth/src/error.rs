@@ -63,6 +63,19 @@ pub enum Error {
         got: Vec<usize>,
     },
 
+    /// A file's SHA-256 differs from the hash its publisher gives.
+    #[error(
+        "{what}: its SHA-256 {got} differs from the published {expected}; the file is corrupt, truncated or not the release"
+    )]
+    HashMismatch {
+        /// Which file (`OlmoEarth-v1-Large weights.pth`).
+        what: String,
+        /// The published hash.
+        expected: String,
+        /// The file's hash.
+        got: String,
+    },
+
     // === Inputs ===
     /// A tensor has the wrong shape.
     #[error("{what}: expected shape {expected}, got {got:?}")]

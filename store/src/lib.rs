@@ -1,7 +1,7 @@
 //! PostgreSQL access for Groundwork: the connection pool, migrations ([`migrate`], [`ready`]), the
 //! zero-setup local cluster ([`devdb`]), the test harness (`testing`, with the `testing` feature), the domain queries
 //! ([`projects`], [`windows`], [`labels`] with the pure window [`sampling`], [`suggestions`], [`models`], [`outputs`]
-//! with their share links ([`shares`]), [`workers`], [`accounts`], [`audit`]) and the job system over apalis ([`jobs`]).
+//! with their share links ([`shares`]) and change maps ([`changes`]), [`workers`], [`accounts`], [`audit`]) and the job system over apalis ([`jobs`]).
 //!
 //! PostgreSQL is the single source of truth. apalis carries dispatch messages; the `step` table carries
 //! the state users see and the job system's guarantees (`docs/state_machine.md`).
@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod assessments;
 pub mod audit;
+pub mod changes;
 pub mod devdb;
 mod error;
 pub mod jobs;

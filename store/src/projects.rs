@@ -49,6 +49,9 @@ pub struct Project {
     pub license: String,
     /// Link to the licence's terms (required for `other`; otherwise SPDX's page is used).
     pub license_url: Option<String>,
+    /// Whether training may start from random encoder weights when no pretrained checkpoint is
+    /// available (off unless the owner allows it; the offline demo does).
+    pub allow_random_init: bool,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -88,10 +91,12 @@ pub struct ProjectFields {
     pub license: String,
     /// Link to the licence's terms.
     pub license_url: Option<String>,
+    /// Whether training may start from random weights without a pretrained checkpoint.
+    pub allow_random_init: bool,
 }
 
 const COLUMNS: &str = "id, org_id, name, description, aoi, bbox_west, bbox_south, bbox_east, bbox_north, area_km2, \
-    start_date as start, end_date as \"end\", task, classes, modalities, model_size, patch_size, window_size, license, license_url, created_at, updated_at";
+    start_date as start, end_date as \"end\", task, classes, modalities, model_size, patch_size, window_size, license, license_url, allow_random_init, created_at, updated_at";
 
 /// A project row as the database holds it; [`Project`] is its typed form.
 #[derive(sqlx::FromRow)]
@@ -116,6 +121,7 @@ struct Row {
     window_size: i32,
     license: String,
     license_url: Option<String>,
+    allow_random_init: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -146,6 +152,7 @@ impl TryFrom<Row> for Project {
             window_size: r.window_size,
             license: r.license,
             license_url: r.license_url,
+            allow_random_init: r.allow_random_init,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -154,7 +161,7 @@ impl TryFrom<Row> for Project {
 
 type ProjectQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Row, sqlx::postgres::PgArguments>;
 
-/// Binds `$1` id, `$2` org and `$3`–`$20` the fields, in the column order `create` and `update` share.
+/// Binds `$1` id, `$2` org and `$3`–`$21` the fields, in the column order `create` and `update` share.
 fn bind_fields<'q>(
     query: ProjectQuery<'q>,
     id: Uuid,
@@ -182,14 +189,15 @@ fn bind_fields<'q>(
         .bind(f.window_size)
         .bind(&f.license)
         .bind(&f.license_url)
+        .bind(f.allow_random_init)
 }
 
 /// Creates a project.
 pub async fn create(pool: &PgPool, org_id: Uuid, f: &ProjectFields) -> Result<Project> {
     let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into project (id, org_id, name, description, aoi, bbox_west, bbox_south, bbox_east, bbox_north, \
-             area_km2, start_date, end_date, task, classes, modalities, model_size, patch_size, window_size, license, license_url) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) returning {COLUMNS}"
+             area_km2, start_date, end_date, task, classes, modalities, model_size, patch_size, window_size, license, license_url, allow_random_init) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) returning {COLUMNS}"
     )));
     let row: Row = bind_fields(query, Uuid::now_v7(), org_id, f)
         .fetch_one(pool)
@@ -245,7 +253,7 @@ pub async fn update(pool: &PgPool, org_id: Uuid, id: Uuid, f: &ProjectFields) ->
         "update project set name = $3, description = $4, aoi = $5, bbox_west = $6, bbox_south = $7, bbox_east = $8, \
              bbox_north = $9, area_km2 = $10, start_date = $11, end_date = $12, task = $13, classes = $14, \
              modalities = $15, model_size = $16, patch_size = $17, window_size = $18, license = $19, \
-             license_url = $20, updated_at = now() \
+             license_url = $20, allow_random_init = $21, updated_at = now() \
          where id = $1 and org_id = $2 returning {COLUMNS}"
     )));
     let row: Option<Row> = bind_fields(query, id, org_id, f)

@@ -8,12 +8,20 @@
 //!                                                             train: the trained model, per claim
 //! runs/{run}/checkpoints/…                                    train: per-epoch checkpoints and state
 //! runs/{run}/{stage}/{step}/claim-{claim}…                    predict, combine, publish: per claim
+//! changes/{change}/change.tif                                 a change map between two class maps
 //! ```
 //!
 //! Keys of step outputs carry the step and its claim, so a re-run never overwrites what an earlier
 //! execution committed.
+//!
+//! Pretrained encoder checkpoints are shared by every organisation and worker, outside any project:
+//!
+//! ```text
+//! models/OlmoEarth-v1-{Size}/{checksums.json, config.json, weights.pth | encoder.safetensors}
+//!                                                             `groundwork model import` / `model fetch`
+//! ```
 
-use crate::{Modality, StepKind};
+use crate::{Modality, ModelSize, StepKind};
 use uuid::Uuid;
 
 /// The keys of one project.
@@ -49,6 +57,46 @@ impl ModelKeys {
     pub fn beside(manifest: &str) -> Self {
         let folder = manifest.rsplit_once('/').map_or("", |(folder, _)| folder);
         Self::in_folder(folder)
+    }
+}
+
+/// The shared copy of a pretrained OlmoEarth checkpoint in the object store,
+/// `models/OlmoEarth-v1-{Size}/`: `groundwork model import` (and `model fetch`) upload it once, and a
+/// worker whose model folder lacks it downloads it from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PretrainedKeys {
+    folder: String,
+}
+
+impl PretrainedKeys {
+    /// Where every pretrained checkpoint lives.
+    pub const ROOT: &'static str = "models";
+
+    /// The keys of the release of `size`.
+    #[must_use]
+    pub fn new(size: ModelSize) -> Self {
+        PretrainedKeys {
+            folder: format!("{}/{}", Self::ROOT, size.release_name()),
+        }
+    }
+
+    /// The folder, `models/OlmoEarth-v1-{Size}`.
+    #[must_use]
+    pub fn folder(&self) -> &str {
+        &self.folder
+    }
+
+    /// One file of the checkpoint (`config.json`, `weights.pth`, …).
+    #[must_use]
+    pub fn file(&self, name: &str) -> String {
+        format!("{}/{name}", self.folder)
+    }
+
+    /// `checksums.json`: the files, their SHA-256 and how each was verified. Written last, so a
+    /// checkpoint is complete once it exists.
+    #[must_use]
+    pub fn checksums(&self) -> String {
+        self.file("checksums.json")
     }
 }
 
@@ -135,6 +183,13 @@ impl ProjectKeys {
             self.prefix
         )
     }
+
+    /// The change raster of a change map between two of the project's class maps
+    /// (`…/changes/{change}/change.tif`, a COG written once when the change map is made).
+    #[must_use]
+    pub fn change_map(&self, change_id: Uuid) -> String {
+        format!("{}/changes/{change_id}/change.tif", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +226,20 @@ mod tests {
         assert_eq!(
             k.claim(r, StepKind::Predict, s, o),
             format!("orgs/{o}/projects/{p}/runs/{r}/predict/{s}/claim-{o}")
+        );
+        assert_eq!(
+            k.change_map(s),
+            format!("orgs/{o}/projects/{p}/changes/{s}/change.tif")
+        );
+        let shared = PretrainedKeys::new(ModelSize::Nano);
+        assert_eq!(shared.folder(), "models/OlmoEarth-v1-Nano");
+        assert_eq!(
+            shared.file("weights.pth"),
+            "models/OlmoEarth-v1-Nano/weights.pth"
+        );
+        assert_eq!(
+            PretrainedKeys::new(ModelSize::Large).checksums(),
+            "models/OlmoEarth-v1-Large/checksums.json"
         );
     }
 }

@@ -130,6 +130,17 @@ impl ModelSize {
         }
     }
 
+    /// The release's name, `OlmoEarth-v1-<Size>`: its folder under a model root and in the object store.
+    #[must_use]
+    pub const fn release_name(self) -> &'static str {
+        match self {
+            ModelSize::Nano => "OlmoEarth-v1-Nano",
+            ModelSize::Tiny => "OlmoEarth-v1-Tiny",
+            ModelSize::Base => "OlmoEarth-v1-Base",
+            ModelSize::Large => "OlmoEarth-v1-Large",
+        }
+    }
+
     /// The Hugging Face repository of the release, `allenai/OlmoEarth-v1-<Size>`.
     #[must_use]
     pub const fn hf_repo(self) -> &'static str {

@@ -82,6 +82,8 @@ test('a new user goes from an empty project to a published map without leaving t
     await page.getByRole('button', { name: 'Add class' }).click();
     await page.getByLabel(`Class ${i + 1} name`).fill(classes[i].name);
   }
+  // The test server has no pretrained checkpoint: the project allows training from random weights.
+  await page.getByLabel('Allow training from random weights').check();
   await Promise.all([
     page.waitForURL(/\/projects\/[0-9a-f-]{36}$/),
     page.getByRole('button', { name: 'Create project' }).click(),

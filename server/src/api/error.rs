@@ -47,12 +47,14 @@ pub enum ErrorCode {
     SetupDone,
     /// the project has no windows yet: acquire imagery first.
     NoWindows,
-    /// the output is not a class map, so it has no polygons.
+    /// the output is not a class map (only class maps have polygons, assessments and change maps).
     NotAClassMap,
     /// the body is larger than the route accepts.
     PayloadTooLarge,
     /// the class map needs more map tiles or polygons than an offline package may hold.
     PackageTooLarge,
+    /// a class map has more pixels than a change map may compare.
+    ChangeTooLarge,
     /// the body's content type is not one the route reads.
     UnsupportedMediaType,
     /// fields are invalid; `details` lists `[{field, message}]`.
@@ -79,7 +81,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [Self; 32] = [
+    pub const ALL: [Self; 33] = [
         Self::InvalidJson,
         Self::InvalidBody,
         Self::InvalidPath,
@@ -101,6 +103,7 @@ impl ErrorCode {
         Self::NotAClassMap,
         Self::PayloadTooLarge,
         Self::PackageTooLarge,
+        Self::ChangeTooLarge,
         Self::UnsupportedMediaType,
         Self::ValidationFailed,
         Self::InvalidFile,
@@ -139,6 +142,7 @@ impl ErrorCode {
             Self::NotAClassMap => "not_a_class_map",
             Self::PayloadTooLarge => "payload_too_large",
             Self::PackageTooLarge => "package_too_large",
+            Self::ChangeTooLarge => "change_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::ValidationFailed => "validation_failed",
             Self::InvalidFile => "invalid_file",
@@ -179,6 +183,7 @@ impl ErrorCode {
             Self::NotAClassMap => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::PackageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ChangeTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidFile => StatusCode::UNPROCESSABLE_ENTITY,
@@ -222,10 +227,15 @@ impl ErrorCode {
             }
             Self::SetupDone => "the first administrator exists already",
             Self::NoWindows => "the project has no windows yet: acquire imagery first",
-            Self::NotAClassMap => "the output is not a class map, so it has no polygons",
+            Self::NotAClassMap => {
+                "the output is not a class map (only class maps have polygons, assessments and change maps)"
+            }
             Self::PayloadTooLarge => "the body is larger than the route accepts",
             Self::PackageTooLarge => {
                 "the class map needs more map tiles or polygons than an offline package may hold"
+            }
+            Self::ChangeTooLarge => {
+                "a class map has more pixels than a change map may compare (50 million)"
             }
             Self::UnsupportedMediaType => "the body's content type is not one the route reads",
             Self::ValidationFailed => "fields are invalid; `details` lists `[{field, message}]`",

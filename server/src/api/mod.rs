@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod assessments;
 pub mod auth;
+pub mod changes;
 pub mod error;
 pub mod extract;
 pub mod imagery;
@@ -285,6 +286,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(tokens::routes())
         .merge(outputs::routes())
         .merge(assessments::routes())
+        .merge(changes::routes())
         .merge(suggestions::routes())
         .merge(shares::routes())
         .routes(routes!(step_kinds))

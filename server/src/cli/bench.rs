@@ -89,6 +89,7 @@ async fn project(pool: &PgPool) -> anyhow::Result<uuid::Uuid> {
         window_size: 64,
         license: "CC-BY-4.0".into(),
         license_url: None,
+        allow_random_init: false,
     };
     Ok(projects::create(pool, DEFAULT_ORG_ID, &f).await?.id)
 }

@@ -36,8 +36,9 @@ pub struct DemoArgs {
     /// Point labels sampled per class from the ground truth.
     #[arg(long, default_value_t = pipeline::DemoRun::default().labels_per_class)]
     labels_per_class: usize,
-    /// Side of the demo scene in 10 m pixels (a multiple of 64; 512 = 64 windows).
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=2048))]
+    /// Side of the demo scene in 10 m pixels (a multiple of 64; 512 = 64 windows; 3200 ≈ 1,000 km²,
+    /// whose generation holds about 1 GB).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=4096))]
     scene_px: u32,
     /// Scene of the demo family: classic, tropical-haze, us-cropland, smallholder, boreal-lakes,
     /// dryland (`classic` is the original demo).
@@ -50,15 +51,16 @@ pub struct DemoArgs {
     /// 2 for the other scenes).
     #[arg(long)]
     polygons_per_class: Option<usize>,
-    /// Write the run's numbers (scene, seed, candidates, map accuracy, edge accuracy, seconds) as JSON
-    /// to this file.
+    /// Write the run's numbers (scene, seed, candidates, map accuracy, edge accuracy, seconds, and
+    /// `phases`: each phase's wall time and steps, windows, predicted km², database size) as JSON to
+    /// this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
     /// Encoder patch size (1–8).
     #[arg(long, default_value_t = pipeline::DemoRun::default().patch_size)]
     patch_size: i32,
-    /// Root of downloaded OlmoEarth checkpoints (`model fetch`); without one, training starts from
-    /// random weights and says so.
+    /// Root of OlmoEarth checkpoints (`model fetch`, `model import`); without one, training starts
+    /// from random weights, which the demo's project allows (`allow_random_init`), and says so.
     #[arg(
         long,
         env = "GROUNDWORK_MODEL_DIR",
@@ -234,6 +236,18 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 fmt(summary.model_label_accuracy),
                 fmt(summary.baseline_label_accuracy)
             );
+            let p = &summary.phases;
+            eprintln!(
+                "phases: acquisition {} windows in {:.0} s ({:.2} windows/s); training {:.0} s; \
+                 prediction {:.1} km² in {:.0} s ({:.1} km²/h)",
+                p.windows_acquired.unwrap_or(0),
+                p.acquire.seconds,
+                p.windows_acquired.unwrap_or(0) as f64 / p.acquire.seconds.max(1e-9),
+                p.train.seconds,
+                p.predicted_km2,
+                p.predict.seconds,
+                p.predicted_km2 / p.predict.seconds.max(1e-9) * 3600.0
+            );
             eprintln!("map: {}", summary.map_url);
             if !args.exit {
                 eprintln!(
@@ -256,6 +270,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 "test_windows": summary.test_windows,
                 "map_url": summary.map_url,
                 "seconds": seconds,
+                "project_id": summary.project_id,
+                "phases": summary.phases,
             });
             println!("{json}");
             match &args.summary_json {

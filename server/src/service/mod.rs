@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod assessments;
+pub mod changes;
 pub mod imagery;
 pub mod labels;
 pub mod models;

@@ -52,6 +52,11 @@ pub struct CreateProject {
     /// Link to the licence's terms (`http`/`https`; required with `other`).
     #[serde(default)]
     pub license_url: Option<String>,
+    /// Whether training may start from random encoder weights when no pretrained OlmoEarth checkpoint
+    /// is available to the worker (default false: training then fails and says how to install one).
+    /// For trying the platform offline; maps trained from random weights are much less accurate.
+    #[serde(default)]
+    pub allow_random_init: bool,
 }
 
 fn default_license() -> String {
@@ -109,6 +114,8 @@ pub struct UpdateProject {
     pub license: Option<String>,
     /// Link to the licence's terms; an empty string removes it.
     pub license_url: Option<String>,
+    /// Whether training may start from random weights without a pretrained checkpoint.
+    pub allow_random_init: Option<bool>,
 }
 
 /// `validate` on a blocking thread: measuring a large AOI must not hold up the async runtime.
@@ -236,6 +243,7 @@ fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
             window_size: p.window_size,
             license,
             license_url,
+            allow_random_init: p.allow_random_init,
         }),
         _ => Err(ApiError::validation(errors)),
     }
@@ -256,7 +264,7 @@ pub async fn create_project(
             "project.create",
             "project",
             p.id,
-            json!({"name": p.name}),
+            json!({"name": p.name, "allow_random_init": p.allow_random_init}),
         )
         .await;
     Ok(p)
@@ -304,11 +312,18 @@ pub async fn update_project(
             Some(u) => Some(u),
             None => current.license_url,
         },
+        allow_random_init: patch.allow_random_init.unwrap_or(current.allow_random_init),
     };
     let fields = validate_off_runtime(merged, state.max_aoi_km2).await?;
     let p = projects::update(&state.pool, actor.org_id, id, &fields).await?;
+    // The audit log records who allowed (or stopped allowing) training from random weights.
+    let details = if p.allow_random_init == current.allow_random_init {
+        json!({})
+    } else {
+        json!({"allow_random_init": p.allow_random_init})
+    };
     actor
-        .audit(state, "project.update", "project", p.id, json!({}))
+        .audit(state, "project.update", "project", p.id, details)
         .await;
     Ok(p)
 }

@@ -8,6 +8,7 @@
 mod account;
 mod assessments;
 mod assets;
+mod changes;
 mod error;
 mod invite;
 mod members;
@@ -261,6 +262,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/outputs/{id}/assessments", post(assessments::draw))
         .route("/assessments/{id}", get(assessments::show))
         .route("/assessments/{id}/label", get(assessments::label))
+        .route("/outputs/{id}/changes", post(changes::create))
+        .route("/changes/{id}", get(changes::show))
         .route(
             "/projects/{id}/steps/{step}/cancel",
             post(projects::cancel_step),

@@ -110,6 +110,8 @@ pub struct ProjectForm {
     pub patch_size: String,
     /// Window size.
     pub window_size: String,
+    /// Whether training may start from random weights without a pretrained checkpoint.
+    pub allow_random_init: bool,
 }
 
 impl Default for ProjectForm {
@@ -126,6 +128,7 @@ impl Default for ProjectForm {
             model_size: "nano".into(),
             patch_size: "4".into(),
             window_size: "64".into(),
+            allow_random_init: false,
         }
     }
 }
@@ -166,6 +169,11 @@ pub const MODEL_SIZES: &[(&str, &str)] = &[
     ("large", "Large (308 M)"),
 ];
 
+/// Whether a checkbox named `name` was checked (sent with any value but `false`).
+fn checkbox(pairs: &[(String, String)], name: &str) -> bool {
+    pairs.iter().any(|(k, v)| k == name && v != "false")
+}
+
 fn enum_value<T: serde::de::DeserializeOwned>(v: &str) -> Option<T> {
     serde_json::from_value(Value::String(v.to_owned())).ok()
 }
@@ -191,6 +199,7 @@ impl ProjectForm {
             model_size: form_value(pairs, "model_size"),
             patch_size: form_value(pairs, "patch_size"),
             window_size: form_value(pairs, "window_size"),
+            allow_random_init: checkbox(pairs, "allow_random_init"),
         }
     }
 
@@ -271,6 +280,7 @@ impl ProjectForm {
                     window_size: window,
                     license: project_service::DEFAULT_LICENSE.into(),
                     license_url: None,
+                    allow_random_init: self.allow_random_init,
                 })
             }
             _ => Err(errors),
@@ -587,6 +597,8 @@ struct AcquisitionTable {
     heads: Vec<String>,
     /// `(month, cells)`.
     rows: Vec<(String, Vec<String>)>,
+    /// Bands whose values look like other units than the model expects.
+    warnings: Vec<String>,
 }
 
 impl AcquisitionTable {
@@ -624,7 +636,12 @@ impl AcquisitionTable {
                 (month.clone(), cells)
             })
             .collect();
-        Some(Self { heads, rows })
+        let warnings = serde_json::from_value(out["unit_warnings"].clone()).unwrap_or_default();
+        Some(Self {
+            heads,
+            rows,
+            warnings,
+        })
     }
 }
 
@@ -754,8 +771,9 @@ pub async fn show(
     .await
 }
 
-/// `POST /projects/{id}/settings`: name, description, time range and licence from the project page (the same
-/// service function as `PATCH /api/v1/projects/{id}`; new dates mark acquired imagery stale).
+/// `POST /projects/{id}/settings`: name, description, time range, licence and whether training may
+/// start from random weights, from the project page (the same service function as
+/// `PATCH /api/v1/projects/{id}`; new dates mark acquired imagery stale).
 pub async fn settings(
     State(state): State<AppState>,
     actor: Actor,
@@ -786,6 +804,12 @@ pub async fn settings(
                 .iter()
                 .any(|(k, _)| k == "license_url")
                 .then(|| form_value(&pairs, "license_url").trim().to_owned()),
+            // An unchecked box sends nothing: the hidden `allow_random_init_shown` says the form had
+            // it, so its absence means "not allowed"; a form without it leaves the setting alone.
+            allow_random_init: pairs
+                .iter()
+                .any(|(k, _)| k == "allow_random_init_shown")
+                .then(|| checkbox(&pairs, "allow_random_init")),
             ..Default::default()
         }),
         (Err(e), _) | (_, Err(e)) => Err(e),
@@ -965,4 +989,32 @@ pub async fn retry_step(
     actor.require(Role::Member)?;
     jobs::retry(&state.pool, actor.org_id, step).await?;
     Ok(Redirect::to(&format!("/projects/{id}#step-{step}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AcquisitionTable;
+    use serde_json::json;
+
+    #[test]
+    fn the_acquisition_table_shows_months_and_any_unit_warning() {
+        let out = json!({
+            "months": ["2024-05", "2024-06"],
+            "scenes_per_month": {"sentinel1": [2, 0]},
+            "clear_fraction": {"sentinel1": [1.0, 0.0]},
+            "unit_warnings": ["sentinel1 values look like different units than the model expects"],
+        });
+        let t = AcquisitionTable::from_summary(&out).expect("a table");
+        assert_eq!(t.heads, ["sentinel1: scenes", "sentinel1: clear pixels"]);
+        assert_eq!(t.rows[0].1, ["2", "100 %"]);
+        assert_eq!(t.rows[1].1, ["0", "0 %"]);
+        assert_eq!(t.warnings.len(), 1);
+        let quiet = json!({"months": ["2024-05"], "scenes_per_month": {"sentinel1": [1]}});
+        assert!(
+            AcquisitionTable::from_summary(&quiet)
+                .expect("a table")
+                .warnings
+                .is_empty()
+        );
+    }
 }

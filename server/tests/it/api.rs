@@ -211,6 +211,77 @@ async fn projects_can_be_created_read_listed_updated_and_deleted() {
         (Some("other"), Some("https://example.org/terms"))
     );
 
+    // Training from random weights: refused unless the owner allows it; the choice is kept and
+    // shown, and a change is audited.
+    assert_eq!(created["allow_random_init"], false, "{created:#}");
+    let (s, patched) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/projects/{id}"),
+            Some(json!({"allow_random_init": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{patched:#}");
+    assert_eq!(patched["allow_random_init"], true);
+    assert_eq!(patched["license"], "other", "other fields are kept");
+    let (_, got) = api
+        .call("GET", &format!("/api/v1/projects/{id}"), None)
+        .await;
+    assert_eq!(got["allow_random_init"], true);
+    let (_, audit) = api.call("GET", "/api/v1/audit?limit=200", None).await;
+    assert!(
+        audit["items"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "project.update" && e["details"]["allow_random_init"] == true
+        }),
+        "{audit:#}"
+    );
+    let (s, body) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/projects/{id}"),
+            Some(json!({"allow_random_init": "yes"})),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s}: {body:#}");
+    // The project page's settings form: an unchecked box (the form says it showed one) turns it off,
+    // a checked one on, and a form without the box leaves it as it is.
+    let settings = format!("/projects/{id}/settings");
+    let base = "name=Renamed&description=&start=2024-01-01&end=2024-12-31&license=other\
+                &license_url=https%3A%2F%2Fexample.org%2Fterms";
+    for (extra, want) in [
+        ("&allow_random_init_shown=1", false),
+        ("&allow_random_init_shown=1&allow_random_init=true", true),
+        ("", true),
+    ] {
+        let body = format!("{base}{extra}");
+        let (s, page) = api
+            .raw(
+                "POST",
+                &settings,
+                Some(&body),
+                Some("application/x-www-form-urlencoded"),
+            )
+            .await;
+        assert!(s.is_redirection(), "{extra}: {s} {page}");
+        let (_, got) = api
+            .call("GET", &format!("/api/v1/projects/{id}"), None)
+            .await;
+        assert_eq!(got["allow_random_init"], want, "{extra}");
+    }
+    let mut allowed = project(square(0.05));
+    allowed["allow_random_init"] = json!(true);
+    let (s, body) = api.call("POST", "/api/v1/projects", Some(allowed)).await;
+    assert_eq!(s, StatusCode::CREATED, "{body:#}");
+    assert_eq!(body["allow_random_init"], true);
+    let (s, _) = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/projects/{}", body["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{s}");
+
     // Cursor pagination.
     for i in 0..4 {
         let mut p = project(square(0.05));

@@ -42,6 +42,7 @@ async fn groundwork(args: &[&str]) -> String {
         .args(args)
         .env_remove("GROUNDWORK_MODEL_DIR")
         .env_remove("GROUNDWORK_HF_ENDPOINT")
+        .env_remove("GROUNDWORK_OBJECT_STORE")
         .output()
         .await
         .expect("run groundwork");
@@ -75,6 +76,72 @@ async fn model_fetch_downloads_from_the_endpoint_and_model_info_reads_it() {
     assert!(out.contains(&dir.display().to_string()), "{out}");
     let out = groundwork(&["model", "info", &dir.to_string_lossy()]).await;
     assert!(out.contains("OlmoEarth v1 nano"), "{out}");
+}
+
+#[tokio::test]
+async fn model_import_installs_a_file_says_it_has_no_published_hash_and_shares_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let objects = tempfile::tempdir().expect("tempdir");
+    let out = groundwork(&[
+        "model",
+        "import",
+        &fixture("weights.pth").to_string_lossy(),
+        "--dir",
+        &root.path().to_string_lossy(),
+        "--object-store",
+        &format!("file://{}", objects.path().display()),
+    ])
+    .await;
+    assert!(
+        out.contains(
+            "no published hash for OlmoEarth-v1-Nano weights.pth; structure checked; sha256 "
+        ),
+        "{out}"
+    );
+    assert!(out.contains("models/OlmoEarth-v1-Nano/"), "{out}");
+    let dir = model_dir(root.path(), ModelSize::Nano);
+    for f in ["config.json", "weights.pth", "checksums.json"] {
+        assert!(dir.join(f).is_file(), "{f} installed");
+        assert!(
+            objects
+                .path()
+                .join("models/OlmoEarth-v1-Nano")
+                .join(f)
+                .is_file(),
+            "{f} shared"
+        );
+    }
+    let fetched = model_dir(root.path(), ModelSize::Nano);
+    let out = groundwork(&["model", "info", &fetched.to_string_lossy()]).await;
+    assert!(out.contains("OlmoEarth v1 nano"), "{out}");
+
+    // Large weights that are not the release are refused, and nothing is installed.
+    let fake = root.path().join("fake-large.pth");
+    std::fs::write(&fake, vec![1u8; 1024]).expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groundwork"))
+        .args([
+            "model",
+            "import",
+            &fake.to_string_lossy(),
+            "--size",
+            "large",
+        ])
+        .env("GROUNDWORK_MODEL_DIR", root.path())
+        .env_remove("GROUNDWORK_OBJECT_STORE")
+        .output()
+        .await
+        .expect("run groundwork");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("differs from the published") && stderr.contains("--allow-unverified"),
+        "{stderr}"
+    );
+    assert!(
+        !model_dir(root.path(), ModelSize::Large)
+            .join("weights.pth")
+            .exists()
+    );
 }
 
 #[tokio::test]

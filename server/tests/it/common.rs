@@ -97,6 +97,7 @@ pub async fn project(pool: &PgPool, name: &str) -> uuid::Uuid {
         window_size: 64,
         license: "CC-BY-4.0".into(),
         license_url: None,
+        allow_random_init: false,
     };
     projects::create(pool, groundwork_store::DEFAULT_ORG_ID, &f)
         .await

@@ -47,6 +47,7 @@ async fn small_project(pool: &groundwork_store::PgPool) -> Uuid {
         window_size: 64,
         license: "CC-BY-4.0".into(),
         license_url: None,
+        allow_random_init: false,
     };
     projects::create(pool, DEFAULT_ORG_ID, &f).await.unwrap().id
 }

@@ -912,6 +912,7 @@ async fn another_organisations_project_is_not_found() {
         window_size: 64,
         license: "CC-BY-4.0".into(),
         license_url: None,
+        allow_random_init: false,
     };
     let theirs = projects::create(&db.pool, other_org, &fields)
         .await

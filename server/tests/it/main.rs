@@ -8,6 +8,7 @@ mod access;
 mod acquire;
 mod api;
 mod assessments;
+mod changes;
 mod cli;
 mod common;
 mod demo_stac;

@@ -185,6 +185,7 @@ async fn training_runs_curves_and_evaluations_are_served_to_their_organisation_o
         window_size: 64,
         license: "CC-BY-4.0".into(),
         license_url: None,
+        allow_random_init: false,
     };
     let theirs = groundwork_store::projects::create(&db.pool, other_org, &fields)
         .await

@@ -50,6 +50,7 @@ async fn project(pool: &PgPool) -> projects::Project {
         window_size: 64,
         license: "CC-BY-4.0".into(),
         license_url: None,
+        allow_random_init: false,
     };
     projects::create(pool, DEFAULT_ORG_ID, &f).await.unwrap()
 }

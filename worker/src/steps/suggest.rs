@@ -476,6 +476,10 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
     let size: ModelSize = project.model_size;
     let patch_size = usize::try_from(project.patch_size).unwrap_or(4);
     let window_size = usize::try_from(project.window_size).unwrap_or(64);
+    // The shared checkpoint, copied from the object store when this worker's model folder lacks it.
+    // Without one the encoder starts from random weights (the output says so): suggestions also
+    // read the pixels, so they stay useful.
+    crate::pretrained::ensure_local(Some(store.as_ref()), ctx.model_dir.as_deref(), size).await?;
     let model_dir = ctx.model_dir.clone();
     let progress = ctx.progress.clone();
     let cancel = ctx.cancel.clone();
@@ -487,7 +491,14 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
             sd,
             note,
             ..
-        } = pretrained(model_dir.as_deref(), size, 0, &device);
+        } = pretrained(
+            model_dir.as_deref(),
+            size,
+            0,
+            &device,
+            super::train::RandomInit::Fallback,
+        )
+        .map_err(|reason| permanent(anyhow::anyhow!(reason)))?;
         let cfg = TaskModelConfig {
             format: olmoearth::task::TASK_MODEL_FORMAT,
             encoder: enc_cfg,

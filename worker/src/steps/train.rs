@@ -3,7 +3,10 @@
 //! 1. Examples of a label-set version are read ([`groundwork_store::labels::training_examples`]) and their
 //!    window tensors loaded from the object store.
 //! 2. The encoder starts from the OlmoEarth checkpoint of the project's size under the worker's model
-//!    directory, or from random weights when there is none (said in the progress message and output).
+//!    directory (copied there from the object store's shared `models/` keys when the folder lacks it,
+//!    [`crate::pretrained`]). Without one, training fails permanently unless the project allows
+//!    random initialisation (`allow_random_init`); then it starts from seeded random weights, and the
+//!    output says so (`initialised_from: "random"`, `random_init_allowed_by_project`).
 //! 3. Candidates ([`super::candidates`]): a raw-pixel linear model, the frozen-encoder linear and kNN
 //!    probes, a linear model of tokens and pixels, and the fine-tuned head (default `hybrid`: tokens and
 //!    10 m pixels), all scored on the validation split with the class-balanced metric (`macro_f1`, RMSE
@@ -222,13 +225,72 @@ fn file_sha256(path: &Path) -> Option<String> {
     Some(hex(&h.finalize()))
 }
 
-/// Where the pretrained encoder comes from, and its state dict.
+/// Whether a step may start from random weights when no pretrained checkpoint is available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RandomInit {
+    /// No: the project does not allow random initialisation, so training refuses.
+    Refused,
+    /// Yes, because the project's settings allow it (said in the step's output).
+    AllowedByProject,
+    /// Yes: the step is useful without pretrained weights (suggestions also read the pixels).
+    Fallback,
+}
+
+/// Why training cannot start: no checkpoint, and the project does not allow random weights.
+pub(crate) fn no_checkpoint_reason(model_dir: Option<&Path>, size: ModelSize) -> String {
+    let where_ = match model_dir {
+        Some(root) => format!(
+            "none in its model folder {} or in the object store",
+            root.display()
+        ),
+        None => {
+            "it has no model folder (GROUNDWORK_MODEL_DIR) and the object store has none".to_owned()
+        }
+    };
+    format!(
+        "no pretrained {} checkpoint is available to this worker ({where_}): run `groundwork model \
+         import FILE` or `groundwork model fetch {}`, or allow random initialisation in the \
+         project's settings",
+        size.release_name(),
+        size.name()
+    )
+}
+
+/// Copies the shared checkpoint of the project's size from the object store into the worker's model
+/// folder when the folder lacks it, and says whether the encoder may start from random weights: a
+/// permanent failure when no checkpoint is available and the project does not allow random
+/// initialisation.
+pub(crate) async fn prepare_encoder(
+    ctx: &StepContext,
+    project: &groundwork_store::projects::Project,
+) -> Result<RandomInit, StepError> {
+    let local = crate::pretrained::ensure_local(
+        ctx.objects.as_deref(),
+        ctx.model_dir.as_deref(),
+        project.model_size,
+    )
+    .await?;
+    if project.allow_random_init {
+        return Ok(RandomInit::AllowedByProject);
+    }
+    if local == crate::pretrained::Local::Absent {
+        return Err(permanent(anyhow::anyhow!(no_checkpoint_reason(
+            ctx.model_dir.as_deref(),
+            project.model_size
+        ))));
+    }
+    Ok(RandomInit::Refused)
+}
+
+/// Where the pretrained encoder comes from, and its state dict; when no checkpoint of `size` is in
+/// the model folder, random weights drawn from `seed` if `random` allows them, else the reason.
 pub(crate) fn pretrained(
     model_dir: Option<&Path>,
     size: ModelSize,
     seed: u64,
     device: &Device,
-) -> Pretrained {
+    random: RandomInit,
+) -> Result<Pretrained, String> {
     let tried: Vec<PathBuf> = model_dir
         .map(|root| vec![olmoearth::fetch::model_dir(root, size), root.to_path_buf()])
         .unwrap_or_default();
@@ -238,13 +300,13 @@ pub(crate) fn pretrained(
         };
         match files.load() {
             Ok((cfg, sd)) if cfg.size() == Some(size) => {
-                return Pretrained {
+                return Ok(Pretrained {
                     from: format!("olmoearth-v1-{}", size.name()),
                     weights: Some(files.weights.clone()),
                     cfg,
                     sd,
                     note: None,
-                };
+                });
             }
             Ok(_) => {}
             Err(e) => {
@@ -252,16 +314,27 @@ pub(crate) fn pretrained(
             }
         }
     }
-    let cfg = EncoderConfig::preset(size);
-    let note = match model_dir {
+    let missing = match model_dir {
         Some(root) => format!(
-            "no OlmoEarth-v1-{} checkpoint under {} (run `groundwork model fetch {}`); the encoder starts from random weights",
-            size.name(),
-            root.display(),
+            "no {} checkpoint under {} or in the object store",
+            size.release_name(),
+            root.display()
+        ),
+        None => "no model directory is configured (GROUNDWORK_MODEL_DIR)".to_string(),
+    };
+    let note = match random {
+        RandomInit::Refused => return Err(no_checkpoint_reason(model_dir, size)),
+        RandomInit::AllowedByProject => format!(
+            "{missing}; the encoder starts from random weights, which the project's settings allow \
+             (maps will be much less accurate than from the pretrained checkpoint)"
+        ),
+        RandomInit::Fallback => format!(
+            "{missing} (run `groundwork model import FILE` or `groundwork model fetch {}`); the \
+             encoder starts from random weights",
             size.name()
         ),
-        None => "no model directory is configured (GROUNDWORK_MODEL_DIR); the encoder starts from random weights".to_string(),
     };
+    let cfg = EncoderConfig::preset(size);
     // Seeded, so that the same labels and settings train the same model.
     let sd = match olmoearth::checkpoint::seeded_state_dict(&cfg, seed, device) {
         Ok(sd) => sd,
@@ -270,13 +343,13 @@ pub(crate) fn pretrained(
             olmoearth::StateDict::from_tensors(Default::default())
         }
     };
-    Pretrained {
+    Ok(Pretrained {
         from: "random".into(),
         weights: None,
         cfg,
         sd,
         note: Some(note),
-    }
+    })
 }
 
 async fn get_bytes(
@@ -441,6 +514,10 @@ impl Step for Train {
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
             refuse_stale(&ctx).await?;
+            // Before any other work: no pretrained checkpoint and no permission to start from random
+            // weights is a permanent failure that says what to do.
+            let project = ctx.project().await?;
+            prepare_encoder(&ctx, &project).await?;
             let (version, examples) =
                 labels::training_examples(&ctx.pool, ctx.project_id, args.label_set_version)
                     .await
@@ -599,6 +676,7 @@ pub async fn train_on_examples(
     let opts = args.fit_options();
 
     ctx.progress.set(0.0, "loading the encoder");
+    let random = prepare_encoder(ctx, &project).await?;
     let model_dir = ctx.model_dir.clone();
     let dev = device.clone();
     let seed = opts.seed;
@@ -612,12 +690,13 @@ pub async fn train_on_examples(
         },
         encoder_sha256,
     ) = tokio::task::spawn_blocking(move || {
-        let p = pretrained(model_dir.as_deref(), size, seed, &dev);
+        let p = pretrained(model_dir.as_deref(), size, seed, &dev, random)?;
         let sha = p.weights.as_deref().and_then(file_sha256);
-        (p, sha)
+        Ok::<_, String>((p, sha))
     })
     .await
-    .map_err(retryable)?;
+    .map_err(retryable)?
+    .map_err(|reason| permanent(anyhow::anyhow!(reason)))?;
     let modalities: Vec<Modality> = project.modalities.clone();
     let head = args.head.unwrap_or_else(|| task.default_head());
     let mut cfg = TaskModelConfig {
@@ -890,6 +969,7 @@ pub async fn train_on_examples(
             "initialised_from": initialised_from,
             "encoder_sha256": encoder_sha256,
             "initialisation_note": init_note,
+            "random_init_allowed_by_project": project.allow_random_init,
             "resumed_after_epoch": resumed_from,
             "acquisition_runs": acquisition_runs,
             "epochs_run": state.epoch,

@@ -23,6 +23,7 @@ pub async fn project(pool: &PgPool, org: Uuid, name: &str) -> Uuid {
         window_size: 64,
         license: "CC-BY-4.0".into(),
         license_url: None,
+        allow_random_init: false,
     };
     projects::create(pool, org, &f)
         .await

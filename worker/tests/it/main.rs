@@ -7,6 +7,7 @@ mod common;
 mod job_system;
 mod ownership;
 mod pools;
+mod pretrained;
 mod stitch;
 mod suggest;
 mod train;

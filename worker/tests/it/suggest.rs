@@ -131,6 +131,7 @@ async fn scene() -> Scene {
             window_size: i32::try_from(SIZE).unwrap(),
             license: "CC-BY-4.0".into(),
             license_url: None,
+            allow_random_init: false,
         },
     )
     .await

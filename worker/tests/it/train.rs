@@ -10,7 +10,7 @@ use groundwork_store::projects::{self, ProjectFields};
 use groundwork_store::testing::TestDb;
 use groundwork_types::{Modality, ModelSize, StepKind, Task};
 use groundwork_worker::steps::{EvaluateArgs, TrainArgs, evaluate_model, train_on_examples};
-use groundwork_worker::{Progress, StepContext};
+use groundwork_worker::{Progress, StepContext, StepError};
 use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -120,6 +120,7 @@ async fn setup() -> Setup {
             window_size: i32::try_from(SIZE).unwrap(),
             license: "CC-BY-4.0".into(),
             license_url: None,
+            allow_random_init: false,
         },
     )
     .await
@@ -186,6 +187,18 @@ impl Setup {
     /// The context of a fresh claim of `step_id`: the step is set `running` under a new claim id, as a
     /// worker's claim does, so the body's fenced writes commit (and an earlier claim's no longer do).
     async fn ctx(&self, step_id: Uuid, attempt: i32, cancel: CancellationToken) -> StepContext {
+        self.ctx_in(step_id, attempt, cancel, Some(fixture_dir()))
+            .await
+    }
+
+    /// [`Setup::ctx`] on a worker whose model folder is `model_dir`.
+    async fn ctx_in(
+        &self,
+        step_id: Uuid,
+        attempt: i32,
+        cancel: CancellationToken,
+        model_dir: Option<PathBuf>,
+    ) -> StepContext {
         let claim_id = Uuid::now_v7();
         sqlx::query(
             "update step set state = 'running', attempt = $2, claim_id = $3, \
@@ -210,7 +223,7 @@ impl Setup {
             cancel,
             pool: self.db.pool.clone(),
             objects: Some(self.store.clone()),
-            model_dir: Some(fixture_dir()),
+            model_dir,
             outbound: groundwork_imagery::OutboundPolicy::default(),
         }
     }
@@ -509,4 +522,99 @@ async fn a_fine_tuned_model_worse_than_a_simpler_candidate_is_not_published_and_
         report["model"]["edge_accuracy"].as_f64().is_some(),
         "{report}"
     );
+}
+
+/// Quick training settings for the tests that only look at where the encoder came from.
+fn one_epoch() -> TrainArgs {
+    TrainArgs {
+        epochs: Some(1),
+        freeze_epochs: Some(1),
+        batch_size: Some(4),
+        device: Some("cpu".into()),
+        ..TrainArgs::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_checkpoint_training_refuses_unless_the_project_allows_random_weights() {
+    let s = setup().await;
+    let empty = tempfile::tempdir().unwrap();
+    let ctx = s
+        .ctx_in(
+            s.train_step,
+            1,
+            CancellationToken::new(),
+            Some(empty.path().to_path_buf()),
+        )
+        .await;
+    let err = train_on_examples(&ctx, &one_epoch(), 1, s.examples.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StepError::Permanent(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no pretrained OlmoEarth-v1-Nano checkpoint is available to this worker")
+            && msg.contains("`groundwork model fetch nano`")
+            && msg.contains("allow random initialisation in the project's settings"),
+        "{msg}"
+    );
+    let epochs: i64 = sqlx::query_scalar("select count(*) from training_epoch")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(epochs, 0, "nothing was trained");
+
+    // The owner allows random initialisation: training starts from random weights and says so.
+    sqlx::query("update project set allow_random_init = true where id = $1")
+        .bind(s.project_id)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let ctx = s
+        .ctx_in(
+            s.train_step,
+            2,
+            CancellationToken::new(),
+            Some(empty.path().to_path_buf()),
+        )
+        .await;
+    let out = train_on_examples(&ctx, &one_epoch(), 1, s.examples.clone())
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(out["initialised_from"], "random", "{out}");
+    assert_eq!(out["random_init_allowed_by_project"], true, "{out}");
+    assert!(out["encoder_sha256"].is_null(), "{out}");
+    let note = out["initialisation_note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("which the project's settings allow"),
+        "{note}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_on_a_worker_without_the_checkpoint_copies_it_from_the_object_store() {
+    let s = setup().await;
+    let checksums = crate::pretrained::share_fixture(s.store.as_ref()).await;
+    let empty = tempfile::tempdir().unwrap();
+    let ctx = s
+        .ctx_in(
+            s.train_step,
+            1,
+            CancellationToken::new(),
+            Some(empty.path().to_path_buf()),
+        )
+        .await;
+    let out = train_on_examples(&ctx, &one_epoch(), 1, s.examples.clone())
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(out["initialised_from"], "olmoearth-v1-nano", "{out}");
+    assert_eq!(out["random_init_allowed_by_project"], false, "{out}");
+    assert_eq!(
+        out["encoder_sha256"].as_str(),
+        checksums.weights().map(|w| w.sha256.as_str()),
+        "{out}"
+    );
+    assert!(empty.path().join("OlmoEarth-v1-Nano/weights.pth").is_file());
 }

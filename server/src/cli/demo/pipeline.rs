@@ -131,6 +131,90 @@ pub struct DemoSummary {
     pub output_id: Uuid,
     /// Test windows scored.
     pub test_windows: usize,
+    /// Wall times, work and sizes of the phases (for `scripts/bench-scale.sh`).
+    pub phases: DemoPhases,
+}
+
+/// Wall times, work and sizes of a demo run's phases.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DemoPhases {
+    /// Acquisition: the `acquire` run, from its request to its end.
+    pub acquire: PhaseTimes,
+    /// Training and evaluation: the `train` run.
+    pub train: PhaseTimes,
+    /// Prediction: the `predict` run (`predict` steps, `combine`, `publish`).
+    pub predict: PhaseTimes,
+    /// Windows planned for the project.
+    pub windows: Option<i64>,
+    /// Windows acquired (imagery stored).
+    pub windows_acquired: Option<i64>,
+    /// Core windows the `predict` steps predicted (each once).
+    pub predicted_windows: u64,
+    /// Their area, km².
+    pub predicted_km2: f64,
+    /// Size of the database (`pg_database_size`) before the project was created, bytes.
+    pub db_bytes_before: Option<i64>,
+    /// The same at the end.
+    pub db_bytes_after: Option<i64>,
+    /// The `project_window` table with its indexes and TOAST at the end, bytes.
+    pub window_table_bytes: Option<i64>,
+}
+
+/// One phase: its wall time and, per step kind, the steps' times.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PhaseTimes {
+    /// From the request that started the run to the run's end as the API reported it, seconds.
+    pub seconds: f64,
+    /// Per step kind.
+    pub steps: BTreeMap<String, StepKindTimes>,
+}
+
+/// The steps of one kind in a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepKindTimes {
+    /// Steps.
+    pub count: usize,
+    /// From the first one's start to the last one's end, seconds.
+    pub span_seconds: f64,
+    /// Their run times added up (steps running side by side both count), seconds.
+    pub busy_seconds: f64,
+}
+
+impl PhaseTimes {
+    /// The phase of a finished run (`GET /api/v1/runs/{id}`) that took `seconds`.
+    fn of(run: &Value, seconds: f64) -> Self {
+        let at = |v: &Value| {
+            v.as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        };
+        let mut spans = BTreeMap::new();
+        let mut steps: BTreeMap<String, StepKindTimes> = BTreeMap::new();
+        for s in run["steps"].as_array().into_iter().flatten() {
+            let kind = s["kind"].as_str().unwrap_or("step").to_owned();
+            let e = steps.entry(kind.clone()).or_default();
+            e.count += 1;
+            if let (Some(a), Some(b)) = (at(&s["started_at"]), at(&s["finished_at"])) {
+                e.busy_seconds += (b - a).num_milliseconds() as f64 / 1000.0;
+                let span = spans.entry(kind).or_insert((a, b));
+                span.0 = span.0.min(a);
+                span.1 = span.1.max(b);
+            }
+        }
+        for (kind, (a, b)) in spans {
+            if let Some(e) = steps.get_mut(&kind) {
+                e.span_seconds = (b - a).num_milliseconds() as f64 / 1000.0;
+            }
+        }
+        PhaseTimes { seconds, steps }
+    }
+}
+
+/// `pg_database_size` of the current database, if it can be read.
+async fn database_bytes(pool: &PgPool) -> Option<i64> {
+    sqlx::query_scalar("select pg_database_size(current_database())")
+        .fetch_one(pool)
+        .await
+        .ok()
 }
 
 /// The demo user's credentials (the password is new on every run).
@@ -301,6 +385,10 @@ pub async fn run(
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<(DemoSummary, DemoLogin)> {
     let started = Instant::now();
+    let mut phases = DemoPhases {
+        db_bytes_before: database_bytes(pool).await,
+        ..DemoPhases::default()
+    };
     let (login, token) = login(pool).await?;
     let api = Api {
         http: reqwest::Client::new(),
@@ -343,6 +431,9 @@ pub async fn run(
                 "start": format!("2024-{first:02}-01"), "end": end_day,
                 "task": "segmentation", "classes": classes, "modalities": ["sentinel2_l2a"],
                 "model_size": opts.model_size, "patch_size": opts.patch_size, "window_size": 64,
+                // The demo runs offline: without a pretrained checkpoint it trains from random
+                // weights, which the project allows explicitly (and the train step's output says).
+                "allow_random_init": true,
             }),
             "creating the project",
         )
@@ -351,6 +442,7 @@ pub async fn run(
     log(&format!("project {project_id} created"));
 
     log("acquiring Sentinel-2 windows from the demo STAC API");
+    let phase_started = Instant::now();
     let run = api
         .post(
             &format!("/api/v1/projects/{project_id}/acquire"),
@@ -358,7 +450,17 @@ pub async fn run(
             "starting the acquisition",
         )
         .await?;
-    api.wait(&run, log).await?;
+    let acquire_run = api.wait(&run, log).await?;
+    phases.acquire = PhaseTimes::of(&acquire_run, phase_started.elapsed().as_secs_f64());
+    let counts: Option<(i64, i64)> = sqlx::query_as(
+        "select count(*), count(*) filter (where status = 'acquired') from project_window \
+         where project_id = $1",
+    )
+    .bind(project_id)
+    .fetch_one(pool)
+    .await
+    .ok();
+    (phases.windows, phases.windows_acquired) = (counts.map(|c| c.0), counts.map(|c| c.1));
 
     // Labels: points sampled from the ground truth, imported as CSV like any user file; with polygons,
     // points and polygons together as GeoJSON.
@@ -434,6 +536,7 @@ pub async fn run(
     ));
 
     log("training (frozen-encoder baseline, then the task head) and evaluating");
+    let phase_started = Instant::now();
     let run = api
         .post(
             &format!("/api/v1/projects/{project_id}/train"),
@@ -442,6 +545,7 @@ pub async fn run(
         )
         .await?;
     let train_run = api.wait(&run, log).await?;
+    phases.train = PhaseTimes::of(&train_run, phase_started.elapsed().as_secs_f64());
     let train_run_id = train_run["id"].as_str().unwrap_or_default().to_owned();
     let evaluation = api
         .get(
@@ -509,6 +613,7 @@ pub async fn run(
         .collect();
 
     log("predicting, combining and publishing the map");
+    let phase_started = Instant::now();
     let run = api
         .post(
             &format!("/api/v1/projects/{project_id}/predict"),
@@ -516,7 +621,19 @@ pub async fn run(
             "starting prediction",
         )
         .await?;
-    api.wait(&run, log).await?;
+    let predict_run = api.wait(&run, log).await?;
+    phases.predict = PhaseTimes::of(&predict_run, phase_started.elapsed().as_secs_f64());
+    for s in predict_run["steps"].as_array().into_iter().flatten() {
+        let out = &s["output"];
+        if s["kind"] == "predict"
+            && let Some(n) = out["windows"].as_u64()
+        {
+            // Core windows of 64 × 64 pixels at the output's resolution.
+            let side_m = 64.0 * out["resolution"].as_f64().unwrap_or(10.0);
+            phases.predicted_windows += n;
+            phases.predicted_km2 += n as f64 * side_m * side_m / 1e6;
+        }
+    }
     let outputs = api
         .get(
             &format!("/api/v1/projects/{project_id}/outputs"),
@@ -609,6 +726,12 @@ pub async fn run(
         .max_by_key(|(_, n)| **n)
         .and_then(|(c, _)| u8::try_from(c).ok())
         .unwrap_or(1);
+    phases.db_bytes_after = database_bytes(pool).await;
+    phases.window_table_bytes =
+        sqlx::query_scalar("select pg_total_relation_size('project_window')")
+            .fetch_one(pool)
+            .await
+            .ok();
     let summary = DemoSummary {
         accuracy: score.accuracy(),
         edge_accuracy: score.edge_accuracy(),
@@ -625,6 +748,7 @@ pub async fn run(
         project_id,
         output_id,
         test_windows: test.len(),
+        phases,
     };
     Ok((summary, login))
 }

@@ -74,6 +74,8 @@ struct OutputPage {
     extras: super::map_extras::MapExtras,
     /// The "Accuracy assessment" section (class maps only).
     assessment: crate::web::assessments::AssessmentSection,
+    /// The "Change map" section (class maps only).
+    changes: crate::web::changes::ChangeSection,
     /// Whether the "Share" section is shown (members and above).
     can_share: bool,
     shares: Vec<ShareRow>,
@@ -298,6 +300,7 @@ async fn page(
         lineage: lineage_facts(&output.lineage),
         extras: super::map_extras::map_extras(state, actor, &output, &project).await?,
         assessment: crate::web::assessments::section(state, actor, &output).await?,
+        changes: crate::web::changes::section(state, actor, &output).await?,
         can_share,
         shares,
         share,

@@ -263,6 +263,15 @@ impl Step for Predict {
                 ),
                 _ => None,
             };
+            // A released checkpoint this worker's model folder lacks is copied from the object store.
+            if let ModelSpec::Released { size, .. } = &spec {
+                crate::pretrained::ensure_local(
+                    Some(objects.as_ref()),
+                    ctx.model_dir.as_deref(),
+                    *size,
+                )
+                .await?;
+            }
             let mut lineage = args.model.lineage(ctx.model_dir.as_deref());
             let mut class_ids: Option<Vec<i32>> = None;
             if let Some((m, _)) = &trained {
