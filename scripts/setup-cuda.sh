@@ -25,7 +25,17 @@ fi
 _gw_cuda_main() {
   local venv="${CUDA_VENV:-/tmp/groundwork-cuda-venv}"
   if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      # Debian ships venv (and its pip) separately.
+      local sudo=""
+      [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      echo "setup-cuda: installing python3-venv" >&2
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        python3-venv python3-pip >/dev/null
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+    fi
   fi
   if ! "$venv/bin/python" -c 'import nvidia.cu13' 2>/dev/null \
       || [ ! -x "$(ls -d "$venv"/lib/python3*/site-packages/nvidia/cu13 2>/dev/null | head -n1)/bin/nvcc" ]; then
