@@ -15,7 +15,7 @@ pub use crate::service::changes::{
     ChangeClass, ChangeLinks, ChangePair, ChangeView, CreateChange, NetChange,
 };
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -78,15 +78,7 @@ pub async fn download_change_tif(
     request: HeaderMap,
 ) -> ApiResult<Response> {
     let (_, path) = service::change_cog(&state, &actor, id).await?;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("image/tiff; application=geotiff; profile=cloud-optimized"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        super::outputs::attachment(&format!("change-{id}.tif")),
-    );
+    let headers = super::outputs::cog_headers(&format!("change-{id}.tif"));
     super::ranges::serve_file(&path, &request, headers)
         .await
         .map_err(|e| ApiError::internal(&e))

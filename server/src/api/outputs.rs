@@ -142,6 +142,17 @@ pub(crate) fn attachment(name: &str) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("attachment"))
 }
 
+/// The headers of a COG download saved as `filename`.
+pub(crate) fn cog_headers(filename: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/tiff; application=geotiff; profile=cloud-optimized"),
+    );
+    headers.insert(header::CONTENT_DISPOSITION, attachment(filename));
+    headers
+}
+
 /// The output's COG in its UTM CRS. Answers range requests (`Range: bytes=…`, 206), so GDAL, QGIS,
 /// rasterio and TiTiler read it by URL, fetching only the tiles they need.
 #[utoipa::path(get, path = "/api/v1/outputs/{id}/download.tif", tag = "outputs",
@@ -154,15 +165,7 @@ pub async fn download_tif(
     request: HeaderMap,
 ) -> ApiResult<Response> {
     let (o, path) = service::utm_cog(&state, &actor, id).await?;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("image/tiff; application=geotiff; profile=cloud-optimized"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        attachment(&format!("{}-{id}.tif", o.kind)),
-    );
+    let headers = cog_headers(&format!("{}-{id}.tif", o.kind));
     super::ranges::serve_file(&path, &request, headers)
         .await
         .map_err(|e| ApiError::internal(&e))

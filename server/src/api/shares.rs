@@ -123,15 +123,7 @@ pub async fn shared_download_tif(
     request: HeaderMap,
 ) -> ApiResult<Response> {
     let (o, path) = service::shared_cog(&state, &secret).await?;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("image/tiff; application=geotiff; profile=cloud-optimized"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        attachment(&format!("{}-{}.tif", o.kind, o.id)),
-    );
+    let headers = super::outputs::cog_headers(&format!("{}-{}.tif", o.kind, o.id));
     super::ranges::serve_file(&path, &request, headers)
         .await
         .map_err(|e| ApiError::internal(&e))
