@@ -47,6 +47,9 @@ impl WorkerView {
         if let Some(d) = self.cap("candle_device").and_then(Value::as_str) {
             parts.push(format!("device {d}"));
         }
+        if let Some(why) = self.cap("gpu_unused").and_then(Value::as_str) {
+            parts.push(format!("GPU unused: {why}"));
+        }
         parts.join(", ")
     }
 
