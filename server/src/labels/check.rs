@@ -2,7 +2,7 @@
 //! each label covers.
 
 use super::formats::{ClassRef, RawLabel, RowError, integral};
-use geo::{BoundingRect, Intersects, MultiPolygon};
+use geo::{BoundingRect, Centroid, Intersects, MultiPolygon};
 use groundwork_imagery::rasterize::{PixelGrid, Rasterizer, bitmask, parse_label_geometry};
 use groundwork_store::labels::{Coverage, NewLabel, WindowGrid};
 use groundwork_store::projects::Project;
@@ -90,14 +90,36 @@ pub(crate) fn coverage_of(
             .rasterize(geometry, &grid)
             .map_err(|e| format!("bad geometry: {e}"))?;
         if !pixels.is_empty() {
-            out.push(Coverage {
-                window_id: w.id.clone(),
-                pixel_count: i32::try_from(pixels.len()).unwrap_or(i32::MAX),
-                pixels: Some(bitmask(&pixels, grid.size)),
-            });
+            out.push((
+                w.epsg,
+                Coverage {
+                    window_id: w.id.clone(),
+                    pixel_count: i32::try_from(pixels.len()).unwrap_or(i32::MAX),
+                    pixels: Some(bitmask(&pixels, grid.size)),
+                },
+            ));
         }
     }
-    Ok(out)
+    // Along a UTM zone boundary both zones have windows over the same ground (the zones' grids do not
+    // line up). A label counts in the windows of its own zone (that of its centre) when they cover
+    // it, so it is not a training example twice, nor in two splits at once.
+    let own = geometry.centroid().map(|c| own_zone_epsg(c.x(), c.y()));
+    if let Some(own) = own
+        && out.iter().any(|(e, _)| *e == own)
+    {
+        out.retain(|(e, _)| *e == own);
+    }
+    Ok(out.into_iter().map(|(_, c)| c).collect())
+}
+
+/// EPSG code of the UTM zone (and hemisphere) a point in EPSG:4326 lies in.
+fn own_zone_epsg(lon: f64, lat: f64) -> i32 {
+    let zone = i32::try_from(groundwork_imagery::grid::utm_zone(lon)).unwrap_or(1);
+    if lat >= 0.0 {
+        32600 + zone
+    } else {
+        32700 + zone
+    }
 }
 
 pub(crate) fn whole_window(w: &WindowGrid) -> Coverage {
@@ -213,4 +235,56 @@ pub(crate) fn check_rows(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use groundwork_imagery::{GridOptions, windows_for_aoi};
+
+    fn grids(aoi: &geojson::Geometry) -> Vec<WindowGrid> {
+        windows_for_aoi(aoi, &GridOptions::default())
+            .expect("windows")
+            .into_iter()
+            .map(|w| WindowGrid {
+                id: w.id.clone(),
+                epsg: i32::try_from(w.epsg).expect("epsg"),
+                size: i32::try_from(w.size).expect("size"),
+                grid_column: w.column,
+                grid_row: w.row,
+                geotransform: serde_json::json!(w.geotransform),
+                bbox_west: w.wgs84_bounds[0],
+                bbox_south: w.wgs84_bounds[1],
+                bbox_east: w.wgs84_bounds[2],
+                bbox_north: w.wgs84_bounds[3],
+                status: "acquired".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_label_by_a_zone_boundary_counts_in_its_own_zones_windows_only() {
+        let aoi = geojson::Geometry::new_polygon(vec![vec![
+            vec![11.99, 45.0],
+            vec![12.01, 45.0],
+            vec![12.01, 45.005],
+            vec![11.99, 45.005],
+            vec![11.99, 45.0],
+        ]]);
+        let windows = grids(&aoi);
+        let mut r = Rasterizer::new();
+        let by_id: HashMap<&str, i32> = windows.iter().map(|w| (w.id.as_str(), w.epsg)).collect();
+        // Points a few metres either side of 12°E, where both zones' windows overlap.
+        for (lon, zone) in [(11.9997, 32632), (12.0003, 32633)] {
+            let p = geo::Geometry::Point(geo::Point::new(lon, 45.002));
+            let c = coverage_of(&mut r, &p, &windows).expect("coverage");
+            assert_eq!(
+                c.len(),
+                1,
+                "{lon}: {:?}",
+                c.iter().map(|c| &c.window_id).collect::<Vec<_>>()
+            );
+            assert_eq!(by_id[c[0].window_id.as_str()], zone, "{lon}");
+        }
+    }
 }
