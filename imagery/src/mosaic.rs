@@ -270,11 +270,7 @@ impl DiskMosaic {
         while y < h {
             let rows = STRIP_ROWS.min(h - y);
             let values = self.rows(y, rows)?;
-            let ids: Vec<u8> = argmax(&values, self.k)
-                .into_iter()
-                .map(|i| i.and_then(|i| legend.get(i)).map_or(NODATA_U8, |l| l.id))
-                .collect();
-            let mut buf = Buffer::new((w, rows), ids);
+            let mut buf = Buffer::new((w, rows), class_ids(&values, self.k, legend));
             classes
                 .rasterband(1)
                 .map_err(op("class band"))?
@@ -282,16 +278,7 @@ impl DiskMosaic {
                 .map_err(op("writing classes"))?;
             let plane = w * rows;
             for b in 0..self.k {
-                let q: Vec<u8> = values[b * plane..(b + 1) * plane]
-                    .iter()
-                    .map(|&p| {
-                        if p.is_nan() {
-                            NODATA_U8
-                        } else {
-                            (p.clamp(0.0, 1.0) * PROBABILITY_SCALE).round() as u8
-                        }
-                    })
-                    .collect();
+                let q = probabilities_u8(&values[b * plane..(b + 1) * plane]);
                 let mut buf = Buffer::new((w, rows), q);
                 probs
                     .rasterband(b + 1)
@@ -334,6 +321,30 @@ impl DiskMosaic {
         )?;
         Ok(lo.is_finite().then_some((lo, hi)))
     }
+}
+
+/// Class ids of `K` planes `(K, …)` of probabilities: `legend[argmax].id`, 255 where there is no data.
+#[must_use]
+pub fn class_ids(values: &[f32], k: usize, legend: &[LegendClass]) -> Vec<u8> {
+    argmax(values, k)
+        .into_iter()
+        .map(|i| i.and_then(|i| legend.get(i)).map_or(NODATA_U8, |l| l.id))
+        .collect()
+}
+
+/// One plane of probabilities as stored: `round(p · 254)`, 255 where there is no data.
+#[must_use]
+pub fn probabilities_u8(plane: &[f32]) -> Vec<u8> {
+    plane
+        .iter()
+        .map(|&p| {
+            if p.is_nan() {
+                NODATA_U8
+            } else {
+                (p.clamp(0.0, 1.0) * PROBABILITY_SCALE).round() as u8
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
 use groundwork_imagery::mosaic::DiskMosaic;
-use groundwork_imagery::publish::{LegendClass, NODATA_U8, PROBABILITY_SCALE};
-use groundwork_imagery::stitch::{Rect, argmax};
+use groundwork_imagery::publish::LegendClass;
+use groundwork_imagery::stitch::Rect;
 use groundwork_store::{jobs, projects};
 use groundwork_types::StepState;
 use object_store::ObjectStoreExt;
@@ -60,7 +60,7 @@ pub struct CombinedRaster {
     pub bands: usize,
 }
 
-/// The mosaic of a run's partitions in one zone.
+/// A mosaic read into memory: `K` planes over a rectangle (small areas: tests and inspection).
 #[derive(Debug, Clone)]
 pub struct Combined {
     /// The rectangle (global pixel coordinates).
@@ -69,42 +69,6 @@ pub struct Combined {
     pub k: usize,
     /// `(K, H, W)`, NaN where no partition holds data.
     pub values: Vec<f32>,
-}
-
-/// Pastes partition predictions `(rect, K, values)` of one zone into one mosaic.
-pub fn mosaic_partitions(parts: &[(Rect, usize, Vec<f32>)]) -> anyhow::Result<Combined> {
-    let first = parts.first().context("no partition to combine")?;
-    let k = first.1;
-    let mut rect = first.0;
-    for (r, pk, _) in parts {
-        anyhow::ensure!(*pk == k, "partitions have different numbers of outputs");
-        rect.x0 = rect.x0.min(r.x0);
-        rect.y0 = rect.y0.min(r.y0);
-        rect.x1 = rect.x1.max(r.x1);
-        rect.y1 = rect.y1.max(r.y1);
-    }
-    let (w, h) = (rect.width(), rect.height());
-    let plane = w * h;
-    let mut values = vec![f32::NAN; k * plane];
-    for (r, _, v) in parts {
-        let (pw, ph) = (r.width(), r.height());
-        let pplane = pw * ph;
-        for c in 0..k {
-            for y in 0..ph {
-                let dst = c * plane
-                    + (usize::try_from(r.y0 - rect.y0)? + y) * w
-                    + usize::try_from(r.x0 - rect.x0)?;
-                let src = c * pplane + y * pw;
-                for x in 0..pw {
-                    let s = v[src + x];
-                    if !s.is_nan() {
-                        values[dst + x] = s;
-                    }
-                }
-            }
-        }
-    }
-    Ok(Combined { rect, k, values })
 }
 
 /// Loads partition `i`: `(rect, K, values (K, H, W))`.
@@ -244,35 +208,6 @@ pub(crate) async fn upload(
         return Err(StepError::Retryable(e.context(format!("writing {key}"))));
     }
     Ok(())
-}
-
-/// Class ids per pixel (`legend[argmax].id`, 255 where there is no data).
-#[must_use]
-pub fn class_raster(c: &Combined, legend: &[LegendClass]) -> Vec<u8> {
-    argmax(&c.values, c.k)
-        .into_iter()
-        .map(|i| i.and_then(|i| legend.get(i)).map_or(NODATA_U8, |l| l.id))
-        .collect()
-}
-
-/// Probability bands as `u8` (`round(p · 254)`, 255 where there is no data).
-#[must_use]
-pub fn probability_bands(c: &Combined) -> Vec<Vec<u8>> {
-    let plane = c.rect.width() * c.rect.height();
-    (0..c.k)
-        .map(|k| {
-            c.values[k * plane..(k + 1) * plane]
-                .iter()
-                .map(|&p| {
-                    if p.is_nan() {
-                        NODATA_U8
-                    } else {
-                        (p.clamp(0.0, 1.0) * PROBABILITY_SCALE).round() as u8
-                    }
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// The project's legend from its `classes` JSON.
@@ -609,7 +544,10 @@ mod tests {
             // pixel 0 → output 0 (class 5), pixel 1 → output 1 (class 1)
             values: vec![0.9, 0.2, 0.1, 0.8],
         };
-        assert_eq!(class_raster(&c, &out), vec![5, 1]);
+        assert_eq!(
+            groundwork_imagery::mosaic::class_ids(&c.values, c.k, &out),
+            vec![5, 1]
+        );
         // A class the project does not have is an error that names it.
         let err = legend_for_outputs(&legend, Some(&[1, 9])).unwrap_err();
         assert!(err.to_string().contains("class 9"), "{err}");

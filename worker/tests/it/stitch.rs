@@ -5,7 +5,7 @@
 
 use candle_core::{IndexOp, Tensor};
 use groundwork_imagery::stitch::{Cell, TileLayout, partition_cells};
-use groundwork_worker::steps::combine::mosaic_partitions;
+use groundwork_worker::steps::combine::{Combined, mosaic_on_disk};
 use groundwork_worker::steps::predict::{
     ConstantModel, WindowModel, WindowTensors, predict_partition,
 };
@@ -59,11 +59,8 @@ fn windows() -> Vec<WindowTensors> {
     out
 }
 
-/// Runs every 2×2 partition and pastes the cores together.
-fn stitched(
-    model: &dyn WindowModel,
-    overlap: usize,
-) -> groundwork_worker::steps::combine::Combined {
+/// Runs every 2×2 partition and pastes the cores together as `combine` does.
+fn stitched(model: &dyn WindowModel, overlap: usize) -> Combined {
     let ws = windows();
     let cells: Vec<(u32, Cell)> = ws.iter().map(|w| (32633, w.cell)).collect();
     let parts = partition_cells(&cells, 2);
@@ -84,7 +81,16 @@ fn stitched(
         assert!(pred.valid.iter().all(|&v| v == 1));
         preds.push((pred.rect, pred.k, pred.values));
     }
-    mosaic_partitions(&preds).unwrap()
+    let placed: Vec<(u32, _)> = preds.iter().map(|(r, _, _)| (32633, *r)).collect();
+    let load = |i: usize| Ok(preds[i].clone());
+    let dir = tempfile::tempdir().unwrap();
+    let k = preds[0].1;
+    let m = mosaic_on_disk(dir.path(), &placed, k, 32633, 10.0, &load).unwrap();
+    Combined {
+        rect: m.rect,
+        k,
+        values: m.rows(0, m.rect.height()).unwrap(),
+    }
 }
 
 #[test]
@@ -129,7 +135,7 @@ impl WindowModel for GradientModel {
 }
 
 /// Largest difference between horizontally and vertically adjacent pixels.
-fn max_step(c: &groundwork_worker::steps::combine::Combined) -> (f32, f32) {
+fn max_step(c: &Combined) -> (f32, f32) {
     let (w, h) = (c.rect.width(), c.rect.height());
     let v = &c.values;
     let mut dx = 0f32;
