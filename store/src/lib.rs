@@ -24,6 +24,7 @@ pub mod shares;
 pub mod suggestions;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod usage;
 pub mod windows;
 pub mod workers;
 

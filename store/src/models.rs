@@ -228,6 +228,25 @@ pub async fn live_queues(pool: &PgPool, org_id: Uuid) -> Result<Vec<String>> {
     .await?)
 }
 
+/// For each queue a live worker usable by the organisation serves: the most memory of such a worker's
+/// model device in MiB (`None` when one of them did not say, so it may take anything).
+pub async fn live_queue_memory(pool: &PgPool, org_id: Uuid) -> Result<Vec<(String, Option<f64>)>> {
+    Ok(sqlx::query_as(
+        "select q, case when bool_or(worker_memory_mib(w.capabilities) is null) then null \
+                        else max(worker_memory_mib(w.capabilities)) end \
+         from worker w join org o on o.id = $2, unnest(w.queues) as q \
+         where w.admin_state = 'active' and w.stopped_at is null \
+           and w.last_heartbeat_at > now() - $1 * interval '1 second' \
+           and ((w.worker_token_id is null and o.installation_workers) \
+                or (w.worker_token_id is not null and w.org_id = o.id)) \
+         group by q order by q",
+    )
+    .bind(crate::workers::OFFLINE_AFTER.as_secs_f64())
+    .bind(org_id)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// A training run whose `train` step succeeded: the run and the step's output (model keys, metrics).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TrainedRun {

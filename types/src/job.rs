@@ -147,3 +147,25 @@ mod tests {
         assert_eq!(StepKind::ALL.iter().filter(|k| k.is_test_kind()).count(), 3);
     }
 }
+
+/// The kind of device a step attempt ran on, as device time is counted, estimated, priced and capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeviceKind {
+    /// The CPU.
+    Cpu,
+    /// A CUDA GPU.
+    Gpu,
+}
+
+named_enum!(DeviceKind, "device kind", [
+    Cpu => "cpu",
+    Gpu => "gpu",
+]);
+
+impl DeviceKind {
+    /// The device kind a step sent to `queue` runs on (`gpu` for the GPU queue, else `cpu`).
+    #[must_use]
+    pub fn of_queue(queue: &str) -> Self {
+        if queue == "gpu" { Self::Gpu } else { Self::Cpu }
+    }
+}

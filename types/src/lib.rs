@@ -17,7 +17,7 @@ mod names;
 mod report;
 
 pub use class::ClassDef;
-pub use job::{RunState, StepKind, StepState};
+pub use job::{DeviceKind, RunState, StepKind, StepState};
 pub use modality::Modality;
 pub use model::{HeadKind, ModelSize, Task};
 pub use names::UnknownName;

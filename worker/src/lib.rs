@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod capabilities;
+pub mod needs;
 pub mod pretrained;
 mod runtime;
 pub mod steps;

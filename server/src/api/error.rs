@@ -69,6 +69,9 @@ pub enum ErrorCode {
     TooManyAttempts,
     /// the organisation's limit on queued steps is reached; wait for queued work to finish.
     LimitReached,
+    /// the run would exceed the organisation's monthly device-time quota; `details` holds the estimate
+    /// and what is left; start it with `request_approval` to wait for an administrator.
+    QuotaExceeded,
     /// a server fault; the detail is logged, never returned.
     Internal,
     /// the database is unavailable.
@@ -81,7 +84,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [Self; 33] = [
+    pub const ALL: [Self; 34] = [
         Self::InvalidJson,
         Self::InvalidBody,
         Self::InvalidPath,
@@ -111,6 +114,7 @@ impl ErrorCode {
         Self::InvalidOptions,
         Self::TooManyAttempts,
         Self::LimitReached,
+        Self::QuotaExceeded,
         Self::Internal,
         Self::Unavailable,
         Self::NotReady,
@@ -150,6 +154,7 @@ impl ErrorCode {
             Self::InvalidOptions => "invalid_options",
             Self::TooManyAttempts => "too_many_attempts",
             Self::LimitReached => "limit_reached",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
             Self::NotReady => "not_ready",
@@ -189,7 +194,9 @@ impl ErrorCode {
             Self::InvalidFile => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NoValidLabels => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidOptions => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::TooManyAttempts | Self::LimitReached => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAttempts | Self::LimitReached | Self::QuotaExceeded => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -247,6 +254,9 @@ impl ErrorCode {
             Self::TooManyAttempts => "too many failed sign-ins from this address; wait and retry",
             Self::LimitReached => {
                 "the organisation's limit on queued steps is reached; wait for queued work to finish"
+            }
+            Self::QuotaExceeded => {
+                "the run would exceed the organisation's monthly device-time quota; `details` holds the estimate and what is left; start it with `request_approval` to wait for an administrator"
             }
             Self::Internal => "a server fault; the detail is logged, never returned",
             Self::Unavailable => "the database is unavailable",

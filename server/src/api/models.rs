@@ -63,6 +63,22 @@ pub async fn start_prediction(
     Ok((StatusCode::CREATED, axum::Json(out)))
 }
 
+/// What training or mapping the project would cost now, in device-hours (and money, where the
+/// installation set a price), and whether it fits what is left of the organisation's monthly quota.
+/// `POST …/train` and `POST …/predict` make the same estimate and keep it on the run.
+#[utoipa::path(post, path = "/api/v1/projects/{id}/estimate", request_body = crate::service::usage::EstimateRequest, tag = "models",
+    responses((status = 200, body = crate::service::usage::Estimate), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn estimate(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(project_id): Path<Uuid>,
+    Json(body): Json<crate::service::usage::EstimateRequest>,
+) -> ApiResult<axum::Json<crate::service::usage::Estimate>> {
+    Ok(axum::Json(
+        crate::service::usage::estimate(&state, &actor, project_id, body).await?,
+    ))
+}
+
 /// Loss and metric per epoch of the run's `train` steps (rows appear as epochs finish).
 #[utoipa::path(get, path = "/api/v1/runs/{id}/training", tag = "models",
     responses((status = 200, body = TrainingCurve), (status = 404, body = super::error::ErrorBody)))]
@@ -122,6 +138,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(start_training))
         .routes(routes!(start_prediction))
+        .routes(routes!(estimate))
         .routes(routes!(list_evaluations))
         .routes(routes!(list_models))
         .routes(routes!(get_training))

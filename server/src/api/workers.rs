@@ -53,6 +53,28 @@ pub async fn resume_worker(
     ))
 }
 
+/// Query of `GET /api/v1/usage`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct UsageQuery {
+    /// `YYYY-MM` (UTC; default: this month).
+    pub month: Option<String>,
+}
+
+/// The organisation's device time in a month by device kind (CPU and GPU hours, of which on the
+/// installation's workers), with its quotas, what is left and the cost at the installation's prices.
+/// Admins and owners.
+#[utoipa::path(get, path = "/api/v1/usage", params(UsageQuery), tag = "workers",
+    responses((status = 200, body = crate::service::usage::Usage), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+pub async fn get_usage(
+    State(state): State<AppState>,
+    actor: Actor,
+    super::extract::Query(q): super::extract::Query<UsageQuery>,
+) -> ApiResult<axum::Json<crate::service::usage::Usage>> {
+    Ok(axum::Json(
+        crate::service::usage::org_usage(&state, &actor, q.month.as_deref()).await?,
+    ))
+}
+
 /// Per pool: workers by state, queue depth, running steps, busy fraction over the last hour.
 #[utoipa::path(get, path = "/api/v1/pools", tag = "workers", responses((status = 200, body = Items<Pool>)))]
 pub async fn list_pools(
@@ -70,4 +92,5 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pause_worker))
         .routes(routes!(resume_worker))
         .routes(routes!(list_pools))
+        .routes(routes!(get_usage))
 }

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use groundwork_store::accounts;
 use groundwork_store::audit::Who;
+use groundwork_store::usage;
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -68,6 +69,57 @@ enum AdminCommand {
         /// Running steps at once (0: no limit).
         #[arg(long)]
         max_running_steps: Option<u32>,
+    },
+    /// Cap an organisation's device time on the installation's workers per calendar month (UTC): a
+    /// training or prediction run whose estimate exceeds what is left is refused (429
+    /// `quota_exceeded`) or, when its starter asks, held until `approve-run`. `--hours` omitted
+    /// removes the quota.
+    SetQuota {
+        /// Organisation name.
+        #[arg(long)]
+        org: String,
+        /// `cpu` or `gpu`.
+        #[arg(long)]
+        device: String,
+        /// Device-hours per month (0 or more).
+        #[arg(long)]
+        hours: Option<f64>,
+    },
+    /// Set what an hour of a device kind costs (estimates and usage show money from it); `--per-hour`
+    /// omitted removes the price.
+    SetPrice {
+        /// `cpu` or `gpu`.
+        #[arg(long)]
+        device: String,
+        /// Price of one device-hour (0 or more).
+        #[arg(long)]
+        per_hour: Option<f64>,
+        /// ISO 4217 currency (EUR, USD, …).
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+    },
+    /// Let an organisation's queued GPU steps move to the CPU queue when no GPU worker it may use has
+    /// been live for a while (`--after-minutes 0`: they wait for a GPU, the default).
+    SetGpuFallback {
+        /// Organisation name.
+        #[arg(long)]
+        org: String,
+        /// Minutes without a live GPU worker before the steps move.
+        #[arg(long)]
+        after_minutes: u32,
+    },
+    /// Every organisation's device time in a month, with quotas and cost.
+    Usage {
+        /// `YYYY-MM` (default: this month, UTC).
+        #[arg(long)]
+        month: Option<String>,
+    },
+    /// Runs held for approval because they would exceed their organisation's quota.
+    PendingRuns,
+    /// Approve a run held for approval: its steps start.
+    ApproveRun {
+        /// The run's id.
+        run: uuid::Uuid,
     },
     /// Add a user to an organisation, or change their role there.
     AddMember {
@@ -211,6 +263,106 @@ async fn admin_command(
             )
             .await?;
             println!("organisation {}: limits updated", org.name);
+        }
+        AdminCommand::SetQuota { org, device, hours } => {
+            let device: groundwork_types::DeviceKind = device.parse()?;
+            anyhow::ensure!(
+                hours.is_none_or(|h| h.is_finite() && h >= 0.0),
+                "--hours must be 0 or more"
+            );
+            let org = org_named(pool, &org).await?;
+            usage::set_quota(pool, &who, org.id, device, hours).await?;
+            match hours {
+                Some(h) => println!("organisation {}: {h} {device}-hours a month", org.name),
+                None => println!("organisation {}: no {device} quota", org.name),
+            }
+        }
+        AdminCommand::SetPrice {
+            device,
+            per_hour,
+            currency,
+        } => {
+            let device: groundwork_types::DeviceKind = device.parse()?;
+            anyhow::ensure!(
+                per_hour.is_none_or(|p| p.is_finite() && p >= 0.0),
+                "--per-hour must be 0 or more"
+            );
+            let currency = currency.trim().to_ascii_uppercase();
+            anyhow::ensure!(
+                currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()),
+                "--currency must be an ISO 4217 code such as EUR or USD"
+            );
+            usage::set_price(pool, device, per_hour.map(|p| (p, currency.as_str()))).await?;
+            match per_hour {
+                Some(p) => println!("{device}: {p} {currency} per hour"),
+                None => println!("{device}: no price"),
+            }
+        }
+        AdminCommand::SetGpuFallback { org, after_minutes } => {
+            let org = org_named(pool, &org).await?;
+            let secs = (after_minutes > 0)
+                .then(|| i32::try_from(u64::from(after_minutes) * 60).unwrap_or(i32::MAX));
+            usage::set_cpu_fallback(pool, &who, org.id, secs).await?;
+            match secs {
+                Some(_) => println!(
+                    "organisation {}: GPU steps move to the CPU after {after_minutes} min without a GPU worker",
+                    org.name
+                ),
+                None => println!("organisation {}: GPU steps wait for a GPU worker", org.name),
+            }
+        }
+        AdminCommand::Usage { month } => {
+            let month: usage::Month = match month {
+                Some(m) => m.parse().map_err(anyhow::Error::msg)?,
+                None => usage::Month::now(),
+            };
+            println!(
+                "device time in {month} (UTC), hours on the installation's workers of all hours"
+            );
+            for (_, name, rows) in usage::installation_usage(pool, month).await? {
+                for u in rows {
+                    let quota = u
+                        .quota_hours
+                        .map_or("no quota".to_owned(), |q| format!("quota {q:.2} h"));
+                    let cost = match (u.cost, &u.currency) {
+                        (Some(c), Some(cur)) => format!(", {c:.2} {cur}"),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "{name}\t{}\t{:.3} of {:.3} h\t{quota}{cost}",
+                        u.device_kind, u.installation_hours, u.hours
+                    );
+                }
+            }
+        }
+        AdminCommand::PendingRuns => {
+            let pending = groundwork_store::jobs::pending_approvals(pool).await?;
+            if pending.is_empty() {
+                println!("no run is waiting for approval");
+            }
+            for p in pending {
+                let hours = p
+                    .estimate
+                    .as_ref()
+                    .and_then(|e| Some((e["device_hours"].as_f64()?, e["device_kind"].as_str()?)))
+                    .map_or(String::new(), |(h, d)| format!("\t~{h:.2} {d}-hours"));
+                println!(
+                    "{}\t{}\t{}\t{}{hours}",
+                    p.run_id,
+                    p.org_name,
+                    p.project_name,
+                    p.created_at.format("%Y-%m-%d %H:%M UTC")
+                );
+            }
+        }
+        AdminCommand::ApproveRun { run } => {
+            groundwork_store::jobs::approve_run(
+                pool,
+                run,
+                "installation administrator (command line)",
+            )
+            .await?;
+            println!("run {run} approved: its steps start");
         }
         AdminCommand::AddMember { org, email, role } => {
             let role: accounts::Role = role.parse().map_err(anyhow::Error::msg)?;

@@ -16,4 +16,5 @@ pub mod runs;
 pub mod shares;
 pub mod suggestions;
 pub mod tokens;
+pub mod usage;
 pub mod workers;

@@ -31,6 +31,9 @@ pub struct TrainRequest {
     /// `hybrid` (the default: tokens and 10 m pixels), `light_segmentation`, `unet` or `pooling`, as the
     /// task allows.
     pub head: Option<String>,
+    /// When the run would exceed the organisation's device-time quota: hold it until an installation
+    /// administrator approves it (instead of refusing it with 429 `quota_exceeded`).
+    pub request_approval: Option<bool>,
 }
 
 /// Body of `POST /api/v1/projects/{id}/predict`; every field is optional.
@@ -44,6 +47,9 @@ pub struct PredictRequest {
     pub block: Option<usize>,
     /// Overlap of neighbouring model tiles in pixels (default 16, below the window size).
     pub overlap: Option<usize>,
+    /// When the run would exceed the organisation's device-time quota: hold it until an installation
+    /// administrator approves it (instead of refusing it with 429 `quota_exceeded`).
+    pub request_approval: Option<bool>,
 }
 
 /// A trained model a prediction can use.
@@ -205,11 +211,16 @@ pub async fn start_training(
     {
         return Err(ApiError::new(ErrorCode::Conflict, msg));
     }
-    let queue = if models::gpu_worker_online(&state.pool, actor.org_id).await? {
-        "gpu"
-    } else {
-        "cpu"
-    };
+    let device = super::usage::device_now(state, actor.org_id).await?;
+    let queue = device.name();
+    let planned = TrainArgs {
+        epochs: body.epochs,
+        ..TrainArgs::default()
+    }
+    .planned_epochs();
+    let estimate =
+        super::usage::train_estimate(state, actor.org_id, &project, planned, device).await?;
+    let held = super::usage::over_quota(&estimate, body.request_approval.unwrap_or(false))?;
     let mut train = TrainArgs {
         label_set_version: body.label_set_version,
         epochs: body.epochs,
@@ -222,19 +233,25 @@ pub async fn start_training(
     .to_step("train", queue);
     // A retried attempt resumes from the last checkpoint, so retries are cheap.
     train.max_attempts = 5;
+    train.needs =
+        groundwork_worker::needs::of_project(&project, body.batch_size.unwrap_or(8), true);
     let mut evaluate = EvaluateArgs {
         train_run_id: None,
         device: None,
     }
     .to_step("evaluate", queue);
     evaluate.depends_on = vec!["train".into()];
-    let key = idempotency_key;
-    let run = jobs::create_run(
+    evaluate.needs = groundwork_worker::needs::of_project(&project, 8, false);
+    let run = jobs::create_run_with(
         &state.pool,
         actor.org_id,
         project_id,
         &[train, evaluate],
-        key,
+        idempotency_key,
+        &jobs::RunExtras {
+            estimate: Some(json!(estimate)),
+            awaiting_approval: held,
+        },
     )
     .await?;
     Ok(run)
@@ -418,8 +435,27 @@ pub async fn start_prediction(
                 message: format!("{e:#}"),
             }])
         })?;
-    let key = idempotency_key;
-    let run = jobs::create_run(&state.pool, actor.org_id, project_id, &steps, key).await?;
+    // The predict steps' queue decides the device the estimate is for.
+    let device = steps
+        .iter()
+        .find(|s| s.kind == groundwork_types::StepKind::Predict)
+        .map_or(groundwork_types::DeviceKind::Cpu, |s| {
+            groundwork_types::DeviceKind::of_queue(&s.queue)
+        });
+    let estimate = super::usage::predict_estimate(state, actor.org_id, &project, device).await?;
+    let held = super::usage::over_quota(&estimate, body.request_approval.unwrap_or(false))?;
+    let run = jobs::create_run_with(
+        &state.pool,
+        actor.org_id,
+        project_id,
+        &steps,
+        idempotency_key,
+        &jobs::RunExtras {
+            estimate: Some(json!(estimate)),
+            awaiting_approval: held,
+        },
+    )
+    .await?;
     actor
         .audit(
             state,

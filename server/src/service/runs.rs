@@ -163,6 +163,7 @@ pub async fn create_run(
                 max_attempts: s.max_attempts,
                 backoff_base_ms: s.backoff_ms,
                 depends_on: s.depends_on,
+                needs: serde_json::json!({}),
             })
         })
         .collect();

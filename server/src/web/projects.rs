@@ -468,7 +468,7 @@ pub struct RunView {
 
 impl RunView {
     /// The run as shown, with `live_queues` the queues a live worker usable by the organisation serves.
-    fn new(r: RunWithSteps, live_queues: &[String]) -> Self {
+    fn new(r: RunWithSteps, live_queues: &[String], live_memory: &[(String, Option<f64>)]) -> Self {
         let mut waiting: Vec<String> = r
             .steps
             .iter()
@@ -481,11 +481,77 @@ impl RunView {
                 )
             })
             .collect();
+        // Queued steps that need more memory than any live worker of their queue has: one sentence
+        // per queue.
+        for (queue, most) in live_memory {
+            let Some(most) = most else { continue };
+            let short: Vec<f64> = r
+                .steps
+                .iter()
+                .filter(|s| s.state == "queued" && s.queue == *queue)
+                .filter_map(|s| {
+                    s.needs
+                        .get("memory_mib")
+                        .and_then(serde_json::Value::as_f64)
+                })
+                .filter(|need| need > most)
+                .collect();
+            if let Some(need) = short.iter().copied().reduce(f64::max) {
+                waiting.push(format!(
+                    "Waiting for a larger worker: {} step{} on the `{queue}` queue need{} about {:.1} GiB \
+                     of model-device memory, and the largest live worker there has {:.1} GiB. An \
+                     administrator starts a larger one, or a smaller model, patch or batch needs less.",
+                    short.len(),
+                    if short.len() == 1 { "" } else { "s" },
+                    if short.len() == 1 { "s" } else { "" },
+                    need / 1024.0,
+                    most / 1024.0
+                ));
+            }
+        }
         waiting.dedup();
+        if r.run.awaiting_approval {
+            let hours = r
+                .run
+                .estimate
+                .as_ref()
+                .and_then(|e| Some((e["device_hours"].as_f64()?, e["device_kind"].as_str()?)))
+                .map_or(String::new(), |(h, d)| {
+                    format!(" (about {h:.2} {}-hours)", d.to_uppercase())
+                });
+            waiting = vec![format!(
+                "Waiting for an administrator's approval: this run{hours} would exceed what is left of \
+                 the organisation's monthly device-time quota. Its steps start once an installation \
+                 administrator approves it; cancel a step to withdraw it."
+            )];
+        }
         Self {
             run: r.run,
             steps: r.steps.into_iter().map(|step| StepView { step }).collect(),
             waiting,
+        }
+    }
+
+    /// "Device time: 0.52 GPU-hours, 0.10 CPU-hours" (empty before any step started).
+    #[must_use]
+    pub fn device_time(&self) -> String {
+        let parts: Vec<String> = self
+            .run
+            .device_time
+            .iter()
+            .filter(|t| t.seconds > 0.0)
+            .map(|t| {
+                format!(
+                    "{} {}-hours",
+                    super::results::hours(t.seconds / 3600.0),
+                    t.device_kind.name().to_uppercase()
+                )
+            })
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("Device time: {}", parts.join(", "))
         }
     }
 
@@ -584,6 +650,10 @@ struct ProjectPage {
     train_blocker: Option<String>,
     /// Why "Predict" is disabled, if it is.
     predict_blocker: Option<String>,
+    /// What training would cost, in words (when it can start).
+    train_estimate: Option<super::results::EstimateView>,
+    /// What mapping would cost, in words (when it can start).
+    predict_estimate: Option<super::results::EstimateView>,
     /// A refusal of the settings form.
     settings_error: String,
     /// What the newest finished acquisition found, month by month.
@@ -688,11 +758,14 @@ async fn project_page(
     let project = projects::get(&state.pool, actor.org_id, id).await?;
     let counts = windows::counts(&state.pool, id).await?;
     let live = groundwork_store::models::live_queues(&state.pool, actor.org_id).await?;
+    let live_memory =
+        groundwork_store::models::live_queue_memory(&state.pool, actor.org_id).await?;
     let mut runs = Vec::new();
     for r in jobs::list_runs(&state.pool, actor.org_id, id, None, RUNS_SHOWN).await? {
         runs.push(RunView::new(
             jobs::get_run(&state.pool, actor.org_id, r.id).await?,
             &live,
+            &live_memory,
         ));
     }
     let acquisition = runs.iter().find_map(|r| {
@@ -707,6 +780,30 @@ async fn project_page(
     });
     let train_blocker = crate::service::models::training_blocker(state, &project).await?;
     let predict_blocker = crate::service::models::prediction_blocker(state, actor, id).await?;
+    let device = crate::service::usage::device_now(state, actor.org_id).await?;
+    let train_estimate = match train_blocker {
+        Some(_) => None,
+        None => {
+            let epochs = groundwork_worker::steps::TrainArgs::default().planned_epochs();
+            let e = crate::service::usage::train_estimate(
+                state,
+                actor.org_id,
+                &project,
+                epochs,
+                device,
+            )
+            .await?;
+            Some(super::results::EstimateView::new(&e))
+        }
+    };
+    let predict_estimate = match predict_blocker {
+        Some(_) => None,
+        None => {
+            let e = crate::service::usage::predict_estimate(state, actor.org_id, &project, device)
+                .await?;
+            Some(super::results::EstimateView::new(&e))
+        }
+    };
     let classes = project.classes.clone();
     let results = super::results::results(state, actor, id).await?;
     let summary = labels::summary(&state.pool, id, None).await?;
@@ -737,6 +834,8 @@ async fn project_page(
         can_admin: actor.role >= Role::Admin,
         train_blocker,
         predict_blocker,
+        train_estimate,
+        predict_estimate,
         settings_error: String::new(),
         acquisition,
     })

@@ -1740,3 +1740,119 @@ async fn the_project_page_edits_the_settings_and_deletes_the_project_after_its_n
     assert_eq!(r.headers[header::LOCATION], "/projects");
     assert!(projects::get(&site.db.pool, org, p).await.is_err());
 }
+
+#[tokio::test]
+async fn device_time_quotas_and_runs_held_for_approval_are_shown() {
+    let site = Site::new().await;
+    let pool = &site.db.pool;
+    let org = groundwork_store::DEFAULT_ORG_ID;
+    let project = seed(&site, org).await;
+    let gpu = workers::register(
+        pool,
+        &workers::Registration {
+            name: "gpu-box".into(),
+            pool: "gpu".into(),
+            queues: vec!["gpu".into()],
+            concurrency: 1,
+            capabilities: json!({"candle_device": "cuda:0"}),
+            version: "0.1.0".into(),
+        },
+    )
+    .await
+    .unwrap();
+    // A step that ran 1.5 hours on the GPU, and a run held for approval.
+    let run = jobs::create_run(
+        pool,
+        org,
+        project,
+        &[jobs::NewStep::new(
+            "s",
+            "noop".parse().unwrap(),
+            json!({}),
+            "gpu",
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    let c = jobs::claim(
+        pool,
+        run.steps[0].id,
+        gpu,
+        std::time::Duration::from_secs(60),
+        None,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    sqlx::query(
+        "update step_attempt set started_at = now() - interval '90 minutes' where claim_id = $1",
+    )
+    .bind(c.claim_id)
+    .execute(pool)
+    .await
+    .unwrap();
+    jobs::complete(pool, &c, &json!({}), &[]).await.unwrap();
+    let held = jobs::create_run_with(
+        pool,
+        org,
+        project,
+        &[jobs::NewStep::new(
+            "p",
+            "noop".parse().unwrap(),
+            json!({}),
+            "gpu",
+        )],
+        None,
+        &jobs::RunExtras {
+            estimate: Some(json!({"device_hours": 4.25, "device_kind": "gpu"})),
+            awaiting_approval: true,
+        },
+    )
+    .await
+    .unwrap();
+    groundwork_store::usage::set_quota(
+        pool,
+        &Who::cli(),
+        org,
+        groundwork_types::DeviceKind::Gpu,
+        Some(2.0),
+    )
+    .await
+    .unwrap();
+    groundwork_store::usage::set_price(pool, groundwork_types::DeviceKind::Gpu, Some((3.0, "EUR")))
+        .await
+        .unwrap();
+
+    let page = site.get(&format!("/projects/{project}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("Device time: 1.50 GPU-hours"),
+        "{}",
+        page.body
+    );
+    let waiting = format!("id=\"run-{}\"", held.run.id);
+    let at = page.body.find(&waiting).expect("the held run is listed");
+    let held_html = &page.body[at..];
+    assert!(
+        held_html.contains(
+            "Waiting for an administrator&#39;s approval: this run (about 4.25 GPU-hours)"
+        ) || held_html
+            .contains("Waiting for an administrator's approval: this run (about 4.25 GPU-hours)"),
+        "{held_html}"
+    );
+
+    // The workers page shows the month's device time, the quota, what is left and the cost.
+    let page = site.get("/workers").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let at = page
+        .body
+        .find("data-field=\"usage\"")
+        .expect("a usage table");
+    let table = &page.body[at..];
+    let gpu_row = &table[table.find(">GPU<").unwrap()..];
+    let gpu_row = &gpu_row[..gpu_row.find("</tr>").unwrap()];
+    for cell in ["1.50", "2.00", "0.50", "4.50 EUR"] {
+        assert!(gpu_row.contains(cell), "{cell} in {gpu_row}");
+    }
+}

@@ -111,6 +111,43 @@ struct WorkersPage {
     queues: Vec<(String, i64)>,
     /// Drain, pause and resume are offered to administrators only.
     can_admin: bool,
+    /// This month's device time, quotas and cost (administrators only).
+    usage: Option<UsageView>,
+}
+
+/// The organisation's device time this month as the workers page shows it.
+pub struct UsageView {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// `(device, hours, of which installation, quota, left, cost)`, as text.
+    pub rows: Vec<[String; 6]>,
+}
+
+impl UsageView {
+    fn new(u: crate::service::usage::Usage) -> Self {
+        let h = super::results::hours;
+        let rows = u
+            .devices
+            .iter()
+            .map(|d| {
+                [
+                    d.device_kind.name().to_uppercase(),
+                    h(d.hours),
+                    h(d.installation_hours),
+                    d.quota_hours.map_or("none".into(), h),
+                    d.remaining_hours.map_or("–".into(), h),
+                    match (d.cost, &d.currency) {
+                        (Some(c), Some(cur)) => format!("{c:.2} {cur}"),
+                        _ => "no price set".into(),
+                    },
+                ]
+            })
+            .collect();
+        Self {
+            month: u.month,
+            rows,
+        }
+    }
 }
 
 /// `GET /workers`: the organisation's workers, pools and queues (the same service the API uses).
@@ -132,6 +169,13 @@ pub async fn list(State(state): State<AppState>, actor: Actor) -> PageResult<imp
         pools: pools.into_iter().map(|pool| PoolView { pool }).collect(),
         queues,
         can_admin: actor.role >= Role::Admin,
+        usage: if actor.role >= Role::Admin {
+            Some(UsageView::new(
+                crate::service::usage::org_usage(&state, &actor, None).await?,
+            ))
+        } else {
+            None
+        },
     })
 }
 

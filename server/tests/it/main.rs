@@ -12,6 +12,7 @@ mod changes;
 mod cli;
 mod common;
 mod demo_stac;
+mod devices;
 mod hostile;
 mod hygiene;
 mod imagery_tiles;

@@ -436,7 +436,7 @@ async fn published_outputs_serve_tiles_downloads_and_stac() {
         &[],
     )
     .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(rgba_at(&decode_png(&body).2, px5, py5), [0, 255, 0, 255]);
 
     // Outside the extent: a transparent tile.

@@ -23,6 +23,36 @@ pub async fn create_run(
     steps: &[NewStep],
     idempotency_key: Option<&str>,
 ) -> Result<RunWithSteps> {
+    create_run_with(
+        pool,
+        org_id,
+        project_id,
+        steps,
+        idempotency_key,
+        &RunExtras::default(),
+    )
+    .await
+}
+
+/// What a run may carry beyond its steps.
+#[derive(Debug, Clone, Default)]
+pub struct RunExtras {
+    /// The device-time estimate it was started with.
+    pub estimate: Option<Value>,
+    /// Held until an installation administrator approves it ([`approve_run`]): its steps are
+    /// created but not dispatched, and no worker claims them.
+    pub awaiting_approval: bool,
+}
+
+/// [`create_run`] with an estimate, and held for approval when `extras` says so.
+pub async fn create_run_with(
+    pool: &PgPool,
+    org_id: Uuid,
+    project_id: Uuid,
+    steps: &[NewStep],
+    idempotency_key: Option<&str>,
+    extras: &RunExtras,
+) -> Result<RunWithSteps> {
     let mut names = HashMap::new();
     for (i, s) in steps.iter().enumerate() {
         if names.insert(s.name.as_str(), i).is_some() {
@@ -104,13 +134,15 @@ pub async fn create_run(
     }
     let run_id = Uuid::now_v7();
     let inserted = sqlx::query(
-        "insert into pipeline_run (id, org_id, project_id, idempotency_key) values ($1, $2, $3, $4) \
-         on conflict on constraint pipeline_run_idempotency do nothing",
+        "insert into pipeline_run (id, org_id, project_id, idempotency_key, estimate, awaiting_approval) \
+         values ($1, $2, $3, $4, $5, $6) on conflict on constraint pipeline_run_idempotency do nothing",
     )
     .bind(run_id)
     .bind(org_id)
     .bind(project_id)
     .bind(idempotency_key)
+    .bind(&extras.estimate)
+    .bind(extras.awaiting_approval)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -129,10 +161,10 @@ pub async fn create_run(
     let ids: Vec<Uuid> = steps.iter().map(|_| Uuid::now_v7()).collect();
     let now = Utc::now();
     sqlx::query(
-        "insert into step (id, run_id, name, kind, args, queue, max_attempts, backoff_base_ms, run_at) \
-         select u.id, $1, u.name, u.kind, u.args, u.queue, u.max_attempts, u.backoff, $8 \
-         from unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::int[], $9::int[]) \
-              as u(id, name, kind, args, queue, max_attempts, backoff)",
+        "insert into step (id, run_id, name, kind, args, queue, max_attempts, backoff_base_ms, run_at, needs) \
+         select u.id, $1, u.name, u.kind, u.args, u.queue, u.max_attempts, u.backoff, $8, u.needs \
+         from unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::int[], $9::int[], $10::jsonb[]) \
+              as u(id, name, kind, args, queue, max_attempts, backoff, needs)",
     )
     .bind(run_id)
     .bind(&ids)
@@ -143,6 +175,7 @@ pub async fn create_run(
     .bind(steps.iter().map(|s| s.max_attempts.max(1)).collect::<Vec<_>>())
     .bind(now)
     .bind(steps.iter().map(|s| s.backoff_base_ms.max(0)).collect::<Vec<_>>())
+    .bind(steps.iter().map(|s| s.needs.clone()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
 
@@ -167,9 +200,71 @@ pub async fn create_run(
         .filter(|(s, _)| s.depends_on.is_empty())
         .map(|(s, id)| (*id, s.queue.clone(), now))
         .collect();
-    dispatch(&mut tx, &ready).await?;
+    if !extras.awaiting_approval {
+        dispatch(&mut tx, &ready).await?;
+    }
     tx.commit().await?;
     get_run(pool, org_id, run_id).await
+}
+
+/// A run waiting for an installation administrator's approval.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PendingApproval {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its organisation.
+    pub org_id: Uuid,
+    /// The organisation's name.
+    pub org_name: String,
+    /// The project's name.
+    pub project_name: String,
+    /// When it was started.
+    pub created_at: DateTime<Utc>,
+    /// The estimate it was started with.
+    pub estimate: Option<Value>,
+}
+
+/// Runs waiting for approval, oldest first.
+pub async fn pending_approvals(pool: &PgPool) -> Result<Vec<PendingApproval>> {
+    Ok(sqlx::query_as(
+        "select r.id as run_id, r.org_id, o.name as org_name, p.name as project_name, r.created_at, r.estimate \
+         from pipeline_run r join org o on o.id = r.org_id join project p on p.id = r.project_id \
+         where r.awaiting_approval and r.state = 'queued' order by r.created_at, r.id",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Approves a run held for approval (`by` names who approved): its ready steps are dispatched.
+/// A run that is not waiting (never held, already approved, or cancelled) is a conflict.
+pub async fn approve_run(pool: &PgPool, run_id: Uuid, by: &str) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let approved: Option<Uuid> = sqlx::query_scalar(
+        "update pipeline_run set awaiting_approval = false, approved_at = now(), approved_by = $2 \
+         where id = $1 and awaiting_approval and state = 'queued' returning id",
+    )
+    .bind(run_id)
+    .bind(by)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if approved.is_none() {
+        tx.rollback().await?;
+        return Err(Error::Conflict(format!(
+            "run {run_id} is not waiting for approval"
+        )));
+    }
+    let ready: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "select s.id, s.queue, now() from step s where s.run_id = $1 and s.state = 'queued' \
+           and not s.cancel_requested \
+           and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
+                           where d.step_id = s.id and p.state <> 'succeeded')",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    dispatch(&mut tx, &ready).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 pub(super) fn check_acyclic(steps: &[NewStep], names: &HashMap<&str, usize>) -> Result<()> {
@@ -202,15 +297,17 @@ pub(super) fn check_acyclic(steps: &[NewStep], names: &HashMap<&str, usize>) -> 
 
 /// A run with its steps, if it belongs to `org_id`.
 pub async fn get_run(pool: &PgPool, org_id: Uuid, run_id: Uuid) -> Result<RunWithSteps> {
-    let run: Run = sqlx::query_as(
-        "select id, org_id, project_id, state, created_at, started_at, finished_at from pipeline_run \
-         where id = $1 and org_id = $2",
-    )
+    let mut run: Run = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {RUN_COLUMNS} from pipeline_run where id = $1 and org_id = $2"
+    )))
     .bind(run_id)
     .bind(org_id)
     .fetch_optional(pool)
     .await?
-    .ok_or(Error::NotFound { what: "run", id: run_id })?;
+    .ok_or(Error::NotFound {
+        what: "run",
+        id: run_id,
+    })?;
     let mut steps: Vec<Step> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {STEP_FIELDS} from step s where s.run_id = $1 order by s.created_at, s.id"
     )))
@@ -232,6 +329,7 @@ pub async fn get_run(pool: &PgPool, org_id: Uuid, run_id: Uuid) -> Result<RunWit
     for step in &mut steps {
         step.depends_on = by_step.remove(&step.id).unwrap_or_default();
     }
+    run.device_time = crate::usage::run_device_time(pool, run_id).await?;
     Ok(RunWithSteps { run, steps })
 }
 
@@ -243,16 +341,23 @@ pub async fn list_runs(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Run>> {
-    Ok(sqlx::query_as(
-        "select id, org_id, project_id, state, created_at, started_at, finished_at from pipeline_run \
-         where project_id = $1 and org_id = $2 and ($3::uuid is null or id < $3) order by id desc limit $4",
-    )
+    let mut runs: Vec<Run> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {RUN_COLUMNS} from pipeline_run \
+         where project_id = $1 and org_id = $2 and ($3::uuid is null or id < $3) order by id desc limit $4"
+    )))
     .bind(project_id)
     .bind(org_id)
     .bind(after)
     .bind(limit)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
+    for (id, time) in crate::usage::runs_device_time(pool, &ids).await? {
+        if let Some(r) = runs.iter_mut().find(|r| r.id == id) {
+            r.device_time.push(time);
+        }
+    }
+    Ok(runs)
 }
 
 /// One step, if its run belongs to `org_id`.

@@ -50,13 +50,20 @@ pub async fn claim(
              where id = $1 and state = 'queued' and not cancel_requested and run_at <= now() + interval '1 second' \
                and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
                                where d.step_id = step.id and p.state <> 'succeeded') \
+               and not (select r.awaiting_approval from pipeline_run r where r.id = step.run_id) \
+               and (jsonb_typeof(step.needs->'memory_mib') is distinct from 'number' \
+                    or coalesce((select worker_memory_mib(w.capabilities) from worker w where w.id = $2), 'infinity') \
+                       >= (step.needs->>'memory_mib')::float8) \
                and (select o.max_running_steps is null \
                            or (select count(*) from step s2 join pipeline_run r2 on r2.id = s2.run_id \
                                where r2.org_id = o.id and s2.state = 'running') < o.max_running_steps \
                     from pipeline_run r join org o on o.id = r.org_id where r.id = step.run_id) \
              returning id, run_id, kind, args, attempt, max_attempts, lease_owner, claim_id, dispatch_id, own_dispatch_id, \
                  exists (select 1 from step_dependency d where d.depends_on = step.id) as has_dependents), \
-         a as (insert into step_attempt (claim_id, step_id, attempt, worker_id) select claim_id, id, attempt, lease_owner from c), \
+         a as (insert into step_attempt (claim_id, step_id, attempt, worker_id, device_kind, installation) \
+               select c.claim_id, c.id, c.attempt, c.lease_owner, coalesce(wk.device_kind, 'cpu'), coalesce(wk.installation, true) \
+               from c left join (select w.id, case when w.capabilities->>'candle_device' like 'cuda%' then 'gpu' else 'cpu' end as device_kind, w.worker_token_id is null as installation \
+                                 from worker w) wk on wk.id = c.lease_owner), \
          r as (update pipeline_run set state = 'running', started_at = coalesce(started_at, now()) \
                where id = (select run_id from c) and state = 'queued'), \
          m as (update apalis.jobs set status = 'Done', done_at = now() \
@@ -91,7 +98,7 @@ pub async fn dispatch_held_back(pool: &PgPool, org_id: Uuid) -> Result<u64> {
     let held: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "select s.id, s.queue, now() from step s join pipeline_run r on r.id = s.run_id join org o on o.id = r.org_id \
          where r.org_id = $1 and o.max_running_steps is not null \
-           and s.state = 'queued' and not s.cancel_requested and s.run_at <= now() \
+           and s.state = 'queued' and not s.cancel_requested and s.run_at <= now() and not r.awaiting_approval \
            and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
                            where d.step_id = s.id and p.state <> 'succeeded') \
            and not exists (select 1 from apalis.jobs j where j.id in (s.dispatch_id, s.own_dispatch_id) \
@@ -221,6 +228,10 @@ pub async fn complete_with_message(
         finish_run_if_done(pool, claimed.run_id).await?;
     }
     held_back_hint(pool, claimed.org_id).await;
+    // What the attempt cost teaches the estimates; a failure here costs only an estimate's precision.
+    if let Err(e) = crate::usage::learn_rate(pool, claimed.claim_id).await {
+        tracing::warn!(step = %claimed.id, error = %e, "could not learn the step's device rate");
+    }
     Ok(Completion::Succeeded)
 }
 

@@ -21,8 +21,9 @@ mod lease;
 mod reaper;
 
 pub use api::{
-    DEFAULT_MAX_QUEUED_STEPS, create_run, get_run, get_step, list_runs, queue_depths,
-    queue_depths_in_org, request_cancel, retry,
+    DEFAULT_MAX_QUEUED_STEPS, PendingApproval, RunExtras, approve_run, create_run, create_run_with,
+    get_run, get_step, list_runs, pending_approvals, queue_depths, queue_depths_in_org,
+    request_cancel, retry,
 };
 pub use lease::{
     Completion, FailOutcome, claim, complete, complete_with_message, dispatch_held_back, fail,
@@ -68,6 +69,9 @@ pub struct NewStep {
     pub backoff_base_ms: i32,
     /// Names of steps in the same run that must succeed first.
     pub depends_on: Vec<String>,
+    /// What the claiming worker must have (`{"memory_mib": N}`: memory of its model device); empty:
+    /// any worker of the queue.
+    pub needs: Value,
 }
 
 impl NewStep {
@@ -87,6 +91,7 @@ impl NewStep {
             max_attempts: 3,
             backoff_base_ms: 5000,
             depends_on: Vec::new(),
+            needs: Value::Object(serde_json::Map::new()),
         }
     }
 }
@@ -110,7 +115,23 @@ pub struct Run {
     pub started_at: Option<DateTime<Utc>>,
     /// When its last step finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The device-time estimate it was started with (`train` and `predict` runs).
+    pub estimate: Option<Value>,
+    /// Held until an installation administrator approves it: it would exceed the organisation's
+    /// device-time quota. Its steps wait, queued.
+    pub awaiting_approval: bool,
+    /// When it was approved.
+    pub approved_at: Option<DateTime<Utc>>,
+    /// Who approved it.
+    pub approved_by: Option<String>,
+    /// Device time its step attempts spent so far, by device kind.
+    #[sqlx(skip)]
+    pub device_time: Vec<crate::usage::DeviceTime>,
 }
+
+/// The columns of [`Run`] as stored.
+pub(crate) const RUN_COLUMNS: &str = "id, org_id, project_id, state, created_at, started_at, finished_at, \
+     estimate, awaiting_approval, approved_at, approved_by";
 
 /// A step as users and admins see it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -165,6 +186,9 @@ pub struct Step {
     pub started_at: Option<DateTime<Utc>>,
     /// When finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// What the claiming worker must have (`memory_mib`: memory of its model device in MiB).
+    #[sqlx(default)]
+    pub needs: Value,
 }
 
 /// A run with its steps.
@@ -240,11 +264,11 @@ pub fn backoff(base_ms: i32, attempt: i32) -> Duration {
 
 const STEP_FIELDS: &str = "s.id, s.run_id, s.name, s.kind, s.args, s.queue, s.state, s.attempt, s.max_attempts, \
     s.run_at, s.progress, s.message, s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.cancel_requested, \
-    s.error, s.errors, s.output, s.created_at, s.started_at, s.finished_at";
+    s.error, s.errors, s.output, s.created_at, s.started_at, s.finished_at, s.needs";
 
 const STEP_COLUMNS: &str = "s.id, s.run_id, s.name, s.kind, s.args, s.queue, s.state, s.attempt, s.max_attempts, \
     s.run_at, s.progress, s.message, s.lease_owner, s.lease_expires_at, s.heartbeat_at, s.cancel_requested, \
-    s.error, s.errors, s.output, s.created_at, s.started_at, s.finished_at, \
+    s.error, s.errors, s.output, s.created_at, s.started_at, s.finished_at, s.needs, \
     coalesce((select array_agg(p.name order by p.name) from step_dependency d join step p on p.id = d.depends_on \
               where d.step_id = s.id), '{}') as depends_on";
 

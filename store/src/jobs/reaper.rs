@@ -19,6 +19,8 @@ pub struct Reaped {
     pub cancelled: u64,
     /// Ready queued steps whose dispatch message was lost and that were dispatched again.
     pub redispatched: u64,
+    /// Queued GPU steps moved to the CPU queue by their organisation's fallback policy.
+    pub moved_to_cpu: u64,
 }
 
 /// A reaped step: id, run, new state, the claim that lost its lease, queue and not-before.
@@ -94,6 +96,7 @@ pub async fn reap(pool: &PgPool) -> Result<Reaped> {
     let lost: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "select s.id, s.queue, now() from step s where s.state = 'queued' and not s.cancel_requested \
              and s.run_at < now() - interval '20 seconds' \
+             and not exists (select 1 from pipeline_run r where r.id = s.run_id and r.awaiting_approval) \
              and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
                              where d.step_id = s.id and p.state <> 'succeeded') \
              and not exists (select 1 from apalis.jobs j where j.id in (s.dispatch_id, s.own_dispatch_id) \
@@ -105,6 +108,37 @@ pub async fn reap(pool: &PgPool) -> Result<Reaped> {
     .await?;
     report.redispatched = lost.len() as u64;
     dispatch(&mut tx, &lost).await?;
+
+    // GPU steps of organisations that allow it move to the CPU queue once no GPU worker they may use
+    // has been live for their fallback time (and the step has waited that long); the ready ones are
+    // dispatched there.
+    let moved: Vec<(Uuid, String, DateTime<Utc>, bool)> = sqlx::query_as(
+        "with m as (select s.id from step s join pipeline_run r on r.id = s.run_id join org o on o.id = r.org_id \
+                    where s.state = 'queued' and s.queue = 'gpu' and not s.cancel_requested \
+                      and not r.awaiting_approval and o.cpu_fallback_after_secs is not null \
+                      and s.created_at < now() - o.cpu_fallback_after_secs * interval '1 second' \
+                      and not exists (select 1 from worker w, unnest(w.queues) as q \
+                                      where q = 'gpu' and w.admin_state = 'active' and w.stopped_at is null \
+                                        and w.last_heartbeat_at > now() - o.cpu_fallback_after_secs * interval '1 second' \
+                                        and ((w.worker_token_id is null and o.installation_workers) \
+                                             or (w.worker_token_id is not null and w.org_id = o.id))) \
+                    for update of s skip locked) \
+         update step s set queue = 'cpu', \
+             message = 'moved to the CPU queue: no GPU worker was live for the organisation''s fallback time' \
+         from m where s.id = m.id \
+         returning s.id, s.queue, now(), \
+             not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
+                         where d.step_id = s.id and p.state <> 'succeeded')",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    report.moved_to_cpu = moved.len() as u64;
+    let ready: Vec<(Uuid, String, DateTime<Utc>)> = moved
+        .into_iter()
+        .filter(|m| m.3)
+        .map(|(id, queue, at, _)| (id, queue, at))
+        .collect();
+    dispatch(&mut tx, &ready).await?;
     tx.commit().await?;
 
     // Runs whose last steps finished at the same moment may have been left open: close them.

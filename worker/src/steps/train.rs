@@ -116,6 +116,12 @@ impl StepArgs for TrainArgs {
 }
 
 impl TrainArgs {
+    /// The epochs these arguments ask for (early stopping may end sooner): what an estimate counts.
+    #[must_use]
+    pub fn planned_epochs(&self) -> usize {
+        self.fit_options().epochs
+    }
+
     fn fit_options(&self) -> FitOptions {
         let d = FitOptions::default();
         let epochs = self.epochs.unwrap_or(d.epochs).max(1);

@@ -43,6 +43,61 @@ pub(super) fn num(v: Option<f64>) -> String {
     }
 }
 
+/// Device-hours as shown: two significant decimals for small figures.
+#[must_use]
+pub fn hours(h: f64) -> String {
+    if h < 0.01 && h > 0.0 {
+        "under 0.01".into()
+    } else {
+        format!("{h:.2}")
+    }
+}
+
+/// An estimate as the project page shows it beside the train and predict buttons.
+pub struct EstimateView {
+    /// "About 0.12 GPU-hours (0.30 EUR), measured on this installation; 8.50 of 10.00 GPU-hours left
+    /// this month."
+    pub sentence: String,
+    /// It exceeds what is left of the quota: the form offers to wait for an administrator.
+    pub over_quota: bool,
+}
+
+impl EstimateView {
+    /// From the service's estimate.
+    #[must_use]
+    pub fn new(e: &crate::service::usage::Estimate) -> Self {
+        let kind = e.device_kind.name().to_uppercase();
+        let mut sentence = format!("About {} {kind}-hours", hours(e.device_hours));
+        if let (Some(cost), Some(cur)) = (e.cost, &e.currency) {
+            let _ = write!(sentence, " ({cost:.2} {cur})");
+        }
+        sentence.push_str(if e.measured {
+            ", from steps measured on this installation"
+        } else {
+            ", a rough assumption until a step of this kind has been measured here"
+        });
+        if let (Some(left), Some(quota)) = (e.remaining_hours, e.quota_hours) {
+            let _ = write!(
+                sentence,
+                "; {} of {} {kind}-hours left this month",
+                hours(left),
+                hours(quota)
+            );
+        }
+        sentence.push('.');
+        if !e.within_quota {
+            sentence.push_str(
+                " This exceeds what is left of the organisation's quota: tick “Wait for approval” to \
+                 start it once an installation administrator approves it.",
+            );
+        }
+        Self {
+            sentence,
+            over_quota: !e.within_quota,
+        }
+    }
+}
+
 /// Where a model's numbers come from: the encoder weights it started from, and the imagery it learnt
 /// from; shown prominently wherever its metrics or maps are.
 #[derive(Debug, Clone, Default)]
@@ -296,10 +351,18 @@ pub async fn train(
         .find(|(k, _)| k == "epochs")
         .map(|(_, v)| v.trim().to_owned())
         .filter(|v| !v.is_empty());
+    let request_approval = super::form_pairs(&body)
+        .iter()
+        .any(|(k, v)| k == "request_approval" && v == "on")
+        .then_some(true);
     let request = match epochs.map(|v| v.parse::<usize>()) {
-        None => TrainRequest::default(),
+        None => TrainRequest {
+            request_approval,
+            ..TrainRequest::default()
+        },
         Some(Ok(n)) => TrainRequest {
             epochs: Some(n),
+            request_approval,
             ..TrainRequest::default()
         },
         Some(Err(_)) => {
@@ -343,8 +406,60 @@ pub async fn predict(
     };
     let request = PredictRequest {
         run_id,
+        request_approval: (super::form_value(&pairs, "request_approval") == "on").then_some(true),
         ..PredictRequest::default()
     };
     let result = service::start_prediction(&state, &actor, id, None, request).await;
     started(&state, &actor, id, result).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EstimateView;
+    use crate::service::usage::Estimate;
+    use groundwork_types::{DeviceKind, StepKind};
+
+    fn estimate(hours: f64, remaining: Option<f64>, measured: bool) -> Estimate {
+        Estimate {
+            step_kind: StepKind::Predict,
+            device_kind: DeviceKind::Gpu,
+            model_size: "base".into(),
+            units: 100.0,
+            unit: "window".into(),
+            seconds_per_unit: hours * 36.0,
+            measured,
+            samples: i32::from(measured),
+            device_hours: hours,
+            price_per_hour: Some(2.0),
+            currency: Some("EUR".into()),
+            cost: Some(hours * 2.0),
+            month: "2026-12".into(),
+            used_hours: 10.0 - remaining.unwrap_or(0.0),
+            quota_hours: remaining.map(|_| 10.0),
+            remaining_hours: remaining,
+            within_quota: remaining.is_none_or(|r| hours <= r),
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_estimate_says_hours_money_source_and_what_the_quota_leaves() {
+        let e = EstimateView::new(&estimate(1.25, Some(8.5), true));
+        assert!(!e.over_quota);
+        assert_eq!(
+            e.sentence,
+            "About 1.25 GPU-hours (2.50 EUR), from steps measured on this installation; 8.50 of 10.00 GPU-hours left this month."
+        );
+        let e = EstimateView::new(&estimate(3.0, Some(1.0), false));
+        assert!(e.over_quota);
+        assert!(e.sentence.contains("a rough assumption"), "{}", e.sentence);
+        assert!(e.sentence.contains("Wait for approval"), "{}", e.sentence);
+        let e = EstimateView::new(&estimate(0.001, None, true));
+        assert!(
+            e.sentence.starts_with("About under 0.01 GPU-hours"),
+            "{}",
+            e.sentence
+        );
+        assert!(!e.sentence.contains("left this month"));
+    }
 }

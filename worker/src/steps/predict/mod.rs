@@ -30,7 +30,7 @@ use futures::future::BoxFuture;
 use groundwork_imagery::stitch::{Cell, TileLayout, partition_cells};
 use groundwork_store::jobs::NewStep;
 use groundwork_store::outputs::{self, WindowFootprint};
-use groundwork_store::{projects, workers};
+use groundwork_store::projects;
 use object_store::ObjectStoreExt;
 use olmoearth::Modality;
 use serde::{Deserialize, Serialize};
@@ -132,11 +132,10 @@ pub async fn plan_prediction(
             )
         })
         .collect();
-    let gpu = workers::list(pool)
-        .await?
-        .iter()
-        .any(|w| w.queues.iter().any(|q| q == "gpu") && w.state == "active");
+    // The GPU queue when a GPU worker that may run the organisation's steps is live.
+    let gpu = groundwork_store::models::gpu_worker_online(pool, project.org_id).await?;
     let queue = if gpu { "gpu" } else { "cpu" };
+    let needs = crate::needs::of_project(project, default_batch(), false);
     let mut steps = Vec::new();
     let mut names = Vec::new();
     for (i, p) in partition_cells(&cells, block).iter().enumerate() {
@@ -150,7 +149,9 @@ pub async fn plan_prediction(
             model: opts.model.clone(),
         };
         let name = format!("predict-{i}");
-        steps.push(args.to_step(&name, queue));
+        let mut step = args.to_step(&name, queue);
+        step.needs = needs.clone();
+        steps.push(step);
         names.push(name);
     }
     let mut combine = CombineArgs {}.to_step("combine", "cpu");

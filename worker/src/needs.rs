@@ -1,0 +1,120 @@
+//! What a step needs of the worker that runs it: the memory of its model device (GPU memory on a
+//! worker that computes on CUDA, RAM otherwise), estimated from the encoder's size and the shape of a
+//! batch. A claim goes only to a worker whose model device has at least that much
+//! (`step.needs.memory_mib`); see `docs/state_machine.md`.
+
+use chrono::Datelike;
+use groundwork_store::projects::Project;
+use groundwork_types::ModelSize;
+use serde_json::{Value, json};
+
+/// Encoder parameters of each size (docs/olmoearth-v1.md §1).
+fn parameters(size: ModelSize) -> f64 {
+    match size {
+        ModelSize::Nano => 1.4e6,
+        ModelSize::Tiny => 6.2e6,
+        ModelSize::Base => 89e6,
+        ModelSize::Large => 308e6,
+    }
+}
+
+/// The shapes a step feeds the encoder.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Encoder size.
+    pub size: ModelSize,
+    /// Window side in pixels.
+    pub window: u32,
+    /// Patch side in pixels.
+    pub patch: u32,
+    /// Time steps.
+    pub timesteps: usize,
+    /// Band sets over all modalities (tokens per patch and time step).
+    pub band_sets: usize,
+    /// Samples per forward pass.
+    pub batch: usize,
+}
+
+impl Shape {
+    /// The shapes of `project`'s windows in batches of `batch`.
+    #[must_use]
+    pub fn of(project: &Project, batch: usize) -> Self {
+        let months = (project.end.year() - project.start.year()) * 12
+            + i32::try_from(project.end.month()).unwrap_or(12)
+            - i32::try_from(project.start.month()).unwrap_or(1)
+            + 1;
+        Self {
+            size: project.model_size,
+            window: u32::try_from(project.window_size).unwrap_or(64),
+            patch: u32::try_from(project.patch_size).unwrap_or(4).max(1),
+            timesteps: usize::try_from(months.clamp(1, 12)).unwrap_or(12),
+            band_sets: project
+                .modalities
+                .iter()
+                .map(|m| m.num_band_sets())
+                .sum::<usize>()
+                .max(1),
+            batch: batch.max(1),
+        }
+    }
+
+    /// Estimated peak memory in MiB: the weights (with their gradients and two Adam moments when
+    /// training), the activations a backward pass keeps (about 16 values per token, channel and
+    /// layer) or one layer's at inference, the attention scores of one chunk of 1,024 queries, and
+    /// 512 MiB for the runtime. A planning figure, not a measurement: it decides which workers may
+    /// claim the step.
+    #[must_use]
+    pub fn memory_mib(&self, training: bool) -> u64 {
+        let (dim, depth, heads) = self.size.dims();
+        let side = f64::from(self.window / self.patch.max(1)).max(1.0);
+        let tokens = side * side * self.timesteps as f64 * self.band_sets as f64;
+        let batch = self.batch as f64;
+        let weights = parameters(self.size) * 4.0 * if training { 4.0 } else { 1.0 };
+        let per_layer = batch * tokens * dim as f64 * 4.0 * 16.0;
+        let activations = per_layer * if training { depth as f64 } else { 2.0 };
+        let scores = batch * heads as f64 * tokens.min(1024.0) * tokens * 4.0;
+        let bytes = weights + activations + scores;
+        (bytes / 1_048_576.0).ceil() as u64 + 512
+    }
+}
+
+/// The `needs` of a step of `project` that runs the encoder on batches of `batch`.
+#[must_use]
+pub fn of_project(project: &Project, batch: usize, training: bool) -> Value {
+    json!({"memory_mib": Shape::of(project, batch).memory_mib(training)})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(size: ModelSize, window: u32, patch: u32, batch: usize) -> Shape {
+        Shape {
+            size,
+            window,
+            patch,
+            timesteps: 12,
+            band_sets: 3,
+            batch,
+        }
+    }
+
+    #[test]
+    fn memory_grows_with_the_model_the_batch_and_training() {
+        let nano = shape(ModelSize::Nano, 64, 4, 8);
+        let large = shape(ModelSize::Large, 64, 4, 8);
+        assert!(nano.memory_mib(false) < large.memory_mib(false));
+        assert!(nano.memory_mib(false) < nano.memory_mib(true));
+        assert!(
+            shape(ModelSize::Base, 64, 4, 4).memory_mib(true)
+                < shape(ModelSize::Base, 64, 4, 16).memory_mib(true)
+        );
+        assert!(
+            shape(ModelSize::Base, 64, 8, 8).memory_mib(true)
+                < shape(ModelSize::Base, 64, 4, 8).memory_mib(true)
+        );
+        // Nano inference on small windows fits a laptop; Large training at p = 4 needs a large GPU.
+        assert!(shape(ModelSize::Nano, 64, 8, 8).memory_mib(false) < 2048);
+        assert!(shape(ModelSize::Large, 64, 4, 8).memory_mib(true) > 16_384);
+    }
+}
