@@ -109,6 +109,24 @@ impl DiskMosaic {
         })
     }
 
+    /// The part of `r` inside the mosaic and its offset in the raster (`None`: nothing inside).
+    fn clip(&self, r: Rect) -> Option<(Rect, (isize, isize))> {
+        let clip = Rect {
+            x0: r.x0.max(self.rect.x0),
+            y0: r.y0.max(self.rect.y0),
+            x1: r.x1.min(self.rect.x1),
+            y1: r.y1.min(self.rect.y1),
+        };
+        if clip.x0 >= clip.x1 || clip.y0 >= clip.y1 {
+            return None;
+        }
+        let at = (
+            (clip.x0 - self.rect.x0) as isize,
+            (clip.y0 - self.rect.y0) as isize,
+        );
+        Some((clip, at))
+    }
+
     /// Pastes `(K, r)` values where they hold data (the first plane is not NaN). With
     /// `only_missing`, pixels the mosaic already holds are kept. Parts outside the mosaic are dropped.
     pub fn paste(&mut self, r: Rect, values: &[f32], only_missing: bool) -> Result<()> {
@@ -120,20 +138,10 @@ impl DiskMosaic {
                 self.k
             )));
         }
-        let clip = Rect {
-            x0: r.x0.max(self.rect.x0),
-            y0: r.y0.max(self.rect.y0),
-            x1: r.x1.min(self.rect.x1),
-            y1: r.y1.min(self.rect.y1),
-        };
-        if clip.x0 >= clip.x1 || clip.y0 >= clip.y1 {
+        let Some((clip, at)) = self.clip(r) else {
             return Ok(());
-        }
+        };
         let (cw, ch) = (clip.width(), clip.height());
-        let at = (
-            (clip.x0 - self.rect.x0) as isize,
-            (clip.y0 - self.rect.y0) as isize,
-        );
         let mut planes: Vec<Vec<f32>> = (1..=self.k)
             .map(|b| {
                 self.ds
@@ -164,6 +172,87 @@ impl DiskMosaic {
                 .map_err(op("band"))?
                 .write(at, (cw, ch), &mut buf)
                 .map_err(op("writing a region"))?;
+        }
+        Ok(())
+    }
+
+    /// Adds `(K, r)` values to what the mosaic holds (no data counts as 0); parts outside the mosaic
+    /// are dropped. A mosaic of weighted sums (`K − 1` planes of weight × prediction, then the
+    /// weights) accumulates partitions this way, and [`Self::blend_into`] divides them.
+    pub fn add(&mut self, r: Rect, values: &[f32]) -> Result<()> {
+        let (rw, rh) = (r.width(), r.height());
+        if values.len() != self.k * rw * rh {
+            return Err(Error::InvalidRequest(format!(
+                "{} values are not {} planes of {rw}×{rh}",
+                values.len(),
+                self.k
+            )));
+        }
+        let Some((clip, at)) = self.clip(r) else {
+            return Ok(());
+        };
+        let (cw, ch) = (clip.width(), clip.height());
+        let (dx, dy) = ((clip.x0 - r.x0) as usize, (clip.y0 - r.y0) as usize);
+        for b in 0..self.k {
+            let band = self.ds.rasterband(b + 1).map_err(op("band"))?;
+            let mut plane = band
+                .read_as::<f32>(at, (cw, ch), (cw, ch), None)
+                .map_err(op("reading a region"))?
+                .into_shape_and_vec()
+                .1;
+            for y in 0..ch {
+                for x in 0..cw {
+                    let v = values[b * rw * rh + (y + dy) * rw + x + dx];
+                    let p = &mut plane[y * cw + x];
+                    let held = if p.is_nan() { 0.0 } else { *p };
+                    *p = held + if v.is_nan() { 0.0 } else { v };
+                }
+            }
+            let mut buf = Buffer::new((cw, ch), plane);
+            self.ds
+                .rasterband(b + 1)
+                .map_err(op("band"))?
+                .write(at, (cw, ch), &mut buf)
+                .map_err(op("writing a region"))?;
+        }
+        Ok(())
+    }
+
+    /// Divides a mosaic of weighted sums (`K − 1` planes of weight × prediction, then the weights)
+    /// into `target` (`K − 1` planes, the same grid), strip by strip: the blended predictions where the
+    /// weights are positive; other pixels of `target` are left as they are.
+    pub fn blend_into(&self, target: &mut DiskMosaic) -> Result<()> {
+        let k = self.k.saturating_sub(1);
+        if k == 0 || target.k != k || target.epsg != self.epsg {
+            return Err(Error::InvalidRequest(format!(
+                "{} planes of sums do not blend into {} planes",
+                self.k, target.k
+            )));
+        }
+        let w = self.rect.width();
+        let mut y = 0;
+        while y < self.rect.height() {
+            let rows = STRIP_ROWS.min(self.rect.height() - y);
+            let sums = self.rows(y, rows)?;
+            let plane = rows * w;
+            let weights = &sums[k * plane..];
+            let mut values = vec![f32::NAN; k * plane];
+            for p in 0..plane {
+                let wt = weights[p];
+                if wt > 0.0 && wt.is_finite() {
+                    for b in 0..k {
+                        values[b * plane + p] = sums[b * plane + p] / wt;
+                    }
+                }
+            }
+            let strip = Rect {
+                x0: self.rect.x0,
+                y0: self.rect.y0 + y as i64,
+                x1: self.rect.x1,
+                y1: self.rect.y0 + (y + rows) as i64,
+            };
+            target.paste(strip, &values, false)?;
+            y += rows;
         }
         Ok(())
     }
@@ -388,5 +477,57 @@ mod tests {
         };
         m.paste(outside, &[0.0; 6], false).unwrap();
         assert_eq!(m.rows(1, 1).unwrap()[3], 0.0);
+    }
+
+    #[test]
+    fn sums_added_from_overlapping_parts_blend_to_their_weighted_mean() {
+        let dir = tempfile::tempdir().unwrap();
+        let rect = Rect {
+            x0: 0,
+            y0: 0,
+            x1: 5,
+            y1: 1,
+        };
+        // One output plane and its weights.
+        let mut sums =
+            DiskMosaic::create(&dir.path().join("sums.tif"), rect, 2, 10.0, 32633).unwrap();
+        let left = Rect {
+            x0: 0,
+            y0: 0,
+            x1: 3,
+            y1: 1,
+        };
+        let right = Rect {
+            x0: 1,
+            y0: 0,
+            x1: 5,
+            y1: 1,
+        };
+        // Left says 1.0 with weight 1; right says 3.0 with weight 3, and has no weight at its last pixel.
+        sums.add(left, &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0]).unwrap();
+        sums.add(right, &[9.0, 9.0, 9.0, 9.0, 3.0, 3.0, 3.0, 0.0])
+            .unwrap();
+        let mut out =
+            DiskMosaic::create(&dir.path().join("out.tif"), rect, 1, 10.0, 32633).unwrap();
+        sums.blend_into(&mut out).unwrap();
+        let v = out.rows(0, 1).unwrap();
+        assert_eq!(v[0], 1.0);
+        assert!(
+            (v[1] - 2.5).abs() < 1e-6 && (v[2] - 2.5).abs() < 1e-6,
+            "{v:?}"
+        );
+        assert_eq!(v[3], 3.0);
+        assert!(v[4].is_nan(), "no weight: no data, {v:?}");
+        assert!(sums.blend_into(&mut sums_copy(&dir)).is_err());
+    }
+
+    fn sums_copy(dir: &tempfile::TempDir) -> DiskMosaic {
+        let rect = Rect {
+            x0: 0,
+            y0: 0,
+            x1: 4,
+            y1: 1,
+        };
+        DiskMosaic::create(&dir.path().join("other.tif"), rect, 2, 10.0, 32633).unwrap()
     }
 }

@@ -466,6 +466,14 @@ impl Blender {
         Ok(())
     }
 
+    /// The weighted sums before blending: `(K, H, W)` sums of weight × prediction and the `(H, W)`
+    /// sums of weights. Sums of neighbouring rectangles add up to the sums of their union, so tiles
+    /// can be computed once each, in whichever partition, and blended where they meet.
+    #[must_use]
+    pub fn into_sums(self) -> (Vec<f32>, Vec<f32>) {
+        (self.acc, self.wsum)
+    }
+
     /// The blended outputs `(K, H, W)`; NaN where no tile contributed.
     #[must_use]
     pub fn finish(self) -> Vec<f32> {

@@ -1,14 +1,18 @@
 //! The prediction path of one partition against the bare encoder, on the CPU (or CUDA with
 //! `--features cuda` builds of olmoearth): OlmoEarth Nano (test fixture weights), Sentinel-2, 64×64
-//! windows, T = 4, patch 4, a 3 × 3 block of windows with its one-window halo (25 window files).
+//! windows, T = 4, patch 4, a 3 × 3 block of windows (a partition of block 3 inside a larger area)
+//! with its one-window halo (25 window files).
 //!
 //! Prints three timings:
 //! - `predict`: read the window files, decode, assemble the mosaic, normalise, encoder + head on the
-//!   overlapping tiles (overlap 16 px), blend, encode and write the partition file;
+//!   lattice tiles the partition owns (overlap 6 px; each tile of the area runs in exactly one
+//!   partition), blend, encode and write the partition file;
 //! - `encoder, same tiles`: the encoder's forward alone on exactly the tiles `predict` runs (same batch
 //!   sizes), inputs prepared outside the timing — the overhead of everything else is predict / this;
 //! - `encoder, windows only`: the encoder's forward on the 9 core windows without overlap — the price
-//!   of overlapping tiles is predict / this.
+//!   of overlapping tiles is predict / this;
+//! - the encoder time of the tiles against the windows', now and with the layout before tiles were
+//!   shared between partitions (every tile touching the core, 16 px overlap), both run here.
 //!
 //! Run: `cargo bench -p groundwork-worker --bench predict` (`-- 3` for three repetitions).
 
@@ -17,7 +21,7 @@
 use candle_core::{DType, Device, Tensor};
 use groundwork_imagery::stitch::{Cell, Rect, TileLayout};
 use groundwork_worker::steps::predict::{
-    EncoderSegmentation, WindowModel, WindowTensors, encode_partition, predict_partition,
+    EncoderSegmentation, Lattice, WindowModel, WindowTensors, encode_partition, predict_partition,
 };
 use olmoearth::{EncoderInput, Modality, ModalityInput};
 use std::collections::BTreeMap;
@@ -27,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 const N: usize = 64;
 const T: usize = 4;
-const OVERLAP: usize = 16;
+const OVERLAP: usize = groundwork_worker::steps::predict::DEFAULT_OVERLAP;
 const BATCH: usize = 8;
 const PATCH: usize = 4;
 
@@ -87,27 +91,27 @@ fn main() {
         .join("../olmoearth/tests/fixtures/olmoearth-nano");
     let model = EncoderSegmentation::from_checkpoint(&fixture, 4, PATCH, false, &device).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // A 3 × 3 core with its halo: columns 0..5, rows 0..5, core columns/rows 1..4.
+    // A 3 × 3 core with its halo: columns 2..7, rows 2..7, core columns/rows 3..6 (partition (1, 1)
+    // of block 3), inside an area of columns and rows 0..9.
     let mut files = Vec::new();
-    for column in 0..5i64 {
-        for row in 0..5i64 {
+    for column in 2..7i64 {
+        for row in 2..7i64 {
             let path = dir.path().join(format!("w_{column}_{row}.safetensors"));
             std::fs::write(&path, window_file((column * 5 + row) as usize)).unwrap();
             files.push((Cell { column, row }, path));
         }
     }
-    let core: Vec<Cell> = (1..4)
-        .flat_map(|column| (1..4).map(move |row| Cell { column, row }))
+    let core: Vec<Cell> = (3..6)
+        .flat_map(|column| (3..6).map(move |row| Cell { column, row }))
         .collect();
     let layout = TileLayout::new(N, OVERLAP).unwrap();
-    let core_rect = Rect::around(&core, N, 0).unwrap();
-    let tiles = layout.tiles_over(core_rect).len();
-    println!(
-        "device {device:?}; {} windows (core {}), {tiles} tiles of {N}² with overlap {OVERLAP}, T = {T}, patch {PATCH}, batch {BATCH}",
-        files.len(),
-        core.len()
-    );
-
+    let area: Vec<Cell> = (0..9)
+        .flat_map(|column| (0..9).map(move |row| Cell { column, row }))
+        .collect();
+    let lattice = Lattice {
+        area: Rect::around(&area, N, 0).unwrap(),
+        block: 3,
+    };
     let predict_once = || {
         let start = Instant::now();
         let windows: Vec<WindowTensors> = files
@@ -121,6 +125,7 @@ fn main() {
             &model,
             &windows,
             &core,
+            lattice,
             layout,
             BATCH,
             &device,
@@ -129,8 +134,7 @@ fn main() {
         .unwrap();
         let bytes = encode_partition(&pred, 32633, 10.0).unwrap();
         std::fs::write(dir.path().join("partition.safetensors"), bytes).unwrap();
-        assert_eq!(pred.tiles, tiles);
-        start.elapsed().as_secs_f64()
+        (start.elapsed().as_secs_f64(), pred.tiles)
     };
     let encoder_on = |count: usize| {
         let batches: Vec<EncoderInput> = (0..count)
@@ -147,16 +151,29 @@ fn main() {
         }
         start.elapsed().as_secs_f64()
     };
-    // Warm-up.
-    predict_once();
+    // Warm-up, and the tiles this partition owns.
+    let (_, tiles) = predict_once();
+    println!(
+        "device {device:?}; {} windows (core {}), {tiles} tiles of {N}² with overlap {OVERLAP}, T = {T}, patch {PATCH}, batch {BATCH}",
+        files.len(),
+        core.len()
+    );
     let _ = model.num_outputs();
+    // The layout before tiles were shared between partitions: every tile touching the core, 16 px
+    // of overlap.
+    let before = TileLayout::new(N, 16)
+        .unwrap()
+        .tiles_over(Rect::around(&core, N, 0).unwrap())
+        .len();
     let mut p = f64::INFINITY;
     let mut e_tiles = f64::INFINITY;
     let mut e_windows = f64::INFINITY;
+    let mut e_before = f64::INFINITY;
     for _ in 0..reps {
-        p = p.min(predict_once());
+        p = p.min(predict_once().0);
         e_tiles = e_tiles.min(encoder_on(tiles));
         e_windows = e_windows.min(encoder_on(core.len()));
+        e_before = e_before.min(encoder_on(before));
     }
     println!(
         "predict (load, assemble, {tiles} tiles, blend, write): {:8.1} ms",
@@ -172,5 +189,10 @@ fn main() {
         core.len(),
         e_windows * 1e3,
         p / e_windows
+    );
+    println!(
+        "encoder time of the tiles / of the windows: now {tiles} tiles, {:.2}×; before (every tile touching the core, overlap 16) {before} tiles, {:.2}×",
+        e_tiles / e_windows,
+        e_before / e_windows
     );
 }

@@ -45,7 +45,8 @@ pub struct PredictRequest {
     pub run_id: Option<Uuid>,
     /// Side of a prediction partition in windows (1–64, default 4): one `predict` step each.
     pub block: Option<usize>,
-    /// Overlap of neighbouring model tiles in pixels (default 16, below the window size).
+    /// Overlap of neighbouring model tiles in pixels (default 6, below the window size). Each tile of
+    /// the area runs once, so the model runs about `(size / (size − overlap))²` times the area.
     pub overlap: Option<usize>,
     /// When the run would exceed the organisation's device-time quota: hold it until an installation
     /// administrator approves it (instead of refusing it with 429 `quota_exceeded`).

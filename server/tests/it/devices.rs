@@ -2,6 +2,7 @@
 //! counted by device kind and month, quotas count the installation's workers only, a run over its
 //! quota is refused or held until an installation administrator approves it (through the real
 //! `groundwork admin` commands), and finished steps teach the estimates their rate.
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use axum::http::StatusCode;
 use groundwork_server::AppState;
@@ -73,8 +74,20 @@ async fn spend(pool: &sqlx::PgPool, step: Uuid, worker: Uuid, hours: f64, output
 
 fn noop_steps(n: usize, queue: &str) -> Vec<jobs::NewStep> {
     (0..n)
-        .map(|i| jobs::NewStep::new(&format!("s{i}"), "noop".parse().unwrap(), json!({}), queue))
+        .map(|i| jobs::NewStep::new(format!("s{i}"), "noop".parse().unwrap(), json!({}), queue))
         .collect()
+}
+
+/// A database, an owner's router and a project of the default organisation.
+async fn setup() -> (TestDb, axum::Router, Uuid) {
+    let db = TestDb::new().await.unwrap();
+    let app = groundwork_server::testing::owner_router(AppState::new(db.pool.clone()))
+        .await
+        .unwrap();
+    let (status, p) = call(&app, "POST", "/api/v1/projects", Some(project())).await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let pid = p["id"].as_str().unwrap().parse().unwrap();
+    (db, app, pid)
 }
 
 fn near(a: f64, b: f64) -> bool {
@@ -83,15 +96,9 @@ fn near(a: f64, b: f64) -> bool {
 
 #[tokio::test]
 async fn device_time_is_counted_by_kind_and_month_and_quotas_count_the_installations_workers() {
-    let db = TestDb::new().await.unwrap();
+    let (db, app, pid) = setup().await;
     let pool = &db.pool;
     let org = groundwork_store::DEFAULT_ORG_ID;
-    let app = groundwork_server::testing::owner_router(AppState::new(pool.clone()))
-        .await
-        .unwrap();
-    let (status, p) = call(&app, "POST", "/api/v1/projects", Some(project())).await;
-    assert_eq!(status, StatusCode::CREATED, "{p}");
-    let pid: Uuid = p["id"].as_str().unwrap().parse().unwrap();
 
     let gpu = worker(pool, "cuda:0", &["gpu"]).await;
     let cpu = worker(pool, "cpu", &["cpu"]).await;
@@ -261,15 +268,9 @@ fn admin(db: &TestDb, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_run_over_its_quota_is_refused_or_held_until_an_administrator_approves_it() {
-    let db = TestDb::new().await.unwrap();
+    let (db, app, pid) = setup().await;
     let pool = &db.pool;
     let org = groundwork_store::DEFAULT_ORG_ID;
-    let app = groundwork_server::testing::owner_router(AppState::new(pool.clone()))
-        .await
-        .unwrap();
-    let (status, p) = call(&app, "POST", "/api/v1/projects", Some(project())).await;
-    assert_eq!(status, StatusCode::CREATED, "{p}");
-    let pid: Uuid = p["id"].as_str().unwrap().parse().unwrap();
     let org_name: String = sqlx::query_scalar("select name from org where id = $1")
         .bind(org)
         .fetch_one(pool)
@@ -525,15 +526,9 @@ async fn a_run_over_its_quota_is_refused_or_held_until_an_administrator_approves
 
 #[tokio::test]
 async fn a_step_needing_12_gb_goes_only_to_a_worker_that_has_them_and_the_page_says_why_it_waits() {
-    let db = TestDb::new().await.unwrap();
+    let (db, app, pid) = setup().await;
     let pool = &db.pool;
     let org = groundwork_store::DEFAULT_ORG_ID;
-    let app = groundwork_server::testing::owner_router(AppState::new(pool.clone()))
-        .await
-        .unwrap();
-    let (status, p) = call(&app, "POST", "/api/v1/projects", Some(project())).await;
-    assert_eq!(status, StatusCode::CREATED, "{p}");
-    let pid: Uuid = p["id"].as_str().unwrap().parse().unwrap();
 
     // Training and evaluation steps say what they need.
     let (status, run) = call(

@@ -71,12 +71,13 @@ pub struct Combined {
     pub values: Vec<f32>,
 }
 
-/// Loads partition `i`: `(rect, K, values (K, H, W))`.
+/// Loads partition `i`: `(rect, K, weighted sums (K + 1, H, W))`.
 pub type LoadPart<'a> = dyn Fn(usize) -> anyhow::Result<(Rect, usize, Vec<f32>)> + 'a;
 
 /// Mosaics a run's partitions on disk in `dir`, in bounded memory (one partition at a time), on the
-/// grid of zone `main`. `parts[i]` is partition `i`'s zone and rectangle; `load(i)` reads it. The
-/// main zone's partitions are pasted as they are; every other zone is mosaicked on its own grid,
+/// grid of zone `main`. `parts[i]` is partition `i`'s zone and rectangle; `load(i)` reads its
+/// weighted sums (`K + 1` planes). The main zone's partitions are added up and blended on its grid;
+/// every other zone is mosaicked on its own grid,
 /// reprojected onto the main grid (bilinear on probabilities or values) and fills the pixels the
 /// main zone's windows do not reach. The mosaic's rectangle holds them all.
 pub fn mosaic_on_disk(
@@ -96,12 +97,27 @@ pub fn mosaic_on_disk(
         })
     };
     let zones: BTreeSet<u32> = parts.iter().map(|(e, _)| *e).collect();
+    // A zone's partitions add their weighted sums into one mosaic of sums (the tiles each computed
+    // once), which is then divided into `m`.
     let paste_zone = |m: &mut DiskMosaic, zone: u32| -> anyhow::Result<()> {
+        let rect = union(&mut parts.iter().filter(|(e, _)| *e == zone).map(|(_, r)| *r))
+            .context("a zone without partitions")?;
+        let mut sums = DiskMosaic::create(
+            &dir.join(format!("sums-{zone}.tif")),
+            rect,
+            k + 1,
+            resolution,
+            zone,
+        )?;
         for (i, _) in parts.iter().enumerate().filter(|(_, (e, _))| *e == zone) {
             let (r, pk, values) = load(i)?;
             anyhow::ensure!(pk == k, "partitions have different numbers of outputs");
-            m.paste(r, &values, false)?;
+            sums.add(r, &values)?;
         }
+        sums.blend_into(m)?;
+        let path = sums.path.clone();
+        drop(sums);
+        let _ = std::fs::remove_file(path);
         Ok(())
     };
     let mut others = Vec::new();
@@ -318,7 +334,7 @@ impl Step for Combine {
                 let (file2, epsg2) = (file.clone(), p.epsg);
                 let rect = tokio::task::spawn_blocking(move || -> anyhow::Result<Rect> {
                     let bytes = std::fs::read(&file2)?;
-                    let (rect, pk, _, _) = super::predict::decode_partition(&bytes)?;
+                    let (rect, pk, _) = super::predict::decode_partition(&bytes)?;
                     anyhow::ensure!(
                         pk == k,
                         "partition of EPSG:{epsg2} has {pk} outputs, not {k}"
@@ -337,8 +353,7 @@ impl Step for Combine {
                 tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                     let load = |i: usize| -> anyhow::Result<(Rect, usize, Vec<f32>)> {
                         let bytes = std::fs::read(&files[i])?;
-                        let (rect, pk, values, _) = super::predict::decode_partition(&bytes)?;
-                        Ok((rect, pk, values))
+                        super::predict::decode_partition(&bytes)
                     };
                     let m = mosaic_on_disk(&dir_path, &placed, k, epsg, resolution, &load)?;
                     for f in &files {
@@ -447,6 +462,18 @@ mod tests {
         (epsg, Combined { rect, k: 2, values })
     }
 
+    /// Blended values as the weighted sums a partition writes: weight 1 where there is data.
+    fn as_sums(c: &Combined) -> Vec<f32> {
+        let plane = c.rect.width() * c.rect.height();
+        let mut sums: Vec<f32> = c
+            .values
+            .iter()
+            .map(|v| if v.is_nan() { 0.0 } else { *v })
+            .collect();
+        sums.extend((0..plane).map(|p| if c.values[p].is_nan() { 0.0 } else { 1.0 }));
+        sums
+    }
+
     #[test]
     fn a_map_across_a_zone_boundary_is_seamless_and_follows_the_ground() -> anyhow::Result<()> {
         // An AOI across 12°E (zones 32 and 33), mostly east of it.
@@ -470,7 +497,7 @@ mod tests {
         let placed: Vec<(u32, Rect)> = zones.iter().map(|(e, c)| (*e, c.rect)).collect();
         let load = |i: usize| -> anyhow::Result<(Rect, usize, Vec<f32>)> {
             let c = &zones[i].1;
-            Ok((c.rect, c.k, c.values.clone()))
+            Ok((c.rect, c.k, as_sums(c)))
         };
         let dir = tempfile::tempdir()?;
         let m = mosaic_on_disk(dir.path(), &placed, 2, 32633, 10.0, &load)?;

@@ -4,10 +4,10 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use candle_core::{IndexOp, Tensor};
-use groundwork_imagery::stitch::{Cell, TileLayout, partition_cells};
+use groundwork_imagery::stitch::{Cell, Rect, TileLayout, partition_cells};
 use groundwork_worker::steps::combine::{Combined, mosaic_on_disk};
 use groundwork_worker::steps::predict::{
-    ConstantModel, WindowModel, WindowTensors, predict_partition,
+    ConstantModel, Lattice, WindowModel, WindowTensors, predict_partition,
 };
 use olmoearth::{EncoderInput, Modality};
 use tokio_util::sync::CancellationToken;
@@ -59,38 +59,84 @@ fn windows() -> Vec<WindowTensors> {
     out
 }
 
-/// Runs every 2×2 partition and pastes the cores together as `combine` does.
+/// Runs every 2×2 partition and adds their sums together as `combine` does.
 fn stitched(model: &dyn WindowModel, overlap: usize) -> Combined {
+    stitched_in(model, overlap, 2).0
+}
+
+/// Runs every `block × block` partition and adds their sums together as `combine` does; also the
+/// number of tiles the model ran on.
+fn stitched_in(model: &dyn WindowModel, overlap: usize, block: usize) -> (Combined, usize) {
     let ws = windows();
     let cells: Vec<(u32, Cell)> = ws.iter().map(|w| (32633, w.cell)).collect();
-    let parts = partition_cells(&cells, 2);
-    assert!(parts.len() >= 4, "the test needs several partitions");
+    let parts = partition_cells(&cells, block);
+    let all: Vec<Cell> = cells.iter().map(|c| c.1).collect();
+    let lattice = Lattice {
+        area: Rect::around(&all, N, 0).unwrap(),
+        block,
+    };
     let layout = TileLayout::new(N, overlap).unwrap();
     let mut preds = Vec::new();
+    let mut tiles = 0;
     for p in &parts {
+        // Each partition sees its windows and a one-window halo, as the step loads them.
+        let near: Vec<WindowTensors> = ws
+            .iter()
+            .filter(|w| {
+                p.cells.iter().any(|c| {
+                    (c.column - w.cell.column).abs() <= 1 && (c.row - w.cell.row).abs() <= 1
+                })
+            })
+            .cloned()
+            .collect();
         let pred = predict_partition(
             model,
-            &ws,
+            &near,
             &p.cells,
+            lattice,
             layout,
             4,
             &candle_core::Device::Cpu,
             &CancellationToken::new(),
         )
         .unwrap();
-        assert!(pred.valid.iter().all(|&v| v == 1));
-        preds.push((pred.rect, pred.k, pred.values));
+        tiles += pred.tiles;
+        preds.push((pred.rect, pred.k, pred.sums));
     }
     let placed: Vec<(u32, _)> = preds.iter().map(|(r, _, _)| (32633, *r)).collect();
     let load = |i: usize| Ok(preds[i].clone());
     let dir = tempfile::tempdir().unwrap();
     let k = preds[0].1;
     let m = mosaic_on_disk(dir.path(), &placed, k, 32633, 10.0, &load).unwrap();
-    Combined {
-        rect: m.rect,
-        k,
-        values: m.rows(0, m.rect.height()).unwrap(),
+    (
+        Combined {
+            rect: m.rect,
+            k,
+            values: m.rows(0, m.rect.height()).unwrap(),
+        },
+        tiles,
+    )
+}
+
+#[test]
+fn each_tile_runs_once_and_the_map_does_not_depend_on_the_partitions() {
+    let model = GradientModel { tile_bias: 0.05 };
+    let (one, tiles_one) = stitched_in(&model, 6, 8);
+    for block in [1, 2, 3] {
+        let (many, tiles) = stitched_in(&model, 6, block);
+        assert_eq!(tiles, tiles_one, "block {block}: every tile once");
+        assert_eq!(many.rect, one.rect);
+        let worst = many
+            .values
+            .iter()
+            .zip(&one.values)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "block {block}: differs by up to {worst}");
     }
+    // 5 × 3 windows of 64 px through 64-px tiles every 58 px: 6 × 4 tiles, 1.6 × the area here
+    // (small areas pay for their edges; a large one tends to (64 / 58)² = 1.22).
+    assert_eq!(tiles_one, 6 * 4);
 }
 
 #[test]

@@ -16,7 +16,7 @@ mod partition;
 
 pub use model::{ConstantModel, EncoderSegmentation, ModelSpec, TrainedModel, WindowModel};
 pub use partition::{
-    Cancelled, ModalityPixels, PartitionPrediction, WindowTensors, decode_partition,
+    Cancelled, Lattice, ModalityPixels, PartitionPrediction, WindowTensors, decode_partition,
     encode_partition, predict_partition,
 };
 
@@ -27,7 +27,7 @@ use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use candle_core::Device;
 use futures::future::BoxFuture;
-use groundwork_imagery::stitch::{Cell, TileLayout, partition_cells};
+use groundwork_imagery::stitch::{Cell, Rect, TileLayout, partition_cells};
 use groundwork_store::jobs::NewStep;
 use groundwork_store::outputs::{self, WindowFootprint};
 use groundwork_store::projects;
@@ -35,7 +35,7 @@ use object_store::ObjectStoreExt;
 use olmoearth::Modality;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,6 +54,10 @@ pub struct PredictArgs {
     /// Tile overlap in pixels.
     #[serde(default = "default_overlap")]
     pub overlap: usize,
+    /// Pixel bounds `[x0, y0, x1, y1]` of every window of the zone: the tile lattice is kept inside
+    /// them, the same way in every partition (default: this partition's windows and halo).
+    #[serde(default)]
+    pub area: Option<[i64; 4]>,
     /// Tiles per model call.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -78,8 +82,12 @@ impl StepArgs for PredictArgs {
     }
 }
 
+/// Default overlap of neighbouring tiles in pixels: each tile is computed once, so the model runs
+/// `(size / (size − overlap))²` times the area (1.22 for 64-pixel tiles).
+pub const DEFAULT_OVERLAP: usize = 6;
+
 fn default_overlap() -> usize {
-    16
+    DEFAULT_OVERLAP
 }
 fn default_batch() -> usize {
     8
@@ -119,7 +127,10 @@ pub async fn plan_prediction(
     );
     let block = opts.block.unwrap_or(4).clamp(1, 64);
     let size = usize::try_from(project.window_size).unwrap_or(64);
-    let overlap = opts.overlap.unwrap_or(16).min(size.saturating_sub(1));
+    let overlap = opts
+        .overlap
+        .unwrap_or(DEFAULT_OVERLAP)
+        .min(size.saturating_sub(1));
     let cells: Vec<(u32, Cell)> = windows
         .iter()
         .map(|w| {
@@ -138,6 +149,15 @@ pub async fn plan_prediction(
     let needs = crate::needs::of_project(project, default_batch(), false);
     let mut steps = Vec::new();
     let mut names = Vec::new();
+    // Each zone's area, so that every partition keeps the lattice's tiles inside it the same way.
+    let mut areas: BTreeMap<u32, Vec<Cell>> = BTreeMap::new();
+    for (epsg, c) in &cells {
+        areas.entry(*epsg).or_default().push(*c);
+    }
+    let areas: BTreeMap<u32, Rect> = areas
+        .into_iter()
+        .filter_map(|(epsg, cs)| Some((epsg, Rect::around(&cs, size, 0)?)))
+        .collect();
     for (i, p) in partition_cells(&cells, block).iter().enumerate() {
         let args = PredictArgs {
             epsg: p.epsg,
@@ -145,6 +165,7 @@ pub async fn plan_prediction(
             block_column: p.block_column,
             block_row: p.block_row,
             overlap,
+            area: areas.get(&p.epsg).map(|r| [r.x0, r.y0, r.x1, r.y1]),
             batch_size: default_batch(),
             model: opts.model.clone(),
         };
@@ -248,6 +269,20 @@ impl Step for Predict {
                         .map_err(permanent)?,
                 );
             }
+            let all: Vec<Cell> = windows.iter().map(|w| w.cell).collect();
+            let area = match args.area {
+                Some([x0, y0, x1, y1]) => Rect { x0, y0, x1, y1 },
+                None => Rect::around(&all, size, 0).unwrap_or(Rect {
+                    x0: 0,
+                    y0: 0,
+                    x1: 0,
+                    y1: 0,
+                }),
+            };
+            let lattice = Lattice {
+                area,
+                block: args.block.max(1),
+            };
             ctx.progress.set(0.2, "running the model");
             let device = olmoearth::device::parse_device("auto").unwrap_or(Device::Cpu);
             let spec = args.model.clone();
@@ -295,6 +330,7 @@ impl Step for Predict {
                     model.as_ref(),
                     &windows,
                     &core,
+                    lattice,
                     layout,
                     batch,
                     &device,

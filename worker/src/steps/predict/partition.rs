@@ -70,38 +70,86 @@ impl WindowTensors {
     }
 }
 
-/// A partition's stitched prediction.
+/// Where a partition sits in its zone's tile lattice.
+#[derive(Debug, Clone, Copy)]
+pub struct Lattice {
+    /// Pixel bounds of every window of the zone: tiles that reach past them move inside, the same way
+    /// in every partition.
+    pub area: Rect,
+    /// Side of a partition in windows: a window's partition is its cell `div_euclid(block)`.
+    pub block: usize,
+}
+
+impl Lattice {
+    fn partition_of(&self, c: Cell) -> (i64, i64) {
+        let b = i64::try_from(self.block).unwrap_or(1).max(1);
+        (c.row.div_euclid(b), c.column.div_euclid(b))
+    }
+}
+
+/// A partition's share of its zone's prediction: the tiles it owns, as weighted sums that add up
+/// with the other partitions' in `combine`.
 #[derive(Debug, Clone)]
 pub struct PartitionPrediction {
-    /// Its core rectangle (global pixel coordinates).
+    /// The rectangle its tiles cover (global pixel coordinates).
     pub rect: Rect,
     /// Outputs per pixel.
     pub k: usize,
-    /// `(K, H, W)`; NaN where no window holds data.
-    pub values: Vec<f32>,
-    /// 1 where a window holds data.
-    pub valid: Vec<u8>,
-    /// Model calls made.
+    /// `(K + 1, H, W)`: per output, the sum of blend weight × prediction over the tiles, then the sum
+    /// of the weights; both 0 where no window holds data.
+    pub sums: Vec<f32>,
+    /// Model calls made (tiles owned).
     pub tiles: usize,
 }
 
-/// Pastes windows into a mosaic over `core` plus a one-window halo, runs `model` on overlapping tiles
-/// and blends them; the pure core of the `predict` step.
+impl PartitionPrediction {
+    /// The blended outputs `(K, H, W)` of these tiles alone; NaN where they hold no data.
+    #[must_use]
+    pub fn blended(&self) -> Vec<f32> {
+        let plane = self.rect.width() * self.rect.height();
+        let weights = &self.sums[self.k * plane..];
+        let mut out = vec![f32::NAN; self.k * plane];
+        for p in 0..plane {
+            if weights[p] > 0.0 {
+                for c in 0..self.k {
+                    out[c * plane + p] = self.sums[c * plane + p] / weights[p];
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Runs `model` on the tiles of the zone's lattice that this partition owns and returns their
+/// weighted sums; the pure core of the `predict` step.
+///
+/// The lattice has one tile every `size − overlap` pixels; a tile that reaches past the zone's area
+/// moves inside it. A tile belongs to the first partition (by block row, then column) among those
+/// whose windows it overlaps, so every tile is computed once in the whole run, and `combine` adds the
+/// partitions' sums and divides: the map is the same as one partition over the whole zone would make.
+/// The windows are pasted into a mosaic over `core` plus a one-window halo, which holds every tile
+/// the partition owns.
+#[expect(clippy::too_many_arguments, reason = "the step's inputs, each needed")]
 pub fn predict_partition(
     model: &dyn WindowModel,
     windows: &[WindowTensors],
     core: &[Cell],
+    lattice: Lattice,
     layout: TileLayout,
     batch_size: usize,
     device: &Device,
     cancel: &CancellationToken,
 ) -> anyhow::Result<PartitionPrediction> {
     let n = layout.size;
+    let ni = n as i64;
     let core_rect =
         Rect::around(core, n, 0).context("a prediction partition needs at least one window")?;
-    let outer = Rect::around(core, n, n as i64).context("empty partition")?;
+    let outer = Rect::around(core, n, ni).context("empty partition")?;
+    let me = lattice.partition_of(core[0]);
     let mut mosaic = Mosaic::new(outer, olmoearth::encoder::MASK_MISSING as u8);
+    let mut present = BTreeSet::new();
     for w in windows {
+        present.insert((w.cell.column, w.cell.row));
         for (name, (data, mask, shape)) in &w.modalities {
             mosaic.paste(name, w.cell.origin(n), n, *shape, data, mask, &w.months)?;
         }
@@ -114,44 +162,75 @@ pub fn predict_partition(
     }
     anyhow::ensure!(!names.is_empty(), "no window of the partition has tensors");
     let k = model.num_outputs();
-    let mut blender = Blender::new(core_rect, k, layout);
-    // Tiles that reach past the data (the edge of the area, where no window exists) move inside it,
-    // so that the model never sees a border of missing tokens: it was trained on whole windows, and a
-    // tile half outside the area predicts its valid half poorly. Every partition sees the same edge
-    // (its halo holds the neighbouring windows), so shared tiles stay identical across partitions.
-    let bounds = mosaic.valid_bounds();
+    // Tiles that reach past the area move inside it, so that the model never sees a border of missing
+    // tokens: it was trained on whole windows, and a tile half outside the area predicts its valid
+    // half poorly. The area is the zone's, so every partition moves a tile the same way.
+    let area = lattice.area;
     let clamp = |v: i64, lo: i64, hi: i64| {
-        if hi - lo >= n as i64 {
-            v.clamp(lo, hi - n as i64)
+        if hi - lo >= ni {
+            v.clamp(lo, hi - ni)
         } else {
             v
         }
     };
+    let mine = core_rect;
+    let search = Rect {
+        x0: mine.x0 - ni,
+        y0: mine.y0 - ni,
+        x1: mine.x1 + ni,
+        y1: mine.y1 + ni,
+    };
+    // Grid columns and rows of the windows a tile at (x, y) overlaps (rows count northwards: a
+    // window's top pixel row is −(row + 1) · size).
+    let columns_of = |x: i64| (x.div_euclid(ni), (x + ni - 1).div_euclid(ni));
+    let rows_of = |y: i64| (-(y + ni - 1).div_euclid(ni) - 1, -y.div_euclid(ni) - 1);
     let mut seen = BTreeSet::new();
     let tiles: Vec<(i64, i64)> = layout
-        .tiles_over(core_rect)
+        .tiles_over(search)
         .into_iter()
-        .map(|(x, y)| match bounds {
-            Some(b) => (clamp(x, b.x0, b.x1), clamp(y, b.y0, b.y1)),
-            None => (x, y),
-        })
+        .map(|(x, y)| (clamp(x, area.x0, area.x1), clamp(y, area.y0, area.y1)))
         .filter(|t| seen.insert(*t))
         .filter(|&(x, y)| {
-            let tile = Rect {
-                x0: x,
-                y0: y,
-                x1: x + n as i64,
-                y1: y + n as i64,
-            };
-            let inner = Rect {
-                x0: tile.x0.max(core_rect.x0),
-                y0: tile.y0.max(core_rect.y0),
-                x1: tile.x1.min(core_rect.x1),
-                y1: tile.y1.min(core_rect.y1),
-            };
-            mosaic.any_valid(inner)
+            // The windows the tile overlaps that hold data; the first of their partitions owns it.
+            let (c0, c1) = columns_of(x);
+            let (r0, r1) = rows_of(y);
+            let owner = (r0..=r1)
+                .flat_map(|row| (c0..=c1).map(move |column| Cell { column, row }))
+                .filter(|c| present.contains(&(c.column, c.row)))
+                .map(|c| lattice.partition_of(c))
+                .min();
+            owner == Some(me)
+        })
+        .filter(|&(x, y)| {
+            mosaic.any_valid(Rect {
+                x0: x.max(outer.x0),
+                y0: y.max(outer.y0),
+                x1: (x + ni).min(outer.x1),
+                y1: (y + ni).min(outer.y1),
+            })
         })
         .collect();
+    let rect = tiles
+        .iter()
+        .map(|&(x, y)| Rect {
+            x0: x,
+            y0: y,
+            x1: x + ni,
+            y1: y + ni,
+        })
+        .reduce(|a, b| Rect {
+            x0: a.x0.min(b.x0),
+            y0: a.y0.min(b.y0),
+            x1: a.x1.max(b.x1),
+            y1: a.y1.max(b.y1),
+        })
+        .map_or(core_rect, |r| Rect {
+            x0: r.x0.max(outer.x0),
+            y0: r.y0.max(outer.y0),
+            x1: r.x1.min(outer.x1),
+            y1: r.y1.min(outer.y1),
+        });
+    let mut blender = Blender::new(rect, k, layout);
     let t = mosaic.months.len();
     for batch in tiles.chunks(batch_size.max(1)) {
         if cancel.is_cancelled() {
@@ -198,34 +277,33 @@ pub fn predict_partition(
             blender.add(origin, &flat[i * k * n * n..(i + 1) * k * n * n])?;
         }
     }
-    let mut values = blender.finish();
-    let (w, h) = (core_rect.width(), core_rect.height());
+    let (mut sums, weights) = blender.into_sums();
+    sums.extend_from_slice(&weights);
+    // No data where no window holds any: the sums are 0 there, and combine leaves such pixels empty.
+    let (w, h) = (rect.width(), rect.height());
     let plane = w * h;
-    let mut valid = vec![0u8; plane];
     let ow = outer.width();
     for y in 0..h {
         for x in 0..w {
-            let p = y * w + x;
-            let q = (y + n) * ow + (x + n);
-            valid[p] = mosaic.valid[q];
-            if valid[p] == 0 {
-                for c in 0..k {
-                    values[c * plane + p] = f32::NAN;
+            let q = (rect.y0 - outer.y0) as usize + y;
+            let q = q * ow + (rect.x0 - outer.x0) as usize + x;
+            if mosaic.valid[q] == 0 {
+                for c in 0..=k {
+                    sums[c * plane + y * w + x] = 0.0;
                 }
             }
         }
     }
     Ok(PartitionPrediction {
-        rect: core_rect,
+        rect,
         k,
-        values,
-        valid,
+        sums,
         tiles: tiles.len(),
     })
 }
 
-/// Encodes a partition prediction: `values` f32 `(K, H, W)`, `valid` u8 `(H, W)`, metadata `rect`,
-/// `epsg`, `resolution`.
+/// Encodes a partition prediction: `sums` f32 `(K + 1, H, W)` (weighted sums of each output, then the
+/// weights), metadata `rect`, `epsg`, `resolution`.
 pub fn encode_partition(
     p: &PartitionPrediction,
     epsg: u32,
@@ -233,17 +311,11 @@ pub fn encode_partition(
 ) -> anyhow::Result<Vec<u8>> {
     use safetensors::tensor::{Dtype, TensorView};
     let (w, h) = (p.rect.width(), p.rect.height());
-    let values: Vec<u8> = p.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let views = vec![
-        (
-            "values".to_string(),
-            TensorView::new(Dtype::F32, vec![p.k, h, w], &values)?,
-        ),
-        (
-            "valid".to_string(),
-            TensorView::new(Dtype::U8, vec![h, w], &p.valid)?,
-        ),
-    ];
+    let sums: Vec<u8> = p.sums.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views = vec![(
+        "sums".to_string(),
+        TensorView::new(Dtype::F32, vec![p.k + 1, h, w], &sums)?,
+    )];
     let mut meta = HashMap::new();
     meta.insert(
         "rect".to_string(),
@@ -254,8 +326,8 @@ pub fn encode_partition(
     Ok(safetensors::serialize(views, Some(meta))?)
 }
 
-/// Decodes [`encode_partition`]'s bytes: `(rect, K, values, valid)`.
-pub fn decode_partition(bytes: &[u8]) -> anyhow::Result<(Rect, usize, Vec<f32>, Vec<u8>)> {
+/// Decodes [`encode_partition`]'s bytes: `(rect, K, sums)` with `sums` of `K + 1` planes.
+pub fn decode_partition(bytes: &[u8]) -> anyhow::Result<(Rect, usize, Vec<f32>)> {
     let meta = groundwork_imagery::output::read_metadata(bytes)?;
     let r: [i64; 4] =
         serde_json::from_str(meta.get("rect").context("no rect in a partition file")?)?;
@@ -265,13 +337,11 @@ pub fn decode_partition(bytes: &[u8]) -> anyhow::Result<(Rect, usize, Vec<f32>, 
         x1: r[2],
         y1: r[3],
     };
-    let values = groundwork_imagery::output::read_f32(bytes, "values")?;
-    let valid = groundwork_imagery::output::read_u8(bytes, "valid")?;
-    let k = values.shape.first().copied().unwrap_or(0);
+    let sums = groundwork_imagery::output::read_f32(bytes, "sums")?;
+    let planes = sums.shape.first().copied().unwrap_or(0);
     anyhow::ensure!(
-        values.shape == [k, rect.height(), rect.width()]
-            && valid.data.len() == rect.width() * rect.height(),
+        planes >= 2 && sums.shape == [planes, rect.height(), rect.width()],
         "a partition file's shapes do not match its rectangle"
     );
-    Ok((rect, k, values.data, valid.data))
+    Ok((rect, planes - 1, sums.data))
 }
