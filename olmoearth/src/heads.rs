@@ -289,6 +289,20 @@ impl HybridHead {
         &self.context
     }
 
+    /// Whether the outputs depend on the encoder's tokens: not when the token projection `T` and the
+    /// convolutional path's output `O` are both zero (a linear model of the pixels alone), whatever
+    /// the tokens are.
+    pub fn uses_tokens(&self) -> Result<bool> {
+        let nonzero = |t: &Tensor| -> Result<bool> {
+            Ok(t.abs()?
+                .max_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_scalar::<f32>()?
+                != 0.0)
+        };
+        Ok(nonzero(self.tokens.weight())? || nonzero(self.out.weight())?)
+    }
+
     /// `(B, D, h, w)` tokens and `(B, P, h·p, w·p)` pixels → `(B, K, h·p, w·p)` (or `(B, K)` pooled).
     pub fn forward(&self, features: &Tensor, pixels: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = features.dims4()?;

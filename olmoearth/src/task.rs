@@ -295,6 +295,15 @@ impl Head {
             _ => Ok(None),
         }
     }
+
+    /// Whether the outputs depend on the encoder's tokens (only a hybrid head with zero token
+    /// weights, a model of the pixels alone, does not).
+    pub fn uses_tokens(&self) -> Result<bool> {
+        match self {
+            Head::Hybrid(h) => h.uses_tokens(),
+            _ => Ok(true),
+        }
+    }
 }
 
 /// Turns raw head outputs into predictions `(B, K, H, W)`: softmax probabilities for class tasks, values
@@ -334,6 +343,9 @@ pub struct TaskModel {
     cfg: TaskModelConfig,
     encoder: Encoder,
     head: Head,
+    /// The head reads the tokens; when it does not (a linear model of the pixels), prediction skips
+    /// the encoder.
+    uses_tokens: bool,
 }
 
 fn split_weights(
@@ -371,7 +383,20 @@ impl TaskModel {
                 cfg.head
             ))
         })?;
-        Ok(TaskModel { cfg, encoder, head })
+        let uses_tokens = head.uses_tokens()?;
+        Ok(TaskModel {
+            cfg,
+            encoder,
+            head,
+            uses_tokens,
+        })
+    }
+
+    /// Whether [`Self::predict`] runs the encoder: not for a head that ignores the tokens (a linear
+    /// model of the pixels alone, which training publishes when it wins the validation).
+    #[must_use]
+    pub fn runs_encoder(&self) -> bool {
+        self.uses_tokens
     }
 
     /// The configuration.
@@ -391,7 +416,23 @@ impl TaskModel {
         let dims = input.validate(&self.cfg.encoder, self.cfg.patch_size)?;
         input.check_divisible(self.cfg.patch_size)?;
         let pixels = self.head.pixels_of(input)?;
-        let raw = self.head.forward(&self.features(input)?, pixels.as_ref())?;
+        let features = if self.uses_tokens {
+            self.features(input)?
+        } else {
+            // The head multiplies the tokens by zero: zeros of their shape give the same outputs.
+            let p = self.cfg.patch_size;
+            Tensor::zeros(
+                (
+                    dims.b,
+                    self.cfg.encoder.embedding_size,
+                    dims.h / p,
+                    dims.w / p,
+                ),
+                DType::F32,
+                input.months.device(),
+            )?
+        };
+        let raw = self.head.forward(&features, pixels.as_ref())?;
         outputs_to_predictions(&self.cfg, &raw, dims.h, dims.w)
     }
 }

@@ -294,3 +294,48 @@ fn window_tensors_become_a_normalised_input() {
     let err = input_from_window(&[(Modality::Sentinel1, &bytes)], &dev).unwrap_err();
     assert!(err.to_string().contains("sentinel1"), "{err}");
 }
+
+/// A hybrid head whose token weights are `tokens` (its pixel weights fixed, the convolutional path
+/// left at its zero output), saved and loaded.
+fn pixel_model(tokens: f32) -> TaskModel {
+    let dev = Device::Cpu;
+    let cfg = config("segmentation", "hybrid", 2);
+    let model = TrainableTaskModel::new(cfg.clone(), &weights(), &dev).unwrap();
+    for (name, var) in model.head_vars() {
+        let n = var.elem_count();
+        let values: Vec<f32> = if name.ends_with("pixels.weight") {
+            // Class 0 rises with the pixels, class 1 falls.
+            (0..n)
+                .map(|i| if i < n / 2 { 0.01 } else { -0.01 })
+                .collect()
+        } else if name.ends_with("tokens.weight") {
+            vec![tokens; n]
+        } else {
+            continue;
+        };
+        let t = Tensor::from_vec(values, var.dims(), &dev).unwrap();
+        var.set(&t).unwrap();
+    }
+    let bytes = model.to_safetensors().unwrap();
+    TaskModel::load(cfg, &bytes, &dev).unwrap()
+}
+
+#[test]
+fn a_model_of_the_pixels_alone_predicts_without_the_encoder_and_the_same() {
+    // Zero token weights (a raw-pixel linear model as training publishes it): no encoder run.
+    let pixels_only = pixel_model(0.0);
+    assert!(!pixels_only.runs_encoder());
+    // Token weights too small to matter: the encoder runs, and the outputs agree.
+    let reads_tokens = pixel_model(1e-30);
+    assert!(reads_tokens.runs_encoder());
+    let x = &window(5, 3).input;
+    let a = pixels_only.predict(x).unwrap();
+    let b = reads_tokens.predict(x).unwrap();
+    assert_eq!(a.dims(), &[1, 2, SIZE, SIZE]);
+    let diff = (&a - &b).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+    // And the pixels decide: the two classes' probabilities differ across the window.
+    let spread = a.max_all().unwrap().to_scalar::<f32>().unwrap()
+        - a.min_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(spread > 1e-3, "{spread}");
+}
