@@ -232,6 +232,12 @@ fn overlap_blending_removes_the_seams_that_tile_edge_effects_cause() {
     let bound = step + 31.0 / 17.0 * 0.05 / 64.0 + 1e-5;
     assert!(soft <= bound, "blended step {soft} exceeds {bound}");
     assert!(soft < hard / 10.0);
+    // The default 6-pixel overlap blends over 7 pixels: neighbouring tiles, 58 pixels apart, disagree
+    // by 0.05 × 58/64, spread over the ramp.
+    let (six, _) = max_step(&stitched(&model, 6));
+    let bound = step + 0.05 * 58.0 / 64.0 / 7.0 + 1e-5;
+    assert!(six <= bound, "blended step {six} exceeds {bound}");
+    assert!(six < hard / 5.0);
 }
 
 /// Predicts 1 everywhere in a tile that holds a missing (mask 3) pixel, else 0: a stand-in for a model
