@@ -75,6 +75,9 @@ pub async fn create_run(
         });
     }
     let kinds = state.step_kinds.as_slice();
+    // Training and prediction count against a device-time quota, which their own endpoints estimate
+    // and check: by hand they would pass it unseen.
+    let terms = groundwork_store::usage::terms(&state.pool, actor.org_id).await?;
     let mut typed = Vec::with_capacity(body.steps.len());
     for (i, s) in body.steps.iter().enumerate() {
         let kind = s
@@ -104,7 +107,17 @@ pub async fn create_run(
                         ),
                     ));
                 }
-                if let Err(e) = groundwork_worker::check_args(k, &args) {
+                let device = groundwork_types::DeviceKind::of_queue(&s.queue);
+                if matches!(k, StepKind::Train | StepKind::Predict) && terms.quota(device).is_some()
+                {
+                    errors.push(FieldError {
+                        field: format!("steps[{i}].kind"),
+                        message: format!(
+                            "`{k}` steps count against the organisation's {device} quota: start them \
+                             with the project's train or predict endpoint, which estimates them"
+                        ),
+                    });
+                } else if let Err(e) = groundwork_worker::check_args(k, &args) {
                     errors.push(FieldError {
                         field: format!("steps[{i}].args"),
                         message: e.to_string(),

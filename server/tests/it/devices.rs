@@ -517,6 +517,27 @@ async fn a_run_over_its_quota_is_refused_or_held_until_an_administrator_approves
     );
     assert!(report.contains("USD"), "{report}");
 
+    // By hand, an administrator cannot pass the quota by: a predict step on the GPU queue is refused.
+    let (status, err) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/runs"),
+        Some(
+            json!({"steps": [{"name": "p", "kind": "predict", "queue": "gpu",
+            "args": {"epsg": 32633, "block": 4, "block_column": 195, "block_row": 1945,
+                     "model": {"kind": "constant", "values": [0.5, 0.5]}}}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(
+        err["error"]["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quota"),
+        "{err}"
+    );
+
     // Without a quota, the same run starts at once.
     admin(&db, &["set-quota", "--org", &org_name, "--device", "gpu"]);
     let (status, run) = call(&app, "POST", &predict, Some(json!({}))).await;
