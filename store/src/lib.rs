@@ -25,6 +25,7 @@ pub mod suggestions;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod usage;
+pub mod webhooks;
 pub mod windows;
 pub mod workers;
 

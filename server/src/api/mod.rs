@@ -17,6 +17,7 @@ pub mod shares;
 pub mod suggestions;
 pub mod tokens;
 pub mod validate;
+pub mod webhooks;
 pub mod workers;
 
 #[cfg(test)]
@@ -289,6 +290,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(changes::routes())
         .merge(suggestions::routes())
         .merge(shares::routes())
+        .merge(webhooks::routes())
         .routes(routes!(step_kinds))
 }
 

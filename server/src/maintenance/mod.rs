@@ -1,11 +1,13 @@
 //! The server's maintenance tasks, one file per task, each with its own interval: deleting the objects
 //! of deleted projects ([`objects`]), pruning done dispatch messages ([`dispatch`]) and expired
-//! sessions, invitations and sign-in attempts ([`accounts`]). Every task survives its own errors (a
+//! sessions, invitations and sign-in attempts ([`accounts`]), and sending the webhook deliveries of
+//! finished runs ([`webhooks`]). Every task survives its own errors (a
 //! database outage, a flaky object store): it logs and tries again at its next interval.
 
 pub mod accounts;
 pub mod dispatch;
 pub mod objects;
+pub mod webhooks;
 
 use crate::api::AppState;
 use std::future::Future;
@@ -30,10 +32,16 @@ pub fn spawn(state: &AppState, stop: &CancellationToken) -> Vec<tokio::task::Joi
         let s = s.clone();
         async move { accounts::run_once(&s).await }
     });
+    let s = state.clone();
+    let webhooks = every("webhooks", webhooks::INTERVAL, stop.clone(), move || {
+        let s = s.clone();
+        async move { webhooks::run_once(&s).await }
+    });
     vec![
         tokio::spawn(objects),
         tokio::spawn(dispatch),
         tokio::spawn(accounts),
+        tokio::spawn(webhooks),
     ]
 }
 

@@ -17,4 +17,5 @@ pub mod shares;
 pub mod suggestions;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;
 pub mod workers;

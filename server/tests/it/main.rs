@@ -25,3 +25,4 @@ mod processes;
 mod ranges;
 mod shares;
 mod suggestions;
+mod webhooks;

@@ -391,13 +391,20 @@ pub fn org_queue(queue: &str, org: Uuid) -> String {
 
 /// Gives a run its final state once none of its steps is queued or running.
 async fn finish_run_if_done<'e>(exec: impl sqlx::PgExecutor<'e>, run_id: Uuid) -> Result<()> {
+    // A project with a webhook gets one delivery of the finished run (sent by the server).
     sqlx::query(
-        "update pipeline_run r set state = agg.state, finished_at = coalesce(r.finished_at, now()) \
-         from (select case when bool_or(state = 'failed') then 'failed' \
-                           when bool_or(state = 'cancelled') then 'cancelled' else 'succeeded' end as state \
-               from step where run_id = $1) agg \
-         where r.id = $1 and r.state is distinct from agg.state \
-           and not exists (select 1 from step where run_id = $1 and state in ('queued', 'running'))",
+        "with done as ( \
+             update pipeline_run r set state = agg.state, finished_at = coalesce(r.finished_at, now()) \
+             from (select case when bool_or(state = 'failed') then 'failed' \
+                               when bool_or(state = 'cancelled') then 'cancelled' else 'succeeded' end as state \
+                   from step where run_id = $1) agg \
+             where r.id = $1 and r.state is distinct from agg.state \
+               and not exists (select 1 from step where run_id = $1 and state in ('queued', 'running')) \
+             returning r.id, r.project_id) \
+         insert into webhook_delivery (id, project_id, run_id) \
+         select gen_random_uuid(), done.project_id, done.id from done \
+         join project_webhook w on w.project_id = done.project_id \
+         on conflict (run_id) where state = 'pending' do nothing",
     )
     .bind(run_id)
     .execute(exec)
