@@ -233,6 +233,15 @@ pub struct HybridHead {
     out: Conv2d,
 }
 
+/// Whether any element of `t` is not zero.
+fn nonzero(t: &Tensor) -> Result<bool> {
+    Ok(t.abs()?
+        .max_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_scalar::<f32>()?
+        != 0.0)
+}
+
 /// A 1×1 convolution whose parameters start at zero (or are loaded).
 fn zero_conv1x1(cin: usize, cout: usize, bias: bool, vb: VarBuilder) -> Result<Conv2d> {
     let w = vb.get_with_hints((cout, cin, 1, 1), "weight", candle_nn::Init::Const(0.0))?;
@@ -293,14 +302,39 @@ impl HybridHead {
     /// convolutional path's output `O` are both zero (a linear model of the pixels alone), whatever
     /// the tokens are.
     pub fn uses_tokens(&self) -> Result<bool> {
-        let nonzero = |t: &Tensor| -> Result<bool> {
-            Ok(t.abs()?
-                .max_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_scalar::<f32>()?
-                != 0.0)
-        };
-        Ok(nonzero(self.tokens.weight())? || nonzero(self.out.weight())?)
+        Ok(nonzero(self.tokens.weight())? || self.uses_conv_path()?)
+    }
+
+    /// Whether the convolutional path contributes: its output projection `O` is not zero. When it is
+    /// zero, [`Self::forward_linear`] gives the same outputs without computing the path.
+    pub fn uses_conv_path(&self) -> Result<bool> {
+        nonzero(self.out.weight())
+    }
+
+    /// [`Self::forward`] without the convolutional path, `up(T·f) + P·x + b + b_O`: the same outputs
+    /// when `O` is zero (a linear model, as training publishes its ridge candidates).
+    pub fn forward_linear(&self, features: &Tensor, pixels: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = features.dims4()?;
+        let (_, _, ph, pw) = pixels.dims4()?;
+        if (ph, pw) != (h * self.patch_size, w * self.patch_size) {
+            return Err(Error::Shape {
+                what: "hybrid head pixels".into(),
+                expected: format!("(B, P, {}, {})", h * self.patch_size, w * self.patch_size),
+                got: pixels.dims().to_vec(),
+            });
+        }
+        let pixels = pixels.to_dtype(features.dtype())?;
+        let mut logits = (upsample_bilinear(&self.tokens.forward(features)?, self.patch_size)?
+            + self.pixels.forward(&pixels)?)?;
+        if let Some(b) = self.out.bias() {
+            let k = b.dims1()?;
+            logits = logits.broadcast_add(&b.reshape((1, k, 1, 1))?)?;
+        }
+        if self.pooled {
+            Ok(logits.mean(3)?.mean(2)?)
+        } else {
+            Ok(logits)
+        }
     }
 
     /// `(B, D, h, w)` tokens and `(B, P, h·p, w·p)` pixels → `(B, K, h·p, w·p)` (or `(B, K)` pooled).

@@ -304,6 +304,15 @@ impl Head {
             _ => Ok(true),
         }
     }
+
+    /// Whether the head needs all of its layers (only a hybrid head whose convolutional path's
+    /// output is zero, a linear model, does not).
+    pub fn uses_conv_path(&self) -> Result<bool> {
+        match self {
+            Head::Hybrid(h) => h.uses_conv_path(),
+            _ => Ok(true),
+        }
+    }
 }
 
 /// Turns raw head outputs into predictions `(B, K, H, W)`: softmax probabilities for class tasks, values
@@ -346,6 +355,9 @@ pub struct TaskModel {
     /// The head reads the tokens; when it does not (a linear model of the pixels), prediction skips
     /// the encoder.
     uses_tokens: bool,
+    /// The hybrid head's convolutional path contributes; when it does not (a linear model),
+    /// prediction skips it.
+    uses_conv_path: bool,
 }
 
 fn split_weights(
@@ -384,11 +396,13 @@ impl TaskModel {
             ))
         })?;
         let uses_tokens = head.uses_tokens()?;
+        let uses_conv_path = head.uses_conv_path()?;
         Ok(TaskModel {
             cfg,
             encoder,
             head,
             uses_tokens,
+            uses_conv_path,
         })
     }
 
@@ -432,7 +446,10 @@ impl TaskModel {
                 input.months.device(),
             )?
         };
-        let raw = self.head.forward(&features, pixels.as_ref())?;
+        let raw = match (&self.head, &pixels, self.uses_conv_path) {
+            (Head::Hybrid(h), Some(px), false) => h.forward_linear(&features, px)?,
+            _ => self.head.forward(&features, pixels.as_ref())?,
+        };
         outputs_to_predictions(&self.cfg, &raw, dims.h, dims.w)
     }
 }

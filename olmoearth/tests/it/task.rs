@@ -298,6 +298,12 @@ fn window_tensors_become_a_normalised_input() {
 /// A hybrid head whose token weights are `tokens` (its pixel weights fixed, the convolutional path
 /// left at its zero output), saved and loaded.
 fn pixel_model(tokens: f32) -> TaskModel {
+    hybrid_model(tokens, 0.0)
+}
+
+/// A hybrid head with token weights `tokens`, fixed pixel weights, the convolutional path's output
+/// weights `out` and biases 0.1 · k, saved and loaded.
+fn hybrid_model(tokens: f32, out: f32) -> TaskModel {
     let dev = Device::Cpu;
     let cfg = config("segmentation", "hybrid", 2);
     let model = TrainableTaskModel::new(cfg.clone(), &weights(), &dev).unwrap();
@@ -310,6 +316,10 @@ fn pixel_model(tokens: f32) -> TaskModel {
                 .collect()
         } else if name.ends_with("tokens.weight") {
             vec![tokens; n]
+        } else if name.ends_with("out.weight") {
+            vec![out; n]
+        } else if name.ends_with("out.bias") {
+            (0..n).map(|i| 0.1 * i as f32).collect()
         } else {
             continue;
         };
@@ -338,4 +348,11 @@ fn a_model_of_the_pixels_alone_predicts_without_the_encoder_and_the_same() {
     let spread = a.max_all().unwrap().to_scalar::<f32>().unwrap()
         - a.min_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(spread > 1e-3, "{spread}");
+    // The convolutional path is skipped too when its output weights are zero (its bias stays): the
+    // same outputs as a model that computes it with negligible weights.
+    let full = hybrid_model(0.0, 1e-30);
+    assert!(full.runs_encoder());
+    let c = full.predict(x).unwrap();
+    let diff = (&a - &c).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
 }
