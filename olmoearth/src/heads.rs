@@ -305,15 +305,8 @@ impl HybridHead {
         Ok(nonzero(self.tokens.weight())? || self.uses_conv_path()?)
     }
 
-    /// Whether the convolutional path contributes: its output projection `O` is not zero. When it is
-    /// zero, [`Self::forward_linear`] gives the same outputs without computing the path.
-    pub fn uses_conv_path(&self) -> Result<bool> {
-        nonzero(self.out.weight())
-    }
-
-    /// [`Self::forward`] without the convolutional path, `up(T·f) + P·x + b + b_O`: the same outputs
-    /// when `O` is zero (a linear model, as training publishes its ridge candidates).
-    pub fn forward_linear(&self, features: &Tensor, pixels: &Tensor) -> Result<Tensor> {
+    /// `pixels` in the tokens' dtype, once their size is checked against the tokens'.
+    fn pixels_for(&self, features: &Tensor, pixels: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = features.dims4()?;
         let (_, _, ph, pw) = pixels.dims4()?;
         if (ph, pw) != (h * self.patch_size, w * self.patch_size) {
@@ -323,7 +316,19 @@ impl HybridHead {
                 got: pixels.dims().to_vec(),
             });
         }
-        let pixels = pixels.to_dtype(features.dtype())?;
+        Ok(pixels.to_dtype(features.dtype())?)
+    }
+
+    /// Whether the convolutional path contributes: its output projection `O` is not zero. When it is
+    /// zero, [`Self::forward_linear`] gives the same outputs without computing the path.
+    pub fn uses_conv_path(&self) -> Result<bool> {
+        nonzero(self.out.weight())
+    }
+
+    /// [`Self::forward`] without the convolutional path, `up(T·f) + P·x + b + b_O`: the same outputs
+    /// when `O` is zero (a linear model, as training publishes its ridge candidates).
+    pub fn forward_linear(&self, features: &Tensor, pixels: &Tensor) -> Result<Tensor> {
+        let pixels = self.pixels_for(features, pixels)?;
         let mut logits = (upsample_bilinear(&self.tokens.forward(features)?, self.patch_size)?
             + self.pixels.forward(&pixels)?)?;
         if let Some(b) = self.out.bias() {
@@ -339,16 +344,7 @@ impl HybridHead {
 
     /// `(B, D, h, w)` tokens and `(B, P, h·p, w·p)` pixels → `(B, K, h·p, w·p)` (or `(B, K)` pooled).
     pub fn forward(&self, features: &Tensor, pixels: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = features.dims4()?;
-        let (_, _, ph, pw) = pixels.dims4()?;
-        if (ph, pw) != (h * self.patch_size, w * self.patch_size) {
-            return Err(Error::Shape {
-                what: "hybrid head pixels".into(),
-                expected: format!("(B, P, {}, {})", h * self.patch_size, w * self.patch_size),
-                got: pixels.dims().to_vec(),
-            });
-        }
-        let pixels = pixels.to_dtype(features.dtype())?;
+        let pixels = self.pixels_for(features, pixels)?;
         // 1×1 convolutions commute with bilinear upsampling: project first, upsample K channels.
         let linear = (upsample_bilinear(&self.tokens.forward(features)?, self.patch_size)?
             + self.pixels.forward(&pixels)?)?;
