@@ -33,25 +33,37 @@ async fn get(
     uri: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let mut req = Request::builder().method("GET").uri(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
+    // 503 means "try again later" (the database did not answer in time): on a machine starved by the
+    // other tests' pipelines it has been seen once in a while, so it is retried, and said.
+    let mut tries = 0;
+    loop {
+        let mut req = Request::builder().method("GET").uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let h = resp.headers().clone();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        if status.is_server_error() {
+            eprintln!("{uri}: {status} {}", String::from_utf8_lossy(&bytes));
+        }
+        tries += 1;
+        if status != StatusCode::SERVICE_UNAVAILABLE || tries == 5 {
+            return (status, h, bytes);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let h = resp.headers().clone();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, h, bytes)
 }
 
 async fn get_json(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
