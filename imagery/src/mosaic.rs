@@ -81,6 +81,27 @@ fn tiled<T: gdal::raster::GdalType>(
     Ok(ds)
 }
 
+/// Where a rectangle of values lands in a mosaic (see `DiskMosaic::region`).
+struct Region {
+    /// Offset in the raster.
+    at: (isize, isize),
+    /// Width and height inside the mosaic.
+    size: (usize, usize),
+    /// Offset of that part in the values.
+    from: (usize, usize),
+    /// Width of the values' rectangle.
+    values_width: usize,
+    /// Pixels of one plane of the values.
+    plane: usize,
+}
+
+impl Region {
+    /// Index in a plane of the values of the region's pixel `(x, y)`.
+    fn source(&self, x: usize, y: usize) -> usize {
+        (y + self.from.1) * self.values_width + x + self.from.0
+    }
+}
+
 impl DiskMosaic {
     /// An empty mosaic of `k` planes over `rect` at `path`.
     pub fn create(path: &Path, rect: Rect, k: usize, resolution: f64, epsg: u32) -> Result<Self> {
@@ -109,27 +130,9 @@ impl DiskMosaic {
         })
     }
 
-    /// The part of `r` inside the mosaic and its offset in the raster (`None`: nothing inside).
-    fn clip(&self, r: Rect) -> Option<(Rect, (isize, isize))> {
-        let clip = Rect {
-            x0: r.x0.max(self.rect.x0),
-            y0: r.y0.max(self.rect.y0),
-            x1: r.x1.min(self.rect.x1),
-            y1: r.y1.min(self.rect.y1),
-        };
-        if clip.x0 >= clip.x1 || clip.y0 >= clip.y1 {
-            return None;
-        }
-        let at = (
-            (clip.x0 - self.rect.x0) as isize,
-            (clip.y0 - self.rect.y0) as isize,
-        );
-        Some((clip, at))
-    }
-
-    /// Pastes `(K, r)` values where they hold data (the first plane is not NaN). With
-    /// `only_missing`, pixels the mosaic already holds are kept. Parts outside the mosaic are dropped.
-    pub fn paste(&mut self, r: Rect, values: &[f32], only_missing: bool) -> Result<()> {
+    /// Where `(K, r)` values land: their count checked, `r` clipped to the mosaic (`None`: nothing
+    /// of it inside).
+    fn region(&self, r: Rect, values: &[f32]) -> Result<Option<Region>> {
         let (rw, rh) = (r.width(), r.height());
         if values.len() != self.k * rw * rh {
             return Err(Error::InvalidRequest(format!(
@@ -138,40 +141,70 @@ impl DiskMosaic {
                 self.k
             )));
         }
-        let Some((clip, at)) = self.clip(r) else {
+        let clip = Rect {
+            x0: r.x0.max(self.rect.x0),
+            y0: r.y0.max(self.rect.y0),
+            x1: r.x1.min(self.rect.x1),
+            y1: r.y1.min(self.rect.y1),
+        };
+        if clip.x0 >= clip.x1 || clip.y0 >= clip.y1 {
+            return Ok(None);
+        }
+        Ok(Some(Region {
+            at: (
+                (clip.x0 - self.rect.x0) as isize,
+                (clip.y0 - self.rect.y0) as isize,
+            ),
+            size: (clip.width(), clip.height()),
+            from: ((clip.x0 - r.x0) as usize, (clip.y0 - r.y0) as usize),
+            values_width: rw,
+            plane: rw * rh,
+        }))
+    }
+
+    /// Plane `b` (0-based) of the mosaic over `reg`.
+    fn read_plane(&self, b: usize, reg: &Region) -> Result<Vec<f32>> {
+        self.ds
+            .rasterband(b + 1)
+            .and_then(|band| band.read_as::<f32>(reg.at, reg.size, reg.size, None))
+            .map(|buf| buf.into_shape_and_vec().1)
+            .map_err(op("reading a region"))
+    }
+
+    /// Writes plane `b` (0-based) of the mosaic over `reg`.
+    fn write_plane(&self, b: usize, reg: &Region, plane: Vec<f32>) -> Result<()> {
+        let mut buf = Buffer::new(reg.size, plane);
+        self.ds
+            .rasterband(b + 1)
+            .map_err(op("band"))?
+            .write(reg.at, reg.size, &mut buf)
+            .map_err(op("writing a region"))
+    }
+
+    /// Pastes `(K, r)` values where they hold data (the first plane is not NaN). With
+    /// `only_missing`, pixels the mosaic already holds are kept. Parts outside the mosaic are dropped.
+    pub fn paste(&mut self, r: Rect, values: &[f32], only_missing: bool) -> Result<()> {
+        let Some(reg) = self.region(r, values)? else {
             return Ok(());
         };
-        let (cw, ch) = (clip.width(), clip.height());
-        let mut planes: Vec<Vec<f32>> = (1..=self.k)
-            .map(|b| {
-                self.ds
-                    .rasterband(b)
-                    .and_then(|band| band.read_as::<f32>(at, (cw, ch), (cw, ch), None))
-                    .map(Buffer::into_shape_and_vec)
-                    .map(|(_, v)| v)
-                    .map_err(op("reading a region"))
-            })
+        let mut planes: Vec<Vec<f32>> = (0..self.k)
+            .map(|b| self.read_plane(b, &reg))
             .collect::<Result<_>>()?;
-        let (dx, dy) = ((clip.x0 - r.x0) as usize, (clip.y0 - r.y0) as usize);
+        let (cw, ch) = reg.size;
         for y in 0..ch {
             for x in 0..cw {
-                let q = (y + dy) * rw + x + dx;
+                let q = reg.source(x, y);
                 let p = y * cw + x;
                 if values[q].is_nan() || (only_missing && !planes[0][p].is_nan()) {
                     continue;
                 }
                 for (b, plane) in planes.iter_mut().enumerate() {
-                    plane[p] = values[b * rw * rh + q];
+                    plane[p] = values[b * reg.plane + q];
                 }
             }
         }
         for (b, plane) in planes.into_iter().enumerate() {
-            let mut buf = Buffer::new((cw, ch), plane);
-            self.ds
-                .rasterband(b + 1)
-                .map_err(op("band"))?
-                .write(at, (cw, ch), &mut buf)
-                .map_err(op("writing a region"))?;
+            self.write_plane(b, &reg, plane)?;
         }
         Ok(())
     }
@@ -180,40 +213,21 @@ impl DiskMosaic {
     /// are dropped. A mosaic of weighted sums (`K − 1` planes of weight × prediction, then the
     /// weights) accumulates partitions this way, and [`Self::blend_into`] divides them.
     pub fn add(&mut self, r: Rect, values: &[f32]) -> Result<()> {
-        let (rw, rh) = (r.width(), r.height());
-        if values.len() != self.k * rw * rh {
-            return Err(Error::InvalidRequest(format!(
-                "{} values are not {} planes of {rw}×{rh}",
-                values.len(),
-                self.k
-            )));
-        }
-        let Some((clip, at)) = self.clip(r) else {
+        let Some(reg) = self.region(r, values)? else {
             return Ok(());
         };
-        let (cw, ch) = (clip.width(), clip.height());
-        let (dx, dy) = ((clip.x0 - r.x0) as usize, (clip.y0 - r.y0) as usize);
+        let (cw, ch) = reg.size;
         for b in 0..self.k {
-            let band = self.ds.rasterband(b + 1).map_err(op("band"))?;
-            let mut plane = band
-                .read_as::<f32>(at, (cw, ch), (cw, ch), None)
-                .map_err(op("reading a region"))?
-                .into_shape_and_vec()
-                .1;
+            let mut plane = self.read_plane(b, &reg)?;
             for y in 0..ch {
                 for x in 0..cw {
-                    let v = values[b * rw * rh + (y + dy) * rw + x + dx];
+                    let v = values[b * reg.plane + reg.source(x, y)];
                     let p = &mut plane[y * cw + x];
                     let held = if p.is_nan() { 0.0 } else { *p };
                     *p = held + if v.is_nan() { 0.0 } else { v };
                 }
             }
-            let mut buf = Buffer::new((cw, ch), plane);
-            self.ds
-                .rasterband(b + 1)
-                .map_err(op("band"))?
-                .write(at, (cw, ch), &mut buf)
-                .map_err(op("writing a region"))?;
+            self.write_plane(b, &reg, plane)?;
         }
         Ok(())
     }

@@ -214,18 +214,11 @@ pub async fn gpu_worker_online(pool: &PgPool, org_id: Uuid) -> Result<bool> {
 /// The queues that an active worker the organisation may use (the installation's when it is allowed
 /// them, its own through a worker token) serves now, sorted.
 pub async fn live_queues(pool: &PgPool, org_id: Uuid) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "select distinct q from worker w join org o on o.id = $2, unnest(w.queues) as q \
-         where w.admin_state = 'active' and w.stopped_at is null \
-           and w.last_heartbeat_at > now() - $1 * interval '1 second' \
-           and ((w.worker_token_id is null and o.installation_workers) \
-                or (w.worker_token_id is not null and w.org_id = o.id)) \
-         order by q",
-    )
-    .bind(crate::workers::OFFLINE_AFTER.as_secs_f64())
-    .bind(org_id)
-    .fetch_all(pool)
-    .await?)
+    Ok(live_queue_memory(pool, org_id)
+        .await?
+        .into_iter()
+        .map(|(q, _)| q)
+        .collect())
 }
 
 /// For each queue a live worker usable by the organisation serves: the most memory of such a worker's

@@ -28,43 +28,33 @@ pub struct DeviceTime {
 
 /// Device time of a run's step attempts, by device kind (kinds it did not use are left out).
 pub async fn run_device_time(pool: &PgPool, run_id: Uuid) -> Result<Vec<DeviceTime>> {
-    Ok(sqlx::query_as(
-        "select a.device_kind, \
-             coalesce(sum(extract(epoch from coalesce(a.finished_at, now()) - a.started_at)), 0)::float8 as seconds, \
-             coalesce(sum(extract(epoch from coalesce(a.finished_at, now()) - a.started_at)) filter (where a.installation), 0)::float8 \
-                 as installation_seconds \
-         from step_attempt a join step s on s.id = a.step_id where s.run_id = $1 \
-         group by a.device_kind order by a.device_kind",
-    )
-    .bind(run_id)
-    .fetch_all(pool)
-    .await?)
+    Ok(runs_device_time(pool, &[run_id])
+        .await?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect())
 }
 
 /// Device time of several runs at once: `(run, time)` rows.
 pub async fn runs_device_time(pool: &PgPool, runs: &[Uuid]) -> Result<Vec<(Uuid, DeviceTime)>> {
-    let rows: Vec<(Uuid, String, f64, f64)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        run_id: Uuid,
+        #[sqlx(flatten)]
+        time: DeviceTime,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
         "select s.run_id, a.device_kind, \
-             coalesce(sum(extract(epoch from coalesce(a.finished_at, now()) - a.started_at)), 0)::float8, \
+             coalesce(sum(extract(epoch from coalesce(a.finished_at, now()) - a.started_at)), 0)::float8 as seconds, \
              coalesce(sum(extract(epoch from coalesce(a.finished_at, now()) - a.started_at)) filter (where a.installation), 0)::float8 \
+                 as installation_seconds \
          from step_attempt a join step s on s.id = a.step_id where s.run_id = any($1) \
          group by s.run_id, a.device_kind order by s.run_id, a.device_kind",
     )
     .bind(runs)
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|(run, kind, seconds, installation_seconds)| {
-            Ok((
-                run,
-                DeviceTime {
-                    device_kind: kind.parse()?,
-                    seconds,
-                    installation_seconds,
-                },
-            ))
-        })
-        .collect()
+    Ok(rows.into_iter().map(|r| (r.run_id, r.time)).collect())
 }
 
 /// A calendar month (UTC).
@@ -186,6 +176,18 @@ pub async fn terms(pool: &PgPool, org_id: Uuid) -> Result<Terms> {
             .filter_map(|(k, h)| Some((k.parse().ok()?, h)))
             .collect(),
     })
+}
+
+/// Whether `org_id` may use the installation's workers (what its quotas cap); an unknown
+/// organisation is taken to use them.
+pub async fn uses_installation_workers(pool: &PgPool, org_id: Uuid) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("select installation_workers from org where id = $1")
+            .bind(org_id)
+            .fetch_optional(pool)
+            .await?
+            .unwrap_or(true),
+    )
 }
 
 /// `org_id`'s device time in `month`, one row per device kind (both kinds, even unused). Attempts

@@ -3,7 +3,6 @@
 //! batch. A claim goes only to a worker whose model device has at least that much
 //! (`step.needs.memory_mib`); see `docs/state_machine.md`.
 
-use chrono::Datelike;
 use groundwork_store::projects::Project;
 use groundwork_types::ModelSize;
 use serde_json::{Value, json};
@@ -39,15 +38,19 @@ impl Shape {
     /// The shapes of `project`'s windows in batches of `batch`.
     #[must_use]
     pub fn of(project: &Project, batch: usize) -> Self {
-        let months = (project.end.year() - project.start.year()) * 12
-            + i32::try_from(project.end.month()).unwrap_or(12)
-            - i32::try_from(project.start.month()).unwrap_or(1)
-            + 1;
+        // The acquisition's monthly time steps (a range past the model's limit cannot be acquired;
+        // it counts as the limit).
+        let months = groundwork_imagery::composite::time_bins(
+            project.start,
+            project.end,
+            groundwork_imagery::TimeBinning::Monthly,
+        )
+        .map_or(groundwork_imagery::composite::MAX_BINS, |bins| bins.len());
         Self {
             size: project.model_size,
             window: u32::try_from(project.window_size).unwrap_or(64),
             patch: u32::try_from(project.patch_size).unwrap_or(4).max(1),
-            timesteps: usize::try_from(months.clamp(1, 12)).unwrap_or(12),
+            timesteps: months.clamp(1, groundwork_imagery::composite::MAX_BINS),
             band_sets: project
                 .modalities
                 .iter()

@@ -93,7 +93,7 @@ pub async fn estimate_units(
         .as_ref()
         .and_then(|u| u.price_per_hour.zip(u.currency.clone()));
     // Quotas cap the installation's workers: an organisation that does not use them spends none.
-    let on_installation = uses_installation_workers(state, org_id).await?;
+    let on_installation = usage::uses_installation_workers(&state.pool, org_id).await?;
     let remaining_hours = quota_hours.map(|q| (q - used_hours).max(0.0));
     let within_quota = !on_installation || remaining_hours.is_none_or(|r| device_hours <= r);
     let unit = usage::unit_of(kind).unwrap_or("unit").to_owned();
@@ -134,17 +134,6 @@ pub async fn estimate_units(
         within_quota,
         note,
     })
-}
-
-async fn uses_installation_workers(state: &AppState, org_id: Uuid) -> ApiResult<bool> {
-    Ok(
-        sqlx::query_scalar::<_, bool>("select installation_workers from org where id = $1")
-            .bind(org_id)
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(groundwork_store::Error::from)?
-            .unwrap_or(true),
-    )
 }
 
 /// The device a new training or prediction run's steps go to now.

@@ -62,8 +62,8 @@ pub async fn claim(
                  exists (select 1 from step_dependency d where d.depends_on = step.id) as has_dependents), \
          a as (insert into step_attempt (claim_id, step_id, attempt, worker_id, device_kind, installation) \
                select c.claim_id, c.id, c.attempt, c.lease_owner, coalesce(wk.device_kind, 'cpu'), coalesce(wk.installation, true) \
-               from c left join (select w.id, case when w.capabilities->>'candle_device' like 'cuda%' then 'gpu' else 'cpu' end as device_kind, w.worker_token_id is null as installation \
-                                 from worker w) wk on wk.id = c.lease_owner), \
+               from c left join (select w.id, worker_device_kind(w.capabilities) as device_kind, \
+                                        w.worker_token_id is null as installation from worker w) wk on wk.id = c.lease_owner), \
          r as (update pipeline_run set state = 'running', started_at = coalesce(started_at, now()) \
                where id = (select run_id from c) and state = 'queued'), \
          m as (update apalis.jobs set status = 'Done', done_at = now() \

@@ -269,15 +269,15 @@ impl Step for Predict {
                         .map_err(permanent)?,
                 );
             }
-            let all: Vec<Cell> = windows.iter().map(|w| w.cell).collect();
             let area = match args.area {
                 Some([x0, y0, x1, y1]) => Rect { x0, y0, x1, y1 },
-                None => Rect::around(&all, size, 0).unwrap_or(Rect {
-                    x0: 0,
-                    y0: 0,
-                    x1: 0,
-                    y1: 0,
-                }),
+                None => Rect::around(&windows.iter().map(|w| w.cell).collect::<Vec<_>>(), size, 0)
+                    .unwrap_or(Rect {
+                        x0: 0,
+                        y0: 0,
+                        x1: 0,
+                        y1: 0,
+                    }),
             };
             let lattice = Lattice {
                 area,

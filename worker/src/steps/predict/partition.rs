@@ -102,24 +102,6 @@ pub struct PartitionPrediction {
     pub tiles: usize,
 }
 
-impl PartitionPrediction {
-    /// The blended outputs `(K, H, W)` of these tiles alone; NaN where they hold no data.
-    #[must_use]
-    pub fn blended(&self) -> Vec<f32> {
-        let plane = self.rect.width() * self.rect.height();
-        let weights = &self.sums[self.k * plane..];
-        let mut out = vec![f32::NAN; self.k * plane];
-        for p in 0..plane {
-            if weights[p] > 0.0 {
-                for c in 0..self.k {
-                    out[c * plane + p] = self.sums[c * plane + p] / weights[p];
-                }
-            }
-        }
-        out
-    }
-}
-
 /// Runs `model` on the tiles of the zone's lattice that this partition owns and returns their
 /// weighted sums; the pure core of the `predict` step.
 ///
