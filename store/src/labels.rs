@@ -151,7 +151,7 @@ pub struct LabelSet {
 }
 
 /// A window with what label assignment and rasterisation need.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct WindowGrid {
     /// Window id.
     pub id: String,

@@ -127,7 +127,7 @@ pub struct Evaluation {
 }
 
 /// What an `evaluate` step records.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewEvaluation {
     /// Run of the evaluated model.
     pub run_id: Uuid,

@@ -3,14 +3,14 @@
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use groundwork_types::{ClassDef, Modality, ModelSize, Task};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 /// A stored project.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Project {
     /// Id.

@@ -54,7 +54,7 @@ impl Status {
 }
 
 /// A point to suggest, as the `suggest` step makes it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewSuggestion {
     /// The window it lies in.
     pub window_id: String,

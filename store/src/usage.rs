@@ -457,6 +457,26 @@ pub async fn learn_rate(pool: &PgPool, claim_id: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// The device-hours of `kind` that the organisation's unfinished runs are still expected to spend
+/// on the installation's workers: each queued or running run's estimate, less what its attempts on
+/// installation workers have used so far (never below zero). A quota check counts them, so runs
+/// started one after another cannot each fit alone and together exceed the quota.
+pub async fn committed_hours(pool: &PgPool, org_id: Uuid, kind: DeviceKind) -> Result<f64> {
+    Ok(sqlx::query_scalar(
+        "select coalesce(sum(greatest((r.estimate->>'device_hours')::float8 \
+             - coalesce((select sum(extract(epoch from coalesce(a.finished_at, now()) - a.started_at)) \
+                         from step_attempt a join step s on s.id = a.step_id \
+                         where s.run_id = r.id and a.installation and a.device_kind = $2), 0)::float8 / 3600.0, 0)), 0)::float8 \
+         from pipeline_run r \
+         where r.org_id = $1 and r.state in ('queued', 'running') and r.estimate->>'device_kind' = $2 \
+           and jsonb_typeof(r.estimate->'device_hours') = 'number'",
+    )
+    .bind(org_id)
+    .bind(kind.name())
+    .fetch_one(pool)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

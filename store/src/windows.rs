@@ -92,7 +92,7 @@ pub async fn upsert(pool: &PgPool, project_id: Uuid, windows: &[NewWindow]) -> R
 }
 
 /// What acquisition made of one window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     /// Window id.
     pub id: String,
@@ -156,7 +156,7 @@ pub async fn objects_of(
 }
 
 /// Window counts by status.
-#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counts {
     /// All windows.

@@ -355,3 +355,37 @@ async fn pools_for(pool: &PgPool, org_id: Option<Uuid>) -> Result<Vec<Pool>> {
     .fetch_all(pool)
     .await?)
 }
+
+/// A worker that joined over the worker API, as its request authenticated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteWorker {
+    /// The worker's registry id.
+    pub id: Uuid,
+    /// The organisation its token binds it to.
+    pub org_id: Uuid,
+    /// Whether the token was revoked since: the worker may finish what it runs, and takes nothing new.
+    pub revoked: bool,
+}
+
+/// Authenticates a worker API request: `worker_id` must have registered with the worker token
+/// `secret`. Workers registered without a token (the installation's own) never authenticate here.
+pub async fn authenticate_remote(
+    pool: &PgPool,
+    worker_id: Uuid,
+    secret: &str,
+) -> Result<Option<RemoteWorker>> {
+    let row: Option<(Uuid, Uuid, bool)> = sqlx::query_as(
+        "select w.id, w.org_id, t.revoked_at is not null from worker w \
+         join worker_token t on t.id = w.worker_token_id \
+         where w.id = $1 and t.token_hash = $2 and t.org_id = w.org_id",
+    )
+    .bind(worker_id)
+    .bind(crate::accounts::digest(secret.trim()))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(id, org_id, revoked)| RemoteWorker {
+        id,
+        org_id,
+        revoked,
+    }))
+}

@@ -4,8 +4,10 @@
 #![warn(missing_docs)]
 
 mod capabilities;
+pub mod data;
 pub mod needs;
 pub mod pretrained;
+pub mod remote;
 mod runtime;
 pub mod steps;
 mod wake;
@@ -39,8 +41,8 @@ pub struct StepContext {
     pub org_id: Uuid,
     /// This attempt (1-based).
     pub attempt: i32,
-    /// This claim's fencing token: the step's own output rows are written in [`StepContext::fenced`]
-    /// transactions, which commit only while this claim holds the lease.
+    /// This claim's fencing token: the step's own output rows are written by fenced requests
+    /// ([`data::DataRequest::is_write`]), which commit only while this claim holds the lease.
     pub claim_id: Uuid,
     /// Kind-specific arguments.
     pub args: Value,
@@ -50,8 +52,8 @@ pub struct StepContext {
     /// at that point; blocking work must poll this token. A worker's shutdown does not cancel it: the
     /// step finishes, or is re-queued when its lease expires.
     pub cancel: CancellationToken,
-    /// The database.
-    pub pool: groundwork_store::PgPool,
+    /// Where the step's data questions go: the database, or the server's worker API.
+    pub data: data::DataAccess,
     /// The object store, when the worker has one.
     pub objects: Option<Arc<dyn object_store::ObjectStore>>,
     /// Root of the pretrained OlmoEarth checkpoints (`groundwork model fetch`), when configured.
@@ -74,30 +76,6 @@ impl StepContext {
     #[must_use]
     pub fn keys(&self) -> groundwork_types::keys::ProjectKeys {
         groundwork_types::keys::ProjectKeys::new(self.org_id, self.project_id)
-    }
-
-    /// The run's project, read within its organisation.
-    pub async fn project(&self) -> Result<groundwork_store::projects::Project, StepError> {
-        groundwork_store::projects::get(&self.pool, self.org_id, self.project_id)
-            .await
-            .map_err(|e| match e {
-                groundwork_store::Error::NotFound { .. } => StepError::Permanent(anyhow::anyhow!(
-                    "the run's project {} no longer exists",
-                    self.project_id
-                )),
-                e => StepError::Retryable(e.into()),
-            })
-    }
-
-    /// A transaction for the step's own output rows, fenced by its claim: it commits only while this
-    /// execution holds the lease (the step row stays locked until then). A lost lease is a retryable
-    /// error, which the runtime then discards: the claim that replaced this one records the outcome.
-    pub async fn fenced(
-        &self,
-    ) -> Result<groundwork_store::Transaction<'static, groundwork_store::Postgres>, StepError> {
-        groundwork_store::jobs::fenced(&self.pool, self.step_id, self.claim_id)
-            .await
-            .map_err(|e| StepError::Retryable(e.into()))
     }
 
     /// The object store, or a permanent error naming the step kind that needs it.

@@ -95,13 +95,110 @@ impl std::fmt::Debug for WorkerConfig {
     }
 }
 
+/// Where the runtime records claims and outcomes: the database itself, or the server's worker API.
+#[derive(Clone)]
+enum Backend {
+    Local(PgPool),
+    Remote(Arc<crate::remote::Client>),
+}
+
+impl Backend {
+    fn data(&self) -> crate::data::DataAccess {
+        match self {
+            Self::Local(pool) => crate::data::DataAccess::Local(pool.clone()),
+            Self::Remote(c) => crate::data::DataAccess::Remote(c.clone()),
+        }
+    }
+
+    async fn beat(
+        &self,
+        claimed: &Claimed,
+        lease: Duration,
+        fraction: f32,
+        message: &str,
+    ) -> anyhow::Result<Beat> {
+        match self {
+            Self::Local(pool) => {
+                Ok(jobs::heartbeat(pool, claimed, lease, fraction, message).await?)
+            }
+            Self::Remote(c) => c.beat(claimed, lease, fraction, message).await,
+        }
+    }
+
+    async fn complete(
+        &self,
+        claimed: &Claimed,
+        out: &crate::StepOutput,
+        message: &str,
+    ) -> anyhow::Result<Completion> {
+        match self {
+            Self::Local(pool) => Ok(jobs::complete_with_message(
+                pool,
+                claimed,
+                &out.output,
+                &out.artifacts,
+                Some(message),
+            )
+            .await?),
+            Self::Remote(c) => {
+                c.complete(claimed, &out.output, &out.artifacts, Some(message))
+                    .await
+            }
+        }
+    }
+
+    async fn fail(
+        &self,
+        claimed: &Claimed,
+        error: &str,
+        retryable: bool,
+    ) -> anyhow::Result<FailOutcome> {
+        match self {
+            Self::Local(pool) => Ok(jobs::fail(pool, claimed, error, retryable).await?),
+            Self::Remote(c) => c.fail(claimed, error, retryable).await,
+        }
+    }
+
+    async fn cancelled(&self, claimed: &Claimed) -> anyhow::Result<bool> {
+        match self {
+            Self::Local(pool) => Ok(jobs::mark_cancelled(pool, claimed).await?),
+            Self::Remote(c) => c.cancelled(claimed).await,
+        }
+    }
+
+    async fn worker_beat(&self, worker_id: Uuid) -> anyhow::Result<String> {
+        match self {
+            Self::Local(pool) => Ok(workers::heartbeat(pool, worker_id).await?),
+            Self::Remote(c) => c.worker_beat().await,
+        }
+    }
+
+    async fn deregister(&self, worker_id: Uuid) -> anyhow::Result<()> {
+        match self {
+            Self::Local(pool) => Ok(workers::deregister(pool, worker_id).await?),
+            Self::Remote(c) => c.deregister().await,
+        }
+    }
+}
+
 struct Shared {
-    pool: PgPool,
+    backend: Backend,
     worker_id: Uuid,
     config: WorkerConfig,
     registry: Registry,
     slots: Semaphore,
     shutdown: CancellationToken,
+    /// Whether the admin state lets the worker take new steps.
+    polling: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn pool(&self) -> Option<&PgPool> {
+        match &self.backend {
+            Backend::Local(pool) => Some(pool),
+            Backend::Remote(_) => None,
+        }
+    }
 }
 
 /// A running worker. Stop it with [`Worker::shutdown`] (finishes running steps) or by dropping the
@@ -128,8 +225,11 @@ async fn handle(
     let Ok(_permit) = shared.slots.acquire().await else {
         return Ok(());
     };
+    let Some(pool) = shared.pool() else {
+        return Ok(());
+    };
     match jobs::claim(
-        &shared.pool,
+        pool,
         dispatch.step_id,
         shared.worker_id,
         shared.config.lease,
@@ -164,7 +264,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
         args: claimed.args.clone(),
         progress: progress.clone(),
         cancel: cancel.clone(),
-        pool: shared.pool.clone(),
+        data: shared.backend.data(),
         objects: shared.config.objects.clone(),
         model_dir: shared.config.model_dir.clone(),
         outbound: shared.config.outbound.clone(),
@@ -191,7 +291,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
         tokio::select! {
             joined = &mut body => {
                 match joined {
-                    Ok(Ok(out)) => match jobs::complete_with_message(&shared.pool, &claimed, &out.output, &out.artifacts, Some(&progress.get().1)).await {
+                    Ok(Ok(out)) => match shared.backend.complete(&claimed, &out, &progress.get().1).await {
                         Ok(Completion::Succeeded) => info!("step succeeded"),
                         Ok(Completion::Cancelled) => info!("step finished after a cancel was requested; result discarded, step cancelled"),
                         Ok(Completion::LeaseLost) => warn!("step finished after its lease was lost; result discarded"),
@@ -218,7 +318,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
                 let until_fence = fence_after.saturating_sub(last_beat.elapsed());
                 let beat_result = tokio::time::timeout(
                     until_fence,
-                    jobs::heartbeat(&shared.pool, &claimed, shared.config.lease, fraction, &message),
+                    shared.backend.beat(&claimed, shared.config.lease, fraction, &message),
                 )
                 .await
                 .map_err(|_| "the database did not answer in time".to_owned())
@@ -252,14 +352,14 @@ async fn execute(shared: &Shared, claimed: Claimed) {
 }
 
 async fn record_cancel(shared: &Shared, claimed: &Claimed) {
-    match jobs::mark_cancelled(&shared.pool, claimed).await {
+    match shared.backend.cancelled(claimed).await {
         Ok(_) => info!("step cancelled"),
         Err(e) => warn!(error = %e, "could not record the cancel; the reaper will"),
     }
 }
 
 async fn record_failure(shared: &Shared, claimed: &Claimed, error: &str, retryable: bool) {
-    match jobs::fail(&shared.pool, claimed, error, retryable).await {
+    match shared.backend.fail(claimed, error, retryable).await {
         Ok(FailOutcome::Retrying(after)) => info!(
             error,
             retry_in_ms = after.as_millis() as u64,
@@ -361,7 +461,10 @@ async fn run_poller(
         let wake = Strategy::new()
             .stream(wakes.stream(&queue))
             .interval(POLL_INTERVAL);
-        let backend = PostgresStorage::<Dispatch>::new(&shared.pool)
+        let Some(pool) = shared.pool() else {
+            return;
+        };
+        let backend = PostgresStorage::<Dispatch>::new(pool)
             .with_config(
                 Config::default()
                     .queue(queue.as_str())
@@ -435,19 +538,18 @@ impl Worker {
         info!(%worker_id, pool = %config.pool, queues = ?message_queues, concurrency = config.concurrency, "worker registered");
         let shared = Arc::new(Shared {
             slots: Semaphore::new(config.concurrency),
-            pool,
+            backend: Backend::Local(pool.clone()),
             worker_id,
             config,
             registry,
             shutdown: CancellationToken::new(),
+            polling: std::sync::atomic::AtomicBool::new(true),
         });
         let mut tasks = Vec::new();
         let contexts = Contexts::default();
         let wakes = Wakes::new(&message_queues, shared.config.concurrency);
         tasks.push(tokio::spawn(
-            wakes
-                .clone()
-                .listen(shared.pool.clone(), shared.shutdown.clone()),
+            wakes.clone().listen(pool.clone(), shared.shutdown.clone()),
         ));
         // One apalis poller per slot and queue, each taking up to `prefetch` messages at a time (default
         // `DEFAULT_PREFETCH`, 2; a held message its slot has not reached within 15 s is re-dispatched by
@@ -466,10 +568,61 @@ impl Worker {
         }
         tasks.push(tokio::spawn(control_loop(shared.clone(), contexts)));
         tasks.push(tokio::spawn(run_reaper(
-            shared.pool.clone(),
+            pool,
             shared.config.reap_every,
             shared.config.lease,
             shared.shutdown.clone(),
+        )));
+        Ok(Self { shared, tasks })
+    }
+
+    /// Joins a pool through the server's worker API with only a worker token (`client` has it): the
+    /// token's organisation's private pool. Claims are long polls; heartbeats, outcomes, the step
+    /// bodies' data and objects all go through the server. Without an object store of its own in
+    /// `config`, the worker reads and writes objects through the server.
+    ///
+    /// # Errors
+    /// A refused token, an unreachable server, or an empty queue list.
+    pub async fn start_remote(
+        client: Arc<crate::remote::Client>,
+        mut config: WorkerConfig,
+        registry: Registry,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.concurrency >= 1, "concurrency must be at least 1");
+        anyhow::ensure!(
+            !config.queues.is_empty(),
+            "a worker must serve at least one queue"
+        );
+        let registration = Registration {
+            name: config.name.clone(),
+            pool: config.pool.clone(),
+            queues: config.queues.clone(),
+            concurrency: i32::try_from(config.concurrency).unwrap_or(i32::MAX),
+            capabilities: config.capabilities.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let reg = client.register(&registration).await?;
+        if config.objects.is_none() {
+            config.objects = Some(client.objects()?);
+        }
+        info!(worker_id = %reg.worker_id, server = %client.server(), queues = ?reg.queues,
+              concurrency = config.concurrency, "worker registered through the worker API");
+        let shared = Arc::new(Shared {
+            slots: Semaphore::new(config.concurrency),
+            backend: Backend::Remote(client),
+            worker_id: reg.worker_id,
+            config,
+            registry,
+            shutdown: CancellationToken::new(),
+            polling: std::sync::atomic::AtomicBool::new(true),
+        });
+        let mut tasks = Vec::new();
+        for _ in 0..shared.config.concurrency {
+            tasks.push(tokio::spawn(remote_slot(shared.clone())));
+        }
+        tasks.push(tokio::spawn(control_loop(
+            shared.clone(),
+            Contexts::default(),
         )));
         Ok(Self { shared, tasks })
     }
@@ -490,9 +643,56 @@ impl Worker {
         let n = u32::try_from(self.shared.config.concurrency).unwrap_or(u32::MAX);
         let _ =
             tokio::time::timeout(Duration::from_secs(30), self.shared.slots.acquire_many(n)).await;
-        if let Err(e) = workers::deregister(&self.shared.pool, self.shared.worker_id).await {
+        if let Err(e) = self.shared.backend.deregister(self.shared.worker_id).await {
             warn!(error = %e, "could not deregister");
         }
+    }
+}
+
+/// One slot of a remote worker: long-polls the server for a step, runs it, and asks again. A claim
+/// whose answer is lost (the connection dropped, the worker shut down meanwhile) is re-queued by the
+/// server's reaper when its lease expires.
+async fn remote_slot(shared: Arc<Shared>) {
+    let Backend::Remote(client) = &shared.backend else {
+        return;
+    };
+    let mut failures = 0u32;
+    loop {
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        if !shared.polling.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::select! {
+                () = shared.shutdown.cancelled() => return,
+                () = tokio::time::sleep(shared.config.heartbeat) => continue,
+            }
+        }
+        let Ok(permit) = shared.slots.acquire().await else {
+            return;
+        };
+        let claim = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            r = client.claim(crate::remote::CLAIM_WAIT, shared.config.lease) => r,
+        };
+        match claim {
+            Ok(Some(claimed)) => {
+                failures = 0;
+                let span = info_span!("step", step_id = %claimed.id, kind = %claimed.kind, attempt = claimed.attempt);
+                execute(&shared, claimed).instrument(span).await;
+            }
+            Ok(None) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                let pause = Duration::from_millis(500 * u64::from(failures.min(20)));
+                warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "could not ask the server for work");
+                drop(permit);
+                tokio::select! {
+                    () = shared.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
+        }
+        drop(permit);
     }
 }
 
@@ -507,7 +707,7 @@ async fn control_loop(shared: Arc<Shared>, contexts: Contexts) {
             () = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let state = match workers::heartbeat(&shared.pool, shared.worker_id).await {
+        let state = match shared.backend.worker_beat(shared.worker_id).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "registry heartbeat failed");
@@ -515,6 +715,9 @@ async fn control_loop(shared: Arc<Shared>, contexts: Contexts) {
             }
         };
         let want = state == "active";
+        shared
+            .polling
+            .store(want, std::sync::atomic::Ordering::Relaxed);
         for ctx in contexts.current() {
             // A poller that has not started yet is left alone; the next beat catches it.
             if want && ctx.is_paused() {

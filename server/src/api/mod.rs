@@ -18,6 +18,7 @@ pub mod suggestions;
 pub mod tokens;
 pub mod validate;
 pub mod webhooks;
+pub mod worker_api;
 pub mod workers;
 
 #[cfg(test)]
@@ -291,6 +292,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(suggestions::routes())
         .merge(shares::routes())
         .merge(webhooks::routes())
+        .merge(worker_api::routes())
         .routes(routes!(step_kinds))
 }
 
@@ -325,6 +327,10 @@ async fn limits(
         )
         .into_response()
     };
+    // Remote workers' long polls and uploads: outside the user-facing timeout and slots.
+    if req.uri().path().starts_with(worker_api::PREFIX) {
+        return next.run(req).await;
+    }
     let work = async {
         let _slot = limits.slots.clone().acquire_owned().await;
         next.run(req).await

@@ -104,7 +104,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let setup_code = state.setup_code.clone();
     let stop_maintenance = tokio_util::sync::CancellationToken::new();
-    let maintenance = groundwork_server::maintenance::spawn(&state, &stop_maintenance);
+    let mut maintenance = groundwork_server::maintenance::spawn(&state, &stop_maintenance);
+    if workers.is_empty() {
+        // In-process workers run the reaper; without them (remote workers only), the server does.
+        maintenance.push(tokio::spawn(groundwork_worker::run_reaper(
+            db.pool.clone(),
+            config.reap_every,
+            config.lease,
+            stop_maintenance.clone(),
+        )));
+    }
     state.secure_cookies =
         groundwork_server::hygiene::secure_cookies(args.secure_cookies, addr.ip());
     let mut app = router(state);

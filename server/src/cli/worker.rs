@@ -57,9 +57,23 @@ pub struct WorkerArgs {
     /// joins the default organisation.
     #[arg(long, env = "GROUNDWORK_WORKER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Join a server over HTTPS instead of the database (`https://groundwork.example.org`): the
+    /// worker then needs only `--token`, and reads and writes objects through the server unless
+    /// `--object-store` is given. Plain `http://` is accepted only for this machine.
+    #[arg(long, env = "GROUNDWORK_SERVER")]
+    server: Option<String>,
 }
 
 pub fn worker_config(o: &WorkerOptions) -> anyhow::Result<WorkerConfig> {
+    let mut c = settings(o)?;
+    c.objects = Some(objects::open(
+        &o.object_store.clone().unwrap_or_else(objects::default_url),
+    )?);
+    Ok(c)
+}
+
+/// The worker settings of `o` without an object store.
+fn settings(o: &WorkerOptions) -> anyhow::Result<WorkerConfig> {
     let capabilities = groundwork_worker::detect_capabilities();
     let pool = o
         .pool
@@ -85,14 +99,32 @@ pub fn worker_config(o: &WorkerOptions) -> anyhow::Result<WorkerConfig> {
     }
     c.model_dir = Some(o.model_dir.clone());
     c.outbound = o.outbound.policy()?;
-    c.objects = Some(objects::open(
-        &o.object_store.clone().unwrap_or_else(objects::default_url),
-    )?);
     Ok(c)
+}
+
+/// `groundwork worker --server …`: joins over the worker API with only a token.
+async fn remote_worker(args: WorkerArgs, server: &str) -> anyhow::Result<()> {
+    let token = args.token.clone().unwrap_or_default();
+    let client = std::sync::Arc::new(groundwork_worker::remote::Client::new(server, &token)?);
+    // Objects go through the server unless the worker was given a store of its own.
+    let config = match args.worker.object_store {
+        Some(_) => worker_config(&args.worker)?,
+        None => settings(&args.worker)?,
+    };
+    let w = Worker::start_remote(client, config, Registry::builtin())
+        .await
+        .map_err(|e| e.context(format!("joining {server}")))?;
+    println!("worker {} started", w.id());
+    super::shutdown_signal().await;
+    w.shutdown().await;
+    Ok(())
 }
 
 /// `groundwork worker`.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    if let Some(server) = args.server.clone() {
+        return remote_worker(args, &server).await;
+    }
     let db = Database::open(&args.db, 10).await?;
     let mut config = worker_config(&args.worker)?;
     config.token = args.token.clone();

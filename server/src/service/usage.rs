@@ -52,6 +52,9 @@ pub struct Estimate {
     pub month: String,
     /// Installation device-hours of this kind the organisation used this month.
     pub used_hours: f64,
+    /// What the organisation's unfinished runs of this device kind are still expected to spend (their
+    /// estimates less what they used); counted against the quota.
+    pub committed_hours: f64,
     /// Its monthly quota of this kind (null: none).
     pub quota_hours: Option<f64>,
     /// What is left of the quota (null: no quota).
@@ -94,7 +97,13 @@ pub async fn estimate_units(
         .and_then(|u| u.price_per_hour.zip(u.currency.clone()));
     // Quotas cap the installation's workers: an organisation that does not use them spends none.
     let on_installation = usage::uses_installation_workers(&state.pool, org_id).await?;
-    let remaining_hours = quota_hours.map(|q| (q - used_hours).max(0.0));
+    // Runs already started but not finished hold their estimates (less what they used).
+    let committed_hours = if quota_hours.is_some() {
+        usage::committed_hours(&state.pool, org_id, device).await?
+    } else {
+        0.0
+    };
+    let remaining_hours = quota_hours.map(|q| (q - used_hours - committed_hours).max(0.0));
     let within_quota = !on_installation || remaining_hours.is_none_or(|r| device_hours <= r);
     let unit = usage::unit_of(kind).unwrap_or("unit").to_owned();
     let note = format!(
@@ -129,6 +138,7 @@ pub async fn estimate_units(
         cost: price.map(|p| p.0 * device_hours),
         month: month.to_string(),
         used_hours,
+        committed_hours,
         quota_hours,
         remaining_hours,
         within_quota,
@@ -232,7 +242,7 @@ pub fn over_quota(estimate: &Estimate, request_approval: bool) -> ApiResult<bool
         ErrorCode::QuotaExceeded,
         format!(
             "this run needs about {:.2} {}-hours, and the organisation has {:.2} of its {:.2} {} device-hours \
-             left for {}: start it with request_approval to wait for an administrator's approval, or ask for a \
+             left for {}{}: start it with request_approval to wait for an administrator's approval, or ask for a \
              larger quota",
             estimate.device_hours,
             estimate.device_kind.name().to_uppercase(),
@@ -240,6 +250,14 @@ pub fn over_quota(estimate: &Estimate, request_approval: bool) -> ApiResult<bool
             estimate.quota_hours.unwrap_or(0.0),
             estimate.device_kind.name().to_uppercase(),
             estimate.month,
+            if estimate.committed_hours > 0.005 {
+                format!(
+                    " ({:.2} of them held by runs not yet finished)",
+                    estimate.committed_hours
+                )
+            } else {
+                String::new()
+            },
         ),
     );
     e.details = serde_json::to_value(estimate).unwrap_or_default();

@@ -543,6 +543,62 @@ async fn a_run_over_its_quota_is_refused_or_held_until_an_administrator_approves
     let (status, run) = call(&app, "POST", &predict, Some(json!({}))).await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     assert_eq!(run["awaiting_approval"], false);
+
+    // Runs not yet finished hold their estimates: a quota that fits one more run fits one, not two.
+    admin(
+        &db,
+        &[
+            "set-quota",
+            "--org",
+            &org_name,
+            "--device",
+            "gpu",
+            "--hours",
+            "1000",
+        ],
+    );
+    let (status, est) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/estimate"),
+        Some(json!({"kind": "predict"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{est}");
+    let one = est["device_hours"].as_f64().unwrap();
+    let held = est["committed_hours"].as_f64().unwrap();
+    assert!(
+        held >= one * 0.99,
+        "the unfinished run above is counted: {est}"
+    );
+    let quota = est["used_hours"].as_f64().unwrap() + held + 1.5 * one;
+    admin(
+        &db,
+        &[
+            "set-quota",
+            "--org",
+            &org_name,
+            "--device",
+            "gpu",
+            "--hours",
+            &format!("{quota:.4}"),
+        ],
+    );
+    let (status, run) = call(&app, "POST", &predict, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let (status, err) = call(&app, "POST", &predict, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{err}");
+    assert!(
+        err["error"]["details"]["committed_hours"].as_f64().unwrap() >= held + one * 0.99,
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("held by runs not yet finished"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ mod outputs;
 mod package;
 mod processes;
 mod ranges;
+mod remote;
 mod shares;
 mod suggestions;
 mod webhooks;

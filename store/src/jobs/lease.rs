@@ -147,7 +147,8 @@ pub async fn heartbeat(
 }
 
 /// What became of a step body's success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Completion {
     /// Committed: output, artifacts and `succeeded`.
     Succeeded,
@@ -245,7 +246,8 @@ async fn not_completed(pool: &PgPool, claimed: &Claimed) -> Result<Completion> {
 }
 
 /// What became of a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailOutcome {
     /// Re-queued; runs again after the backoff.
     Retrying(Duration),
@@ -377,4 +379,66 @@ async fn finish_attempt(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Claims the next ready step for a worker that joined with a worker token (the worker API's long
+/// poll): a queued, due step of the worker's organisation on one of its queues, oldest first, taken
+/// with [`claim`] (so every condition of a claim holds, and its dispatch messages are retired). `None`
+/// when nothing is ready or every candidate was taken by another worker first.
+pub async fn claim_next(
+    pool: &PgPool,
+    worker_id: Uuid,
+    lease: Duration,
+) -> Result<Option<Claimed>> {
+    let candidates: Vec<Uuid> = sqlx::query_scalar(
+        "select s.id from step s join pipeline_run r on r.id = s.run_id join worker w on w.id = $1 \
+         where w.worker_token_id is not null and r.org_id = w.org_id and s.queue = any(w.queues) \
+           and s.state = 'queued' and not s.cancel_requested and s.run_at <= now() and not r.awaiting_approval \
+           and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
+                           where d.step_id = s.id and p.state <> 'succeeded') \
+         order by s.run_at, s.id limit 8",
+    )
+    .bind(worker_id)
+    .fetch_all(pool)
+    .await?;
+    for step_id in candidates {
+        if let Some(c) = claim(pool, step_id, worker_id, lease, None).await? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+/// The claim `claim_id` of step `step_id` as its holder `worker_id` knows it, whatever the step's
+/// state now (the lease functions decide what a late call may still do); `None` when that worker
+/// never held that claim.
+pub async fn claimed_by(
+    pool: &PgPool,
+    step_id: Uuid,
+    claim_id: Uuid,
+    worker_id: Uuid,
+) -> Result<Option<Claimed>> {
+    Ok(sqlx::query_as(
+        "select s.id, s.run_id, s.kind, s.args, a.attempt, s.max_attempts, a.worker_id as lease_owner, a.claim_id, \
+             exists (select 1 from step_dependency d where d.depends_on = s.id) as has_dependents, \
+             r.project_id, r.org_id \
+         from step_attempt a join step s on s.id = a.step_id join pipeline_run r on r.id = s.run_id \
+         where a.step_id = $1 and a.claim_id = $2 and a.worker_id = $3",
+    )
+    .bind(step_id)
+    .bind(claim_id)
+    .bind(worker_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Whether claim `claim_id` holds the lease of step `step_id` now.
+pub async fn holds_lease(pool: &PgPool, step_id: Uuid, claim_id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from step where id = $1 and claim_id = $2 and state = 'running')",
+    )
+    .bind(step_id)
+    .bind(claim_id)
+    .fetch_one(pool)
+    .await?)
 }

@@ -26,8 +26,8 @@ pub use api::{
     request_cancel, retry,
 };
 pub use lease::{
-    Completion, FailOutcome, claim, complete, complete_with_message, dispatch_held_back, fail,
-    fenced, heartbeat, mark_cancelled,
+    Completion, FailOutcome, claim, claim_next, claimed_by, complete, complete_with_message,
+    dispatch_held_back, fail, fenced, heartbeat, holds_lease, mark_cancelled,
 };
 pub use reaper::{MAX_LOST_LEASES, Reaped, reap};
 
@@ -203,7 +203,7 @@ pub struct RunWithSteps {
 }
 
 /// A step claimed by a worker: the lease is held until completion or expiry.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Claimed {
     /// Step id.
     pub id: Uuid,
@@ -231,7 +231,8 @@ pub struct Claimed {
 }
 
 /// What a heartbeat tells the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Beat {
     /// Keep going.
     Continue,

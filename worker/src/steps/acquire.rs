@@ -8,7 +8,7 @@ use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
 use groundwork_imagery::{AcquireRequest, GridOptions, Profile, Source, WindowSpec, WindowStatus};
-use groundwork_store::{jobs, projects, windows};
+use groundwork_store::{projects, windows};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -67,6 +67,18 @@ pub async fn plan_windows(
     pool: &groundwork_store::PgPool,
     project: &projects::Project,
 ) -> anyhow::Result<Vec<WindowSpec>> {
+    let (specs, rows) = window_plan(project).await?;
+    windows::upsert(pool, project.id, &rows).await?;
+    let planned: Vec<String> = rows.into_iter().map(|w| w.id).collect();
+    windows::retire_unplanned(pool, project.id, &planned).await?;
+    Ok(specs)
+}
+
+/// Cuts a project's area into windows (off the async runtime): the windows in id order, and their
+/// rows to record.
+async fn window_plan(
+    project: &projects::Project,
+) -> anyhow::Result<(Vec<WindowSpec>, Vec<windows::NewWindow>)> {
     let aoi: geojson::Geometry = serde_json::from_value(project.aoi.clone())
         .context("the project's AOI is not a GeoJSON geometry")?;
     let opts = GridOptions {
@@ -96,10 +108,7 @@ pub async fn plan_windows(
             geometry: serde_json::to_value(&w.wgs84_polygon).unwrap_or_default(),
         })
         .collect();
-    windows::upsert(pool, project.id, &rows).await?;
-    let planned: Vec<String> = rows.into_iter().map(|w| w.id).collect();
-    windows::retire_unplanned(pool, project.id, &planned).await?;
-    Ok(specs)
+    Ok((specs, rows))
 }
 
 /// The `acquire` kind.
@@ -125,7 +134,8 @@ impl Step for Acquire {
             let project = ctx.project().await?;
             let modalities = project.modalities.clone();
             ctx.progress.set(0.0, "planning windows");
-            let all = plan_windows(&ctx.pool, &project).await.map_err(permanent)?;
+            let (all, rows) = window_plan(&project).await.map_err(permanent)?;
+            ctx.plan_windows(rows).await?;
             let mine: Vec<WindowSpec> = all
                 .into_iter()
                 .enumerate()
@@ -186,13 +196,7 @@ impl Step for Acquire {
                 })
                 .collect();
             // Fenced by the claim: an execution that lost its lease records nothing.
-            let mut tx = ctx.fenced().await?;
-            windows::record_outcomes(&mut *tx, project.id, ctx.step_id, &outcomes)
-                .await
-                .map_err(|e| StepError::Retryable(e.into()))?;
-            tx.commit()
-                .await
-                .map_err(|e| StepError::Retryable(e.into()))?;
+            ctx.record_outcomes(outcomes).await?;
             let months: Vec<String> = report
                 .bins
                 .iter()
@@ -214,9 +218,7 @@ impl Step for Acquire {
                 tracing::warn!(step = %ctx.step_id, "{w}");
             }
             if count == 1 && !report.success {
-                let common = windows::most_common_reason(&ctx.pool, project.id, "quarantined")
-                    .await
-                    .map_err(|e| StepError::Retryable(e.into()))?;
+                let common = ctx.most_common_reason("quarantined").await?;
                 return Err(permanent(anyhow::anyhow!(
                     "{}",
                     shortfall(
@@ -274,9 +276,7 @@ impl Step for AcquireSummary {
         args: SummaryArgs,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let c = windows::counts(&ctx.pool, ctx.project_id)
-                .await
-                .map_err(|e| StepError::Retryable(e.into()))?;
+            let c = ctx.window_counts().await?;
             #[expect(clippy::cast_precision_loss, reason = "a fraction")]
             let fraction = if c.total == 0 {
                 0.0
@@ -285,11 +285,8 @@ impl Step for AcquireSummary {
             };
             // What the partitions found, month by month: the distinct scenes used and the clear
             // fraction (weighted by windows).
-            let run = jobs::get_run(&ctx.pool, ctx.org_id, ctx.run_id)
-                .await
-                .map_err(|e| StepError::Retryable(e.into()))?;
-            let parts: Vec<&Value> = run
-                .steps
+            let steps = ctx.run_steps().await?;
+            let parts: Vec<&Value> = steps
                 .iter()
                 .filter(|s| s.kind == StepKind::Acquire)
                 .filter_map(|s| s.output.as_ref())
@@ -301,9 +298,7 @@ impl Step for AcquireSummary {
                 "scenes_per_month": scenes_per_month, "clear_fraction": clear_fraction,
                 "band_means": band_means, "unit_warnings": unit_warnings(&band_means)});
             if fraction < args.success_threshold {
-                let common = windows::most_common_reason(&ctx.pool, ctx.project_id, "quarantined")
-                    .await
-                    .map_err(|e| StepError::Retryable(e.into()))?;
+                let common = ctx.most_common_reason("quarantined").await?;
                 let n = |v: i64| usize::try_from(v).unwrap_or(0);
                 return Err(permanent(anyhow::anyhow!(
                     "{}",

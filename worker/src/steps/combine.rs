@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use groundwork_imagery::mosaic::DiskMosaic;
 use groundwork_imagery::publish::LegendClass;
 use groundwork_imagery::stitch::Rect;
-use groundwork_store::{jobs, projects};
+use groundwork_store::projects;
 use groundwork_types::StepState;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
@@ -276,11 +276,8 @@ impl Step for Combine {
         Box::pin(async move {
             let objects = ctx.objects(StepKind::Combine)?;
             let project = ctx.project().await?;
-            let run = jobs::get_run(&ctx.pool, project.org_id, ctx.run_id)
-                .await
-                .map_err(|e| StepError::Retryable(e.into()))?;
-            let parts: Vec<PartOutput> = run
-                .steps
+            let steps = ctx.run_steps().await?;
+            let parts: Vec<PartOutput> = steps
                 .iter()
                 .filter(|s| s.kind == StepKind::Predict && s.state == StepState::Succeeded)
                 .filter_map(|s| s.output.clone())

@@ -8,7 +8,7 @@ use super::train::{ModelManifest, WindowSource, load_examples};
 use super::{permanent, retryable};
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use futures::future::BoxFuture;
-use groundwork_store::labels::{self, Split, TrainingExample};
+use groundwork_store::labels::{Split, TrainingExample};
 use groundwork_store::models;
 use groundwork_types::keys::ModelKeys;
 use groundwork_types::{
@@ -239,13 +239,9 @@ impl Step for Evaluate {
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
             let manifest = read_manifest(&ctx, &args).await?;
-            let (_, examples) = labels::training_examples(
-                &ctx.pool,
-                ctx.project_id,
-                Some(manifest.1.label_set_version),
-            )
-            .await
-            .map_err(permanent)?;
+            let (_, examples) = ctx
+                .training_examples(Some(manifest.1.label_set_version))
+                .await?;
             evaluate_with_manifest(&ctx, &args, manifest, examples).await
         })
     }
@@ -256,15 +252,9 @@ async fn read_manifest(
     args: &EvaluateArgs,
 ) -> Result<(String, ModelManifest), StepError> {
     let store = ctx.objects(StepKind::Evaluate)?;
-    let model_key = super::train::model_keys(
-        &ctx.pool,
-        &ctx.keys(),
-        ctx.project_id,
-        args.train_run_id.unwrap_or(ctx.run_id),
-    )
-    .await
-    .map_err(retryable)?
-    .manifest;
+    let model_key = super::train::model_keys(ctx, args.train_run_id.unwrap_or(ctx.run_id))
+        .await?
+        .manifest;
     let bytes = match store.get(&ObjectPath::from(model_key.clone())).await {
         Ok(r) => r.bytes().await.map_err(retryable)?,
         Err(object_store::Error::NotFound { .. }) => {
@@ -322,9 +312,7 @@ async fn evaluate_with_manifest(
     }
     let cfg = manifest.config.clone();
     let ids: Vec<String> = examples.iter().map(|e| e.window_id.clone()).collect();
-    let objects = groundwork_store::windows::objects_of(&ctx.pool, ctx.project_id, &ids)
-        .await
-        .map_err(retryable)?;
+    let objects = ctx.objects_of(&ids).await?;
     let source = WindowSource {
         store: store.as_ref(),
         keys: &keys,
@@ -435,23 +423,18 @@ async fn evaluate_with_manifest(
     report.warnings = report.trust_warnings();
     let report = serde_json::to_value(&report).map_err(permanent)?;
     // Fenced by the claim: an execution that lost its lease stores no report.
-    let mut tx = ctx.fenced().await?;
-    let stored = models::record_evaluation(
-        &mut *tx,
-        &models::NewEvaluation {
+    let stored = ctx
+        .record_evaluation(models::NewEvaluation {
             run_id: train_run,
             step_id: Some(ctx.step_id),
             label_set_version: Some(manifest.label_set_version),
             model_key: model_key.clone(),
             report: report.clone(),
-        },
-    )
-    .await
-    .map_err(|e| retryable(anyhow::anyhow!(e)))?;
-    tx.commit().await.map_err(retryable)?;
+        })
+        .await?;
     ctx.progress.set(1.0, "evaluation stored");
     Ok(StepOutput {
-        output: json!({"evaluation_id": stored.id, "report": report}),
+        output: json!({"evaluation_id": stored, "report": report}),
         artifacts: Vec::new(),
     })
 }

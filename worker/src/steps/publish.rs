@@ -10,8 +10,7 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use groundwork_imagery::footprint::data_footprint;
 use groundwork_imagery::publish::warp_to_web_mercator;
-use groundwork_store::jobs;
-use groundwork_store::outputs::{self, NewOutput};
+use groundwork_store::outputs::NewOutput;
 use groundwork_types::StepState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -80,11 +79,8 @@ impl Step for Publish {
         Box::pin(async move {
             let objects = ctx.objects(StepKind::Publish)?;
             let project = ctx.project().await?;
-            let run = jobs::get_run(&ctx.pool, project.org_id, ctx.run_id)
-                .await
-                .map_err(|e| StepError::Retryable(e.into()))?;
-            let combined: CombineOutput = run
-                .steps
+            let steps = ctx.run_steps().await?;
+            let combined: CombineOutput = steps
                 .iter()
                 .find(|s| s.kind == StepKind::Combine && s.state == StepState::Succeeded)
                 .and_then(|s| s.output.clone())
@@ -175,17 +171,7 @@ impl Step for Publish {
             }
             // The output rows commit together, fenced by the claim: an execution that lost its lease
             // publishes nothing, and a reader never sees half of a run's outputs.
-            let mut tx = ctx.fenced().await?;
-            let mut published = Vec::new();
-            for row in &rows {
-                let out = outputs::upsert(&mut *tx, row)
-                    .await
-                    .map_err(|e| StepError::Retryable(e.into()))?;
-                published.push(json!({"id": out.id, "kind": out.kind, "min_zoom": out.min_zoom, "max_zoom": out.max_zoom}));
-            }
-            tx.commit()
-                .await
-                .map_err(|e| StepError::Retryable(e.into()))?;
+            let published = ctx.publish_outputs(rows).await?;
             ctx.progress.set(1.0, "published");
             Ok(StepOutput {
                 output: json!({"outputs": published}),

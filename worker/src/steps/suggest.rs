@@ -25,8 +25,8 @@ use super::{permanent, retryable};
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use candle_core::Tensor;
 use futures::future::BoxFuture;
-use groundwork_store::labels::{self, LabelTarget, Split, TrainingExample};
-use groundwork_store::suggestions::{self, NewSuggestion, Reason};
+use groundwork_store::labels::{LabelTarget, Split, TrainingExample};
+use groundwork_store::suggestions::{NewSuggestion, Reason};
 use olmoearth::finetune::{
     Example, FitSink, IGNORE, LinearHead, LinearInputs, Rng, Target, embed_examples, fit_linear,
 };
@@ -381,19 +381,16 @@ impl Step for Suggest {
 async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, StepError> {
     let store = ctx.objects(StepKind::Suggest)?;
     let project = ctx.project().await?;
-    if let Some(reason) = groundwork_store::windows::stale_refusal(&ctx.pool, ctx.project_id)
-        .await
-        .map_err(retryable)?
-    {
+    if let Some(reason) = ctx.stale_refusal().await? {
         return Err(permanent(anyhow::anyhow!(reason)));
     }
     let count = args.count.unwrap_or(DEFAULT_COUNT) as usize;
     let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))
         .map_err(permanent)?;
     ctx.progress.set(0.0, "reading the windows and labels");
-    let grids: Vec<_> = labels::window_grids(&ctx.pool, ctx.project_id)
-        .await
-        .map_err(retryable)?
+    let grids: Vec<_> = ctx
+        .window_grids()
+        .await?
         .into_iter()
         .filter(|g| g.status == "acquired")
         .collect();
@@ -402,9 +399,7 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
             "the project has no acquired imagery yet: acquire imagery first"
         )));
     }
-    let masks = labels::label_masks(&ctx.pool, ctx.project_id, None)
-        .await
-        .map_err(retryable)?;
+    let masks = ctx.label_masks(None).await?;
     let label_set_version = masks.as_ref().map(|(v, _)| *v);
     let masks: std::collections::HashMap<String, LabelTarget> = masks
         .map(|(_, m)| m.into_iter().collect())
@@ -443,9 +438,7 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
         .collect();
     let classes = class_ids(&project.classes, &examples);
     let ids: Vec<String> = examples.iter().map(|e| e.window_id.clone()).collect();
-    let objects = groundwork_store::windows::objects_of(&ctx.pool, ctx.project_id, &ids)
-        .await
-        .map_err(retryable)?;
+    let objects = ctx.objects_of(&ids).await?;
     let keys = ctx.keys();
     let modalities: Vec<Modality> = project.modalities.clone();
     let source = WindowSource {
@@ -629,21 +622,17 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
             margin: p.margin,
         });
     }
-    let mut tx = ctx.fenced().await?;
-    suggestions::record(&mut tx, ctx.run_id, ctx.project_id, &items)
-        .await
-        .map_err(retryable)?;
-    tx.commit().await.map_err(retryable)?;
+    let n = items.len();
+    ctx.record_suggestions(items).await?;
     let mode = if chosen.labelled_classes >= 2 {
         "uncertainty"
     } else {
         "cold_start"
     };
-    ctx.progress
-        .set(1.0, format!("{} points to label next", items.len()));
+    ctx.progress.set(1.0, format!("{} points to label next", n));
     Ok(StepOutput {
         output: json!({
-            "suggestions": items.len(),
+            "suggestions": n,
             "mode": mode,
             "label_set_version": label_set_version,
             "labelled_tokens": chosen.labelled_tokens,

@@ -28,7 +28,7 @@ use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use candle_core::Device;
 use futures::future::BoxFuture;
-use groundwork_store::labels::{self, LabelTarget, Split, TrainingExample};
+use groundwork_store::labels::{LabelTarget, Split, TrainingExample};
 use groundwork_store::models;
 use groundwork_types::keys::{ModelKeys, ProjectKeys};
 use groundwork_types::{ClassDef, HeadKind, Task};
@@ -497,10 +497,7 @@ pub(crate) async fn load_examples(
 
 /// A permanent error when the project's windows hold imagery of settings it no longer has.
 pub(crate) async fn refuse_stale(ctx: &StepContext) -> Result<(), StepError> {
-    match groundwork_store::windows::stale_refusal(&ctx.pool, ctx.project_id)
-        .await
-        .map_err(retryable)?
-    {
+    match ctx.stale_refusal().await? {
         Some(msg) => Err(permanent(anyhow::anyhow!(msg))),
         None => Ok(()),
     }
@@ -524,10 +521,7 @@ impl Step for Train {
             // weights is a permanent failure that says what to do.
             let project = ctx.project().await?;
             prepare_encoder(&ctx, &project).await?;
-            let (version, examples) =
-                labels::training_examples(&ctx.pool, ctx.project_id, args.label_set_version)
-                    .await
-                    .map_err(permanent)?;
+            let (version, examples) = ctx.training_examples(args.label_set_version).await?;
             train_on_examples(&ctx, &args, version, examples).await
         })
     }
@@ -575,14 +569,14 @@ impl FitSink for StepSink {
         let store = self.store.clone();
         let prefix = self.ckpt_prefix.clone();
         let state_json =
-            serde_json::to_vec_pretty(&self.state).map_err(|e| olmoearth::Error::Sink {
+            serde_json::to_string_pretty(&self.state).map_err(|e| olmoearth::Error::Sink {
                 what: "saving the checkpoint".into(),
                 reason: e.to_string(),
             })?;
         let ckpt = checkpoint.to_vec();
         let best = best.map(<[u8]>::to_vec);
         let ctx = self.ctx.clone();
-        let (run_id, step_id, metric) = (self.ctx.run_id, self.ctx.step_id, self.metric);
+        let (step_id, metric) = (self.ctx.step_id, self.metric);
         let own = format!("{claim}/");
         let res: anyhow::Result<()> = self.handle.block_on(async move {
             // Files first, then state.json names them: a crash in between leaves the previous state valid.
@@ -593,26 +587,19 @@ impl FitSink for StepSink {
             // The epoch's row and the commit point, fenced by the claim: the step row stays locked
             // while state.json is written, so no other claim of the step exists meanwhile, and an
             // execution that lost its lease moves neither (every epoch state.json names has its row).
-            let mut tx = ctx.fenced().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            if let Some(r) = record {
-                models::record_epoch(
-                    &mut *tx,
-                    run_id,
-                    &models::TrainingEpoch {
-                        step_id,
-                        epoch: i32::try_from(r.epoch).unwrap_or(i32::MAX),
-                        phase: r.phase,
-                        train_loss: r.train_loss,
-                        val_loss: r.val_loss,
-                        val_metric: r.val_metric,
-                        metric: metric.into(),
-                        seconds: r.seconds,
-                    },
-                )
-                .await?;
-            }
-            put_bytes(store.as_ref(), &format!("{prefix}/state.json"), state_json).await?;
-            tx.commit().await?;
+            let epoch = record.map(|r| models::TrainingEpoch {
+                step_id,
+                epoch: i32::try_from(r.epoch).unwrap_or(i32::MAX),
+                phase: r.phase,
+                train_loss: r.train_loss,
+                val_loss: r.val_loss,
+                val_metric: r.val_metric,
+                metric: metric.into(),
+                seconds: r.seconds,
+            });
+            ctx.record_epoch(epoch, format!("{prefix}/state.json"), state_json)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             // This claim's superseded files go (another claim's never); a failed delete only leaves a
             // stray file behind.
             let (old_ckpt, old_best) = old;
@@ -725,9 +712,7 @@ pub async fn train_on_examples(
     };
 
     let ids: Vec<String> = examples.iter().map(|e| e.window_id.clone()).collect();
-    let objects = groundwork_store::windows::objects_of(&ctx.pool, ctx.project_id, &ids)
-        .await
-        .map_err(retryable)?;
+    let objects = ctx.objects_of(&ids).await?;
     // The acquisitions whose imagery this model learns from, for its lineage.
     let acquisition_runs: std::collections::BTreeSet<uuid::Uuid> =
         objects.values().filter_map(|(_, run)| *run).collect();
@@ -995,17 +980,14 @@ pub async fn train_on_examples(
 /// The files of the model run `run_id` of the project trained: the folder its succeeded `train` step
 /// named, or the run's fixed folder for runs older than per-claim folders.
 pub(crate) async fn model_keys(
-    pool: &groundwork_store::PgPool,
-    keys: &ProjectKeys,
-    project_id: uuid::Uuid,
+    ctx: &StepContext,
     run_id: uuid::Uuid,
-) -> groundwork_store::Result<ModelKeys> {
-    Ok(
-        match models::trained_manifest_key(pool, project_id, run_id).await? {
-            Some(manifest) if keys.owns(&manifest) => ModelKeys::beside(&manifest),
-            _ => keys.model(run_id),
-        },
-    )
+) -> Result<ModelKeys, StepError> {
+    let keys = ctx.keys();
+    Ok(match ctx.trained_manifest_key(run_id).await? {
+        Some(manifest) if keys.owns(&manifest) => ModelKeys::beside(&manifest),
+        _ => keys.model(run_id),
+    })
 }
 
 fn split_len(examples: &[TrainingExample], split: Split) -> usize {

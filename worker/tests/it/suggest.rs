@@ -197,7 +197,7 @@ impl Scene {
             args: Value::Null,
             progress: Progress::default(),
             cancel: CancellationToken::new(),
-            pool: self.db.pool.clone(),
+            data: groundwork_worker::data::DataAccess::Local(self.db.pool.clone()),
             objects: Some(self.store.clone()),
             model_dir: Some(
                 PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -221,7 +221,7 @@ impl Setup {
             args: Value::Null,
             progress: Progress::default(),
             cancel,
-            pool: self.db.pool.clone(),
+            data: groundwork_worker::data::DataAccess::Local(self.db.pool.clone()),
             objects: Some(self.store.clone()),
             model_dir,
             outbound: groundwork_imagery::OutboundPolicy::default(),

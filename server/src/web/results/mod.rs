@@ -435,6 +435,7 @@ mod tests {
             cost: Some(hours * 2.0),
             month: "2026-12".into(),
             used_hours: 10.0 - remaining.unwrap_or(0.0),
+            committed_hours: 0.0,
             quota_hours: remaining.map(|_| 10.0),
             remaining_hours: remaining,
             within_quota: remaining.is_none_or(|r| hours <= r),

@@ -210,14 +210,9 @@ impl Step for Predict {
             let epsg = i32::try_from(args.epsg).map_err(permanent)?;
             ctx.progress.set(0.0, "loading windows");
             // The block plus a one-window halo.
-            let footprints: Vec<WindowFootprint> = outputs::acquired_windows(
-                &ctx.pool,
-                project.id,
-                Some(epsg),
-                Some([c0 - 1, c0 + b, r0 - 1, r0 + b]),
-            )
-            .await
-            .map_err(|e| StepError::Retryable(e.into()))?;
+            let footprints: Vec<WindowFootprint> = ctx
+                .acquired_windows(Some(epsg), Some([c0 - 1, c0 + b, r0 - 1, r0 + b]))
+                .await?;
             let in_core = |w: &WindowFootprint| {
                 (c0..c0 + b).contains(&w.grid_column) && (r0..r0 + b).contains(&w.grid_row)
             };
@@ -293,7 +288,7 @@ impl Step for Predict {
             // A trained model: its manifest names the class of each output and its lineage.
             let trained = match &spec {
                 ModelSpec::Trained { run_id } => Some(
-                    ModelSpec::fetch_trained(&ctx.pool, objects.as_ref(), &project, *run_id)
+                    ModelSpec::fetch_trained(&ctx, objects.as_ref(), *run_id)
                         .await
                         .map_err(permanent)?,
                 ),

@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
-use groundwork_store::projects;
 use object_store::ObjectStoreExt;
 use olmoearth::EncoderInput;
 use olmoearth::ModelSize;
@@ -254,14 +253,13 @@ impl ModelSpec {
 
     /// Reads the manifest and weights of a trained model of `project` from the object store.
     pub async fn fetch_trained(
-        pool: &groundwork_store::PgPool,
+        ctx: &crate::StepContext,
         objects: &dyn object_store::ObjectStore,
-        project: &projects::Project,
         run_id: Uuid,
     ) -> anyhow::Result<(super::super::train::ModelManifest, Vec<u8>)> {
-        let keys = groundwork_types::keys::ProjectKeys::new(project.org_id, project.id);
-        let manifest_key = super::super::train::model_keys(pool, &keys, project.id, run_id)
-            .await?
+        let manifest_key = super::super::train::model_keys(ctx, run_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
             .manifest;
         let path = object_store::path::Path::from(manifest_key.as_str());
         let bytes = async { objects.get(&path).await?.bytes().await }
