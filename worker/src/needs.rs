@@ -61,30 +61,40 @@ impl Shape {
         }
     }
 
-    /// Estimated peak memory in MiB: the weights (with their gradients and two Adam moments when
-    /// training), the activations a backward pass keeps (about 16 values per token, channel and
-    /// layer) or one layer's at inference, the attention scores of one chunk of 1,024 queries, and
-    /// 512 MiB for the runtime. A planning figure, not a measurement: it decides which workers may
-    /// claim the step.
+    /// Estimated peak memory in MiB: the weights (with their gradients and two Adam moments when the
+    /// encoder is fine-tuned), the activations a backward pass keeps (about 16 values per token,
+    /// channel and layer) or one layer's when the encoder only runs forward (inference, or training
+    /// a head on a frozen encoder), the attention scores, and 512 MiB for the runtime.
+    ///
+    /// Forward only, attention is computed in chunks of 1,024 queries, so one chunk's scores are
+    /// held. A backward pass through the encoder keeps every layer's scores whole, three times over
+    /// (scores, exponentials, probabilities): `batch × heads × tokens² × depth × 12` bytes, which
+    /// dominates at small patches and many months (Nano at p = 4, 4 months, batch 8: about 29 GiB).
+    /// A planning figure, not a measurement: it decides which workers may claim the step.
     #[must_use]
-    pub fn memory_mib(&self, training: bool) -> u64 {
+    pub fn memory_mib(&self, fine_tuning: bool) -> u64 {
         let (dim, depth, heads) = self.size.dims();
         let side = f64::from(self.window / self.patch.max(1)).max(1.0);
         let tokens = side * side * self.timesteps as f64 * self.band_sets as f64;
         let batch = self.batch as f64;
-        let weights = parameters(self.size) * 4.0 * if training { 4.0 } else { 1.0 };
+        let weights = parameters(self.size) * 4.0 * if fine_tuning { 4.0 } else { 1.0 };
         let per_layer = batch * tokens * dim as f64 * 4.0 * 16.0;
-        let activations = per_layer * if training { depth as f64 } else { 2.0 };
-        let scores = batch * heads as f64 * tokens.min(1024.0) * tokens * 4.0;
+        let activations = per_layer * if fine_tuning { depth as f64 } else { 2.0 };
+        let scores = if fine_tuning {
+            batch * heads as f64 * tokens * tokens * 4.0 * depth as f64 * 3.0
+        } else {
+            batch * heads as f64 * tokens.min(1024.0) * tokens * 4.0
+        };
         let bytes = weights + activations + scores;
         (bytes / 1_048_576.0).ceil() as u64 + 512
     }
 }
 
-/// The `needs` of a step of `project` that runs the encoder on batches of `batch`.
+/// The `needs` of a step of `project` that runs the encoder on batches of `batch`, fine-tuning it
+/// (a backward pass through the encoder) or not.
 #[must_use]
-pub fn of_project(project: &Project, batch: usize, training: bool) -> Value {
-    json!({"memory_mib": Shape::of(project, batch).memory_mib(training)})
+pub fn of_project(project: &Project, batch: usize, fine_tuning: bool) -> Value {
+    json!({"memory_mib": Shape::of(project, batch).memory_mib(fine_tuning)})
 }
 
 #[cfg(test)]
@@ -119,5 +129,31 @@ mod tests {
         // Nano inference on small windows fits a laptop; Large training at p = 4 needs a large GPU.
         assert!(shape(ModelSize::Nano, 64, 8, 8).memory_mib(false) < 2048);
         assert!(shape(ModelSize::Large, 64, 4, 8).memory_mib(true) > 16_384);
+    }
+
+    #[test]
+    fn fine_tuning_keeps_every_layer_s_attention_scores() {
+        // Nano at p = 4 over 4 months of Sentinel-2 (3 band sets), batch 8: a fine-tuning run like
+        // this grew past 23 GB on a CPU worker and was killed; forward only it needs little.
+        let four_months = Shape {
+            timesteps: 4,
+            ..shape(ModelSize::Nano, 64, 4, 8)
+        };
+        assert!(
+            four_months.memory_mib(true) > 24_576,
+            "{}",
+            four_months.memory_mib(true)
+        );
+        assert!(
+            four_months.memory_mib(false) < 2048,
+            "{}",
+            four_months.memory_mib(false)
+        );
+        // Coarser patches cut the scores by the square of the token count.
+        let coarse = Shape {
+            patch: 8,
+            ..four_months
+        };
+        assert!(coarse.memory_mib(true) < four_months.memory_mib(true) / 8);
     }
 }

@@ -222,7 +222,7 @@ pub async fn start_training(
     let estimate =
         super::usage::train_estimate(state, actor.org_id, &project, planned, device).await?;
     let held = super::usage::over_quota(&estimate, body.request_approval.unwrap_or(false))?;
-    let mut train = TrainArgs {
+    let args = TrainArgs {
         label_set_version: body.label_set_version,
         epochs: body.epochs,
         freeze_epochs: body.freeze_epochs,
@@ -230,12 +230,15 @@ pub async fn start_training(
         lr: body.lr,
         head,
         ..TrainArgs::default()
-    }
-    .to_step("train", queue);
+    };
+    let mut train = args.to_step("train", queue);
     // A retried attempt resumes from the last checkpoint, so retries are cheap.
     train.max_attempts = 5;
-    train.needs =
-        groundwork_worker::needs::of_project(&project, body.batch_size.unwrap_or(8), true);
+    train.needs = groundwork_worker::needs::of_project(
+        &project,
+        body.batch_size.unwrap_or(8),
+        args.fine_tunes_encoder(),
+    );
     let mut evaluate = EvaluateArgs {
         train_run_id: None,
         device: None,

@@ -607,18 +607,29 @@ async fn a_step_needing_12_gb_goes_only_to_a_worker_that_has_them_and_the_page_s
     let pool = &db.pool;
     let org = groundwork_store::DEFAULT_ORG_ID;
 
-    // Training and evaluation steps say what they need.
+    // Training and evaluation steps say what they need; fine-tuning the encoder needs far more than
+    // training a head on the frozen encoder.
     let (status, run) = call(
         &app,
         "POST",
         &format!("/api/v1/projects/{pid}/train"),
-        Some(json!({"label_set_version": 1})),
+        Some(json!({"label_set_version": 1, "epochs": 4, "freeze_epochs": 2})),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     let train_needs = run["steps"][0]["needs"]["memory_mib"].as_f64().unwrap();
     let eval_needs = run["steps"][1]["needs"]["memory_mib"].as_f64().unwrap();
     assert!(train_needs > eval_needs && eval_needs > 512.0, "{run}");
+    let (status, frozen) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/train"),
+        Some(json!({"label_set_version": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{frozen}");
+    let frozen_needs = frozen["steps"][0]["needs"]["memory_mib"].as_f64().unwrap();
+    assert!(frozen_needs < train_needs, "{frozen}");
 
     let small = worker_with(
         pool,

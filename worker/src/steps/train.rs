@@ -122,6 +122,14 @@ impl TrainArgs {
         self.fit_options().epochs
     }
 
+    /// Whether the encoder is unfrozen for some epochs (a backward pass through it, which decides
+    /// the step's memory).
+    #[must_use]
+    pub fn fine_tunes_encoder(&self) -> bool {
+        let o = self.fit_options();
+        o.freeze_epochs < o.epochs
+    }
+
     fn fit_options(&self) -> FitOptions {
         let d = FitOptions::default();
         let epochs = self.epochs.unwrap_or(d.epochs).max(1);
