@@ -57,6 +57,23 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// What the worker tells the registry about itself; refuses settings no worker can serve with.
+    fn registration(&self) -> anyhow::Result<Registration> {
+        anyhow::ensure!(self.concurrency >= 1, "concurrency must be at least 1");
+        anyhow::ensure!(
+            !self.queues.is_empty(),
+            "a worker must serve at least one queue"
+        );
+        Ok(Registration {
+            name: self.name.clone(),
+            pool: self.pool.clone(),
+            queues: self.queues.clone(),
+            concurrency: i32::try_from(self.concurrency).unwrap_or(i32::MAX),
+            capabilities: self.capabilities.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+    }
+
     /// Default of [`WorkerConfig::prefetch`].
     pub const DEFAULT_PREFETCH: usize = 2;
 
@@ -515,19 +532,7 @@ impl Worker {
         config: WorkerConfig,
         registry: Registry,
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(config.concurrency >= 1, "concurrency must be at least 1");
-        anyhow::ensure!(
-            !config.queues.is_empty(),
-            "a worker must serve at least one queue"
-        );
-        let registration = Registration {
-            name: config.name.clone(),
-            pool: config.pool.clone(),
-            queues: config.queues.clone(),
-            concurrency: i32::try_from(config.concurrency).unwrap_or(i32::MAX),
-            capabilities: config.capabilities.clone(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        };
+        let registration = config.registration()?;
         let worker_id = if config.in_process {
             workers::register(&pool, &registration).await?
         } else {
@@ -588,19 +593,7 @@ impl Worker {
         mut config: WorkerConfig,
         registry: Registry,
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(config.concurrency >= 1, "concurrency must be at least 1");
-        anyhow::ensure!(
-            !config.queues.is_empty(),
-            "a worker must serve at least one queue"
-        );
-        let registration = Registration {
-            name: config.name.clone(),
-            pool: config.pool.clone(),
-            queues: config.queues.clone(),
-            concurrency: i32::try_from(config.concurrency).unwrap_or(i32::MAX),
-            capabilities: config.capabilities.clone(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        };
+        let registration = config.registration()?;
         let reg = client.register(&registration).await?;
         if config.objects.is_none() {
             config.objects = Some(client.objects()?);

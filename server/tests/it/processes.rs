@@ -17,7 +17,7 @@ fn groundwork_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_groundwork"))
 }
 
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -55,7 +55,11 @@ fn worker(bin: &PathBuf, db: &TestDb, name: &str) -> Proc {
     )
 }
 
-async fn wait_for<T>(timeout: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f().await {

@@ -13,22 +13,14 @@ use groundwork_store::testing::TestDb;
 use groundwork_store::{DEFAULT_ORG_ID, PgPool, jobs};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::common::{call, owner_token};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::processes::{Proc, wait_for};
 
 /// A server on a loopback port with a local object store, the reaper running beside it (as
 /// `groundwork serve --local-workers 0` runs it).
@@ -124,17 +116,6 @@ fn remote_worker(server: &str, token: &str, name: &str, dir: &Path, extra: &[&st
     .stdout(Stdio::null())
     .stderr(Stdio::inherit());
     Proc(cmd.spawn().expect("start the remote worker"))
-}
-
-async fn wait_for<T>(timeout: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn wait_run(app: &axum::Router, run: &str) -> Value {
