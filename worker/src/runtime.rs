@@ -300,7 +300,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
     tokio::pin!(body);
     let mut beat = tokio::time::interval(shared.config.heartbeat);
     beat.tick().await;
-    // Self-fencing: when no heartbeat has reached the database for most of a lease, the reaper may
+    // Self-fencing: when no heartbeat has been recorded for most of a lease, the reaper may
     // hand the step to another worker at any moment, so this execution stops on its own.
     let fence_after = shared.config.lease.mul_f64(0.8);
     let mut last_beat = tokio::time::Instant::now();
@@ -356,7 +356,7 @@ async fn execute(shared: &Shared, claimed: Claimed) {
                     }
                     Err(e) if last_beat.elapsed() >= fence_after => {
                         warn!(error = %e, silent_ms = last_beat.elapsed().as_millis() as u64,
-                              "no heartbeat has reached the database for most of the lease; stopping the step (it will be re-queued)");
+                              "no heartbeat has been recorded for most of the lease; stopping the step (it will be re-queued)");
                         cancel.cancel();
                         abort.abort();
                         return;

@@ -42,8 +42,9 @@ use uuid::Uuid;
 
 /// The longest claim poll.
 const MAX_WAIT: Duration = Duration::from_secs(30);
-/// How often a claim poll looks for a ready step.
-const POLL: Duration = Duration::from_millis(500);
+/// How often a claim poll looks for a ready step: soon after it starts, then less often (an idle
+/// slot costs a few queries per poll, not one every quarter second).
+const POLL: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(2));
 /// The lease a remote worker may ask for.
 const LEASE_RANGE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(600));
 /// JSON bodies (outcomes of many windows, suggestions, epoch state).
@@ -193,14 +194,17 @@ async fn claim(
     let lease = lease_of(body.lease_ms);
     let until = tokio::time::Instant::now()
         + Duration::from_millis(body.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    let mut pause = POLL.0;
     loop {
         if let Some(c) = jobs::claim_next(&state.pool, me.id, lease).await? {
             return Ok(axum::Json(c).into_response());
         }
-        if tokio::time::Instant::now() + POLL > until {
+        let now = tokio::time::Instant::now();
+        if now >= until {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(pause.min(until - now)).await;
+        pause = (pause * 2).min(POLL.1);
     }
 }
 
