@@ -258,7 +258,13 @@ async fn handle(
             let span = info_span!("step", step_id = %claimed.id, kind = %claimed.kind, attempt = claimed.attempt);
             execute(&shared, claimed).instrument(span).await;
         }
-        Ok(None) => {}
+        Ok(None) => {
+            // Refused for want of memory: offered again in 2 s, to a larger worker of the queue.
+            if let Err(e) = jobs::redispatch_refused(pool, dispatch.step_id, shared.worker_id).await
+            {
+                warn!(step_id = %dispatch.step_id, error = %e, "could not dispatch a refused step again");
+            }
+        }
         // The reaper re-dispatches a ready step whose message was lost.
         Err(e) => warn!(step_id = %dispatch.step_id, error = %e, "claim failed"),
     }

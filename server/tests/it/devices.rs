@@ -643,8 +643,14 @@ async fn a_step_needing_12_gb_goes_only_to_a_worker_that_has_them_and_the_page_s
         .await
         .unwrap();
     let id = big_run.steps[0].id;
+    // The worker came with the step's dispatch message, which the refused claim retires.
+    let message: String = sqlx::query_scalar("select dispatch_id from step where id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
     assert!(
-        jobs::claim(pool, id, small, Duration::from_secs(60), None)
+        jobs::claim(pool, id, small, Duration::from_secs(60), Some(&message))
             .await
             .unwrap()
             .is_none(),
@@ -656,6 +662,28 @@ async fn a_step_needing_12_gb_goes_only_to_a_worker_that_has_them_and_the_page_s
         .await
         .unwrap();
     assert_eq!(state, "queued");
+    // The refusal retired the message; the step is dispatched again in 2 s (not at the 20 s sweep),
+    // once, so a larger worker of the queue can take it.
+    assert!(
+        jobs::redispatch_refused(pool, id, small).await.unwrap(),
+        "a step refused for memory is dispatched again"
+    );
+    let due: Vec<f64> = sqlx::query_scalar(
+        "select extract(epoch from j.run_at - now())::float8 from apalis.jobs j join step s \
+         on j.id in (s.dispatch_id, s.own_dispatch_id) where s.id = $1 and j.status = 'Pending'",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        !due.is_empty() && due.iter().all(|d| (0.5..=3.0).contains(d)),
+        "{due:?}"
+    );
+    assert!(
+        !jobs::redispatch_refused(pool, id, small).await.unwrap(),
+        "not twice while a message waits"
+    );
 
     // The project page says why the step waits.
     let req = axum::http::Request::get(format!("/projects/{pid}"))

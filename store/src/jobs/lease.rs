@@ -442,3 +442,36 @@ pub async fn holds_lease(pool: &PgPool, step_id: Uuid, claim_id: Uuid) -> Result
     .fetch_one(pool)
     .await?)
 }
+
+/// After worker `worker_id` was refused step `step_id` because its model device has less memory
+/// than the step needs (see [`claim`]), dispatches the step again with a 2-second delay, so a larger
+/// worker of the queue takes it without waiting for the reaper's lost-dispatch sweep (a refused
+/// claim retires the message that brought it). `false`, and nothing done, when the step was not
+/// refused for memory (taken, cancelled, not ready, or still holding a live message).
+pub async fn redispatch_refused(pool: &PgPool, step_id: Uuid, worker_id: Uuid) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "select s.id, s.queue, now() + interval '2 seconds' from step s join pipeline_run r on r.id = s.run_id \
+         where s.id = $1 and s.state = 'queued' and not s.cancel_requested and s.run_at <= now() \
+           and not r.awaiting_approval \
+           and jsonb_typeof(s.needs->'memory_mib') = 'number' \
+           and coalesce((select worker_memory_mib(w.capabilities) from worker w where w.id = $2), 'infinity') \
+               < (s.needs->>'memory_mib')::float8 \
+           and not exists (select 1 from step_dependency d join step p on p.id = d.depends_on \
+                           where d.step_id = s.id and p.state <> 'succeeded') \
+           and not exists (select 1 from apalis.jobs j where j.id in (s.dispatch_id, s.own_dispatch_id) \
+                           and j.status in ('Pending', 'Queued', 'Running')) \
+         for update of s skip locked",
+    )
+    .bind(step_id)
+    .bind(worker_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    dispatch(&mut tx, &[row]).await?;
+    tx.commit().await?;
+    Ok(true)
+}

@@ -27,7 +27,7 @@ pub use api::{
 };
 pub use lease::{
     Completion, FailOutcome, claim, claim_next, claimed_by, complete, complete_with_message,
-    dispatch_held_back, fail, fenced, heartbeat, holds_lease, mark_cancelled,
+    dispatch_held_back, fail, fenced, heartbeat, holds_lease, mark_cancelled, redispatch_refused,
 };
 pub use reaper::{MAX_LOST_LEASES, Reaped, reap};
 
