@@ -447,7 +447,9 @@ pub async fn holds_lease(pool: &PgPool, step_id: Uuid, claim_id: Uuid) -> Result
 /// than the step needs (see [`claim`]), dispatches the step again with a 2-second delay, so a larger
 /// worker of the queue takes it without waiting for the reaper's lost-dispatch sweep (a refused
 /// claim retires the message that brought it). `false`, and nothing done, when the step was not
-/// refused for memory (taken, cancelled, not ready, or still holding a live message).
+/// refused for memory (taken, cancelled, not ready, or still holding a live message), or when no
+/// live worker of its queue has the memory (the step then waits for the sweep, instead of being
+/// offered to the same small workers every 2 s).
 pub async fn redispatch_refused(pool: &PgPool, step_id: Uuid, worker_id: Uuid) -> Result<bool> {
     let mut tx = pool.begin().await?;
     let row: Option<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
@@ -461,6 +463,9 @@ pub async fn redispatch_refused(pool: &PgPool, step_id: Uuid, worker_id: Uuid) -
                            where d.step_id = s.id and p.state <> 'succeeded') \
            and not exists (select 1 from apalis.jobs j where j.id in (s.dispatch_id, s.own_dispatch_id) \
                            and j.status in ('Pending', 'Queued', 'Running')) \
+           and exists (select 1 from worker w2 where w2.stopped_at is null and w2.admin_state = 'active' \
+                       and w2.last_heartbeat_at > now() - interval '30 seconds' and s.queue = any(w2.queues) \
+                       and coalesce(worker_memory_mib(w2.capabilities), 'infinity') >= (s.needs->>'memory_mib')::float8) \
          for update of s skip locked",
     )
     .bind(step_id)
