@@ -189,6 +189,15 @@ pub async fn stale_refusal(pool: &PgPool, project_id: Uuid) -> Result<Option<Str
     }))
 }
 
+/// Records a project's planned windows and retires the others (see [`upsert`] and
+/// [`retire_unplanned`]).
+pub async fn plan(pool: &PgPool, project_id: Uuid, windows: &[NewWindow]) -> Result<()> {
+    upsert(pool, project_id, windows).await?;
+    let planned: Vec<String> = windows.iter().map(|w| w.id.clone()).collect();
+    retire_unplanned(pool, project_id, &planned).await?;
+    Ok(())
+}
+
 /// Windows of the last plan that are not in `planned` (the project's area or window size changed):
 /// quarantined with the reason, and no longer stale. Returns how many.
 pub async fn retire_unplanned(pool: &PgPool, project_id: Uuid, planned: &[String]) -> Result<u64> {

@@ -303,11 +303,7 @@ pub async fn execute(
                 .map_err(retryable)?,
         ),
         DataRequest::PlanWindows { rows } => {
-            windows::upsert(pool, project_id, &rows)
-                .await
-                .map_err(retryable)?;
-            let planned: Vec<String> = rows.into_iter().map(|w| w.id).collect();
-            windows::retire_unplanned(pool, project_id, &planned)
+            windows::plan(pool, project_id, &rows)
                 .await
                 .map_err(retryable)?;
             Ok(Value::Null)

@@ -270,19 +270,24 @@ pub fn clear_session_cookie(secure: bool) -> HeaderValue {
     }
 }
 
+/// The token of an `Authorization: Bearer …` header value, trimmed; `None` for another scheme.
+pub(crate) fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 /// Finds who sent the request, without refusing anyone: `Ok(None)` when there are no credentials or
 /// the session cookie is stale. A bearer token that is not valid is refused (401).
 pub async fn authenticate(state: &AppState, parts: &Parts) -> ApiResult<Option<Principal>> {
     let ip = client_ip(parts);
     if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
-        let token = auth
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+        let token = bearer_token(auth)
             .ok_or_else(|| unauthorized("use `Authorization: Bearer gw_…` with an API token"))?;
         let p = accounts::authenticate_api_token(&state.pool, token)
             .await?

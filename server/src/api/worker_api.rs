@@ -80,12 +80,7 @@ fn refused_token() -> ApiError {
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
     headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+        .and_then(super::auth::bearer_token)
         .filter(|t| t.starts_with(groundwork_store::accounts::WORKER_TOKEN_PREFIX))
         .ok_or_else(|| {
             ApiError::new(

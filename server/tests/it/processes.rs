@@ -70,6 +70,47 @@ pub(crate) async fn wait_for<T>(
     }
 }
 
+/// Waits until the step runs with some progress; the name of the worker holding it.
+pub(crate) async fn running_on(pool: &groundwork_store::PgPool, step_id: Uuid) -> String {
+    wait_for(Duration::from_secs(30), "the step to run", async || {
+        let row: Option<(String, f32)> = sqlx::query_as(
+            "select w.name, s.progress from step s join worker w on w.id = s.lease_owner where s.id = $1 and s.state = 'running'",
+        )
+        .bind(step_id)
+        .fetch_optional(pool)
+        .await
+        .ok()?;
+        row.filter(|(_, p)| *p > 0.1).map(|(n, _)| n)
+    })
+    .await
+}
+
+/// Waits for the step to end, and checks that it succeeded; its (attempt, worker, outcome) rows.
+#[expect(clippy::unwrap_used, reason = "tests")]
+pub(crate) async fn finished(
+    pool: &groundwork_store::PgPool,
+    step_id: Uuid,
+) -> Vec<(i32, String, String)> {
+    let done = wait_for(Duration::from_secs(60), "the step to finish", async || {
+        let s = groundwork_store::jobs::get_step(pool, groundwork_store::DEFAULT_ORG_ID, step_id)
+            .await
+            .ok()?;
+        ["succeeded", "failed"]
+            .contains(&s.state.as_str())
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    sqlx::query_as(
+        "select a.attempt, w.name, coalesce(a.outcome, '') from step_attempt a join worker w on w.id = a.worker_id \
+         where a.step_id = $1 order by a.attempt",
+    )
+    .bind(step_id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_worker_killed_mid_step_loses_nothing_and_the_step_finishes_exactly_once() {
     let bin = groundwork_bin();
@@ -114,39 +155,16 @@ async fn a_worker_killed_mid_step_loses_nothing_and_the_step_finishes_exactly_on
     let step_id = run.steps[0].id;
 
     // Wait until it runs and has made progress, then SIGKILL whichever worker holds it.
-    let owner: String = wait_for(Duration::from_secs(30), "the step to run", async || {
-        let row: Option<(String, f32)> = sqlx::query_as(
-            "select w.name, s.progress from step s join worker w on w.id = s.lease_owner where s.id = $1 and s.state = 'running'",
-        )
-        .bind(step_id)
-        .fetch_optional(pool)
-        .await
-        .ok()?;
-        row.filter(|(_, p)| *p > 0.1).map(|(n, _)| n)
-    })
-    .await;
+    let owner = running_on(pool, step_id).await;
     let (mut victim, survivor) = if owner == "worker-a" { (a, b) } else { (b, a) };
     victim.0.kill().unwrap(); // SIGKILL
     victim.0.wait().unwrap();
 
-    let done = wait_for(Duration::from_secs(60), "the step to finish", async || {
-        let s = groundwork_store::jobs::get_step(pool, groundwork_store::DEFAULT_ORG_ID, step_id)
-            .await
-            .ok()?;
-        ["succeeded", "failed"]
-            .contains(&s.state.as_str())
-            .then_some(s)
-    })
-    .await;
-    assert_eq!(done.state, "succeeded", "{done:#?}");
+    let attempts = finished(pool, step_id).await;
+    let done = groundwork_store::jobs::get_step(pool, groundwork_store::DEFAULT_ORG_ID, step_id)
+        .await
+        .unwrap();
     assert_eq!(done.attempt, 2, "one lost attempt, one successful one");
-    let attempts: Vec<(i32, String, String)> = sqlx::query_as(
-        "select a.attempt, w.name, a.outcome from step_attempt a join worker w on w.id = a.worker_id where a.step_id = $1 order by a.attempt",
-    )
-    .bind(step_id)
-    .fetch_all(pool)
-    .await
-    .unwrap();
     let survivor_name = if owner == "worker-a" {
         "worker-b"
     } else {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::common::{call, owner_token};
-use crate::processes::{Proc, wait_for};
+use crate::processes::{Proc, finished, running_on, wait_for};
 
 /// A server on a loopback port with a local object store, the reaper running beside it (as
 /// `groundwork serve --local-workers 0` runs it).
@@ -372,41 +372,6 @@ async fn sleep_run(pool: &PgPool, seconds: f64) -> Uuid {
         .await
         .unwrap();
     run.steps[0].id
-}
-
-/// Waits until the step runs with some progress; the name of the worker holding it.
-async fn running_on(pool: &PgPool, step_id: Uuid) -> String {
-    wait_for(Duration::from_secs(30), "the step to run", async || {
-        let row: Option<(String, f32)> = sqlx::query_as(
-            "select w.name, s.progress from step s join worker w on w.id = s.lease_owner where s.id = $1 and s.state = 'running'",
-        )
-        .bind(step_id)
-        .fetch_optional(pool)
-        .await
-        .ok()?;
-        row.filter(|(_, p)| *p > 0.1).map(|(n, _)| n)
-    })
-    .await
-}
-
-/// Waits for the step to end; its (attempt, worker, outcome) rows.
-async fn finished(pool: &PgPool, step_id: Uuid) -> Vec<(i32, String, String)> {
-    let done = wait_for(Duration::from_secs(60), "the step to finish", async || {
-        let s = jobs::get_step(pool, DEFAULT_ORG_ID, step_id).await.ok()?;
-        ["succeeded", "failed"]
-            .contains(&s.state.as_str())
-            .then_some(s)
-    })
-    .await;
-    assert_eq!(done.state, "succeeded", "{done:#?}");
-    sqlx::query_as(
-        "select a.attempt, w.name, coalesce(a.outcome, '') from step_attempt a join worker w on w.id = a.worker_id \
-         where a.step_id = $1 order by a.attempt",
-    )
-    .bind(step_id)
-    .fetch_all(pool)
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

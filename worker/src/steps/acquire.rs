@@ -68,9 +68,7 @@ pub async fn plan_windows(
     project: &projects::Project,
 ) -> anyhow::Result<Vec<WindowSpec>> {
     let (specs, rows) = window_plan(project).await?;
-    windows::upsert(pool, project.id, &rows).await?;
-    let planned: Vec<String> = rows.into_iter().map(|w| w.id).collect();
-    windows::retire_unplanned(pool, project.id, &planned).await?;
+    windows::plan(pool, project.id, &rows).await?;
     Ok(specs)
 }
 
