@@ -20,6 +20,7 @@ pub mod models;
 pub mod outputs;
 pub mod projects;
 pub mod sampling;
+pub mod schedules;
 pub mod shares;
 pub mod suggestions;
 #[cfg(any(test, feature = "testing"))]

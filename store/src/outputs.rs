@@ -199,6 +199,16 @@ pub async fn list(
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
+/// The object keys of an output's per-zone COGs (`stats.zones[].key`: a map across UTM zones keeps
+/// each zone's own map for download).
+pub fn zone_keys(o: &NewOutput) -> impl Iterator<Item = &str> {
+    o.stats["zones"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|z| z["key"].as_str())
+}
+
 /// An acquired window as prediction needs it: where it is and where its tensors are.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct WindowFootprint {
@@ -236,6 +246,31 @@ pub async fn acquired_windows(
          order by epsg, grid_row desc, grid_column",
     )
     .bind(project_id)
+    .bind(epsg)
+    .bind(r[0])
+    .bind(r[1])
+    .bind(r[2])
+    .bind(r[3])
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A monitoring run's acquired windows (see [`crate::windows::record_run_outcomes`]), optionally of
+/// one zone and grid range, as [`acquired_windows`] gives the project's.
+pub async fn run_acquired_windows(
+    pool: &PgPool,
+    run_id: Uuid,
+    epsg: Option<i32>,
+    range: Option<[i64; 4]>,
+) -> Result<Vec<WindowFootprint>> {
+    let r = range.unwrap_or([i64::MIN, i64::MAX, i64::MIN, i64::MAX]);
+    Ok(sqlx::query_as(
+        "select id, epsg, size, resolution, grid_column, grid_row, objects, scenes from run_window \
+         where run_id = $1 and status = 'acquired' and ($2::int is null or epsg = $2) \
+             and grid_column between $3 and $4 and grid_row between $5 and $6 \
+         order by epsg, grid_row desc, grid_column",
+    )
+    .bind(run_id)
     .bind(epsg)
     .bind(r[0])
     .bind(r[1])

@@ -32,6 +32,9 @@ pub struct Delivery {
     pub id: Uuid,
     /// The run announced.
     pub run_id: Uuid,
+    /// `run.finished`, or `change.alert` (a scheduled run's map changed more than the schedule's
+    /// threshold).
+    pub event: String,
     /// `pending`, `delivered` or `failed`.
     pub state: String,
     /// Attempts so far.
@@ -98,7 +101,7 @@ pub async fn get(
         return Ok(None);
     };
     let deliveries = sqlx::query_as(
-        "select id, run_id, state, attempts, last_status, last_error, created_at, delivered_at \
+        "select id, run_id, event, state, attempts, last_status, last_error, created_at, delivered_at \
          from webhook_delivery where project_id = $1 order by created_at desc, id limit 20",
     )
     .bind(project_id)
@@ -133,6 +136,8 @@ pub struct Due {
     pub url: String,
     /// The key the body is signed with.
     pub secret: String,
+    /// `run.finished` or `change.alert`.
+    pub event: String,
     /// The body: `{event, delivery, run_id, project_id, org_id, state, started_at, finished_at,
     /// steps, outputs}`.
     pub body: Value,
@@ -143,6 +148,8 @@ struct DueRow {
     id: Uuid,
     url: String,
     secret: String,
+    event: String,
+    detail: Value,
     run_id: Uuid,
     project_id: Uuid,
     org_id: Uuid,
@@ -158,8 +165,8 @@ pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Due>> {
             "with d as (select d.id from webhook_delivery d where d.state = 'pending' and d.next_at <= now() \
                         order by d.next_at limit $1 for update skip locked), \
                   held as (update webhook_delivery w set next_at = now() + interval '1 minute' \
-                           from d where w.id = d.id returning w.id, w.run_id, w.project_id) \
-             select held.id, h.url, h.secret, held.run_id, held.project_id, r.org_id, r.state, r.started_at, r.finished_at \
+                           from d where w.id = d.id returning w.id, w.run_id, w.project_id, w.event, w.detail) \
+             select held.id, h.url, h.secret, held.event, held.detail, held.run_id, held.project_id, r.org_id, r.state, r.started_at, r.finished_at \
              from held join project_webhook h on h.project_id = held.project_id \
              join pipeline_run r on r.id = held.run_id",
         )
@@ -171,6 +178,8 @@ pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Due>> {
         id,
         url,
         secret,
+        event,
+        detail,
         run_id,
         project_id,
         org_id,
@@ -190,12 +199,8 @@ pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Due>> {
                 .bind(run_id)
                 .fetch_all(pool)
                 .await?;
-        out.push(Due {
-            id,
-            url,
-            secret,
-            body: json!({
-                "event": "run.finished",
+        let mut body = json!({
+                "event": event,
                 "delivery": id,
                 "run_id": run_id,
                 "project_id": project_id,
@@ -205,7 +210,16 @@ pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Due>> {
                 "finished_at": finished_at,
                 "steps": steps.iter().map(|(n, k, s)| json!({"name": n, "kind": k, "state": s})).collect::<Vec<_>>(),
                 "outputs": outputs.iter().map(|(i, k)| json!({"id": i, "kind": k})).collect::<Vec<_>>(),
-            }),
+        });
+        if event == "change.alert" {
+            body["change"] = detail;
+        }
+        out.push(Due {
+            id,
+            url,
+            secret,
+            event,
+            body,
         });
     }
     Ok(out)
@@ -245,4 +259,27 @@ pub async fn record(
         }
     }
     Ok(())
+}
+
+/// Queues a `change.alert` delivery of run `run_id` with `detail` (what changed, by how much), when
+/// the project has a webhook; whether one was queued.
+pub async fn queue_change_alert(
+    pool: &PgPool,
+    project_id: Uuid,
+    run_id: Uuid,
+    detail: &Value,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "insert into webhook_delivery (id, project_id, run_id, event, detail) \
+         select gen_random_uuid(), w.project_id, $2, 'change.alert', $3 from project_webhook w \
+         where w.project_id = $1 \
+         on conflict (run_id, event) where state = 'pending' do nothing",
+    )
+    .bind(project_id)
+    .bind(run_id)
+    .bind(detail)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        > 0)
 }

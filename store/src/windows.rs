@@ -326,3 +326,104 @@ pub async fn acquired_bounds(pool: &PgPool, project_id: Uuid) -> Result<Option<[
         _ => None,
     })
 }
+
+/// Records what a monitoring run's acquisition made of its windows (`run_window`: windows of another
+/// period or area than the project's, owned by the run). `windows` gives each outcome's grid; an
+/// outcome without one is skipped. As for the project's windows, a window the run acquired before
+/// keeps its imagery when a retried acquisition fails for it.
+pub async fn record_run_outcomes<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    project_id: Uuid,
+    run_id: Uuid,
+    step_id: Uuid,
+    windows: &[NewWindow],
+    outcomes: &[Outcome],
+) -> Result<()> {
+    let grid: std::collections::HashMap<&str, &NewWindow> =
+        windows.iter().map(|w| (w.id.as_str(), w)).collect();
+    let rows: Vec<(&Outcome, &NewWindow)> = outcomes
+        .iter()
+        .filter_map(|o| Some((o, *grid.get(o.id.as_str())?)))
+        .collect();
+    sqlx::query(
+        "insert into run_window (run_id, project_id, id, epsg, size, resolution, grid_column, grid_row, geometry, \
+             status, reason, scenes, objects, step_id) \
+         select $1, $2, u.id, u.epsg, u.size, u.resolution, u.col, u.row, u.geometry, u.status, u.reason, u.scenes, \
+             coalesce((select array_agg(x) from jsonb_array_elements_text(u.objects) x), '{}'), $3 \
+         from unnest($4::text[], $5::int[], $6::int[], $7::float8[], $8::int8[], $9::int8[], $10::jsonb[], \
+             $11::text[], $12::text[], $13::jsonb[], $14::jsonb[]) \
+             as u(id, epsg, size, resolution, col, row, geometry, status, reason, scenes, objects) \
+         on conflict (run_id, id) do update set status = excluded.status, reason = excluded.reason, \
+             scenes = excluded.scenes, objects = excluded.objects, step_id = excluded.step_id, updated_at = now() \
+         where excluded.status = 'acquired' or run_window.status <> 'acquired'",
+    )
+    .bind(run_id)
+    .bind(project_id)
+    .bind(step_id)
+    .bind(rows.iter().map(|(o, _)| o.id.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, w)| w.epsg).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, w)| w.size).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, w)| w.resolution).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, w)| w.column).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, w)| w.row).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, w)| w.geometry.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(o, _)| o.status.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(o, _)| o.reason.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(o, _)| o.scenes.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(o, _)| serde_json::json!(o.objects)).collect::<Vec<_>>())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A monitoring run's window counts by status (the windows its acquisition recorded).
+pub async fn run_counts(pool: &PgPool, run_id: Uuid) -> Result<Counts> {
+    Ok(sqlx::query_as(
+        "select count(*) as total, 0::int8 as pending, \
+             count(*) filter (where status = 'acquired') as acquired, \
+             count(*) filter (where status = 'quarantined') as quarantined, \
+             count(*) filter (where status = 'empty') as empty, 0::int8 as stale \
+         from run_window where run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The reason most of a monitoring run's windows of `status` give, with how many give it.
+pub async fn run_most_common_reason(
+    pool: &PgPool,
+    run_id: Uuid,
+    status: &str,
+) -> Result<Option<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "select reason, count(*) from run_window \
+         where run_id = $1 and status = $2 and reason is not null \
+         group by reason order by count(*) desc, reason limit 1",
+    )
+    .bind(run_id)
+    .bind(status)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A monitoring run's windows in id order, after the cursor, optionally of one status (shaped as the
+/// project's windows are).
+pub async fn run_list(
+    pool: &PgPool,
+    run_id: Uuid,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Window>> {
+    Ok(sqlx::query_as(
+        "select id, epsg, size, geometry, status, reason, scenes, objects, updated_at from run_window \
+         where run_id = $1 and ($2::text is null or status = $2) and ($3::text is null or id > $3) order by id limit $4",
+    )
+    .bind(run_id)
+    .bind(status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

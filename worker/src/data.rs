@@ -75,6 +75,19 @@ pub struct RunStep {
     pub output: Option<Value>,
 }
 
+/// Which windows a request is about: the project's (planned on its area and dates, what training
+/// learns from), or those of the asking step's own run (a monitoring prediction of another period or
+/// area, which acquires windows of its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowSet {
+    /// The project's windows.
+    #[default]
+    Project,
+    /// The run's own windows.
+    Run,
+}
+
 /// A question or a write of a step body (see the module documentation).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -90,19 +103,29 @@ pub enum DataRequest {
         /// Window ids.
         ids: Vec<String>,
     },
-    /// The most common reason among the project's windows in `status`, with its count.
+    /// The most common reason among the windows of `set` in `status`, with its count.
     MostCommonReason {
         /// Window status.
         status: String,
+        /// The project's windows or the run's.
+        #[serde(default)]
+        set: WindowSet,
     },
-    /// The project's window counts by status.
-    WindowCounts,
-    /// The project's acquired windows, optionally of one zone and a grid range.
+    /// Window counts by status, of the project's windows or the run's.
+    WindowCounts {
+        /// The project's windows or the run's.
+        #[serde(default)]
+        set: WindowSet,
+    },
+    /// Acquired windows, optionally of one zone and a grid range.
     AcquiredWindows {
         /// EPSG code of the zone.
         epsg: Option<i32>,
         /// `[column_min, column_max, row_min, row_max]`.
         range: Option<[i64; 4]>,
+        /// The project's windows or the run's.
+        #[serde(default)]
+        set: WindowSet,
     },
     /// The project's training examples of a label-set version (the latest when `None`).
     TrainingExamples {
@@ -128,6 +151,13 @@ pub enum DataRequest {
     },
     /// Fenced: records acquisition outcomes.
     RecordOutcomes {
+        /// One per window.
+        outcomes: Vec<Outcome>,
+    },
+    /// Fenced: records a monitoring run's acquisition outcomes (the run's own windows).
+    RecordRunOutcomes {
+        /// The windows' grids.
+        windows: Vec<NewWindow>,
         /// One per window.
         outcomes: Vec<Outcome>,
     },
@@ -165,6 +195,7 @@ impl DataRequest {
         matches!(
             self,
             Self::RecordOutcomes { .. }
+                | Self::RecordRunOutcomes { .. }
                 | Self::RecordEvaluation { .. }
                 | Self::PublishOutputs { .. }
                 | Self::RecordEpoch { .. }
@@ -269,18 +300,32 @@ pub async fn execute(
                 .await
                 .map_err(retryable)?,
         ),
-        DataRequest::MostCommonReason { status } => answer(
-            windows::most_common_reason(pool, project_id, &status)
-                .await
-                .map_err(retryable)?,
+        DataRequest::MostCommonReason { status, set } => answer(
+            match set {
+                WindowSet::Project => windows::most_common_reason(pool, project_id, &status).await,
+                WindowSet::Run => {
+                    windows::run_most_common_reason(pool, scope.run_id, &status).await
+                }
+            }
+            .map_err(retryable)?,
         ),
-        DataRequest::WindowCounts => {
-            answer(windows::counts(pool, project_id).await.map_err(retryable)?)
-        }
-        DataRequest::AcquiredWindows { epsg, range } => answer(
-            outputs::acquired_windows(pool, project_id, epsg, range)
-                .await
-                .map_err(retryable)?,
+        DataRequest::WindowCounts { set } => answer(
+            match set {
+                WindowSet::Project => windows::counts(pool, project_id).await,
+                WindowSet::Run => windows::run_counts(pool, scope.run_id).await,
+            }
+            .map_err(retryable)?,
+        ),
+        DataRequest::AcquiredWindows { epsg, range, set } => answer(
+            match set {
+                WindowSet::Project => {
+                    outputs::acquired_windows(pool, project_id, epsg, range).await
+                }
+                WindowSet::Run => {
+                    outputs::run_acquired_windows(pool, scope.run_id, epsg, range).await
+                }
+            }
+            .map_err(retryable)?,
         ),
         DataRequest::TrainingExamples { version } => answer(
             labels::training_examples(pool, project_id, version)
@@ -322,6 +367,30 @@ pub async fn execute(
             tx.commit().await.map_err(retryable)?;
             Ok(Value::Null)
         }
+        DataRequest::RecordRunOutcomes {
+            windows: grid,
+            outcomes,
+        } => {
+            check_keys(
+                scope,
+                outcomes
+                    .iter()
+                    .flat_map(|o| o.objects.iter().map(String::as_str)),
+            )?;
+            let mut tx = fenced(pool, scope).await?;
+            windows::record_run_outcomes(
+                &mut *tx,
+                project_id,
+                scope.run_id,
+                scope.step_id,
+                &grid,
+                &outcomes,
+            )
+            .await
+            .map_err(retryable)?;
+            tx.commit().await.map_err(retryable)?;
+            Ok(Value::Null)
+        }
         DataRequest::RecordEvaluation { mut evaluation } => {
             check_run(pool, scope, evaluation.run_id).await?;
             check_keys(scope, [evaluation.model_key.as_str()])?;
@@ -337,7 +406,8 @@ pub async fn execute(
             check_keys(
                 scope,
                 rows.iter()
-                    .flat_map(|r| [r.utm_key.as_str(), r.web_key.as_str()]),
+                    .flat_map(|r| [r.utm_key.as_str(), r.web_key.as_str()])
+                    .chain(rows.iter().flat_map(outputs::zone_keys)),
             )?;
             for r in &mut rows {
                 r.org_id = scope.org_id;
@@ -465,29 +535,33 @@ impl StepContext {
         self.ask(DataRequest::ObjectsOf { ids: ids.to_vec() }).await
     }
 
-    /// The most common reason among the project's windows in `status`.
+    /// The most common reason among the windows of `set` in `status`.
     pub async fn most_common_reason(
         &self,
+        set: WindowSet,
         status: &str,
     ) -> Result<Option<(String, i64)>, StepError> {
         self.ask(DataRequest::MostCommonReason {
             status: status.to_owned(),
+            set,
         })
         .await
     }
 
-    /// The project's window counts.
-    pub async fn window_counts(&self) -> Result<Counts, StepError> {
-        self.ask(DataRequest::WindowCounts).await
+    /// Window counts of the project's windows or the run's.
+    pub async fn window_counts(&self, set: WindowSet) -> Result<Counts, StepError> {
+        self.ask(DataRequest::WindowCounts { set }).await
     }
 
-    /// The project's acquired windows, optionally of one zone and grid range.
+    /// Acquired windows of `set`, optionally of one zone and grid range.
     pub async fn acquired_windows(
         &self,
+        set: WindowSet,
         epsg: Option<i32>,
         range: Option<[i64; 4]>,
     ) -> Result<Vec<WindowFootprint>, StepError> {
-        self.ask(DataRequest::AcquiredWindows { epsg, range }).await
+        self.ask(DataRequest::AcquiredWindows { epsg, range, set })
+            .await
     }
 
     /// The project's training examples (label-set version and examples).
@@ -524,6 +598,16 @@ impl StepContext {
     /// Fenced: records acquisition outcomes.
     pub async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<(), StepError> {
         self.ask(DataRequest::RecordOutcomes { outcomes }).await
+    }
+
+    /// Fenced: records a monitoring run's acquisition outcomes, with the windows' grids.
+    pub async fn record_run_outcomes(
+        &self,
+        windows: Vec<NewWindow>,
+        outcomes: Vec<Outcome>,
+    ) -> Result<(), StepError> {
+        self.ask(DataRequest::RecordRunOutcomes { windows, outcomes })
+            .await
     }
 
     /// Fenced: stores an evaluation report; returns its id.

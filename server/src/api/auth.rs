@@ -58,6 +58,11 @@ pub enum Credential {
         /// Its scope.
         scope: Scope,
     },
+    /// A project's schedule, acting for the member who set it (the server's own requests).
+    Schedule {
+        /// The project.
+        project_id: Uuid,
+    },
 }
 
 /// An authenticated user, whether or not they act in an organisation (account-level endpoints such as
@@ -84,7 +89,7 @@ impl Principal {
             user_id: Some(self.user_id),
             token_id: match &self.credential {
                 Credential::Token { token_id, .. } => Some(*token_id),
-                Credential::Session { .. } => None,
+                Credential::Session { .. } | Credential::Schedule { .. } => None,
             },
             ip: self.ip.clone(),
         }
@@ -95,7 +100,7 @@ impl Principal {
     pub fn session_id(&self) -> Option<Uuid> {
         match &self.credential {
             Credential::Session { session_id, .. } => Some(*session_id),
-            Credential::Token { .. } => None,
+            Credential::Token { .. } | Credential::Schedule { .. } => None,
         }
     }
 }
@@ -138,7 +143,7 @@ impl Actor {
             user_id: self.user_id,
             token_id: match &self.credential {
                 Credential::Token { token_id, .. } => Some(*token_id),
-                Credential::Session { .. } => None,
+                Credential::Session { .. } | Credential::Schedule { .. } => None,
             },
             ip: self.ip.clone(),
         }
@@ -175,7 +180,7 @@ impl Actor {
 pub fn csrf_token(credential: &Credential) -> Option<&str> {
     match credential {
         Credential::Session { csrf_token, .. } => Some(csrf_token),
-        Credential::Token { .. } => None,
+        Credential::Token { .. } | Credential::Schedule { .. } => None,
     }
 }
 
@@ -186,7 +191,7 @@ pub fn verify_csrf(credential: &Credential, supplied: Option<&str>) -> bool {
         Credential::Session { csrf_token, .. } => {
             supplied.is_some_and(|s| accounts::same_secret(s, csrf_token))
         }
-        Credential::Token { .. } => true,
+        Credential::Token { .. } | Credential::Schedule { .. } => true,
     }
 }
 
@@ -343,7 +348,7 @@ fn check_method(p: &Principal, parts: &Parts) -> ApiResult<()> {
             ErrorCode::ReadOnlyToken,
             "this API token is scoped to `read`; it cannot change anything",
         )),
-        Credential::Token { .. } => Ok(()),
+        Credential::Token { .. } | Credential::Schedule { .. } => Ok(()),
         Credential::Session { .. } => {
             let supplied = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
             if verify_csrf(&p.credential, supplied) {

@@ -359,6 +359,12 @@ impl ApiError {
         }
     }
 
+    /// What the error says (what a caller would read in the body).
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 500; `detail` is logged, never returned.
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

@@ -56,6 +56,22 @@ pub async fn list_windows(
     ))
 }
 
+/// The windows a monitoring prediction run (another period or area than its project's) acquired for
+/// itself, with what came of each (`acquired`, `empty` with the reason, `quarantined`) and its counts;
+/// empty for other runs.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/windows", params(WindowQuery), tag = "imagery",
+    responses((status = 200, body = WindowPage), (status = 404, body = super::error::ErrorBody)))]
+pub async fn list_run_windows(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(run_id): Path<Uuid>,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<axum::Json<WindowPage>> {
+    Ok(axum::Json(
+        service::list_run_windows(&state, &actor, run_id, q).await?,
+    ))
+}
+
 /// The acquired imagery that can be browsed: the acquired windows' bounds and, per modality, its
 /// renderings and time steps (empty before acquisition).
 #[utoipa::path(get, path = "/api/v1/projects/{id}/imagery", tag = "imagery",
@@ -150,6 +166,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(acquire))
         .routes(routes!(list_windows))
+        .routes(routes!(list_run_windows))
         .merge(private_routes())
 }
 

@@ -13,6 +13,7 @@ pub mod outputs;
 pub mod projects;
 pub mod ranges;
 pub mod runs;
+pub mod schedules;
 pub mod shares;
 pub mod suggestions;
 pub mod tokens;
@@ -292,6 +293,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(suggestions::routes())
         .merge(shares::routes())
         .merge(webhooks::routes())
+        .merge(schedules::routes())
         .merge(worker_api::routes())
         .routes(routes!(step_kinds))
 }

@@ -153,19 +153,35 @@ pub(crate) fn cog_headers(filename: &str) -> HeaderMap {
     headers
 }
 
-/// The output's COG in its UTM CRS. Answers range requests (`Range: bytes=…`, 206), so GDAL, QGIS,
-/// rasterio and TiTiler read it by URL, fetching only the tiles they need.
-#[utoipa::path(get, path = "/api/v1/outputs/{id}/download.tif", tag = "outputs",
+/// `?zone=`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneQuery {
+    /// EPSG code of one UTM zone of a map across zones (`links.download_zones`): that zone's own map,
+    /// in its own CRS, nothing resampled.
+    pub zone: Option<u32>,
+}
+
+/// The output's COG in its UTM CRS (a map across UTM zones: in the CRS of the zone of most of its
+/// windows, the others resampled onto it; `?zone=` gives one zone's own map). Answers range requests
+/// (`Range: bytes=…`, 206), so GDAL, QGIS, rasterio and TiTiler read it by URL, fetching only the
+/// tiles they need.
+#[utoipa::path(get, path = "/api/v1/outputs/{id}/download.tif", params(ZoneQuery), tag = "outputs",
     responses((status = 200, content_type = "image/tiff"), (status = 206, content_type = "image/tiff"),
         (status = 404, body = super::error::ErrorBody), (status = 416)))]
 pub async fn download_tif(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<Uuid>,
+    Query(q): Query<ZoneQuery>,
     request: HeaderMap,
 ) -> ApiResult<Response> {
-    let (o, path) = service::utm_cog(&state, &actor, id).await?;
-    let headers = cog_headers(&format!("{}-{id}.tif", o.kind));
+    let (o, path) = service::utm_cog(&state, &actor, id, q.zone).await?;
+    let name = match q.zone {
+        Some(zone) => format!("{}-{id}-epsg{zone}.tif", o.kind),
+        None => format!("{}-{id}.tif", o.kind),
+    };
+    let headers = cog_headers(&name);
     super::ranges::serve_file(&path, &request, headers)
         .await
         .map_err(|e| ApiError::internal(&e))

@@ -91,6 +91,10 @@ pub struct DemoDataArgs {
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Year of the scenes (the same seed gives the same land cover every year: a second catalogue
+    /// to try monitoring with).
+    #[arg(long, default_value_t = 2024)]
+    pub year: i32,
 }
 
 /// Runs an `imagery` subcommand.
@@ -132,6 +136,7 @@ pub async fn run_demo_data(args: DemoDataArgs) -> anyhow::Result<()> {
     let out = args.out.clone();
     let opts = DemoOptions {
         seed: args.seed,
+        year: args.year,
         ..DemoOptions::default()
     };
     let catalog = tokio::task::spawn_blocking(move || generate_demo_data(&out, &opts))
@@ -253,6 +258,7 @@ mod tests {
         let args = DemoDataArgs {
             out: "/nonexistent".into(),
             seed: 1,
+            year: 2024,
         };
         assert_send(&run_demo_data(args));
     }

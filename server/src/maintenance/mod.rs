@@ -1,12 +1,13 @@
 //! The server's maintenance tasks, one file per task, each with its own interval: deleting the objects
 //! of deleted projects ([`objects`]), pruning done dispatch messages ([`dispatch`]) and expired
-//! sessions, invitations and sign-in attempts ([`accounts`]), and sending the webhook deliveries of
-//! finished runs ([`webhooks`]). Every task survives its own errors (a
+//! sessions, invitations and sign-in attempts ([`accounts`]), sending the webhook deliveries of
+//! finished runs ([`webhooks`]), and firing project schedules ([`schedules`]). Every task survives its own errors (a
 //! database outage, a flaky object store): it logs and tries again at its next interval.
 
 pub mod accounts;
 pub mod dispatch;
 pub mod objects;
+pub mod schedules;
 pub mod webhooks;
 
 use crate::api::AppState;
@@ -37,7 +38,13 @@ pub fn spawn(state: &AppState, stop: &CancellationToken) -> Vec<tokio::task::Joi
         let s = s.clone();
         async move { webhooks::run_once(&s).await }
     });
+    let s = state.clone();
+    let schedules = every("schedules", schedules::INTERVAL, stop.clone(), move || {
+        let s = s.clone();
+        async move { schedules::run_once(&s).await }
+    });
     vec![
+        tokio::spawn(schedules),
         tokio::spawn(objects),
         tokio::spawn(dispatch),
         tokio::spawn(accounts),

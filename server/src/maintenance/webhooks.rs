@@ -43,7 +43,7 @@ pub async fn run_once(state: &AppState) -> anyhow::Result<u64> {
                 let sent = client
                     .post(url)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .header("X-Groundwork-Event", "run.finished")
+                    .header("X-Groundwork-Event", d.event.as_str())
                     .header("X-Groundwork-Delivery", d.id.to_string())
                     .header("X-Groundwork-Signature", signature(&d.secret, &body))
                     .body(body)

@@ -79,40 +79,13 @@ pub async fn acquire(
     actor.require(Role::Member)?;
     let project = projects::get(&state.pool, actor.org_id, project_id).await?;
     let mut errors = Vec::new();
-    if body.stac.trim().is_empty() {
-        errors.push(FieldError {
-            field: "stac".into(),
-            message: "give a STAC API URL or a catalog.json path".into(),
-        });
-    } else if let Err(e) = groundwork_imagery::Source::checked(&body.stac, &state.outbound) {
-        errors.push(FieldError {
-            field: "stac".into(),
-            message: e.to_string(),
-        });
-    }
-    let profile: groundwork_imagery::Profile = match body.profile.clone() {
-        None => groundwork_imagery::Profile::EarthSearch,
-        Some(v) => serde_json::from_value(v).map_err(|e| {
-            ApiError::validation(vec![FieldError {
-                field: "profile".into(),
-                message: e.to_string(),
-            }])
-        })?,
-    };
-    if let groundwork_imagery::Profile::PlanetaryComputer { sas_endpoint } = &profile
-        && let Err(e) = state.outbound.check_url_syntax(sas_endpoint)
-    {
-        errors.push(FieldError {
-            field: "profile".into(),
-            message: format!("sas_endpoint: {e}"),
-        });
-    }
-    if body.max_cloud.is_some_and(|c| !(0.0..=100.0).contains(&c)) {
-        errors.push(FieldError {
-            field: "max_cloud".into(),
-            message: "must be 0–100".into(),
-        });
-    }
+    let profile = check_catalogue(
+        state,
+        &body.stac,
+        body.profile.clone(),
+        body.max_cloud,
+        &mut errors,
+    )?;
     if body
         .success_threshold
         .is_some_and(|t| !(0.0..=1.0).contains(&t))
@@ -153,12 +126,14 @@ pub async fn acquire(
                 max_cloud: body.max_cloud,
                 partition: [i, partitions],
                 success_threshold: threshold,
+                period: None,
             }
             .to_step(format!("acquire-{i}"), "cpu")
         })
         .collect();
     let mut summary = SummaryArgs {
         success_threshold: threshold,
+        windows: groundwork_worker::data::WindowSet::Project,
     }
     .to_step("acquire-summary", "cpu");
     summary.depends_on = (0..partitions).map(|i| format!("acquire-{i}")).collect();
@@ -177,6 +152,52 @@ pub async fn acquire(
     Ok(run)
 }
 
+/// Checks a catalogue a user named (through the outbound-request policy), its profile and cloud
+/// limit, adding what is wrong to `errors`; returns the profile (422 when it does not parse).
+pub fn check_catalogue(
+    state: &AppState,
+    stac: &str,
+    profile: Option<Value>,
+    max_cloud: Option<f64>,
+    errors: &mut Vec<FieldError>,
+) -> ApiResult<groundwork_imagery::Profile> {
+    if stac.trim().is_empty() {
+        errors.push(FieldError {
+            field: "stac".into(),
+            message: "give a STAC API URL or a catalog.json path".into(),
+        });
+    } else if let Err(e) = groundwork_imagery::Source::checked(stac, &state.outbound) {
+        errors.push(FieldError {
+            field: "stac".into(),
+            message: e.to_string(),
+        });
+    }
+    let profile: groundwork_imagery::Profile = match profile {
+        None => groundwork_imagery::Profile::EarthSearch,
+        Some(v) => serde_json::from_value(v).map_err(|e| {
+            ApiError::validation(vec![FieldError {
+                field: "profile".into(),
+                message: e.to_string(),
+            }])
+        })?,
+    };
+    if let groundwork_imagery::Profile::PlanetaryComputer { sas_endpoint } = &profile
+        && let Err(e) = state.outbound.check_url_syntax(sas_endpoint)
+    {
+        errors.push(FieldError {
+            field: "profile".into(),
+            message: format!("sas_endpoint: {e}"),
+        });
+    }
+    if max_cloud.is_some_and(|c| !(0.0..=100.0).contains(&c)) {
+        errors.push(FieldError {
+            field: "max_cloud".into(),
+            message: "must be 0–100".into(),
+        });
+    }
+    Ok(profile)
+}
+
 /// A project's windows.
 pub async fn list_windows(
     state: &AppState,
@@ -185,6 +206,43 @@ pub async fn list_windows(
     q: WindowQuery,
 ) -> ApiResult<WindowPage> {
     projects::get(&state.pool, actor.org_id, project_id).await?;
+    let limit = window_page_limit(&q)?;
+    let items = windows::list(
+        &state.pool,
+        project_id,
+        q.status.as_deref(),
+        q.cursor.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    let counts = windows::counts(&state.pool, project_id).await?;
+    Ok(window_page(items, limit, counts))
+}
+
+/// The windows a monitoring prediction run acquired for itself (another period or area than its
+/// project's), with its counts; empty for other runs.
+pub async fn list_run_windows(
+    state: &AppState,
+    actor: &Actor,
+    run_id: Uuid,
+    q: WindowQuery,
+) -> ApiResult<WindowPage> {
+    groundwork_store::jobs::get_run(&state.pool, actor.org_id, run_id).await?;
+    let limit = window_page_limit(&q)?;
+    let items = windows::run_list(
+        &state.pool,
+        run_id,
+        q.status.as_deref(),
+        q.cursor.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    let counts = windows::run_counts(&state.pool, run_id).await?;
+    Ok(window_page(items, limit, counts))
+}
+
+/// The page size a window query asks for, after checking its status.
+fn window_page_limit(q: &WindowQuery) -> ApiResult<i64> {
     if q.status
         .as_deref()
         .is_some_and(|s| !["pending", "acquired", "quarantined", "empty"].contains(&s))
@@ -201,14 +259,11 @@ pub async fn list_windows(
             "limit must be 1–1000",
         ));
     }
-    let mut items = windows::list(
-        &state.pool,
-        project_id,
-        q.status.as_deref(),
-        q.cursor.as_deref(),
-        limit + 1,
-    )
-    .await?;
+    Ok(limit)
+}
+
+/// A page of windows from `limit + 1` fetched.
+fn window_page(mut items: Vec<windows::Window>, limit: i64, counts: windows::Counts) -> WindowPage {
     let more = items.len() > usize::try_from(limit).unwrap_or(0);
     items.truncate(usize::try_from(limit).unwrap_or(0));
     let next_cursor = if more {
@@ -216,11 +271,11 @@ pub async fn list_windows(
     } else {
         None
     };
-    Ok(WindowPage {
-        counts: windows::counts(&state.pool, project_id).await?,
+    WindowPage {
+        counts,
         items,
         next_cursor,
-    })
+    }
 }
 
 /// Most windows one imagery tile is drawn from: a tile that meets more (zoomed far out) comes back

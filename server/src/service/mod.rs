@@ -13,6 +13,7 @@ pub mod outputs;
 pub mod package;
 pub mod projects;
 pub mod runs;
+pub mod schedules;
 pub mod shares;
 pub mod suggestions;
 pub mod tokens;

@@ -51,6 +51,159 @@ pub struct PredictRequest {
     /// When the run would exceed the organisation's device-time quota: hold it until an installation
     /// administrator approves it (instead of refusing it with 429 `quota_exceeded`).
     pub request_approval: Option<bool>,
+    /// Monitoring: the first day of another period to map (with `end`), for example the same
+    /// season of a later year. The model takes one time step per month, so the period spans as
+    /// many months as the project's. The run acquires the period's imagery first; the project's
+    /// own imagery (what the model learnt from) is left as it is.
+    pub start: Option<chrono::NaiveDate>,
+    /// Monitoring: the last day of the period (with `start`).
+    pub end: Option<chrono::NaiveDate>,
+    /// Monitoring: another area to map (a GeoJSON Polygon or MultiPolygon, either ring orientation,
+    /// within the installation's area limit); default the project's. With it alone, the project's
+    /// period.
+    #[schema(value_type = Option<Object>)]
+    pub area: Option<serde_json::Value>,
+    /// Monitoring: the catalogue to acquire from (default: the one of the project's last
+    /// acquisition), as `POST …/acquire` takes it.
+    pub stac: Option<String>,
+    /// Monitoring: the catalogue's profile (default: the last acquisition's).
+    #[schema(value_type = Option<Object>)]
+    pub profile: Option<serde_json::Value>,
+    /// Monitoring: largest scene cloud cover, percent (default: the last acquisition's).
+    pub max_cloud: Option<f64>,
+    /// Monitoring: fraction of the period's windows that must be acquired (default 0.9). Windows
+    /// with no imagery in the period are left out of the map.
+    pub success_threshold: Option<f64>,
+}
+
+/// Default fraction of a monitoring period's windows that must be acquired.
+pub const MONITORING_THRESHOLD: f64 = 0.9;
+
+impl PredictRequest {
+    /// Whether this maps another period or area than the project's (a monitoring prediction).
+    #[must_use]
+    pub fn is_monitoring(&self) -> bool {
+        self.start.is_some() || self.end.is_some() || self.area.is_some()
+    }
+}
+
+/// The acquisition a monitoring prediction runs first (`None` for a prediction of the project's own
+/// period and area), checked: the period has as many months as the project's, the area is a valid
+/// geometry within the limit, the catalogue passes the outbound-request policy.
+async fn monitoring_acquisition(
+    state: &AppState,
+    project: &projects::Project,
+    body: &PredictRequest,
+) -> ApiResult<Option<groundwork_worker::steps::AcquireArgs>> {
+    if !body.is_monitoring() {
+        let extra = [
+            ("stac", body.stac.is_some()),
+            ("profile", body.profile.is_some()),
+            ("max_cloud", body.max_cloud.is_some()),
+            ("success_threshold", body.success_threshold.is_some()),
+        ];
+        if let Some((field, _)) = extra.iter().find(|(_, set)| *set) {
+            return Err(ApiError::validation(vec![FieldError {
+                field: (*field).into(),
+                message: "only for a prediction of another period or area (with start and end, \
+                          or area); the project's own imagery is already acquired"
+                    .into(),
+            }]));
+        }
+        return Ok(None);
+    }
+    let mut errors = Vec::new();
+    let (start, end) = match (body.start, body.end) {
+        (Some(s), Some(e)) => (s, e),
+        (None, None) => (project.start, project.end),
+        _ => {
+            return Err(ApiError::validation(vec![FieldError {
+                field: if body.start.is_none() { "start" } else { "end" }.into(),
+                message: "give both start and end of the period".into(),
+            }]));
+        }
+    };
+    let months = super::projects::months_spanned(project.start, project.end);
+    if end < start {
+        errors.push(FieldError {
+            field: "end".into(),
+            message: format!("end {end} is before start {start}"),
+        });
+    } else if super::projects::months_spanned(start, end) != months {
+        errors.push(FieldError {
+            field: "end".into(),
+            message: format!(
+                "the model was trained on {months} monthly time steps ({} to {}); give a period of \
+                 {months} months (for example the same months of another year), not {}",
+                project.start,
+                project.end,
+                super::projects::months_spanned(start, end)
+            ),
+        });
+    }
+    let area = match &body.area {
+        None => None,
+        Some(v) => {
+            let (v, max) = (v.clone(), state.max_aoi_km2);
+            let checked = tokio::task::spawn_blocking(move || {
+                let mut errors = Vec::new();
+                let aoi = crate::geometry::aoi(&v, max, &mut errors);
+                (aoi, errors)
+            })
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+            let (aoi, area_errors) = checked;
+            errors.extend(area_errors.into_iter().map(|e| FieldError {
+                field: "area".into(),
+                message: e.message,
+            }));
+            aoi.map(|a| a.geometry)
+        }
+    };
+    // The catalogue: as given, or the project's last acquisition's.
+    let last: Option<groundwork_worker::steps::AcquireArgs> =
+        jobs::latest_args(&state.pool, project.id, groundwork_types::StepKind::Acquire)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok());
+    let Some(stac) = body
+        .stac
+        .clone()
+        .or_else(|| last.as_ref().map(|a| a.stac.clone()))
+    else {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "stac".into(),
+            message: "the project has no acquisition to take the catalogue from; give stac".into(),
+        }]));
+    };
+    let profile_value = match &body.profile {
+        Some(p) => Some(p.clone()),
+        None if body.stac.is_none() => last
+            .as_ref()
+            .and_then(|a| serde_json::to_value(&a.profile).ok()),
+        None => None,
+    };
+    let profile =
+        super::imagery::check_catalogue(state, &stac, profile_value, body.max_cloud, &mut errors)?;
+    let threshold = body.success_threshold.unwrap_or(MONITORING_THRESHOLD);
+    if !(0.0..=1.0).contains(&threshold) {
+        errors.push(FieldError {
+            field: "success_threshold".into(),
+            message: "must be 0–1".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(Some(groundwork_worker::steps::AcquireArgs {
+        stac,
+        profile,
+        max_cloud: body
+            .max_cloud
+            .or_else(|| last.as_ref().and_then(|a| a.max_cloud)),
+        partition: [0, 1],
+        success_threshold: threshold,
+        period: Some(groundwork_worker::steps::Period { start, end, area }),
+    }))
 }
 
 /// A trained model a prediction can use.
@@ -352,7 +505,10 @@ pub async fn start_prediction(
 ) -> ApiResult<RunWithSteps> {
     actor.require(Role::Member)?;
     let project = projects::get(&state.pool, actor.org_id, project_id).await?;
-    refuse_stale(state, project_id).await?;
+    let acquire = monitoring_acquisition(state, &project, &body).await?;
+    if acquire.is_none() {
+        refuse_stale(state, project_id).await?;
+    }
     let mut errors = Vec::new();
     if body.block.is_some_and(|b| !(1..=64).contains(&b)) {
         errors.push(FieldError {
@@ -413,7 +569,14 @@ pub async fn start_prediction(
             }
             report
         });
+    let (period_start, period_end, other_area) =
+        match acquire.as_ref().and_then(|a| a.period.as_ref()) {
+            Some(p) => (p.start, p.end, p.area.is_some()),
+            None => (project.start, project.end, false),
+        };
     let lineage = json!({
+        "period": {"start": period_start, "end": period_end, "monitoring": acquire.is_some(),
+                   "area": if other_area { "given" } else { "project" }},
         "training_run_id": trained.run_id,
         "label_set_version": out.get("label_set_version"),
         "checkpoint_sha256": out.get("weights_sha256"),
@@ -430,15 +593,22 @@ pub async fn start_prediction(
         block: body.block,
         overlap: body.overlap,
         lineage,
+        acquire,
     };
-    let steps = groundwork_worker::steps::plan_prediction(&state.pool, &project, &opts)
+    let plan = groundwork_worker::steps::plan_prediction(&state.pool, &project, &opts)
         .await
         .map_err(|e| {
             ApiError::validation(vec![FieldError {
-                field: "project".into(),
+                field: if opts.acquire.is_some() {
+                    "area"
+                } else {
+                    "project"
+                }
+                .into(),
                 message: format!("{e:#}"),
             }])
         })?;
+    let steps = &plan.steps;
     // The predict steps' queue decides the device the estimate is for.
     let device = steps
         .iter()
@@ -446,13 +616,17 @@ pub async fn start_prediction(
         .map_or(groundwork_types::DeviceKind::Cpu, |s| {
             groundwork_types::DeviceKind::of_queue(&s.queue)
         });
-    let estimate = super::usage::predict_estimate(state, actor.org_id, &project, device).await?;
+    // The windows the run maps: the project's acquired ones, or every window of the period's area.
+    #[expect(clippy::cast_precision_loss, reason = "a window count")]
+    let mapped = plan.windows as f64;
+    let estimate =
+        super::usage::predict_estimate_for(state, actor.org_id, &project, device, mapped).await?;
     let held = super::usage::over_quota(&estimate, body.request_approval.unwrap_or(false))?;
     let run = jobs::create_run_with(
         &state.pool,
         actor.org_id,
         project_id,
-        &steps,
+        steps,
         idempotency_key,
         &jobs::RunExtras {
             estimate: Some(json!(estimate)),
@@ -466,7 +640,8 @@ pub async fn start_prediction(
             "project.predict",
             "run",
             run.run.id,
-            json!({"project_id": project_id, "training_run_id": trained.run_id}),
+            json!({"project_id": project_id, "training_run_id": trained.run_id,
+                   "period": {"start": period_start, "end": period_end}, "other_area": other_area}),
         )
         .await;
     Ok(run)

@@ -88,6 +88,14 @@ fn describe(o: &Output, routes: DataRoutes<'_>) -> Value {
             json!({
                 "tiles": format!("{base}/tiles/{{z}}/{{x}}/{{y}}.png"),
                 "download_tif": format!("{base}/download.tif"),
+                // A map across UTM zones: each zone's own map in its own CRS.
+                "download_zones": match routes {
+                    DataRoutes::Private => zones_of(o)
+                        .iter()
+                        .map(|(epsg, _)| json!({"epsg": epsg, "href": format!("{base}/download.tif?zone={epsg}")}))
+                        .collect::<Vec<_>>(),
+                    DataRoutes::Shared(_) => Vec::new(),
+                },
                 "download_geojson": (o.kind == "class").then(|| format!("{base}/download.geojson")),
                 "stac_item": routes.stac_item(o),
             }),
@@ -254,8 +262,45 @@ pub async fn tile_png_for_org(
 }
 
 /// The output's COG in its UTM CRS: the output and the local copy of the file.
-pub async fn utm_cog(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<(Output, PathBuf)> {
-    utm_cog_for_org(state, actor.org_id, id).await
+pub async fn utm_cog(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    zone: Option<u32>,
+) -> ApiResult<(Output, PathBuf)> {
+    let Some(zone) = zone else {
+        return utm_cog_for_org(state, actor.org_id, id).await;
+    };
+    // One zone's own map of an area across zones.
+    let o = outputs::get(&state.pool, actor.org_id, id).await?;
+    let keys = groundwork_types::keys::ProjectKeys::new(o.org_id, o.project_id);
+    let key = zones_of(&o)
+        .into_iter()
+        .find(|(epsg, _)| *epsg == zone)
+        .map(|(_, key)| key)
+        .filter(|key| keys.owns(key))
+        .ok_or_else(|| {
+            ApiError::not_found(&format!(
+                "a separate map of EPSG:{zone} (only maps across UTM zones have one per zone)"
+            ))
+        })?;
+    let path = local_copy(state, &key).await?;
+    Ok((o, path))
+}
+
+/// The zones of a map across UTM zones and their own COGs' keys (`stats.zones`).
+fn zones_of(o: &Output) -> Vec<(u32, String)> {
+    o.stats["zones"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|z| {
+            Some((
+                u32::try_from(z["epsg"].as_u64()?).ok()?,
+                z["key"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
 }
 
 /// [`utm_cog`] of an output of `org_id`.

@@ -59,6 +59,16 @@ pub struct CreateProject {
     pub allow_random_init: bool,
 }
 
+/// Calendar months from `start`'s to `end`'s, both counted: the monthly time steps of the period.
+#[must_use]
+pub fn months_spanned(start: chrono::NaiveDate, end: chrono::NaiveDate) -> i32 {
+    use chrono::Datelike;
+    let (m1, m0) = (end.month0(), start.month0());
+    (end.year() - start.year()) * 12 + i32::try_from(m1).unwrap_or(0)
+        - i32::try_from(m0).unwrap_or(0)
+        + 1
+}
+
 fn default_license() -> String {
     DEFAULT_LICENSE.into()
 }
@@ -143,10 +153,7 @@ fn validate(p: CreateProject, max_km2: f64) -> Result<ProjectFields, ApiError> {
     } else {
         // One monthly composite per time step, and OlmoEarth takes at most 12 of them: a longer
         // range is refused here, not at acquisition.
-        use chrono::Datelike;
-        let months = (p.end.year() - p.start.year()) * 12 + p.end.month0() as i32
-            - p.start.month0() as i32
-            + 1;
+        let months = months_spanned(p.start, p.end);
         let max = groundwork_imagery::composite::MAX_BINS;
         if months > i32::try_from(max).unwrap_or(i32::MAX) {
             errors.push(FieldError {

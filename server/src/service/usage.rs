@@ -186,15 +186,21 @@ pub async fn predict_estimate(
     device: DeviceKind,
 ) -> ApiResult<Estimate> {
     let counts = groundwork_store::windows::counts(&state.pool, project.id).await?;
-    estimate_units(
-        state,
-        org_id,
-        project,
-        StepKind::Predict,
-        device,
-        counts.acquired.max(0) as f64,
-    )
-    .await
+    #[expect(clippy::cast_precision_loss, reason = "a window count")]
+    let windows = counts.acquired.max(0) as f64;
+    predict_estimate_for(state, org_id, project, device, windows).await
+}
+
+/// The estimate of mapping `windows` windows of `project` on `device` (a monitoring prediction
+/// maps every window of its area).
+pub async fn predict_estimate_for(
+    state: &AppState,
+    org_id: Uuid,
+    project: &Project,
+    device: DeviceKind,
+    windows: f64,
+) -> ApiResult<Estimate> {
+    estimate_units(state, org_id, project, StepKind::Predict, device, windows).await
 }
 
 /// `POST /api/v1/projects/{id}/estimate`.

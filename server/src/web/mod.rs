@@ -252,6 +252,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/projects/{id}/delete", post(projects::delete))
         .route("/projects/{id}/train", post(results::train))
         .route("/projects/{id}/predict", post(results::predict))
+        .route("/projects/{id}/schedule", post(results::schedule))
         .route("/outputs/{id}", get(results::output_map))
         .route("/outputs/{id}/shares", post(results::create_share))
         .route(

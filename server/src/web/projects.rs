@@ -658,6 +658,57 @@ struct ProjectPage {
     settings_error: String,
     /// What the newest finished acquisition found, month by month.
     acquisition: Option<AcquisitionTable>,
+    /// Monthly time steps of the project's period (what a prediction of another period spans).
+    months: i32,
+    /// The project's schedule, if it has one.
+    schedule: Option<ScheduleRow>,
+    /// The schedule form's choices.
+    cadences: &'static [(&'static str, &'static str)],
+}
+
+/// Cadences of a schedule, with what the form says.
+const CADENCES: &[(&str, &str)] = &[
+    ("monthly", "Every month"),
+    ("quarterly", "Every three months"),
+    ("yearly", "Every year"),
+];
+
+/// A project's schedule as its page shows it.
+struct ScheduleRow {
+    /// `monthly`, `quarterly` or `yearly`.
+    cadence: String,
+    /// When it fires next.
+    next: String,
+    /// The period that run maps.
+    next_period: String,
+    /// Change alert threshold, km².
+    alert: Option<f64>,
+    /// Why its last run did not start or compare.
+    error: Option<String>,
+    /// Its last run.
+    last_run: Option<Uuid>,
+    /// The change map of its last two maps.
+    change: Option<Uuid>,
+}
+
+impl ScheduleRow {
+    fn new(v: crate::service::schedules::ScheduleView) -> Self {
+        let s = v.schedule;
+        let month = |d: chrono::NaiveDate| d.format("%b %Y").to_string();
+        ScheduleRow {
+            cadence: s.cadence,
+            next: s.next_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+            next_period: format!(
+                "{} – {}",
+                month(v.next_period.start),
+                month(v.next_period.end)
+            ),
+            alert: s.change_alert_km2,
+            error: s.last_error,
+            last_run: s.last_run_id,
+            change: s.last_change_map_id,
+        }
+    }
 }
 
 /// The newest finished acquisition's summary: per month and modality, the scenes the windows used and
@@ -805,6 +856,11 @@ async fn project_page(
         }
     };
     let classes = project.classes.clone();
+    let months = crate::service::projects::months_spanned(project.start, project.end);
+    let schedule = crate::service::schedules::get(state, actor, id)
+        .await
+        .ok()
+        .map(ScheduleRow::new);
     let results = super::results::results(state, actor, id).await?;
     let summary = labels::summary(&state.pool, id, None).await?;
     let labels = LabelsView {
@@ -838,6 +894,9 @@ async fn project_page(
         predict_estimate,
         settings_error: String::new(),
         acquisition,
+        months,
+        schedule,
+        cadences: CADENCES,
     })
 }
 

@@ -1514,6 +1514,146 @@ async fn result_pages_show_the_map_the_curves_and_the_report_and_members_start_t
 }
 
 #[tokio::test]
+async fn members_map_another_period_and_set_and_remove_a_schedule_from_the_project_page() {
+    let site = Site::new().await;
+    let org = groundwork_store::DEFAULT_ORG_ID;
+    let p = seed(&site, org).await;
+    seed_results(&site.db.pool, org, p).await;
+    let page = site.get(&format!("/projects/{p}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    // The predict form offers another period; the page says there is no schedule yet.
+    assert!(
+        page.body
+            .contains(r#"<input id="predict-start" name="start" type="date""#)
+    );
+    assert!(
+        page.body
+            .contains("monthly steps, like the project's period")
+    );
+    assert!(
+        page.body
+            .contains("No schedule: maps are made when someone presses Predict.")
+    );
+    assert!(
+        page.body
+            .contains(&format!(r#"action="/projects/{p}/schedule""#))
+    );
+    // The published map says which period it maps once its lineage records it.
+    sqlx::query("update output set lineage = lineage || $2 where project_id = $1")
+        .bind(p)
+        .bind(json!({"period": {"start": "2025-04-01", "end": "2025-05-31", "area": "given"}}))
+        .execute(&site.db.pool)
+        .await
+        .unwrap();
+    let page = site.get(&format!("/projects/{p}")).await;
+    assert!(
+        page.body.contains("Apr 2025 – May 2025 · another area"),
+        "{}",
+        page.body
+    );
+
+    // A date the form cannot read, and a schedule without a catalogue to read from, are refused
+    // next to the buttons.
+    let r = site
+        .post_form(
+            &format!("/projects/{p}/predict"),
+            &[("csrf", ""), ("start", "April"), ("end", "2025-05-31")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body.contains("first day of the period: give a date"),
+        "{}",
+        r.body
+    );
+    let r = site
+        .post_form(
+            &format!("/projects/{p}/schedule"),
+            &[
+                ("csrf", ""),
+                ("cadence", "monthly"),
+                ("change_alert_km2", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body.contains("no acquisition to take the catalogue from"),
+        "{}",
+        r.body
+    );
+
+    // After an acquisition, the schedule takes its catalogue.
+    jobs::create_run(
+        &site.db.pool,
+        org,
+        p,
+        &[jobs::NewStep::new(
+            "acquire-0",
+            groundwork_types::StepKind::Acquire,
+            json!({"stac": "https://earth-search.aws.element84.com/v1", "max_cloud": 40.0}),
+            "cpu",
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    let r = site
+        .post_form(
+            &format!("/projects/{p}/schedule"),
+            &[
+                ("csrf", ""),
+                ("cadence", "quarterly"),
+                ("change_alert_km2", "2.5"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let (stac, max_cloud, alert, by): (String, Option<f64>, Option<f64>, Uuid) = sqlx::query_as(
+        "select stac, max_cloud, change_alert_km2, created_by from project_schedule where project_id = $1",
+    )
+    .bind(p)
+    .fetch_one(&site.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stac, "https://earth-search.aws.element84.com/v1");
+    assert_eq!(max_cloud, Some(40.0));
+    assert_eq!(alert, Some(2.5));
+    let owner: Uuid = sqlx::query_scalar(
+        "select user_id from membership where org_id = $1 and role = 'owner' limit 1",
+    )
+    .bind(org)
+    .fetch_one(&site.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(by, owner);
+    let page = site.get(&format!("/projects/{p}")).await;
+    assert!(
+        page.body.contains(r#"<option value="quarterly" selected>"#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(
+            "alerting the webhook when a change between two maps covers more than 2.5 km²"
+        )
+    );
+    // "Never" removes it.
+    let r = site
+        .post_form(
+            &format!("/projects/{p}/schedule"),
+            &[("csrf", ""), ("cadence", "")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let left: i64 = sqlx::query_scalar("select count(*) from project_schedule")
+        .fetch_one(&site.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
 async fn result_pages_of_another_organisation_are_not_found_and_viewers_get_no_buttons() {
     let db = TestDb::new().await.unwrap();
     let pool = &db.pool;

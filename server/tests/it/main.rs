@@ -19,6 +19,7 @@ mod imagery_tiles;
 mod labels;
 mod lifecycle;
 mod models;
+mod monitoring;
 mod outputs;
 mod package;
 mod processes;

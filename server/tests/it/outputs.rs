@@ -253,9 +253,11 @@ async fn publish() -> Published {
         block: Some(2),
         overlap: Some(16),
         lineage: json!({"label_set_version": "labels-v3", "metrics": {"miou": 0.61, "accuracy": 0.83}}),
+        acquire: None,
     };
     let steps = groundwork_worker::steps::plan_prediction(&db.pool, &project, &opts)
         .await
+        .map(|p| p.steps)
         .unwrap();
     assert_eq!(
         steps.iter().filter(|s| s.kind == "predict").count(),

@@ -405,7 +405,7 @@ async fn finish_run_if_done<'e>(exec: impl sqlx::PgExecutor<'e>, run_id: Uuid) -
          insert into webhook_delivery (id, project_id, run_id) \
          select gen_random_uuid(), done.project_id, done.id from done \
          join project_webhook w on w.project_id = done.project_id \
-         on conflict (run_id) where state = 'pending' do nothing",
+         on conflict (run_id, event) where state = 'pending' do nothing",
     )
     .bind(run_id)
     .execute(exec)
@@ -454,6 +454,23 @@ async fn dispatch_ready_dependents(
     .fetch_all(&mut **tx)
     .await?;
     dispatch(tx, &ready).await
+}
+
+/// The arguments of the project's latest step of `kind` (for example its last acquisition's
+/// catalogue), if it has one.
+pub async fn latest_args(
+    pool: &sqlx::PgPool,
+    project_id: Uuid,
+    kind: StepKind,
+) -> Result<Option<Value>> {
+    Ok(sqlx::query_scalar(
+        "select s.args from step s join pipeline_run r on r.id = s.run_id \
+         where r.project_id = $1 and s.kind = $2 order by s.created_at desc, s.id desc limit 1",
+    )
+    .bind(project_id)
+    .bind(kind.as_str())
+    .fetch_optional(pool)
+    .await?)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! all of them.
 
 use super::permanent;
+use crate::data::WindowSet;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use futures::future::BoxFuture;
@@ -30,6 +31,23 @@ pub struct AcquireArgs {
     /// Fraction of windows that must succeed.
     #[serde(default = "default_threshold")]
     pub success_threshold: f64,
+    /// Another period (and area) than the project's: a monitoring prediction's acquisition, whose
+    /// windows are the run's own (the project's windows are left as they are).
+    #[serde(default)]
+    pub period: Option<Period>,
+}
+
+/// The period and area a monitoring prediction maps with a model trained on the project's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Period {
+    /// First day.
+    pub start: chrono::NaiveDate,
+    /// Last day.
+    pub end: chrono::NaiveDate,
+    /// Area (a GeoJSON Polygon or MultiPolygon); the project's when absent.
+    #[serde(default)]
+    pub area: Option<Value>,
 }
 
 impl StepArgs for AcquireArgs {
@@ -47,6 +65,9 @@ impl StepArgs for AcquireArgs {
         }
         if !(0.0..=1.0).contains(&self.success_threshold) {
             return Err("success_threshold must be 0–1".into());
+        }
+        if self.period.as_ref().is_some_and(|p| p.end < p.start) {
+            return Err("the period ends before it starts".into());
         }
         Ok(())
     }
@@ -67,20 +88,24 @@ pub async fn plan_windows(
     pool: &groundwork_store::PgPool,
     project: &projects::Project,
 ) -> anyhow::Result<Vec<WindowSpec>> {
-    let (specs, rows) = window_plan(project).await?;
+    let (specs, rows) = window_plan(&project.aoi, project.window_size).await?;
     windows::plan(pool, project.id, &rows).await?;
     Ok(specs)
 }
 
-/// Cuts a project's area into windows (off the async runtime): the windows in id order, and their
-/// rows to record.
-async fn window_plan(
-    project: &projects::Project,
+/// Cuts an area (a GeoJSON geometry) into windows of `window_size` pixels (off the async runtime):
+/// the windows in id order, and their rows to record.
+///
+/// # Errors
+/// When the area is not a GeoJSON geometry, or cannot be cut.
+pub async fn window_plan(
+    area: &Value,
+    window_size: i32,
 ) -> anyhow::Result<(Vec<WindowSpec>, Vec<windows::NewWindow>)> {
-    let aoi: geojson::Geometry = serde_json::from_value(project.aoi.clone())
-        .context("the project's AOI is not a GeoJSON geometry")?;
+    let aoi: geojson::Geometry =
+        serde_json::from_value(area.clone()).context("the area is not a GeoJSON geometry")?;
     let opts = GridOptions {
-        window_size: u32::try_from(project.window_size).unwrap_or(64),
+        window_size: u32::try_from(window_size).unwrap_or(64),
         ..GridOptions::default()
     };
     // Cutting a large AOI is CPU work: off the async runtime.
@@ -132,8 +157,36 @@ impl Step for Acquire {
             let project = ctx.project().await?;
             let modalities = project.modalities.clone();
             ctx.progress.set(0.0, "planning windows");
-            let (all, rows) = window_plan(&project).await.map_err(permanent)?;
-            ctx.plan_windows(rows).await?;
+            // A monitoring run's windows are its own: the project's stay as they are.
+            let (area, start, end, set) = match &args.period {
+                Some(p) => (
+                    p.area.clone().unwrap_or_else(|| project.aoi.clone()),
+                    p.start,
+                    p.end,
+                    WindowSet::Run,
+                ),
+                None => (
+                    project.aoi.clone(),
+                    project.start,
+                    project.end,
+                    WindowSet::Project,
+                ),
+            };
+            let (all, rows) = window_plan(&area, project.window_size)
+                .await
+                .map_err(permanent)?;
+            let mine_rows: Vec<windows::NewWindow> = match set {
+                WindowSet::Project => {
+                    ctx.plan_windows(rows).await?;
+                    Vec::new()
+                }
+                WindowSet::Run => rows
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % count == index)
+                    .map(|(_, w)| w)
+                    .collect(),
+            };
             let mine: Vec<WindowSpec> = all
                 .into_iter()
                 .enumerate()
@@ -144,7 +197,7 @@ impl Step for Acquire {
             // fetched or opened; a refusal is final.
             let source = Source::checked(&args.stac, &ctx.outbound)
                 .map_err(|e| permanent(anyhow::anyhow!("catalogue {:?}: {e}", args.stac)))?;
-            let mut req = AcquireRequest::new(source, modalities, project.start, project.end);
+            let mut req = AcquireRequest::new(source, modalities, start, end);
             req.profile = args.profile.clone();
             req.max_cloud = args.max_cloud;
             req.success_threshold = args.success_threshold;
@@ -194,7 +247,10 @@ impl Step for Acquire {
                 })
                 .collect();
             // Fenced by the claim: an execution that lost its lease records nothing.
-            ctx.record_outcomes(outcomes).await?;
+            match set {
+                WindowSet::Project => ctx.record_outcomes(outcomes).await?,
+                WindowSet::Run => ctx.record_run_outcomes(mine_rows, outcomes).await?,
+            }
             let months: Vec<String> = report
                 .bins
                 .iter()
@@ -216,7 +272,7 @@ impl Step for Acquire {
                 tracing::warn!(step = %ctx.step_id, "{w}");
             }
             if count == 1 && !report.success {
-                let common = ctx.most_common_reason("quarantined").await?;
+                let common = ctx.most_common_reason(set, "quarantined").await?;
                 return Err(permanent(anyhow::anyhow!(
                     "{}",
                     shortfall(
@@ -247,6 +303,9 @@ pub struct SummaryArgs {
     /// Fraction of windows that must succeed.
     #[serde(default = "default_threshold")]
     pub success_threshold: f64,
+    /// The project's windows, or the run's own (a monitoring prediction's acquisition).
+    #[serde(default)]
+    pub windows: WindowSet,
 }
 
 impl StepArgs for SummaryArgs {
@@ -274,7 +333,7 @@ impl Step for AcquireSummary {
         args: SummaryArgs,
     ) -> BoxFuture<'static, Result<StepOutput, StepError>> {
         Box::pin(async move {
-            let c = ctx.window_counts().await?;
+            let c = ctx.window_counts(args.windows).await?;
             #[expect(clippy::cast_precision_loss, reason = "a fraction")]
             let fraction = if c.total == 0 {
                 0.0
@@ -296,7 +355,7 @@ impl Step for AcquireSummary {
                 "scenes_per_month": scenes_per_month, "clear_fraction": clear_fraction,
                 "band_means": band_means, "unit_warnings": unit_warnings(&band_means)});
             if fraction < args.success_threshold {
-                let common = ctx.most_common_reason("quarantined").await?;
+                let common = ctx.most_common_reason(args.windows, "quarantined").await?;
                 let n = |v: i64| usize::try_from(v).unwrap_or(0);
                 return Err(permanent(anyhow::anyhow!(
                     "{}",

@@ -7,6 +7,8 @@
 //! CRS, as its imagery was read). The other zones' mosaics are reprojected onto the main zone's grid
 //! (bilinear on the probabilities or values; classes are taken after) and fill every pixel the main
 //! zone's windows do not reach, so the map is one seamless raster (`reprojected_zones` in the output).
+//! Each zone's own map (its windows on its own grid, nothing resampled) is written too, for download
+//! (`zones` in the output; `publish` keeps them in the output's `stats.zones`).
 
 use super::permanent;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
@@ -60,6 +62,21 @@ pub struct CombinedRaster {
     pub bands: usize,
 }
 
+/// One zone's own map of an area across zones (its windows, on its own grid), for download.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneRaster {
+    /// EPSG code of the zone.
+    pub epsg: u32,
+    /// `class | value`.
+    pub kind: String,
+    /// Object key of its COG.
+    pub key: String,
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+}
+
 /// A mosaic read into memory: `K` planes over a rectangle (small areas: tests and inspection).
 #[derive(Debug, Clone)]
 pub struct Combined {
@@ -87,6 +104,20 @@ pub fn mosaic_on_disk(
     main: u32,
     resolution: f64,
     load: &LoadPart<'_>,
+) -> anyhow::Result<DiskMosaic> {
+    mosaic_on_disk_by_zone(dir, parts, k, main, resolution, load, &mut |_| Ok(()))
+}
+
+/// [`mosaic_on_disk`], handing each zone's own mosaic (its windows only, on its own grid, nothing
+/// resampled) to `on_zone` before the zones are merged, when the partitions span more than one zone.
+pub fn mosaic_on_disk_by_zone(
+    dir: &std::path::Path,
+    parts: &[(u32, Rect)],
+    k: usize,
+    main: u32,
+    resolution: f64,
+    load: &LoadPart<'_>,
+    on_zone: &mut dyn FnMut(&DiskMosaic) -> anyhow::Result<()>,
 ) -> anyhow::Result<DiskMosaic> {
     let union = |rects: &mut dyn Iterator<Item = Rect>| {
         rects.reduce(|a, b| Rect {
@@ -121,7 +152,10 @@ pub fn mosaic_on_disk(
         Ok(())
     };
     let mut others = Vec::new();
-    for &zone in zones.iter().filter(|z| **z != main) {
+    // Across zones, each zone is first mosaicked on its own grid (for `on_zone`; the other zones
+    // are then resampled into the main one).
+    let across = zones.len() > 1;
+    for &zone in zones.iter().filter(|_| across) {
         let rect = union(&mut parts.iter().filter(|(e, _)| *e == zone).map(|(_, r)| *r))
             .context("a zone without partitions")?;
         let mut m = DiskMosaic::create(
@@ -132,7 +166,15 @@ pub fn mosaic_on_disk(
             zone,
         )?;
         paste_zone(&mut m, zone)?;
-        others.push(m);
+        on_zone(&m)?;
+        if zone == main {
+            // The main zone's own map was only for `on_zone`: the merged mosaic holds it.
+            let path = m.path.clone();
+            drop(m);
+            let _ = std::fs::remove_file(path);
+        } else {
+            others.push(m);
+        }
     }
     let mut rect = union(&mut parts.iter().filter(|(e, _)| *e == main).map(|(_, r)| *r))
         .context("no partition in the main zone")?;
@@ -281,12 +323,14 @@ impl Step for Combine {
                 .iter()
                 .filter(|s| s.kind == StepKind::Predict && s.state == StepState::Succeeded)
                 .filter_map(|s| s.output.clone())
+                // A monitoring run's partition whose windows all came out empty mapped nothing.
+                .filter(|o| o.get("key").is_some_and(Value::is_string))
                 .map(serde_json::from_value)
                 .collect::<Result<_, _>>()
                 .map_err(permanent)?;
             if parts.is_empty() {
                 return Err(permanent(anyhow::anyhow!(
-                    "the run has no finished predict step to combine"
+                    "the run has no finished predict step with a map to combine"
                 )));
             }
             let mut per_zone: BTreeMap<u32, usize> = BTreeMap::new();
@@ -346,13 +390,40 @@ impl Step for Combine {
             }
             ctx.progress.set(0.4, "writing COGs");
             let legend2 = legend.clone();
-            let (files, geotransform, size, stats) =
+            let (files, geotransform, size, stats, zone_files) =
                 tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                     let load = |i: usize| -> anyhow::Result<(Rect, usize, Vec<f32>)> {
                         let bytes = std::fs::read(&files[i])?;
                         super::predict::decode_partition(&bytes)
                     };
-                    let m = mosaic_on_disk(&dir_path, &placed, k, epsg, resolution, &load)?;
+                    // An area across zones: each zone's map in its own CRS too, for download.
+                    let mut zone_files = Vec::new();
+                    let mut on_zone = |z: &DiskMosaic| -> anyhow::Result<()> {
+                        let (w, h) = (z.rect.width(), z.rect.height());
+                        let folder = dir_path.join(format!("zone-{}", z.epsg));
+                        std::fs::create_dir_all(&folder)?;
+                        if regression {
+                            let path = folder.join("value.tif");
+                            z.write_value_cog(&path)?;
+                            zone_files.push((z.epsg, "value", path, [w, h]));
+                        } else {
+                            let (class, probability) =
+                                (folder.join("class.tif"), folder.join("probability.tif"));
+                            z.write_class_cogs(&legend2, &class, &probability)?;
+                            let _ = std::fs::remove_file(&probability);
+                            zone_files.push((z.epsg, "class", class, [w, h]));
+                        }
+                        Ok(())
+                    };
+                    let m = mosaic_on_disk_by_zone(
+                        &dir_path,
+                        &placed,
+                        k,
+                        epsg,
+                        resolution,
+                        &load,
+                        &mut on_zone,
+                    )?;
                     for f in &files {
                         let _ = std::fs::remove_file(f);
                     }
@@ -376,7 +447,7 @@ impl Step for Combine {
                     let path = m.path.clone();
                     drop(m);
                     let _ = std::fs::remove_file(path);
-                    Ok((out, gt, [w, h], stats))
+                    Ok((out, gt, [w, h], stats, zone_files))
                 })
                 .await
                 .map_err(|e| StepError::Retryable(e.into()))?
@@ -394,6 +465,18 @@ impl Step for Combine {
                     bands,
                 });
             }
+            let mut zones = Vec::new();
+            for (zone, kind, path, [w, h]) in zone_files {
+                let key = format!("{folder}/zones/{zone}/{kind}.tif");
+                upload(objects.as_ref(), &path, &key).await?;
+                zones.push(ZoneRaster {
+                    epsg: zone,
+                    kind: kind.into(),
+                    key,
+                    width: w,
+                    height: h,
+                });
+            }
             drop(dir);
             let scenes: BTreeSet<&String> = mine.iter().flat_map(|p| p.scenes.iter()).collect();
             let windows: usize = mine.iter().map(|p| p.windows).sum();
@@ -404,7 +487,7 @@ impl Step for Combine {
                     "resolution": resolution, "outputs": rasters, "classes": legend, "stats": stats,
                     "regression": regression, "windows": windows, "partitions": mine.len(),
                     "scenes": scenes, "model": mine.first().map(|p| p.model.clone()),
-                    "reprojected_zones": reprojected,
+                    "reprojected_zones": reprojected, "zones": zones,
                 }),
                 artifacts: Vec::new(),
             })
@@ -497,7 +580,34 @@ mod tests {
             Ok((c.rect, c.k, as_sums(c)))
         };
         let dir = tempfile::tempdir()?;
-        let m = mosaic_on_disk(dir.path(), &placed, 2, 32633, 10.0, &load)?;
+        // Each zone's own map as well, on its own grid, before the merge.
+        let mut own: Vec<(u32, Combined)> = Vec::new();
+        let m = mosaic_on_disk_by_zone(dir.path(), &placed, 2, 32633, 10.0, &load, &mut |z| {
+            own.push((
+                z.epsg,
+                Combined {
+                    rect: z.rect,
+                    k: 2,
+                    values: z.rows(0, z.rect.height())?,
+                },
+            ));
+            Ok(())
+        })?;
+        assert_eq!(
+            own.iter().map(|(e, _)| *e).collect::<Vec<_>>(),
+            [32632, 32633]
+        );
+        for ((epsg, got), (_, want)) in own.iter().zip(&zones) {
+            // Exactly the zone's partition: same grid, same values, nothing of the other zone.
+            assert_eq!(got.rect, want.rect, "EPSG:{epsg}");
+            assert!(
+                got.values
+                    .iter()
+                    .zip(&want.values)
+                    .all(|(a, b)| (a.is_nan() && b.is_nan()) || (a - b).abs() < 1e-4),
+                "EPSG:{epsg}"
+            );
+        }
         let merged = Combined {
             rect: m.rect,
             k: 2,

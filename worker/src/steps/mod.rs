@@ -26,7 +26,9 @@ mod sleep;
 pub mod suggest;
 mod train;
 
-pub use acquire::{Acquire, AcquireArgs, AcquireSummary, SummaryArgs, plan_windows};
+pub use acquire::{
+    Acquire, AcquireArgs, AcquireSummary, Period, SummaryArgs, plan_windows, window_plan,
+};
 pub use combine::{Combine, CombineArgs};
 pub use evaluate::{Evaluate, EvaluateArgs, evaluate_model};
 pub use fail::{Fail, FailArgs};

@@ -45,6 +45,8 @@ struct CombineOutput {
     model: Value,
     #[serde(default)]
     resolution: f64,
+    #[serde(default)]
+    zones: Vec<super::combine::ZoneRaster>,
 }
 
 /// Hectares mapped per class of a class raster, keyed by the class's raster id.
@@ -138,6 +140,16 @@ impl Step for Publish {
                 };
                 if let Some(areas) = areas {
                     stats.insert("areas_ha".into(), json!(areas));
+                }
+                // An area across zones: each zone's own map in its own CRS, for download.
+                let zones: Vec<Value> = combined
+                    .zones
+                    .iter()
+                    .filter(|z| z.kind == raster.kind)
+                    .map(|z| json!({"epsg": z.epsg, "key": z.key, "width": z.width, "height": z.height}))
+                    .collect();
+                if !zones.is_empty() {
+                    stats.insert("zones".into(), Value::Array(zones));
                 }
                 let stats = Value::Object(stats);
                 let web_key = format!(

@@ -162,6 +162,31 @@ pub struct OutputRow {
     pub output: Output,
     /// When it was published.
     pub created: String,
+    /// The period it maps (and whether it is another area than the project's), in words; empty for
+    /// maps that do not record it.
+    pub period: String,
+}
+
+/// The period an output maps, from its lineage: `Apr 2025 – May 2025`, `· another area` when the
+/// prediction was of another area than the project's.
+fn period_of(lineage: &serde_json::Value) -> String {
+    let p = &lineage["period"];
+    let month = |k: &str| {
+        p[k].as_str()
+            .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
+            .map(|d| d.format("%b %Y").to_string())
+    };
+    match (month("start"), month("end")) {
+        (Some(a), Some(b)) => {
+            let span = if a == b { a } else { format!("{a} – {b}") };
+            if p["area"] == "given" {
+                format!("{span} · another area")
+            } else {
+                span
+            }
+        }
+        _ => String::new(),
+    }
 }
 
 /// A training run with its curve.
@@ -277,6 +302,7 @@ pub async fn results(state: &AppState, actor: &Actor, project_id: Uuid) -> PageR
         .into_iter()
         .map(|output| OutputRow {
             created: when(&output.created_at),
+            period: period_of(&output.lineage),
             output,
         })
         .collect();
@@ -404,13 +430,97 @@ pub async fn predict(
             }
         },
     };
+    // "Map another period" (optional): both days, or neither.
+    let mut days = [None, None];
+    for (i, (field, what)) in [("start", "first day"), ("end", "last day")]
+        .iter()
+        .enumerate()
+    {
+        match super::form_value(&pairs, field).trim() {
+            "" => {}
+            v => match v.parse::<chrono::NaiveDate>() {
+                Ok(d) => days[i] = Some(d),
+                Err(_) => {
+                    return super::projects::with_results_error(
+                        &state,
+                        &actor,
+                        id,
+                        format!("{what} of the period: give a date (YYYY-MM-DD)"),
+                    )
+                    .await;
+                }
+            },
+        }
+    }
     let request = PredictRequest {
         run_id,
         request_approval: (super::form_value(&pairs, "request_approval") == "on").then_some(true),
+        start: days[0],
+        end: days[1],
         ..PredictRequest::default()
     };
     let result = service::start_prediction(&state, &actor, id, None, request).await;
     started(&state, &actor, id, result).await
+}
+
+/// `POST /projects/{id}/schedule`: sets the project's schedule (cadence and change alert), or
+/// removes it when the cadence is empty (the same service functions as the API).
+pub async fn schedule(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    body: axum::body::Bytes,
+) -> PageResult<Response> {
+    actor.require(Role::Member)?;
+    let pairs = super::form_pairs(&body);
+    let cadence = super::form_value(&pairs, "cadence").trim().to_owned();
+    let result = if cadence.is_empty() {
+        match crate::service::schedules::delete(&state, &actor, id).await {
+            Ok(()) => Ok(()),
+            // No schedule to remove: nothing to do.
+            Err(e) if e.status == StatusCode::NOT_FOUND => Ok(()),
+            Err(e) => Err(e),
+        }
+    } else {
+        let alert = match super::form_value(&pairs, "change_alert_km2").trim() {
+            "" => None,
+            v => match v.parse::<f64>() {
+                Ok(k) => Some(k),
+                Err(_) => {
+                    return super::projects::with_results_error(
+                        &state,
+                        &actor,
+                        id,
+                        "change alert: give an area in km²".into(),
+                    )
+                    .await;
+                }
+            },
+        };
+        crate::service::schedules::set(
+            &state,
+            &actor,
+            id,
+            crate::service::schedules::SetSchedule {
+                cadence,
+                stac: None,
+                profile: None,
+                max_cloud: None,
+                run_id: None,
+                change_alert_km2: alert,
+                first_run: None,
+            },
+        )
+        .await
+        .map(|_| ())
+    };
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/projects/{id}#schedule-heading")).into_response()),
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            super::projects::with_results_error(&state, &actor, id, super::error_text(&e)).await
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

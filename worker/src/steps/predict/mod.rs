@@ -20,9 +20,11 @@ pub use partition::{
     encode_partition, predict_partition,
 };
 
+use super::acquire::{AcquireArgs, SummaryArgs, window_plan};
 use super::combine::CombineArgs;
 use super::permanent;
 use super::publish::PublishArgs;
+use crate::data::WindowSet;
 use crate::{Step, StepArgs, StepContext, StepError, StepKind, StepOutput};
 use anyhow::Context;
 use candle_core::Device;
@@ -63,6 +65,10 @@ pub struct PredictArgs {
     pub batch_size: usize,
     /// The model.
     pub model: ModelSpec,
+    /// The project's acquired windows, or the run's own (a monitoring prediction of another period
+    /// or area, which acquired them first).
+    #[serde(default)]
+    pub windows: WindowSet,
 }
 
 impl StepArgs for PredictArgs {
@@ -108,46 +114,106 @@ pub struct PredictOptions {
     /// Extra lineage recorded with the outputs (label-set version, metrics, training run, …).
     #[serde(default)]
     pub lineage: serde_json::Value,
+    /// A monitoring prediction: the acquisition of another period (and area) than the project's,
+    /// whose `period` is set. The run acquires its own windows first (partitions, then the summary
+    /// with its success threshold), and the prediction maps those.
+    #[serde(default)]
+    pub acquire: Option<AcquireArgs>,
 }
 
-/// Plans a prediction run over the project's acquired windows: one `predict` step per partition (on
-/// the `gpu` queue when a GPU worker is registered, else `cpu`), then `combine`, then `publish`.
+/// Partitions of a monitoring run's acquisition: one per 64 windows, at most 32.
+fn acquire_partitions(windows: usize) -> usize {
+    windows.div_ceil(64).clamp(1, 32)
+}
+
+/// Plans a prediction run: one `predict` step per partition (on the `gpu` queue when a GPU worker is
+/// registered, else `cpu`), then `combine`, then `publish`. Without `opts.acquire` it maps the
+/// project's acquired windows; with it, the run first acquires the period's windows of the area
+/// (`acquire-*`, `acquire-summary`) and its partitions cover every window planned there (a partition
+/// whose windows all came out empty maps nothing).
 pub async fn plan_prediction(
     pool: &groundwork_store::PgPool,
     project: &projects::Project,
     opts: &PredictOptions,
-) -> anyhow::Result<Vec<NewStep>> {
-    if let Some(msg) = groundwork_store::windows::stale_refusal(pool, project.id).await? {
-        anyhow::bail!(msg);
-    }
-    let windows = outputs::acquired_windows(pool, project.id, None, None).await?;
-    anyhow::ensure!(
-        !windows.is_empty(),
-        "the project has no acquired windows; acquire imagery first"
-    );
+) -> anyhow::Result<PredictionPlan> {
     let block = opts.block.unwrap_or(4).clamp(1, 64);
     let size = usize::try_from(project.window_size).unwrap_or(64);
     let overlap = opts
         .overlap
         .unwrap_or(DEFAULT_OVERLAP)
         .min(size.saturating_sub(1));
-    let cells: Vec<(u32, Cell)> = windows
-        .iter()
-        .map(|w| {
-            (
-                u32::try_from(w.epsg).unwrap_or_default(),
-                Cell {
-                    column: w.grid_column,
-                    row: w.grid_row,
-                },
-            )
-        })
-        .collect();
+    let mut steps = Vec::new();
+    let (cells, set, after): (Vec<(u32, Cell)>, WindowSet, Vec<String>) = match &opts.acquire {
+        None => {
+            if let Some(msg) = groundwork_store::windows::stale_refusal(pool, project.id).await? {
+                anyhow::bail!(msg);
+            }
+            let windows = outputs::acquired_windows(pool, project.id, None, None).await?;
+            anyhow::ensure!(
+                !windows.is_empty(),
+                "the project has no acquired windows; acquire imagery first"
+            );
+            let cells = windows
+                .iter()
+                .map(|w| {
+                    (
+                        u32::try_from(w.epsg).unwrap_or_default(),
+                        Cell {
+                            column: w.grid_column,
+                            row: w.grid_row,
+                        },
+                    )
+                })
+                .collect();
+            (cells, WindowSet::Project, Vec::new())
+        }
+        Some(acquire) => {
+            let period = acquire
+                .period
+                .as_ref()
+                .context("a monitoring acquisition needs its period")?;
+            let area = period.area.as_ref().unwrap_or(&project.aoi);
+            let (specs, _) = window_plan(area, project.window_size).await?;
+            anyhow::ensure!(!specs.is_empty(), "the area holds no window");
+            let partitions = acquire_partitions(specs.len());
+            let mut names = Vec::with_capacity(partitions);
+            for i in 0..partitions {
+                let name = format!("acquire-{i}");
+                steps.push(
+                    AcquireArgs {
+                        partition: [i, partitions],
+                        ..acquire.clone()
+                    }
+                    .to_step(&name, "cpu"),
+                );
+                names.push(name);
+            }
+            let mut summary = SummaryArgs {
+                success_threshold: acquire.success_threshold,
+                windows: WindowSet::Run,
+            }
+            .to_step("acquire-summary", "cpu");
+            summary.depends_on = names;
+            steps.push(summary);
+            let cells = specs
+                .iter()
+                .map(|w| {
+                    (
+                        w.epsg,
+                        Cell {
+                            column: w.column,
+                            row: w.row,
+                        },
+                    )
+                })
+                .collect();
+            (cells, WindowSet::Run, vec!["acquire-summary".to_owned()])
+        }
+    };
     // The GPU queue when a GPU worker that may run the organisation's steps is live.
     let gpu = groundwork_store::models::gpu_worker_online(pool, project.org_id).await?;
     let queue = if gpu { "gpu" } else { "cpu" };
     let needs = crate::needs::of_project(project, default_batch(), false);
-    let mut steps = Vec::new();
     let mut names = Vec::new();
     // Each zone's area, so that every partition keeps the lattice's tiles inside it the same way.
     let mut areas: BTreeMap<u32, Vec<Cell>> = BTreeMap::new();
@@ -168,10 +234,12 @@ pub async fn plan_prediction(
             area: areas.get(&p.epsg).map(|r| [r.x0, r.y0, r.x1, r.y1]),
             batch_size: default_batch(),
             model: opts.model.clone(),
+            windows: set,
         };
         let name = format!("predict-{i}");
         let mut step = args.to_step(&name, queue);
         step.needs = needs.clone();
+        step.depends_on.clone_from(&after);
         steps.push(step);
         names.push(name);
     }
@@ -184,7 +252,20 @@ pub async fn plan_prediction(
     .to_step("publish", "cpu");
     publish.depends_on = vec!["combine".into()];
     steps.push(publish);
-    Ok(steps)
+    Ok(PredictionPlan {
+        steps,
+        windows: cells.len(),
+    })
+}
+
+/// A planned prediction run.
+#[derive(Debug, Clone)]
+pub struct PredictionPlan {
+    /// Its steps.
+    pub steps: Vec<NewStep>,
+    /// The windows it maps (for a monitoring run, every window of the area; some may come out
+    /// empty).
+    pub windows: usize,
 }
 
 /// The `predict` kind.
@@ -211,7 +292,11 @@ impl Step for Predict {
             ctx.progress.set(0.0, "loading windows");
             // The block plus a one-window halo.
             let footprints: Vec<WindowFootprint> = ctx
-                .acquired_windows(Some(epsg), Some([c0 - 1, c0 + b, r0 - 1, r0 + b]))
+                .acquired_windows(
+                    args.windows,
+                    Some(epsg),
+                    Some([c0 - 1, c0 + b, r0 - 1, r0 + b]),
+                )
                 .await?;
             let in_core = |w: &WindowFootprint| {
                 (c0..c0 + b).contains(&w.grid_column) && (r0..r0 + b).contains(&w.grid_row)
@@ -224,6 +309,18 @@ impl Step for Predict {
                     row: w.grid_row,
                 })
                 .collect();
+            if core.is_empty() && args.windows == WindowSet::Run {
+                // The period's acquisition found nothing here (no scene, or every pixel masked):
+                // nothing to map, which `combine` skips; the acquisition summary counted them.
+                return Ok(StepOutput {
+                    output: json!({
+                        "key": null, "epsg": args.epsg, "windows": 0,
+                        "skipped": "no window of this partition was acquired for the period",
+                        "seconds": started.elapsed().as_secs_f64(),
+                    }),
+                    artifacts: Vec::new(),
+                });
+            }
             if core.is_empty() {
                 return Err(permanent(anyhow::anyhow!(
                     "partition ({}, {}) of EPSG:{} has no acquired windows",

@@ -1,0 +1,490 @@
+//! Project schedules (monitoring over time): set, read and removed by the project's members; fired
+//! by the server's maintenance task ([`fire_due`]), which starts a prediction of the latest full
+//! period for the member who set the schedule, and compares each new map with the previous one
+//! ([`compare_finished`]): a change map, and a `change.alert` webhook event when a change from one
+//! class to another covers more than the schedule's threshold.
+
+use crate::api::AppState;
+use crate::api::auth::{Actor, Credential, Role};
+use crate::api::error::{ApiError, ApiResult, FieldError};
+use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
+use groundwork_store::schedules::{self, NewSchedule, Schedule};
+use groundwork_store::{jobs, models, projects};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Body of `PUT /api/v1/projects/{id}/schedule`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSchedule {
+    /// `monthly`, `quarterly` or `yearly`: how often the latest full period is mapped. The period
+    /// always spans as many months as the project's (the model's time steps).
+    pub cadence: String,
+    /// The catalogue (default: the project's last acquisition's).
+    pub stac: Option<String>,
+    /// Its profile (default: the last acquisition's).
+    #[schema(value_type = Option<Object>)]
+    pub profile: Option<serde_json::Value>,
+    /// Largest scene cloud cover, percent (default: the last acquisition's).
+    pub max_cloud: Option<f64>,
+    /// The model (a training run of the project); default: the project's best trained model when
+    /// the schedule fires.
+    pub run_id: Option<Uuid>,
+    /// Send a `change.alert` webhook event when a change from one class to another between two
+    /// consecutive maps covers more than this many km² (needs the project's webhook).
+    pub change_alert_km2: Option<f64>,
+    /// When it first fires (default: the 5th of next month, 00:00 UTC, once the catalogue holds the
+    /// month's last scenes). A time in the past fires at once, mapping the period before it; the
+    /// schedule then keeps its beat from the next firing to come (no run for each period missed).
+    pub first_run: Option<DateTime<Utc>>,
+}
+
+/// A period of the calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Period {
+    /// First day.
+    pub start: NaiveDate,
+    /// Last day.
+    pub end: NaiveDate,
+}
+
+/// A project's schedule, with the period its next run maps.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScheduleView {
+    /// The schedule.
+    #[serde(flatten)]
+    pub schedule: Schedule,
+    /// The period the next run maps.
+    pub next_period: Period,
+}
+
+/// How far a cadence moves the next firing.
+fn step_of(cadence: &str) -> Option<Months> {
+    match cadence {
+        "monthly" => Some(Months::new(1)),
+        "quarterly" => Some(Months::new(3)),
+        "yearly" => Some(Months::new(12)),
+        _ => None,
+    }
+}
+
+/// The `months` full calendar months before `at`'s month: what a run firing at `at` maps.
+#[must_use]
+pub fn period_before(at: DateTime<Utc>, months: i32) -> Period {
+    let first_of_month = NaiveDate::from_ymd_opt(at.year(), at.month(), 1).unwrap_or_default();
+    let end = first_of_month.pred_opt().unwrap_or(first_of_month);
+    let back = u32::try_from(months.max(1)).unwrap_or(1);
+    let start = first_of_month
+        .checked_sub_months(Months::new(back))
+        .unwrap_or(first_of_month);
+    Period { start, end }
+}
+
+/// The first firing after `now` on the schedule's beat (from `due_at`, one cadence at a time): a
+/// schedule that missed months maps the latest period once rather than one run per month missed.
+#[must_use]
+pub fn next_after(due_at: DateTime<Utc>, cadence: &str, now: DateTime<Utc>) -> DateTime<Utc> {
+    let step = step_of(cadence).unwrap_or(Months::new(1));
+    let mut next = due_at.checked_add_months(step).unwrap_or(due_at);
+    // At most a few hundred steps (a schedule first due decades ago).
+    for _ in 0..1200 {
+        if next > now {
+            break;
+        }
+        next = next.checked_add_months(step).unwrap_or(now);
+    }
+    next.max(now)
+}
+
+/// The 5th of the month after `now`, 00:00 UTC.
+fn default_first_run(now: DateTime<Utc>) -> DateTime<Utc> {
+    let next = NaiveDate::from_ymd_opt(now.year(), now.month(), 5)
+        .and_then(|d| d.checked_add_months(Months::new(1)))
+        .unwrap_or_default();
+    Utc.from_utc_datetime(&next.and_hms_opt(0, 0, 0).unwrap_or_default())
+}
+
+fn months_of(project: &projects::Project) -> i32 {
+    super::projects::months_spanned(project.start, project.end)
+}
+
+fn view(s: Schedule, project: &projects::Project) -> ScheduleView {
+    let next_period = period_before(s.next_at, months_of(project));
+    ScheduleView {
+        schedule: s,
+        next_period,
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::validation(vec![FieldError {
+        field: field.into(),
+        message: message.into(),
+    }])
+}
+
+/// Sets (or replaces) a project's schedule.
+pub async fn set(
+    state: &AppState,
+    actor: &Actor,
+    project_id: Uuid,
+    body: SetSchedule,
+) -> ApiResult<ScheduleView> {
+    actor.require(Role::Member)?;
+    let user = actor
+        .user_id
+        .ok_or_else(|| invalid("cadence", "a schedule is set by a member"))?;
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    if step_of(&body.cadence).is_none() {
+        return Err(invalid("cadence", "must be monthly, quarterly or yearly"));
+    }
+    if body
+        .change_alert_km2
+        .is_some_and(|k| !(k.is_finite() && k > 0.0))
+    {
+        return Err(invalid("change_alert_km2", "must be a positive number"));
+    }
+    if let Some(run_id) = body.run_id {
+        models::trained_run(&state.pool, actor.org_id, project_id, Some(run_id)).await?;
+    } else if let Err(groundwork_store::Error::NotFound { .. }) =
+        models::trained_run(&state.pool, actor.org_id, project_id, None).await
+    {
+        return Err(invalid(
+            "run_id",
+            "the project has no trained model yet; train one first",
+        ));
+    }
+    // The catalogue: as given, or the project's last acquisition's.
+    let last: Option<groundwork_worker::steps::AcquireArgs> =
+        jobs::latest_args(&state.pool, project_id, groundwork_types::StepKind::Acquire)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok());
+    let Some(stac) = body
+        .stac
+        .clone()
+        .or_else(|| last.as_ref().map(|a| a.stac.clone()))
+    else {
+        return Err(invalid(
+            "stac",
+            "the project has no acquisition to take the catalogue from; give stac",
+        ));
+    };
+    let profile_value = match &body.profile {
+        Some(p) => Some(p.clone()),
+        None if body.stac.is_none() => last
+            .as_ref()
+            .and_then(|a| serde_json::to_value(&a.profile).ok()),
+        None => None,
+    };
+    let mut errors = Vec::new();
+    let profile =
+        super::imagery::check_catalogue(state, &stac, profile_value, body.max_cloud, &mut errors)?;
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let schedule = schedules::set(
+        &state.pool,
+        actor.org_id,
+        project_id,
+        &NewSchedule {
+            cadence: body.cadence.clone(),
+            stac,
+            profile: serde_json::to_value(&profile).unwrap_or_default(),
+            max_cloud: body
+                .max_cloud
+                .or_else(|| last.as_ref().and_then(|a| a.max_cloud)),
+            training_run_id: body.run_id,
+            change_alert_km2: body.change_alert_km2,
+            created_by: user,
+            next_at: body
+                .first_run
+                .unwrap_or_else(|| default_first_run(Utc::now())),
+        },
+    )
+    .await?;
+    actor
+        .audit(
+            state,
+            "project.schedule_set",
+            "project",
+            project_id,
+            json!({"cadence": body.cadence, "next_at": schedule.next_at,
+                   "change_alert_km2": body.change_alert_km2}),
+        )
+        .await;
+    Ok(view(schedule, &project))
+}
+
+/// A project's schedule.
+pub async fn get(state: &AppState, actor: &Actor, project_id: Uuid) -> ApiResult<ScheduleView> {
+    let project = projects::get(&state.pool, actor.org_id, project_id).await?;
+    match schedules::get(&state.pool, actor.org_id, project_id).await? {
+        Some(s) => Ok(view(s, &project)),
+        None => Err(ApiError::not_found("schedule")),
+    }
+}
+
+/// Removes a project's schedule.
+pub async fn delete(state: &AppState, actor: &Actor, project_id: Uuid) -> ApiResult<()> {
+    actor.require(Role::Member)?;
+    if !schedules::delete(&state.pool, actor.org_id, project_id).await? {
+        return Err(ApiError::not_found("schedule"));
+    }
+    actor
+        .audit(
+            state,
+            "project.schedule_delete",
+            "project",
+            project_id,
+            json!({}),
+        )
+        .await;
+    Ok(())
+}
+
+/// The member a schedule acts for, while they may still start predictions in its organisation.
+async fn acting_member(state: &AppState, s: &Schedule) -> Result<Actor, String> {
+    let role = groundwork_store::accounts::role_in(&state.pool, s.org_id, s.created_by)
+        .await
+        .map_err(|e| format!("{e}"))?;
+    match role {
+        Some(role) if role >= Role::Member => Ok(Actor {
+            user_id: Some(s.created_by),
+            org_id: s.org_id,
+            role,
+            credential: Credential::Schedule {
+                project_id: s.project_id,
+            },
+            ip: None,
+        }),
+        _ => Err(
+            "the member who set the schedule can no longer start predictions in the organisation; \
+             set it again"
+                .into(),
+        ),
+    }
+}
+
+/// Starts the runs of the schedules that are due (one period each); returns how many started.
+pub async fn fire_due(state: &AppState) -> anyhow::Result<u64> {
+    let mut started = 0;
+    for (s, due_at) in schedules::take_due(&state.pool, 10).await? {
+        let next_at = next_after(due_at, &s.cadence, Utc::now());
+        let project = match projects::get(&state.pool, s.org_id, s.project_id).await {
+            Ok(p) => p,
+            Err(groundwork_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let period = period_before(due_at, months_of(&project));
+        if s.last_period_end.is_some_and(|end| end >= period.end) {
+            // Already mapped (the schedule was set again): only move on.
+            schedules::fired(
+                &state.pool,
+                s.project_id,
+                next_at,
+                period.end,
+                Err("this period was already mapped".into()),
+            )
+            .await?;
+            continue;
+        }
+        let outcome = match acting_member(state, &s).await {
+            Err(e) => Err(e),
+            Ok(actor) => {
+                let body = super::models::PredictRequest {
+                    run_id: s.training_run_id,
+                    start: Some(period.start),
+                    end: Some(period.end),
+                    stac: Some(s.stac.clone()),
+                    profile: Some(s.profile.clone()),
+                    max_cloud: s.max_cloud,
+                    ..Default::default()
+                };
+                // One run per schedule and period, however often this is tried.
+                let key = format!("schedule-{}-{}", period.start, period.end);
+                super::models::start_prediction(state, &actor, s.project_id, Some(&key), body)
+                    .await
+                    .map(|run| run.run.id)
+                    .map_err(|e| e.message().to_owned())
+            }
+        };
+        if outcome.is_ok() {
+            started += 1;
+        } else if let Err(e) = &outcome {
+            tracing::warn!(project = %s.project_id, "a scheduled prediction did not start: {e}");
+        }
+        schedules::fired(&state.pool, s.project_id, next_at, period.end, outcome).await?;
+    }
+    Ok(started)
+}
+
+/// The change pairs of a change map that cover more than `km2`, as the alert states them.
+fn over_threshold(view: &super::changes::ChangeView, km2: f64) -> Vec<serde_json::Value> {
+    let name = |id: u8| {
+        view.classes
+            .iter()
+            .find(|c| c.id == id)
+            .map_or_else(|| id.to_string(), |c| c.name.clone())
+    };
+    view.pairs
+        .iter()
+        .filter(|p| p.from != p.to && p.area_ha / 100.0 > km2)
+        .map(|p| {
+            json!({"from": p.from, "from_name": name(p.from), "to": p.to, "to_name": name(p.to),
+                   "km2": p.area_ha / 100.0})
+        })
+        .collect()
+}
+
+/// Looks at the finished runs of schedules: a new class map is compared with the schedule's previous
+/// one (for its first run, the project's latest map of its area made before) as a change map, and a
+/// change over
+/// the threshold queues a `change.alert`; returns how many runs were looked at.
+pub async fn compare_finished(state: &AppState) -> anyhow::Result<u64> {
+    let mut n = 0;
+    for (s, run_state) in schedules::take_unchecked(&state.pool, 10).await? {
+        n += 1;
+        let Some(run_id) = s.last_run_id else {
+            continue;
+        };
+        if run_state != "succeeded" {
+            let why = format!("the scheduled run {run_id} {run_state}");
+            schedules::record_check(&state.pool, s.project_id, run_id, None, None, Some(&why))
+                .await?;
+            continue;
+        }
+        let output: Option<Uuid> = sqlx::query_scalar(
+            "select id from output where run_id = $1 and kind = 'class' and org_id = $2",
+        )
+        .bind(run_id)
+        .bind(s.org_id)
+        .fetch_optional(&state.pool)
+        .await?;
+        // The map before: the schedule's last, else the project's latest class map of its own area
+        // made before.
+        let before = match (s.last_output_id, output) {
+            (Some(id), _) => Some(id),
+            (None, Some(to)) => {
+                sqlx::query_scalar(
+                    "select o.id from output o, output t where t.id = $1 and o.project_id = t.project_id \
+                         and o.kind = 'class' and o.id <> t.id and o.created_at < t.created_at \
+                         and coalesce(o.lineage->'period'->>'area', 'project') = 'project' \
+                     order by o.created_at desc limit 1",
+                )
+                .bind(to)
+                .fetch_optional(&state.pool)
+                .await?
+            }
+            (None, None) => None,
+        };
+        let (change, error) = match (before, output) {
+            (Some(from), Some(to)) => match acting_member(state, &s).await {
+                Err(e) => (None, Some(e)),
+                Ok(actor) => {
+                    let body = super::changes::CreateChange { from, to };
+                    match super::changes::create(state, &actor, s.project_id, body).await {
+                        Ok(v) => (Some(v), None),
+                        Err(e) => (None, Some(format!("comparing the maps: {}", e.message()))),
+                    }
+                }
+            },
+            _ => (None, None),
+        };
+        if let (Some(view), Some(km2)) = (&change, s.change_alert_km2) {
+            let pairs = over_threshold(view, km2);
+            if !pairs.is_empty() {
+                groundwork_store::webhooks::queue_change_alert(
+                    &state.pool,
+                    s.project_id,
+                    run_id,
+                    &json!({"change_map_id": view.id, "from_output_id": view.from,
+                            "to_output_id": view.to, "threshold_km2": km2, "pairs": pairs}),
+                )
+                .await?;
+            }
+        }
+        schedules::record_check(
+            &state.pool,
+            s.project_id,
+            run_id,
+            output,
+            change.as_ref().map(|v| v.id),
+            error.as_deref(),
+        )
+        .await?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Period, default_first_run, next_after, period_before};
+    use chrono::{NaiveDate, TimeZone, Utc};
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_run_maps_the_full_months_before_it() {
+        let at = Utc.with_ymd_and_hms(2025, 6, 5, 0, 0, 0).unwrap();
+        assert_eq!(
+            period_before(at, 2),
+            Period {
+                start: d("2025-04-01"),
+                end: d("2025-05-31")
+            }
+        );
+        // Across a year, and a leap February.
+        let at = Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap();
+        assert_eq!(
+            period_before(at, 4),
+            Period {
+                start: d("2023-11-01"),
+                end: d("2024-02-29")
+            }
+        );
+        let at = Utc.with_ymd_and_hms(2025, 1, 31, 23, 59, 59).unwrap();
+        assert_eq!(
+            period_before(at, 12),
+            Period {
+                start: d("2024-01-01"),
+                end: d("2024-12-31")
+            }
+        );
+    }
+
+    #[test]
+    fn a_schedule_that_missed_months_fires_next_on_its_beat_after_now() {
+        let due = Utc.with_ymd_and_hms(2025, 6, 5, 0, 0, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 18, 0, 0).unwrap();
+        assert_eq!(
+            next_after(due, "monthly", now),
+            Utc.with_ymd_and_hms(2027, 1, 5, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            next_after(due, "quarterly", now),
+            Utc.with_ymd_and_hms(2027, 3, 5, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            next_after(due, "yearly", now),
+            Utc.with_ymd_and_hms(2027, 6, 5, 0, 0, 0).unwrap()
+        );
+        // On time: one cadence later.
+        let on_time = Utc.with_ymd_and_hms(2025, 6, 5, 0, 0, 3).unwrap();
+        assert_eq!(
+            next_after(due, "monthly", on_time),
+            Utc.with_ymd_and_hms(2025, 7, 5, 0, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn by_default_a_schedule_first_fires_on_the_fifth_of_next_month() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 18, 0, 0).unwrap();
+        assert_eq!(
+            default_first_run(now),
+            Utc.with_ymd_and_hms(2027, 1, 5, 0, 0, 0).unwrap()
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Project schedules: every month, quarter or year the server starts a prediction of the latest full
+//! period with the project's model, for the member who set the schedule, and compares its map with
+//! the previous one (see the server's `maintenance::schedules`).
+
+use crate::{Error, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A project's schedule.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Schedule {
+    /// The project.
+    pub project_id: Uuid,
+    /// Its organisation.
+    #[serde(skip)]
+    pub org_id: Uuid,
+    /// `monthly`, `quarterly` or `yearly`.
+    pub cadence: String,
+    /// The catalogue each run acquires from.
+    pub stac: String,
+    /// The catalogue's profile.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub profile: Value,
+    /// Largest scene cloud cover, percent.
+    pub max_cloud: Option<f64>,
+    /// The model (a training run); `None`: the project's best trained model when it fires.
+    pub training_run_id: Option<Uuid>,
+    /// A `change.alert` webhook event when a change from one class to another covers more km².
+    pub change_alert_km2: Option<f64>,
+    /// The member it acts for.
+    pub created_by: Uuid,
+    /// When it fires next.
+    pub next_at: DateTime<Utc>,
+    /// Last day of the period it last mapped.
+    pub last_period_end: Option<NaiveDate>,
+    /// The run it last started.
+    pub last_run_id: Option<Uuid>,
+    /// Whether that run's map has been compared with the one before.
+    #[serde(skip)]
+    pub last_run_checked: bool,
+    /// The class map of its last successful run.
+    pub last_output_id: Option<Uuid>,
+    /// The change map between its last two maps.
+    pub last_change_map_id: Option<Uuid>,
+    /// Why it could not start its last run, or why that run's map could not be compared.
+    pub last_error: Option<String>,
+    /// Set.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A schedule to set.
+#[derive(Debug, Clone)]
+pub struct NewSchedule {
+    /// `monthly`, `quarterly` or `yearly`.
+    pub cadence: String,
+    /// The catalogue.
+    pub stac: String,
+    /// Its profile.
+    pub profile: Value,
+    /// Largest scene cloud cover.
+    pub max_cloud: Option<f64>,
+    /// The model, or the best when it fires.
+    pub training_run_id: Option<Uuid>,
+    /// Change alert threshold, km².
+    pub change_alert_km2: Option<f64>,
+    /// The member it acts for.
+    pub created_by: Uuid,
+    /// First firing.
+    pub next_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "project_id, org_id, cadence, stac, profile, max_cloud, training_run_id, \
+    change_alert_km2, created_by, next_at, last_period_end, last_run_id, last_run_checked, last_output_id, \
+    last_change_map_id, last_error, created_at, updated_at";
+
+async fn owned(pool: &PgPool, org_id: Uuid, project_id: Uuid) -> Result<()> {
+    let found: Option<i32> =
+        sqlx::query_scalar("select 1 from project where id = $1 and org_id = $2")
+            .bind(project_id)
+            .bind(org_id)
+            .fetch_optional(pool)
+            .await?;
+    found.map(|_| ()).ok_or(Error::NotFound {
+        what: "project",
+        id: project_id,
+    })
+}
+
+/// Sets (or replaces) a project's schedule. What it did before (its last run and map) is kept, so a
+/// changed schedule still compares with the previous map.
+pub async fn set(
+    pool: &PgPool,
+    org_id: Uuid,
+    project_id: Uuid,
+    s: &NewSchedule,
+) -> Result<Schedule> {
+    owned(pool, org_id, project_id).await?;
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into project_schedule (project_id, org_id, cadence, stac, profile, max_cloud, training_run_id, \
+             change_alert_km2, created_by, next_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         on conflict (project_id) do update set cadence = excluded.cadence, stac = excluded.stac, \
+             profile = excluded.profile, max_cloud = excluded.max_cloud, training_run_id = excluded.training_run_id, \
+             change_alert_km2 = excluded.change_alert_km2, created_by = excluded.created_by, \
+             next_at = excluded.next_at, last_error = null, updated_at = now() \
+         returning {COLUMNS}"
+    )))
+    .bind(project_id)
+    .bind(org_id)
+    .bind(&s.cadence)
+    .bind(&s.stac)
+    .bind(&s.profile)
+    .bind(s.max_cloud)
+    .bind(s.training_run_id)
+    .bind(s.change_alert_km2)
+    .bind(s.created_by)
+    .bind(s.next_at)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// A project's schedule, if it has one.
+pub async fn get(pool: &PgPool, org_id: Uuid, project_id: Uuid) -> Result<Option<Schedule>> {
+    owned(pool, org_id, project_id).await?;
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from project_schedule where project_id = $1 and org_id = $2"
+    )))
+    .bind(project_id)
+    .bind(org_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Removes a project's schedule; whether it had one.
+pub async fn delete(pool: &PgPool, org_id: Uuid, project_id: Uuid) -> Result<bool> {
+    owned(pool, org_id, project_id).await?;
+    Ok(
+        sqlx::query("delete from project_schedule where project_id = $1 and org_id = $2")
+            .bind(project_id)
+            .bind(org_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+            > 0,
+    )
+}
+
+/// Takes up to `limit` schedules that are due and whose last run has finished, with the time each
+/// was due, holding them for a minute (another server's pass skips them meanwhile; [`fired`] sets
+/// the real next time).
+pub async fn take_due(pool: &PgPool, limit: i64) -> Result<Vec<(Schedule, DateTime<Utc>)>> {
+    let due: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "with d as (select s.project_id, s.next_at from project_schedule s \
+                    left join pipeline_run r on r.id = s.last_run_id \
+                    where s.next_at <= now() and s.last_run_checked \
+                      and (r.id is null or r.state in ('succeeded', 'failed', 'cancelled')) \
+                    order by s.next_at limit $1 for update of s skip locked), \
+              held as (update project_schedule s set next_at = now() + interval '1 minute' \
+                       from d where s.project_id = d.project_id returning s.project_id) \
+         select d.project_id, d.next_at from d join held on held.project_id = d.project_id",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(due.len());
+    for (project_id, due_at) in due {
+        let s: Schedule = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {COLUMNS} from project_schedule where project_id = $1"
+        )))
+        .bind(project_id)
+        .fetch_one(pool)
+        .await?;
+        out.push((s, due_at));
+    }
+    Ok(out)
+}
+
+/// Records a firing: the next time, and the run it started for the period ending `period_end`, or
+/// why it could not start one.
+pub async fn fired(
+    pool: &PgPool,
+    project_id: Uuid,
+    next_at: DateTime<Utc>,
+    period_end: NaiveDate,
+    started: std::result::Result<Uuid, String>,
+) -> Result<()> {
+    let (run, error) = match started {
+        Ok(run) => (Some(run), None),
+        Err(e) => (None, Some(e)),
+    };
+    sqlx::query(
+        "update project_schedule set next_at = $2, updated_at = now(), last_error = $5, \
+             last_period_end = case when $3::uuid is null then last_period_end else $4 end, \
+             last_run_id = coalesce($3, last_run_id), \
+             last_run_checked = $3::uuid is null \
+         where project_id = $1",
+    )
+    .bind(project_id)
+    .bind(next_at)
+    .bind(run)
+    .bind(period_end)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Takes up to `limit` schedules whose last run finished and has not been looked at yet, with that
+/// run's state, marking them looked at (so that one server's pass compares each map once).
+pub async fn take_unchecked(pool: &PgPool, limit: i64) -> Result<Vec<(Schedule, String)>> {
+    let prefixed = COLUMNS
+        .split(", ")
+        .map(|c| format!("s.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "with d as (select s.project_id, r.state from project_schedule s join pipeline_run r on r.id = s.last_run_id \
+                    where not s.last_run_checked and r.state in ('succeeded', 'failed', 'cancelled') \
+                    order by s.next_at limit $1 for update of s skip locked) \
+         update project_schedule s set last_run_checked = true from d where s.project_id = d.project_id \
+         returning s.project_id, d.state",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (project_id, state) in rows {
+        let s: Schedule = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {prefixed} from project_schedule s where s.project_id = $1"
+        )))
+        .bind(project_id)
+        .fetch_one(pool)
+        .await?;
+        out.push((s, state));
+    }
+    Ok(out)
+}
+
+/// Records what came of looking at the last run `run_id`: its class map (when it finished with one)
+/// becomes the one the next run is compared with; the change map made, or why none was.
+pub async fn record_check(
+    pool: &PgPool,
+    project_id: Uuid,
+    run_id: Uuid,
+    output_id: Option<Uuid>,
+    change_map_id: Option<Uuid>,
+    error: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "update project_schedule set updated_at = now(), \
+             last_output_id = coalesce($3, last_output_id), \
+             last_change_map_id = coalesce($4, last_change_map_id), last_error = $5 \
+         where project_id = $1 and last_run_id = $2",
+    )
+    .bind(project_id)
+    .bind(run_id)
+    .bind(output_id)
+    .bind(change_map_id)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
