@@ -238,14 +238,30 @@ pub async fn acquired_windows(
     epsg: Option<i32>,
     range: Option<[i64; 4]>,
 ) -> Result<Vec<WindowFootprint>> {
-    let r = range.unwrap_or([i64::MIN, i64::MAX, i64::MIN, i64::MAX]);
-    Ok(sqlx::query_as(
-        "select id, epsg, size, resolution, grid_column, grid_row, objects, scenes from project_window \
-         where project_id = $1 and status = 'acquired' and ($2::int is null or epsg = $2) \
-             and grid_column between $3 and $4 and grid_row between $5 and $6 \
-         order by epsg, grid_row desc, grid_column",
+    acquired_in(
+        pool,
+        ("project_window", "project_id", project_id),
+        epsg,
+        range,
     )
-    .bind(project_id)
+    .await
+}
+
+/// Acquired windows of `table` whose `owner` column is `id`.
+async fn acquired_in(
+    pool: &PgPool,
+    (table, owner, id): (&'static str, &'static str, Uuid),
+    epsg: Option<i32>,
+    range: Option<[i64; 4]>,
+) -> Result<Vec<WindowFootprint>> {
+    let r = range.unwrap_or([i64::MIN, i64::MAX, i64::MIN, i64::MAX]);
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select id, epsg, size, resolution, grid_column, grid_row, objects, scenes from {table} \
+         where {owner} = $1 and status = 'acquired' and ($2::int is null or epsg = $2) \
+             and grid_column between $3 and $4 and grid_row between $5 and $6 \
+         order by epsg, grid_row desc, grid_column"
+    )))
+    .bind(id)
     .bind(epsg)
     .bind(r[0])
     .bind(r[1])
@@ -263,19 +279,5 @@ pub async fn run_acquired_windows(
     epsg: Option<i32>,
     range: Option<[i64; 4]>,
 ) -> Result<Vec<WindowFootprint>> {
-    let r = range.unwrap_or([i64::MIN, i64::MAX, i64::MIN, i64::MAX]);
-    Ok(sqlx::query_as(
-        "select id, epsg, size, resolution, grid_column, grid_row, objects, scenes from run_window \
-         where run_id = $1 and status = 'acquired' and ($2::int is null or epsg = $2) \
-             and grid_column between $3 and $4 and grid_row between $5 and $6 \
-         order by epsg, grid_row desc, grid_column",
-    )
-    .bind(run_id)
-    .bind(epsg)
-    .bind(r[0])
-    .bind(r[1])
-    .bind(r[2])
-    .bind(r[3])
-    .fetch_all(pool)
-    .await?)
+    acquired_in(pool, ("run_window", "run_id", run_id), epsg, range).await
 }

@@ -2,7 +2,7 @@
 //! period with the project's model, for the member who set the schedule, and compares its map with
 //! the previous one (see the server's `maintenance::schedules`).
 
-use crate::{Error, Result};
+use crate::Result;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -80,16 +80,9 @@ const COLUMNS: &str = "project_id, org_id, cadence, stac, profile, max_cloud, tr
     last_change_map_id, last_error, created_at, updated_at";
 
 async fn owned(pool: &PgPool, org_id: Uuid, project_id: Uuid) -> Result<()> {
-    let found: Option<i32> =
-        sqlx::query_scalar("select 1 from project where id = $1 and org_id = $2")
-            .bind(project_id)
-            .bind(org_id)
-            .fetch_optional(pool)
-            .await?;
-    found.map(|_| ()).ok_or(Error::NotFound {
-        what: "project",
-        id: project_id,
-    })
+    crate::projects::get(pool, org_id, project_id)
+        .await
+        .map(|_| ())
 }
 
 /// Sets (or replaces) a project's schedule. What it did before (its last run and map) is kept, so a
@@ -167,15 +160,20 @@ pub async fn take_due(pool: &PgPool, limit: i64) -> Result<Vec<(Schedule, DateTi
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    let mut out = Vec::with_capacity(due.len());
-    for (project_id, due_at) in due {
+    with_schedules(pool, due).await
+}
+
+/// Each `(project, x)` as `(its schedule, x)`.
+async fn with_schedules<T>(pool: &PgPool, rows: Vec<(Uuid, T)>) -> Result<Vec<(Schedule, T)>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (project_id, x) in rows {
         let s: Schedule = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {COLUMNS} from project_schedule where project_id = $1"
         )))
         .bind(project_id)
         .fetch_one(pool)
         .await?;
-        out.push((s, due_at));
+        out.push((s, x));
     }
     Ok(out)
 }
@@ -213,11 +211,6 @@ pub async fn fired(
 /// Takes up to `limit` schedules whose last run finished and has not been looked at yet, with that
 /// run's state, marking them looked at (so that one server's pass compares each map once).
 pub async fn take_unchecked(pool: &PgPool, limit: i64) -> Result<Vec<(Schedule, String)>> {
-    let prefixed = COLUMNS
-        .split(", ")
-        .map(|c| format!("s.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
     let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "with d as (select s.project_id, r.state from project_schedule s join pipeline_run r on r.id = s.last_run_id \
                     where not s.last_run_checked and r.state in ('succeeded', 'failed', 'cancelled') \
@@ -228,17 +221,7 @@ pub async fn take_unchecked(pool: &PgPool, limit: i64) -> Result<Vec<(Schedule, 
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (project_id, state) in rows {
-        let s: Schedule = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {prefixed} from project_schedule s where s.project_id = $1"
-        )))
-        .bind(project_id)
-        .fetch_one(pool)
-        .await?;
-        out.push((s, state));
-    }
-    Ok(out)
+    with_schedules(pool, rows).await
 }
 
 /// Records what came of looking at the last run `run_id`: its class map (when it finished with one)

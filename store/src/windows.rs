@@ -219,12 +219,38 @@ pub async fn most_common_reason(
     project_id: Uuid,
     status: &str,
 ) -> Result<Option<(String, i64)>> {
-    Ok(sqlx::query_as(
-        "select reason, count(*) from project_window \
-         where project_id = $1 and status = $2 and reason is not null \
-         group by reason order by count(*) desc, reason limit 1",
-    )
-    .bind(project_id)
+    most_common_reason_in(pool, Of::Project(project_id), status).await
+}
+
+/// Whose windows: a project's (`project_window`) or a monitoring run's own (`run_window`).
+#[derive(Debug, Clone, Copy)]
+enum Of {
+    Project(Uuid),
+    Run(Uuid),
+}
+
+impl Of {
+    /// The table and the column that names the owner, and the owner.
+    fn table(self) -> (&'static str, &'static str, Uuid) {
+        match self {
+            Of::Project(id) => ("project_window", "project_id", id),
+            Of::Run(id) => ("run_window", "run_id", id),
+        }
+    }
+}
+
+async fn most_common_reason_in(
+    pool: &PgPool,
+    of: Of,
+    status: &str,
+) -> Result<Option<(String, i64)>> {
+    let (table, owner, id) = of.table();
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select reason, count(*) from {table} \
+         where {owner} = $1 and status = $2 and reason is not null \
+         group by reason order by count(*) desc, reason limit 1"
+    )))
+    .bind(id)
     .bind(status)
     .fetch_optional(pool)
     .await?)
@@ -253,11 +279,22 @@ pub async fn list(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Window>> {
-    Ok(sqlx::query_as(
-        "select id, epsg, size, geometry, status, reason, scenes, objects, updated_at from project_window \
-         where project_id = $1 and ($2::text is null or status = $2) and ($3::text is null or id > $3) order by id limit $4",
-    )
-    .bind(project_id)
+    list_in(pool, Of::Project(project_id), status, after, limit).await
+}
+
+async fn list_in(
+    pool: &PgPool,
+    of: Of,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Window>> {
+    let (table, owner, id) = of.table();
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select id, epsg, size, geometry, status, reason, scenes, objects, updated_at from {table} \
+         where {owner} = $1 and ($2::text is null or status = $2) and ($3::text is null or id > $3) order by id limit $4"
+    )))
+    .bind(id)
     .bind(status)
     .bind(after)
     .bind(limit)
@@ -396,15 +433,7 @@ pub async fn run_most_common_reason(
     run_id: Uuid,
     status: &str,
 ) -> Result<Option<(String, i64)>> {
-    Ok(sqlx::query_as(
-        "select reason, count(*) from run_window \
-         where run_id = $1 and status = $2 and reason is not null \
-         group by reason order by count(*) desc, reason limit 1",
-    )
-    .bind(run_id)
-    .bind(status)
-    .fetch_optional(pool)
-    .await?)
+    most_common_reason_in(pool, Of::Run(run_id), status).await
 }
 
 /// A monitoring run's windows in id order, after the cursor, optionally of one status (shaped as the
@@ -416,14 +445,5 @@ pub async fn run_list(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Window>> {
-    Ok(sqlx::query_as(
-        "select id, epsg, size, geometry, status, reason, scenes, objects, updated_at from run_window \
-         where run_id = $1 and ($2::text is null or status = $2) and ($3::text is null or id > $3) order by id limit $4",
-    )
-    .bind(run_id)
-    .bind(status)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?)
+    list_in(pool, Of::Run(run_id), status, after, limit).await
 }

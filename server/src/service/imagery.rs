@@ -198,6 +198,53 @@ pub fn check_catalogue(
     Ok(profile)
 }
 
+/// A catalogue a run reads from, checked.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    /// STAC API URL or `catalog.json`.
+    pub stac: String,
+    /// Its profile.
+    pub profile: groundwork_imagery::Profile,
+    /// Largest scene cloud cover.
+    pub max_cloud: Option<f64>,
+}
+
+/// The catalogue a later run of the project reads from: what the request gives, the rest from the
+/// project's last acquisition (its profile only when the request names no other catalogue); 422
+/// when there is neither. The catalogue goes through the outbound-request policy (field errors are
+/// added to `errors`).
+pub async fn catalogue_or_last(
+    state: &AppState,
+    project_id: Uuid,
+    (stac, profile, max_cloud): (Option<String>, Option<Value>, Option<f64>),
+    errors: &mut Vec<FieldError>,
+) -> ApiResult<Catalogue> {
+    let last: Option<AcquireArgs> =
+        jobs::latest_args(&state.pool, project_id, groundwork_types::StepKind::Acquire)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok());
+    let named = stac.is_some();
+    let Some(stac) = stac.or_else(|| last.as_ref().map(|a| a.stac.clone())) else {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "stac".into(),
+            message: "the project has no acquisition to take the catalogue from; give stac".into(),
+        }]));
+    };
+    let profile = match profile {
+        Some(p) => Some(p),
+        None if !named => last
+            .as_ref()
+            .and_then(|a| serde_json::to_value(&a.profile).ok()),
+        None => None,
+    };
+    let profile = check_catalogue(state, &stac, profile, max_cloud, errors)?;
+    Ok(Catalogue {
+        stac,
+        profile,
+        max_cloud: max_cloud.or_else(|| last.as_ref().and_then(|a| a.max_cloud)),
+    })
+}
+
 /// A project's windows.
 pub async fn list_windows(
     state: &AppState,

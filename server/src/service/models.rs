@@ -161,29 +161,13 @@ async fn monitoring_acquisition(
         }
     };
     // The catalogue: as given, or the project's last acquisition's.
-    let last: Option<groundwork_worker::steps::AcquireArgs> =
-        jobs::latest_args(&state.pool, project.id, groundwork_types::StepKind::Acquire)
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok());
-    let Some(stac) = body
-        .stac
-        .clone()
-        .or_else(|| last.as_ref().map(|a| a.stac.clone()))
-    else {
-        return Err(ApiError::validation(vec![FieldError {
-            field: "stac".into(),
-            message: "the project has no acquisition to take the catalogue from; give stac".into(),
-        }]));
-    };
-    let profile_value = match &body.profile {
-        Some(p) => Some(p.clone()),
-        None if body.stac.is_none() => last
-            .as_ref()
-            .and_then(|a| serde_json::to_value(&a.profile).ok()),
-        None => None,
-    };
-    let profile =
-        super::imagery::check_catalogue(state, &stac, profile_value, body.max_cloud, &mut errors)?;
+    let catalogue = super::imagery::catalogue_or_last(
+        state,
+        project.id,
+        (body.stac.clone(), body.profile.clone(), body.max_cloud),
+        &mut errors,
+    )
+    .await?;
     let threshold = body.success_threshold.unwrap_or(MONITORING_THRESHOLD);
     if !(0.0..=1.0).contains(&threshold) {
         errors.push(FieldError {
@@ -195,11 +179,9 @@ async fn monitoring_acquisition(
         return Err(ApiError::validation(errors));
     }
     Ok(Some(groundwork_worker::steps::AcquireArgs {
-        stac,
-        profile,
-        max_cloud: body
-            .max_cloud
-            .or_else(|| last.as_ref().and_then(|a| a.max_cloud)),
+        stac: catalogue.stac,
+        profile: catalogue.profile,
+        max_cloud: catalogue.max_cloud,
         partition: [0, 1],
         success_threshold: threshold,
         period: Some(groundwork_worker::steps::Period { start, end, area }),

@@ -9,7 +9,7 @@ use crate::api::auth::{Actor, Credential, Role};
 use crate::api::error::{ApiError, ApiResult, FieldError};
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
 use groundwork_store::schedules::{self, NewSchedule, Schedule};
-use groundwork_store::{jobs, models, projects};
+use groundwork_store::{models, projects};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -156,30 +156,14 @@ pub async fn set(
         ));
     }
     // The catalogue: as given, or the project's last acquisition's.
-    let last: Option<groundwork_worker::steps::AcquireArgs> =
-        jobs::latest_args(&state.pool, project_id, groundwork_types::StepKind::Acquire)
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok());
-    let Some(stac) = body
-        .stac
-        .clone()
-        .or_else(|| last.as_ref().map(|a| a.stac.clone()))
-    else {
-        return Err(invalid(
-            "stac",
-            "the project has no acquisition to take the catalogue from; give stac",
-        ));
-    };
-    let profile_value = match &body.profile {
-        Some(p) => Some(p.clone()),
-        None if body.stac.is_none() => last
-            .as_ref()
-            .and_then(|a| serde_json::to_value(&a.profile).ok()),
-        None => None,
-    };
     let mut errors = Vec::new();
-    let profile =
-        super::imagery::check_catalogue(state, &stac, profile_value, body.max_cloud, &mut errors)?;
+    let catalogue = super::imagery::catalogue_or_last(
+        state,
+        project_id,
+        (body.stac.clone(), body.profile.clone(), body.max_cloud),
+        &mut errors,
+    )
+    .await?;
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -189,11 +173,9 @@ pub async fn set(
         project_id,
         &NewSchedule {
             cadence: body.cadence.clone(),
-            stac,
-            profile: serde_json::to_value(&profile).unwrap_or_default(),
-            max_cloud: body
-                .max_cloud
-                .or_else(|| last.as_ref().and_then(|a| a.max_cloud)),
+            stac: catalogue.stac,
+            profile: serde_json::to_value(&catalogue.profile).unwrap_or_default(),
+            max_cloud: catalogue.max_cloud,
             training_run_id: body.run_id,
             change_alert_km2: body.change_alert_km2,
             created_by: user,

@@ -10,24 +10,9 @@ use groundwork_worker::{Registry, Worker, WorkerConfig};
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{call, owner_token};
-
-async fn wait_run(app: &axum::Router, run: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let (_, r) = call(app, "GET", &format!("/api/v1/runs/{run}"), None).await;
-        if ["succeeded", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "run did not finish: {r:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use crate::common::{call, owner_token, wait_run};
 
 #[tokio::test]
 async fn acquisition_fans_out_and_writes_window_tensors() {

@@ -244,3 +244,19 @@ pub async fn move_to_another_org(pool: &PgPool, project: uuid::Uuid) -> uuid::Uu
         .unwrap();
     other
 }
+
+/// Waits (up to 5 minutes) until run `run` has finished; returns it with its steps.
+pub async fn wait_run(app: &axum::Router, run: &str) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (_, r) = call(app, "GET", &format!("/api/v1/runs/{run}"), None).await;
+        if ["succeeded", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
+            return r;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(300),
+            "the run did not finish: {r:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -14,22 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{call, owner_token};
-
-async fn wait_run(app: &axum::Router, run: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let (_, r) = call(app, "GET", &format!("/api/v1/runs/{run}"), None).await;
-        if ["succeeded", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "run did not finish: {r:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+use crate::common::{call, owner_token, wait_run};
 
 fn scene(year: i32, seed: u64) -> DemoOptions {
     DemoOptions {
@@ -328,23 +313,10 @@ async fn a_model_maps_another_year_and_a_smaller_area_and_a_schedule_compares_an
         "{own:#}"
     );
 
-    let (_, outputs) = call(
-        &app,
-        "GET",
-        &format!("/api/v1/projects/{pid}/outputs"),
-        None,
-    )
-    .await;
-    let class_of = |run: &str| {
-        outputs["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["run_id"] == run && o["kind"] == "class")
-            .unwrap_or_else(|| panic!("no class map of run {run}: {outputs:#}"))
-            .clone()
-    };
-    let (base, half_map) = (class_of(&base_run), class_of(&half_run));
+    let (base, half_map) = (
+        class_of_run(&app, &pid, &base_run).await,
+        class_of_run(&app, &pid, &half_run).await,
+    );
     assert_eq!(base["lineage"]["period"]["start"], "2024-04-01", "{base:#}");
     assert_eq!(base["lineage"]["period"]["monitoring"], false);
     assert_eq!(

@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::common::{call, owner_token};
+use crate::common::{call, owner_token, wait_run};
 use crate::processes::{Proc, finished, running_on, wait_for};
 
 /// A server on a loopback port with a local object store, the reaper running beside it (as
@@ -116,21 +116,6 @@ fn remote_worker(server: &str, token: &str, name: &str, dir: &Path, extra: &[&st
         Err(_) => cmd.env("RUST_LOG", "error").stderr(Stdio::null()),
     };
     Proc(cmd.spawn().expect("start the remote worker"))
-}
-
-async fn wait_run(app: &axum::Router, run: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let (_, r) = call(app, "GET", &format!("/api/v1/runs/{run}"), None).await;
-        if ["succeeded", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "the run did not finish: {r:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn live_workers(pool: &PgPool, n: i64) {

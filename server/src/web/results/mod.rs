@@ -415,52 +415,45 @@ pub async fn predict(
 ) -> PageResult<Response> {
     actor.require(Role::Member)?;
     let pairs = super::form_pairs(&body);
-    let run_id = match super::form_value(&pairs, "run_id").trim() {
-        "" => None,
-        v => match v.parse::<Uuid>() {
-            Ok(run) => Some(run),
-            Err(_) => {
-                return super::projects::with_results_error(
-                    &state,
-                    &actor,
-                    id,
-                    "model: choose one of the trained models".into(),
+    // The model (under "Choose another model") and "Map another period" (both days, or neither).
+    let fields = optional::<Uuid>(&pairs, "run_id", "model: choose one of the trained models")
+        .and_then(|run| {
+            let day = |field: &str, what: &str| {
+                optional::<chrono::NaiveDate>(
+                    &pairs,
+                    field,
+                    &format!("{what} of the period: give a date (YYYY-MM-DD)"),
                 )
-                .await;
-            }
-        },
-    };
-    // "Map another period" (optional): both days, or neither.
-    let mut days = [None, None];
-    for (i, (field, what)) in [("start", "first day"), ("end", "last day")]
-        .iter()
-        .enumerate()
-    {
-        match super::form_value(&pairs, field).trim() {
-            "" => {}
-            v => match v.parse::<chrono::NaiveDate>() {
-                Ok(d) => days[i] = Some(d),
-                Err(_) => {
-                    return super::projects::with_results_error(
-                        &state,
-                        &actor,
-                        id,
-                        format!("{what} of the period: give a date (YYYY-MM-DD)"),
-                    )
-                    .await;
-                }
-            },
+            };
+            Ok((run, day("start", "first day")?, day("end", "last day")?))
+        });
+    let (run_id, start, end) = match fields {
+        Ok(v) => v,
+        Err(message) => {
+            return super::projects::with_results_error(&state, &actor, id, message).await;
         }
-    }
+    };
     let request = PredictRequest {
         run_id,
         request_approval: (super::form_value(&pairs, "request_approval") == "on").then_some(true),
-        start: days[0],
-        end: days[1],
+        start,
+        end,
         ..PredictRequest::default()
     };
     let result = service::start_prediction(&state, &actor, id, None, request).await;
     started(&state, &actor, id, result).await
+}
+
+/// An optional form field: `None` when empty, else its value, or `message` when it does not parse.
+fn optional<T: std::str::FromStr>(
+    pairs: &[(String, String)],
+    field: &str,
+    message: &str,
+) -> Result<Option<T>, String> {
+    match super::form_value(pairs, field).trim() {
+        "" => Ok(None),
+        v => v.parse().map(Some).map_err(|_| message.to_owned()),
+    }
 }
 
 /// `POST /projects/{id}/schedule`: sets the project's schedule (cadence and change alert), or
@@ -482,20 +475,15 @@ pub async fn schedule(
             Err(e) => Err(e),
         }
     } else {
-        let alert = match super::form_value(&pairs, "change_alert_km2").trim() {
-            "" => None,
-            v => match v.parse::<f64>() {
-                Ok(k) => Some(k),
-                Err(_) => {
-                    return super::projects::with_results_error(
-                        &state,
-                        &actor,
-                        id,
-                        "change alert: give an area in km²".into(),
-                    )
-                    .await;
-                }
-            },
+        let alert = match optional::<f64>(
+            &pairs,
+            "change_alert_km2",
+            "change alert: give an area in km²",
+        ) {
+            Ok(alert) => alert,
+            Err(message) => {
+                return super::projects::with_results_error(&state, &actor, id, message).await;
+            }
         };
         crate::service::schedules::set(
             &state,
