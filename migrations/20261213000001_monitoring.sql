@@ -24,8 +24,8 @@ create table run_window (
 create index run_window_project on run_window (project_id);
 
 -- A project's schedule: every month, quarter or year, the server starts a prediction of the latest
--- full period (as many months as the project's), for the member who set it, and compares its map
--- with the previous one.
+-- full period (a year-long project: the latest 12 months; a shorter one: the latest passed occurrence
+-- of its own months), for the member who set it, and compares its map with the previous one.
 create table project_schedule (
     project_id uuid primary key references project (id) on delete cascade,
     org_id uuid not null references org (id),
@@ -39,11 +39,20 @@ create table project_schedule (
     -- A `change.alert` webhook event when a change class (from one class to another) covers more.
     change_alert_km2 double precision,
     created_by uuid not null references app_user (id),
+    -- The beat: firings fall on anchor_at + k × cadence.
+    anchor_at timestamptz not null,
+    -- When it is due next (a firing that could not start for a passing reason keeps it and retries
+    -- at retry_at, which also holds a schedule while one server fires it).
     next_at timestamptz not null,
+    retry_at timestamptz,
+    -- The period of the last run started, and the last period whose run succeeded.
     last_period_end date,
+    mapped_period_end date,
     last_run_id uuid references pipeline_run (id) on delete set null,
-    -- Whether the last run's map was compared with the one before (and, if it finished, kept).
+    -- Whether the last run's map was compared with the one before (and, if it finished, kept); a
+    -- server comparing it holds it until checking_until.
     last_run_checked boolean not null default true,
+    checking_until timestamptz,
     last_output_id uuid references output (id) on delete set null,
     last_change_map_id uuid references change_map (id) on delete set null,
     last_error text,

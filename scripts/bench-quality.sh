@@ -42,6 +42,8 @@ case "$profile" in
 esac
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/groundwork-bench-quality.XXXXXX")"
+# A private cluster's server runs as `postgres` when this runs as root: it must reach its folder.
+chmod 755 "$tmp"
 if [ "${BENCH_KEEP:-0}" = 1 ]; then
   echo "keeping $tmp" >&2
 else

@@ -153,9 +153,8 @@ pub(crate) fn cog_headers(filename: &str) -> HeaderMap {
     headers
 }
 
-/// `?zone=`.
+/// `?zone=` (other parameters are ignored, as they were before it existed).
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
 pub struct ZoneQuery {
     /// EPSG code of one UTM zone of a map across zones (`links.download_zones`): that zone's own map,
     /// in its own CRS, nothing resampled.

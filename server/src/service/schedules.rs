@@ -7,6 +7,7 @@
 use crate::api::AppState;
 use crate::api::auth::{Actor, Credential, Role};
 use crate::api::error::{ApiError, ApiResult, FieldError};
+use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
 use groundwork_store::schedules::{self, NewSchedule, Schedule};
 use groundwork_store::{models, projects};
@@ -69,7 +70,7 @@ fn step_of(cadence: &str) -> Option<Months> {
     }
 }
 
-/// The `months` full calendar months before `at`'s month: what a run firing at `at` maps.
+/// The `months` full calendar months before `at`'s month.
 #[must_use]
 pub fn period_before(at: DateTime<Utc>, months: i32) -> Period {
     let first_of_month = NaiveDate::from_ymd_opt(at.year(), at.month(), 1).unwrap_or_default();
@@ -81,20 +82,59 @@ pub fn period_before(at: DateTime<Utc>, months: i32) -> Period {
     Period { start, end }
 }
 
-/// The first firing after `now` on the schedule's beat (from `due_at`, one cadence at a time): a
-/// schedule that missed months maps the latest period once rather than one run per month missed.
+/// What a run firing at `at` maps for a project of `start`–`end`: a project of a year or more, the
+/// latest full months of its length (every season is in it); a shorter one, the latest occurrence of
+/// its own calendar months that has passed (the season the model learnt), so that it never maps
+/// months the model has not seen.
 #[must_use]
-pub fn next_after(due_at: DateTime<Utc>, cadence: &str, now: DateTime<Utc>) -> DateTime<Utc> {
-    let step = step_of(cadence).unwrap_or(Months::new(1));
-    let mut next = due_at.checked_add_months(step).unwrap_or(due_at);
-    // At most a few hundred steps (a schedule first due decades ago).
-    for _ in 0..1200 {
-        if next > now {
-            break;
-        }
-        next = next.checked_add_months(step).unwrap_or(now);
+pub fn period_for(at: DateTime<Utc>, start: NaiveDate, end: NaiveDate) -> Period {
+    let months = super::projects::months_spanned(start, end);
+    if months >= 12 {
+        return period_before(at, months);
     }
-    next.max(now)
+    let first_of_month = NaiveDate::from_ymd_opt(at.year(), at.month(), 1).unwrap_or_default();
+    let span = Months::new(u32::try_from(months.max(1)).unwrap_or(1));
+    let occurrence = |year: i32| {
+        let s = NaiveDate::from_ymd_opt(year, start.month(), 1).unwrap_or_default();
+        let e = s
+            .checked_add_months(span)
+            .and_then(|d| d.pred_opt())
+            .unwrap_or(s);
+        Period { start: s, end: e }
+    };
+    let mut year = at.year();
+    while occurrence(year).end >= first_of_month {
+        year -= 1;
+    }
+    occurrence(year)
+}
+
+/// The first firing on the schedule's beat (`anchor` plus whole cadences) after both `due_at` and
+/// `now`: a schedule that missed firings maps the latest period once rather than once per firing
+/// missed, and a beat on the 31st stays there in the months that have one.
+#[must_use]
+pub fn next_after(
+    anchor: DateTime<Utc>,
+    due_at: DateTime<Utc>,
+    cadence: &str,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let step = step_of(cadence).map_or(1, |m| m.as_u32());
+    let after = due_at.max(now);
+    // Months from the anchor to `after`, then on until past it.
+    let months_between = |a: DateTime<Utc>, b: DateTime<Utc>| {
+        (b.year() - a.year()) * 12 + i32::try_from(b.month()).unwrap_or(0)
+            - i32::try_from(a.month()).unwrap_or(0)
+    };
+    let mut k = u32::try_from(months_between(anchor, after).max(0)).unwrap_or(0) / step;
+    loop {
+        k += 1;
+        match anchor.checked_add_months(Months::new(k * step)) {
+            Some(t) if t > after => return t,
+            Some(_) => {}
+            None => return after,
+        }
+    }
 }
 
 /// The 5th of the month after `now`, 00:00 UTC.
@@ -105,12 +145,8 @@ fn default_first_run(now: DateTime<Utc>) -> DateTime<Utc> {
     Utc.from_utc_datetime(&next.and_hms_opt(0, 0, 0).unwrap_or_default())
 }
 
-fn months_of(project: &projects::Project) -> i32 {
-    super::projects::months_spanned(project.start, project.end)
-}
-
 fn view(s: Schedule, project: &projects::Project) -> ScheduleView {
-    let next_period = period_before(s.next_at, months_of(project));
+    let next_period = period_for(s.next_at, project.start, project.end);
     ScheduleView {
         schedule: s,
         next_period,
@@ -139,6 +175,26 @@ pub async fn set(
     if step_of(&body.cadence).is_none() {
         return Err(invalid("cadence", "must be monthly, quarterly or yearly"));
     }
+    let now = Utc::now();
+    if body.first_run.is_some_and(|t| {
+        t < now.checked_sub_months(Months::new(60)).unwrap_or(now)
+            || t > now.checked_add_months(Months::new(24)).unwrap_or(now)
+    }) {
+        return Err(invalid(
+            "first_run",
+            "must be within the last five years or the next two",
+        ));
+    }
+    // Saved again with the same cadence and no first firing: it keeps its beat.
+    let existing = schedules::get(&state.pool, actor.org_id, project_id).await?;
+    let (anchor_at, next_at) = match (body.first_run, &existing) {
+        (Some(t), _) => (t, t),
+        (None, Some(e)) if e.cadence == body.cadence => (e.anchor_at, e.next_at),
+        (None, _) => {
+            let t = default_first_run(now);
+            (t, t)
+        }
+    };
     if body
         .change_alert_km2
         .is_some_and(|k| !(k.is_finite() && k > 0.0))
@@ -179,9 +235,8 @@ pub async fn set(
             training_run_id: body.run_id,
             change_alert_km2: body.change_alert_km2,
             created_by: user,
-            next_at: body
-                .first_run
-                .unwrap_or_else(|| default_first_run(Utc::now())),
+            anchor_at,
+            next_at,
         },
     )
     .await?;
@@ -248,55 +303,85 @@ async fn acting_member(state: &AppState, s: &Schedule) -> Result<Actor, String> 
     }
 }
 
+/// How long a firing that could not start for a passing reason waits before it is tried again.
+const RETRY_AFTER: chrono::Duration = chrono::Duration::hours(1);
+
 /// Starts the runs of the schedules that are due (one period each); returns how many started.
 pub async fn fire_due(state: &AppState) -> anyhow::Result<u64> {
     let mut started = 0;
-    for (s, due_at) in schedules::take_due(&state.pool, 10).await? {
-        let next_at = next_after(due_at, &s.cadence, Utc::now());
+    for s in schedules::take_due(&state.pool, 10).await? {
+        let now = Utc::now();
+        let next_at = next_after(s.anchor_at, s.next_at, &s.cadence, now);
         let project = match projects::get(&state.pool, s.org_id, s.project_id).await {
             Ok(p) => p,
             Err(groundwork_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(e.into()),
         };
-        let period = period_before(due_at, months_of(&project));
-        if s.last_period_end.is_some_and(|end| end >= period.end) {
-            // Already mapped (the schedule was set again): only move on.
-            schedules::fired(
-                &state.pool,
-                s.project_id,
-                next_at,
-                period.end,
-                Err("this period was already mapped".into()),
-            )
-            .await?;
+        // The period of the time it was due (a retried firing maps the same one).
+        let period = period_for(s.next_at, project.start, project.end);
+        if s.mapped_period_end.is_some_and(|end| end >= period.end) {
+            // Mapped already (a season-long project between its seasons, or a schedule set again).
+            schedules::advance(&state.pool, s.project_id, next_at).await?;
             continue;
         }
-        let outcome = match acting_member(state, &s).await {
-            Err(e) => Err(e),
-            Ok(actor) => {
-                let body = super::models::PredictRequest {
-                    run_id: s.training_run_id,
-                    start: Some(period.start),
-                    end: Some(period.end),
-                    stac: Some(s.stac.clone()),
-                    profile: Some(s.profile.clone()),
-                    max_cloud: s.max_cloud,
-                    ..Default::default()
-                };
-                // One run per schedule and period, however often this is tried.
-                let key = format!("schedule-{}-{}", period.start, period.end);
-                super::models::start_prediction(state, &actor, s.project_id, Some(&key), body)
-                    .await
-                    .map(|run| run.run.id)
-                    .map_err(|e| e.message().to_owned())
+        let actor = match acting_member(state, &s).await {
+            Ok(actor) => actor,
+            Err(e) => {
+                schedules::fired(&state.pool, s.project_id, next_at, period.end, Err(e)).await?;
+                continue;
             }
         };
-        if outcome.is_ok() {
-            started += 1;
-        } else if let Err(e) = &outcome {
-            tracing::warn!(project = %s.project_id, "a scheduled prediction did not start: {e}");
+        let body = super::models::PredictRequest {
+            run_id: s.training_run_id,
+            start: Some(period.start),
+            end: Some(period.end),
+            stac: Some(s.stac.clone()),
+            profile: Some(s.profile.clone()),
+            max_cloud: s.max_cloud,
+            ..Default::default()
+        };
+        // One run per period and try, however often a firing is retried; a try that failed gets
+        // a new key.
+        let prefix = format!("schedule-{}-{}-", period.start, period.end);
+        let tries = schedules::failed_tries(&state.pool, s.project_id, &prefix).await?;
+        let key = format!("{prefix}{tries}");
+        match super::models::start_prediction(state, &actor, s.project_id, Some(&key), body).await {
+            Ok(run) => {
+                started += 1;
+                schedules::fired(
+                    &state.pool,
+                    s.project_id,
+                    next_at,
+                    period.end,
+                    Ok(run.run.id),
+                )
+                .await?;
+            }
+            // A passing reason (an acquisition under way, a full quota or queue, the database or
+            // the object store briefly away): the same firing again later.
+            Err(e)
+                if e.status == StatusCode::CONFLICT
+                    || e.status == StatusCode::TOO_MANY_REQUESTS
+                    || e.status.is_server_error() =>
+            {
+                let why = format!("{} (tried again at {})", e.message(), now + RETRY_AFTER);
+                tracing::warn!(project = %s.project_id, "a scheduled prediction was put off: {why}");
+                schedules::put_off(&state.pool, s.project_id, now + RETRY_AFTER, &why).await?;
+            }
+            // What someone must fix (no trained model, a catalogue the policy refuses): this
+            // period is passed over, and the reason shown.
+            Err(e) => {
+                tracing::warn!(project = %s.project_id, "a scheduled prediction did not start: {}", e.message());
+                schedules::fired(
+                    &state.pool,
+                    s.project_id,
+                    next_at,
+                    period.end,
+                    Err(e.message().to_owned()),
+                )
+                .await?;
+            }
         }
-        schedules::fired(&state.pool, s.project_id, next_at, period.end, outcome).await?;
     }
     Ok(started)
 }
@@ -332,8 +417,16 @@ pub async fn compare_finished(state: &AppState) -> anyhow::Result<u64> {
         };
         if run_state != "succeeded" {
             let why = format!("the scheduled run {run_id} {run_state}");
-            schedules::record_check(&state.pool, s.project_id, run_id, None, None, Some(&why))
-                .await?;
+            schedules::record_check(
+                &state.pool,
+                s.project_id,
+                run_id,
+                false,
+                None,
+                None,
+                Some(&why),
+            )
+            .await?;
             continue;
         }
         let output: Option<Uuid> = sqlx::query_scalar(
@@ -343,16 +436,17 @@ pub async fn compare_finished(state: &AppState) -> anyhow::Result<u64> {
         .bind(s.org_id)
         .fetch_optional(&state.pool)
         .await?;
-        // The map before: the schedule's last, else the project's latest class map of its own area
-        // made before.
+        // The map before: the schedule's last, else the project's map of its own area whose period
+        // ended last before this one began (ISO dates compare as text).
         let before = match (s.last_output_id, output) {
             (Some(id), _) => Some(id),
             (None, Some(to)) => {
                 sqlx::query_scalar(
                     "select o.id from output o, output t where t.id = $1 and o.project_id = t.project_id \
-                         and o.kind = 'class' and o.id <> t.id and o.created_at < t.created_at \
+                         and o.kind = 'class' and o.id <> t.id \
                          and coalesce(o.lineage->'period'->>'area', 'project') = 'project' \
-                     order by o.created_at desc limit 1",
+                         and coalesce(o.lineage->'period'->>'end', '') < coalesce(t.lineage->'period'->>'start', '') \
+                     order by o.lineage->'period'->>'end' desc, o.created_at desc limit 1",
                 )
                 .bind(to)
                 .fetch_optional(&state.pool)
@@ -390,6 +484,7 @@ pub async fn compare_finished(state: &AppState) -> anyhow::Result<u64> {
             &state.pool,
             s.project_id,
             run_id,
+            true,
             output,
             change.as_ref().map(|v| v.id),
             error.as_deref(),
@@ -401,7 +496,7 @@ pub async fn compare_finished(state: &AppState) -> anyhow::Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Period, default_first_run, next_after, period_before};
+    use super::{Period, default_first_run, next_after, period_before, period_for};
     use chrono::{NaiveDate, TimeZone, Utc};
 
     fn d(s: &str) -> NaiveDate {
@@ -438,26 +533,63 @@ mod tests {
     }
 
     #[test]
-    fn a_schedule_that_missed_months_fires_next_on_its_beat_after_now() {
-        let due = Utc.with_ymd_and_hms(2025, 6, 5, 0, 0, 0).unwrap();
+    fn a_schedule_that_missed_firings_fires_next_on_its_beat_after_now() {
+        let anchor = Utc.with_ymd_and_hms(2025, 6, 5, 0, 0, 0).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 12, 7, 18, 0, 0).unwrap();
-        assert_eq!(
-            next_after(due, "monthly", now),
-            Utc.with_ymd_and_hms(2027, 1, 5, 0, 0, 0).unwrap()
-        );
-        assert_eq!(
-            next_after(due, "quarterly", now),
-            Utc.with_ymd_and_hms(2027, 3, 5, 0, 0, 0).unwrap()
-        );
-        assert_eq!(
-            next_after(due, "yearly", now),
-            Utc.with_ymd_and_hms(2027, 6, 5, 0, 0, 0).unwrap()
-        );
+        let at = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap();
+        assert_eq!(next_after(anchor, anchor, "monthly", now), at(2027, 1, 5));
+        assert_eq!(next_after(anchor, anchor, "quarterly", now), at(2027, 3, 5));
+        assert_eq!(next_after(anchor, anchor, "yearly", now), at(2027, 6, 5));
         // On time: one cadence later.
         let on_time = Utc.with_ymd_and_hms(2025, 6, 5, 0, 0, 3).unwrap();
         assert_eq!(
-            next_after(due, "monthly", on_time),
-            Utc.with_ymd_and_hms(2025, 7, 5, 0, 0, 0).unwrap()
+            next_after(anchor, anchor, "monthly", on_time),
+            at(2025, 7, 5)
+        );
+        // A beat on the 31st stays on it in the months that have one.
+        let last = at(2025, 1, 31);
+        assert_eq!(next_after(last, last, "monthly", last), at(2025, 2, 28));
+        assert_eq!(
+            next_after(last, at(2025, 2, 28), "monthly", at(2025, 2, 28)),
+            at(2025, 3, 31)
+        );
+    }
+
+    #[test]
+    fn a_season_long_project_maps_its_own_months_of_the_latest_year_they_passed() {
+        let (start, end) = (d("2024-04-01"), d("2024-07-31"));
+        let at = |y, m, day| Utc.with_ymd_and_hms(y, m, day, 0, 0, 0).unwrap();
+        let april_july = |y: i32| Period {
+            start: d(&format!("{y}-04-01")),
+            end: d(&format!("{y}-07-31")),
+        };
+        // In December, and in August right after the season: this year's; in July, last year's.
+        assert_eq!(period_for(at(2026, 12, 5), start, end), april_july(2026));
+        assert_eq!(period_for(at(2026, 8, 5), start, end), april_july(2026));
+        assert_eq!(period_for(at(2026, 7, 5), start, end), april_july(2025));
+        // A season across the new year.
+        let (s2, e2) = (d("2023-11-01"), d("2024-02-29"));
+        assert_eq!(
+            period_for(at(2026, 12, 5), s2, e2),
+            Period {
+                start: d("2025-11-01"),
+                end: d("2026-02-28")
+            }
+        );
+        assert_eq!(
+            period_for(at(2026, 2, 5), s2, e2),
+            Period {
+                start: d("2024-11-01"),
+                end: d("2025-02-28")
+            }
+        );
+        // A year-long project: the latest twelve months.
+        assert_eq!(
+            period_for(at(2026, 12, 5), d("2024-01-01"), d("2024-12-31")),
+            Period {
+                start: d("2025-12-01"),
+                end: d("2026-11-30")
+            }
         );
     }
 

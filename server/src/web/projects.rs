@@ -823,8 +823,10 @@ async fn project_page(
         r.steps
             .iter()
             .find(|s| {
+                // The project's own acquisition, not a monitoring run's of another period or area.
                 s.step.kind == groundwork_types::StepKind::AcquireSummary
                     && s.step.state == groundwork_types::StepState::Succeeded
+                    && s.step.args.get("windows").and_then(|w| w.as_str()) != Some("run")
             })
             .and_then(|s| s.step.output.as_ref())
             .and_then(AcquisitionTable::from_summary)

@@ -452,6 +452,26 @@ async fn a_model_maps_another_year_and_a_smaller_area_and_a_schedule_compares_an
     );
     let (s, _) = call(&app, "DELETE", &schedule, None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
+    // A monitoring run acquires only its own windows: the project's own acquisition may run beside it.
+    let (s, monitoring) = predict(
+        &app,
+        &pid,
+        json!({"start": "2025-04-01", "end": "2025-05-31", "stac": catalogue(&cats, 2025)}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{monitoring:#}");
+    let (s, acquisition) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/projects/{pid}/acquire"),
+        Some(json!({"stac": catalogue(&cats, 2024), "max_cloud": 60})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{acquisition:#}");
+    for run in [&monitoring, &acquisition] {
+        let done = wait_run(&app, run["id"].as_str().unwrap()).await;
+        assert_eq!(done["state"], "succeeded", "{done:#}");
+    }
     let (s, _) = call(&app, "GET", &schedule, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     worker.shutdown().await;

@@ -110,7 +110,11 @@ pub async fn create_run_with(
              queued steps: wait for queued work to finish, or ask the installation's administrators to raise it"
         )));
     }
-    if steps.iter().any(|s| s.kind == StepKind::Acquire) {
+    // A monitoring run's acquisition (`period` in its args) writes only its own windows and folder.
+    let project_acquisition = |s: &NewStep| {
+        s.kind == StepKind::Acquire && s.args.get("period").is_none_or(Value::is_null)
+    };
+    if steps.iter().any(project_acquisition) {
         // One acquisition of a project at a time: two would write the same windows' imagery. The lock
         // serialises concurrent requests until this transaction ends.
         sqlx::query("select pg_advisory_xact_lock(hashtextextended('acquire:' || $1::text, 0))")
@@ -119,7 +123,8 @@ pub async fn create_run_with(
             .await?;
         let open: Option<Uuid> = sqlx::query_scalar(
             "select r.id from pipeline_run r where r.project_id = $1 and r.state in ('queued', 'running') \
-               and exists (select 1 from step s where s.run_id = r.id and s.kind = 'acquire') \
+               and exists (select 1 from step s where s.run_id = r.id and s.kind = 'acquire' \
+                           and coalesce(s.args->'period', 'null'::jsonb) = 'null'::jsonb) \
              order by r.id limit 1",
         )
         .bind(project_id)

@@ -485,16 +485,21 @@ pub async fn schedule(
                 return super::projects::with_results_error(&state, &actor, id, message).await;
             }
         };
+        // The form sets the cadence and the alert; what the API set besides is kept.
+        let kept = crate::service::schedules::get(&state, &actor, id)
+            .await
+            .ok()
+            .map(|v| v.schedule);
         crate::service::schedules::set(
             &state,
             &actor,
             id,
             crate::service::schedules::SetSchedule {
                 cadence,
-                stac: None,
-                profile: None,
-                max_cloud: None,
-                run_id: None,
+                stac: kept.as_ref().map(|k| k.stac.clone()),
+                profile: kept.as_ref().map(|k| k.profile.clone()),
+                max_cloud: kept.as_ref().and_then(|k| k.max_cloud),
+                run_id: kept.as_ref().and_then(|k| k.training_run_id),
                 change_alert_km2: alert,
                 first_run: None,
             },
