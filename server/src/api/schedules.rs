@@ -12,9 +12,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// Sets (or replaces) the project's schedule. Every month, quarter or year the server starts a
-/// prediction (`POST …/predict` with `start` and `end`) of the latest full period of as many months
-/// as the project's, from the catalogue given (default: the last acquisition's), for the member who
-/// set the schedule; quotas apply as to any prediction. Each new class map is compared with the
+/// prediction (`POST …/predict` with `start` and `end`) of the latest full period (a project of a
+/// year or more: its length in months up to the month before; a shorter one: the latest passed
+/// occurrence of its own months, each once), from the catalogue given (default: the last
+/// acquisition's), for the member who set the schedule; quotas apply as to any prediction, and a
+/// firing refused for a passing reason is tried again an hour later. Each new class map is compared with the
 /// previous one (a change map, `last_change_map_id`), and when a change from one class to another
 /// covers more than `change_alert_km2`, the project's webhook gets a `change.alert` event with the
 /// change map and the pairs over the threshold. Members.

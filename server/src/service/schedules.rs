@@ -19,8 +19,9 @@ use uuid::Uuid;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSchedule {
-    /// `monthly`, `quarterly` or `yearly`: how often the latest full period is mapped. The period
-    /// always spans as many months as the project's (the model's time steps).
+    /// `monthly`, `quarterly` or `yearly`: how often the latest full period is looked for. A project
+    /// of a year or more maps its length in months up to the month before; a shorter one, the latest
+    /// passed occurrence of its own calendar months (the season the model learnt), each once.
     pub cadence: String,
     /// The catalogue (default: the project's last acquisition's).
     pub stac: Option<String>,
@@ -405,9 +406,9 @@ fn over_threshold(view: &super::changes::ChangeView, km2: f64) -> Vec<serde_json
 }
 
 /// Looks at the finished runs of schedules: a new class map is compared with the schedule's previous
-/// one (for its first run, the project's latest map of its area made before) as a change map, and a
-/// change over
-/// the threshold queues a `change.alert`; returns how many runs were looked at.
+/// one (for its first run, the project's map of its own area whose period ended last before) as a
+/// change map, and a change over the threshold queues a `change.alert`; returns how many runs were
+/// looked at.
 pub async fn compare_finished(state: &AppState) -> anyhow::Result<u64> {
     let mut n = 0;
     for (s, run_state) in schedules::take_unchecked(&state.pool, 10).await? {
@@ -446,7 +447,7 @@ pub async fn compare_finished(state: &AppState) -> anyhow::Result<u64> {
                          and o.kind = 'class' and o.id <> t.id \
                          and coalesce(o.lineage->'period'->>'area', 'project') = 'project' \
                          and coalesce(o.lineage->'period'->>'end', '') < coalesce(t.lineage->'period'->>'start', '') \
-                     order by o.lineage->'period'->>'end' desc, o.created_at desc limit 1",
+                     order by o.lineage->'period'->>'end' desc nulls last, o.created_at desc limit 1",
                 )
                 .bind(to)
                 .fetch_optional(&state.pool)

@@ -376,6 +376,51 @@ async fn a_model_maps_another_year_and_a_smaller_area_and_a_schedule_compares_an
         set["next_period"],
         json!({"start": "2025-04-01", "end": "2025-05-31"})
     );
+    // With no CPU hours left this month, the firing is put off for an hour, not passed over.
+    let org = groundwork_store::DEFAULT_ORG_ID;
+    let quota = |hours: Option<f64>| {
+        let pool = state.pool.clone();
+        async move {
+            groundwork_store::usage::set_quota(
+                &pool,
+                &groundwork_store::audit::Who::cli(),
+                org,
+                groundwork_types::DeviceKind::Cpu,
+                hours,
+            )
+            .await
+            .unwrap();
+        }
+    };
+    quota(Some(0.0)).await;
+    assert_eq!(
+        groundwork_server::maintenance::schedules::run_once(&state)
+            .await
+            .unwrap(),
+        0
+    );
+    let (_, put_off) = call(&app, "GET", &schedule, None).await;
+    assert!(
+        put_off["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("device-hours"),
+        "{put_off:#}"
+    );
+    assert_eq!(put_off["next_at"], "2025-06-05T00:00:00Z", "{put_off:#}");
+    assert!(put_off["last_run_id"].is_null(), "{put_off:#}");
+    let retry: chrono::DateTime<chrono::Utc> =
+        put_off["retry_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        retry > chrono::Utc::now() + chrono::Duration::minutes(50),
+        "{put_off:#}"
+    );
+    // An hour later, with hours again, the same firing starts.
+    quota(None).await;
+    sqlx::query("update project_schedule set retry_at = now() - interval '1 second'")
+        .execute(&state.pool)
+        .await
+        .unwrap();
     // The server's pass fires it, and compares the map once the run has finished.
     assert!(
         groundwork_server::maintenance::schedules::run_once(&state)
