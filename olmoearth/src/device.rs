@@ -37,13 +37,25 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
-/// The compute dtype: bf16 on GPUs, f32 on the CPU.
+/// The compute dtype: bf16 on GPUs that compute in it natively (compute capability 8.0 or newer:
+/// A100, L4, H100, RTX 30xx and later), f32 on older ones (a T4 or a V100 has no bf16 arithmetic)
+/// and on the CPU.
 pub fn compute_dtype(device: &Device) -> DType {
-    if device.is_cuda() {
-        DType::BF16
-    } else {
-        DType::F32
+    match compute_capability(device) {
+        Some((major, _)) if major >= 8 => DType::BF16,
+        _ => DType::F32,
     }
+}
+
+/// The CUDA compute capability `(major, minor)` of a GPU device; `None` on the CPU, in a build without
+/// CUDA, or when the driver does not say.
+pub fn compute_capability(device: &Device) -> Option<(i32, i32)> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        return d.cuda_stream().context().compute_capability().ok();
+    }
+    let _ = device;
+    None
 }
 
 #[cfg(test)]
@@ -60,5 +72,6 @@ mod tests {
             assert!(parse_device("cuda:0").is_err());
         }
         assert_eq!(compute_dtype(&Device::Cpu), DType::F32);
+        assert_eq!(compute_capability(&Device::Cpu), None);
     }
 }
