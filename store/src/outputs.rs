@@ -199,6 +199,33 @@ pub async fn list(
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
+/// The class map a run published, if it did.
+pub async fn class_map_of_run(pool: &PgPool, org_id: Uuid, run_id: Uuid) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "select id from output where run_id = $1 and kind = 'class' and org_id = $2",
+    )
+    .bind(run_id)
+    .bind(org_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The class map of the same project and of its own area (not another area's) whose period ended
+/// last before class map `id`'s began (ISO dates compare as text; maps that record no period come
+/// after those that do, newest first).
+pub async fn class_map_before(pool: &PgPool, id: Uuid) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "select o.id from output o, output t where t.id = $1 and o.project_id = t.project_id \
+             and o.kind = 'class' and o.id <> t.id \
+             and coalesce(o.lineage->'period'->>'area', 'project') = 'project' \
+             and coalesce(o.lineage->'period'->>'end', '') < coalesce(t.lineage->'period'->>'start', '') \
+         order by o.lineage->'period'->>'end' desc nulls last, o.created_at desc limit 1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// The object keys of an output's per-zone COGs (`stats.zones[].key`: a map across UTM zones keeps
 /// each zone's own map for download).
 pub fn zone_keys(o: &NewOutput) -> impl Iterator<Item = &str> {

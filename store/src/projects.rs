@@ -205,6 +205,20 @@ pub async fn create(pool: &PgPool, org_id: Uuid, f: &ProjectFields) -> Result<Pr
     row.try_into()
 }
 
+/// `NotFound` unless `id` is a project of `org_id` (without reading the row).
+pub async fn ensure_owned(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<()> {
+    let found: Option<i32> =
+        sqlx::query_scalar("select 1 from project where id = $1 and org_id = $2")
+            .bind(id)
+            .bind(org_id)
+            .fetch_optional(pool)
+            .await?;
+    found.map(|_| ()).ok_or(Error::NotFound {
+        what: "project",
+        id,
+    })
+}
+
 /// A project of `org_id`.
 pub async fn get(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Project> {
     get_in(pool, org_id, id).await

@@ -93,12 +93,6 @@ const COLUMNS: &str = "project_id, org_id, cadence, stac, profile, max_cloud, tr
     change_alert_km2, created_by, anchor_at, next_at, retry_at, last_period_end, mapped_period_end, \
     last_run_id, last_run_checked, last_output_id, last_change_map_id, last_error, created_at, updated_at";
 
-async fn owned(pool: &PgPool, org_id: Uuid, project_id: Uuid) -> Result<()> {
-    crate::projects::get(pool, org_id, project_id)
-        .await
-        .map(|_| ())
-}
-
 /// Sets (or replaces) a project's schedule. What it did before (its last run, map and mapped
 /// period) is kept, so a changed schedule still compares with the previous map.
 pub async fn set(
@@ -107,7 +101,7 @@ pub async fn set(
     project_id: Uuid,
     s: &NewSchedule,
 ) -> Result<Schedule> {
-    owned(pool, org_id, project_id).await?;
+    crate::projects::ensure_owned(pool, org_id, project_id).await?;
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into project_schedule (project_id, org_id, cadence, stac, profile, max_cloud, training_run_id, \
              change_alert_km2, created_by, anchor_at, next_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -135,7 +129,7 @@ pub async fn set(
 
 /// A project's schedule, if it has one.
 pub async fn get(pool: &PgPool, org_id: Uuid, project_id: Uuid) -> Result<Option<Schedule>> {
-    owned(pool, org_id, project_id).await?;
+    crate::projects::ensure_owned(pool, org_id, project_id).await?;
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLUMNS} from project_schedule where project_id = $1 and org_id = $2"
     )))
@@ -147,7 +141,7 @@ pub async fn get(pool: &PgPool, org_id: Uuid, project_id: Uuid) -> Result<Option
 
 /// Removes a project's schedule; whether it had one.
 pub async fn delete(pool: &PgPool, org_id: Uuid, project_id: Uuid) -> Result<bool> {
-    owned(pool, org_id, project_id).await?;
+    crate::projects::ensure_owned(pool, org_id, project_id).await?;
     Ok(
         sqlx::query("delete from project_schedule where project_id = $1 and org_id = $2")
             .bind(project_id)

@@ -2,7 +2,7 @@
 //! `finish_run_if_done` queues a delivery in the same statement that finishes the run; the server's
 //! maintenance task sends it ([`due`], [`record`]).
 
-use crate::{Error, Result};
+use crate::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -49,19 +49,6 @@ pub struct Delivery {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-async fn owned(pool: &PgPool, org_id: Uuid, project_id: Uuid) -> Result<()> {
-    let found: Option<i32> =
-        sqlx::query_scalar("select 1 from project where id = $1 and org_id = $2")
-            .bind(project_id)
-            .bind(org_id)
-            .fetch_optional(pool)
-            .await?;
-    found.map(|_| ()).ok_or(Error::NotFound {
-        what: "project",
-        id: project_id,
-    })
-}
-
 /// Sets the webhook of a project of `org_id` (replacing one), with a new secret: `(webhook, secret)`.
 pub async fn set(
     pool: &PgPool,
@@ -69,7 +56,7 @@ pub async fn set(
     project_id: Uuid,
     url: &str,
 ) -> Result<(Webhook, String)> {
-    owned(pool, org_id, project_id).await?;
+    crate::projects::ensure_owned(pool, org_id, project_id).await?;
     let secret = crate::accounts::new_secret("whsec_");
     let hook: Webhook = sqlx::query_as(
         "insert into project_webhook (project_id, url, secret) values ($1, $2, $3) \
@@ -90,7 +77,7 @@ pub async fn get(
     org_id: Uuid,
     project_id: Uuid,
 ) -> Result<Option<(Webhook, Vec<Delivery>)>> {
-    owned(pool, org_id, project_id).await?;
+    crate::projects::ensure_owned(pool, org_id, project_id).await?;
     let Some(hook) = sqlx::query_as::<_, Webhook>(
         "select project_id, url, created_at from project_webhook where project_id = $1",
     )
@@ -112,7 +99,7 @@ pub async fn get(
 
 /// Removes the webhook of a project of `org_id` (pending deliveries are dropped); whether there was one.
 pub async fn delete(pool: &PgPool, org_id: Uuid, project_id: Uuid) -> Result<bool> {
-    owned(pool, org_id, project_id).await?;
+    crate::projects::ensure_owned(pool, org_id, project_id).await?;
     let mut tx = pool.begin().await?;
     let n = sqlx::query("delete from project_webhook where project_id = $1")
         .bind(project_id)

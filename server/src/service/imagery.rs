@@ -8,14 +8,13 @@ use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use futures::{StreamExt, TryStreamExt};
 use groundwork_imagery::preview::{self, Placement, Rendering, WindowImage};
-use groundwork_store::jobs::{self, NewStep, RunWithSteps};
+use groundwork_store::jobs::{self, RunWithSteps};
 use groundwork_store::projects::Project;
 use groundwork_store::windows::AcquiredWindow;
 use groundwork_store::{projects, windows};
 use groundwork_types::Modality;
 use groundwork_types::keys::ProjectKeys;
-use groundwork_worker::StepArgs;
-use groundwork_worker::steps::{AcquireArgs, SummaryArgs};
+use groundwork_worker::steps::{AcquireArgs, acquisition_steps, default_partitions};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -115,29 +114,19 @@ pub async fn acquire(
         })?;
     let partitions = body
         .partitions
-        .unwrap_or_else(|| planned.len().div_ceil(64).clamp(1, 32))
+        .unwrap_or_else(|| default_partitions(planned.len()))
         .min(planned.len().max(1));
-    let threshold = body.success_threshold.unwrap_or(0.95);
-    let mut steps: Vec<NewStep> = (0..partitions)
-        .map(|i| {
-            AcquireArgs {
-                stac: body.stac.clone(),
-                profile: profile.clone(),
-                max_cloud: body.max_cloud,
-                partition: [i, partitions],
-                success_threshold: threshold,
-                period: None,
-            }
-            .to_step(format!("acquire-{i}"), "cpu")
-        })
-        .collect();
-    let mut summary = SummaryArgs {
-        success_threshold: threshold,
-        windows: groundwork_worker::data::WindowSet::Project,
-    }
-    .to_step("acquire-summary", "cpu");
-    summary.depends_on = (0..partitions).map(|i| format!("acquire-{i}")).collect();
-    steps.push(summary);
+    let steps = acquisition_steps(
+        &AcquireArgs {
+            stac: body.stac.clone(),
+            profile,
+            max_cloud: body.max_cloud,
+            partition: [0, 1],
+            success_threshold: body.success_threshold.unwrap_or(0.95),
+            period: None,
+        },
+        partitions,
+    );
     let key = idempotency_key;
     let run = jobs::create_run(&state.pool, actor.org_id, project_id, &steps, key).await?;
     actor

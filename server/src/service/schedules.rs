@@ -10,7 +10,7 @@ use crate::api::error::{ApiError, ApiResult, FieldError};
 use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
 use groundwork_store::schedules::{self, NewSchedule, Schedule};
-use groundwork_store::{models, projects};
+use groundwork_store::{models, outputs, projects};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -430,29 +430,12 @@ pub async fn compare_finished(state: &AppState) -> anyhow::Result<u64> {
             .await?;
             continue;
         }
-        let output: Option<Uuid> = sqlx::query_scalar(
-            "select id from output where run_id = $1 and kind = 'class' and org_id = $2",
-        )
-        .bind(run_id)
-        .bind(s.org_id)
-        .fetch_optional(&state.pool)
-        .await?;
+        let output = outputs::class_map_of_run(&state.pool, s.org_id, run_id).await?;
         // The map before: the schedule's last, else the project's map of its own area whose period
-        // ended last before this one began (ISO dates compare as text).
+        // ended last before this one began.
         let before = match (s.last_output_id, output) {
             (Some(id), _) => Some(id),
-            (None, Some(to)) => {
-                sqlx::query_scalar(
-                    "select o.id from output o, output t where t.id = $1 and o.project_id = t.project_id \
-                         and o.kind = 'class' and o.id <> t.id \
-                         and coalesce(o.lineage->'period'->>'area', 'project') = 'project' \
-                         and coalesce(o.lineage->'period'->>'end', '') < coalesce(t.lineage->'period'->>'start', '') \
-                     order by o.lineage->'period'->>'end' desc nulls last, o.created_at desc limit 1",
-                )
-                .bind(to)
-                .fetch_optional(&state.pool)
-                .await?
-            }
+            (None, Some(to)) => outputs::class_map_before(&state.pool, to).await?,
             (None, None) => None,
         };
         let (change, error) = match (before, output) {

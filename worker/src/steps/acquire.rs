@@ -83,6 +83,44 @@ fn default_threshold() -> f64 {
     0.95
 }
 
+/// Partitions of an acquisition of `windows` windows unless the request says: one per 64 windows, at
+/// most 32.
+#[must_use]
+pub fn default_partitions(windows: usize) -> usize {
+    windows.div_ceil(64).clamp(1, 32)
+}
+
+/// The steps of an acquisition: `acquire-{i}`, one per partition (`args` with its share), then
+/// `acquire-summary` after them with the same success threshold, over the project's windows or,
+/// when `args.period` is set, the run's own.
+#[must_use]
+pub fn acquisition_steps(args: &AcquireArgs, partitions: usize) -> Vec<crate::NewStep> {
+    let names: Vec<String> = (0..partitions).map(|i| format!("acquire-{i}")).collect();
+    let mut steps: Vec<crate::NewStep> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            AcquireArgs {
+                partition: [i, partitions],
+                ..args.clone()
+            }
+            .to_step(name, "cpu")
+        })
+        .collect();
+    let mut summary = SummaryArgs {
+        success_threshold: args.success_threshold,
+        windows: if args.period.is_some() {
+            WindowSet::Run
+        } else {
+            WindowSet::Project
+        },
+    }
+    .to_step("acquire-summary", "cpu");
+    summary.depends_on = names;
+    steps.push(summary);
+    steps
+}
+
 /// Plans a project's windows (off the async runtime) and records them; returns them in id order.
 pub async fn plan_windows(
     pool: &groundwork_store::PgPool,

@@ -27,7 +27,8 @@ pub mod suggest;
 mod train;
 
 pub use acquire::{
-    Acquire, AcquireArgs, AcquireSummary, Period, SummaryArgs, plan_windows, window_plan,
+    Acquire, AcquireArgs, AcquireSummary, Period, SummaryArgs, acquisition_steps,
+    default_partitions, plan_windows, window_plan,
 };
 pub use combine::{Combine, CombineArgs};
 pub use evaluate::{Evaluate, EvaluateArgs, evaluate_model};

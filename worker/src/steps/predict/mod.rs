@@ -20,7 +20,7 @@ pub use partition::{
     encode_partition, predict_partition,
 };
 
-use super::acquire::{AcquireArgs, SummaryArgs, window_plan};
+use super::acquire::{AcquireArgs, acquisition_steps, default_partitions, window_plan};
 use super::combine::CombineArgs;
 use super::permanent;
 use super::publish::PublishArgs;
@@ -121,11 +121,6 @@ pub struct PredictOptions {
     pub acquire: Option<AcquireArgs>,
 }
 
-/// Partitions of a monitoring run's acquisition: one per 64 windows, at most 32.
-fn acquire_partitions(windows: usize) -> usize {
-    windows.div_ceil(64).clamp(1, 32)
-}
-
 /// Plans a prediction run: one `predict` step per partition (on the `gpu` queue when a GPU worker is
 /// registered, else `cpu`), then `combine`, then `publish`. Without `opts.acquire` it maps the
 /// project's acquired windows; with it, the run first acquires the period's windows of the area
@@ -175,26 +170,7 @@ pub async fn plan_prediction(
             let area = period.area.as_ref().unwrap_or(&project.aoi);
             let (specs, _) = window_plan(area, project.window_size).await?;
             anyhow::ensure!(!specs.is_empty(), "the area holds no window");
-            let partitions = acquire_partitions(specs.len());
-            let mut names = Vec::with_capacity(partitions);
-            for i in 0..partitions {
-                let name = format!("acquire-{i}");
-                steps.push(
-                    AcquireArgs {
-                        partition: [i, partitions],
-                        ..acquire.clone()
-                    }
-                    .to_step(&name, "cpu"),
-                );
-                names.push(name);
-            }
-            let mut summary = SummaryArgs {
-                success_threshold: acquire.success_threshold,
-                windows: WindowSet::Run,
-            }
-            .to_step("acquire-summary", "cpu");
-            summary.depends_on = names;
-            steps.push(summary);
+            steps = acquisition_steps(acquire, default_partitions(specs.len()));
             let cells = specs
                 .iter()
                 .map(|w| {
