@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Scale benchmark (not a test, not run by CI): `groundwork demo` over a large synthetic area.
 #
-# Generates a demo scene in Earth Search's format (Sentinel-2 L2A COGs, STAC items) of the requested
-# area, serves it as a local STAC API, and runs the whole pipeline through the REST API (acquire →
+# Generates a demo scene in Earth Search's format (Sentinel-2 L2A COGs, STAC items; with BENCH_ARGS,
+# Sentinel-1 and Landsat Collection 2 Level-2 as well) of the requested area, serves it as a local STAC API, and runs the whole pipeline through the REST API (acquire →
 # labels → split → train → predict → combine → publish) with OlmoEarth Nano. The server (`groundwork
 # demo --local-workers 0`: API, web UI, STAC API, the pipeline's driver and scoring) and the worker
 # (one `groundwork worker`, which runs every step) are separate processes, so that each one's peak
@@ -31,7 +31,10 @@
 #   BENCH_PATCH     encoder patch size (default 8, the demo's)
 #   BENCH_EPOCHS    training epochs (default 2: training is not what this measures)
 #   BENCH_LABELS    point labels per class (default 150)
-#   BENCH_ARGS      extra `groundwork demo` arguments
+#   BENCH_ARGS      extra `groundwork demo` arguments, e.g. `--modalities sentinel2_l2a,sentinel1,landsat
+#                   --origin 247040,5000320` for all three sensors over an area across the UTM zone
+#                   32/33 boundary (12° E); the rasterio side then reads every sensor's assets, and the
+#                   encoder alone embeds every modality
 #   BENCH_CONCURRENCY  steps the worker runs at once (default 2, `groundwork worker`'s default)
 #   BENCH_TARGET_KM2   area of the extrapolation (default 10000)
 #   BENCH_PY_WORKERS   rasterio threads (default 16: 2 acquire steps × 8 windows at once on the Rust side)
@@ -172,6 +175,9 @@ worker_pid=""
 objects_bytes="$(du -sb "$tmp/demo/objects" | cut -f1)"
 catalogue_bytes="$(du -sb "$tmp/demo/data" | cut -f1)"
 project_id="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["project_id"])' "$tmp/summary.json")"
+# Windows per UTM zone (CRS) and status.
+zones_json="$(psql "$DATABASE_URL" -XAtq -c "select coalesce(json_object_agg(crs, n), '{}') from (select crs || ' ' || status as crs, \
+  count(*) as n from project_window where project_id = '$project_id' group by 1) z")"
 
 # Rasterio on the same windows, from the same server.
 rasterio_json="null"
@@ -186,19 +192,24 @@ if [ "${BENCH_SKIP_RASTERIO:-0}" != 1 ]; then
   psql "$DATABASE_URL" -XAtq -c "select coalesce(json_agg(json_build_object('id', id, 'transform', \
     geotransform, 'size', size, 'crs', crs) order by id), '[]') from project_window \
     where project_id = '$project_id' and status = 'acquired'" >"$tmp/windows.json"
-  python3 - "$tmp/windows.json" "$tmp/demo/data" "$base" "$py_workers" >"$tmp/rasterio-spec.json" <<'EOF'
+  python3 - "$tmp/windows.json" "$tmp/demo/data" "$base" "$py_workers" "$tmp/summary.json" >"$tmp/rasterio-spec.json" <<'EOF'
 import glob, json, os, sys
 windows = json.load(open(sys.argv[1]))
 data, base, workers = sys.argv[2], sys.argv[3], int(sys.argv[4])
+modalities = json.load(open(sys.argv[5])).get("modalities") or ["sentinel2_l2a"]
+collections = {"sentinel2_l2a": "sentinel-2-l2a", "sentinel1": "sentinel-1-grd", "landsat": "landsat-c2-l2"}
 assets = []
-# Every Sentinel-2 scene of the catalogue covers the whole area and lies in the project's period:
-# the acquisition reads all of them (≤ 4 a month) for every window, 12 bands and SCL each.
-for path in sorted(glob.glob(os.path.join(data, "sentinel-2-l2a", "*", "*.json"))):
-    item = json.load(open(path))
-    folder = os.path.relpath(os.path.dirname(path), data)
-    for key, a in sorted(item["assets"].items()):
-        href = f"{base}/demo/stac/files/{folder}/{os.path.normpath(a['href'])}"
-        assets.append({"href": href, "nearest": key == "scl"})
+# Every scene of the catalogue covers the whole area and lies in the project's period: the
+# acquisition reads all of them for every window (Sentinel-2: ≤ 2 a month, 12 bands and SCL;
+# Sentinel-1: 1 a month, VV and VH; Landsat: 1 a month, 8 bands and QA_PIXEL), of the project's
+# modalities.
+for m in modalities:
+    for path in sorted(glob.glob(os.path.join(data, collections[m], "*", "*.json"))):
+        item = json.load(open(path))
+        folder = os.path.relpath(os.path.dirname(path), data)
+        for key, a in sorted(item["assets"].items()):
+            href = f"{base}/demo/stac/files/{folder}/{os.path.normpath(a['href'])}"
+            assets.append({"href": href, "nearest": key in ("scl", "qa_pixel")})
 crs = windows[0]["crs"] if windows else "EPSG:4326"
 json.dump({"windows": windows, "crs": crs, "assets": assets, "workers": workers}, sys.stdout)
 EOF
@@ -225,19 +236,25 @@ if [ "${BENCH_SKIP_ENCODER:-0}" != 1 ]; then
   n1=$((n2 / 4 > 1 ? n2 / 4 : 1))
   times=()
   for n in "$n1" "$n2"; do
-    python3 - "$tmp/embed-$n.safetensors" "$n" "$months" <<'EOF'
+    python3 - "$tmp/embed-$n.safetensors" "$n" "$months" "$tmp/summary.json" <<'EOF'
 import array, json, struct, sys
 path, b, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-c, s, side = 12, 3, 64
-# Normalised values in about -1…1; every pixel present.
-pattern = array.array("f", [((i * 37) % 200) / 100.0 - 1.0 for i in range(c * t * 97)])
-n = b * side * side * t * c
-data = (pattern * (n // len(pattern) + 1))[:n].tobytes()
-mask = bytes(b * side * side * t * s)
+modalities = json.load(open(sys.argv[4])).get("modalities") or ["sentinel2_l2a"]
+# Channels and band sets of each modality; Landsat Level-2 has no pan band, so its first band set is
+# missing (mask 3), as in the acquired windows.
+shapes = {"sentinel2_l2a": (12, 3, ()), "sentinel1": (2, 1, ()), "landsat": (11, 2, (0,))}
+side = 64
+tensors = []
+for m in modalities:
+    c, s, missing = shapes[m]
+    # Normalised values in about -1…1; every pixel present.
+    pattern = array.array("f", [((i * 37) % 200) / 100.0 - 1.0 for i in range(c * t * 97)])
+    n = b * side * side * t * c
+    data = (pattern * (n // len(pattern) + 1))[:n].tobytes()
+    mask = bytes([3 if k in missing else 0 for k in range(s)] * (b * side * side * t))
+    tensors += [(m, "F32", [b, side, side, t, c], data), (m + "_mask", "U8", [b, side, side, t, s], mask)]
 ts = array.array("i", [v for _ in range(b) for m in range(t) for v in (15, 3 + m, 2024)]).tobytes()
-tensors = [("sentinel2_l2a", "F32", [b, side, side, t, c], data),
-           ("sentinel2_l2a_mask", "U8", [b, side, side, t, s], mask),
-           ("timestamps", "I32", [b, t, 3], ts)]
+tensors.append(("timestamps", "I32", [b, t, 3], ts))
 header, offset = {}, 0
 for name, dtype, shape, buf in tensors:
     header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(buf)]}
@@ -266,6 +283,7 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 p = s["phases"]
 rasterio = json.loads('''$rasterio_json''')
+zones = json.loads('''$zones_json''')
 encoder = json.loads('''$encoder_json''')
 gen_s, target = $generated - $started, float($target_km2)
 peaks = {
@@ -299,6 +317,9 @@ window_km2 = km2 / p["predicted_windows"] if p["predicted_windows"] else 0.4096
 print(f"Scale benchmark: scene {s['scene']} (seed {s['seed']}), {s['scene_px']} × {s['scene_px']} px "
       f"= {(s['scene_px'] / 100) ** 2:.1f} km²; {p.get('windows')} windows planned, {windows} acquired "
       f"({windows * window_km2:.1f} km²); Nano, patch $patch; worker concurrency $concurrency")
+print(f"  modalities {', '.join(s.get('modalities') or ['sentinel2_l2a'])}; scene EPSG:{s.get('epsg')} from "
+      f"{s.get('origin')}; windows per zone and status: "
+      + ", ".join(f"{k} {v}" for k, v in sorted(zones.items())))
 print(f"  scene generated in {gen_s:.0f} s ({catalogue_bytes / 1e6:.0f} MB of COGs and STAC items); "
       f"whole run {s['seconds']:.0f} s; chosen model: {s.get('chosen')}; map accuracy {s['accuracy']:.3f}")
 print()

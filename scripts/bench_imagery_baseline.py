@@ -1,6 +1,7 @@
 """Python baseline for imagery/benches/materialize.rs: the same window reads and reprojection with rasterio.
 
-Reads every asset onto every 64x64 window grid (bilinear, nearest for SCL) through GDAL /vsicurl/, with a
+Reads every asset onto every 64x64 window grid (bilinear, nearest for SCL and QA_PIXEL; in the window's own
+CRS when it names one, so windows of several UTM zones can be mixed) through GDAL /vsicurl/, with a
 thread pool of the same size as the Rust side's window concurrency; datasets are kept open per thread.
 Prints JSON {"seconds": ..., "rasterio": ..., "windows": ...} on stdout. Also used by scripts/bench-scale.sh
 on the demo catalogue's windows (without "dump", the windows' pixels are not kept).
@@ -51,7 +52,7 @@ def window(w):
             source=rasterio.band(ds, 1),
             destination=out[i],
             dst_transform=dst_transform,
-            dst_crs=spec["crs"],
+            dst_crs=w.get("crs") or spec["crs"],
             dst_nodata=np.nan,
             resampling=Resampling.nearest if a["nearest"] else Resampling.bilinear,
         )

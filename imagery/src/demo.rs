@@ -178,6 +178,11 @@ pub struct DemoOptions {
     /// Within-class variation.
     #[serde(default)]
     pub variation: Variation,
+    /// Also write Landsat 8/9 Collection 2 Level-2 scenes (`landsat-c2-l2`, one a month, 30 m,
+    /// `QA_PIXEL` from the month's clear Sentinel-2 pass). Off by default: the scene's other bytes
+    /// are the same either way.
+    #[serde(default)]
+    pub landsat: bool,
 }
 
 fn default_year() -> i32 {
@@ -202,6 +207,7 @@ impl Default for DemoOptions {
             fields: FieldLayout::Blobs,
             clouds: CloudOptions::default(),
             variation: Variation::default(),
+            landsat: false,
         }
     }
 }
@@ -471,6 +477,18 @@ const S2_ASSETS: [(&str, &str, u32); 12] = [
     ("swir22", "B12", 20),
     ("coastal", "B01", 60),
     ("nir09", "B09", 60),
+];
+
+/// Landsat Collection 2 Level-2 surface reflectance files written per scene: (Earth Search asset
+/// key, band, the `S2_ASSETS` index whose reflectance it takes).
+const LANDSAT_ASSETS: [(&str, &str, usize); 7] = [
+    ("coastal", "SR_B1", 10),
+    ("blue", "SR_B2", 0),
+    ("green", "SR_B3", 1),
+    ("red", "SR_B4", 2),
+    ("nir08", "SR_B5", 7),
+    ("swir16", "SR_B6", 8),
+    ("swir22", "SR_B7", 9),
 ];
 
 /// Surface reflectance (DN, ×10⁴) per class in `S2_ASSETS` order.
@@ -892,13 +910,17 @@ impl MapScore {
     }
 }
 
-/// Scores a class map (a GeoTIFF in the demo's UTM zone at 10 m, e.g. a `combine` output) against the
-/// ground truth of the dataset `opts` describes, over the windows (`window_px` pixels a side) with the
-/// given geotransforms. A map pixel without data counts as wrong.
+/// A window to score: the EPSG code of its UTM zone and its GDAL geotransform.
+pub type ScoredWindow = (u32, [f64; 6]);
+
+/// Scores a class map (a 10 m GeoTIFF in a UTM zone, e.g. a `combine` output) against the ground
+/// truth of the dataset `opts` describes, over the windows (`window_px` pixels a side) with the given
+/// zones and geotransforms; windows of another zone than the map's are looked up through a
+/// reprojection of their pixel centres. A map pixel without data counts as wrong.
 pub fn score_class_map(
     map: &Path,
     opts: &DemoOptions,
-    windows: &[[f64; 6]],
+    windows: &[ScoredWindow],
     window_px: usize,
 ) -> Result<MapScore> {
     let ds = gdal::Dataset::open(map).map_err(Error::gdal(format!("opening {}", map.display())))?;
@@ -911,6 +933,12 @@ pub fn score_class_map(
             gt[1], -gt[5]
         )));
     }
+    let map_epsg = ds
+        .spatial_ref()
+        .ok()
+        .and_then(|s| s.auth_code().ok())
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(opts.epsg);
     let (w, h) = ds.raster_size();
     let values: Vec<u8> = ds
         .rasterband(1)
@@ -918,37 +946,54 @@ pub fn score_class_map(
         .map_err(Error::gdal("reading the class map"))?
         .into_shape_and_vec()
         .1;
-    Ok(score_with(opts, windows, window_px, |_, x, y| {
-        let mc = ((x - gt[0]) / gt[1]).floor();
-        let mr = ((y - gt[3]) / gt[5]).floor();
+    // Transforms from each other zone of the windows into the map's.
+    let mut to_map = std::collections::HashMap::new();
+    for &(epsg, _) in windows {
+        if epsg != map_epsg && !to_map.contains_key(&epsg) {
+            to_map.insert(epsg, transform(epsg, map_epsg)?);
+        }
+    }
+    score_with(opts, windows, window_px, |i, x, y| {
+        let (mut xs, mut ys) = ([x], [y]);
+        if let Some(t) = to_map.get(&windows[i].0) {
+            t.transform_coords(&mut xs, &mut ys, &mut []).ok()?;
+        }
+        let mc = ((xs[0] - gt[0]) / gt[1]).floor();
+        let mr = ((ys[0] - gt[3]) / gt[5]).floor();
         (mc >= 0.0 && mr >= 0.0 && (mc as usize) < w && (mr as usize) < h)
             .then(|| values[mr as usize * w + mc as usize])
-    }))
-}
-
-/// Scores per-window class maps (row-major, `window_px` a side, class ids) against the ground truth.
-pub fn score_window_maps(
-    opts: &DemoOptions,
-    windows: &[([f64; 6], Vec<u8>)],
-    window_px: usize,
-) -> MapScore {
-    let gts: Vec<[f64; 6]> = windows.iter().map(|w| w.0).collect();
-    score_with(opts, &gts, window_px, |i, x, y| {
-        let (gt, map) = &windows[i];
-        let c = ((x - gt[0]) / gt[1]).floor() as usize;
-        let r = ((y - gt[3]) / gt[5]).floor() as usize;
-        map.get(r * window_px + c).copied()
     })
 }
 
-/// Compares `map_at(window index, x, y)` (UTM pixel centres) with the ground truth over the windows;
-/// pixels covered twice count once.
+/// Scores per-window class maps (row-major, `window_px` a side, class ids) against the ground truth;
+/// each window is `(EPSG, geotransform)` and its map.
+pub fn score_window_maps(
+    opts: &DemoOptions,
+    windows: &[(ScoredWindow, Vec<u8>)],
+    window_px: usize,
+) -> Result<MapScore> {
+    let grids: Vec<ScoredWindow> = windows.iter().map(|w| w.0).collect();
+    score_with(opts, &grids, window_px, |i, x, y| {
+        let ((_, gt), map) = &windows[i];
+        let c = ((x - gt[0]) / gt[1]).floor();
+        let r = ((y - gt[3]) / gt[5]).floor();
+        if c < 0.0 || r < 0.0 || c >= window_px as f64 || r >= window_px as f64 {
+            return None;
+        }
+        map.get(r as usize * window_px + c as usize).copied()
+    })
+}
+
+/// Compares `map_at(window index, x, y)` (a pixel centre in the window's own CRS) with the ground
+/// truth over the windows; ground-truth pixels covered twice count once. A window in the demo's
+/// zone is walked on the demo's 10 m grid; one in another zone on its own grid, each pixel centre
+/// reprojected to find its ground-truth pixel.
 fn score_with(
     opts: &DemoOptions,
-    windows: &[[f64; 6]],
+    windows: &[ScoredWindow],
     window_px: usize,
     map_at: impl Fn(usize, f64, f64) -> Option<u8>,
-) -> MapScore {
+) -> Result<MapScore> {
     let truth = land_cover_of(opts);
     let edges = edge_mask(&truth, opts.size, EDGE_PX);
     let n = opts.size as i64;
@@ -957,32 +1002,62 @@ fn score_with(
         ..MapScore::default()
     };
     let mut seen = std::collections::HashSet::new();
-    for (i, wgt) in windows.iter().enumerate() {
-        // The window's pixels, on the demo's 10 m grid.
-        let c0 = ((wgt[0] - opts.origin.0) / 10.0).round() as i64;
-        let r0 = ((opts.origin.1 - wgt[3]) / 10.0).round() as i64;
-        let side = ((wgt[1] * window_px as f64) / 10.0).round() as i64;
-        for r in r0..r0 + side {
-            for c in c0..c0 + side {
-                if !(0..n).contains(&r) || !(0..n).contains(&c) || !seen.insert((r, c)) {
-                    continue;
-                }
-                let p = (r * n + c) as usize;
-                let t = truth[p];
-                score.pixels += 1;
-                score.truth_counts[usize::from(t)] += 1;
-                let x = opts.origin.0 + (c as f64 + 0.5) * 10.0;
-                let y = opts.origin.1 - (r as f64 + 0.5) * 10.0;
-                let right = map_at(i, x, y) == Some(t);
-                score.correct += usize::from(right);
-                if edges[p] {
-                    score.edge_pixels += 1;
-                    score.edge_correct += usize::from(right);
+    let mut count = |score: &mut MapScore, r: i64, c: i64, right: &dyn Fn(u8) -> bool| {
+        if !(0..n).contains(&r) || !(0..n).contains(&c) || !seen.insert((r, c)) {
+            return;
+        }
+        let p = (r * n + c) as usize;
+        let t = truth[p];
+        score.pixels += 1;
+        score.truth_counts[usize::from(t)] += 1;
+        let ok = right(t);
+        score.correct += usize::from(ok);
+        if edges[p] {
+            score.edge_pixels += 1;
+            score.edge_correct += usize::from(ok);
+        }
+    };
+    let mut to_demo = std::collections::HashMap::new();
+    for (i, &(epsg, wgt)) in windows.iter().enumerate() {
+        if epsg == opts.epsg {
+            // The window's pixels, on the demo's 10 m grid.
+            let c0 = ((wgt[0] - opts.origin.0) / 10.0).round() as i64;
+            let r0 = ((opts.origin.1 - wgt[3]) / 10.0).round() as i64;
+            let side = ((wgt[1] * window_px as f64) / 10.0).round() as i64;
+            for r in r0..r0 + side {
+                for c in c0..c0 + side {
+                    let x = opts.origin.0 + (c as f64 + 0.5) * 10.0;
+                    let y = opts.origin.1 - (r as f64 + 0.5) * 10.0;
+                    count(&mut score, r, c, &|t| map_at(i, x, y) == Some(t));
                 }
             }
+            continue;
+        }
+        if !to_demo.contains_key(&epsg) {
+            to_demo.insert(epsg, transform(epsg, opts.epsg)?);
+        }
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for r in 0..window_px {
+            for c in 0..window_px {
+                xs.push(wgt[0] + (c as f64 + 0.5) * wgt[1]);
+                ys.push(wgt[3] + (r as f64 + 0.5) * wgt[5]);
+            }
+        }
+        let (own_x, own_y) = (xs.clone(), ys.clone());
+        to_demo[&epsg]
+            .transform_coords(&mut xs, &mut ys, &mut [])
+            .map_err(Error::gdal(format!(
+                "reprojecting window pixels of EPSG:{epsg} to EPSG:{}",
+                opts.epsg
+            )))?;
+        for q in 0..xs.len() {
+            let c = ((xs[q] - opts.origin.0) / 10.0).floor() as i64;
+            let r = ((opts.origin.1 - ys[q]) / 10.0).floor() as i64;
+            let (x, y) = (own_x[q], own_y[q]);
+            count(&mut score, r, c, &|t| map_at(i, x, y) == Some(t));
         }
     }
-    score
+    Ok(score)
 }
 
 /// Whether each pixel of a `size²` class map has a pixel of another class within `radius` pixels (square
@@ -1089,6 +1164,20 @@ fn backscatter(surface: Surface, month: u32) -> [f32; 2] {
         }
         Surface::Built => [0.3, 0.04],
     }
+}
+
+/// Surface temperature of a clear pixel, kelvin: warmest in mid-year, water coolest, built-up warmest.
+fn surface_kelvin(surface: Surface, month: u32) -> f32 {
+    let season = 8.0 * (std::f32::consts::PI * (month as f32 - 1.0) / 11.0).sin();
+    let base = match surface {
+        Surface::Water => 283.0,
+        Surface::Forest => 287.0,
+        Surface::Cropland => 290.0 - 3.0 * crop_greenness(month),
+        Surface::Grassland => 290.0 - 2.0 * grass_greenness(month),
+        Surface::Shrubland => 292.0,
+        Surface::Built => 296.0,
+    };
+    base + season
 }
 
 /// The scene classification class of a clear pixel of the surface.
@@ -1435,6 +1524,7 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
 
     let mut s2_items = Vec::new();
     let mut s1_items = Vec::new();
+    let mut landsat_items = Vec::new();
     let zone = opts.epsg % 100;
     let mut on_s2 = |pass: DemoPass| -> Result<()> {
         let (month, day, k) = (pass.month, pass.day, pass.index);
@@ -1520,6 +1610,9 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
         );
         write_json(&item_dir.join(format!("{id}.json")), &item)?;
         s2_items.push(id);
+        if opts.landsat && pass.index == 0 {
+            landsat_items.push(write_landsat_scene(dir, opts, &classes, &pass, &footprint)?);
+        }
         Ok(())
     };
     let mut on_s1 = |month: u32, img: [Vec<f32>; 2]| -> Result<()> {
@@ -1564,10 +1657,20 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
         Ok(())
     };
     synthesize(opts, &classes, false, &mut on_s2, &mut on_s1)?;
+    let mut children = Vec::new();
     for (coll, items, title) in [
         ("sentinel-2-l2a", &s2_items, "Sentinel-2 L2A (demo)"),
         ("sentinel-1-grd", &s1_items, "Sentinel-1 GRD (demo)"),
+        (
+            "landsat-c2-l2",
+            &landsat_items,
+            "Landsat Collection 2 Level-2 (demo)",
+        ),
     ] {
+        if items.is_empty() {
+            continue;
+        }
+        children.push(json!({"rel": "child", "href": format!("./{coll}/collection.json"), "type": "application/json"}));
         let mut links = vec![
             json!({"rel": "root", "href": "../catalog.json", "type": "application/json"}),
             json!({"rel": "parent", "href": "../catalog.json", "type": "application/json"}),
@@ -1585,18 +1688,179 @@ pub fn generate_demo_data(dir: &Path, opts: &DemoOptions) -> Result<PathBuf> {
         });
         write_json(&dir.join(coll).join("collection.json"), &c)?;
     }
+    let mut links =
+        vec![json!({"rel": "root", "href": "./catalog.json", "type": "application/json"})];
+    links.extend(children);
     let catalog = json!({
         "type": "Catalog", "stac_version": "1.1.0", "id": "groundwork-demo",
         "description": format!("Groundwork offline demo catalogue (seed {})", opts.seed),
-        "links": [
-            {"rel": "root", "href": "./catalog.json", "type": "application/json"},
-            {"rel": "child", "href": "./sentinel-2-l2a/collection.json", "type": "application/json"},
-            {"rel": "child", "href": "./sentinel-1-grd/collection.json", "type": "application/json"},
-        ],
+        "links": links,
     });
     let path = dir.join("catalog.json");
     write_json(&path, &catalog)?;
     Ok(path)
+}
+
+/// Writes one Landsat 9 Collection 2 Level-2 scene drawn from a Sentinel-2 pass: its reflectance
+/// (clouds, shadows and haze included) at 30 m as Level-2 DN (ρ = DN · 2.75e-5 − 0.2), the surface
+/// temperature (`lwir11`, K = DN · 0.00341802 + 149; clouds are cold) and `QA_PIXEL` from the pass's
+/// scene classification (cloud and dilated cloud, shadow, clear, water). Returns the item id.
+fn write_landsat_scene(
+    dir: &Path,
+    opts: &DemoOptions,
+    classes: &[u8],
+    pass: &DemoPass,
+    footprint: &geojson::Geometry,
+) -> Result<String> {
+    let n = opts.size;
+    let (x0, y0) = opts.origin;
+    let day = (pass.day + 3).min(28);
+    let date = NaiveDate::from_ymd_opt(opts.year, pass.month, day)
+        .ok_or_else(|| Error::InvalidRequest(format!("bad demo month {}", pass.month)))?;
+    let stamp = date.format("%Y%m%d");
+    let id = format!("LC09_L2SP_190028_{stamp}_{stamp}_02_T1");
+    let item_dir = dir.join("landsat-c2-l2").join(&id);
+    std::fs::create_dir_all(&item_dir).map_err(|source| Error::Io {
+        path: item_dir.display().to_string(),
+        source,
+    })?;
+    let gt = [x0, 30.0, 0.0, y0, 0.0, -30.0];
+    let (rs, ro) = crate::modality::landsat_l2::REFLECTANCE;
+    let (ts, to) = crate::modality::landsat_l2::TEMPERATURE;
+    let cog = "image/tiff; application=geotiff; profile=cloud-optimized";
+    let mut assets = serde_json::Map::new();
+    let mut m = 0;
+    for (key, band, s2) in LANDSAT_ASSETS {
+        let (img, side) = downsample(&pass.bands[s2], n, 3);
+        m = side;
+        let dn: Vec<u16> = img
+            .iter()
+            .map(|v| ((f64::from(*v) / 10_000.0 - ro) / rs).clamp(1.0, 65_535.0) as u16)
+            .collect();
+        write_cog(
+            &item_dir.join(format!("{key}.tif")),
+            &dn,
+            m,
+            m,
+            gt,
+            opts.epsg,
+            Some(0.0),
+        )?;
+        assets.insert(
+            key.to_string(),
+            json!({"href": format!("./{key}.tif"), "type": cog, "roles": ["data", "reflectance"],
+                   "eo:bands": [{"name": band}], "gsd": 30,
+                   "raster:bands": [{"nodata": 0, "data_type": "uint16", "scale": rs, "offset": ro}]}),
+        );
+    }
+    let mut surface_of = [Surface::Built; 256];
+    for c in &opts.classes {
+        surface_of[usize::from(c.id)] = c.surface;
+    }
+    let cloudy = |c: f32| c == 8.0 || c == 9.0;
+    let kelvin: Vec<f32> = (0..n * n)
+        .map(|p| {
+            if cloudy(pass.scl[p]) {
+                262.0
+            } else {
+                let k = surface_kelvin(surface_of[usize::from(classes[p])], pass.month);
+                if pass.scl[p] == 3.0 { k - 4.0 } else { k }
+            }
+        })
+        .collect();
+    let (k30, _) = downsample(&kelvin, n, 3);
+    let st: Vec<u16> = k30
+        .iter()
+        .map(|k| ((f64::from(*k) - to) / ts).clamp(1.0, 65_535.0) as u16)
+        .collect();
+    write_cog(
+        &item_dir.join("lwir11.tif"),
+        &st,
+        m,
+        m,
+        gt,
+        opts.epsg,
+        Some(0.0),
+    )?;
+    assets.insert(
+        "lwir11".into(),
+        json!({"href": "./lwir11.tif", "type": cog, "roles": ["data", "temperature"],
+               "eo:bands": [{"name": "ST_B10"}], "gsd": 100,
+               "raster:bands": [{"nodata": 0, "data_type": "uint16", "scale": ts, "offset": to, "unit": "kelvin"}]}),
+    );
+    // QA_PIXEL: a 30 m pixel is cloud if any of its 10 m pixels is, shadow likewise; cloud is
+    // dilated by one 30 m pixel (bit 1), as in the real product.
+    let (cloud_bit, dilated, shadow_bit, clear_bit, water_bit) =
+        (1u16 << 3, 1u16 << 1, 1u16 << 4, 1u16 << 6, 1u16 << 7);
+    let mut qa = vec![0u16; m * m];
+    let mut clouds = vec![false; m * m];
+    for j in 0..m {
+        for i in 0..m {
+            let (mut c, mut s, mut w, mut k) = (false, false, 0usize, 0usize);
+            for y in j * 3..(j * 3 + 3).min(n) {
+                for x in i * 3..(i * 3 + 3).min(n) {
+                    let p = y * n + x;
+                    c |= cloudy(pass.scl[p]);
+                    s |= pass.scl[p] == 3.0;
+                    w += usize::from(surface_of[usize::from(classes[p])] == Surface::Water);
+                    k += 1;
+                }
+            }
+            clouds[j * m + i] = c;
+            qa[j * m + i] = if c {
+                cloud_bit | dilated
+            } else if s {
+                shadow_bit
+            } else if 2 * w > k {
+                clear_bit | water_bit
+            } else {
+                clear_bit
+            };
+        }
+    }
+    for j in 0..m {
+        for i in 0..m {
+            let near = (j.saturating_sub(1)..(j + 2).min(m))
+                .any(|y| (i.saturating_sub(1)..(i + 2).min(m)).any(|x| clouds[y * m + x]));
+            if near && !clouds[j * m + i] {
+                qa[j * m + i] = (qa[j * m + i] & !clear_bit) | dilated;
+            }
+        }
+    }
+    write_cog(
+        &item_dir.join("qa_pixel.tif"),
+        &qa,
+        m,
+        m,
+        gt,
+        opts.epsg,
+        Some(1.0),
+    )?;
+    assets.insert(
+        "qa_pixel".into(),
+        json!({"href": "./qa_pixel.tif", "type": cog, "roles": ["cloud", "cloud-shadow", "snow-ice", "water-mask"],
+               "gsd": 30, "raster:bands": [{"nodata": 1, "data_type": "uint16", "unit": "bit index"}]}),
+    );
+    let cloud_pct =
+        (clouds.iter().filter(|c| **c).count() as f64 / (m * m) as f64 * 10_000.0).round() / 100.0;
+    let dt = Utc
+        .with_ymd_and_hms(opts.year, pass.month, day, 9, 50, 0)
+        .single()
+        .ok_or_else(|| Error::InvalidRequest("bad demo date".into()))?;
+    let item = item_json(
+        &id,
+        "landsat-c2-l2",
+        footprint,
+        dt,
+        json!({
+            "platform": "landsat-9", "constellation": "landsat", "instruments": ["oli", "tirs"],
+            "eo:cloud_cover": cloud_pct, "landsat:wrs_path": "190", "landsat:wrs_row": "028",
+            "landsat:collection_category": "T1", "proj:code": format!("EPSG:{}", opts.epsg),
+        }),
+        assets,
+    );
+    write_json(&item_dir.join(format!("{id}.json")), &item)?;
+    Ok(id)
 }
 
 fn bbox_of(g: &geojson::Geometry) -> Vec<f64> {
@@ -1901,7 +2165,7 @@ mod tests {
         let truth = land_cover_of(&opts);
         let edges = edge_mask(&truth, opts.size, EDGE_PX);
         let (x0, y0) = opts.origin;
-        let windows: Vec<([f64; 6], Vec<u8>)> = (0..2)
+        let windows: Vec<(ScoredWindow, Vec<u8>)> = (0..2)
             .flat_map(|r| (0..2).map(move |c| (r, c)))
             .map(|(r, c)| {
                 let gt = [
@@ -1919,15 +2183,70 @@ mod tests {
                         if edges[p] { 0 } else { truth[p] }
                     })
                     .collect();
-                (gt, map)
+                ((opts.epsg, gt), map)
             })
             .collect();
-        let score = score_window_maps(&opts, &windows, 64);
+        let score = score_window_maps(&opts, &windows, 64).unwrap();
         assert_eq!(score.pixels, 128 * 128);
         let n_edges = edges.iter().filter(|&&e| e).count();
         assert_eq!(score.edge_pixels, n_edges);
         assert_eq!(score.edge_accuracy(), Some(0.0));
         assert_eq!(score.correct, 128 * 128 - n_edges);
+    }
+
+    #[test]
+    fn windows_of_another_utm_zone_are_scored_through_their_reprojected_pixels() {
+        // A scene of zone 33 whose western part lies west of 12° E, in zone 32, and one window of
+        // zone 32 over that part: its map is the ground truth looked up at its own pixel centres.
+        let opts = DemoOptions {
+            size: 192,
+            origin: (263_040.0, 5_000_320.0),
+            ..DemoOptions::default()
+        };
+        let truth = land_cover_of(&opts);
+        let (mut cx, mut cy) = (vec![opts.origin.0 + 300.0], vec![opts.origin.1 - 900.0]);
+        transform(32633, 32632)
+            .unwrap()
+            .transform_coords(&mut cx, &mut cy, &mut [])
+            .unwrap();
+        let gt = [
+            (cx[0] / 10.0).round() * 10.0,
+            10.0,
+            0.0,
+            (cy[0] / 10.0).round() * 10.0,
+            0.0,
+            -10.0,
+        ];
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for r in 0..64 {
+            for c in 0..64 {
+                xs.push(gt[0] + (f64::from(c) + 0.5) * 10.0);
+                ys.push(gt[3] - (f64::from(r) + 0.5) * 10.0);
+            }
+        }
+        transform(32632, 32633)
+            .unwrap()
+            .transform_coords(&mut xs, &mut ys, &mut [])
+            .unwrap();
+        let map: Vec<u8> = xs
+            .iter()
+            .zip(&ys)
+            .map(|(x, y)| {
+                let c = ((x - opts.origin.0) / 10.0).floor() as usize;
+                let r = ((opts.origin.1 - y) / 10.0).floor() as usize;
+                truth[r * opts.size + c]
+            })
+            .collect();
+        let right = score_window_maps(&opts, &[((32632, gt), map.clone())], 64).unwrap();
+        assert!(right.pixels > 3_900, "{} pixels scored", right.pixels);
+        assert_eq!(right.correct, right.pixels);
+        // Shifted by one window pixel the map is wrong at class edges.
+        let shifted: Vec<u8> = (0..64 * 64usize)
+            .map(|q| map[(q / 64) * 64 + (q % 64).saturating_sub(1)])
+            .collect();
+        let wrong = score_window_maps(&opts, &[((32632, gt), shifted)], 64).unwrap();
+        assert!(wrong.correct < wrong.pixels);
+        assert!(wrong.edge_accuracy().unwrap() < 1.0);
     }
 
     #[test]

@@ -461,6 +461,12 @@ pub(crate) fn classify_gdal(msg: &str) -> Attempt {
         {
             Attempt::Transient(msg.to_string())
         }
+        // GDAL gave up without saying why (a NULL dataset and an empty error message): seen when an
+        // HTTP read through /vsicurl/ failed under load. Retried, within the usual bounds; a file
+        // that is really unreadable fails again with the same words.
+        None if m.contains("null pointer") && m.trim_end().ends_with("''") => {
+            Attempt::Transient(msg.to_string())
+        }
         None => Attempt::Permanent(msg.to_string()),
     }
 }
@@ -560,6 +566,16 @@ mod tests {
         ));
         assert!(matches!(
             classify_gdal("not recognized as a supported file format"),
+            Attempt::Permanent(_)
+        ));
+        assert!(matches!(
+            classify_gdal("GDAL method 'GDALOpenEx' returned a NULL pointer. Error msg: ''"),
+            Attempt::Transient(_)
+        ));
+        assert!(matches!(
+            classify_gdal(
+                "GDAL method 'GDALOpenEx' returned a NULL pointer. Error msg: 'x.tif: not recognized as a supported file format'"
+            ),
             Attempt::Permanent(_)
         ));
     }

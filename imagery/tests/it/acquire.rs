@@ -1565,6 +1565,98 @@ async fn materialize_reads_the_demo_catalogue_and_the_imagery_matches_the_ground
     assert!(!water.is_empty() || !forest.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_landsat_scenes_agree_with_its_sentinel2_in_the_models_units_and_mask_their_clouds()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = groundwork_imagery::DemoOptions {
+        size: 192,
+        months: vec![6],
+        landsat: true,
+        clouds: groundwork_imagery::demo::CloudOptions {
+            cover: [0.15, 0.35],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cat = groundwork_imagery::generate_demo_data(dir.path(), &opts).unwrap();
+    let c = reproject(32633, 4326, 500_800.0, 4_999_360.0);
+    let aoi = json!({"type": "Polygon", "coordinates": [[[c.0 - 0.005, c.1 - 0.004], [c.0 + 0.005, c.1 - 0.004], [c.0 + 0.005, c.1 + 0.004], [c.0 - 0.005, c.1 + 0.004], [c.0 - 0.005, c.1 - 0.004]]]});
+    std::fs::write(dir.path().join("small.geojson"), aoi.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let req = MaterializeRequest {
+        stac: cat.to_string_lossy().into_owned(),
+        profile: Profile::EarthSearch,
+        modalities: vec![Modality::Sentinel2L2a, Modality::Landsat],
+        aoi: dir.path().join("small.geojson"),
+        start: d("2024-06-01"),
+        end: d("2024-06-30"),
+        window_size: 64,
+        max_cloud: None,
+        single_bin: false,
+        concurrency: 4,
+        per_host: 16,
+        success_threshold: 0.95,
+        out: out.clone(),
+    };
+    let report = materialize(&req, &|_| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(
+        report.total >= 2 && report.succeeded == report.total,
+        "{report:#?}"
+    );
+    // Level-1 reflective DN (the model's Landsat units) as reflectance; Sentinel-2 DN likewise.
+    let l1 = |v: f32| f64::from(v) * 2e-5 - 0.1;
+    let s2 = |v: f32| f64::from(v) / 10_000.0;
+    let (mut rel, mut masked, mut pixels, mut brightest_clear) = (Vec::new(), 0usize, 0usize, 0f64);
+    let mut thermal = Vec::new();
+    for w in &report.windows {
+        let bytes =
+            std::fs::read(out.join(format!("windows/{}.safetensors", w.window_id))).unwrap();
+        let t2 = read_f32(&bytes, "sentinel2_l2a").unwrap();
+        let m2 = read_u8(&bytes, "sentinel2_l2a_mask").unwrap();
+        let tl = read_f32(&bytes, "landsat").unwrap();
+        let ml = read_u8(&bytes, "landsat_mask").unwrap();
+        assert_eq!(tl.shape, vec![64, 64, 1, 11]);
+        for r in 0..64 {
+            for c in 0..64 {
+                let p = r * 64 + c;
+                pixels += 1;
+                assert_eq!(ml.data[p * 2], 3, "Level-2 has no pan band");
+                if ml.data[p * 2 + 1] != 0 {
+                    masked += 1;
+                    continue;
+                }
+                brightest_clear = brightest_clear.max(l1(at(&tl, r, c, 0, 2)));
+                thermal.push(at(&tl, r, c, 0, 9));
+                // Away from 30 m pixel edges' mixing, where both sensors see the same clear ground.
+                if m2.data[p * 3] == 0 && m2.data[p * 3 + 1] == 0 && r % 3 == 1 && c % 3 == 1 {
+                    for (lb, sb) in [(4, 2), (5, 7), (6, 8)] {
+                        let (a, b) = (l1(at(&tl, r, c, 0, lb)), s2(at(&t2, r, c, 0, sb)));
+                        rel.push(((a - b) / b.max(0.01)).abs());
+                    }
+                }
+            }
+        }
+    }
+    rel.sort_by(f64::total_cmp);
+    assert!(rel.len() > 500, "{} clear pairs", rel.len());
+    let median = rel[rel.len() / 2];
+    assert!(median < 0.15, "median relative difference {median}");
+    // QA_PIXEL masks the clouds (reflectance ≥ 0.65) and only them, give or take its dilation.
+    let share = masked as f64 / pixels as f64;
+    assert!(share > 0.02 && share < 0.6, "{share} of the pixels masked");
+    assert!(
+        brightest_clear < 0.5,
+        "a clear pixel as bright as {brightest_clear}"
+    );
+    // Surface temperature lands in the Level-1 B10 range the model was normalised with (mean 21,347).
+    thermal.sort_by(f32::total_cmp);
+    let mid = thermal[thermal.len() / 2];
+    assert!((15_000.0..30_000.0).contains(&mid), "B10 median {mid}");
+}
+
 #[test]
 fn the_materialize_future_can_be_spawned() {
     fn assert_send<T: Send>(_: &T) {}

@@ -56,6 +56,15 @@ pub struct DemoArgs {
     /// this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Modalities of the project, comma-separated: `sentinel2_l2a` (always), `sentinel1`, `landsat`.
+    /// With `landsat` the scene also gets Landsat 9 Collection 2 Level-2 scenes, one a month.
+    #[arg(long, value_delimiter = ',', default_value = "sentinel2_l2a")]
+    modalities: Vec<groundwork_types::Modality>,
+    /// Upper-left corner of the scene in metres of its UTM zone, `EASTING,NORTHING` (default: the
+    /// scene's own). `247040,5000320` puts the classic scene (EPSG:32633) across 12° E, the boundary
+    /// of UTM zones 32 and 33, so the area is processed in both.
+    #[arg(long, value_delimiter = ',', value_name = "EASTING,NORTHING")]
+    origin: Option<Vec<f64>>,
     /// Encoder patch size (1–8).
     #[arg(long, default_value_t = pipeline::DemoRun::default().patch_size)]
     patch_size: i32,
@@ -79,6 +88,17 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let scene = groundwork_imagery::DemoOptions::scene(&args.scene, seed)
         .with_context(|| format!("--scene {}", args.scene))?;
     let classic = args.scene == "classic";
+    let mut modalities = vec![groundwork_types::Modality::Sentinel2L2a];
+    for m in &args.modalities {
+        if !modalities.contains(m) {
+            modalities.push(*m);
+        }
+    }
+    let origin = match args.origin.as_deref() {
+        Some(&[e, n]) if e.is_finite() && n.is_finite() => (e, n),
+        Some(other) => anyhow::bail!("--origin takes EASTING,NORTHING, not {other:?}"),
+        None => scene.origin,
+    };
     let opts = d::DemoRun {
         scene: args.scene.clone(),
         epochs: args.epochs.clamp(1, 500),
@@ -90,8 +110,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         patch_size: args.patch_size,
         data: groundwork_imagery::DemoOptions {
             size: usize::try_from(args.scene_px / 64 * 64).unwrap_or(512),
+            origin,
+            landsat: modalities.contains(&groundwork_types::Modality::Landsat),
             ..scene
         },
+        modalities,
         ..d::DemoRun::default()
     };
     opts.data
@@ -259,6 +282,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 "scene": opts.scene,
                 "seed": seed,
                 "scene_px": opts.data.size,
+                "modalities": opts.modalities,
+                "epsg": opts.data.epsg,
+                "origin": [opts.data.origin.0, opts.data.origin.1],
                 "labels": summary.labels,
                 "accuracy": summary.accuracy,
                 "edge_accuracy": summary.edge_accuracy,

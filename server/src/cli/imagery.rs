@@ -95,6 +95,9 @@ pub struct DemoDataArgs {
     /// to try monitoring with).
     #[arg(long, default_value_t = 2024)]
     pub year: i32,
+    /// Also write Landsat 9 Collection 2 Level-2 scenes (`landsat-c2-l2`, one a month).
+    #[arg(long)]
+    pub landsat: bool,
 }
 
 /// Runs an `imagery` subcommand.
@@ -137,6 +140,7 @@ pub async fn run_demo_data(args: DemoDataArgs) -> anyhow::Result<()> {
     let opts = DemoOptions {
         seed: args.seed,
         year: args.year,
+        landsat: args.landsat,
         ..DemoOptions::default()
     };
     let catalog = tokio::task::spawn_blocking(move || generate_demo_data(&out, &opts))
@@ -259,6 +263,7 @@ mod tests {
             out: "/nonexistent".into(),
             seed: 1,
             year: 2024,
+            landsat: false,
         };
         assert_send(&run_demo_data(args));
     }

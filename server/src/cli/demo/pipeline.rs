@@ -55,6 +55,8 @@ pub struct DemoRun {
     pub split_block: u32,
     /// Seed of label sampling and the split.
     pub seed: u64,
+    /// The project's modalities (Sentinel-2 first).
+    pub modalities: Vec<groundwork_types::Modality>,
 }
 
 impl Default for DemoRun {
@@ -72,6 +74,7 @@ impl Default for DemoRun {
             epochs: 20,
             split_block: 2,
             seed: 7,
+            modalities: vec![groundwork_types::Modality::Sentinel2L2a],
         }
     }
 }
@@ -429,7 +432,7 @@ pub async fn run(
                 ),
                 "aoi": aoi.get("geometry").unwrap_or(&aoi),
                 "start": format!("2024-{first:02}-01"), "end": end_day,
-                "task": "segmentation", "classes": classes, "modalities": ["sentinel2_l2a"],
+                "task": "segmentation", "classes": classes, "modalities": opts.modalities,
                 "model_size": opts.model_size, "patch_size": opts.patch_size, "window_size": 64,
                 // The demo runs offline: without a pretrained checkpoint it trains from random
                 // weights, which the project allows explicitly (and the train step's output says).
@@ -441,7 +444,14 @@ pub async fn run(
     let project_id: Uuid = serde_json::from_value(project["id"].clone())?;
     log(&format!("project {project_id} created"));
 
-    log("acquiring Sentinel-2 windows from the demo STAC API");
+    log(&format!(
+        "acquiring {} windows from the demo STAC API",
+        opts.modalities
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let phase_started = Instant::now();
     let run = api
         .post(
@@ -655,11 +665,14 @@ pub async fn run(
         .context("the project has no labels")?;
     let splits = labels::window_splits(pool, project_id, version).await?;
     let grids = labels::window_grids(pool, project_id).await?;
-    let in_split = |split: labels::Split| -> Vec<[f64; 6]> {
+    let in_split = |split: labels::Split| -> Vec<data::ScoredWindow> {
         grids
             .iter()
             .filter(|w| splits.get(&w.id) == Some(&split))
-            .filter_map(|w| serde_json::from_value(w.geotransform.clone()).ok())
+            .filter_map(|w| {
+                let gt = serde_json::from_value(w.geotransform.clone()).ok()?;
+                Some((u32::try_from(w.epsg).ok()?, gt))
+            })
             .collect()
     };
     let (train, test) = (
@@ -667,19 +680,20 @@ pub async fn run(
         in_split(labels::Split::Test),
     );
     // Predicted maps hold output indices; the evaluation's class ids name them.
-    let test_windows = |maps: &BTreeMap<String, Value>| -> Vec<([f64; 6], Vec<u8>)> {
+    let test_windows = |maps: &BTreeMap<String, Value>| -> Vec<(data::ScoredWindow, Vec<u8>)> {
         grids
             .iter()
             .filter(|w| splits.get(&w.id) == Some(&labels::Split::Test))
             .filter_map(|w| {
                 let gt: [f64; 6] = serde_json::from_value(w.geotransform.clone()).ok()?;
+                let epsg = u32::try_from(w.epsg).ok()?;
                 let map = maps.get(&w.id)?["map"].as_array()?.iter().map(|v| {
                     let i = v.as_u64().and_then(|i| usize::try_from(i).ok());
                     i.and_then(|i| class_ids.get(i))
                         .and_then(|&c| u8::try_from(c).ok())
                         .unwrap_or(u8::MAX)
                 });
-                Some((gt, map.collect()))
+                Some(((epsg, gt), map.collect()))
             })
             .collect()
     };
@@ -690,7 +704,7 @@ pub async fn run(
             .map(&test_windows)
             .unwrap_or_default();
         if !windows.is_empty() {
-            let score = data::score_window_maps(&opts.data, &windows, 64);
+            let score = data::score_window_maps(&opts.data, &windows, 64)?;
             c.map_accuracy = Some(score.accuracy());
             c.map_edge_accuracy = score.edge_accuracy();
         }
@@ -708,7 +722,7 @@ pub async fn run(
     let baseline_accuracy = if baseline_windows.is_empty() {
         None
     } else {
-        Some(data::score_window_maps(&opts.data, &baseline_windows, 64).accuracy())
+        Some(data::score_window_maps(&opts.data, &baseline_windows, 64)?.accuracy())
     };
     let (data_opts, tests) = (opts.data.clone(), test.clone());
     // The majority baseline: the most common true class of the training windows, everywhere.
