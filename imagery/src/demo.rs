@@ -1033,9 +1033,10 @@ fn score_with(
             }
             continue;
         }
-        if !to_demo.contains_key(&epsg) {
-            to_demo.insert(epsg, transform(epsg, opts.epsg)?);
-        }
+        let to = match to_demo.entry(epsg) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(transform(epsg, opts.epsg)?),
+        };
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
         for r in 0..window_px {
             for c in 0..window_px {
@@ -1044,8 +1045,7 @@ fn score_with(
             }
         }
         let (own_x, own_y) = (xs.clone(), ys.clone());
-        to_demo[&epsg]
-            .transform_coords(&mut xs, &mut ys, &mut [])
+        to.transform_coords(&mut xs, &mut ys, &mut [])
             .map_err(Error::gdal(format!(
                 "reprojecting window pixels of EPSG:{epsg} to EPSG:{}",
                 opts.epsg

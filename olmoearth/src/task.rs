@@ -382,10 +382,12 @@ impl TaskModel {
     pub fn load(cfg: TaskModelConfig, weights_safetensors: &[u8], device: &Device) -> Result<Self> {
         cfg.validate()?;
         let (enc, head) = split_weights(weights_safetensors, device)?;
+        // Inference only: the encoder computes in bf16 on GPUs that support it (f32 elsewhere); the
+        // head stays f32 and gets f32 features.
         let encoder = Encoder::load(
             &cfg.encoder,
             &StateDict::from_tensors(enc),
-            DType::F32,
+            crate::device::compute_dtype(device),
             device,
         )?;
         let vb = VarBuilder::from_tensors(head, DType::F32, device);
@@ -418,10 +420,10 @@ impl TaskModel {
         &self.cfg
     }
 
-    /// Pooled encoder features `(B, D, h, w)`.
+    /// Pooled encoder features `(B, D, h, w)`, f32 whatever the encoder computes in.
     pub fn features(&self, input: &EncoderInput) -> Result<Tensor> {
         let out = self.encoder.forward(input, self.cfg.patch_size)?;
-        feature_map(&out)
+        Ok(feature_map(&out)?.to_dtype(DType::F32)?)
     }
 
     /// Input: normalised `EncoderInput` (B windows). Output `(B, K, H, W)` f32: softmax class probabilities

@@ -241,6 +241,11 @@ impl AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
+            // A variable's gradient can still carry the graph it was computed through (candle
+            // detaches the gradients of intermediate nodes, not the sums it leaves on variables):
+            // moments built from it would keep every batch's activations alive, step after step.
+            let g = g.detach();
+            let g = &g;
             let lr = c.lr
                 * s.lr_scale
                 * if s.encoder {
@@ -397,6 +402,34 @@ pub fn huber(pred: &Tensor, target: &Tensor, delta: f64) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_optimiser_keeps_no_batch_alive_after_its_step() -> Result<()> {
+        // Two layers: the second one's gradient is computed from the first one's activations.
+        let dev = Device::Cpu;
+        let w1 = Var::from_tensor(&Tensor::new(&[[0.5f32, -0.2], [0.1, 0.3]], &dev)?)?;
+        let w2 = Var::from_tensor(&Tensor::new(&[[0.7f32], [-0.4]], &dev)?)?;
+        let mut opt = AdamW::new(
+            vec![ParamGroup {
+                vars: vec![w1.clone(), w2.clone()],
+                lr_scale: 1.0,
+                encoder: false,
+            }],
+            AdamWConfig::default(),
+        )?;
+        for step in 0..3 {
+            let x = Tensor::new(&[[1.0f32, 2.0 + step as f32]], &dev)?;
+            let y = x.matmul(w1.as_tensor())?.relu()?.matmul(w2.as_tensor())?;
+            opt.backward_step(&y.sqr()?.sum_all()?)?;
+        }
+        // Moments built from a gradient that still carried its graph would hold every batch's
+        // activations: memory that grows with each step of training.
+        let (_, moments) = opt.state();
+        for (m, v) in &moments {
+            assert!(!m.track_op() && !v.track_op(), "a moment tracks its graph");
+        }
+        Ok(())
+    }
 
     #[test]
     fn cross_entropy_ignores_the_ignore_index() -> Result<()> {

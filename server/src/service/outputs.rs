@@ -261,31 +261,15 @@ pub async fn tile_png_for_org(
     Ok(png)
 }
 
-/// The output's COG in its UTM CRS: the output and the local copy of the file.
+/// The output's COG in its UTM CRS, or with `zone` its own map of that UTM zone (a map across
+/// zones has one per zone): the output and the local copy of the file.
 pub async fn utm_cog(
     state: &AppState,
     actor: &Actor,
     id: Uuid,
     zone: Option<u32>,
 ) -> ApiResult<(Output, PathBuf)> {
-    let Some(zone) = zone else {
-        return utm_cog_for_org(state, actor.org_id, id).await;
-    };
-    // One zone's own map of an area across zones.
-    let o = outputs::get(&state.pool, actor.org_id, id).await?;
-    let keys = groundwork_types::keys::ProjectKeys::new(o.org_id, o.project_id);
-    let key = zones_of(&o)
-        .into_iter()
-        .find(|(epsg, _)| *epsg == zone)
-        .map(|(_, key)| key)
-        .filter(|key| keys.owns(key))
-        .ok_or_else(|| {
-            ApiError::not_found(&format!(
-                "a separate map of EPSG:{zone} (only maps across UTM zones have one per zone)"
-            ))
-        })?;
-    let path = local_copy(state, &key).await?;
-    Ok((o, path))
+    utm_cog_for_org(state, actor.org_id, id, zone).await
 }
 
 /// The zones of a map across UTM zones and their own COGs' keys (`stats.zones`).
@@ -308,9 +292,27 @@ pub async fn utm_cog_for_org(
     state: &AppState,
     org_id: Uuid,
     id: Uuid,
+    zone: Option<u32>,
 ) -> ApiResult<(Output, PathBuf)> {
     let o = outputs::get(&state.pool, org_id, id).await?;
-    let path = local_copy(state, &o.utm_key).await?;
+    let key = match zone {
+        None => o.utm_key.clone(),
+        // One zone's own map of an area across zones.
+        Some(zone) => {
+            let keys = groundwork_types::keys::ProjectKeys::new(o.org_id, o.project_id);
+            zones_of(&o)
+                .into_iter()
+                .find(|(epsg, _)| *epsg == zone)
+                .map(|(_, key)| key)
+                .filter(|key| keys.owns(key))
+                .ok_or_else(|| {
+                    ApiError::not_found(&format!(
+                        "a separate map of EPSG:{zone} (only maps across UTM zones have one per zone)"
+                    ))
+                })?
+        }
+    };
+    let path = local_copy(state, &key).await?;
     Ok((o, path))
 }
 

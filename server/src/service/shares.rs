@@ -219,7 +219,7 @@ pub async fn shared_tile(
 /// The shared output's UTM COG (the output and the local copy of the file).
 pub async fn shared_cog(state: &AppState, secret: &str) -> ApiResult<(Output, PathBuf)> {
     let s = resolve(state, secret).await?;
-    out::utm_cog_for_org(state, s.org_id, s.output_id).await
+    out::utm_cog_for_org(state, s.org_id, s.output_id, None).await
 }
 
 /// The shared class map as GeoJSON polygons.

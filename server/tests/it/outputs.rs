@@ -297,6 +297,12 @@ async fn publish() -> Published {
             .map(|s| (&s.name, &s.error))
             .collect::<Vec<_>>()
     );
+    // Each prediction says where the encoder would run and in what: the CPU, in f32.
+    for s in done.steps.iter().filter(|s| s.kind == "predict") {
+        let out = s.output.as_ref().unwrap();
+        assert_eq!(out["device"], "cpu", "{out:#}");
+        assert_eq!(out["compute_dtype"], "f32", "{out:#}");
+    }
     let published = done
         .steps
         .iter()

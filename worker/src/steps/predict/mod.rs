@@ -387,6 +387,12 @@ impl Step for Predict {
                     class_ids = Some(m.class_ids.clone());
                 }
             }
+            // What the encoder computes in: bf16 on GPUs of compute capability 8.0 or newer, else f32.
+            let compute_dtype = match olmoearth::device::compute_dtype(&device) {
+                candle_core::DType::BF16 => "bf16",
+                _ => "f32",
+            };
+            let device_name = if device.is_cuda() { "cuda" } else { "cpu" };
             let prediction = tokio::task::spawn_blocking(move || {
                 let model: Arc<dyn WindowModel> = match trained {
                     Some((manifest, weights)) => {
@@ -435,7 +441,7 @@ impl Step for Predict {
                     "rect": [r.x0, r.y0, r.x1, r.y1], "outputs": prediction.k, "regression": regression,
                     "windows": footprints.iter().filter(|w| in_core(w)).count(),
                     "tiles": prediction.tiles, "overlap": args.overlap, "model": lineage,
-                    "class_ids": class_ids,
+                    "class_ids": class_ids, "device": device_name, "compute_dtype": compute_dtype,
                     "scenes": scenes, "seconds": started.elapsed().as_secs_f64(),
                 }),
                 artifacts: Vec::new(),

@@ -80,7 +80,9 @@ impl EncoderSegmentation {
         device: &Device,
     ) -> olmoearth::Result<Self> {
         let (cfg, sd) = olmoearth::ModelFiles::resolve(path)?.load()?;
-        let encoder = olmoearth::Encoder::load(&cfg, &sd, DType::F32, device)?;
+        // bf16 on GPUs that support it, f32 elsewhere; the head is f32 and gets f32 features.
+        let encoder =
+            olmoearth::Encoder::load(&cfg, &sd, olmoearth::device::compute_dtype(device), device)?;
         let varmap = candle_nn::VarMap::new();
         let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, device);
         let head = olmoearth::heads::LightSegmentationHead::new(
@@ -122,7 +124,7 @@ impl WindowModel for EncoderSegmentation {
 
     fn predict(&self, input: &EncoderInput) -> olmoearth::Result<Tensor> {
         let out = self.encoder.forward(input, self.patch_size)?;
-        let features = olmoearth::heads::feature_map(&out)?;
+        let features = olmoearth::heads::feature_map(&out)?.to_dtype(DType::F32)?;
         let y = self.head.forward(&features)?;
         if self.regression {
             Ok(y)
