@@ -1477,29 +1477,49 @@ fn demo_dir() -> (tempfile::TempDir, PathBuf) {
     (dir, cat)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn materialize_reads_the_demo_catalogue_and_the_imagery_matches_the_ground_truth() {
-    let (dir, cat) = demo_dir();
-    // A small AOI in the middle of the demo area.
-    let c = reproject(32633, 4326, 501_280.0, 4_998_720.0);
-    let aoi = json!({"type": "Polygon", "coordinates": [[[c.0 - 0.006, c.1 - 0.004], [c.0 + 0.006, c.1 - 0.004], [c.0 + 0.006, c.1 + 0.004], [c.0 - 0.006, c.1 + 0.004], [c.0 - 0.006, c.1 - 0.004]]]});
-    std::fs::write(dir.path().join("small.geojson"), aoi.to_string()).unwrap();
-    let out = dir.path().join("out");
-    let req = MaterializeRequest {
+/// A materialisation of the demo catalogue `cat` over a small AOI around `(x, y)` of EPSG:32633
+/// (`half_lon` degrees either side, 0.004° north and south), output under `dir/out`.
+fn small_aoi_request(
+    dir: &Path,
+    cat: &Path,
+    (x, y, half_lon): (f64, f64, f64),
+    modalities: Vec<Modality>,
+    (start, end): (&str, &str),
+) -> MaterializeRequest {
+    let c = reproject(32633, 4326, x, y);
+    let (w, e, s, n) = (c.0 - half_lon, c.0 + half_lon, c.1 - 0.004, c.1 + 0.004);
+    let aoi = json!({"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]});
+    std::fs::write(dir.join("small.geojson"), aoi.to_string()).unwrap();
+    MaterializeRequest {
         stac: cat.to_string_lossy().into_owned(),
         profile: Profile::EarthSearch,
-        modalities: vec![Modality::Sentinel2L2a, Modality::Sentinel1],
-        aoi: dir.path().join("small.geojson"),
-        start: d("2024-05-01"),
-        end: d("2024-07-31"),
+        modalities,
+        aoi: dir.join("small.geojson"),
+        start: d(start),
+        end: d(end),
         window_size: 64,
-        max_cloud: Some(60.0),
+        max_cloud: None,
         single_bin: false,
         concurrency: 4,
         per_host: 16,
         success_threshold: 0.95,
-        out: out.clone(),
-    };
+        out: dir.join("out"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn materialize_reads_the_demo_catalogue_and_the_imagery_matches_the_ground_truth() {
+    let (dir, cat) = demo_dir();
+    // A small AOI in the middle of the demo area.
+    let mut req = small_aoi_request(
+        dir.path(),
+        &cat,
+        (501_280.0, 4_998_720.0, 0.006),
+        vec![Modality::Sentinel2L2a, Modality::Sentinel1],
+        ("2024-05-01", "2024-07-31"),
+    );
+    req.max_cloud = Some(60.0);
+    let out = req.out.clone();
     let report = materialize(&req, &|_| {}, &CancellationToken::new())
         .await
         .unwrap();
@@ -1580,25 +1600,14 @@ async fn the_demo_landsat_scenes_agree_with_its_sentinel2_in_the_models_units_an
         ..Default::default()
     };
     let cat = groundwork_imagery::generate_demo_data(dir.path(), &opts).unwrap();
-    let c = reproject(32633, 4326, 500_800.0, 4_999_360.0);
-    let aoi = json!({"type": "Polygon", "coordinates": [[[c.0 - 0.005, c.1 - 0.004], [c.0 + 0.005, c.1 - 0.004], [c.0 + 0.005, c.1 + 0.004], [c.0 - 0.005, c.1 + 0.004], [c.0 - 0.005, c.1 - 0.004]]]});
-    std::fs::write(dir.path().join("small.geojson"), aoi.to_string()).unwrap();
-    let out = dir.path().join("out");
-    let req = MaterializeRequest {
-        stac: cat.to_string_lossy().into_owned(),
-        profile: Profile::EarthSearch,
-        modalities: vec![Modality::Sentinel2L2a, Modality::Landsat],
-        aoi: dir.path().join("small.geojson"),
-        start: d("2024-06-01"),
-        end: d("2024-06-30"),
-        window_size: 64,
-        max_cloud: None,
-        single_bin: false,
-        concurrency: 4,
-        per_host: 16,
-        success_threshold: 0.95,
-        out: out.clone(),
-    };
+    let req = small_aoi_request(
+        dir.path(),
+        &cat,
+        (500_800.0, 4_999_360.0, 0.005),
+        vec![Modality::Sentinel2L2a, Modality::Landsat],
+        ("2024-06-01", "2024-06-30"),
+    );
+    let out = req.out.clone();
     let report = materialize(&req, &|_| {}, &CancellationToken::new())
         .await
         .unwrap();
