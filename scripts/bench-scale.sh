@@ -371,6 +371,7 @@ if db_growth is not None:
     print(f"  database +{db_growth * scale / 1e9:.2f} GB (an upper bound: the run's fixed rows count as per window; project_window "
           f"{(wt or 0) * scale / 1e9:.2f} GB); object store {objects_bytes * scale / 1e9:.1f} GB; "
           f"catalogue of this kind {catalogue_bytes * scale / 1e9:.1f} GB")
-print("  peak memory is not extrapolated: steps work on bounded partitions, but combine's mosaic and the")
-print("  server's scoring of the whole map grow with the area; compare two BENCH_KM2 runs to see the trend")
+print("  peak memory is not extrapolated: steps work on bounded partitions and combine mosaics on disk one")
+print("  partition at a time, but the demo process's own scoring reads the whole scene's ground truth (a")
+print("  benchmark cost, not the product's); compare two BENCH_KM2 runs to see the trend")
 EOF
