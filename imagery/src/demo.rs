@@ -453,6 +453,15 @@ impl DemoOptions {
     pub fn class(&self, id: u8) -> Option<&DemoClass> {
         self.classes.iter().find(|c| c.id == id)
     }
+
+    /// The surface of each class id, indexed by id (ids of no class: built-up).
+    fn surfaces(&self) -> [Surface; 256] {
+        let mut surface_of = [Surface::Built; 256];
+        for c in &self.classes {
+            surface_of[usize::from(c.id)] = c.surface;
+        }
+        surface_of
+    }
 }
 
 /// Class names by id of the default scene.
@@ -946,13 +955,7 @@ pub fn score_class_map(
         .map_err(Error::gdal("reading the class map"))?
         .into_shape_and_vec()
         .1;
-    // Transforms from each other zone of the windows into the map's.
-    let mut to_map = std::collections::HashMap::new();
-    for &(epsg, _) in windows {
-        if epsg != map_epsg && !to_map.contains_key(&epsg) {
-            to_map.insert(epsg, transform(epsg, map_epsg)?);
-        }
-    }
+    let to_map = zone_transforms(windows, map_epsg)?;
     score_with(opts, windows, window_px, |i, x, y| {
         let (mut xs, mut ys) = ([x], [y]);
         if let Some(t) = to_map.get(&windows[i].0) {
@@ -982,6 +985,20 @@ pub fn score_window_maps(
         }
         map.get(r as usize * window_px + c as usize).copied()
     })
+}
+
+/// A transform into EPSG `to` from each other zone the windows lie in.
+fn zone_transforms(
+    windows: &[ScoredWindow],
+    to: u32,
+) -> Result<std::collections::HashMap<u32, gdal::spatial_ref::CoordTransform>> {
+    let mut out = std::collections::HashMap::new();
+    for &(epsg, _) in windows {
+        if epsg != to && !out.contains_key(&epsg) {
+            out.insert(epsg, transform(epsg, to)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Compares `map_at(window index, x, y)` (a pixel centre in the window's own CRS) with the ground
@@ -1017,7 +1034,7 @@ fn score_with(
             score.edge_correct += usize::from(ok);
         }
     };
-    let mut to_demo = std::collections::HashMap::new();
+    let to_demo = zone_transforms(windows, opts.epsg)?;
     for (i, &(epsg, wgt)) in windows.iter().enumerate() {
         if epsg == opts.epsg {
             // The window's pixels, on the demo's 10 m grid.
@@ -1033,9 +1050,8 @@ fn score_with(
             }
             continue;
         }
-        let to = match to_demo.entry(epsg) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(transform(epsg, opts.epsg)?),
+        let Some(to) = to_demo.get(&epsg) else {
+            continue;
         };
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
         for r in 0..window_px {
@@ -1256,10 +1272,7 @@ fn synthesize(
     on_s1: &mut dyn FnMut(u32, [Vec<f32>; 2]) -> Result<()>,
 ) -> Result<()> {
     let n = opts.size;
-    let mut surface_of = [Surface::Built; 256];
-    for c in &opts.classes {
-        surface_of[usize::from(c.id)] = c.surface;
-    }
+    let surface_of = opts.surfaces();
     let cl = opts.clouds;
     let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
     let texture = value_noise(&mut rng, n, n, 8, 2);
@@ -1753,10 +1766,7 @@ fn write_landsat_scene(
                    "raster:bands": [{"nodata": 0, "data_type": "uint16", "scale": rs, "offset": ro}]}),
         );
     }
-    let mut surface_of = [Surface::Built; 256];
-    for c in &opts.classes {
-        surface_of[usize::from(c.id)] = c.surface;
-    }
+    let surface_of = opts.surfaces();
     let cloudy = |c: f32| c == 8.0 || c == 9.0;
     let kelvin: Vec<f32> = (0..n * n)
         .map(|p| {

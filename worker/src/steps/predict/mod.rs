@@ -388,10 +388,7 @@ impl Step for Predict {
                 }
             }
             // What the encoder computes in: bf16 on GPUs of compute capability 8.0 or newer, else f32.
-            let compute_dtype = match olmoearth::device::compute_dtype(&device) {
-                candle_core::DType::BF16 => "bf16",
-                _ => "f32",
-            };
+            let compute_dtype = olmoearth::device::compute_dtype(&device).as_str();
             let device_name = if device.is_cuda() { "cuda" } else { "cpu" };
             let prediction = tokio::task::spawn_blocking(move || {
                 let model: Arc<dyn WindowModel> = match trained {
