@@ -8,9 +8,14 @@ use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use crate::encoder::EncoderOutput;
 use crate::error::{Error, Result};
 
-/// The encoder's pooled features as a channels-first map `(B, D, h, w)`: the input of every head.
+/// The encoder's pooled features as a channels-first map `(B, D, h, w)` in F32: the input of every
+/// head (an encoder computing in BF16 hands the heads F32 features; the cast is differentiable).
 pub fn feature_map(out: &EncoderOutput) -> Result<Tensor> {
-    Ok(out.pooled()?.permute((0, 3, 1, 2))?.contiguous()?)
+    Ok(out
+        .pooled()?
+        .permute((0, 3, 1, 2))?
+        .contiguous()?
+        .to_dtype(candle_core::DType::F32)?)
 }
 
 fn conv3x3(cin: usize, cout: usize, vb: VarBuilder) -> Result<Conv2d> {

@@ -423,7 +423,7 @@ impl TaskModel {
     /// Pooled encoder features `(B, D, h, w)`, f32 whatever the encoder computes in.
     pub fn features(&self, input: &EncoderInput) -> Result<Tensor> {
         let out = self.encoder.forward(input, self.cfg.patch_size)?;
-        Ok(feature_map(&out)?.to_dtype(DType::F32)?)
+        feature_map(&out)
     }
 
     /// Input: normalised `EncoderInput` (B windows). Output `(B, K, H, W)` f32: softmax class probabilities
@@ -562,16 +562,22 @@ impl TrainableTaskModel {
         feature_map(&out)
     }
 
-    /// The current encoder weights as a fast inference encoder (no gradients), for cached features and
-    /// validation passes.
+    /// The current encoder weights as a fast inference encoder (no gradients) in the encoder's compute
+    /// dtype ([`TrainableEncoder::compute_dtype`]), for cached features and validation passes.
     pub fn inference_encoder(&self) -> Result<Encoder> {
-        let tensors: HashMap<String, Tensor> = self
+        let dtype = self.encoder.compute_dtype();
+        let tensors = self
             .encoder
             .vars()
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-            .collect();
+            .map(|(k, v)| Ok((k.clone(), v.as_tensor().detach().to_dtype(dtype)?)))
+            .collect::<Result<HashMap<String, Tensor>>>()?;
         Encoder::from_tensors(&self.cfg.encoder, &tensors, false)
+    }
+
+    /// Sets the dtype the encoder computes in (see [`TrainableEncoder::set_compute_dtype`]).
+    pub fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
+        self.encoder.set_compute_dtype(dtype)
     }
 
     /// Every parameter keyed as in a task-model file: `encoder.*` then `head.*`.

@@ -11,12 +11,16 @@ use crate::config::EncoderConfig;
 use crate::encoder::{Encoder, EncoderInput, EncoderOutput};
 use crate::error::{Error, Result};
 
-/// The encoder with every parameter a trainable `Var` (F32).
+/// The encoder with every parameter a trainable `Var` (F32), computing in mixed precision where the
+/// device has it: the F32 parameters are the master weights, and each forward pass runs on their BF16
+/// casts ([`compute_dtype`](Self::compute_dtype)), so gradients reach the F32 parameters through the cast
+/// and the optimiser updates them in F32.
 #[derive(Debug, Clone)]
 pub struct TrainableEncoder {
     encoder: Encoder,
     vars: Vec<(String, Var)>,
     frozen: bool,
+    compute: DType,
 }
 
 impl TrainableEncoder {
@@ -36,7 +40,25 @@ impl TrainableEncoder {
             encoder,
             vars,
             frozen: false,
+            compute: crate::device::compute_dtype(device),
         })
+    }
+
+    /// The dtype forward passes compute in: [`crate::device::compute_dtype`] of the device unless set.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
+    /// Computes forward passes in `dtype` (F32, or BF16 for mixed precision; the parameters stay F32).
+    pub fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
+        if !matches!(dtype, DType::F32 | DType::BF16) {
+            return Err(Error::InvalidInput(format!(
+                "an encoder computes in f32 or bf16, not {}",
+                dtype.as_str()
+            )));
+        }
+        self.compute = dtype;
+        Ok(())
     }
 
     /// The encoder (its weights are the `Var`s, so updates show up in later forwards).
@@ -60,9 +82,29 @@ impl TrainableEncoder {
         self.frozen
     }
 
-    /// Forward pass; outputs are detached when frozen.
+    /// Forward pass in the compute dtype; token outputs are F32 and are detached when frozen.
     pub fn forward(&self, input: &EncoderInput, patch_size: usize) -> Result<EncoderOutput> {
-        let mut out = self.encoder.forward(input, patch_size)?;
+        let mut out = if self.compute == DType::F32 {
+            self.encoder.forward(input, patch_size)?
+        } else {
+            // The casts are part of the graph: the gradient of each cast parameter flows back to its
+            // F32 master as F32.
+            let cast = self
+                .vars
+                .iter()
+                .map(|(k, v)| {
+                    let t = v.as_tensor();
+                    let t = if self.frozen { t.detach() } else { t.clone() };
+                    Ok((k.clone(), t.to_dtype(self.compute)?))
+                })
+                .collect::<Result<HashMap<String, Tensor>>>()?;
+            let encoder = Encoder::from_tensors(self.encoder.config(), &cast, !self.frozen)?;
+            let mut out = encoder.forward(input, patch_size)?;
+            for t in out.tokens.values_mut() {
+                *t = t.to_dtype(DType::F32)?;
+            }
+            out
+        };
         if self.frozen {
             for t in out.tokens.values_mut() {
                 *t = t.detach();

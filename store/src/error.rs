@@ -42,6 +42,13 @@ pub enum Error {
     /// An organisation's limit was reached (queued steps); the message says which and how to go on.
     #[error("{0}")]
     LimitReached(String),
+    /// A run does not fit what is left of its organisation's device-time quota, counted again under the
+    /// organisation's lock ([`crate::jobs::QuotaCheck`]).
+    #[error("the run needs more device time than is left of the organisation's quota")]
+    QuotaExceeded {
+        /// What the organisation's unfinished runs hold, counted under the lock.
+        committed_hours: f64,
+    },
     /// A step's write was refused: its claim no longer holds the lease (it expired and the step was
     /// re-queued, cancelled or claimed again).
     #[error("the step's lease was lost: its work is discarded")]

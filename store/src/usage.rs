@@ -461,7 +461,11 @@ pub async fn learn_rate(pool: &PgPool, claim_id: Uuid) -> Result<()> {
 /// on the installation's workers: each queued or running run's estimate, less what its attempts on
 /// installation workers have used so far (never below zero). A quota check counts them, so runs
 /// started one after another cannot each fit alone and together exceed the quota.
-pub async fn committed_hours(pool: &PgPool, org_id: Uuid, kind: DeviceKind) -> Result<f64> {
+pub async fn committed_hours<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    org_id: Uuid,
+    kind: DeviceKind,
+) -> Result<f64> {
     Ok(sqlx::query_scalar(
         "select coalesce(sum(greatest((r.estimate->>'device_hours')::float8 \
              - coalesce((select sum(extract(epoch from coalesce(a.finished_at, now()) - a.started_at)) \
@@ -473,7 +477,7 @@ pub async fn committed_hours(pool: &PgPool, org_id: Uuid, kind: DeviceKind) -> R
     )
     .bind(org_id)
     .bind(kind.name())
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?)
 }
 

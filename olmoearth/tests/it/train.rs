@@ -142,3 +142,72 @@ fn optimiser_steps_lower_the_loss_through_the_unfrozen_encoder() {
         .expect("sum");
     assert!(moved.to_scalar::<f32>().expect("s") > 0.0);
 }
+
+/// The cosine similarity of two tensors of the same shape.
+fn cosine(a: &Tensor, b: &Tensor) -> f64 {
+    let a: Vec<f32> = a.flatten_all().expect("a").to_vec1().expect("a");
+    let b: Vec<f32> = b.flatten_all().expect("b").to_vec1().expect("b");
+    let dot: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(&a) * norm(&b))
+}
+
+#[test]
+fn mixed_precision_trains_the_f32_parameters_through_bf16_forwards() {
+    // What a GPU of compute capability 8.0 or newer does (the default there), forced on the CPU.
+    let dev = Device::Cpu;
+    let cfg = EncoderConfig::from_file(&fixture("config.json")).expect("cfg");
+    let sd = StateDict::load(&fixture("weights.pth")).expect("weights");
+    let full = TrainableEncoder::from_state_dict(&cfg, &sd, &dev).expect("encoder");
+    assert_eq!(full.compute_dtype(), DType::F32, "the CPU computes in f32");
+    let mut mixed = TrainableEncoder::from_state_dict(&cfg, &sd, &dev).expect("encoder");
+    mixed.set_compute_dtype(DType::BF16).expect("bf16");
+    assert!(mixed.set_compute_dtype(DType::U8).is_err());
+    for (_, v) in mixed.vars() {
+        assert_eq!(v.dtype(), DType::F32, "the master weights stay f32");
+    }
+
+    let input = batch();
+    let f_full = feature_map(&full.forward(&input, 8).expect("forward")).expect("features");
+    let f_mixed = feature_map(&mixed.forward(&input, 8).expect("forward")).expect("features");
+    assert_eq!(f_mixed.dtype(), DType::F32, "the heads get f32 features");
+    let c = cosine(&f_full, &f_mixed);
+    let diff = (&f_full - &f_mixed)
+        .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+        .expect("diff");
+    println!("features: cosine {c}, largest difference {diff}");
+    assert!(diff > 0.0, "the forward did not compute in bf16");
+    assert!(c > 0.999, "bf16 features differ from f32 ones: cosine {c}");
+
+    // The gradients reach the f32 parameters, in f32, and agree with the full-precision ones.
+    let weights = rand(f_full.dims(), 7);
+    let loss = |f: &Tensor| (f * &weights).expect("mul").sum_all().expect("sum");
+    let g_full = loss(&f_full).backward().expect("backward");
+    let g_mixed = loss(&f_mixed).backward().expect("backward");
+    let probe = "encoder.blocks.0.attn.q.weight";
+    let grad = |enc: &TrainableEncoder, g: &candle_core::backprop::GradStore| -> Tensor {
+        let var = &enc.vars().iter().find(|(k, _)| k == probe).expect("var").1;
+        g.get(var.as_tensor()).expect("a gradient").clone()
+    };
+    let (a, b) = (grad(&full, &g_full), grad(&mixed, &g_mixed));
+    assert_eq!(b.dtype(), DType::F32);
+    let c = cosine(&a, &b);
+    println!("gradients: cosine {c}");
+    assert!(c > 0.99, "bf16 gradients differ from f32 ones: cosine {c}");
+
+    // Frozen, the bf16 pass builds no graph back to the parameters.
+    mixed.set_frozen(true);
+    let f = feature_map(&mixed.forward(&input, 8).expect("forward")).expect("features");
+    let g = loss(&f).backward().expect("backward");
+    let var = &mixed
+        .vars()
+        .iter()
+        .find(|(k, _)| k == probe)
+        .expect("var")
+        .1;
+    assert!(g.get(var.as_tensor()).is_none());
+}

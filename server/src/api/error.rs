@@ -387,6 +387,7 @@ impl From<groundwork_store::Error> for ApiError {
             E::Conflict(msg) => Self::new(ErrorCode::Conflict, msg),
             E::Unauthorized(msg) => Self::new(ErrorCode::Unauthorized, msg),
             E::LimitReached(msg) => Self::new(ErrorCode::LimitReached, msg),
+            E::QuotaExceeded { .. } => Self::new(ErrorCode::QuotaExceeded, e.to_string()),
             E::Database(ref db)
                 if db
                     .as_database_error()

@@ -4,7 +4,7 @@
 use crate::api::auth::{Actor, Role};
 use crate::api::error::{ApiError, ApiResult, ErrorCode, FieldError};
 use crate::api::{AppState, Page, PageQuery};
-use groundwork_store::jobs::{self, RunWithSteps};
+use groundwork_store::jobs::RunWithSteps;
 use groundwork_store::models::{self, Evaluation, TrainingEpoch};
 use groundwork_store::projects;
 use groundwork_types::{HeadKind, Task};
@@ -356,7 +356,8 @@ pub async fn start_training(
     .planned_epochs();
     let estimate =
         super::usage::train_estimate(state, actor.org_id, &project, planned, device).await?;
-    let held = super::usage::over_quota(&estimate, body.request_approval.unwrap_or(false))?;
+    let request_approval = body.request_approval.unwrap_or(false);
+    let held = super::usage::over_quota(&estimate, request_approval)?;
     let args = TrainArgs {
         label_set_version: body.label_set_version,
         epochs: body.epochs,
@@ -381,16 +382,14 @@ pub async fn start_training(
     .to_step("evaluate", queue);
     evaluate.depends_on = vec!["train".into()];
     evaluate.needs = groundwork_worker::needs::of_project(&project, 8, false);
-    let run = jobs::create_run_with(
-        &state.pool,
+    let run = super::usage::create_estimated_run(
+        state,
         actor.org_id,
         project_id,
         &[train, evaluate],
         idempotency_key,
-        &jobs::RunExtras {
-            estimate: Some(json!(estimate)),
-            awaiting_approval: held,
-        },
+        &estimate,
+        (held, request_approval),
     )
     .await?;
     Ok(run)
@@ -603,17 +602,16 @@ pub async fn start_prediction(
     let mapped = plan.windows as f64;
     let estimate =
         super::usage::predict_estimate_for(state, actor.org_id, &project, device, mapped).await?;
-    let held = super::usage::over_quota(&estimate, body.request_approval.unwrap_or(false))?;
-    let run = jobs::create_run_with(
-        &state.pool,
+    let request_approval = body.request_approval.unwrap_or(false);
+    let held = super::usage::over_quota(&estimate, request_approval)?;
+    let run = super::usage::create_estimated_run(
+        state,
         actor.org_id,
         project_id,
         steps,
         idempotency_key,
-        &jobs::RunExtras {
-            estimate: Some(json!(estimate)),
-            awaiting_approval: held,
-        },
+        &estimate,
+        (held, request_approval),
     )
     .await?;
     actor

@@ -61,6 +61,10 @@ pub struct Estimate {
     pub remaining_hours: Option<f64>,
     /// Whether the estimate fits in what is left (true without a quota).
     pub within_quota: bool,
+    /// Whether the quota counts this run (the organisation uses the installation's workers and has a
+    /// quota of this kind).
+    #[serde(skip)]
+    pub counted: bool,
     /// How the figure was made and what it leaves out, in words.
     pub note: String,
 }
@@ -142,6 +146,7 @@ pub async fn estimate_units(
         quota_hours,
         remaining_hours,
         within_quota,
+        counted: on_installation && quota_hours.is_some(),
         note,
     })
 }
@@ -244,6 +249,11 @@ pub fn over_quota(estimate: &Estimate, request_approval: bool) -> ApiResult<bool
     if request_approval {
         return Ok(true);
     }
+    Err(quota_refusal(estimate))
+}
+
+/// The 429 `quota_exceeded` of a run with `estimate`, the estimate in `details`.
+fn quota_refusal(estimate: &Estimate) -> ApiError {
     let mut e = ApiError::new(
         ErrorCode::QuotaExceeded,
         format!(
@@ -267,7 +277,63 @@ pub fn over_quota(estimate: &Estimate, request_approval: bool) -> ApiResult<bool
         ),
     );
     e.details = serde_json::to_value(estimate).unwrap_or_default();
-    Err(e)
+    e
+}
+
+/// The quota a run with `estimate` must fit in when it is created (checked again there, under the
+/// organisation's lock); `None` when no quota counts it.
+pub fn quota_check(
+    estimate: &Estimate,
+    request_approval: bool,
+) -> Option<groundwork_store::jobs::QuotaCheck> {
+    let quota_hours = estimate.quota_hours.filter(|_| estimate.counted)?;
+    Some(groundwork_store::jobs::QuotaCheck {
+        device_kind: estimate.device_kind,
+        quota_hours,
+        used_hours: estimate.used_hours,
+        device_hours: estimate.device_hours,
+        request_approval,
+    })
+}
+
+/// Creates a run with `estimate` (held for approval when `held`), its quota checked again under the
+/// organisation's lock: a run that another, just created, left without room is refused like
+/// [`over_quota`] refuses it, with the estimate recounted.
+pub async fn create_estimated_run(
+    state: &AppState,
+    org_id: Uuid,
+    project_id: Uuid,
+    steps: &[groundwork_store::jobs::NewStep],
+    idempotency_key: Option<&str>,
+    estimate: &Estimate,
+    (held, request_approval): (bool, bool),
+) -> ApiResult<groundwork_store::jobs::RunWithSteps> {
+    let extras = groundwork_store::jobs::RunExtras {
+        estimate: Some(serde_json::json!(estimate)),
+        awaiting_approval: held,
+        quota: quota_check(estimate, request_approval),
+    };
+    match groundwork_store::jobs::create_run_with(
+        &state.pool,
+        org_id,
+        project_id,
+        steps,
+        idempotency_key,
+        &extras,
+    )
+    .await
+    {
+        Err(groundwork_store::Error::QuotaExceeded { committed_hours }) => {
+            let mut recounted = estimate.clone();
+            recounted.committed_hours = committed_hours;
+            recounted.remaining_hours = recounted
+                .quota_hours
+                .map(|q| (q - recounted.used_hours - committed_hours).max(0.0));
+            recounted.within_quota = false;
+            Err(quota_refusal(&recounted))
+        }
+        other => Ok(other?),
+    }
 }
 
 /// An organisation's device time in a month.

@@ -1947,6 +1947,7 @@ async fn device_time_quotas_and_runs_held_for_approval_are_shown() {
         &jobs::RunExtras {
             estimate: Some(json!({"device_hours": 4.25, "device_kind": "gpu"})),
             awaiting_approval: true,
+            quota: None,
         },
     )
     .await

@@ -602,6 +602,67 @@ async fn a_run_over_its_quota_is_refused_or_held_until_an_administrator_approves
 }
 
 #[tokio::test]
+async fn two_runs_started_at_once_cannot_both_spend_what_is_left_of_the_quota() {
+    let (db, _app, pid) = setup().await;
+    let pool = &db.pool;
+    let org = groundwork_store::DEFAULT_ORG_ID;
+    // One GPU-hour left; each run is estimated at 0.6 of one: only one fits.
+    let extras = |request_approval| jobs::RunExtras {
+        estimate: Some(json!({"device_hours": 0.6, "device_kind": "gpu"})),
+        awaiting_approval: false,
+        quota: Some(jobs::QuotaCheck {
+            device_kind: DeviceKind::Gpu,
+            quota_hours: 1.0,
+            used_hours: 0.0,
+            device_hours: 0.6,
+            request_approval,
+        }),
+    };
+    let (steps_a, steps_b) = (noop_steps(1, "gpu"), noop_steps(1, "gpu"));
+    let (extras_a, extras_b) = (extras(false), extras(false));
+    let (a, b) = tokio::join!(
+        jobs::create_run_with(pool, org, pid, &steps_a, None, &extras_a),
+        jobs::create_run_with(pool, org, pid, &steps_b, None, &extras_b),
+    );
+    let (created, refused) = match (a, b) {
+        (Ok(run), Err(e)) | (Err(e), Ok(run)) => (run, e),
+        (a, b) => panic!("exactly one run fits the quota: {a:?} and {b:?}"),
+    };
+    assert!(!created.run.awaiting_approval);
+    match refused {
+        groundwork_store::Error::QuotaExceeded { committed_hours } => {
+            assert!(near(committed_hours, 0.6), "{committed_hours}");
+        }
+        e => panic!("refused for another reason: {e}"),
+    }
+    let runs: i64 = sqlx::query_scalar("select count(*) from pipeline_run where project_id = $1")
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1, "the refused run left nothing behind");
+
+    // Asked to wait for approval, a run that no longer fits is created and held.
+    let held = jobs::create_run_with(pool, org, pid, &noop_steps(1, "gpu"), None, &extras(true))
+        .await
+        .unwrap();
+    assert!(held.run.awaiting_approval);
+    // Without a quota check the store creates what it is given (a quota of another kind is not this
+    // run's business).
+    let free = jobs::create_run_with(
+        pool,
+        org,
+        pid,
+        &noop_steps(1, "gpu"),
+        None,
+        &jobs::RunExtras::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!free.run.awaiting_approval);
+}
+
+#[tokio::test]
 async fn a_step_needing_12_gb_goes_only_to_a_worker_that_has_them_and_the_page_says_why_it_waits() {
     let (db, app, pid) = setup().await;
     let pool = &db.pool;

@@ -42,6 +42,25 @@ pub struct RunExtras {
     /// Held until an installation administrator approves it ([`approve_run`]): its steps are
     /// created but not dispatched, and no worker claims them.
     pub awaiting_approval: bool,
+    /// The device-time quota the run must fit in, checked again under the organisation's lock so that
+    /// concurrent runs cannot each fit what only one of them may spend.
+    pub quota: Option<QuotaCheck>,
+}
+
+/// A run's claim on its organisation's monthly device-time quota of one device kind.
+#[derive(Debug, Clone)]
+pub struct QuotaCheck {
+    /// The device kind its steps go to.
+    pub device_kind: groundwork_types::DeviceKind,
+    /// The organisation's monthly quota of that kind, in hours.
+    pub quota_hours: f64,
+    /// The hours of it used this month.
+    pub used_hours: f64,
+    /// The run's estimate, in hours.
+    pub device_hours: f64,
+    /// Over the quota, hold the run for an administrator's approval instead of refusing it
+    /// ([`Error::QuotaExceeded`]).
+    pub request_approval: bool,
 }
 
 /// [`create_run`] with an estimate, and held for approval when `extras` says so.
@@ -110,6 +129,23 @@ pub async fn create_run_with(
              queued steps: wait for queued work to finish, or ask the installation's administrators to raise it"
         )));
     }
+    // The quota, under the same lock: what the organisation's unfinished runs hold now includes every
+    // run created before this one.
+    let mut awaiting_approval = extras.awaiting_approval;
+    if let Some(q) = &extras.quota {
+        let committed = crate::usage::committed_hours(&mut *tx, org_id, q.device_kind).await?;
+        let remaining = (q.quota_hours - q.used_hours - committed).max(0.0);
+        if q.device_hours > remaining {
+            if q.request_approval {
+                awaiting_approval = true;
+            } else {
+                tx.rollback().await?;
+                return Err(Error::QuotaExceeded {
+                    committed_hours: committed,
+                });
+            }
+        }
+    }
     // A monitoring run's acquisition (`period` in its args) writes only its own windows and folder.
     let project_acquisition = |s: &NewStep| {
         s.kind == StepKind::Acquire && s.args.get("period").is_none_or(Value::is_null)
@@ -147,7 +183,7 @@ pub async fn create_run_with(
     .bind(project_id)
     .bind(idempotency_key)
     .bind(&extras.estimate)
-    .bind(extras.awaiting_approval)
+    .bind(awaiting_approval)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -205,7 +241,7 @@ pub async fn create_run_with(
         .filter(|(s, _)| s.depends_on.is_empty())
         .map(|(s, id)| (*id, s.queue.clone(), now))
         .collect();
-    if !extras.awaiting_approval {
+    if !awaiting_approval {
         dispatch(&mut tx, &ready).await?;
     }
     tx.commit().await?;

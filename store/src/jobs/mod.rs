@@ -21,9 +21,9 @@ mod lease;
 mod reaper;
 
 pub use api::{
-    DEFAULT_MAX_QUEUED_STEPS, PendingApproval, RunExtras, approve_run, create_run, create_run_with,
-    get_run, get_step, list_runs, pending_approvals, queue_depths, queue_depths_in_org,
-    request_cancel, retry,
+    DEFAULT_MAX_QUEUED_STEPS, PendingApproval, QuotaCheck, RunExtras, approve_run, create_run,
+    create_run_with, get_run, get_step, list_runs, pending_approvals, queue_depths,
+    queue_depths_in_org, request_cancel, retry,
 };
 pub use lease::{
     Completion, FailOutcome, claim, claim_next, claimed_by, complete, complete_with_message,

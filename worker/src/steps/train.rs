@@ -655,6 +655,9 @@ pub async fn train_on_examples(
     let size: ModelSize = project.model_size;
     let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))
         .map_err(permanent)?;
+    // Where the encoder runs and in what: bf16 on GPUs that have it (f32 parameters), else f32.
+    let device_name = if device.is_cuda() { "cuda" } else { "cpu" };
+    let compute_dtype = olmoearth::device::compute_dtype(&device).as_str();
     let task = project.task;
     let class_ids = if task == Task::Regression {
         Vec::new()
@@ -976,6 +979,8 @@ pub async fn train_on_examples(
             "history": state.history,
             "examples": counts,
             "seconds": started.elapsed().as_secs_f64(),
+            "device": device_name,
+            "compute_dtype": compute_dtype,
         }),
         artifacts: vec![groundwork_store::jobs::Artifact {
             name: "model".into(),

@@ -304,6 +304,9 @@ async fn a_cancelled_training_resumes_after_its_last_checkpoint_and_is_evaluated
         .output;
     assert_eq!(out["resumed_after_epoch"].as_u64(), Some(saved));
     assert_eq!(out["initialised_from"], "olmoearth-v1-nano");
+    // Where it trained and the encoder's compute dtype (bf16 only on GPUs that have it).
+    assert_eq!(out["device"], "cpu", "{out}");
+    assert_eq!(out["compute_dtype"], "f32", "{out}");
     assert_eq!(out["examples"]["skipped"]["no_imagery"], 1);
     let epochs: Vec<u64> = out["history"]
         .as_array()

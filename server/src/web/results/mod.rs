@@ -542,6 +542,7 @@ mod tests {
             quota_hours: remaining.map(|_| 10.0),
             remaining_hours: remaining,
             within_quota: remaining.is_none_or(|r| hours <= r),
+            counted: remaining.is_some(),
             note: String::new(),
         }
     }
