@@ -231,6 +231,7 @@ pub struct HybridHead {
     patch_size: usize,
     pooled: bool,
     context: Vec<usize>,
+    observed_context: bool,
     tokens: Conv2d,
     pixels: Conv2d,
     reduce: Conv2d,
@@ -279,6 +280,7 @@ impl HybridHead {
             patch_size,
             pooled,
             context: context.to_vec(),
+            observed_context: false,
             tokens: zero_conv1x1(in_channels, out_channels, false, vb.pp("tokens"))?,
             pixels: zero_conv1x1(pixel_channels, out_channels, true, vb.pp("pixels"))?,
             reduce: candle_nn::conv2d(
@@ -301,6 +303,20 @@ impl HybridHead {
     #[must_use]
     pub fn context(&self) -> &[usize] {
         &self.context
+    }
+
+    /// Sets whether its neighbourhood means average observed values only
+    /// ([`crate::task::pixel_features`]).
+    #[must_use]
+    pub fn with_observed_context(mut self, observed_only: bool) -> Self {
+        self.observed_context = observed_only;
+        self
+    }
+
+    /// Whether its neighbourhood means average observed values only.
+    #[must_use]
+    pub fn observed_context(&self) -> bool {
+        self.observed_context
     }
 
     /// Whether the outputs depend on the encoder's tokens: not when the token projection `T` and the

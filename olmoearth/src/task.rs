@@ -70,6 +70,10 @@ pub struct TaskModelConfig {
     /// list of one; models saved before it existed read none.
     #[serde(default, deserialize_with = "context_radii")]
     pub pixel_context: Vec<usize>,
+    /// Whether the neighbourhood means average the observed values only ([`pixel_features`]); models
+    /// saved before it averaged missing values in as [`MISSING_PIXEL`] and keep doing so.
+    #[serde(default)]
+    pub context_observed_only: bool,
 }
 
 /// Neighbourhood radii of the `hybrid` head's context channels in new models: the means of the 3 × 3,
@@ -231,14 +235,17 @@ impl Head {
     pub fn new(cfg: &TaskModelConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.encoder.embedding_size;
         Ok(match cfg.head {
-            HeadKind::Hybrid => Head::Hybrid(Box::new(HybridHead::new(
-                d,
-                (cfg.pixel_channels, &cfg.pixel_context),
-                cfg.num_outputs,
-                cfg.patch_size,
-                cfg.task == Task::Classification,
-                vb,
-            )?)),
+            HeadKind::Hybrid => Head::Hybrid(Box::new(
+                HybridHead::new(
+                    d,
+                    (cfg.pixel_channels, &cfg.pixel_context),
+                    cfg.num_outputs,
+                    cfg.patch_size,
+                    cfg.task == Task::Classification,
+                    vb,
+                )?
+                .with_observed_context(cfg.context_observed_only),
+            )),
             HeadKind::LightSegmentation => Head::Light(LightSegmentationHead::new(
                 d,
                 cfg.num_outputs,
@@ -291,7 +298,11 @@ impl Head {
     /// them.
     pub fn pixels_of(&self, input: &EncoderInput) -> Result<Option<Tensor>> {
         match self {
-            Head::Hybrid(h) => Ok(Some(pixel_features(input, h.context())?)),
+            Head::Hybrid(h) => Ok(Some(pixel_features(
+                input,
+                h.context(),
+                h.observed_context(),
+            )?)),
             _ => Ok(None),
         }
     }
@@ -804,8 +815,14 @@ pub const MISSING_PIXEL: f32 = 0.5;
 /// For each radius `r` of `context`, the mean of each channel over the `(2r + 1)²` pixels around each
 /// pixel (those inside the window) follows as `P` more channels: `(B, (1 + n)·P, H, W)` for `n` radii.
 /// A per-pixel model of these sees the field around a pixel as well as the pixel, which averages out the
-/// pixel's own noise.
-pub fn pixel_features(input: &EncoderInput, context: &[usize]) -> Result<Tensor> {
+/// pixel's own noise. With `observed_only` the means are of the observed values only (a pixel with none
+/// around it gets [`MISSING_PIXEL`]); without it, as in models saved before, a missing value counts as
+/// [`MISSING_PIXEL`], which pulls the means of a cloud's neighbours towards it.
+pub fn pixel_features(
+    input: &EncoderInput,
+    context: &[usize],
+    observed_only: bool,
+) -> Result<Tensor> {
     let mut parts = Vec::with_capacity(input.modalities.len());
     let mut context_parts = vec![Vec::new(); context.len()];
     for mi in input.modalities.values() {
@@ -826,10 +843,15 @@ pub fn pixel_features(input: &EncoderInput, context: &[usize]) -> Result<Tensor>
                 .to_vec1()?;
             for (cell, obs) in m.chunks_exact(s).enumerate() {
                 if obs.iter().any(|&x| x != 0) {
-                    v[cell * c..(cell + 1) * c].fill(MISSING_PIXEL);
+                    v[cell * c..(cell + 1) * c].fill(f32::NAN);
                 }
             }
         }
+        // 1 where a value counts in the means: an observed one (or any, without `observed_only`).
+        let valid: Vec<f32> = v
+            .iter()
+            .map(|x| f32::from(u8::from(x.is_finite() || !observed_only)))
+            .collect();
         for x in &mut v {
             *x = if x.is_finite() {
                 x.clamp(-2.0, 3.0)
@@ -844,7 +866,7 @@ pub fn pixel_features(input: &EncoderInput, context: &[usize]) -> Result<Tensor>
                 .to_device(&device)?)
         };
         for (&r, part) in context.iter().zip(&mut context_parts) {
-            part.push(to_channels(box_mean(&v, (b, h, w, t * c), r))?);
+            part.push(to_channels(box_mean(&v, &valid, (b, h, w, t * c), r))?);
         }
         parts.push(to_channels(v)?);
     }
@@ -855,23 +877,33 @@ pub fn pixel_features(input: &EncoderInput, context: &[usize]) -> Result<Tensor>
     Ok(Tensor::cat(&parts, 1)?)
 }
 
-/// Mean of every channel of `(B, H, W, C)` values over the `(2r + 1)²` window around each pixel, clipped
-/// to the image: a mean along W, then along H.
-fn box_mean(v: &[f32], (_, h, w, c): (usize, usize, usize, usize), r: usize) -> Vec<f32> {
-    let across = mean_along(v, w, c, r);
-    mean_along(&across, h, w * c, r)
+/// Mean of every channel of `(B, H, W, C)` values over the observed ones (`valid` 1) of the
+/// `(2r + 1)²` window around each pixel, clipped to the image: sums along W, then along H. A pixel with
+/// no observed neighbour gets [`MISSING_PIXEL`].
+fn box_mean(
+    v: &[f32],
+    valid: &[f32],
+    (_, h, w, c): (usize, usize, usize, usize),
+    r: usize,
+) -> Vec<f32> {
+    let observed: Vec<f32> = v.iter().zip(valid).map(|(x, ok)| x * ok).collect();
+    let sum = sum_along(&sum_along(&observed, w, c, r), h, w * c, r);
+    let count = sum_along(&sum_along(valid, w, c, r), h, w * c, r);
+    sum.iter()
+        .zip(&count)
+        .map(|(s, n)| if *n > 0.5 { s / n } else { MISSING_PIXEL })
+        .collect()
 }
 
-/// Mean of each value and its neighbours within `r` along one axis of `len` elements `stride` apart,
+/// Sum of each value and its neighbours within `r` along one axis of `len` elements `stride` apart,
 /// clipped to the axis.
-fn mean_along(v: &[f32], len: usize, stride: usize, r: usize) -> Vec<f32> {
+fn sum_along(v: &[f32], len: usize, stride: usize, r: usize) -> Vec<f32> {
     (0..v.len())
         .map(|i| {
             let at = (i / stride) % len;
             let start = i - at * stride;
             let (lo, hi) = (at.saturating_sub(r), (at + r).min(len - 1));
-            let sum: f32 = (lo..=hi).map(|q| v[start + q * stride]).sum();
-            sum / (hi - lo + 1) as f32
+            (lo..=hi).map(|q| v[start + q * stride]).sum()
         })
         .collect()
 }
@@ -922,9 +954,9 @@ mod tests {
             modalities,
             months: Tensor::zeros((1, 1), DType::U32, &Device::Cpu)?,
         };
-        assert_eq!(pixel_features(&input, &[])?.dims(), &[1, 2, h, w]);
+        assert_eq!(pixel_features(&input, &[], true)?.dims(), &[1, 2, h, w]);
         assert_eq!(pixel_channels(&input, &[1, 2])?, 6);
-        let x = pixel_features(&input, &[1, 2])?;
+        let x = pixel_features(&input, &[1, 2], true)?;
         assert_eq!(x.dims(), &[1, 6, h, w]);
         let at = |c: usize, y: usize, xx: usize| -> Result<f32> {
             Ok(x.get(0)?.get(c)?.get(y)?.get(xx)?.to_scalar::<f32>()?)
@@ -938,6 +970,67 @@ mod tests {
         // The second radius follows: at (1, 1), radius 2 covers the whole 3 × 4 window (mean x 1.5, y 1).
         assert!((at(4, 1, 1)? - 0.55).abs() < 1e-6);
         assert!((at(5, 1, 1)? - 1.0).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn context_means_leave_out_missing_pixels_except_in_models_saved_before() -> Result<()> {
+        // One band on a 1 × 3 row: 0.2, a masked pixel (whatever its value), 0.4.
+        let data = Tensor::from_vec(vec![0.2f32, 9.0, 0.4], (1, 1, 3, 1, 1), &Device::Cpu)?;
+        let mask = Tensor::from_vec(vec![0u8, 3, 0], (1, 1, 3, 1, 1), &Device::Cpu)?;
+        let mut modalities = BTreeMap::new();
+        modalities.insert(
+            Modality::Sentinel2L2a,
+            ModalityInput {
+                data,
+                mask: Some(mask),
+            },
+        );
+        let input = EncoderInput {
+            modalities,
+            months: Tensor::zeros((1, 1), DType::U32, &Device::Cpu)?,
+        };
+        let row = |observed_only| -> Result<Vec<f32>> {
+            let x = pixel_features(&input, &[1], observed_only)?;
+            Ok(x.flatten_all()?.to_vec1()?)
+        };
+        // Pixels, then the 3 × 3 means clipped to the row.
+        let observed = row(true)?;
+        assert!((observed[1] - MISSING_PIXEL).abs() < 1e-6, "{observed:?}");
+        for (got, want) in observed[3..].iter().zip([0.2, 0.3, 0.4]) {
+            assert!((got - want).abs() < 1e-6, "{observed:?}");
+        }
+        let before = row(false)?;
+        for (got, want) in before[3..].iter().zip([0.35, 0.366_666_7, 0.45]) {
+            assert!((got - want).abs() < 1e-6, "{before:?}");
+        }
+        // A model saved before the setting existed keeps the old means; new ones say theirs.
+        let cfg = TaskModelConfig {
+            format: TASK_MODEL_FORMAT,
+            encoder: crate::EncoderConfig::nano(),
+            model_size: "nano".into(),
+            patch_size: 4,
+            task: Task::Segmentation,
+            num_outputs: 2,
+            head: HeadKind::Hybrid,
+            modalities: vec![Modality::Sentinel2L2a],
+            window_size: 64,
+            initialised_from: "random".into(),
+            pixel_channels: 0,
+            pixel_context: vec![1],
+            context_observed_only: true,
+        };
+        let err = |e: serde_json::Error| Error::InvalidInput(e.to_string());
+        let mut saved = serde_json::to_value(&cfg).map_err(err)?;
+        assert_eq!(
+            serde_json::from_value::<TaskModelConfig>(saved.clone()).map_err(err)?,
+            cfg
+        );
+        if let Some(o) = saved.as_object_mut() {
+            o.remove("context_observed_only");
+        }
+        let old: TaskModelConfig = serde_json::from_value(saved).map_err(err)?;
+        assert!(!old.context_observed_only);
         Ok(())
     }
 

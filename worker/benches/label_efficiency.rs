@@ -283,6 +283,7 @@ async fn setup(scene: &str, scene_seed: u64, patch: usize) -> Result<Setup> {
         initialised_from: "benchmark".into(),
         pixel_channels: pixel_channels(&pool[0].example.input, &context)?,
         pixel_context: context,
+        context_observed_only: true,
     };
     cfg.validate()?;
 
@@ -294,7 +295,11 @@ async fn setup(scene: &str, scene_seed: u64, patch: usize) -> Result<Setup> {
         let features = embed_examples(&encoder, &examples, patch, 8, &mut Quiet, (0.0, 1.0))?;
         for (w, f) in set.iter_mut().zip(features) {
             w.features = f.to_dtype(DType::F32)?;
-            w.pixels = pixel_features(&w.example.input, &cfg.pixel_context)?;
+            w.pixels = pixel_features(
+                &w.example.input,
+                &cfg.pixel_context,
+                cfg.context_observed_only,
+            )?;
         }
     }
     println!(

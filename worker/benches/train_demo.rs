@@ -177,6 +177,7 @@ async fn main() {
         pixel_channels: pixel_channels(&train[0].input, &olmoearth::task::PIXEL_CONTEXT_RADII)
             .unwrap(),
         pixel_context: olmoearth::task::PIXEL_CONTEXT_RADII.to_vec(),
+        context_observed_only: true,
     };
     let epochs = env("EPOCHS", FitOptions::default().epochs);
     let fit = FitOptions {

@@ -499,6 +499,7 @@ mod tests {
             initialised_from: "test".into(),
             pixel_channels: 0,
             pixel_context: Vec::new(),
+            context_observed_only: true,
         };
         let t: Vec<&Target> = targets.iter().collect();
         let b = Baseline::fit(&cfg, &feats, &t, &[], &[])?;

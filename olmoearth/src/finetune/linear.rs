@@ -181,7 +181,7 @@ fn planes(
     let pc = inputs.pixel_columns(cfg);
     if pc > 0 {
         parts.push(
-            pixel_features(&e.input, &cfg.pixel_context)?
+            pixel_features(&e.input, &cfg.pixel_context, cfg.context_observed_only)?
                 .squeeze(0)?
                 .narrow(0, 0, pc)?,
         );
@@ -775,6 +775,7 @@ mod tests {
             initialised_from: "test".into(),
             pixel_channels: 12 * (1 + context.len()),
             pixel_context: context.to_vec(),
+            context_observed_only: true,
         }
     }
 

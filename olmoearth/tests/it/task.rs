@@ -32,6 +32,7 @@ fn config(task: &str, head: &str, k: usize) -> TaskModelConfig {
         initialised_from: "fixture".into(),
         pixel_channels: T * 12,
         pixel_context: Vec::new(),
+        context_observed_only: true,
     }
 }
 

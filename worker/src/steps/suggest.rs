@@ -505,6 +505,7 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
             initialised_from: initialised_from.clone(),
             pixel_channels: 0,
             pixel_context: olmoearth::task::PIXEL_CONTEXT_RADII.to_vec(),
+            context_observed_only: true,
         };
         let mut cfg = cfg;
         cfg.pixel_channels =
@@ -535,7 +536,8 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
         let mut pixel_size = 10.0f64;
         for (wi, (e, f)) in loaded.iter().zip(&features).enumerate() {
             let (side, _) = olmoearth::finetune::input_hw(&e.input).map_err(permanent)?;
-            let pixels = pixel_features(&e.input, &cfg.pixel_context).map_err(permanent)?;
+            let pixels = pixel_features(&e.input, &cfg.pixel_context, cfg.context_observed_only)
+                .map_err(permanent)?;
             let (epsg, gt) = geo.get(&e.id).copied().unwrap_or((0, [0.0; 6]));
             pixel_size = gt[1].abs().max(1e-6);
             let mask = match &e.target {

@@ -720,6 +720,7 @@ pub async fn train_on_examples(
         initialised_from: initialised_from.clone(),
         pixel_channels: 0,
         pixel_context: olmoearth::task::PIXEL_CONTEXT_RADII.to_vec(),
+        context_observed_only: true,
     };
 
     let ids: Vec<String> = examples.iter().map(|e| e.window_id.clone()).collect();
