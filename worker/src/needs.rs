@@ -91,10 +91,16 @@ impl Shape {
 }
 
 /// The `needs` of a step of `project` that runs the encoder on batches of `batch`, fine-tuning it
-/// (a backward pass through the encoder) or not.
+/// (a backward pass through the encoder) or not: `memory_mib` (what claims are matched on), the
+/// `model_size` it loads, and the `dtype` the memory figure assumes (`f32`: an upper bound on GPUs that
+/// compute in bf16).
 #[must_use]
 pub fn of_project(project: &Project, batch: usize, fine_tuning: bool) -> Value {
-    json!({"memory_mib": Shape::of(project, batch).memory_mib(fine_tuning)})
+    json!({
+        "memory_mib": Shape::of(project, batch).memory_mib(fine_tuning),
+        "model_size": project.model_size.name(),
+        "dtype": "f32",
+    })
 }
 
 #[cfg(test)]

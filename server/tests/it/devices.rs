@@ -681,6 +681,8 @@ async fn a_step_needing_12_gb_goes_only_to_a_worker_that_has_them_and_the_page_s
     let train_needs = run["steps"][0]["needs"]["memory_mib"].as_f64().unwrap();
     let eval_needs = run["steps"][1]["needs"]["memory_mib"].as_f64().unwrap();
     assert!(train_needs > eval_needs && eval_needs > 512.0, "{run}");
+    assert_eq!(run["steps"][0]["needs"]["model_size"], "nano", "{run}");
+    assert_eq!(run["steps"][0]["needs"]["dtype"], "f32", "{run}");
     let (status, frozen) = call(
         &app,
         "POST",
