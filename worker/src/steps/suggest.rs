@@ -477,6 +477,8 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
     let progress = ctx.progress.clone();
     let cancel = ctx.cancel.clone();
     let k = classes.len();
+    // Labels must lie in the area: the windows' margins outside it are never suggested.
+    let area = area_of(&project.aoi);
     let work = move || -> Result<Chosen, StepError> {
         let super::train::Pretrained {
             from: initialised_from,
@@ -577,6 +579,15 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
         } else {
             None
         };
+        let (tokens, flat, scores) = match &area {
+            Some(area) => {
+                let inside = inside_area(&tokens, area).map_err(permanent)?;
+                keep_tokens(tokens, flat, scores, d, |i, t| {
+                    inside[i] || t.label.is_some()
+                })
+            }
+            None => (tokens, flat, scores),
+        };
         let min_ground = MIN_TOKENS_APART * patch_size as f64 * pixel_size;
         let picks = choose(
             &tokens,
@@ -601,7 +612,7 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
         .map_err(retryable)??;
     if chosen.picks.is_empty() {
         return Err(permanent(anyhow::anyhow!(
-            "nothing left to suggest: every token of the {} windows considered is labelled or next to a label",
+            "nothing left to suggest: every token of the {} windows considered is labelled, next to a label or outside the area",
             chosen.window_ids.len()
         )));
     }
@@ -659,6 +670,66 @@ struct Chosen {
     labelled_classes: usize,
     initialised_from: String,
     note: Option<String>,
+}
+
+/// The project's area as polygons (lon/lat), or `None` when it is not a polygon or multipolygon.
+fn area_of(aoi: &serde_json::Value) -> Option<geo::MultiPolygon<f64>> {
+    match groundwork_imagery::rasterize::parse_label_geometry(aoi).ok()? {
+        geo::Geometry::Polygon(p) => Some(geo::MultiPolygon(vec![p])),
+        geo::Geometry::MultiPolygon(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// Whether the centre of each token lies in `area` (lon/lat); positions are converted zone by zone.
+fn inside_area(
+    tokens: &[Token],
+    area: &geo::MultiPolygon<f64>,
+) -> groundwork_imagery::Result<Vec<bool>> {
+    use geo::Intersects;
+    let mut by_zone: std::collections::BTreeMap<u32, Vec<usize>> =
+        std::collections::BTreeMap::new();
+    for (i, t) in tokens.iter().enumerate() {
+        by_zone.entry(t.ground.0).or_default().push(i);
+    }
+    let mut inside = vec![false; tokens.len()];
+    for (epsg, at) in by_zone {
+        let points: Vec<(f64, f64)> = at
+            .iter()
+            .map(|&i| (tokens[i].ground.1, tokens[i].ground.2))
+            .collect();
+        let lonlat = groundwork_imagery::grid::to_lonlat(epsg, &points)?;
+        for (&i, (lon, lat)) in at.iter().zip(lonlat) {
+            inside[i] = area.intersects(&geo::Point::new(lon, lat));
+        }
+    }
+    Ok(inside)
+}
+
+/// Class scores of tokens, `k` a token (row-major), and `k`.
+type Scores = Option<(Vec<f32>, usize)>;
+
+/// The tokens `keep` accepts, with their feature rows (`d` wide) and score rows.
+fn keep_tokens(
+    tokens: Vec<Token>,
+    flat: Vec<f32>,
+    scores: Scores,
+    d: usize,
+    keep: impl Fn(usize, &Token) -> bool,
+) -> (Vec<Token>, Vec<f32>, Scores) {
+    let kept: Vec<usize> = (0..tokens.len()).filter(|&i| keep(i, &tokens[i])).collect();
+    if kept.len() == tokens.len() {
+        return (tokens, flat, scores);
+    }
+    let rows = |v: &[f32], w: usize| -> Vec<f32> {
+        kept.iter()
+            .flat_map(|&i| v.get(i * w..(i + 1) * w).unwrap_or(&[]).iter().copied())
+            .collect()
+    };
+    let flat = rows(&flat, d);
+    let scores = scores.map(|(s, k)| (rows(&s, k), k));
+    let tokens = kept.iter().map(|&i| tokens[i].clone()).collect();
+    (tokens, flat, scores)
 }
 
 #[cfg(test)]
@@ -748,5 +819,42 @@ mod tests {
             token_labels(&mask, 4, 2, 2),
             vec![Some(2), None, None, None]
         );
+    }
+
+    #[test]
+    fn tokens_outside_the_area_are_left_out_with_their_rows() {
+        // Four tokens 1 km apart eastwards from 15° E on the 45th parallel (UTM 33N); the area
+        // covers the first two (15.000–15.015° E).
+        let tokens: Vec<Token> = (0..4)
+            .map(|i| Token {
+                window: 0,
+                pixel: (0, 0),
+                ground: (32633, 500_000.0 + 1000.0 * f64::from(i), 4_983_000.0),
+                label: None,
+            })
+            .collect();
+        let area = area_of(&json!({"type": "Polygon", "coordinates": [[
+            [14.99, 44.9], [14.99, 45.1], [15.015, 45.1], [15.015, 44.9], [14.99, 44.9]
+        ]]}))
+        .expect("an area");
+        let inside = inside_area(&tokens, &area).expect("lon/lat");
+        assert_eq!(inside, vec![true, true, false, false]);
+        // Rows follow their tokens; a labelled token is kept wherever it is.
+        let mut with_label = tokens.clone();
+        with_label[3].label = Some(0);
+        let flat: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        let scores = Some(((0..12).map(|v| v as f32).collect(), 3));
+        let (kept, flat, scores) = keep_tokens(with_label, flat, scores, 2, |i, t| {
+            inside[i] || t.label.is_some()
+        });
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept[2].label, Some(0));
+        assert_eq!(flat, vec![0.0, 1.0, 2.0, 3.0, 6.0, 7.0]);
+        assert_eq!(
+            scores,
+            Some((vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 10.0, 11.0], 3))
+        );
+        // A point or an unreadable area filters nothing.
+        assert!(area_of(&json!({"type": "Point", "coordinates": [15.0, 45.0]})).is_none());
     }
 }

@@ -264,6 +264,11 @@ fn check_placement(s: &Scene, items: &[Value]) {
             "{it} outside {}",
             w.id
         );
+        // Inside the project's area too (a label outside it is refused): the scene's AOI box.
+        assert!(
+            (15.0..=15.008).contains(&lon) && (45.0..=45.006).contains(&lat),
+            "{it} is outside the area"
+        );
     }
     for (i, a) in items.iter().enumerate() {
         for b in &items[i + 1..] {
