@@ -1265,6 +1265,34 @@ async fn the_session_cookie_is_secure_only_when_the_server_is_told_so() {
 }
 
 #[tokio::test]
+async fn a_token_row_held_by_an_open_transaction_does_not_hold_up_requests_with_the_token() {
+    let (db, app, org) = fresh().await;
+    let user = accounts::user_by_email(&db.pool, "owner@alpha.org")
+        .await
+        .unwrap()
+        .unwrap();
+    let token = token_of(&db.pool, user.id, org, Scope::Read).await;
+    // A transaction left open on the token's row (a request cut off mid-query, say).
+    let mut held = db.pool.begin().await.unwrap();
+    sqlx::query("select id from api_token where org_id = $1 for update")
+        .bind(org)
+        .fetch_all(&mut *held)
+        .await
+        .unwrap();
+    let caller = Caller::Bearer(token);
+    for _ in 0..3 {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            send(&app, &caller, "GET", "/api/v1/me", None, "10.0.0.3"),
+        )
+        .await
+        .expect("the request waited on the token's row");
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    held.rollback().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_read_token_only_reads_and_a_revoked_token_is_refused() {
     let (db, app, org) = fresh().await;
     let user = accounts::user_by_email(&db.pool, "owner@alpha.org")
