@@ -71,6 +71,17 @@ pub fn parse_label_geometry(
     Ok(g)
 }
 
+/// A project's area (GeoJSON Polygon or MultiPolygon in EPSG:4326, checked as [`parse_label_geometry`]
+/// checks it) as polygons; `None` when it is neither or does not parse.
+#[must_use]
+pub fn parse_area(value: &serde_json::Value) -> Option<geo::MultiPolygon<f64>> {
+    match parse_label_geometry(value).ok()? {
+        geo::Geometry::Polygon(p) => Some(geo::MultiPolygon(vec![p])),
+        geo::Geometry::MultiPolygon(m) => Some(m),
+        _ => None,
+    }
+}
+
 /// Row-major indices of the pixels `geometry` (already in the grid's CRS) covers.
 #[must_use]
 pub fn rasterize_projected(geometry: &geo::Geometry<f64>, grid: &PixelGrid) -> Vec<u32> {
@@ -185,6 +196,20 @@ mod tests {
     use super::*;
     use crate::WindowSpec;
     use geo::{Point, polygon};
+
+    #[test]
+    fn an_area_is_a_polygon_or_multipolygon_and_anything_else_is_none() {
+        let square = serde_json::json!({"type": "Polygon", "coordinates": [[
+            [15.0, 45.0], [15.1, 45.0], [15.1, 45.1], [15.0, 45.1], [15.0, 45.0]
+        ]]});
+        assert_eq!(parse_area(&square).map(|m| m.0.len()), Some(1));
+        // A point or an unreadable area gives none.
+        assert!(
+            parse_area(&serde_json::json!({"type": "Point", "coordinates": [15.0, 45.0]}))
+                .is_none()
+        );
+        assert!(parse_area(&serde_json::json!({"type": "Polygon"})).is_none());
+    }
     use serde_json::json;
 
     fn grid() -> PixelGrid {

@@ -37,6 +37,12 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
+/// The kind of `device` in words: `cuda` or `cpu`.
+#[must_use]
+pub fn kind_name(device: &Device) -> &'static str {
+    if device.is_cuda() { "cuda" } else { "cpu" }
+}
+
 /// The compute dtype: bf16 on GPUs that compute in it natively (compute capability 8.0 or newer:
 /// A100, L4, H100, RTX 30xx and later), f32 on older ones (a T4 or a V100 has no bf16 arithmetic)
 /// and on the CPU.
@@ -72,6 +78,7 @@ mod tests {
             assert!(parse_device("cuda:0").is_err());
         }
         assert_eq!(compute_dtype(&Device::Cpu), DType::F32);
+        assert_eq!(kind_name(&Device::Cpu), "cpu");
         assert_eq!(compute_capability(&Device::Cpu), None);
     }
 }

@@ -229,7 +229,7 @@ fn usage_row(kind: DeviceKind, seconds: f64, installation: f64, terms: &Terms) -
         hours: seconds / 3600.0,
         installation_hours,
         quota_hours,
-        remaining_hours: quota_hours.map(|q| (q - installation_hours).max(0.0)),
+        remaining_hours: quota_hours.map(|q| remaining_hours(q, installation_hours, 0.0)),
         price_per_hour: price.map(|p| p.0),
         currency: price.map(|p| p.1.to_owned()),
         cost: price.map(|p| p.0 * installation_hours),
@@ -455,6 +455,13 @@ pub async fn learn_rate(pool: &PgPool, claim_id: Uuid) -> Result<()> {
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// What is left of a quota of `quota_hours` after `used_hours` and the `committed_hours` unfinished runs
+/// hold (never below zero).
+#[must_use]
+pub fn remaining_hours(quota_hours: f64, used_hours: f64, committed_hours: f64) -> f64 {
+    (quota_hours - used_hours - committed_hours).max(0.0)
 }
 
 /// The device-hours of `kind` that the organisation's unfinished runs are still expected to spend

@@ -3,7 +3,7 @@
 
 use super::formats::{ClassRef, RawLabel, RowError, integral};
 use geo::{BoundingRect, Centroid, Intersects, MultiPolygon};
-use groundwork_imagery::rasterize::{PixelGrid, Rasterizer, bitmask, parse_label_geometry};
+use groundwork_imagery::rasterize::{PixelGrid, Rasterizer, bitmask, parse_area};
 use groundwork_store::labels::{Coverage, NewLabel, WindowGrid};
 use groundwork_store::projects::Project;
 use groundwork_types::Task;
@@ -130,14 +130,6 @@ pub(crate) fn whole_window(w: &WindowGrid) -> Coverage {
     }
 }
 
-fn aoi_of(project: &Project) -> Option<MultiPolygon<f64>> {
-    match parse_label_geometry(&project.aoi).ok()? {
-        geo::Geometry::Polygon(p) => Some(MultiPolygon(vec![p])),
-        geo::Geometry::MultiPolygon(m) => Some(m),
-        _ => None,
-    }
-}
-
 /// Checks rows against a project: classes, task, AOI and windows.
 struct RowChecker<'a> {
     task: Task,
@@ -153,7 +145,7 @@ impl<'a> RowChecker<'a> {
         Self {
             task: project.task,
             legend: Legend::of(project),
-            aoi: aoi_of(project),
+            aoi: parse_area(&project.aoi),
             windows,
             by_id: windows.iter().map(|w| (w.id.as_str(), w)).collect(),
             rasterizer: Rasterizer::new(),

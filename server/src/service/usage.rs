@@ -107,7 +107,8 @@ pub async fn estimate_units(
     } else {
         0.0
     };
-    let remaining_hours = quota_hours.map(|q| (q - used_hours - committed_hours).max(0.0));
+    let remaining_hours =
+        quota_hours.map(|q| usage::remaining_hours(q, used_hours, committed_hours));
     let within_quota = !on_installation || remaining_hours.is_none_or(|r| device_hours <= r);
     let unit = usage::unit_of(kind).unwrap_or("unit").to_owned();
     let note = format!(
@@ -328,7 +329,7 @@ pub async fn create_estimated_run(
             recounted.committed_hours = committed_hours;
             recounted.remaining_hours = recounted
                 .quota_hours
-                .map(|q| (q - recounted.used_hours - committed_hours).max(0.0));
+                .map(|q| usage::remaining_hours(q, recounted.used_hours, committed_hours));
             recounted.within_quota = false;
             Err(quota_refusal(&recounted))
         }

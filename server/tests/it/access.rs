@@ -1264,14 +1264,19 @@ async fn the_session_cookie_is_secure_only_when_the_server_is_told_so() {
     }
 }
 
-#[tokio::test]
-async fn a_token_row_held_by_an_open_transaction_does_not_hold_up_requests_with_the_token() {
-    let (db, app, org) = fresh().await;
-    let user = accounts::user_by_email(&db.pool, "owner@alpha.org")
+/// The owner of [`fresh`]'s organisation and a read token of theirs.
+async fn owner_read_token(pool: &PgPool, org: Uuid) -> (Uuid, String) {
+    let user = accounts::user_by_email(pool, "owner@alpha.org")
         .await
         .unwrap()
         .unwrap();
-    let token = token_of(&db.pool, user.id, org, Scope::Read).await;
+    (user.id, token_of(pool, user.id, org, Scope::Read).await)
+}
+
+#[tokio::test]
+async fn a_token_row_held_by_an_open_transaction_does_not_hold_up_requests_with_the_token() {
+    let (db, app, org) = fresh().await;
+    let (_, token) = owner_read_token(&db.pool, org).await;
     // A transaction left open on the token's row (a request cut off mid-query, say).
     let mut held = db.pool.begin().await.unwrap();
     sqlx::query("select id from api_token where org_id = $1 for update")
@@ -1295,11 +1300,7 @@ async fn a_token_row_held_by_an_open_transaction_does_not_hold_up_requests_with_
 #[tokio::test]
 async fn a_read_token_only_reads_and_a_revoked_token_is_refused() {
     let (db, app, org) = fresh().await;
-    let user = accounts::user_by_email(&db.pool, "owner@alpha.org")
-        .await
-        .unwrap()
-        .unwrap();
-    let read = token_of(&db.pool, user.id, org, Scope::Read).await;
+    let (user, read) = owner_read_token(&db.pool, org).await;
     assert!(read.starts_with("gw_"));
     let caller = Caller::Bearer(read.clone());
     let listed =
@@ -1380,12 +1381,12 @@ async fn a_read_token_only_reads_and_a_revoked_token_is_refused() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     // Removing the user from the organisation ends their tokens there.
     let other_owner = user_in(&db.pool, org, "second@alpha.org", Role::Owner).await;
-    accounts::remove_member(&db.pool, &Who::cli(), org, user.id)
+    accounts::remove_member(&db.pool, &Who::cli(), org, user)
         .await
         .unwrap();
     let r = send(&app, &write, "GET", "/api/v1/projects", None, "10.0.0.3").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_ne!(other_owner, user.id);
+    assert_ne!(other_owner, user);
 }
 
 #[tokio::test]

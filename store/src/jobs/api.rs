@@ -134,7 +134,7 @@ pub async fn create_run_with(
     let mut awaiting_approval = extras.awaiting_approval;
     if let Some(q) = &extras.quota {
         let committed = crate::usage::committed_hours(&mut *tx, org_id, q.device_kind).await?;
-        let remaining = (q.quota_hours - q.used_hours - committed).max(0.0);
+        let remaining = crate::usage::remaining_hours(q.quota_hours, q.used_hours, committed);
         if q.device_hours > remaining {
             if q.request_approval {
                 awaiting_approval = true;

@@ -478,7 +478,7 @@ async fn suggest(ctx: &StepContext, args: &SuggestArgs) -> Result<StepOutput, St
     let cancel = ctx.cancel.clone();
     let k = classes.len();
     // Labels must lie in the area: the windows' margins outside it are never suggested.
-    let area = area_of(&project.aoi);
+    let area = groundwork_imagery::rasterize::parse_area(&project.aoi);
     let work = move || -> Result<Chosen, StepError> {
         let super::train::Pretrained {
             from: initialised_from,
@@ -672,15 +672,6 @@ struct Chosen {
     note: Option<String>,
 }
 
-/// The project's area as polygons (lon/lat), or `None` when it is not a polygon or multipolygon.
-fn area_of(aoi: &serde_json::Value) -> Option<geo::MultiPolygon<f64>> {
-    match groundwork_imagery::rasterize::parse_label_geometry(aoi).ok()? {
-        geo::Geometry::Polygon(p) => Some(geo::MultiPolygon(vec![p])),
-        geo::Geometry::MultiPolygon(m) => Some(m),
-        _ => None,
-    }
-}
-
 /// Whether the centre of each token lies in `area` (lon/lat); positions are converted zone by zone.
 fn inside_area(
     tokens: &[Token],
@@ -833,10 +824,11 @@ mod tests {
                 label: None,
             })
             .collect();
-        let area = area_of(&json!({"type": "Polygon", "coordinates": [[
-            [14.99, 44.9], [14.99, 45.1], [15.015, 45.1], [15.015, 44.9], [14.99, 44.9]
-        ]]}))
-        .expect("an area");
+        let area =
+            groundwork_imagery::rasterize::parse_area(&json!({"type": "Polygon", "coordinates": [[
+                [14.99, 44.9], [14.99, 45.1], [15.015, 45.1], [15.015, 44.9], [14.99, 44.9]
+            ]]}))
+            .expect("an area");
         let inside = inside_area(&tokens, &area).expect("lon/lat");
         assert_eq!(inside, vec![true, true, false, false]);
         // Rows follow their tokens; a labelled token is kept wherever it is.
@@ -854,7 +846,5 @@ mod tests {
             scores,
             Some((vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 10.0, 11.0], 3))
         );
-        // A point or an unreadable area filters nothing.
-        assert!(area_of(&json!({"type": "Point", "coordinates": [15.0, 45.0]})).is_none());
     }
 }

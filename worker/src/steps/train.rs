@@ -656,7 +656,7 @@ pub async fn train_on_examples(
     let device = olmoearth::device::parse_device(args.device.as_deref().unwrap_or("auto"))
         .map_err(permanent)?;
     // Where the encoder runs and in what: bf16 on GPUs that have it (f32 parameters), else f32.
-    let device_name = if device.is_cuda() { "cuda" } else { "cpu" };
+    let device_name = olmoearth::device::kind_name(&device);
     let compute_dtype = olmoearth::device::compute_dtype(&device).as_str();
     let task = project.task;
     let class_ids = if task == Task::Regression {

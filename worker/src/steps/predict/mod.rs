@@ -389,7 +389,7 @@ impl Step for Predict {
             }
             // What the encoder computes in: bf16 on GPUs of compute capability 8.0 or newer, else f32.
             let compute_dtype = olmoearth::device::compute_dtype(&device).as_str();
-            let device_name = if device.is_cuda() { "cuda" } else { "cpu" };
+            let device_name = olmoearth::device::kind_name(&device);
             let prediction = tokio::task::spawn_blocking(move || {
                 let model: Arc<dyn WindowModel> = match trained {
                     Some((manifest, weights)) => {
